@@ -1,0 +1,97 @@
+#include "api/json_reader.h"
+
+#include <rapidjson/error/en.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ember::api {
+
+JsonReader::JsonReader(const rapidjson::Value& value, std::string context)
+    : value_(value), context_(std::move(context)) {
+  if (!value_.IsObject()) Fail(absl::StrCat(context_, " must be a JSON object"));
+}
+
+std::string JsonReader::Name(const char* field) const {
+  return context_.empty() ? field : absl::StrCat(context_, ".", field);
+}
+
+void JsonReader::Fail(std::string message) {
+  if (status_.ok()) status_ = absl::InvalidArgumentError(std::move(message));
+}
+
+const rapidjson::Value* JsonReader::Field(const char* name, bool required) {
+  known_.insert(name);
+  if (!status_.ok()) return nullptr;
+  auto it = value_.FindMember(name);
+  if (it == value_.MemberEnd()) {
+    if (required) Fail(absl::StrCat(Name(name), " is required"));
+    return nullptr;
+  }
+  return &it->value;
+}
+
+const rapidjson::Value* JsonReader::Raw(const char* name) { return Field(name, false); }
+
+std::optional<std::string> JsonReader::String(const char* name, bool required) {
+  const rapidjson::Value* v = Field(name, required);
+  if (v == nullptr) return std::nullopt;
+  if (!v->IsString()) {
+    Fail(absl::StrCat(Name(name), " must be a string"));
+    return std::nullopt;
+  }
+  return std::string(v->GetString(), v->GetStringLength());
+}
+
+std::optional<uint64_t> JsonReader::Uint(const char* name, bool required, uint64_t min,
+                                         uint64_t max) {
+  const rapidjson::Value* v = Field(name, required);
+  if (v == nullptr) return std::nullopt;
+  if (!v->IsNumber() || v->IsDouble()) {
+    Fail(absl::StrCat(Name(name), " must be an integer"));
+    return std::nullopt;
+  }
+  if (!v->IsUint64() || v->GetUint64() < min || v->GetUint64() > max) {
+    std::string got = v->IsInt64() ? absl::StrCat(v->GetInt64()) : absl::StrCat(v->GetUint64());
+    Fail(absl::StrFormat("%s must be between %d and %d, got %s", Name(name), min, max, got));
+    return std::nullopt;
+  }
+  return v->GetUint64();
+}
+
+std::optional<bool> JsonReader::Bool(const char* name, bool required) {
+  const rapidjson::Value* v = Field(name, required);
+  if (v == nullptr) return std::nullopt;
+  if (!v->IsBool()) {
+    Fail(absl::StrCat(Name(name), " must be true or false"));
+    return std::nullopt;
+  }
+  return v->GetBool();
+}
+
+absl::Status JsonReader::Finish() {
+  if (!status_.ok()) return status_;
+  for (auto it = value_.MemberBegin(); it != value_.MemberEnd(); ++it) {
+    std::string name(it->name.GetString(), it->name.GetStringLength());
+    if (!known_.count(name)) {
+      Fail(context_.empty() ? absl::StrCat("unknown field '", name, "'")
+                            : absl::StrCat(context_, ": unknown field '", name, "'"));
+      break;
+    }
+  }
+  return status_;
+}
+
+absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
+  // Without kParseStopWhenDoneFlag, trailing bytes are an error too.
+  doc->Parse(text.data(), text.size());
+  if (doc->HasParseError()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "malformed JSON at byte %d: %s", doc->GetErrorOffset(),
+        rapidjson::GetParseError_En(doc->GetParseError())));
+  }
+  if (!doc->IsObject()) return absl::InvalidArgumentError("the JSON body must be an object");
+  return absl::OkStatus();
+}
+
+}  // namespace ember::api

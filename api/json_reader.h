@@ -1,0 +1,47 @@
+// Typed, checked reads of one JSON object's fields. Each getter records the
+// field as known; Finish() then refuses any field nobody asked for. The
+// first error wins and names the field with its context, e.g.
+// "machine-config.vcpu_count must be an integer".
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <rapidjson/document.h>
+
+#include "absl/status/status.h"
+
+namespace ember::api {
+
+class JsonReader {
+ public:
+  // `context` prefixes messages ("machine-config"); `value` must outlive this.
+  JsonReader(const rapidjson::Value& value, std::string context);
+
+  std::optional<std::string> String(const char* name, bool required);
+  std::optional<uint64_t> Uint(const char* name, bool required, uint64_t min, uint64_t max);
+  std::optional<bool> Bool(const char* name, bool required);
+  // Marks a field known without reading it.
+  const rapidjson::Value* Raw(const char* name);
+
+  // OK if every read succeeded and the object has no unknown field.
+  absl::Status Finish();
+  absl::Status status() const { return status_; }
+
+ private:
+  const rapidjson::Value* Field(const char* name, bool required);
+  void Fail(std::string message);
+  std::string Name(const char* field) const;
+
+  const rapidjson::Value& value_;
+  std::string context_;
+  std::set<std::string> known_;
+  absl::Status status_;
+};
+
+// Parses `text` as one JSON object; the error gives the offset and reason.
+absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
+
+}  // namespace ember::api

@@ -1,0 +1,102 @@
+#include "api/vm_config_json.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "api/json_reader.h"
+#include "src/common/errno_status.h"
+#include "src/common/status_macros.h"
+
+namespace ember::api {
+namespace {
+
+// Sections of Firecracker's config file for devices and services Ember
+// does not have yet: refused when they ask for anything.
+constexpr const char* kNotYetSections[] = {
+    "drives", "network-interfaces", "balloon", "vsock", "logger",
+    "metrics", "mmds-config", "entropy", "cpu-config",
+};
+
+bool IsEmpty(const rapidjson::Value& v) {
+  return v.IsNull() || (v.IsArray() && v.Empty()) || (v.IsObject() && v.ObjectEmpty());
+}
+
+}  // namespace
+
+absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value) {
+  JsonReader r(value, "boot-source");
+  BootSourceConfig boot;
+  boot.kernel_image_path = r.String("kernel_image_path", true).value_or("");
+  boot.initrd_path = r.String("initrd_path", false).value_or("");
+  boot.boot_args = r.String("boot_args", false);
+  RETURN_IF_ERROR(r.Finish());
+  if (boot.kernel_image_path.empty()) {
+    return absl::InvalidArgumentError("boot-source.kernel_image_path must not be empty");
+  }
+  return boot;
+}
+
+absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) {
+  JsonReader r(value, "machine-config");
+  MachineConfig m;
+  m.vcpu_count = static_cast<uint32_t>(
+      r.Uint("vcpu_count", true, kMinVcpus, kMaxVcpus).value_or(kMinVcpus));
+  // The upper bound only keeps the MiB-to-bytes shift from overflowing;
+  // the host's RAM is checked when the VM is built.
+  m.mem_size_mib = r.Uint("mem_size_mib", true, 1, uint64_t{1} << 32).value_or(1);
+  m.track_dirty_pages = r.Bool("track_dirty_pages", false).value_or(false);
+  std::optional<bool> smt = r.Bool("smt", false);
+  std::optional<std::string> tmpl = r.String("cpu_template", false);
+  std::optional<std::string> huge = r.String("huge_pages", false);
+  RETURN_IF_ERROR(r.Finish());
+  if (smt.value_or(false)) {
+    return absl::InvalidArgumentError("machine-config.smt: Ember does not support SMT; use false");
+  }
+  if (tmpl && *tmpl != "None") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("machine-config.cpu_template '", *tmpl, "' is not supported; use \"None\""));
+  }
+  if (huge && *huge != "None") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("machine-config.huge_pages '", *huge, "' is not supported; use \"None\""));
+  }
+  return m;
+}
+
+absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
+  rapidjson::Document doc;
+  RETURN_IF_ERROR(ParseJsonObject(json, &doc));
+  JsonReader r(doc, "");
+  VmConfig config;
+  if (const rapidjson::Value* v = r.Raw("boot-source")) {
+    ASSIGN_OR_RETURN(config.boot_source, ParseBootSource(*v));
+  }
+  if (const rapidjson::Value* v = r.Raw("machine-config")) {
+    ASSIGN_OR_RETURN(config.machine, ParseMachineConfig(*v));
+  }
+  for (const char* section : kNotYetSections) {
+    const rapidjson::Value* v = r.Raw(section);
+    if (v != nullptr && !IsEmpty(*v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", section, "' is not supported by Ember yet; remove it"));
+    }
+  }
+  RETURN_IF_ERROR(r.Finish());
+  return config;
+}
+
+absl::StatusOr<VmConfig> LoadVmConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(absl::StrCat("open config file ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<VmConfig> config = ParseVmConfig(text.str());
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+}  // namespace ember::api

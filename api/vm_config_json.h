@@ -1,0 +1,23 @@
+// JSON bodies of Firecracker's boot-source and machine-config, and the whole
+// config file, parsed into the VMM's typed config. Shared by the config file
+// and (later) the HTTP API, so both refuse the same things the same way.
+#pragma once
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include <rapidjson/document.h>
+
+#include "absl/status/statusor.h"
+#include "src/vmm/vm_config.h"
+
+namespace ember::api {
+
+absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
+absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
+
+// A config file's text (`--config-file`), in Firecracker's format.
+absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json);
+absl::StatusOr<VmConfig> LoadVmConfigFile(const std::string& path);
+
+}  // namespace ember::api

@@ -1,0 +1,47 @@
+// Ember's guest init: a static program with no libc.
+//
+// By default it prints a line to the console and asks the kernel to reboot,
+// which ends the VMM with exit code 0. Booted with "ember.idle" on the kernel
+// command line (the kernel passes unknown words to init as arguments), it
+// makes no system call at all and loops, keeping the kernel alive and
+// serving interrupts: on PVM hosts, guest user space cannot make system
+// calls (shared/PLATFORM.md), so that is the only init that lives there.
+#include <linux/reboot.h>
+#include <sys/syscall.h>
+
+static long sys3(long nr, long a, long b, long c) {
+  long ret;
+  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  return ret;
+}
+
+static int streq(const char* a, const char* b) {
+  while (*a && *a == *b) a++, b++;
+  return *a == *b;
+}
+
+static const char kHello[] = "ember-init: hello from user space\n";
+
+__attribute__((noreturn)) void start_c(long* sp) {
+  long argc = sp[0];
+  char** argv = (char**)(sp + 1);
+  for (long i = 1; i < argc; i++) {
+    if (streq(argv[i], "ember.idle")) {
+      for (;;) __asm__ volatile("pause");
+    }
+  }
+  sys3(SYS_write, 1, (long)kHello, sizeof(kHello) - 1);
+  sys3(SYS_sync, 0, 0, 0);
+  for (;;) {
+    long args[4] = {LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_RESTART, 0};
+    long ret;
+    register long r10 __asm__("r10") = args[3];
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(SYS_reboot), "D"(args[0]), "S"(args[1]), "d"(args[2]), "r"(r10)
+                     : "rcx", "r11", "memory");
+  }
+}
+
+// The kernel enters with the stack pointer at argc.
+__asm__(".globl _start\n_start:\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call start_c\n");

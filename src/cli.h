@@ -1,0 +1,30 @@
+// Ember's command line, compatible with Firecracker's for what Ember has.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ember {
+
+struct CliOptions {
+  std::string config_file;
+  bool no_api = false;
+  std::string api_sock = "/run/ember.socket";
+  std::string id = "anonymous-instance";
+  std::string level = "Info";
+  bool help = false;
+  bool version = false;
+};
+
+// Parses argv[1..]; accepts "--opt value" and "--opt=value".
+absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args);
+
+// Firecracker's rule: 1 to 64 characters, letters, digits and '-'.
+bool ValidInstanceId(const std::string& id);
+
+extern const char kUsage[];
+
+}  // namespace ember

@@ -1,0 +1,57 @@
+// An 8250/16550 UART as the guest's console on COM1. Output goes to a host
+// fd; input arrives from the VMM thread. Interrupts leave through a trigger
+// (an irqfd in the VMM), raised on each new interrupt condition.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+
+#include "src/vmm/bus.h"
+
+namespace ember {
+
+class Serial : public BusDevice {
+ public:
+  static constexpr uint64_t kCom1Base = 0x3f8;
+  static constexpr uint64_t kRegisterCount = 8;
+  static constexpr uint32_t kCom1Irq = 4;
+  // Input beyond this many unread bytes is dropped (and counted).
+  static constexpr size_t kMaxInput = 4096;
+
+  // `out_fd` receives the guest's output (-1 discards it); `interrupt`
+  // raises the UART's IRQ line.
+  Serial(int out_fd, std::function<void()> interrupt);
+  ~Serial() override;
+
+  void Read(uint64_t offset, std::span<uint8_t> data) override;
+  void Write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // Queues bytes for the guest to read; returns how many were accepted.
+  size_t EnqueueInput(std::span<const uint8_t> bytes);
+  // Writes any buffered output to the host fd.
+  void Flush();
+  uint64_t dropped_input() const;
+
+ private:
+  uint8_t ReadRegister(uint64_t reg);
+  void WriteRegister(uint64_t reg, uint8_t value);
+  void Output(uint8_t byte);
+  uint8_t InterruptId() const;
+  // Raises the IRQ if an enabled condition is pending.
+  void UpdateInterrupt();
+
+  mutable std::mutex mu_;
+  const int out_fd_;
+  const bool out_is_tty_;
+  std::function<void()> interrupt_;
+  std::string out_buffer_;
+  std::deque<uint8_t> in_;
+  uint64_t dropped_input_ = 0;
+  bool thr_interrupt_ = false;  // transmitter-empty interrupt pending
+  uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0, scr_ = 0, dll_ = 0x0c, dlm_ = 0;
+};
+
+}  // namespace ember

@@ -1,0 +1,102 @@
+#include "src/vmm/arch/x86_64/cpuid.h"
+
+#include <algorithm>
+#include <bit>
+
+namespace ember::x86_64 {
+namespace {
+
+constexpr uint32_t kLeafVendor = 0x0;
+constexpr uint32_t kLeafFeatures = 0x1;
+constexpr uint32_t kLeafCacheParams = 0x4;
+constexpr uint32_t kLeafTopology = 0xb;
+constexpr uint32_t kLeafTopologyV2 = 0x1f;
+constexpr uint32_t kLeafAddressSizes = 0x80000008;
+constexpr uint32_t kLeafAmdTopology = 0x8000001e;
+
+constexpr uint32_t kEcxHypervisor = 1u << 31;
+constexpr uint32_t kEdxHtt = 1u << 28;
+constexpr uint32_t kAmdVendorEbx = 0x68747541;  // "Auth"enticAMD
+
+// Leaf 0xb/0x1f level types.
+constexpr uint32_t kLevelSmt = 1;
+constexpr uint32_t kLevelCore = 2;
+
+// Bits of APIC id that number the cores of one package.
+uint32_t CoreIdBits(uint32_t count) { return count <= 1 ? 0 : std::bit_width(count - 1); }
+
+bool IsAmd(const CpuidEntries& entries) {
+  for (const kvm_cpuid_entry2& e : entries) {
+    if (e.function == kLeafVendor) return e.ebx == kAmdVendorEbx;
+  }
+  return false;
+}
+
+// Subleaves 0..2 of a topology leaf: SMT (one thread), core, then invalid.
+void AppendTopologyLeaf(CpuidEntries& out, uint32_t leaf, uint32_t apic_id, uint32_t count) {
+  const uint32_t shifts[] = {0, CoreIdBits(count), 0};
+  const uint32_t cpus[] = {1, count, 0};
+  const uint32_t types[] = {kLevelSmt, kLevelCore, 0};
+  for (uint32_t sub = 0; sub < 3; sub++) {
+    kvm_cpuid_entry2 e = {};
+    e.function = leaf;
+    e.index = sub;
+    e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+    e.eax = shifts[sub];
+    e.ebx = cpus[sub];
+    e.ecx = (types[sub] << 8) | sub;
+    e.edx = apic_id;
+    out.push_back(e);
+  }
+}
+
+}  // namespace
+
+CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t count) {
+  const bool amd = IsAmd(supported);
+  CpuidEntries out;
+  bool had_topology = false, had_topology_v2 = false;
+  for (kvm_cpuid_entry2 e : supported) {
+    switch (e.function) {
+      case kLeafFeatures:
+        // EBX[31:24] initial APIC id, [23:16] logical processors per package.
+        e.ebx = (e.ebx & 0xffff) | (index << 24) | ((count & 0xff) << 16);
+        e.ecx |= kEcxHypervisor;
+        e.edx = count > 1 ? (e.edx | kEdxHtt) : (e.edx & ~kEdxHtt);
+        break;
+      case kLeafCacheParams: {
+        // EAX[31:26] cores per package - 1; [25:14] threads sharing the
+        // cache - 1: each core has its own L1 and L2, all share L3.
+        uint32_t level = (e.eax >> 5) & 0x7;
+        uint32_t sharing = level >= 3 ? count - 1 : 0;
+        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((count - 1) & 0x3f) << 26);
+        break;
+      }
+      case kLeafTopology:
+        had_topology = true;
+        continue;  // rebuilt below
+      case kLeafTopologyV2:
+        had_topology_v2 = true;
+        continue;
+      case kLeafAddressSizes:
+        if (amd) {
+          // ECX[7:0] cores - 1, [15:12] APIC id bits for cores.
+          e.ecx = (e.ecx & ~0xf0ffu) | ((count - 1) & 0xff) | (CoreIdBits(count) << 12);
+        }
+        break;
+      case kLeafAmdTopology:
+        e.eax = index;  // extended APIC id
+        e.ebx = index & 0xff;  // core id; threads per core - 1 = 0
+        e.ecx = 0;  // node 0, one node per package
+        break;
+      default:
+        break;
+    }
+    out.push_back(e);
+  }
+  if (had_topology) AppendTopologyLeaf(out, kLeafTopology, index, count);
+  if (had_topology_v2) AppendTopologyLeaf(out, kLeafTopologyV2, index, count);
+  return out;
+}
+
+}  // namespace ember::x86_64

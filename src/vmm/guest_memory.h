@@ -1,0 +1,73 @@
+// Guest physical memory: host mappings of guest RAM regions, reached only
+// through range-checked accessors. A range that leaves a region is an error,
+// never a pointer outside the mapping.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace ember {
+
+struct MemoryRange {
+  uint64_t guest_addr;
+  uint64_t size;
+};
+
+struct GuestRegion {
+  uint64_t guest_addr;
+  uint64_t size;
+  uint8_t* host;
+};
+
+class GuestMemory {
+ public:
+  // Maps anonymous private memory for each range. Ranges must be non-empty,
+  // page-aligned, sorted and disjoint.
+  static absl::StatusOr<GuestMemory> Create(const std::vector<MemoryRange>& ranges);
+
+  GuestMemory(GuestMemory&& other) noexcept;
+  GuestMemory& operator=(GuestMemory&& other) noexcept;
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+  ~GuestMemory();
+
+  // Host view of [addr, addr + len), which must lie inside one region.
+  absl::StatusOr<std::span<uint8_t>> Slice(uint64_t addr, uint64_t len) const;
+  bool Contains(uint64_t addr, uint64_t len) const;
+
+  absl::Status Read(uint64_t addr, std::span<uint8_t> out) const;
+  absl::Status Write(uint64_t addr, std::span<const uint8_t> data) const;
+
+  template <typename T>
+  absl::Status WriteObj(uint64_t addr, const T& value) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return Write(addr, std::span(reinterpret_cast<const uint8_t*>(&value), sizeof(T)));
+  }
+  template <typename T>
+  absl::StatusOr<T> ReadObj(uint64_t addr) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T value;
+    absl::Status st = Read(addr, std::span(reinterpret_cast<uint8_t*>(&value), sizeof(T)));
+    if (!st.ok()) return st;
+    return value;
+  }
+
+  const std::vector<GuestRegion>& regions() const { return regions_; }
+  // Bytes of guest RAM in all regions.
+  uint64_t total_size() const;
+
+ private:
+  GuestMemory() = default;
+  const GuestRegion* Find(uint64_t addr, uint64_t len) const;
+  void Unmap();
+
+  std::vector<GuestRegion> regions_;
+};
+
+}  // namespace ember

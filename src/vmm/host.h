@@ -1,0 +1,27 @@
+// Facts about the host that change how Ember boots a guest.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace ember {
+
+// Kernel options a guest needs on a PVM host (KVM's software hypervisor,
+// shared/PLATFORM.md): the emulator lacks XSAVE, POPCNT, CMPXCHG16B and
+// CLAC/STAC, and cannot emulate the INT3 of the kernel's self-test
+// (noint3selftest comes from resources/kernels/patches).
+inline constexpr char kPvmGuestArgs[] =
+    "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest";
+
+// True when the host's KVM is PVM; `sysfs_module` is for tests.
+bool IsPvmHost(const std::string& sysfs_module = "/sys/module/kvm_pvm");
+
+// `boot_args` plus kPvmGuestArgs on a PVM host (once, however often called).
+std::string AddHostBootArgs(const std::string& boot_args, bool pvm_host);
+
+// Host RAM in MiB, from sysinfo(2).
+absl::StatusOr<uint64_t> HostMemoryMib();
+
+}  // namespace ember

@@ -1,0 +1,141 @@
+#include "src/vmm/vcpu.h"
+
+#include <signal.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "src/common/log.h"
+#include "src/vmm/exit_code.h"
+
+namespace ember {
+namespace {
+
+int KickSignal() { return SIGRTMIN; }
+
+double NowMs(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+}  // namespace
+
+Vcpu::Vcpu(uint32_t index, VcpuFd fd, const Bus* pio, const Bus* mmio, VmExit* exit)
+    : index_(index), fd_(std::move(fd)), pio_(pio), mmio_(mmio), exit_(exit) {}
+
+Vcpu::~Vcpu() {
+  Stop();
+  Join();
+}
+
+void Vcpu::InstallKickHandler() {
+  // No SA_RESTART: the signal's only job is to make KVM_RUN return EINTR.
+  struct sigaction sa = {};
+  sa.sa_handler = [](int) {};
+  sigemptyset(&sa.sa_mask);
+  sigaction(KickSignal(), &sa, nullptr);
+}
+
+void Vcpu::Start() {
+  started_ = true;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Vcpu::Stop() {
+  stop_ = true;
+  if (fd_.run() != nullptr) fd_.run()->immediate_exit = 1;
+  if (started_ && thread_.joinable()) pthread_kill(thread_.native_handle(), KickSignal());
+}
+
+void Vcpu::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Vcpu::ReportFailure(const char* what) {
+  absl::StatusOr<kvm_regs> regs = fd_.GetRegs();
+  LOG_ERROR("vcpu %d stopped: %s (rip %#x)", index_, what, regs.ok() ? regs->rip : 0);
+  exit_->Request(kExitGenericError);
+}
+
+void Vcpu::Loop() {
+  SetThreadName(absl::StrCat("vcpu", index_));
+  bool first = true;
+  while (!stop_.load()) {
+    if (first && index_ == 0) {
+      LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
+               NowMs(CLOCK_MONOTONIC), NowMs(CLOCK_PROCESS_CPUTIME_ID));
+    }
+    first = false;
+    int err = fd_.Run();
+    if (err == EINTR || err == EAGAIN) {
+      fd_.run()->immediate_exit = 0;
+      continue;
+    }
+    if (err != 0) {
+      ReportFailure(absl::StrCat("KVM_RUN failed: ", std::strerror(err)).c_str());
+      return;
+    }
+    if (!HandleExit()) return;
+  }
+}
+
+bool Vcpu::HandleExit() {
+  kvm_run* run = fd_.run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+      auto* base = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+      for (uint32_t i = 0; i < run->io.count; i++) {
+        std::span<uint8_t> data(base + i * run->io.size, run->io.size);
+        if (run->io.direction == KVM_EXIT_IO_IN) {
+          // Ports nobody owns read as a floating bus.
+          if (!pio_->Read(run->io.port, data)) std::fill(data.begin(), data.end(), 0xff);
+        } else {
+          pio_->Write(run->io.port, data);
+        }
+      }
+      return true;
+    }
+    case KVM_EXIT_MMIO: {
+      std::span<uint8_t> data(run->mmio.data, std::min<uint32_t>(run->mmio.len, 8));
+      if (run->mmio.is_write) {
+        mmio_->Write(run->mmio.phys_addr, data);
+      } else if (!mmio_->Read(run->mmio.phys_addr, data)) {
+        std::fill(data.begin(), data.end(), 0xff);
+      }
+      return true;
+    }
+    case KVM_EXIT_HLT:
+      LOG_INFO("vcpu %d halted; stopping the VM", index_);
+      exit_->Request(kExitOk);
+      return false;
+    case KVM_EXIT_SHUTDOWN:
+      // A triple fault: how x86 guests reset when nothing else works.
+      LOG_INFO("vcpu %d: guest shutdown (triple fault); stopping the VM", index_);
+      exit_->Request(kExitOk);
+      return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+      LOG_INFO("vcpu %d: guest system event %d; stopping the VM", index_, run->system_event.type);
+      exit_->Request(kExitOk);
+      return false;
+    case KVM_EXIT_FAIL_ENTRY:
+      ReportFailure(absl::StrCat("KVM_EXIT_FAIL_ENTRY, reason ",
+                                 run->fail_entry.hardware_entry_failure_reason)
+                        .c_str());
+      return false;
+    case KVM_EXIT_INTERNAL_ERROR:
+      ReportFailure(absl::StrCat("KVM_EXIT_INTERNAL_ERROR, suberror ", run->internal.suberror,
+                                 run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+                                     ? " (instruction emulation failed)"
+                                     : "")
+                        .c_str());
+      return false;
+    default:
+      ReportFailure(absl::StrCat("unexpected KVM exit ", run->exit_reason).c_str());
+      return false;
+  }
+}
+
+}  // namespace ember

@@ -1,0 +1,50 @@
+// One vCPU thread: KVM_RUN in a loop, port and MMIO exits dispatched to the
+// buses, and every way the guest can stop turned into a VmExit request.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "src/vmm/bus.h"
+#include "src/vmm/kvm.h"
+#include "src/vmm/vm_exit.h"
+
+namespace ember {
+
+class Vcpu {
+ public:
+  Vcpu(uint32_t index, VcpuFd fd, const Bus* pio, const Bus* mmio, VmExit* exit);
+  ~Vcpu();
+
+  // Installs the process-wide handler for the kick signal. Call once
+  // before starting any vCPU.
+  static void InstallKickHandler();
+
+  void Start();
+  // Makes KVM_RUN return and the thread end; safe from any thread.
+  void Stop();
+  void Join();
+
+  const VcpuFd& fd() const { return fd_; }
+  uint32_t index() const { return index_; }
+
+ private:
+  void Loop();
+  // Handles one exit; returns false when the vCPU should stop.
+  bool HandleExit();
+  void ReportFailure(const char* what);
+
+  const uint32_t index_;
+  VcpuFd fd_;
+  const Bus* pio_;
+  const Bus* mmio_;
+  VmExit* exit_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> started_{false};
+  std::thread thread_;
+};
+
+}  // namespace ember

@@ -1,0 +1,150 @@
+#include "src/vmm/vm.h"
+
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/devices/legacy/i8042.h"
+#include "src/vmm/arch/x86_64/cpuid.h"
+#include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/exit_code.h"
+#include "src/vmm/host.h"
+
+namespace ember {
+namespace {
+
+double CpuMs() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+absl::StatusOr<GuestMemory> CreateMemory(const VmFd& vm, uint64_t mem_size_mib) {
+  ASSIGN_OR_RETURN(uint64_t host_mib, HostMemoryMib());
+  if (mem_size_mib > host_mib) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "machine-config.mem_size_mib %d exceeds the host's %d MiB of RAM", mem_size_mib,
+        host_mib));
+  }
+  ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges, x86_64::RamRanges(mem_size_mib << 20));
+  ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(ranges));
+  for (size_t slot = 0; slot < mem.regions().size(); slot++) {
+    const GuestRegion& r = mem.regions()[slot];
+    RETURN_IF_ERROR(vm.SetUserMemoryRegion(slot, r.guest_addr, r.size, r.host));
+  }
+  return mem;
+}
+
+std::string GuestCmdline(const BootSourceConfig& boot) {
+  std::string args = boot.boot_args.value_or(kDefaultBootArgs);
+  bool pvm = IsPvmHost();
+  std::string with_host = AddHostBootArgs(args, pvm);
+  if (with_host != args) {
+    LOG_INFO("PVM host (/sys/module/kvm_pvm): added guest boot args \"%s\"", kPvmGuestArgs);
+  }
+  return with_host;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo io) {
+  if (!config.boot_source) {
+    return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
+  }
+  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+
+  ASSIGN_OR_RETURN(Kvm kvm, Kvm::Open());
+  ASSIGN_OR_RETURN(VmFd vm_fd, kvm.CreateVm());
+  RETURN_IF_ERROR(vm_fd.SetTssAddr(x86_64::kKvmTssAddr));
+  RETURN_IF_ERROR(vm_fd.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
+  RETURN_IF_ERROR(vm_fd.CreateIrqchip());
+  RETURN_IF_ERROR(vm_fd.CreatePit2());
+  ASSIGN_OR_RETURN(GuestMemory memory, CreateMemory(vm_fd, config.machine.mem_size_mib));
+  ASSIGN_OR_RETURN(EventLoop loop, EventLoop::Create());
+  ASSIGN_OR_RETURN(std::unique_ptr<VmExit> exit, VmExit::Create());
+
+  std::unique_ptr<Vm> vm(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
+                                std::move(loop), std::move(exit)));
+  ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source,
+                                              GuestCmdline(*config.boot_source),
+                                              config.machine.vcpu_count));
+  RETURN_IF_ERROR(vm->AttachLegacyDevices(io));
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
+  return vm;
+}
+
+Vm::~Vm() {
+  for (auto& v : vcpus_) v->Stop();
+  for (auto& v : vcpus_) v->Join();
+}
+
+absl::Status Vm::AttachLegacyDevices(ConsoleIo io) {
+  serial_irq_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!serial_irq_.valid()) return ErrnoStatus("eventfd");
+  RETURN_IF_ERROR(vm_.RegisterIrqfd(serial_irq_.get(), Serial::kCom1Irq));
+  int irq_fd = serial_irq_.get();
+  serial_ = std::make_shared<Serial>(io.out_fd, [irq_fd] {
+    uint64_t one = 1;
+    (void)!::write(irq_fd, &one, sizeof(one));
+  });
+  RETURN_IF_ERROR(pio_.Insert(serial_, Serial::kCom1Base, Serial::kRegisterCount));
+
+  VmExit* exit = exit_.get();
+  auto i8042 = std::make_shared<I8042>([exit] {
+    LOG_INFO("guest reset through the i8042; stopping the VM");
+    exit->Request(kExitOk);
+  });
+  RETURN_IF_ERROR(pio_.Insert(i8042, I8042::kBase, I8042::kSize));
+
+  if (io.in_fd >= 0) {
+    // epoll refuses regular files such as /dev/null: then there is no input.
+    absl::Status st = loop_.Add(io.in_fd, EPOLLIN, [this](uint32_t ev) { OnConsoleInput(ev); });
+    if (st.ok()) console_in_ = io.in_fd;
+  }
+  return loop_.Add(exit_->fd(), EPOLLIN, [](uint32_t) {});
+}
+
+void Vm::OnConsoleInput(uint32_t) {
+  uint8_t buf[256];
+  ssize_t n = ::read(console_in_, buf, sizeof(buf));
+  if (n <= 0) {
+    loop_.Remove(console_in_);  // EOF or error: no more console input
+    return;
+  }
+  serial_->EnqueueInput(std::span(buf, n));
+}
+
+absl::Status Vm::CreateVcpus(uint32_t count, const BootEntry& entry) {
+  ASSIGN_OR_RETURN(CpuidEntries supported, kvm_.SupportedCpuid());
+  for (uint32_t i = 0; i < count; i++) {
+    ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));
+    RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(supported, i, count)));
+    RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry.protocol, entry.entry));
+    vcpus_.push_back(std::make_unique<Vcpu>(i, std::move(fd), &pio_, &mmio_, exit_.get()));
+  }
+  return absl::OkStatus();
+}
+
+int Vm::Run() {
+  Vcpu::InstallKickHandler();
+  LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
+           memory_.total_size() >> 20, CpuMs());
+  for (auto& v : vcpus_) v->Start();
+  while (!exit_->requested()) {
+    absl::Status st = loop_.RunOnce(-1);
+    if (!st.ok()) {
+      LOG_ERROR("event loop: %s", st.message());
+      exit_->Request(kExitGenericError);
+    }
+  }
+  for (auto& v : vcpus_) v->Stop();
+  for (auto& v : vcpus_) v->Join();
+  serial_->Flush();
+  LOG_INFO("VM stopped, all vCPU threads joined; exit code %d", exit_->code());
+  return exit_->code();
+}
+
+}  // namespace ember

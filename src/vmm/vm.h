@@ -1,0 +1,69 @@
+// A microVM: KVM VM, guest memory, devices and vCPUs, built from a VmConfig
+// and run until the guest resets or an error stops it.
+#pragma once
+
+#include <unistd.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
+#include "src/devices/legacy/serial.h"
+#include "src/vmm/boot.h"
+#include "src/vmm/bus.h"
+#include "src/vmm/event_loop.h"
+#include "src/vmm/guest_memory.h"
+#include "src/vmm/kvm.h"
+#include "src/vmm/vcpu.h"
+#include "src/vmm/vm_config.h"
+#include "src/vmm/vm_exit.h"
+
+namespace ember {
+
+// Where the serial console reads and writes; -1 for none.
+struct ConsoleIo {
+  int in_fd = STDIN_FILENO;
+  int out_fd = STDOUT_FILENO;
+};
+
+class Vm {
+ public:
+  // Builds the whole VM; nothing runs yet. Errors caused by the
+  // configuration are InvalidArgument or NotFound and name the field or file.
+  static absl::StatusOr<std::unique_ptr<Vm>> Create(const VmConfig& config, ConsoleIo io);
+
+  // Starts the vCPUs and serves devices until the VM stops; every thread is
+  // joined before it returns the process exit code (exit_code.h).
+  int Run();
+
+  const GuestMemory& memory() const { return memory_; }
+
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+  ~Vm();
+
+ private:
+  Vm(Kvm kvm, VmFd vm, GuestMemory memory, EventLoop loop, std::unique_ptr<VmExit> exit)
+      : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)),
+        loop_(std::move(loop)), exit_(std::move(exit)) {}
+
+  absl::Status AttachLegacyDevices(ConsoleIo io);
+  absl::Status CreateVcpus(uint32_t count, const BootEntry& entry);
+  void OnConsoleInput(uint32_t events);
+
+  // Declared in build order; vCPUs last, so they are joined first.
+  Kvm kvm_;
+  VmFd vm_;
+  GuestMemory memory_;
+  EventLoop loop_;
+  std::unique_ptr<VmExit> exit_;
+  Bus pio_;
+  Bus mmio_;
+  std::shared_ptr<Serial> serial_;
+  UniqueFd serial_irq_;
+  int console_in_ = -1;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
+};
+
+}  // namespace ember

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every package Ember needs to build, test and boot a guest, from
+# Debian's archive. Does nothing when all of them are already installed.
+set -euo pipefail
+
+packages=(
+  # toolchain and the design card's libraries
+  build-essential cmake ninja-build pkg-config
+  libseccomp-dev libabsl-dev rapidjson-dev libbenchmark-dev
+  libgtest-dev libgmock-dev
+  # guest kernel (resources/kernels/build.sh)
+  linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils lz4
+  # guest root file system (resources/rootfs/build.sh)
+  e2fsprogs
+  # integration tests
+  python3 python3-pytest
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
