@@ -1,0 +1,120 @@
+#include "api/vm_config_json.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ember::api {
+namespace {
+
+constexpr char kBoot[] = R"("boot-source": {"kernel_image_path": "/k"})";
+
+std::string Config(const std::string& machine) {
+  return std::string("{") + kBoot + R"(, "machine-config": )" + machine + "}";
+}
+
+// Expects a refusal whose message contains `needle`.
+void ExpectRefused(const std::string& json, const std::string& needle) {
+  auto c = ParseVmConfig(json);
+  ASSERT_FALSE(c.ok()) << json;
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find(needle), std::string::npos)
+      << "message '" << c.status().message() << "' lacks '" << needle << "'";
+}
+
+TEST(VmConfigJsonTest, ParsesAFirecrackerConfig) {
+  auto c = ParseVmConfig(R"({
+    "boot-source": {"kernel_image_path": "vmlinux", "initrd_path": "initrd.cpio",
+                    "boot_args": "console=ttyS0"},
+    "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false,
+                       "track_dirty_pages": true, "huge_pages": "None"},
+    "drives": [], "network-interfaces": []
+  })");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->boot_source);
+  EXPECT_EQ(c->boot_source->kernel_image_path, "vmlinux");
+  EXPECT_EQ(c->boot_source->initrd_path, "initrd.cpio");
+  EXPECT_EQ(c->boot_source->boot_args, "console=ttyS0");
+  EXPECT_EQ(c->machine.vcpu_count, 2u);
+  EXPECT_EQ(c->machine.mem_size_mib, 256u);
+  EXPECT_TRUE(c->machine.track_dirty_pages);
+}
+
+TEST(VmConfigJsonTest, DefaultsWithoutMachineConfig) {
+  auto c = ParseVmConfig(std::string("{") + kBoot + "}");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->machine.vcpu_count, 1u);
+  EXPECT_EQ(c->machine.mem_size_mib, 128u);
+  EXPECT_FALSE(c->boot_source->boot_args);
+}
+
+TEST(VmConfigJsonTest, MalformedJson) {
+  ExpectRefused("{", "malformed JSON at byte 1");
+  ExpectRefused(R"({"boot-source": {"kernel_image_path": "/k",}})", "malformed JSON");
+  ExpectRefused(R"({} {})", "malformed JSON");
+  ExpectRefused("[1, 2]", "must be an object");
+  ExpectRefused("", "malformed JSON");
+}
+
+TEST(VmConfigJsonTest, UnknownFieldsAreNamed) {
+  ExpectRefused(std::string("{") + kBoot + R"(, "bogus": 1})", "unknown field 'bogus'");
+  ExpectRefused(R"({"boot-source": {"kernel_image_path": "/k", "initrd": "x"}})",
+                "boot-source: unknown field 'initrd'");
+  ExpectRefused(Config(R"({"vcpu_count": 1, "mem_size_mib": 1, "vcpus": 2})"),
+                "machine-config: unknown field 'vcpus'");
+}
+
+TEST(VmConfigJsonTest, WrongTypesAreNamed) {
+  ExpectRefused(Config(R"({"vcpu_count": "2", "mem_size_mib": 128})"),
+                "machine-config.vcpu_count must be an integer");
+  ExpectRefused(Config(R"({"vcpu_count": 1.5, "mem_size_mib": 128})"),
+                "machine-config.vcpu_count must be an integer");
+  ExpectRefused(Config(R"({"vcpu_count": 1, "mem_size_mib": 128, "smt": "no"})"),
+                "machine-config.smt must be true or false");
+  ExpectRefused(R"({"boot-source": {"kernel_image_path": 7}})",
+                "boot-source.kernel_image_path must be a string");
+  ExpectRefused(R"({"boot-source": "vmlinux"})", "boot-source must be a JSON object");
+}
+
+TEST(VmConfigJsonTest, OutOfRangeValues) {
+  ExpectRefused(Config(R"({"vcpu_count": 0, "mem_size_mib": 128})"),
+                "machine-config.vcpu_count must be between 1 and 32, got 0");
+  ExpectRefused(Config(R"({"vcpu_count": 33, "mem_size_mib": 128})"),
+                "machine-config.vcpu_count must be between 1 and 32, got 33");
+  ExpectRefused(Config(R"({"vcpu_count": -1, "mem_size_mib": 128})"), "got -1");
+  ExpectRefused(Config(R"({"vcpu_count": 1, "mem_size_mib": 0})"),
+                "machine-config.mem_size_mib must be between 1");
+  ExpectRefused(Config(R"({"vcpu_count": 1, "mem_size_mib": 18446744073709551615})"),
+                "machine-config.mem_size_mib must be between 1");
+}
+
+TEST(VmConfigJsonTest, MissingRequiredFields) {
+  ExpectRefused(Config(R"({"vcpu_count": 1})"), "machine-config.mem_size_mib is required");
+  ExpectRefused(R"({"boot-source": {}})", "boot-source.kernel_image_path is required");
+  ExpectRefused(R"({"boot-source": {"kernel_image_path": ""}})", "must not be empty");
+}
+
+TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "drives": [{"drive_id": "root", "path_on_host": "r.ext4"}]})",
+                "'drives' is not supported by Ember yet");
+  ExpectRefused(std::string("{") + kBoot + R"(, "balloon": {"amount_mib": 1}})", "'balloon'");
+}
+
+TEST(VmConfigJsonTest, UnsupportedMachineOptions) {
+  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "smt": true})"), "SMT");
+  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "T2"})"),
+                "cpu_template 'T2'");
+  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "huge_pages": "2M"})"),
+                "huge_pages '2M'");
+}
+
+TEST(VmConfigJsonTest, MissingFileNamesThePath) {
+  auto c = LoadVmConfigFile("/nonexistent/ember.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(c.status().message().find("/nonexistent/ember.json"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ember::api

@@ -1,0 +1,117 @@
+#include "src/vmm/arch/x86_64/cpuid.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+
+namespace ember::x86_64 {
+namespace {
+
+kvm_cpuid_entry2 Leaf(uint32_t fn, uint32_t index, uint32_t eax, uint32_t ebx, uint32_t ecx,
+                      uint32_t edx) {
+  kvm_cpuid_entry2 e = {};
+  e.function = fn;
+  e.index = index;
+  e.eax = eax;
+  e.ebx = ebx;
+  e.ecx = ecx;
+  e.edx = edx;
+  return e;
+}
+
+std::optional<kvm_cpuid_entry2> Find(const CpuidEntries& entries, uint32_t fn, uint32_t index) {
+  for (const auto& e : entries) {
+    if (e.function == fn && e.index == index) return e;
+  }
+  return std::nullopt;
+}
+
+// An Intel-like host: vendor, features, L1 and L3 cache leaves, topology.
+CpuidEntries IntelHost() {
+  return {Leaf(0, 0, 0x1f, 0x756e6547, 0x6c65746e, 0x49656e69),
+          Leaf(1, 0, 0x806f8, 0xff080800, 0x7ffaf203, 0x1f8bfbff),
+          Leaf(4, 0, 0xfc004121, 0, 0, 0), Leaf(4, 3, 0xfc07c163, 0, 0, 0),
+          Leaf(0xb, 0, 1, 2, 0x100, 7), Leaf(0xb, 1, 7, 96, 0x201, 7)};
+}
+
+CpuidEntries AmdHost() {
+  return {Leaf(0, 0, 0x10, 0x68747541, 0x444d4163, 0x69746e65),
+          Leaf(1, 0, 0xa00f11, 0x00800800, 0x7ed8320b, 0x178bfbff),
+          Leaf(0x80000008, 0, 0x3030, 0, 0x7007, 0), Leaf(0x8000001e, 0, 9, 0x105, 0x301, 0)};
+}
+
+TEST(CpuidTest, Leaf1CarriesApicIdCountAndHypervisorBit) {
+  CpuidEntries out = FilterCpuid(IntelHost(), 3, 4);
+  auto l1 = Find(out, 1, 0);
+  ASSERT_TRUE(l1);
+  EXPECT_EQ(l1->ebx >> 24, 3u) << "initial APIC id";
+  EXPECT_EQ((l1->ebx >> 16) & 0xff, 4u) << "logical processors";
+  EXPECT_EQ(l1->ebx & 0xffff, 0x0800u) << "CLFLUSH size kept";
+  EXPECT_TRUE(l1->ecx & (1u << 31)) << "hypervisor";
+  EXPECT_TRUE(l1->edx & (1u << 28)) << "HTT with more than one CPU";
+
+  auto single = Find(FilterCpuid(IntelHost(), 0, 1), 1, 0);
+  EXPECT_FALSE(single->edx & (1u << 28));
+}
+
+TEST(CpuidTest, TopologyLeafDescribesOneSocketOfCores) {
+  CpuidEntries out = FilterCpuid(IntelHost(), 5, 6);
+  auto smt = Find(out, 0xb, 0), core = Find(out, 0xb, 1), end = Find(out, 0xb, 2);
+  ASSERT_TRUE(smt && core && end);
+  EXPECT_EQ(smt->eax, 0u);
+  EXPECT_EQ(smt->ebx, 1u);
+  EXPECT_EQ((smt->ecx >> 8) & 0xff, 1u);
+  EXPECT_EQ(core->eax, 3u) << "6 cores need 3 APIC id bits";
+  EXPECT_EQ(core->ebx, 6u);
+  EXPECT_EQ((core->ecx >> 8) & 0xff, 2u);
+  EXPECT_EQ((end->ecx >> 8) & 0xff, 0u);
+  EXPECT_EQ(smt->edx, 5u);
+  EXPECT_EQ(core->edx, 5u);
+  EXPECT_TRUE(smt->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+}
+
+TEST(CpuidTest, CacheLeafSharesOnlyTheLastLevel) {
+  CpuidEntries out = FilterCpuid(IntelHost(), 0, 8);
+  auto l1 = Find(out, 4, 0), l3 = Find(out, 4, 3);
+  ASSERT_TRUE(l1 && l3);
+  EXPECT_EQ((l1->eax >> 14) & 0xfff, 0u);
+  EXPECT_EQ((l3->eax >> 14) & 0xfff, 7u);
+  EXPECT_EQ(l1->eax >> 26, 7u);
+  EXPECT_EQ(l1->eax & 0x3fff, 0x0121u) << "cache type and level kept";
+}
+
+TEST(CpuidTest, AmdLeavesCarryCoreCountAndExtendedApicId) {
+  CpuidEntries out = FilterCpuid(AmdHost(), 2, 4);
+  auto sizes = Find(out, 0x80000008, 0), topo = Find(out, 0x8000001e, 0);
+  ASSERT_TRUE(sizes && topo);
+  EXPECT_EQ(sizes->ecx & 0xff, 3u);
+  EXPECT_EQ((sizes->ecx >> 12) & 0xf, 2u);
+  EXPECT_EQ(sizes->eax, 0x3030u) << "address sizes kept";
+  EXPECT_EQ(topo->eax, 2u);
+  EXPECT_EQ(topo->ebx & 0xff, 2u);
+  EXPECT_EQ((topo->ebx >> 8) & 0xff, 0u) << "one thread per core";
+}
+
+TEST(CpuidTest, IntelHostKeepsReservedAddressSizeEcx) {
+  CpuidEntries host = IntelHost();
+  host.push_back(Leaf(0x80000008, 0, 0x3027, 0, 0, 0));
+  auto sizes = Find(FilterCpuid(host, 1, 4), 0x80000008, 0);
+  ASSERT_TRUE(sizes);
+  EXPECT_EQ(sizes->ecx, 0u);
+}
+
+TEST(CpuidTest, EachVcpuGetsItsOwnApicIdFromTheRealHost) {
+  auto kvm = Kvm::Open();
+  if (!kvm.ok()) GTEST_SKIP() << kvm.status();
+  auto supported = kvm->SupportedCpuid();
+  ASSERT_TRUE(supported.ok()) << supported.status();
+  ASSERT_FALSE(supported->empty());
+  for (uint32_t i = 0; i < 4; i++) {
+    auto l1 = Find(FilterCpuid(*supported, i, 4), 1, 0);
+    ASSERT_TRUE(l1);
+    EXPECT_EQ(l1->ebx >> 24, i);
+  }
+}
+
+}  // namespace
+}  // namespace ember::x86_64

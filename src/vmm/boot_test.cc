@@ -1,0 +1,101 @@
+#include "src/vmm/boot.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "src/vmm/arch/x86_64/boot_params.h"
+#include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/testing/test_images.h"
+
+namespace ember {
+namespace {
+
+GuestMemory Memory(uint64_t size) {
+  auto mem = GuestMemory::Create({{0, size}});
+  EXPECT_TRUE(mem.ok());
+  return std::move(*mem);
+}
+
+TEST(InitrdAddressTest, TopOfLowMemoryPageAligned) {
+  GuestMemory mem = Memory(128 << 20);
+  auto addr = InitrdAddress(mem, 10000, 32 << 20);
+  ASSERT_TRUE(addr.ok());
+  EXPECT_EQ(*addr % 4096, 0u);
+  EXPECT_LE(*addr + 10000, 128u << 20);
+  EXPECT_GT(*addr, (128u << 20) - 16384);
+}
+
+TEST(InitrdAddressTest, RefusesWhatDoesNotFitAboveTheKernel) {
+  GuestMemory mem = Memory(64 << 20);
+  EXPECT_FALSE(InitrdAddress(mem, 60 << 20, 16 << 20).ok());
+  EXPECT_FALSE(InitrdAddress(mem, 65 << 20, 0).ok());
+  EXPECT_FALSE(InitrdAddress(mem, UINT64_MAX, 0).ok());
+}
+
+class LoadGuestTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    for (const std::string& f : files_) unlink(f.c_str());
+  }
+  std::string File(const std::vector<uint8_t>& bytes) {
+    files_.push_back(testing::WriteTempFile(bytes));
+    return files_.back();
+  }
+  std::vector<std::string> files_;
+};
+
+TEST_F(LoadGuestTest, WritesCmdlineInitrdAndZeroPage) {
+  GuestMemory mem = Memory(64 << 20);
+  BootSourceConfig boot{File(testing::MakeElf({0xf4}, 0x1000000, false)),
+                        File(std::vector<uint8_t>(5000, 0xab)), std::nullopt};
+  auto entry = LoadGuest(mem, boot, "console=ttyS0", 2);
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->protocol, x86_64::BootProtocol::kLinux64);
+  auto zp = mem.ReadObj<boot_params>(x86_64::kZeroPageStart);
+  ASSERT_TRUE(zp.ok());
+  EXPECT_EQ(zp->hdr.ramdisk_size, 5000u);
+  auto first = mem.ReadObj<uint8_t>(zp->hdr.ramdisk_image);
+  EXPECT_EQ(*first, 0xab);
+  std::vector<uint8_t> cmdline(14);
+  ASSERT_TRUE(mem.Read(zp->hdr.cmd_line_ptr, cmdline).ok());
+  EXPECT_EQ(std::string(cmdline.begin(), cmdline.end()), std::string("console=ttyS0\0", 14));
+}
+
+TEST_F(LoadGuestTest, PvhKernelGetsStartInfo) {
+  GuestMemory mem = Memory(64 << 20);
+  BootSourceConfig boot{File(testing::MakeElf({0xf4}, 0x1000000, true, 0)), "", std::nullopt};
+  auto entry = LoadGuest(mem, boot, "x", 1);
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  EXPECT_EQ(entry->protocol, x86_64::BootProtocol::kPvh);
+  auto start = mem.ReadObj<x86_64::HvmStartInfo>(x86_64::kPvhInfoStart);
+  EXPECT_EQ(start->magic, x86_64::kHvmStartMagic);
+}
+
+TEST_F(LoadGuestTest, ErrorsNameTheFileOrLimit) {
+  GuestMemory mem = Memory(64 << 20);
+  auto missing = LoadGuest(mem, {"/nonexistent/vmlinux", "", std::nullopt}, "", 1);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("/nonexistent/vmlinux"), std::string::npos);
+
+  std::string kernel = File(testing::MakeElf({0xf4}, 0x1000000, false));
+  auto no_initrd = LoadGuest(mem, {kernel, "/nonexistent/initrd", std::nullopt}, "", 1);
+  ASSERT_FALSE(no_initrd.ok());
+  EXPECT_NE(no_initrd.status().message().find("/nonexistent/initrd"), std::string::npos);
+
+  auto empty = LoadGuest(mem, {File({}), "", std::nullopt}, "", 1);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("is empty"), std::string::npos);
+
+  auto dir = LoadGuest(mem, {"/tmp", "", std::nullopt}, "", 1);
+  ASSERT_FALSE(dir.ok());
+  EXPECT_NE(dir.status().message().find("not a regular file"), std::string::npos);
+
+  auto long_cmdline = LoadGuest(mem, {kernel, "", std::nullopt}, std::string(2048, 'a'), 1);
+  ASSERT_FALSE(long_cmdline.ok());
+  EXPECT_NE(long_cmdline.status().message().find("command line is 2048 bytes"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace ember

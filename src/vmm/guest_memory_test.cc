@@ -1,0 +1,57 @@
+#include "src/vmm/guest_memory.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace ember {
+namespace {
+
+TEST(GuestMemoryTest, ReadsBackWhatItWrites) {
+  auto mem = GuestMemory::Create({{0, 1 << 20}, {4 << 20, 1 << 20}});
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  std::vector<uint8_t> data = {1, 2, 3, 4};
+  ASSERT_TRUE(mem->Write((4 << 20) + 10, data).ok());
+  std::vector<uint8_t> out(4);
+  ASSERT_TRUE(mem->Read((4 << 20) + 10, out).ok());
+  EXPECT_EQ(out, data);
+  EXPECT_EQ(mem->total_size(), 2u << 20);
+}
+
+TEST(GuestMemoryTest, RefusesRangesOutsideRegions) {
+  auto mem = GuestMemory::Create({{0, 1 << 20}, {4 << 20, 1 << 20}});
+  ASSERT_TRUE(mem.ok());
+  EXPECT_TRUE(mem->Contains(0, 1 << 20));
+  EXPECT_FALSE(mem->Contains(0, (1 << 20) + 1));         // runs off the end
+  EXPECT_FALSE(mem->Contains((1 << 20) - 2, 4));         // straddles the end
+  EXPECT_FALSE(mem->Contains(2 << 20, 1));               // in the gap
+  EXPECT_FALSE(mem->Contains((4 << 20) + 8, UINT64_MAX)); // length overflows
+  EXPECT_FALSE(mem->Contains(UINT64_MAX, 2));             // address overflows
+  EXPECT_TRUE(mem->Contains(1 << 20, 0));                 // empty range at the end
+  std::vector<uint8_t> out(8);
+  absl::Status st = mem->Read((1 << 20) - 4, out);
+  EXPECT_EQ(st.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(st.message().find("outside guest memory"), std::string::npos);
+}
+
+TEST(GuestMemoryTest, RefusesBadLayouts) {
+  EXPECT_FALSE(GuestMemory::Create({{0, 0}}).ok());
+  EXPECT_FALSE(GuestMemory::Create({{0, 100}}).ok());                   // not page sized
+  EXPECT_FALSE(GuestMemory::Create({{0x800, 4096}}).ok());               // not page aligned
+  EXPECT_FALSE(GuestMemory::Create({{0, 8192}, {4096, 4096}}).ok());     // overlap
+  EXPECT_FALSE(GuestMemory::Create({{UINT64_MAX - 4095, 8192}}).ok());   // wraps
+}
+
+TEST(GuestMemoryTest, TypedAccess) {
+  auto mem = GuestMemory::Create({{0, 4096}});
+  ASSERT_TRUE(mem.ok());
+  ASSERT_TRUE(mem->WriteObj<uint64_t>(8, 0x1122334455667788).ok());
+  auto v = mem->ReadObj<uint64_t>(8);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 0x1122334455667788u);
+  EXPECT_FALSE(mem->ReadObj<uint64_t>(4092).ok());
+}
+
+}  // namespace
+}  // namespace ember

@@ -1,0 +1,162 @@
+#include "src/vmm/loader/kernel_loader.h"
+
+#include <elf.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "src/vmm/testing/test_images.h"
+
+namespace ember {
+namespace {
+
+using x86_64::BootProtocol;
+
+constexpr uint64_t kLoadAddr = 0x200000;
+const std::vector<uint8_t> kCode = {0xf4, 0xf4, 0xf4, 0xf4};
+
+template <typename T>
+void Put(std::vector<uint8_t>& image, size_t offset, const T& value) {
+  std::memcpy(image.data() + offset, &value, sizeof(T));
+}
+
+std::vector<uint8_t> MakeElf(bool pvh_note, uint64_t paddr = kLoadAddr) {
+  return testing::MakeElf(kCode, paddr, pvh_note, 2);
+}
+using testing::MakeBzImage;
+
+GuestMemory Memory(uint64_t size) {
+  auto mem = GuestMemory::Create({{0, size}});
+  EXPECT_TRUE(mem.ok());
+  return std::move(*mem);
+}
+
+TEST(ElfLoaderTest, LoadsSegmentsAndUsesE_entryWithoutPvhNote) {
+  GuestMemory mem = Memory(16 << 20);
+  auto k = LoadKernel(mem, MakeElf(false), "vmlinux");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(k->protocol, BootProtocol::kLinux64);
+  EXPECT_EQ(k->entry, kLoadAddr);
+  EXPECT_EQ(k->end, kLoadAddr + 0x2000);
+  EXPECT_FALSE(k->header);
+  std::vector<uint8_t> loaded(kCode.size());
+  ASSERT_TRUE(mem.Read(kLoadAddr, loaded).ok());
+  EXPECT_EQ(loaded, kCode);
+}
+
+TEST(ElfLoaderTest, PrefersThePvhEntry) {
+  GuestMemory mem = Memory(16 << 20);
+  auto k = LoadKernel(mem, MakeElf(true), "vmlinux");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(k->protocol, BootProtocol::kPvh);
+  EXPECT_EQ(k->entry, kLoadAddr + 2);
+}
+
+TEST(ElfLoaderTest, RefusesMalformedImages) {
+  GuestMemory mem = Memory(16 << 20);
+  struct Case {
+    const char* name;
+    std::vector<uint8_t> image;
+    const char* message;
+  };
+  std::vector<Case> cases;
+  std::vector<uint8_t> elf = MakeElf(true);
+
+  std::vector<uint8_t> bad_class = elf;
+  bad_class[EI_CLASS] = ELFCLASS32;
+  cases.push_back({"32-bit", bad_class, "64-bit"});
+  std::vector<uint8_t> bad_machine = elf;
+  Put<uint16_t>(bad_machine, offsetof(Elf64_Ehdr, e_machine), EM_AARCH64);
+  cases.push_back({"arm64", bad_machine, "x86-64"});
+  std::vector<uint8_t> bad_phoff = elf;
+  Put<uint64_t>(bad_phoff, offsetof(Elf64_Ehdr, e_phoff), 1ULL << 40);
+  cases.push_back({"phoff past end", bad_phoff, "program headers"});
+  std::vector<uint8_t> huge_phnum = elf;
+  Put<uint16_t>(huge_phnum, offsetof(Elf64_Ehdr, e_phnum), 0xffff);
+  cases.push_back({"phnum past end", huge_phnum, "program headers"});
+  std::vector<uint8_t> bad_offset = elf;
+  Put<uint64_t>(bad_offset, sizeof(Elf64_Ehdr) + offsetof(Elf64_Phdr, p_offset), UINT64_MAX - 2);
+  cases.push_back({"segment offset past end", bad_offset, "past the end"});
+  std::vector<uint8_t> file_gt_mem = elf;
+  Put<uint64_t>(file_gt_mem, sizeof(Elf64_Ehdr) + offsetof(Elf64_Phdr, p_memsz), 1);
+  cases.push_back({"filesz > memsz", file_gt_mem, "more file bytes"});
+  cases.push_back({"below 1 MiB", MakeElf(false, 0x8000), "below 1 MiB"});
+  cases.push_back({"outside memory", MakeElf(false, 64 << 20), "outside guest memory"});
+  std::vector<uint8_t> wrapping = MakeElf(false, UINT64_MAX - 0xfff);
+  cases.push_back({"wrapping address", wrapping, "outside guest memory"});
+  std::vector<uint8_t> loopy_note = elf;  // a note whose sizes would wrap
+  Put<Elf64_Nhdr>(loopy_note, 0x800, Elf64_Nhdr{0xfffffffc, 0xfffffffc, 18});
+  cases.push_back({"note sizes wrap", loopy_note, nullptr});
+
+  for (const Case& c : cases) {
+    auto k = LoadKernel(mem, c.image, "vmlinux");
+    if (c.message == nullptr) continue;  // only "does not crash"
+    ASSERT_FALSE(k.ok()) << c.name;
+    EXPECT_EQ(k.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_NE(k.status().message().find(c.message), std::string::npos)
+        << c.name << ": " << k.status().message();
+    EXPECT_NE(k.status().message().find("vmlinux"), std::string::npos) << "names the file";
+  }
+}
+
+TEST(ElfLoaderTest, EveryTruncationFailsCleanly) {
+  GuestMemory mem = Memory(16 << 20);
+  std::vector<uint8_t> elf = MakeElf(true);
+  for (size_t len = 0; len < elf.size(); len++) {
+    std::vector<uint8_t> cut(elf.begin(), elf.begin() + len);
+    EXPECT_FALSE(LoadKernel(mem, cut, "vmlinux").ok()) << "length " << len;
+  }
+}
+
+TEST(BzImageLoaderTest, LoadsAt1MiBWith64BitEntry) {
+  GuestMemory mem = Memory(32 << 20);
+  std::vector<uint8_t> image = MakeBzImage();
+  auto k = LoadKernel(mem, image, "bzImage");
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(k->protocol, BootProtocol::kLinux64);
+  EXPECT_EQ(k->entry, 0x100000u + 0x200);
+  ASSERT_TRUE(k->header);
+  EXPECT_EQ(k->header->setup_sects, 2);
+  EXPECT_EQ(k->end, 0x1000000u + 0x100000);
+  std::vector<uint8_t> first(4);
+  ASSERT_TRUE(mem.Read(0x100000, first).ok());
+  EXPECT_EQ(first, std::vector<uint8_t>(4, 0x90));
+}
+
+TEST(BzImageLoaderTest, RefusesOldOrBrokenImages) {
+  GuestMemory mem = Memory(32 << 20);
+  auto old = LoadKernel(mem, MakeBzImage(0x020b), "bzImage");
+  ASSERT_FALSE(old.ok());
+  EXPECT_NE(old.status().message().find("64-bit entry"), std::string::npos);
+  EXPECT_FALSE(LoadKernel(mem, MakeBzImage(0x020f, 0), "bzImage").ok());
+
+  std::vector<uint8_t> no_payload = MakeBzImage();
+  no_payload.resize(3 * 512);
+  EXPECT_FALSE(LoadKernel(mem, no_payload, "bzImage").ok());
+
+  GuestMemory small = Memory(8 << 20);
+  auto too_small = LoadKernel(small, MakeBzImage(), "bzImage");
+  ASSERT_FALSE(too_small.ok());
+  EXPECT_NE(too_small.status().message().find("needs guest memory"), std::string::npos);
+}
+
+TEST(BzImageLoaderTest, EveryTruncationFailsOrLoadsCleanly) {
+  GuestMemory mem = Memory(32 << 20);
+  std::vector<uint8_t> image = MakeBzImage();
+  for (size_t len = 0; len < image.size(); len += 7) {
+    std::vector<uint8_t> cut(image.begin(), image.begin() + len);
+    (void)LoadKernel(mem, cut, "bzImage");  // must not crash or write outside memory
+  }
+}
+
+TEST(KernelLoaderTest, NamesTheFileWhenItIsNotAKernel) {
+  GuestMemory mem = Memory(16 << 20);
+  std::vector<uint8_t> text(4096, 'x');
+  auto k = LoadKernel(mem, text, "/tmp/notes.txt");
+  ASSERT_FALSE(k.ok());
+  EXPECT_EQ(k.status().message(), "/tmp/notes.txt is neither an ELF vmlinux nor a bzImage");
+}
+
+}  // namespace
+}  // namespace ember
