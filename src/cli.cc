@@ -17,7 +17,8 @@ const char kUsage[] =
     "  --version            print Ember's version\n"
     "\n"
     "Exit codes: 0 the guest reset or shut down; 1 a VMM or vCPU error stopped the VM;\n"
-    "152 the configuration was refused; 153 the command line was refused.\n";
+    "152 the configuration was refused; 153 the command line was refused;\n"
+    "130 or 143: SIGINT or SIGTERM stopped the VM (in order, threads joined).\n";
 
 bool ValidInstanceId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;

@@ -29,7 +29,6 @@ bool IsConfigError(const absl::Status& st) {
 }
 
 int Main(int argc, char** argv) {
-  SetThreadName("vmm");
   absl::StatusOr<CliOptions> opts = ParseCli(std::vector<std::string>(argv + 1, argv + argc));
   if (!opts.ok()) {
     std::fprintf(stderr, "ember: %s\n\n%s", std::string(opts.status().message()).c_str(), kUsage);

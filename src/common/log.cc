@@ -13,7 +13,8 @@ namespace ember {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
-thread_local std::string t_thread_name = "main";
+// The main thread is the VMM thread; it keeps the process name "ember".
+thread_local std::string t_thread_name = "vmm";
 
 const char* LevelName(LogLevel level) {
   switch (level) {

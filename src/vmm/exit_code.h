@@ -11,4 +11,8 @@ enum ExitCode : int {
   kExitArgParsing = 153,        // the command line was refused
 };
 
+// SIGINT or SIGTERM stopped the VM in order: 128 + the signal number, as a
+// shell reports a process killed by it (130, 143).
+inline constexpr int kExitSignalBase = 128;
+
 }  // namespace ember

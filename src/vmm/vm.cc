@@ -1,7 +1,11 @@
 #include "src/vmm/vm.h"
 
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <time.h>
+
+#include <cstring>
 
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
@@ -128,8 +132,30 @@ absl::Status Vm::CreateVcpus(uint32_t count, const BootEntry& entry) {
   return absl::OkStatus();
 }
 
+absl::Status Vm::StopOnSignals() {
+  // Blocked here, before the vCPU threads exist, so they inherit the mask
+  // and the signals arrive only through the signalfd.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  if (pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) return ErrnoStatus("pthread_sigmask");
+  signal_fd_.reset(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!signal_fd_.valid()) return ErrnoStatus("signalfd");
+  return loop_.Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
+    signalfd_siginfo info;
+    if (::read(signal_fd_.get(), &info, sizeof(info)) != sizeof(info)) return;
+    LOG_INFO("received %s; stopping the VM", strsignal(info.ssi_signo));
+    exit_->Request(kExitSignalBase + static_cast<int>(info.ssi_signo));
+  });
+}
+
 int Vm::Run() {
   Vcpu::InstallKickHandler();
+  if (absl::Status st = StopOnSignals(); !st.ok()) {
+    LOG_ERROR("cannot handle SIGINT and SIGTERM: %s", st.message());
+    return kExitGenericError;
+  }
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
            memory_.total_size() >> 20, CpuMs());
   for (auto& v : vcpus_) v->Start();

@@ -51,6 +51,8 @@ class Vm {
   absl::Status AttachLegacyDevices(ConsoleIo io);
   absl::Status CreateVcpus(uint32_t count, const BootEntry& entry);
   void OnConsoleInput(uint32_t events);
+  // SIGINT and SIGTERM stop the VM in order instead of killing the process.
+  absl::Status StopOnSignals();
 
   // Declared in build order; vCPUs last, so they are joined first.
   Kvm kvm_;
@@ -63,6 +65,7 @@ class Vm {
   std::shared_ptr<Serial> serial_;
   UniqueFd serial_irq_;
   int console_in_ = -1;
+  UniqueFd signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };
 

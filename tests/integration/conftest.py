@@ -1,0 +1,140 @@
+"""Fixtures for Ember's integration tests: the VMM binary, the guest
+artifacts built by tools/devtool setup, and a helper that runs one microVM
+from a config file and collects its console and log."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GUEST = ROOT / "build" / "guest"
+# A Linux boot costs well over a minute of CPU on PVM hosts (PLATFORM.md).
+BOOT_TIMEOUT_S = 600
+
+EXIT_OK = 0
+EXIT_BAD_CONFIGURATION = 152
+EXIT_ARG_PARSING = 153
+EXIT_SIGTERM = 128 + 15
+
+
+def pytest_addoption(parser):
+    parser.addoption("--ember", default=str(ROOT / "build" / "ember"),
+                     help="path of the ember binary")
+
+
+@pytest.fixture(scope="session")
+def ember(request):
+    path = Path(request.config.getoption("--ember"))
+    assert path.is_file(), f"{path} is missing: run tools/devtool setup"
+    return path
+
+
+@pytest.fixture(scope="session")
+def guest():
+    names = ["vmlinux", "bzImage", "initramfs.cpio", "rootfs.ext4"]
+    paths = {n: GUEST / n for n in names}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    assert not missing, f"guest artifacts missing ({missing}): run tools/devtool setup"
+    return paths
+
+
+def is_pvm_host():
+    return os.path.isdir("/sys/module/kvm_pvm")
+
+
+class Run:
+    """The outcome of one ember process."""
+
+    def __init__(self, code, console, log, seconds):
+        self.code = code
+        self.console = console
+        self.log = log
+        self.seconds = seconds
+
+    def __repr__(self):
+        return (f"exit {self.code} after {self.seconds:.1f}s\n--- log ---\n{self.log}"
+                f"\n--- console (last 3000 chars) ---\n{self.console[-3000:]}")
+
+
+def run_ember(ember, workdir, config=None, args=None, timeout=BOOT_TIMEOUT_S):
+    """Runs ember with `config` (a dict, written to workdir/vm.json) or raw
+    `args`, and waits for it to exit."""
+    cmd = [str(ember)]
+    if config is not None:
+        path = Path(workdir) / "vm.json"
+        path.write_text(config if isinstance(config, str) else json.dumps(config))
+        cmd += ["--no-api", "--config-file", str(path)]
+    cmd += args or []
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout)
+    return Run(proc.returncode, proc.stdout.decode(errors="replace"),
+               proc.stderr.decode(errors="replace"), time.monotonic() - start)
+
+
+class Microvm:
+    """An ember process running in the background, console and log in files
+    under `workdir`, so a test can wait for a line and then act."""
+
+    def __init__(self, ember, workdir, config):
+        self.workdir = Path(workdir)
+        path = self.workdir / "vm.json"
+        path.write_text(json.dumps(config))
+        self.console_path = self.workdir / "console.out"
+        self.log_path = self.workdir / "ember.log"
+        with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [str(ember), "--no-api", "--config-file", str(path)], cwd=workdir,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+    def console(self):
+        return self.console_path.read_text(errors="replace")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_console(self, text, timeout=BOOT_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.console():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.console()
+            time.sleep(0.5)
+        return False
+
+    def wait(self, timeout=60):
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def microvms():
+    """Starts Microvm processes and kills whatever is left at the end."""
+    started = []
+
+    def start(ember, workdir, config):
+        vm = Microvm(ember, workdir, config)
+        started.append(vm)
+        return vm
+
+    yield start
+    for vm in started:
+        vm.kill()
+
+
+def boot_config(kernel, initrd=None, vcpus=1, mem_mib=128,
+                boot_args="console=ttyS0 reboot=k panic=1 pci=off"):
+    boot = {"kernel_image_path": str(kernel), "boot_args": boot_args}
+    if initrd:
+        boot["initrd_path"] = str(initrd)
+    return {"boot-source": boot,
+            "machine-config": {"vcpu_count": vcpus, "mem_size_mib": mem_mib}}
