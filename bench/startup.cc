@@ -39,8 +39,10 @@ struct Options {
 struct Sample {
   double ready_cpu_ms = 0;    // process CPU at "ready to boot"
   double first_run_ms = 0;    // wall, exec to first KVM_RUN
+  double config_to_run_ms = 0;  // wall, config file read to first KVM_RUN
   double first_run_cpu_ms = 0;
   double rss_overhead_mib = 0;
+  double pss_overhead_mib = 0;
 };
 
 double MonotonicMs() {
@@ -73,23 +75,31 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// RSS of every mapping except guest memory, in KiB. Guest memory is the
-// mapping named [anon:ember-guest-mem], or failing that (kernels without
-// anonymous VMA names) the mapping as large as the guest.
-double RssOverheadKib(pid_t pid, uint64_t guest_bytes) {
+// `field` (Rss or Pss) summed over every mapping except guest memory, in
+// KiB. Guest memory is the mapping named [anon:ember-guest-mem], or failing
+// that (kernels without anonymous VMA names) the mapping as large as the guest.
+double OverheadKib(pid_t pid, uint64_t guest_bytes, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
-  std::string line;
+  std::string line, key = field + ":";
   double total = 0;
   bool guest = false;
   while (std::getline(in, line)) {
     unsigned long lo, hi;
     if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > 20) {
       guest = line.find("ember-guest-mem") != std::string::npos || hi - lo == guest_bytes;
-    } else if (line.rfind("Rss:", 0) == 0 && !guest) {
-      total += std::atof(line.c_str() + 4);
+    } else if (line.rfind(key, 0) == 0 && !guest) {
+      total += std::atof(line.c_str() + key.size());
     }
   }
   return total;
+}
+
+// The monotonic seconds that start the log line holding `marker`, in ms.
+double LineTimeMs(const std::string& text, const std::string& marker) {
+  size_t at = text.find(marker);
+  if (at == std::string::npos) return -1;
+  size_t start = text.rfind('\n', at);
+  return std::atof(text.c_str() + (start == std::string::npos ? 0 : start + 1)) * 1e3;
 }
 
 bool RunOnce(const Options& o, const std::string& dir, bool measure_rss, Sample* s) {
@@ -119,7 +129,8 @@ bool RunOnce(const Options& o, const std::string& dir, bool measure_rss, Sample*
   }
   if (measure_rss) {
     sleep(3);  // let the guest kernel run and the VMM settle
-    s->rss_overhead_mib = RssOverheadKib(pid, 128ull << 20) / 1024.0;
+    s->rss_overhead_mib = OverheadKib(pid, 128ull << 20, "Rss") / 1024.0;
+    s->pss_overhead_mib = OverheadKib(pid, 128ull << 20, "Pss") / 1024.0;
   }
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
@@ -132,6 +143,8 @@ bool RunOnce(const Options& o, const std::string& dir, bool measure_rss, Sample*
     return false;
   }
   s->first_run_ms = first_mono - t0;
+  // Logged just before the config file is read.
+  s->config_to_run_ms = first_mono - LineTimeMs(text, "starting, instance");
   return true;
 }
 
@@ -163,15 +176,19 @@ int main(int argc, char** argv) {
   char dir[] = "/tmp/ember-bench-XXXXXX";
   if (mkdtemp(dir) == nullptr) return 1;
 
-  std::vector<double> ready_cpu, first_run, first_run_cpu, rss;
+  std::vector<double> ready_cpu, first_run, config_to_run, first_run_cpu, rss, pss;
   for (int i = 0; i < o.runs; i++) {
     Sample s;
     bool with_rss = i < 3;  // RSS needs the guest to run a while: sample a few
     if (!RunOnce(o, dir, with_rss, &s)) return 1;
     ready_cpu.push_back(s.ready_cpu_ms);
     first_run.push_back(s.first_run_ms);
+    config_to_run.push_back(s.config_to_run_ms);
     first_run_cpu.push_back(s.first_run_cpu_ms);
-    if (with_rss) rss.push_back(s.rss_overhead_mib);
+    if (with_rss) {
+      rss.push_back(s.rss_overhead_mib);
+      pss.push_back(s.pss_overhead_mib);
+    }
   }
   std::string cmd = std::string("rm -rf ") + dir;
   (void)!system(cmd.c_str());
@@ -183,13 +200,15 @@ int main(int argc, char** argv) {
     double target;
   } rows[] = {
       {"start to ready-to-boot (CPU)", "ms", Summarize(ready_cpu), 2.0},
-      {"start to first KVM_RUN (wall)", "ms", Summarize(first_run), 1.0},
+      {"start to first KVM_RUN (wall)", "ms", Summarize(first_run), 0},
+      {"config file to first KVM_RUN (wall)", "ms", Summarize(config_to_run), 1.0},
       {"start to first KVM_RUN (CPU)", "ms", Summarize(first_run_cpu), 0},
       {"RSS excluding guest memory", "MiB", Summarize(rss), 2.0},
+      {"PSS excluding guest memory", "MiB", Summarize(pss), 0},
   };
-  std::printf("%-32s %8s %8s %8s %8s %8s\n", "metric", "min", "median", "p90", "max", "target");
+  std::printf("%-38s %8s %8s %8s %8s %8s\n", "metric", "min", "median", "p90", "max", "target");
   for (const Row& r : rows) {
-    std::printf("%-32s %8.3f %8.3f %8.3f %8.3f %8s  %s\n", r.name, r.st.min, r.st.median, r.st.p90,
+    std::printf("%-38s %8.3f %8.3f %8.3f %8.3f %8s  %s\n", r.name, r.st.min, r.st.median, r.st.p90,
                 r.st.max, r.target > 0 ? std::to_string(r.target).substr(0, 4).c_str() : "-",
                 r.unit);
   }

@@ -4,11 +4,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
-#include "src/common/unique_fd.h"
 
 namespace ember {
 
@@ -23,11 +23,28 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   if (st.st_size == 0) return absl::InvalidArgumentError(absl::StrCat(path, " is empty"));
   void* p = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap ", path));
-  return MappedFile(static_cast<const uint8_t*>(p), st.st_size);
+  return MappedFile(std::move(fd), static_cast<const uint8_t*>(p), st.st_size);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : fd_(std::move(other.fd_)),
+      data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
+
+absl::Status MappedFile::ReadAt(uint64_t offset, std::span<uint8_t> out) const {
+  if (offset > size_ || out.size() > size_ - offset) {
+    return absl::OutOfRangeError("read past the end of the file");
+  }
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = pread(fd_.get(), out.data() + done, out.size() - done, offset + done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus("pread");
+    if (n == 0) return absl::DataLossError("file shrank while being read");
+    done += n;
+  }
+  return absl::OkStatus();
+}
 
 MappedFile::~MappedFile() {
   if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
 
 namespace ember {
 
@@ -21,9 +22,14 @@ class MappedFile {
   ~MappedFile();
 
   std::span<const uint8_t> data() const { return {data_, size_}; }
+  // Copies [offset, offset + out.size()) with pread: for large ranges into
+  // fresh memory this costs less than faulting in the mapping and copying.
+  absl::Status ReadAt(uint64_t offset, std::span<uint8_t> out) const;
 
  private:
-  MappedFile(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  MappedFile(UniqueFd fd, const uint8_t* data, size_t size)
+      : fd_(std::move(fd)), data_(data), size_(size) {}
+  UniqueFd fd_;
   const uint8_t* data_;
   size_t size_;
 };

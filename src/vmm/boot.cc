@@ -42,7 +42,7 @@ absl::StatusOr<uint64_t> InitrdAddress(const GuestMemory& mem, uint64_t size,
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count) {
   ASSIGN_OR_RETURN(MappedFile image, MappedFile::Open(boot.kernel_image_path));
-  ASSIGN_OR_RETURN(LoadedKernel kernel, LoadKernel(mem, image.data(), boot.kernel_image_path));
+  ASSIGN_OR_RETURN(LoadedKernel kernel, LoadKernelFile(mem, image, boot.kernel_image_path));
   RETURN_IF_ERROR(WriteCmdline(mem, cmdline));
 
   x86_64::BootInfo info;
@@ -52,7 +52,8 @@ absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConf
     ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
     ASSIGN_OR_RETURN(info.initrd_addr, InitrdAddress(mem, initrd.data().size(), kernel.end));
     info.initrd_size = initrd.data().size();
-    RETURN_IF_ERROR(mem.Write(info.initrd_addr, initrd.data()));
+    ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(info.initrd_addr, info.initrd_size));
+    RETURN_IF_ERROR(initrd.ReadAt(0, dest));
   }
 
   std::vector<x86_64::E820Entry> e820 = x86_64::BuildE820(mem);

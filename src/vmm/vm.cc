@@ -64,9 +64,11 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
   ASSIGN_OR_RETURN(VmFd vm_fd, kvm.CreateVm());
   RETURN_IF_ERROR(vm_fd.SetTssAddr(x86_64::kKvmTssAddr));
   RETURN_IF_ERROR(vm_fd.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
+  // Memory before the irqchip: once an irqchip exists, registering a memory
+  // slot costs milliseconds instead of microseconds (measured on PVM).
+  ASSIGN_OR_RETURN(GuestMemory memory, CreateMemory(vm_fd, config.machine.mem_size_mib));
   RETURN_IF_ERROR(vm_fd.CreateIrqchip());
   RETURN_IF_ERROR(vm_fd.CreatePit2());
-  ASSIGN_OR_RETURN(GuestMemory memory, CreateMemory(vm_fd, config.machine.mem_size_mib));
   ASSIGN_OR_RETURN(EventLoop loop, EventLoop::Create());
   ASSIGN_OR_RETURN(std::unique_ptr<VmExit> exit, VmExit::Create());
 

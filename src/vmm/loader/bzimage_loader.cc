@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/loader/kernel_loader.h"
 
@@ -21,7 +20,8 @@ constexpr uint64_t kLoadPhysicalAddr = 0x1000000;
 
 }  // namespace
 
-absl::StatusOr<LoadedKernel> LoadBzImage(const GuestMemory& mem, std::span<const uint8_t> image) {
+absl::StatusOr<LoadedKernel> ParseBzImage(const GuestMemory& mem,
+                                          std::span<const uint8_t> image) {
   if (image.size() < kSetupHeaderOffset + sizeof(setup_header)) {
     return absl::InvalidArgumentError("bzImage is truncated: no complete setup header");
   }
@@ -38,23 +38,22 @@ absl::StatusOr<LoadedKernel> LoadBzImage(const GuestMemory& mem, std::span<const
   if (kernel_offset >= image.size()) {
     return absl::InvalidArgumentError("bzImage is truncated: no protected-mode kernel");
   }
-  std::span<const uint8_t> payload = image.subspan(kernel_offset);
+  const uint64_t payload_size = image.size() - kernel_offset;
 
   // Loaded at 1 MiB, the kernel decompresses itself to 16 MiB or its
   // preferred address, whichever is higher, and needs init_size bytes there.
   uint64_t run_addr = std::max(uint64_t{hdr.pref_address}, kLoadPhysicalAddr);
-  uint64_t end = std::max(kLoadAddr + payload.size(), run_addr + uint64_t{hdr.init_size});
+  uint64_t end = std::max(kLoadAddr + payload_size, run_addr + uint64_t{hdr.init_size});
   if (!mem.Contains(kLoadAddr, end - kLoadAddr)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "bzImage needs guest memory up to %d MiB", (end + (1 << 20) - 1) >> 20));
   }
-  RETURN_IF_ERROR(mem.Write(kLoadAddr, payload));
-
   LoadedKernel kernel;
   kernel.entry = kLoadAddr + kEntry64Offset;
   kernel.protocol = x86_64::BootProtocol::kLinux64;
   kernel.header = hdr;
   kernel.end = end;
+  kernel.segments.push_back({kernel_offset, kLoadAddr, payload_size});
   return kernel;
 }
 

@@ -51,8 +51,8 @@ std::optional<uint64_t> FindPvhEntry(std::span<const uint8_t> notes) {
 
 }  // namespace
 
-absl::StatusOr<LoadedKernel> LoadElfKernel(const GuestMemory& mem,
-                                           std::span<const uint8_t> image) {
+absl::StatusOr<LoadedKernel> ParseElfKernel(const GuestMemory& mem,
+                                            std::span<const uint8_t> image) {
   if (image.size() < sizeof(Elf64_Ehdr)) {
     return absl::InvalidArgumentError("ELF kernel is truncated: no complete ELF header");
   }
@@ -100,7 +100,7 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(const GuestMemory& mem,
           "ELF segment %d [%#x, +%#x) is outside guest memory (too little memory?)", i,
           ph.p_paddr, ph.p_memsz));
     }
-    RETURN_IF_ERROR(mem.Write(ph.p_paddr, bytes));
+    kernel.segments.push_back({ph.p_offset, ph.p_paddr, ph.p_filesz});
     kernel.end = std::max(kernel.end, ph.p_paddr + ph.p_memsz);
     loaded_any = true;
   }
@@ -116,13 +116,13 @@ absl::StatusOr<LoadedKernel> LoadElfKernel(const GuestMemory& mem,
   return kernel;
 }
 
-absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const uint8_t> image,
-                                        absl::string_view name) {
+absl::StatusOr<LoadedKernel> ParseKernel(const GuestMemory& mem, std::span<const uint8_t> image,
+                                         absl::string_view name) {
   absl::StatusOr<LoadedKernel> kernel;
   if (image.size() >= SELFMAG && std::memcmp(image.data(), ELFMAG, SELFMAG) == 0) {
-    kernel = LoadElfKernel(mem, image);
+    kernel = ParseElfKernel(mem, image);
   } else if (image.size() >= 0x206 && std::memcmp(image.data() + 0x202, "HdrS", 4) == 0) {
-    kernel = LoadBzImage(mem, image);
+    kernel = ParseBzImage(mem, image);
   } else {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s is neither an ELF vmlinux nor a bzImage", name));
@@ -130,6 +130,25 @@ absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const 
   if (!kernel.ok()) {
     return absl::Status(kernel.status().code(),
                         absl::StrFormat("kernel %s: %s", name, kernel.status().message()));
+  }
+  return kernel;
+}
+
+absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const uint8_t> image,
+                                        absl::string_view name) {
+  ASSIGN_OR_RETURN(LoadedKernel kernel, ParseKernel(mem, image, name));
+  for (const KernelSegment& seg : kernel.segments) {
+    RETURN_IF_ERROR(mem.Write(seg.guest_addr, image.subspan(seg.file_offset, seg.size)));
+  }
+  return kernel;
+}
+
+absl::StatusOr<LoadedKernel> LoadKernelFile(const GuestMemory& mem, const MappedFile& file,
+                                            absl::string_view name) {
+  ASSIGN_OR_RETURN(LoadedKernel kernel, ParseKernel(mem, file.data(), name));
+  for (const KernelSegment& seg : kernel.segments) {
+    ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
+    RETURN_IF_ERROR(file.ReadAt(seg.file_offset, dest));
   }
   return kernel;
 }

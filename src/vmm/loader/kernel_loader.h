@@ -12,12 +12,22 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/mapped_file.h"
 #include "src/vmm/arch/x86_64/regs.h"
 #include "src/vmm/guest_memory.h"
 
 namespace ember {
+
+// File bytes [file_offset, +size) belong at guest_addr. Checked against the
+// file and guest memory when parsed.
+struct KernelSegment {
+  uint64_t file_offset;
+  uint64_t guest_addr;
+  uint64_t size;
+};
 
 struct LoadedKernel {
   uint64_t entry = 0;
@@ -26,13 +36,22 @@ struct LoadedKernel {
   std::optional<setup_header> header;
   // First guest address above everything the kernel will occupy.
   uint64_t end = 0;
+  std::vector<KernelSegment> segments;
 };
 
-absl::StatusOr<LoadedKernel> LoadElfKernel(const GuestMemory& mem,
-                                           std::span<const uint8_t> image);
-absl::StatusOr<LoadedKernel> LoadBzImage(const GuestMemory& mem, std::span<const uint8_t> image);
-// Picks the loader by magic; `name` (the path) goes into error messages.
+// Parse and check an image; they copy nothing.
+absl::StatusOr<LoadedKernel> ParseElfKernel(const GuestMemory& mem,
+                                            std::span<const uint8_t> image);
+absl::StatusOr<LoadedKernel> ParseBzImage(const GuestMemory& mem, std::span<const uint8_t> image);
+// Picks the parser by magic; `name` (the path) goes into error messages.
+absl::StatusOr<LoadedKernel> ParseKernel(const GuestMemory& mem, std::span<const uint8_t> image,
+                                         absl::string_view name);
+
+// Parses an image in memory and copies its segments into guest memory.
 absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const uint8_t> image,
                                         absl::string_view name);
+// The same for a file on disk; segments are read with pread.
+absl::StatusOr<LoadedKernel> LoadKernelFile(const GuestMemory& mem, const MappedFile& file,
+                                            absl::string_view name);
 
 }  // namespace ember
