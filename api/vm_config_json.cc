@@ -64,6 +64,18 @@ absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) 
   return m;
 }
 
+absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
+  JsonReader r(value, "serial");
+  SerialConfig serial;
+  serial.serial_out_path = r.String("serial_out_path", false).value_or("");
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  if (limiter != nullptr && !limiter->IsNull()) {
+    return absl::InvalidArgumentError("serial.rate_limiter is not supported by Ember yet");
+  }
+  return serial;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -74,6 +86,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("machine-config")) {
     ASSIGN_OR_RETURN(config.machine, ParseMachineConfig(*v));
+  }
+  if (const rapidjson::Value* v = r.Raw("serial")) {
+    ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));
   }
   for (const char* section : kNotYetSections) {
     const rapidjson::Value* v = r.Raw(section);

@@ -109,6 +109,18 @@ TEST(VmConfigJsonTest, UnsupportedMachineOptions) {
                 "huge_pages '2M'");
 }
 
+TEST(VmConfigJsonTest, SerialSection) {
+  auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "serial": {"serial_out_path": "/tmp/c"}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->serial.serial_out_path, "/tmp/c");
+  ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"serial_out_path": 1}})",
+                "serial.serial_out_path must be a string");
+  ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"rate_limiter": {"bandwidth": {}}}})",
+                "serial.rate_limiter is not supported");
+  ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"path": "x"}})",
+                "serial: unknown field 'path'");
+}
+
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {
   auto c = LoadVmConfigFile("/nonexistent/ember.json");
   ASSERT_FALSE(c.ok());

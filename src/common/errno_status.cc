@@ -15,7 +15,10 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
   switch (err) {
     case ENOENT:
     case ENOTDIR:
+    case ENXIO:  // e.g. a FIFO with no reader
       return absl::NotFoundError(message);
+    case EISDIR:
+      return absl::InvalidArgumentError(message);
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(message);

@@ -1,12 +1,14 @@
 #include "src/vmm/vm.h"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <time.h>
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
@@ -77,7 +79,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source,
                                               GuestCmdline(*config.boot_source),
                                               config.machine.vcpu_count));
-  RETURN_IF_ERROR(vm->AttachLegacyDevices(io));
+  RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
   return vm;
 }
@@ -87,7 +89,17 @@ Vm::~Vm() {
   for (auto& v : vcpus_) v->Join();
 }
 
-absl::Status Vm::AttachLegacyDevices(ConsoleIo io) {
+absl::Status Vm::AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial) {
+  if (!serial.serial_out_path.empty()) {
+    // O_NONBLOCK: a FIFO without a reader fails here rather than hanging,
+    // and a full one drops output rather than stalling the guest.
+    serial_out_.reset(open(serial.serial_out_path.c_str(),
+                           O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (!serial_out_.valid()) {
+      return ErrnoStatus(absl::StrCat("serial.serial_out_path ", serial.serial_out_path));
+    }
+    io.out_fd = serial_out_.get();
+  }
   serial_irq_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!serial_irq_.valid()) return ErrnoStatus("eventfd");
   RETURN_IF_ERROR(vm_.RegisterIrqfd(serial_irq_.get(), Serial::kCom1Irq));

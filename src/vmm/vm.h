@@ -21,7 +21,8 @@
 
 namespace ember {
 
-// Where the serial console reads and writes; -1 for none.
+// Where the serial console reads and writes; -1 for none. A configured
+// serial_out_path replaces out_fd.
 struct ConsoleIo {
   int in_fd = STDIN_FILENO;
   int out_fd = STDOUT_FILENO;
@@ -48,7 +49,7 @@ class Vm {
       : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)),
         loop_(std::move(loop)), exit_(std::move(exit)) {}
 
-  absl::Status AttachLegacyDevices(ConsoleIo io);
+  absl::Status AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial);
   absl::Status CreateVcpus(uint32_t count, const BootEntry& entry);
   void OnConsoleInput(uint32_t events);
   // SIGINT and SIGTERM stop the VM in order instead of killing the process.
@@ -63,6 +64,7 @@ class Vm {
   Bus pio_;
   Bus mmio_;
   std::shared_ptr<Serial> serial_;
+  UniqueFd serial_out_;  // serial_out_path, when configured
   UniqueFd serial_irq_;
   int console_in_ = -1;
   UniqueFd signal_fd_;

@@ -25,9 +25,15 @@ struct MachineConfig {
   bool track_dirty_pages = false;
 };
 
+struct SerialConfig {
+  // A file or named pipe for the guest's console output; empty: stdout.
+  std::string serial_out_path;
+};
+
 struct VmConfig {
   std::optional<BootSourceConfig> boot_source;
   MachineConfig machine;
+  SerialConfig serial;
 };
 
 // The guest command line when boot-source has no boot_args.

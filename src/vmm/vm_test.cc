@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -77,6 +78,43 @@ TEST_F(VmTest, PvhGuestWritesConsoleAndResets) {
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n");
   EXPECT_EQ(VcpuThreads(), 0) << "every vCPU thread joined";
+}
+
+TEST_F(VmTest, SerialOutputGoesToTheConfiguredFile) {
+  VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
+  files_.push_back(testing::WriteTempFile({'o', 'l', 'd', '\n'}));
+  config.serial.serial_out_path = files_.back();
+  auto vm = Vm::Create(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  vm->reset();
+  EXPECT_EQ(Console(), "") << "nothing on the default output";
+  char buf[16] = {};
+  int fd = open(files_.back().c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(read(fd, buf, sizeof(buf)), 7);
+  close(fd);
+  EXPECT_STREQ(buf, "old\nhi\n") << "appended";
+}
+
+TEST_F(VmTest, SerialOutputPathErrors) {
+  VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
+  config.serial.serial_out_path = "/nonexistent/dir/console.log";
+  auto missing = Vm::Create(config, Io());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("serial.serial_out_path /nonexistent/dir"),
+            std::string::npos);
+
+  char fifo[] = "/tmp/ember-fifo-XXXXXX";
+  ASSERT_NE(mkdtemp(fifo), nullptr);
+  std::string path = std::string(fifo) + "/out";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
+  config.serial.serial_out_path = path;
+  auto no_reader = Vm::Create(config, Io());
+  EXPECT_FALSE(no_reader.ok()) << "a FIFO without a reader fails instead of hanging";
+  unlink(path.c_str());
+  rmdir(fifo);
 }
 
 TEST_F(VmTest, LongModeGuestWritesConsoleAndResets) {
