@@ -1,5 +1,7 @@
 #include "src/cli.h"
 
+#include <map>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
@@ -30,6 +32,16 @@ bool ValidInstanceId(const std::string& id) {
 
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   CliOptions opts;
+  const std::map<std::string, std::string*> values = {
+      {"--config-file", &opts.config_file},
+      {"--api-sock", &opts.api_sock},
+      {"--id", &opts.id},
+      {"--level", &opts.level},
+  };
+  const std::map<std::string, bool*> flags = {
+      {"--no-api", &opts.no_api}, {"--help", &opts.help},
+      {"-h", &opts.help},         {"--version", &opts.version},
+  };
   for (size_t i = 0; i < args.size(); i++) {
     std::string arg = args[i];
     std::optional<std::string> inline_value;
@@ -37,43 +49,20 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       inline_value = arg.substr(eq + 1);
       arg = arg.substr(0, eq);
     }
-    auto value = [&]() -> absl::StatusOr<std::string> {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= args.size()) return absl::InvalidArgumentError(arg + " needs a value");
-      return args[++i];
-    };
-    auto flag = [&](bool* out) -> absl::Status {
+    if (auto v = values.find(arg); v != values.end()) {
+      if (inline_value) {
+        *v->second = *inline_value;
+      } else if (i + 1 < args.size()) {
+        *v->second = args[++i];
+      } else {
+        return absl::InvalidArgumentError(arg + " needs a value");
+      }
+    } else if (auto f = flags.find(arg); f != flags.end()) {
       if (inline_value) return absl::InvalidArgumentError(arg + " takes no value");
-      *out = true;
-      return absl::OkStatus();
-    };
-    absl::Status st;
-    if (arg == "--config-file") {
-      absl::StatusOr<std::string> v = value();
-      if (!v.ok()) return v.status();
-      opts.config_file = *v;
-    } else if (arg == "--api-sock") {
-      absl::StatusOr<std::string> v = value();
-      if (!v.ok()) return v.status();
-      opts.api_sock = *v;
-    } else if (arg == "--id") {
-      absl::StatusOr<std::string> v = value();
-      if (!v.ok()) return v.status();
-      opts.id = *v;
-    } else if (arg == "--level") {
-      absl::StatusOr<std::string> v = value();
-      if (!v.ok()) return v.status();
-      opts.level = *v;
-    } else if (arg == "--no-api") {
-      st = flag(&opts.no_api);
-    } else if (arg == "--help" || arg == "-h") {
-      st = flag(&opts.help);
-    } else if (arg == "--version") {
-      st = flag(&opts.version);
+      *f->second = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown argument '", args[i], "'"));
     }
-    if (!st.ok()) return st;
   }
   if (!ValidInstanceId(opts.id)) {
     return absl::InvalidArgumentError(

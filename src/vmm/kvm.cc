@@ -81,8 +81,6 @@ absl::StatusOr<Kvm> Kvm::Open(const char* path) {
   return Kvm(std::move(fd), run_size);
 }
 
-int Kvm::CheckExtension(int cap) const { return ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap); }
-
 absl::StatusOr<VmFd> Kvm::CreateVm() const {
   UniqueFd vm(ioctl(fd_.get(), KVM_CREATE_VM, 0));
   if (!vm.valid()) return ErrnoStatus("KVM_CREATE_VM");

@@ -27,7 +27,6 @@ class Kvm {
 
   absl::StatusOr<VmFd> CreateVm() const;
   absl::StatusOr<CpuidEntries> SupportedCpuid() const;
-  int CheckExtension(int cap) const;
   int fd() const { return fd_.get(); }
 
  private:
