@@ -21,6 +21,12 @@ namespace {
 const std::vector<uint8_t> kHelloAndReset = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x68, 0xee, 0xb0,
                                              0x69, 0xee, 0xb0, 0x0a, 0xee, 0xb0, 0xfe, 0xe6,
                                              0x64, 0xf4, 0xeb, 0xfd};
+// Echoes COM1 input to COM1 output until it reads 'q', then resets:
+//   0: mov dx, 0x3fd; 4: in al, dx; test al, 1; jz 4; mov dx, 0x3f8;
+//   in al, dx; out dx, al; cmp al, 'q'; jne 0; mov al, 0xfe; out 0x64, al; hlt
+const std::vector<uint8_t> kEchoUntilQ = {0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x01, 0x74, 0xfb,
+                                          0x66, 0xba, 0xf8, 0x03, 0xec, 0xee, 0x3c, 0x71, 0x75,
+                                          0xed, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
 constexpr uint64_t kKernelAddr = 0x1000000;
 
 // Threads of this process named vcpu*. (Counting all threads would also
@@ -78,6 +84,28 @@ TEST_F(VmTest, PvhGuestWritesConsoleAndResets) {
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n");
   EXPECT_EQ(VcpuThreads(), 0) << "every vCPU thread joined";
+}
+
+TEST_F(VmTest, ConsoleInputReachesTheGuest) {
+  int in[2];
+  ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
+  ASSERT_EQ(write(in[1], "abq", 3), 3);
+  auto vm = Vm::Create(Config(testing::MakeElf(kEchoUntilQ, kKernelAddr, true, 0)),
+                       ConsoleIo{in[0], out_[1]});
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  vm->reset();
+  close(in[0]);
+  close(in[1]);
+  EXPECT_EQ(Console(), "abq") << "echoed by the guest; the partial line is flushed on exit";
+}
+
+TEST_F(VmTest, TripleFaultStopsTheVm) {
+  // ud2 with an empty IDT: #UD, then #DF, then a triple fault (shutdown).
+  auto vm = Vm::Create(Config(testing::MakeElf({0x0f, 0x0b}, kKernelAddr, false)), Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(VcpuThreads(), 0);
 }
 
 TEST_F(VmTest, SerialOutputGoesToTheConfiguredFile) {
