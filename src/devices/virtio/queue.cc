@@ -1,0 +1,174 @@
+#include "src/devices/virtio/queue.h"
+
+#include <atomic>
+
+#include "absl/strings/str_format.h"
+#include "src/common/status_macros.h"
+
+namespace ember::virtio {
+namespace {
+
+// Ring layouts (virtio 1.x, 2.7.5 to 2.7.8).
+constexpr uint64_t kDescSize = 16;
+constexpr uint64_t kRingHeader = 4;  // flags, idx
+constexpr uint64_t kAvailEntry = 2;
+constexpr uint64_t kUsedEntry = 8;
+constexpr uint16_t kAvailNoInterrupt = 1;
+
+struct RawDescriptor {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+static_assert(sizeof(RawDescriptor) == kDescSize);
+
+}  // namespace
+
+absl::Status Queue::Break(std::string message) {
+  if (!broken_) {
+    broken_ = true;
+    error_ = message;
+  }
+  return absl::DataLossError(std::move(message));
+}
+
+void Queue::Reset() {
+  size_ = max_size_;
+  desc_table_ = avail_ring_ = used_ring_ = 0;
+  ready_ = event_idx_ = broken_ = false;
+  error_.clear();
+  next_avail_ = next_used_ = signalled_used_ = 0;
+}
+
+absl::Status Queue::Validate(const GuestMemory& mem) const {
+  if (size_ == 0 || (size_ & (size_ - 1)) != 0 || size_ > max_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("queue size %d is not a power of two up to %d", size_, max_size_));
+  }
+  if (desc_table_ % 16 || avail_ring_ % 2 || used_ring_ % 4) {
+    return absl::InvalidArgumentError("queue rings are misaligned (16, 2 and 4 bytes)");
+  }
+  // EVENT_IDX adds a u16 after each ring; check room for it either way.
+  if (!mem.Contains(desc_table_, kDescSize * size_) ||
+      !mem.Contains(avail_ring_, kRingHeader + kAvailEntry * size_ + 2) ||
+      !mem.Contains(used_ring_, kRingHeader + kUsedEntry * size_ + 2)) {
+    return absl::InvalidArgumentError("queue rings lie outside guest memory");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Descriptor> Queue::ReadDescriptor(const GuestMemory& mem, uint64_t table,
+                                                 uint32_t table_size, uint32_t index,
+                                                 uint16_t* flags, uint16_t* next) const {
+  if (index >= table_size) {
+    return absl::DataLossError(
+        absl::StrFormat("descriptor index %d is beyond the table of %d", index, table_size));
+  }
+  ASSIGN_OR_RETURN(RawDescriptor raw, mem.ReadObj<RawDescriptor>(table + index * kDescSize));
+  if (!mem.Contains(raw.addr, raw.len)) {
+    return absl::DataLossError(absl::StrFormat(
+        "descriptor %d buffer [%#x, +%#x) is outside guest memory", index, raw.addr, raw.len));
+  }
+  *flags = raw.flags;
+  *next = raw.next;
+  return Descriptor{raw.addr, raw.len, (raw.flags & kDescFlagWrite) != 0};
+}
+
+absl::Status Queue::ReadIndirect(const GuestMemory& mem, const Descriptor& table,
+                                 DescriptorChain* chain) const {
+  if (table.len == 0 || table.len % kDescSize || table.len / kDescSize > kMaxQueueSize) {
+    return absl::DataLossError(
+        absl::StrFormat("indirect table of %d bytes is not 1 to %d descriptors", table.len,
+                        kMaxQueueSize));
+  }
+  const uint32_t count = table.len / kDescSize;
+  uint32_t index = 0;
+  // Each entry may be visited once; more means the table loops.
+  for (uint32_t steps = 0;; steps++) {
+    if (steps >= count) return absl::DataLossError("indirect descriptor chain loops");
+    uint16_t flags, next;
+    ASSIGN_OR_RETURN(Descriptor d, ReadDescriptor(mem, table.addr, count, index, &flags, &next));
+    if (flags & kDescFlagIndirect) {
+      return absl::DataLossError("indirect descriptor inside an indirect table");
+    }
+    chain->descriptors.push_back(d);
+    if (!(flags & kDescFlagNext)) return absl::OkStatus();
+    index = next;
+  }
+}
+
+absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem) {
+  if (broken_) return absl::DataLossError(error_);
+  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(avail_ring_ + 2));
+  uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  if (pending == 0) return std::optional<DescriptorChain>();
+  if (pending > size_) {
+    return Break(absl::StrFormat("avail index moved %d entries in a queue of %d", pending, size_));
+  }
+  // The ring entries the driver published before idx must be read after it.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  uint64_t slot = avail_ring_ + kRingHeader + kAvailEntry * (next_avail_ % size_);
+  ASSIGN_OR_RETURN(uint16_t head, mem.ReadObj<uint16_t>(slot));
+
+  DescriptorChain chain{head, {}};
+  uint32_t index = head;
+  // A chain has at most `size_` descriptors (2.7.5.3.1); more means a loop.
+  for (uint32_t steps = 0;; steps++) {
+    if (steps >= size_) return Break("descriptor chain is longer than the queue (a loop?)");
+    uint16_t flags, next;
+    absl::StatusOr<Descriptor> d = ReadDescriptor(mem, desc_table_, size_, index, &flags, &next);
+    if (!d.ok()) return Break(std::string(d.status().message()));
+    if (flags & kDescFlagIndirect) {
+      if ((flags & kDescFlagNext) || !chain.descriptors.empty()) {
+        return Break("an indirect descriptor must be alone in its chain");
+      }
+      if (absl::Status st = ReadIndirect(mem, *d, &chain); !st.ok()) {
+        return Break(std::string(st.message()));
+      }
+      break;
+    }
+    chain.descriptors.push_back(*d);
+    if (!(flags & kDescFlagNext)) break;
+    index = next;
+  }
+  next_avail_++;
+  if (event_idx_) {
+    // avail_event: notify us again once the driver adds past what we took.
+    RETURN_IF_ERROR(
+        mem.WriteObj<uint16_t>(used_ring_ + kRingHeader + kUsedEntry * size_, next_avail_));
+  }
+  return std::optional<DescriptorChain>(std::move(chain));
+}
+
+absl::Status Queue::AddUsed(const GuestMemory& mem, uint16_t head, uint32_t len) {
+  if (broken_) return absl::DataLossError(error_);
+  if (head >= size_) return Break(absl::StrFormat("used head %d is beyond the queue", head));
+  uint64_t slot = used_ring_ + kRingHeader + kUsedEntry * (next_used_ % size_);
+  RETURN_IF_ERROR(mem.WriteObj<uint32_t>(slot, head));
+  RETURN_IF_ERROR(mem.WriteObj<uint32_t>(slot + 4, len));
+  next_used_++;
+  // The entry must be visible before the index that publishes it.
+  std::atomic_thread_fence(std::memory_order_release);
+  return mem.WriteObj<uint16_t>(used_ring_ + 2, next_used_);
+}
+
+absl::StatusOr<bool> Queue::NeedsInterrupt(const GuestMemory& mem) {
+  // Order the used index write before reading the driver's suppression.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint16_t old_used = signalled_used_;
+  uint16_t new_used = next_used_;
+  if (old_used == new_used) return false;
+  signalled_used_ = new_used;
+  if (!event_idx_) {
+    ASSIGN_OR_RETURN(uint16_t flags, mem.ReadObj<uint16_t>(avail_ring_));
+    return (flags & kAvailNoInterrupt) == 0;
+  }
+  ASSIGN_OR_RETURN(uint16_t used_event,
+                   mem.ReadObj<uint16_t>(avail_ring_ + kRingHeader + kAvailEntry * size_));
+  // vring_need_event (2.7.7.2): did the used index pass used_event?
+  return static_cast<uint16_t>(new_used - used_event - 1) <
+         static_cast<uint16_t>(new_used - old_used);
+}
+
+}  // namespace ember::virtio
