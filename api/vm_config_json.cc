@@ -14,7 +14,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "drives", "network-interfaces", "balloon", "vsock", "logger",
+    "network-interfaces", "balloon", "vsock", "logger",
     "metrics", "mmds-config", "entropy", "cpu-config",
 };
 
@@ -76,6 +76,46 @@ absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
   return serial;
 }
 
+absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
+  JsonReader r(value, "drives[]");
+  DriveConfig d;
+  d.drive_id = r.String("drive_id", true).value_or("");
+  d.is_root_device = r.Bool("is_root_device", true).value_or(false);
+  d.path_on_host = r.String("path_on_host", true).value_or("");
+  d.is_read_only = r.Bool("is_read_only", false).value_or(false);
+  d.partuuid = r.String("partuuid", false).value_or("");
+  std::optional<std::string> cache = r.String("cache_type", false);
+  std::optional<std::string> engine = r.String("io_engine", false);
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  const rapidjson::Value* socket = r.Raw("socket");
+  RETURN_IF_ERROR(r.Finish());
+  std::string ctx = absl::StrCat("drives[", d.drive_id, "]");
+  if (d.path_on_host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(ctx, ".path_on_host must not be empty"));
+  }
+  if (cache && *cache != "Unsafe" && *cache != "Writeback") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ".cache_type must be \"Unsafe\" or \"Writeback\""));
+  }
+  if (cache == "Writeback") d.cache_type = CacheType::kWriteback;
+  if (engine && *engine != "Sync" && *engine != "Async") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ".io_engine must be \"Sync\" or \"Async\""));
+  }
+  if (engine == "Async") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ".io_engine \"Async\" is not supported by Ember yet; use \"Sync\""));
+  }
+  if (limiter != nullptr && !limiter->IsNull()) {
+    return absl::InvalidArgumentError(absl::StrCat(ctx, ".rate_limiter is not supported yet"));
+  }
+  if (socket != nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ".socket: vhost-user drives are not supported"));
+  }
+  return d;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -86,6 +126,14 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("machine-config")) {
     ASSIGN_OR_RETURN(config.machine, ParseMachineConfig(*v));
+  }
+  if (const rapidjson::Value* v = r.Raw("drives"); v != nullptr && !v->IsNull()) {
+    if (!v->IsArray()) return absl::InvalidArgumentError("drives must be a JSON array");
+    for (const rapidjson::Value& item : v->GetArray()) {
+      ASSIGN_OR_RETURN(DriveConfig drive, ParseDrive(item));
+      config.drives.push_back(std::move(drive));
+    }
+    RETURN_IF_ERROR(ValidateDrives(config.drives));
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

@@ -16,6 +16,7 @@ namespace ember::api {
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value);
+absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value);
 
 // A config file's text (`--config-file`), in Firecracker's format.
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json);

@@ -96,8 +96,8 @@ TEST(VmConfigJsonTest, MissingRequiredFields) {
 
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
   ExpectRefused(std::string("{") + kBoot +
-                    R"(, "drives": [{"drive_id": "root", "path_on_host": "r.ext4"}]})",
-                "'drives' is not supported by Ember yet");
+                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0"}]})",
+                "'network-interfaces' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot + R"(, "balloon": {"amount_mib": 1}})", "'balloon'");
 }
 
@@ -119,6 +119,52 @@ TEST(VmConfigJsonTest, SerialSection) {
                 "serial.rate_limiter is not supported");
   ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"path": "x"}})",
                 "serial: unknown field 'path'");
+}
+
+std::string Drives(const std::string& items) {
+  return std::string("{") + kBoot + R"(, "drives": [)" + items + "]}";
+}
+
+TEST(VmConfigJsonTest, Drives) {
+  auto c = ParseVmConfig(Drives(
+      R"({"drive_id": "data", "path_on_host": "d.img", "is_root_device": false,
+          "is_read_only": true, "cache_type": "Writeback", "io_engine": "Sync"},
+         {"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true,
+          "partuuid": "abcd-01"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->drives.size(), 2u);
+  EXPECT_EQ(c->drives[0].drive_id, "data");
+  EXPECT_TRUE(c->drives[0].is_read_only);
+  EXPECT_EQ(c->drives[0].cache_type, CacheType::kWriteback);
+  EXPECT_TRUE(c->drives[1].is_root_device);
+  EXPECT_EQ(c->drives[1].partuuid, "abcd-01");
+  EXPECT_EQ(c->drives[1].cache_type, CacheType::kUnsafe);
+}
+
+TEST(VmConfigJsonTest, BadDrives) {
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x"})"),
+                "drives[].is_root_device is required");
+  ExpectRefused(Drives(R"({"drive_id": "a", "is_root_device": false})"),
+                "drives[].path_on_host is required");
+  ExpectRefused(Drives(R"({"drive_id": "a b", "path_on_host": "x", "is_root_device": false})"),
+                "drive_id 'a b' must be");
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": true},
+                          {"drive_id": "a", "path_on_host": "y", "is_root_device": false})"),
+                "drive_id 'a' is used twice");
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": true},
+                          {"drive_id": "b", "path_on_host": "y", "is_root_device": true})"),
+                "only one drive");
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": false,
+                           "cache_type": "None"})"),
+                "drives[a].cache_type must be");
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": false,
+                           "io_engine": "Async"})"),
+                "\"Async\" is not supported by Ember yet");
+  ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": false,
+                           "sockets": 1})"),
+                "drives[]: unknown field 'sockets'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "drives": {"drive_id": "a"}})",
+                "drives must be a JSON array");
 }
 
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {

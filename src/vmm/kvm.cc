@@ -146,6 +146,17 @@ absl::Status VmFd::RegisterIrqfd(int eventfd, uint32_t gsi) const {
   return Ioctl(fd_.get(), KVM_IRQFD, &irqfd, "KVM_IRQFD");
 }
 
+absl::Status VmFd::RegisterIoeventfd(int eventfd, uint64_t addr, uint32_t len,
+                                     uint64_t datamatch) const {
+  kvm_ioeventfd e = {};
+  e.datamatch = datamatch;
+  e.addr = addr;
+  e.len = len;
+  e.fd = eventfd;
+  e.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+  return Ioctl(fd_.get(), KVM_IOEVENTFD, &e, "KVM_IOEVENTFD");
+}
+
 VcpuFd::VcpuFd(VcpuFd&& other) noexcept
     : fd_(std::move(other.fd_)),
       run_(std::exchange(other.run_, nullptr)),

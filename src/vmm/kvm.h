@@ -46,6 +46,10 @@ class VmFd {
   absl::StatusOr<VcpuFd> CreateVcpu(uint32_t id) const;
   // Routes writes of an eventfd to an interrupt line (KVM_IRQFD).
   absl::Status RegisterIrqfd(int eventfd, uint32_t gsi) const;
+  // Signals an eventfd, in the kernel, when the guest writes `datamatch`
+  // (`len` bytes) to MMIO address `addr` (KVM_IOEVENTFD).
+  absl::Status RegisterIoeventfd(int eventfd, uint64_t addr, uint32_t len,
+                                 uint64_t datamatch) const;
   int fd() const { return fd_.get(); }
 
  private:

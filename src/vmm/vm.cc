@@ -14,13 +14,19 @@
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
 #include "src/devices/legacy/i8042.h"
+#include "src/devices/virtio/block/block_device.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/arch/x86_64/mptable.h"
 #include "src/vmm/exit_code.h"
 #include "src/vmm/host.h"
 
 namespace ember {
 namespace {
+
+// Virtio devices take IOAPIC pins from here up; below are the ISA devices
+// (PIT 0, keyboard 1, serial 4).
+constexpr uint32_t kVirtioFirstIrq = 5;
 
 double CpuMs() {
   timespec ts;
@@ -76,9 +82,12 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
 
   std::unique_ptr<Vm> vm(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
                                 std::move(loop), std::move(exit)));
-  ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source,
-                                              GuestCmdline(*config.boot_source),
+  RETURN_IF_ERROR(ValidateDrives(config.drives));
+  std::string cmdline = GuestCmdline(*config.boot_source);
+  RETURN_IF_ERROR(vm->AttachDrives(config.drives, &cmdline));
+  ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
+  // Last of the configuration checks: it may create serial_out_path.
   RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
   return vm;
@@ -123,6 +132,68 @@ absl::Status Vm::AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial) {
     if (st.ok()) console_in_ = io.in_fd;
   }
   return loop_.Add(exit_->fd(), EPOLLIN, [](uint32_t) {});
+}
+
+absl::Status Vm::AttachDrives(const std::vector<DriveConfig>& drives, std::string* cmdline) {
+  std::vector<const DriveConfig*> order;
+  for (const DriveConfig& d : drives) {
+    if (d.is_root_device) order.insert(order.begin(), &d);  // root is /dev/vda
+    else order.push_back(&d);
+  }
+  for (const DriveConfig* d : order) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::block::BlockDevice> dev,
+                     virtio::block::BlockDevice::Create(*d));
+    RETURN_IF_ERROR(AttachVirtio(std::move(dev), cmdline));
+  }
+  if (!order.empty() && order.front()->is_root_device) {
+    const DriveConfig& root = *order.front();
+    absl::StrAppend(cmdline, root.partuuid.empty() ? " root=/dev/vda"
+                                                   : absl::StrCat(" root=PARTUUID=", root.partuuid),
+                    root.is_read_only ? " ro" : " rw");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std::string* cmdline) {
+  const size_t index = virtio_.size();
+  const uint32_t irq = kVirtioFirstIrq + index;
+  if (irq >= x86_64::kIoapicPins) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "too many virtio devices: at most %d", x86_64::kIoapicPins - kVirtioFirstIrq));
+  }
+  const uint64_t base = x86_64::kMmioDevicesStart + index * virtio::MmioTransport::kWindowSize;
+  UniqueFd irq_fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!irq_fd.valid()) return ErrnoStatus("eventfd");
+  RETURN_IF_ERROR(vm_.RegisterIrqfd(irq_fd.get(), irq));
+  auto transport =
+      std::make_shared<virtio::MmioTransport>(std::move(device), &memory_, std::move(irq_fd));
+  RETURN_IF_ERROR(mmio_.Insert(transport, base, virtio::MmioTransport::kWindowSize));
+
+  std::vector<int> fds;
+  for (uint32_t q = 0; q < transport->num_queues(); q++) {
+    UniqueFd evt(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!evt.valid()) return ErrnoStatus("eventfd");
+    RETURN_IF_ERROR(vm_.RegisterIoeventfd(
+        evt.get(), base + virtio::MmioTransport::kQueueNotifyOffset, 4, q));
+    int fd = evt.get();
+    RETURN_IF_ERROR(loop_.Add(fd, EPOLLIN, [transport, fd, q](uint32_t) {
+      uint64_t count;
+      (void)!::read(fd, &count, sizeof(count));
+      transport->Notify(q);
+    }));
+    fds.push_back(fd);
+    queue_events_.push_back(std::move(evt));
+  }
+  // Notifications KVM did not catch (a wrong size, say) still end up on the
+  // VMM thread, through the same eventfds.
+  transport->set_notify_fallback([fds](uint32_t q) {
+    if (q >= fds.size()) return;
+    uint64_t one = 1;
+    (void)!::write(fds[q], &one, sizeof(one));
+  });
+  virtio_.push_back(transport);
+  absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));
+  return absl::OkStatus();
 }
 
 void Vm::OnConsoleInput(uint32_t) {

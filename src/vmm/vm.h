@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/legacy/serial.h"
+#include "src/devices/virtio/mmio_transport.h"
 #include "src/vmm/boot.h"
 #include "src/vmm/bus.h"
 #include "src/vmm/event_loop.h"
@@ -39,6 +40,9 @@ class Vm {
   int Run();
 
   const GuestMemory& memory() const { return memory_; }
+  const std::vector<std::shared_ptr<virtio::MmioTransport>>& virtio_devices() const {
+    return virtio_;
+  }
 
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
@@ -50,6 +54,11 @@ class Vm {
         loop_(std::move(loop)), exit_(std::move(exit)) {}
 
   absl::Status AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial);
+  // Drives, root first; appends their virtio_mmio.device= and root= args.
+  absl::Status AttachDrives(const std::vector<DriveConfig>& drives, std::string* cmdline);
+  // Puts a device on the next MMIO slot and IRQ, with an ioeventfd per
+  // queue served by the VMM loop and an irqfd for its interrupt.
+  absl::Status AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std::string* cmdline);
   absl::Status CreateVcpus(uint32_t count, const BootEntry& entry);
   void OnConsoleInput(uint32_t events);
   // SIGINT and SIGTERM stop the VM in order instead of killing the process.
@@ -66,6 +75,8 @@ class Vm {
   std::shared_ptr<Serial> serial_;
   UniqueFd serial_out_;  // serial_out_path, when configured
   UniqueFd serial_irq_;
+  std::vector<UniqueFd> queue_events_;
+  std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   int console_in_ = -1;
   UniqueFd signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;

@@ -1,5 +1,8 @@
 #include "src/vmm/vm_config.h"
 
+#include <cctype>
+#include <set>
+
 #include "absl/strings/str_format.h"
 
 namespace ember {
@@ -12,6 +15,34 @@ absl::Status ValidateMachineConfig(const MachineConfig& m) {
   }
   if (m.mem_size_mib == 0) {
     return absl::InvalidArgumentError("machine-config.mem_size_mib must be at least 1");
+  }
+  return absl::OkStatus();
+}
+
+bool ValidDeviceId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+  }
+  return true;
+}
+
+absl::Status ValidateDrives(const std::vector<DriveConfig>& drives) {
+  std::set<std::string> ids;
+  int roots = 0;
+  for (const DriveConfig& d : drives) {
+    if (!ValidDeviceId(d.drive_id)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "drives: drive_id '%s' must be 1-64 letters, digits, '-' or '_'", d.drive_id));
+    }
+    if (!ids.insert(d.drive_id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("drives: drive_id '%s' is used twice", d.drive_id));
+    }
+    roots += d.is_root_device;
+  }
+  if (roots > 1) {
+    return absl::InvalidArgumentError("drives: only one drive can have is_root_device true");
   }
   return absl::OkStatus();
 }

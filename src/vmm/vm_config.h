@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -25,6 +26,20 @@ struct MachineConfig {
   bool track_dirty_pages = false;
 };
 
+enum class CacheType { kUnsafe, kWriteback };
+enum class IoEngine { kSync, kAsync };
+
+// A virtio-blk drive, as Firecracker's `drives` entries.
+struct DriveConfig {
+  std::string drive_id;
+  std::string path_on_host;
+  bool is_root_device = false;
+  bool is_read_only = false;
+  std::string partuuid;  // root=PARTUUID=... when set on the root device
+  CacheType cache_type = CacheType::kUnsafe;
+  IoEngine io_engine = IoEngine::kSync;
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -34,6 +49,7 @@ struct VmConfig {
   std::optional<BootSourceConfig> boot_source;
   MachineConfig machine;
   SerialConfig serial;
+  std::vector<DriveConfig> drives;
 };
 
 // The guest command line when boot-source has no boot_args.
@@ -42,5 +58,9 @@ inline constexpr char kDefaultBootArgs[] = "console=ttyS0 reboot=k panic=1 pci=o
 // Checks what can be checked without touching the host: ranges and
 // required parts. Messages name the field.
 absl::Status ValidateMachineConfig(const MachineConfig& m);
+// Unique ids, at most one root device.
+absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
+// Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].
+bool ValidDeviceId(const std::string& id);
 
 }  // namespace ember

@@ -1,0 +1,218 @@
+#include "src/devices/virtio/block/block_device.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "src/devices/virtio/block/request.h"
+#include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/mmio_driver.h"
+#include "src/vmm/testing/test_images.h"
+
+namespace ember::virtio::block {
+namespace {
+
+using testing::Buffer;
+
+constexpr uint64_t kHeader = 0x80000;
+constexpr uint64_t kData = 0x90000;
+constexpr uint64_t kStatus = 0xa0000;
+constexpr uint64_t kDiskSize = 64 * 1024;
+
+struct Header {
+  uint32_t type;
+  uint32_t reserved;
+  uint64_t sector;
+};
+
+class BlockDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(DriveConfig{"disk0", ""}); }
+  void TearDown() override { unlink(path_.c_str()); }
+
+  void Start(DriveConfig config, bool fresh_file = true) {
+    if (fresh_file) {
+      std::vector<uint8_t> disk(kDiskSize);
+      for (size_t i = 0; i < disk.size(); i++) disk[i] = static_cast<uint8_t>(i / 512);
+      if (!path_.empty()) unlink(path_.c_str());
+      path_ = ember::testing::WriteTempFile(disk);
+    }
+    config.path_on_host = path_;
+    mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 1 << 20}}));
+    auto dev = BlockDevice::Create(config);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    device_ = dev->get();
+    transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
+                                                 UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
+    ASSERT_TRUE(driver_->Init(~0ull, 64) & kStatusDriverOk);
+  }
+
+  // Sends one request and returns (status byte, used length).
+  std::pair<uint8_t, uint32_t> Submit(uint32_t type, uint64_t sector, std::vector<Buffer> data,
+                                      bool header_writable = false, bool with_status = true) {
+    EXPECT_TRUE(mem_->WriteObj(kHeader, Header{type, 0, sector}).ok());
+    EXPECT_TRUE(mem_->WriteObj<uint8_t>(kStatus, 0xee).ok());
+    std::vector<Buffer> chain = {{kHeader, 16, header_writable}};
+    chain.insert(chain.end(), data.begin(), data.end());
+    if (with_status) chain.push_back({kStatus, 1, true});
+    driver_->queue(0).Add(chain);
+    driver_->Kick(0);
+    auto used = driver_->queue(0).PopUsed();
+    EXPECT_TRUE(used.has_value());
+    return {*mem_->ReadObj<uint8_t>(kStatus), used ? used->len : 0};
+  }
+
+  std::vector<uint8_t> Guest(uint64_t addr, size_t len) {
+    std::vector<uint8_t> out(len);
+    EXPECT_TRUE(mem_->Read(addr, out).ok());
+    return out;
+  }
+
+  std::vector<uint8_t> Disk(off_t offset, size_t len) {
+    std::vector<uint8_t> out(len);
+    int fd = open(path_.c_str(), O_RDONLY);
+    EXPECT_EQ(pread(fd, out.data(), len, offset), static_cast<ssize_t>(len));
+    close(fd);
+    return out;
+  }
+
+  std::string path_;
+  std::unique_ptr<GuestMemory> mem_;
+  BlockDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<testing::MmioDriver> driver_;
+};
+
+TEST_F(BlockDeviceTest, ReadsSectorsIntoScatteredBuffers) {
+  auto [status, used] = Submit(kRequestIn, 3, {{kData, 512, true}, {kData + 4096, 1024, true}});
+  EXPECT_EQ(status, kStatusOk);
+  EXPECT_EQ(used, 1536u + 1);
+  EXPECT_EQ(Guest(kData, 512), std::vector<uint8_t>(512, 3));
+  EXPECT_EQ(Guest(kData + 4096, 512), std::vector<uint8_t>(512, 4));
+  EXPECT_EQ(Guest(kData + 4096 + 512, 512), std::vector<uint8_t>(512, 5));
+  EXPECT_TRUE(driver_->TakeInterrupt());
+}
+
+TEST_F(BlockDeviceTest, WritesReachTheFile) {
+  ASSERT_TRUE(mem_->Write(kData, std::vector<uint8_t>(1024, 0xab)).ok());
+  auto [status, used] = Submit(kRequestOut, 10, {{kData, 1024, false}});
+  EXPECT_EQ(status, kStatusOk);
+  EXPECT_EQ(used, 1u);
+  EXPECT_EQ(Disk(10 * 512, 1024), std::vector<uint8_t>(1024, 0xab));
+  EXPECT_EQ(Disk(12 * 512, 1), std::vector<uint8_t>(1, 12)) << "neighbours untouched";
+}
+
+TEST_F(BlockDeviceTest, FlushAndGetId) {
+  EXPECT_EQ(Submit(kRequestFlush, 0, {}).first, kStatusOk);
+  auto [status, used] = Submit(kRequestGetId, 0, {{kData, 20, true}});
+  EXPECT_EQ(status, kStatusOk);
+  EXPECT_EQ(used, 21u);
+  auto id = Guest(kData, 20);
+  EXPECT_EQ(std::string(id.begin(), id.begin() + 5), "disk0");
+  EXPECT_EQ(id[5], 0);
+}
+
+TEST_F(BlockDeviceTest, UnknownRequestIsUnsupported) {
+  EXPECT_EQ(Submit(99, 0, {{kData, 512, true}}).first, kStatusUnsupported);
+}
+
+TEST_F(BlockDeviceTest, OutOfRangeAndMalformedRequestsGetIoErrors) {
+  const uint64_t sectors = kDiskSize / 512;
+  EXPECT_EQ(Submit(kRequestIn, sectors, {{kData, 512, true}}).first, kStatusIoError);
+  EXPECT_EQ(Submit(kRequestIn, sectors - 1, {{kData, 1024, true}}).first, kStatusIoError);
+  EXPECT_EQ(Submit(kRequestIn, UINT64_MAX, {{kData, 512, true}}).first, kStatusIoError);
+  EXPECT_EQ(Submit(kRequestIn, 0, {{kData, 100, true}}).first, kStatusIoError) << "not 512n";
+  EXPECT_EQ(Submit(kRequestIn, 0, {{kData, 512, false}}).first, kStatusIoError)
+      << "device must not write a driver-only buffer";
+  EXPECT_EQ(Submit(kRequestOut, 0, {{kData, 512, true}}).first, kStatusIoError);
+  EXPECT_EQ(Submit(kRequestIn, 0, {{kData, 512, true}}, /*header_writable=*/true).first,
+            kStatusIoError);
+  EXPECT_EQ(Submit(kRequestIn, 0, {{kData, 0, true}, {kData, 512, true}}).first,
+            kStatusIoError)
+      << "zero-length buffer";
+  EXPECT_EQ(Submit(kRequestGetId, 0, {{kData, 8, true}}).first, kStatusIoError);
+  EXPECT_EQ(device_->counters().request_errors, 9u);
+  EXPECT_EQ(Disk(0, 512), std::vector<uint8_t>(512, 0)) << "nothing written";
+}
+
+TEST_F(BlockDeviceTest, ChainWithoutStatusIsReturnedEmpty) {
+  auto [status, used] = Submit(kRequestIn, 0, {{kData, 512, false}}, false, /*with_status=*/false);
+  EXPECT_EQ(status, 0xee) << "no status byte to write";
+  EXPECT_EQ(used, 0u);
+  EXPECT_EQ(device_->counters().request_errors, 1u);
+  EXPECT_FALSE(transport_->status() & kStatusNeedsReset) << "the device serves on";
+}
+
+TEST_F(BlockDeviceTest, ReadOnlyDriveRefusesWrites) {
+  Start(DriveConfig{"ro", "", false, /*is_read_only=*/true});
+  driver_->Write(0x14, 0);
+  EXPECT_TRUE(driver_->Read(0x10) & kFeatureReadOnly);
+  ASSERT_TRUE(mem_->Write(kData, std::vector<uint8_t>(512, 0xcd)).ok());
+  EXPECT_EQ(Submit(kRequestOut, 0, {{kData, 512, false}}).first, kStatusIoError);
+  EXPECT_EQ(Disk(0, 512), std::vector<uint8_t>(512, 0));
+  EXPECT_EQ(Submit(kRequestIn, 1, {{kData, 512, true}}).first, kStatusOk);
+}
+
+TEST_F(BlockDeviceTest, FlushFeatureOnlyForWriteback) {
+  driver_->Write(0x14, 0);
+  EXPECT_FALSE(driver_->Read(0x10) & kFeatureFlush);
+  DriveConfig wb{"wb", ""};
+  wb.cache_type = CacheType::kWriteback;
+  Start(wb);
+  driver_->Write(0x14, 0);
+  EXPECT_TRUE(driver_->Read(0x10) & kFeatureFlush);
+  EXPECT_EQ(Submit(kRequestFlush, 0, {}).first, kStatusOk);
+}
+
+TEST_F(BlockDeviceTest, BackendErrorsReachTheGuestAndAreCounted) {
+  // A file size limit makes the host's pwrite fail with EFBIG.
+  signal(SIGXFSZ, SIG_IGN);
+  rlimit old;
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = {4096, old.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  ASSERT_TRUE(mem_->Write(kData, std::vector<uint8_t>(512, 1)).ok());
+  uint8_t status = Submit(kRequestOut, 20, {{kData, 512, false}}).first;
+  setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_EQ(status, kStatusIoError);
+  EXPECT_EQ(device_->counters().backend_errors, 1u);
+
+  // A file that shrinks under the guest: reads past its end fail.
+  ASSERT_EQ(truncate(path_.c_str(), 1024), 0);
+  EXPECT_EQ(Submit(kRequestIn, 8, {{kData, 512, true}}).first, kStatusIoError);
+  EXPECT_EQ(device_->counters().backend_errors, 2u);
+  EXPECT_EQ(Submit(kRequestIn, 1, {{kData, 512, true}}).first, kStatusOk) << "still serving";
+}
+
+TEST_F(BlockDeviceTest, ManyRequestsOneInterruptWithEventIdx) {
+  for (int i = 0; i < 8; i++) {
+    ASSERT_TRUE(mem_->WriteObj(kHeader + i * 16, Header{kRequestIn, 0, uint64_t(i)}).ok());
+    driver_->queue(0).Add({{kHeader + i * 16, 16, false},
+                           {kData + i * 512, 512, true},
+                           {kStatus + i, 1, true}});
+  }
+  driver_->queue(0).SetUsedEvent(7);  // interrupt once the 8th is used
+  driver_->Kick(0);
+  int used = 0;
+  while (driver_->queue(0).PopUsed()) used++;
+  EXPECT_EQ(used, 8);
+  EXPECT_TRUE(driver_->TakeInterrupt());
+  EXPECT_FALSE(driver_->TakeInterrupt());
+  EXPECT_EQ(Guest(kData + 7 * 512, 1)[0], 7);
+}
+
+TEST(BlockDeviceCreateTest, Errors) {
+  auto missing = BlockDevice::Create({"d", "/nonexistent/disk.img"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("drive d: /nonexistent/disk.img"), std::string::npos);
+  auto dir = BlockDevice::Create({"d", "/tmp"});
+  EXPECT_FALSE(dir.ok());
+}
+
+}  // namespace
+}  // namespace ember::virtio::block

@@ -1,0 +1,224 @@
+#include "src/devices/virtio/mmio_transport.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "src/common/log.h"
+
+namespace ember::virtio {
+namespace {
+
+// Register offsets (4.2.2).
+enum : uint64_t {
+  kMagic = 0x000,
+  kVersion = 0x004,
+  kDeviceId = 0x008,
+  kVendorId = 0x00c,
+  kDeviceFeatures = 0x010,
+  kDeviceFeaturesSel = 0x014,
+  kDriverFeatures = 0x020,
+  kDriverFeaturesSel = 0x024,
+  kQueueSel = 0x030,
+  kQueueNumMax = 0x034,
+  kQueueNum = 0x038,
+  kQueueReady = 0x044,
+  kQueueNotify = 0x050,
+  kInterruptStatus = 0x060,
+  kInterruptAck = 0x064,
+  kStatus = 0x070,
+  kQueueDescLow = 0x080,
+  kQueueDescHigh = 0x084,
+  kQueueDriverLow = 0x090,
+  kQueueDriverHigh = 0x094,
+  kQueueDeviceLow = 0x0a0,
+  kQueueDeviceHigh = 0x0a4,
+  kConfigGeneration = 0x0fc,
+  kConfig = 0x100,
+};
+
+constexpr uint32_t kMagicValue = 0x74726976;  // "virt"
+constexpr uint32_t kMmioVersion = 2;
+
+uint64_t SetHalf(uint64_t value, bool high, uint32_t half) {
+  return high ? (value & 0xffffffffull) | (uint64_t{half} << 32)
+              : (value & ~0xffffffffull) | half;
+}
+
+}  // namespace
+
+MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory* mem,
+                             UniqueFd irq)
+    : device_(std::move(device)), mem_(mem), irq_(std::move(irq)) {
+  for (uint16_t max : device_->queue_max_sizes()) queues_.emplace_back(max);
+}
+
+void MmioTransport::Trigger(uint32_t status_bit) {
+  interrupt_status_.fetch_or(status_bit);
+  uint64_t one = 1;
+  (void)!::write(irq_.get(), &one, sizeof(one));
+}
+
+uint32_t MmioTransport::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+Queue* MmioTransport::SelectedQueue() {
+  return queue_sel_ < queues_.size() ? &queues_[queue_sel_] : nullptr;
+}
+
+void MmioTransport::Read(uint64_t offset, std::span<uint8_t> data) {
+  std::lock_guard lock(mu_);
+  if (offset >= kConfig) {
+    device_->ReadConfig(offset - kConfig, data);
+    return;
+  }
+  // Registers are 32 bits wide and read whole (4.2.2.1).
+  if (data.size() != 4 || offset % 4) {
+    std::fill(data.begin(), data.end(), 0);
+    return;
+  }
+  uint32_t v = ReadRegister(offset);
+  std::memcpy(data.data(), &v, 4);
+}
+
+uint32_t MmioTransport::ReadRegister(uint64_t offset) {
+  switch (offset) {
+    case kMagic: return kMagicValue;
+    case kVersion: return kMmioVersion;
+    case kDeviceId: return device_->device_type();
+    case kVendorId: return 0;
+    case kDeviceFeatures:
+      return device_features_sel_ > 1
+                 ? 0
+                 : static_cast<uint32_t>(device_->features() >> (32 * device_features_sel_));
+    case kQueueNumMax: return SelectedQueue() ? SelectedQueue()->max_size() : 0;
+    case kQueueReady: return SelectedQueue() && SelectedQueue()->ready() ? 1 : 0;
+    case kInterruptStatus: return interrupt_status_.load();
+    case kStatus: return status_;
+    case kConfigGeneration: return config_generation_;
+    default: return 0;
+  }
+}
+
+void MmioTransport::Write(uint64_t offset, std::span<const uint8_t> data) {
+  std::lock_guard lock(mu_);
+  if (offset >= kConfig) {
+    device_->WriteConfig(offset - kConfig, data);
+    return;
+  }
+  if (data.size() != 4 || offset % 4) return;
+  uint32_t v;
+  std::memcpy(&v, data.data(), 4);
+  WriteRegister(offset, v);
+}
+
+void MmioTransport::WriteRegister(uint64_t offset, uint32_t v) {
+  // Queue layout may change only while the queue is off and the driver has
+  // not finished (4.2.3.2); later writes are ignored.
+  Queue* q = SelectedQueue();
+  bool queue_writable = q != nullptr && !q->ready() && !(status_ & kStatusDriverOk);
+  switch (offset) {
+    case kDeviceFeaturesSel: device_features_sel_ = v; return;
+    case kDriverFeaturesSel: driver_features_sel_ = v; return;
+    case kDriverFeatures:
+      if ((status_ & kStatusDriver) && !(status_ & kStatusFeaturesOk) && driver_features_sel_ < 2) {
+        driver_features_ = SetHalf(driver_features_, driver_features_sel_ == 1, v);
+      }
+      return;
+    case kQueueSel: queue_sel_ = v; return;
+    case kQueueNum:
+      if (queue_writable) q->set_size(static_cast<uint16_t>(std::min<uint32_t>(v, 0xffff)));
+      return;
+    case kQueueReady:
+      if (q != nullptr && !(status_ & kStatusDriverOk)) q->set_ready(v == 1);
+      return;
+    case kQueueDescLow:
+    case kQueueDescHigh:
+      if (queue_writable) q->set_desc_table(SetHalf(q->desc_table(), offset == kQueueDescHigh, v));
+      return;
+    case kQueueDriverLow:
+    case kQueueDriverHigh:
+      if (queue_writable) q->set_avail_ring(SetHalf(q->avail_ring(), offset == kQueueDriverHigh, v));
+      return;
+    case kQueueDeviceLow:
+    case kQueueDeviceHigh:
+      if (queue_writable) q->set_used_ring(SetHalf(q->used_ring(), offset == kQueueDeviceHigh, v));
+      return;
+    case kQueueNotify:
+      if (notify_fallback_) notify_fallback_(v);
+      return;
+    case kInterruptAck: interrupt_status_.fetch_and(~v); return;
+    case kStatus: WriteStatus(v); return;
+    default: return;
+  }
+}
+
+void MmioTransport::WriteStatus(uint32_t value) {
+  if (value == 0) {
+    ResetDevice();
+    return;
+  }
+  // Bits are only ever added, in order (3.1.1); anything else is ignored.
+  if ((value & status_) != status_) return;
+  uint32_t added = value & ~status_;
+  if (added & kStatusFeaturesOk) {
+    uint64_t accepted = driver_features_ & device_->features();
+    if (!(status_ & kStatusDriver) || !(accepted & kFeatureVersion1)) {
+      value &= ~kStatusFeaturesOk;  // the driver reads it back and gives up
+    }
+    driver_features_ = accepted;
+  }
+  if (added & kStatusDriverOk) {
+    if (!(value & kStatusFeaturesOk)) return;
+    bool event_idx = driver_features_ & kFeatureEventIdx;
+    for (size_t i = 0; i < queues_.size(); i++) {
+      if (!queues_[i].ready()) continue;
+      queues_[i].set_event_idx(event_idx);
+      if (absl::Status st = queues_[i].Validate(*mem_); !st.ok()) {
+        status_ = value & ~kStatusDriverOk;
+        NeedsReset("queue " + std::to_string(i) + ": " + std::string(st.message()));
+        return;
+      }
+    }
+    if (absl::Status st = device_->Activate(*mem_, queues_, this, driver_features_); !st.ok()) {
+      status_ = value & ~kStatusDriverOk;
+      NeedsReset(std::string(st.message()));
+      return;
+    }
+    activated_ = true;
+  }
+  status_ = value;
+}
+
+void MmioTransport::NeedsReset(const std::string& why) {
+  if (status_ & kStatusNeedsReset) return;
+  LOG_WARN("virtio device type %d needs reset: %s", device_->device_type(), why);
+  device_->counters().queue_errors++;
+  status_ |= kStatusNeedsReset;
+  config_generation_++;
+  Trigger(kInterruptConfigChange);
+}
+
+void MmioTransport::ResetDevice() {
+  device_->Reset();
+  for (Queue& q : queues_) q.Reset();
+  status_ = 0;
+  interrupt_status_ = 0;
+  device_features_sel_ = driver_features_sel_ = queue_sel_ = 0;
+  driver_features_ = 0;
+  activated_ = false;
+}
+
+void MmioTransport::Notify(uint32_t index) {
+  std::lock_guard lock(mu_);
+  if (!activated_ || index >= queues_.size() || !queues_[index].ready() ||
+      (status_ & kStatusNeedsReset)) {
+    return;
+  }
+  device_->ProcessQueue(index);
+  if (queues_[index].broken()) NeedsReset(queues_[index].error());
+}
+
+}  // namespace ember::virtio

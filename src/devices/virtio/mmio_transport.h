@@ -1,0 +1,79 @@
+// The virtio-mmio transport, version 2 (virtio 1.x, section 4.2): the
+// register window a guest driver uses to negotiate features, place queues
+// and drive a VirtioDevice. A hostile driver can only put the device into
+// DEVICE_NEEDS_RESET; register writes out of order are ignored.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "src/common/unique_fd.h"
+#include "src/devices/virtio/virtio_device.h"
+#include "src/vmm/bus.h"
+
+namespace ember::virtio {
+
+// Device status bits (2.1).
+inline constexpr uint32_t kStatusAcknowledge = 1;
+inline constexpr uint32_t kStatusDriver = 2;
+inline constexpr uint32_t kStatusDriverOk = 4;
+inline constexpr uint32_t kStatusFeaturesOk = 8;
+inline constexpr uint32_t kStatusNeedsReset = 64;
+inline constexpr uint32_t kStatusFailed = 128;
+
+class MmioTransport : public BusDevice, public Interrupt {
+ public:
+  static constexpr uint64_t kWindowSize = 0x1000;
+  static constexpr uint64_t kQueueNotifyOffset = 0x50;
+
+  // `irq` is an eventfd wired to the device's interrupt line (an irqfd).
+  MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory* mem, UniqueFd irq);
+
+  // Register access from vCPU threads.
+  void Read(uint64_t offset, std::span<uint8_t> data) override;
+  void Write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // Queue `index` was notified; runs the device on the calling (VMM)
+  // thread. Unknown queues and inactive devices are ignored.
+  void Notify(uint32_t index);
+  // Where QueueNotify writes that reach user space go (those an ioeventfd
+  // did not catch), so that queue work stays on the VMM thread.
+  void set_notify_fallback(std::function<void(uint32_t)> fn) { notify_fallback_ = std::move(fn); }
+
+  void Trigger(uint32_t status_bit) override;
+
+  uint32_t status() const;
+  size_t num_queues() const { return queues_.size(); }
+  VirtioDevice& device() { return *device_; }
+  int irq_fd() const { return irq_.get(); }
+
+ private:
+  uint32_t ReadRegister(uint64_t offset);
+  void WriteRegister(uint64_t offset, uint32_t value);
+  void WriteStatus(uint32_t value);
+  Queue* SelectedQueue();
+  // Marks the device as needing a reset after a queue broke.
+  void NeedsReset(const std::string& why);
+  void ResetDevice();
+
+  mutable std::mutex mu_;
+  std::unique_ptr<VirtioDevice> device_;
+  const GuestMemory* mem_;
+  UniqueFd irq_;
+  std::function<void(uint32_t)> notify_fallback_;
+  std::vector<Queue> queues_;
+  std::atomic<uint32_t> interrupt_status_{0};
+  uint32_t status_ = 0;
+  uint32_t device_features_sel_ = 0;
+  uint32_t driver_features_sel_ = 0;
+  uint64_t driver_features_ = 0;
+  uint32_t queue_sel_ = 0;
+  uint32_t config_generation_ = 0;
+  bool activated_ = false;
+};
+
+}  // namespace ember::virtio

@@ -1,0 +1,69 @@
+// What a virtio device implements; the MMIO transport (mmio_transport.h)
+// does the rest. Register accesses arrive on vCPU threads, queue work on
+// the VMM thread; the transport serializes both, so a device needs no
+// locking of its own.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "src/devices/virtio/queue.h"
+#include "src/vmm/guest_memory.h"
+
+namespace ember::virtio {
+
+// Feature bits shared by all devices (virtio 1.x, section 6).
+inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;
+inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;
+inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
+
+// Interrupt status bits (4.2.2).
+inline constexpr uint32_t kInterruptUsedBuffer = 1;
+inline constexpr uint32_t kInterruptConfigChange = 2;
+
+// Raises the device's interrupt with a status bit.
+class Interrupt {
+ public:
+  virtual ~Interrupt() = default;
+  virtual void Trigger(uint32_t status_bit) = 0;
+};
+
+// Device counters; guest-caused errors are counted, never fatal.
+struct DeviceCounters {
+  uint64_t queue_errors = 0;    // broken queues (DEVICE_NEEDS_RESET)
+  uint64_t request_errors = 0;  // malformed requests answered with an error
+  uint64_t backend_errors = 0;  // host I/O failures passed to the guest
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  virtual uint32_t device_type() const = 0;
+  // Offered features, VIRTIO_F_VERSION_1 included.
+  virtual uint64_t features() const = 0;
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+  // Device-specific configuration space; out-of-range bytes read as zero
+  // and writes to them are dropped.
+  virtual void ReadConfig(uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void WriteConfig(uint64_t offset, std::span<const uint8_t> data) = 0;
+
+  // DRIVER_OK: from now on the device serves `queues` (validated, ready)
+  // in `mem`, interrupting through `interrupt`, with `features` accepted.
+  virtual absl::Status Activate(const GuestMemory& mem, std::span<Queue> queues,
+                                Interrupt* interrupt, uint64_t features) = 0;
+  // The driver notified queue `index` (only after Activate). A broken queue
+  // is reported through the queue's own state.
+  virtual void ProcessQueue(size_t index) = 0;
+  // The driver reset the device: forget the queues and memory.
+  virtual void Reset() = 0;
+
+  DeviceCounters& counters() { return counters_; }
+
+ protected:
+  DeviceCounters counters_;
+};
+
+}  // namespace ember::virtio
