@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/json_reader.h"
 #include "src/common/errno_status.h"
@@ -14,7 +15,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "network-interfaces", "balloon", "vsock", "logger",
+    "balloon", "vsock", "logger",
     "metrics", "mmds-config", "entropy", "cpu-config",
 };
 
@@ -116,6 +117,47 @@ absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
   return d;
 }
 
+absl::StatusOr<std::array<uint8_t, 6>> ParseMac(absl::string_view text) {
+  std::array<uint8_t, 6> mac;
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest_mac '", text, "' is not six hex bytes like AA:FC:00:00:00:01"));
+  };
+  if (text.size() != 17) return bad();
+  for (size_t i = 0; i < 6; i++) {
+    if (i < 5 && text[i * 3 + 2] != ':') return bad();
+    int value = 0;
+    for (size_t j = 0; j < 2; j++) {
+      char c = absl::ascii_tolower(text[i * 3 + j]);
+      if (!absl::ascii_isxdigit(c)) return bad();
+      value = value * 16 + (absl::ascii_isdigit(c) ? c - '0' : c - 'a' + 10);
+    }
+    mac[i] = static_cast<uint8_t>(value);
+  }
+  return mac;
+}
+
+absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
+  JsonReader r(value, "network-interfaces[]");
+  NetConfig n;
+  n.iface_id = r.String("iface_id", true).value_or("");
+  n.host_dev_name = r.String("host_dev_name", true).value_or("");
+  std::optional<std::string> mac = r.String("guest_mac", false);
+  const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
+  const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  std::string ctx = absl::StrCat("network-interfaces[", n.iface_id, "]");
+  if (mac) {
+    absl::StatusOr<std::array<uint8_t, 6>> bytes = ParseMac(*mac);
+    if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(ctx, ".", bytes.status().message()));
+    n.guest_mac = *bytes;
+  }
+  if ((rx != nullptr && !rx->IsNull()) || (tx != nullptr && !tx->IsNull())) {
+    return absl::InvalidArgumentError(absl::StrCat(ctx, ": rate limiters are not supported yet"));
+  }
+  return n;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -134,6 +176,14 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
       config.drives.push_back(std::move(drive));
     }
     RETURN_IF_ERROR(ValidateDrives(config.drives));
+  }
+  if (const rapidjson::Value* v = r.Raw("network-interfaces"); v != nullptr && !v->IsNull()) {
+    if (!v->IsArray()) return absl::InvalidArgumentError("network-interfaces must be a JSON array");
+    for (const rapidjson::Value& item : v->GetArray()) {
+      ASSIGN_OR_RETURN(NetConfig net, ParseNetworkInterface(item));
+      config.net.push_back(std::move(net));
+    }
+    RETURN_IF_ERROR(ValidateNet(config.net));
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

@@ -95,9 +95,8 @@ TEST(VmConfigJsonTest, MissingRequiredFields) {
 }
 
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot +
-                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0"}]})",
-                "'network-interfaces' is not supported by Ember yet");
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3, "uds_path": "v"}})",
+                "'vsock' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot + R"(, "balloon": {"amount_mib": 1}})", "'balloon'");
 }
 
@@ -165,6 +164,32 @@ TEST(VmConfigJsonTest, BadDrives) {
                 "drives[]: unknown field 'sockets'");
   ExpectRefused(std::string("{") + kBoot + R"(, "drives": {"drive_id": "a"}})",
                 "drives must be a JSON array");
+}
+
+TEST(VmConfigJsonTest, NetworkInterfaces) {
+  auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [
+      {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "aa:FC:00:00:00:0f"},
+      {"iface_id": "eth1", "host_dev_name": "tap1"}]})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->net.size(), 2u);
+  EXPECT_EQ((*c->net[0].guest_mac)[0], 0xaa);
+  EXPECT_EQ((*c->net[0].guest_mac)[5], 0x0f);
+  EXPECT_FALSE(c->net[1].guest_mac);
+  auto net = [](const std::string& items) {
+    return std::string("{") + kBoot + R"(, "network-interfaces": [)" + items + "]}";
+  };
+  ExpectRefused(net(R"({"iface_id": "eth0"})"), "network-interfaces[].host_dev_name is required");
+  ExpectRefused(net(R"({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "aa:bb"})"),
+                "network-interfaces[eth0].guest_mac 'aa:bb' is not six hex bytes");
+  ExpectRefused(net(R"({"iface_id": "eth0", "host_dev_name": "tap0",
+                        "guest_mac": "zz:FC:00:00:00:01"})"),
+                "is not six hex bytes");
+  ExpectRefused(net(R"({"iface_id": "eth0", "host_dev_name": "a-very-long-tap-name"})"),
+                "must be 1-15 characters");
+  ExpectRefused(net(R"({"iface_id": "e", "host_dev_name": "t"}, {"iface_id": "e", "host_dev_name": "u"})"),
+                "iface_id 'e' is used twice");
+  ExpectRefused(net(R"({"iface_id": "e", "host_dev_name": "t"}, {"iface_id": "f", "host_dev_name": "t"})"),
+                "host_dev_name 't' is used twice");
 }
 
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {

@@ -25,6 +25,7 @@ bool IsConfigError(const absl::Status& st) {
   return st.code() == absl::StatusCode::kInvalidArgument ||
          st.code() == absl::StatusCode::kNotFound ||
          st.code() == absl::StatusCode::kOutOfRange ||
+         st.code() == absl::StatusCode::kFailedPrecondition ||
          st.code() == absl::StatusCode::kPermissionDenied;
 }
 

@@ -13,7 +13,7 @@ packages=(
   # guest root file system (resources/rootfs/build.sh)
   e2fsprogs
   # integration tests
-  python3 python3-pytest python3-pytest-xdist
+  python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
 )
 
 missing=()

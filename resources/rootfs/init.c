@@ -1,7 +1,7 @@
 // Ember's guest init: a static program with no libc.
 //
 // By default it prints a line to the console and asks the kernel to reboot,
-// which ends the VMM with exit code 0. Booted with "ember.idle" on the kernel
+// which ends the VMM with exit code 0. Booted with "ember_idle" on the kernel
 // command line (the kernel passes unknown words to init as arguments), it
 // makes no system call at all and loops, keeping the kernel alive and
 // serving interrupts: on PVM hosts, guest user space cannot make system
@@ -26,7 +26,7 @@ __attribute__((noreturn)) void start_c(long* sp) {
   long argc = sp[0];
   char** argv = (char**)(sp + 1);
   for (long i = 1; i < argc; i++) {
-    if (streq(argv[i], "ember.idle")) {
+    if (streq(argv[i], "ember_idle")) {
       for (;;) __asm__ volatile("pause");
     }
   }

@@ -19,6 +19,8 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
       return absl::NotFoundError(message);
     case EISDIR:
       return absl::InvalidArgumentError(message);
+    case EBUSY:  // e.g. a TAP another process holds
+      return absl::FailedPreconditionError(message);
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(message);

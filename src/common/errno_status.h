@@ -1,5 +1,6 @@
 // absl::Status from errno, with the failing call named for the user:
-// NotFound, PermissionDenied and ResourceExhausted for what a user can fix,
+// NotFound, PermissionDenied, InvalidArgument, FailedPrecondition (busy) and
+// ResourceExhausted for what a user can fix,
 // Internal for the rest.
 #pragma once
 

@@ -68,12 +68,12 @@ absl::StatusOr<Kvm> Kvm::Open(const char* path) {
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path));
   int version = ioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (version != KVM_API_VERSION) {
-    return absl::FailedPreconditionError(
+    return absl::UnavailableError(
         absl::StrFormat("KVM API version %d, Ember needs %d", version, KVM_API_VERSION));
   }
   for (const RequiredCap& c : kRequiredCaps) {
     if (ioctl(fd.get(), KVM_CHECK_EXTENSION, c.cap) <= 0) {
-      return absl::FailedPreconditionError(absl::StrCat("KVM lacks ", c.name));
+      return absl::UnavailableError(absl::StrCat("KVM lacks ", c.name));
     }
   }
   int run_size = ioctl(fd.get(), KVM_GET_VCPU_MMAP_SIZE, 0);

@@ -15,6 +15,7 @@
 #include "src/common/status_macros.h"
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/virtio/block/block_device.h"
+#include "src/devices/virtio/net/net_device.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
@@ -84,7 +85,9 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
                                 std::move(loop), std::move(exit)));
   RETURN_IF_ERROR(ValidateDrives(config.drives));
   std::string cmdline = GuestCmdline(*config.boot_source);
+  RETURN_IF_ERROR(ValidateNet(config.net));
   RETURN_IF_ERROR(vm->AttachDrives(config.drives, &cmdline));
+  RETURN_IF_ERROR(vm->AttachNet(config.net, &cmdline));
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
   // Last of the configuration checks: it may create serial_out_path.
@@ -154,6 +157,14 @@ absl::Status Vm::AttachDrives(const std::vector<DriveConfig>& drives, std::strin
   return absl::OkStatus();
 }
 
+absl::Status Vm::AttachNet(const std::vector<NetConfig>& net, std::string* cmdline) {
+  for (const NetConfig& n : net) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::net::NetDevice> dev, virtio::net::NetDevice::Create(n));
+    RETURN_IF_ERROR(AttachVirtio(std::move(dev), cmdline));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std::string* cmdline) {
   const size_t index = virtio_.size();
   const uint32_t irq = kVirtioFirstIrq + index;
@@ -191,6 +202,10 @@ absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std:
     uint64_t one = 1;
     (void)!::write(fds[q], &one, sizeof(one));
   });
+  if (int fd = transport->device().backend_fd(); fd >= 0) {
+    RETURN_IF_ERROR(loop_.Add(fd, transport->device().backend_events(),
+                              [transport](uint32_t events) { transport->NotifyBackend(events); }));
+  }
   virtio_.push_back(transport);
   absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));
   return absl::OkStatus();

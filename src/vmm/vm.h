@@ -56,6 +56,7 @@ class Vm {
   absl::Status AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial);
   // Drives, root first; appends their virtio_mmio.device= and root= args.
   absl::Status AttachDrives(const std::vector<DriveConfig>& drives, std::string* cmdline);
+  absl::Status AttachNet(const std::vector<NetConfig>& net, std::string* cmdline);
   // Puts a device on the next MMIO slot and IRQ, with an ioeventfd per
   // queue served by the VMM loop and an irqfd for its interrupt.
   absl::Status AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std::string* cmdline);

@@ -47,4 +47,31 @@ absl::Status ValidateDrives(const std::vector<DriveConfig>& drives) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateNet(const std::vector<NetConfig>& net) {
+  std::set<std::string> ids, taps;
+  for (const NetConfig& n : net) {
+    if (!ValidDeviceId(n.iface_id)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "network-interfaces: iface_id '%s' must be 1-64 letters, digits, '-' or '_'",
+          n.iface_id));
+    }
+    // IFNAMSIZ is 16 with the NUL.
+    if (n.host_dev_name.empty() || n.host_dev_name.size() > 15 ||
+        n.host_dev_name.find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "network-interfaces[%s].host_dev_name '%s' must be 1-15 characters without '/'",
+          n.iface_id, n.host_dev_name));
+    }
+    if (!ids.insert(n.iface_id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("network-interfaces: iface_id '%s' is used twice", n.iface_id));
+    }
+    if (!taps.insert(n.host_dev_name).second) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "network-interfaces: host_dev_name '%s' is used twice", n.host_dev_name));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace ember

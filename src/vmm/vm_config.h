@@ -2,6 +2,7 @@
 // or API requests. The VMM core never sees JSON.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -40,6 +41,13 @@ struct DriveConfig {
   IoEngine io_engine = IoEngine::kSync;
 };
 
+// A virtio-net interface on a TAP, as Firecracker's `network-interfaces`.
+struct NetConfig {
+  std::string iface_id;
+  std::string host_dev_name;
+  std::optional<std::array<uint8_t, 6>> guest_mac;  // absent: the guest picks one
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -50,6 +58,7 @@ struct VmConfig {
   MachineConfig machine;
   SerialConfig serial;
   std::vector<DriveConfig> drives;
+  std::vector<NetConfig> net;
 };
 
 // The guest command line when boot-source has no boot_args.
@@ -60,6 +69,8 @@ inline constexpr char kDefaultBootArgs[] = "console=ttyS0 reboot=k panic=1 pci=o
 absl::Status ValidateMachineConfig(const MachineConfig& m);
 // Unique ids, at most one root device.
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
+// Unique ids and TAP names.
+absl::Status ValidateNet(const std::vector<NetConfig>& net);
 // Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].
 bool ValidDeviceId(const std::string& id);
 

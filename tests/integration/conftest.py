@@ -80,7 +80,7 @@ class Microvm:
     """An ember process running in the background, console and log in files
     under `workdir`, so a test can wait for a line and then act."""
 
-    def __init__(self, ember, workdir, config):
+    def __init__(self, ember, workdir, config, prefix=()):
         self.workdir = Path(workdir)
         path = self.workdir / "vm.json"
         path.write_text(json.dumps(config))
@@ -88,7 +88,7 @@ class Microvm:
         self.log_path = self.workdir / "ember.log"
         with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [str(ember), "--no-api", "--config-file", str(path)], cwd=workdir,
+                [*prefix, str(ember), "--no-api", "--config-file", str(path)], cwd=workdir,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
     def console(self):
@@ -107,6 +107,14 @@ class Microvm:
             time.sleep(0.5)
         return False
 
+    def wait_for_log(self, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            time.sleep(0.2)
+        return False
+
     def wait(self, timeout=60):
         return self.proc.wait(timeout=timeout)
 
@@ -121,8 +129,8 @@ def microvms():
     """Starts Microvm processes and kills whatever is left at the end."""
     started = []
 
-    def start(ember, workdir, config):
-        vm = Microvm(ember, workdir, config)
+    def start(ember, workdir, config, prefix=()):
+        vm = Microvm(ember, workdir, config, prefix)
         started.append(vm)
         return vm
 

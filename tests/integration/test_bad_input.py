@@ -41,8 +41,11 @@ def config_cases(guest, tmp_path):
                        "machine-config.vcpu_count must be an integer"),
         "malformed JSON": (json.dumps(good)[:-3], "malformed JSON at byte"),
         "no boot source": ({"machine-config": machine(1, 128)}, "boot-source is missing"),
-        "device not built yet": ({**good, "network-interfaces": [{"iface_id": "eth0"}]},
-                                 "'network-interfaces' is not supported by Ember yet"),
+        "device not built yet": ({**good, "vsock": {"guest_cid": 3, "uds_path": "v.sock"}},
+                                 "'vsock' is not supported by Ember yet"),
+        "bad guest mac": ({**good, "network-interfaces": [
+            {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "00:11"}]},
+            "network-interfaces[eth0].guest_mac '00:11'"),
         "missing drive file": ({**good, "drives": [
             {"drive_id": "rootfs", "path_on_host": "/nonexistent/rootfs.ext4",
              "is_root_device": True}]}, "drive rootfs: /nonexistent/rootfs.ext4"),
@@ -51,7 +54,7 @@ def config_cases(guest, tmp_path):
 
 CASES = ["missing kernel", "not a kernel", "missing initrd", "mem 0", "mem beyond host",
          "vcpus 0", "vcpus 33", "unknown top field", "unknown nested field", "wrong type",
-         "malformed JSON", "no boot source", "device not built yet", "missing drive file"]
+         "malformed JSON", "no boot source", "device not built yet", "missing drive file", "bad guest mac"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -211,6 +211,15 @@ void MmioTransport::ResetDevice() {
   activated_ = false;
 }
 
+void MmioTransport::NotifyBackend(uint32_t events) {
+  std::lock_guard lock(mu_);
+  if (!activated_ || (status_ & kStatusNeedsReset)) return;
+  device_->ProcessBackend(events);
+  for (size_t i = 0; i < queues_.size(); i++) {
+    if (queues_[i].broken()) NeedsReset(queues_[i].error());
+  }
+}
+
 void MmioTransport::Notify(uint32_t index) {
   std::lock_guard lock(mu_);
   if (!activated_ || index >= queues_.size() || !queues_[index].ready() ||

@@ -40,6 +40,8 @@ class MmioTransport : public BusDevice, public Interrupt {
   // Queue `index` was notified; runs the device on the calling (VMM)
   // thread. Unknown queues and inactive devices are ignored.
   void Notify(uint32_t index);
+  // The device's backend fd is ready (VMM thread).
+  void NotifyBackend(uint32_t events);
   // Where QueueNotify writes that reach user space go (those an ioeventfd
   // did not catch), so that queue work stays on the VMM thread.
   void set_notify_fallback(std::function<void(uint32_t)> fn) { notify_fallback_ = std::move(fn); }

@@ -60,6 +60,13 @@ class VirtioDevice {
   // The driver reset the device: forget the queues and memory.
   virtual void Reset() = 0;
 
+  // A host fd the VMM loop should watch for the device (a TAP), or -1,
+  // with its epoll events; ProcessBackend runs when it is ready, and only
+  // once the device is active.
+  virtual int backend_fd() const { return -1; }
+  virtual uint32_t backend_events() const { return 0; }
+  virtual void ProcessBackend(uint32_t /*events*/) {}
+
   DeviceCounters& counters() { return counters_; }
 
  protected:
