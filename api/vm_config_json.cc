@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "api/json_reader.h"
 #include "src/common/errno_status.h"
 #include "src/common/status_macros.h"
@@ -15,7 +16,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "balloon", "vsock", "logger",
+    "vsock", "logger",
     "metrics", "mmds-config", "entropy", "cpu-config",
 };
 
@@ -158,6 +159,17 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
   return n;
 }
 
+absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
+  JsonReader r(value, "balloon");
+  BalloonConfig b;
+  b.amount_mib = r.Uint("amount_mib", true, 0, uint64_t{1} << 32).value_or(0);
+  b.deflate_on_oom = r.Bool("deflate_on_oom", true).value_or(false);
+  b.stats_polling_interval_s =
+      static_cast<uint32_t>(r.Uint("stats_polling_interval_s", false, 0, 3600).value_or(0));
+  RETURN_IF_ERROR(r.Finish());
+  return b;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -184,6 +196,14 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
       config.net.push_back(std::move(net));
     }
     RETURN_IF_ERROR(ValidateNet(config.net));
+  }
+  if (const rapidjson::Value* v = r.Raw("balloon"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.balloon, ParseBalloon(*v));
+    if (config.balloon->amount_mib > config.machine.mem_size_mib) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "balloon.amount_mib %d is more than machine-config.mem_size_mib %d",
+          config.balloon->amount_mib, config.machine.mem_size_mib));
+    }
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

@@ -97,7 +97,7 @@ TEST(VmConfigJsonTest, MissingRequiredFields) {
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
   ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3, "uds_path": "v"}})",
                 "'vsock' is not supported by Ember yet");
-  ExpectRefused(std::string("{") + kBoot + R"(, "balloon": {"amount_mib": 1}})", "'balloon'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "entropy": {"rate_limiter": null}})", "'entropy'");
 }
 
 TEST(VmConfigJsonTest, UnsupportedMachineOptions) {

@@ -14,6 +14,7 @@
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
 #include "src/devices/legacy/i8042.h"
+#include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
@@ -88,6 +89,11 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
   RETURN_IF_ERROR(ValidateNet(config.net));
   RETURN_IF_ERROR(vm->AttachDrives(config.drives, &cmdline));
   RETURN_IF_ERROR(vm->AttachNet(config.net, &cmdline));
+  if (config.balloon) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
+                     virtio::balloon::BalloonDevice::Create(*config.balloon));
+    RETURN_IF_ERROR(vm->AttachVirtio(std::move(balloon), &cmdline));
+  }
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
   // Last of the configuration checks: it may create serial_out_path.

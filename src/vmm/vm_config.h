@@ -48,6 +48,13 @@ struct NetConfig {
   std::optional<std::array<uint8_t, 6>> guest_mac;  // absent: the guest picks one
 };
 
+// virtio-balloon, as Firecracker's `balloon`.
+struct BalloonConfig {
+  uint64_t amount_mib = 0;  // target size of the balloon
+  bool deflate_on_oom = false;
+  uint32_t stats_polling_interval_s = 0;  // 0: no statistics queue
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -59,6 +66,7 @@ struct VmConfig {
   SerialConfig serial;
   std::vector<DriveConfig> drives;
   std::vector<NetConfig> net;
+  std::optional<BalloonConfig> balloon;
 };
 
 // The guest command line when boot-source has no boot_args.

@@ -80,7 +80,7 @@ class Microvm:
     """An ember process running in the background, console and log in files
     under `workdir`, so a test can wait for a line and then act."""
 
-    def __init__(self, ember, workdir, config, prefix=()):
+    def __init__(self, ember, workdir, config, prefix=(), args=()):
         self.workdir = Path(workdir)
         path = self.workdir / "vm.json"
         path.write_text(json.dumps(config))
@@ -88,7 +88,8 @@ class Microvm:
         self.log_path = self.workdir / "ember.log"
         with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*prefix, str(ember), "--no-api", "--config-file", str(path)], cwd=workdir,
+                [*prefix, str(ember), "--no-api", "--config-file", str(path), *args],
+                cwd=workdir,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
     def console(self):
@@ -129,8 +130,8 @@ def microvms():
     """Starts Microvm processes and kills whatever is left at the end."""
     started = []
 
-    def start(ember, workdir, config, prefix=()):
-        vm = Microvm(ember, workdir, config, prefix)
+    def start(ember, workdir, config, prefix=(), args=()):
+        vm = Microvm(ember, workdir, config, prefix, args)
         started.append(vm)
         return vm
 

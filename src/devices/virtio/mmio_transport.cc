@@ -188,6 +188,14 @@ void MmioTransport::WriteStatus(uint32_t value) {
       return;
     }
     activated_ = true;
+    // Drivers may make buffers available (and kick) before DRIVER_OK, as
+    // Linux's balloon does with its first statistics: look at every queue
+    // once, on the VMM thread.
+    if (notify_fallback_) {
+      for (uint32_t i = 0; i < queues_.size(); i++) {
+        if (queues_[i].ready()) notify_fallback_(i);
+      }
+    }
   }
   status_ = value;
 }

@@ -1,0 +1,105 @@
+#include "src/devices/virtio/balloon/balloon_device.h"
+
+#include <gtest/gtest.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/mmio_driver.h"
+
+namespace ember::virtio::balloon {
+namespace {
+
+constexpr uint64_t kPfnList = 0x80000;
+constexpr uint64_t kStats = 0x90000;
+
+class BalloonDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
+    auto dev = BalloonDevice::Create({/*amount_mib=*/2, /*deflate_on_oom=*/true,
+                                      /*stats_polling_interval_s=*/1});
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    device_ = dev->get();
+    transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
+                                                 UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
+    ASSERT_TRUE(driver_->Init(~0ull, 16) & kStatusDriverOk);
+  }
+
+  void SendPfns(size_t queue, const std::vector<uint32_t>& pfns) {
+    for (size_t i = 0; i < pfns.size(); i++) {
+      ASSERT_TRUE(mem_->WriteObj(kPfnList + 4 * i, pfns[i]).ok());
+    }
+    driver_->queue(queue).Add({{kPfnList, static_cast<uint32_t>(4 * pfns.size()), false}});
+    driver_->Kick(static_cast<uint32_t>(queue));
+    EXPECT_TRUE(driver_->queue(queue).PopUsed());
+  }
+
+  std::unique_ptr<GuestMemory> mem_;
+  BalloonDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<testing::MmioDriver> driver_;
+};
+
+TEST_F(BalloonDeviceTest, ConfigCarriesTargetAndActual) {
+  uint8_t cfg[8];
+  transport_->Read(0x100, cfg);
+  uint32_t target, actual;
+  std::memcpy(&target, cfg, 4);
+  std::memcpy(&actual, cfg + 4, 4);
+  EXPECT_EQ(target, 512u) << "2 MiB of 4 KiB pages";
+  EXPECT_EQ(actual, 0u);
+  uint32_t reported = 300;
+  transport_->Write(0x104, std::span(reinterpret_cast<const uint8_t*>(&reported), 4));
+  EXPECT_EQ(device_->actual_pages(), 300u);
+  transport_->Write(0x100, std::span(reinterpret_cast<const uint8_t*>(&reported), 4));
+  EXPECT_EQ(device_->target_pages(), 512u) << "the target is the host's";
+  driver_->Write(0x14, 0);
+  EXPECT_TRUE(driver_->Read(0x10) & kFeatureDeflateOnOom);
+  EXPECT_TRUE(driver_->Read(0x10) & kFeatureStatsVq);
+}
+
+TEST_F(BalloonDeviceTest, InflatedPagesGoBackToTheHost) {
+  // Pages 100-103 and 200 hold data; inflating them drops it (MADV_DONTNEED
+  // on private memory: the next read sees a fresh zero page).
+  for (uint32_t pfn : {100, 101, 102, 103, 200}) {
+    ASSERT_TRUE(mem_->Write(uint64_t{pfn} * 4096, std::vector<uint8_t>(4096, 0x77)).ok());
+  }
+  ASSERT_TRUE(mem_->Write(99 * 4096, std::vector<uint8_t>(4096, 0x77)).ok());
+  SendPfns(kInflateQueue, {100, 101, 102, 103, 200});
+  EXPECT_EQ(device_->balloon_counters().inflated_pages, 5u);
+  EXPECT_EQ(*mem_->ReadObj<uint8_t>(102 * 4096 + 5), 0);
+  EXPECT_EQ(*mem_->ReadObj<uint8_t>(200 * 4096), 0);
+  EXPECT_EQ(*mem_->ReadObj<uint8_t>(99 * 4096), 0x77) << "neighbours keep their data";
+  SendPfns(kDeflateQueue, {100, 101});
+  EXPECT_EQ(device_->balloon_counters().deflated_pages, 2u);
+}
+
+TEST_F(BalloonDeviceTest, FramesOutsideGuestMemoryAreRefused) {
+  SendPfns(kInflateQueue, {1024, 0xffffffff, 5});  // 1024 is the first page past 4 MiB
+  EXPECT_EQ(device_->balloon_counters().inflated_pages, 1u);
+  EXPECT_EQ(device_->counters().request_errors, 2u);
+  EXPECT_FALSE(transport_->status() & kStatusNeedsReset);
+}
+
+TEST_F(BalloonDeviceTest, StatisticsRoundTrip) {
+  // The guest primes the stats queue: (tag 4 free-memory, value) packed.
+  uint8_t stat[10];
+  uint16_t tag = 4;
+  uint64_t free_bytes = 123456789;
+  std::memcpy(stat, &tag, 2);
+  std::memcpy(stat + 2, &free_bytes, 8);
+  ASSERT_TRUE(mem_->Write(kStats, stat).ok());
+  driver_->queue(kStatsQueue).Add({{kStats, 10, false}});
+  driver_->Kick(kStatsQueue);
+  EXPECT_EQ(device_->stats().at(4), free_bytes);
+  EXPECT_FALSE(driver_->queue(kStatsQueue).PopUsed()) << "held until the next poll";
+  // The poll timer fires (1 s): the buffer goes back as a request.
+  usleep(1100 * 1000);
+  transport_->NotifyBackend(EPOLLIN);
+  EXPECT_TRUE(driver_->queue(kStatsQueue).PopUsed());
+}
+
+}  // namespace
+}  // namespace ember::virtio::balloon
