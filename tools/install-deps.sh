@@ -8,6 +8,8 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libseccomp-dev libabsl-dev rapidjson-dev libbenchmark-dev
   libgtest-dev libgmock-dev
+  # io_uring engine; fuzzing (tools/fuzz.sh: clang with libFuzzer, ASan, UBSan)
+  liburing-dev clang-14 libclang-rt-14-dev
   # guest kernel (resources/kernels/build.sh)
   linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils lz4
   # guest root file system (resources/rootfs/build.sh)

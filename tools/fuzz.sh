@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang, ASan and UBSan (in build-fuzz/)
+# and runs one of them for a bounded time. A crash fails the command and
+# leaves the input in build-fuzz/crashes/.
+#
+#   tools/fuzz.sh virtqueue 60      run virtqueue_fuzzer for 60 seconds
+#   tools/fuzz.sh block 60
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${1:?usage: fuzz.sh virtqueue|block SECONDS}
+seconds=${2:-30}
+build=$root/build-fuzz
+
+# One build at a time, even when ctest runs two fuzzers in parallel.
+exec 9>"$root/.build-fuzz.lock"
+flock 9
+cmake -S "$root" -B "$build" -G Ninja -DEMBER_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+ninja -C "$build" "${target}_fuzzer" >/dev/null
+flock -u 9
+
+corpus=$build/corpus/$target
+mkdir -p "$corpus" "$build/crashes"
+exec "$build/${target}_fuzzer" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
+  -artifact_prefix="$build/crashes/$target-" "$corpus"
