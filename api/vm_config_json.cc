@@ -104,10 +104,7 @@ absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
     return absl::InvalidArgumentError(
         absl::StrCat(ctx, ".io_engine must be \"Sync\" or \"Async\""));
   }
-  if (engine == "Async") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctx, ".io_engine \"Async\" is not supported by Ember yet; use \"Sync\""));
-  }
+  if (engine == "Async") d.io_engine = IoEngine::kAsync;
   if (limiter != nullptr && !limiter->IsNull()) {
     return absl::InvalidArgumentError(absl::StrCat(ctx, ".rate_limiter is not supported yet"));
   }

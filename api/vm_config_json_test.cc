@@ -127,7 +127,7 @@ std::string Drives(const std::string& items) {
 TEST(VmConfigJsonTest, Drives) {
   auto c = ParseVmConfig(Drives(
       R"({"drive_id": "data", "path_on_host": "d.img", "is_root_device": false,
-          "is_read_only": true, "cache_type": "Writeback", "io_engine": "Sync"},
+          "is_read_only": true, "cache_type": "Writeback", "io_engine": "Async"},
          {"drive_id": "rootfs", "path_on_host": "r.ext4", "is_root_device": true,
           "partuuid": "abcd-01"})"));
   ASSERT_TRUE(c.ok()) << c.status();
@@ -135,6 +135,8 @@ TEST(VmConfigJsonTest, Drives) {
   EXPECT_EQ(c->drives[0].drive_id, "data");
   EXPECT_TRUE(c->drives[0].is_read_only);
   EXPECT_EQ(c->drives[0].cache_type, CacheType::kWriteback);
+  EXPECT_EQ(c->drives[0].io_engine, IoEngine::kAsync);
+  EXPECT_EQ(c->drives[1].io_engine, IoEngine::kSync);
   EXPECT_TRUE(c->drives[1].is_root_device);
   EXPECT_EQ(c->drives[1].partuuid, "abcd-01");
   EXPECT_EQ(c->drives[1].cache_type, CacheType::kUnsafe);
@@ -157,8 +159,8 @@ TEST(VmConfigJsonTest, BadDrives) {
                            "cache_type": "None"})"),
                 "drives[a].cache_type must be");
   ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": false,
-                           "io_engine": "Async"})"),
-                "\"Async\" is not supported by Ember yet");
+                           "io_engine": "Uring"})"),
+                "drives[a].io_engine must be");
   ExpectRefused(Drives(R"({"drive_id": "a", "path_on_host": "x", "is_root_device": false,
                            "sockets": 1})"),
                 "drives[]: unknown field 'sockets'");

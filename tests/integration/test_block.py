@@ -23,9 +23,9 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def drive(drive_id, path, root=False, read_only=False):
+def drive(drive_id, path, root=False, read_only=False, engine="Sync"):
     return {"drive_id": drive_id, "path_on_host": str(path), "is_root_device": root,
-            "is_read_only": read_only}
+            "is_read_only": read_only, "io_engine": engine}
 
 
 def test_read_write_root_and_a_read_only_data_drive(ember, guest, tmp_path):
@@ -36,7 +36,10 @@ def test_read_write_root_and_a_read_only_data_drive(ember, guest, tmp_path):
     before = mount_count(root)
 
     config = boot_config(guest["vmlinux"])
-    config["drives"] = [drive("data", data, read_only=True), drive("rootfs", root, root=True)]
+    # The root drive runs on the io_uring engine, the data drive on the
+    # synchronous one.
+    config["drives"] = [drive("data", data, read_only=True),
+                        drive("rootfs", root, root=True, engine="Async")]
     run = run_ember(ember, tmp_path, config)
 
     assert "root=/dev/vda rw" in run.console, "the root drive comes first, read-write"

@@ -1,6 +1,7 @@
 #include "src/devices/virtio/block/block_device.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -10,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
-#include "src/devices/virtio/block/request.h"
 
 namespace ember::virtio::block {
 namespace {
@@ -36,8 +36,33 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConf
     LOG_WARN("%s: size %d is not a multiple of 512; the last %d bytes are not visible", what,
              size, size % kSectorSize);
   }
-  return std::unique_ptr<BlockDevice>(new BlockDevice(config, std::move(fd), size / kSectorSize));
+  std::unique_ptr<IoUring> uring;
+  if (config.io_engine == IoEngine::kAsync) {
+    absl::StatusOr<std::unique_ptr<IoUring>> u = IoUring::Create(kUringEntries);
+    if (!u.ok()) {
+      return absl::Status(u.status().code(), absl::StrCat(what, ": ", u.status().message()));
+    }
+    uring = std::move(*u);
+  }
+  return std::unique_ptr<BlockDevice>(
+      new BlockDevice(config, std::move(fd), size / kSectorSize, std::move(uring)));
 }
+
+BlockDevice::BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_sectors,
+                         std::unique_ptr<IoUring> uring)
+    : config_(std::move(config)),
+      file_(std::move(file)),
+      capacity_sectors_(capacity_sectors),
+      uring_(std::move(uring)) {
+  if (uring_) {
+    slots_.resize(uring_->entries());
+    for (uint32_t i = slots_.size(); i > 0; i--) free_slots_.push_back(i - 1);
+  }
+}
+
+BlockDevice::~BlockDevice() { Drain(); }
+
+uint32_t BlockDevice::backend_events() const { return EPOLLIN; }
 
 uint64_t BlockDevice::features() const {
   uint64_t f = kFeatureVersion1 | kFeatureEventIdx | kFeatureIndirectDesc;
@@ -69,20 +94,28 @@ absl::Status BlockDevice::Activate(const GuestMemory& mem, std::span<Queue> queu
 }
 
 void BlockDevice::Reset() {
+  Drain();
+  stalled_ = false;
   mem_ = nullptr;
   queue_ = nullptr;
   interrupt_ = nullptr;
 }
 
-uint8_t BlockDevice::Transfer(const Request& req) {
-  std::vector<iovec> iov;
-  iov.reserve(req.data.size());
+bool BlockDevice::Iovecs(const Request& req, std::vector<iovec>* iov) const {
+  iov->clear();
+  iov->reserve(req.data.size());
   for (const Descriptor& b : req.data) {
     // ParseRequest and the queue checked every buffer; Slice cannot fail.
     absl::StatusOr<std::span<uint8_t>> s = mem_->Slice(b.addr, b.len);
-    if (!s.ok()) return kStatusIoError;
-    iov.push_back({s->data(), s->size()});
+    if (!s.ok()) return false;
+    iov->push_back({s->data(), s->size()});
   }
+  return true;
+}
+
+uint8_t BlockDevice::Transfer(const Request& req) {
+  std::vector<iovec> iov;
+  if (!Iovecs(req, &iov)) return kStatusIoError;
   off_t offset = static_cast<off_t>(req.sector * kSectorSize);
   uint64_t done = 0;
   size_t first = 0;
@@ -145,29 +178,112 @@ uint8_t BlockDevice::Execute(const Request& req, uint32_t* written) {
   }
 }
 
+void BlockDevice::Complete(uint16_t head, std::optional<uint64_t> status_addr, uint8_t status,
+                           uint32_t written) {
+  uint32_t used_len = 0;
+  if (status_addr && mem_->WriteObj(*status_addr, status).ok()) used_len = written + 1;
+  (void)queue_->AddUsed(*mem_, head, used_len);
+}
+
+bool BlockDevice::Submit(const Request& req, uint16_t head) {
+  if (free_slots_.empty()) return false;
+  uint32_t slot = free_slots_.back();
+  InFlight& f = slots_[slot];
+  f = InFlight{head, *req.status_addr, req.data_len, 0, {}};
+  if (req.type != kRequestFlush && !Iovecs(req, &f.iov)) return false;
+  io_uring_sqe* sqe = io_uring_get_sqe(uring_->ring());
+  if (sqe == nullptr) return false;
+  off_t offset = static_cast<off_t>(req.sector * kSectorSize);
+  if (req.type == kRequestFlush) {
+    io_uring_prep_fsync(sqe, file_.get(), IORING_FSYNC_DATASYNC);
+  } else if (req.type == kRequestIn) {
+    f.written = static_cast<uint32_t>(req.data_len);
+    io_uring_prep_readv(sqe, file_.get(), f.iov.data(), f.iov.size(), offset);
+  } else {
+    io_uring_prep_writev(sqe, file_.get(), f.iov.data(), f.iov.size(), offset);
+  }
+  io_uring_sqe_set_data64(sqe, slot);
+  free_slots_.pop_back();
+  return true;
+}
+
 void BlockDevice::ProcessQueue(size_t) {
   if (queue_ == nullptr) return;
+  bool submitted = false;
+  stalled_ = false;
   for (;;) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = queue_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;  // a broken queue is the transport's
     Request req = ParseRequest(*mem_, **chain, capacity_sectors_);
-    uint8_t status;
-    uint32_t written = 0;
     if (!req.error.ok()) {
       if (ShouldLog(++counters_.request_errors)) {
         LOG_WARN("drive %s: bad request from the guest: %s", config_.drive_id,
                  req.error.message());
       }
-      status = kStatusIoError;
-    } else {
-      status = Execute(req, &written);
+      Complete((*chain)->head, req.status_addr, kStatusIoError, 0);
+      continue;
     }
-    uint32_t used_len = 0;
-    if (req.status_addr && mem_->WriteObj(*req.status_addr, status).ok()) used_len = written + 1;
-    if (!queue_->AddUsed(*mem_, (*chain)->head, used_len).ok()) break;
+    bool disk_io = req.type == kRequestIn ||
+                   (req.type == kRequestOut && !config_.is_read_only) ||
+                   (req.type == kRequestFlush && config_.cache_type == CacheType::kWriteback);
+    if (uring_ && disk_io) {
+      if (!Submit(req, (*chain)->head)) {
+        queue_->Undo();  // the ring is full: retry when completions free it
+        stalled_ = true;
+        break;
+      }
+      submitted = true;
+      continue;
+    }
+    uint32_t written = 0;
+    uint8_t status = Execute(req, &written);
+    Complete((*chain)->head, req.status_addr, status, written);
   }
+  if (submitted) io_uring_submit(uring_->ring());
   absl::StatusOr<bool> notify = queue_->NeedsInterrupt(*mem_);
   if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
+}
+
+void BlockDevice::Reap() {
+  io_uring_cqe* cqe;
+  while (io_uring_peek_cqe(uring_->ring(), &cqe) == 0) {
+    uint32_t slot = static_cast<uint32_t>(io_uring_cqe_get_data64(cqe));
+    int res = cqe->res;
+    io_uring_cqe_seen(uring_->ring(), cqe);
+    if (slot >= slots_.size()) continue;
+    InFlight& f = slots_[slot];
+    free_slots_.push_back(slot);
+    if (mem_ == nullptr) continue;  // draining after a reset
+    // A short transfer is an error too: the file shrank, or the disk is full.
+    bool ok = res >= 0 && static_cast<uint64_t>(res) == (f.iov.empty() ? 0 : f.expected);
+    if (!ok && ShouldLog(++counters_.backend_errors)) {
+      LOG_WARN("drive %s: async I/O failed: %s", config_.drive_id,
+               res < 0 ? std::strerror(-res) : "short transfer");
+    }
+    Complete(f.head, f.status_addr, ok ? kStatusOk : kStatusIoError, ok ? f.written : 0);
+  }
+}
+
+void BlockDevice::ProcessBackend(uint32_t) {
+  uint64_t count;
+  (void)!read(uring_->event_fd(), &count, sizeof(count));
+  if (queue_ == nullptr) return;
+  Reap();
+  absl::StatusOr<bool> notify = queue_->NeedsInterrupt(*mem_);
+  if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
+  if (stalled_) ProcessQueue(0);  // completions made room in the ring
+}
+
+void BlockDevice::Drain() {
+  if (!uring_) return;
+  const GuestMemory* mem = mem_;
+  mem_ = nullptr;  // completions during a drain touch no guest memory
+  while (free_slots_.size() < slots_.size()) {
+    io_uring_cqe* cqe;
+    if (io_uring_wait_cqe(uring_->ring(), &cqe) < 0) break;
+    Reap();
+  }
+  mem_ = mem;
 }
 
 }  // namespace ember::virtio::block
