@@ -2,9 +2,10 @@
 // The VMM's own diagnostics; the guest's console never goes here.
 #pragma once
 
-#include "absl/strings/string_view.h"
+#include <cstdint>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 
 namespace ember {
 
@@ -15,6 +16,11 @@ bool LogEnabled(LogLevel level);
 // Names the calling thread in its log lines (and in /proc, up to 15 chars).
 void SetThreadName(absl::string_view name);
 void LogLine(LogLevel level, absl::string_view message);
+
+// For messages a guest can cause at will: true for the first 8 of a
+// counter's values, then for every 1024th, so a hostile guest cannot flood
+// the log.
+inline bool LogRateLimited(uint64_t count) { return count <= 8 || count % 1024 == 0; }
 
 template <typename... Args>
 void Log(LogLevel level, const absl::FormatSpec<Args...>& format, const Args&... args) {

@@ -26,6 +26,9 @@
 namespace ember {
 namespace {
 
+// The configuration's limit must fit the MP table.
+static_assert(kMaxVcpus <= x86_64::kMaxVcpus);
+
 // Virtio devices take IOAPIC pins from here up; below are the ISA devices
 // (PIT 0, keyboard 1, serial 4).
 constexpr uint32_t kVirtioFirstIrq = 5;

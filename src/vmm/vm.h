@@ -40,9 +40,6 @@ class Vm {
   int Run();
 
   const GuestMemory& memory() const { return memory_; }
-  const std::vector<std::shared_ptr<virtio::MmioTransport>>& virtio_devices() const {
-    return virtio_;
-  }
 
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;

@@ -30,6 +30,13 @@ class Interrupt {
   virtual void Trigger(uint32_t status_bit) = 0;
 };
 
+// Raises the used-buffer interrupt if the driver wants to hear about the
+// buffers added to `q` since the last call (EVENT_IDX or NO_INTERRUPT).
+inline void SignalUsed(Queue& q, const GuestMemory& mem, Interrupt* interrupt) {
+  absl::StatusOr<bool> notify = q.NeedsInterrupt(mem);
+  if (notify.ok() && *notify) interrupt->Trigger(kInterruptUsedBuffer);
+}
+
 // Device counters; guest-caused errors are counted, never fatal.
 struct DeviceCounters {
   uint64_t queue_errors = 0;    // broken queues (DEVICE_NEEDS_RESET)

@@ -109,11 +109,6 @@ void BalloonDevice::Reset() {
   actual_pages_ = 0;
 }
 
-void BalloonDevice::Signal(Queue& q) {
-  absl::StatusOr<bool> notify = q.NeedsInterrupt(*mem_);
-  if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
-}
-
 void BalloonDevice::Inflate(const DescriptorChain& chain) {
   // Runs of consecutive frames become one madvise each.
   uint64_t run_start = 0, run_pages = 0;
@@ -188,7 +183,7 @@ void BalloonDevice::ProcessQueue(size_t index) {
     }
     if (!q.AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
-  Signal(q);
+  SignalUsed(q, *mem_, interrupt_);
 }
 
 void BalloonDevice::ProcessBackend(uint32_t) {
@@ -199,7 +194,7 @@ void BalloonDevice::ProcessBackend(uint32_t) {
   Queue& q = queues_[kStatsQueue];
   (void)q.AddUsed(*mem_, *stats_head_, 0);
   stats_head_.reset();
-  Signal(q);
+  SignalUsed(q, *mem_, interrupt_);
 }
 
 }  // namespace ember::virtio::balloon

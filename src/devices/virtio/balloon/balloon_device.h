@@ -65,7 +65,6 @@ class BalloonDevice : public VirtioDevice {
   // Returns the pages listed in `chain` to the host.
   void Inflate(const DescriptorChain& chain);
   void ReadStats(const DescriptorChain& chain);
-  void Signal(Queue& q);
 
   BalloonConfig config_;
   UniqueFd timer_;  // -1 without statistics

@@ -15,9 +15,6 @@
 namespace ember::virtio::block {
 namespace {
 
-// Log the first few guest or backend errors, then only every 1024th.
-bool ShouldLog(uint64_t count) { return count <= 8 || count % 1024 == 0; }
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConfig& config) {
@@ -127,7 +124,7 @@ uint8_t BlockDevice::Transfer(const Request& req) {
     if (n <= 0) {
       // n == 0: the file shrank under the guest.
       int err = n < 0 ? errno : EIO;
-      if (ShouldLog(++counters_.backend_errors)) {
+      if (LogRateLimited(++counters_.backend_errors)) {
         LOG_WARN("drive %s: %s at sector %d failed: %s", config_.drive_id,
                  req.type == kRequestIn ? "read" : "write", req.sector, std::strerror(err));
       }
@@ -216,7 +213,7 @@ void BlockDevice::ProcessQueue(size_t) {
     if (!chain.ok() || !chain->has_value()) break;  // a broken queue is the transport's
     Request req = ParseRequest(*mem_, **chain, capacity_sectors_);
     if (!req.error.ok()) {
-      if (ShouldLog(++counters_.request_errors)) {
+      if (LogRateLimited(++counters_.request_errors)) {
         LOG_WARN("drive %s: bad request from the guest: %s", config_.drive_id,
                  req.error.message());
       }
@@ -240,8 +237,7 @@ void BlockDevice::ProcessQueue(size_t) {
     Complete((*chain)->head, req.status_addr, status, written);
   }
   if (submitted) io_uring_submit(uring_->ring());
-  absl::StatusOr<bool> notify = queue_->NeedsInterrupt(*mem_);
-  if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
+  SignalUsed(*queue_, *mem_, interrupt_);
 }
 
 void BlockDevice::Reap() {
@@ -256,7 +252,7 @@ void BlockDevice::Reap() {
     if (mem_ == nullptr) continue;  // draining after a reset
     // A short transfer is an error too: the file shrank, or the disk is full.
     bool ok = res >= 0 && static_cast<uint64_t>(res) == (f.iov.empty() ? 0 : f.expected);
-    if (!ok && ShouldLog(++counters_.backend_errors)) {
+    if (!ok && LogRateLimited(++counters_.backend_errors)) {
       LOG_WARN("drive %s: async I/O failed: %s", config_.drive_id,
                res < 0 ? std::strerror(-res) : "short transfer");
     }
@@ -269,8 +265,7 @@ void BlockDevice::ProcessBackend(uint32_t) {
   (void)!read(uring_->event_fd(), &count, sizeof(count));
   if (queue_ == nullptr) return;
   Reap();
-  absl::StatusOr<bool> notify = queue_->NeedsInterrupt(*mem_);
-  if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
+  SignalUsed(*queue_, *mem_, interrupt_);
   if (stalled_) ProcessQueue(0);  // completions made room in the ring
 }
 

@@ -15,7 +15,6 @@ namespace {
 
 constexpr size_t kNumBuffersOffset = 10;  // in struct virtio_net_hdr_v1
 
-bool ShouldLog(uint64_t count) { return count <= 8 || count % 1024 == 0; }
 
 }  // namespace
 
@@ -90,7 +89,7 @@ void NetDevice::ProcessBackend(uint32_t events) {
 }
 
 void NetDevice::TapError(const char* what, int err) {
-  if (ShouldLog(++net_counters_.tap_errors)) {
+  if (LogRateLimited(++net_counters_.tap_errors)) {
     LOG_WARN("network interface %s: TAP %s %s: %s", config_.iface_id, tap_.name(), what,
              std::strerror(err));
   }
@@ -102,11 +101,6 @@ void NetDevice::TapError(const char* what, int err) {
     }
     tap_failed_ = true;
   }
-}
-
-void NetDevice::Signal(Queue& q) {
-  absl::StatusOr<bool> notify = q.NeedsInterrupt(*mem_);
-  if (notify.ok() && *notify) interrupt_->Trigger(kInterruptUsedBuffer);
 }
 
 void NetDevice::Transmit() {
@@ -143,7 +137,7 @@ void NetDevice::Transmit() {
     }
     if (!tx_->AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
-  Signal(*tx_);
+  SignalUsed(*tx_, *mem_, interrupt_);
 }
 
 void NetDevice::Receive() {
@@ -168,7 +162,7 @@ void NetDevice::Receive() {
     pending_len_ = 0;
     delivered = true;
   }
-  if (delivered) Signal(*rx_);
+  if (delivered) SignalUsed(*rx_, *mem_, interrupt_);
 }
 
 bool NetDevice::DeliverPending() {

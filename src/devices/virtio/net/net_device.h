@@ -70,7 +70,6 @@ class NetDevice : public VirtioDevice {
   // false (nothing consumed) when the guest has not given enough buffers.
   bool DeliverPending();
   void TapError(const char* what, int err);
-  void Signal(Queue& q);
 
   NetConfig config_;
   Tap tap_;
