@@ -60,6 +60,18 @@ TEST_F(BalloonDeviceTest, ConfigCarriesTargetAndActual) {
   EXPECT_TRUE(driver_->Read(0x10) & kFeatureStatsVq);
 }
 
+TEST_F(BalloonDeviceTest, TargetChangesReachARunningGuest) {
+  driver_->TakeInterrupt();
+  device_->SetTarget(3);
+  EXPECT_EQ(driver_->Read(0x60), kInterruptConfigChange);
+  EXPECT_TRUE(driver_->TakeInterrupt());
+  uint8_t cfg[4];
+  transport_->Read(0x100, cfg);
+  uint32_t target;
+  std::memcpy(&target, cfg, 4);
+  EXPECT_EQ(target, 768u);
+}
+
 TEST_F(BalloonDeviceTest, InflatedPagesGoBackToTheHost) {
   // Pages 100-103 and 200 hold data; inflating them drops it (MADV_DONTNEED
   // on private memory: the next read sees a fresh zero page).
