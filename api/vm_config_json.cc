@@ -196,11 +196,7 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("balloon"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.balloon, ParseBalloon(*v));
-    if (config.balloon->amount_mib > config.machine.mem_size_mib) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "balloon.amount_mib %d is more than machine-config.mem_size_mib %d",
-          config.balloon->amount_mib, config.machine.mem_size_mib));
-    }
+    RETURN_IF_ERROR(ValidateBalloon(*config.balloon, config.machine));
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

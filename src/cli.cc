@@ -1,5 +1,6 @@
 #include "src/cli.h"
 
+#include <cstdlib>
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +16,7 @@ const char kUsage[] =
     "  --api-sock PATH      the API's Unix socket (default /run/ember.socket)\n"
     "  --id ID              instance id: 1-64 letters, digits or '-'\n"
     "  --level LEVEL        log level: Error, Warning, Info (default) or Debug\n"
+    "  --http-api-max-payload-size BYTES   API request body limit (default 51200)\n"
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
     "\n"
@@ -32,12 +34,14 @@ bool ValidInstanceId(const std::string& id) {
 
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   CliOptions opts;
-  const std::map<std::string, std::string*> values = {
+  std::map<std::string, std::string*> values = {
       {"--config-file", &opts.config_file},
       {"--api-sock", &opts.api_sock},
       {"--id", &opts.id},
       {"--level", &opts.level},
   };
+  std::string max_payload;
+  values.emplace("--http-api-max-payload-size", &max_payload);
   const std::map<std::string, bool*> flags = {
       {"--no-api", &opts.no_api}, {"--help", &opts.help},
       {"-h", &opts.help},         {"--version", &opts.version},
@@ -63,6 +67,15 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown argument '", args[i], "'"));
     }
+  }
+  if (!max_payload.empty()) {
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(max_payload.c_str(), &end, 10);
+    if (*end != '\0' || n == 0 || n > (64u << 20) || max_payload[0] == '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--http-api-max-payload-size '", max_payload, "' must be 1 to 67108864 bytes"));
+    }
+    opts.http_api_max_payload_size = n;
   }
   if (!ValidInstanceId(opts.id)) {
     return absl::InvalidArgumentError(

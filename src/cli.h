@@ -15,6 +15,7 @@ struct CliOptions {
   std::string api_sock = "/run/ember.socket";
   std::string id = "anonymous-instance";
   std::string level = "Info";
+  size_t http_api_max_payload_size = 51200;
   bool help = false;
   bool version = false;
 };

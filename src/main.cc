@@ -1,11 +1,13 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
 #include <cstdio>
 
+#include "api/http_server.h"
+#include "api/router.h"
 #include "api/vm_config_json.h"
 #include "src/cli.h"
 #include "src/common/log.h"
 #include "src/vmm/exit_code.h"
-#include "src/vmm/vm.h"
+#include "src/vmm/controller.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0"
@@ -19,14 +21,6 @@ LogLevel ToLogLevel(const std::string& level) {
   if (level == "Warning") return LogLevel::kWarn;
   if (level == "Debug") return LogLevel::kDebug;
   return LogLevel::kInfo;
-}
-
-bool IsConfigError(const absl::Status& st) {
-  return st.code() == absl::StatusCode::kInvalidArgument ||
-         st.code() == absl::StatusCode::kNotFound ||
-         st.code() == absl::StatusCode::kOutOfRange ||
-         st.code() == absl::StatusCode::kFailedPrecondition ||
-         st.code() == absl::StatusCode::kPermissionDenied;
 }
 
 int Main(int argc, char** argv) {
@@ -44,25 +38,40 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   SetLogLevel(ToLogLevel(opts->level));
-  if (!opts->no_api) {
-    // The HTTP API is its own piece of work (issue 4); say so plainly.
-    std::fprintf(stderr,
-                 "ember: this build has no HTTP API yet; run with --no-api --config-file FILE\n");
-    return kExitArgParsing;
-  }
   LOG_INFO("Ember v%s starting, instance %s", EMBER_VERSION, opts->id);
 
-  absl::StatusOr<VmConfig> config = api::LoadVmConfigFile(opts->config_file);
-  if (!config.ok()) {
-    LOG_ERROR("bad configuration: %s", config.status().message());
-    return kExitBadConfiguration;
+  VmConfig config;
+  if (!opts->config_file.empty()) {
+    absl::StatusOr<VmConfig> parsed = api::LoadVmConfigFile(opts->config_file);
+    if (!parsed.ok()) {
+      LOG_ERROR("bad configuration: %s", parsed.status().message());
+      return kExitBadConfiguration;
+    }
+    config = std::move(*parsed);
   }
-  absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::Create(*config, ConsoleIo{});
-  if (!vm.ok()) {
-    LOG_ERROR("cannot build the microVM: %s", vm.status().message());
-    return IsConfigError(vm.status()) ? kExitBadConfiguration : kExitGenericError;
+  absl::StatusOr<std::unique_ptr<Controller>> controller =
+      Controller::Create(opts->id, std::move(config), ConsoleIo{});
+  if (!controller.ok()) {
+    LOG_ERROR("%s", controller.status().message());
+    return kExitGenericError;
   }
-  return (*vm)->Run();
+  // With a config file the microVM starts at once, API or not.
+  const bool start_now = !opts->config_file.empty();
+  if (opts->no_api) return (*controller)->Run(start_now);
+
+  Controller* c = controller->get();
+  absl::StatusOr<std::unique_ptr<api::HttpServer>> server = api::HttpServer::Start(
+      opts->api_sock, opts->http_api_max_payload_size, [c](const api::HttpRequest& request) {
+        return api::Route(request, [c](VmmAction action) { return c->Submit(std::move(action)); });
+      });
+  if (!server.ok()) {
+    LOG_ERROR("%s", server.status().message());
+    return kExitGenericError;
+  }
+  LOG_INFO("API server listening on %s", opts->api_sock);
+  int code = c->Run(start_now);
+  server->reset();  // joins the API thread, removes the socket
+  return code;
 }
 
 }  // namespace

@@ -7,7 +7,7 @@ packages=(
   # toolchain and the design card's libraries
   build-essential cmake ninja-build pkg-config
   libseccomp-dev libabsl-dev rapidjson-dev libbenchmark-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libboost-dev curl
   # io_uring engine; fuzzing (tools/fuzz.sh: clang with libFuzzer, ASan, UBSan)
   liburing-dev clang-14 libclang-rt-14-dev
   # guest kernel (resources/kernels/build.sh)

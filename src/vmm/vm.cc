@@ -96,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
     ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
                      virtio::balloon::BalloonDevice::Create(*config.balloon));
     RETURN_IF_ERROR(vm->AttachVirtio(std::move(balloon), &cmdline));
+    vm->balloon_ = vm->virtio_.back().get();
   }
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
@@ -218,6 +219,30 @@ absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std:
   virtio_.push_back(transport);
   absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));
   return absl::OkStatus();
+}
+
+absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
+  return loop_.Add(fd, EPOLLIN, std::move(handler));
+}
+
+absl::Status Vm::SetBalloonTarget(uint64_t amount_mib) {
+  if (balloon_ == nullptr) return absl::InvalidArgumentError("there is no balloon device");
+  balloon_->WithDevice([amount_mib](virtio::VirtioDevice& d) {
+    static_cast<virtio::balloon::BalloonDevice&>(d).SetTarget(amount_mib);
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BalloonStats> Vm::GetBalloonStats() {
+  if (balloon_ == nullptr) return absl::InvalidArgumentError("there is no balloon device");
+  return balloon_->WithDevice([](virtio::VirtioDevice& d) {
+    auto& b = static_cast<virtio::balloon::BalloonDevice&>(d);
+    if (b.stats_polling_interval_s() == 0) {
+      return absl::StatusOr<BalloonStats>(absl::InvalidArgumentError(
+          "balloon statistics are off: set stats_polling_interval_s"));
+    }
+    return absl::StatusOr<BalloonStats>(BalloonStats{b.target_pages(), b.actual_pages(), b.stats()});
+  });
 }
 
 void Vm::OnConsoleInput(uint32_t) {

@@ -19,6 +19,7 @@
 #include "src/vmm/vcpu.h"
 #include "src/vmm/vm_config.h"
 #include "src/vmm/vm_exit.h"
+#include "src/vmm/vmm_action.h"
 
 namespace ember {
 
@@ -40,6 +41,12 @@ class Vm {
   int Run();
 
   const GuestMemory& memory() const { return memory_; }
+
+  // Serves `fd` on the VMM loop (the API's requests), from before Run.
+  absl::Status AddLoopHandler(int fd, EventLoop::Handler handler);
+  // The balloon, while the guest runs (VMM thread).
+  absl::Status SetBalloonTarget(uint64_t amount_mib);
+  absl::StatusOr<BalloonStats> GetBalloonStats();
 
   Vm(const Vm&) = delete;
   Vm& operator=(const Vm&) = delete;
@@ -75,6 +82,7 @@ class Vm {
   UniqueFd serial_irq_;
   std::vector<UniqueFd> queue_events_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+  virtio::MmioTransport* balloon_ = nullptr;
   int console_in_ = -1;
   UniqueFd signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;

@@ -47,6 +47,15 @@ absl::Status ValidateDrives(const std::vector<DriveConfig>& drives) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& machine) {
+  if (balloon.amount_mib > machine.mem_size_mib) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("balloon.amount_mib %d is more than machine-config.mem_size_mib %d",
+                        balloon.amount_mib, machine.mem_size_mib));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateNet(const std::vector<NetConfig>& net) {
   std::set<std::string> ids, taps;
   for (const NetConfig& n : net) {

@@ -77,6 +77,8 @@ inline constexpr char kDefaultBootArgs[] = "console=ttyS0 reboot=k panic=1 pci=o
 absl::Status ValidateMachineConfig(const MachineConfig& m);
 // Unique ids, at most one root device.
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
+// The balloon cannot be larger than the guest.
+absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& machine);
 // Unique ids and TAP names.
 absl::Status ValidateNet(const std::vector<NetConfig>& net);
 // Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].

@@ -49,6 +49,12 @@ class MmioTransport : public BusDevice, public Interrupt {
   void Trigger(uint32_t status_bit) override;
 
   uint32_t status() const;
+  // Runs `f` on the device under the transport's lock (from any thread).
+  template <typename F>
+  auto WithDevice(F f) {
+    std::lock_guard lock(mu_);
+    return f(*device_);
+  }
   size_t num_queues() const { return queues_.size(); }
   VirtioDevice& device() { return *device_; }
   int irq_fd() const { return irq_.get(); }

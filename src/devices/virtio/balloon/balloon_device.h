@@ -53,6 +53,7 @@ class BalloonDevice : public VirtioDevice {
   // of it through a configuration change interrupt.
   void SetTarget(uint64_t amount_mib);
   uint32_t target_pages() const { return target_pages_; }
+  uint32_t stats_polling_interval_s() const { return config_.stats_polling_interval_s; }
   uint32_t actual_pages() const { return actual_pages_; }
   // The latest statistics by virtio tag (0 swap-in ... 9 hugetlb failures).
   const std::map<uint16_t, uint64_t>& stats() const { return stats_; }

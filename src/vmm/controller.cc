@@ -1,0 +1,222 @@
+#include "src/vmm/controller.h"
+
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "src/common/errno_status.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/vmm/exit_code.h"
+
+#ifndef EMBER_VERSION
+#define EMBER_VERSION "0.0.0"
+#endif
+
+namespace ember {
+namespace {
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+template <typename T>
+absl::Status ReplaceById(std::vector<T>& list, const T& item, std::string T::*id) {
+  for (T& existing : list) {
+    if (existing.*id == item.*id) {
+      existing = item;
+      return absl::OkStatus();
+    }
+  }
+  list.push_back(item);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(std::string id, VmConfig config,
+                                                               ConsoleIo io) {
+  UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid()) return ErrnoStatus("eventfd");
+  return std::unique_ptr<Controller>(
+      new Controller(std::move(id), std::move(config), io, std::move(wake)));
+}
+
+absl::StatusOr<VmmResult> Controller::Submit(VmmAction action) {
+  std::future<absl::StatusOr<VmmResult>> result;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return absl::UnavailableError("the microVM has stopped");
+    jobs_.push_back(Job{std::move(action), {}});
+    result = jobs_.back().result.get_future();
+  }
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof(one));
+  return result.get();
+}
+
+void Controller::RunJobs() {
+  uint64_t count;
+  (void)!::read(wake_.get(), &count, sizeof(count));
+  for (;;) {
+    Job job;
+    {
+      std::lock_guard lock(mu_);
+      if (jobs_.empty()) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job.result.set_value(Handle(job.action));
+  }
+}
+
+absl::Status Controller::BeforeStart(const char* what) const {
+  if (vm_ == nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(what, " cannot be changed after the microVM has started"));
+}
+
+absl::Status Controller::Start() {
+  if (vm_ != nullptr) return absl::FailedPreconditionError("the microVM is already running");
+  ASSIGN_OR_RETURN(vm_, Vm::Create(config_, io_));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
+  return std::visit(
+      Overloaded{
+          [&](const GetInstanceInfo&) -> absl::StatusOr<VmmResult> {
+            return InstanceInfo{id_, vm_ ? "Running" : "Not started", EMBER_VERSION};
+          },
+          [&](const GetVmConfig&) -> absl::StatusOr<VmmResult> { return config_; },
+          [&](const GetMachineConfig&) -> absl::StatusOr<VmmResult> { return config_.machine; },
+          [&](const PutMachineConfig& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("machine-config"));
+            RETURN_IF_ERROR(ValidateMachineConfig(a.config));
+            config_.machine = a.config;
+            return std::monostate();
+          },
+          [&](const PatchMachineConfig& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("machine-config"));
+            MachineConfig m = config_.machine;
+            if (a.vcpu_count) m.vcpu_count = *a.vcpu_count;
+            if (a.mem_size_mib) m.mem_size_mib = *a.mem_size_mib;
+            if (a.track_dirty_pages) m.track_dirty_pages = *a.track_dirty_pages;
+            RETURN_IF_ERROR(ValidateMachineConfig(m));
+            config_.machine = m;
+            return std::monostate();
+          },
+          [&](const PutBootSource& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("boot-source"));
+            config_.boot_source = a.config;
+            return std::monostate();
+          },
+          [&](const PutDrive& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("drives"));
+            std::vector<DriveConfig> drives = config_.drives;
+            RETURN_IF_ERROR(ReplaceById(drives, a.config, &DriveConfig::drive_id));
+            RETURN_IF_ERROR(ValidateDrives(drives));
+            config_.drives = std::move(drives);
+            return std::monostate();
+          },
+          [&](const PutNetworkInterface& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("network-interfaces"));
+            std::vector<NetConfig> net = config_.net;
+            RETURN_IF_ERROR(ReplaceById(net, a.config, &NetConfig::iface_id));
+            RETURN_IF_ERROR(ValidateNet(net));
+            config_.net = std::move(net);
+            return std::monostate();
+          },
+          [&](const PutBalloon& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("the balloon device"));
+            RETURN_IF_ERROR(ValidateBalloon(a.config, config_.machine));
+            config_.balloon = a.config;
+            return std::monostate();
+          },
+          [&](const PatchBalloon& a) -> absl::StatusOr<VmmResult> {
+            if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+            BalloonConfig changed = *config_.balloon;
+            changed.amount_mib = a.amount_mib;
+            RETURN_IF_ERROR(ValidateBalloon(changed, config_.machine));
+            if (vm_ != nullptr) RETURN_IF_ERROR(vm_->SetBalloonTarget(a.amount_mib));
+            config_.balloon->amount_mib = a.amount_mib;
+            return std::monostate();
+          },
+          [&](const GetBalloon&) -> absl::StatusOr<VmmResult> {
+            if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+            return *config_.balloon;
+          },
+          [&](const GetBalloonStats&) -> absl::StatusOr<VmmResult> {
+            if (vm_ == nullptr) {
+              return absl::FailedPreconditionError("balloon statistics exist once the microVM runs");
+            }
+            ASSIGN_OR_RETURN(BalloonStats stats, vm_->GetBalloonStats());
+            return stats;
+          },
+          [&](const PutSerial& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("serial"));
+            config_.serial = a.config;
+            return std::monostate();
+          },
+          [&](const InstanceStart&) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(Start());
+            return std::monostate();
+          },
+      },
+      action);
+}
+
+int Controller::Run(bool start_now) {
+  // SIGINT and SIGTERM end a VMM that is still waiting for InstanceStart in
+  // order too; the running Vm takes them over after that.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  UniqueFd signals(signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+
+  int code = kExitOk;
+  if (start_now) {
+    if (absl::Status st = Start(); !st.ok()) {
+      LOG_ERROR("cannot build the microVM: %s", st.message());
+      code = ExitCodeForBuildError(st);
+    }
+  }
+  if (vm_ == nullptr && code == kExitOk && !start_now) {
+    absl::StatusOr<EventLoop> loop = EventLoop::Create();
+    if (!loop.ok()) return kExitGenericError;
+    int stop_signal = 0;
+    (void)loop->Add(wake_.get(), EPOLLIN, [this](uint32_t) { RunJobs(); });
+    (void)loop->Add(signals.get(), EPOLLIN, [&](uint32_t) {
+      signalfd_siginfo info;
+      if (::read(signals.get(), &info, sizeof(info)) == sizeof(info)) stop_signal = info.ssi_signo;
+    });
+    LOG_INFO("waiting for the API to configure and start the microVM");
+    while (vm_ == nullptr && stop_signal == 0) (void)loop->RunOnce(-1);
+    if (stop_signal != 0) {
+      LOG_INFO("received %s before the microVM started; exiting", strsignal(stop_signal));
+      code = kExitSignalBase + stop_signal;
+    }
+  }
+  if (vm_ != nullptr) {
+    if (absl::Status st = vm_->AddLoopHandler(wake_.get(), [this](uint32_t) { RunJobs(); });
+        !st.ok()) {
+      LOG_ERROR("%s", st.message());
+    }
+    code = vm_->Run();
+  }
+  // Anyone still waiting hears that it is over; later requests do at once.
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  for (Job& job : jobs_) job.result.set_value(absl::UnavailableError("the microVM has stopped"));
+  jobs_.clear();
+  return code;
+}
+
+}  // namespace ember

@@ -1,0 +1,57 @@
+// The VMM thread's side of the API: it holds the configuration until
+// InstanceStart, then the running Vm, and runs every VmmAction on the VMM
+// thread, whatever thread submitted it. Firecracker's rules apply: devices
+// and machine are configured before the start, the balloon target and its
+// statistics after.
+#pragma once
+
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
+#include "src/vmm/vm.h"
+#include "src/vmm/vmm_action.h"
+
+namespace ember {
+
+class Controller {
+ public:
+  // `config` may already hold a configuration (from --config-file).
+  static absl::StatusOr<std::unique_ptr<Controller>> Create(std::string id, VmConfig config,
+                                                            ConsoleIo io);
+
+  // Any thread: runs `action` on the VMM thread and waits for its result.
+  absl::StatusOr<VmmResult> Submit(VmmAction action);
+
+  // The VMM thread: serves actions until the microVM starts (at once when
+  // `start_now`), then runs it until it stops; returns the exit code.
+  int Run(bool start_now);
+
+ private:
+  struct Job {
+    VmmAction action;
+    std::promise<absl::StatusOr<VmmResult>> result;
+  };
+
+  Controller(std::string id, VmConfig config, ConsoleIo io, UniqueFd wake)
+      : id_(std::move(id)), config_(std::move(config)), io_(io), wake_(std::move(wake)) {}
+  void RunJobs();
+  absl::StatusOr<VmmResult> Handle(const VmmAction& action);
+  absl::Status Start();
+  absl::Status BeforeStart(const char* what) const;
+
+  const std::string id_;
+  VmConfig config_;
+  const ConsoleIo io_;
+  UniqueFd wake_;  // eventfd: jobs are waiting
+  std::mutex mu_;
+  std::deque<Job> jobs_;
+  bool closed_ = false;  // Run has returned
+  std::unique_ptr<Vm> vm_;
+};
+
+}  // namespace ember

@@ -1,0 +1,69 @@
+// What the API asks of the VMM, as typed values: the API thread parses a
+// request into a VmmAction, the VMM thread runs it and answers a VmmResult.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "src/vmm/vm_config.h"
+
+namespace ember {
+
+struct GetInstanceInfo {};
+struct GetVmConfig {};
+struct GetMachineConfig {};
+struct PutMachineConfig {
+  MachineConfig config;
+};
+// PATCH /machine-config: only the fields given change.
+struct PatchMachineConfig {
+  std::optional<uint32_t> vcpu_count;
+  std::optional<uint64_t> mem_size_mib;
+  std::optional<bool> track_dirty_pages;
+};
+struct PutBootSource {
+  BootSourceConfig config;
+};
+struct PutDrive {
+  DriveConfig config;
+};
+struct PutNetworkInterface {
+  NetConfig config;
+};
+struct PutBalloon {
+  BalloonConfig config;
+};
+struct PatchBalloon {
+  uint64_t amount_mib;
+};
+struct GetBalloon {};
+struct GetBalloonStats {};
+struct PutSerial {
+  SerialConfig config;
+};
+struct InstanceStart {};
+
+using VmmAction =
+    std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
+                 PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
+                 PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart>;
+
+struct InstanceInfo {
+  std::string id;
+  std::string state;  // "Not started" or "Running"
+  std::string vmm_version;
+};
+
+struct BalloonStats {
+  uint32_t target_pages = 0;
+  uint32_t actual_pages = 0;
+  std::map<uint16_t, uint64_t> stats;  // by virtio tag
+};
+
+using VmmResult =
+    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats>;
+
+}  // namespace ember
