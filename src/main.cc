@@ -1,4 +1,7 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 
 #include "api/http_server.h"
@@ -38,6 +41,14 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   SetLogLevel(ToLogLevel(opts->level));
+  // SIGINT and SIGTERM stop the VMM in order (through a signalfd on the VMM
+  // thread): blocked before any thread starts, so that no thread, the API
+  // thread included, takes their default action.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   LOG_INFO("Ember v%s starting, instance %s", EMBER_VERSION, opts->id);
 
   VmConfig config;

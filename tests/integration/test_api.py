@@ -1,0 +1,198 @@
+"""The HTTP API on its Unix socket, driven with curl as a Firecracker client
+would: a whole life of a real guest, and bad input of every kind answered
+with 400 and a fault_message while Ember keeps serving."""
+
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import EXIT_SIGTERM, is_pvm_host
+
+
+class Api:
+    """An ember process serving its API, and curl against it."""
+
+    def __init__(self, ember, workdir, args=()):
+        self.sock = str(workdir / "api.sock")
+        self.log_path = workdir / "ember.log"
+        self.console_path = workdir / "console.out"
+        with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
+            self.proc = subprocess.Popen([str(ember), "--api-sock", self.sock, *args],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/")
+                return
+            except (ConnectionError, FileNotFoundError, subprocess.CalledProcessError):
+                time.sleep(0.05)
+        raise AssertionError("the API socket never answered: " + self.log())
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def console(self):
+        return self.console_path.read_text(errors="replace")
+
+    def request(self, method, path, body=None, raw=None):
+        """Returns (status, parsed JSON or None)."""
+        cmd = ["curl", "-s", "--unix-socket", self.sock, "-X", method, "-w", "\n%{http_code}",
+               f"http://localhost{path}"]
+        if body is not None or raw is not None:
+            cmd += ["-H", "Content-Type: application/json", "--data-binary",
+                    raw if raw is not None else json.dumps(body)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        text, status = out.rsplit("\n", 1)
+        if status == "000":
+            raise ConnectionError(out)
+        return int(status), (json.loads(text) if text else None)
+
+    def expect_fault(self, method, path, needle, body=None, raw=None):
+        status, reply = self.request(method, path, body, raw)
+        assert status == 400, (status, reply)
+        assert needle in reply["fault_message"], reply
+        assert self.request("GET", "/")[0] == 200, "Ember keeps serving"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def api(ember, tmp_path):
+    started = []
+
+    def start(*args):
+        a = Api(ember, tmp_path, args)
+        started.append(a)
+        return a
+
+    yield start
+    for a in started:
+        a.stop()
+
+
+def test_a_whole_life_over_the_api(api, guest):
+    a = api()
+    assert a.request("GET", "/")[1]["state"] == "Not started"
+    assert a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128})[0] == 204
+    assert a.request("PATCH", "/machine-config", {"mem_size_mib": 160})[0] == 204
+    assert a.request("GET", "/machine-config")[1]["mem_size_mib"] == 160
+    assert a.request("PUT", "/boot-source", {
+        "kernel_image_path": str(guest["vmlinux"]), "initrd_path": str(guest["initramfs.cpio"]),
+        "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember_idle"})[0] == 204
+    assert a.request("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False,
+                                         "stats_polling_interval_s": 1})[0] == 204
+    config = a.request("GET", "/vm/config")[1]
+    assert config["machine-config"]["mem_size_mib"] == 160
+    assert config["balloon"]["stats_polling_interval_s"] == 1
+    a.expect_fault("GET", "/balloon/statistics", "once the microVM runs")
+
+    assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
+    assert a.request("GET", "/")[1]["state"] == "Running"
+    a.expect_fault("PUT", "/actions", "already running", {"action_type": "InstanceStart"})
+    a.expect_fault("PUT", "/boot-source", "cannot be changed after the microVM has started",
+                   {"kernel_image_path": "/x"})
+    a.expect_fault("PUT", "/machine-config", "cannot be changed",
+                   {"vcpu_count": 2, "mem_size_mib": 128})
+
+    # The balloon target changes while the guest runs; statistics arrive.
+    deadline = time.monotonic() + 120
+    while "Run /init as init process" not in a.console():
+        assert time.monotonic() < deadline, a.console()
+        time.sleep(1)
+    assert a.request("PATCH", "/balloon", {"amount_mib": 32})[0] == 204
+    assert a.request("GET", "/balloon")[1]["amount_mib"] == 32
+    a.expect_fault("PATCH", "/balloon", "more than machine-config.mem_size_mib",
+                   {"amount_mib": 4096})
+    deadline = time.monotonic() + 120
+    while True:
+        status, stats = a.request("GET", "/balloon/statistics")
+        if status == 200 and stats.get("actual_mib") == 32:
+            break
+        assert time.monotonic() < deadline, stats
+        time.sleep(1)
+    assert stats["target_mib"] == 32
+    assert stats["free_memory"] > 0 and stats["total_memory"] > 0
+
+    assert a.stop() == EXIT_SIGTERM
+    assert "all vCPU threads joined" in a.log()
+    assert not (a.sock and __import__("os").path.exists(a.sock)), "socket removed on exit"
+
+
+def test_bad_requests_get_400_and_a_fault_message(api, guest):
+    a = api("--http-api-max-payload-size", "2000")
+    a.expect_fault("PUT", "/machine-config", "malformed JSON", raw='{"vcpu_count": ')
+    a.expect_fault("PUT", "/machine-config", "machine-config.vcpu_count must be an integer",
+                   {"vcpu_count": "one", "mem_size_mib": 128})
+    a.expect_fault("PUT", "/machine-config", "machine-config: unknown field 'cpus'",
+                   {"vcpu_count": 1, "mem_size_mib": 128, "cpus": 2})
+    a.expect_fault("PUT", "/machine-config", "machine-config.mem_size_mib is required",
+                   {"vcpu_count": 1})
+    a.expect_fault("PUT", "/machine-config", "got 33", {"vcpu_count": 33, "mem_size_mib": 128})
+    a.expect_fault("PUT", "/drives/root", "does not match 'root' in the path",
+                   {"drive_id": "data", "path_on_host": "/x", "is_root_device": False})
+    a.expect_fault("PUT", "/boot-source", "larger than the limit of 2000 bytes",
+                   {"kernel_image_path": "x" * 3000})
+    a.expect_fault("GET", "/no/such/path", "unknown path /no/such/path")
+    a.expect_fault("DELETE", "/machine-config", "DELETE is not allowed on /machine-config")
+    a.expect_fault("PUT", "/snapshot/load", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/actions", "SendCtrlAltDel is not supported by Ember yet",
+                   {"action_type": "SendCtrlAltDel"})
+    a.expect_fault("PUT", "/actions", "must be InstanceStart",
+                   {"action_type": "Reboot"})
+    # Starting without a kernel, or with one that is not, fails and changes
+    # nothing: the VM can still be configured and started afterwards.
+    a.expect_fault("PUT", "/actions", "boot-source is missing", {"action_type": "InstanceStart"})
+    assert a.request("PUT", "/boot-source", {"kernel_image_path": "/nonexistent"})[0] == 204
+    a.expect_fault("PUT", "/actions", "/nonexistent", {"action_type": "InstanceStart"})
+    assert a.request("GET", "/")[1]["state"] == "Not started"
+
+
+def test_pipelined_slow_and_many_clients(api):
+    a = api()
+    # Two requests in one write on one connection: two answers, in order.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(a.sock)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + 10
+        while data.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            data += s.recv(4096)
+        assert data.count(b"HTTP/1.1 200") == 2, data
+        assert data.index(b"Not started") < data.index(b"firecracker_version")
+    # A client that sends half a request and stalls, and one that closes
+    # halfway, do not stop others from being served.
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.connect(a.sock)
+    stalled.sendall(b"PUT /machine-config HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    with socket.socket(socket.AF_UNIX) as half:
+        half.connect(a.sock)
+        half.sendall(b"GET / HTT")
+        half.shutdown(socket.SHUT_WR)
+    # Many connections at once.
+    results = []
+    def one():
+        results.append(a.request("GET", "/")[0])
+    threads = [threading.Thread(target=one) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 32
+    stalled.close()
+    assert a.request("GET", "/")[0] == 200
+
+
+def test_an_existing_socket_path_is_refused(ember, tmp_path):
+    path = tmp_path / "taken.sock"
+    path.write_text("")
+    proc = subprocess.run([str(ember), "--api-sock", str(path)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode != 0
+    assert f"cannot serve the API on {path}: it already exists" in proc.stderr
