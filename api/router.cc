@@ -286,7 +286,6 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
           "action_type '", type, "' must be InstanceStart, SendCtrlAltDel or FlushMetrics"));
     });
   }
-  if (path == "/version") return absl::NotFoundError("");  // answered without the VMM
   for (const char* p : kNotYet) {
     if (path == p || absl::StartsWith(path, absl::StrCat(p, "/"))) {
       return absl::UnimplementedError(absl::StrCat(path, " is not supported by Ember yet"));
@@ -297,16 +296,26 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
 
 }  // namespace
 
-std::vector<std::string> ServedPaths() {
-  return {"/", "/version", "/vm/config", "/machine-config", "/boot-source", "/drives/{drive_id}",
-          "/network-interfaces/{iface_id}", "/balloon", "/balloon/statistics", "/serial",
-          "/actions"};
+std::map<std::string, std::set<std::string>> ServedRoutes() {
+  return {{"/", {"GET"}},
+          {"/version", {"GET"}},
+          {"/vm/config", {"GET"}},
+          {"/machine-config", {"GET", "PUT", "PATCH"}},
+          {"/boot-source", {"PUT"}},
+          {"/drives/{drive_id}", {"PUT"}},
+          {"/network-interfaces/{iface_id}", {"PUT"}},
+          {"/balloon", {"GET", "PUT", "PATCH"}},
+          {"/balloon/statistics", {"GET"}},
+          {"/serial", {"PUT"}},
+          {"/actions", {"PUT"}}};
 }
 
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {
   std::string path = request.path.substr(0, request.path.find('?'));
   if (path == "/version") {
-    if (request.method != "GET") return Fault(400, "only GET is allowed on /version");
+    if (request.method != "GET") {
+      return Fault(400, absl::StrCat(request.method, " is not allowed on /version"));
+    }
     return Json([](Writer& w) {
       w.StartObject();
       Str(w, "firecracker_version", EMBER_VERSION);

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <set>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "api/http_server.h"
@@ -16,7 +19,8 @@ using ActionRunner = std::function<absl::StatusOr<VmmResult>(VmmAction)>;
 
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 
-// The paths Ember serves, for its API description test.
-std::vector<std::string> ServedPaths();
+// Every path Ember serves (with {id} placeholders) and its methods; the
+// API description (api/ember-api.yaml) must list exactly these.
+std::map<std::string, std::set<std::string>> ServedRoutes();
 
 }  // namespace ember::api
