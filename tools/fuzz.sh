@@ -5,10 +5,11 @@
 #
 #   tools/fuzz.sh virtqueue 60      run virtqueue_fuzzer for 60 seconds
 #   tools/fuzz.sh block 60
+#   tools/fuzz.sh api 60
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${1:?usage: fuzz.sh virtqueue|block SECONDS}
+target=${1:?usage: fuzz.sh virtqueue|block|api SECONDS}
 seconds=${2:-30}
 build=$root/build-fuzz
 
@@ -22,5 +23,8 @@ flock -u 9
 
 corpus=$build/corpus/$target
 mkdir -p "$corpus" "$build/crashes"
+# Checked-in seeds (tests/fuzz/corpus/<target>) are read; new inputs go to $corpus.
+seeds=$root/tests/fuzz/corpus/$target
+[ -d "$seeds" ] || seeds=
 exec "$build/${target}_fuzzer" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
-  -artifact_prefix="$build/crashes/$target-" "$corpus"
+  -artifact_prefix="$build/crashes/$target-" "$corpus" $seeds
