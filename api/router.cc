@@ -18,7 +18,7 @@ using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr const char* kNotYet[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
     "/cpu-config", "/pmem", "/logger", "/metrics", "/mmds", "/mmds/config", "/entropy",
-    "/hotplug/memory", "/snapshot/create", "/snapshot/load", "/vm", "/vsock"};
+    "/hotplug/memory", "/snapshot/create", "/snapshot/load", "/vsock"};
 
 HttpResponse Json(const std::function<void(Writer&)>& write) {
   rapidjson::StringBuffer buf;
@@ -177,6 +177,20 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
     if (method != "GET") return bad_method();
     return GetInstanceInfo{};
   }
+  if (path == "/vm") {
+    if (method != "PATCH") return bad_method();
+    return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+      JsonReader r(v, "vm");
+      std::string state = r.String("state", true).value_or("");
+      absl::Status st = r.Finish();
+      if (!st.ok()) return st;
+      if (state != "Paused" && state != "Resumed") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("vm.state '", state, "' must be \"Paused\" or \"Resumed\""));
+      }
+      return PatchVmState{state == "Paused"};
+    });
+  }
   if (path == "/vm/config") {
     if (method != "GET") return bad_method();
     return GetVmConfig{};
@@ -299,6 +313,7 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
 std::map<std::string, std::set<std::string>> ServedRoutes() {
   return {{"/", {"GET"}},
           {"/version", {"GET"}},
+          {"/vm", {"PATCH"}},
           {"/vm/config", {"GET"}},
           {"/machine-config", {"GET", "PUT", "PATCH"}},
           {"/boot-source", {"PUT"}},

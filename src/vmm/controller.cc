@@ -91,7 +91,8 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
   return std::visit(
       Overloaded{
           [&](const GetInstanceInfo&) -> absl::StatusOr<VmmResult> {
-            return InstanceInfo{id_, vm_ ? "Running" : "Not started", EMBER_VERSION};
+            const char* state = !vm_ ? "Not started" : vm_->paused() ? "Paused" : "Running";
+            return InstanceInfo{id_, state, EMBER_VERSION};
           },
           [&](const GetVmConfig&) -> absl::StatusOr<VmmResult> { return config_; },
           [&](const GetMachineConfig&) -> absl::StatusOr<VmmResult> { return config_.machine; },
@@ -165,6 +166,14 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
           },
           [&](const InstanceStart&) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(Start());
+            return std::monostate();
+          },
+          [&](const PatchVmState& a) -> absl::StatusOr<VmmResult> {
+            if (vm_ == nullptr) {
+              return absl::FailedPreconditionError("the microVM has not started yet");
+            }
+            if (a.paused && !vm_->paused()) vm_->Pause();
+            if (!a.paused && vm_->paused()) vm_->Resume();
             return std::monostate();
           },
       },

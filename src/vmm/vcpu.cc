@@ -45,13 +45,46 @@ void Vcpu::Start() {
 }
 
 void Vcpu::Stop() {
-  stop_ = true;
+  {
+    std::lock_guard lock(pause_mu_);
+    stop_ = true;
+  }
+  pause_cv_.notify_all();
   if (fd_.run() != nullptr) fd_.run()->immediate_exit = 1;
   if (started_ && thread_.joinable()) pthread_kill(thread_.native_handle(), KickSignal());
 }
 
 void Vcpu::Join() {
   if (thread_.joinable()) thread_.join();
+}
+
+void Vcpu::Pause() {
+  {
+    std::lock_guard lock(pause_mu_);
+    pause_requested_ = true;
+  }
+  if (fd_.run() != nullptr) fd_.run()->immediate_exit = 1;
+  if (started_ && thread_.joinable()) pthread_kill(thread_.native_handle(), KickSignal());
+  std::unique_lock lock(pause_mu_);
+  pause_cv_.wait(lock, [this] { return parked_ || ended_ || !started_; });
+}
+
+void Vcpu::Resume() {
+  {
+    std::lock_guard lock(pause_mu_);
+    pause_requested_ = false;
+  }
+  pause_cv_.notify_all();
+}
+
+bool Vcpu::WaitWhilePaused() {
+  std::unique_lock lock(pause_mu_);
+  if (!pause_requested_) return !stop_;
+  parked_ = true;
+  pause_cv_.notify_all();
+  pause_cv_.wait(lock, [this] { return !pause_requested_ || stop_; });
+  parked_ = false;
+  return !stop_;
 }
 
 void Vcpu::ReportFailure(const char* what) {
@@ -63,7 +96,7 @@ void Vcpu::ReportFailure(const char* what) {
 void Vcpu::Loop() {
   SetThreadName(absl::StrCat("vcpu", index_));
   bool first = true;
-  while (!stop_.load()) {
+  while (WaitWhilePaused()) {
     if (first && index_ == 0) {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
                NowMs(CLOCK_MONOTONIC), NowMs(CLOCK_PROCESS_CPUTIME_ID));
@@ -76,10 +109,13 @@ void Vcpu::Loop() {
     }
     if (err != 0) {
       ReportFailure(absl::StrCat("KVM_RUN failed: ", std::strerror(err)).c_str());
-      return;
+      break;
     }
-    if (!HandleExit()) return;
+    if (!HandleExit()) break;
   }
+  std::lock_guard lock(pause_mu_);
+  ended_ = true;
+  pause_cv_.notify_all();
 }
 
 bool Vcpu::HandleExit() {

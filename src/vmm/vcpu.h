@@ -5,6 +5,8 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <thread>
 
@@ -27,6 +29,10 @@ class Vcpu {
   // Makes KVM_RUN return and the thread end; safe from any thread.
   void Stop();
   void Join();
+  // Takes the vCPU out of KVM_RUN and parks it; returns once it is parked
+  // (or has ended). Resume lets it run again.
+  void Pause();
+  void Resume();
 
   const VcpuFd& fd() const { return fd_; }
   uint32_t index() const { return index_; }
@@ -42,7 +48,15 @@ class Vcpu {
   const Bus* pio_;
   const Bus* mmio_;
   VmExit* exit_;
+  // Parks the thread while a pause is requested; false when it should end.
+  bool WaitWhilePaused();
+
   std::atomic<bool> stop_{false};
+  std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+  bool pause_requested_ = false;  // guarded by pause_mu_
+  bool parked_ = false;           // guarded by pause_mu_
+  bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};
   std::thread thread_;
 };

@@ -225,6 +225,18 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
   return loop_.Add(fd, EPOLLIN, std::move(handler));
 }
 
+void Vm::Pause() {
+  for (auto& v : vcpus_) v->Pause();
+  paused_ = true;
+  LOG_INFO("VM paused");
+}
+
+void Vm::Resume() {
+  for (auto& v : vcpus_) v->Resume();
+  paused_ = false;
+  LOG_INFO("VM resumed");
+}
+
 absl::Status Vm::SetBalloonTarget(uint64_t amount_mib) {
   if (balloon_ == nullptr) return absl::InvalidArgumentError("there is no balloon device");
   balloon_->WithDevice([amount_mib](virtio::VirtioDevice& d) {

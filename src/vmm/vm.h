@@ -44,6 +44,12 @@ class Vm {
 
   // Serves `fd` on the VMM loop (the API's requests), from before Run.
   absl::Status AddLoopHandler(int fd, EventLoop::Handler handler);
+  // Parks every vCPU out of KVM_RUN (returns once they all are) / lets
+  // them run again. VMM thread.
+  void Pause();
+  void Resume();
+  bool paused() const { return paused_; }
+
   // The balloon, while the guest runs (VMM thread).
   absl::Status SetBalloonTarget(uint64_t amount_mib);
   absl::StatusOr<BalloonStats> GetBalloonStats();
@@ -83,6 +89,7 @@ class Vm {
   std::vector<UniqueFd> queue_events_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   virtio::MmioTransport* balloon_ = nullptr;
+  bool paused_ = false;
   int console_in_ = -1;
   UniqueFd signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;

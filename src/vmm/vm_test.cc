@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "src/vmm/exit_code.h"
 #include "src/vmm/testing/test_images.h"
 
@@ -27,6 +29,12 @@ const std::vector<uint8_t> kHelloAndReset = {0x66, 0xba, 0xf8, 0x03, 0xb0, 0x68,
 const std::vector<uint8_t> kEchoUntilQ = {0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x01, 0x74, 0xfb,
                                           0x66, 0xba, 0xf8, 0x03, 0xec, 0xee, 0x3c, 0x71, 0x75,
                                           0xed, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
+// 32-bit (PVH) only: counts at 0x3000 until 0x3004 is non-zero, then resets.
+//   0: inc dword [0x3000]; cmp dword [0x3004], 0; je 0
+//      mov al, 0xfe; out 0x64, al; hlt; jmp $-1
+const std::vector<uint8_t> kCountUntilTold = {0xff, 0x05, 0x00, 0x30, 0x00, 0x00, 0x83, 0x3d,
+                                              0x04, 0x30, 0x00, 0x00, 0x00, 0x74, 0xf1, 0xb0,
+                                              0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
 constexpr uint64_t kKernelAddr = 0x1000000;
 
 // Threads of this process named vcpu*. (Counting all threads would also
@@ -157,6 +165,30 @@ TEST_F(VmTest, SmpGuestStopsEveryVcpu) {
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(VcpuThreads(), 0);
+}
+
+TEST_F(VmTest, PausedVcpusDoNotRun) {
+  auto vm = Vm::Create(Config(testing::MakeElf(kCountUntilTold, kKernelAddr, true, 0)), Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  Vm& v = **vm;
+  int code = -1;
+  std::thread vmm([&] { code = v.Run(); });
+  auto count = [&] { return *v.memory().ReadObj<uint32_t>(0x3000); };
+  for (int i = 0; i < 200 && count() == 0; i++) usleep(10000);
+  ASSERT_GT(count(), 0u) << "the guest runs";
+
+  v.Pause();
+  EXPECT_TRUE(v.paused());
+  uint32_t frozen = count();
+  usleep(50000);
+  EXPECT_EQ(count(), frozen) << "no vCPU runs while paused";
+  v.Resume();
+  for (int i = 0; i < 200 && count() == frozen; i++) usleep(1000);
+  EXPECT_GT(count(), frozen) << "running again";
+
+  ASSERT_TRUE(v.memory().WriteObj<uint32_t>(0x3004, 1).ok());  // the guest resets
+  vmm.join();
+  EXPECT_EQ(code, kExitOk);
 }
 
 TEST_F(VmTest, ConfigurationErrorsNameWhatIsWrong) {

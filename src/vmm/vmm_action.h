@@ -45,15 +45,20 @@ struct PutSerial {
   SerialConfig config;
 };
 struct InstanceStart {};
+// PATCH /vm: pause or resume a running microVM.
+struct PatchVmState {
+  bool paused;
+};
 
 using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
-                 PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart>;
+                 PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
+                 PatchVmState>;
 
 struct InstanceInfo {
   std::string id;
-  std::string state;  // "Not started" or "Running"
+  std::string state;  // "Not started", "Running" or "Paused"
   std::string vmm_version;
 };
 

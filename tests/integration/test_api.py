@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,15 @@ class Api:
         return self.proc.wait(timeout=60)
 
 
+def vcpu_ticks(pid):
+    """CPU ticks (utime + stime) of the thread vcpu0."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == "vcpu0":
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+    raise AssertionError("no vcpu0 thread")
+
+
 @pytest.fixture
 def api(ember, tmp_path):
     started = []
@@ -92,6 +102,7 @@ def test_a_whole_life_over_the_api(api, guest):
     assert config["machine-config"]["mem_size_mib"] == 160
     assert config["balloon"]["stats_polling_interval_s"] == 1
     a.expect_fault("GET", "/balloon/statistics", "once the microVM runs")
+    a.expect_fault("PATCH", "/vm", "has not started yet", {"state": "Paused"})
 
     assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
     assert a.request("GET", "/")[1]["state"] == "Running"
@@ -120,9 +131,21 @@ def test_a_whole_life_over_the_api(api, guest):
     assert stats["target_mib"] == 32
     assert stats["free_memory"] > 0 and stats["total_memory"] > 0
 
+    # Pause: the guest's vCPU (spinning in its idle init) stops using CPU.
+    assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+    assert a.request("GET", "/")[1]["state"] == "Paused"
+    before = vcpu_ticks(a.proc.pid)
+    time.sleep(1)
+    assert vcpu_ticks(a.proc.pid) == before, "a paused vCPU must not run"
+    a.expect_fault("PATCH", "/vm", "must be \"Paused\" or \"Resumed\"", {"state": "Stopped"})
+    assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
+    assert a.request("GET", "/")[1]["state"] == "Running"
+    time.sleep(1)
+    assert vcpu_ticks(a.proc.pid) > before + 20, "running again"
+
     assert a.stop() == EXIT_SIGTERM
     assert "all vCPU threads joined" in a.log()
-    assert not (a.sock and __import__("os").path.exists(a.sock)), "socket removed on exit"
+    assert not Path(a.sock).exists(), "socket removed on exit"
 
 
 def test_bad_requests_get_400_and_a_fault_message(api, guest):
