@@ -1,6 +1,7 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 #include <cstdio>
 
@@ -79,7 +80,10 @@ int Main(int argc, char** argv) {
     LOG_ERROR("%s", server.status().message());
     return kExitGenericError;
   }
-  LOG_INFO("API server listening on %s", opts->api_sock);
+  timespec cpu;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+  LOG_INFO("API server listening on %s; %.3f ms process CPU", opts->api_sock,
+           cpu.tv_sec * 1e3 + cpu.tv_nsec / 1e6);
   int code = c->Run(start_now);
   server->reset();  // joins the API thread, removes the socket
   return code;
