@@ -17,7 +17,7 @@ using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 // Paths of Firecracker's contract Ember does not serve yet.
 constexpr const char* kNotYet[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
-    "/cpu-config", "/pmem", "/logger", "/metrics", "/mmds", "/mmds/config", "/entropy",
+    "/cpu-config", "/pmem", "/metrics", "/mmds", "/mmds/config", "/entropy",
     "/hotplug/memory", "/snapshot/create", "/snapshot/load", "/vsock"};
 
 HttpResponse Json(const std::function<void(Writer&)>& write) {
@@ -276,6 +276,14 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
     if (method != "GET") return bad_method();
     return GetBalloonStats{};
   }
+  if (path == "/logger") {
+    if (method != "PUT") return bad_method();
+    return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+      absl::StatusOr<LoggerConfig> l = ParseLogger(v);
+      if (!l.ok()) return l.status();
+      return PutLogger{*l};
+    });
+  }
   if (path == "/serial") {
     if (method != "PUT") return bad_method();
     return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
@@ -322,6 +330,7 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
           {"/balloon", {"GET", "PUT", "PATCH"}},
           {"/balloon/statistics", {"GET"}},
           {"/serial", {"PUT"}},
+          {"/logger", {"PUT"}},
           {"/actions", {"PUT"}}};
 }
 

@@ -1,5 +1,6 @@
 #include "api/vm_config_json.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -16,7 +17,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "vsock", "logger",
+    "vsock",
     "metrics", "mmds-config", "entropy", "cpu-config",
 };
 
@@ -167,6 +168,26 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
   return b;
 }
 
+absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
+  JsonReader r(value, "logger");
+  LoggerConfig l;
+  l.log_path = r.String("log_path", false).value_or("");
+  l.level = r.String("level", false);
+  l.show_level = r.Bool("show_level", false).value_or(false);
+  l.show_log_origin = r.Bool("show_log_origin", false).value_or(false);
+  std::optional<std::string> module = r.String("module", false);
+  RETURN_IF_ERROR(r.Finish());
+  static const char* const kLevels[] = {"Error", "Warning", "Info", "Debug", "Trace", "Off"};
+  if (l.level && std::find(std::begin(kLevels), std::end(kLevels), *l.level) == std::end(kLevels)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logger.level '", *l.level, "' must be Error, Warning, Info, Debug, Trace or Off"));
+  }
+  if (module && !module->empty()) {
+    return absl::InvalidArgumentError("logger.module filtering is not supported by Ember");
+  }
+  return l;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -197,6 +218,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   if (const rapidjson::Value* v = r.Raw("balloon"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.balloon, ParseBalloon(*v));
     RETURN_IF_ERROR(ValidateBalloon(*config.balloon, config.machine));
+  }
+  if (const rapidjson::Value* v = r.Raw("logger"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.logger, ParseLogger(*v));
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

@@ -194,6 +194,21 @@ TEST(VmConfigJsonTest, NetworkInterfaces) {
                 "host_dev_name 't' is used twice");
 }
 
+TEST(VmConfigJsonTest, Logger) {
+  auto c = ParseVmConfig(std::string("{") + kBoot +
+                         R"(, "logger": {"log_path": "/tmp/l", "level": "Debug",
+                                         "show_level": true, "show_log_origin": true}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->logger);
+  EXPECT_EQ(c->logger->log_path, "/tmp/l");
+  EXPECT_EQ(c->logger->level, "Debug");
+  EXPECT_TRUE(c->logger->show_log_origin);
+  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"level": "Loud"}})",
+                "logger.level 'Loud' must be");
+  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"module": "api"}})",
+                "logger.module filtering is not supported");
+}
+
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {
   auto c = LoadVmConfigFile("/nonexistent/ember.json");
   ASSERT_FALSE(c.ok());

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,10 @@ namespace ember {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> g_sink{STDERR_FILENO};
+// Defaults keep the level and drop the origin, as Ember always printed.
+std::atomic<bool> g_show_level{true};
+std::atomic<bool> g_show_origin{false};
 // The main thread is the VMM thread; it keeps the process name "ember".
 thread_local std::string t_thread_name = "vmm";
 
@@ -22,6 +27,7 @@ const char* LevelName(LogLevel level) {
     case LogLevel::kWarn: return "WARN";
     case LogLevel::kInfo: return "INFO";
     case LogLevel::kDebug: return "DEBUG";
+    case LogLevel::kOff: return "OFF";
   }
   return "?";
 }
@@ -32,18 +38,35 @@ void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) <= g_level; }
 
+void SetLogSink(int fd) {
+  // The old fd stays open: another thread may be writing a line to it now,
+  // and the logger is set once per process.
+  g_sink = fd >= 0 ? fd : STDERR_FILENO;
+}
+
+void SetLogFormat(bool show_level, bool show_origin) {
+  g_show_level = show_level;
+  g_show_origin = show_origin;
+}
+
 void SetThreadName(absl::string_view name) {
   t_thread_name = std::string(name);
   pthread_setname_np(pthread_self(), t_thread_name.substr(0, 15).c_str());
 }
 
-void LogLine(LogLevel level, absl::string_view message) {
+void LogLine(LogLevel level, const char* file, int line, absl::string_view message) {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  std::string line = absl::StrFormat("%d.%06d [%s] %s %s\n", ts.tv_sec, ts.tv_nsec / 1000,
-                                     t_thread_name, LevelName(level), message);
-  // One write per line keeps lines from different threads whole.
-  (void)!::write(STDERR_FILENO, line.data(), line.size());
+  std::string text = absl::StrFormat("%d.%06d [%s] ", ts.tv_sec, ts.tv_nsec / 1000, t_thread_name);
+  if (g_show_level) absl::StrAppend(&text, LevelName(level), " ");
+  if (g_show_origin) {
+    const char* base = std::strrchr(file, '/');
+    absl::StrAppend(&text, "[", base ? base + 1 : file, ":", line, "] ");
+  }
+  absl::StrAppend(&text, message, "\n");
+  // One write per line keeps lines from different threads whole. A FIFO
+  // nobody reads drops lines rather than stalling the VMM (O_NONBLOCK).
+  (void)!::write(g_sink.load(), text.data(), text.size());
 }
 
 }  // namespace ember

@@ -1,5 +1,6 @@
-// Log lines: "<monotonic seconds> [<thread>] <LEVEL> message" on stderr.
-// The VMM's own diagnostics; the guest's console never goes here.
+// Log lines: "<monotonic seconds> [<thread>] <LEVEL> [file:line] message",
+// on stderr or a file or FIFO set by PUT /logger. The VMM's own
+// diagnostics; the guest's console never goes here.
 #pragma once
 
 #include <cstdint>
@@ -9,13 +10,17 @@
 
 namespace ember {
 
-enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
+enum class LogLevel { kOff = -1, kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 void SetLogLevel(LogLevel level);
+// Where lines go from now on (an fd the logger keeps; -1: stderr).
+void SetLogSink(int fd);
+// Whether lines carry the level and the file:line of the call.
+void SetLogFormat(bool show_level, bool show_origin);
 bool LogEnabled(LogLevel level);
 // Names the calling thread in its log lines (and in /proc, up to 15 chars).
 void SetThreadName(absl::string_view name);
-void LogLine(LogLevel level, absl::string_view message);
+void LogLine(LogLevel level, const char* file, int line, absl::string_view message);
 
 // For messages a guest can cause at will: true for the first 8 of a
 // counter's values, then for every 1024th, so a hostile guest cannot flood
@@ -23,13 +28,14 @@ void LogLine(LogLevel level, absl::string_view message);
 inline bool LogRateLimited(uint64_t count) { return count <= 8 || count % 1024 == 0; }
 
 template <typename... Args>
-void Log(LogLevel level, const absl::FormatSpec<Args...>& format, const Args&... args) {
-  if (LogEnabled(level)) LogLine(level, absl::StrFormat(format, args...));
+void Log(LogLevel level, const char* file, int line, const absl::FormatSpec<Args...>& format,
+         const Args&... args) {
+  if (LogEnabled(level)) LogLine(level, file, line, absl::StrFormat(format, args...));
 }
 
-#define LOG_ERROR(...) ::ember::Log(::ember::LogLevel::kError, __VA_ARGS__)
-#define LOG_WARN(...) ::ember::Log(::ember::LogLevel::kWarn, __VA_ARGS__)
-#define LOG_INFO(...) ::ember::Log(::ember::LogLevel::kInfo, __VA_ARGS__)
-#define LOG_DEBUG(...) ::ember::Log(::ember::LogLevel::kDebug, __VA_ARGS__)
+#define LOG_ERROR(...) ::ember::Log(::ember::LogLevel::kError, __FILE__, __LINE__, __VA_ARGS__)
+#define LOG_WARN(...) ::ember::Log(::ember::LogLevel::kWarn, __FILE__, __LINE__, __VA_ARGS__)
+#define LOG_INFO(...) ::ember::Log(::ember::LogLevel::kInfo, __FILE__, __LINE__, __VA_ARGS__)
+#define LOG_DEBUG(...) ::ember::Log(::ember::LogLevel::kDebug, __FILE__, __LINE__, __VA_ARGS__)
 
 }  // namespace ember

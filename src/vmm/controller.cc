@@ -1,5 +1,6 @@
 #include "src/vmm/controller.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -39,8 +40,29 @@ absl::Status ReplaceById(std::vector<T>& list, const T& item, std::string T::*id
 
 }  // namespace
 
+absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
+  if (!config.log_path.empty()) {
+    // O_NONBLOCK: a FIFO without a reader fails here, a full one drops lines.
+    int fd = open(config.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
+                  0600);
+    if (fd < 0) return ErrnoStatus(absl::StrCat("logger.log_path ", config.log_path));
+    SetLogSink(fd);
+  }
+  if (config.level) {
+    const std::string& l = *config.level;
+    SetLogLevel(l == "Error"     ? LogLevel::kError
+                : l == "Warning" ? LogLevel::kWarn
+                : l == "Info"    ? LogLevel::kInfo
+                : l == "Off"     ? LogLevel::kOff
+                                 : LogLevel::kDebug);  // Debug and Trace
+  }
+  SetLogFormat(config.show_level, config.show_log_origin);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(std::string id, VmConfig config,
                                                                ConsoleIo io) {
+  if (config.logger) RETURN_IF_ERROR(ApplyLogger(*config.logger));
   UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return ErrnoStatus("eventfd");
   return std::unique_ptr<Controller>(
@@ -166,6 +188,12 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
           },
           [&](const InstanceStart&) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(Start());
+            return std::monostate();
+          },
+          [&](const PutLogger& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("the logger"));
+            RETURN_IF_ERROR(ApplyLogger(a.config));
+            config_.logger = a.config;
             return std::monostate();
           },
           [&](const PatchVmState& a) -> absl::StatusOr<VmmResult> {

@@ -44,6 +44,12 @@ class Controller {
   absl::Status Start();
   absl::Status BeforeStart(const char* what) const;
 
+ public:
+  // Points Ember's log at the configured file or FIFO, level and format.
+  static absl::Status ApplyLogger(const LoggerConfig& config);
+
+ private:
+
   const std::string id_;
   VmConfig config_;
   const ConsoleIo io_;

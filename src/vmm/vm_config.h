@@ -55,6 +55,14 @@ struct BalloonConfig {
   uint32_t stats_polling_interval_s = 0;  // 0: no statistics queue
 };
 
+// PUT /logger and the config file's `logger`.
+struct LoggerConfig {
+  std::string log_path;  // a file or FIFO; empty: stderr
+  std::optional<std::string> level;  // Error, Warning, Info, Debug, Trace, Off
+  bool show_level = false;
+  bool show_log_origin = false;
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -67,6 +75,7 @@ struct VmConfig {
   std::vector<DriveConfig> drives;
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
+  std::optional<LoggerConfig> logger;
 };
 
 // The guest command line when boot-source has no boot_args.

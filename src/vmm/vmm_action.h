@@ -45,6 +45,9 @@ struct PutSerial {
   SerialConfig config;
 };
 struct InstanceStart {};
+struct PutLogger {
+  LoggerConfig config;
+};
 // PATCH /vm: pause or resume a running microVM.
 struct PatchVmState {
   bool paused;
@@ -54,7 +57,7 @@ using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
-                 PatchVmState>;
+                 PatchVmState, PutLogger>;
 
 struct InstanceInfo {
   std::string id;

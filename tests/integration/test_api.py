@@ -3,6 +3,7 @@ would: a whole life of a real guest, and bad input of every kind answered
 with 400 and a fault_message while Ember keeps serving."""
 
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -98,6 +99,10 @@ def test_a_whole_life_over_the_api(api, guest):
         "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember_idle"})[0] == 204
     assert a.request("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False,
                                          "stats_polling_interval_s": 1})[0] == 204
+    logfile = Path(a.sock).parent / "api-logger.log"
+    assert a.request("PUT", "/logger", {"log_path": str(logfile), "level": "Debug",
+                                        "show_level": True, "show_log_origin": True})[0] == 204
+    a.expect_fault("PUT", "/logger", "logger.level 'Loud'", {"level": "Loud"})
     config = a.request("GET", "/vm/config")[1]
     assert config["machine-config"]["mem_size_mib"] == 160
     assert config["balloon"]["stats_polling_interval_s"] == 1
@@ -144,7 +149,12 @@ def test_a_whole_life_over_the_api(api, guest):
     assert vcpu_ticks(a.proc.pid) > before + 20, "running again"
 
     assert a.stop() == EXIT_SIGTERM
-    assert "all vCPU threads joined" in a.log()
+    # From PUT /logger on, the log went to its file, with level and origin.
+    log = logfile.read_text()
+    assert "all vCPU threads joined" in log
+    assert re.search(r"\] INFO \[vm\.cc:\d+\] ready to boot", log), log
+    assert "DEBUG" in log, "balloon statistics are logged at Debug"
+    assert "ready to boot" not in a.log()
     assert not Path(a.sock).exists(), "socket removed on exit"
 
 
