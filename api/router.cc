@@ -17,7 +17,7 @@ using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 // Paths of Firecracker's contract Ember does not serve yet.
 constexpr const char* kNotYet[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
-    "/cpu-config", "/pmem", "/metrics", "/mmds", "/mmds/config", "/entropy",
+    "/cpu-config", "/pmem", "/mmds", "/mmds/config", "/entropy",
     "/hotplug/memory", "/snapshot/create", "/snapshot/load", "/vsock"};
 
 HttpResponse Json(const std::function<void(Writer&)>& write) {
@@ -284,6 +284,14 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
       return PutLogger{*l};
     });
   }
+  if (path == "/metrics") {
+    if (method != "PUT") return bad_method();
+    return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+      absl::StatusOr<MetricsConfig> m = ParseMetrics(v);
+      if (!m.ok()) return m.status();
+      return PutMetrics{*m};
+    });
+  }
   if (path == "/serial") {
     if (method != "PUT") return bad_method();
     return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
@@ -300,7 +308,8 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
       absl::Status st = r.Finish();
       if (!st.ok()) return st;
       if (type == "InstanceStart") return InstanceStart{};
-      if (type == "SendCtrlAltDel" || type == "FlushMetrics") {
+      if (type == "FlushMetrics") return FlushMetrics{};
+      if (type == "SendCtrlAltDel") {
         return absl::UnimplementedError(
             absl::StrCat("action_type ", type, " is not supported by Ember yet"));
       }
@@ -331,6 +340,7 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
           {"/balloon/statistics", {"GET"}},
           {"/serial", {"PUT"}},
           {"/logger", {"PUT"}},
+          {"/metrics", {"PUT"}},
           {"/actions", {"PUT"}}};
 }
 

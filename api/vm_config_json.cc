@@ -17,8 +17,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "vsock",
-    "metrics", "mmds-config", "entropy", "cpu-config",
+    "vsock", "mmds-config", "entropy", "cpu-config",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -188,6 +187,17 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   return l;
 }
 
+absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value) {
+  JsonReader r(value, "metrics");
+  MetricsConfig m;
+  m.metrics_path = r.String("metrics_path", true).value_or("");
+  RETURN_IF_ERROR(r.Finish());
+  if (m.metrics_path.empty()) {
+    return absl::InvalidArgumentError("metrics.metrics_path must not be empty");
+  }
+  return m;
+}
+
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
@@ -221,6 +231,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("logger"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.logger, ParseLogger(*v));
+  }
+  if (const rapidjson::Value* v = r.Raw("metrics"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.metrics, ParseMetrics(*v));
   }
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "api/http_server.h"
+#include "api/metrics_json.h"
 #include "api/router.h"
 #include "api/vm_config_json.h"
 #include "src/cli.h"
@@ -67,6 +68,7 @@ int Main(int argc, char** argv) {
     LOG_ERROR("%s", controller.status().message());
     return kExitGenericError;
   }
+  (*controller)->set_metrics_format(api::MetricsToJson);
   // With a config file the microVM starts at once, API or not.
   const bool start_now = !opts->config_file.empty();
   if (opts->no_api) return (*controller)->Run(start_now);
@@ -74,7 +76,10 @@ int Main(int argc, char** argv) {
   Controller* c = controller->get();
   absl::StatusOr<std::unique_ptr<api::HttpServer>> server = api::HttpServer::Start(
       opts->api_sock, opts->http_api_max_payload_size, [c](const api::HttpRequest& request) {
-        return api::Route(request, [c](VmmAction action) { return c->Submit(std::move(action)); });
+        api::HttpResponse r =
+            api::Route(request, [c](VmmAction action) { return c->Submit(std::move(action)); });
+        c->CountApiRequest(r.status >= 400);
+        return r;
       });
   if (!server.ok()) {
     LOG_ERROR("%s", server.status().message());

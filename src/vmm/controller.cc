@@ -4,9 +4,12 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
@@ -40,6 +43,51 @@ absl::Status ReplaceById(std::vector<T>& list, const T& item, std::string T::*id
 
 }  // namespace
 
+// Firecracker writes metrics every 60 seconds, and on FlushMetrics.
+constexpr int kMetricsPeriodS = 60;
+
+absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
+  UniqueFd fd(open(config.metrics_path.c_str(),
+                   O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("metrics.metrics_path ", config.metrics_path));
+  UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer.valid()) return ErrnoStatus("timerfd_create");
+  itimerspec every = {};
+  every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
+  if (timerfd_settime(timer.get(), 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
+  metrics_fd_ = std::move(fd);
+  metrics_timer_ = std::move(timer);
+  return absl::OkStatus();
+}
+
+absl::Status Controller::WatchMetricsTimer(EventLoop& loop) {
+  if (!metrics_timer_.valid() || metrics_loop_ == &loop) return absl::OkStatus();
+  if (metrics_loop_ != nullptr) metrics_loop_->Remove(metrics_timer_.get());
+  metrics_loop_ = &loop;
+  return loop.Add(metrics_timer_.get(), EPOLLIN, [this](uint32_t) {
+    uint64_t expirations;
+    (void)!::read(metrics_timer_.get(), &expirations, sizeof(expirations));
+    if (absl::Status st = WriteMetrics(); !st.ok()) LOG_WARN("metrics: %s", st.message());
+  });
+}
+
+absl::Status Controller::WriteMetrics() {
+  if (!metrics_fd_.valid()) return absl::FailedPreconditionError("metrics are not configured");
+  if (!metrics_format_) return absl::InternalError("no metrics format");
+  Metrics m;
+  m.utc_timestamp_ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
+  m.api_requests = api_requests_.load();
+  m.api_faults = api_faults_.load();
+  m.vm_state = !vm_ ? "Not started" : vm_->paused() ? "Paused" : "Running";
+  if (vm_) vm_->CollectMetrics(&m);
+  std::string line = metrics_format_(m) + "\n";
+  // Best effort: a full FIFO loses a line rather than stalling the VMM.
+  if (::write(metrics_fd_.get(), line.data(), line.size()) < 0 && errno != EAGAIN) {
+    return ErrnoStatus("write metrics");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
   if (!config.log_path.empty()) {
     // O_NONBLOCK: a FIFO without a reader fails here, a full one drops lines.
@@ -65,8 +113,11 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(std::string id, V
   if (config.logger) RETURN_IF_ERROR(ApplyLogger(*config.logger));
   UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return ErrnoStatus("eventfd");
-  return std::unique_ptr<Controller>(
+  std::optional<MetricsConfig> metrics = config.metrics;
+  std::unique_ptr<Controller> c(
       new Controller(std::move(id), std::move(config), io, std::move(wake)));
+  if (metrics) RETURN_IF_ERROR(c->OpenMetrics(*metrics));
+  return c;
 }
 
 absl::StatusOr<VmmResult> Controller::Submit(VmmAction action) {
@@ -196,6 +247,22 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             config_.logger = a.config;
             return std::monostate();
           },
+          [&](const PutMetrics& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(BeforeStart("metrics"));
+            if (metrics_fd_.valid()) {
+              return absl::FailedPreconditionError("metrics are already configured");
+            }
+            RETURN_IF_ERROR(OpenMetrics(a.config));
+            if (metrics_loop_ == nullptr && pre_boot_loop_ != nullptr) {
+              RETURN_IF_ERROR(WatchMetricsTimer(*pre_boot_loop_));
+            }
+            config_.metrics = a.config;
+            return std::monostate();
+          },
+          [&](const FlushMetrics&) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(WriteMetrics());
+            return std::monostate();
+          },
           [&](const PatchVmState& a) -> absl::StatusOr<VmmResult> {
             if (vm_ == nullptr) {
               return absl::FailedPreconditionError("the microVM has not started yet");
@@ -229,6 +296,8 @@ int Controller::Run(bool start_now) {
     absl::StatusOr<EventLoop> loop = EventLoop::Create();
     if (!loop.ok()) return kExitGenericError;
     int stop_signal = 0;
+    pre_boot_loop_ = &*loop;
+    (void)WatchMetricsTimer(*loop);
     (void)loop->Add(wake_.get(), EPOLLIN, [this](uint32_t) { RunJobs(); });
     (void)loop->Add(signals.get(), EPOLLIN, [&](uint32_t) {
       signalfd_siginfo info;
@@ -240,13 +309,25 @@ int Controller::Run(bool start_now) {
       LOG_INFO("received %s before the microVM started; exiting", strsignal(stop_signal));
       code = kExitSignalBase + stop_signal;
     }
+    if (metrics_loop_ == &*loop) {
+      loop->Remove(metrics_timer_.get());
+      metrics_loop_ = nullptr;
+    }
+    pre_boot_loop_ = nullptr;
   }
   if (vm_ != nullptr) {
     if (absl::Status st = vm_->AddLoopHandler(wake_.get(), [this](uint32_t) { RunJobs(); });
         !st.ok()) {
       LOG_ERROR("%s", st.message());
     }
+    if (absl::Status st = vm_->WatchOnLoop([this](EventLoop& loop) {
+          return WatchMetricsTimer(loop);
+        });
+        !st.ok()) {
+      LOG_ERROR("%s", st.message());
+    }
     code = vm_->Run();
+    if (metrics_fd_.valid()) (void)WriteMetrics();  // the final counters
   }
   // Anyone still waiting hears that it is over; later requests do at once.
   std::lock_guard lock(mu_);

@@ -5,7 +5,9 @@
 // statistics after.
 #pragma once
 
+#include <atomic>
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -27,6 +29,15 @@ class Controller {
   // Any thread: runs `action` on the VMM thread and waits for its result.
   absl::StatusOr<VmmResult> Submit(VmmAction action);
 
+  // Any thread: counts an API request (and whether it was refused).
+  void CountApiRequest(bool fault) {
+    api_requests_++;
+    if (fault) api_faults_++;
+  }
+  // How a metrics line is written (api/metrics_json.h in production).
+  using MetricsFormat = std::function<std::string(const Metrics&)>;
+  void set_metrics_format(MetricsFormat format) { metrics_format_ = std::move(format); }
+
   // The VMM thread: serves actions until the microVM starts (at once when
   // `start_now`), then runs it until it stops; returns the exit code.
   int Run(bool start_now);
@@ -43,6 +54,11 @@ class Controller {
   absl::StatusOr<VmmResult> Handle(const VmmAction& action);
   absl::Status Start();
   absl::Status BeforeStart(const char* what) const;
+  absl::Status OpenMetrics(const MetricsConfig& config);
+  // Writes one metrics line now.
+  absl::Status WriteMetrics();
+  // Serves the periodic flush on `loop` (before start, then on the VM's).
+  absl::Status WatchMetricsTimer(EventLoop& loop);
 
  public:
   // Points Ember's log at the configured file or FIFO, level and format.
@@ -57,6 +73,13 @@ class Controller {
   std::mutex mu_;
   std::deque<Job> jobs_;
   bool closed_ = false;  // Run has returned
+  std::atomic<uint64_t> api_requests_{0};
+  std::atomic<uint64_t> api_faults_{0};
+  MetricsFormat metrics_format_;
+  UniqueFd metrics_fd_;
+  UniqueFd metrics_timer_;  // every kMetricsPeriodS once metrics are on
+  EventLoop* metrics_loop_ = nullptr;
+  EventLoop* pre_boot_loop_ = nullptr;  // while waiting for InstanceStart
   std::unique_ptr<Vm> vm_;
 };
 

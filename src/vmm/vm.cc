@@ -225,6 +225,17 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
   return loop_.Add(fd, EPOLLIN, std::move(handler));
 }
 
+void Vm::CollectMetrics(Metrics* metrics) {
+  metrics->serial_dropped_input = serial_->dropped_input();
+  for (const auto& t : virtio_) {
+    t->WithDevice([metrics](virtio::VirtioDevice& d) {
+      std::vector<std::pair<std::string, uint64_t>> counters;
+      d.AppendMetrics(&counters);
+      metrics->devices.emplace_back(d.metrics_name(), std::move(counters));
+    });
+  }
+}
+
 void Vm::Pause() {
   for (auto& v : vcpus_) v->Pause();
   paused_ = true;

@@ -44,11 +44,16 @@ class Vm {
 
   // Serves `fd` on the VMM loop (the API's requests), from before Run.
   absl::Status AddLoopHandler(int fd, EventLoop::Handler handler);
+  // Lets `f` register what it needs on the VMM loop, from before Run.
+  absl::Status WatchOnLoop(const std::function<absl::Status(EventLoop&)>& f) { return f(loop_); }
   // Parks every vCPU out of KVM_RUN (returns once they all are) / lets
   // them run again. VMM thread.
   void Pause();
   void Resume();
   bool paused() const { return paused_; }
+
+  // Every device's counters, and the console's (VMM thread).
+  void CollectMetrics(Metrics* metrics);
 
   // The balloon, while the guest runs (VMM thread).
   absl::Status SetBalloonTarget(uint64_t amount_mib);

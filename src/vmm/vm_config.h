@@ -63,6 +63,11 @@ struct LoggerConfig {
   bool show_log_origin = false;
 };
 
+// PUT /metrics and the config file's `metrics`.
+struct MetricsConfig {
+  std::string metrics_path;  // a file (appended to) or a FIFO
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -76,6 +81,7 @@ struct VmConfig {
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
   std::optional<LoggerConfig> logger;
+  std::optional<MetricsConfig> metrics;
 };
 
 // The guest command line when boot-source has no boot_args.

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "src/vmm/vm_config.h"
 
@@ -48,6 +49,21 @@ struct InstanceStart {};
 struct PutLogger {
   LoggerConfig config;
 };
+struct PutMetrics {
+  MetricsConfig config;
+};
+struct FlushMetrics {};
+
+// One metrics line: counters since the process started.
+struct Metrics {
+  uint64_t utc_timestamp_ms = 0;
+  uint64_t api_requests = 0;
+  uint64_t api_faults = 0;
+  std::string vm_state;
+  uint64_t serial_dropped_input = 0;
+  // By device (block_<id>, net_<id>, balloon): name/value counters.
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, uint64_t>>>> devices;
+};
 // PATCH /vm: pause or resume a running microVM.
 struct PatchVmState {
   bool paused;
@@ -57,7 +73,7 @@ using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
-                 PatchVmState, PutLogger>;
+                 PatchVmState, PutLogger, PutMetrics, FlushMetrics>;
 
 struct InstanceInfo {
   std::string id;

@@ -103,6 +103,13 @@ def test_a_whole_life_over_the_api(api, guest):
     assert a.request("PUT", "/logger", {"log_path": str(logfile), "level": "Debug",
                                         "show_level": True, "show_log_origin": True})[0] == 204
     a.expect_fault("PUT", "/logger", "logger.level 'Loud'", {"level": "Loud"})
+    metrics = Path(a.sock).parent / "metrics.json"
+    assert a.request("PUT", "/metrics", {"metrics_path": str(metrics)})[0] == 204
+    a.expect_fault("PUT", "/metrics", "already configured", {"metrics_path": str(metrics)})
+    assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+    first = json.loads(metrics.read_text().splitlines()[-1])
+    assert first["vm"]["state"] == "Not started"
+    assert first["api_server"]["requests"] >= 4 and first["api_server"]["faults"] >= 2
     config = a.request("GET", "/vm/config")[1]
     assert config["machine-config"]["mem_size_mib"] == 160
     assert config["balloon"]["stats_polling_interval_s"] == 1
@@ -135,6 +142,12 @@ def test_a_whole_life_over_the_api(api, guest):
         time.sleep(1)
     assert stats["target_mib"] == 32
     assert stats["free_memory"] > 0 and stats["total_memory"] > 0
+    assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+    running = json.loads(metrics.read_text().splitlines()[-1])
+    assert running["vm"]["state"] == "Running"
+    assert running["balloon"]["stats_updates"] > 0
+    assert running["balloon"]["target_pages"] == 32 * 256
+    assert running["api_server"]["requests"] > first["api_server"]["requests"]
 
     # Pause: the guest's vCPU (spinning in its idle init) stops using CPU.
     assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
@@ -155,6 +168,9 @@ def test_a_whole_life_over_the_api(api, guest):
     assert re.search(r"\] INFO \[vm\.cc:\d+\] ready to boot", log), log
     assert "DEBUG" in log, "balloon statistics are logged at Debug"
     assert "ready to boot" not in a.log()
+    lines = metrics.read_text().splitlines()
+    assert len(lines) >= 3, "a final line at exit"
+    assert json.loads(lines[-1])["utc_timestamp_ms"] >= running["utc_timestamp_ms"]
     assert not Path(a.sock).exists(), "socket removed on exit"
 
 

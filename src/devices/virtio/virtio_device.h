@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -75,6 +77,15 @@ class VirtioDevice {
   virtual void ProcessBackend(uint32_t /*events*/) {}
 
   DeviceCounters& counters() { return counters_; }
+
+  // For metrics: the device's name ("block_rootfs", "net_eth0", "balloon")
+  // and its counters as name/value pairs.
+  virtual std::string metrics_name() const = 0;
+  virtual void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
+    out->emplace_back("queue_errors", counters_.queue_errors);
+    out->emplace_back("request_errors", counters_.request_errors);
+    out->emplace_back("backend_errors", counters_.backend_errors);
+  }
 
  protected:
   DeviceCounters counters_;

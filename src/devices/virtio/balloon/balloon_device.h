@@ -58,6 +58,15 @@ class BalloonDevice : public VirtioDevice {
   // The latest statistics by virtio tag (0 swap-in ... 9 hugetlb failures).
   const std::map<uint16_t, uint64_t>& stats() const { return stats_; }
   const BalloonCounters& balloon_counters() const { return balloon_counters_; }
+  std::string metrics_name() const override { return "balloon"; }
+  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override {
+    VirtioDevice::AppendMetrics(out);
+    out->insert(out->end(), {{"inflated_pages", balloon_counters_.inflated_pages},
+                             {"deflated_pages", balloon_counters_.deflated_pages},
+                             {"stats_updates", balloon_counters_.stats_updates},
+                             {"target_pages", target_pages_},
+                             {"actual_pages", actual_pages_}});
+  }
 
  private:
   BalloonDevice(BalloonConfig config, UniqueFd timer)

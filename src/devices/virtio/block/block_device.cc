@@ -220,6 +220,7 @@ void BlockDevice::ProcessQueue(size_t) {
       Complete((*chain)->head, req.status_addr, kStatusIoError, 0);
       continue;
     }
+    CountRequest(req);
     bool disk_io = req.type == kRequestIn ||
                    (req.type == kRequestOut && !config_.is_read_only) ||
                    (req.type == kRequestFlush && config_.cache_type == CacheType::kWriteback);
@@ -238,6 +239,18 @@ void BlockDevice::ProcessQueue(size_t) {
   }
   if (submitted) io_uring_submit(uring_->ring());
   SignalUsed(*queue_, *mem_, interrupt_);
+}
+
+void BlockDevice::CountRequest(const Request& req) {
+  if (req.type == kRequestIn) {
+    reads_++;
+    read_bytes_ += req.data_len;
+  } else if (req.type == kRequestOut) {
+    writes_++;
+    write_bytes_ += req.data_len;
+  } else if (req.type == kRequestFlush) {
+    flushes_++;
+  }
 }
 
 void BlockDevice::Reap() {

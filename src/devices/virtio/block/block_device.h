@@ -48,6 +48,14 @@ class BlockDevice : public VirtioDevice {
   void ProcessBackend(uint32_t events) override;
   ~BlockDevice() override;
 
+  std::string metrics_name() const override { return "block_" + config_.drive_id; }
+  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override {
+    VirtioDevice::AppendMetrics(out);
+    out->insert(out->end(), {{"read_count", reads_}, {"write_count", writes_},
+                             {"flush_count", flushes_}, {"read_bytes", read_bytes_},
+                             {"write_bytes", write_bytes_}});
+  }
+
   uint64_t capacity_sectors() const { return capacity_sectors_; }
   const DriveConfig& config() const { return config_; }
 
@@ -88,6 +96,9 @@ class BlockDevice : public VirtioDevice {
   std::vector<InFlight> slots_;
   std::vector<uint32_t> free_slots_;
   bool stalled_ = false;  // the ring filled up; chains wait in the queue
+  uint64_t reads_ = 0, writes_ = 0, flushes_ = 0, read_bytes_ = 0, write_bytes_ = 0;
+  // Counts a request the guest made (whatever its outcome).
+  void CountRequest(const Request& req);
 };
 
 }  // namespace ember::virtio::block

@@ -36,6 +36,15 @@ uint64_t NetDevice::features() const {
   return f;
 }
 
+void NetDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
+  VirtioDevice::AppendMetrics(out);
+  const NetCounters& c = net_counters_;
+  out->insert(out->end(), {{"rx_packets", c.rx_packets}, {"rx_bytes", c.rx_bytes},
+                           {"rx_dropped", c.rx_dropped}, {"tx_packets", c.tx_packets},
+                           {"tx_bytes", c.tx_bytes}, {"tx_dropped", c.tx_dropped},
+                           {"tap_errors", c.tap_errors}});
+}
+
 uint32_t NetDevice::backend_events() const { return EPOLLIN | EPOLLET; }
 
 void NetDevice::ReadConfig(uint64_t offset, std::span<uint8_t> data) {

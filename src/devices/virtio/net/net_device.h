@@ -60,6 +60,8 @@ class NetDevice : public VirtioDevice {
   void ProcessBackend(uint32_t events) override;
 
   const NetCounters& net_counters() const { return net_counters_; }
+  std::string metrics_name() const override { return "net_" + config_.iface_id; }
+  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override;
 
  private:
   NetDevice(NetConfig config, Tap tap) : config_(std::move(config)), tap_(std::move(tap)) {}

@@ -1,0 +1,13 @@
+// A metrics line as JSON: {"utc_timestamp_ms": ..., "api_server": {...},
+// "vm": {...}, "serial": {...}, "<device>": {...}, ...}.
+#pragma once
+
+#include <string>
+
+#include "src/vmm/vmm_action.h"
+
+namespace ember::api {
+
+std::string MetricsToJson(const Metrics& metrics);
+
+}  // namespace ember::api
