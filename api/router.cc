@@ -227,8 +227,28 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
     });
   }
   if (absl::StartsWith(path, "/drives/")) {
-    if (method != "PUT") return bad_method();
     std::string id = path.substr(8);
+    if (method == "PATCH") {
+      return FromBody(body, [&](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+        JsonReader r(v, "drives[]");
+        PatchDrive p{r.String("drive_id", true).value_or(""), r.String("path_on_host", false)};
+        const rapidjson::Value* limiter = r.Raw("rate_limiter");
+        absl::Status st = r.Finish();
+        if (!st.ok()) return st;
+        if (p.drive_id != id) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "drive_id '", p.drive_id, "' in the body does not match '", id, "' in the path"));
+        }
+        if (limiter != nullptr && !limiter->IsNull()) {
+          return absl::InvalidArgumentError("drive rate limiters are not supported yet");
+        }
+        if (p.path_on_host && p.path_on_host->empty()) {
+          return absl::InvalidArgumentError("path_on_host must not be empty");
+        }
+        return p;
+      });
+    }
+    if (method != "PUT") return bad_method();
     return FromBody(body, [&](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
       absl::StatusOr<DriveConfig> d = ParseDrive(v);
       if (!d.ok()) return d.status();
@@ -334,7 +354,7 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
           {"/vm/config", {"GET"}},
           {"/machine-config", {"GET", "PUT", "PATCH"}},
           {"/boot-source", {"PUT"}},
-          {"/drives/{drive_id}", {"PUT"}},
+          {"/drives/{drive_id}", {"PUT", "PATCH"}},
           {"/network-interfaces/{iface_id}", {"PUT"}},
           {"/balloon", {"GET", "PUT", "PATCH"}},
           {"/balloon/statistics", {"GET"}},

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+
+#include <algorithm>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -196,6 +198,18 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             RETURN_IF_ERROR(ReplaceById(drives, a.config, &DriveConfig::drive_id));
             RETURN_IF_ERROR(ValidateDrives(drives));
             config_.drives = std::move(drives);
+            return std::monostate();
+          },
+          [&](const PatchDrive& a) -> absl::StatusOr<VmmResult> {
+            auto it = std::find_if(config_.drives.begin(), config_.drives.end(),
+                                   [&](const DriveConfig& d) { return d.drive_id == a.drive_id; });
+            if (it == config_.drives.end()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("there is no drive '", a.drive_id, "'"));
+            }
+            if (!a.path_on_host) return std::monostate();
+            if (vm_ != nullptr) RETURN_IF_ERROR(vm_->SwapDrive(a.drive_id, *a.path_on_host));
+            it->path_on_host = *a.path_on_host;
             return std::monostate();
           },
           [&](const PutNetworkInterface& a) -> absl::StatusOr<VmmResult> {

@@ -225,6 +225,20 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
   return loop_.Add(fd, EPOLLIN, std::move(handler));
 }
 
+absl::Status Vm::SwapDrive(const std::string& drive_id, const std::string& path) {
+  for (const auto& t : virtio_) {
+    absl::Status st = absl::NotFoundError("");
+    bool found = t->WithDevice([&](virtio::VirtioDevice& d) {
+      auto* block = dynamic_cast<virtio::block::BlockDevice*>(&d);
+      if (block == nullptr || block->config().drive_id != drive_id) return false;
+      st = block->SwapBacking(path);
+      return true;
+    });
+    if (found) return st;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("there is no drive '", drive_id, "'"));
+}
+
 void Vm::CollectMetrics(Metrics* metrics) {
   metrics->serial_dropped_input = serial_->dropped_input();
   for (const auto& t : virtio_) {

@@ -52,6 +52,9 @@ class Vm {
   void Resume();
   bool paused() const { return paused_; }
 
+  // Serves drive `drive_id` from `path` from now on (VMM thread).
+  absl::Status SwapDrive(const std::string& drive_id, const std::string& path);
+
   // Every device's counters, and the console's (VMM thread).
   void CollectMetrics(Metrics* metrics);
 

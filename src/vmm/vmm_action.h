@@ -31,6 +31,11 @@ struct PutBootSource {
 struct PutDrive {
   DriveConfig config;
 };
+// PATCH /drives/{id}: a new backing file, before or after the start.
+struct PatchDrive {
+  std::string drive_id;
+  std::optional<std::string> path_on_host;
+};
 struct PutNetworkInterface {
   NetConfig config;
 };
@@ -73,7 +78,7 @@ using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
-                 PatchVmState, PutLogger, PutMetrics, FlushMetrics>;
+                 PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive>;
 
 struct InstanceInfo {
   std::string id;

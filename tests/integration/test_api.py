@@ -97,6 +97,13 @@ def test_a_whole_life_over_the_api(api, guest):
     assert a.request("PUT", "/boot-source", {
         "kernel_image_path": str(guest["vmlinux"]), "initrd_path": str(guest["initramfs.cpio"]),
         "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember_idle"})[0] == 204
+    workdir = Path(a.sock).parent
+    (workdir / "data1.img").write_bytes(b"\0" * (1 << 20))
+    (workdir / "data2.img").write_bytes(b"\0" * (2 << 20))
+    assert a.request("PUT", "/drives/data", {"drive_id": "data", "is_root_device": False,
+                                             "path_on_host": str(workdir / "data1.img")})[0] == 204
+    a.expect_fault("PATCH", "/drives/nope", "there is no drive 'nope'",
+                   {"drive_id": "nope", "path_on_host": "/x"})
     assert a.request("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False,
                                          "stats_polling_interval_s": 1})[0] == 204
     logfile = Path(a.sock).parent / "api-logger.log"
@@ -129,6 +136,18 @@ def test_a_whole_life_over_the_api(api, guest):
     while "Run /init as init process" not in a.console():
         assert time.monotonic() < deadline, a.console()
         time.sleep(1)
+    # Swap the drive's backing file: the guest sees the new size.
+    assert "[vda] 2048 512-byte logical blocks" in a.console()
+    a.expect_fault("PATCH", "/drives/data", "/nonexistent/disk.img",
+                   {"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})
+    assert a.request("PATCH", "/drives/data", {"drive_id": "data",
+                                               "path_on_host": str(workdir / "data2.img")})[0] == 204
+    deadline = time.monotonic() + 60
+    while "[vda] new size: 4096 512-byte logical blocks" not in a.console():
+        assert time.monotonic() < deadline, a.console()[-2000:]
+        time.sleep(0.5)
+    assert a.request("GET", "/vm/config")[1]["drives"][0]["path_on_host"].endswith("data2.img")
+
     assert a.request("PATCH", "/balloon", {"amount_mib": 32})[0] == 204
     assert a.request("GET", "/balloon")[1]["amount_mib"] == 32
     a.expect_fault("PATCH", "/balloon", "more than machine-config.mem_size_mib",

@@ -11,16 +11,20 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::virtio::block {
 namespace {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConfig& config) {
-  std::string what = absl::StrCat("drive ", config.drive_id, ": ", config.path_on_host);
-  UniqueFd fd(open(config.path_on_host.c_str(),
-                   (config.is_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+namespace {
+
+// Opens a drive's backing file and returns it with its size in sectors.
+absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& config,
+                                                          const std::string& path) {
+  std::string what = absl::StrCat("drive ", config.drive_id, ": ", path);
+  UniqueFd fd(open(path.c_str(), (config.is_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
   if (!fd.valid()) return ErrnoStatus(what);
   struct stat st;
   if (fstat(fd.get(), &st) < 0) return ErrnoStatus(what);
@@ -33,6 +37,27 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConf
     LOG_WARN("%s: size %d is not a multiple of 512; the last %d bytes are not visible", what,
              size, size % kSectorSize);
   }
+  return std::make_pair(std::move(fd), static_cast<uint64_t>(size) / kSectorSize);
+}
+
+}  // namespace
+
+absl::Status BlockDevice::SwapBacking(const std::string& path) {
+  ASSIGN_OR_RETURN(auto backing, OpenBacking(config_, path));
+  Drain(/*complete=*/true);  // in-flight requests finish on the old file
+  file_ = std::move(backing.first);
+  capacity_sectors_ = backing.second;
+  config_.path_on_host = path;
+  LOG_INFO("drive %s now serves %s (%d sectors)", config_.drive_id, path, capacity_sectors_);
+  if (interrupt_ != nullptr) interrupt_->Trigger(kInterruptConfigChange);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConfig& config) {
+  std::string what = absl::StrCat("drive ", config.drive_id, ": ", config.path_on_host);
+  ASSIGN_OR_RETURN(auto backing, OpenBacking(config, config.path_on_host));
+  UniqueFd fd = std::move(backing.first);
+  const uint64_t size = backing.second * kSectorSize;
   std::unique_ptr<IoUring> uring;
   if (config.io_engine == IoEngine::kAsync) {
     absl::StatusOr<std::unique_ptr<IoUring>> u = IoUring::Create(kUringEntries);
@@ -57,7 +82,7 @@ BlockDevice::BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_se
   }
 }
 
-BlockDevice::~BlockDevice() { Drain(); }
+BlockDevice::~BlockDevice() { Drain(/*complete=*/false); }
 
 uint32_t BlockDevice::backend_events() const { return EPOLLIN; }
 
@@ -91,7 +116,7 @@ absl::Status BlockDevice::Activate(const GuestMemory& mem, std::span<Queue> queu
 }
 
 void BlockDevice::Reset() {
-  Drain();
+  Drain(/*complete=*/false);
   stalled_ = false;
   mem_ = nullptr;
   queue_ = nullptr;
@@ -282,16 +307,17 @@ void BlockDevice::ProcessBackend(uint32_t) {
   if (stalled_) ProcessQueue(0);  // completions made room in the ring
 }
 
-void BlockDevice::Drain() {
+void BlockDevice::Drain(bool complete) {
   if (!uring_) return;
   const GuestMemory* mem = mem_;
-  mem_ = nullptr;  // completions during a drain touch no guest memory
+  if (!complete) mem_ = nullptr;  // completions then touch no guest memory
   while (free_slots_.size() < slots_.size()) {
     io_uring_cqe* cqe;
     if (io_uring_wait_cqe(uring_->ring(), &cqe) < 0) break;
     Reap();
   }
   mem_ = mem;
+  if (complete && queue_ != nullptr) SignalUsed(*queue_, *mem_, interrupt_);
 }
 
 }  // namespace ember::virtio::block

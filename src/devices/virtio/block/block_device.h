@@ -56,6 +56,11 @@ class BlockDevice : public VirtioDevice {
                              {"write_bytes", write_bytes_}});
   }
 
+  // PATCH /drives after boot: serves `path` from now on (requests already
+  // submitted finish on the old file) and tells the guest through a
+  // configuration change. On failure nothing changes.
+  absl::Status SwapBacking(const std::string& path);
+
   uint64_t capacity_sectors() const { return capacity_sectors_; }
   const DriveConfig& config() const { return config_; }
 
@@ -82,8 +87,9 @@ class BlockDevice : public VirtioDevice {
   bool Submit(const Request& req, uint16_t head);
   void Complete(uint16_t head, std::optional<uint64_t> status_addr, uint8_t status,
                 uint32_t written);
-  // Async: waits for everything in flight (before forgetting guest memory).
-  void Drain();
+  // Async: waits for everything in flight: completing it for the guest, or
+  // (before forgetting guest memory) dropping it.
+  void Drain(bool complete);
   void Reap();
 
   DriveConfig config_;

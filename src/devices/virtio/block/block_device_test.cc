@@ -204,6 +204,24 @@ TEST_P(BlockDeviceTest, BackendErrorsReachTheGuestAndAreCounted) {
   EXPECT_EQ(Submit(kRequestIn, 1, {{kData, 512, true}}).first, kStatusOk) << "still serving";
 }
 
+TEST_P(BlockDeviceTest, SwappingTheBackingFileChangesContentAndSize) {
+  std::string other = ember::testing::WriteTempFile(std::vector<uint8_t>(4096, 0x99));
+  driver_->TakeInterrupt();
+  ASSERT_TRUE(transport_->WithDevice([&](VirtioDevice&) { return device_->SwapBacking(other); }).ok());
+  EXPECT_EQ(driver_->Read(0x60) & kInterruptConfigChange, kInterruptConfigChange);
+  uint8_t cap[8];
+  transport_->Read(0x100, cap);
+  uint64_t sectors;
+  std::memcpy(&sectors, cap, 8);
+  EXPECT_EQ(sectors, 8u);
+  EXPECT_EQ(Submit(kRequestIn, 1, {{kData, 512, true}}).first, kStatusOk);
+  EXPECT_EQ(Guest(kData, 4), std::vector<uint8_t>(4, 0x99));
+  EXPECT_EQ(Submit(kRequestIn, 8, {{kData, 512, true}}).first, kStatusIoError) << "new size";
+  EXPECT_FALSE(device_->SwapBacking("/nonexistent/disk").ok());
+  EXPECT_EQ(device_->config().path_on_host, other) << "a failed swap changes nothing";
+  unlink(other.c_str());
+}
+
 TEST_P(BlockDeviceTest, ManyRequestsOneInterruptWithEventIdx) {
   for (int i = 0; i < 8; i++) {
     ASSERT_TRUE(mem_->WriteObj(kHeader + i * 16, Header{kRequestIn, 0, uint64_t(i)}).ok());
