@@ -329,10 +329,7 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
       if (!st.ok()) return st;
       if (type == "InstanceStart") return InstanceStart{};
       if (type == "FlushMetrics") return FlushMetrics{};
-      if (type == "SendCtrlAltDel") {
-        return absl::UnimplementedError(
-            absl::StrCat("action_type ", type, " is not supported by Ember yet"));
-      }
+      if (type == "SendCtrlAltDel") return SendCtrlAltDel{};
       return absl::InvalidArgumentError(absl::StrCat(
           "action_type '", type, "' must be InstanceStart, SendCtrlAltDel or FlushMetrics"));
     });

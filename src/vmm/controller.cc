@@ -273,6 +273,13 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             config_.metrics = a.config;
             return std::monostate();
           },
+          [&](const SendCtrlAltDel&) -> absl::StatusOr<VmmResult> {
+            if (vm_ == nullptr) {
+              return absl::FailedPreconditionError("the microVM has not started yet");
+            }
+            RETURN_IF_ERROR(vm_->SendCtrlAltDel());
+            return std::monostate();
+          },
           [&](const FlushMetrics&) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(WriteMetrics());
             return std::monostate();

@@ -13,7 +13,6 @@
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
-#include "src/devices/legacy/i8042.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
@@ -132,12 +131,21 @@ absl::Status Vm::AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial) {
   });
   RETURN_IF_ERROR(pio_.Insert(serial_, Serial::kCom1Base, Serial::kRegisterCount));
 
+  keyboard_irq_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!keyboard_irq_.valid()) return ErrnoStatus("eventfd");
+  RETURN_IF_ERROR(vm_.RegisterIrqfd(keyboard_irq_.get(), I8042::kKeyboardIrq));
   VmExit* exit = exit_.get();
-  auto i8042 = std::make_shared<I8042>([exit] {
-    LOG_INFO("guest reset through the i8042; stopping the VM");
-    exit->Request(kExitOk);
-  });
-  RETURN_IF_ERROR(pio_.Insert(i8042, I8042::kBase, I8042::kSize));
+  int kbd_fd = keyboard_irq_.get();
+  i8042_ = std::make_shared<I8042>(
+      [exit] {
+        LOG_INFO("guest reset through the i8042; stopping the VM");
+        exit->Request(kExitOk);
+      },
+      [kbd_fd] {
+        uint64_t one = 1;
+        (void)!::write(kbd_fd, &one, sizeof(one));
+      });
+  RETURN_IF_ERROR(pio_.Insert(i8042_, I8042::kBase, I8042::kSize));
 
   if (io.in_fd >= 0) {
     // epoll refuses regular files such as /dev/null: then there is no input.
@@ -223,6 +231,15 @@ absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std:
 
 absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
   return loop_.Add(fd, EPOLLIN, std::move(handler));
+}
+
+absl::Status Vm::SendCtrlAltDel() {
+  if (!i8042_->SendCtrlAltDel()) {
+    return absl::FailedPreconditionError(
+        "the guest has not enabled its keyboard: no driver would see Ctrl-Alt-Del");
+  }
+  LOG_INFO("sent Ctrl-Alt-Del to the guest");
+  return absl::OkStatus();
 }
 
 absl::Status Vm::SwapDrive(const std::string& drive_id, const std::string& path) {

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
+#include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/vmm/boot.h"
@@ -52,6 +53,9 @@ class Vm {
   void Resume();
   bool paused() const { return paused_; }
 
+  // Presses Ctrl-Alt-Del on the guest's keyboard.
+  absl::Status SendCtrlAltDel();
+
   // Serves drive `drive_id` from `path` from now on (VMM thread).
   absl::Status SwapDrive(const std::string& drive_id, const std::string& path);
 
@@ -92,6 +96,8 @@ class Vm {
   Bus pio_;
   Bus mmio_;
   std::shared_ptr<Serial> serial_;
+  std::shared_ptr<I8042> i8042_;
+  UniqueFd keyboard_irq_;
   UniqueFd serial_out_;  // serial_out_path, when configured
   UniqueFd serial_irq_;
   std::vector<UniqueFd> queue_events_;

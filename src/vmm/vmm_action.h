@@ -58,6 +58,7 @@ struct PutMetrics {
   MetricsConfig config;
 };
 struct FlushMetrics {};
+struct SendCtrlAltDel {};
 
 // One metrics line: counters since the process started.
 struct Metrics {
@@ -78,7 +79,8 @@ using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
-                 PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive>;
+                 PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
+                 SendCtrlAltDel>;
 
 struct InstanceInfo {
   std::string id;

@@ -1,9 +1,14 @@
-// The part of an i8042 keyboard controller a microVM guest uses: the CPU
-// reset command (0xfe to the command port), with which Linux reboots on
-// `reboot=k`. Everything else reads as an idle controller.
+// An i8042 keyboard controller with a keyboard behind it: enough of both
+// for Linux's i8042 and atkbd drivers to find a keyboard, so that the VMM
+// can press Ctrl-Alt-Del (SendCtrlAltDel), and the CPU reset command
+// (0xfe on the command port) with which Linux reboots on `reboot=k`.
+// There is no mouse: AUX commands only loop back, as Linux probes them.
 #pragma once
 
+#include <cstdint>
+#include <deque>
 #include <functional>
+#include <mutex>
 
 #include "src/vmm/bus.h"
 
@@ -13,15 +18,40 @@ class I8042 : public BusDevice {
  public:
   static constexpr uint64_t kBase = 0x60;
   static constexpr uint64_t kSize = 5;  // 0x60 data .. 0x64 command/status
+  static constexpr uint32_t kKeyboardIrq = 1;
 
-  // `reset` runs (on a vCPU thread) when the guest asks for a reset.
-  explicit I8042(std::function<void()> reset) : reset_(std::move(reset)) {}
+  // `reset` runs (on a vCPU thread) when the guest asks for a CPU reset;
+  // `interrupt` raises IRQ 1.
+  I8042(std::function<void()> reset, std::function<void()> interrupt)
+      : reset_(std::move(reset)), interrupt_(std::move(interrupt)) {}
 
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // Presses Ctrl, Alt and Delete (any thread). Fails when the guest has not
+  // enabled the keyboard's interrupt, as nothing would read the keys.
+  bool SendCtrlAltDel();
+
  private:
+  void Command(uint8_t command);
+  void Data(uint8_t value);
+  void KeyboardCommand(uint8_t command);
+  // Queues bytes for the guest to read on port 0x60.
+  void Output(std::initializer_list<uint8_t> bytes, bool aux = false);
+  void RaiseIfPending();
+
+  std::mutex mu_;
   std::function<void()> reset_;
+  std::function<void()> interrupt_;
+  struct Byte {
+    uint8_t value;
+    bool aux;
+  };
+  std::deque<Byte> out_;
+  uint8_t ctr_ = 0x01 | 0x04 | 0x40;  // keyboard interrupt, system flag, translation
+  uint8_t pending_command_ = 0;      // a controller command waiting for its data byte
+  uint8_t pending_keyboard_ = 0;     // a keyboard command waiting for its parameter
+  bool last_was_command_ = false;
 };
 
 }  // namespace ember
