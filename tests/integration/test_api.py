@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_SIGTERM, is_pvm_host
+from conftest import EXIT_OK, EXIT_SIGTERM, is_pvm_host
 
 
 class Api:
@@ -180,10 +180,14 @@ def test_a_whole_life_over_the_api(api, guest):
     time.sleep(1)
     assert vcpu_ticks(a.proc.pid) > before + 20, "running again"
 
-    assert a.stop() == EXIT_SIGTERM
+    # Ctrl-Alt-Del: the guest kernel reboots (reboot=k), which ends Ember.
+    assert a.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0] == 204
+    assert a.proc.wait(timeout=120) == EXIT_OK
     # From PUT /logger on, the log went to its file, with level and origin.
     log = logfile.read_text()
     assert "all vCPU threads joined" in log
+    assert "sent Ctrl-Alt-Del to the guest" in log
+    assert "guest reset through the i8042" in log
     assert re.search(r"\] INFO \[vm\.cc:\d+\] ready to boot", log), log
     assert "DEBUG" in log, "balloon statistics are logged at Debug"
     assert "ready to boot" not in a.log()
