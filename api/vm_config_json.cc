@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "api/json_reader.h"
 #include "src/common/errno_status.h"
+#include "src/common/log.h"
 #include "src/common/status_macros.h"
 
 namespace ember::api {
@@ -176,8 +177,7 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   l.show_log_origin = r.Bool("show_log_origin", false).value_or(false);
   std::optional<std::string> module = r.String("module", false);
   RETURN_IF_ERROR(r.Finish());
-  static const char* const kLevels[] = {"Error", "Warning", "Info", "Debug", "Trace", "Off"};
-  if (l.level && std::find(std::begin(kLevels), std::end(kLevels), *l.level) == std::end(kLevels)) {
+  if (l.level && !ParseLogLevel(*l.level)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "logger.level '", *l.level, "' must be Error, Warning, Info, Debug, Trace or Off"));
   }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/log.h"
 
 namespace ember {
 
@@ -15,7 +16,7 @@ const char kUsage[] =
     "  --no-api             serve no HTTP API; requires --config-file\n"
     "  --api-sock PATH      the API's Unix socket (default /run/ember.socket)\n"
     "  --id ID              instance id: 1-64 letters, digits or '-'\n"
-    "  --level LEVEL        log level: Error, Warning, Info (default) or Debug\n"
+    "  --level LEVEL        log level: Error, Warning, Info (default), Debug or Off\n"
     "  --http-api-max-payload-size BYTES   API request body limit (default 51200)\n"
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
@@ -81,10 +82,9 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--id '", opts.id, "' must be 1-64 letters, digits or '-'"));
   }
-  if (opts.level != "Error" && opts.level != "Warning" && opts.level != "Info" &&
-      opts.level != "Debug") {
+  if (!ParseLogLevel(opts.level)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--level '", opts.level, "' must be Error, Warning, Info or Debug"));
+        absl::StrCat("--level '", opts.level, "' must be Error, Warning, Info, Debug or Off"));
   }
   if (opts.no_api && opts.config_file.empty() && !opts.help && !opts.version) {
     return absl::InvalidArgumentError("--no-api needs --config-file");

@@ -21,13 +21,6 @@
 namespace ember {
 namespace {
 
-LogLevel ToLogLevel(const std::string& level) {
-  if (level == "Error") return LogLevel::kError;
-  if (level == "Warning") return LogLevel::kWarn;
-  if (level == "Debug") return LogLevel::kDebug;
-  return LogLevel::kInfo;
-}
-
 int Main(int argc, char** argv) {
   absl::StatusOr<CliOptions> opts = ParseCli(std::vector<std::string>(argv + 1, argv + argc));
   if (!opts.ok()) {
@@ -42,7 +35,7 @@ int Main(int argc, char** argv) {
     std::printf("Ember v%s\n", EMBER_VERSION);
     return kExitOk;
   }
-  SetLogLevel(ToLogLevel(opts->level));
+  SetLogLevel(ParseLogLevel(opts->level).value_or(LogLevel::kInfo));
   // SIGINT and SIGTERM stop the VMM in order (through a signalfd on the VMM
   // thread): blocked before any thread starts, so that no thread, the API
   // thread included, takes their default action.

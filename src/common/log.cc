@@ -34,6 +34,15 @@ const char* LevelName(LogLevel level) {
 
 }  // namespace
 
+std::optional<LogLevel> ParseLogLevel(absl::string_view name) {
+  if (name == "Error") return LogLevel::kError;
+  if (name == "Warning") return LogLevel::kWarn;
+  if (name == "Info") return LogLevel::kInfo;
+  if (name == "Debug" || name == "Trace") return LogLevel::kDebug;
+  if (name == "Off") return LogLevel::kOff;
+  return std::nullopt;
+}
+
 void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
 
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) <= g_level; }

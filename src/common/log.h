@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -13,6 +14,8 @@ namespace ember {
 enum class LogLevel { kOff = -1, kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 void SetLogLevel(LogLevel level);
+// "Error", "Warning", "Info", "Debug", "Trace" (as Debug) or "Off".
+std::optional<LogLevel> ParseLogLevel(absl::string_view name);
 // Where lines go from now on (an fd the logger keeps; -1: stderr).
 void SetLogSink(int fd);
 // Whether lines carry the level and the file:line of the call.

@@ -31,16 +31,16 @@ struct Overloaded : F... {
 template <class... F>
 Overloaded(F...) -> Overloaded<F...>;
 
+// Replaces the entry with `item`'s id, or appends `item`.
 template <typename T>
-absl::Status ReplaceById(std::vector<T>& list, const T& item, std::string T::*id) {
+void ReplaceById(std::vector<T>& list, const T& item, std::string T::*id) {
   for (T& existing : list) {
     if (existing.*id == item.*id) {
       existing = item;
-      return absl::OkStatus();
+      return;
     }
   }
   list.push_back(item);
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -99,12 +99,9 @@ absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
     SetLogSink(fd);
   }
   if (config.level) {
-    const std::string& l = *config.level;
-    SetLogLevel(l == "Error"     ? LogLevel::kError
-                : l == "Warning" ? LogLevel::kWarn
-                : l == "Info"    ? LogLevel::kInfo
-                : l == "Off"     ? LogLevel::kOff
-                                 : LogLevel::kDebug);  // Debug and Trace
+    std::optional<LogLevel> level = ParseLogLevel(*config.level);
+    if (!level) return absl::InvalidArgumentError("logger.level " + *config.level);
+    SetLogLevel(*level);
   }
   SetLogFormat(config.show_level, config.show_log_origin);
   return absl::OkStatus();
@@ -195,7 +192,7 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
           [&](const PutDrive& a) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(BeforeStart("drives"));
             std::vector<DriveConfig> drives = config_.drives;
-            RETURN_IF_ERROR(ReplaceById(drives, a.config, &DriveConfig::drive_id));
+            ReplaceById(drives, a.config, &DriveConfig::drive_id);
             RETURN_IF_ERROR(ValidateDrives(drives));
             config_.drives = std::move(drives);
             return std::monostate();
@@ -215,7 +212,7 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
           [&](const PutNetworkInterface& a) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(BeforeStart("network-interfaces"));
             std::vector<NetConfig> net = config_.net;
-            RETURN_IF_ERROR(ReplaceById(net, a.config, &NetConfig::iface_id));
+            ReplaceById(net, a.config, &NetConfig::iface_id);
             RETURN_IF_ERROR(ValidateNet(net));
             config_.net = std::move(net);
             return std::monostate();

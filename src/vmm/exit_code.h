@@ -17,10 +17,6 @@ enum ExitCode : int {
 // shell reports a process killed by it (130, 143).
 inline constexpr int kExitSignalBase = 128;
 
-}  // namespace ember
-
-namespace ember {
-
 // The exit code for a VM that could not be built: configuration errors
 // (the messages name the field or file) are 152, the rest 1.
 inline int ExitCodeForBuildError(const absl::Status& st) {
