@@ -260,8 +260,26 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
     });
   }
   if (absl::StartsWith(path, "/network-interfaces/")) {
-    if (method != "PUT") return bad_method();
     std::string id = path.substr(20);
+    if (method == "PATCH") {
+      return FromBody(body, [&](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+        JsonReader r(v, "network-interfaces[]");
+        std::string iface = r.String("iface_id", true).value_or("");
+        const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
+        const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
+        absl::Status st = r.Finish();
+        if (!st.ok()) return st;
+        if (iface != id) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "iface_id '", iface, "' in the body does not match '", id, "' in the path"));
+        }
+        if ((rx != nullptr && !rx->IsNull()) || (tx != nullptr && !tx->IsNull())) {
+          return absl::InvalidArgumentError("network rate limiters are not supported yet");
+        }
+        return PatchNetworkInterface{iface};
+      });
+    }
+    if (method != "PUT") return bad_method();
     return FromBody(body, [&](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
       absl::StatusOr<NetConfig> n = ParseNetworkInterface(v);
       if (!n.ok()) return n.status();
@@ -293,8 +311,15 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
     return bad_method();
   }
   if (path == "/balloon/statistics") {
-    if (method != "GET") return bad_method();
-    return GetBalloonStats{};
+    if (method == "GET") return GetBalloonStats{};
+    if (method != "PATCH") return bad_method();
+    return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+      JsonReader r(v, "balloon");
+      std::optional<uint64_t> s = r.Uint("stats_polling_interval_s", true, 0, 3600);
+      absl::Status st = r.Finish();
+      if (!st.ok()) return st;
+      return PatchBalloonStats{static_cast<uint32_t>(*s)};
+    });
   }
   if (path == "/logger") {
     if (method != "PUT") return bad_method();
@@ -352,9 +377,9 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
           {"/machine-config", {"GET", "PUT", "PATCH"}},
           {"/boot-source", {"PUT"}},
           {"/drives/{drive_id}", {"PUT", "PATCH"}},
-          {"/network-interfaces/{iface_id}", {"PUT"}},
+          {"/network-interfaces/{iface_id}", {"PUT", "PATCH"}},
           {"/balloon", {"GET", "PUT", "PATCH"}},
-          {"/balloon/statistics", {"GET"}},
+          {"/balloon/statistics", {"GET", "PATCH"}},
           {"/serial", {"PUT"}},
           {"/logger", {"PUT"}},
           {"/metrics", {"PUT"}},

@@ -243,6 +243,21 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             ASSIGN_OR_RETURN(BalloonStats stats, vm_->GetBalloonStats());
             return stats;
           },
+          [&](const PatchBalloonStats& a) -> absl::StatusOr<VmmResult> {
+            if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+            if (vm_ != nullptr) {
+              RETURN_IF_ERROR(vm_->SetBalloonStatsInterval(a.stats_polling_interval_s));
+            }
+            config_.balloon->stats_polling_interval_s = a.stats_polling_interval_s;
+            return std::monostate();
+          },
+          [&](const PatchNetworkInterface& a) -> absl::StatusOr<VmmResult> {
+            for (const NetConfig& n : config_.net) {
+              if (n.iface_id == a.iface_id) return std::monostate();
+            }
+            return absl::InvalidArgumentError(
+                absl::StrCat("there is no network interface '", a.iface_id, "'"));
+          },
           [&](const PutSerial& a) -> absl::StatusOr<VmmResult> {
             RETURN_IF_ERROR(BeforeStart("serial"));
             config_.serial = a.config;

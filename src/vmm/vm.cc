@@ -287,6 +287,13 @@ absl::Status Vm::SetBalloonTarget(uint64_t amount_mib) {
   return absl::OkStatus();
 }
 
+absl::Status Vm::SetBalloonStatsInterval(uint32_t seconds) {
+  if (balloon_ == nullptr) return absl::InvalidArgumentError("there is no balloon device");
+  return balloon_->WithDevice([seconds](virtio::VirtioDevice& d) {
+    return static_cast<virtio::balloon::BalloonDevice&>(d).SetStatsInterval(seconds);
+  });
+}
+
 absl::StatusOr<BalloonStats> Vm::GetBalloonStats() {
   if (balloon_ == nullptr) return absl::InvalidArgumentError("there is no balloon device");
   return balloon_->WithDevice([](virtio::VirtioDevice& d) {

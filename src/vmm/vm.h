@@ -64,6 +64,7 @@ class Vm {
 
   // The balloon, while the guest runs (VMM thread).
   absl::Status SetBalloonTarget(uint64_t amount_mib);
+  absl::Status SetBalloonStatsInterval(uint32_t seconds);
   absl::StatusOr<BalloonStats> GetBalloonStats();
 
   Vm(const Vm&) = delete;

@@ -47,6 +47,14 @@ struct PatchBalloon {
 };
 struct GetBalloon {};
 struct GetBalloonStats {};
+struct PatchBalloonStats {
+  uint32_t stats_polling_interval_s;
+};
+// PATCH /network-interfaces/{id}: Firecracker changes only rate limiters
+// here, which Ember has not; the interface must exist.
+struct PatchNetworkInterface {
+  std::string iface_id;
+};
 struct PutSerial {
   SerialConfig config;
 };
@@ -80,7 +88,7 @@ using VmmAction =
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
-                 SendCtrlAltDel>;
+                 SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface>;
 
 struct InstanceInfo {
   std::string id;

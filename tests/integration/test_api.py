@@ -148,6 +148,11 @@ def test_a_whole_life_over_the_api(api, guest):
         time.sleep(0.5)
     assert a.request("GET", "/vm/config")[1]["drives"][0]["path_on_host"].endswith("data2.img")
 
+    assert a.request("PATCH", "/balloon/statistics", {"stats_polling_interval_s": 2})[0] == 204
+    a.expect_fault("PATCH", "/balloon/statistics", "cannot be turned on or off",
+                   {"stats_polling_interval_s": 0})
+    a.expect_fault("PATCH", "/network-interfaces/eth0", "there is no network interface 'eth0'",
+                   {"iface_id": "eth0"})
     assert a.request("PATCH", "/balloon", {"amount_mib": 32})[0] == 204
     assert a.request("GET", "/balloon")[1]["amount_mib"] == 32
     a.expect_fault("PATCH", "/balloon", "more than machine-config.mem_size_mib",

@@ -79,6 +79,22 @@ void BalloonDevice::SetTarget(uint64_t amount_mib) {
   if (interrupt_ != nullptr) interrupt_->Trigger(kInterruptConfigChange);
 }
 
+absl::Status BalloonDevice::SetStatsInterval(uint32_t seconds) {
+  if ((seconds == 0) != !stats_enabled()) {
+    return absl::InvalidArgumentError(
+        "balloon statistics cannot be turned on or off after the start");
+  }
+  config_.stats_polling_interval_s = seconds;
+  if (mem_ == nullptr) return absl::OkStatus();  // armed on activation
+  itimerspec every = {};
+  every.it_interval.tv_sec = seconds;
+  every.it_value.tv_nsec = 1;  // the first update at once
+  if (timerfd_settime(timer_.get(), 0, &every, nullptr) < 0) {
+    return ErrnoStatus("balloon: timerfd_settime");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status BalloonDevice::Activate(const GuestMemory& mem, std::span<Queue> queues,
                                      Interrupt* interrupt, uint64_t) {
   for (const Queue& q : queues) {

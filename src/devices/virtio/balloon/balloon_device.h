@@ -52,6 +52,10 @@ class BalloonDevice : public VirtioDevice {
   // Sets the target (may be called while the guest runs); the guest hears
   // of it through a configuration change interrupt.
   void SetTarget(uint64_t amount_mib);
+  // A new statistics interval, the first update now. Statistics cannot be
+  // turned on or off once the device exists (they need their own queue).
+  absl::Status SetStatsInterval(uint32_t seconds);
+
   uint32_t target_pages() const { return target_pages_; }
   uint32_t stats_polling_interval_s() const { return config_.stats_polling_interval_s; }
   uint32_t actual_pages() const { return actual_pages_; }

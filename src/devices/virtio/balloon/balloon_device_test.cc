@@ -72,6 +72,15 @@ TEST_F(BalloonDeviceTest, TargetChangesReachARunningGuest) {
   EXPECT_EQ(target, 768u);
 }
 
+TEST_F(BalloonDeviceTest, StatsIntervalChangesButStatsStayOn) {
+  EXPECT_TRUE(device_->SetStatsInterval(5).ok());
+  EXPECT_EQ(device_->stats_polling_interval_s(), 5u);
+  absl::Status off = device_->SetStatsInterval(0);
+  EXPECT_FALSE(off.ok());
+  EXPECT_NE(off.message().find("cannot be turned on or off"), std::string::npos);
+  EXPECT_EQ(device_->stats_polling_interval_s(), 5u) << "a refused change changes nothing";
+}
+
 TEST_F(BalloonDeviceTest, InflatedPagesGoBackToTheHost) {
   // Pages 100-103 and 200 hold data; inflating them drops it (MADV_DONTNEED
   // on private memory: the next read sees a fresh zero page).
