@@ -272,3 +272,33 @@ def test_an_existing_socket_path_is_refused(ember, tmp_path):
                           timeout=30)
     assert proc.returncode != 0
     assert f"cannot serve the API on {path}: it already exists" in proc.stderr
+
+
+def test_a_life_with_ember_client(ember, api, guest):
+    a = api()
+    client = ember.parent / "ember-client"
+
+    def run(*args):
+        return subprocess.run([str(client), "--api-sock", a.sock, *args], capture_output=True,
+                              text=True, timeout=30)
+
+    assert run("PUT", "/machine-config", '{"vcpu_count": 1, "mem_size_mib": 128}').returncode == 0
+    boot = {"kernel_image_path": str(guest["vmlinux"]), "initrd_path": str(guest["initramfs.cpio"]),
+            "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember_idle"}
+    assert run("PUT", "/boot-source", json.dumps(boot)).returncode == 0
+    refused = run("PUT", "/machine-config", '{"vcpu_count": 0, "mem_size_mib": 128}')
+    assert refused.returncode == 1
+    assert "machine-config.vcpu_count must be between 1 and 32, got 0" in refused.stderr
+    assert run("PUT", "/actions", '{"action_type": "InstanceStart"}').returncode == 0
+    state = run("GET", "/")
+    assert state.returncode == 0 and json.loads(state.stdout)["state"] == "Running"
+    deadline = time.monotonic() + 120
+    while "Run /init as init process" not in a.console():
+        assert time.monotonic() < deadline, a.console()
+        time.sleep(1)
+    assert run("PATCH", "/vm", '{"state": "Paused"}').returncode == 0
+    assert json.loads(run("GET", "/").stdout)["state"] == "Paused"
+    assert run("PATCH", "/vm", '{"state": "Resumed"}').returncode == 0
+    assert run("PUT", "/actions", '{"action_type": "SendCtrlAltDel"}').returncode == 0
+    assert a.proc.wait(timeout=120) == EXIT_OK
+    assert run("GET", "/").returncode == 2, "no socket once Ember has exited"
