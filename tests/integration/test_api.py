@@ -286,6 +286,13 @@ def test_a_life_with_ember_client(ember, api, guest):
     boot = {"kernel_image_path": str(guest["vmlinux"]), "initrd_path": str(guest["initramfs.cpio"]),
             "boot_args": "console=ttyS0 reboot=k panic=1 pci=off ember_idle"}
     assert run("PUT", "/boot-source", json.dumps(boot)).returncode == 0
+    workdir = Path(a.sock).parent
+    (workdir / "d1.img").write_bytes(b"\0" * (1 << 20))
+    (workdir / "d2.img").write_bytes(b"\0" * (3 << 20))
+    drive = {"drive_id": "data", "is_root_device": False, "path_on_host": str(workdir / "d1.img")}
+    assert run("PUT", "/drives/data", json.dumps(drive)).returncode == 0
+    balloon = {"amount_mib": 0, "deflate_on_oom": True, "stats_polling_interval_s": 1}
+    assert run("PUT", "/balloon", json.dumps(balloon)).returncode == 0
     refused = run("PUT", "/machine-config", '{"vcpu_count": 0, "mem_size_mib": 128}')
     assert refused.returncode == 1
     assert "machine-config.vcpu_count must be between 1 and 32, got 0" in refused.stderr
@@ -295,6 +302,20 @@ def test_a_life_with_ember_client(ember, api, guest):
     deadline = time.monotonic() + 120
     while "Run /init as init process" not in a.console():
         assert time.monotonic() < deadline, a.console()
+        time.sleep(1)
+    swap = {"drive_id": "data", "path_on_host": str(workdir / "d2.img")}
+    assert run("PATCH", "/drives/data", json.dumps(swap)).returncode == 0
+    deadline = time.monotonic() + 120
+    while "[vda] new size: 6144 512-byte logical blocks" not in a.console():
+        assert time.monotonic() < deadline, a.console()[-2000:]
+        time.sleep(0.5)
+    assert run("PATCH", "/balloon", '{"amount_mib": 16}').returncode == 0
+    deadline = time.monotonic() + 120
+    while True:
+        stats = run("GET", "/balloon/statistics")
+        if stats.returncode == 0 and json.loads(stats.stdout)["actual_mib"] == 16:
+            break
+        assert time.monotonic() < deadline, stats.stdout + stats.stderr
         time.sleep(1)
     assert run("PATCH", "/vm", '{"state": "Paused"}').returncode == 0
     assert json.loads(run("GET", "/").stdout)["state"] == "Paused"
