@@ -2,6 +2,7 @@
 loads, with one and two vCPUs, and checks that a guest reset ends Ember
 cleanly. Each boot is a real Linux guest on real KVM."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def test_two_vcpus(ember, guest, tmp_path, microvms):
     assert "MPTABLE: OEM ID: EMBER" in console
     assert "Processor #1" in console, "the MP table lists CPU 1"
     assert "smpboot: Allowing 2 CPUs" in console
+    # The SIPI follows the console line; under load it can take a moment.
+    deadline = time.monotonic() + 30
+    while vcpu_cpu_ticks(vm.proc.pid, "vcpu1") == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert vcpu_cpu_ticks(vm.proc.pid, "vcpu1") > 0, "the AP left wait-for-SIPI and ran"
     vm.proc.terminate()
     assert vm.wait() == EXIT_SIGTERM, vm.log()
