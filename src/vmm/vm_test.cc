@@ -174,7 +174,7 @@ TEST_F(VmTest, PausedVcpusDoNotRun) {
   int code = -1;
   std::thread vmm([&] { code = v.Run(); });
   auto count = [&] { return *v.memory().ReadObj<uint32_t>(0x3000); };
-  for (int i = 0; i < 200 && count() == 0; i++) usleep(10000);
+  for (int i = 0; i < 1000 && count() == 0; i++) usleep(10000);
   ASSERT_GT(count(), 0u) << "the guest runs";
 
   v.Pause();
@@ -183,7 +183,7 @@ TEST_F(VmTest, PausedVcpusDoNotRun) {
   usleep(50000);
   EXPECT_EQ(count(), frozen) << "no vCPU runs while paused";
   v.Resume();
-  for (int i = 0; i < 200 && count() == frozen; i++) usleep(1000);
+  for (int i = 0; i < 2000 && count() == frozen; i++) usleep(1000);
   EXPECT_GT(count(), frozen) << "running again";
 
   ASSERT_TRUE(v.memory().WriteObj<uint32_t>(0x3004, 1).ok());  // the guest resets
