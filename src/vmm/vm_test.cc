@@ -11,6 +11,7 @@
 
 #include <thread>
 
+#include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/exit_code.h"
 #include "src/vmm/testing/test_images.h"
 
@@ -219,6 +220,33 @@ TEST_F(VmTest, ConfigurationErrorsNameWhatIsWrong) {
   auto e = Vm::Create(none, Io());
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.status().message().find("boot-source"), std::string::npos);
+}
+
+// The command line Ember wrote into guest memory.
+std::string GuestCmdline(const Vm& vm) {
+  std::vector<uint8_t> bytes(2048);
+  EXPECT_TRUE(vm.memory().Read(x86_64::kCmdlineStart, bytes).ok());
+  return std::string(reinterpret_cast<const char*>(bytes.data()));
+}
+
+TEST_F(VmTest, DrivesAndPartuuidRootReachTheCommandLine) {
+  files_.push_back(testing::WriteTempFile(std::vector<uint8_t>(4096)));
+  std::string data = files_.back();
+  files_.push_back(testing::WriteTempFile(std::vector<uint8_t>(4096)));
+  std::string root = files_.back();
+  VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
+  DriveConfig d1{"data", data};
+  DriveConfig d2{"rootfs", root, /*is_root_device=*/true, /*is_read_only=*/true, "1234-abcd-01"};
+  config.drives = {d1, d2};
+  auto vm = Vm::Create(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  std::string cmdline = GuestCmdline(**vm);
+  size_t first = cmdline.find("virtio_mmio.device=4K@0xc0000000:5");
+  size_t second = cmdline.find("virtio_mmio.device=4K@0xc0001000:6");
+  EXPECT_NE(first, std::string::npos) << cmdline;
+  EXPECT_NE(second, std::string::npos) << cmdline;
+  EXPECT_NE(cmdline.find("root=PARTUUID=1234-abcd-01 ro"), std::string::npos) << cmdline;
+  EXPECT_EQ(cmdline.find("root=/dev/vda"), std::string::npos);
 }
 
 TEST_F(VmTest, KernelTooBigForMemoryIsRefused) {
