@@ -22,15 +22,13 @@
 #include <string>
 #include <vector>
 
+#include "src/common/clock.h"
+
+using ember::MonotonicMs;
+
 extern char** environ;
 
 namespace {
-
-double NowMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 int Connect(const std::string& path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -95,24 +93,24 @@ int main(int argc, char** argv) {
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const char* args[] = {ember.c_str(), "--api-sock", sock.c_str(), nullptr};
-    double t0 = NowMs();
+    double t0 = MonotonicMs();
     pid_t pid;
     if (posix_spawn(&pid, ember.c_str(), &fa, nullptr, const_cast<char**>(args), environ) != 0) {
       return std::perror("posix_spawn"), 1;
     }
     int fd = -1;
-    while ((fd = Connect(sock)) < 0 && NowMs() - t0 < 5000) usleep(100);
-    ready_wall.push_back(NowMs() - t0);
+    while ((fd = Connect(sock)) < 0 && MonotonicMs() - t0 < 5000) usleep(100);
+    ready_wall.push_back(MonotonicMs() - t0);
     if (fd < 0) return std::fprintf(stderr, "the API socket never came up\n"), 1;
     if (run == 0) {  // latency on the first instance's connection
       for (int i = 0; i < 200; i++) RoundTrip(fd);  // warm up
-      double start = NowMs();
+      double start = MonotonicMs();
       for (int i = 0; i < requests; i++) {
-        double t = NowMs();
+        double t = MonotonicMs();
         if (!RoundTrip(fd)) return std::fprintf(stderr, "request failed\n"), 1;
-        latency.push_back((NowMs() - t) * 1000);
+        latency.push_back((MonotonicMs() - t) * 1000);
       }
-      rps = requests / ((NowMs() - start) / 1000);
+      rps = requests / ((MonotonicMs() - start) / 1000);
     }
     close(fd);
     kill(pid, SIGTERM);

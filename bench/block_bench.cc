@@ -11,12 +11,12 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
 
+#include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/mmio_transport.h"
@@ -31,12 +31,6 @@ constexpr uint64_t kHeaders = 0x100000;
 constexpr uint64_t kData = 0x1000000;
 constexpr int kBatch = 32;
 
-struct Header {
-  uint32_t type;
-  uint32_t reserved;
-  uint64_t sector;
-};
-
 std::string DiskFile() {
   static std::string path = [] {
     std::string p = "/var/tmp/ember-bench-disk.img";
@@ -49,12 +43,6 @@ std::string DiskFile() {
     return p;
   }();
   return path;
-}
-
-double ProcessCpuUs() {
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
 }
 
 void BM_Block(benchmark::State& state) {
@@ -81,7 +69,7 @@ void BM_Block(benchmark::State& state) {
   const uint64_t sectors = kDiskBytes / 512, per_request = size / 512;
   uint64_t next = 0, rng = 12345;
   int64_t requests = 0;
-  double cpu_start = ProcessCpuUs();
+  double cpu_start = ProcessCpuMs() * 1e3;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; i++) {
       uint64_t sector;
@@ -93,7 +81,7 @@ void BM_Block(benchmark::State& state) {
         sector = ((rng >> 20) % (sectors / per_request)) * per_request;
       }
       uint64_t header = kHeaders + i * 64;
-      (void)mem.WriteObj(header, Header{type, 0, sector});
+      (void)mem.WriteObj(header, RequestHeader{type, 0, sector});
       uint64_t data = kData + uint64_t(i) * (sequential ? size : 4096);
       q.Add({{header, 16, false}, {data, size, type == kRequestIn}, {header + 16, 1, true}});
     }
@@ -109,7 +97,7 @@ void BM_Block(benchmark::State& state) {
     }
     requests += kBatch;
   }
-  double cpu_us = ProcessCpuUs() - cpu_start;
+  double cpu_us = ProcessCpuMs() * 1e3 - cpu_start;
   state.SetItemsProcessed(requests);
   state.SetBytesProcessed(requests * size);
   state.counters["host_cpu_us_per_req"] = cpu_us / std::max<int64_t>(requests, 1);

@@ -14,16 +14,17 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <cstdio>
 
+#include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/net/net_device.h"
+#include "src/devices/virtio/testing/ethernet_frame.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
 
 namespace ember::virtio::net {
@@ -31,12 +32,6 @@ namespace {
 
 constexpr int kBatch = 32;
 constexpr uint64_t kFrames = 0x100000;
-
-double ProcessCpuUs() {
-  rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
-}
 
 struct Rig {
   GuestMemory mem = *GuestMemory::Create({{0, 16 << 20}});
@@ -87,14 +82,7 @@ Rig& TheRig() {
   return rig;
 }
 
-std::vector<uint8_t> Frame(size_t len) {
-  std::vector<uint8_t> f(len, 0x42);
-  std::memset(f.data(), 0xff, 6);
-  f[6] = 2;
-  f[12] = 0x88;  // an experimental ethertype the host stack ignores
-  f[13] = 0xb5;
-  return f;
-}
+std::vector<uint8_t> Frame(size_t len) { return testing::EthernetFrame(len, 0x42); }
 
 void BM_NetTx(benchmark::State& state) {
   Rig& rig = TheRig();
@@ -105,7 +93,7 @@ void BM_NetTx(benchmark::State& state) {
   packet.insert(packet.end(), frame.begin(), frame.end());
   for (int i = 0; i < kBatch; i++) (void)rig.mem.Write(kFrames + i * 2048, packet);
   testing::DriverQueue& q = rig.driver->queue(kTxQueue);
-  double cpu_start = ProcessCpuUs();
+  double cpu_start = ProcessCpuMs() * 1e3;
   int64_t frames = 0;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; i++) {
@@ -116,7 +104,7 @@ void BM_NetTx(benchmark::State& state) {
   }
   state.SetItemsProcessed(frames);
   state.SetBytesProcessed(frames * len);
-  state.counters["host_cpu_us_per_frame"] = (ProcessCpuUs() - cpu_start) / std::max<int64_t>(frames, 1);
+  state.counters["host_cpu_us_per_frame"] = (ProcessCpuMs() * 1e3 - cpu_start) / std::max<int64_t>(frames, 1);
   state.counters["tx_dropped"] = rig.device->net_counters().tx_dropped;
 }
 
@@ -126,7 +114,7 @@ void BM_NetRx(benchmark::State& state) {
   const size_t len = state.range(0);
   std::vector<uint8_t> frame = Frame(len);
   testing::DriverQueue& q = rig.driver->queue(kRxQueue);
-  double cpu_start = ProcessCpuUs();
+  double cpu_start = ProcessCpuMs() * 1e3;
   int64_t frames = 0;
   for (auto _ : state) {
     for (int i = 0; i < kBatch; i++) {
@@ -139,7 +127,7 @@ void BM_NetRx(benchmark::State& state) {
   }
   state.SetItemsProcessed(frames);
   state.SetBytesProcessed(frames * len);
-  state.counters["host_cpu_us_per_frame"] = (ProcessCpuUs() - cpu_start) / std::max<int64_t>(frames, 1);
+  state.counters["host_cpu_us_per_frame"] = (ProcessCpuMs() * 1e3 - cpu_start) / std::max<int64_t>(frames, 1);
 }
 
 BENCHMARK(BM_NetTx)->ArgName("frame_bytes")->Arg(64)->Arg(1500)->UseRealTime()->MinTime(1.0);

@@ -24,6 +24,10 @@
 #include <string>
 #include <vector>
 
+#include "src/common/clock.h"
+
+using ember::MonotonicMs;
+
 extern char** environ;
 
 namespace {
@@ -44,12 +48,6 @@ struct Sample {
   double rss_overhead_mib = 0;
   double pss_overhead_mib = 0;
 };
-
-double MonotonicMs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 // Reads a number that follows `key` in `text`, or -1.
 double After(const std::string& text, const std::string& key) {

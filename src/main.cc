@@ -1,7 +1,6 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
 
 #include <cstdio>
 
@@ -10,6 +9,7 @@
 #include "api/router.h"
 #include "api/vm_config_json.h"
 #include "src/cli.h"
+#include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/vmm/exit_code.h"
 #include "src/vmm/controller.h"
@@ -78,10 +78,7 @@ int Main(int argc, char** argv) {
     LOG_ERROR("%s", server.status().message());
     return kExitGenericError;
   }
-  timespec cpu;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
-  LOG_INFO("API server listening on %s; %.3f ms process CPU", opts->api_sock,
-           cpu.tv_sec * 1e3 + cpu.tv_nsec / 1e6);
+  LOG_INFO("API server listening on %s; %.3f ms process CPU", opts->api_sock, ProcessCpuMs());
   int code = c->Run(start_now);
   server->reset();  // joins the API thread, removes the socket
   return code;

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/vmm/exit_code.h"
 
@@ -14,12 +15,6 @@ namespace ember {
 namespace {
 
 int KickSignal() { return SIGRTMIN; }
-
-double NowMs(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 }  // namespace
 
@@ -99,7 +94,7 @@ void Vcpu::Loop() {
   while (WaitWhilePaused()) {
     if (first && index_ == 0) {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
-               NowMs(CLOCK_MONOTONIC), NowMs(CLOCK_PROCESS_CPUTIME_ID));
+               MonotonicMs(), ProcessCpuMs());
     }
     first = false;
     int err = fd_.Run();

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "src/common/clock.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
@@ -31,12 +32,6 @@ static_assert(kMaxVcpus <= x86_64::kMaxVcpus);
 // Virtio devices take IOAPIC pins from here up; below are the ISA devices
 // (PIT 0, keyboard 1, serial 4).
 constexpr uint32_t kVirtioFirstIrq = 5;
-
-double CpuMs() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 absl::StatusOr<GuestMemory> CreateMemory(const VmFd& vm, uint64_t mem_size_mib) {
   ASSIGN_OR_RETURN(uint64_t host_mib, HostMemoryMib());
@@ -138,8 +133,8 @@ absl::Status Vm::AttachLegacyDevices(ConsoleIo io, const SerialConfig& serial) {
   int kbd_fd = keyboard_irq_.get();
   i8042_ = std::make_shared<I8042>(
       [exit] {
-        LOG_INFO("guest reset through the i8042; stopping the VM");
-        exit->Request(kExitOk);
+        // Linux writes the reset command more than once; say it once.
+        if (exit->Request(kExitOk)) LOG_INFO("guest reset through the i8042; stopping the VM");
       },
       [kbd_fd] {
         uint64_t one = 1;
@@ -352,7 +347,7 @@ int Vm::Run() {
     return kExitGenericError;
   }
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
-           memory_.total_size() >> 20, CpuMs());
+           memory_.total_size() >> 20, ProcessCpuMs());
   for (auto& v : vcpus_) v->Start();
   while (!exit_->requested()) {
     absl::Status st = loop_.RunOnce(-1);

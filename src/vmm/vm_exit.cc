@@ -13,11 +13,12 @@ absl::StatusOr<std::unique_ptr<VmExit>> VmExit::Create() {
   return std::unique_ptr<VmExit>(new VmExit(std::move(fd)));
 }
 
-void VmExit::Request(int code) {
+bool VmExit::Request(int code) {
   int expected = -1;
-  code_.compare_exchange_strong(expected, code);
+  bool first = code_.compare_exchange_strong(expected, code);
   uint64_t one = 1;
   (void)!::write(fd_.get(), &one, sizeof(one));
+  return first;
 }
 
 }  // namespace ember

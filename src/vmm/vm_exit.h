@@ -13,8 +13,8 @@ class VmExit {
  public:
   static absl::StatusOr<std::unique_ptr<VmExit>> Create();
 
-  // Thread-safe; later requests keep the first code.
-  void Request(int code);
+  // Thread-safe; later requests keep the first code. True for the first.
+  bool Request(int code);
   bool requested() const { return code_.load() >= 0; }
   int code() const { return code_.load(); }
   int fd() const { return fd_.get(); }

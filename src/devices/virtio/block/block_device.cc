@@ -136,7 +136,7 @@ bool BlockDevice::Iovecs(const Request& req, std::vector<iovec>* iov) const {
 }
 
 uint8_t BlockDevice::Transfer(const Request& req) {
-  std::vector<iovec> iov;
+  std::vector<iovec>& iov = sync_iov_;
   if (!Iovecs(req, &iov)) return kStatusIoError;
   off_t offset = static_cast<off_t>(req.sector * kSectorSize);
   uint64_t done = 0;

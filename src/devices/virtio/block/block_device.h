@@ -102,6 +102,7 @@ class BlockDevice : public VirtioDevice {
   std::vector<InFlight> slots_;
   std::vector<uint32_t> free_slots_;
   bool stalled_ = false;  // the ring filled up; chains wait in the queue
+  std::vector<iovec> sync_iov_;  // the Sync engine's, reused request to request
   uint64_t reads_ = 0, writes_ = 0, flushes_ = 0, read_bytes_ = 0, write_bytes_ = 0;
   // Counts a request the guest made (whatever its outcome).
   void CountRequest(const Request& req);

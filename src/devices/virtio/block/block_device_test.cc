@@ -24,12 +24,6 @@ constexpr uint64_t kData = 0x90000;
 constexpr uint64_t kStatus = 0xa0000;
 constexpr uint64_t kDiskSize = 64 * 1024;
 
-struct Header {
-  uint32_t type;
-  uint32_t reserved;
-  uint64_t sector;
-};
-
 class BlockDeviceTest : public ::testing::TestWithParam<IoEngine> {
  protected:
   void SetUp() override { Start(DriveConfig{"disk0", ""}); }
@@ -57,7 +51,7 @@ class BlockDeviceTest : public ::testing::TestWithParam<IoEngine> {
   // Sends one request and returns (status byte, used length).
   std::pair<uint8_t, uint32_t> Submit(uint32_t type, uint64_t sector, std::vector<Buffer> data,
                                       bool header_writable = false, bool with_status = true) {
-    EXPECT_TRUE(mem_->WriteObj(kHeader, Header{type, 0, sector}).ok());
+    EXPECT_TRUE(mem_->WriteObj(kHeader, RequestHeader{type, 0, sector}).ok());
     EXPECT_TRUE(mem_->WriteObj<uint8_t>(kStatus, 0xee).ok());
     std::vector<Buffer> chain = {{kHeader, 16, header_writable}};
     chain.insert(chain.end(), data.begin(), data.end());
@@ -224,7 +218,7 @@ TEST_P(BlockDeviceTest, SwappingTheBackingFileChangesContentAndSize) {
 
 TEST_P(BlockDeviceTest, ManyRequestsOneInterruptWithEventIdx) {
   for (int i = 0; i < 8; i++) {
-    ASSERT_TRUE(mem_->WriteObj(kHeader + i * 16, Header{kRequestIn, 0, uint64_t(i)}).ok());
+    ASSERT_TRUE(mem_->WriteObj(kHeader + i * 16, RequestHeader{kRequestIn, 0, uint64_t(i)}).ok());
     driver_->queue(0).Add({{kHeader + i * 16, 16, false},
                            {kData + i * 512, 512, true},
                            {kStatus + i, 1, true}});

@@ -3,17 +3,6 @@
 #include "absl/strings/str_format.h"
 
 namespace ember::virtio::block {
-namespace {
-
-struct Header {
-  uint32_t type;
-  uint32_t reserved;
-  uint64_t sector;
-};
-static_assert(sizeof(Header) == 16);
-
-}  // namespace
-
 Request ParseRequest(const GuestMemory& mem, const DescriptorChain& chain,
                      uint64_t capacity_sectors) {
   Request req;
@@ -25,7 +14,7 @@ Request ParseRequest(const GuestMemory& mem, const DescriptorChain& chain,
     req.error = absl::InvalidArgumentError("request has fewer than 2 descriptors");
     return req;
   }
-  if (d.front().device_writable || d.front().len < sizeof(Header)) {
+  if (d.front().device_writable || d.front().len < sizeof(RequestHeader)) {
     req.error = absl::InvalidArgumentError("request header is not a readable 16 bytes");
     return req;
   }
@@ -33,7 +22,7 @@ Request ParseRequest(const GuestMemory& mem, const DescriptorChain& chain,
     req.error = absl::InvalidArgumentError("request has no writable status byte");
     return req;
   }
-  absl::StatusOr<Header> header = mem.ReadObj<Header>(d.front().addr);
+  absl::StatusOr<RequestHeader> header = mem.ReadObj<RequestHeader>(d.front().addr);
   if (!header.ok()) {
     req.error = header.status();
     return req;

@@ -22,6 +22,14 @@ inline constexpr uint8_t kStatusIoError = 1;
 inline constexpr uint8_t kStatusUnsupported = 2;
 
 inline constexpr uint64_t kSectorSize = 512;
+
+// The readable header that starts every request (virtio_blk_req).
+struct RequestHeader {
+  uint32_t type;
+  uint32_t reserved;
+  uint64_t sector;
+};
+static_assert(sizeof(RequestHeader) == 16);
 inline constexpr uint32_t kIdBytes = 20;
 
 struct Request {

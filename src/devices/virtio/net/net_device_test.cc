@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/ethernet_frame.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
 
 namespace ember::virtio::net {
@@ -26,15 +27,7 @@ using testing::Buffer;
 constexpr uint64_t kTxBuf = 0x80000;
 constexpr uint64_t kRxBuf = 0xa0000;
 
-std::vector<uint8_t> Frame(size_t len, uint8_t fill) {
-  std::vector<uint8_t> f(len, fill);
-  std::memset(f.data(), 0xff, 6);  // broadcast destination
-  uint8_t src[6] = {0x02, 0, 0, 0, 0, 1};
-  std::memcpy(f.data() + 6, src, 6);
-  f[12] = 0x88;  // an experimental ethertype nobody on the host answers
-  f[13] = 0xb5;
-  return f;
-}
+std::vector<uint8_t> Frame(size_t len, uint8_t fill) { return testing::EthernetFrame(len, fill); }
 
 class NetDeviceTest : public ::testing::Test {
  protected:
@@ -85,7 +78,7 @@ class NetDeviceTest : public ::testing::Test {
     uint8_t buf[10000];
     for (int i = 0; i < 200; i++) {
       ssize_t n = recv(wire_, buf, sizeof(buf), 0);
-      if (n >= 14 && buf[12] == 0x88 && buf[13] == 0xb5) return {buf, buf + n};
+      if (n >= 14 && std::memcmp(buf + 12, testing::kTestEtherType, 2) == 0) return {buf, buf + n};
       if (n < 0) usleep(5000);
     }
     return {};
