@@ -7,6 +7,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <thread>
 
@@ -15,6 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/log.h"
+#include "src/seccomp/seccomp.h"
+#include "src/vmm/exit_code.h"
 
 namespace ember::api {
 namespace {
@@ -147,6 +150,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   server->impl_->Accept();
   server->impl_->thread = std::thread([impl = server->impl_.get()] {
     SetThreadName("api");
+    // Before the first request is read.
+    if (absl::Status st = seccomp::InstallThreadFilter("api"); !st.ok()) {
+      LOG_ERROR("%s; the API thread cannot run unfiltered", st.message());
+      std::_Exit(kExitGenericError);
+    }
     impl->io.run();
   });
   return server;

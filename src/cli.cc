@@ -18,10 +18,14 @@ const char kUsage[] =
     "  --id ID              instance id: 1-64 letters, digits or '-'\n"
     "  --level LEVEL        log level: Error, Warning, Info (default), Debug or Off\n"
     "  --http-api-max-payload-size BYTES   API request body limit (default 51200)\n"
+    "  --no-seccomp         run without seccomp filters (not for production)\n"
+    "  --seccomp-filter FILE  per-thread filters compiled by ember-seccompiler, instead of\n"
+    "                       the built-in ones (resources/seccomp/x86_64.json)\n"
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
     "\n"
     "Exit codes: 0 the guest reset or shut down; 1 a VMM or vCPU error stopped the VM;\n"
+    "148 a seccomp filter denied a system call (logged with its name);\n"
     "152 the configuration was refused; 153 the command line was refused;\n"
     "130 or 143: SIGINT or SIGTERM stopped the VM (in order, threads joined).\n";
 
@@ -40,12 +44,16 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       {"--api-sock", &opts.api_sock},
       {"--id", &opts.id},
       {"--level", &opts.level},
+      {"--seccomp-filter", &opts.seccomp_filter},
+      // Test hook, not in the usage: that thread kind makes a denied call.
+      {"--seccomp-test-denial", &opts.seccomp_test_denial},
   };
   std::string max_payload;
   values.emplace("--http-api-max-payload-size", &max_payload);
   const std::map<std::string, bool*> flags = {
       {"--no-api", &opts.no_api}, {"--help", &opts.help},
       {"-h", &opts.help},         {"--version", &opts.version},
+      {"--no-seccomp", &opts.no_seccomp},
   };
   for (size_t i = 0; i < args.size(); i++) {
     std::string arg = args[i];
@@ -85,6 +93,9 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   if (!ParseLogLevel(opts.level)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--level '", opts.level, "' must be Error, Warning, Info, Debug or Off"));
+  }
+  if (opts.no_seccomp && !opts.seccomp_filter.empty()) {
+    return absl::InvalidArgumentError("--no-seccomp and --seccomp-filter exclude each other");
   }
   if (opts.no_api && opts.config_file.empty() && !opts.help && !opts.version) {
     return absl::InvalidArgumentError("--no-api needs --config-file");

@@ -16,6 +16,9 @@ struct CliOptions {
   std::string id = "anonymous-instance";
   std::string level = "Info";
   size_t http_api_max_payload_size = 51200;
+  bool no_seccomp = false;
+  std::string seccomp_filter;       // empty: the built-in filters
+  std::string seccomp_test_denial;  // test hook: "vmm", "api" or "vcpu"
   bool help = false;
   bool version = false;
 };

@@ -11,8 +11,9 @@
 #include "src/cli.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
-#include "src/vmm/exit_code.h"
+#include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
+#include "src/vmm/exit_code.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0"
@@ -20,6 +21,21 @@
 
 namespace ember {
 namespace {
+
+// Chooses the filters each thread installs for itself (seccomp.h).
+absl::Status SetUpSeccomp(const CliOptions& opts) {
+  seccomp::InstallDenialHandler();
+  if (opts.no_seccomp) {
+    LOG_WARN("--no-seccomp: every thread may make any system call");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<seccomp::FilterMap> filters =
+      opts.seccomp_filter.empty() ? seccomp::ParseFilters(seccomp::DefaultFilters())
+                                  : seccomp::LoadFilterFile(opts.seccomp_filter);
+  if (!filters.ok()) return filters.status();
+  seccomp::SetTestDenial(opts.seccomp_test_denial);
+  return seccomp::UseFilters(std::move(*filters));
+}
 
 int Main(int argc, char** argv) {
   absl::StatusOr<CliOptions> opts = ParseCli(std::vector<std::string>(argv + 1, argv + argc));
@@ -45,6 +61,10 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   LOG_INFO("Ember v%s starting, instance %s", EMBER_VERSION, opts->id);
+  if (absl::Status st = SetUpSeccomp(*opts); !st.ok()) {
+    LOG_ERROR("%s", st.message());
+    return kExitBadConfiguration;
+  }
 
   VmConfig config;
   if (!opts->config_file.empty()) {

@@ -53,6 +53,8 @@ void SetLogSink(int fd) {
   g_sink = fd >= 0 ? fd : STDERR_FILENO;
 }
 
+int LogSinkFd() { return g_sink.load(); }
+
 void SetLogFormat(bool show_level, bool show_origin) {
   g_show_level = show_level;
   g_show_origin = show_origin;

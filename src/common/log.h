@@ -18,6 +18,8 @@ void SetLogLevel(LogLevel level);
 std::optional<LogLevel> ParseLogLevel(absl::string_view name);
 // Where lines go from now on (an fd the logger keeps; -1: stderr).
 void SetLogSink(int fd);
+// The fd lines go to now; for async-signal-safe writers.
+int LogSinkFd();
 // Whether lines carry the level and the file:line of the call.
 void SetLogFormat(bool show_level, bool show_origin);
 bool LogEnabled(LogLevel level);

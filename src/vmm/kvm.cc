@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
+#include "src/vmm/kvm_ioctls.h"
 
 namespace ember {
 namespace {
@@ -32,19 +33,6 @@ constexpr RequiredCap kRequiredCaps[] = {
 
 // KVM's largest CPUID answer is far below this; the ioctl says E2BIG if not.
 constexpr int kMaxCpuidEntries = 256;
-
-// linux/kvm.h declares the trailing arrays of kvm_cpuid2 and kvm_msrs with
-// __DECLARE_FLEX_ARRAY, whose empty struct is one byte in C++: sizeof, the
-// array offset and so the ioctl numbers come out wrong. These are the C
-// layouts: an 8-byte header, the entries right after it.
-struct CountHeader {
-  uint32_t count;
-  uint32_t padding;
-};
-static_assert(sizeof(CountHeader) == 8);
-constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, CountHeader);
-constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CountHeader);
-constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, CountHeader);
 
 // A header followed by `entries`, laid out as the kernel expects.
 template <typename Entry>

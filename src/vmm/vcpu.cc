@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/seccomp/seccomp.h"
 #include "src/vmm/exit_code.h"
 
 namespace ember {
@@ -90,6 +91,10 @@ void Vcpu::ReportFailure(const char* what) {
 
 void Vcpu::Loop() {
   SetThreadName(absl::StrCat("vcpu", index_));
+  if (absl::Status st = seccomp::InstallThreadFilter("vcpu"); !st.ok()) {
+    ReportFailure(std::string(st.message()).c_str());
+    return;
+  }
   bool first = true;
   while (WaitWhilePaused()) {
     if (first && index_ == 0) {

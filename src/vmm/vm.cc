@@ -17,6 +17,7 @@
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
+#include "src/seccomp/seccomp.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
@@ -349,6 +350,11 @@ int Vm::Run() {
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
            memory_.total_size() >> 20, ProcessCpuMs());
   for (auto& v : vcpus_) v->Start();
+  // The guest can reach the VMM thread's code from here on.
+  if (absl::Status st = seccomp::InstallThreadFilter("vmm"); !st.ok()) {
+    LOG_ERROR("%s", st.message());
+    exit_->Request(kExitGenericError);
+  }
   while (!exit_->requested()) {
     absl::Status st = loop_.RunOnce(-1);
     if (!st.ok()) {

@@ -16,6 +16,7 @@ GUEST = ROOT / "build" / "guest"
 BOOT_TIMEOUT_S = 600
 
 EXIT_OK = 0
+EXIT_BAD_SYSCALL = 148
 EXIT_BAD_CONFIGURATION = 152
 EXIT_ARG_PARSING = 153
 EXIT_SIGTERM = 128 + 15
@@ -28,7 +29,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def ember(request):
-    path = Path(request.config.getoption("--ember"))
+    path = Path(request.config.getoption("--ember")).resolve()
     assert path.is_file(), f"{path} is missing: run tools/devtool setup"
     return path
 
