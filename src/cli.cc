@@ -29,14 +29,6 @@ const char kUsage[] =
     "152 the configuration was refused; 153 the command line was refused;\n"
     "130 or 143: SIGINT or SIGTERM stopped the VM (in order, threads joined).\n";
 
-bool ValidInstanceId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
-  }
-  return true;
-}
-
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   CliOptions opts;
   std::map<std::string, std::string*> values = {

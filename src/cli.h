@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/instance_id.h"
 
 namespace ember {
 
@@ -25,9 +26,6 @@ struct CliOptions {
 
 // Parses argv[1..]; accepts "--opt value" and "--opt=value".
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args);
-
-// Firecracker's rule: 1 to 64 characters, letters, digits and '-'.
-bool ValidInstanceId(const std::string& id);
 
 extern const char kUsage[];
 

@@ -1,5 +1,6 @@
 #include "src/vmm/host.h"
 
+#include <cpuid.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 
@@ -9,9 +10,22 @@
 
 namespace ember {
 
+bool CpuHasHardwareVirtualization() {
+  constexpr unsigned kVmx = 1u << 5;  // CPUID.1:ECX
+  constexpr unsigned kSvm = 1u << 2;  // CPUID.80000001h:ECX
+  unsigned eax, ebx, ecx, edx;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & kVmx)) return true;
+  return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) && (ecx & kSvm);
+}
+
 bool IsPvmHost(const std::string& sysfs_module) {
   struct stat st;
-  return stat(sysfs_module.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  if (stat(sysfs_module.c_str(), &st) == 0) return S_ISDIR(st.st_mode);
+  // No sysfs to ask (a jail has none): KVM that runs on a CPU without VMX
+  // or SVM can only be the software one.
+  std::string modules = sysfs_module.substr(0, sysfs_module.rfind('/'));
+  if (stat(modules.c_str(), &st) == 0) return false;
+  return !CpuHasHardwareVirtualization();
 }
 
 std::string AddHostBootArgs(const std::string& boot_args, bool pvm_host) {

@@ -15,7 +15,12 @@ namespace ember {
 inline constexpr char kPvmGuestArgs[] =
     "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest";
 
-// True when the host's KVM is PVM; `sysfs_module` is for tests.
+// Whether this CPU has VMX or SVM (CPUID).
+bool CpuHasHardwareVirtualization();
+
+// True when the host's KVM is PVM: its module is in sysfs or, where sysfs
+// is not mounted (in a jail), the CPU has no VMX or SVM. `sysfs_module` is
+// for tests.
 bool IsPvmHost(const std::string& sysfs_module = "/sys/module/kvm_pvm");
 
 // `boot_args` plus kPvmGuestArgs on a PVM host (once, however often called).

@@ -12,6 +12,8 @@ TEST(HostTest, DetectsPvmByItsModuleDirectory) {
   ASSERT_NE(mkdtemp(dir), nullptr);
   EXPECT_TRUE(IsPvmHost(dir));
   EXPECT_FALSE(IsPvmHost(std::string(dir) + "/missing"));
+  // Without sysfs, the CPU decides.
+  EXPECT_EQ(IsPvmHost("/nonexistent/module/kvm_pvm"), !CpuHasHardwareVirtualization());
   rmdir(dir);
 }
 

@@ -55,7 +55,7 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
   bool pvm = IsPvmHost();
   std::string with_host = AddHostBootArgs(args, pvm);
   if (with_host != args) {
-    LOG_INFO("PVM host (/sys/module/kvm_pvm): added guest boot args \"%s\"", kPvmGuestArgs);
+    LOG_INFO("PVM host (KVM in software): added guest boot args \"%s\"", kPvmGuestArgs);
   }
   return with_host;
 }

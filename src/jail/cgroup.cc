@@ -1,0 +1,150 @@
+#include "src/jail/cgroup.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "src/common/errno_status.h"
+#include "src/common/status_macros.h"
+
+namespace ember::jail {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& value) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("cgroup file ", path));
+  ssize_t n = write(fd, value.data(), value.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(value.size())) {
+    return ErrnoStatus(absl::StrCat("writing '", value, "' to ", path), n < 0 ? err : EIO);
+  }
+  return absl::OkStatus();
+}
+
+// mkdir -p below `mount`, one level at a time; `each` runs on every level
+// this call creates (cpuset needs its parent's cpus and mems copied).
+absl::Status MakeCgroupPath(const std::string& mount, const std::string& relative,
+                            const std::function<absl::Status(const std::string&,
+                                                             const std::string&)>& each) {
+  std::string path = mount;
+  for (absl::string_view part : absl::StrSplit(relative, '/')) {
+    std::string parent = path;
+    absl::StrAppend(&path, "/", part);
+    if (mkdir(path.c_str(), 0755) == 0) {
+      RETURN_IF_ERROR(each(parent, path));
+    } else if (errno != EEXIST) {
+      return ErrnoStatus(absl::StrCat("creating cgroup ", path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JoinV1(const JailerArgs& args, absl::string_view mounts, pid_t pid) {
+  // Controller -> its settings, in the order given.
+  std::map<std::string, std::vector<const CgroupSetting*>> by_controller;
+  for (const CgroupSetting& s : args.cgroups) by_controller[s.controller].push_back(&s);
+  const std::string relative = absl::StrCat(args.parent_cgroup, "/", args.id);
+  for (const auto& [controller, settings] : by_controller) {
+    std::optional<std::string> mount = FindCgroupMount(mounts, 1, controller);
+    if (!mount) {
+      return absl::NotFoundError(
+          absl::StrCat("no cgroup v1 hierarchy has the '", controller, "' controller"));
+    }
+    RETURN_IF_ERROR(MakeCgroupPath(
+        *mount, relative, [&](const std::string& parent, const std::string& path) {
+          if (controller != "cpuset") return absl::OkStatus();
+          // A new cpuset has no CPUs or memory nodes: inherit the parent's.
+          for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
+            ASSIGN_OR_RETURN(std::string v, ReadFile(parent + "/" + file));
+            RETURN_IF_ERROR(WriteFile(path + "/" + file, std::string(absl::StripTrailingAsciiWhitespace(v))));
+          }
+          return absl::OkStatus();
+        }));
+    const std::string dir = absl::StrCat(*mount, "/", relative);
+    for (const CgroupSetting* s : settings) RETURN_IF_ERROR(WriteFile(dir + "/" + s->file, s->value));
+    RETURN_IF_ERROR(WriteFile(dir + "/cgroup.procs", std::to_string(pid)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JoinV2(const JailerArgs& args, absl::string_view mounts, pid_t pid) {
+  std::optional<std::string> mount = FindCgroupMount(mounts, 2, "");
+  if (!mount) return absl::NotFoundError("no cgroup v2 (cgroup2) file system is mounted");
+  // Core files (cgroup.*) need no controller; the others need theirs
+  // enabled in every ancestor's cgroup.subtree_control.
+  std::set<std::string> controllers;
+  for (const CgroupSetting& s : args.cgroups) {
+    if (s.controller != "cgroup") controllers.insert(s.controller);
+  }
+  ASSIGN_OR_RETURN(std::string available, ReadFile(*mount + "/cgroup.controllers"));
+  std::set<std::string> have;
+  for (absl::string_view c : absl::StrSplit(available, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
+    have.insert(std::string(c));
+  }
+  std::string enable;
+  for (const std::string& c : controllers) {
+    if (!have.count(c)) {
+      return absl::NotFoundError(absl::StrCat(
+          "the cgroup v2 hierarchy at ", *mount, " has no '", c,
+          "' controller (it may be bound to a v1 hierarchy: try --cgroup-version 1)"));
+    }
+    absl::StrAppend(&enable, enable.empty() ? "" : " ", "+", c);
+  }
+  const std::string relative = absl::StrCat(args.parent_cgroup, "/", args.id);
+  RETURN_IF_ERROR(MakeCgroupPath(*mount, relative,
+                                 [](const std::string&, const std::string&) { return absl::OkStatus(); }));
+  if (!enable.empty()) {
+    // The mount and every level down to the parent of the VM's cgroup.
+    std::string path = *mount;
+    RETURN_IF_ERROR(WriteFile(path + "/cgroup.subtree_control", enable));
+    for (absl::string_view part : absl::StrSplit(args.parent_cgroup, '/')) {
+      absl::StrAppend(&path, "/", part);
+      RETURN_IF_ERROR(WriteFile(path + "/cgroup.subtree_control", enable));
+    }
+  }
+  const std::string dir = absl::StrCat(*mount, "/", relative);
+  for (const CgroupSetting& s : args.cgroups) RETURN_IF_ERROR(WriteFile(dir + "/" + s.file, s.value));
+  return WriteFile(dir + "/cgroup.procs", std::to_string(pid));
+}
+
+}  // namespace
+
+std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version,
+                                           absl::string_view controller) {
+  for (absl::string_view line : absl::StrSplit(mounts, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() < 4) continue;
+    if (version == 2 && f[2] == "cgroup2") return std::string(f[1]);
+    if (version == 1 && f[2] == "cgroup") {
+      for (absl::string_view opt : absl::StrSplit(f[3], ',')) {
+        if (opt == controller) return std::string(f[1]);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status JoinCgroups(const JailerArgs& args, pid_t pid) {
+  if (args.cgroups.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string mounts, ReadFile("/proc/mounts"));
+  return args.cgroup_version == 1 ? JoinV1(args, mounts, pid) : JoinV2(args, mounts, pid);
+}
+
+}  // namespace ember::jail
