@@ -21,6 +21,7 @@ const char kUsage[] =
     "  --no-seccomp         run without seccomp filters (not for production)\n"
     "  --seccomp-filter FILE  per-thread filters compiled by ember-seccompiler, instead of\n"
     "                       the built-in ones (resources/seccomp/x86_64.json)\n"
+    "  --boot-timer         log the guest's boot time when its init writes 123 at 0xd0000000\n"
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
     "\n"
@@ -45,7 +46,7 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
   const std::map<std::string, bool*> flags = {
       {"--no-api", &opts.no_api}, {"--help", &opts.help},
       {"-h", &opts.help},         {"--version", &opts.version},
-      {"--no-seccomp", &opts.no_seccomp},
+      {"--no-seccomp", &opts.no_seccomp}, {"--boot-timer", &opts.boot_timer},
   };
   for (size_t i = 0; i < args.size(); i++) {
     std::string arg = args[i];

@@ -18,6 +18,7 @@ struct CliOptions {
   std::string level = "Info";
   size_t http_api_max_payload_size = 51200;
   bool no_seccomp = false;
+  bool boot_timer = false;
   std::string seccomp_filter;       // empty: the built-in filters
   std::string seccomp_test_denial;  // test hook: "vmm", "api" or "vcpu"
   bool help = false;

@@ -75,6 +75,7 @@ int Main(int argc, char** argv) {
     }
     config = std::move(*parsed);
   }
+  config.boot_timer = opts->boot_timer;
   absl::StatusOr<std::unique_ptr<Controller>> controller =
       Controller::Create(opts->id, std::move(config), ConsoleIo{});
   if (!controller.ok()) {

@@ -16,6 +16,8 @@ packages=(
   e2fsprogs
   # integration tests
   python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
+  # side-by-side benchmarks (tools/devtool bench): the peer and the charts
+  qemu-system-x86 python3-matplotlib binutils
 )
 
 missing=()

@@ -22,6 +22,7 @@ gcc -O2 -o "$work/gen_init_cpio" "$work/linux-source-6.1/usr/gen_init_cpio.c"
 cat > "$work/cpio.list" <<LIST
 dir /dev 0755 0 0
 nod /dev/console 0600 0 0 c 5 1
+nod /dev/mem 0600 0 0 c 1 1
 dir /proc 0755 0 0
 dir /sys 0755 0 0
 dir /root 0700 0 0

@@ -97,6 +97,10 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
                                               config.machine.vcpu_count));
   // Last of the configuration checks: it may create serial_out_path.
   RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
+  if (config.boot_timer) {
+    vm->boot_timer_ = std::make_shared<BootTimer>();
+    RETURN_IF_ERROR(vm->mmio_.Insert(vm->boot_timer_, BootTimer::kBase, BootTimer::kSize));
+  }
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
   return vm;
 }
@@ -349,6 +353,7 @@ int Vm::Run() {
   }
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
            memory_.total_size() >> 20, ProcessCpuMs());
+  if (boot_timer_) boot_timer_->Start(MonotonicMs());
   for (auto& v : vcpus_) v->Start();
   // The guest can reach the VMM thread's code from here on.
   if (absl::Status st = seccomp::InstallThreadFilter("vmm"); !st.ok()) {

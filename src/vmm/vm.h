@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
+#include "src/devices/legacy/boot_timer.h"
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
@@ -42,6 +43,8 @@ class Vm {
   int Run();
 
   const GuestMemory& memory() const { return memory_; }
+  // With --boot-timer; else nullptr.
+  const BootTimer* boot_timer() const { return boot_timer_.get(); }
 
   // Serves `fd` on the VMM loop (the API's requests), from before Run.
   absl::Status AddLoopHandler(int fd, EventLoop::Handler handler);
@@ -98,6 +101,7 @@ class Vm {
   Bus mmio_;
   std::shared_ptr<Serial> serial_;
   std::shared_ptr<I8042> i8042_;
+  std::shared_ptr<BootTimer> boot_timer_;  // with --boot-timer
   UniqueFd keyboard_irq_;
   UniqueFd serial_out_;  // serial_out_path, when configured
   UniqueFd serial_irq_;

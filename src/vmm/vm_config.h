@@ -82,6 +82,8 @@ struct VmConfig {
   std::optional<BalloonConfig> balloon;
   std::optional<LoggerConfig> logger;
   std::optional<MetricsConfig> metrics;
+  // ember --boot-timer (not part of the JSON): the BootTimer device.
+  bool boot_timer = false;
 };
 
 // The guest command line when boot-source has no boot_args.

@@ -109,6 +109,27 @@ TEST_F(VmTest, ConsoleInputReachesTheGuest) {
   EXPECT_EQ(Console(), "abq") << "echoed by the guest; the partial line is flushed on exit";
 }
 
+TEST_F(VmTest, BootTimerTakesOnlyTheMagicByte) {
+  // mov byte [0xd0000000], 7; mov word [0xd0000000], 123; (ignored)
+  // mov byte [0xd0000000], 123; then reset
+  const std::vector<uint8_t> code = {0xc6, 0x05, 0x00, 0x00, 0x00, 0xd0, 0x07,
+                                     0x66, 0xc7, 0x05, 0x00, 0x00, 0x00, 0xd0, 0x7b, 0x00,
+                                     0xc6, 0x05, 0x00, 0x00, 0x00, 0xd0, 0x7b,
+                                     0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
+  VmConfig config = Config(testing::MakeElf(code, kKernelAddr, true, 0));
+  auto plain = Vm::Create(config, Io());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)->boot_timer(), nullptr) << "only with --boot-timer";
+  EXPECT_EQ((*plain)->Run(), kExitOk) << "writes to nowhere are dropped";
+  config.boot_timer = true;
+  auto vm = Vm::Create(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_NE((*vm)->boot_timer(), nullptr);
+  EXPECT_LT((*vm)->boot_timer()->boot_ms(), 0);
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_GE((*vm)->boot_timer()->boot_ms(), 0);
+}
+
 TEST_F(VmTest, TripleFaultStopsTheVm) {
   // ud2 with an empty IDT: #UD, then #DF, then a triple fault (shutdown).
   auto vm = Vm::Create(Config(testing::MakeElf({0x0f, 0x0b}, kKernelAddr, false)), Io());

@@ -1,0 +1,529 @@
+#!/usr/bin/python3
+"""Ember beside QEMU's microvm machine, on the same kernel, initramfs and
+command line, in one run on one host. Prints a table and writes
+docs/benchmarks/results.{json,md} and charts (PNG).
+
+Figures, each over --runs repetitions (median, min, max):
+  - process start to API socket (Ember) / QMP socket (QEMU) ready: wall ms,
+    and CPU ms of the whole process (from /proc/PID/task/*/schedstat, ns);
+  - VMM memory overhead: RSS and PSS of the process minus its guest-memory
+    mapping, 1 vCPU and 128 MiB, once the guest kernel runs init;
+  - start request (InstanceStart; QMP `cont` of a QEMU started with -S) to
+    the first KVM_RUN, and to the guest's `Run /init` (PVM hosts boot
+    slowly: that one only means something on hardware KVM);
+  - creation rate and density: N VMMs spawned at once, configured and
+    started through their API, VMs per second from spawn to the last first
+    KVM_RUN, memory per VM, and whether all of them stopped cleanly;
+  - Ember's device throughput through the host-side virtio driver
+    (bench/block_bench.cc, net_bench.cc); QEMU's devices cannot be driven
+    that way, so that row has no QEMU column.
+
+First KVM_RUN: Ember logs it (monotonic clock); QEMU traces every vCPU
+ioctl (-trace kvm_vcpu_ioctl -msg timestamp=on, wall clock, converted).
+
+    tools/devtool bench            # builds, then runs this
+    bench/compare.py --runs 5 --density 10,25,50 --out docs/benchmarks
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KVM_RUN = "0xae80"
+BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
+# What Ember adds by itself on PVM hosts (src/vmm/host.h); QEMU gets the same.
+PVM_ARGS = "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest"
+MEM_MIB = 128
+
+
+def pvm_host():
+    return os.path.isdir("/sys/module/kvm_pvm")
+
+
+def cpu_ms(pid):
+    """CPU time of every thread of `pid` so far, in ms (schedstat is ns)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total / 1e6
+
+
+def memory_mib(pid, guest_mib):
+    """(RSS, PSS) of the process without its guest memory, and with it."""
+    rss = pss = guest_rss = guest_pss = 0
+    size = 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            size = (hi - lo) >> 20
+        elif line.startswith("Rss:") or line.startswith("Pss:"):
+            kib = int(line.split()[1])
+            # The guest's RAM: one anonymous mapping of its size (QEMU adds
+            # an alignment page or two).
+            is_guest = guest_mib <= size <= guest_mib + 4
+            if line.startswith("Rss:"):
+                rss += kib
+                guest_rss += kib if is_guest else 0
+            else:
+                pss += kib
+                guest_pss += kib if is_guest else 0
+    return {"rss_mib": (rss - guest_rss) / 1024, "pss_mib": (pss - guest_pss) / 1024,
+            "total_pss_mib": pss / 1024}
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.0005)
+    raise TimeoutError(what)
+
+
+def connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+class Ember:
+    name = "Ember"
+
+    def __init__(self, binary, workdir, kernel, initrd, boot_args):
+        self.dir = Path(workdir)
+        self.sock = str(self.dir / "api.sock")
+        self.log_path = self.dir / "ember.log"
+        self.console_path = self.dir / "console.out"
+        self.kernel, self.initrd, self.boot_args = kernel, initrd, boot_args
+        with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
+            self.t_spawn = time.monotonic()
+            self.proc = subprocess.Popen([binary, "--api-sock", self.sock],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+    def wait_ready(self):
+        s = wait_for(lambda: connect(self.sock), 10, "Ember's API socket")
+        t = time.monotonic()
+        self.conn = s
+        return t - self.t_spawn, cpu_ms(self.proc.pid)
+
+    def request(self, method, path, body=None):
+        data = json.dumps(body) if body is not None else ""
+        self.conn.sendall((f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+                           f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                           f"{data}").encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += self.conn.recv(4096)
+        head, rest = reply.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1)) if \
+            re.search(rb"Content-Length", head, re.I) else 0
+        while len(rest) < length:
+            rest += self.conn.recv(4096)
+        status = int(head.split()[1])
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {rest!r}")
+
+    def configure(self):
+        self.request("PUT", "/boot-source", {"kernel_image_path": str(self.kernel),
+                                             "initrd_path": str(self.initrd),
+                                             "boot_args": self.boot_args})
+        self.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": MEM_MIB})
+
+    def start(self):
+        t = time.monotonic()
+        self.request("PUT", "/actions", {"action_type": "InstanceStart"})
+        return t
+
+    def first_kvm_run(self):
+        m = re.search(r"first KVM_RUN at ([\d.]+) ms monotonic", self.log_path.read_text())
+        return float(m.group(1)) / 1000 if m else None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60) == 128 + signal.SIGTERM
+
+
+class Qemu:
+    name = "QEMU"
+
+    def __init__(self, binary, workdir, kernel, initrd, boot_args):
+        self.dir = Path(workdir)
+        self.sock = str(self.dir / "qmp.sock")
+        self.log_path = self.dir / "qemu.log"
+        self.console_path = self.dir / "console.out"
+        cmd = [binary, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off",
+               "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-smp", "1",
+               "-m", f"{MEM_MIB}m", "-nodefaults", "-no-user-config", "-nographic",
+               "-no-reboot", "-serial", f"file:{self.console_path}", "-kernel", str(kernel),
+               "-initrd", str(initrd), "-append", boot_args, "-S",
+               "-qmp", f"unix:{self.sock},server=on,wait=off",
+               "-trace", "kvm_vcpu_ioctl", "-msg", "timestamp=on"]
+        with open(self.log_path, "wb") as err:
+            self.t_spawn = time.monotonic()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+    def wait_ready(self):
+        s = wait_for(lambda: connect(self.sock), 30, "QEMU's QMP socket")
+        self.conn = s
+        self.reader = s.makefile("r")
+        self.reader.readline()  # the greeting: QMP is ready
+        t = time.monotonic()
+        return t - self.t_spawn, cpu_ms(self.proc.pid)
+
+    def qmp(self, command):
+        self.conn.sendall((json.dumps({"execute": command}) + "\n").encode())
+        while True:
+            reply = json.loads(self.reader.readline())
+            if "return" in reply or "error" in reply:
+                return reply
+
+    def configure(self):
+        self.qmp("qmp_capabilities")
+
+    def start(self):
+        t = time.monotonic()
+        self.qmp("cont")
+        return t
+
+    def first_kvm_run(self):
+        # "PID@SECONDS.MICROS:kvm_vcpu_ioctl cpu_index 0, type 0xae80, ..." (wall clock)
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if f"type {KVM_RUN}" in line:
+                wall = float(line.split("@", 1)[1].split(":", 1)[0])
+                return wall - (time.time() - time.monotonic())
+        return None
+
+    def stop(self):
+        try:
+            self.qmp("quit")
+        except (OSError, ValueError):
+            pass
+        return self.proc.wait(timeout=60) == 0
+
+
+def console_line_time(vm, text, timeout):
+    def seen():
+        try:
+            return text in vm.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+    wait_for(seen, timeout, f"{vm.name}: '{text}' on the console")
+    return time.monotonic()
+
+
+def one_life(cls, binary, kernel, initrd, boot_args, boot_timeout):
+    """One VM: start-up, start-to-KVM_RUN, boot to init, memory overhead."""
+    with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
+        vm = cls(binary, d, kernel, initrd, boot_args)
+        try:
+            ready_s, ready_cpu = vm.wait_ready()
+            vm.configure()
+            t_start = vm.start()
+            first = wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+            t_init = console_line_time(vm, "Run /init as init process", boot_timeout)
+            time.sleep(1)  # init runs; let the VMM settle
+            mem = memory_mib(vm.proc.pid, MEM_MIB)
+            clean = vm.stop()
+        finally:
+            if vm.proc.poll() is None:
+                vm.proc.kill()
+                vm.proc.wait()
+        return {"ready_wall_ms": ready_s * 1e3, "ready_cpu_ms": ready_cpu,
+                "start_to_first_kvm_run_ms": (first - t_start) * 1e3,
+                "start_to_init_ms": (t_init - t_start) * 1e3,
+                "rss_overhead_mib": mem["rss_mib"], "pss_overhead_mib": mem["pss_mib"],
+                "clean_stop": clean}
+
+
+def mem_available_mib():
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0
+
+
+def density(cls, binary, kernel, initrd, boot_args, n):
+    """N VMs at once: spawn, configure and start all, until every one ran."""
+    with tempfile.TemporaryDirectory(prefix="ember-density-") as d:
+        avail_before = mem_available_mib()
+        t0 = time.monotonic()
+        vms = []
+        for i in range(n):
+            path = Path(d) / str(i)
+            path.mkdir()
+            vms.append(cls(binary, path, kernel, initrd, boot_args))
+        try:
+            for vm in vms:
+                vm.wait_ready()
+                vm.configure()
+            t_start = time.monotonic()
+            threads = [threading.Thread(target=vm.start) for vm in vms]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            firsts = [wait_for(vm.first_kvm_run, 120, f"{vm.name}: first KVM_RUN") for vm in vms]
+            t_end = max(firsts)
+            pss = sum(memory_mib(vm.proc.pid, MEM_MIB)["total_pss_mib"] for vm in vms)
+            overhead = sum(memory_mib(vm.proc.pid, MEM_MIB)["pss_mib"] for vm in vms)
+            avail_after = mem_available_mib()
+            clean = sum(vm.stop() for vm in vms)
+        finally:
+            for vm in vms:
+                if vm.proc.poll() is None:
+                    vm.proc.kill()
+                    vm.proc.wait()
+        return {"n": n, "vms_per_s_from_spawn": n / (t_end - t0),
+                "vms_per_s_from_start": n / (t_end - t_start),
+                "pss_per_vm_mib": pss / n, "vmm_pss_per_vm_mib": overhead / n,
+                "host_mem_per_vm_mib": (avail_before - avail_after) / n,
+                "clean_stops": clean}
+
+
+def device_throughput(build):
+    """Ember's devices through the host-side driver (Google Benchmark):
+    label -> median and stddev of 3 repetitions."""
+    out = {}
+    runs = [(build / "ember_bench_block",
+             {"virtio-blk 4 KiB random read, Async (k IOPS)": ("BM_Block/async:1/write:0/bytes:4096", "items_per_second", 1e-3),
+              "virtio-blk 1 MiB sequential read, Async (GB/s)": ("BM_Block/async:1/write:0/bytes:1048576", "bytes_per_second", 1e-9)}),
+            (build / "ember_bench_net",
+             {"virtio-net tx, 64 B frames (Mpps)": ("BM_NetTx/frame_bytes:64", "items_per_second", 1e-6),
+              "virtio-net tx, 1500 B frames (Gbit/s)": ("BM_NetTx/frame_bytes:1500", "bytes_per_second", 8e-9),
+              "virtio-net rx, 64 B frames (Mpps)": ("BM_NetRx/frame_bytes:64", "items_per_second", 1e-6)})]
+    for binary, wanted in runs:
+        if not binary.exists():
+            continue
+        try:
+            text = subprocess.run([str(binary), "--benchmark_format=json",
+                                   "--benchmark_repetitions=3",
+                                   "--benchmark_report_aggregates_only=true"],
+                                  capture_output=True, text=True, timeout=600, check=True).stdout
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            print(f"{binary.name} failed: {e}", file=sys.stderr)
+            continue
+        rows = json.loads(text)["benchmarks"]
+        for label, (name, counter, scale) in wanted.items():
+            agg = {r["aggregate_name"]: r for r in rows if "aggregate_name" in r and
+                   (r["run_name"] == name or r["run_name"].startswith(name + "/"))}
+            if "median" in agg and counter in agg["median"]:
+                out[label] = {"median": agg["median"][counter] * scale,
+                              "stddev": agg.get("stddev", {}).get(counter, 0) * scale}
+    return out
+
+
+def summarize(samples):
+    values = [s for s in samples if s is not None]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "samples": values}
+
+
+def machine_info(kernel):
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    version = subprocess.run(["strings", str(kernel)], capture_output=True, text=True).stdout
+    m = re.search(r"Linux version \S+", version)
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                          text=True).stdout.splitlines()[0]
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(), "host_kernel": platform.release(), "cpu": cpu,
+            "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PHYS_PAGES") *
+                                                      os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+            "kvm": "PVM (software)" if pvm_host() else "hardware",
+            "guest_kernel": m.group(0) if m else str(kernel), "qemu": qemu}
+
+
+LIFE_ROWS = [
+    ("ready_wall_ms", "process start to API/QMP socket ready, wall", "ms"),
+    ("ready_cpu_ms", "process start to API/QMP socket ready, CPU", "ms"),
+    ("rss_overhead_mib", "VMM RSS minus guest memory (1 vCPU, 128 MiB)", "MiB"),
+    ("pss_overhead_mib", "VMM PSS minus guest memory (1 vCPU, 128 MiB)", "MiB"),
+    ("start_to_first_kvm_run_ms", "start request to first KVM_RUN", "ms"),
+    ("start_to_init_ms", "start request to guest `Run /init`", "ms"),
+]
+
+
+def fmt(s, digits=2):
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def write_markdown(results, path):
+    info = results["machine"]
+    lines = ["# Ember beside QEMU microvm", "",
+             f"Measured {info['date']} on {info['cores']} cores ({info['cpu']}), "
+             f"{info['mem_gib']} GiB, host kernel {info['host_kernel']}, KVM: {info['kvm']}; "
+             f"guest {info['guest_kernel']}, initramfs, 1 vCPU, {MEM_MIB} MiB, same command line; "
+             f"{info['qemu']}. Generated by `tools/devtool bench` (bench/compare.py).", "",
+             f"Median (min-max) of {results['runs']} runs each, Ember and QEMU alternating.", "",
+             "| figure | Ember | QEMU | QEMU / Ember |", "|---|---|---|---|"]
+    for key, label, unit in LIFE_ROWS:
+        e, q = results["ember"][key], results["qemu"][key]
+        ratio = q["median"] / e["median"] if e["median"] else float("nan")
+        lines.append(f"| {label} ({unit}) | {fmt(e)} | {fmt(q)} | {ratio:.1f}x |")
+    lines.append(f"| clean stops | {results['ember']['clean_stops']}/{results['runs']} | "
+                 f"{results['qemu']['clean_stops']}/{results['runs']} | |")
+    lines += ["", "Creation rate and density: N VMMs spawned at once, configured and started "
+              "through their API (QMP), until every one reached its first KVM_RUN.", "",
+              "| N | figure | Ember | QEMU |", "|---|---|---|---|"]
+    for n in results["density_n"]:
+        e, q = results["density"]["ember"][str(n)], results["density"]["qemu"][str(n)]
+        for key, label, digits in [("vms_per_s_from_spawn", "VMs/s, spawn to last first KVM_RUN", 1),
+                                   ("vms_per_s_per_core", "VMs/s per host core", 1),
+                                   ("vms_per_s_from_start", "VMs/s, start requests to last first KVM_RUN", 1),
+                                   ("vmm_pss_per_vm_mib", "VMM PSS per VM, guest memory excluded (MiB)", 2),
+                                   ("pss_per_vm_mib", "PSS per VM, guest memory touched so far included (MiB)", 2)]:
+            lines.append(f"| {n} | {label} | {fmt(e[key], digits)} | {fmt(q[key], digits)} |")
+        lines.append(f"| {n} | clean stops | {e['clean_stops']} | {q['clean_stops']} |")
+    if results.get("devices"):
+        lines += ["", "Ember's devices through the host-side virtio driver (no guest; QEMU's "
+                  "devices cannot be driven this way, so there is no QEMU column). Median "
+                  "(stddev) of 3 repetitions:", "", "| figure | Ember |", "|---|---|"]
+        for label, v in results["devices"].items():
+            lines.append(f"| {label} | {v['median']:.3g} ({v['stddev']:.2g}) |")
+    if info["kvm"] != "hardware":
+        lines += ["", "On this PVM host the guest kernel is emulated, so `Run /init` takes "
+                  "seconds for both VMMs and says nothing about real hosts; the other figures "
+                  "do not depend on the guest's speed."]
+    lines += ["", "![start-up](startup.png)", "", "![memory](memory.png)", "",
+              "![density](density.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_charts(results, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("python3-matplotlib is missing: no charts", file=sys.stderr)
+        return
+
+    def bars(ax, keys, title, unit):
+        labels = [label for k, label, _ in LIFE_ROWS if k in keys]
+        x = range(len(keys))
+        for i, (who, color) in enumerate([("ember", "#d9480f"), ("qemu", "#1c7ed6")]):
+            med = [results[who][k]["median"] for k in keys]
+            lo = [results[who][k]["median"] - results[who][k]["min"] for k in keys]
+            hi = [results[who][k]["max"] - results[who][k]["median"] for k in keys]
+            ax.bar([p + i * 0.4 for p in x], med, 0.4, yerr=[lo, hi], capsize=4, color=color,
+                   label="Ember" if who == "ember" else "QEMU microvm")
+        ax.set_xticks([p + 0.2 for p in x])
+        ax.set_xticklabels([l.replace(", ", ",\n") for l in labels], fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    bars(axes[0], ["ready_wall_ms", "ready_cpu_ms", "start_to_first_kvm_run_ms"],
+         "start-up (lower is better)", "ms")
+    axes[0].set_yscale("log")
+    bars(axes[1], ["start_to_init_ms"], "start to Run /init (PVM: not meaningful)", "ms")
+    fig.tight_layout()
+    fig.savefig(out / "startup.png", dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bars(ax, ["rss_overhead_mib", "pss_overhead_mib"], "VMM memory overhead (lower is better)",
+         "MiB")
+    fig.tight_layout()
+    fig.savefig(out / "memory.png", dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ns = results["density_n"]
+    for who, color, label in [("ember", "#d9480f", "Ember"), ("qemu", "#1c7ed6", "QEMU microvm")]:
+        d = results["density"][who]
+        for ax, key, title in [(axes[0], "vms_per_s_from_spawn", "VMs/s to first KVM_RUN"),
+                               (axes[1], "vmm_pss_per_vm_mib", "VMM PSS per VM (MiB)")]:
+            med = [d[str(n)][key]["median"] for n in ns]
+            err = [[d[str(n)][key]["median"] - d[str(n)][key]["min"] for n in ns],
+                   [d[str(n)][key]["max"] - d[str(n)][key]["median"] for n in ns]]
+            ax.errorbar(ns, med, yerr=err, marker="o", capsize=4, color=color, label=label)
+            ax.set_xlabel("microVMs started at once")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "density.png", dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ember", default=str(ROOT / "build" / "ember"))
+    p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--kernel", default=str(ROOT / "build" / "guest" / "vmlinux"))
+    p.add_argument("--initrd", default=str(ROOT / "build" / "guest" / "initramfs.cpio"))
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--density", default="10,25,50")
+    p.add_argument("--density-runs", type=int, default=2)
+    p.add_argument("--boot-timeout", type=float, default=300)
+    p.add_argument("--no-devices", action="store_true", help="skip the device benchmarks")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    args = p.parse_args()
+    qemu = shutil.which(args.qemu)
+    if qemu is None:
+        sys.exit(f"{args.qemu} is missing (tools/install-deps.sh installs qemu-system-x86)")
+    kernel, initrd = Path(args.kernel).resolve(), Path(args.initrd).resolve()
+    boot_args = BOOT_ARGS + (" " + PVM_ARGS if pvm_host() else "")
+    vmms = {"ember": (Ember, args.ember), "qemu": (Qemu, qemu)}
+
+    lives = {"ember": [], "qemu": []}
+    for run in range(args.runs):
+        for who, (cls, binary) in vmms.items():
+            r = one_life(cls, binary, kernel, initrd, boot_args, args.boot_timeout)
+            lives[who].append(r)
+            print(f"run {run + 1}/{args.runs} {who}: " +
+                  ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in r.items()), flush=True)
+    results = {"machine": machine_info(kernel), "runs": args.runs, "boot_args": boot_args}
+    for who in vmms:
+        results[who] = {key: summarize([r[key] for r in lives[who]]) for key, _, _ in LIFE_ROWS}
+        results[who]["clean_stops"] = sum(r["clean_stop"] for r in lives[who])
+
+    ns = [int(n) for n in args.density.split(",") if n]
+    results["density_n"] = ns
+    results["density"] = {who: {} for who in vmms}
+    for n in ns:
+        for who, (cls, binary) in vmms.items():
+            rs = [density(cls, binary, kernel, initrd, boot_args, n)
+                  for _ in range(args.density_runs)]
+            for r in rs:
+                r["vms_per_s_per_core"] = r["vms_per_s_from_spawn"] / os.cpu_count()
+                print(f"density {n} {who}: " + ", ".join(
+                    f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()),
+                    flush=True)
+            results["density"][who][str(n)] = {
+                k: summarize([r[k] for r in rs]) for k in rs[0] if k not in ("n", "clean_stops")}
+            results["density"][who][str(n)]["clean_stops"] = \
+                f"{sum(r['clean_stops'] for r in rs)}/{n * len(rs)}"
+    if not args.no_devices:
+        results["devices"] = device_throughput(Path(args.ember).resolve().parent)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results, out / "results.md")
+    write_charts(results, out)
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
