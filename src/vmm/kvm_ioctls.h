@@ -20,5 +20,15 @@ static_assert(sizeof(CountHeader) == 8);
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, CountHeader);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, CountHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, CountHeader);
+inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, CountHeader);
+inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, CountHeader);
+// kvm_msr_list: a 4-byte count, then the indices.
+inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, uint32_t);
+// kvm_xsave: the 4 KiB region (its flex tail is for KVM_GET_XSAVE2 only).
+struct Xsave {
+  uint32_t region[1024];
+};
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, Xsave);
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, Xsave);
 
 }  // namespace ember

@@ -65,6 +65,11 @@ void Vcpu::Pause() {
   pause_cv_.wait(lock, [this] { return parked_ || ended_ || !started_; });
 }
 
+bool Vcpu::PauseRequested() {
+  std::lock_guard lock(pause_mu_);
+  return pause_requested_;
+}
+
 void Vcpu::Resume() {
   {
     std::lock_guard lock(pause_mu_);
@@ -112,6 +117,14 @@ void Vcpu::Loop() {
       break;
     }
     if (!HandleExit()) break;
+    if (PauseRequested()) {
+      // Let KVM finish the instruction whose exit was just handled (an IN's
+      // data reaches its register on the next KVM_RUN) before parking, so
+      // that a paused vCPU's state is whole for a snapshot.
+      fd_.run()->immediate_exit = 1;
+      fd_.Run();
+      fd_.run()->immediate_exit = 0;
+    }
   }
   std::lock_guard lock(pause_mu_);
   ended_ = true;

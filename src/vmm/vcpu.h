@@ -50,6 +50,7 @@ class Vcpu {
   VmExit* exit_;
   // Parks the thread while a pause is requested; false when it should end.
   bool WaitWhilePaused();
+  bool PauseRequested();
 
   std::atomic<bool> stop_{false};
   std::mutex pause_mu_;

@@ -273,6 +273,30 @@ void Vm::Pause() {
   LOG_INFO("VM paused");
 }
 
+absl::StatusOr<MachineState> Vm::SaveMachineState() const {
+  if (!paused_) return absl::FailedPreconditionError("the VM must be paused to save its state");
+  MachineState state;
+  ASSIGN_OR_RETURN(std::vector<uint32_t> msrs, SaveableMsrs(kvm_.fd()));
+  ASSIGN_OR_RETURN(state.vm, SaveVmState(vm_.fd()));
+  for (const auto& v : vcpus_) {
+    ASSIGN_OR_RETURN(VcpuState s, SaveVcpuState(v->fd().fd(), msrs));
+    state.vcpus.push_back(std::move(s));
+  }
+  return state;
+}
+
+absl::Status Vm::RestoreMachineState(const MachineState& state) {
+  if (state.vcpus.size() != vcpus_.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the saved state has %d vCPUs, this VM %d", state.vcpus.size(), vcpus_.size()));
+  }
+  RETURN_IF_ERROR(RestoreVmState(vm_.fd(), state.vm));
+  for (size_t i = 0; i < vcpus_.size(); i++) {
+    RETURN_IF_ERROR(RestoreVcpuState(vcpus_[i]->fd().fd(), state.vcpus[i]));
+  }
+  return absl::OkStatus();
+}
+
 void Vm::Resume() {
   for (auto& v : vcpus_) v->Resume();
   paused_ = false;

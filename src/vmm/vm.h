@@ -13,6 +13,7 @@
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
+#include "src/vmm/arch/x86_64/cpu_state.h"
 #include "src/vmm/boot.h"
 #include "src/vmm/bus.h"
 #include "src/vmm/event_loop.h"
@@ -24,6 +25,11 @@
 #include "src/vmm/vmm_action.h"
 
 namespace ember {
+
+struct MachineState {
+  VmState vm;
+  std::vector<VcpuState> vcpus;
+};
 
 // Where the serial console reads and writes; -1 for none. A configured
 // serial_out_path replaces out_fd.
@@ -55,6 +61,12 @@ class Vm {
   void Pause();
   void Resume();
   bool paused() const { return paused_; }
+
+  // What KVM holds of a paused VM: its irqchip, PIT and clock, and every
+  // vCPU's state (snapshots). Restore puts it into a VM built by Create
+  // from the same configuration, before Run.
+  absl::StatusOr<MachineState> SaveMachineState() const;
+  absl::Status RestoreMachineState(const MachineState& state);
 
   // Presses Ctrl-Alt-Del on the guest's keyboard.
   absl::Status SendCtrlAltDel();

@@ -213,6 +213,60 @@ TEST_F(VmTest, PausedVcpusDoNotRun) {
   EXPECT_EQ(code, kExitOk);
 }
 
+// A paused guest's registers, memory and interrupt controllers go into a
+// second VM, which carries on where the first stopped.
+TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
+  // 32-bit: 0: inc eax; mov [0x3000], eax; cmp dword [0x3004], 0; je 0
+  //         mov al, 0xfe; out 0x64, al; hlt; jmp $-1
+  // The count lives in eax: only a restored register file continues it.
+  const std::vector<uint8_t> code = {0x40, 0xa3, 0x00, 0x30, 0x00, 0x00, 0x83, 0x3d,
+                                     0x04, 0x30, 0x00, 0x00, 0x00, 0x74, 0xf1, 0xb0,
+                                     0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
+  VmConfig config = Config(testing::MakeElf(code, kKernelAddr, true, 0));
+  auto first = Vm::Create(config, Io());
+  ASSERT_TRUE(first.ok()) << first.status();
+  Vm& a = **first;
+  EXPECT_FALSE(a.SaveMachineState().ok()) << "only a paused VM";
+  int code_a = -1;
+  std::thread vmm([&] { code_a = a.Run(); });
+  auto count = [](const Vm& v) { return *v.memory().ReadObj<uint32_t>(0x3000); };
+  for (int i = 0; i < 1000 && count(a) < 1000; i++) usleep(10000);
+  a.Pause();
+  absl::StatusOr<MachineState> state = a.SaveMachineState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->vcpus.size(), 1u);
+  // The pause may fall between the inc and the store.
+  const uint64_t saved = state->vcpus[0].regs.rax;
+  EXPECT_TRUE(saved == count(a) || saved == count(a) + 1u) << saved << " vs " << count(a);
+  EXPECT_FALSE(state->vcpus[0].msrs.empty());
+
+  auto second = Vm::Create(config, Io());
+  ASSERT_TRUE(second.ok()) << second.status();
+  Vm& b = **second;
+  // Guest memory as the snapshot's memory file will carry it.
+  auto from = a.memory().Slice(0, 0x4000);
+  auto to = b.memory().Slice(0, 0x4000);
+  ASSERT_TRUE(from.ok() && to.ok());
+  std::copy(from->begin(), from->end(), to->begin());
+  ASSERT_TRUE(b.RestoreMachineState(*state).ok());
+  ASSERT_TRUE(b.memory().WriteObj<uint32_t>(0x3004, 1).ok());  // stop after one more
+  EXPECT_EQ(b.Run(), kExitOk);
+  // From the saved rip and eax it stores eax, or increments it once more;
+  // a vCPU started afresh would count from its entry value instead.
+  EXPECT_TRUE(count(b) == saved || count(b) == saved + 1) << count(b) << " after " << saved;
+
+  MachineState wrong = *state;
+  wrong.vcpus.push_back(wrong.vcpus[0]);
+  auto third = Vm::Create(config, Io());
+  ASSERT_TRUE(third.ok());
+  EXPECT_FALSE((*third)->RestoreMachineState(wrong).ok()) << "vCPU counts must match";
+
+  ASSERT_TRUE(a.memory().WriteObj<uint32_t>(0x3004, 1).ok());
+  a.Resume();
+  vmm.join();
+  EXPECT_EQ(code_a, kExitOk);
+}
+
 TEST_F(VmTest, ConfigurationErrorsNameWhatIsWrong) {
   VmConfig missing = Config({});
   missing.boot_source->kernel_image_path = "/nonexistent/vmlinux";

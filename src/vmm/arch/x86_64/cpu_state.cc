@@ -1,0 +1,138 @@
+#include "src/vmm/arch/x86_64/cpu_state.h"
+
+#include <sys/ioctl.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
+#include "src/common/status_macros.h"
+
+namespace ember {
+namespace {
+
+constexpr uint32_t kMaxEntries = 1024;
+
+absl::Status Ioctl(int fd, unsigned long request, void* arg, const char* name) {
+  if (ioctl(fd, request, arg) < 0) return ErrnoStatus(name);
+  return absl::OkStatus();
+}
+
+// A count header and `count` entries of T, laid out as the C structs.
+template <typename T>
+struct Counted {
+  explicit Counted(uint32_t count) : bytes(sizeof(CountHeader) + count * sizeof(T)) {
+    CountHeader h = {count, 0};
+    std::memcpy(bytes.data(), &h, sizeof(h));
+  }
+  uint32_t count() const {
+    CountHeader h;
+    std::memcpy(&h, bytes.data(), sizeof(h));
+    return h.count;
+  }
+  T* entries() { return reinterpret_cast<T*>(bytes.data() + sizeof(CountHeader)); }
+  std::vector<uint8_t> bytes;
+};
+
+// KVM_GET_MSRS for `indices`; returns how many were read (it stops at the
+// first MSR it cannot read).
+absl::StatusOr<std::vector<kvm_msr_entry>> GetMsrs(int vcpu_fd,
+                                                   const std::vector<uint32_t>& indices) {
+  Counted<kvm_msr_entry> buf(static_cast<uint32_t>(indices.size()));
+  for (size_t i = 0; i < indices.size(); i++) buf.entries()[i] = {indices[i], 0, 0};
+  int n = ioctl(vcpu_fd, kGetMsrs, buf.bytes.data());
+  if (n < 0) return ErrnoStatus("KVM_GET_MSRS");
+  return std::vector<kvm_msr_entry>(buf.entries(), buf.entries() + n);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint32_t>> SaveableMsrs(int kvm_fd) {
+  std::vector<uint32_t> buf(1 + kMaxEntries);
+  buf[0] = kMaxEntries;
+  if (ioctl(kvm_fd, kGetMsrIndexList, buf.data()) < 0) return ErrnoStatus("KVM_GET_MSR_INDEX_LIST");
+  return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + buf[0]);
+}
+
+absl::StatusOr<VcpuState> SaveVcpuState(int vcpu_fd, const std::vector<uint32_t>& msr_indices) {
+  VcpuState s;
+  Counted<kvm_cpuid_entry2> cpuid(kMaxEntries);
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, kGetCpuid2, cpuid.bytes.data(), "KVM_GET_CPUID2"));
+  s.cpuid.assign(cpuid.entries(), cpuid.entries() + cpuid.count());
+  // Read all at once; where KVM stops early, skip the MSR it refused.
+  for (size_t at = 0; at < msr_indices.size();) {
+    std::vector<uint32_t> rest(msr_indices.begin() + at, msr_indices.end());
+    ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> got, GetMsrs(vcpu_fd, rest));
+    s.msrs.insert(s.msrs.end(), got.begin(), got.end());
+    at += got.size() + 1;
+  }
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_REGS, &s.regs, "KVM_GET_REGS"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_SREGS, &s.sregs, "KVM_GET_SREGS"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_FPU, &s.fpu, "KVM_GET_FPU"));
+  s.has_xsave = ioctl(vcpu_fd, kGetXsave, &s.xsave) == 0;
+  s.has_xcrs = ioctl(vcpu_fd, KVM_GET_XCRS, &s.xcrs) == 0;
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_LAPIC, &s.lapic, "KVM_GET_LAPIC"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_MP_STATE, &s.mp_state, "KVM_GET_MP_STATE"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &s.events, "KVM_GET_VCPU_EVENTS"));
+  return s;
+}
+
+absl::Status RestoreVcpuState(int vcpu_fd, const VcpuState& s) {
+  // CPUID first: KVM checks MSRs and XSAVE state against it.
+  Counted<kvm_cpuid_entry2> cpuid(static_cast<uint32_t>(s.cpuid.size()));
+  std::copy(s.cpuid.begin(), s.cpuid.end(), cpuid.entries());
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, kSetCpuid2, cpuid.bytes.data(), "KVM_SET_CPUID2"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_SREGS, const_cast<kvm_sregs*>(&s.sregs), "KVM_SET_SREGS"));
+  RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_REGS, const_cast<kvm_regs*>(&s.regs), "KVM_SET_REGS"));
+  Counted<kvm_msr_entry> msrs(static_cast<uint32_t>(s.msrs.size()));
+  std::copy(s.msrs.begin(), s.msrs.end(), msrs.entries());
+  int n = ioctl(vcpu_fd, kSetMsrs, msrs.bytes.data());
+  if (n < 0) return ErrnoStatus("KVM_SET_MSRS");
+  if (static_cast<size_t>(n) != s.msrs.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KVM_SET_MSRS took %d of %d MSRs (refused MSR %#x)", n, s.msrs.size(), s.msrs[n].index));
+  }
+  if (s.has_xsave) {
+    RETURN_IF_ERROR(Ioctl(vcpu_fd, kSetXsave, const_cast<Xsave*>(&s.xsave), "KVM_SET_XSAVE"));
+  } else {
+    RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_FPU, const_cast<kvm_fpu*>(&s.fpu), "KVM_SET_FPU"));
+  }
+  if (s.has_xcrs) {
+    RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_XCRS, const_cast<kvm_xcrs*>(&s.xcrs), "KVM_SET_XCRS"));
+  }
+  RETURN_IF_ERROR(
+      Ioctl(vcpu_fd, KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&s.lapic), "KVM_SET_LAPIC"));
+  RETURN_IF_ERROR(
+      Ioctl(vcpu_fd, KVM_SET_MP_STATE, const_cast<kvm_mp_state*>(&s.mp_state), "KVM_SET_MP_STATE"));
+  return Ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&s.events),
+               "KVM_SET_VCPU_EVENTS");
+}
+
+absl::StatusOr<VmState> SaveVmState(int vm_fd) {
+  VmState s;
+  std::memset(&s, 0, sizeof(s));
+  s.pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+  s.pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+  s.ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+  for (kvm_irqchip* chip : {&s.pic_master, &s.pic_slave, &s.ioapic}) {
+    RETURN_IF_ERROR(Ioctl(vm_fd, KVM_GET_IRQCHIP, chip, "KVM_GET_IRQCHIP"));
+  }
+  RETURN_IF_ERROR(Ioctl(vm_fd, KVM_GET_PIT2, &s.pit, "KVM_GET_PIT2"));
+  RETURN_IF_ERROR(Ioctl(vm_fd, KVM_GET_CLOCK, &s.clock, "KVM_GET_CLOCK"));
+  return s;
+}
+
+absl::Status RestoreVmState(int vm_fd, const VmState& s) {
+  for (const kvm_irqchip* chip : {&s.pic_master, &s.pic_slave, &s.ioapic}) {
+    RETURN_IF_ERROR(Ioctl(vm_fd, KVM_SET_IRQCHIP, const_cast<kvm_irqchip*>(chip), "KVM_SET_IRQCHIP"));
+  }
+  RETURN_IF_ERROR(Ioctl(vm_fd, KVM_SET_PIT2, const_cast<kvm_pit_state2*>(&s.pit), "KVM_SET_PIT2"));
+  // Only the clock value: the flags KVM reports (e.g. whether the TSC is
+  // stable) are not inputs.
+  kvm_clock_data clock = {};
+  clock.clock = s.clock.clock;
+  return Ioctl(vm_fd, KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
+}
+
+}  // namespace ember

@@ -1,0 +1,51 @@
+// The architectural state of a paused x86-64 VM that KVM holds: per vCPU
+// (registers, MSRs, FPU/XSAVE, LAPIC, XCRs, CPUID, pending events, MP
+// state) and per VM (PIC, IOAPIC, PIT, kvmclock). Saved for snapshots and
+// put back, in KVM's order, into a fresh VM built the same way.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "src/vmm/kvm_ioctls.h"
+
+namespace ember {
+
+struct VcpuState {
+  std::vector<kvm_cpuid_entry2> cpuid;
+  std::vector<kvm_msr_entry> msrs;
+  kvm_regs regs;
+  kvm_sregs sregs;
+  kvm_fpu fpu;
+  bool has_xsave = false;
+  Xsave xsave;
+  bool has_xcrs = false;
+  kvm_xcrs xcrs;
+  kvm_lapic_state lapic;
+  kvm_mp_state mp_state;
+  kvm_vcpu_events events;
+};
+
+struct VmState {
+  kvm_irqchip pic_master;
+  kvm_irqchip pic_slave;
+  kvm_irqchip ioapic;
+  kvm_pit_state2 pit;
+  kvm_clock_data clock;
+};
+
+// MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST), from /dev/kvm.
+absl::StatusOr<std::vector<uint32_t>> SaveableMsrs(int kvm_fd);
+
+// The vCPU must not be in KVM_RUN (paused). MSRs KVM lists but refuses to
+// read on this host are left out.
+absl::StatusOr<VcpuState> SaveVcpuState(int vcpu_fd, const std::vector<uint32_t>& msr_indices);
+absl::Status RestoreVcpuState(int vcpu_fd, const VcpuState& state);
+
+absl::StatusOr<VmState> SaveVmState(int vm_fd);
+absl::Status RestoreVmState(int vm_fd, const VmState& state);
+
+}  // namespace ember
