@@ -18,7 +18,7 @@ using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
 constexpr const char* kNotYet[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
     "/cpu-config", "/pmem", "/mmds", "/mmds/config", "/entropy",
-    "/hotplug/memory", "/snapshot/create", "/snapshot/load", "/vsock"};
+    "/hotplug/memory", "/vsock"};
 
 HttpResponse Json(const std::function<void(Writer&)>& write) {
   rapidjson::StringBuffer buf;
@@ -168,6 +168,62 @@ absl::StatusOr<VmmAction> FromBody(const std::string& body, Parse parse) {
   return parse(doc);
 }
 
+absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& v) {
+  JsonReader r(v, "snapshot/load");
+  LoadSnapshot a;
+  a.snapshot_path = r.String("snapshot_path", true).value_or("");
+  std::optional<std::string> mem_file = r.String("mem_file_path", false);
+  const rapidjson::Value* backend = r.Raw("mem_backend");
+  a.track_dirty_pages = r.Bool("track_dirty_pages", false).value_or(false) ||
+                        r.Bool("enable_diff_snapshots", false).value_or(false);
+  a.resume_vm = r.Bool("resume_vm", false).value_or(false);
+  const rapidjson::Value* overrides = r.Raw("network_overrides");
+  r.Bool("clock_realtime", false);
+  if (absl::Status st = r.Finish(); !st.ok()) return st;
+  if (a.snapshot_path.empty()) {
+    return absl::InvalidArgumentError("snapshot/load.snapshot_path must not be empty");
+  }
+  if ((backend != nullptr) == mem_file.has_value()) {
+    return absl::InvalidArgumentError(
+        "snapshot/load needs exactly one of mem_backend and mem_file_path");
+  }
+  if (mem_file) {
+    a.mem_backend_path = *mem_file;
+  } else {
+    if (!backend->IsObject()) {
+      return absl::InvalidArgumentError("snapshot/load.mem_backend must be an object");
+    }
+    JsonReader b(*backend, "snapshot/load.mem_backend");
+    std::string type = b.String("backend_type", true).value_or("");
+    a.mem_backend_path = b.String("backend_path", true).value_or("");
+    if (absl::Status st = b.Finish(); !st.ok()) return st;
+    if (type != "File" && type != "Uffd") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot/load.mem_backend.backend_type '", type, "' must be \"File\" or \"Uffd\""));
+    }
+    a.uffd = type == "Uffd";
+  }
+  if (a.mem_backend_path.empty()) {
+    return absl::InvalidArgumentError("snapshot/load: the memory backend path must not be empty");
+  }
+  if (overrides != nullptr) {
+    if (!overrides->IsArray()) {
+      return absl::InvalidArgumentError("snapshot/load.network_overrides must be an array");
+    }
+    for (const rapidjson::Value& o : overrides->GetArray()) {
+      if (!o.IsObject()) {
+        return absl::InvalidArgumentError("snapshot/load.network_overrides[] must be objects");
+      }
+      JsonReader n(o, "snapshot/load.network_overrides[]");
+      std::string iface = n.String("iface_id", true).value_or("");
+      std::string tap = n.String("host_dev_name", true).value_or("");
+      if (absl::Status st = n.Finish(); !st.ok()) return st;
+      a.network_overrides.emplace_back(iface, tap);
+    }
+  }
+  return a;
+}
+
 absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& path,
                                 const std::string& body) {
   auto bad_method = [&] {
@@ -190,6 +246,32 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
       }
       return PatchVmState{state == "Paused"};
     });
+  }
+  if (path == "/snapshot/create") {
+    if (method != "PUT") return bad_method();
+    return FromBody(body, [](const rapidjson::Value& v) -> absl::StatusOr<VmmAction> {
+      JsonReader r(v, "snapshot/create");
+      CreateSnapshot a;
+      a.snapshot_path = r.String("snapshot_path", true).value_or("");
+      a.mem_file_path = r.String("mem_file_path", true).value_or("");
+      std::string type = r.String("snapshot_type", false).value_or("Full");
+      r.String("version", false);  // older clients send it; one format here
+      if (absl::Status st = r.Finish(); !st.ok()) return st;
+      if (type != "Full" && type != "Diff") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "snapshot/create.snapshot_type '", type, "' must be \"Full\" or \"Diff\""));
+      }
+      if (a.snapshot_path.empty() || a.mem_file_path.empty()) {
+        return absl::InvalidArgumentError(
+            "snapshot/create: snapshot_path and mem_file_path must not be empty");
+      }
+      a.diff = type == "Diff";
+      return a;
+    });
+  }
+  if (path == "/snapshot/load") {
+    if (method != "PUT") return bad_method();
+    return FromBody(body, ParseLoadSnapshot);
   }
   if (path == "/vm/config") {
     if (method != "GET") return bad_method();
@@ -369,6 +451,10 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
 
 }  // namespace
 
+std::string VmConfigToJson(const VmConfig& config) {
+  return Json([&](Writer& w) { WriteVmConfig(w, config); }).body;
+}
+
 std::map<std::string, std::set<std::string>> ServedRoutes() {
   return {{"/", {"GET"}},
           {"/version", {"GET"}},
@@ -383,7 +469,9 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
           {"/serial", {"PUT"}},
           {"/logger", {"PUT"}},
           {"/metrics", {"PUT"}},
-          {"/actions", {"PUT"}}};
+          {"/actions", {"PUT"}},
+          {"/snapshot/create", {"PUT"}},
+          {"/snapshot/load", {"PUT"}}};
 }
 
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {

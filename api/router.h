@@ -23,4 +23,8 @@ HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 // API description (api/ember-api.yaml) must list exactly these.
 std::map<std::string, std::set<std::string>> ServedRoutes();
 
+// The configuration as GET /vm/config shows it; ParseVmConfig reads it back
+// (snapshots carry it).
+std::string VmConfigToJson(const VmConfig& config);
+
 }  // namespace ember::api

@@ -83,6 +83,7 @@ int Main(int argc, char** argv) {
     return kExitGenericError;
   }
   (*controller)->set_metrics_format(api::MetricsToJson);
+  (*controller)->set_config_codec({api::VmConfigToJson, api::ParseVmConfig});
   // With a config file the microVM starts at once, API or not.
   const bool start_now = !opts->config_file.empty();
   if (opts->no_api) return (*controller)->Run(start_now);

@@ -41,6 +41,8 @@ constexpr Symbol kSymbols[] = {
     SYM(KVM_GET_DIRTY_LOG), SYM(KVM_SET_USER_MEMORY_REGION), SYM(KVM_IRQFD), SYM(KVM_IOEVENTFD),
     SYM(KVM_KVMCLOCK_CTRL), SYM(KVM_SET_TSC_KHZ), SYM(KVM_GET_TSC_KHZ),
     {"KVM_SET_CPUID2", ember::kSetCpuid2}, {"KVM_SET_MSRS", ember::kSetMsrs},
+    {"KVM_GET_CPUID2", ember::kGetCpuid2}, {"KVM_GET_MSRS", ember::kGetMsrs},
+    {"KVM_GET_MSR_INDEX_LIST", ember::kGetMsrIndexList}, {"KVM_GET_XSAVE", ember::kGetXsave},
     // TAP
     SYM(TUNSETOFFLOAD), SYM(TUNSETIFF), SYM(TUNSETVNETHDRSZ),
     // files and sockets

@@ -296,6 +296,14 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             RETURN_IF_ERROR(WriteMetrics());
             return std::monostate();
           },
+          [&](const CreateSnapshot& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(WriteSnapshot(a));
+            return std::monostate();
+          },
+          [&](const LoadSnapshot& a) -> absl::StatusOr<VmmResult> {
+            RETURN_IF_ERROR(LoadFromSnapshot(a));
+            return std::monostate();
+          },
           [&](const PatchVmState& a) -> absl::StatusOr<VmmResult> {
             if (vm_ == nullptr) {
               return absl::FailedPreconditionError("the microVM has not started yet");

@@ -37,6 +37,12 @@ class Controller {
   // How a metrics line is written (api/metrics_json.h in production).
   using MetricsFormat = std::function<std::string(const Metrics&)>;
   void set_metrics_format(MetricsFormat format) { metrics_format_ = std::move(format); }
+  // How a snapshot carries the configuration (the API's JSON in production).
+  struct ConfigCodec {
+    std::function<std::string(const VmConfig&)> to_json;
+    std::function<absl::StatusOr<VmConfig>(absl::string_view)> from_json;
+  };
+  void set_config_codec(ConfigCodec codec) { config_codec_ = std::move(codec); }
 
   // The VMM thread: serves actions until the microVM starts (at once when
   // `start_now`), then runs it until it stops; returns the exit code.
@@ -53,6 +59,9 @@ class Controller {
   void RunJobs();
   absl::StatusOr<VmmResult> Handle(const VmmAction& action);
   absl::Status Start();
+  // controller_snapshot.cc
+  absl::Status WriteSnapshot(const CreateSnapshot& a);
+  absl::Status LoadFromSnapshot(const LoadSnapshot& a);
   absl::Status BeforeStart(const char* what) const;
   absl::Status OpenMetrics(const MetricsConfig& config);
   // Writes one metrics line now.
@@ -76,6 +85,7 @@ class Controller {
   std::atomic<uint64_t> api_requests_{0};
   std::atomic<uint64_t> api_faults_{0};
   MetricsFormat metrics_format_;
+  ConfigCodec config_codec_;
   UniqueFd metrics_fd_;
   UniqueFd metrics_timer_;  // every kMetricsPeriodS once metrics are on
   EventLoop* metrics_loop_ = nullptr;

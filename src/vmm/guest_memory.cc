@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #include <utility>
 
@@ -19,8 +20,24 @@ constexpr uint64_t kPageSize = 4096;
 }
 
 absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& ranges) {
+  return Map(ranges, -1);
+}
+
+absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>& ranges, int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return ErrnoStatus("the memory file");
+  uint64_t total = 0;
+  for (const MemoryRange& r : ranges) total += r.size;
+  if (static_cast<uint64_t>(st.st_size) != total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the memory file is %d bytes; the snapshot's guest memory is %d", st.st_size, total));
+  }
+  return Map(ranges, fd);
+}
+
+absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ranges, int fd) {
   GuestMemory mem;
-  uint64_t prev_end = 0;
+  uint64_t prev_end = 0, file_offset = 0;
   for (const MemoryRange& r : ranges) {
     if (r.size == 0 || r.guest_addr % kPageSize || r.size % kPageSize ||
         r.guest_addr < prev_end || r.guest_addr + r.size < r.guest_addr) {
@@ -28,14 +45,16 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& 
           absl::StrFormat("bad guest memory range [%#x, +%#x)", r.guest_addr, r.size));
     }
     prev_end = r.guest_addr + r.size;
-    void* host = mmap(nullptr, r.size, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    int flags = MAP_PRIVATE | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0);
+    void* host = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, flags, fd,
+                      fd < 0 ? 0 : static_cast<off_t>(file_offset));
     if (host == MAP_FAILED) {
       return ErrnoStatus(absl::StrFormat("mmap of %d MiB guest memory", r.size >> 20));
     }
+    file_offset += r.size;
     // Lets tools (and bench/) tell guest RAM from VMM overhead; older
     // kernels refuse it, which costs nothing.
-    prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host, r.size, "ember-guest-mem");
+    if (fd < 0) prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host, r.size, "ember-guest-mem");
     mem.regions_.push_back({r.guest_addr, r.size, static_cast<uint8_t*>(host)});
   }
   return mem;

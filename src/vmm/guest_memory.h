@@ -30,6 +30,10 @@ class GuestMemory {
   // Maps anonymous private memory for each range. Ranges must be non-empty,
   // page-aligned, sorted and disjoint.
   static absl::StatusOr<GuestMemory> Create(const std::vector<MemoryRange>& ranges);
+  // Maps the regions from `fd` (one after another in the file), private:
+  // pages load lazily and writes stay in this process (snapshot restore).
+  // The file must be exactly as long as the regions together.
+  static absl::StatusOr<GuestMemory> MapFile(const std::vector<MemoryRange>& ranges, int fd);
 
   GuestMemory(GuestMemory&& other) noexcept;
   GuestMemory& operator=(GuestMemory&& other) noexcept;
@@ -64,6 +68,8 @@ class GuestMemory {
 
  private:
   GuestMemory() = default;
+  // Anonymous memory when fd < 0, else the file, private.
+  static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
   void Unmap();
 

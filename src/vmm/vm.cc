@@ -34,20 +34,14 @@ static_assert(kMaxVcpus <= x86_64::kMaxVcpus);
 // (PIT 0, keyboard 1, serial 4).
 constexpr uint32_t kVirtioFirstIrq = 5;
 
-absl::StatusOr<GuestMemory> CreateMemory(const VmFd& vm, uint64_t mem_size_mib) {
+absl::StatusOr<std::vector<MemoryRange>> GuestRanges(uint64_t mem_size_mib) {
   ASSIGN_OR_RETURN(uint64_t host_mib, HostMemoryMib());
   if (mem_size_mib > host_mib) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "machine-config.mem_size_mib %d exceeds the host's %d MiB of RAM", mem_size_mib,
         host_mib));
   }
-  ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges, x86_64::RamRanges(mem_size_mib << 20));
-  ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(ranges));
-  for (size_t slot = 0; slot < mem.regions().size(); slot++) {
-    const GuestRegion& r = mem.regions()[slot];
-    RETURN_IF_ERROR(vm.SetUserMemoryRegion(slot, r.guest_addr, r.size, r.host));
-  }
-  return mem;
+  return x86_64::RamRanges(mem_size_mib << 20);
 }
 
 std::string GuestCmdline(const BootSourceConfig& boot) {
@@ -62,26 +56,36 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo io) {
-  if (!config.boot_source) {
-    return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
-  }
-  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
-
+absl::StatusOr<std::unique_ptr<Vm>> Vm::CreateBare(const MemoryMaker& make_memory) {
   ASSIGN_OR_RETURN(Kvm kvm, Kvm::Open());
   ASSIGN_OR_RETURN(VmFd vm_fd, kvm.CreateVm());
   RETURN_IF_ERROR(vm_fd.SetTssAddr(x86_64::kKvmTssAddr));
   RETURN_IF_ERROR(vm_fd.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
   // Memory before the irqchip: once an irqchip exists, registering a memory
   // slot costs milliseconds instead of microseconds (measured on PVM).
-  ASSIGN_OR_RETURN(GuestMemory memory, CreateMemory(vm_fd, config.machine.mem_size_mib));
+  ASSIGN_OR_RETURN(GuestMemory memory, make_memory());
+  for (size_t slot = 0; slot < memory.regions().size(); slot++) {
+    const GuestRegion& r = memory.regions()[slot];
+    RETURN_IF_ERROR(vm_fd.SetUserMemoryRegion(slot, r.guest_addr, r.size, r.host));
+  }
   RETURN_IF_ERROR(vm_fd.CreateIrqchip());
   RETURN_IF_ERROR(vm_fd.CreatePit2());
   ASSIGN_OR_RETURN(EventLoop loop, EventLoop::Create());
   ASSIGN_OR_RETURN(std::unique_ptr<VmExit> exit, VmExit::Create());
+  return std::unique_ptr<Vm>(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
+                                    std::move(loop), std::move(exit)));
+}
 
-  std::unique_ptr<Vm> vm(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
-                                std::move(loop), std::move(exit)));
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo io) {
+  if (!config.boot_source) {
+    return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
+  }
+  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateBare([&]() -> absl::StatusOr<GuestMemory> {
+                     ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges,
+                                      GuestRanges(config.machine.mem_size_mib));
+                     return GuestMemory::Create(ranges);
+                   }));
   RETURN_IF_ERROR(ValidateDrives(config.drives));
   std::string cmdline = GuestCmdline(*config.boot_source);
   RETURN_IF_ERROR(ValidateNet(config.net));

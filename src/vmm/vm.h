@@ -13,12 +13,12 @@
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
-#include "src/vmm/arch/x86_64/cpu_state.h"
 #include "src/vmm/boot.h"
 #include "src/vmm/bus.h"
 #include "src/vmm/event_loop.h"
 #include "src/vmm/guest_memory.h"
 #include "src/vmm/kvm.h"
+#include "src/vmm/snapshot/snapshot.h"
 #include "src/vmm/vcpu.h"
 #include "src/vmm/vm_config.h"
 #include "src/vmm/vm_exit.h"
@@ -26,10 +26,8 @@
 
 namespace ember {
 
-struct MachineState {
-  VmState vm;
-  std::vector<VcpuState> vcpus;
-};
+using snapshot::MachineState;
+using snapshot::SnapshotState;
 
 // Where the serial console reads and writes; -1 for none. A configured
 // serial_out_path replaces out_fd.
@@ -43,6 +41,17 @@ class Vm {
   // Builds the whole VM; nothing runs yet. Errors caused by the
   // configuration are InvalidArgument or NotFound and name the field or file.
   static absl::StatusOr<std::unique_ptr<Vm>> Create(const VmConfig& config, ConsoleIo io);
+
+  // Snapshots. The VM must be paused, and have no virtio device (their
+  // state is not saved yet). The caller fills in config_json.
+  absl::StatusOr<SnapshotState> CaptureSnapshot() const;
+  // Writes guest memory, region after region, to a new file at `path`.
+  absl::Status WriteMemoryFile(const std::string& path) const;
+  // The VM a snapshot describes, `config` being the one it carries; guest
+  // memory is `mem_fd` mapped private (pages load on first touch). Run it
+  // as a created VM; Pause first to start it paused.
+  static absl::StatusOr<std::unique_ptr<Vm>> Restore(const VmConfig& config, ConsoleIo io,
+                                                     const SnapshotState& state, int mem_fd);
 
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).
@@ -87,6 +96,9 @@ class Vm {
   ~Vm();
 
  private:
+  using MemoryMaker = std::function<absl::StatusOr<GuestMemory>()>;
+  // KVM VM with its memory registered, irqchip, PIT, loop and exit.
+  static absl::StatusOr<std::unique_ptr<Vm>> CreateBare(const MemoryMaker& make_memory);
   Vm(Kvm kvm, VmFd vm, GuestMemory memory, EventLoop loop, std::unique_ptr<VmExit> exit)
       : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)),
         loop_(std::move(loop)), exit_(std::move(exit)) {}

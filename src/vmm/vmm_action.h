@@ -83,12 +83,29 @@ struct PatchVmState {
   bool paused;
 };
 
+// PUT /snapshot/create (the VM must be paused).
+struct CreateSnapshot {
+  std::string snapshot_path;
+  std::string mem_file_path;
+  bool diff = false;
+};
+// PUT /snapshot/load, on a VMM that has not been configured.
+struct LoadSnapshot {
+  std::string snapshot_path;
+  std::string mem_backend_path;
+  bool uffd = false;  // mem_backend.backend_type "Uffd"
+  bool track_dirty_pages = false;
+  bool resume_vm = false;
+  std::vector<std::pair<std::string, std::string>> network_overrides;  // iface, TAP
+};
+
 using VmmAction =
     std::variant<GetInstanceInfo, GetVmConfig, GetMachineConfig, PutMachineConfig,
                  PatchMachineConfig, PutBootSource, PutDrive, PutNetworkInterface, PutBalloon,
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
-                 SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface>;
+                 SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
+                 LoadSnapshot>;
 
 struct InstanceInfo {
   std::string id;

@@ -220,7 +220,8 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
                    {"kernel_image_path": "x" * 3000})
     a.expect_fault("GET", "/no/such/path", "unknown path /no/such/path")
     a.expect_fault("DELETE", "/machine-config", "DELETE is not allowed on /machine-config")
-    a.expect_fault("PUT", "/snapshot/load", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/vsock", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/snapshot/load", "snapshot/load.snapshot_path is required", {})
     a.expect_fault("PUT", "/actions", "has not started yet", {"action_type": "SendCtrlAltDel"})
     a.expect_fault("PUT", "/actions", "must be InstanceStart",
                    {"action_type": "Reboot"})

@@ -142,6 +142,28 @@ void I8042::Output(std::initializer_list<uint8_t> bytes, bool aux) {
   if (was_empty) RaiseIfPending();
 }
 
+I8042::State I8042::SaveState() {
+  std::lock_guard lock(mu_);
+  State s = {ctr_, pending_command_, pending_keyboard_, last_was_command_, 0, {}, {}};
+  for (const Byte& b : out_) {
+    if (s.out_count == kMaxSaved) break;
+    s.out_value[s.out_count] = b.value;
+    s.out_aux[s.out_count++] = b.aux;
+  }
+  return s;
+}
+
+void I8042::RestoreState(const State& s) {
+  std::lock_guard lock(mu_);
+  ctr_ = s.ctr;
+  pending_command_ = s.pending_command;
+  pending_keyboard_ = s.pending_keyboard;
+  last_was_command_ = s.last_was_command;
+  out_.clear();
+  for (uint8_t i = 0; i < s.out_count && i < kMaxSaved; i++) out_.push_back({s.out_value[i], s.out_aux[i]});
+  RaiseIfPending();
+}
+
 void I8042::RaiseIfPending() {
   if (!out_.empty() && !out_.front().aux && (ctr_ & kCtrKeyboardIrq) && interrupt_) {
     interrupt_();

@@ -28,6 +28,19 @@ class I8042 : public BusDevice {
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // The controller and keyboard state, for snapshots: up to kMaxSaved
+  // bytes still waiting on port 0x60.
+  static constexpr size_t kMaxSaved = 16;
+  struct State {
+    uint8_t ctr, pending_command, pending_keyboard;
+    bool last_was_command;
+    uint8_t out_count;
+    uint8_t out_value[kMaxSaved];
+    bool out_aux[kMaxSaved];
+  };
+  State SaveState();
+  void RestoreState(const State& state);
+
   // Presses Ctrl, Alt and Delete (any thread). Fails when the guest has not
   // enabled the keyboard's interrupt, as nothing would read the keys.
   bool SendCtrlAltDel();

@@ -54,6 +54,23 @@ uint8_t Serial::InterruptId() const {
   return kIirNone;
 }
 
+Serial::State Serial::SaveState() const {
+  std::lock_guard lock(mu_);
+  return {ier_, lcr_, mcr_, scr_, dll_, dlm_, thr_interrupt_};
+}
+
+void Serial::RestoreState(const State& s) {
+  std::lock_guard lock(mu_);
+  ier_ = s.ier;
+  lcr_ = s.lcr;
+  mcr_ = s.mcr;
+  scr_ = s.scr;
+  dll_ = s.dll;
+  dlm_ = s.dlm;
+  thr_interrupt_ = s.thr_interrupt;
+  UpdateInterrupt();
+}
+
 void Serial::UpdateInterrupt() {
   if (InterruptId() != kIirNone && interrupt_) interrupt_();
 }

@@ -30,6 +30,15 @@ class Serial : public BusDevice {
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
   // Queues bytes for the guest to read; returns how many were accepted.
+  // The registers a guest driver set up, for snapshots. Pending input is
+  // not part of it: a restored guest starts with an empty receive FIFO.
+  struct State {
+    uint8_t ier, lcr, mcr, scr, dll, dlm;
+    bool thr_interrupt;
+  };
+  State SaveState() const;
+  void RestoreState(const State& state);
+
   size_t EnqueueInput(std::span<const uint8_t> bytes);
   // Writes any buffered output to the host fd.
   void Flush();

@@ -1,7 +1,9 @@
 #include "src/vmm/arch/x86_64/cpu_state.h"
 
+#include <asm/kvm_para.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -85,14 +87,6 @@ absl::Status RestoreVcpuState(int vcpu_fd, const VcpuState& s) {
   RETURN_IF_ERROR(Ioctl(vcpu_fd, kSetCpuid2, cpuid.bytes.data(), "KVM_SET_CPUID2"));
   RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_SREGS, const_cast<kvm_sregs*>(&s.sregs), "KVM_SET_SREGS"));
   RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_REGS, const_cast<kvm_regs*>(&s.regs), "KVM_SET_REGS"));
-  Counted<kvm_msr_entry> msrs(static_cast<uint32_t>(s.msrs.size()));
-  std::copy(s.msrs.begin(), s.msrs.end(), msrs.entries());
-  int n = ioctl(vcpu_fd, kSetMsrs, msrs.bytes.data());
-  if (n < 0) return ErrnoStatus("KVM_SET_MSRS");
-  if (static_cast<size_t>(n) != s.msrs.size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KVM_SET_MSRS took %d of %d MSRs (refused MSR %#x)", n, s.msrs.size(), s.msrs[n].index));
-  }
   if (s.has_xsave) {
     RETURN_IF_ERROR(Ioctl(vcpu_fd, kSetXsave, const_cast<Xsave*>(&s.xsave), "KVM_SET_XSAVE"));
   } else {
@@ -101,8 +95,24 @@ absl::Status RestoreVcpuState(int vcpu_fd, const VcpuState& s) {
   if (s.has_xcrs) {
     RETURN_IF_ERROR(Ioctl(vcpu_fd, KVM_SET_XCRS, const_cast<kvm_xcrs*>(&s.xcrs), "KVM_SET_XCRS"));
   }
+  // The LAPIC before the MSRs: KVM drops a TSC deadline written while the
+  // LAPIC timer is not in TSC-deadline mode, and the guest's timer with it.
   RETURN_IF_ERROR(
       Ioctl(vcpu_fd, KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&s.lapic), "KVM_SET_LAPIC"));
+  Counted<kvm_msr_entry> msrs(static_cast<uint32_t>(s.msrs.size()));
+  std::copy(s.msrs.begin(), s.msrs.end(), msrs.entries());
+  // Async page faults are enabled last, once the vector they are delivered
+  // on (MSR_KVM_ASYNC_PF_INT, after it in KVM's list) is back: enabled
+  // first, a restored guest whose memory loads lazily hung on PVM.
+  std::stable_partition(msrs.entries(), msrs.entries() + msrs.count(),
+                        [](const kvm_msr_entry& e) { return e.index != MSR_KVM_ASYNC_PF_EN; });
+  std::vector<kvm_msr_entry> order(msrs.entries(), msrs.entries() + msrs.count());
+  int n = ioctl(vcpu_fd, kSetMsrs, msrs.bytes.data());
+  if (n < 0) return ErrnoStatus("KVM_SET_MSRS");
+  if (static_cast<size_t>(n) != s.msrs.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KVM_SET_MSRS took %d of %d MSRs (refused MSR %#x)", n, s.msrs.size(), order[n].index));
+  }
   RETURN_IF_ERROR(
       Ioctl(vcpu_fd, KVM_SET_MP_STATE, const_cast<kvm_mp_state*>(&s.mp_state), "KVM_SET_MP_STATE"));
   return Ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, const_cast<kvm_vcpu_events*>(&s.events),

@@ -1,0 +1,74 @@
+// Vm's snapshot half: capturing a paused VM and rebuilding one from a
+// snapshot (vm.h).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/common/unique_fd.h"
+#include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/vm.h"
+
+namespace ember {
+
+absl::StatusOr<SnapshotState> Vm::CaptureSnapshot() const {
+  if (!virtio_.empty()) {
+    return absl::FailedPreconditionError(
+        "snapshots of microVMs with drives, network interfaces or a balloon are not supported "
+        "yet");
+  }
+  SnapshotState s;
+  ASSIGN_OR_RETURN(s.machine, SaveMachineState());
+  for (const GuestRegion& r : memory_.regions()) s.memory.push_back({r.guest_addr, r.size});
+  s.serial = serial_->SaveState();
+  s.i8042 = i8042_->SaveState();
+  return s;
+}
+
+absl::Status Vm::WriteMemoryFile(const std::string& path) const {
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
+  for (const GuestRegion& r : memory_.regions()) {
+    for (uint64_t done = 0; done < r.size;) {
+      ssize_t n = ::write(fd.get(), r.host + done, r.size - done);
+      if (n <= 0) return ErrnoStatus(absl::StrCat("writing ", path), n < 0 ? errno : EIO);
+      done += n;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleIo io,
+                                                const SnapshotState& state, int mem_fd) {
+  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+  if (!config.drives.empty() || !config.net.empty() || config.balloon) {
+    return absl::InvalidArgumentError("the snapshot's configuration has virtio devices");
+  }
+  if (state.machine.vcpus.size() != config.machine.vcpu_count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the snapshot has %d vCPU states for vcpu_count %d",
+                        state.machine.vcpus.size(), config.machine.vcpu_count));
+  }
+  ASSIGN_OR_RETURN(std::vector<MemoryRange> expected,
+                   x86_64::RamRanges(config.machine.mem_size_mib << 20));
+  bool same = expected.size() == state.memory.size();
+  for (size_t i = 0; same && i < expected.size(); i++) {
+    same = expected[i].guest_addr == state.memory[i].guest_addr &&
+           expected[i].size == state.memory[i].size;
+  }
+  if (!same) return absl::InvalidArgumentError("the snapshot's memory layout does not match its mem_size_mib");
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                   CreateBare([&] { return GuestMemory::MapFile(state.memory, mem_fd); }));
+  RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
+  // Registers come from the snapshot: the boot entry is never used.
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));
+  RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
+  vm->serial_->RestoreState(state.serial);
+  vm->i8042_->RestoreState(state.i8042);
+  return vm;
+}
+
+}  // namespace ember

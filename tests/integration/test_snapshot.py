@@ -1,0 +1,172 @@
+"""Snapshots of a real Linux guest: boot, pause, snapshot, load in a new
+Ember process, resume, and the guest goes on (its kernel takes
+Ctrl-Alt-Del from the restored keyboard controller and writes its reboot
+messages on the restored console); several restores of one snapshot side
+by side; and bad input that must leave the new process unconfigured."""
+
+import json
+import time
+
+import pytest
+
+from conftest import EXIT_OK
+from test_api import Api
+
+IDLE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
+
+
+@pytest.fixture(scope="module")
+def snapshot(ember, guest, tmp_path_factory):
+    """One booted guest, paused and snapshotted; its files."""
+    d = tmp_path_factory.mktemp("snap")
+    a = Api(ember, d)
+    try:
+        assert a.request("PUT", "/boot-source", {
+            "kernel_image_path": str(guest["vmlinux"]),
+            "initrd_path": str(guest["initramfs.cpio"]), "boot_args": IDLE_ARGS})[0] == 204
+        assert a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128})[0] == 204
+        a.expect_fault("PUT", "/snapshot/create", "has not started yet",
+                       {"snapshot_path": str(d / "x"), "mem_file_path": str(d / "y")})
+        assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
+        deadline = time.monotonic() + 300
+        while "Run /init as init process" not in a.console():
+            assert time.monotonic() < deadline, a.console()
+            time.sleep(0.5)
+        time.sleep(2)  # the keyboard is long probed by now; init spins
+        files = {"state": d / "vm.snap", "mem": d / "vm.mem"}
+        a.expect_fault("PUT", "/snapshot/create", "pause the microVM first",
+                       {"snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})
+        assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+        a.expect_fault("PUT", "/snapshot/create", "Diff snapshots are not supported",
+                       {"snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"]),
+                        "snapshot_type": "Diff"})
+        assert a.request("PUT", "/snapshot/create", {
+            "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"]),
+            "snapshot_type": "Full"})[0] == 204
+        assert files["mem"].stat().st_size == 128 << 20
+        assert "snapshot created" in a.log()
+        files["console_before"] = a.console()
+    finally:
+        a.stop()
+    return files
+
+
+def load(a, files, resume=True, **extra):
+    body = {"snapshot_path": str(files["state"]),
+            "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
+            "resume_vm": resume, **extra}
+    return a.request("PUT", "/snapshot/load", body)
+
+
+def reboot_and_wait(a):
+    """The restored guest takes Ctrl-Alt-Del and reboots: Ember exits 0."""
+    assert a.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0] == 204, a.log()
+    assert a.proc.wait(timeout=120) == EXIT_OK, a.log()
+    assert "reboot: Restarting system" in a.console(), a.console()[-2000:]
+
+
+def test_a_loaded_snapshot_goes_on(ember, snapshot, tmp_path):
+    a = Api(ember, tmp_path)
+    status, reply = load(a, snapshot)
+    assert status == 204, reply
+    assert a.request("GET", "/")[1]["state"] == "Running"
+    config = a.request("GET", "/vm/config")[1]
+    assert config["machine-config"]["mem_size_mib"] == 128
+    assert "Run /init" not in a.console(), "no second boot: the kernel goes on where it was"
+    a.expect_fault("PUT", "/snapshot/load", "before the microVM starts",
+                   {"snapshot_path": str(snapshot["state"]), "mem_file_path": str(snapshot["mem"])})
+    reboot_and_wait(a)
+
+
+def test_loaded_paused_then_resumed(ember, snapshot, tmp_path):
+    a = Api(ember, tmp_path)
+    assert load(a, snapshot, resume=False)[0] == 204
+    assert a.request("GET", "/")[1]["state"] == "Paused"
+    assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
+    reboot_and_wait(a)
+
+
+def test_many_restores_of_one_snapshot_side_by_side(ember, snapshot, tmp_path):
+    vms = []
+    for i in range(3):
+        d = tmp_path / str(i)
+        d.mkdir()
+        vms.append(Api(ember, d))
+    try:
+        for a in vms:
+            assert load(a, snapshot)[0] == 204, a.log()
+        for a in vms:
+            reboot_and_wait(a)
+    finally:
+        for a in vms:
+            a.stop()
+    # MAP_PRIVATE: the guests' writes never reached the shared memory file.
+    assert snapshot["mem"].stat().st_size == 128 << 20
+
+
+def corrupt(path, out, change):
+    data = bytearray(path.read_bytes())
+    change(data)
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("case", ["truncated", "flipped", "version", "empty", "missing state",
+                                  "mem too short", "missing mem", "uffd", "dirty pages",
+                                  "override", "both mem", "no mem"])
+def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot, tmp_path, case):
+    state, mem = snapshot["state"], snapshot["mem"]
+    body = {"snapshot_path": str(state),
+            "mem_backend": {"backend_type": "File", "backend_path": str(mem)}}
+    needle = {
+        "truncated": "truncated or extended", "flipped": "checksum mismatch",
+        "version": "version 7", "empty": "not an Ember snapshot",
+        "missing state": "/nonexistent/vm.snap", "mem too short": "the memory file is",
+        "missing mem": "/nonexistent/vm.mem", "uffd": "Uffd is not supported",
+        "dirty pages": "track_dirty_pages", "override": "no network interface 'eth9'",
+        "both mem": "exactly one of mem_backend and mem_file_path",
+        "no mem": "exactly one of mem_backend and mem_file_path"}[case]
+    if case == "truncated":
+        body["snapshot_path"] = str(corrupt(state, tmp_path / "s", lambda d: d.__delitem__(slice(-100, None))))
+    elif case == "flipped":
+        body["snapshot_path"] = str(corrupt(state, tmp_path / "s", lambda d: d.__setitem__(200, d[200] ^ 1)))
+    elif case == "version":
+        body["snapshot_path"] = str(corrupt(state, tmp_path / "s", lambda d: d.__setitem__(8, 7)))
+    elif case == "empty":
+        (tmp_path / "s").write_bytes(b"")
+        body["snapshot_path"] = str(tmp_path / "s")
+    elif case == "missing state":
+        body["snapshot_path"] = "/nonexistent/vm.snap"
+    elif case == "mem too short":
+        with open(mem, "rb") as f:
+            (tmp_path / "m").write_bytes(f.read(1 << 20))
+        body["mem_backend"]["backend_path"] = str(tmp_path / "m")
+    elif case == "missing mem":
+        body["mem_backend"]["backend_path"] = "/nonexistent/vm.mem"
+    elif case == "uffd":
+        body["mem_backend"]["backend_type"] = "Uffd"
+    elif case == "dirty pages":
+        body["track_dirty_pages"] = True
+    elif case == "override":
+        body["network_overrides"] = [{"iface_id": "eth9", "host_dev_name": "tap9"}]
+    elif case == "both mem":
+        body["mem_file_path"] = str(mem)
+    elif case == "no mem":
+        del body["mem_backend"]
+    a = Api(ember, tmp_path)
+    try:
+        a.expect_fault("PUT", "/snapshot/load", needle, body)
+        assert a.request("GET", "/")[1]["state"] == "Not started", "never half-restored"
+    finally:
+        a.stop()
+
+
+def test_load_after_configuration_is_refused(ember, guest, snapshot, tmp_path):
+    a = Api(ember, tmp_path)
+    try:
+        assert a.request("PUT", "/boot-source", {"kernel_image_path": str(guest["vmlinux"])})[0] == 204
+        a.expect_fault("PUT", "/snapshot/load", "has not been configured",
+                       {"snapshot_path": str(snapshot["state"]),
+                        "mem_file_path": str(snapshot["mem"])})
+    finally:
+        a.stop()
