@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/errno_status.h"
@@ -88,8 +90,13 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
         absl::StrCat("the snapshot's configuration is refused: ", config.status().message()));
   }
   for (const auto& [iface, tap] : a.network_overrides) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("network_overrides: the snapshot has no network interface '", iface, "'"));
+    auto net = std::find_if(config->net.begin(), config->net.end(),
+                            [&](const NetConfig& n) { return n.iface_id == iface; });
+    if (net == config->net.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("network_overrides: the snapshot has no network interface '", iface, "'"));
+    }
+    net->host_dev_name = tap;
   }
   UniqueFd mem(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!mem.valid()) return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));

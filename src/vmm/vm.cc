@@ -86,17 +86,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const VmConfig& config, ConsoleIo
                                       GuestRanges(config.machine.mem_size_mib));
                      return GuestMemory::Create(ranges);
                    }));
-  RETURN_IF_ERROR(ValidateDrives(config.drives));
   std::string cmdline = GuestCmdline(*config.boot_source);
-  RETURN_IF_ERROR(ValidateNet(config.net));
-  RETURN_IF_ERROR(vm->AttachDrives(config.drives, &cmdline));
-  RETURN_IF_ERROR(vm->AttachNet(config.net, &cmdline));
-  if (config.balloon) {
-    ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
-                     virtio::balloon::BalloonDevice::Create(*config.balloon));
-    RETURN_IF_ERROR(vm->AttachVirtio(std::move(balloon), &cmdline));
-    vm->balloon_ = vm->virtio_.back().get();
-  }
+  RETURN_IF_ERROR(vm->AttachDevices(config, &cmdline));
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory_, *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
   // Last of the configuration checks: it may create serial_out_path.
@@ -230,6 +221,20 @@ absl::Status Vm::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std:
   }
   virtio_.push_back(transport);
   absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));
+  return absl::OkStatus();
+}
+
+absl::Status Vm::AttachDevices(const VmConfig& config, std::string* cmdline) {
+  RETURN_IF_ERROR(ValidateDrives(config.drives));
+  RETURN_IF_ERROR(ValidateNet(config.net));
+  RETURN_IF_ERROR(AttachDrives(config.drives, cmdline));
+  RETURN_IF_ERROR(AttachNet(config.net, cmdline));
+  if (config.balloon) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
+                     virtio::balloon::BalloonDevice::Create(*config.balloon));
+    RETURN_IF_ERROR(AttachVirtio(std::move(balloon), cmdline));
+    balloon_ = virtio_.back().get();
+  }
   return absl::OkStatus();
 }
 

@@ -97,6 +97,8 @@ class Vm {
 
  private:
   using MemoryMaker = std::function<absl::StatusOr<GuestMemory>()>;
+  // Drives, network interfaces and the balloon, in that order.
+  absl::Status AttachDevices(const VmConfig& config, std::string* cmdline);
   // KVM VM with its memory registered, irqchip, PIT, loop and exit.
   static absl::StatusOr<std::unique_ptr<Vm>> CreateBare(const MemoryMaker& make_memory);
   Vm(Kvm kvm, VmFd vm, GuestMemory memory, EventLoop loop, std::unique_ptr<VmExit> exit)

@@ -15,12 +15,8 @@
 namespace ember {
 
 absl::StatusOr<SnapshotState> Vm::CaptureSnapshot() const {
-  if (!virtio_.empty()) {
-    return absl::FailedPreconditionError(
-        "snapshots of microVMs with drives, network interfaces or a balloon are not supported "
-        "yet");
-  }
   SnapshotState s;
+  for (const auto& t : virtio_) s.virtio.push_back(t->SaveState());
   ASSIGN_OR_RETURN(s.machine, SaveMachineState());
   for (const GuestRegion& r : memory_.regions()) s.memory.push_back({r.guest_addr, r.size});
   s.serial = serial_->SaveState();
@@ -44,9 +40,6 @@ absl::Status Vm::WriteMemoryFile(const std::string& path) const {
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleIo io,
                                                 const SnapshotState& state, int mem_fd) {
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
-  if (!config.drives.empty() || !config.net.empty() || config.balloon) {
-    return absl::InvalidArgumentError("the snapshot's configuration has virtio devices");
-  }
   if (state.machine.vcpus.size() != config.machine.vcpu_count) {
     return absl::InvalidArgumentError(
         absl::StrFormat("the snapshot has %d vCPU states for vcpu_count %d",
@@ -62,12 +55,24 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleI
   if (!same) return absl::InvalidArgumentError("the snapshot's memory layout does not match its mem_size_mib");
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    CreateBare([&] { return GuestMemory::MapFile(state.memory, mem_fd); }));
+  // The same devices in the same order as at boot; the command line they
+  // would add is the guest's business now.
+  std::string unused_cmdline;
+  RETURN_IF_ERROR(vm->AttachDevices(config, &unused_cmdline));
+  if (vm->virtio_.size() != state.virtio.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the snapshot has %d virtio devices, its configuration %d", state.virtio.size(),
+        vm->virtio_.size()));
+  }
   RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
   // Registers come from the snapshot: the boot entry is never used.
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));
   RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
   vm->serial_->RestoreState(state.serial);
   vm->i8042_->RestoreState(state.i8042);
+  for (size_t i = 0; i < state.virtio.size(); i++) {
+    RETURN_IF_ERROR(vm->virtio_[i]->RestoreState(state.virtio[i]));
+  }
   return vm;
 }
 

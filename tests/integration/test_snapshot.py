@@ -170,3 +170,77 @@ def test_load_after_configuration_is_refused(ember, guest, snapshot, tmp_path):
                         "mem_file_path": str(snapshot["mem"])})
     finally:
         a.stop()
+
+
+def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_path):
+    """virtio-net survives the snapshot: the restored kernel answers ping,
+    first on the TAP it had, then (network_overrides) on another one."""
+    from test_net import GUEST_IP, GUEST_MAC, HOST_IP, sh
+    import uuid
+    ns_name = f"ember-snap-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", ns_name)
+    ns = ("ip", "netns", "exec", ns_name)
+    try:
+        sh(*ns, "ip", "link", "set", "lo", "up")
+
+        def tap(name):
+            sh(*ns, "ip", "tuntap", "add", "dev", name, "mode", "tap")
+            sh(*ns, "ip", "addr", "add", f"{HOST_IP}/24", "dev", name)
+            sh(*ns, "ip", "link", "set", name, "up")
+
+        def ping():
+            return sh(*ns, "ping", "-c", "2", "-W", "5", GUEST_IP, check=False)
+
+        tap("tap0")
+        wrapper = tmp_path / "ember-in-netns"
+        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {ns_name} {ember} \"$@\"\n")
+        wrapper.chmod(0o755)
+        d = tmp_path / "first"
+        d.mkdir()
+        a = Api(wrapper, d)
+        try:
+            assert a.request("PUT", "/boot-source", {
+                "kernel_image_path": str(guest["vmlinux"]),
+                "initrd_path": str(guest["initramfs.cpio"]),
+                "boot_args": IDLE_ARGS + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"})[0] == 204
+            assert a.request("PUT", "/network-interfaces/eth0", {
+                "iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": GUEST_MAC})[0] == 204
+            assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
+            deadline = time.monotonic() + 300
+            while "Run /init as init process" not in a.console():
+                assert time.monotonic() < deadline, a.console()
+                time.sleep(0.5)
+            assert ping().returncode == 0, a.log()
+            assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+            files = {"state": d / "vm.snap", "mem": d / "vm.mem"}
+            assert a.request("PUT", "/snapshot/create", {
+                "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
+        finally:
+            a.stop()
+
+        d2 = tmp_path / "second"
+        d2.mkdir()
+        b = Api(wrapper, d2)
+        try:
+            assert load(b, files)[0] == 204, b.log()
+            result = ping()
+            assert result.returncode == 0, result.stdout + b.log()
+        finally:
+            b.stop()
+
+        sh(*ns, "ip", "link", "del", "tap0")
+        tap("tap1")
+        d3 = tmp_path / "third"
+        d3.mkdir()
+        c = Api(wrapper, d3)
+        try:
+            assert load(c, files, network_overrides=[
+                {"iface_id": "eth0", "host_dev_name": "tap1"}])[0] == 204, c.log()
+            assert c.request("GET", "/vm/config")[1]["network-interfaces"][0]["host_dev_name"] == "tap1"
+            result = ping()
+            assert result.returncode == 0, result.stdout + c.log()
+            reboot_and_wait(c)
+        finally:
+            c.stop()
+    finally:
+        sh("ip", "netns", "del", ns_name, check=False)

@@ -4,7 +4,10 @@
 
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::virtio {
 namespace {
@@ -198,6 +201,49 @@ void MmioTransport::WriteStatus(uint32_t value) {
     }
   }
   status_ = value;
+}
+
+MmioTransport::State MmioTransport::SaveState() {
+  std::lock_guard lock(mu_);
+  if (activated_) device_->Quiesce();
+  State s;
+  s.device_type = device_->device_type();
+  s.registers = {status_, device_features_sel_, driver_features_sel_, queue_sel_,
+                 driver_features_, interrupt_status_.load(), config_generation_, activated_};
+  for (const Queue& q : queues_) s.queues.push_back(q.SaveState());
+  s.device = device_->SaveDeviceState();
+  return s;
+}
+
+absl::Status MmioTransport::RestoreState(const State& s) {
+  std::lock_guard lock(mu_);
+  if (s.device_type != device_->device_type() || s.queues.size() != queues_.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "virtio device type %d with %d queues in the snapshot, type %d with %d here",
+        s.device_type, s.queues.size(), device_->device_type(), queues_.size()));
+  }
+  for (size_t i = 0; i < queues_.size(); i++) {
+    if (!queues_[i].RestoreState(s.queues[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("virtio queue ", i, ": bad size"));
+    }
+  }
+  const Registers& r = s.registers;
+  status_ = r.status;
+  device_features_sel_ = r.device_features_sel;
+  driver_features_sel_ = r.driver_features_sel;
+  queue_sel_ = r.queue_sel;
+  driver_features_ = r.driver_features;
+  interrupt_status_ = r.interrupt_status;
+  config_generation_ = r.config_generation;
+  if (r.activated) {
+    for (Queue& q : queues_) {
+      if (q.ready()) RETURN_IF_ERROR(q.Validate(*mem_));
+    }
+    RETURN_IF_ERROR(device_->Activate(*mem_, queues_, this, driver_features_));
+    activated_ = true;
+    RETURN_IF_ERROR(device_->RestoreDeviceState(s.device));
+  }
+  return absl::OkStatus();
 }
 
 void MmioTransport::NeedsReset(const std::string& why) {

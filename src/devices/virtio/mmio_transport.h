@@ -49,6 +49,25 @@ class MmioTransport : public BusDevice, public Interrupt {
   void Trigger(uint32_t status_bit) override;
 
   uint32_t status() const;
+
+  // A transport's state for snapshots: registers, queues, device state.
+  struct Registers {
+    uint32_t status, device_features_sel, driver_features_sel, queue_sel;
+    uint64_t driver_features;
+    uint32_t interrupt_status, config_generation;
+    bool activated;
+  };
+  struct State {
+    uint32_t device_type;
+    Registers registers;
+    std::vector<Queue::State> queues;
+    std::vector<uint8_t> device;
+  };
+  // Finishes the device's in-flight work first.
+  State SaveState();
+  // Onto a transport built from the same configuration; an activated device
+  // is activated again with the restored queues.
+  absl::Status RestoreState(const State& state);
   // Runs `f` on the device under the transport's lock (from any thread).
   template <typename F>
   auto WithDevice(F f) {

@@ -69,6 +69,33 @@ class Queue {
   // since the last call (EVENT_IDX or the avail ring's NO_INTERRUPT flag).
   absl::StatusOr<bool> NeedsInterrupt(const GuestMemory& mem);
 
+  // Everything the driver set up and how far both sides got (snapshots).
+  struct State {
+    uint16_t size;
+    uint64_t desc_table, avail_ring, used_ring;
+    bool ready, event_idx;
+    uint16_t next_avail, next_used, signalled_used;
+  };
+  State SaveState() const {
+    return {size_, desc_table_, avail_ring_, used_ring_, ready_,
+            event_idx_, next_avail_, next_used_, signalled_used_};
+  }
+  // The size must fit this queue's maximum; Validate checks the rest.
+  bool RestoreState(const State& s) {
+    if (s.size == 0 || s.size > max_size_ || (s.size & (s.size - 1)) != 0) return false;
+    size_ = s.size;
+    desc_table_ = s.desc_table;
+    avail_ring_ = s.avail_ring;
+    used_ring_ = s.used_ring;
+    ready_ = s.ready;
+    event_idx_ = s.event_idx;
+    next_avail_ = s.next_avail;
+    next_used_ = s.next_used;
+    signalled_used_ = s.signalled_used;
+    broken_ = false;
+    return true;
+  }
+
   bool broken() const { return broken_; }
   const std::string& error() const { return error_; }
   void Reset();

@@ -72,6 +72,14 @@ class VirtioDevice {
   // A host fd the VMM loop should watch for the device (a TAP), or -1,
   // with its epoll events; ProcessBackend runs when it is ready, and only
   // once the device is active.
+  // Snapshots: finish what is in flight (the VM is paused), then the
+  // device's own state beyond its queues, and back (after Activate).
+  virtual void Quiesce() {}
+  virtual std::vector<uint8_t> SaveDeviceState() const { return {}; }
+  virtual absl::Status RestoreDeviceState(std::span<const uint8_t> /*state*/) {
+    return absl::OkStatus();
+  }
+
   virtual int backend_fd() const { return -1; }
   virtual uint32_t backend_events() const { return 0; }
   virtual void ProcessBackend(uint32_t /*events*/) {}

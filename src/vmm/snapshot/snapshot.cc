@@ -10,6 +10,9 @@ constexpr uint32_t kMaxVcpus = 32;
 constexpr uint32_t kMaxEntries = 1024;  // CPUID leaves, MSRs
 constexpr uint32_t kMaxRegions = 16;
 constexpr uint32_t kMaxConfig = 1 << 20;
+constexpr uint32_t kMaxDevices = 64;
+constexpr uint32_t kMaxQueues = 16;
+constexpr uint32_t kMaxDeviceState = 4096;
 
 }  // namespace
 
@@ -35,6 +38,13 @@ std::vector<uint8_t> EncodeSnapshot(const SnapshotState& s) {
   }
   w.Put(s.serial);
   w.Put(s.i8042);
+  w.Put(static_cast<uint32_t>(s.virtio.size()));
+  for (const virtio::MmioTransport::State& v : s.virtio) {
+    w.Put(v.device_type);
+    w.Put(v.registers);
+    w.PutVector(v.queues);
+    w.PutVector(v.device);
+  }
   return w.Finish();
 }
 
@@ -66,6 +76,17 @@ absl::StatusOr<SnapshotState> DecodeSnapshot(std::span<const uint8_t> file) {
   }
   r.Get(&s.serial);
   r.Get(&s.i8042);
+  uint32_t devices = 0;
+  if (!r.Get(&devices) || devices > kMaxDevices) {
+    return absl::InvalidArgumentError("snapshot state file: bad virtio device count");
+  }
+  s.virtio.resize(devices);
+  for (virtio::MmioTransport::State& v : s.virtio) {
+    r.Get(&v.device_type);
+    r.Get(&v.registers);
+    r.GetVector(&v.queues, kMaxQueues);
+    r.GetVector(&v.device, kMaxDeviceState);
+  }
   RETURN_IF_ERROR(r.Finish());
   if (s.machine.vcpus.empty() || s.memory.empty()) {
     return absl::InvalidArgumentError("snapshot state file: no vCPUs or no memory");

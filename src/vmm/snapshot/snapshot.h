@@ -1,7 +1,8 @@
 // What a snapshot's state file holds, and its encoding (state_file.h
 // frames it): the VM's configuration (as the API's JSON), the guest memory
 // layout (the memory file holds the regions one after another), the KVM
-// state of the VM and its vCPUs, and the legacy devices' registers.
+// state of the VM and its vCPUs, the legacy devices' registers and each
+// virtio device's transport, queues and own state.
 #pragma once
 
 #include <span>
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
+#include "src/devices/virtio/mmio_transport.h"
 #include "src/vmm/arch/x86_64/cpu_state.h"
 #include "src/vmm/guest_memory.h"
 
@@ -27,6 +29,7 @@ struct SnapshotState {
   MachineState machine;
   Serial::State serial;
   I8042::State i8042;
+  std::vector<virtio::MmioTransport::State> virtio;  // in attach order
 };
 
 std::vector<uint8_t> EncodeSnapshot(const SnapshotState& state);

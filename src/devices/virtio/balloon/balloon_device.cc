@@ -113,6 +113,32 @@ absl::Status BalloonDevice::Activate(const GuestMemory& mem, std::span<Queue> qu
   return absl::OkStatus();
 }
 
+namespace {
+// The guest-visible state beyond the queues: the pages it reported and
+// the statistics buffer it gave us.
+struct SavedBalloon {
+  uint32_t target_pages, actual_pages;
+  bool has_stats_head;
+  uint16_t stats_head;
+};
+}  // namespace
+
+std::vector<uint8_t> BalloonDevice::SaveDeviceState() const {
+  SavedBalloon s = {target_pages_, actual_pages_, stats_head_.has_value(), stats_head_.value_or(0)};
+  auto* p = reinterpret_cast<const uint8_t*>(&s);
+  return {p, p + sizeof(s)};
+}
+
+absl::Status BalloonDevice::RestoreDeviceState(std::span<const uint8_t> state) {
+  SavedBalloon s;
+  if (state.size() != sizeof(s)) return absl::InvalidArgumentError("bad virtio-balloon state");
+  std::memcpy(&s, state.data(), sizeof(s));
+  target_pages_ = s.target_pages;
+  actual_pages_ = s.actual_pages;
+  if (s.has_stats_head) stats_head_ = s.stats_head;
+  return absl::OkStatus();
+}
+
 void BalloonDevice::Reset() {
   if (timer_.valid()) {
     itimerspec off = {};

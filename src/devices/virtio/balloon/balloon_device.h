@@ -44,6 +44,8 @@ class BalloonDevice : public VirtioDevice {
                         uint64_t features) override;
   void ProcessQueue(size_t index) override;
   void Reset() override;
+  std::vector<uint8_t> SaveDeviceState() const override;
+  absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
   // The statistics timer.
   int backend_fd() const override { return timer_.get(); }
   uint32_t backend_events() const override;

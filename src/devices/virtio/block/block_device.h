@@ -42,6 +42,8 @@ class BlockDevice : public VirtioDevice {
                         uint64_t features) override;
   void ProcessQueue(size_t index) override;
   void Reset() override;
+  // In-flight Async requests complete (and reach the used ring) first.
+  void Quiesce() override { Drain(true); }
   // The io_uring's completion eventfd (Async only).
   int backend_fd() const override { return uring_ ? uring_->event_fd() : -1; }
   uint32_t backend_events() const override;
