@@ -75,9 +75,6 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
     return absl::FailedPreconditionError(
         "a snapshot can only be loaded into an Ember that has not been configured");
   }
-  if (a.uffd) {
-    return absl::UnimplementedError("mem_backend Uffd is not supported by Ember yet; use File");
-  }
   if (a.track_dirty_pages) {
     return absl::UnimplementedError("track_dirty_pages (Diff snapshots) is not supported by Ember yet");
   }
@@ -98,9 +95,13 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
     }
     net->host_dev_name = tap;
   }
-  UniqueFd mem(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!mem.valid()) return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Restore(*config, io_, state, mem.get()));
+  UniqueFd mem;
+  if (!a.uffd) {
+    mem.reset(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!mem.valid()) return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                   Vm::Restore(*config, io_, state, mem.get(), a.uffd ? a.mem_backend_path : ""));
   if (!a.resume_vm) vm->Pause();
   config_ = std::move(*config);
   vm_ = std::move(vm);

@@ -19,6 +19,7 @@
 #include "src/vmm/guest_memory.h"
 #include "src/vmm/kvm.h"
 #include "src/vmm/snapshot/snapshot.h"
+#include "src/vmm/snapshot/uffd.h"
 #include "src/vmm/vcpu.h"
 #include "src/vmm/vm_config.h"
 #include "src/vmm/vm_exit.h"
@@ -50,8 +51,11 @@ class Vm {
   // The VM a snapshot describes, `config` being the one it carries; guest
   // memory is `mem_fd` mapped private (pages load on first touch). Run it
   // as a created VM; Pause first to start it paused.
+  // With `uffd_socket` (mem_backend Uffd), guest memory is anonymous and a
+  // page-fault handler listening there fills it (snapshot/uffd.h).
   static absl::StatusOr<std::unique_ptr<Vm>> Restore(const VmConfig& config, ConsoleIo io,
-                                                     const SnapshotState& state, int mem_fd);
+                                                     const SnapshotState& state, int mem_fd,
+                                                     const std::string& uffd_socket = "");
 
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).
@@ -128,6 +132,7 @@ class Vm {
   std::shared_ptr<Serial> serial_;
   std::shared_ptr<I8042> i8042_;
   std::shared_ptr<BootTimer> boot_timer_;  // with --boot-timer
+  snapshot::UffdHandover uffd_;  // snapshot loaded with mem_backend Uffd
   UniqueFd keyboard_irq_;
   UniqueFd serial_out_;  // serial_out_path, when configured
   UniqueFd serial_irq_;

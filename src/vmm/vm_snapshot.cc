@@ -10,6 +10,7 @@
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/snapshot/uffd.h"
 #include "src/vmm/vm.h"
 
 namespace ember {
@@ -38,7 +39,8 @@ absl::Status Vm::WriteMemoryFile(const std::string& path) const {
 }
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleIo io,
-                                                const SnapshotState& state, int mem_fd) {
+                                                const SnapshotState& state, int mem_fd,
+                                                const std::string& uffd_socket) {
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
   if (state.machine.vcpus.size() != config.machine.vcpu_count) {
     return absl::InvalidArgumentError(
@@ -53,8 +55,15 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleI
            expected[i].size == state.memory[i].size;
   }
   if (!same) return absl::InvalidArgumentError("the snapshot's memory layout does not match its mem_size_mib");
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
-                   CreateBare([&] { return GuestMemory::MapFile(state.memory, mem_fd); }));
+  snapshot::UffdHandover uffd;
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateBare([&]() -> absl::StatusOr<GuestMemory> {
+                     if (uffd_socket.empty()) return GuestMemory::MapFile(state.memory, mem_fd);
+                     // Handed over before anything reads guest memory.
+                     ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(state.memory));
+                     ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
+                     return mem;
+                   }));
+  vm->uffd_ = std::move(uffd);
   // The same devices in the same order as at boot; the command line they
   // would add is the guest's business now.
   std::string unused_cmdline;
