@@ -18,7 +18,9 @@ exec 9>"$root/.build-fuzz.lock"
 flock 9
 cmake -S "$root" -B "$build" -G Ninja -DEMBER_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
-ninja -C "$build" "${target}_fuzzer" >/dev/null
+# Quiet unless the build fails; then its output says why.
+ninja -C "$build" "${target}_fuzzer" > "$build/ninja-$target.log" 2>&1 \
+  || { cat "$build/ninja-$target.log"; exit 1; }
 flock -u 9
 
 corpus=$build/corpus/$target

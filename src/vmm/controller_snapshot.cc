@@ -86,14 +86,15 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
     return absl::InvalidArgumentError(
         absl::StrCat("the snapshot's configuration is refused: ", config.status().message()));
   }
-  for (const auto& [iface, tap] : a.network_overrides) {
+  for (const auto& override : a.network_overrides) {
+    const std::string& iface = override.first;
     auto net = std::find_if(config->net.begin(), config->net.end(),
                             [&](const NetConfig& n) { return n.iface_id == iface; });
     if (net == config->net.end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("network_overrides: the snapshot has no network interface '", iface, "'"));
     }
-    net->host_dev_name = tap;
+    net->host_dev_name = override.second;
   }
   UniqueFd mem;
   if (!a.uffd) {
