@@ -59,7 +59,7 @@ def make_snapshot(ember, kernel, initrd, mem_mib, d):
         wall = (time.monotonic() - t) * 1e3
         if status != 204:
             raise RuntimeError(reply)
-        own = log_value(a, r"snapshot created: .* in ([\d.]+) ms")
+        own = log_value(a, r"snapshot created .* in ([\d.]+) ms")
         return {"create_wall_ms": wall, "create_ms": own}
     finally:
         a.stop()

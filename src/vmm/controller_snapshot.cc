@@ -54,16 +54,13 @@ absl::Status Controller::WriteSnapshot(const CreateSnapshot& a) {
     return absl::FailedPreconditionError(
         "pause the microVM first (PATCH /vm {\"state\": \"Paused\"})");
   }
-  if (a.diff) {
-    return absl::UnimplementedError("Diff snapshots are not supported by Ember yet; use Full");
-  }
   double start = MonotonicMs();
   ASSIGN_OR_RETURN(SnapshotState state, vm_->CaptureSnapshot());
   state.config_json = config_codec_.to_json(config_);
-  RETURN_IF_ERROR(vm_->WriteMemoryFile(a.mem_file_path));
+  RETURN_IF_ERROR(vm_->WriteMemoryFile(a.mem_file_path, a.diff));
   RETURN_IF_ERROR(WriteWholeFile(a.snapshot_path, snapshot::EncodeSnapshot(state)));
-  LOG_INFO("snapshot created: %s and %s in %.3f ms", a.snapshot_path, a.mem_file_path,
-           MonotonicMs() - start);
+  LOG_INFO("snapshot created (%s): %s and %s in %.3f ms", a.diff ? "Diff" : "Full",
+           a.snapshot_path, a.mem_file_path, MonotonicMs() - start);
   return absl::OkStatus();
 }
 
@@ -75,9 +72,6 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
     return absl::FailedPreconditionError(
         "a snapshot can only be loaded into an Ember that has not been configured");
   }
-  if (a.track_dirty_pages) {
-    return absl::UnimplementedError("track_dirty_pages (Diff snapshots) is not supported by Ember yet");
-  }
   double start = MonotonicMs();
   ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadStateFile(a.snapshot_path));
   ASSIGN_OR_RETURN(SnapshotState state, snapshot::DecodeSnapshot(bytes));
@@ -86,6 +80,7 @@ absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
     return absl::InvalidArgumentError(
         absl::StrCat("the snapshot's configuration is refused: ", config.status().message()));
   }
+  if (a.track_dirty_pages) config->machine.track_dirty_pages = true;
   for (const auto& override : a.network_overrides) {
     const std::string& iface = override.first;
     auto net = std::find_if(config->net.begin(), config->net.end(),

@@ -61,12 +61,13 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
 }
 
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
-    : regions_(std::exchange(other.regions_, {})) {}
+    : regions_(std::exchange(other.regions_, {})), dirty_(std::move(other.dirty_)) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
   if (this != &other) {
     Unmap();
     regions_ = std::exchange(other.regions_, {});
+    dirty_ = std::move(other.dirty_);
   }
   return *this;
 }
@@ -100,14 +101,44 @@ absl::StatusOr<std::span<uint8_t>> GuestMemory::Slice(uint64_t addr, uint64_t le
     return absl::OutOfRangeError(
         absl::StrFormat("guest range [%#x, +%#x) is outside guest memory", addr, len));
   }
+  // A slice may be written through: count it as written.
+  if (!dirty_.empty()) MarkDirty(*r, addr, len);
   return std::span<uint8_t>(r->host + (addr - r->guest_addr), len);
 }
 
 absl::Status GuestMemory::Read(uint64_t addr, std::span<uint8_t> out) const {
-  absl::StatusOr<std::span<uint8_t>> s = Slice(addr, out.size());
-  if (!s.ok()) return s.status();
-  std::memcpy(out.data(), s->data(), out.size());
+  const GuestRegion* r = Find(addr, out.size());
+  if (r == nullptr) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("guest range [%#x, +%#x) is outside guest memory", addr, out.size()));
+  }
+  std::memcpy(out.data(), r->host + (addr - r->guest_addr), out.size());
   return absl::OkStatus();
+}
+
+void GuestMemory::EnableDirtyTracking() {
+  dirty_.clear();
+  for (const GuestRegion& r : regions_) {
+    size_t words = (r.size / kPageSize + 63) / 64;
+    dirty_.push_back(std::make_unique<std::atomic<uint64_t>[]>(words));
+  }
+}
+
+void GuestMemory::MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const {
+  size_t index = &r - regions_.data();
+  uint64_t first = (addr - r.guest_addr) / kPageSize;
+  uint64_t last = (addr - r.guest_addr + (len == 0 ? 0 : len - 1)) / kPageSize;
+  for (uint64_t p = first; p <= last; p++) {
+    dirty_[index][p / 64].fetch_or(uint64_t{1} << (p % 64), std::memory_order_relaxed);
+  }
+}
+
+std::vector<uint64_t> GuestMemory::TakeDirtyPages(size_t index) const {
+  size_t words = (regions_[index].size / kPageSize + 63) / 64;
+  std::vector<uint64_t> out(words, 0);
+  if (dirty_.empty()) return out;
+  for (size_t i = 0; i < words; i++) out[i] = dirty_[index][i].exchange(0);
+  return out;
 }
 
 absl::Status GuestMemory::Write(uint64_t addr, std::span<const uint8_t> data) const {

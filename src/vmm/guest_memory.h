@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -63,6 +65,14 @@ class GuestMemory {
   }
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
+
+  // Diff snapshots: from now on every page handed out by Slice or written
+  // by Write is recorded (the VMM's own writes, which KVM's dirty log does
+  // not see). Reads through Read are not.
+  void EnableDirtyTracking();
+  bool dirty_tracking() const { return !dirty_.empty(); }
+  // The recorded pages of region `index`, one bit per 4 KiB page, cleared.
+  std::vector<uint64_t> TakeDirtyPages(size_t index) const;
   // Bytes of guest RAM in all regions.
   uint64_t total_size() const;
 
@@ -73,7 +83,11 @@ class GuestMemory {
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
   void Unmap();
 
+  void MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const;
+
   std::vector<GuestRegion> regions_;
+  // Per region, a bit per page; empty when not tracking.
+  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> dirty_;
 };
 
 }  // namespace ember

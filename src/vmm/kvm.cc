@@ -89,11 +89,20 @@ absl::StatusOr<CpuidEntries> Kvm::SupportedCpuid() const {
   return entries;
 }
 
+absl::StatusOr<std::vector<uint64_t>> VmFd::GetDirtyLog(uint32_t slot, uint64_t size) const {
+  std::vector<uint64_t> bitmap((size / 4096 + 63) / 64, 0);
+  kvm_dirty_log log = {};
+  log.slot = slot;
+  log.dirty_bitmap = bitmap.data();
+  if (ioctl(fd_.get(), KVM_GET_DIRTY_LOG, &log) < 0) return ErrnoStatus("KVM_GET_DIRTY_LOG");
+  return bitmap;
+}
+
 absl::Status VmFd::SetUserMemoryRegion(uint32_t slot, uint64_t guest_addr, uint64_t size,
-                                       void* host) const {
+                                       void* host, bool log_dirty) const {
   kvm_userspace_memory_region region = {
       .slot = slot,
-      .flags = 0,
+      .flags = log_dirty ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES) : 0u,
       .guest_phys_addr = guest_addr,
       .memory_size = size,
       .userspace_addr = reinterpret_cast<uint64_t>(host),

@@ -37,8 +37,12 @@ class Kvm {
 
 class VmFd {
  public:
+  // The bitmap of pages the guest wrote in `slot` since the last call (KVM
+  // clears it), one bit per 4 KiB page; the slot must log dirty pages.
+  absl::StatusOr<std::vector<uint64_t>> GetDirtyLog(uint32_t slot, uint64_t size) const;
+  // `log_dirty`: KVM records the pages the guest writes (GetDirtyLog).
   absl::Status SetUserMemoryRegion(uint32_t slot, uint64_t guest_addr, uint64_t size,
-                                   void* host) const;
+                                   void* host, bool log_dirty = false) const;
   absl::Status SetTssAddr(uint64_t addr) const;
   absl::Status SetIdentityMapAddr(uint64_t addr) const;
   absl::Status CreateIrqchip() const;

@@ -47,7 +47,10 @@ class Vm {
   // state is not saved yet). The caller fills in config_json.
   absl::StatusOr<SnapshotState> CaptureSnapshot() const;
   // Writes guest memory, region after region, to a new file at `path`.
-  absl::Status WriteMemoryFile(const std::string& path) const;
+  // With `diff` (needs track_dirty_pages), only the pages written since
+  // the last snapshot, at their offsets in a sparse file of full size: lay
+  // it over the previous layers' memory file (ember-snapshot-rebase).
+  absl::Status WriteMemoryFile(const std::string& path, bool diff) const;
   // The VM a snapshot describes, `config` being the one it carries; guest
   // memory is `mem_fd` mapped private (pages load on first touch). Run it
   // as a created VM; Pause first to start it paused.
@@ -104,7 +107,8 @@ class Vm {
   // Drives, network interfaces and the balloon, in that order.
   absl::Status AttachDevices(const VmConfig& config, std::string* cmdline);
   // KVM VM with its memory registered, irqchip, PIT, loop and exit.
-  static absl::StatusOr<std::unique_ptr<Vm>> CreateBare(const MemoryMaker& make_memory);
+  static absl::StatusOr<std::unique_ptr<Vm>> CreateBare(const MemoryMaker& make_memory,
+                                                        bool track_dirty_pages);
   Vm(Kvm kvm, VmFd vm, GuestMemory memory, EventLoop loop, std::unique_ptr<VmExit> exit)
       : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)),
         loop_(std::move(loop)), exit_(std::move(exit)) {}

@@ -25,15 +25,44 @@ absl::StatusOr<SnapshotState> Vm::CaptureSnapshot() const {
   return s;
 }
 
-absl::Status Vm::WriteMemoryFile(const std::string& path) const {
+absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) const {
+  if (diff && !memory_.dirty_tracking()) {
+    return absl::FailedPreconditionError(
+        "Diff snapshots need machine-config.track_dirty_pages (or track_dirty_pages on load)");
+  }
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
-  for (const GuestRegion& r : memory_.regions()) {
-    for (uint64_t done = 0; done < r.size;) {
-      ssize_t n = ::write(fd.get(), r.host + done, r.size - done);
-      if (n <= 0) return ErrnoStatus(absl::StrCat("writing ", path), n < 0 ? errno : EIO);
-      done += n;
+  if (ftruncate(fd.get(), static_cast<off_t>(memory_.total_size())) != 0) {
+    return ErrnoStatus(absl::StrCat("sizing ", path));
+  }
+  uint64_t file_offset = 0;
+  for (size_t slot = 0; slot < memory_.regions().size(); slot++) {
+    const GuestRegion& r = memory_.regions()[slot];
+    std::vector<uint64_t> pages;
+    if (memory_.dirty_tracking()) {
+      // The guest's writes (KVM) and the VMM's (device emulation); taking
+      // them also starts the next diff from here, after a Full one too.
+      ASSIGN_OR_RETURN(pages, vm_.GetDirtyLog(slot, r.size));
+      std::vector<uint64_t> vmm = memory_.TakeDirtyPages(slot);
+      for (size_t i = 0; i < pages.size() && i < vmm.size(); i++) pages[i] |= vmm[i];
     }
+    auto write = [&](uint64_t offset, uint64_t len) -> absl::Status {
+      for (uint64_t done = 0; done < len;) {
+        ssize_t n = pwrite(fd.get(), r.host + offset + done, len - done,
+                           static_cast<off_t>(file_offset + offset + done));
+        if (n <= 0) return ErrnoStatus(absl::StrCat("writing ", path), n < 0 ? errno : EIO);
+        done += n;
+      }
+      return absl::OkStatus();
+    };
+    if (!diff) {
+      RETURN_IF_ERROR(write(0, r.size));
+    } else {
+      for (uint64_t page = 0; page < r.size / 4096; page++) {
+        if (pages[page / 64] & (uint64_t{1} << (page % 64))) RETURN_IF_ERROR(write(page * 4096, 4096));
+      }
+    }
+    file_offset += r.size;
   }
   return absl::OkStatus();
 }
@@ -62,7 +91,8 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleI
                      ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(state.memory));
                      ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
                      return mem;
-                   }));
+                   },
+                   config.machine.track_dirty_pages));
   vm->uffd_ = std::move(uffd);
   // The same devices in the same order as at boot; the command line they
   // would add is the guest's business now.

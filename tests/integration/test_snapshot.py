@@ -5,6 +5,7 @@ messages on the restored console); several restores of one snapshot side
 by side; and bad input that must leave the new process unconfigured."""
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def snapshot(ember, guest, tmp_path_factory):
             "kernel_image_path": str(guest["vmlinux"]),
             "initrd_path": str(guest["initramfs.cpio"]), "boot_args": IDLE_ARGS})[0] == 204
         assert a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128})[0] == 204
+        # A virtio device too: its queues are in the snapshot, and restoring
+        # them reads guest memory from the VMM thread.
+        assert a.request("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False})[0] == 204
         a.expect_fault("PUT", "/snapshot/create", "has not started yet",
                        {"snapshot_path": str(d / "x"), "mem_file_path": str(d / "y")})
         assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
@@ -38,7 +42,7 @@ def snapshot(ember, guest, tmp_path_factory):
         a.expect_fault("PUT", "/snapshot/create", "pause the microVM first",
                        {"snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})
         assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
-        a.expect_fault("PUT", "/snapshot/create", "Diff snapshots are not supported",
+        a.expect_fault("PUT", "/snapshot/create", "Diff snapshots need machine-config.track_dirty_pages",
                        {"snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"]),
                         "snapshot_type": "Diff"})
         assert a.request("PUT", "/snapshot/create", {
@@ -113,8 +117,8 @@ def corrupt(path, out, change):
 
 
 @pytest.mark.parametrize("case", ["truncated", "flipped", "version", "empty", "missing state",
-                                  "mem too short", "missing mem", "uffd", "dirty pages",
-                                  "override", "both mem", "no mem"])
+                                  "mem too short", "missing mem", "uffd", "override", "both mem",
+                                  "no mem"])
 def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot, tmp_path, case):
     state, mem = snapshot["state"], snapshot["mem"]
     body = {"snapshot_path": str(state),
@@ -124,7 +128,7 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         "version": "version 7", "empty": "not an Ember snapshot",
         "missing state": "/nonexistent/vm.snap", "mem too short": "the memory file is",
         "missing mem": "/nonexistent/vm.mem", "uffd": "connecting to the page-fault handler",
-        "dirty pages": "track_dirty_pages", "override": "no network interface 'eth9'",
+        "override": "no network interface 'eth9'",
         "both mem": "exactly one of mem_backend and mem_file_path",
         "no mem": "exactly one of mem_backend and mem_file_path"}[case]
     if case == "truncated":
@@ -146,8 +150,6 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         body["mem_backend"]["backend_path"] = "/nonexistent/vm.mem"
     elif case == "uffd":
         body["mem_backend"] = {"backend_type": "Uffd", "backend_path": str(tmp_path / "nobody.sock")}
-    elif case == "dirty pages":
-        body["track_dirty_pages"] = True
     elif case == "override":
         body["network_overrides"] = [{"iface_id": "eth9", "host_dev_name": "tap9"}]
     elif case == "both mem":
@@ -175,7 +177,8 @@ def test_load_after_configuration_is_refused(ember, guest, snapshot, tmp_path):
 
 def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_path):
     """virtio-net survives the snapshot: the restored kernel answers ping,
-    first on the TAP it had, then (network_overrides) on another one."""
+    first on the TAP it had, then, restored from a Diff snapshot laid over
+    the Full one, on another TAP (network_overrides)."""
     from test_net import GUEST_IP, GUEST_MAC, HOST_IP, sh
     import uuid
     ns_name = f"ember-snap-{uuid.uuid4().hex[:8]}"
@@ -206,6 +209,8 @@ def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_p
                 "boot_args": IDLE_ARGS + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"})[0] == 204
             assert a.request("PUT", "/network-interfaces/eth0", {
                 "iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": GUEST_MAC})[0] == 204
+            assert a.request("PUT", "/machine-config", {
+                "vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": True})[0] == 204
             assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
             deadline = time.monotonic() + 300
             while "Run /init as init process" not in a.console():
@@ -216,8 +221,24 @@ def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_p
             files = {"state": d / "vm.snap", "mem": d / "vm.mem"}
             assert a.request("PUT", "/snapshot/create", {
                 "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
+            # A Diff snapshot on top: only the pages written since the Full one.
+            assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
+            assert ping().returncode == 0, a.log()
+            assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+            diff = {"state": d / "diff.snap", "mem": d / "diff.mem"}
+            assert a.request("PUT", "/snapshot/create", {
+                "snapshot_path": str(diff["state"]), "mem_file_path": str(diff["mem"]),
+                "snapshot_type": "Diff"})[0] == 204
         finally:
             a.stop()
+        st = diff["mem"].stat()
+        assert st.st_size == 128 << 20
+        assert 0 < st.st_blocks * 512 < (16 << 20), "a diff holds only the pages written since"
+        merged = d / "merged.mem"
+        merged.write_bytes(files["mem"].read_bytes())
+        subprocess.run([str(Path(ember).parent / "ember-snapshot-rebase"), "--base-file",
+                        str(merged), "--diff-file", str(diff["mem"])], check=True)
+        layered = {"state": diff["state"], "mem": merged}
 
         d2 = tmp_path / "second"
         d2.mkdir()
@@ -235,7 +256,7 @@ def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_p
         d3.mkdir()
         c = Api(wrapper, d3)
         try:
-            assert load(c, files, network_overrides=[
+            assert load(c, layered, network_overrides=[
                 {"iface_id": "eth0", "host_dev_name": "tap1"}])[0] == 204, c.log()
             assert c.request("GET", "/vm/config")[1]["network-interfaces"][0]["host_dev_name"] == "tap1"
             result = ping()
@@ -252,7 +273,8 @@ def test_uffd_backend_hands_memory_to_the_example_handler(ember, snapshot, tmp_p
     sends it, with the region list, to ember-uffd-handler, which fills
     pages from the memory file. On PVM hosts the vCPU never reaches the
     handler (KVM's software MMU does not wait for a userfaultfd page): there
-    the test checks the handover; on hardware KVM the guest must go on."""
+    the test checks the handover and the pages Ember's VMM thread touches;
+    on hardware KVM the guest must go on."""
     import subprocess
     from conftest import is_pvm_host
     sock = tmp_path / "uffd.sock"
@@ -270,8 +292,10 @@ def test_uffd_backend_hands_memory_to_the_example_handler(ember, snapshot, tmp_p
             assert status == 204, reply
             line = handler.stdout.readline()
             assert "got the userfaultfd" in line and '"size":134217728' in line, line
+            # Restoring the balloon's queues read guest memory: the handler
+            # served those pages (on PVM the only ones it gets).
+            assert "first page served" in handler.stdout.readline()
             if not is_pvm_host():
-                assert "first page served" in handler.stdout.readline()
                 reboot_and_wait(a)
         finally:
             a.proc.kill()
