@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""Snapshot figures of a real Linux guest, for 128 MiB and 1 GiB: snapshot
-create time (Full), and snapshot load to the first KVM_RUN, over --loads
-fresh Ember processes each. Prints a table and writes JSON (--json FILE);
-asserts nothing.
+"""Snapshot figures of a real Linux guest with virtio-net, for 128 MiB and
+1 GiB: snapshot create time (Full, and Diff after the guest answered a few
+pings), and snapshot load to the first KVM_RUN and to the guest answering
+ping, over --loads fresh Ember processes each. Needs root: the guest's TAP
+lives in a network namespace this program creates and deletes. Prints a
+table and writes JSON (--json FILE); asserts nothing.
 
     bench/snapshot_bench.py --loads 10 --json snapshot.json
 
@@ -17,6 +19,8 @@ import argparse
 import json
 import re
 import socket
+import subprocess
+import uuid
 import statistics
 import sys
 import tempfile
@@ -27,7 +31,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from test_api import Api  # noqa: E402  (the integration tests' API client)
 
-BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
+HOST_IP, GUEST_IP = "172.31.0.1", "172.31.0.2"
+BOOT_ARGS = ("console=ttyS0 reboot=k panic=1 pci=off ember_idle "
+             f"ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+NETNS = f"ember-snapbench-{uuid.uuid4().hex[:6]}"
+
+
+def ping_once(ns):
+    return sh("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", GUEST_IP,
+              check=False).returncode == 0
 
 
 def log_value(api, pattern, timeout=30):
@@ -45,7 +63,10 @@ def make_snapshot(ember, kernel, initrd, mem_mib, d):
     try:
         a.request("PUT", "/boot-source", {"kernel_image_path": str(kernel),
                                           "initrd_path": str(initrd), "boot_args": BOOT_ARGS})
-        a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib})
+        a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mem_mib,
+                                             "track_dirty_pages": True})
+        a.request("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "tap0",
+                                                      "guest_mac": "aa:fc:00:00:00:01"})
         a.request("PUT", "/actions", {"action_type": "InstanceStart"})
         deadline = time.monotonic() + 300
         while "Run /init as init process" not in a.console():
@@ -60,7 +81,20 @@ def make_snapshot(ember, kernel, initrd, mem_mib, d):
         if status != 204:
             raise RuntimeError(reply)
         own = log_value(a, r"snapshot created .* in ([\d.]+) ms")
-        return {"create_wall_ms": wall, "create_ms": own}
+        # A Diff on top, after the guest answered a few pings.
+        a.request("PATCH", "/vm", {"state": "Resumed"})
+        for _ in range(3):
+            ping_once(NETNS)
+        a.request("PATCH", "/vm", {"state": "Paused"})
+        status, reply = a.request("PUT", "/snapshot/create", {
+            "snapshot_path": str(d / "diff.snap"), "mem_file_path": str(d / "diff.mem"),
+            "snapshot_type": "Diff"})
+        if status != 204:
+            raise RuntimeError(reply)
+        diff = [float(x) for x in re.findall(r"snapshot created \(Diff\).* in ([\d.]+) ms", a.log())][-1]
+        diff_bytes = (d / "diff.mem").stat().st_blocks * 512
+        return {"create_wall_ms": wall, "create_ms": own, "diff_create_ms": diff,
+                "diff_bytes": diff_bytes}
     finally:
         a.stop()
 
@@ -86,7 +120,12 @@ def load_once(ember, d, i):
             raise RuntimeError(reply)
         first = log_value(a, r"first KVM_RUN at ([\d.]+) ms monotonic") / 1e3
         own = log_value(a, r"snapshot loaded from .* in ([\d.]+) ms")
-        return {"load_to_first_kvm_run_ms": (first - t) * 1e3, "load_ms": own}
+        while not ping_once(NETNS):
+            if time.monotonic() - t > 30:
+                raise TimeoutError("the restored guest never answered ping")
+        pinged = time.monotonic()
+        return {"load_to_first_kvm_run_ms": (first - t) * 1e3, "load_ms": own,
+                "load_to_ping_ms": (pinged - t) * 1e3}
     finally:
         a.stop()
 
@@ -106,20 +145,35 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     results = {}
-    for mib in [int(s) for s in args.sizes.split(",")]:
-        with tempfile.TemporaryDirectory(prefix="ember-snap-bench-") as d:
-            d = Path(d)
-            created = make_snapshot(Path(args.ember), args.kernel, args.initrd, mib, d)
-            loads = [load_once(Path(args.ember), d, i) for i in range(args.loads)]
-            results[str(mib)] = {
-                "create_ms": created["create_ms"], "create_wall_ms": created["create_wall_ms"],
-                "load_ms": summary([l["load_ms"] for l in loads]),
-                "load_to_first_kvm_run_ms": summary([l["load_to_first_kvm_run_ms"] for l in loads])}
-    print(f"{'guest':>8} {'create (Full)':>14} {'load (Ember)':>14} {'load request to first KVM_RUN':>32}")
+    sh("ip", "netns", "add", NETNS)
+    try:
+        ns = ("ip", "netns", "exec", NETNS)
+        sh(*ns, "ip", "link", "set", "lo", "up")
+        sh(*ns, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+        sh(*ns, "ip", "addr", "add", f"{HOST_IP}/24", "dev", "tap0")
+        sh(*ns, "ip", "link", "set", "tap0", "up")
+        for mib in [int(s) for s in args.sizes.split(",")]:
+            with tempfile.TemporaryDirectory(prefix="ember-snap-bench-") as d:
+                d = Path(d)
+                wrapper = d / "ember-in-netns"
+                wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {NETNS} "
+                                   f"{Path(args.ember).resolve()} \"$@\"\n")
+                wrapper.chmod(0o755)
+                created = make_snapshot(wrapper, args.kernel, args.initrd, mib, d)
+                loads = [load_once(wrapper, d, i) for i in range(args.loads)]
+                results[str(mib)] = {
+                    **created, "load_ms": summary([l["load_ms"] for l in loads]),
+                    "load_to_first_kvm_run_ms": summary([l["load_to_first_kvm_run_ms"] for l in loads]),
+                    "load_to_ping_ms": summary([l["load_to_ping_ms"] for l in loads])}
+    finally:
+        sh("ip", "netns", "del", NETNS, check=False)
+    print(f"{'guest':>8} {'Full':>9} {'Diff':>9} {'diff size':>10} {'load':>8} "
+          f"{'to first KVM_RUN':>17} {'to ping':>9}")
     for mib, r in results.items():
-        f = r["load_to_first_kvm_run_ms"]
-        print(f"{mib + ' MiB':>8} {r['create_ms']:>11.1f} ms {r['load_ms']['median']:>11.3f} ms "
-              f"{f['median']:>14.3f} ms (min {f['min']:.3f}, max {f['max']:.3f})")
+        f, p = r["load_to_first_kvm_run_ms"], r["load_to_ping_ms"]
+        print(f"{mib + ' MiB':>8} {r['create_ms']:>6.1f} ms {r['diff_create_ms']:>6.1f} ms "
+              f"{r['diff_bytes'] / 2**20:>6.2f} MiB {r['load_ms']['median']:>5.2f} ms "
+              f"{f['median']:>8.3f} ms ({f['min']:.2f}-{f['max']:.2f}) {p['median']:>6.1f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
