@@ -19,8 +19,6 @@ import argparse
 import json
 import re
 import socket
-import subprocess
-import uuid
 import statistics
 import sys
 import tempfile
@@ -30,17 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from test_api import Api  # noqa: E402  (the integration tests' API client)
+from test_net import add_tap, new_netns, sh  # noqa: E402
 
 HOST_IP, GUEST_IP = "172.31.0.1", "172.31.0.2"
 BOOT_ARGS = ("console=ttyS0 reboot=k panic=1 pci=off ember_idle "
              f"ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
 
 
-def sh(*cmd, check=True):
-    return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
-NETNS = f"ember-snapbench-{uuid.uuid4().hex[:6]}"
+NETNS = None  # made by main
 
 
 def ping_once(ns):
@@ -145,13 +140,10 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     results = {}
-    sh("ip", "netns", "add", NETNS)
+    global NETNS
+    NETNS = new_netns("ember-snapbench")
     try:
-        ns = ("ip", "netns", "exec", NETNS)
-        sh(*ns, "ip", "link", "set", "lo", "up")
-        sh(*ns, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
-        sh(*ns, "ip", "addr", "add", f"{HOST_IP}/24", "dev", "tap0")
-        sh(*ns, "ip", "link", "set", "tap0", "up")
+        add_tap(NETNS, "tap0", HOST_IP)
         for mib in [int(s) for s in args.sizes.split(",")]:
             with tempfile.TemporaryDirectory(prefix="ember-snap-bench-") as d:
                 d = Path(d)

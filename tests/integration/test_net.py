@@ -20,16 +20,27 @@ def sh(*cmd, check=True):
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
 
 
+def add_tap(netns_name, dev, host_ip=HOST_IP):
+    """A TAP `dev` in the namespace, up, with the host's address on it."""
+    ns = ("ip", "netns", "exec", netns_name)
+    sh(*ns, "ip", "tuntap", "add", "dev", dev, "mode", "tap")
+    sh(*ns, "ip", "addr", "add", f"{host_ip}/24", "dev", dev)
+    sh(*ns, "ip", "link", "set", dev, "up")
+
+
+def new_netns(prefix="ember-it"):
+    """A network namespace with loopback up; the caller deletes it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", name)
+    sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
+    return name
+
+
 @pytest.fixture
 def netns():
-    name = f"ember-it-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
+    name = new_netns()
     try:
-        ns = ("ip", "netns", "exec", name)
-        sh(*ns, "ip", "link", "set", "lo", "up")
-        sh(*ns, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
-        sh(*ns, "ip", "addr", "add", f"{HOST_IP}/24", "dev", "tap0")
-        sh(*ns, "ip", "link", "set", "tap0", "up")
+        add_tap(name, "tap0")
         yield name
     finally:
         sh("ip", "netns", "del", name, check=False)

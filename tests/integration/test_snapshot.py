@@ -179,18 +179,12 @@ def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_p
     """virtio-net survives the snapshot: the restored kernel answers ping,
     first on the TAP it had, then, restored from a Diff snapshot laid over
     the Full one, on another TAP (network_overrides)."""
-    from test_net import GUEST_IP, GUEST_MAC, HOST_IP, sh
-    import uuid
-    ns_name = f"ember-snap-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", ns_name)
+    from test_net import GUEST_IP, GUEST_MAC, HOST_IP, add_tap, new_netns, sh
+    ns_name = new_netns("ember-snap")
     ns = ("ip", "netns", "exec", ns_name)
     try:
-        sh(*ns, "ip", "link", "set", "lo", "up")
-
         def tap(name):
-            sh(*ns, "ip", "tuntap", "add", "dev", name, "mode", "tap")
-            sh(*ns, "ip", "addr", "add", f"{HOST_IP}/24", "dev", name)
-            sh(*ns, "ip", "link", "set", name, "up")
+            add_tap(ns_name, name)
 
         def ping():
             return sh(*ns, "ping", "-c", "2", "-W", "5", GUEST_IP, check=False)
