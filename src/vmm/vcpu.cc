@@ -65,10 +65,7 @@ void Vcpu::Pause() {
   pause_cv_.wait(lock, [this] { return parked_ || ended_ || !started_; });
 }
 
-bool Vcpu::PauseRequested() {
-  std::lock_guard lock(pause_mu_);
-  return pause_requested_;
-}
+bool Vcpu::PauseRequested() { return pause_requested_.load(); }
 
 void Vcpu::Resume() {
   {
@@ -79,6 +76,7 @@ void Vcpu::Resume() {
 }
 
 bool Vcpu::WaitWhilePaused() {
+  if (!pause_requested_.load()) return !stop_;
   std::unique_lock lock(pause_mu_);
   if (!pause_requested_) return !stop_;
   parked_ = true;

@@ -55,7 +55,9 @@ class Vcpu {
   std::atomic<bool> stop_{false};
   std::mutex pause_mu_;
   std::condition_variable pause_cv_;
-  bool pause_requested_ = false;  // guarded by pause_mu_
+  // Written under pause_mu_ (for the condition variable); read without it
+  // on the exit path, once per exit.
+  std::atomic<bool> pause_requested_{false};
   bool parked_ = false;           // guarded by pause_mu_
   bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};
