@@ -288,8 +288,9 @@ def density(cls, binary, kernel, initrd, boot_args, n):
                 t.join()
             firsts = [wait_for(vm.first_kvm_run, 120, f"{vm.name}: first KVM_RUN") for vm in vms]
             t_end = max(firsts)
-            pss = sum(memory_mib(vm.proc.pid, MEM_MIB)["total_pss_mib"] for vm in vms)
-            overhead = sum(memory_mib(vm.proc.pid, MEM_MIB)["pss_mib"] for vm in vms)
+            mems = [memory_mib(vm.proc.pid, MEM_MIB) for vm in vms]
+            pss = sum(m["total_pss_mib"] for m in mems)
+            overhead = sum(m["pss_mib"] for m in mems)
             avail_after = mem_available_mib()
             clean = sum(vm.stop() for vm in vms)
         finally:

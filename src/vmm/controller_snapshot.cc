@@ -49,6 +49,7 @@ absl::StatusOr<std::vector<uint8_t>> ReadStateFile(const std::string& path) {
 }  // namespace
 
 absl::Status Controller::WriteSnapshot(const CreateSnapshot& a) {
+  if (!config_codec_.to_json) return absl::InternalError("no configuration codec for snapshots");
   if (vm_ == nullptr) return absl::FailedPreconditionError("the microVM has not started yet");
   if (!vm_->paused()) {
     return absl::FailedPreconditionError(
@@ -65,6 +66,7 @@ absl::Status Controller::WriteSnapshot(const CreateSnapshot& a) {
 }
 
 absl::Status Controller::LoadFromSnapshot(const LoadSnapshot& a) {
+  if (!config_codec_.from_json) return absl::InternalError("no configuration codec for snapshots");
   if (vm_ != nullptr) {
     return absl::FailedPreconditionError("a snapshot can only be loaded before the microVM starts");
   }

@@ -49,25 +49,19 @@ void Serial::Write(uint64_t offset, std::span<const uint8_t> data) {
 }
 
 uint8_t Serial::InterruptId() const {
-  if ((ier_ & kIerRxData) && !in_.empty()) return kIirRxData;
-  if ((ier_ & kIerThrEmpty) && thr_interrupt_) return kIirThrEmpty;
+  if ((regs_.ier & kIerRxData) && !in_.empty()) return kIirRxData;
+  if ((regs_.ier & kIerThrEmpty) && regs_.thr_interrupt) return kIirThrEmpty;
   return kIirNone;
 }
 
 Serial::State Serial::SaveState() const {
   std::lock_guard lock(mu_);
-  return {ier_, lcr_, mcr_, scr_, dll_, dlm_, thr_interrupt_};
+  return regs_;
 }
 
 void Serial::RestoreState(const State& s) {
   std::lock_guard lock(mu_);
-  ier_ = s.ier;
-  lcr_ = s.lcr;
-  mcr_ = s.mcr;
-  scr_ = s.scr;
-  dll_ = s.dll;
-  dlm_ = s.dlm;
-  thr_interrupt_ = s.thr_interrupt;
+  regs_ = s;
   UpdateInterrupt();
 }
 
@@ -78,7 +72,7 @@ void Serial::UpdateInterrupt() {
 uint8_t Serial::ReadRegister(uint64_t reg) {
   switch (reg) {
     case kData: {
-      if (lcr_ & kLcrDlab) return dll_;
+      if (regs_.lcr & kLcrDlab) return regs_.dll;
       if (in_.empty()) return 0;
       uint8_t byte = in_.front();
       in_.pop_front();
@@ -86,28 +80,28 @@ uint8_t Serial::ReadRegister(uint64_t reg) {
       return byte;
     }
     case kIer:
-      return (lcr_ & kLcrDlab) ? dlm_ : ier_;
+      return (regs_.lcr & kLcrDlab) ? regs_.dlm : regs_.ier;
     case kIir: {
       uint8_t id = InterruptId();
       // Reading IIR acknowledges a transmitter-empty interrupt.
-      if (id == kIirThrEmpty) thr_interrupt_ = false;
+      if (id == kIirThrEmpty) regs_.thr_interrupt = false;
       return id | kIirFifoEnabled;
     }
     case kLcr:
-      return lcr_;
+      return regs_.lcr;
     case kMcr:
-      return mcr_;
+      return regs_.mcr;
     case kLsr:
       return kLsrIdle | (in_.empty() ? 0 : kLsrDataReady);
     case kMsr:
-      if (mcr_ & kMcrLoop) {
+      if (regs_.mcr & kMcrLoop) {
         // Loopback: DTR->DSR, RTS->CTS, OUT1->RI, OUT2->DCD.
-        return static_cast<uint8_t>(((mcr_ & 0x01) << 5) | ((mcr_ & 0x02) << 3) |
-                                    ((mcr_ & 0x04) << 4) | ((mcr_ & 0x08) << 4));
+        return static_cast<uint8_t>(((regs_.mcr & 0x01) << 5) | ((regs_.mcr & 0x02) << 3) |
+                                    ((regs_.mcr & 0x04) << 4) | ((regs_.mcr & 0x08) << 4));
       }
       return kMsrDefault;
     case kScr:
-      return scr_;
+      return regs_.scr;
   }
   return 0xff;
 }
@@ -115,40 +109,40 @@ uint8_t Serial::ReadRegister(uint64_t reg) {
 void Serial::WriteRegister(uint64_t reg, uint8_t value) {
   switch (reg) {
     case kData:
-      if (lcr_ & kLcrDlab) {
-        dll_ = value;
+      if (regs_.lcr & kLcrDlab) {
+        regs_.dll = value;
         return;
       }
-      if (mcr_ & kMcrLoop) {
+      if (regs_.mcr & kMcrLoop) {
         if (in_.size() < kMaxInput) in_.push_back(value);
       } else {
         Output(value);
       }
       // The byte leaves at once, so the holding register is empty again.
-      thr_interrupt_ = true;
+      regs_.thr_interrupt = true;
       UpdateInterrupt();
       return;
     case kIer:
-      if (lcr_ & kLcrDlab) {
-        dlm_ = value;
+      if (regs_.lcr & kLcrDlab) {
+        regs_.dlm = value;
         return;
       }
       // Enabling the THR-empty interrupt while the THR is empty raises it,
       // as on real hardware; Linux starts transmitting on it.
-      if ((value & kIerThrEmpty) && !(ier_ & kIerThrEmpty)) thr_interrupt_ = true;
-      ier_ = value & kIerMask;
+      if ((value & kIerThrEmpty) && !(regs_.ier & kIerThrEmpty)) regs_.thr_interrupt = true;
+      regs_.ier = value & kIerMask;
       UpdateInterrupt();
       return;
     case kIir:
       return;  // FCR: the FIFO is always on
     case kLcr:
-      lcr_ = value;
+      regs_.lcr = value;
       return;
     case kMcr:
-      mcr_ = value;
+      regs_.mcr = value;
       return;
     case kScr:
-      scr_ = value;
+      regs_.scr = value;
       return;
     default:
       return;  // LSR and MSR are read-only

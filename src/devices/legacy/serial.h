@@ -59,8 +59,9 @@ class Serial : public BusDevice {
   std::string out_buffer_;
   std::deque<uint8_t> in_;
   uint64_t dropped_input_ = 0;
-  bool thr_interrupt_ = false;  // transmitter-empty interrupt pending
-  uint8_t ier_ = 0, lcr_ = 0, mcr_ = 0, scr_ = 0, dll_ = 0x0c, dlm_ = 0;
+  // The registers (and the pending transmitter-empty interrupt), kept as
+  // the snapshot's State so that saving and restoring them is a copy.
+  State regs_ = {0, 0, 0, 0, 0x0c, 0, false};
 };
 
 }  // namespace ember

@@ -34,25 +34,24 @@ absl::Status Queue::Break(std::string message) {
 }
 
 void Queue::Reset() {
-  size_ = max_size_;
-  desc_table_ = avail_ring_ = used_ring_ = 0;
-  ready_ = event_idx_ = broken_ = false;
+  st_ = State{};
+  st_.size = max_size_;
+  broken_ = false;
   error_.clear();
-  next_avail_ = next_used_ = signalled_used_ = 0;
 }
 
 absl::Status Queue::Validate(const GuestMemory& mem) const {
-  if (size_ == 0 || (size_ & (size_ - 1)) != 0 || size_ > max_size_) {
+  if (st_.size == 0 || (st_.size & (st_.size - 1)) != 0 || st_.size > max_size_) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("queue size %d is not a power of two up to %d", size_, max_size_));
+        absl::StrFormat("queue size %d is not a power of two up to %d", st_.size, max_size_));
   }
-  if (desc_table_ % 16 || avail_ring_ % 2 || used_ring_ % 4) {
+  if (st_.desc_table % 16 || st_.avail_ring % 2 || st_.used_ring % 4) {
     return absl::InvalidArgumentError("queue rings are misaligned (16, 2 and 4 bytes)");
   }
   // EVENT_IDX adds a u16 after each ring; check room for it either way.
-  if (!mem.Contains(desc_table_, kDescSize * size_) ||
-      !mem.Contains(avail_ring_, kRingHeader + kAvailEntry * size_ + 2) ||
-      !mem.Contains(used_ring_, kRingHeader + kUsedEntry * size_ + 2)) {
+  if (!mem.Contains(st_.desc_table, kDescSize * st_.size) ||
+      !mem.Contains(st_.avail_ring, kRingHeader + kAvailEntry * st_.size + 2) ||
+      !mem.Contains(st_.used_ring, kRingHeader + kUsedEntry * st_.size + 2)) {
     return absl::InvalidArgumentError("queue rings lie outside guest memory");
   }
   return absl::OkStatus();
@@ -100,24 +99,24 @@ absl::Status Queue::ReadIndirect(const GuestMemory& mem, const Descriptor& table
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem) {
   if (broken_) return absl::DataLossError(error_);
-  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(avail_ring_ + 2));
-  uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(st_.avail_ring + 2));
+  uint16_t pending = static_cast<uint16_t>(avail_idx - st_.next_avail);
   if (pending == 0) return std::optional<DescriptorChain>();
-  if (pending > size_) {
-    return Break(absl::StrFormat("avail index moved %d entries in a queue of %d", pending, size_));
+  if (pending > st_.size) {
+    return Break(absl::StrFormat("avail index moved %d entries in a queue of %d", pending, st_.size));
   }
   // The ring entries the driver published before idx must be read after it.
   std::atomic_thread_fence(std::memory_order_acquire);
-  uint64_t slot = avail_ring_ + kRingHeader + kAvailEntry * (next_avail_ % size_);
+  uint64_t slot = st_.avail_ring + kRingHeader + kAvailEntry * (st_.next_avail % st_.size);
   ASSIGN_OR_RETURN(uint16_t head, mem.ReadObj<uint16_t>(slot));
 
   DescriptorChain chain{head, {}};
   uint32_t index = head;
-  // A chain has at most `size_` descriptors (2.7.5.3.1); more means a loop.
+  // A chain has at most `st_.size` descriptors (2.7.5.3.1); more means a loop.
   for (uint32_t steps = 0;; steps++) {
-    if (steps >= size_) return Break("descriptor chain is longer than the queue (a loop?)");
+    if (steps >= st_.size) return Break("descriptor chain is longer than the queue (a loop?)");
     uint16_t flags, next;
-    absl::StatusOr<Descriptor> d = ReadDescriptor(mem, desc_table_, size_, index, &flags, &next);
+    absl::StatusOr<Descriptor> d = ReadDescriptor(mem, st_.desc_table, st_.size, index, &flags, &next);
     if (!d.ok()) return Break(std::string(d.status().message()));
     if (flags & kDescFlagIndirect) {
       if ((flags & kDescFlagNext) || !chain.descriptors.empty()) {
@@ -132,40 +131,40 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem
     if (!(flags & kDescFlagNext)) break;
     index = next;
   }
-  next_avail_++;
-  if (event_idx_) {
+  st_.next_avail++;
+  if (st_.event_idx) {
     // avail_event: notify us again once the driver adds past what we took.
     RETURN_IF_ERROR(
-        mem.WriteObj<uint16_t>(used_ring_ + kRingHeader + kUsedEntry * size_, next_avail_));
+        mem.WriteObj<uint16_t>(st_.used_ring + kRingHeader + kUsedEntry * st_.size, st_.next_avail));
   }
   return std::optional<DescriptorChain>(std::move(chain));
 }
 
 absl::Status Queue::AddUsed(const GuestMemory& mem, uint16_t head, uint32_t len) {
   if (broken_) return absl::DataLossError(error_);
-  if (head >= size_) return Break(absl::StrFormat("used head %d is beyond the queue", head));
-  uint64_t slot = used_ring_ + kRingHeader + kUsedEntry * (next_used_ % size_);
+  if (head >= st_.size) return Break(absl::StrFormat("used head %d is beyond the queue", head));
+  uint64_t slot = st_.used_ring + kRingHeader + kUsedEntry * (st_.next_used % st_.size);
   RETURN_IF_ERROR(mem.WriteObj<uint32_t>(slot, head));
   RETURN_IF_ERROR(mem.WriteObj<uint32_t>(slot + 4, len));
-  next_used_++;
+  st_.next_used++;
   // The entry must be visible before the index that publishes it.
   std::atomic_thread_fence(std::memory_order_release);
-  return mem.WriteObj<uint16_t>(used_ring_ + 2, next_used_);
+  return mem.WriteObj<uint16_t>(st_.used_ring + 2, st_.next_used);
 }
 
 absl::StatusOr<bool> Queue::NeedsInterrupt(const GuestMemory& mem) {
   // Order the used index write before reading the driver's suppression.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint16_t old_used = signalled_used_;
-  uint16_t new_used = next_used_;
+  uint16_t old_used = st_.signalled_used;
+  uint16_t new_used = st_.next_used;
   if (old_used == new_used) return false;
-  signalled_used_ = new_used;
-  if (!event_idx_) {
-    ASSIGN_OR_RETURN(uint16_t flags, mem.ReadObj<uint16_t>(avail_ring_));
+  st_.signalled_used = new_used;
+  if (!st_.event_idx) {
+    ASSIGN_OR_RETURN(uint16_t flags, mem.ReadObj<uint16_t>(st_.avail_ring));
     return (flags & kAvailNoInterrupt) == 0;
   }
   ASSIGN_OR_RETURN(uint16_t used_event,
-                   mem.ReadObj<uint16_t>(avail_ring_ + kRingHeader + kAvailEntry * size_));
+                   mem.ReadObj<uint16_t>(st_.avail_ring + kRingHeader + kAvailEntry * st_.size));
   // vring_need_event (2.7.7.2): did the used index pass used_event?
   return static_cast<uint16_t>(new_used - used_event - 1) <
          static_cast<uint16_t>(new_used - old_used);

@@ -37,21 +37,21 @@ struct DescriptorChain {
 
 class Queue {
  public:
-  explicit Queue(uint16_t max_size) : max_size_(max_size), size_(max_size) {}
+  explicit Queue(uint16_t max_size) : max_size_(max_size) { st_.size = max_size; }
 
   // Driver-side configuration through the transport, before `ready`.
   uint16_t max_size() const { return max_size_; }
-  uint16_t size() const { return size_; }
-  void set_size(uint16_t size) { size_ = size; }
-  void set_desc_table(uint64_t addr) { desc_table_ = addr; }
-  void set_avail_ring(uint64_t addr) { avail_ring_ = addr; }
-  void set_used_ring(uint64_t addr) { used_ring_ = addr; }
-  uint64_t desc_table() const { return desc_table_; }
-  uint64_t avail_ring() const { return avail_ring_; }
-  uint64_t used_ring() const { return used_ring_; }
-  bool ready() const { return ready_; }
-  void set_ready(bool ready) { ready_ = ready; }
-  void set_event_idx(bool enabled) { event_idx_ = enabled; }
+  uint16_t size() const { return st_.size; }
+  void set_size(uint16_t size) { st_.size = size; }
+  void set_desc_table(uint64_t addr) { st_.desc_table = addr; }
+  void set_avail_ring(uint64_t addr) { st_.avail_ring = addr; }
+  void set_used_ring(uint64_t addr) { st_.used_ring = addr; }
+  uint64_t desc_table() const { return st_.desc_table; }
+  uint64_t avail_ring() const { return st_.avail_ring; }
+  uint64_t used_ring() const { return st_.used_ring; }
+  bool ready() const { return st_.ready; }
+  void set_ready(bool ready) { st_.ready = ready; }
+  void set_event_idx(bool enabled) { st_.event_idx = enabled; }
 
   // Checks size (power of two, at most max_size) and the rings' alignment
   // and placement in `mem` (spec 2.7: 16, 2 and 4 bytes).
@@ -61,7 +61,7 @@ class Queue {
   // (and the queue is broken) when the guest wrote something invalid.
   absl::StatusOr<std::optional<DescriptorChain>> Pop(const GuestMemory& mem);
   // Puts a chain back, to be popped again (e.g. when the backend is busy).
-  void Undo() { next_avail_--; }
+  void Undo() { st_.next_avail--; }
 
   // Returns `head` to the driver with `len` bytes written.
   absl::Status AddUsed(const GuestMemory& mem, uint16_t head, uint32_t len);
@@ -71,27 +71,16 @@ class Queue {
 
   // Everything the driver set up and how far both sides got (snapshots).
   struct State {
-    uint16_t size;
-    uint64_t desc_table, avail_ring, used_ring;
-    bool ready, event_idx;
-    uint16_t next_avail, next_used, signalled_used;
+    uint16_t size = 0;
+    uint64_t desc_table = 0, avail_ring = 0, used_ring = 0;
+    bool ready = false, event_idx = false;
+    uint16_t next_avail = 0, next_used = 0, signalled_used = 0;
   };
-  State SaveState() const {
-    return {size_, desc_table_, avail_ring_, used_ring_, ready_,
-            event_idx_, next_avail_, next_used_, signalled_used_};
-  }
+  State SaveState() const { return st_; }
   // The size must fit this queue's maximum; Validate checks the rest.
   bool RestoreState(const State& s) {
     if (s.size == 0 || s.size > max_size_ || (s.size & (s.size - 1)) != 0) return false;
-    size_ = s.size;
-    desc_table_ = s.desc_table;
-    avail_ring_ = s.avail_ring;
-    used_ring_ = s.used_ring;
-    ready_ = s.ready;
-    event_idx_ = s.event_idx;
-    next_avail_ = s.next_avail;
-    next_used_ = s.next_used;
-    signalled_used_ = s.signalled_used;
+    st_ = s;
     broken_ = false;
     return true;
   }
@@ -109,15 +98,12 @@ class Queue {
                             DescriptorChain* chain) const;
 
   const uint16_t max_size_;
-  uint16_t size_;
-  uint64_t desc_table_ = 0, avail_ring_ = 0, used_ring_ = 0;
-  bool ready_ = false;
-  bool event_idx_ = false;
+  // What the driver set up and both sides' progress, kept as the
+  // snapshot's State: next_avail and next_used are free-running like the
+  // ring indices; signalled_used is next_used when the driver was last told.
+  State st_;
   bool broken_ = false;
   std::string error_;
-  uint16_t next_avail_ = 0;  // free-running, as the ring indices
-  uint16_t next_used_ = 0;
-  uint16_t signalled_used_ = 0;  // next_used_ when the driver was last told
 };
 
 }  // namespace ember::virtio
