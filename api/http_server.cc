@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/log.h"
 #include "src/seccomp/seccomp.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 namespace ember::api {
 namespace {

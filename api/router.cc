@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "api/json_reader.h"
+#include "src/common/json_reader.h"
 #include "api/vm_config_json.h"
 
 namespace ember::api {

@@ -7,7 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "api/json_reader.h"
+#include "src/common/json_reader.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"

@@ -9,7 +9,7 @@
 #include <rapidjson/document.h>
 
 #include "absl/status/statusor.h"
-#include "src/vmm/vm_config.h"
+#include "src/config/vm_config.h"
 
 namespace ember::api {
 

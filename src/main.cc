@@ -13,7 +13,7 @@
 #include "src/common/log.h"
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0"

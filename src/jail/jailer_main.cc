@@ -17,7 +17,7 @@
 #include "src/jail/args.h"
 #include "src/jail/cgroup.h"
 #include "src/jail/jail.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 namespace ember::jail {
 namespace {

@@ -16,11 +16,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "api/json_reader.h"
+#include "src/common/json_reader.h"
 #include "src/common/errno_status.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
-#include "src/vmm/kvm_ioctls.h"
+#include "src/common/kvm_ioctls.h"
 
 namespace ember::seccomp {
 namespace {
@@ -98,7 +98,7 @@ absl::StatusOr<uint32_t> Action(const std::optional<std::string>& name, const st
 
 absl::StatusOr<scmp_arg_cmp> Arg(const rapidjson::Value& v, const std::string& where) {
   if (!v.IsObject()) return Bad(where, "must be an object");
-  api::JsonReader r(v, where);
+  JsonReader r(v, where);
   std::optional<uint64_t> index = r.Uint("index", true, 0, 5);
   std::optional<std::string> type = r.String("type", true);
   std::optional<std::string> op = r.String("op", true);
@@ -151,7 +151,7 @@ absl::StatusOr<BpfProgram> Export(scmp_filter_ctx ctx) {
 template <typename F>
 absl::Status ForEachThread(absl::string_view json, F&& per_thread) {
   rapidjson::Document doc;
-  RETURN_IF_ERROR(api::ParseJsonObject(json, &doc));
+  RETURN_IF_ERROR(ParseJsonObject(json, &doc));
   for (auto it = doc.MemberBegin(); it != doc.MemberEnd(); ++it) {
     std::string thread = it->name.GetString();
     if (thread == "comment") continue;
@@ -172,7 +172,7 @@ absl::StatusOr<std::vector<Rule>> Rules(const rapidjson::Value& filter, const st
   for (rapidjson::SizeType i = 0; i < filter.Size(); i++) {
     std::string at = absl::StrCat(where, "[", i, "]");
     if (!filter[i].IsObject()) return Bad(at, "must be an object");
-    api::JsonReader r(filter[i], at);
+    JsonReader r(filter[i], at);
     std::optional<std::string> name = r.String("syscall", true);
     std::optional<std::string> comment = r.String("comment", true);
     const rapidjson::Value* args = r.Raw("args");
@@ -195,7 +195,7 @@ absl::StatusOr<std::vector<Rule>> Rules(const rapidjson::Value& filter, const st
 }
 
 absl::StatusOr<BpfProgram> CompileThread(const std::string& thread, const rapidjson::Value& v) {
-  api::JsonReader r(v, thread);
+  JsonReader r(v, thread);
   std::optional<std::string> default_action = r.String("default_action", true);
   std::optional<std::string> filter_action = r.String("filter_action", true);
   const rapidjson::Value* filter = r.Raw("filter");

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 // Generated at build time by ember-seccompiler (CMakeLists.txt).
 extern const uint8_t kEmberDefaultFilters[];

@@ -9,7 +9,7 @@
 #include "src/seccomp/compiler.h"
 #include "src/seccomp/filter_file.h"
 #include "src/seccomp/seccomp.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 namespace ember::seccomp {
 namespace {

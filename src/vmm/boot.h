@@ -7,8 +7,8 @@
 
 #include "absl/status/statusor.h"
 #include "src/vmm/arch/x86_64/regs.h"
-#include "src/vmm/guest_memory.h"
-#include "src/vmm/vm_config.h"
+#include "src/vstate/guest_memory.h"
+#include "src/config/vm_config.h"
 
 namespace ember {
 

@@ -5,7 +5,7 @@
 
 #include "src/vmm/arch/x86_64/boot_params.h"
 #include "src/vmm/arch/x86_64/layout.h"
-#include "src/vmm/testing/test_images.h"
+#include "src/common/testing/test_images.h"
 
 namespace ember {
 namespace {

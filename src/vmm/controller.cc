@@ -15,7 +15,7 @@
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 #ifndef EMBER_VERSION
 #define EMBER_VERSION "0.0.0"

@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
-#include "src/vmm/kvm_ioctls.h"
+#include "src/common/kvm_ioctls.h"
 
 namespace ember {
 namespace {

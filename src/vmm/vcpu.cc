@@ -10,7 +10,7 @@
 #include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/seccomp/seccomp.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 
 namespace ember {
 namespace {

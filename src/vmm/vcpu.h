@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <thread>
 
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 #include "src/vmm/kvm.h"
 #include "src/vmm/vm_exit.h"
 

@@ -21,7 +21,7 @@
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
-#include "src/vmm/exit_code.h"
+#include "src/common/exit_code.h"
 #include "src/vmm/host.h"
 
 namespace ember {

@@ -12,8 +12,8 @@
 #include <thread>
 
 #include "src/vmm/arch/x86_64/layout.h"
-#include "src/vmm/exit_code.h"
-#include "src/vmm/testing/test_images.h"
+#include "src/common/exit_code.h"
+#include "src/common/testing/test_images.h"
 
 namespace ember {
 namespace {

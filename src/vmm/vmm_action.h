@@ -9,7 +9,7 @@
 #include <variant>
 #include <vector>
 
-#include "src/vmm/vm_config.h"
+#include "src/config/vm_config.h"
 
 namespace ember {
 

@@ -7,7 +7,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 
 namespace ember {
 

@@ -10,7 +10,7 @@
 #include <functional>
 #include <mutex>
 
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 
 namespace ember {
 

@@ -9,7 +9,7 @@
 #include <mutex>
 #include <string>
 
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 
 namespace ember {
 

@@ -13,7 +13,7 @@
 
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/virtio_device.h"
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 
 namespace ember::virtio {
 

@@ -6,7 +6,7 @@
 
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
-#include "src/vmm/testing/test_images.h"
+#include "src/common/testing/test_images.h"
 
 namespace ember::virtio {
 namespace {

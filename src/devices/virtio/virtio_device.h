@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "src/devices/virtio/queue.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::virtio {
 

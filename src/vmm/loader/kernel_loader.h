@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/mapped_file.h"
 #include "src/vmm/arch/x86_64/regs.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "src/vmm/testing/test_images.h"
+#include "src/common/testing/test_images.h"
 
 namespace ember {
 namespace {

@@ -14,7 +14,7 @@
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/vmm/arch/x86_64/cpu_state.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::snapshot {
 

@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::snapshot {
 

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/virtio_device.h"
-#include "src/vmm/vm_config.h"
+#include "src/config/vm_config.h"
 
 namespace ember::virtio::balloon {
 

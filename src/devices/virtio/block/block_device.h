@@ -17,7 +17,7 @@
 #include "src/devices/virtio/block/io_uring.h"
 #include "src/devices/virtio/block/request.h"
 #include "src/devices/virtio/virtio_device.h"
-#include "src/vmm/vm_config.h"
+#include "src/config/vm_config.h"
 
 namespace ember::virtio::block {
 

@@ -12,7 +12,7 @@
 #include "src/devices/virtio/block/request.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
-#include "src/vmm/testing/test_images.h"
+#include "src/common/testing/test_images.h"
 
 namespace ember::virtio::block {
 namespace {

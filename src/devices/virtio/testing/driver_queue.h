@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "src/devices/virtio/queue.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::virtio::testing {
 

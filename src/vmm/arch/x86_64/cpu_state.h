@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "src/vmm/kvm_ioctls.h"
+#include "src/common/kvm_ioctls.h"
 
 namespace ember {
 

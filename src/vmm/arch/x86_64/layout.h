@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::x86_64 {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember::x86_64 {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 #include "src/vmm/kvm.h"
 
 namespace ember::x86_64 {

@@ -1,4 +1,4 @@
-#include "src/vmm/vm_config.h"
+#include "src/config/vm_config.h"
 
 #include <cctype>
 #include <set>

@@ -1,4 +1,4 @@
-#include "src/vmm/guest_memory.h"
+#include "src/vstate/guest_memory.h"
 
 #include <sys/mman.h>
 #include <sys/prctl.h>

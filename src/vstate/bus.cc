@@ -1,4 +1,4 @@
-#include "src/vmm/bus.h"
+#include "src/vstate/bus.h"
 
 #include "absl/strings/str_format.h"
 

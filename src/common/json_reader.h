@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 
-namespace ember::api {
+namespace ember {
 
 class JsonReader {
  public:
@@ -44,4 +44,4 @@ class JsonReader {
 // Parses `text` as one JSON object; the error gives the offset and reason.
 absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
 
-}  // namespace ember::api
+}  // namespace ember

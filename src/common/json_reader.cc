@@ -1,11 +1,11 @@
-#include "api/json_reader.h"
+#include "src/common/json_reader.h"
 
 #include <rapidjson/error/en.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace ember::api {
+namespace ember {
 
 JsonReader::JsonReader(const rapidjson::Value& value, std::string context)
     : value_(value), context_(std::move(context)) {
@@ -94,4 +94,4 @@ absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
   return absl::OkStatus();
 }
 
-}  // namespace ember::api
+}  // namespace ember

@@ -1,4 +1,4 @@
-#include "src/vmm/testing/test_images.h"
+#include "src/common/testing/test_images.h"
 
 #include <asm/bootparam.h>
 #include <elf.h>
