@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "src/vmm/vmm_action.h"
+#include "src/vmm/metrics.h"
 
 namespace ember::api {
 

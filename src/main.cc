@@ -11,13 +11,10 @@
 #include "src/cli.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/version.h"
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
 #include "src/common/exit_code.h"
-
-#ifndef EMBER_VERSION
-#define EMBER_VERSION "0.0.0"
-#endif
 
 namespace ember {
 namespace {
@@ -48,7 +45,7 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   if (opts->version) {
-    std::printf("Ember v%s\n", EMBER_VERSION);
+    std::printf("Ember v%s\n", kVersion);
     return kExitOk;
   }
   SetLogLevel(ParseLogLevel(opts->level).value_or(LogLevel::kInfo));
@@ -60,7 +57,7 @@ int Main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  LOG_INFO("Ember v%s starting, instance %s", EMBER_VERSION, opts->id);
+  LOG_INFO("Ember v%s starting, instance %s", kVersion, opts->id);
   if (absl::Status st = SetUpSeccomp(*opts); !st.ok()) {
     LOG_ERROR("%s", st.message());
     return kExitBadConfiguration;

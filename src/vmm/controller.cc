@@ -14,12 +14,9 @@
 #include "absl/time/time.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/version.h"
 #include "src/common/status_macros.h"
 #include "src/common/exit_code.h"
-
-#ifndef EMBER_VERSION
-#define EMBER_VERSION "0.0.0"
-#endif
 
 namespace ember {
 namespace {
@@ -164,8 +161,9 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
       Overloaded{
           [&](const GetInstanceInfo&) -> absl::StatusOr<VmmResult> {
             const char* state = !vm_ ? "Not started" : vm_->paused() ? "Paused" : "Running";
-            return InstanceInfo{id_, state, EMBER_VERSION};
+            return InstanceInfo{id_, state, kVersion};
           },
+          [&](const GetVersion&) -> absl::StatusOr<VmmResult> { return VersionInfo{kVersion}; },
           [&](const GetVmConfig&) -> absl::StatusOr<VmmResult> { return config_; },
           [&](const GetMachineConfig&) -> absl::StatusOr<VmmResult> { return config_.machine; },
           [&](const PutMachineConfig& a) -> absl::StatusOr<VmmResult> {

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/vm.h"
+#include "src/vmm/metrics.h"
 #include "src/vmm/vmm_action.h"
 
 namespace ember {

@@ -18,6 +18,7 @@
 #include "src/vmm/event_loop.h"
 #include "src/vstate/guest_memory.h"
 #include "src/vmm/kvm.h"
+#include "src/vmm/metrics.h"
 #include "src/vmm/snapshot/snapshot.h"
 #include "src/vmm/snapshot/uffd.h"
 #include "src/vmm/vcpu.h"

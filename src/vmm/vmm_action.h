@@ -14,6 +14,7 @@
 namespace ember {
 
 struct GetInstanceInfo {};
+struct GetVersion {};
 struct GetVmConfig {};
 struct GetMachineConfig {};
 struct PutMachineConfig {
@@ -68,16 +69,6 @@ struct PutMetrics {
 struct FlushMetrics {};
 struct SendCtrlAltDel {};
 
-// One metrics line: counters since the process started.
-struct Metrics {
-  uint64_t utc_timestamp_ms = 0;
-  uint64_t api_requests = 0;
-  uint64_t api_faults = 0;
-  std::string vm_state;
-  uint64_t serial_dropped_input = 0;
-  // By device (block_<id>, net_<id>, balloon): name/value counters.
-  std::vector<std::pair<std::string, std::vector<std::pair<std::string, uint64_t>>>> devices;
-};
 // PATCH /vm: pause or resume a running microVM.
 struct PatchVmState {
   bool paused;
@@ -105,12 +96,16 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot>;
+                 LoadSnapshot, GetVersion>;
 
 struct InstanceInfo {
   std::string id;
   std::string state;  // "Not started", "Running" or "Paused"
   std::string vmm_version;
+};
+
+struct VersionInfo {
+  std::string version;
 };
 
 struct BalloonStats {
@@ -120,6 +115,7 @@ struct BalloonStats {
 };
 
 using VmmResult =
-    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats>;
+    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats,
+                 VersionInfo>;
 
 }  // namespace ember
