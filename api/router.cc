@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "src/common/json_reader.h"
 #include "api/vm_config_json.h"
+#include "src/common/version.h"
 
 namespace ember::api {
 namespace {
@@ -133,12 +134,6 @@ HttpResponse ToResponse(const VmmResult& result) {
           return Json([&](Writer& w) { WriteVmConfig(w, r); });
         } else if constexpr (std::is_same_v<T, MachineConfig>) {
           return Json([&](Writer& w) { WriteMachine(w, r); });
-        } else if constexpr (std::is_same_v<T, VersionInfo>) {
-          return Json([&](Writer& w) {
-            w.StartObject();
-            Str(w, "firecracker_version", r.version);
-            w.EndObject();
-          });
         } else if constexpr (std::is_same_v<T, BalloonConfig>) {
           return Json([&](Writer& w) { WriteBalloon(w, r); });
         } else {
@@ -278,10 +273,6 @@ absl::StatusOr<VmmAction> Parse(const std::string& method, const std::string& pa
   if (path == "/snapshot/load") {
     if (method != "PUT") return bad_method();
     return FromBody(body, ParseLoadSnapshot);
-  }
-  if (path == "/version") {
-    if (method != "GET") return bad_method();
-    return GetVersion{};
   }
   if (path == "/vm/config") {
     if (method != "GET") return bad_method();
@@ -486,6 +477,17 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
 
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {
   std::string path = request.path.substr(0, request.path.find('?'));
+  if (path == "/version") {
+    if (request.method != "GET") {
+      return Fault(400, absl::StrCat(request.method, " is not allowed on /version"));
+    }
+    // Answered here: the version is the API's own, the VMM need not run.
+    return Json([](Writer& w) {
+      w.StartObject();
+      Str(w, "firecracker_version", kVersion);
+      w.EndObject();
+    });
+  }
   absl::StatusOr<VmmAction> action = Parse(request.method, path, request.body);
   if (!action.ok()) return Fault(400, std::string(action.status().message()));
   absl::StatusOr<VmmResult> result = run(std::move(*action));

@@ -163,7 +163,6 @@ absl::StatusOr<VmmResult> Controller::Handle(const VmmAction& action) {
             const char* state = !vm_ ? "Not started" : vm_->paused() ? "Paused" : "Running";
             return InstanceInfo{id_, state, kVersion};
           },
-          [&](const GetVersion&) -> absl::StatusOr<VmmResult> { return VersionInfo{kVersion}; },
           [&](const GetVmConfig&) -> absl::StatusOr<VmmResult> { return config_; },
           [&](const GetMachineConfig&) -> absl::StatusOr<VmmResult> { return config_.machine; },
           [&](const PutMachineConfig& a) -> absl::StatusOr<VmmResult> {

@@ -14,7 +14,6 @@
 namespace ember {
 
 struct GetInstanceInfo {};
-struct GetVersion {};
 struct GetVmConfig {};
 struct GetMachineConfig {};
 struct PutMachineConfig {
@@ -96,16 +95,12 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot, GetVersion>;
+                 LoadSnapshot>;
 
 struct InstanceInfo {
   std::string id;
   std::string state;  // "Not started", "Running" or "Paused"
   std::string vmm_version;
-};
-
-struct VersionInfo {
-  std::string version;
 };
 
 struct BalloonStats {
@@ -115,7 +110,6 @@ struct BalloonStats {
 };
 
 using VmmResult =
-    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats,
-                 VersionInfo>;
+    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats>;
 
 }  // namespace ember
