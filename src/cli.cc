@@ -38,8 +38,6 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args) {
       {"--id", &opts.id},
       {"--level", &opts.level},
       {"--seccomp-filter", &opts.seccomp_filter},
-      // Test hook, not in the usage: that thread kind makes a denied call.
-      {"--seccomp-test-denial", &opts.seccomp_test_denial},
   };
   std::string max_payload;
   values.emplace("--http-api-max-payload-size", &max_payload);

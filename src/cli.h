@@ -20,7 +20,6 @@ struct CliOptions {
   bool no_seccomp = false;
   bool boot_timer = false;
   std::string seccomp_filter;       // empty: the built-in filters
-  std::string seccomp_test_denial;  // test hook: "vmm", "api" or "vcpu"
   bool help = false;
   bool version = false;
 };

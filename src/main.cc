@@ -1,7 +1,4 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
-#include <pthread.h>
-#include <signal.h>
-
 #include <cstdio>
 
 #include "api/http_server.h"
@@ -11,6 +8,7 @@
 #include "src/cli.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/stop_signals.h"
 #include "src/common/version.h"
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
@@ -30,7 +28,6 @@ absl::Status SetUpSeccomp(const CliOptions& opts) {
       opts.seccomp_filter.empty() ? seccomp::ParseFilters(seccomp::DefaultFilters())
                                   : seccomp::LoadFilterFile(opts.seccomp_filter);
   if (!filters.ok()) return filters.status();
-  seccomp::SetTestDenial(opts.seccomp_test_denial);
   return seccomp::UseFilters(std::move(*filters));
 }
 
@@ -52,11 +49,7 @@ int Main(int argc, char** argv) {
   // SIGINT and SIGTERM stop the VMM in order (through a signalfd on the VMM
   // thread): blocked before any thread starts, so that no thread, the API
   // thread included, takes their default action.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  BlockStopSignals();
   LOG_INFO("Ember v%s starting, instance %s", kVersion, opts->id);
   if (absl::Status st = SetUpSeccomp(*opts); !st.ok()) {
     LOG_ERROR("%s", st.message());
@@ -74,13 +67,12 @@ int Main(int argc, char** argv) {
   }
   config.boot_timer = opts->boot_timer;
   absl::StatusOr<std::unique_ptr<Controller>> controller =
-      Controller::Create(opts->id, std::move(config), ConsoleIo{});
+      Controller::Create(opts->id, std::move(config), ConsoleIo{},
+                         {api::VmConfigToJson, api::ParseVmConfig, api::MetricsToJson});
   if (!controller.ok()) {
     LOG_ERROR("%s", controller.status().message());
     return kExitGenericError;
   }
-  (*controller)->set_metrics_format(api::MetricsToJson);
-  (*controller)->set_config_codec({api::VmConfigToJson, api::ParseVmConfig});
   // With a config file the microVM starts at once, API or not.
   const bool start_now = !opts->config_file.empty();
   if (opts->no_api) return (*controller)->Run(start_now);

@@ -83,4 +83,26 @@ absl::Status ValidateNet(const std::vector<NetConfig>& net) {
   return absl::OkStatus();
 }
 
+DriveConfig* FindDrive(VmConfig& config, const std::string& drive_id) {
+  for (DriveConfig& d : config.drives) {
+    if (d.drive_id == drive_id) return &d;
+  }
+  return nullptr;
+}
+
+absl::Status CheckNetExists(const VmConfig& config, const std::string& iface_id) {
+  for (const NetConfig& n : config.net) {
+    if (n.iface_id == iface_id) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("there is no network interface '%s'", iface_id));
+}
+
+absl::Status CheckBalloonTarget(const VmConfig& config, uint64_t amount_mib) {
+  if (!config.balloon) return absl::InvalidArgumentError("there is no balloon device");
+  BalloonConfig changed = *config.balloon;
+  changed.amount_mib = amount_mib;
+  return ValidateBalloon(changed, config.machine);
+}
+
 }  // namespace ember

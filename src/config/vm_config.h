@@ -101,4 +101,11 @@ absl::Status ValidateNet(const std::vector<NetConfig>& net);
 // Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].
 bool ValidDeviceId(const std::string& id);
 
+// The drive with `drive_id`, or nullptr.
+DriveConfig* FindDrive(VmConfig& config, const std::string& drive_id);
+// InvalidArgument unless an interface `iface_id` is configured.
+absl::Status CheckNetExists(const VmConfig& config, const std::string& iface_id);
+// InvalidArgument unless there is a balloon that may inflate to `amount_mib`.
+absl::Status CheckBalloonTarget(const VmConfig& config, uint64_t amount_mib);
+
 }  // namespace ember

@@ -31,7 +31,6 @@ constexpr const char* kThreadKinds[] = {"vmm", "api", "vcpu"};
 
 // Set once by main before any other thread starts; read-only after.
 std::unique_ptr<FilterMap> g_filters;
-std::string g_test_denial;
 thread_local char t_kind[16] = "";
 
 // Appends `s` to buf at *len, async-signal-safe.
@@ -108,8 +107,6 @@ absl::Status UseFilters(FilterMap filters) {
   return absl::OkStatus();
 }
 
-void SetTestDenial(absl::string_view kind) { g_test_denial = std::string(kind); }
-
 absl::Status InstallThreadFilter(absl::string_view kind) {
   if (g_filters == nullptr) return absl::OkStatus();
   auto it = g_filters->find(std::string(kind));
@@ -127,7 +124,6 @@ absl::Status InstallThreadFilter(absl::string_view kind) {
     }
   }
   std::snprintf(t_kind, sizeof(t_kind), "%.*s", static_cast<int>(kind.size()), kind.data());
-  if (g_test_denial == kind) syscall(SYS_getppid);
   return absl::OkStatus();
 }
 

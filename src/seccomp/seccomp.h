@@ -31,10 +31,6 @@ absl::Status InstallThreadFilter(absl::string_view kind);
 // and ends the process with kExitBadSyscall.
 void InstallDenialHandler();
 
-// Test hook (--seccomp-test-denial KIND): that thread makes a call no
-// filter allows right after installing its filter.
-void SetTestDenial(absl::string_view kind);
-
 // The system call's name, or nullptr; async-signal-safe.
 const char* SyscallName(long nr);
 

@@ -1,27 +1,25 @@
-// Vm's snapshot half: capturing a paused VM and rebuilding one from a
-// snapshot (vm.h).
+// Vm's snapshot half: capturing a paused VM and writing its memory (vm.h);
+// builder.h rebuilds one from a snapshot.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
-#include "src/vmm/arch/x86_64/layout.h"
-#include "src/vmm/snapshot/uffd.h"
 #include "src/vmm/vm.h"
 
 namespace ember {
 
-absl::StatusOr<SnapshotState> Vm::CaptureSnapshot() const {
-  SnapshotState s;
-  for (const auto& t : virtio_) s.virtio.push_back(t->SaveState());
+absl::StatusOr<snapshot::SnapshotState> Vm::CaptureSnapshot() {
+  if (!paused_) return absl::FailedPreconditionError("the VM must be paused to save its state");
+  snapshot::SnapshotState s;
+  // Devices first: finishing their in-flight requests may raise interrupts,
+  // which the irqchip state saved next must hold.
+  devices_.Save(&s);
   ASSIGN_OR_RETURN(s.machine, SaveMachineState());
   for (const GuestRegion& r : memory_.regions()) s.memory.push_back({r.guest_addr, r.size});
-  s.serial = serial_->SaveState();
-  s.i8042 = i8042_->SaveState();
   return s;
 }
 
@@ -65,54 +63,6 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) const {
     file_offset += r.size;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Restore(const VmConfig& config, ConsoleIo io,
-                                                const SnapshotState& state, int mem_fd,
-                                                const std::string& uffd_socket) {
-  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
-  if (state.machine.vcpus.size() != config.machine.vcpu_count) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("the snapshot has %d vCPU states for vcpu_count %d",
-                        state.machine.vcpus.size(), config.machine.vcpu_count));
-  }
-  ASSIGN_OR_RETURN(std::vector<MemoryRange> expected,
-                   x86_64::RamRanges(config.machine.mem_size_mib << 20));
-  bool same = expected.size() == state.memory.size();
-  for (size_t i = 0; same && i < expected.size(); i++) {
-    same = expected[i].guest_addr == state.memory[i].guest_addr &&
-           expected[i].size == state.memory[i].size;
-  }
-  if (!same) return absl::InvalidArgumentError("the snapshot's memory layout does not match its mem_size_mib");
-  snapshot::UffdHandover uffd;
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, CreateBare([&]() -> absl::StatusOr<GuestMemory> {
-                     if (uffd_socket.empty()) return GuestMemory::MapFile(state.memory, mem_fd);
-                     // Handed over before anything reads guest memory.
-                     ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(state.memory));
-                     ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
-                     return mem;
-                   },
-                   config.machine.track_dirty_pages));
-  vm->uffd_ = std::move(uffd);
-  // The same devices in the same order as at boot; the command line they
-  // would add is the guest's business now.
-  std::string unused_cmdline;
-  RETURN_IF_ERROR(vm->AttachDevices(config, &unused_cmdline));
-  if (vm->virtio_.size() != state.virtio.size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the snapshot has %d virtio devices, its configuration %d", state.virtio.size(),
-        vm->virtio_.size()));
-  }
-  RETURN_IF_ERROR(vm->AttachLegacyDevices(io, config.serial));
-  // Registers come from the snapshot: the boot entry is never used.
-  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));
-  RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
-  vm->serial_->RestoreState(state.serial);
-  vm->i8042_->RestoreState(state.i8042);
-  for (size_t i = 0; i < state.virtio.size(); i++) {
-    RETURN_IF_ERROR(vm->virtio_[i]->RestoreState(state.virtio[i]));
-  }
-  return vm;
 }
 
 }  // namespace ember

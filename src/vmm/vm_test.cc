@@ -1,7 +1,7 @@
 // Whole VMs on real KVM with hand-assembled guests: no Linux, so they run
 // in milliseconds and every run of the unit tests covers KVM_RUN, the port
 // bus, the console and the reset path.
-#include "src/vmm/vm.h"
+#include "src/vmm/builder.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -88,7 +88,7 @@ class VmTest : public ::testing::Test {
 };
 
 TEST_F(VmTest, PvhGuestWritesConsoleAndResets) {
-  auto vm = Vm::Create(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0)), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0)), Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n");
@@ -99,7 +99,7 @@ TEST_F(VmTest, ConsoleInputReachesTheGuest) {
   int in[2];
   ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);
   ASSERT_EQ(write(in[1], "abq", 3), 3);
-  auto vm = Vm::Create(Config(testing::MakeElf(kEchoUntilQ, kKernelAddr, true, 0)),
+  auto vm = BuildForBoot(Config(testing::MakeElf(kEchoUntilQ, kKernelAddr, true, 0)),
                        ConsoleIo{in[0], out_[1]});
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
@@ -117,22 +117,22 @@ TEST_F(VmTest, BootTimerTakesOnlyTheMagicByte) {
                                      0xc6, 0x05, 0x00, 0x00, 0x00, 0xd0, 0x7b,
                                      0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
   VmConfig config = Config(testing::MakeElf(code, kKernelAddr, true, 0));
-  auto plain = Vm::Create(config, Io());
+  auto plain = BuildForBoot(config, Io());
   ASSERT_TRUE(plain.ok()) << plain.status();
-  EXPECT_EQ((*plain)->boot_timer(), nullptr) << "only with --boot-timer";
+  EXPECT_EQ((*plain)->devices().boot_timer(), nullptr) << "only with --boot-timer";
   EXPECT_EQ((*plain)->Run(), kExitOk) << "writes to nowhere are dropped";
   config.boot_timer = true;
-  auto vm = Vm::Create(config, Io());
+  auto vm = BuildForBoot(config, Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
-  ASSERT_NE((*vm)->boot_timer(), nullptr);
-  EXPECT_LT((*vm)->boot_timer()->boot_ms(), 0);
+  ASSERT_NE((*vm)->devices().boot_timer(), nullptr);
+  EXPECT_LT((*vm)->devices().boot_timer()->boot_ms(), 0);
   EXPECT_EQ((*vm)->Run(), kExitOk);
-  EXPECT_GE((*vm)->boot_timer()->boot_ms(), 0);
+  EXPECT_GE((*vm)->devices().boot_timer()->boot_ms(), 0);
 }
 
 TEST_F(VmTest, TripleFaultStopsTheVm) {
   // ud2 with an empty IDT: #UD, then #DF, then a triple fault (shutdown).
-  auto vm = Vm::Create(Config(testing::MakeElf({0x0f, 0x0b}, kKernelAddr, false)), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf({0x0f, 0x0b}, kKernelAddr, false)), Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(VcpuThreads(), 0);
@@ -142,7 +142,7 @@ TEST_F(VmTest, SerialOutputGoesToTheConfiguredFile) {
   VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
   files_.push_back(testing::WriteTempFile({'o', 'l', 'd', '\n'}));
   config.serial.serial_out_path = files_.back();
-  auto vm = Vm::Create(config, Io());
+  auto vm = BuildForBoot(config, Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   vm->reset();
@@ -158,7 +158,7 @@ TEST_F(VmTest, SerialOutputGoesToTheConfiguredFile) {
 TEST_F(VmTest, SerialOutputPathErrors) {
   VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
   config.serial.serial_out_path = "/nonexistent/dir/console.log";
-  auto missing = Vm::Create(config, Io());
+  auto missing = BuildForBoot(config, Io());
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("serial.serial_out_path /nonexistent/dir"),
@@ -169,28 +169,28 @@ TEST_F(VmTest, SerialOutputPathErrors) {
   std::string path = std::string(fifo) + "/out";
   ASSERT_EQ(mkfifo(path.c_str(), 0600), 0);
   config.serial.serial_out_path = path;
-  auto no_reader = Vm::Create(config, Io());
+  auto no_reader = BuildForBoot(config, Io());
   EXPECT_FALSE(no_reader.ok()) << "a FIFO without a reader fails instead of hanging";
   unlink(path.c_str());
   rmdir(fifo);
 }
 
 TEST_F(VmTest, LongModeGuestWritesConsoleAndResets) {
-  auto vm = Vm::Create(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, false)), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, false)), Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n");
 }
 
 TEST_F(VmTest, SmpGuestStopsEveryVcpu) {
-  auto vm = Vm::Create(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0), 4), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0), 4), Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(VcpuThreads(), 0);
 }
 
 TEST_F(VmTest, PausedVcpusDoNotRun) {
-  auto vm = Vm::Create(Config(testing::MakeElf(kCountUntilTold, kKernelAddr, true, 0)), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf(kCountUntilTold, kKernelAddr, true, 0)), Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   Vm& v = **vm;
   int code = -1;
@@ -223,7 +223,7 @@ TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
                                      0x04, 0x30, 0x00, 0x00, 0x00, 0x74, 0xf1, 0xb0,
                                      0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd};
   VmConfig config = Config(testing::MakeElf(code, kKernelAddr, true, 0));
-  auto first = Vm::Create(config, Io());
+  auto first = BuildForBoot(config, Io());
   ASSERT_TRUE(first.ok()) << first.status();
   Vm& a = **first;
   EXPECT_FALSE(a.SaveMachineState().ok()) << "only a paused VM";
@@ -232,7 +232,7 @@ TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
   auto count = [](const Vm& v) { return *v.memory().ReadObj<uint32_t>(0x3000); };
   for (int i = 0; i < 1000 && count(a) < 1000; i++) usleep(10000);
   a.Pause();
-  absl::StatusOr<MachineState> state = a.SaveMachineState();
+  absl::StatusOr<snapshot::MachineState> state = a.SaveMachineState();
   ASSERT_TRUE(state.ok()) << state.status();
   ASSERT_EQ(state->vcpus.size(), 1u);
   // The pause may fall between the inc and the store.
@@ -240,7 +240,7 @@ TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
   EXPECT_TRUE(saved == count(a) || saved == count(a) + 1u) << saved << " vs " << count(a);
   EXPECT_FALSE(state->vcpus[0].msrs.empty());
 
-  auto second = Vm::Create(config, Io());
+  auto second = BuildForBoot(config, Io());
   ASSERT_TRUE(second.ok()) << second.status();
   Vm& b = **second;
   // Guest memory as the snapshot's memory file will carry it.
@@ -255,9 +255,9 @@ TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
   // a vCPU started afresh would count from its entry value instead.
   EXPECT_TRUE(count(b) == saved || count(b) == saved + 1) << count(b) << " after " << saved;
 
-  MachineState wrong = *state;
+  snapshot::MachineState wrong = *state;
   wrong.vcpus.push_back(wrong.vcpus[0]);
-  auto third = Vm::Create(config, Io());
+  auto third = BuildForBoot(config, Io());
   ASSERT_TRUE(third.ok());
   EXPECT_FALSE((*third)->RestoreMachineState(wrong).ok()) << "vCPU counts must match";
 
@@ -270,29 +270,29 @@ TEST_F(VmTest, SavedMachineStateCarriesOnInAFreshVm) {
 TEST_F(VmTest, ConfigurationErrorsNameWhatIsWrong) {
   VmConfig missing = Config({});
   missing.boot_source->kernel_image_path = "/nonexistent/vmlinux";
-  auto a = Vm::Create(missing, Io());
+  auto a = BuildForBoot(missing, Io());
   ASSERT_FALSE(a.ok());
   EXPECT_EQ(a.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(a.status().message().find("/nonexistent/vmlinux"), std::string::npos);
 
-  auto b = Vm::Create(Config(std::vector<uint8_t>(8192, 'x')), Io());
+  auto b = BuildForBoot(Config(std::vector<uint8_t>(8192, 'x')), Io());
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(b.status().message().find("neither an ELF vmlinux nor a bzImage"), std::string::npos);
 
   VmConfig huge = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
   huge.machine.mem_size_mib = 1ULL << 30;
-  auto c = Vm::Create(huge, Io());
+  auto c = BuildForBoot(huge, Io());
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("exceeds the host's"), std::string::npos);
 
   VmConfig many = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0), 33);
-  auto d = Vm::Create(many, Io());
+  auto d = BuildForBoot(many, Io());
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.status().message().find("vcpu_count"), std::string::npos);
 
   VmConfig none;
-  auto e = Vm::Create(none, Io());
+  auto e = BuildForBoot(none, Io());
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.status().message().find("boot-source"), std::string::npos);
 }
@@ -313,7 +313,7 @@ TEST_F(VmTest, DrivesAndPartuuidRootReachTheCommandLine) {
   DriveConfig d1{"data", data};
   DriveConfig d2{"rootfs", root, /*is_root_device=*/true, /*is_read_only=*/true, "1234-abcd-01"};
   config.drives = {d1, d2};
-  auto vm = Vm::Create(config, Io());
+  auto vm = BuildForBoot(config, Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
   std::string cmdline = GuestCmdline(**vm);
   size_t first = cmdline.find("virtio_mmio.device=4K@0xc0000000:5");
@@ -325,7 +325,7 @@ TEST_F(VmTest, DrivesAndPartuuidRootReachTheCommandLine) {
 }
 
 TEST_F(VmTest, KernelTooBigForMemoryIsRefused) {
-  auto vm = Vm::Create(Config(testing::MakeElf(kHelloAndReset, 64 << 20, false)), Io());
+  auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, 64 << 20, false)), Io());
   ASSERT_FALSE(vm.ok());
   EXPECT_NE(vm.status().message().find("outside guest memory"), std::string::npos);
 }

@@ -1,5 +1,7 @@
 // What the API asks of the VMM, as typed values: the API thread parses a
 // request into a VmmAction, the VMM thread runs it and answers a VmmResult.
+// Actions that configure the microVM name what they change (kWhat): they
+// are refused once it runs.
 #pragma once
 
 #include <cstdint>
@@ -17,18 +19,22 @@ struct GetInstanceInfo {};
 struct GetVmConfig {};
 struct GetMachineConfig {};
 struct PutMachineConfig {
+  static constexpr char kWhat[] = "machine-config";
   MachineConfig config;
 };
 // PATCH /machine-config: only the fields given change.
 struct PatchMachineConfig {
+  static constexpr char kWhat[] = "machine-config";
   std::optional<uint32_t> vcpu_count;
   std::optional<uint64_t> mem_size_mib;
   std::optional<bool> track_dirty_pages;
 };
 struct PutBootSource {
+  static constexpr char kWhat[] = "boot-source";
   BootSourceConfig config;
 };
 struct PutDrive {
+  static constexpr char kWhat[] = "drives";
   DriveConfig config;
 };
 // PATCH /drives/{id}: a new backing file, before or after the start.
@@ -37,9 +43,11 @@ struct PatchDrive {
   std::optional<std::string> path_on_host;
 };
 struct PutNetworkInterface {
+  static constexpr char kWhat[] = "network-interfaces";
   NetConfig config;
 };
 struct PutBalloon {
+  static constexpr char kWhat[] = "the balloon device";
   BalloonConfig config;
 };
 struct PatchBalloon {
@@ -56,13 +64,16 @@ struct PatchNetworkInterface {
   std::string iface_id;
 };
 struct PutSerial {
+  static constexpr char kWhat[] = "serial";
   SerialConfig config;
 };
 struct InstanceStart {};
 struct PutLogger {
+  static constexpr char kWhat[] = "the logger";
   LoggerConfig config;
 };
 struct PutMetrics {
+  static constexpr char kWhat[] = "metrics";
   MetricsConfig config;
 };
 struct FlushMetrics {};

@@ -51,6 +51,9 @@ class VirtioDevice {
   virtual ~VirtioDevice() = default;
 
   virtual uint32_t device_type() const = 0;
+  // Which one of its kind it is (drive_id, iface_id), fixed when it is
+  // made; "" for a device a VM has one of.
+  virtual std::string id() const { return ""; }
   // Offered features, VIRTIO_F_VERSION_1 included.
   virtual uint64_t features() const = 0;
   virtual std::vector<uint16_t> queue_max_sizes() const = 0;

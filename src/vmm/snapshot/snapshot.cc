@@ -1,5 +1,6 @@
 #include "src/vmm/snapshot/snapshot.h"
 
+#include "absl/strings/str_cat.h"
 #include "src/common/status_macros.h"
 #include "src/vmm/snapshot/state_file.h"
 
@@ -7,90 +8,136 @@ namespace ember::snapshot {
 namespace {
 
 constexpr uint32_t kMaxVcpus = 32;
-constexpr uint32_t kMaxEntries = 1024;  // CPUID leaves, MSRs
-constexpr uint32_t kMaxRegions = 16;
 constexpr uint32_t kMaxConfig = 1 << 20;
 constexpr uint32_t kMaxDevices = 64;
-constexpr uint32_t kMaxQueues = 16;
-constexpr uint32_t kMaxDeviceState = 4096;
+
+// The sections this Ember writes and reads. An id is never reused; a
+// change to a section's encoding bumps its version.
+enum SectionId : uint16_t {
+  kConfig = 1,
+  kMemory = 2,
+  kVm = 3,
+  kVcpu = 4,
+  kSerial = 5,
+  kI8042 = 6,
+  kVirtio = 7,
+};
+
+struct SectionKind {
+  SectionId id;
+  const char* name;
+  uint16_t version;
+  bool repeats;  // one per vCPU or device; otherwise exactly once
+};
+
+constexpr SectionKind kSections[] = {
+    {kConfig, "config", 1, false},
+    {kMemory, "memory", 1, false},
+    {kVm, "vm", VmState::kVersion, false},
+    {kVcpu, "vcpu", VcpuState::kVersion, true},
+    {kSerial, "serial", Serial::State::kVersion, false},
+    {kI8042, "i8042", I8042::State::kVersion, false},
+    {kVirtio, "virtio", virtio::MmioTransport::State::kVersion, true},
+};
+
+const SectionKind* FindSection(uint16_t id) {
+  for (const SectionKind& k : kSections) {
+    if (k.id == id) return &k;
+  }
+  return nullptr;
+}
+
+absl::Status Bad(absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("snapshot state file: ", why));
+}
+
+// Writes one section whose body `encode` fills.
+template <typename F>
+void Add(StateWriter& file, SectionId id, F encode) {
+  ByteWriter w;
+  encode(w);
+  file.AddSection(id, FindSection(id)->version, w.bytes());
+}
+
+// Decodes one section's body into `s`; false (and `r` says why) when it is
+// malformed or one too many.
+bool DecodeBody(uint16_t id, ByteReader& r, SnapshotState& s) {
+  switch (id) {
+    case kConfig: return r.String(&s.config_json, kMaxConfig);
+    case kMemory: return DecodeMemoryRanges(r, &s.memory);
+    case kVm: return s.machine.vm.Decode(r);
+    case kSerial: return s.serial.Decode(r);
+    case kI8042: return s.i8042.Decode(r);
+    case kVcpu:
+      if (s.machine.vcpus.size() == kMaxVcpus) return r.Fail(absl::StrCat("more than ", kMaxVcpus, " vCPUs"));
+      return s.machine.vcpus.emplace_back().Decode(r);
+    case kVirtio:
+      if (s.virtio.size() == kMaxDevices) return r.Fail(absl::StrCat("more than ", kMaxDevices, " devices"));
+      return s.virtio.emplace_back().Decode(r);
+  }
+  return r.Fail("unknown section");  // FindSection let it through: a bug
+}
 
 }  // namespace
 
+void EncodeMemoryRanges(const std::vector<MemoryRange>& ranges, ByteWriter& w) {
+  w.U32(static_cast<uint32_t>(ranges.size()));
+  for (const MemoryRange& m : ranges) {
+    w.U64(m.guest_addr);
+    w.U64(m.size);
+  }
+}
+
+bool DecodeMemoryRanges(ByteReader& r, std::vector<MemoryRange>* ranges) {
+  uint32_t n;
+  if (!r.Count(&n, kMaxMemoryRanges, 16)) return false;
+  ranges->assign(n, {});
+  for (MemoryRange& m : *ranges) {
+    if (!r.U64(&m.guest_addr) || !r.U64(&m.size)) return false;
+  }
+  return true;
+}
+
 std::vector<uint8_t> EncodeSnapshot(const SnapshotState& s) {
-  StateWriter w;
-  w.PutString(s.config_json);
-  w.PutVector(s.memory);
-  w.Put(s.machine.vm);
-  w.Put(static_cast<uint32_t>(s.machine.vcpus.size()));
+  StateWriter file;
+  Add(file, kConfig, [&](ByteWriter& w) { w.String(s.config_json); });
+  Add(file, kMemory, [&](ByteWriter& w) { EncodeMemoryRanges(s.memory, w); });
+  Add(file, kVm, [&](ByteWriter& w) { s.machine.vm.Encode(w); });
   for (const VcpuState& v : s.machine.vcpus) {
-    w.PutVector(v.cpuid);
-    w.PutVector(v.msrs);
-    w.Put(v.regs);
-    w.Put(v.sregs);
-    w.Put(v.fpu);
-    w.Put(v.has_xsave);
-    w.Put(v.xsave);
-    w.Put(v.has_xcrs);
-    w.Put(v.xcrs);
-    w.Put(v.lapic);
-    w.Put(v.mp_state);
-    w.Put(v.events);
+    Add(file, kVcpu, [&](ByteWriter& w) { v.Encode(w); });
   }
-  w.Put(s.serial);
-  w.Put(s.i8042);
-  w.Put(static_cast<uint32_t>(s.virtio.size()));
+  Add(file, kSerial, [&](ByteWriter& w) { s.serial.Encode(w); });
+  Add(file, kI8042, [&](ByteWriter& w) { s.i8042.Encode(w); });
   for (const virtio::MmioTransport::State& v : s.virtio) {
-    w.Put(v.device_type);
-    w.Put(v.registers);
-    w.PutVector(v.queues);
-    w.PutVector(v.device);
+    Add(file, kVirtio, [&](ByteWriter& w) { v.Encode(w); });
   }
-  return w.Finish();
+  return file.Finish();
 }
 
 absl::StatusOr<SnapshotState> DecodeSnapshot(std::span<const uint8_t> file) {
-  ASSIGN_OR_RETURN(StateReader r, StateReader::Open(file));
+  ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(file));
   SnapshotState s;
-  uint32_t vcpus = 0;
-  r.GetString(&s.config_json, kMaxConfig);
-  r.GetVector(&s.memory, kMaxRegions);
-  r.Get(&s.machine.vm);
-  if (r.Get(&vcpus) && vcpus <= kMaxVcpus) {
-    s.machine.vcpus.resize(vcpus);
-    for (VcpuState& v : s.machine.vcpus) {
-      r.GetVector(&v.cpuid, kMaxEntries);
-      r.GetVector(&v.msrs, kMaxEntries);
-      r.Get(&v.regs);
-      r.Get(&v.sregs);
-      r.Get(&v.fpu);
-      r.Get(&v.has_xsave);
-      r.Get(&v.xsave);
-      r.Get(&v.has_xcrs);
-      r.Get(&v.xcrs);
-      r.Get(&v.lapic);
-      r.Get(&v.mp_state);
-      r.Get(&v.events);
+  int seen[std::size(kSections)] = {};
+  for (const Section& section : reader.sections()) {
+    const SectionKind* kind = FindSection(section.id);
+    if (kind == nullptr) return Bad(absl::StrCat("unknown section id ", section.id));
+    if (section.version != kind->version) {
+      return Bad(absl::StrCat("section '", kind->name, "' version ", section.version,
+                              "; this Ember reads version ", kind->version));
     }
-  } else {
-    return absl::InvalidArgumentError("snapshot state file: bad vCPU count");
+    if (seen[kind - kSections]++ > 0 && !kind->repeats) {
+      return Bad(absl::StrCat("section '", kind->name, "' appears twice"));
+    }
+    ByteReader r(section.body);
+    DecodeBody(section.id, r, s);
+    RETURN_IF_ERROR(r.Finish(absl::StrCat("snapshot state file: section '", kind->name, "'")));
   }
-  r.Get(&s.serial);
-  r.Get(&s.i8042);
-  uint32_t devices = 0;
-  if (!r.Get(&devices) || devices > kMaxDevices) {
-    return absl::InvalidArgumentError("snapshot state file: bad virtio device count");
+  for (const SectionKind& k : kSections) {
+    if (!k.repeats && seen[&k - kSections] == 0) {
+      return Bad(absl::StrCat("no '", k.name, "' section"));
+    }
   }
-  s.virtio.resize(devices);
-  for (virtio::MmioTransport::State& v : s.virtio) {
-    r.Get(&v.device_type);
-    r.Get(&v.registers);
-    r.GetVector(&v.queues, kMaxQueues);
-    r.GetVector(&v.device, kMaxDeviceState);
-  }
-  RETURN_IF_ERROR(r.Finish());
-  if (s.machine.vcpus.empty() || s.memory.empty()) {
-    return absl::InvalidArgumentError("snapshot state file: no vCPUs or no memory");
-  }
+  if (s.machine.vcpus.empty() || s.memory.empty()) return Bad("no vCPUs or no memory");
   return s;
 }
 

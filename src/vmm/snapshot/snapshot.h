@@ -2,7 +2,10 @@
 // frames it): the VM's configuration (as the API's JSON), the guest memory
 // layout (the memory file holds the regions one after another), the KVM
 // state of the VM and its vCPUs, the legacy devices' registers and each
-// virtio device's transport, queues and own state.
+// virtio device's transport, queues and own state. Each is a section of
+// its own, encoded field by field by the type that owns it, with its own
+// version: config, memory, vm, serial and i8042 once each, then one vcpu
+// section per vCPU and one virtio section per device, in order.
 #pragma once
 
 #include <span>
@@ -10,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/byte_codec.h"
 #include "src/devices/legacy/i8042.h"
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
@@ -33,7 +37,14 @@ struct SnapshotState {
 };
 
 std::vector<uint8_t> EncodeSnapshot(const SnapshotState& state);
-// Refuses a damaged file (state_file.h) and contents out of bounds.
+// Refuses a damaged file (state_file.h), a section of an unknown id or
+// version, a missing or repeated section and contents out of bounds.
 absl::StatusOr<SnapshotState> DecodeSnapshot(std::span<const uint8_t> file);
+
+// The memory section's body: the regions' (address, size) pairs. Here, as
+// MemoryRange (src/vstate) knows nothing of snapshots.
+inline constexpr uint32_t kMaxMemoryRanges = 16;
+void EncodeMemoryRanges(const std::vector<MemoryRange>& ranges, ByteWriter& w);
+bool DecodeMemoryRanges(ByteReader& r, std::vector<MemoryRange>* ranges);
 
 }  // namespace ember::snapshot

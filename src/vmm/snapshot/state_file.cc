@@ -1,8 +1,10 @@
 #include "src/vmm/snapshot/state_file.h"
 
 #include <array>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/status_macros.h"
 
 namespace ember::snapshot {
 namespace {
@@ -33,33 +35,33 @@ uint32_t Crc32(std::span<const uint8_t> bytes) {
   return c ^ 0xffffffffu;
 }
 
-void StateWriter::PutString(const std::string& s) {
-  Put(static_cast<uint32_t>(s.size()));
-  payload_.insert(payload_.end(), s.begin(), s.end());
+void StateWriter::AddSection(uint16_t id, uint16_t version, std::span<const uint8_t> body) {
+  payload_.U16(id);
+  payload_.U16(version);
+  payload_.U32(static_cast<uint32_t>(body.size()));
+  payload_.Raw(body);
 }
 
 std::vector<uint8_t> StateWriter::Finish() const {
-  std::vector<uint8_t> out(kMagic, kMagic + sizeof(kMagic));
-  auto put = [&out](const auto& v) {
-    auto* p = reinterpret_cast<const uint8_t*>(&v);
-    out.insert(out.end(), p, p + sizeof(v));
-  };
-  put(kStateVersion);
-  put(static_cast<uint64_t>(payload_.size()));
-  put(Crc32(payload_));
-  out.insert(out.end(), payload_.begin(), payload_.end());
-  return out;
+  ByteWriter out;
+  out.Raw({reinterpret_cast<const uint8_t*>(kMagic), sizeof(kMagic)});
+  out.U32(kStateVersion);
+  out.U64(payload_.size());
+  out.U32(Crc32(payload_.bytes()));
+  out.Raw(payload_.bytes());
+  return out.Take();
 }
 
 absl::StatusOr<StateReader> StateReader::Open(std::span<const uint8_t> file) {
   if (file.size() < kHeaderSize || std::memcmp(file.data(), kMagic, sizeof(kMagic)) != 0) {
     return Bad("not an Ember snapshot (bad magic or shorter than its header)");
   }
-  uint32_t version, crc;
-  uint64_t length;
-  std::memcpy(&version, file.data() + 8, 4);
-  std::memcpy(&length, file.data() + 12, 8);
-  std::memcpy(&crc, file.data() + 20, 4);
+  ByteReader header(file.subspan(sizeof(kMagic), kHeaderSize - sizeof(kMagic)));
+  uint32_t version = 0, crc = 0;
+  uint64_t length = 0;
+  header.U32(&version);
+  header.U64(&length);
+  header.U32(&crc);
   if (version != kStateVersion) {
     return Bad(absl::StrCat("version ", version, "; this Ember reads version ", kStateVersion));
   }
@@ -69,21 +71,20 @@ absl::StatusOr<StateReader> StateReader::Open(std::span<const uint8_t> file) {
   }
   std::span<const uint8_t> payload = file.subspan(kHeaderSize);
   if (Crc32(payload) != crc) return Bad("checksum mismatch: the file is corrupted");
-  return StateReader(payload);
-}
 
-bool StateReader::GetString(std::string* s, uint32_t max) {
-  uint32_t n;
-  if (!Get(&n) || n > max || payload_.size() - pos_ < n) return Fail();
-  s->assign(reinterpret_cast<const char*>(payload_.data() + pos_), n);
-  pos_ += n;
-  return true;
-}
-
-absl::Status StateReader::Finish() const {
-  if (!ok_) return Bad("its contents are malformed (a field runs past the end or is too big)");
-  if (pos_ != payload_.size()) return Bad("bytes left over after the last field");
-  return absl::OkStatus();
+  // CRC-checked, so a section that overruns was written that way.
+  std::vector<Section> sections;
+  ByteReader r(payload);
+  while (r.ok() && r.remaining() > 0) {
+    Section s;
+    uint32_t size = 0;
+    r.U16(&s.id);
+    r.U16(&s.version);
+    r.U32(&size);
+    if (r.Raw(size, &s.body)) sections.push_back(s);
+  }
+  RETURN_IF_ERROR(r.Finish("snapshot state file: sections"));
+  return StateReader(std::move(sections));
 }
 
 }  // namespace ember::snapshot

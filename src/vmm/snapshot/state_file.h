@@ -1,81 +1,54 @@
-// The snapshot state file's framing and a bounds-checked reader and writer
-// for its payload:
-//   "EMBERSNP" | u32 version | u64 payload length | u32 CRC-32 of payload |
-//   payload
-// A file that is truncated, longer, of another version or whose checksum
-// does not match is refused before any of it is used.
+// The snapshot state file's framing: a checked header, then a payload of
+// versioned sections, all little-endian (src/common/byte_codec.h):
+//   "EMBERSNP" | u32 file version | u64 payload length | u32 CRC-32 of
+//   payload | sections...
+//   section: u16 id | u16 version | u32 body length | body
+// A file that is truncated, longer, of another file version or whose
+// checksum does not match is refused before any of it is used; what a
+// section's id and version mean is up to the reader of its body.
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <span>
-#include <string>
-#include <type_traits>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/byte_codec.h"
 
 namespace ember::snapshot {
 
-inline constexpr uint32_t kStateVersion = 1;
+// 1: whole in-memory structs copied in (refused); 2: explicit sections.
+inline constexpr uint32_t kStateVersion = 2;
 
 uint32_t Crc32(std::span<const uint8_t> bytes);
 
 class StateWriter {
  public:
-  template <typename T>
-  void Put(const T& value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    auto* p = reinterpret_cast<const uint8_t*>(&value);
-    payload_.insert(payload_.end(), p, p + sizeof(T));
-  }
-  template <typename T>
-  void PutVector(const std::vector<T>& values) {
-    Put(static_cast<uint32_t>(values.size()));
-    for (const T& v : values) Put(v);
-  }
-  void PutString(const std::string& s);
+  void AddSection(uint16_t id, uint16_t version, std::span<const uint8_t> body);
   // The whole file: header and payload.
   std::vector<uint8_t> Finish() const;
 
  private:
-  std::vector<uint8_t> payload_;
+  ByteWriter payload_;
+};
+
+struct Section {
+  uint16_t id;
+  uint16_t version;
+  std::span<const uint8_t> body;  // into the file given to StateReader::Open
 };
 
 class StateReader {
  public:
-  // Checks the framing of a whole file; the reader then walks its payload.
+  // Checks the header and that the sections tile the payload exactly.
   static absl::StatusOr<StateReader> Open(std::span<const uint8_t> file);
-
-  // Each Get fails (and keeps failing) once the payload runs out.
-  template <typename T>
-  bool Get(T* value) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    if (!ok_ || payload_.size() - pos_ < sizeof(T)) return Fail();
-    std::memcpy(value, payload_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  // Refuses more than `max` elements.
-  template <typename T>
-  bool GetVector(std::vector<T>* values, uint32_t max) {
-    uint32_t n;
-    if (!Get(&n) || n > max || (payload_.size() - pos_) / sizeof(T) < n) return Fail();
-    values->resize(n);
-    for (T& v : *values) Get(&v);
-    return ok_;
-  }
-  bool GetString(std::string* s, uint32_t max);
-  // OK when every Get succeeded and the payload was read to its end.
-  absl::Status Finish() const;
+  // In file order.
+  const std::vector<Section>& sections() const { return sections_; }
 
  private:
-  explicit StateReader(std::span<const uint8_t> payload) : payload_(payload) {}
-  bool Fail() { return ok_ = false; }
+  explicit StateReader(std::vector<Section> sections) : sections_(std::move(sections)) {}
 
-  std::span<const uint8_t> payload_;
-  size_t pos_ = 0;
-  bool ok_ = true;
+  std::vector<Section> sections_;
 };
 
 }  // namespace ember::snapshot

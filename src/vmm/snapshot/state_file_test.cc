@@ -5,32 +5,47 @@
 namespace ember::snapshot {
 namespace {
 
-struct Pod {
-  uint64_t a;
-  uint32_t b;
-};
+// A header around `payload` as any version of the writer lays it out.
+std::vector<uint8_t> Frame(uint32_t version, const std::vector<uint8_t>& payload) {
+  ByteWriter w;
+  w.Raw(std::vector<uint8_t>{'E', 'M', 'B', 'E', 'R', 'S', 'N', 'P'});
+  w.U32(version);
+  w.U64(payload.size());
+  w.U32(Crc32(payload));
+  w.Raw(payload);
+  return w.Take();
+}
 
 std::vector<uint8_t> Sample() {
   StateWriter w;
-  w.Put(Pod{1, 2});
-  w.PutVector(std::vector<uint32_t>{7, 8, 9});
-  w.PutString("machine");
+  w.AddSection(1, 3, std::vector<uint8_t>{7, 8, 9});
+  w.AddSection(2, 1, {});
+  w.AddSection(1, 3, std::vector<uint8_t>{5});
   return w.Finish();
 }
 
-TEST(StateFile, RoundTrip) {
+TEST(StateFile, LayoutIsExplicit) {
+  std::vector<uint8_t> payload = {1, 0, 3, 0, 3, 0, 0, 0, 7, 8, 9,  // id 1, version 3, 3 bytes
+                                  2, 0, 1, 0, 0, 0, 0, 0,           // id 2, version 1, empty
+                                  1, 0, 3, 0, 1, 0, 0, 0, 5};
+  EXPECT_EQ(Sample(), Frame(kStateVersion, payload));
+}
+
+TEST(StateFile, SectionsComeBackInOrder) {
   std::vector<uint8_t> file = Sample();
   absl::StatusOr<StateReader> r = StateReader::Open(file);
   ASSERT_TRUE(r.ok()) << r.status();
-  Pod pod;
-  std::vector<uint32_t> v;
-  std::string s;
-  ASSERT_TRUE(r->Get(&pod) && r->GetVector(&v, 10) && r->GetString(&s, 100));
-  EXPECT_EQ(pod.a, 1u);
-  EXPECT_EQ(pod.b, 2u);
-  EXPECT_EQ(v, (std::vector<uint32_t>{7, 8, 9}));
-  EXPECT_EQ(s, "machine");
-  EXPECT_TRUE(r->Finish().ok());
+  const std::vector<Section>& s = r->sections();
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[0].id, 1);
+  EXPECT_EQ(s[0].version, 3);
+  EXPECT_EQ(std::vector<uint8_t>(s[0].body.begin(), s[0].body.end()),
+            (std::vector<uint8_t>{7, 8, 9}));
+  EXPECT_EQ(s[1].id, 2);
+  EXPECT_EQ(s[1].version, 1);
+  EXPECT_TRUE(s[1].body.empty());
+  EXPECT_EQ(s[2].id, 1);
+  EXPECT_EQ(std::vector<uint8_t>(s[2].body.begin(), s[2].body.end()), std::vector<uint8_t>{5});
 }
 
 TEST(StateFile, KnownCrc) {
@@ -54,28 +69,30 @@ TEST(StateFile, EveryTruncationAndEveryFlippedByteIsRefused) {
             std::string::npos);
 }
 
-TEST(StateFile, WrongVersionIsNamed) {
+TEST(StateFile, AVersion1FileIsRefusedNamingItsVersion) {
+  // Version 1 copied whole structs into an unsectioned payload.
+  std::vector<uint8_t> v1 = Frame(1, {4, 0, 0, 0, '{', '}', 0, 0});
+  EXPECT_EQ(StateReader::Open(v1).status().message(),
+            "snapshot state file: version 1; this Ember reads version 2");
   std::vector<uint8_t> file = Sample();
   file[8] = 9;
   EXPECT_NE(StateReader::Open(file).status().message().find("version 9"), std::string::npos);
 }
 
-TEST(StateFile, MalformedPayloadFails) {
-  StateWriter w;
-  w.Put(uint32_t{1000000});  // a vector count beyond what follows
-  std::vector<uint8_t> file = w.Finish();
-  absl::StatusOr<StateReader> r = StateReader::Open(file);
-  ASSERT_TRUE(r.ok());
-  std::vector<uint64_t> v;
-  EXPECT_FALSE(r->GetVector(&v, 2000000));
-  EXPECT_FALSE(r->Finish().ok());
-
-  absl::StatusOr<StateReader> r2 = StateReader::Open(Sample());
-  Pod pod;
-  ASSERT_TRUE(r2->Get(&pod));
-  EXPECT_NE(r2->Finish().message().find("left over"), std::string::npos);
-  std::vector<uint32_t> v2;
-  EXPECT_FALSE(r2->GetVector(&v2, 2)) << "more elements than allowed";
+TEST(StateFile, SectionsMustTileThePayload) {
+  // Checksummed, but a section says it is longer than what follows.
+  std::vector<uint8_t> over = Frame(kStateVersion, {1, 0, 1, 0, 9, 0, 0, 0, 1, 2});
+  EXPECT_NE(StateReader::Open(over).status().message().find(
+                "sections: truncated: 9 bytes wanted at byte 8, 2 left"),
+            std::string::npos)
+      << StateReader::Open(over).status();
+  // A section header cut short.
+  std::vector<uint8_t> cut = Frame(kStateVersion, {1, 0, 1, 0, 0, 0, 0, 0, 2, 0, 1});
+  EXPECT_NE(StateReader::Open(cut).status().message().find("truncated"), std::string::npos);
+  // No sections at all is a valid framing; the snapshot decoder wants some.
+  absl::StatusOr<StateReader> empty = StateReader::Open(Frame(kStateVersion, {}));
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->sections().empty());
 }
 
 }  // namespace

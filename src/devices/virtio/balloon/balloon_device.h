@@ -35,6 +35,10 @@ class BalloonDevice : public VirtioDevice {
  public:
   static absl::StatusOr<std::unique_ptr<BalloonDevice>> Create(const BalloonConfig& config);
 
+  // For DeviceManager::WithDevice: the kind and how a message names it.
+  static constexpr uint32_t kType = kDeviceTypeBalloon;
+  static constexpr char kKind[] = "balloon device";
+
   uint32_t device_type() const override { return kDeviceTypeBalloon; }
   uint64_t features() const override;
   std::vector<uint16_t> queue_max_sizes() const override;

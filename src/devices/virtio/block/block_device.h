@@ -33,7 +33,12 @@ class BlockDevice : public VirtioDevice {
   // Opens the backing file (read-only when the drive is) and sizes the disk.
   static absl::StatusOr<std::unique_ptr<BlockDevice>> Create(const DriveConfig& config);
 
+  // For DeviceManager::WithDevice: the kind and how a message names it.
+  static constexpr uint32_t kType = kDeviceTypeBlock;
+  static constexpr char kKind[] = "drive";
+
   uint32_t device_type() const override { return kDeviceTypeBlock; }
+  std::string id() const override { return config_.drive_id; }
   uint64_t features() const override;
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize}; }
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;

@@ -46,7 +46,12 @@ class NetDevice : public VirtioDevice {
  public:
   static absl::StatusOr<std::unique_ptr<NetDevice>> Create(const NetConfig& config);
 
+  // For DeviceManager::WithDevice: the kind and how a message names it.
+  static constexpr uint32_t kType = kDeviceTypeNet;
+  static constexpr char kKind[] = "network interface";
+
   uint32_t device_type() const override { return kDeviceTypeNet; }
+  std::string id() const override { return config_.iface_id; }
   uint64_t features() const override;
   std::vector<uint16_t> queue_max_sizes() const override { return {kQueueSize, kQueueSize}; }
   void ReadConfig(uint64_t offset, std::span<uint8_t> data) override;

@@ -145,4 +145,75 @@ absl::Status RestoreVmState(int vm_fd, const VmState& s) {
   return Ioctl(vm_fd, KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
 }
 
+namespace {
+
+constexpr size_t kCpuidEntryBytes = 7 * 4;
+constexpr size_t kMsrEntryBytes = 4 + 8;
+
+void EncodeCpuid(const kvm_cpuid_entry2& e, ByteWriter& w) {
+  for (uint32_t v : {e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx}) w.U32(v);
+}
+
+bool DecodeCpuid(ByteReader& r, kvm_cpuid_entry2* e) {
+  *e = {};
+  return r.U32(&e->function) && r.U32(&e->index) && r.U32(&e->flags) && r.U32(&e->eax) &&
+         r.U32(&e->ebx) && r.U32(&e->ecx) && r.U32(&e->edx);
+}
+
+}  // namespace
+
+void VcpuState::Encode(ByteWriter& w) const {
+  w.U32(static_cast<uint32_t>(cpuid.size()));
+  for (const kvm_cpuid_entry2& e : cpuid) EncodeCpuid(e, w);
+  w.U32(static_cast<uint32_t>(msrs.size()));
+  for (const kvm_msr_entry& e : msrs) {
+    w.U32(e.index);
+    w.U64(e.data);
+  }
+  w.Blob(regs);
+  w.Blob(sregs);
+  w.Blob(fpu);
+  w.Bool(has_xsave);
+  if (has_xsave) w.Blob(xsave);
+  w.Bool(has_xcrs);
+  if (has_xcrs) w.Blob(xcrs);
+  w.Blob(lapic);
+  w.U32(mp_state.mp_state);
+  w.Blob(events);
+}
+
+bool VcpuState::Decode(ByteReader& r) {
+  uint32_t n;
+  if (!r.Count(&n, kMaxEntries, kCpuidEntryBytes)) return false;
+  cpuid.assign(n, {});
+  for (kvm_cpuid_entry2& e : cpuid) {
+    if (!DecodeCpuid(r, &e)) return false;
+  }
+  if (!r.Count(&n, kMaxEntries, kMsrEntryBytes)) return false;
+  msrs.assign(n, {});
+  for (kvm_msr_entry& e : msrs) {
+    uint64_t data;  // __u64 is unsigned long long, uint64_t unsigned long
+    if (!r.U32(&e.index) || !r.U64(&data)) return false;
+    e.data = data;
+  }
+  std::memset(&xsave, 0, sizeof(xsave));
+  std::memset(&xcrs, 0, sizeof(xcrs));
+  return r.Blob(&regs) && r.Blob(&sregs) && r.Blob(&fpu) && r.Bool(&has_xsave) &&
+         (!has_xsave || r.Blob(&xsave)) && r.Bool(&has_xcrs) && (!has_xcrs || r.Blob(&xcrs)) &&
+         r.Blob(&lapic) && r.U32(&mp_state.mp_state) && r.Blob(&events);
+}
+
+void VmState::Encode(ByteWriter& w) const {
+  w.Blob(pic_master);
+  w.Blob(pic_slave);
+  w.Blob(ioapic);
+  w.Blob(pit);
+  w.Blob(clock);
+}
+
+bool VmState::Decode(ByteReader& r) {
+  return r.Blob(&pic_master) && r.Blob(&pic_slave) && r.Blob(&ioapic) && r.Blob(&pit) &&
+         r.Blob(&clock);
+}
+
 }  // namespace ember

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/byte_codec.h"
 #include "src/common/kvm_ioctls.h"
 
 namespace ember {
@@ -27,6 +28,17 @@ struct VcpuState {
   kvm_lapic_state lapic;
   kvm_mp_state mp_state;
   kvm_vcpu_events events;
+
+  // The snapshot encoding: the lists, flags and MP state field by field;
+  // each other KVM struct as a blob of its size (the kernel's ABI fixes its
+  // layout; a build with another size refuses it). XSAVE and XCRs only
+  // when present. Bump kVersion when the encoding changes.
+  static constexpr uint16_t kVersion = 1;
+  static constexpr uint32_t kMaxEntries = 1024;  // CPUID leaves, MSRs
+  void Encode(ByteWriter& w) const;
+  // False (and `r` says why) on a short or malformed input or more than
+  // kMaxEntries CPUID leaves or MSRs; absent XSAVE/XCRs come back zero.
+  bool Decode(ByteReader& r);
 };
 
 struct VmState {
@@ -35,6 +47,11 @@ struct VmState {
   kvm_irqchip ioapic;
   kvm_pit_state2 pit;
   kvm_clock_data clock;
+
+  // The snapshot encoding: each KVM struct as a blob of its size.
+  static constexpr uint16_t kVersion = 1;
+  void Encode(ByteWriter& w) const;
+  bool Decode(ByteReader& r);
 };
 
 // MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST), from /dev/kvm.

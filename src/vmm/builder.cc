@@ -1,0 +1,150 @@
+#include "src/vmm/builder.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/devices/virtio/balloon/balloon_device.h"
+#include "src/devices/virtio/block/block_device.h"
+#include "src/devices/virtio/net/net_device.h"
+#include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/arch/x86_64/mptable.h"
+#include "src/vmm/host.h"
+
+namespace ember {
+namespace {
+
+// The configuration's limit must fit the MP table.
+static_assert(kMaxVcpus <= x86_64::kMaxVcpus);
+
+absl::StatusOr<std::vector<MemoryRange>> GuestRanges(uint64_t mem_size_mib) {
+  ASSIGN_OR_RETURN(uint64_t host_mib, HostMemoryMib());
+  if (mem_size_mib > host_mib) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "machine-config.mem_size_mib %d exceeds the host's %d MiB of RAM", mem_size_mib,
+        host_mib));
+  }
+  return x86_64::RamRanges(mem_size_mib << 20);
+}
+
+std::string GuestCmdline(const BootSourceConfig& boot) {
+  std::string args = boot.boot_args.value_or(kDefaultBootArgs);
+  std::string with_host = AddHostBootArgs(args, IsPvmHost());
+  if (with_host != args) {
+    LOG_INFO("PVM host (KVM in software): added guest boot args \"%s\"", kPvmGuestArgs);
+  }
+  return with_host;
+}
+
+// Drives (root first, so it is /dev/vda), network interfaces and the
+// balloon; appends their virtio_mmio.device= and root= arguments.
+absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
+                                 std::string* cmdline) {
+  RETURN_IF_ERROR(ValidateDrives(config.drives));
+  RETURN_IF_ERROR(ValidateNet(config.net));
+  std::vector<const DriveConfig*> drives;
+  for (const DriveConfig& d : config.drives) {
+    if (d.is_root_device) drives.insert(drives.begin(), &d);
+    else drives.push_back(&d);
+  }
+  for (const DriveConfig* d : drives) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::block::BlockDevice> dev,
+                     virtio::block::BlockDevice::Create(*d));
+    RETURN_IF_ERROR(devices.AttachVirtio(std::move(dev), cmdline));
+  }
+  if (!drives.empty() && drives.front()->is_root_device) {
+    const DriveConfig& root = *drives.front();
+    absl::StrAppend(cmdline, root.partuuid.empty() ? " root=/dev/vda"
+                                                   : absl::StrCat(" root=PARTUUID=", root.partuuid),
+                    root.is_read_only ? " ro" : " rw");
+  }
+  for (const NetConfig& n : config.net) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::net::NetDevice> dev,
+                     virtio::net::NetDevice::Create(n));
+    RETURN_IF_ERROR(devices.AttachVirtio(std::move(dev), cmdline));
+  }
+  if (config.balloon) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
+                     virtio::balloon::BalloonDevice::Create(*config.balloon));
+    RETURN_IF_ERROR(devices.AttachVirtio(std::move(balloon), cmdline));
+  }
+  return absl::OkStatus();
+}
+
+// The snapshot's memory layout must be the one its configuration gives.
+absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& state) {
+  ASSIGN_OR_RETURN(std::vector<MemoryRange> expected,
+                   x86_64::RamRanges(config.machine.mem_size_mib << 20));
+  bool same = expected.size() == state.memory.size();
+  for (size_t i = 0; same && i < expected.size(); i++) {
+    same = expected[i].guest_addr == state.memory[i].guest_addr &&
+           expected[i].size == state.memory[i].size;
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(
+        "the snapshot's memory layout does not match its mem_size_mib");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io) {
+  if (!config.boot_source) {
+    return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
+  }
+  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Create(
+                                               [&]() -> absl::StatusOr<GuestMemory> {
+                                                 ASSIGN_OR_RETURN(
+                                                     std::vector<MemoryRange> ranges,
+                                                     GuestRanges(config.machine.mem_size_mib));
+                                                 return GuestMemory::Create(ranges);
+                                               },
+                                               config.machine.track_dirty_pages));
+  std::string cmdline = GuestCmdline(*config.boot_source);
+  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline));
+  ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory(), *config.boot_source, cmdline,
+                                              config.machine.vcpu_count));
+  // Last of the configuration checks: it may create serial_out_path.
+  RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
+  if (config.boot_timer) RETURN_IF_ERROR(vm->devices().AttachBootTimer());
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
+  return vm;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, ConsoleIo io,
+                                                      const snapshot::SnapshotState& state,
+                                                      int mem_fd,
+                                                      const std::string& uffd_socket) {
+  RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+  if (state.machine.vcpus.size() != config.machine.vcpu_count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the snapshot has %d vCPU states for vcpu_count %d",
+                        state.machine.vcpus.size(), config.machine.vcpu_count));
+  }
+  RETURN_IF_ERROR(CheckLayout(config, state));
+  snapshot::UffdHandover uffd;
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                   Vm::Create(
+                       [&]() -> absl::StatusOr<GuestMemory> {
+                         if (uffd_socket.empty()) return GuestMemory::MapFile(state.memory, mem_fd);
+                         // Handed over before anything reads guest memory.
+                         ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(state.memory));
+                         ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
+                         return mem;
+                       },
+                       config.machine.track_dirty_pages));
+  vm->set_uffd(std::move(uffd));
+  // The command line the devices would add is the guest's business now.
+  std::string unused_cmdline;
+  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline));
+  RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
+  // Registers come from the snapshot: the boot entry is never used.
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));
+  RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
+  RETURN_IF_ERROR(vm->devices().Restore(state));
+  return vm;
+}
+
+}  // namespace ember

@@ -1,0 +1,175 @@
+#include "src/vmm/device_manager.h"
+
+#include <fcntl.h>
+#include <sys/eventfd.h>
+
+#include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
+#include "src/common/exit_code.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/arch/x86_64/mptable.h"
+
+namespace ember {
+namespace {
+
+// Virtio devices take IOAPIC pins from here up; below are the ISA devices
+// (PIT 0, keyboard 1, serial 4).
+constexpr uint32_t kVirtioFirstIrq = 5;
+
+absl::StatusOr<UniqueFd> IrqEventFd(const VmFd& vm, uint32_t gsi) {
+  UniqueFd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd.valid()) return ErrnoStatus("eventfd");
+  RETURN_IF_ERROR(vm.RegisterIrqfd(fd.get(), gsi));
+  return fd;
+}
+
+void Signal(int eventfd) {
+  uint64_t one = 1;
+  (void)!::write(eventfd, &one, sizeof(one));
+}
+
+}  // namespace
+
+absl::Status DeviceManager::AttachLegacy(ConsoleIo io, const SerialConfig& serial) {
+  if (!serial.serial_out_path.empty()) {
+    // O_NONBLOCK: a FIFO without a reader fails here rather than hanging,
+    // and a full one drops output rather than stalling the guest.
+    serial_out_.reset(open(serial.serial_out_path.c_str(),
+                           O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_CLOEXEC, 0600));
+    if (!serial_out_.valid()) {
+      return ErrnoStatus(absl::StrCat("serial.serial_out_path ", serial.serial_out_path));
+    }
+    io.out_fd = serial_out_.get();
+  }
+  ASSIGN_OR_RETURN(serial_irq_, IrqEventFd(vm_, Serial::kCom1Irq));
+  serial_ = std::make_shared<Serial>(io.out_fd, [fd = serial_irq_.get()] { Signal(fd); });
+  RETURN_IF_ERROR(pio_.Insert(serial_, Serial::kCom1Base, Serial::kRegisterCount));
+
+  ASSIGN_OR_RETURN(keyboard_irq_, IrqEventFd(vm_, I8042::kKeyboardIrq));
+  VmExit* exit = &exit_;
+  i8042_ = std::make_shared<I8042>(
+      [exit] {
+        // Linux writes the reset command more than once; say it once.
+        if (exit->Request(kExitOk)) LOG_INFO("guest reset through the i8042; stopping the VM");
+      },
+      [fd = keyboard_irq_.get()] { Signal(fd); });
+  RETURN_IF_ERROR(pio_.Insert(i8042_, I8042::kBase, I8042::kSize));
+
+  if (io.in_fd >= 0) {
+    // epoll refuses regular files such as /dev/null: then there is no input.
+    absl::Status st = loop_.Add(io.in_fd, EPOLLIN, [this](uint32_t) { OnConsoleInput(); });
+    if (st.ok()) console_in_ = io.in_fd;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceManager::AttachBootTimer() {
+  boot_timer_ = std::make_shared<BootTimer>();
+  return mmio_.Insert(boot_timer_, BootTimer::kBase, BootTimer::kSize);
+}
+
+absl::Status DeviceManager::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device,
+                                         std::string* cmdline) {
+  const size_t index = virtio_.size();
+  const uint32_t irq = kVirtioFirstIrq + index;
+  if (irq >= x86_64::kIoapicPins) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "too many virtio devices: at most %d", x86_64::kIoapicPins - kVirtioFirstIrq));
+  }
+  const uint64_t base = x86_64::kMmioDevicesStart + index * virtio::MmioTransport::kWindowSize;
+  ASSIGN_OR_RETURN(UniqueFd irq_fd, IrqEventFd(vm_, irq));
+  auto transport =
+      std::make_shared<virtio::MmioTransport>(std::move(device), &memory_, std::move(irq_fd));
+  RETURN_IF_ERROR(mmio_.Insert(transport, base, virtio::MmioTransport::kWindowSize));
+
+  std::vector<int> fds;
+  for (uint32_t q = 0; q < transport->num_queues(); q++) {
+    UniqueFd evt(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!evt.valid()) return ErrnoStatus("eventfd");
+    RETURN_IF_ERROR(vm_.RegisterIoeventfd(
+        evt.get(), base + virtio::MmioTransport::kQueueNotifyOffset, 4, q));
+    int fd = evt.get();
+    RETURN_IF_ERROR(loop_.Add(fd, EPOLLIN, [transport, fd, q](uint32_t) {
+      uint64_t count;
+      (void)!::read(fd, &count, sizeof(count));
+      transport->Notify(q);
+    }));
+    fds.push_back(fd);
+    queue_events_.push_back(std::move(evt));
+  }
+  // Notifications KVM did not catch (a wrong size, say) still end up on the
+  // VMM thread, through the same eventfds.
+  transport->set_notify_fallback([fds](uint32_t q) {
+    if (q < fds.size()) Signal(fds[q]);
+  });
+  if (int fd = transport->device().backend_fd(); fd >= 0) {
+    RETURN_IF_ERROR(loop_.Add(fd, transport->device().backend_events(),
+                              [transport](uint32_t events) { transport->NotifyBackend(events); }));
+  }
+  virtio_.push_back(transport);
+  absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));
+  return absl::OkStatus();
+}
+
+virtio::MmioTransport* DeviceManager::Find(uint32_t type, std::string_view id) {
+  for (const auto& t : virtio_) {
+    // Kind and id are fixed when the device is made: no lock needed.
+    if (t->device().device_type() == type && t->device().id() == id) return t.get();
+  }
+  return nullptr;
+}
+
+absl::Status DeviceManager::SendCtrlAltDel() {
+  if (!i8042_->SendCtrlAltDel()) {
+    return absl::FailedPreconditionError(
+        "the guest has not enabled its keyboard: no driver would see Ctrl-Alt-Del");
+  }
+  LOG_INFO("sent Ctrl-Alt-Del to the guest");
+  return absl::OkStatus();
+}
+
+void DeviceManager::CollectMetrics(Metrics* metrics) {
+  metrics->serial_dropped_input = serial_->dropped_input();
+  for (const auto& t : virtio_) {
+    t->WithDevice([metrics](virtio::VirtioDevice& d) {
+      std::vector<std::pair<std::string, uint64_t>> counters;
+      d.AppendMetrics(&counters);
+      metrics->devices.emplace_back(d.metrics_name(), std::move(counters));
+    });
+  }
+}
+
+void DeviceManager::Save(snapshot::SnapshotState* state) {
+  state->serial = serial_->SaveState();
+  state->i8042 = i8042_->SaveState();
+  state->virtio.clear();
+  for (const auto& t : virtio_) state->virtio.push_back(t->SaveState());
+}
+
+absl::Status DeviceManager::Restore(const snapshot::SnapshotState& state) {
+  if (virtio_.size() != state.virtio.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the snapshot has %d virtio devices, its configuration %d",
+                        state.virtio.size(), virtio_.size()));
+  }
+  serial_->RestoreState(state.serial);
+  i8042_->RestoreState(state.i8042);
+  for (size_t i = 0; i < state.virtio.size(); i++) {
+    RETURN_IF_ERROR(virtio_[i]->RestoreState(state.virtio[i]));
+  }
+  return absl::OkStatus();
+}
+
+void DeviceManager::OnConsoleInput() {
+  uint8_t buf[256];
+  ssize_t n = ::read(console_in_, buf, sizeof(buf));
+  if (n <= 0) {
+    loop_.Remove(console_in_);  // EOF or error: no more console input
+    return;
+  }
+  serial_->EnqueueInput(std::span(buf, n));
+}
+
+}  // namespace ember

@@ -1,0 +1,137 @@
+// The pre-boot controller is plain code: every rule is checked here
+// without KVM.
+#include "src/vmm/preboot_controller.h"
+
+#include <gtest/gtest.h>
+
+namespace ember {
+namespace {
+
+DriveConfig Drive(const std::string& id, bool root = false) {
+  DriveConfig d;
+  d.drive_id = id;
+  d.path_on_host = "/images/" + id;
+  d.is_root_device = root;
+  return d;
+}
+
+NetConfig Net(const std::string& id, const std::string& tap) {
+  NetConfig n;
+  n.iface_id = id;
+  n.host_dev_name = tap;
+  return n;
+}
+
+TEST(PreBootControllerTest, MachineConfigIsValidatedAndPatchedFieldByField) {
+  PreBootController c{VmConfig{}};
+  MachineConfig m;
+  m.vcpu_count = 2;
+  m.mem_size_mib = 256;
+  ASSERT_TRUE(c.Handle(PutMachineConfig{m}).ok());
+  EXPECT_EQ(c.config().machine.vcpu_count, 2u);
+
+  ASSERT_TRUE(c.Handle(PatchMachineConfig{std::nullopt, 512, std::nullopt}).ok());
+  EXPECT_EQ(c.config().machine.vcpu_count, 2u) << "not in the patch: unchanged";
+  EXPECT_EQ(c.config().machine.mem_size_mib, 512u);
+
+  MachineConfig bad = m;
+  bad.vcpu_count = 0;
+  EXPECT_FALSE(c.Handle(PutMachineConfig{bad}).ok());
+  EXPECT_FALSE(c.Handle(PatchMachineConfig{0, std::nullopt, std::nullopt}).ok());
+  EXPECT_EQ(c.config().machine.vcpu_count, 2u) << "a refused change leaves the config as it was";
+
+  absl::StatusOr<VmmResult> got = c.Handle(GetMachineConfig{});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(std::get<MachineConfig>(*got).mem_size_mib, 512u);
+}
+
+TEST(PreBootControllerTest, DrivesAreReplacedByIdAndOneRootAtMost) {
+  PreBootController c{VmConfig{}};
+  ASSERT_TRUE(c.Handle(PutDrive{Drive("rootfs", true)}).ok());
+  ASSERT_TRUE(c.Handle(PutDrive{Drive("data")}).ok());
+  DriveConfig again = Drive("data");
+  again.path_on_host = "/images/other";
+  ASSERT_TRUE(c.Handle(PutDrive{again}).ok());
+  ASSERT_EQ(c.config().drives.size(), 2u);
+  EXPECT_EQ(c.config().drives[1].path_on_host, "/images/other");
+
+  absl::StatusOr<VmmResult> second_root = c.Handle(PutDrive{Drive("root2", true)});
+  EXPECT_FALSE(second_root.ok());
+  EXPECT_EQ(c.config().drives.size(), 2u);
+
+  ASSERT_TRUE(c.Handle(PatchDrive{"rootfs", "/images/new"}).ok());
+  EXPECT_EQ(c.config().drives[0].path_on_host, "/images/new");
+  absl::StatusOr<VmmResult> missing = c.Handle(PatchDrive{"nope", "/x"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(), "there is no drive 'nope'");
+}
+
+TEST(PreBootControllerTest, NetworkInterfacesNeedUniqueTaps) {
+  PreBootController c{VmConfig{}};
+  ASSERT_TRUE(c.Handle(PutNetworkInterface{Net("eth0", "tap0")}).ok());
+  EXPECT_FALSE(c.Handle(PutNetworkInterface{Net("eth1", "tap0")}).ok());
+  ASSERT_TRUE(c.Handle(PutNetworkInterface{Net("eth0", "tap1")}).ok()) << "replaces eth0";
+  ASSERT_EQ(c.config().net.size(), 1u);
+  EXPECT_EQ(c.config().net[0].host_dev_name, "tap1");
+  EXPECT_TRUE(c.Handle(PatchNetworkInterface{"eth0"}).ok());
+  absl::StatusOr<VmmResult> missing = c.Handle(PatchNetworkInterface{"eth9"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(), "there is no network interface 'eth9'");
+}
+
+TEST(PreBootControllerTest, BalloonFitsTheGuestAndExistsBeforeItIsPatched) {
+  VmConfig config;
+  config.machine.mem_size_mib = 128;
+  PreBootController c{config};
+  absl::StatusOr<VmmResult> none = c.Handle(PatchBalloon{10});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().message(), "there is no balloon device");
+  EXPECT_FALSE(c.Handle(GetBalloon{}).ok());
+
+  BalloonConfig b;
+  b.amount_mib = 64;
+  ASSERT_TRUE(c.Handle(PutBalloon{b}).ok());
+  EXPECT_FALSE(c.Handle(PatchBalloon{4096}).ok()) << "larger than the guest";
+  ASSERT_TRUE(c.Handle(PatchBalloon{32}).ok());
+  ASSERT_TRUE(c.Handle(PatchBalloonStats{5}).ok());
+  absl::StatusOr<VmmResult> got = c.Handle(GetBalloon{});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(std::get<BalloonConfig>(*got).amount_mib, 32u);
+  EXPECT_EQ(std::get<BalloonConfig>(*got).stats_polling_interval_s, 5u);
+
+  absl::StatusOr<VmmResult> stats = c.Handle(GetBalloonStats{});
+  ASSERT_FALSE(stats.ok());
+  EXPECT_EQ(stats.status().message(), "balloon statistics exist once the microVM runs");
+}
+
+TEST(PreBootControllerTest, BootSourceAndSerialAreTaken) {
+  PreBootController c{VmConfig{}};
+  BootSourceConfig boot;
+  boot.kernel_image_path = "/k";
+  boot.boot_args = "console=ttyS0";
+  ASSERT_TRUE(c.Handle(PutBootSource{boot}).ok());
+  SerialConfig serial;
+  serial.serial_out_path = "/tmp/console";
+  ASSERT_TRUE(c.Handle(PutSerial{serial}).ok());
+  absl::StatusOr<VmmResult> got = c.Handle(GetVmConfig{});
+  ASSERT_TRUE(got.ok());
+  const VmConfig& config = std::get<VmConfig>(*got);
+  ASSERT_TRUE(config.boot_source.has_value());
+  EXPECT_EQ(config.boot_source->kernel_image_path, "/k");
+  EXPECT_EQ(config.serial.serial_out_path, "/tmp/console");
+}
+
+TEST(PreBootControllerTest, WhatNeedsARunningMicroVmIsRefused) {
+  PreBootController c{VmConfig{}};
+  const VmmAction live[] = {SendCtrlAltDel{}, PatchVmState{true},
+                            CreateSnapshot{"/s", "/m", false}};
+  for (const VmmAction& a : live) {
+    absl::StatusOr<VmmResult> r = c.Handle(a);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(r.status().message(), "the microVM has not started yet");
+  }
+}
+
+}  // namespace
+}  // namespace ember

@@ -1,0 +1,115 @@
+#include "src/vmm/runtime_controller.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "src/common/clock.h"
+#include "src/common/errno_status.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
+#include "src/common/unique_fd.h"
+#include "src/devices/virtio/balloon/balloon_device.h"
+#include "src/devices/virtio/block/block_device.h"
+
+namespace ember {
+namespace {
+
+using virtio::balloon::BalloonDevice;
+using virtio::block::BlockDevice;
+
+absl::Status WriteWholeFile(const std::string& path, const std::vector<uint8_t>& bytes) {
+  // Written beside, then renamed: a reader never sees half a state file.
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("snapshot_path ", path));
+  if (::write(fd.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+    unlink(tmp.c_str());
+    return ErrnoStatus(absl::StrCat("writing ", tmp));
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus(absl::StrCat("renaming to ", path));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<VmmResult> RuntimeController::Handle(const VmmAction& action) {
+  return std::visit([this](const auto& a) { return Do(a); }, action);
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
+  DriveConfig* drive = FindDrive(config_, a.drive_id);
+  if (drive == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("there is no drive '", a.drive_id, "'"));
+  }
+  if (!a.path_on_host) return std::monostate();
+  RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(
+      a.drive_id, [&](BlockDevice& d) { return d.SwapBacking(*a.path_on_host); }));
+  drive->path_on_host = *a.path_on_host;
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchNetworkInterface& a) {
+  RETURN_IF_ERROR(CheckNetExists(config_, a.iface_id));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchBalloon& a) {
+  RETURN_IF_ERROR(CheckBalloonTarget(config_, a.amount_mib));
+  RETURN_IF_ERROR(vm_->devices().WithDevice<BalloonDevice>("", [&](BalloonDevice& b) {
+    b.SetTarget(a.amount_mib);
+    return absl::OkStatus();
+  }));
+  config_.balloon->amount_mib = a.amount_mib;
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const GetBalloon&) {
+  if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+  return *config_.balloon;
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const GetBalloonStats&) {
+  return vm_->devices().WithDevice<BalloonDevice>(
+      "", [](BalloonDevice& b) -> absl::StatusOr<VmmResult> {
+        if (b.stats_polling_interval_s() == 0) {
+          return absl::InvalidArgumentError(
+              "balloon statistics are off: set stats_polling_interval_s");
+        }
+        return BalloonStats{b.target_pages(), b.actual_pages(), b.stats()};
+      });
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchBalloonStats& a) {
+  RETURN_IF_ERROR(vm_->devices().WithDevice<BalloonDevice>(
+      "", [&](BalloonDevice& b) { return b.SetStatsInterval(a.stats_polling_interval_s); }));
+  config_.balloon->stats_polling_interval_s = a.stats_polling_interval_s;
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const SendCtrlAltDel&) {
+  RETURN_IF_ERROR(vm_->devices().SendCtrlAltDel());
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchVmState& a) {
+  if (a.paused && !vm_->paused()) vm_->Pause();
+  if (!a.paused && vm_->paused()) vm_->Resume();
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const CreateSnapshot& a) {
+  if (!vm_->paused()) {
+    return absl::FailedPreconditionError(
+        "pause the microVM first (PATCH /vm {\"state\": \"Paused\"})");
+  }
+  double start = MonotonicMs();
+  ASSIGN_OR_RETURN(snapshot::SnapshotState state, vm_->CaptureSnapshot());
+  state.config_json = to_json_(config_);
+  RETURN_IF_ERROR(vm_->WriteMemoryFile(a.mem_file_path, a.diff));
+  RETURN_IF_ERROR(WriteWholeFile(a.snapshot_path, snapshot::EncodeSnapshot(state)));
+  LOG_INFO("snapshot created (%s): %s and %s in %.3f ms", a.diff ? "Diff" : "Full",
+           a.snapshot_path, a.mem_file_path, MonotonicMs() - start);
+  return std::monostate();
+}
+
+}  // namespace ember

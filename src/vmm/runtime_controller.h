@@ -1,0 +1,67 @@
+// The API's actions on a running microVM (VMM thread): pause and resume,
+// the balloon's target and statistics, a drive's backing file,
+// Ctrl-Alt-Del and snapshots. It keeps the configuration up to date with
+// what it changes; configuration that only the boot reads is refused.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "src/config/vm_config.h"
+#include "src/vmm/vm.h"
+#include "src/vmm/vmm_action.h"
+
+namespace ember {
+
+class RuntimeController {
+ public:
+  // How a snapshot carries the configuration (the API's JSON in production).
+  using ConfigToJson = std::function<std::string(const VmConfig&)>;
+
+  // `config` (the Controller's) must outlive this.
+  RuntimeController(VmConfig& config, std::unique_ptr<Vm> vm, ConfigToJson to_json)
+      : config_(config), vm_(std::move(vm)), to_json_(std::move(to_json)) {}
+
+  absl::StatusOr<VmmResult> Handle(const VmmAction& action);
+
+  Vm& vm() { return *vm_; }
+  const Vm& vm() const { return *vm_; }
+
+ private:
+  absl::StatusOr<VmmResult> Do(const GetVmConfig&) { return config_; }
+  absl::StatusOr<VmmResult> Do(const GetMachineConfig&) { return config_.machine; }
+  absl::StatusOr<VmmResult> Do(const PatchDrive& a);
+  absl::StatusOr<VmmResult> Do(const PatchNetworkInterface& a);
+  absl::StatusOr<VmmResult> Do(const PatchBalloon& a);
+  absl::StatusOr<VmmResult> Do(const GetBalloon&);
+  absl::StatusOr<VmmResult> Do(const GetBalloonStats&);
+  absl::StatusOr<VmmResult> Do(const PatchBalloonStats& a);
+  absl::StatusOr<VmmResult> Do(const SendCtrlAltDel&);
+  absl::StatusOr<VmmResult> Do(const PatchVmState& a);
+  absl::StatusOr<VmmResult> Do(const CreateSnapshot& a);
+  absl::StatusOr<VmmResult> Do(const InstanceStart&) {
+    return absl::FailedPreconditionError("the microVM is already running");
+  }
+  absl::StatusOr<VmmResult> Do(const LoadSnapshot&) {
+    return absl::FailedPreconditionError("a snapshot can only be loaded before the microVM starts");
+  }
+  // Configuration the boot has read (A::kWhat names it).
+  template <typename A>
+  absl::StatusOr<VmmResult> Do(const A&) {
+    if constexpr (requires { A::kWhat; }) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(A::kWhat, " cannot be changed after the microVM has started"));
+    } else {
+      return absl::InternalError("the Controller handles this action itself");
+    }
+  }
+
+  VmConfig& config_;
+  std::unique_ptr<Vm> vm_;
+  ConfigToJson to_json_;
+};
+
+}  // namespace ember
