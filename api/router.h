@@ -1,6 +1,6 @@
-// Maps Firecracker's API paths and methods to VmmActions (parsed by the same
-// functions as the config file) and their results back to JSON. Paths of
-// the contract that Ember does not serve yet answer 400 saying so.
+// Serves Firecracker's API paths from the route table (api/routes.h): finds
+// the route, reads the body, asks the VMM and writes its answer as JSON.
+// Paths of the contract that Ember does not serve yet answer 400 saying so.
 #pragma once
 
 #include <functional>
@@ -17,14 +17,12 @@ namespace ember::api {
 // Runs an action on the VMM (Controller::Submit in production).
 using ActionRunner = std::function<absl::StatusOr<VmmResult>(VmmAction)>;
 
+// Every error is a 400 with a fault_message; a query string is ignored.
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 
-// Every path Ember serves (with {id} placeholders) and its methods; the
-// API description (api/ember-api.yaml) must list exactly these.
+// Every path Ember serves (with {id} placeholders) and its methods, read
+// from the route table; the API description (api/ember-api.yaml) must list
+// exactly these.
 std::map<std::string, std::set<std::string>> ServedRoutes();
-
-// The configuration as GET /vm/config shows it; ParseVmConfig reads it back
-// (snapshots carry it).
-std::string VmConfigToJson(const VmConfig& config);
 
 }  // namespace ember::api

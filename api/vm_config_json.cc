@@ -4,6 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -260,6 +263,115 @@ absl::StatusOr<VmConfig> LoadVmConfigFile(const std::string& path) {
                         absl::StrCat(path, ": ", config.status().message()));
   }
   return config;
+}
+
+namespace {
+
+// Writers, with the field names the parsers above read.
+using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+template <typename Write>
+std::string ToJson(Write write) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  write(w);
+  return buf.GetString();
+}
+
+void Str(Writer& w, const char* key, const std::string& value) {
+  w.Key(key);
+  w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+void WriteMachine(Writer& w, const MachineConfig& m) {
+  w.StartObject();
+  w.Key("vcpu_count");
+  w.Uint(m.vcpu_count);
+  w.Key("mem_size_mib");
+  w.Uint64(m.mem_size_mib);
+  w.Key("smt");
+  w.Bool(false);
+  w.Key("track_dirty_pages");
+  w.Bool(m.track_dirty_pages);
+  w.EndObject();
+}
+
+void WriteBalloon(Writer& w, const BalloonConfig& b) {
+  w.StartObject();
+  w.Key("amount_mib");
+  w.Uint64(b.amount_mib);
+  w.Key("deflate_on_oom");
+  w.Bool(b.deflate_on_oom);
+  w.Key("stats_polling_interval_s");
+  w.Uint(b.stats_polling_interval_s);
+  w.EndObject();
+}
+
+void WriteDrive(Writer& w, const DriveConfig& d) {
+  w.StartObject();
+  Str(w, "drive_id", d.drive_id);
+  Str(w, "path_on_host", d.path_on_host);
+  w.Key("is_root_device");
+  w.Bool(d.is_root_device);
+  w.Key("is_read_only");
+  w.Bool(d.is_read_only);
+  if (!d.partuuid.empty()) Str(w, "partuuid", d.partuuid);
+  Str(w, "cache_type", d.cache_type == CacheType::kWriteback ? "Writeback" : "Unsafe");
+  Str(w, "io_engine", d.io_engine == IoEngine::kAsync ? "Async" : "Sync");
+  w.EndObject();
+}
+
+void WriteNet(Writer& w, const NetConfig& n) {
+  w.StartObject();
+  Str(w, "iface_id", n.iface_id);
+  Str(w, "host_dev_name", n.host_dev_name);
+  if (n.guest_mac) {
+    const auto& m = *n.guest_mac;
+    Str(w, "guest_mac",
+        absl::StrFormat("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]));
+  }
+  w.EndObject();
+}
+
+void WriteVmConfig(Writer& w, const VmConfig& c) {
+  w.StartObject();
+  if (c.boot_source) {
+    w.Key("boot-source");
+    w.StartObject();
+    Str(w, "kernel_image_path", c.boot_source->kernel_image_path);
+    if (!c.boot_source->initrd_path.empty()) Str(w, "initrd_path", c.boot_source->initrd_path);
+    if (c.boot_source->boot_args) Str(w, "boot_args", *c.boot_source->boot_args);
+    w.EndObject();
+  }
+  w.Key("machine-config");
+  WriteMachine(w, c.machine);
+  w.Key("drives");
+  w.StartArray();
+  for (const DriveConfig& d : c.drives) WriteDrive(w, d);
+  w.EndArray();
+  w.Key("network-interfaces");
+  w.StartArray();
+  for (const NetConfig& n : c.net) WriteNet(w, n);
+  w.EndArray();
+  if (c.balloon) {
+    w.Key("balloon");
+    WriteBalloon(w, *c.balloon);
+  }
+  w.EndObject();
+}
+
+}  // namespace
+
+std::string VmConfigToJson(const VmConfig& config) {
+  return ToJson([&](Writer& w) { WriteVmConfig(w, config); });
+}
+
+std::string MachineConfigToJson(const MachineConfig& machine) {
+  return ToJson([&](Writer& w) { WriteMachine(w, machine); });
+}
+
+std::string BalloonConfigToJson(const BalloonConfig& balloon) {
+  return ToJson([&](Writer& w) { WriteBalloon(w, balloon); });
 }
 
 }  // namespace ember::api

@@ -1,6 +1,6 @@
-// JSON bodies of Firecracker's boot-source and machine-config, and the whole
-// config file, parsed into the VMM's typed config. Shared by the config file
-// and (later) the HTTP API, so both refuse the same things the same way.
+// Firecracker's configuration JSON read into the typed config and written
+// back out: the config file, the API's request bodies (so both refuse the
+// same things the same way) and the API's answers that show a config.
 #pragma once
 
 #include <string>
@@ -27,5 +27,12 @@ absl::StatusOr<std::array<uint8_t, 6>> ParseMac(absl::string_view text);
 // A config file's text (`--config-file`), in Firecracker's format.
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json);
 absl::StatusOr<VmConfig> LoadVmConfigFile(const std::string& path);
+
+// The configuration as GET /vm/config shows it; ParseVmConfig reads it back
+// (snapshots carry it). The logger, metrics and serial sections are left out.
+std::string VmConfigToJson(const VmConfig& config);
+// GET /machine-config and GET /balloon.
+std::string MachineConfigToJson(const MachineConfig& machine);
+std::string BalloonConfigToJson(const BalloonConfig& balloon);
 
 }  // namespace ember::api

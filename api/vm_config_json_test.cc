@@ -209,6 +209,38 @@ TEST(VmConfigJsonTest, Logger) {
                 "logger.module filtering is not supported");
 }
 
+TEST(VmConfigJsonTest, WritesWhatItReads) {
+  const std::string text =
+      R"({"boot-source":{"kernel_image_path":"/k","initrd_path":"/i",)"
+      R"("boot_args":"console=ttyS0"},"machine-config":{"vcpu_count":2,"mem_size_mib":256,)"
+      R"("smt":false,"track_dirty_pages":true},)"
+      R"("drives":[{"drive_id":"rootfs","path_on_host":"/r.ext4","is_root_device":true,)"
+      R"("is_read_only":true,"partuuid":"abcd-01","cache_type":"Writeback","io_engine":"Async"},)"
+      R"({"drive_id":"data","path_on_host":"/d.img","is_root_device":false,"is_read_only":false,)"
+      R"("cache_type":"Unsafe","io_engine":"Sync"}],)"
+      R"("network-interfaces":[{"iface_id":"eth0","host_dev_name":"tap0",)"
+      R"("guest_mac":"aa:fc:00:00:00:0f"},{"iface_id":"eth1","host_dev_name":"tap1"}],)"
+      R"("balloon":{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5}})";
+  auto c = ParseVmConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(VmConfigToJson(*c), text);
+  EXPECT_EQ(MachineConfigToJson(c->machine),
+            R"({"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true})");
+  EXPECT_EQ(BalloonConfigToJson(*c->balloon),
+            R"({"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5})");
+}
+
+TEST(VmConfigJsonTest, AnEmptyConfigIsWrittenWithItsDefaults) {
+  std::string text = VmConfigToJson(VmConfig());
+  EXPECT_EQ(text,
+            R"({"machine-config":{"vcpu_count":1,"mem_size_mib":128,"smt":false,)"
+            R"("track_dirty_pages":false},"drives":[],"network-interfaces":[]})");
+  auto c = ParseVmConfig(text);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->boot_source);
+  EXPECT_FALSE(c->balloon);
+}
+
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {
   auto c = LoadVmConfigFile("/nonexistent/ember.json");
   ASSERT_FALSE(c.ok());

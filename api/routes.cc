@@ -1,0 +1,227 @@
+#include "api/routes.h"
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "absl/strings/str_cat.h"
+#include "api/vm_config_json.h"
+#include "src/common/json_reader.h"
+#include "src/common/status_macros.h"
+#include "src/common/version.h"
+
+namespace ember::api {
+namespace {
+
+// A GET: the action has no fields.
+template <typename Action>
+absl::StatusOr<VmmAction> Get(const rapidjson::Value&) {
+  return Action{};
+}
+
+// A PUT of one config section, read as the config file reads it.
+template <typename Action, auto parse_config>
+absl::StatusOr<VmmAction> Put(const rapidjson::Value& body) {
+  ASSIGN_OR_RETURN(auto config, parse_config(body));
+  return Action{std::move(config)};
+}
+
+// Answered by the API thread: the version is the API's own, the VMM need
+// not run.
+std::string Version() {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("firecracker_version");
+  w.String(kVersion);
+  w.EndObject();
+  return buf.GetString();
+}
+
+absl::StatusOr<VmmAction> ParsePatchVm(const rapidjson::Value& body) {
+  JsonReader r(body, "vm");
+  std::string state = r.String("state", true).value_or("");
+  RETURN_IF_ERROR(r.Finish());
+  if (state != "Paused" && state != "Resumed") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vm.state '", state, "' must be \"Paused\" or \"Resumed\""));
+  }
+  return PatchVmState{state == "Paused"};
+}
+
+absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) {
+  JsonReader r(body, "machine-config");
+  PatchMachineConfig p;
+  if (auto n = r.Uint("vcpu_count", false, kMinVcpus, kMaxVcpus)) p.vcpu_count = *n;
+  p.mem_size_mib = r.Uint("mem_size_mib", false, 1, uint64_t{1} << 32);
+  p.track_dirty_pages = r.Bool("track_dirty_pages", false);
+  RETURN_IF_ERROR(r.Finish());
+  return p;
+}
+
+absl::StatusOr<VmmAction> ParsePatchDrive(const rapidjson::Value& body) {
+  JsonReader r(body, "drives[]");
+  PatchDrive p{r.String("drive_id", true).value_or(""), r.String("path_on_host", false)};
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  if (limiter != nullptr && !limiter->IsNull()) {
+    return absl::InvalidArgumentError("drive rate limiters are not supported yet");
+  }
+  if (p.path_on_host && p.path_on_host->empty()) {
+    return absl::InvalidArgumentError("path_on_host must not be empty");
+  }
+  return p;
+}
+
+absl::StatusOr<VmmAction> ParsePatchNetworkInterface(const rapidjson::Value& body) {
+  JsonReader r(body, "network-interfaces[]");
+  std::string iface = r.String("iface_id", true).value_or("");
+  const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
+  const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  if ((rx != nullptr && !rx->IsNull()) || (tx != nullptr && !tx->IsNull())) {
+    return absl::InvalidArgumentError("network rate limiters are not supported yet");
+  }
+  return PatchNetworkInterface{iface};
+}
+
+absl::StatusOr<VmmAction> ParsePatchBalloon(const rapidjson::Value& body) {
+  JsonReader r(body, "balloon");
+  std::optional<uint64_t> amount = r.Uint("amount_mib", true, 0, uint64_t{1} << 32);
+  RETURN_IF_ERROR(r.Finish());
+  return PatchBalloon{*amount};
+}
+
+absl::StatusOr<VmmAction> ParsePatchBalloonStats(const rapidjson::Value& body) {
+  JsonReader r(body, "balloon");
+  std::optional<uint64_t> s = r.Uint("stats_polling_interval_s", true, 0, 3600);
+  RETURN_IF_ERROR(r.Finish());
+  return PatchBalloonStats{static_cast<uint32_t>(*s)};
+}
+
+absl::StatusOr<VmmAction> ParseActions(const rapidjson::Value& body) {
+  JsonReader r(body, "actions");
+  std::string type = r.String("action_type", true).value_or("");
+  RETURN_IF_ERROR(r.Finish());
+  if (type == "InstanceStart") return InstanceStart{};
+  if (type == "FlushMetrics") return FlushMetrics{};
+  if (type == "SendCtrlAltDel") return SendCtrlAltDel{};
+  return absl::InvalidArgumentError(absl::StrCat(
+      "action_type '", type, "' must be InstanceStart, SendCtrlAltDel or FlushMetrics"));
+}
+
+absl::StatusOr<VmmAction> ParseCreateSnapshot(const rapidjson::Value& body) {
+  JsonReader r(body, "snapshot/create");
+  CreateSnapshot a;
+  a.snapshot_path = r.String("snapshot_path", true).value_or("");
+  a.mem_file_path = r.String("mem_file_path", true).value_or("");
+  std::string type = r.String("snapshot_type", false).value_or("Full");
+  r.String("version", false);  // older clients send it; one format here
+  RETURN_IF_ERROR(r.Finish());
+  if (type != "Full" && type != "Diff") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot/create.snapshot_type '", type, "' must be \"Full\" or \"Diff\""));
+  }
+  if (a.snapshot_path.empty() || a.mem_file_path.empty()) {
+    return absl::InvalidArgumentError(
+        "snapshot/create: snapshot_path and mem_file_path must not be empty");
+  }
+  a.diff = type == "Diff";
+  return a;
+}
+
+// snapshot/load.mem_backend: {"backend_type": "File" or "Uffd", "backend_path"}.
+absl::Status ReadMemBackend(const rapidjson::Value& backend, LoadSnapshot* a) {
+  if (!backend.IsObject()) {
+    return absl::InvalidArgumentError("snapshot/load.mem_backend must be an object");
+  }
+  JsonReader b(backend, "snapshot/load.mem_backend");
+  std::string type = b.String("backend_type", true).value_or("");
+  a->mem_backend_path = b.String("backend_path", true).value_or("");
+  RETURN_IF_ERROR(b.Finish());
+  if (type != "File" && type != "Uffd") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot/load.mem_backend.backend_type '", type, "' must be \"File\" or \"Uffd\""));
+  }
+  a->uffd = type == "Uffd";
+  return absl::OkStatus();
+}
+
+absl::Status ReadNetworkOverrides(const rapidjson::Value& overrides, LoadSnapshot* a) {
+  if (!overrides.IsArray()) {
+    return absl::InvalidArgumentError("snapshot/load.network_overrides must be an array");
+  }
+  for (const rapidjson::Value& o : overrides.GetArray()) {
+    if (!o.IsObject()) {
+      return absl::InvalidArgumentError("snapshot/load.network_overrides[] must be objects");
+    }
+    JsonReader n(o, "snapshot/load.network_overrides[]");
+    std::string iface = n.String("iface_id", true).value_or("");
+    std::string tap = n.String("host_dev_name", true).value_or("");
+    RETURN_IF_ERROR(n.Finish());
+    a->network_overrides.emplace_back(iface, tap);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
+  JsonReader r(body, "snapshot/load");
+  LoadSnapshot a;
+  a.snapshot_path = r.String("snapshot_path", true).value_or("");
+  std::optional<std::string> mem_file = r.String("mem_file_path", false);
+  const rapidjson::Value* backend = r.Raw("mem_backend");
+  a.track_dirty_pages = r.Bool("track_dirty_pages", false).value_or(false) ||
+                        r.Bool("enable_diff_snapshots", false).value_or(false);
+  a.resume_vm = r.Bool("resume_vm", false).value_or(false);
+  const rapidjson::Value* overrides = r.Raw("network_overrides");
+  r.Bool("clock_realtime", false);
+  RETURN_IF_ERROR(r.Finish());
+  if (a.snapshot_path.empty()) {
+    return absl::InvalidArgumentError("snapshot/load.snapshot_path must not be empty");
+  }
+  if ((backend != nullptr) == mem_file.has_value()) {
+    return absl::InvalidArgumentError(
+        "snapshot/load needs exactly one of mem_backend and mem_file_path");
+  }
+  if (mem_file) {
+    a.mem_backend_path = *mem_file;
+  } else {
+    RETURN_IF_ERROR(ReadMemBackend(*backend, &a));
+  }
+  if (a.mem_backend_path.empty()) {
+    return absl::InvalidArgumentError("snapshot/load: the memory backend path must not be empty");
+  }
+  if (overrides != nullptr) RETURN_IF_ERROR(ReadNetworkOverrides(*overrides, &a));
+  return a;
+}
+
+constexpr RouteSpec kRoutes[] = {
+    {"/", "GET", Get<GetInstanceInfo>},
+    {"/version", "GET", nullptr, Version},
+    {"/vm", "PATCH", ParsePatchVm},
+    {"/vm/config", "GET", Get<GetVmConfig>},
+    {"/machine-config", "GET", Get<GetMachineConfig>},
+    {"/machine-config", "PUT", Put<PutMachineConfig, ParseMachineConfig>},
+    {"/machine-config", "PATCH", ParsePatchMachineConfig},
+    {"/boot-source", "PUT", Put<PutBootSource, ParseBootSource>},
+    {"/drives/{drive_id}", "PUT", Put<PutDrive, ParseDrive>},
+    {"/drives/{drive_id}", "PATCH", ParsePatchDrive},
+    {"/network-interfaces/{iface_id}", "PUT", Put<PutNetworkInterface, ParseNetworkInterface>},
+    {"/network-interfaces/{iface_id}", "PATCH", ParsePatchNetworkInterface},
+    {"/balloon", "GET", Get<GetBalloon>},
+    {"/balloon", "PUT", Put<PutBalloon, ParseBalloon>},
+    {"/balloon", "PATCH", ParsePatchBalloon},
+    {"/balloon/statistics", "GET", Get<GetBalloonStats>},
+    {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
+    {"/serial", "PUT", Put<PutSerial, ParseSerial>},
+    {"/logger", "PUT", Put<PutLogger, ParseLogger>},
+    {"/metrics", "PUT", Put<PutMetrics, ParseMetrics>},
+    {"/actions", "PUT", ParseActions},
+    {"/snapshot/create", "PUT", ParseCreateSnapshot},
+    {"/snapshot/load", "PUT", ParseLoadSnapshot},
+};
+
+}  // namespace
+
+absl::Span<const RouteSpec> RouteTable() { return kRoutes; }
+
+}  // namespace ember::api

@@ -1,0 +1,40 @@
+// Ember's HTTP API as one table: each path pattern and method with the
+// parser that turns the request into a VmmAction. The router dispatches on
+// it and ServedRoutes() lists it, so what is served and what the API
+// description says are checked against one source.
+#pragma once
+
+#include <string>
+
+#include <rapidjson/document.h>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "src/vmm/vmm_action.h"
+
+namespace ember::api {
+
+struct RouteSpec {
+  // "/drives/{drive_id}": a {name} matches one path segment, and the router
+  // refuses a body whose field of that name says another id.
+  const char* pattern;
+  const char* method;
+  // Turns the body into an action for the VMM. PUT and PATCH bodies are one
+  // JSON object; a GET has none and its parser gets an empty object.
+  absl::StatusOr<VmmAction> (*parse)(const rapidjson::Value& body) = nullptr;
+  // Set instead of `parse` where the API thread answers alone: the JSON
+  // body of a 200, which needs nothing from the VMM.
+  std::string (*answer)() = nullptr;
+};
+
+// Every route Ember serves.
+absl::Span<const RouteSpec> RouteTable();
+
+// Paths of Firecracker's contract Ember does not serve yet; they and the
+// paths below them are refused as not supported yet.
+inline constexpr const char* kNotYetPaths[] = {
+    "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
+    "/cpu-config", "/pmem", "/mmds", "/mmds/config", "/entropy",
+    "/hotplug/memory", "/vsock"};
+
+}  // namespace ember::api

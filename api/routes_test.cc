@@ -1,0 +1,198 @@
+// Every route of the table, sent a valid body through the router: the
+// action the VMM is asked to run must be the right one, with the fields
+// the body gave.
+#include "api/routes.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <optional>
+#include <regex>
+
+#include "api/router.h"
+
+namespace ember::api {
+namespace {
+
+using Check = std::function<void(const VmmAction&)>;
+
+// Checks that the action is a T, then what `check` says of it.
+template <typename T>
+Check Holds(std::function<void(const T&)> check = [](const T&) {}) {
+  return [check](const VmmAction& action) {
+    const T* a = std::get_if<T>(&action);
+    ASSERT_NE(a, nullptr) << "the action is alternative " << action.index() << " of VmmAction";
+    check(*a);
+  };
+}
+
+struct Case {
+  const char* method;
+  const char* pattern;  // as the table has it
+  const char* id;       // put in the pattern's {name}
+  const char* body;
+  Check check;  // empty: answered by the API thread, the VMM is not asked
+};
+
+std::vector<Case> Cases() {
+  return {
+      {"GET", "/", "", "", Holds<GetInstanceInfo>()},
+      {"GET", "/version", "", "", nullptr},
+      {"PATCH", "/vm", "", R"({"state": "Paused"})",
+       Holds<PatchVmState>([](const auto& a) { EXPECT_TRUE(a.paused); })},
+      {"PATCH", "/vm", "", R"({"state": "Resumed"})",
+       Holds<PatchVmState>([](const auto& a) { EXPECT_FALSE(a.paused); })},
+      {"GET", "/vm/config", "", "", Holds<GetVmConfig>()},
+      {"GET", "/machine-config", "", "", Holds<GetMachineConfig>()},
+      {"PUT", "/machine-config", "",
+       R"({"vcpu_count": 2, "mem_size_mib": 256, "track_dirty_pages": true})",
+       Holds<PutMachineConfig>([](const auto& a) {
+         EXPECT_EQ(a.config.vcpu_count, 2u);
+         EXPECT_EQ(a.config.mem_size_mib, 256u);
+         EXPECT_TRUE(a.config.track_dirty_pages);
+       })},
+      {"PATCH", "/machine-config", "", R"({"mem_size_mib": 512})",
+       Holds<PatchMachineConfig>([](const auto& a) {
+         EXPECT_EQ(a.mem_size_mib, 512u);
+         EXPECT_FALSE(a.vcpu_count);
+         EXPECT_FALSE(a.track_dirty_pages);
+       })},
+      {"PUT", "/boot-source", "",
+       R"({"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"})",
+       Holds<PutBootSource>([](const auto& a) {
+         EXPECT_EQ(a.config.kernel_image_path, "/k");
+         EXPECT_EQ(a.config.initrd_path, "/i");
+         EXPECT_EQ(a.config.boot_args, "console=ttyS0");
+       })},
+      {"PUT", "/drives/{drive_id}", "rootfs",
+       R"({"drive_id": "rootfs", "path_on_host": "/images/rootfs.ext4",
+           "is_root_device": true, "is_read_only": true, "partuuid": "abcd-01",
+           "cache_type": "Writeback", "io_engine": "Async"})",
+       Holds<PutDrive>([](const auto& a) {
+         EXPECT_EQ(a.config.drive_id, "rootfs");
+         EXPECT_EQ(a.config.path_on_host, "/images/rootfs.ext4");
+         EXPECT_TRUE(a.config.is_root_device);
+         EXPECT_TRUE(a.config.is_read_only);
+         EXPECT_EQ(a.config.partuuid, "abcd-01");
+         EXPECT_EQ(a.config.cache_type, CacheType::kWriteback);
+         EXPECT_EQ(a.config.io_engine, IoEngine::kAsync);
+       })},
+      {"PATCH", "/drives/{drive_id}", "data",
+       R"({"drive_id": "data", "path_on_host": "/images/new.img"})",
+       Holds<PatchDrive>([](const auto& a) {
+         EXPECT_EQ(a.drive_id, "data");
+         EXPECT_EQ(a.path_on_host, "/images/new.img");
+       })},
+      {"PUT", "/network-interfaces/{iface_id}", "eth0",
+       R"({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "AA:FC:00:00:00:01"})",
+       Holds<PutNetworkInterface>([](const auto& a) {
+         EXPECT_EQ(a.config.iface_id, "eth0");
+         EXPECT_EQ(a.config.host_dev_name, "tap0");
+         std::array<uint8_t, 6> mac = {0xaa, 0xfc, 0, 0, 0, 1};
+         EXPECT_EQ(a.config.guest_mac, mac);
+       })},
+      {"PATCH", "/network-interfaces/{iface_id}", "eth1", R"({"iface_id": "eth1"})",
+       Holds<PatchNetworkInterface>([](const auto& a) { EXPECT_EQ(a.iface_id, "eth1"); })},
+      {"GET", "/balloon", "", "", Holds<GetBalloon>()},
+      {"PUT", "/balloon", "",
+       R"({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 5})",
+       Holds<PutBalloon>([](const auto& a) {
+         EXPECT_EQ(a.config.amount_mib, 64u);
+         EXPECT_TRUE(a.config.deflate_on_oom);
+         EXPECT_EQ(a.config.stats_polling_interval_s, 5u);
+       })},
+      {"PATCH", "/balloon", "", R"({"amount_mib": 32})",
+       Holds<PatchBalloon>([](const auto& a) { EXPECT_EQ(a.amount_mib, 32u); })},
+      {"GET", "/balloon/statistics", "", "", Holds<GetBalloonStats>()},
+      {"PATCH", "/balloon/statistics", "", R"({"stats_polling_interval_s": 10})",
+       Holds<PatchBalloonStats>(
+           [](const auto& a) { EXPECT_EQ(a.stats_polling_interval_s, 10u); })},
+      {"PUT", "/serial", "", R"({"serial_out_path": "/tmp/console"})",
+       Holds<PutSerial>(
+           [](const auto& a) { EXPECT_EQ(a.config.serial_out_path, "/tmp/console"); })},
+      {"PUT", "/logger", "",
+       R"({"log_path": "/tmp/log", "level": "Debug", "show_level": true,
+           "show_log_origin": true})",
+       Holds<PutLogger>([](const auto& a) {
+         EXPECT_EQ(a.config.log_path, "/tmp/log");
+         EXPECT_EQ(a.config.level, "Debug");
+         EXPECT_TRUE(a.config.show_level);
+         EXPECT_TRUE(a.config.show_log_origin);
+       })},
+      {"PUT", "/metrics", "", R"({"metrics_path": "/tmp/metrics"})",
+       Holds<PutMetrics>(
+           [](const auto& a) { EXPECT_EQ(a.config.metrics_path, "/tmp/metrics"); })},
+      {"PUT", "/actions", "", R"({"action_type": "InstanceStart"})", Holds<InstanceStart>()},
+      {"PUT", "/actions", "", R"({"action_type": "FlushMetrics"})", Holds<FlushMetrics>()},
+      {"PUT", "/actions", "", R"({"action_type": "SendCtrlAltDel"})", Holds<SendCtrlAltDel>()},
+      {"PUT", "/snapshot/create", "",
+       R"({"snapshot_path": "/s/vm.snap", "mem_file_path": "/s/vm.mem",
+           "snapshot_type": "Diff"})",
+       Holds<CreateSnapshot>([](const auto& a) {
+         EXPECT_EQ(a.snapshot_path, "/s/vm.snap");
+         EXPECT_EQ(a.mem_file_path, "/s/vm.mem");
+         EXPECT_TRUE(a.diff);
+       })},
+      {"PUT", "/snapshot/create", "", R"({"snapshot_path": "/s", "mem_file_path": "/m"})",
+       Holds<CreateSnapshot>([](const auto& a) { EXPECT_FALSE(a.diff); })},
+      {"PUT", "/snapshot/load", "",
+       R"({"snapshot_path": "/s/vm.snap", "resume_vm": true, "track_dirty_pages": true,
+           "mem_backend": {"backend_type": "Uffd", "backend_path": "/run/uffd.sock"},
+           "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap7"}]})",
+       Holds<LoadSnapshot>([](const auto& a) {
+         EXPECT_EQ(a.snapshot_path, "/s/vm.snap");
+         EXPECT_EQ(a.mem_backend_path, "/run/uffd.sock");
+         EXPECT_TRUE(a.uffd);
+         EXPECT_TRUE(a.resume_vm);
+         EXPECT_TRUE(a.track_dirty_pages);
+         using Override = std::pair<std::string, std::string>;
+         EXPECT_EQ(a.network_overrides, std::vector<Override>({{"eth0", "tap7"}}));
+       })},
+      {"PUT", "/snapshot/load", "", R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem"})",
+       Holds<LoadSnapshot>([](const auto& a) {
+         EXPECT_EQ(a.mem_backend_path, "/s/vm.mem");
+         EXPECT_FALSE(a.uffd);
+         EXPECT_FALSE(a.resume_vm);
+         EXPECT_FALSE(a.track_dirty_pages);
+       })},
+  };
+}
+
+TEST(RoutesTest, EveryRouteBuildsItsActionFromAValidBody) {
+  std::map<std::string, std::set<std::string>> tried;
+  for (const Case& c : Cases()) {
+    std::string path = std::regex_replace(c.pattern, std::regex("\\{[a-z_]+\\}"), c.id);
+    SCOPED_TRACE(std::string(c.method) + " " + path + " " + c.body);
+    tried[c.pattern].insert(c.method);
+    std::vector<VmmAction> asked;
+    ActionRunner capture = [&](VmmAction a) -> absl::StatusOr<VmmResult> {
+      asked.push_back(std::move(a));
+      return std::monostate();
+    };
+    HttpResponse r = Route({c.method, path, c.body}, capture);
+    if (!c.check) {
+      EXPECT_EQ(r.status, 200) << r.body;
+      EXPECT_TRUE(asked.empty()) << "answered without the VMM";
+      continue;
+    }
+    EXPECT_EQ(r.status, 204) << r.body;
+    ASSERT_EQ(asked.size(), 1u);
+    c.check(asked[0]);
+  }
+  EXPECT_EQ(tried, ServedRoutes()) << "every served route and method has a case here";
+}
+
+TEST(RoutesTest, PatternsAndMethodsAreWellFormed) {
+  std::set<std::pair<std::string, std::string>> seen;
+  for (const RouteSpec& route : RouteTable()) {
+    std::string pattern = route.pattern, method = route.method;
+    EXPECT_EQ(pattern[0], '/') << pattern;
+    EXPECT_TRUE(method == "GET" || method == "PUT" || method == "PATCH") << method;
+    EXPECT_TRUE(seen.insert({pattern, method}).second) << method << " " << pattern << " twice";
+    EXPECT_NE(route.parse == nullptr, route.answer == nullptr)
+        << method << " " << pattern << ": a parser or an answer, not both";
+  }
+}
+
+}  // namespace
+}  // namespace ember::api
