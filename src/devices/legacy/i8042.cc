@@ -1,6 +1,9 @@
 #include "src/devices/legacy/i8042.h"
 
 #include <algorithm>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
 
 namespace ember {
 namespace {
@@ -162,6 +165,35 @@ void I8042::RestoreState(const State& s) {
   out_.clear();
   for (uint8_t i = 0; i < s.out_count && i < kMaxSaved; i++) out_.push_back({s.out_value[i], s.out_aux[i]});
   RaiseIfPending();
+}
+
+void I8042::State::Encode(ByteWriter& w) const {
+  w.U8(ctr);
+  w.U8(pending_command);
+  w.U8(pending_keyboard);
+  w.Bool(last_was_command);
+  w.U8(out_count);
+  for (uint8_t i = 0; i < out_count && i < kMaxSaved; i++) {
+    w.U8(out_value[i]);
+    w.Bool(out_aux[i]);
+  }
+}
+
+bool I8042::State::Decode(ByteReader& r) {
+  if (!r.U8(&ctr) || !r.U8(&pending_command) || !r.U8(&pending_keyboard) ||
+      !r.Bool(&last_was_command) || !r.U8(&out_count)) {
+    return false;
+  }
+  if (out_count > kMaxSaved) {
+    return r.Fail(
+        absl::StrCat("i8042: ", int{out_count}, " saved output bytes, at most ", kMaxSaved));
+  }
+  std::fill(std::begin(out_value), std::end(out_value), 0);
+  std::fill(std::begin(out_aux), std::end(out_aux), false);
+  for (uint8_t i = 0; i < out_count; i++) {
+    if (!r.U8(&out_value[i]) || !r.Bool(&out_aux[i])) return false;
+  }
+  return true;
 }
 
 void I8042::RaiseIfPending() {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <mutex>
 
+#include "src/common/byte_codec.h"
 #include "src/vstate/bus.h"
 
 namespace ember {
@@ -37,6 +38,15 @@ class I8042 : public BusDevice {
     uint8_t out_count;
     uint8_t out_value[kMaxSaved];
     bool out_aux[kMaxSaved];
+
+    // The snapshot encoding, field by field, with only the out_count bytes
+    // in use; bump kVersion when it changes.
+    static constexpr uint16_t kVersion = 1;
+    void Encode(ByteWriter& w) const;
+    // False (and `r` says why) on a short or malformed input, or more than
+    // kMaxSaved bytes; the unused slots come back zero.
+    bool Decode(ByteReader& r);
+    friend bool operator==(const State&, const State&) = default;
   };
   State SaveState();
   void RestoreState(const State& state);

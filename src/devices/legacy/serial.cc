@@ -65,6 +65,16 @@ void Serial::RestoreState(const State& s) {
   UpdateInterrupt();
 }
 
+void Serial::State::Encode(ByteWriter& w) const {
+  for (uint8_t v : {ier, lcr, mcr, scr, dll, dlm}) w.U8(v);
+  w.Bool(thr_interrupt);
+}
+
+bool Serial::State::Decode(ByteReader& r) {
+  return r.U8(&ier) && r.U8(&lcr) && r.U8(&mcr) && r.U8(&scr) && r.U8(&dll) && r.U8(&dlm) &&
+         r.Bool(&thr_interrupt);
+}
+
 void Serial::UpdateInterrupt() {
   if (InterruptId() != kIirNone && interrupt_) interrupt_();
 }

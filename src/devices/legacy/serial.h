@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "src/common/byte_codec.h"
 #include "src/vstate/bus.h"
 
 namespace ember {
@@ -35,6 +36,13 @@ class Serial : public BusDevice {
   struct State {
     uint8_t ier, lcr, mcr, scr, dll, dlm;
     bool thr_interrupt;
+
+    // The snapshot encoding, field by field; bump kVersion when it changes.
+    static constexpr uint16_t kVersion = 1;
+    void Encode(ByteWriter& w) const;
+    // False (and `r` says why) on a short or malformed input.
+    bool Decode(ByteReader& r);
+    friend bool operator==(const State&, const State&) = default;
   };
   State SaveState() const;
   void RestoreState(const State& state);

@@ -246,6 +246,40 @@ absl::Status MmioTransport::RestoreState(const State& s) {
   return absl::OkStatus();
 }
 
+void MmioTransport::Registers::Encode(ByteWriter& w) const {
+  for (uint32_t v : {status, device_features_sel, driver_features_sel, queue_sel}) w.U32(v);
+  w.U64(driver_features);
+  w.U32(interrupt_status);
+  w.U32(config_generation);
+  w.Bool(activated);
+}
+
+bool MmioTransport::Registers::Decode(ByteReader& r) {
+  return r.U32(&status) && r.U32(&device_features_sel) && r.U32(&driver_features_sel) &&
+         r.U32(&queue_sel) && r.U64(&driver_features) && r.U32(&interrupt_status) &&
+         r.U32(&config_generation) && r.Bool(&activated);
+}
+
+void MmioTransport::State::Encode(ByteWriter& w) const {
+  w.U32(device_type);
+  registers.Encode(w);
+  w.U32(static_cast<uint32_t>(queues.size()));
+  for (const Queue::State& q : queues) q.Encode(w);
+  w.Bytes(device);
+}
+
+bool MmioTransport::State::Decode(ByteReader& r) {
+  uint32_t n;
+  if (!r.U32(&device_type) || !registers.Decode(r) || !r.Count(&n, kMaxQueues, 1)) {
+    return false;
+  }
+  queues.assign(n, {});
+  for (Queue::State& q : queues) {
+    if (!q.Decode(r)) return false;
+  }
+  return r.Bytes(&device, kMaxDeviceState);
+}
+
 void MmioTransport::NeedsReset(const std::string& why) {
   if (status_ & kStatusNeedsReset) return;
   LOG_WARN("virtio device type %d needs reset: %s", device_->device_type(), why);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "src/common/byte_codec.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/virtio_device.h"
 #include "src/vstate/bus.h"
@@ -56,12 +57,28 @@ class MmioTransport : public BusDevice, public Interrupt {
     uint64_t driver_features;
     uint32_t interrupt_status, config_generation;
     bool activated;
+
+    // Field by field, within State's encoding.
+    void Encode(ByteWriter& w) const;
+    bool Decode(ByteReader& r);
+    friend bool operator==(const Registers&, const Registers&) = default;
   };
   struct State {
     uint32_t device_type;
     Registers registers;
     std::vector<Queue::State> queues;
-    std::vector<uint8_t> device;
+    std::vector<uint8_t> device;  // the device's own encoding, opaque here
+
+    // The snapshot encoding, field by field (the queues' and registers'
+    // included); bump kVersion when it or theirs changes.
+    static constexpr uint16_t kVersion = 1;
+    static constexpr uint32_t kMaxQueues = 16;
+    static constexpr uint32_t kMaxDeviceState = 4096;
+    void Encode(ByteWriter& w) const;
+    // False (and `r` says why) on a short or malformed input, or more than
+    // kMaxQueues queues or kMaxDeviceState bytes of device state.
+    bool Decode(ByteReader& r);
+    friend bool operator==(const State&, const State&) = default;
   };
   // Finishes the device's in-flight work first.
   State SaveState();

@@ -170,4 +170,28 @@ absl::StatusOr<bool> Queue::NeedsInterrupt(const GuestMemory& mem) {
          static_cast<uint16_t>(new_used - old_used);
 }
 
+void Queue::State::Encode(ByteWriter& w) const {
+  w.U16(size);
+  w.U64(desc_table);
+  w.U64(avail_ring);
+  w.U64(used_ring);
+  w.Bool(ready);
+  w.Bool(event_idx);
+  w.U16(next_avail);
+  w.U16(next_used);
+  w.U16(signalled_used);
+}
+
+bool Queue::State::Decode(ByteReader& r) {
+  if (!r.U16(&size) || !r.U64(&desc_table) || !r.U64(&avail_ring) || !r.U64(&used_ring) ||
+      !r.Bool(&ready) || !r.Bool(&event_idx) || !r.U16(&next_avail) || !r.U16(&next_used) ||
+      !r.U16(&signalled_used)) {
+    return false;
+  }
+  if (size > kMaxQueueSize) {
+    return r.Fail(absl::StrFormat("virtio queue size %d is over %d", size, kMaxQueueSize));
+  }
+  return true;
+}
+
 }  // namespace ember::virtio

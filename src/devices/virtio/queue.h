@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/byte_codec.h"
 #include "src/vstate/guest_memory.h"
 
 namespace ember::virtio {
@@ -75,6 +76,14 @@ class Queue {
     uint64_t desc_table = 0, avail_ring = 0, used_ring = 0;
     bool ready = false, event_idx = false;
     uint16_t next_avail = 0, next_used = 0, signalled_used = 0;
+
+    // Field by field, within MmioTransport::State's encoding (whose
+    // version a change here bumps).
+    void Encode(ByteWriter& w) const;
+    // False (and `r` says why) on a short input or a size over
+    // kMaxQueueSize; RestoreState checks the size against the queue.
+    bool Decode(ByteReader& r);
+    friend bool operator==(const State&, const State&) = default;
   };
   State SaveState() const { return st_; }
   // The size must fit this queue's maximum; Validate checks the rest.

@@ -69,10 +69,14 @@ bool DecodeBody(uint16_t id, ByteReader& r, SnapshotState& s) {
     case kSerial: return s.serial.Decode(r);
     case kI8042: return s.i8042.Decode(r);
     case kVcpu:
-      if (s.machine.vcpus.size() == kMaxVcpus) return r.Fail(absl::StrCat("more than ", kMaxVcpus, " vCPUs"));
+      if (s.machine.vcpus.size() == kMaxVcpus) {
+        return r.Fail(absl::StrCat("more than ", kMaxVcpus, " vCPUs"));
+      }
       return s.machine.vcpus.emplace_back().Decode(r);
     case kVirtio:
-      if (s.virtio.size() == kMaxDevices) return r.Fail(absl::StrCat("more than ", kMaxDevices, " devices"));
+      if (s.virtio.size() == kMaxDevices) {
+        return r.Fail(absl::StrCat("more than ", kMaxDevices, " devices"));
+      }
       return s.virtio.emplace_back().Decode(r);
   }
   return r.Fail("unknown section");  // FindSection let it through: a bug

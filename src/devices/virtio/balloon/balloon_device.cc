@@ -8,8 +8,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/byte_codec.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::virtio::balloon {
 namespace {
@@ -114,28 +116,46 @@ absl::Status BalloonDevice::Activate(const GuestMemory& mem, std::span<Queue> qu
 }
 
 namespace {
-// The guest-visible state beyond the queues: the pages it reported and
-// the statistics buffer it gave us.
-struct SavedBalloon {
-  uint32_t target_pages, actual_pages;
-  bool has_stats_head;
-  uint16_t stats_head;
-};
+// The encoding of the guest-visible state beyond the queues (the pages it
+// reported, the statistics buffer it gave us), field by field after its
+// own version: the transport keeps these bytes opaque.
+constexpr uint16_t kStateVersion = 1;
 }  // namespace
 
 std::vector<uint8_t> BalloonDevice::SaveDeviceState() const {
-  SavedBalloon s = {target_pages_, actual_pages_, stats_head_.has_value(), stats_head_.value_or(0)};
-  auto* p = reinterpret_cast<const uint8_t*>(&s);
-  return {p, p + sizeof(s)};
+  ByteWriter w;
+  w.U16(kStateVersion);
+  w.U32(target_pages_);
+  w.U32(actual_pages_);
+  w.Bool(stats_head_.has_value());
+  w.U16(stats_head_.value_or(0));
+  return w.Take();
 }
 
 absl::Status BalloonDevice::RestoreDeviceState(std::span<const uint8_t> state) {
-  SavedBalloon s;
-  if (state.size() != sizeof(s)) return absl::InvalidArgumentError("bad virtio-balloon state");
-  std::memcpy(&s, state.data(), sizeof(s));
-  target_pages_ = s.target_pages;
-  actual_pages_ = s.actual_pages;
-  if (s.has_stats_head) stats_head_ = s.stats_head;
+  ByteReader r(state);
+  uint16_t version = 0, stats_head = 0;
+  uint32_t target = 0, actual = 0;
+  bool has_stats_head = false;
+  if (!r.U16(&version)) return r.Finish("virtio-balloon state");
+  if (version != kStateVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("virtio-balloon state version ", version,
+                                                   "; this Ember reads version ", kStateVersion));
+  }
+  // The reader fails for good at the first short read; Finish says so.
+  r.U32(&target);
+  r.U32(&actual);
+  r.Bool(&has_stats_head);
+  r.U16(&stats_head);
+  RETURN_IF_ERROR(r.Finish("virtio-balloon state"));
+  if (has_stats_head && (!stats_enabled() || stats_head >= kQueueSize)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtio-balloon state: a statistics buffer at descriptor ", stats_head,
+                     stats_enabled() ? ", beyond the queue" : ", but statistics are off"));
+  }
+  target_pages_ = target;
+  actual_pages_ = actual;
+  if (has_stats_head) stats_head_ = stats_head;
   return absl::OkStatus();
 }
 

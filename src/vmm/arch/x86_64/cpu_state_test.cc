@@ -1,0 +1,179 @@
+// The snapshot encodings of VcpuState and VmState, without KVM: the KVM
+// structs are filled with patterns, encoded, decoded and compared.
+#include "src/vmm/arch/x86_64/cpu_state.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace ember {
+namespace {
+
+// Distinct non-zero bytes, different for each `seed`.
+template <typename T>
+void Fill(T* v, uint8_t seed) {
+  auto* p = reinterpret_cast<uint8_t*>(v);
+  for (size_t i = 0; i < sizeof(T); i++) p[i] = static_cast<uint8_t>((seed * 31 + i) % 255 + 1);
+}
+
+template <typename T>
+bool SameBytes(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
+
+VcpuState SampleVcpu(bool extended) {
+  VcpuState s;
+  for (uint32_t i = 0; i < 3; i++) {
+    kvm_cpuid_entry2 e = {};
+    e.function = 0x40000000 + i;
+    e.index = i + 1;
+    e.flags = i + 2;
+    e.eax = 0x10 + i;
+    e.ebx = 0x20 + i;
+    e.ecx = 0x30 + i;
+    e.edx = 0x40 + i;
+    s.cpuid.push_back(e);
+  }
+  for (uint32_t i = 0; i < 4; i++) {
+    kvm_msr_entry e = {};
+    e.index = 0xc0000080 + i;
+    e.data = 0x1122334455667700ull + i;
+    s.msrs.push_back(e);
+  }
+  Fill(&s.regs, 1);
+  Fill(&s.sregs, 2);
+  Fill(&s.fpu, 3);
+  s.has_xsave = extended;
+  Fill(&s.xsave, 4);
+  s.has_xcrs = extended;
+  Fill(&s.xcrs, 5);
+  Fill(&s.lapic, 6);
+  s.mp_state.mp_state = 0x0a0b0c0d;
+  Fill(&s.events, 7);
+  return s;
+}
+
+std::vector<uint8_t> Encode(const VcpuState& s) {
+  ByteWriter w;
+  s.Encode(w);
+  return w.Take();
+}
+
+void ExpectSame(const VcpuState& a, const VcpuState& b) {
+  ASSERT_EQ(a.cpuid.size(), b.cpuid.size());
+  for (size_t i = 0; i < a.cpuid.size(); i++) {
+    EXPECT_EQ(a.cpuid[i].function, b.cpuid[i].function) << i;
+    EXPECT_EQ(a.cpuid[i].index, b.cpuid[i].index) << i;
+    EXPECT_EQ(a.cpuid[i].flags, b.cpuid[i].flags) << i;
+    EXPECT_EQ(a.cpuid[i].eax, b.cpuid[i].eax) << i;
+    EXPECT_EQ(a.cpuid[i].ebx, b.cpuid[i].ebx) << i;
+    EXPECT_EQ(a.cpuid[i].ecx, b.cpuid[i].ecx) << i;
+    EXPECT_EQ(a.cpuid[i].edx, b.cpuid[i].edx) << i;
+  }
+  ASSERT_EQ(a.msrs.size(), b.msrs.size());
+  for (size_t i = 0; i < a.msrs.size(); i++) {
+    EXPECT_EQ(a.msrs[i].index, b.msrs[i].index) << i;
+    EXPECT_EQ(a.msrs[i].data, b.msrs[i].data) << i;
+  }
+  EXPECT_TRUE(SameBytes(a.regs, b.regs));
+  EXPECT_TRUE(SameBytes(a.sregs, b.sregs));
+  EXPECT_TRUE(SameBytes(a.fpu, b.fpu));
+  EXPECT_EQ(a.has_xsave, b.has_xsave);
+  if (a.has_xsave) {
+    EXPECT_TRUE(SameBytes(a.xsave, b.xsave));
+  }
+  EXPECT_EQ(a.has_xcrs, b.has_xcrs);
+  if (a.has_xcrs) {
+    EXPECT_TRUE(SameBytes(a.xcrs, b.xcrs));
+  }
+  EXPECT_TRUE(SameBytes(a.lapic, b.lapic));
+  EXPECT_EQ(a.mp_state.mp_state, b.mp_state.mp_state);
+  EXPECT_TRUE(SameBytes(a.events, b.events));
+}
+
+absl::Status Decode(std::span<const uint8_t> bytes, VcpuState* out) {
+  ByteReader r(bytes);
+  out->Decode(r);
+  return r.Finish("vcpu");
+}
+
+TEST(VcpuStateEncoding, RoundTrips) {
+  VcpuState in = SampleVcpu(true), out;
+  ASSERT_TRUE(Decode(Encode(in), &out).ok());
+  ExpectSame(in, out);
+}
+
+TEST(VcpuStateEncoding, WithoutXsaveOrXcrsTheirBytesAreLeftOut) {
+  VcpuState in = SampleVcpu(false), out;
+  Fill(&out.xsave, 9);
+  Fill(&out.xcrs, 9);
+  std::vector<uint8_t> bytes = Encode(in);
+  EXPECT_LT(bytes.size(), Encode(SampleVcpu(true)).size() - sizeof(Xsave));
+  ASSERT_TRUE(Decode(bytes, &out).ok());
+  ExpectSame(in, out);
+  EXPECT_TRUE(SameBytes(out.xsave, Xsave{})) << "absent state comes back zero";
+  EXPECT_TRUE(SameBytes(out.xcrs, kvm_xcrs{}));
+}
+
+TEST(VcpuStateEncoding, EveryTruncationIsRefused) {
+  std::vector<uint8_t> bytes = Encode(SampleVcpu(true));
+  for (size_t n = 0; n < bytes.size(); n++) {
+    VcpuState out;
+    ByteReader r(std::span(bytes.data(), n));
+    EXPECT_FALSE(out.Decode(r)) << n;
+    EXPECT_FALSE(r.Finish("vcpu").ok()) << n;
+  }
+}
+
+TEST(VcpuStateEncoding, BadCountsFlagsAndSizesAreRefused) {
+  VcpuState out;
+  ByteWriter many;
+  many.U32(VcpuState::kMaxEntries + 1);
+  EXPECT_NE(Decode(many.bytes(), &out).message().find("count 1025"), std::string::npos);
+
+  ByteWriter beyond;  // a count the bytes that follow cannot hold
+  beyond.U32(1000);
+  beyond.U32(0);
+  EXPECT_NE(Decode(beyond.bytes(), &out).message().find("truncated: count 1000"),
+            std::string::npos);
+
+  std::vector<uint8_t> bytes = Encode(SampleVcpu(false));
+  // The has_xsave flag follows cpuid, msrs and three blobs.
+  size_t flag = 4 + 3 * 28 + 4 + 4 * 12 + 3 * 4 + sizeof(kvm_regs) + sizeof(kvm_sregs) +
+                sizeof(kvm_fpu);
+  ASSERT_EQ(bytes[flag], 0);
+  bytes[flag] = 2;
+  EXPECT_NE(Decode(bytes, &out).message().find("not a bool"), std::string::npos);
+
+  bytes = Encode(SampleVcpu(false));
+  size_t regs_size = 4 + 3 * 28 + 4 + 4 * 12;  // where kvm_regs' size is
+  bytes[regs_size] ^= 8;
+  EXPECT_NE(Decode(bytes, &out).message().find("where this build's is"), std::string::npos);
+}
+
+TEST(VmStateEncoding, RoundTripsAndRefusesTruncation) {
+  VmState in;
+  Fill(&in.pic_master, 11);
+  Fill(&in.pic_slave, 12);
+  Fill(&in.ioapic, 13);
+  Fill(&in.pit, 14);
+  Fill(&in.clock, 15);
+  ByteWriter w;
+  in.Encode(w);
+  VmState out;
+  ByteReader r(w.bytes());
+  ASSERT_TRUE(out.Decode(r));
+  ASSERT_TRUE(r.Finish("vm").ok());
+  EXPECT_TRUE(SameBytes(in.pic_master, out.pic_master));
+  EXPECT_TRUE(SameBytes(in.pic_slave, out.pic_slave));
+  EXPECT_TRUE(SameBytes(in.ioapic, out.ioapic));
+  EXPECT_TRUE(SameBytes(in.pit, out.pit));
+  EXPECT_TRUE(SameBytes(in.clock, out.clock));
+  for (size_t n = 0; n < w.size(); n += 7) {
+    ByteReader short_r(std::span(w.bytes().data(), n));
+    EXPECT_FALSE(out.Decode(short_r)) << n;
+  }
+}
+
+}  // namespace
+}  // namespace ember
