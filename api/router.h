@@ -1,3 +1,7 @@
+// api/ is the top layer: Firecracker's HTTP API, its JSON and the config
+// file. It turns requests into typed actions (src/vmm/vmm_action.h); no
+// JSON goes below it. It may use every layer.
+//
 // Serves Firecracker's API paths from the route table (api/routes.h): finds
 // the route, reads the body, asks the VMM and writes its answer as JSON.
 // Paths of the contract that Ember does not serve yet answer 400 saying so.

@@ -1,3 +1,7 @@
+// src/common is the bottom layer: status helpers, logging, fds, clocks,
+// exit codes, KVM ioctl numbers, the JSON field reader and the byte codec
+// snapshots are written with. It uses nothing of the project above it.
+//
 // Early-return helpers for absl::Status, which Abseil 20220623 lacks.
 #pragma once
 

@@ -1,3 +1,7 @@
+// src/config is the typed configuration of a microVM and its validation,
+// shared by the config file, the API and snapshots. It may use src/common
+// only.
+//
 // Typed configuration of a microVM, as parsed by api/ from the config file
 // or API requests. The VMM core never sees JSON.
 #pragma once

@@ -1,3 +1,6 @@
+// src/jail is ember-jailer: it builds the jail and execs the VMM in it. It
+// may use src/common only.
+//
 // The steps of putting a VMM in its jail, in the order ember-jailer runs
 // them (jailer_main.cc). Each returns an error naming what failed.
 #pragma once

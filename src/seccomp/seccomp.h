@@ -1,3 +1,7 @@
+// src/seccomp owns the seccomp policy format, its compiler
+// (ember-seccompiler) and the per-thread filters at run time. It may use
+// src/common only.
+//
 // Per-thread seccomp filters at run time. main chooses the filters (built
 // in, from --seccomp-filter, or none); each thread installs its own kind's
 // filter before it touches untrusted input: "api" before serving the

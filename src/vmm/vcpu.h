@@ -35,7 +35,6 @@ class Vcpu {
   void Resume();
 
   const VcpuFd& fd() const { return fd_; }
-  uint32_t index() const { return index_; }
 
  private:
   void Loop();

@@ -1,3 +1,7 @@
+// src/vstate holds the state every device sees: guest memory and the
+// buses that route port and MMIO accesses to devices. It may use
+// src/common only.
+//
 // Guest physical memory: host mappings of guest RAM regions, reached only
 // through range-checked accessors. A range that leaves a region is an error,
 // never a pointer outside the mapping.

@@ -1,3 +1,8 @@
+// src/devices holds the device models: legacy/ (8250 serial, i8042, boot
+// timer) and virtio/ (virtqueue, MMIO transport, one folder per device).
+// They see guest memory and buses (src/vstate), their typed configuration
+// (src/config) and src/common; never KVM, the VM or the API.
+//
 // What a virtio device implements; the MMIO transport (mmio_transport.h)
 // does the rest. Register accesses arrive on vCPU threads, queue work on
 // the VMM thread; the transport serializes both, so a device needs no
