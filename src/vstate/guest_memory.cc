@@ -125,9 +125,13 @@ void GuestMemory::EnableDirtyTracking() {
 }
 
 void GuestMemory::MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const {
+  // An empty range writes no page; and one at the very end of a region
+  // (addr == end, which Find accepts) would name the page past its last,
+  // a bit past the bitmap when the region's pages are a multiple of 64.
+  if (len == 0) return;
   size_t index = &r - regions_.data();
   uint64_t first = (addr - r.guest_addr) / kPageSize;
-  uint64_t last = (addr - r.guest_addr + (len == 0 ? 0 : len - 1)) / kPageSize;
+  uint64_t last = (addr - r.guest_addr + len - 1) / kPageSize;
   for (uint64_t p = first; p <= last; p++) {
     dirty_[index][p / 64].fetch_or(uint64_t{1} << (p % 64), std::memory_order_relaxed);
   }

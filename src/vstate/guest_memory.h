@@ -72,7 +72,7 @@ class GuestMemory {
 
   // Diff snapshots: from now on every page handed out by Slice or written
   // by Write is recorded (the VMM's own writes, which KVM's dirty log does
-  // not see). Reads through Read are not.
+  // not see). Reads through Read are not, nor empty ranges.
   void EnableDirtyTracking();
   bool dirty_tracking() const { return !dirty_.empty(); }
   // The recorded pages of region `index`, one bit per 4 KiB page, cleared.

@@ -53,5 +53,33 @@ TEST(GuestMemoryTest, TypedAccess) {
   EXPECT_FALSE(mem->ReadObj<uint64_t>(4092).ok());
 }
 
+TEST(GuestMemoryTest, DirtyTrackingMarksWhatSlicesCover) {
+  auto mem = GuestMemory::Create({{0, 8 * 4096}});
+  ASSERT_TRUE(mem.ok());
+  mem->EnableDirtyTracking();
+  ASSERT_TRUE(mem->Slice(4096 - 1, 2).ok());  // pages 0 and 1
+  ASSERT_TRUE(mem->WriteObj<uint32_t>(5 * 4096, 7).ok());
+  EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0b100011});
+  EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0}) << "taking clears";
+}
+
+TEST(GuestMemoryTest, EmptyRangesMarkNoPage) {
+  // 65 pages: two bitmap words, of which bits 65..127 name no page. A
+  // zero-length descriptor at the very end of the region used to mark
+  // "page 65"; with 64 pages that bit lay past the bitmap itself.
+  auto mem = GuestMemory::Create({{0, 65 * 4096}, {1 << 20, 64 * 4096}});
+  ASSERT_TRUE(mem.ok());
+  mem->EnableDirtyTracking();
+  ASSERT_TRUE(mem->Slice(65 * 4096, 0).ok());
+  ASSERT_TRUE(mem->Slice((1 << 20) + 64 * 4096, 0).ok());
+  ASSERT_TRUE(mem->Slice(3 * 4096, 0).ok());
+  ASSERT_TRUE(mem->Write(10 * 4096, {}).ok());
+  EXPECT_EQ(mem->TakeDirtyPages(0), (std::vector<uint64_t>{0, 0}));
+  EXPECT_EQ(mem->TakeDirtyPages(1), std::vector<uint64_t>{0});
+  // The last page itself is still marked by a write that covers it.
+  ASSERT_TRUE(mem->Slice(65 * 4096 - 1, 1).ok());
+  EXPECT_EQ(mem->TakeDirtyPages(0), (std::vector<uint64_t>{0, 1}));
+}
+
 }  // namespace
 }  // namespace ember
