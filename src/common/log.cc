@@ -7,8 +7,10 @@
 #include <atomic>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/clock.h"
 
 namespace ember {
 namespace {
@@ -78,6 +80,34 @@ void LogLine(LogLevel level, const char* file, int line, absl::string_view messa
   // One write per line keeps lines from different threads whole. A FIFO
   // nobody reads drops lines rather than stalling the VMM (O_NONBLOCK).
   (void)!::write(g_sink.load(), text.data(), text.size());
+}
+
+bool LogRateLimiter::Allow(int64_t now_ms, uint64_t* suppressed) {
+  std::lock_guard lock(mu_);
+  if (!started_ || now_ms - window_start_ms_ >= kWindowMs || now_ms < window_start_ms_) {
+    started_ = true;
+    window_start_ms_ = now_ms;
+    in_window_ = 0;
+  }
+  if (in_window_ >= kBurst) {
+    suppressed_++;
+    return false;
+  }
+  in_window_++;
+  *suppressed = std::exchange(suppressed_, 0);
+  return true;
+}
+
+void LogLineRateLimited(LogRateLimiter& limiter, LogLevel level, const char* file, int line,
+                        absl::string_view message) {
+  uint64_t suppressed = 0;
+  if (!limiter.Allow(static_cast<int64_t>(MonotonicMs()), &suppressed)) return;
+  if (suppressed > 0) {
+    LogLine(level, file, line,
+            absl::StrCat(message, " (", suppressed, " similar messages suppressed)"));
+  } else {
+    LogLine(level, file, line, message);
+  }
 }
 
 }  // namespace ember

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <optional>
 
 #include "absl/strings/str_format.h"
@@ -28,9 +29,37 @@ void SetThreadName(absl::string_view name);
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message);
 
 // For messages a guest can cause at will: true for the first 8 of a
-// counter's values, then for every 1024th, so a hostile guest cannot flood
-// the log.
+// counter's values, then for every 1024th. Prefer the LOG_*_RATELIMITED
+// macros below, which bound lines per second and not per event.
 inline bool LogRateLimited(uint64_t count) { return count <= 8 || count % 1024 == 0; }
+
+// Bounds the lines one call site writes: at most kBurst in any window of
+// kWindowMs, the rest counted and dropped. The first line let through
+// after some were dropped says how many. Any thread; constant-initialized,
+// so a function-local static costs no guard.
+class LogRateLimiter {
+ public:
+  static constexpr uint32_t kBurst = 10;
+  static constexpr int64_t kWindowMs = 5000;
+
+  constexpr LogRateLimiter() = default;
+  // Whether a line may be written at `now_ms` (monotonic); when it may,
+  // *suppressed is the number dropped since the last line let through.
+  bool Allow(int64_t now_ms, uint64_t* suppressed);
+
+ private:
+  std::mutex mu_;
+  bool started_ = false;
+  int64_t window_start_ms_ = 0;
+  uint32_t in_window_ = 0;
+  uint64_t suppressed_ = 0;
+};
+
+// A line through `limiter`, with a "suppressed" note when lines were
+// dropped before it; use it (through the macros) for every message a guest
+// can cause.
+void LogLineRateLimited(LogRateLimiter& limiter, LogLevel level, const char* file, int line,
+                        absl::string_view message);
 
 template <typename... Args>
 void Log(LogLevel level, const char* file, int line, const absl::FormatSpec<Args...>& format,
@@ -42,5 +71,24 @@ void Log(LogLevel level, const char* file, int line, const absl::FormatSpec<Args
 #define LOG_WARN(...) ::ember::Log(::ember::LogLevel::kWarn, __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_INFO(...) ::ember::Log(::ember::LogLevel::kInfo, __FILE__, __LINE__, __VA_ARGS__)
 #define LOG_DEBUG(...) ::ember::Log(::ember::LogLevel::kDebug, __FILE__, __LINE__, __VA_ARGS__)
+
+template <typename... Args>
+void LogLimited(LogRateLimiter& limiter, LogLevel level, const char* file, int line,
+                const absl::FormatSpec<Args...>& format, const Args&... args) {
+  if (LogEnabled(level)) {
+    LogLineRateLimited(limiter, level, file, line, absl::StrFormat(format, args...));
+  }
+}
+
+// Rate-limited per call site (LogRateLimiter): for every message a guest
+// can cause, however often it tries.
+#define EMBER_LOG_RATELIMITED_(level, ...)                                        \
+  do {                                                                            \
+    static ::ember::LogRateLimiter ember_log_limiter_;                            \
+    ::ember::LogLimited(ember_log_limiter_, level, __FILE__, __LINE__, __VA_ARGS__); \
+  } while (0)
+#define LOG_WARN_RATELIMITED(...) EMBER_LOG_RATELIMITED_(::ember::LogLevel::kWarn, __VA_ARGS__)
+#define LOG_INFO_RATELIMITED(...) EMBER_LOG_RATELIMITED_(::ember::LogLevel::kInfo, __VA_ARGS__)
+#define LOG_DEBUG_RATELIMITED(...) EMBER_LOG_RATELIMITED_(::ember::LogLevel::kDebug, __VA_ARGS__)
 
 }  // namespace ember

@@ -1,0 +1,64 @@
+#include "src/common/log.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "absl/strings/str_split.h"
+#include "src/common/unique_fd.h"
+
+namespace ember {
+namespace {
+
+// Lines written while it lives go to a memory file instead of stderr.
+class CapturedLog {
+ public:
+  CapturedLog() : fd_(memfd_create("log", MFD_CLOEXEC)) { SetLogSink(fd_.get()); }
+  ~CapturedLog() { SetLogSink(-1); }
+  std::vector<std::string> Lines() const {
+    std::string text(static_cast<size_t>(lseek(fd_.get(), 0, SEEK_END)), '\0');
+    EXPECT_EQ(pread(fd_.get(), text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
+    return absl::StrSplit(text, '\n', absl::SkipEmpty());
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+TEST(LogRateLimiter, LetsABurstThroughPerWindowAndCountsTheRest) {
+  LogRateLimiter limiter;
+  uint64_t suppressed = 99;
+  for (uint32_t i = 0; i < LogRateLimiter::kBurst; i++) {
+    EXPECT_TRUE(limiter.Allow(1000 + i, &suppressed)) << i;
+    EXPECT_EQ(suppressed, 0u);
+  }
+  for (int i = 0; i < 500; i++) EXPECT_FALSE(limiter.Allow(1100, &suppressed));
+  EXPECT_FALSE(limiter.Allow(1000 + LogRateLimiter::kWindowMs - 1, &suppressed));
+  // A new window: the first line through carries the count of those dropped.
+  EXPECT_TRUE(limiter.Allow(1000 + LogRateLimiter::kWindowMs, &suppressed));
+  EXPECT_EQ(suppressed, 501u);
+  EXPECT_TRUE(limiter.Allow(1000 + LogRateLimiter::kWindowMs, &suppressed));
+  EXPECT_EQ(suppressed, 0u) << "reported once";
+}
+
+TEST(LogRateLimiter, AFloodFromOneCallSiteWritesABurst) {
+  CapturedLog log;
+  for (int i = 0; i < 10000; i++) LOG_WARN_RATELIMITED("guest did thing %d", i);
+  std::vector<std::string> lines = log.Lines();
+  EXPECT_EQ(lines.size(), LogRateLimiter::kBurst);
+  EXPECT_NE(lines.front().find("guest did thing 0"), std::string::npos);
+}
+
+TEST(LogRateLimiter, CallSitesAreLimitedApart) {
+  CapturedLog log;
+  for (int i = 0; i < 100; i++) {
+    LOG_WARN_RATELIMITED("first site");
+    LOG_WARN_RATELIMITED("second site");
+  }
+  EXPECT_EQ(log.Lines().size(), 2 * LogRateLimiter::kBurst);
+}
+
+}  // namespace
+}  // namespace ember
