@@ -282,7 +282,8 @@ bool MmioTransport::State::Decode(ByteReader& r) {
 
 void MmioTransport::NeedsReset(const std::string& why) {
   if (status_ & kStatusNeedsReset) return;
-  LOG_WARN("virtio device type %d needs reset: %s", device_->device_type(), why);
+  // A guest can break its queues as often as it resets the device.
+  LOG_WARN_RATELIMITED("virtio device type %d needs reset: %s", device_->device_type(), why);
   device_->counters().queue_errors++;
   status_ |= kStatusNeedsReset;
   config_generation_++;
@@ -301,7 +302,12 @@ void MmioTransport::ResetDevice() {
 
 void MmioTransport::NotifyBackend(uint32_t events) {
   std::lock_guard lock(mu_);
-  if (!activated_ || (status_ & kStatusNeedsReset)) return;
+  if (!activated_ || (status_ & kStatusNeedsReset)) {
+    // The readiness is consumed all the same: a level-triggered fd left
+    // ready would wake the VMM loop forever (VirtioDevice::DrainBackend).
+    device_->DrainBackend(events);
+    return;
+  }
   device_->ProcessBackend(events);
   for (size_t i = 0; i < queues_.size(); i++) {
     if (queues_[i].broken()) NeedsReset(queues_[i].error());

@@ -41,7 +41,9 @@ class MmioTransport : public BusDevice, public Interrupt {
   // Queue `index` was notified; runs the device on the calling (VMM)
   // thread. Unknown queues and inactive devices are ignored.
   void Notify(uint32_t index);
-  // The device's backend fd is ready (VMM thread).
+  // The device's backend fd is ready (VMM thread): the device processes
+  // it when active, and otherwise drains it (VirtioDevice::DrainBackend),
+  // so the fd never stays ready.
   void NotifyBackend(uint32_t events);
   // Where QueueNotify writes that reach user space go (those an ioeventfd
   // did not catch), so that queue work stays on the VMM thread.

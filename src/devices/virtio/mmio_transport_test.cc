@@ -1,8 +1,13 @@
 #include "src/devices/virtio/mmio_transport.h"
 
 #include <gtest/gtest.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include "absl/strings/str_split.h"
+#include "src/common/log.h"
 
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
@@ -126,6 +131,136 @@ TEST_F(MmioTransportTest, ConfigSpaceCarriesCapacity) {
   uint8_t beyond[4] = {1, 1, 1, 1};
   transport_->Read(0x100 + 500, beyond);
   EXPECT_EQ(beyond[0], 0);
+}
+
+// A device with one queue and a level-triggered backend (an eventfd, as
+// block's io_uring completions), that counts what the transport asks of it.
+class EventFdDevice : public VirtioDevice {
+ public:
+  EventFdDevice() : backend_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  uint32_t device_type() const override { return 42; }
+  uint64_t features() const override { return kFeatureVersion1; }
+  std::vector<uint16_t> queue_max_sizes() const override { return {16}; }
+  void ReadConfig(uint64_t, std::span<uint8_t> data) override {
+    std::fill(data.begin(), data.end(), 0);
+  }
+  void WriteConfig(uint64_t, std::span<const uint8_t>) override {}
+  absl::Status Activate(const GuestMemory& mem, std::span<Queue> queues, Interrupt*,
+                        uint64_t) override {
+    mem_ = &mem;
+    queues_ = queues;
+    return absl::OkStatus();
+  }
+  void ProcessQueue(size_t index) override { (void)queues_[index].Pop(*mem_); }
+  void Reset() override { mem_ = nullptr; }
+  int backend_fd() const override { return backend_.get(); }
+  uint32_t backend_events() const override { return EPOLLIN; }
+  void ProcessBackend(uint32_t) override {
+    processed++;
+    uint64_t count;
+    (void)!::read(backend_.get(), &count, sizeof(count));
+  }
+  std::string metrics_name() const override { return "fake"; }
+
+  // Host I/O completes: the fd becomes ready.
+  void Complete() {
+    uint64_t one = 1;
+    ASSERT_EQ(::write(backend_.get(), &one, sizeof(one)), 8);
+  }
+  int processed = 0;
+
+ private:
+  UniqueFd backend_;
+  const GuestMemory* mem_ = nullptr;
+  std::span<Queue> queues_;
+};
+
+// How many times a level-triggered epoll loop over `fd` wakes, handing
+// each wakeup to `transport`, in up to `rounds` waits of no time (the VMM
+// loop would go round forever).
+int Wakeups(int fd, MmioTransport& transport, int rounds = 1000) {
+  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev = {};
+  ev.events = EPOLLIN;
+  EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev), 0);
+  int wakeups = 0;
+  for (int i = 0; i < rounds; i++) {
+    if (epoll_wait(ep.get(), &ev, 1, 0) != 1) break;
+    wakeups++;
+    transport.NotifyBackend(ev.events);
+  }
+  return wakeups;
+}
+
+class MmioTransportBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 1 << 20}}));
+    auto dev = std::make_unique<EventFdDevice>();
+    device_ = dev.get();
+    transport_ = std::make_unique<MmioTransport>(std::move(dev), mem_.get(),
+                                                 UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
+  }
+
+  std::unique_ptr<GuestMemory> mem_;
+  EventFdDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<testing::MmioDriver> driver_;
+};
+
+TEST_F(MmioTransportBackendTest, ServesTheBackendOfAnActiveDevice) {
+  ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
+  device_->Complete();
+  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  EXPECT_EQ(device_->processed, 1);
+}
+
+TEST_F(MmioTransportBackendTest, ABrokenQueueCannotMakeTheLoopSpin) {
+  ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
+  testing::DriverQueue& q = driver_->queue(0);
+  q.WriteDescriptor(0, 0x40000, 16, kDescFlagNext, 0);  // loops onto itself
+  q.Publish(0);
+  driver_->Kick(0);
+  ASSERT_TRUE(driver_->Read(0x70) & kStatusNeedsReset);
+  device_->Complete();  // I/O that was in flight completes
+  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1) << "the readiness is consumed";
+  EXPECT_EQ(device_->processed, 0) << "a device that needs reset is not served";
+}
+
+TEST_F(MmioTransportBackendTest, AResetCannotMakeTheLoopSpin) {
+  ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
+  device_->Complete();
+  driver_->Write(0x70, 0);  // reset with the completion unread
+  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  device_->Complete();  // and before the driver ever sets DRIVER_OK again
+  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  EXPECT_EQ(device_->processed, 0);
+}
+
+// Lines written while it lives go to a memory file instead of stderr.
+std::vector<std::string> LogLinesOf(const std::function<void()>& f) {
+  UniqueFd fd(memfd_create("log", MFD_CLOEXEC));
+  SetLogSink(fd.get());
+  f();
+  SetLogSink(-1);
+  std::string text(static_cast<size_t>(lseek(fd.get(), 0, SEEK_END)), '\0');
+  EXPECT_EQ(pread(fd.get(), text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+TEST_F(MmioTransportBackendTest, AGuestCannotFloodTheLog) {
+  // Reset, then DRIVER_OK with a queue size that is not a power of two,
+  // in a loop: each time the device needs reset again.
+  std::vector<std::string> lines = LogLinesOf([&] {
+    for (int i = 0; i < 2000; i++) {
+      ASSERT_TRUE(driver_->Init(kAll, 12) & kStatusNeedsReset);
+    }
+  });
+  EXPECT_EQ(transport_->device().counters().queue_errors, 2000u) << "all counted";
+  EXPECT_LE(lines.size(), LogRateLimiter::kBurst);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines[0].find("needs reset"), std::string::npos) << lines[0];
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 // locking of its own.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -77,9 +79,6 @@ class VirtioDevice {
   // The driver reset the device: forget the queues and memory.
   virtual void Reset() = 0;
 
-  // A host fd the VMM loop should watch for the device (a TAP), or -1,
-  // with its epoll events; ProcessBackend runs when it is ready, and only
-  // once the device is active.
   // Snapshots: finish what is in flight (the VM is paused), then the
   // device's own state beyond its queues, and back (after Activate).
   virtual void Quiesce() {}
@@ -88,9 +87,24 @@ class VirtioDevice {
     return absl::OkStatus();
   }
 
+  // A host fd the VMM loop should watch for the device (a TAP, a timerfd,
+  // an eventfd), or -1, with its epoll events. When it is ready the
+  // transport calls exactly one of:
+  //  - ProcessBackend, while the device is active and its queues sound;
+  //  - DrainBackend otherwise: never activated, reset, or waiting for the
+  //    driver to reset it (DEVICE_NEEDS_RESET). It must consume the
+  //    readiness without touching the queues, so that a level-triggered fd
+  //    does not wake the VMM loop again and again: a guest that breaks a
+  //    queue or resets the device must not make the VMM thread spin.
+  //    The default reads the 8-byte count of an eventfd or timerfd; a
+  //    device whose fd is anything else overrides it.
   virtual int backend_fd() const { return -1; }
   virtual uint32_t backend_events() const { return 0; }
   virtual void ProcessBackend(uint32_t /*events*/) {}
+  virtual void DrainBackend(uint32_t /*events*/) {
+    uint64_t count;
+    if (backend_fd() >= 0) (void)!::read(backend_fd(), &count, sizeof(count));
+  }
 
   DeviceCounters& counters() { return counters_; }
 

@@ -159,11 +159,15 @@ absl::Status BalloonDevice::RestoreDeviceState(std::span<const uint8_t> state) {
   return absl::OkStatus();
 }
 
+void BalloonDevice::StopTimer() {
+  if (!timer_.valid()) return;
+  // Disarming also clears an expiry not yet read: the fd is not ready after.
+  itimerspec off = {};
+  timerfd_settime(timer_.get(), 0, &off, nullptr);
+}
+
 void BalloonDevice::Reset() {
-  if (timer_.valid()) {
-    itimerspec off = {};
-    timerfd_settime(timer_.get(), 0, &off, nullptr);
-  }
+  StopTimer();
   mem_ = nullptr;
   queues_ = {};
   interrupt_ = nullptr;
@@ -221,7 +225,7 @@ void BalloonDevice::ReadStats(const DescriptorChain& chain) {
   if (LogEnabled(LogLevel::kDebug)) {
     std::string line;
     for (const auto& [tag, value] : stats_) absl::StrAppend(&line, " ", StatName(tag), "=", value);
-    LOG_DEBUG("balloon statistics:%s", line);
+    LOG_DEBUG_RATELIMITED("balloon statistics:%s", line);  // as often as the guest sends them
   }
 }
 
@@ -257,6 +261,13 @@ void BalloonDevice::ProcessBackend(uint32_t) {
   (void)q.AddUsed(*mem_, *stats_head_, 0);
   stats_head_.reset();
   SignalUsed(q, *mem_, interrupt_);
+}
+
+void BalloonDevice::DrainBackend(uint32_t) {
+  if (!timer_.valid()) return;
+  uint64_t expirations;
+  (void)!read(timer_.get(), &expirations, sizeof(expirations));
+  StopTimer();
 }
 
 }  // namespace ember::virtio::balloon

@@ -54,6 +54,9 @@ class BalloonDevice : public VirtioDevice {
   int backend_fd() const override { return timer_.get(); }
   uint32_t backend_events() const override;
   void ProcessBackend(uint32_t events) override;
+  // Reads the expiry and stops the timer: a device that is not running
+  // asks for no statistics (Activate starts it again).
+  void DrainBackend(uint32_t events) override;
 
   // Sets the target (may be called while the guest runs); the guest hears
   // of it through a configuration change interrupt.
@@ -82,6 +85,7 @@ class BalloonDevice : public VirtioDevice {
   BalloonDevice(BalloonConfig config, UniqueFd timer)
       : config_(config), timer_(std::move(timer)) {}
   bool stats_enabled() const { return config_.stats_polling_interval_s > 0; }
+  void StopTimer();
   // Returns the pages listed in `chain` to the host.
   void Inflate(const DescriptorChain& chain);
   void ReadStats(const DescriptorChain& chain);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
@@ -12,6 +13,29 @@ namespace {
 
 constexpr uint64_t kPfnList = 0x80000;
 constexpr uint64_t kStats = 0x90000;
+
+// How many times a level-triggered epoll loop over the device's backend fd
+// wakes, handing each wakeup to the transport as the VMM loop does, in up
+// to `rounds` waits of no time (the VMM loop would go round forever).
+int BackendWakeups(MmioTransport& transport, int rounds = 1000) {
+  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev = {};
+  ev.events = transport.device().backend_events();
+  EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, transport.device().backend_fd(), &ev), 0);
+  int wakeups = 0;
+  for (int i = 0; i < rounds; i++) {
+    if (epoll_wait(ep.get(), &ev, 1, 0) != 1) break;
+    wakeups++;
+    transport.NotifyBackend(ev.events);
+  }
+  return wakeups;
+}
+
+bool TimerArmed(const BalloonDevice& device) {
+  itimerspec now = {};
+  EXPECT_EQ(timerfd_gettime(device.backend_fd(), &now), 0);
+  return now.it_value.tv_sec != 0 || now.it_value.tv_nsec != 0;
+}
 
 class BalloonDeviceTest : public ::testing::Test {
  protected:
@@ -120,6 +144,27 @@ TEST_F(BalloonDeviceTest, StatisticsRoundTrip) {
   usleep(1100 * 1000);
   transport_->NotifyBackend(EPOLLIN);
   EXPECT_TRUE(driver_->queue(kStatsQueue).PopUsed());
+}
+
+TEST_F(BalloonDeviceTest, ABrokenQueueCannotMakeTheStatsTimerSpinTheLoop) {
+  testing::DriverQueue& q = driver_->queue(kInflateQueue);
+  q.WriteDescriptor(0, kPfnList, 16, kDescFlagNext, 0);  // loops onto itself
+  q.Publish(0);
+  driver_->Kick(kInflateQueue);
+  ASSERT_TRUE(transport_->status() & kStatusNeedsReset);
+  ASSERT_TRUE(device_->SetStatsInterval(1).ok());  // the timer expires now
+  EXPECT_EQ(BackendWakeups(*transport_), 1) << "the expiry is read, not left ready";
+  EXPECT_FALSE(TimerArmed(*device_)) << "a device that needs reset asks for no statistics";
+  // The driver resets it and starts again: statistics resume.
+  ASSERT_TRUE(driver_->Init(~0ull, 16) & kStatusDriverOk);
+  EXPECT_TRUE(TimerArmed(*device_));
+}
+
+TEST_F(BalloonDeviceTest, AResetStopsTheStatsTimer) {
+  ASSERT_TRUE(device_->SetStatsInterval(1).ok());  // an expiry waits unread
+  driver_->Write(0x70, 0);
+  EXPECT_FALSE(TimerArmed(*device_));
+  EXPECT_EQ(BackendWakeups(*transport_), 0) << "nor is an old expiry left ready";
 }
 
 }  // namespace

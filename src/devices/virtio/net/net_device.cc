@@ -97,11 +97,15 @@ void NetDevice::ProcessBackend(uint32_t events) {
   if (events & EPOLLIN) Receive();
 }
 
+void NetDevice::DrainBackend(uint32_t events) {
+  if (events & (EPOLLERR | EPOLLHUP)) TapError("hung up (deleted?)", EIO);
+}
+
 void NetDevice::TapError(const char* what, int err) {
-  if (LogRateLimited(++net_counters_.tap_errors)) {
-    LOG_WARN("network interface %s: TAP %s %s: %s", config_.iface_id, tap_.name(), what,
-             std::strerror(err));
-  }
+  // A guest's frames can make writes fail as often as it sends them.
+  net_counters_.tap_errors++;
+  LOG_WARN_RATELIMITED("network interface %s: TAP %s %s: %s", config_.iface_id, tap_.name(),
+                       what, std::strerror(err));
   // These mean the TAP is gone; the guest's link is dead but the VM lives.
   if (err == EBADFD || err == ENODEV || err == EIO || err == ENXIO) {
     if (!tap_failed_) {

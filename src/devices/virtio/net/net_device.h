@@ -63,6 +63,10 @@ class NetDevice : public VirtioDevice {
   int backend_fd() const override { return tap_.fd(); }
   uint32_t backend_events() const override;
   void ProcessBackend(uint32_t events) override;
+  // The TAP is edge-triggered: frames left in it wake nobody again, and
+  // wait (as many as the kernel queues) for the next Activate. Only a
+  // hang-up is noted.
+  void DrainBackend(uint32_t events) override;
 
   const NetCounters& net_counters() const { return net_counters_; }
   std::string metrics_name() const override { return "net_" + config_.iface_id; }
