@@ -140,9 +140,18 @@ void I8042::KeyboardCommand(uint8_t value) {
 }
 
 void I8042::Output(std::initializer_list<uint8_t> bytes, bool aux) {
+  if (out_.size() + bytes.size() > kOutputCapacity) {
+    dropped_bytes_ += bytes.size();
+    return;
+  }
   bool was_empty = out_.empty();
   for (uint8_t b : bytes) out_.push_back({b, aux});
   if (was_empty) RaiseIfPending();
+}
+
+uint64_t I8042::dropped_bytes() {
+  std::lock_guard lock(mu_);
+  return dropped_bytes_;
 }
 
 I8042::State I8042::SaveState() {

@@ -29,9 +29,16 @@ class I8042 : public BusDevice {
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // Bytes waiting on port 0x60 at most, as Firecracker's: a reply or key
+  // sequence that does not fit is dropped whole and counted, so a guest
+  // that sends commands and never reads cannot grow the VMM.
+  static constexpr size_t kOutputCapacity = 16;
+  // Bytes dropped so far because the output queue was full.
+  uint64_t dropped_bytes();
+
   // The controller and keyboard state, for snapshots: up to kMaxSaved
   // bytes still waiting on port 0x60.
-  static constexpr size_t kMaxSaved = 16;
+  static constexpr size_t kMaxSaved = kOutputCapacity;
   struct State {
     uint8_t ctr, pending_command, pending_keyboard;
     bool last_was_command;
@@ -52,14 +59,16 @@ class I8042 : public BusDevice {
   void RestoreState(const State& state);
 
   // Presses Ctrl, Alt and Delete (any thread). Fails when the guest has not
-  // enabled the keyboard's interrupt, as nothing would read the keys.
+  // enabled the keyboard's interrupt, as nothing would read the keys. Keys
+  // that find the output queue full are dropped (dropped_bytes).
   bool SendCtrlAltDel();
 
  private:
   void Command(uint8_t command);
   void Data(uint8_t value);
   void KeyboardCommand(uint8_t command);
-  // Queues bytes for the guest to read on port 0x60.
+  // Queues bytes for the guest to read on port 0x60, all of them or, when
+  // they do not fit in kOutputCapacity, none.
   void Output(std::initializer_list<uint8_t> bytes, bool aux = false);
   void RaiseIfPending();
 
@@ -70,7 +79,8 @@ class I8042 : public BusDevice {
     uint8_t value;
     bool aux;
   };
-  std::deque<Byte> out_;
+  std::deque<Byte> out_;  // at most kOutputCapacity
+  uint64_t dropped_bytes_ = 0;
   uint8_t ctr_ = 0x01 | 0x04 | 0x40;  // keyboard interrupt, system flag, translation
   uint8_t pending_command_ = 0;      // a controller command waiting for its data byte
   uint8_t pending_keyboard_ = 0;     // a keyboard command waiting for its parameter

@@ -80,5 +80,24 @@ TEST_F(I8042Test, ResetCommand) {
   EXPECT_EQ(resets_, 1);
 }
 
+TEST_F(I8042Test, AGuestThatNeverReadsCannotGrowTheOutputQueue) {
+  // outb 0xff, 0x60 in a loop (keyboard reset: two reply bytes each), and
+  // never a read of port 0x60.
+  for (int i = 0; i < 100000; i++) Put(0, 0xff);
+  EXPECT_EQ(dev_.SaveState().out_count, I8042::kOutputCapacity);
+  EXPECT_EQ(dev_.dropped_bytes(), 2 * 100000u - I8042::kOutputCapacity);
+  std::vector<uint8_t> queued = Drain();
+  ASSERT_EQ(queued.size(), I8042::kOutputCapacity);
+  for (size_t i = 0; i < queued.size(); i += 2) {
+    EXPECT_EQ(queued[i], 0xfa) << "whole replies only, ack first";
+    EXPECT_EQ(queued[i + 1], 0xaa);
+  }
+  // A reply that does not fit whole is dropped whole.
+  for (int i = 0; i < 6; i++) Put(0, 0xf2);  // identify: three bytes each, 18 in all
+  EXPECT_EQ(Drain().size(), 15u);
+  Put(0, 0xee);  // and the keyboard still answers once read
+  EXPECT_EQ(Drain(), std::vector<uint8_t>{0xee});
+}
+
 }  // namespace
 }  // namespace ember
