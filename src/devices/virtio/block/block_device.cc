@@ -16,10 +16,6 @@
 namespace ember::virtio::block {
 namespace {
 
-}  // namespace
-
-namespace {
-
 // Opens a drive's backing file and returns it with its size in sectors.
 absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& config,
                                                           const std::string& path) {
@@ -45,6 +41,12 @@ absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& con
 absl::Status BlockDevice::SwapBacking(const std::string& path) {
   ASSIGN_OR_RETURN(auto backing, OpenBacking(config_, path));
   Drain(/*complete=*/true);  // in-flight requests finish on the old file
+  if (uring_) {
+    // The ring's registered file; it keeps the old one for what is in flight.
+    if (absl::Status st = uring_->SetFile(backing.first.get()); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("drive ", config_.drive_id, ": ", st.message()));
+    }
+  }
   file_ = std::move(backing.first);
   capacity_sectors_ = backing.second;
   config_.path_on_host = path;
@@ -60,7 +62,7 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConf
   const uint64_t size = backing.second * kSectorSize;
   std::unique_ptr<IoUring> uring;
   if (config.io_engine == IoEngine::kAsync) {
-    absl::StatusOr<std::unique_ptr<IoUring>> u = IoUring::Create(kUringEntries);
+    absl::StatusOr<std::unique_ptr<IoUring>> u = IoUring::Create(kUringEntries, fd.get());
     if (!u.ok()) {
       return absl::Status(u.status().code(), absl::StrCat(what, ": ", u.status().message()));
     }
@@ -84,7 +86,7 @@ BlockDevice::BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_se
 
 BlockDevice::~BlockDevice() { Drain(/*complete=*/false); }
 
-uint32_t BlockDevice::backend_events() const { return EPOLLIN; }
+uint32_t BlockDevice::backend_events() const { return EPOLLIN | EPOLLET; }
 
 uint64_t BlockDevice::features() const {
   uint64_t f = kFeatureVersion1 | kFeatureEventIdx | kFeatureIndirectDesc;
@@ -216,14 +218,16 @@ bool BlockDevice::Submit(const Request& req, uint16_t head) {
   io_uring_sqe* sqe = io_uring_get_sqe(uring_->ring());
   if (sqe == nullptr) return false;
   off_t offset = static_cast<off_t>(req.sector * kSectorSize);
+  const int file = IoUring::kFileIndex;  // the ring's registered file_
   if (req.type == kRequestFlush) {
-    io_uring_prep_fsync(sqe, file_.get(), IORING_FSYNC_DATASYNC);
+    io_uring_prep_fsync(sqe, file, IORING_FSYNC_DATASYNC);
   } else if (req.type == kRequestIn) {
     f.written = static_cast<uint32_t>(req.data_len);
-    io_uring_prep_readv(sqe, file_.get(), f.iov.data(), f.iov.size(), offset);
+    io_uring_prep_readv(sqe, file, f.iov.data(), f.iov.size(), offset);
   } else {
-    io_uring_prep_writev(sqe, file_.get(), f.iov.data(), f.iov.size(), offset);
+    io_uring_prep_writev(sqe, file, f.iov.data(), f.iov.size(), offset);
   }
+  IoUring::UseFixedFile(sqe);
   io_uring_sqe_set_data64(sqe, slot);
   free_slots_.pop_back();
   return true;
@@ -287,7 +291,7 @@ void BlockDevice::Reap() {
     if (slot >= slots_.size()) continue;
     InFlight& f = slots_[slot];
     free_slots_.push_back(slot);
-    if (mem_ == nullptr) continue;  // draining after a reset
+    if (f.dropped || mem_ == nullptr) continue;  // submitted before a reset
     // A short transfer is an error too: the file shrank, or the disk is full.
     bool ok = res >= 0 && static_cast<uint64_t>(res) == (f.iov.empty() ? 0 : f.expected);
     if (!ok && LogRateLimited(++counters_.backend_errors)) {
@@ -298,25 +302,40 @@ void BlockDevice::Reap() {
   }
 }
 
-void BlockDevice::ProcessBackend(uint32_t) {
+void BlockDevice::ConsumeEventFd() {
   uint64_t count;
   (void)!read(uring_->event_fd(), &count, sizeof(count));
-  if (queue_ == nullptr) return;
+}
+
+void BlockDevice::ProcessBackend(uint32_t) {
+  ConsumeEventFd();  // before reaping: a completion after it fires again
   Reap();
+  if (queue_ == nullptr) return;
   SignalUsed(*queue_, *mem_, interrupt_);
   if (stalled_) ProcessQueue(0);  // completions made room in the ring
 }
 
 void BlockDevice::Drain(bool complete) {
   if (!uring_) return;
-  const GuestMemory* mem = mem_;
-  if (!complete) mem_ = nullptr;  // completions then touch no guest memory
+  if (!complete) {
+    // Whenever they finish, these no longer belong to a queue.
+    for (InFlight& f : slots_) f.dropped = true;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + kDrainTimeout;
   while (free_slots_.size() < slots_.size()) {
-    io_uring_cqe* cqe;
-    if (io_uring_wait_cqe(uring_->ring(), &cqe) < 0) break;
+    // Retries after a signal: a vCPU kick must not cut the wait short.
+    if (absl::Status st = uring_->WaitCompletion(deadline); !st.ok()) {
+      LOG_WARN_RATELIMITED("drive %s: %d requests still in flight after %d s (%s); %s",
+                           config_.drive_id, slots_.size() - free_slots_.size(),
+                           kDrainTimeout.count(), st.message(),
+                           complete ? "they complete later" : "they are dropped when they finish");
+      break;
+    }
     Reap();
   }
-  mem_ = mem;
+  // After a reset nothing is left for the VMM loop (the next Activate
+  // starts afresh); otherwise the loop still runs a stalled queue.
+  if (!complete) ConsumeEventFd();
   if (complete && queue_ != nullptr) SignalUsed(*queue_, *mem_, interrupt_);
 }
 

@@ -4,10 +4,15 @@
 // when its eventfd fires, so the VMM thread never waits for the disk.
 // Backend errors (EIO, ENOSPC, ...) reach the guest as I/O errors and are
 // counted; the VMM runs on.
+//
+// Requests in flight when the driver resets the device are dropped: the
+// reset waits for them (at most kDrainTimeout, whatever signals arrive),
+// and any that finish later still never reach the re-initialised queue.
 #pragma once
 
 #include <sys/uio.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +32,9 @@ inline constexpr uint64_t kFeatureFlush = 1ull << 9;
 inline constexpr uint16_t kQueueSize = 256;
 // Requests the Async engine keeps in flight at once.
 inline constexpr unsigned kUringEntries = 128;
+// How long a reset, a snapshot or a drive swap waits for the requests in
+// flight (the thread that asked is blocked meanwhile).
+inline constexpr std::chrono::seconds kDrainTimeout{5};
 
 class BlockDevice : public VirtioDevice {
  public:
@@ -49,7 +57,11 @@ class BlockDevice : public VirtioDevice {
   void Reset() override;
   // In-flight Async requests complete (and reach the used ring) first.
   void Quiesce() override { Drain(true); }
-  // The io_uring's completion eventfd (Async only).
+  // The io_uring's completion eventfd (Async only), edge-triggered: a
+  // completion left unreaped while the device is not serving (reset, or
+  // waiting for the driver to reset it) wakes the VMM loop once, not for
+  // ever, and the default DrainBackend reads the count then. A reset reads
+  // it too, once the requests in flight are reaped.
   int backend_fd() const override { return uring_ ? uring_->event_fd() : -1; }
   uint32_t backend_events() const override;
   void ProcessBackend(uint32_t events) override;
@@ -70,6 +82,9 @@ class BlockDevice : public VirtioDevice {
 
   uint64_t capacity_sectors() const { return capacity_sectors_; }
   const DriveConfig& config() const { return config_; }
+  // The Async engine's ring, or null: for tests that submit on it or put
+  // a file of their own (a pipe that answers when they say) under it.
+  IoUring* io_uring_for_testing() { return uring_.get(); }
 
  private:
   // A request the io_uring is working on.
@@ -79,6 +94,9 @@ class BlockDevice : public VirtioDevice {
     uint64_t expected = 0;  // bytes the operation must move
     uint32_t written = 0;   // bytes written to the guest on success
     std::vector<iovec> iov;
+    // Submitted before a reset (or the device's end): its completion only
+    // frees the slot, it never reaches a queue.
+    bool dropped = false;
   };
 
   BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_sectors,
@@ -94,10 +112,13 @@ class BlockDevice : public VirtioDevice {
   bool Submit(const Request& req, uint16_t head);
   void Complete(uint16_t head, std::optional<uint64_t> status_addr, uint8_t status,
                 uint32_t written);
-  // Async: waits for everything in flight: completing it for the guest, or
-  // (before forgetting guest memory) dropping it.
+  // Async: waits (at most kDrainTimeout) for everything in flight:
+  // completing it for the guest, or (before forgetting the queue and guest
+  // memory) dropping it. Then the eventfd is left not ready.
   void Drain(bool complete);
+  // Async: takes every completion ready in the ring.
   void Reap();
+  void ConsumeEventFd();
 
   DriveConfig config_;
   UniqueFd file_;

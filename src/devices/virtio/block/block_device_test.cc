@@ -9,6 +9,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "src/devices/virtio/block/request.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
@@ -238,6 +242,140 @@ INSTANTIATE_TEST_SUITE_P(Engines, BlockDeviceTest,
                          [](const auto& info) {
                            return info.param == IoEngine::kSync ? "Sync" : "Async";
                          });
+
+// The Async engine's ring and eventfd, as the VMM loop and a hostile
+// driver see them.
+class AsyncBlockDeviceTest : public BlockDeviceTest {
+ protected:
+  // Queues a read of one sector into kData (not kicked).
+  void AddRead(uint64_t sector) {
+    ASSERT_TRUE(mem_->WriteObj(kHeader, RequestHeader{kRequestIn, 0, sector}).ok());
+    driver_->queue(0).Add({{kHeader, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
+  }
+
+  // Turns the VMM loop `rounds` times (1 ms each) over the device's fd,
+  // registered as the device manager does, and counts the wake-ups.
+  int LoopWakeups(int rounds) {
+    UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+    epoll_event ev = {};
+    ev.events = device_->backend_events();
+    EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, device_->backend_fd(), &ev), 0);
+    int wakeups = 0;
+    for (int i = 0; i < rounds; i++) {
+      if (epoll_wait(ep.get(), &ev, 1, 1) == 1) {
+        wakeups++;
+        transport_->NotifyBackend(ev.events);
+      }
+    }
+    return wakeups;
+  }
+
+  bool EventFdReady(int timeout_ms) {
+    pollfd p = {device_->backend_fd(), POLLIN, 0};
+    return poll(&p, 1, timeout_ms) == 1;
+  }
+};
+
+// Issue 12, defect 2: a reset while a request is in flight left the
+// eventfd ready, and the loop woke for ever.
+TEST_P(AsyncBlockDeviceTest, ResetWithARequestInFlightLeavesTheLoopQuiet) {
+  AddRead(1);
+  driver_->Kick(0);  // submitted; its completion is not reaped yet
+  driver_->Write(0x70, 0);  // the driver resets the device
+  EXPECT_FALSE(EventFdReady(0)) << "the reset leaves nothing for the VMM loop";
+  EXPECT_LE(LoopWakeups(50), 1);
+  ASSERT_TRUE(driver_->Init(~0ull, 64) & kStatusDriverOk);
+  EXPECT_FALSE(driver_->queue(0).PopUsed()) << "the old request is not answered";
+  EXPECT_EQ(Submit(kRequestIn, 2, {{kData, 512, true}}).first, kStatusOk);
+  EXPECT_EQ(Guest(kData, 1)[0], 2);
+}
+
+// Issue 12, defect 2: a queue broken with a request in flight: the
+// transport waits for the driver's reset and the completion stays in the
+// ring, but the VMM loop must not spin meanwhile.
+TEST_P(AsyncBlockDeviceTest, BrokenQueueWithARequestInFlightDoesNotSpinTheLoop) {
+  AddRead(1);
+  driver_->queue(0).WriteDescriptor(10, kHeader, 16, kDescFlagNext, 10);  // a loop
+  driver_->queue(0).Publish(10);
+  driver_->Kick(0);
+  ASSERT_TRUE(transport_->status() & kStatusNeedsReset);
+  ASSERT_TRUE(EventFdReady(1000)) << "the read completed";
+  EXPECT_LE(LoopWakeups(50), 1);
+  ASSERT_TRUE(driver_->Init(~0ull, 64) & kStatusDriverOk);
+  EXPECT_FALSE(EventFdReady(0));
+  EXPECT_EQ(Submit(kRequestIn, 3, {{kData, 512, true}}).first, kStatusOk);
+  EXPECT_EQ(Guest(kData, 1)[0], 3);
+}
+
+// Issue 12, defect 5: the drive's ring runs nothing but its own I/O.
+TEST_P(AsyncBlockDeviceTest, TheRingRefusesAnythingButTheDrivesIo) {
+  IoUring* uring = device_->io_uring_for_testing();
+  ASSERT_NE(uring, nullptr);
+  io_uring_sqe* sqe = io_uring_get_sqe(uring->ring());
+  io_uring_prep_openat(sqe, AT_FDCWD, "/etc/passwd", O_RDONLY, 0);
+  io_uring_sqe_set_data64(sqe, ~0ull);
+  ASSERT_EQ(io_uring_submit(uring->ring()), 1);
+  ASSERT_TRUE(uring->WaitCompletion(std::chrono::steady_clock::now() + std::chrono::seconds(5))
+                  .ok());
+  io_uring_cqe* cqe = nullptr;
+  ASSERT_EQ(io_uring_peek_cqe(uring->ring(), &cqe), 0);
+  EXPECT_EQ(cqe->res, -EACCES);
+  io_uring_cqe_seen(uring->ring(), cqe);
+  EXPECT_EQ(Submit(kRequestIn, 4, {{kData, 512, true}}).first, kStatusOk) << "the drive serves on";
+}
+
+void IgnoreSignal(int) {}
+
+// Issue 12, defect 7: a signal (a vCPU kick) while a reset waits for the
+// requests in flight ended the wait; the request then completed into the
+// re-initialised queue. The ring reads a pipe here, so the request stays
+// in flight until the test writes to it.
+TEST_P(AsyncBlockDeviceTest, ASignalDuringTheResetDoesNotLetARequestThrough) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd rd(fds[0]), wr(fds[1]);
+  IoUring* uring = device_->io_uring_for_testing();
+  ASSERT_TRUE(uring->SetFile(rd.get()).ok());
+  struct sigaction sa = {}, old;
+  sa.sa_handler = IgnoreSignal;  // no SA_RESTART: the wait sees EINTR
+  sigaction(SIGUSR1, &sa, &old);
+  AddRead(0);
+  driver_->Kick(0);
+  ASSERT_FALSE(EventFdReady(50)) << "the read waits for the pipe";
+
+  pthread_t resetter = pthread_self();
+  std::atomic<int> signals{0};
+  std::thread kicker([&] {
+    for (int i = 0; i < 5; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      pthread_kill(resetter, SIGUSR1);
+      signals++;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    std::vector<uint8_t> sector(512, 0x5a);
+    EXPECT_EQ(write(wr.get(), sector.data(), sector.size()), 512);
+  });
+  ASSERT_TRUE(mem_->Write(kData, std::vector<uint8_t>(512, 0)).ok());
+  bool ok = driver_->Init(~0ull, 64) & kStatusDriverOk;  // resets first
+  int sent = signals.load();
+  kicker.join();
+  sigaction(SIGUSR1, &old, nullptr);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(sent, 5) << "the reset returned with the request in flight";
+  for (int i = 0; i < 5; i++) {
+    EventFdReady(20);
+    transport_->NotifyBackend(EPOLLIN);
+  }
+  EXPECT_FALSE(driver_->queue(0).PopUsed()) << "the old request reached the new queue";
+
+  UniqueFd disk(open(path_.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(uring->SetFile(disk.get()).ok());
+  EXPECT_EQ(Submit(kRequestIn, 5, {{kData + 512, 512, true}}).first, kStatusOk);
+  EXPECT_EQ(Guest(kData + 512, 1)[0], 5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, AsyncBlockDeviceTest, ::testing::Values(IoEngine::kAsync),
+                         [](const auto&) { return "Async"; });
 
 TEST(BlockDeviceCreateTest, Errors) {
   auto missing = BlockDevice::Create({"d", "/nonexistent/disk.img"});
