@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "src/common/errno_status.h"
 #include "src/common/status_macros.h"
@@ -21,33 +22,74 @@
 namespace ember::jail {
 namespace {
 
-// mkdir that accepts an existing directory but never a symlink.
-absl::Status MakeRealDir(const std::string& path, mode_t mode) {
-  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return ErrnoStatus(path);
-  struct stat st;
-  if (lstat(path.c_str(), &st) != 0) return ErrnoStatus(path);
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, " is ", S_ISLNK(st.st_mode) ? "a symlink" : "not a directory",
-                     "; refusing to build a jail through it"));
+// No owner beyond root: for directories the jail's user must not own.
+constexpr uid_t kNoOtherOwner = static_cast<uid_t>(-1);
+
+std::string Join(const std::string& dir, absl::string_view name) {
+  return dir == "/" ? absl::StrCat("/", name) : absl::StrCat(dir, "/", name);
+}
+
+// Whether the directory at `path` is safe to build a jail through: owned
+// by root (or `also_owner`) and writable by nobody else, unless sticky
+// (then others cannot rename or remove what they do not own).
+absl::Status CheckDir(const std::string& path, const struct stat& st, uid_t also_owner) {
+  if (st.st_uid != 0 && st.st_uid != geteuid() && st.st_uid != also_owner) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is owned by uid ", st.st_uid,
+        ", not root; refusing to build a jail through it (its owner could swap its entries)"));
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is writable by ", (st.st_mode & S_IWOTH) ? "everyone" : "its group",
+        absl::StrFormat(" (mode %04o)", st.st_mode & 07777),
+        " without the sticky bit; refusing to build a jail through it (another user could "
+        "swap its entries)"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CopyExecFile(const std::string& from, const std::string& to) {
+// Opens directory `name` in `dir` (at `dir_path`, for messages), making it
+// with `mode` if it is missing; never through a symlink, and only if
+// CheckDir accepts it.
+absl::StatusOr<UniqueFd> OpenDir(int dir, const std::string& dir_path, const std::string& name,
+                                 mode_t mode, uid_t also_owner) {
+  const std::string path = Join(dir_path, name);
+  if (mkdirat(dir, name.c_str(), mode) != 0 && errno != EEXIST) return ErrnoStatus(path);
+  UniqueFd fd(openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    int err = errno;
+    struct stat st;
+    if (fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, " is ", S_ISLNK(st.st_mode) ? "a symlink" : "not a directory",
+                       "; refusing to build a jail through it"));
+    }
+    return ErrnoStatus(path, err);
+  }
   struct stat st;
-  if (lstat(to.c_str(), &st) == 0) {
+  if (fstat(fd.get(), &st) != 0) return ErrnoStatus(path);
+  RETURN_IF_ERROR(CheckDir(path, st, also_owner));
+  return fd;
+}
+
+// Copies `from` to `name` in `dir` (at `dir_path`).
+absl::Status CopyExecFile(const std::string& from, int dir, const std::string& dir_path,
+                          const std::string& name) {
+  const std::string to = Join(dir_path, name);
+  struct stat st;
+  if (fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
       return absl::FailedPreconditionError(absl::StrCat(
           to, " exists as ", S_ISLNK(st.st_mode) ? "a symlink" : "a hard link or special file",
           "; refusing to copy the exec file over it"));
     }
-    if (unlink(to.c_str()) != 0) return ErrnoStatus(to);
+    if (unlinkat(dir, name.c_str(), 0) != 0) return ErrnoStatus(to);
   }
   UniqueFd in(open(from.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!in.valid()) return ErrnoStatus(from);
   if (fstat(in.get(), &st) != 0) return ErrnoStatus(from);
-  UniqueFd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755));
+  UniqueFd out(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      0755));
   if (!out.valid()) return ErrnoStatus(to);
   for (off_t done = 0; done < st.st_size;) {
     ssize_t n = sendfile(out.get(), in.get(), nullptr, st.st_size - done);
@@ -57,6 +99,12 @@ absl::Status CopyExecFile(const std::string& from, const std::string& to) {
   return absl::OkStatus();
 }
 
+bool SameFile(int a, int b) {
+  struct stat sa, sb;
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 }  // namespace
 
 void SanitizeProcess() {
@@ -64,20 +112,30 @@ void SanitizeProcess() {
   clearenv();
 }
 
-absl::Status CreateJail(const JailerArgs& args) {
-  std::string path;
-  for (absl::string_view part : absl::StrSplit(args.chroot_base_dir.substr(1), '/')) {
-    absl::StrAppend(&path, "/", part);
-    RETURN_IF_ERROR(MakeRealDir(path, 0755));
+absl::StatusOr<JailDirs> CreateJail(const JailerArgs& args) {
+  std::string path = "/";
+  UniqueFd dir(open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return ErrnoStatus("/");
+  struct stat st;
+  if (fstat(dir.get(), &st) != 0) return ErrnoStatus("/");
+  RETURN_IF_ERROR(CheckDir(path, st, kNoOtherOwner));
+  std::vector<std::string> parts = absl::StrSplit(args.chroot_base_dir, '/', absl::SkipEmpty());
+  parts.push_back(args.exec_name);
+  parts.push_back(args.id);
+  for (const std::string& part : parts) {
+    ASSIGN_OR_RETURN(UniqueFd next, OpenDir(dir.get(), path, part, 0755, kNoOtherOwner));
+    dir = std::move(next);
+    path = Join(path, part);
   }
-  for (const std::string& part : {args.exec_name, args.id, std::string("root")}) {
-    absl::StrAppend(&path, "/", part);
-    RETURN_IF_ERROR(MakeRealDir(path, 0755));
-  }
-  RETURN_IF_ERROR(CopyExecFile(args.exec_file, absl::StrCat(path, "/", args.exec_name)));
+  JailDirs jail;
+  // The root may be the jail user's already: an earlier jail with this id.
+  ASSIGN_OR_RETURN(jail.root, OpenDir(dir.get(), path, "root", 0755, args.uid));
+  jail.id_dir = std::move(dir);
+  path = Join(path, "root");
+  RETURN_IF_ERROR(CopyExecFile(args.exec_file, jail.root.get(), path, args.exec_name));
   // The VMM creates its API socket and other files in its root.
-  if (chown(path.c_str(), args.uid, args.gid) != 0) return ErrnoStatus(path);
-  return absl::OkStatus();
+  if (fchown(jail.root.get(), args.uid, args.gid) != 0) return ErrnoStatus(path);
+  return jail;
 }
 
 absl::Status JoinNetns(const std::string& path) {
@@ -114,18 +172,27 @@ absl::StatusOr<std::vector<DeviceNode>> HostDevices() {
   return nodes;
 }
 
-absl::Status PivotIntoJail(const std::string& root) {
+absl::Status PivotIntoJail(const JailDirs& jail) {
+  // The fds name the host namespace's mounts; the working directory is
+  // carried into the new namespace. From the id directory (which only
+  // root may change, CreateJail checked) the jail root is "root".
+  if (fchdir(jail.id_dir.get()) != 0) return ErrnoStatus("entering the jail's directory");
   if (unshare(CLONE_NEWNS) != 0) return ErrnoStatus("unshare(CLONE_NEWNS)");
   // Nothing mounted in the jail leaks back to the host.
   if (mount(nullptr, "/", nullptr, MS_SLAVE | MS_REC, nullptr) != 0) {
     return ErrnoStatus("making / a slave mount");
   }
   // pivot_root needs the new root to be a mount point.
-  if (mount(root.c_str(), root.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) {
-    return ErrnoStatus(absl::StrCat("bind-mounting ", root));
+  if (mount("root", "root", nullptr, MS_BIND | MS_REC, nullptr) != 0) {
+    return ErrnoStatus("bind-mounting the jail root");
   }
-  if (chdir(root.c_str()) != 0) return ErrnoStatus(root);
-  RETURN_IF_ERROR(MakeRealDir("old_root", 0700));
+  UniqueFd root(open("root", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root.valid()) return ErrnoStatus("the jail root, mounted");
+  if (!SameFile(root.get(), jail.root.get())) {
+    return absl::FailedPreconditionError("the jail root changed while the jail was built");
+  }
+  if (fchdir(root.get()) != 0) return ErrnoStatus("entering the jail root");
+  RETURN_IF_ERROR(OpenDir(root.get(), "/", "old_root", 0700, kNoOtherOwner).status());
   if (syscall(SYS_pivot_root, ".", "old_root") != 0) return ErrnoStatus("pivot_root");
   if (chdir("/") != 0) return ErrnoStatus("chdir /");
   if (umount2("old_root", MNT_DETACH) != 0) return ErrnoStatus("detaching the host's tree");
@@ -134,16 +201,29 @@ absl::Status PivotIntoJail(const std::string& root) {
 }
 
 absl::Status MakeDevices(const std::vector<DeviceNode>& nodes, uid_t uid, gid_t gid) {
-  for (const char* dir : {"/dev", "/dev/net", "/run"}) {
-    RETURN_IF_ERROR(MakeRealDir(dir, 0755));
-    if (chown(dir, uid, gid) != 0) return ErrnoStatus(dir);
-  }
+  // The jail's root is the jail user's (CreateJail): what is in it may be
+  // left from an earlier VMM, so nothing here follows a symlink.
+  UniqueFd root(open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.valid()) return ErrnoStatus("/");
+  ASSIGN_OR_RETURN(UniqueFd dev, OpenDir(root.get(), "/", "dev", 0755, uid));
+  ASSIGN_OR_RETURN(UniqueFd net, OpenDir(dev.get(), "/dev", "net", 0755, uid));
+  ASSIGN_OR_RETURN(UniqueFd run, OpenDir(root.get(), "/", "run", 0755, uid));
+  if (fchown(dev.get(), uid, gid) != 0) return ErrnoStatus("/dev");
+  if (fchown(net.get(), uid, gid) != 0) return ErrnoStatus("/dev/net");
+  if (fchown(run.get(), uid, gid) != 0) return ErrnoStatus("/run");
   for (const DeviceNode& node : nodes) {
-    unlink(node.path.c_str());
-    if (mknod(node.path.c_str(), S_IFCHR | 0600, node.rdev) != 0) {
+    const size_t slash = node.path.rfind('/');
+    const std::string dir_path = node.path.substr(0, slash);
+    const std::string name = node.path.substr(slash + 1);
+    int dir = dir_path == "/dev" ? dev.get() : dir_path == "/dev/net" ? net.get() : -1;
+    if (dir < 0) return absl::InternalError(absl::StrCat("no directory for ", node.path));
+    unlinkat(dir, name.c_str(), 0);
+    if (mknodat(dir, name.c_str(), S_IFCHR | 0600, node.rdev) != 0) {
       return ErrnoStatus(absl::StrCat("mknod ", node.path));
     }
-    if (chown(node.path.c_str(), uid, gid) != 0) return ErrnoStatus(node.path);
+    if (fchownat(dir, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoStatus(node.path);
+    }
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
 #include "src/jail/args.h"
 
 namespace ember::jail {
@@ -18,9 +20,22 @@ namespace ember::jail {
 // Closes every fd above stderr and empties the environment.
 void SanitizeProcess();
 
-// Creates <base>/<exec name>/<id>/root (refusing symlinks on the way) and
-// copies the exec file into it (refusing a symlink or hard link there).
-absl::Status CreateJail(const JailerArgs& args);
+// The jail's directories, held open from the walk that made them: what
+// follows works on these, never on the path again.
+struct JailDirs {
+  UniqueFd id_dir;  // <base>/<exec name>/<id>
+  UniqueFd root;    // <base>/<exec name>/<id>/root
+};
+
+// Walks <base>/<exec name>/<id>/root from / one component at a time with
+// openat(O_NOFOLLOW | O_DIRECTORY), making a missing one (mkdirat, 0755).
+// Every directory on the way must be a real directory owned by root (the
+// jailer) and not writable by group or others unless sticky (as /tmp):
+// otherwise another user could swap a component for a symlink while the
+// jail is built. `root` may also belong to uid:gid (an earlier jail with
+// this id). Copies the exec file into root (refusing a symlink or hard
+// link there) and gives root to uid:gid.
+absl::StatusOr<JailDirs> CreateJail(const JailerArgs& args);
 
 // setns into the network namespace at `path`.
 absl::Status JoinNetns(const std::string& path);
@@ -38,10 +53,10 @@ struct DeviceNode {
 absl::StatusOr<std::vector<DeviceNode>> HostDevices();
 
 // New mount namespace, pivot_root into the jail root, host tree detached.
-absl::Status PivotIntoJail(const std::string& root);
+absl::Status PivotIntoJail(const JailDirs& jail);
 
 // Inside the jail: /dev, /dev/net and the nodes, and /run for the API
-// socket, owned by uid:gid.
+// socket, owned by uid:gid; made through directory fds, refusing symlinks.
 absl::Status MakeDevices(const std::vector<DeviceNode>& nodes, uid_t uid, gid_t gid);
 
 // setsid and stdio on `null_fd` (the host's /dev/null, opened earlier).

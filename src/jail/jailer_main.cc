@@ -36,7 +36,8 @@ int Main(int argc, char** argv) {
     return kExitArgParsing;
   }
   const JailerArgs& args = *parsed;
-  if (absl::Status st = CreateJail(args); !st.ok()) return Fail(st);
+  absl::StatusOr<JailDirs> jail = CreateJail(args);
+  if (!jail.ok()) return Fail(jail.status());
   absl::StatusOr<std::vector<DeviceNode>> devices = HostDevices();
   if (!devices.ok()) return Fail(devices.status());
   int null_fd = -1;
@@ -49,7 +50,8 @@ int Main(int argc, char** argv) {
   if (absl::Status st = SetResourceLimits(args); !st.ok()) return Fail(st);
   // Before any fork below: children stay in the cgroup.
   if (absl::Status st = JoinCgroups(args, getpid()); !st.ok()) return Fail(st);
-  if (absl::Status st = PivotIntoJail(args.jail_root()); !st.ok()) return Fail(st);
+  if (absl::Status st = PivotIntoJail(*jail); !st.ok()) return Fail(st);
+  *jail = {};  // the host's directories: nothing after this may hold them
   if (absl::Status st = MakeDevices(*devices, args.uid, args.gid); !st.ok()) return Fail(st);
 
   if (args.new_pid_ns || (args.daemonize && getpgrp() == getpid())) {
