@@ -1,15 +1,35 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang, ASan and UBSan (in build-fuzz/)
-# and runs one of them for a bounded time. A crash fails the command and
-# leaves the input in build-fuzz/crashes/.
+# and runs one of them for a bounded time. A crash or a broken invariant
+# fails the command and leaves the input in build-fuzz/crashes/; exit 77
+# means the target cannot run here (net needs root for its TAP).
 #
-#   tools/fuzz.sh virtqueue 60      run virtqueue_fuzzer for 60 seconds
-#   tools/fuzz.sh block 60
-#   tools/fuzz.sh api 60
+#   tools/fuzz.sh TARGET SECONDS     run TARGET_fuzzer for SECONDS (default 30)
+#
+# The targets (tests/fuzz/<target>_fuzzer.cc):
+#   virtqueue   a split virtqueue whose rings and descriptors are the input
+#   block       virtio-blk requests through the transport, on a memfd disk
+#   api         API requests through the router and every body parser
+#   snapshot    the snapshot state file, and the configuration it carries
+#   mmio        the virtio-mmio transport fed register-access sequences, in
+#               front of virtio-blk (Sync and Async) and virtio-balloon
+#   net         virtio-net receive and transmit (a socket pair at the TAP's fd)
+#   balloon     virtio-balloon with statistics, its target and saved state
+#   i8042       the i8042's ports and saved state
+#   serial      the 8250's registers, host input and saved state
+#   jailer      ember-jailer's command line (ParseJailerArgs)
+#   cli         ember's command line (ParseCli)
+#
+# A crash input replays with build-fuzz/TARGET_fuzzer build-fuzz/crashes/FILE.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-target=${1:?usage: fuzz.sh virtqueue|block|api SECONDS}
+targets=$(cd "$root/tests/fuzz" && ls *_fuzzer.cc | sed 's/_fuzzer\.cc$//' | tr '\n' ' ')
+target=${1:?usage: fuzz.sh TARGET SECONDS; targets: $targets}
+if [ ! -f "$root/tests/fuzz/${target}_fuzzer.cc" ]; then
+  echo "fuzz.sh: unknown target '$target'; targets: $targets" >&2
+  exit 2
+fi
 seconds=${2:-30}
 build=$root/build-fuzz
 
@@ -28,5 +48,9 @@ mkdir -p "$corpus" "$build/crashes"
 # Checked-in seeds (tests/fuzz/corpus/<target>) are read; new inputs go to $corpus.
 seeds=$root/tests/fuzz/corpus/$target
 [ -d "$seeds" ] || seeds=
-exec "$build/${target}_fuzzer" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
-  -artifact_prefix="$build/crashes/$target-" "$corpus" $seeds
+# A dictionary of the tokens the target's parser looks for, if it has one.
+dict=$root/tests/fuzz/$target.dict
+[ -f "$dict" ] && dict=-dict=$dict || dict=
+# A finding exits 1 (libFuzzer's default, 77, is what ctest reads as skipped).
+exec "$build/${target}_fuzzer" -max_total_time="$seconds" -timeout=10 -error_exitcode=1 -print_final_stats=1 \
+  -artifact_prefix="$build/crashes/$target-" $dict "$corpus" $seeds
