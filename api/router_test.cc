@@ -113,6 +113,17 @@ TEST(RouterTest, AnIdInTheBodyThatIsNotThePathsIsRefused) {
   EXPECT_EQ(calls, 0) << "nothing reaches the VMM";
 }
 
+TEST(RouterTest, DeeplyNestedBodiesAreRefused) {
+  int calls = 0;
+  for (const std::string& body :
+       {std::string(51200, '['), R"({"vcpu_count":)" + std::string(1 << 20, '[')}) {
+    HttpResponse r = Route({"PUT", "/machine-config", body}, Counting(&calls));
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("JSON nested deeper than 64 levels"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(calls, 0);
+}
+
 TEST(RouterTest, AnIdMissingFromTheBodyIsNamed) {
   int calls = 0;
   HttpResponse r = Route(

@@ -56,6 +56,15 @@ TEST(VmConfigJsonTest, MalformedJson) {
   ExpectRefused("", "malformed JSON");
 }
 
+// A --config-file, or the configuration in a snapshot's state file, nested
+// a million deep overflowed the stack of the thread that parsed it.
+TEST(VmConfigJsonTest, NestingIsBounded) {
+  ExpectRefused(std::string(1 << 20, '['), "JSON nested deeper than 64 levels");
+  ExpectRefused(std::string("{") + kBoot + R"(, "machine-config": {"vcpu_count": )" +
+                    std::string(1 << 20, '[') + std::string(1 << 20, ']') + "}}",
+                "JSON nested deeper than 64 levels");
+}
+
 TEST(VmConfigJsonTest, UnknownFieldsAreNamed) {
   ExpectRefused(std::string("{") + kBoot + R"(, "bogus": 1})", "unknown field 'bogus'");
   ExpectRefused(R"({"boot-source": {"kernel_image_path": "/k", "initrd": "x"}})",

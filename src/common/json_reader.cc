@@ -82,7 +82,42 @@ absl::Status JsonReader::Finish() {
   return status_;
 }
 
+namespace {
+
+// Refuses `text` if its arrays and objects nest deeper than kMaxJsonDepth,
+// without recursion. Brackets inside strings do not count. Up to the first
+// error in the text the count is the depth RapidJSON's parser is at, and
+// RapidJSON stops at that error, so it never recurses deeper than the
+// bound; a stray closing bracket does not take the count below zero.
+absl::Status CheckJsonDepth(absl::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character, which may be a quote
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "JSON nested deeper than %d levels at byte %d", kMaxJsonDepth, i));
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
+  if (absl::Status st = CheckJsonDepth(text); !st.ok()) return st;
   // Without kParseStopWhenDoneFlag, trailing bytes are an error too.
   doc->Parse(text.data(), text.size());
   if (doc->HasParseError()) {

@@ -41,7 +41,16 @@ class JsonReader {
   absl::Status status_;
 };
 
+// How deep arrays and objects may nest in any JSON Ember reads. RapidJSON's
+// parser recurses once per level, so without a bound a body of `[`s (an API
+// request, a config file, a snapshot's configuration) overflows the stack.
+// Ember's own documents nest 4 levels at most.
+inline constexpr int kMaxJsonDepth = 64;
+
 // Parses `text` as one JSON object; the error gives the offset and reason.
+// A document nested deeper than kMaxJsonDepth is refused before RapidJSON
+// sees it ("JSON nested deeper than 64 levels"). The one entry point for
+// JSON from outside the process: use it rather than Document::Parse.
 absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
 
 }  // namespace ember

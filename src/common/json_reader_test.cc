@@ -1,0 +1,84 @@
+#include "src/common/json_reader.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ember {
+namespace {
+
+// `depth` nested arrays inside {"a": ...}: depth + 1 levels in all.
+std::string Nested(int depth, char open = '[', char close = ']') {
+  return "{\"a\":" + std::string(depth, open) + std::string(depth, close) + "}";
+}
+
+absl::Status Parse(const std::string& text) {
+  rapidjson::Document doc;
+  return ParseJsonObject(text, &doc);
+}
+
+void ExpectTooDeep(const std::string& text) {
+  absl::Status st = Parse(text);
+  ASSERT_FALSE(st.ok()) << text.substr(0, 80);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("JSON nested deeper than 64 levels"), std::string::npos)
+      << st.message();
+}
+
+TEST(ParseJsonObjectTest, NestingUpToTheBoundIsAccepted) {
+  EXPECT_TRUE(Parse(Nested(kMaxJsonDepth - 1)).ok());
+  EXPECT_TRUE(Parse("{\"a\":" + std::string(kMaxJsonDepth - 1, '[') + "1" +
+                    std::string(kMaxJsonDepth - 1, ']') + "}")
+                  .ok());
+  // Depth is per path, not per document: many siblings at the bound.
+  std::string siblings = "{\"a\":[";
+  for (int i = 0; i < 100; ++i) {
+    siblings += std::string(kMaxJsonDepth - 2, '[') + std::string(kMaxJsonDepth - 2, ']') + ",";
+  }
+  siblings += "1]}";
+  EXPECT_TRUE(Parse(siblings).ok());
+}
+
+TEST(ParseJsonObjectTest, OneLevelMoreIsRefused) {
+  ExpectTooDeep(Nested(kMaxJsonDepth));
+  std::string objects = std::string("{");
+  for (int i = 0; i < kMaxJsonDepth; ++i) objects += "\"k\":{";
+  objects += std::string(kMaxJsonDepth + 1, '}');
+  ExpectTooDeep(objects);
+  EXPECT_EQ(std::string(Parse(Nested(kMaxJsonDepth)).message()),
+            "JSON nested deeper than 64 levels at byte 68");
+}
+
+// A snapshot's configuration, a --config-file or an API body with a raised
+// limit: RapidJSON's recursive parser overflowed the stack on these.
+TEST(ParseJsonObjectTest, AMillionOpeningBracketsAreRefusedNotRecursedInto) {
+  ExpectTooDeep(std::string(1 << 20, '['));
+  ExpectTooDeep("{\"a\":" + std::string(1 << 20, '['));
+  ExpectTooDeep(std::string(1 << 20, '{'));
+  ExpectTooDeep("{\"a\":" + std::string(1 << 19, '[') + std::string(1 << 19, ']') + "}");
+}
+
+TEST(ParseJsonObjectTest, BracketsInStringsDoNotCount) {
+  const std::string many(10000, '[');
+  EXPECT_TRUE(Parse("{\"a\":\"" + many + "\"}").ok());
+  EXPECT_TRUE(Parse("{\"" + many + "\":1}").ok());
+  // An escaped quote does not end the string; an escaped backslash does not
+  // escape the quote after it.
+  EXPECT_TRUE(Parse("{\"a\":\"\\\"" + many + "\"}").ok());
+  ExpectTooDeep(std::string("{\"a\":\"\\\\\",\"b\":") + std::string(kMaxJsonDepth, '['));
+}
+
+TEST(ParseJsonObjectTest, StrayClosingBracketsCannotHideDepth) {
+  // Closing brackets before the opening ones would lower a naive count.
+  ExpectTooDeep("{\"a\":1}" + std::string(100, ']') + std::string(kMaxJsonDepth + 10, '['));
+  ExpectTooDeep(std::string(100, '}') + std::string(kMaxJsonDepth + 1, '{'));
+}
+
+TEST(ParseJsonObjectTest, OtherErrorsAreUnchanged) {
+  EXPECT_EQ(std::string(Parse("{\"a\":").message()), "malformed JSON at byte 5: Invalid value.");
+  EXPECT_EQ(std::string(Parse("[1]").message()), "the JSON body must be an object");
+  EXPECT_TRUE(Parse("{\"a\":[1,{\"b\":[]}]}").ok());
+}
+
+}  // namespace
+}  // namespace ember
