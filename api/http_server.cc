@@ -1,5 +1,6 @@
 #include "api/http_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,13 +31,19 @@ using Stream = beast::basic_stream<Local, asio::any_io_executor, beast::unlimite
 
 // A client that sends nothing for this long is disconnected.
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
+// After a failed accept (out of descriptors or memory), the next try.
+constexpr auto kAcceptRetry = std::chrono::milliseconds(100);
 
 // One connection: read a request, answer it, repeat until either side
 // closes. Beast's buffer keeps pipelined requests for the next read.
+// `live` counts the sessions that exist; it must outlive them.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Local::socket socket, HttpServer* server)
-      : stream_(std::move(socket)), server_(server) {}
+  Session(Local::socket socket, HttpServer* server, size_t* live)
+      : stream_(std::move(socket)), server_(server), live_(live) {
+    ++*live_;
+  }
+  ~Session() { --*live_; }
 
   void Read() {
     parser_.emplace();
@@ -91,6 +98,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Stream stream_;
   HttpServer* server_;
+  size_t* live_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
@@ -98,18 +106,67 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 struct HttpServer::Impl {
+  // Sessions open now. Declared before `io`, so that it outlives the
+  // sessions that io's destructor frees. Touched on the API thread only.
+  size_t connections = 0;
   std::string path;
   asio::io_context io{1};
   Local::acceptor acceptor{io};
+  asio::steady_timer accept_retry{io};
   std::thread thread;
   HttpServer* server = nullptr;
+  size_t max_connections = kMaxConnections;
+  uint64_t accept_failures = 0;  // for rate-limited log lines
+  uint64_t refused = 0;
 
   void Accept() {
     acceptor.async_accept([this](beast::error_code ec, Local::socket socket) {
-      if (ec) return;  // the acceptor was closed
-      std::make_shared<Session>(std::move(socket), server)->Read();
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;  // closed
+      if (ec) return RetryAccept(ec);
+      if (connections >= max_connections) {
+        Refuse(std::move(socket));
+      } else {
+        std::make_shared<Session>(std::move(socket), server, &connections)->Read();
+      }
       Accept();
     });
+  }
+
+  // The connection stays in the listen backlog; accepting again at once
+  // would fail the same way, so wait a little.
+  void RetryAccept(beast::error_code ec) {
+    if (LogRateLimited(++accept_failures)) {
+      LOG_WARN("API server: accept failed (%s, %d times so far); retrying", ec.message(),
+               accept_failures);
+    }
+    accept_retry.expires_after(kAcceptRetry);
+    accept_retry.async_wait([this](beast::error_code wait_ec) {
+      if (!wait_ec) Accept();
+    });
+  }
+
+  // Answers 503 and closes. The reply is a few hundred bytes on a fresh
+  // socket, so one non-blocking write sends it or the client is gone. With
+  // sendmsg, as the sessions write: the API filter has no sendto, which
+  // Asio's write_some of one buffer would use.
+  void Refuse(Local::socket socket) {
+    if (LogRateLimited(++refused)) {
+      LOG_WARN("API server: %d connections are open; refusing another (%d refused so far)",
+               connections, refused);
+    }
+    static const std::string reply = [] {
+      HttpResponse r = Fault(503, "too many open connections");
+      return absl::StrCat("HTTP/1.1 503 Service Unavailable\r\nServer: Ember\r\n",
+                          "Content-Type: application/json\r\nConnection: close\r\n",
+                          "Content-Length: ", r.body.size(), "\r\n\r\n", r.body);
+    }();
+    iovec iov{const_cast<char*>(reply.data()), reply.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    (void)sendmsg(socket.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    beast::error_code ignored;
+    socket.shutdown(Local::socket::shutdown_both, ignored);
   }
 };
 
@@ -127,13 +184,15 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_path,
                                                               size_t max_body,
-                                                              HttpHandler handler) {
+                                                              HttpHandler handler,
+                                                              size_t max_connections) {
   if (socket_path.empty() || socket_path.size() >= 108) {
     return absl::InvalidArgumentError(
         absl::StrCat("--api-sock '", socket_path, "' must be 1-107 characters"));
   }
   auto impl = std::make_unique<Impl>();
   impl->path = socket_path;
+  impl->max_connections = max_connections;
   beast::error_code ec;
   impl->acceptor.open(Local(), ec);
   if (!ec) impl->acceptor.bind(Local::endpoint(socket_path), ec);
@@ -164,6 +223,7 @@ HttpServer::~HttpServer() {
   asio::post(impl_->io, [impl = impl_.get()] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);
+    impl->accept_retry.cancel();
     impl->io.stop();
   });
   if (impl_->thread.joinable()) impl_->thread.join();

@@ -1,9 +1,11 @@
 // HTTP/1.1 on a Unix socket, served with Boost.Beast on its own thread (the
-// API thread): many connections at once, keep-alive and pipelining, a
-// timeout for clients that stall. Each complete request goes to one
-// handler, which returns the response; bodies over the limit are refused
-// before the handler sees them. (Beast is header-only, so Ember stays one
-// static binary; Debian's libmicrohttpd would drag in GnuTLS.)
+// API thread): many connections at once (up to a cap), keep-alive and
+// pipelining, a timeout for clients that stall. Each complete request goes
+// to one handler, which returns the response; bodies over the limit are
+// refused before the handler sees them. A failed accept (EMFILE: the
+// process is out of file descriptors) is retried after a pause, so the API
+// comes back once descriptors are free. (Beast is header-only, so Ember
+// stays one static binary; Debian's libmicrohttpd would drag in GnuTLS.)
 #pragma once
 
 #include <cstddef>
@@ -17,6 +19,10 @@ namespace ember::api {
 
 // Firecracker's default request body limit.
 inline constexpr size_t kDefaultMaxBody = 51200;
+// Connections open at once; one more is answered 503 and closed (as
+// Firecracker does past its 10), with a rate-limited log line. Bounds the
+// API's memory (each connection buffers up to a body) and descriptors.
+inline constexpr size_t kMaxConnections = 64;
 
 struct HttpRequest {
   std::string method;
@@ -37,8 +43,9 @@ HttpResponse Fault(int status, const std::string& message);
 class HttpServer {
  public:
   // Binds `socket_path` (which must not exist) and starts serving.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& socket_path,
-                                                           size_t max_body, HttpHandler handler);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
+      const std::string& socket_path, size_t max_body, HttpHandler handler,
+      size_t max_connections = kMaxConnections);
   // Stops the API thread and removes the socket.
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
