@@ -18,6 +18,8 @@
 
 #include <rapidjson/document.h>
 
+#include "src/common/json_reader.h"
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -71,8 +73,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   rapidjson::Document doc;
-  doc.Parse(res.body().c_str());
-  if (!doc.HasParseError() && doc.IsObject() && doc.HasMember("fault_message") &&
+  if (ember::ParseJsonObject(res.body(), &doc).ok() && doc.HasMember("fault_message") &&
       doc["fault_message"].IsString()) {
     return Fail(doc["fault_message"].GetString(), 1);
   }

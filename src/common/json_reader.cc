@@ -116,7 +116,7 @@ absl::Status CheckJsonDepth(absl::string_view text) {
 
 }  // namespace
 
-absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
+absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc) {
   if (absl::Status st = CheckJsonDepth(text); !st.ok()) return st;
   // Without kParseStopWhenDoneFlag, trailing bytes are an error too.
   doc->Parse(text.data(), text.size());
@@ -125,6 +125,11 @@ absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
         "malformed JSON at byte %d: %s", doc->GetErrorOffset(),
         rapidjson::GetParseError_En(doc->GetParseError())));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {
+  if (absl::Status st = ParseJson(text, doc); !st.ok()) return st;
   if (!doc->IsObject()) return absl::InvalidArgumentError("the JSON body must be an object");
   return absl::OkStatus();
 }

@@ -52,5 +52,7 @@ inline constexpr int kMaxJsonDepth = 64;
 // sees it ("JSON nested deeper than 64 levels"). The one entry point for
 // JSON from outside the process: use it rather than Document::Parse.
 absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
+// The same for a document of any type (the Uffd region list is an array).
+absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc);
 
 }  // namespace ember

@@ -22,6 +22,8 @@
 
 #include <rapidjson/document.h>
 
+#include "src/common/json_reader.h"
+
 namespace {
 
 struct Region {
@@ -76,7 +78,9 @@ int main(int argc, char** argv) {
   std::memcpy(&uffd, CMSG_DATA(cmsg), sizeof(uffd));
   json[n] = '\0';
   rapidjson::Document doc;
-  doc.Parse(json.data());
+  if (!ember::ParseJson(absl::string_view(json.data(), n), &doc).ok()) {
+    return Fail("bad region list");
+  }
   std::vector<Region> regions;
   std::printf("ember-uffd-handler: got the userfaultfd and %s\n", json.data());
   std::fflush(stdout);
