@@ -18,6 +18,12 @@ class FuzzInput {
 
   bool empty() const { return pos_ >= size_; }
   size_t remaining() const { return size_ - pos_; }
+  size_t position() const { return pos_; }
+  // The bytes [from, to) of this input as an input of their own.
+  FuzzInput Range(size_t from, size_t to) const {
+    to = std::min(to, size_);
+    return FuzzInput(data_ + std::min(from, to), to - std::min(from, to));
+  }
 
   uint8_t U8() { return Take<uint8_t>(); }
   uint16_t U16() { return Take<uint16_t>(); }

@@ -1,13 +1,15 @@
 // libFuzzer target: the snapshot state file as PUT /snapshot/load reads it:
 // DecodeSnapshot, then the configuration JSON it carries through the
-// config parser. The first byte picks how the rest becomes a file:
-//   0  the file itself;
-//   1  the payload, under a header with the right length and CRC-32 (so
-//      the section framing and every section decoder are reached);
-//   2  a valid snapshot (built here) with the rest as byte edits to its
-//      payload (offset, xor) and a cut, the CRC fixed;
-//   3  a valid snapshot whose configuration is one byte of the rest
-//      repeated up to a mebibyte, then the rest: deep nesting, long strings.
+// config parser. The first byte picks how the rest becomes a file (of
+// eight values):
+//   0-1  the file itself;
+//   2-4  the payload, under a header with the right length and CRC-32 (so
+//        the section framing and every section decoder are reached);
+//   5-6  a valid snapshot (built here) with the rest as byte edits to its
+//        payload (offset, xor) and a cut, the CRC fixed;
+//   7    a valid snapshot whose configuration is one byte of the rest
+//        repeated up to 255 KiB, then the rest: deep nesting (a recursive
+//        parser overflows its stack long before), long strings.
 // Checked beyond ASan and UBSan: a file that decodes re-encodes to a file
 // that decodes to the same bytes again.
 #include <cstring>
@@ -90,16 +92,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::vector<uint8_t>* sample =
       new std::vector<uint8_t>(snapshot::EncodeSnapshot(Sample()));
   FuzzInput in(data, size);
-  switch (in.U8() % 4) {
-    case 0:
+  switch (in.U8() % 8) {
+    case 0: case 1:
       Load(in.Rest());
       break;
-    case 1: {
+    case 2: case 3: case 4: {
       std::span<const uint8_t> rest = in.Rest();
       Load(Frame({rest.begin(), rest.end()}));
       break;
     }
-    case 2: {
+    case 5: case 6: {
       std::vector<uint8_t> payload(sample->begin() + kHeaderSize, sample->end());
       size_t cut = in.U16();
       if (cut < payload.size()) payload.resize(payload.size() - cut % 64);
@@ -110,10 +112,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Load(Frame(payload));
       break;
     }
-    case 3: {
+    case 7: {
       SnapshotState s = Sample();
       uint8_t fill = in.U8();
-      size_t count = size_t{in.U8()} * 4096;
+      size_t count = size_t{in.U8()} * 1024;
       std::span<const uint8_t> rest = in.Rest();
       s.config_json.assign(count, static_cast<char>(fill));
       s.config_json.append(rest.begin(), rest.end());

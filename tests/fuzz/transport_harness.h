@@ -3,8 +3,9 @@
 // writes of every width and offset (config space included), guest memory
 // written, descriptors and avail entries put where the registers say the
 // rings are, kicks, backend readiness, interrupt acknowledgements, the
-// proper init sequence, and the transport's snapshot state saved, encoded,
-// decoded and restored.
+// proper init sequence, the transport's snapshot state saved, encoded,
+// decoded and restored, and the last few ops repeated up to a thousand
+// times (a guest does in a loop what it did once).
 //
 // Besides what ASan and UBSan see, the harness checks what the transport
 // promises: its snapshot state encodes and decodes to itself and restores
@@ -115,6 +116,8 @@ class TransportHarness {
     std::span<uint8_t> high = *mem_.Slice(kRegion2, kRegion2Size);
     std::memset(high.data(), 0, high.size());
     log.Take();
+    starts_.clear();
+    steps_ = 0;
     for (int i = 0; i < kMaxOps && !in.empty(); i++) Step(in);
     // What the guest left in flight finishes or is dropped before the
     // next input's reset.
@@ -129,6 +132,8 @@ class TransportHarness {
 
  private:
   static constexpr int kMaxOps = 512;
+  static constexpr size_t kMaxRepeatedOps = 8;
+  static constexpr size_t kMaxSteps = 2000;  // repeats included, per input
 
   struct ShadowQueue {
     uint64_t desc = 0, avail = 0, used = 0;
@@ -195,8 +200,26 @@ class TransportHarness {
     if (Read(0x60, 4) & ~3u) Fail("interrupt status bits beyond used-buffer and config");
   }
 
+  // Runs the `ops` ops before this one again, `times` times.
+  void Repeat(FuzzInput& in, size_t ops, size_t times) {
+    if (repeating_ || starts_.size() < ops + 1) return;
+    FuzzInput again = in.Range(starts_[starts_.size() - 1 - ops], starts_.back());
+    repeating_ = true;
+    for (size_t i = 0; i < times && steps_ < kMaxSteps; i++) {
+      FuzzInput pass = again;
+      while (!pass.empty()) Step(pass);
+    }
+    repeating_ = false;
+  }
+
   void Step(FuzzInput& in) {
-    switch (in.U8() % 12) {
+    steps_++;
+    if (!repeating_) {
+      starts_.push_back(in.position());
+      if (starts_.size() > kMaxRepeatedOps + 1) starts_.erase(starts_.begin());
+    }
+    uint8_t op = in.U8();
+    switch (op >= 252 ? 12 : op % 12) {
       case 0: {  // register write: 4 bytes mostly, else 1, 2 or 8
         uint8_t how = in.U8();
         size_t width = (how & 3) ? 4 : size_t{1} << ((how >> 2) % 4);
@@ -309,6 +332,11 @@ class TransportHarness {
       case 11:
         if (extra_) extra_(in);
         break;
+      case 12: {  // the last few ops again, in a loop (op bytes 252-255)
+        size_t ops = 1 + in.U8() % kMaxRepeatedOps;
+        Repeat(in, ops, in.U16() % 1024);
+        break;
+      }
     }
     RunNotified();
     CheckRegisters();
@@ -318,6 +346,9 @@ class TransportHarness {
   std::unique_ptr<virtio::MmioTransport> transport_;
   std::unique_ptr<virtio::testing::MmioDriver> driver_;
   std::vector<uint32_t> notified_;
+  std::vector<size_t> starts_;  // where the last ops began in the input
+  bool repeating_ = false;
+  size_t steps_ = 0;
   ShadowQueue shadow_[kMaxQueues];
   uint32_t queue_sel_ = 0;
   ControlHook control_;
