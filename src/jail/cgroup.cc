@@ -67,9 +67,11 @@ absl::Status JoinV1(const JailerArgs& args, absl::string_view mounts, pid_t pid)
       return absl::NotFoundError(
           absl::StrCat("no cgroup v1 hierarchy has the '", controller, "' controller"));
     }
+    // clang 14 cannot capture a structured binding: a plain bool instead.
+    const bool cpuset = controller == "cpuset";
     RETURN_IF_ERROR(MakeCgroupPath(
         *mount, relative, [&](const std::string& parent, const std::string& path) {
-          if (controller != "cpuset") return absl::OkStatus();
+          if (!cpuset) return absl::OkStatus();
           // A new cpuset has no CPUs or memory nodes: inherit the parent's.
           for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
             ASSIGN_OR_RETURN(std::string v, ReadFile(parent + "/" + file));

@@ -222,11 +222,7 @@ absl::Status MmioTransport::RestoreState(const State& s) {
         "virtio device type %d with %d queues in the snapshot, type %d with %d here",
         s.device_type, s.queues.size(), device_->device_type(), queues_.size()));
   }
-  for (size_t i = 0; i < queues_.size(); i++) {
-    if (!queues_[i].RestoreState(s.queues[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("virtio queue ", i, ": bad size"));
-    }
-  }
+  for (size_t i = 0; i < queues_.size(); i++) queues_[i].RestoreState(s.queues[i]);
   const Registers& r = s.registers;
   status_ = r.status;
   device_features_sel_ = r.device_features_sel;

@@ -188,9 +188,6 @@ bool Queue::State::Decode(ByteReader& r) {
       !r.U16(&signalled_used)) {
     return false;
   }
-  if (size > kMaxQueueSize) {
-    return r.Fail(absl::StrFormat("virtio queue size %d is over %d", size, kMaxQueueSize));
-  }
   return true;
 }
 

@@ -80,18 +80,18 @@ class Queue {
     // Field by field, within MmioTransport::State's encoding (whose
     // version a change here bumps).
     void Encode(ByteWriter& w) const;
-    // False (and `r` says why) on a short input or a size over
-    // kMaxQueueSize; RestoreState checks the size against the queue.
+    // False (and `r` says why) on a short input; any size is read, and
+    // Validate checks it against the queue when the device is activated.
     bool Decode(ByteReader& r);
     friend bool operator==(const State&, const State&) = default;
   };
   State SaveState() const { return st_; }
-  // The size must fit this queue's maximum; Validate checks the rest.
-  bool RestoreState(const State& s) {
-    if (s.size == 0 || s.size > max_size_ || (s.size & (s.size - 1)) != 0) return false;
+  // Any size: a driver may leave any value in QueueNum of a queue it never
+  // enables, and a snapshot of that guest must load. Validate checks the
+  // size when the device is activated, on restore too.
+  void RestoreState(const State& s) {
     st_ = s;
     broken_ = false;
-    return true;
   }
 
   bool broken() const { return broken_; }

@@ -92,10 +92,16 @@ TEST(QueueState, RoundTrips) {
 TEST(QueueState, MalformedInputIsRefused) {
   ExpectEveryTruncationRefused(SampleQueue(0));
   ExpectGarbledInputHandled(SampleQueue(0));
-  Queue::State big = SampleQueue(0), out;
-  big.size = kMaxQueueSize + 1;
-  EXPECT_NE(Decode(Encode(big), &out).message().find("size 32769 is over 32768"),
-            std::string::npos);
+  // A driver may leave any QueueNum in a queue it never enables: it
+  // decodes (the device's activation checks the size), so the snapshot of
+  // such a guest still loads.
+  Queue::State odd = SampleQueue(0), out;
+  odd.ready = false;
+  for (uint16_t size : {0, 3, 0xffff}) {
+    odd.size = size;
+    EXPECT_TRUE(Decode(Encode(odd), &out).ok()) << size;
+    EXPECT_EQ(out, odd);
+  }
   std::vector<uint8_t> bytes = Encode(SampleQueue(0));
   bytes[27] = 3;  // event_idx
   EXPECT_NE(Decode(bytes, &out).message().find("not a bool"), std::string::npos);
