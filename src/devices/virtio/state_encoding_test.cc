@@ -5,49 +5,17 @@
 #include <vector>
 
 #include "src/common/byte_codec.h"
+#include "src/common/testing/state_testing.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/queue.h"
 
 namespace ember::virtio {
 namespace {
 
-template <typename T>
-std::vector<uint8_t> Encode(const T& s) {
-  ByteWriter w;
-  s.Encode(w);
-  return w.Take();
-}
-
-template <typename T>
-absl::Status Decode(std::span<const uint8_t> bytes, T* out) {
-  ByteReader r(bytes);
-  out->Decode(r);
-  return r.Finish("state");
-}
-
-template <typename T>
-void ExpectEveryTruncationRefused(const T& s) {
-  std::vector<uint8_t> bytes = Encode(s);
-  for (size_t n = 0; n < bytes.size(); n++) {
-    T out{};
-    ByteReader r(std::span(bytes.data(), n));
-    EXPECT_FALSE(out.Decode(r)) << n;
-    EXPECT_NE(r.Finish("state").message().find("truncated"), std::string::npos) << n;
-  }
-}
-
-template <typename T>
-void ExpectGarbledInputHandled(const T& s) {
-  std::vector<uint8_t> bytes = Encode(s);
-  for (size_t i = 0; i < bytes.size(); i++) {
-    for (int v : {0, 1, 2, 0x7f, 0xff}) {
-      std::vector<uint8_t> bad = bytes;
-      bad[i] = static_cast<uint8_t>(v);
-      T out{};
-      (void)Decode(bad, &out);
-    }
-  }
-}
+using ember::testing::Decode;
+using ember::testing::Encode;
+using ember::testing::ExpectEveryTruncationRefused;
+using ember::testing::ExpectGarbledInputHandled;
 
 Queue::State SampleQueue(uint16_t k) {
   Queue::State s;
