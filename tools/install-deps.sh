@@ -13,7 +13,7 @@ packages=(
   # guest kernel (resources/kernels/build.sh)
   linux-source-6.1 flex bison bc libelf-dev libssl-dev xz-utils lz4
   # guest root file system (resources/rootfs/build.sh)
-  e2fsprogs
+  e2fsprogs busybox-static
   # integration tests
   python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
   # side-by-side benchmarks (tools/devtool bench): the peer and the charts

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Builds the guest's root file systems: an uncompressed initramfs (cpio) and
-# an ext4 image, each holding /init (init.c) and /dev/console. Neither needs
-# root privileges or a mount: the cpio comes from the kernel's gen_init_cpio
-# and the ext4 image from mke2fs -d, with debugfs adding the device node.
+# Builds the guest's root file systems, without root privileges or a mount
+# (gen_init_cpio from the kernel tree, mke2fs -d, debugfs for the device node):
 #
-#   resources/rootfs/build.sh OUT_DIR     writes OUT_DIR/{initramfs.cpio,rootfs.ext4}
+#   initramfs.cpio          uncompressed: the project's init (init.c) as /init,
+#                           /dev/console and /dev/mem. Small on purpose: on PVM
+#                           hosts the kernel unpacks an initramfs at emulated
+#                           speed (Debian's 2 MB busybox adds about 30 s of
+#                           guest time to every boot that uses it).
+#   initramfs-busybox.cpio  the same plus Debian's static busybox as
+#                           /bin/busybox with a link for each applet, and
+#                           /etc/ember/shell.sh (init's "ember_shell" mode).
+#   rootfs.ext4             the init as /init and /sbin/init, busybox and the
+#                           shell as above: the fast way to user space (pages
+#                           come over virtio-blk as they are needed).
+#
+#   resources/rootfs/build.sh OUT_DIR     writes the three into OUT_DIR
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,6 +22,16 @@ out=${1:?usage: build.sh OUT_DIR}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+busybox=/bin/busybox
+# Debian's busybox-static; the dynamic busybox package installs the same path.
+if ! "$busybox" --list-full >/dev/null 2>&1 || readelf -l "$busybox" | grep -q INTERP; then
+  echo "build.sh: $busybox missing or not static; install busybox-static (tools/install-deps.sh)" >&2
+  exit 1
+fi
+# Applet links, relative to /, except the two places the project's init holds
+# (/sbin/init, and /linuxrc, which nothing needs).
+applets=$("$busybox" --list-full | grep -vxE 'sbin/init|linuxrc' | sort)
 
 gcc -static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie -O2 \
   -o "$work/init" "$here/init.c"
@@ -31,9 +51,36 @@ LIST
 "$work/gen_init_cpio" "$work/cpio.list" > "$out/initramfs.cpio.tmp"
 mv "$out/initramfs.cpio.tmp" "$out/initramfs.cpio"
 
-mkdir -p "$work/root"/{dev,proc,sys,root,sbin}
+cat >> "$work/cpio.list" <<LIST
+dir /tmp 1777 0 0
+dir /run 0755 0 0
+dir /mnt 0755 0 0
+dir /bin 0755 0 0
+dir /sbin 0755 0 0
+dir /usr 0755 0 0
+dir /usr/bin 0755 0 0
+dir /usr/sbin 0755 0 0
+dir /etc 0755 0 0
+dir /etc/ember 0755 0 0
+file /sbin/init $work/init 0755 0 0
+file /bin/busybox $busybox 0755 0 0
+file /etc/ember/shell.sh $here/shell.sh 0755 0 0
+LIST
+for a in $applets; do
+  [ "$a" = bin/busybox ] || echo "slink /$a /bin/busybox 0777 0 0" >> "$work/cpio.list"
+done
+"$work/gen_init_cpio" "$work/cpio.list" > "$out/initramfs-busybox.cpio.tmp"
+mv "$out/initramfs-busybox.cpio.tmp" "$out/initramfs-busybox.cpio"
+
+mkdir -p "$work/root"/{dev,proc,sys,root,tmp,run,mnt,bin,sbin,usr/bin,usr/sbin,etc/ember}
+chmod 1777 "$work/root/tmp"
 cp "$work/init" "$work/root/init"
 cp "$work/init" "$work/root/sbin/init"
+cp "$busybox" "$work/root/bin/busybox"
+install -m 0755 "$here/shell.sh" "$work/root/etc/ember/shell.sh"
+for a in $applets; do
+  [ "$a" = bin/busybox ] || ln -s /bin/busybox "$work/root/$a"
+done
 rm -f "$out/rootfs.ext4.tmp"
 mke2fs -q -t ext4 -L ember-root -d "$work/root" "$out/rootfs.ext4.tmp" 32M >/dev/null
 printf "cd /dev\nmknod console c 5 1\n" | debugfs -w -f - "$out/rootfs.ext4.tmp" >/dev/null 2>&1

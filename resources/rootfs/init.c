@@ -4,8 +4,11 @@
 // which ends the VMM with exit code 0. Booted with "ember_idle" on the kernel
 // command line (the kernel passes unknown words to init as arguments), it
 // makes no system call at all and loops, keeping the kernel alive and
-// serving interrupts: on PVM hosts, guest user space cannot make system
-// calls (shared/PLATFORM.md), so that is the only init that lives there.
+// serving interrupts (on PVM hosts a guest kernel without the "pvmuser" boot
+// option cannot take user-space system calls, shared/PLATFORM.md). Booted
+// with "ember_shell", it does what it does by default up to the reboot and
+// then execs /bin/sh /etc/ember/shell.sh, which runs commands sent over the
+// serial console (the marker protocol described in that script).
 #include <fcntl.h>
 #include <linux/reboot.h>
 #include <sys/mman.h>
@@ -47,16 +50,26 @@ static int streq(const char* a, const char* b) {
 
 static const char kHello[] = "ember-init: hello from user space\n";
 
+static const char kNoShell[] = "ember-init: cannot exec /bin/sh /etc/ember/shell.sh\n";
+
 __attribute__((noreturn)) void start_c(long* sp) {
   long argc = sp[0];
   char** argv = (char**)(sp + 1);
+  char** envp = argv + argc + 1;
+  int shell = 0;
   for (long i = 1; i < argc; i++) {
     if (streq(argv[i], "ember_idle")) {
       for (;;) __asm__ volatile("pause");
     }
+    if (streq(argv[i], "ember_shell")) shell = 1;
   }
   signal_boot_complete();
   sys3(SYS_write, 1, (long)kHello, sizeof(kHello) - 1);
+  if (shell) {
+    static const char* const sh_argv[] = {"sh", "/etc/ember/shell.sh", 0};
+    sys3(SYS_execve, (long)"/bin/sh", (long)sh_argv, (long)envp);
+    sys3(SYS_write, 1, (long)kNoShell, sizeof(kNoShell) - 1);
+  }
   sys3(SYS_sync, 0, 0, 0);
   for (;;) {
     long args[4] = {LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_RESTART, 0};

@@ -1,0 +1,141 @@
+"""Runs commands inside a guest over its serial console.
+
+The guest's init, booted with "ember_shell" on the kernel command line, execs
+/etc/ember/shell.sh (resources/rootfs/shell.sh), which speaks this protocol:
+
+    guest: EMBER-SHELL-READY
+    host:  <id> <base64 of a shell script>\\n
+    guest: EMBER-BEGIN <id>\\n<output>\\nEMBER-END <id> <status>\\n
+
+GuestShell starts ember with its stdin on a pipe (the serial input) and its
+stdout (the console) in a file, and turns each exchange into (status,
+output). Boot one guest and share it between checks: a boot costs tens of
+seconds on PVM hosts.
+"""
+
+import base64
+import json
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from conftest import BOOT_TIMEOUT_S, is_pvm_host
+
+READY = "EMBER-SHELL-READY"
+# The VMM keeps at most 4 KiB of unread serial input; stay well below.
+MAX_LINE = 3000
+
+
+def shell_boot_args(base="console=ttyS0 reboot=k panic=1 pci=off"):
+    """The kernel command line for init's shell mode. On PVM hosts the guest
+    kernel needs "pvmuser" to take system calls from user space; once Ember
+    adds it there itself, adding it here too is harmless."""
+    args = f"{base} ember_shell"
+    if is_pvm_host():
+        args += " pvmuser"
+    return args
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+class GuestShell:
+    def __init__(self, ember, workdir, config, args=()):
+        self.workdir = Path(workdir)
+        path = self.workdir / "vm.json"
+        path.write_text(json.dumps(config))
+        self.console_path = self.workdir / "console.out"
+        self.log_path = self.workdir / "ember.log"
+        self._out = open(self.console_path, "wb")
+        self._err = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(ember), "--no-api", "--config-file", str(path), *args],
+            cwd=workdir, stdin=subprocess.PIPE, stdout=self._out, stderr=self._err)
+        self._pos = 0  # console offset up to which exchanges have been parsed
+
+    def console(self):
+        return self.console_path.read_bytes().decode(errors="replace")
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_for(self, pattern, timeout):
+        """Waits until `pattern` (a compiled bytes regex) matches the console
+        after the current position; returns the match and the console."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.console_path.read_bytes()
+            m = pattern.search(data, self._pos)
+            if m:
+                return m, data
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                why = "ember exited" if self.proc.poll() is not None else "timeout"
+                raise CommandFailed(f"{why} waiting for {pattern.pattern!r}\n--- log ---\n"
+                                    f"{self.log()}\n--- console tail ---\n"
+                                    f"{data[-3000:].decode(errors='replace')}")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout=BOOT_TIMEOUT_S):
+        m, _ = self._wait_for(re.compile(re.escape(READY.encode()) + b"\n"), timeout)
+        self._pos = m.end()
+
+    def run(self, script, timeout=120):
+        """Runs `script` (sh syntax, several lines allowed) in the guest;
+        returns (exit status, output as bytes, stdout and stderr together)."""
+        cid = uuid.uuid4().hex[:12]
+        line = f"{cid} {base64.b64encode(script.encode()).decode()}\n".encode()
+        if len(line) > MAX_LINE:
+            raise ValueError(f"command of {len(line)} bytes: send large data in pieces")
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+        begin = f"EMBER-BEGIN {cid}\n".encode()
+        end = re.compile(b"\nEMBER-END " + cid.encode() + b" (\\d+)\n")
+        m, data = self._wait_for(end, timeout)
+        start = data.find(begin, self._pos)
+        assert 0 <= start < m.start() + 1, "EMBER-BEGIN missing"
+        output = data[start + len(begin):m.start()]
+        self._pos = m.end()
+        return int(m.group(1)), output
+
+    def check(self, script, timeout=120):
+        """Runs `script`; returns its output as text, fails unless it exits 0."""
+        status, output = self.run(script, timeout)
+        if status != 0:
+            raise CommandFailed(f"{script!r} exited {status}:\n{output.decode(errors='replace')}")
+        return output.decode(errors="replace")
+
+    def write_file(self, path, data, chunk=1500):
+        """Writes bytes to `path` in the guest, in pieces that fit a line."""
+        self.check(f": > {path}")
+        for i in range(0, len(data), chunk):
+            b64 = base64.b64encode(data[i:i + chunk]).decode()
+            # A here-document, not a pipe: on PVM hosts two processes
+            # running at once can corrupt a freshly exec'd one.
+            self.check(f"base64 -d >> {path} <<EOF\n{b64}\nEOF")
+
+    def shutdown(self, timeout=120):
+        """Reboots the guest (Ember exits 0) and returns Ember's exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(f"{uuid.uuid4().hex[:12]} "
+                                      f"{base64.b64encode(b'sync; reboot -f').decode()}\n".encode())
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.close()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self._out, self._err):
+            try:
+                f.close()
+            except (BrokenPipeError, OSError):
+                pass

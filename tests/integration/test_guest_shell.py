@@ -1,0 +1,80 @@
+"""Guest user space through init's shell mode (resources/rootfs/shell.sh):
+one boot, several commands over the serial console, each checked by its
+output and exit status. On PVM hosts the guest kernel needs "pvmuser"
+(shell_boot_args adds it). The root file system is rootfs.ext4 on
+virtio-blk: it reaches user space much sooner there than
+initramfs-busybox.cpio, which the kernel unpacks at emulated speed."""
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import EXIT_OK, boot_config, is_pvm_host
+from guest_shell import GuestShell, shell_boot_args
+
+
+def test_shell_runs_commands(ember, guest, tmp_path):
+    # One check function, so that pytest-xdist does not boot the guest twice.
+    root = tmp_path / "rootfs.ext4"
+    shutil.copy(guest["rootfs.ext4"], root)
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(root),
+                         "is_root_device": True, "is_read_only": False}]
+    shell = GuestShell(ember, tmp_path, config)
+    try:
+        shell.wait_ready()
+        assert "ember-init: hello from user space" in shell.console()
+
+        # The protocol: stdout and stderr together, the exit status, stdin empty.
+        status, output = shell.run("echo out; echo err >&2; cat; exit 3")
+        assert (status, output) == (3, b"out\nerr\n")
+        status, output = shell.run("printf 'no newline'")
+        assert (status, output) == (0, b"no newline")
+
+        # fork + exec of busybox applets, redirections, command substitution,
+        # an exit status through sh -c: one process running at a time.
+        assert shell.check("uname -s; uname -m") == "Linux\nx86_64\n"
+        assert shell.check("echo one > /tmp/f; echo two >> /tmp/f; wc -l < /tmp/f") == "2\n"
+        assert shell.check('echo "n=$(wc -l < /tmp/f)"') == "n=2\n"
+        assert shell.check("cat /proc/self/status > /tmp/s; grep -c '^Pid:' /tmp/s") == "1\n"
+        assert shell.check("sh -c 'exit 7'; echo $?") == "7\n"
+        assert shell.check("cat /proc/cmdline").count("ember_shell") == 1
+        # The root drive is writable and the write reaches it.
+        assert shell.check("echo kept > /root/kept; sync; cat /root/kept") == "kept\n"
+
+        # A file written through the protocol in pieces comes back unchanged.
+        data = bytes(range(256)) * 20
+        shell.write_file("/tmp/blob", data)
+        assert shell.check("wc -c < /tmp/blob") == f"{len(data)}\n"
+        assert shell.check("md5sum /tmp/blob").split()[0] == hashlib.md5(data).hexdigest()
+
+        # Pipelines: their programs run at the same time. On PVM hosts a
+        # freshly exec'd process beside another one sometimes finds its
+        # memory corrupted (shared/PLATFORM.md, issue 13), so there they may
+        # fail now and then; everywhere else they must not.
+        size = shell.check("wc -c < /etc/ember/shell.sh")
+        pipelines = {
+            "echo a b c | tr ' ' '\\n' | sort -r": "c\nb\na\n",
+            "cat /etc/ember/shell.sh | cat | wc -c": size,
+            "ls /bin > /tmp/l; ls /bin | wc -l": None,
+        }
+        failed = []
+        for script, want in pipelines.items():
+            status, output = shell.run(script)
+            text = output.decode(errors="replace")
+            if want is None:
+                want = shell.check("wc -l < /tmp/l")
+            if (status, text) != (0, want):
+                failed.append(f"{script!r}: status {status}, {text!r} (want {want!r})")
+
+        assert shell.shutdown() == EXIT_OK, shell.log()
+        kept = subprocess.run(["debugfs", "-R", "cat /root/kept", str(root)],
+                              capture_output=True, check=True).stdout
+        assert kept == b"kept\n", "the guest's write is in the image"
+        if failed and is_pvm_host():
+            pytest.xfail("overlapping processes on PVM: " + "; ".join(failed))
+        assert not failed, failed
+    finally:
+        shell.close()
