@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -11,6 +12,19 @@
 #include "src/common/byte_codec.h"
 
 namespace ember::testing {
+
+// Distinct non-zero bytes in every byte of `v`, different for each `seed`
+// (for the KVM structs a State carries as sized blobs).
+template <typename T>
+void Fill(T* v, uint8_t seed) {
+  auto* p = reinterpret_cast<uint8_t*>(v);
+  for (size_t i = 0; i < sizeof(T); i++) p[i] = static_cast<uint8_t>((seed * 31 + i) % 255 + 1);
+}
+
+template <typename T>
+bool SameBytes(const T& a, const T& b) {
+  return std::memcmp(&a, &b, sizeof(T)) == 0;
+}
 
 template <typename T>
 std::vector<uint8_t> Encode(const T& s) {

@@ -1,4 +1,5 @@
 #include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/backend_loop.h"
 
 #include <gtest/gtest.h>
 #include <sys/epoll.h>
@@ -175,22 +176,6 @@ class EventFdDevice : public VirtioDevice {
   std::span<Queue> queues_;
 };
 
-// How many times a level-triggered epoll loop over `fd` wakes, handing
-// each wakeup to `transport`, in up to `rounds` waits of no time (the VMM
-// loop would go round forever).
-int Wakeups(int fd, MmioTransport& transport, int rounds = 1000) {
-  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
-  epoll_event ev = {};
-  ev.events = EPOLLIN;
-  EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev), 0);
-  int wakeups = 0;
-  for (int i = 0; i < rounds; i++) {
-    if (epoll_wait(ep.get(), &ev, 1, 0) != 1) break;
-    wakeups++;
-    transport.NotifyBackend(ev.events);
-  }
-  return wakeups;
-}
 
 class MmioTransportBackendTest : public ::testing::Test {
  protected:
@@ -212,7 +197,7 @@ class MmioTransportBackendTest : public ::testing::Test {
 TEST_F(MmioTransportBackendTest, ServesTheBackendOfAnActiveDevice) {
   ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
   device_->Complete();
-  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  EXPECT_EQ(testing::BackendWakeups(*transport_), 1);
   EXPECT_EQ(device_->processed, 1);
 }
 
@@ -224,7 +209,7 @@ TEST_F(MmioTransportBackendTest, ABrokenQueueCannotMakeTheLoopSpin) {
   driver_->Kick(0);
   ASSERT_TRUE(driver_->Read(0x70) & kStatusNeedsReset);
   device_->Complete();  // I/O that was in flight completes
-  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1) << "the readiness is consumed";
+  EXPECT_EQ(testing::BackendWakeups(*transport_), 1) << "the readiness is consumed";
   EXPECT_EQ(device_->processed, 0) << "a device that needs reset is not served";
 }
 
@@ -232,9 +217,9 @@ TEST_F(MmioTransportBackendTest, AResetCannotMakeTheLoopSpin) {
   ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
   device_->Complete();
   driver_->Write(0x70, 0);  // reset with the completion unread
-  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  EXPECT_EQ(testing::BackendWakeups(*transport_), 1);
   device_->Complete();  // and before the driver ever sets DRIVER_OK again
-  EXPECT_EQ(Wakeups(device_->backend_fd(), *transport_), 1);
+  EXPECT_EQ(testing::BackendWakeups(*transport_), 1);
   EXPECT_EQ(device_->processed, 0);
 }
 

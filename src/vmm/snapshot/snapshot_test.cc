@@ -8,21 +8,14 @@
 #include <cstring>
 #include <functional>
 
+#include "src/common/testing/state_testing.h"
 #include "src/vmm/snapshot/state_file.h"
 
 namespace ember::snapshot {
 namespace {
 
-template <typename T>
-void Fill(T* v, uint8_t seed) {
-  auto* p = reinterpret_cast<uint8_t*>(v);
-  for (size_t i = 0; i < sizeof(T); i++) p[i] = static_cast<uint8_t>((seed * 31 + i) % 255 + 1);
-}
-
-template <typename T>
-bool SameBytes(const T& a, const T& b) {
-  return std::memcmp(&a, &b, sizeof(T)) == 0;
-}
+using ::ember::testing::Fill;
+using ::ember::testing::SameBytes;
 
 VcpuState SampleVcpu(uint8_t seed, bool xsave) {
   VcpuState v;

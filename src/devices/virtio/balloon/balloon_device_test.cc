@@ -6,6 +6,7 @@
 #include <sys/timerfd.h>
 
 #include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/backend_loop.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
 
 namespace ember::virtio::balloon {
@@ -14,22 +15,7 @@ namespace {
 constexpr uint64_t kPfnList = 0x80000;
 constexpr uint64_t kStats = 0x90000;
 
-// How many times a level-triggered epoll loop over the device's backend fd
-// wakes, handing each wakeup to the transport as the VMM loop does, in up
-// to `rounds` waits of no time (the VMM loop would go round forever).
-int BackendWakeups(MmioTransport& transport, int rounds = 1000) {
-  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
-  epoll_event ev = {};
-  ev.events = transport.device().backend_events();
-  EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, transport.device().backend_fd(), &ev), 0);
-  int wakeups = 0;
-  for (int i = 0; i < rounds; i++) {
-    if (epoll_wait(ep.get(), &ev, 1, 0) != 1) break;
-    wakeups++;
-    transport.NotifyBackend(ev.events);
-  }
-  return wakeups;
-}
+using testing::BackendWakeups;
 
 bool TimerArmed(const BalloonDevice& device) {
   itimerspec now = {};

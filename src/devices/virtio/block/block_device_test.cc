@@ -15,6 +15,7 @@
 
 #include "src/devices/virtio/block/request.h"
 #include "src/devices/virtio/mmio_transport.h"
+#include "src/devices/virtio/testing/backend_loop.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
 #include "src/common/testing/test_images.h"
 
@@ -253,23 +254,6 @@ class AsyncBlockDeviceTest : public BlockDeviceTest {
     driver_->queue(0).Add({{kHeader, 16, false}, {kData, 512, true}, {kStatus, 1, true}});
   }
 
-  // Turns the VMM loop `rounds` times (1 ms each) over the device's fd,
-  // registered as the device manager does, and counts the wake-ups.
-  int LoopWakeups(int rounds) {
-    UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
-    epoll_event ev = {};
-    ev.events = device_->backend_events();
-    EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, device_->backend_fd(), &ev), 0);
-    int wakeups = 0;
-    for (int i = 0; i < rounds; i++) {
-      if (epoll_wait(ep.get(), &ev, 1, 1) == 1) {
-        wakeups++;
-        transport_->NotifyBackend(ev.events);
-      }
-    }
-    return wakeups;
-  }
-
   bool EventFdReady(int timeout_ms) {
     pollfd p = {device_->backend_fd(), POLLIN, 0};
     return poll(&p, 1, timeout_ms) == 1;
@@ -283,7 +267,7 @@ TEST_P(AsyncBlockDeviceTest, ResetWithARequestInFlightLeavesTheLoopQuiet) {
   driver_->Kick(0);  // submitted; its completion is not reaped yet
   driver_->Write(0x70, 0);  // the driver resets the device
   EXPECT_FALSE(EventFdReady(0)) << "the reset leaves nothing for the VMM loop";
-  EXPECT_LE(LoopWakeups(50), 1);
+  EXPECT_LE(testing::BackendWakeups(*transport_, 50, 1), 1);
   ASSERT_TRUE(driver_->Init(~0ull, 64) & kStatusDriverOk);
   EXPECT_FALSE(driver_->queue(0).PopUsed()) << "the old request is not answered";
   EXPECT_EQ(Submit(kRequestIn, 2, {{kData, 512, true}}).first, kStatusOk);
@@ -300,7 +284,7 @@ TEST_P(AsyncBlockDeviceTest, BrokenQueueWithARequestInFlightDoesNotSpinTheLoop) 
   driver_->Kick(0);
   ASSERT_TRUE(transport_->status() & kStatusNeedsReset);
   ASSERT_TRUE(EventFdReady(1000)) << "the read completed";
-  EXPECT_LE(LoopWakeups(50), 1);
+  EXPECT_LE(testing::BackendWakeups(*transport_, 50, 1), 1);
   ASSERT_TRUE(driver_->Init(~0ull, 64) & kStatusDriverOk);
   EXPECT_FALSE(EventFdReady(0));
   EXPECT_EQ(Submit(kRequestIn, 3, {{kData, 512, true}}).first, kStatusOk);
