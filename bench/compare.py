@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KVM_RUN = "0xae80"
 BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
 # What Ember adds by itself on PVM hosts (src/vmm/host.h); QEMU gets the same.
-PVM_ARGS = "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest"
+PVM_ARGS = "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest pvmuser"
 MEM_MIB = 128
 
 

@@ -8,11 +8,13 @@
 #                           speed (Debian's 2 MB busybox adds about 30 s of
 #                           guest time to every boot that uses it).
 #   initramfs-busybox.cpio  the same plus Debian's static busybox as
-#                           /bin/busybox with a link for each applet, and
-#                           /etc/ember/shell.sh (init's "ember_shell" mode).
-#   rootfs.ext4             the init as /init and /sbin/init, busybox and the
-#                           shell as above: the fast way to user space (pages
-#                           come over virtio-blk as they are needed).
+#                           /bin/busybox with a link for each applet, busybox
+#                           init's /etc/inittab with /etc/ember/{rcS,shell.sh}
+#                           (init's "ember_shell" and "ember_demo" modes), and
+#                           /usr/bin/ember-usercheck (usercheck.c, static).
+#   rootfs.ext4             the init as /init and /sbin/init, and the rest as
+#                           above: the fast way to user space (pages come over
+#                           virtio-blk as they are needed).
 #
 #   resources/rootfs/build.sh OUT_DIR     writes the three into OUT_DIR
 set -euo pipefail
@@ -35,6 +37,7 @@ applets=$("$busybox" --list-full | grep -vxE 'sbin/init|linuxrc' | sort)
 
 gcc -static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie -O2 \
   -o "$work/init" "$here/init.c"
+gcc -static -O2 -Wall -pthread -o "$work/ember-usercheck" "$here/usercheck.c"
 
 # gen_init_cpio is one C file in the kernel tree; build it from Debian's copy.
 tar -xJf /usr/src/linux-source-6.1.tar.xz -C "$work" linux-source-6.1/usr/gen_init_cpio.c
@@ -64,7 +67,10 @@ dir /etc 0755 0 0
 dir /etc/ember 0755 0 0
 file /sbin/init $work/init 0755 0 0
 file /bin/busybox $busybox 0755 0 0
+file /etc/inittab $here/inittab 0644 0 0
+file /etc/ember/rcS $here/rcS 0755 0 0
 file /etc/ember/shell.sh $here/shell.sh 0755 0 0
+file /usr/bin/ember-usercheck $work/ember-usercheck 0755 0 0
 LIST
 for a in $applets; do
   [ "$a" = bin/busybox ] || echo "slink /$a /bin/busybox 0777 0 0" >> "$work/cpio.list"
@@ -77,7 +83,9 @@ chmod 1777 "$work/root/tmp"
 cp "$work/init" "$work/root/init"
 cp "$work/init" "$work/root/sbin/init"
 cp "$busybox" "$work/root/bin/busybox"
-install -m 0755 "$here/shell.sh" "$work/root/etc/ember/shell.sh"
+install -m 0644 "$here/inittab" "$work/root/etc/inittab"
+install -m 0755 "$here/rcS" "$here/shell.sh" "$work/root/etc/ember/"
+install -m 0755 "$work/ember-usercheck" "$work/root/usr/bin/"
 for a in $applets; do
   [ "$a" = bin/busybox ] || ln -s /bin/busybox "$work/root/$a"
 done

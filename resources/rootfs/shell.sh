@@ -1,7 +1,9 @@
 #!/bin/sh
-# Ember's guest command shell: init execs it (/bin/sh /etc/ember/shell.sh) when
-# the kernel command line has "ember_shell". It runs as PID 1 and lets a test
-# run commands in the guest over the serial console:
+# The console program of Ember's guests, started by busybox init
+# (resources/rootfs/inittab) after rcS. With "ember_demo" on the kernel
+# command line it shows what the guest runs and shuts down cleanly;
+# otherwise ("ember_shell") it lets a test run commands over the serial
+# console:
 #
 #   guest: EMBER-SHELL-READY                      (once, when it reads input)
 #   host:  <id> <base64 of a shell script>\n      (one line, after READY or
@@ -16,34 +18,32 @@
 # directory as its working directory. The guest adds the newline before
 # EMBER-END: the output is what lies between "EMBER-BEGIN <id>\n" and
 # "\nEMBER-END <id> ". The console is raw (no echo, no signals from control
-# characters, no \n -> \r\n), so the output arrives unchanged. Kernel
-# messages go to the console only at loglevel 1 (emergencies), unless the
-# kernel command line has "ember_verbose". A line longer than the VMM's
-# serial input buffer (4 KiB) is lost: send larger data in pieces.
-# A line that is not valid base64 ends with status 254. On PVM hosts a
-# pipeline whose programs run at the same time may fail now and then
-# (shared/PLATFORM.md); a sequence of commands is safe.
-# To end the microVM: a command "reboot -f" (Ember exits with 0).
+# characters, no \n -> \r\n), so the output arrives unchanged. A line
+# longer than the VMM's serial input buffer (4 KiB) is lost: send larger
+# data in pieces. A line that is not valid base64 ends with status 254. On
+# PVM hosts a pipeline whose programs run at the same time may fail now and
+# then (shared/PLATFORM.md); a sequence of commands is safe.
+# To end the microVM: "reboot" (a clean shutdown through init) or
+# "reboot -f" (at once); either way Ember exits with 0.
 
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=dumb
 cd /
 
-# /proc first, with an explicit path: busybox runs its applets through
-# /proc/self/exe.
-/bin/busybox mount -t proc proc /proc
-[ -e /sys/kernel ] || mount -t sysfs sysfs /sys
-[ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-hostname ember
-ip link set lo up 2>/dev/null
-
 case " $(cat /proc/cmdline) " in
-  *" ember_verbose "*) ;;
-  *) dmesg -n 1 ;;
+  *" ember_demo "*)
+    # No pipelines: one process at a time (see above).
+    set -- /proc/[0-9]*
+    mounts=
+    while read -r _ dir _; do mounts="$mounts $dir"; done < /proc/mounts
+    echo "ember-demo: $(uname -sr) $(uname -m), $(grep -c ^processor /proc/cpuinfo) vCPU," \
+      "$(grep MemTotal /proc/meminfo)"
+    echo "ember-demo: $# processes; mounted:$mounts"
+    /usr/bin/ember-usercheck
+    read -r up _ < /proc/uptime
+    echo "ember-demo: up $up s; shutting down"
+    reboot
+    exit 0
+    ;;
 esac
 
 stty -echo -icanon -isig -iexten -ixon -icrnl -onlcr min 1 time 0 2>/dev/null

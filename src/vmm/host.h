@@ -10,10 +10,13 @@ namespace ember {
 
 // Kernel options a guest needs on a PVM host (KVM's software hypervisor,
 // shared/PLATFORM.md): the emulator lacks XSAVE, POPCNT, CMPXCHG16B and
-// CLAC/STAC, and cannot emulate the INT3 of the kernel's self-test
-// (noint3selftest comes from resources/kernels/patches).
+// CLAC/STAC, and cannot emulate the INT3 of the kernel's self-test. The
+// last two come from Ember's kernel patches (resources/kernels/patches):
+// noint3selftest skips that self-test, and pvmuser lets user space make
+// system calls (PVM delivers them as page faults) and skips the fwait the
+// emulator stops on.
 inline constexpr char kPvmGuestArgs[] =
-    "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest";
+    "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest pvmuser";
 
 // Whether this CPU has VMX or SVM (CPUID).
 bool CpuHasHardwareVirtualization();

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 namespace ember {
 namespace {
 
@@ -23,6 +26,16 @@ TEST(HostTest, AddsPvmArgsOnlyOnPvmAndOnlyOnce) {
   EXPECT_EQ(once, std::string("console=ttyS0 ") + kPvmGuestArgs);
   EXPECT_EQ(AddHostBootArgs(once, true), once);
   EXPECT_EQ(AddHostBootArgs("", true), kPvmGuestArgs);
+}
+
+// The guest-kernel patches' options change the guest's behaviour: only a
+// PVM host may get them, and a guest that asked for them itself keeps them.
+TEST(HostTest, GuestPatchOptionsOnlyOnPvm) {
+  for (const char* option : {"pvmuser", "noint3selftest"}) {
+    EXPECT_FALSE(absl::StrContains(AddHostBootArgs("console=ttyS0 ro", false), option));
+    EXPECT_TRUE(absl::StrContains(AddHostBootArgs("console=ttyS0 ro", true), option));
+    EXPECT_EQ(AddHostBootArgs(absl::StrCat("a ", option), false), absl::StrCat("a ", option));
+  }
 }
 
 TEST(HostTest, KnowsHostMemory) {

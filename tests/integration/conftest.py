@@ -141,6 +141,36 @@ def microvms():
         vm.kill()
 
 
+def http_request(sock, method, path, body=None, raw=None):
+    """One request to the API on Unix socket `sock`, with curl as a
+    Firecracker client would send it; returns (status, parsed JSON or None).
+    Raises ConnectionError when nothing answers."""
+    cmd = ["curl", "-s", "--unix-socket", str(sock), "-X", method, "-w", "\n%{http_code}",
+           f"http://localhost{path}"]
+    if body is not None or raw is not None:
+        cmd += ["-H", "Content-Type: application/json", "--data-binary",
+                raw if raw is not None else json.dumps(body)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    text, status = out.rsplit("\n", 1)
+    if status == "000":
+        raise ConnectionError(out)
+    return int(status), (json.loads(text) if text else None)
+
+
+def wait_for_api(sock, proc, timeout=10):
+    """Waits until the API on `sock` answers GET /."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            http_request(sock, "GET", "/")
+            return
+        except (ConnectionError, FileNotFoundError, subprocess.CalledProcessError):
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    raise AssertionError(f"the API socket {sock} never answered")
+
+
 def boot_config(kernel, initrd=None, vcpus=1, mem_mib=128,
                 boot_args="console=ttyS0 reboot=k panic=1 pci=off"):
     boot = {"kernel_image_path": str(kernel), "boot_args": boot_args}

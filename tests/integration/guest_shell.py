@@ -10,7 +10,9 @@ The guest's init, booted with "ember_shell" on the kernel command line, execs
 GuestShell starts ember with its stdin on a pipe (the serial input) and its
 stdout (the console) in a file, and turns each exchange into (status,
 output). Boot one guest and share it between checks: a boot costs tens of
-seconds on PVM hosts.
+seconds on PVM hosts. With api=True Ember also serves its API (request());
+without a config it waits there to be configured or to load a snapshot,
+whose guest shell then takes commands at once (no READY line).
 """
 
 import base64
@@ -21,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import BOOT_TIMEOUT_S, is_pvm_host
+from conftest import BOOT_TIMEOUT_S, http_request, wait_for_api
 
 READY = "EMBER-SHELL-READY"
 # The VMM keeps at most 4 KiB of unread serial input; stay well below.
@@ -29,31 +31,28 @@ MAX_LINE = 3000
 
 
 def shell_boot_args(base="console=ttyS0 reboot=k panic=1 pci=off"):
-    """The kernel command line for init's shell mode. On PVM hosts the guest
-    kernel needs "pvmuser" to take system calls from user space; once Ember
-    adds it there itself, adding it here too is harmless."""
-    args = f"{base} ember_shell"
-    if is_pvm_host():
-        args += " pvmuser"
-    return args
+    """The kernel command line for init's shell mode (Ember adds what a PVM
+    host needs, "pvmuser" among it)."""
+    return f"{base} ember_shell"
 
 
 class CommandFailed(AssertionError):
     pass
 
 
-class GuestShell:
-    def __init__(self, ember, workdir, config, args=()):
+class SerialShell:
+    """The protocol with a guest whose VMM process, started from `cmd`, takes
+    the serial input on its stdin (a pipe) and writes the console to its
+    stdout (workdir/console.out); its stderr goes to workdir/`log_name`."""
+
+    def __init__(self, cmd, workdir, log_name):
         self.workdir = Path(workdir)
-        path = self.workdir / "vm.json"
-        path.write_text(json.dumps(config))
         self.console_path = self.workdir / "console.out"
-        self.log_path = self.workdir / "ember.log"
+        self.log_path = self.workdir / log_name
         self._out = open(self.console_path, "wb")
         self._err = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [str(ember), "--no-api", "--config-file", str(path), *args],
-            cwd=workdir, stdin=subprocess.PIPE, stdout=self._out, stderr=self._err)
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.PIPE,
+                                     stdout=self._out, stderr=self._err)
         self._pos = 0  # console offset up to which exchanges have been parsed
 
     def console(self):
@@ -139,3 +138,44 @@ class GuestShell:
                 f.close()
             except (BrokenPipeError, OSError):
                 pass
+
+
+class GuestShell(SerialShell):
+    """An ember process (its API too with api=True) running a guest in shell
+    mode."""
+
+    def __init__(self, ember, workdir, config=None, args=(), api=False, prefix=()):
+        cmd = [*prefix, str(ember)]
+        self.sock = Path(workdir) / "api.sock"
+        cmd += ["--api-sock", str(self.sock)] if api else ["--no-api"]
+        if config is not None:
+            path = Path(workdir) / "vm.json"
+            path.write_text(json.dumps(config))
+            cmd += ["--config-file", str(path)]
+        super().__init__(cmd + list(args), workdir, "ember.log")
+        if api:
+            try:
+                wait_for_api(self.sock, self.proc)
+            except AssertionError as e:
+                self.close()
+                raise AssertionError(f"{e}: {self.log()}") from None
+
+    def request(self, method, path, body=None):
+        """An API request (api=True): (status, parsed JSON or None)."""
+        return http_request(self.sock, method, path, body)
+
+    def ctrl_alt_del(self, timeout=180):
+        """Sends Ctrl-Alt-Del through the API; busybox init's ctrlaltdel
+        action shuts the guest down cleanly and the kernel restarts through
+        the keyboard controller. Returns Ember's exit code."""
+        status, reply = self.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+        assert status == 204, reply
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CommandFailed(f"no shutdown after Ctrl-Alt-Del\n{self.console()[-3000:]}")
+        console = self.console()[self._pos:]
+        for line in ("ember-init: ctrl-alt-del", "The system is going down NOW!",
+                     "Requesting system reboot"):
+            assert line in console, f"{line!r} missing:\n{console[-3000:]}"
+        return code

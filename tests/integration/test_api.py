@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK, EXIT_SIGTERM, is_pvm_host
+from conftest import EXIT_OK, EXIT_SIGTERM, http_request, is_pvm_host, wait_for_api
 
 
 class Api:
@@ -25,14 +25,10 @@ class Api:
         with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
             self.proc = subprocess.Popen([str(ember), "--api-sock", self.sock, *args],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                self.request("GET", "/")
-                return
-            except (ConnectionError, FileNotFoundError, subprocess.CalledProcessError):
-                time.sleep(0.05)
-        raise AssertionError("the API socket never answered: " + self.log())
+        try:
+            wait_for_api(self.sock, self.proc)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {self.log()}") from None
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -42,16 +38,7 @@ class Api:
 
     def request(self, method, path, body=None, raw=None):
         """Returns (status, parsed JSON or None)."""
-        cmd = ["curl", "-s", "--unix-socket", self.sock, "-X", method, "-w", "\n%{http_code}",
-               f"http://localhost{path}"]
-        if body is not None or raw is not None:
-            cmd += ["-H", "Content-Type: application/json", "--data-binary",
-                    raw if raw is not None else json.dumps(body)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        text, status = out.rsplit("\n", 1)
-        if status == "000":
-            raise ConnectionError(out)
-        return int(status), (json.loads(text) if text else None)
+        return http_request(self.sock, method, path, body, raw)
 
     def expect_fault(self, method, path, needle, body=None, raw=None):
         status, reply = self.request(method, path, body, raw)

@@ -1,7 +1,7 @@
 """Guest user space through init's shell mode (resources/rootfs/shell.sh):
 one boot, several commands over the serial console, each checked by its
-output and exit status. On PVM hosts the guest kernel needs "pvmuser"
-(shell_boot_args adds it). The root file system is rootfs.ext4 on
+output and exit status. On PVM hosts the guest kernel needs "pvmuser",
+which Ember adds there. The root file system is rootfs.ext4 on
 virtio-blk: it reaches user space much sooner there than
 initramfs-busybox.cpio, which the kernel unpacks at emulated speed."""
 
@@ -22,10 +22,19 @@ def test_shell_runs_commands(ember, guest, tmp_path):
     config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(root),
                          "is_root_device": True, "is_read_only": False}]
-    shell = GuestShell(ember, tmp_path, config)
+    shell = GuestShell(ember, tmp_path, config, args=["--boot-timer"])
     try:
         shell.wait_ready()
         assert "ember-init: hello from user space" in shell.console()
+        assert "guest boot complete (boot timer)" in shell.log(), "init's /dev/mem write"
+
+        # What a program needs from the guest kernel, checked by a static
+        # glibc program (resources/rootfs/usercheck.c): fork, exec, pipes,
+        # signals, threads with TLS, mmap, nanosleep, the vDSO clock, file
+        # I/O and exit statuses.
+        out = shell.check("ember-usercheck", timeout=300)
+        assert out.endswith("usercheck: all passed\n"), out
+        assert out.count("\nok ") + out.startswith("ok ") == 11, out
 
         # The protocol: stdout and stderr together, the exit status, stdin empty.
         status, output = shell.run("echo out; echo err >&2; cat; exit 3")

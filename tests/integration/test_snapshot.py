@@ -198,56 +198,88 @@ def test_load_after_configuration_is_refused(ember, guest, snapshot, tmp_path):
         a.stop()
 
 
-def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_path):
-    """virtio-net survives the snapshot: the restored kernel answers ping,
-    first on the TAP it had, then, restored from a Diff snapshot laid over
-    the Full one, on another TAP (network_overrides)."""
+# A guest process that counts, one a second, with shell builtins only (no
+# exec beside the test's commands: shared/PLATFORM.md). `read -t 1` on a
+# FIFO nobody writes is its clock.
+COUNTER = ("mkfifo /tmp/tick && (exec 3<>/tmp/tick; i=0; while :; do i=$((i+1)); "
+           "echo $i > /tmp/count; read -t 1 _ <&3; done) > /dev/null 2>&1 &")
+
+
+def guest_count(shell):
+    # A builtin read, retried while the counter is between truncate and write.
+    return int(shell.check("c=; while [ -z \"$c\" ]; do read -r c < /tmp/count; done; echo $c"))
+
+
+def wait_counting(shell, above):
+    """Waits until the guest's counter passes `above`; returns its value."""
+    deadline = time.monotonic() + 120
+    while (n := guest_count(shell)) <= above:
+        assert time.monotonic() < deadline, f"the counter stays at {n}"
+        time.sleep(1)
+    return n
+
+
+def test_a_restored_guest_goes_on_counting_and_pinging_on_its_tap_or_another(
+        ember, guest, tmp_path):
+    """A guest process keeps its count across a restore (it goes on, it
+    does not start again), and virtio-net survives the snapshot: the
+    restored guest pings the host and answers its ping, first on the TAP it
+    had, then, restored from a Diff snapshot laid over the Full one, on
+    another TAP (network_overrides). The last restore ends with
+    Ctrl-Alt-Del, which busybox init turns into a clean shutdown."""
+    from guest_shell import GuestShell, shell_boot_args
     from test_net import GUEST_IP, GUEST_MAC, HOST_IP, add_tap, new_netns, sh
     ns_name = new_netns("ember-snap")
     ns = ("ip", "netns", "exec", ns_name)
     try:
-        def tap(name):
-            add_tap(ns_name, name)
+        def pings(shell):
+            # The host first: on another TAP its MAC is new to the guest,
+            # which learns it from the host's ARP request.
+            result = sh(*ns, "ping", "-c", "2", "-W", "5", GUEST_IP, check=False)
+            assert result.returncode == 0, result.stdout + shell.log()
+            assert "1 packets received" in shell.check(f"ping -c 1 -W 5 {HOST_IP}")
 
-        def ping():
-            return sh(*ns, "ping", "-c", "2", "-W", "5", GUEST_IP, check=False)
+        def restored(workdir, files, **extra):
+            workdir.mkdir()
+            shell = GuestShell(ember, workdir, api=True, prefix=ns)
+            status, reply = shell.request("PUT", "/snapshot/load", {
+                "snapshot_path": str(files["state"]),
+                "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
+                "resume_vm": True, **extra})
+            assert status == 204, (reply, shell.log())
+            return shell
 
-        tap("tap0")
-        wrapper = tmp_path / "ember-in-netns"
-        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {ns_name} {ember} \"$@\"\n")
-        wrapper.chmod(0o755)
+        add_tap(ns_name, "tap0")
         d = tmp_path / "first"
         d.mkdir()
-        a = Api(wrapper, d)
+        config = {
+            "boot-source": {"kernel_image_path": str(guest["vmlinux"]), "boot_args":
+                            shell_boot_args() + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"},
+            "drives": [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
+                        "is_root_device": True, "is_read_only": True}],
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                                    "guest_mac": GUEST_MAC}],
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": True}}
+        a = GuestShell(ember, d, config, api=True, prefix=ns)
         try:
-            assert a.request("PUT", "/boot-source", {
-                "kernel_image_path": str(guest["vmlinux"]),
-                "initrd_path": str(guest["initramfs.cpio"]),
-                "boot_args": IDLE_ARGS + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off"})[0] == 204
-            assert a.request("PUT", "/network-interfaces/eth0", {
-                "iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": GUEST_MAC})[0] == 204
-            assert a.request("PUT", "/machine-config", {
-                "vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": True})[0] == 204
-            assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
-            deadline = time.monotonic() + 300
-            while "Run /init as init process" not in a.console():
-                assert time.monotonic() < deadline, a.console()
-                time.sleep(0.5)
-            assert ping().returncode == 0, a.log()
+            a.wait_ready()
+            pings(a)
+            a.check(COUNTER)
+            at_full = wait_counting(a, 5)
             assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
             files = {"state": d / "vm.snap", "mem": d / "vm.mem"}
             assert a.request("PUT", "/snapshot/create", {
                 "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
             # A Diff snapshot on top: only the pages written since the Full one.
             assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
-            assert ping().returncode == 0, a.log()
+            at_diff = wait_counting(a, at_full)
             assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
             diff = {"state": d / "diff.snap", "mem": d / "diff.mem"}
             assert a.request("PUT", "/snapshot/create", {
                 "snapshot_path": str(diff["state"]), "mem_file_path": str(diff["mem"]),
                 "snapshot_type": "Diff"})[0] == 204
         finally:
-            a.stop()
+            a.close()
         st = diff["mem"].stat()
         assert st.st_size == 128 << 20
         assert 0 < st.st_blocks * 512 < (16 << 20), "a diff holds only the pages written since"
@@ -257,30 +289,29 @@ def test_a_restored_guest_answers_ping_on_its_tap_or_another(ember, guest, tmp_p
                         str(merged), "--diff-file", str(diff["mem"])], check=True)
         layered = {"state": diff["state"], "mem": merged}
 
-        d2 = tmp_path / "second"
-        d2.mkdir()
-        b = Api(wrapper, d2)
+        b = restored(tmp_path / "second", files)
         try:
-            assert load(b, files)[0] == 204, b.log()
-            result = ping()
-            assert result.returncode == 0, result.stdout + b.log()
+            n = guest_count(b)
+            # The count goes on from where the snapshot left it (not from 1).
+            assert at_full <= n < at_diff + 60, (at_full, n)
+            wait_counting(b, n)
+            pings(b)
         finally:
-            b.stop()
+            b.close()
 
         sh(*ns, "ip", "link", "del", "tap0")
-        tap("tap1")
-        d3 = tmp_path / "third"
-        d3.mkdir()
-        c = Api(wrapper, d3)
+        add_tap(ns_name, "tap1")
+        c = restored(tmp_path / "third", layered,
+                     network_overrides=[{"iface_id": "eth0", "host_dev_name": "tap1"}])
         try:
-            assert load(c, layered, network_overrides=[
-                {"iface_id": "eth0", "host_dev_name": "tap1"}])[0] == 204, c.log()
             assert c.request("GET", "/vm/config")[1]["network-interfaces"][0]["host_dev_name"] == "tap1"
-            result = ping()
-            assert result.returncode == 0, result.stdout + c.log()
-            reboot_and_wait(c)
+            n = guest_count(c)
+            assert at_diff <= n < at_diff + 60, (at_diff, n)
+            wait_counting(c, n)
+            pings(c)
+            assert c.ctrl_alt_del() == EXIT_OK, c.log()
         finally:
-            c.stop()
+            c.close()
     finally:
         sh("ip", "netns", "del", ns_name, check=False)
 
