@@ -1,0 +1,98 @@
+// virtio-vsock's snapshot state: its encoding, malformed input refused,
+// and a restored device (on another uds_path, as vsock_override makes it)
+// telling the guest TRANSPORT_RESET before anything else.
+#include "src/common/byte_codec.h"
+#include "src/devices/virtio/vsock/vsock_test_fixture.h"
+
+namespace ember::virtio::vsock {
+namespace {
+
+std::vector<uint8_t> Saved(uint16_t version, uint64_t cid, uint32_t port_last) {
+  ByteWriter w;
+  w.U16(version);
+  w.U64(cid);
+  w.U32(port_last);
+  return w.Take();
+}
+
+TEST_F(VsockTest, StateIsTheCidAndLastPortAfterItsVersion) {
+  Start();
+  EXPECT_EQ(device_->SaveDeviceState(), Saved(1, kGuestCid, (1u << 30) - 1));
+  uint32_t host_port = 0;
+  ConnectFromHost(52, &host_port);
+  EXPECT_EQ(device_->SaveDeviceState(), Saved(1, kGuestCid, host_port));
+}
+
+TEST_F(VsockTest, MalformedStateIsRefused) {
+  Start();
+  std::vector<uint8_t> saved = Saved(1, kGuestCid, 5);
+  for (size_t n = 0; n < saved.size(); n++) {
+    absl::Status st = device_->RestoreDeviceState(std::span(saved.data(), n));
+    EXPECT_NE(st.message().find("virtio-vsock state: truncated"), std::string::npos) << st;
+  }
+  saved.push_back(0);
+  EXPECT_NE(device_->RestoreDeviceState(saved).message().find("left over"), std::string::npos);
+  EXPECT_EQ(device_->RestoreDeviceState(Saved(2, kGuestCid, 5)).message(),
+            "virtio-vsock state version 2; this Ember reads version 1");
+  EXPECT_EQ(device_->RestoreDeviceState(Saved(1, 7, 5)).message(),
+            "virtio-vsock state: guest CID 7, but the device has CID 3");
+  EXPECT_EQ(device_->vsock_counters().transport_resets, 0u);
+}
+
+TEST_F(VsockTest, ARestoredDeviceResetsTheGuestsStreamsFirst) {
+  Start();
+  driver_->AddEventBuffer();
+  uint32_t host_port = 0;
+  ConnectFromHost(52, &host_port);
+  MmioTransport::State saved = transport_->SaveState();
+  ASSERT_TRUE(saved.registers.activated);
+  EXPECT_FALSE(driver_->ReceiveEvent()) << "no event while running";
+
+  // The new VMM, on another path; the old one is still there.
+  std::string moved = dir_ + "/moved.sock";
+  auto dev = VsockDevice::Create({"vsock0", kGuestCid, moved});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  VsockDevice* restored = dev->get();
+  MmioTransport second(std::move(*dev), mem_.get(), UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  ASSERT_TRUE(second.RestoreState(saved).ok());
+  EXPECT_EQ(restored->config().uds_path, moved);
+  EXPECT_EQ(restored->vsock_counters().transport_resets, 1u);
+  EXPECT_EQ(driver_->ReceiveEvent(), std::optional<uint32_t>(kEventTransportReset));
+  EXPECT_EQ(restored->SaveDeviceState(), Saved(1, kGuestCid, host_port));
+
+  // Until the guest has taken the event, nothing reaches its receive queue.
+  int fd = HostConnect(moved);
+  Write(fd, "CONNECT 52\n");
+  Pump(second);
+  second.Notify(kRxQueue);
+  EXPECT_FALSE(driver_->Receive());
+  // It refills the event queue: from now on, packets flow.
+  second.Notify(kEventQueue);
+  std::optional<testing::VsockPacket> req = driver_->Receive();
+  ASSERT_TRUE(req);
+  EXPECT_EQ(req->header.op, kOpRequest);
+  EXPECT_EQ(req->header.src_port, host_port + 1) << "ports go on where they were";
+}
+
+TEST_F(VsockTest, TheResetWaitsForAnEventBuffer) {
+  Start();
+  MmioTransport::State saved = transport_->SaveState();
+  transport_.reset();  // frees uds_path
+  auto dev = VsockDevice::Create({"vsock0", kGuestCid, uds_});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  VsockDevice* restored = dev->get();
+  transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
+                                               UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  ASSERT_TRUE(transport_->RestoreState(saved).ok());
+  EXPECT_EQ(restored->vsock_counters().transport_resets, 0u);
+  // The rings are in guest memory: the buffer is given there, and the
+  // new transport notified.
+  testing::DriverQueue& ev = driver_->mmio().queue(kEventQueue);
+  ev.Add({{testing::VsockDriver::kEventArea, 8, true}});
+  transport_->Notify(kEventQueue);
+  EXPECT_EQ(restored->vsock_counters().transport_resets, 1u);
+  EXPECT_EQ(*mem_->ReadObj<uint32_t>(testing::VsockDriver::kEventArea), kEventTransportReset);
+}
+
+}  // namespace
+}  // namespace ember::virtio::vsock
