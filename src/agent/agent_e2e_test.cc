@@ -1,0 +1,338 @@
+// The agent and ember-exec end to end on the host: the real binaries, the
+// agent on a Unix socket (--listen unix:PATH) instead of vsock.
+#include <linux/limits.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "src/agent/e2e_testing.h"
+#include "src/agent/fd.h"
+#include "src/agent/protocol.h"
+
+namespace ember::agent {
+namespace {
+
+using testing::Finish;
+using testing::Process;
+using testing::ReadUntil;
+using testing::Result;
+using testing::Start;
+
+int ConnectUnix(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool Gone(pid_t pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+
+template <typename F>
+bool WaitFor(F done, int ms = 10000) {
+  for (int i = 0; i < ms / 10; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    signal(SIGPIPE, SIG_IGN);  // a command may leave before reading its stdin
+    char tmpl[] = "/tmp/ember-agent-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    char real[PATH_MAX];
+    ASSERT_NE(realpath(tmpl, real), nullptr);
+    dir_ = real;
+    socket_ = dir_ + "/agent.sock";
+    // An inheritable descriptor the agent must not pass on to commands.
+    int stray = dup(2);
+    agent_ = Start({EMBER_AGENT_BIN, "--listen", "unix:" + socket_});
+    close(stray);
+    ASSERT_TRUE(WaitFor([&] {
+      int fd = ConnectUnix(socket_);
+      if (fd >= 0) close(fd);
+      return fd >= 0;
+    })) << "the agent did not start listening";
+  }
+
+  void TearDown() override {
+    kill(agent_.pid, SIGTERM);
+    Result r = Finish(agent_);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::string rm = "rm -rf " + dir_;
+    (void)!system(rm.c_str());
+  }
+
+  std::vector<std::string> ExecArgs(std::vector<std::string> options,
+                                    const std::vector<std::string>& command) {
+    std::vector<std::string> argv = {EMBER_EXEC_BIN, "--unix", socket_};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back("--");
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  }
+
+  Result Exec(const std::vector<std::string>& command, const std::string& input = "",
+              std::vector<std::string> options = {}) {
+    return Finish(Start(ExecArgs(options, command)), input);
+  }
+
+  long AgentRssKib() {
+    std::ifstream status("/proc/" + std::to_string(agent_.pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+    }
+    return -1;
+  }
+
+  std::string dir_, socket_;
+  Process agent_;
+};
+
+std::string RandomBytes(size_t n) {
+  std::mt19937_64 rng(42);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+TEST_F(AgentTest, ExitStatusesComeBack) {
+  EXPECT_EQ(Exec({"true"}).status, 0);
+  EXPECT_EQ(Exec({"false"}).status, 1);
+  Result r = Exec({"sh", "-c", "echo out; echo err >&2; exit 3"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+}
+
+TEST_F(AgentTest, KilledBySignalIs128PlusSigno) {
+  EXPECT_EQ(Exec({"sh", "-c", "kill -9 $$"}).status, 128 + 9);
+}
+
+TEST_F(AgentTest, TenMebibytesOfStdoutArriveIntact) {
+  std::string data = RandomBytes(10 << 20);
+  std::ofstream(dir_ + "/big", std::ios::binary) << data;
+  Result r = Exec({"cat", dir_ + "/big"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data) << "the output differs from the file";
+}
+
+TEST_F(AgentTest, StdinIsForwardedBothWaysAtOnce) {
+  std::string data = RandomBytes(1 << 20);
+  Result counted = Exec({"wc", "-c"}, data);
+  EXPECT_EQ(counted.status, 0) << counted.err;
+  EXPECT_EQ(std::stol(counted.out), 1 << 20);
+  Result echoed = Exec({"cat"}, data);
+  EXPECT_EQ(echoed.status, 0) << echoed.err;
+  EXPECT_TRUE(echoed.out == data);
+  // Without --no-stdin an empty stdin is an immediate EOF.
+  EXPECT_EQ(Exec({"cat"}).out, "");
+}
+
+TEST_F(AgentTest, EnvironmentAndWorkingDirectoryApply) {
+  Result r = Exec({"sh", "-c", "echo \"$FOO|$BAR\"; pwd"}, "",
+                  {"--env", "FOO=bar baz", "--env", "BAR=", "--cwd", dir_});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "bar baz|\n" + dir_ + "\n");
+  // The agent's own environment is the base: PATH finds sh above.
+}
+
+TEST_F(AgentTest, CommandsInheritOnlyTheirStdio) {
+  EXPECT_EQ(Exec({"ls", "/proc/self/fd"}).out, "0\n1\n2\n3\n");  // 3: ls's own
+}
+
+TEST_F(AgentTest, MissingProgramAndDirectoryGiveClearErrors) {
+  Result missing = Exec({"no-such-program-xyz", "arg"});
+  EXPECT_EQ(missing.status, 127);
+  EXPECT_NE(missing.err.find("cannot run no-such-program-xyz: No such file or directory"),
+            std::string::npos)
+      << missing.err;
+  std::string script = dir_ + "/not-executable";
+  std::ofstream(script) << "#!/bin/sh\n";
+  Result denied = Exec({script});
+  EXPECT_EQ(denied.status, 126);
+  EXPECT_NE(denied.err.find("Permission denied"), std::string::npos) << denied.err;
+  Result cwd = Exec({"true"}, "", {"--cwd", dir_ + "/nope"});
+  EXPECT_EQ(cwd.status, 125);
+  EXPECT_NE(cwd.err.find("cannot change to directory"), std::string::npos) << cwd.err;
+}
+
+// A client that stops reading holds the command back (the agent's memory
+// stays small); one that goes away takes the command's whole group with it,
+// and the agent serves the next request.
+TEST_F(AgentTest, ClientThatLeavesTakesTheCommandWithIt) {
+  std::string pidfile = dir_ + "/pid";
+  Process client = Start(ExecArgs(
+      {"--no-stdin"}, {"sh", "-c", "echo $$ > " + pidfile + "; sleep 1000 & exec yes"}));
+  ASSERT_TRUE(WaitFor([&] { return std::ifstream(pidfile).peek() != EOF; }));
+  pid_t pid = 0;
+  std::ifstream(pidfile) >> pid;
+  ASSERT_GT(pid, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // `yes` fills every buffer
+  EXPECT_LT(AgentRssKib(), 32 * 1024);
+  EXPECT_FALSE(Gone(pid));
+  kill(client.pid, SIGKILL);
+  Finish(client);  // reads what had been sent, then EOF
+  EXPECT_TRUE(WaitFor([&] { return Gone(pid); })) << "the command outlived its client";
+  EXPECT_TRUE(WaitFor([&] { return Gone(-pid); })) << "its background job outlived it";
+  EXPECT_EQ(Exec({"echo", "next"}).out, "next\n");
+}
+
+TEST_F(AgentTest, SignalsAreForwarded) {
+  Process client = Start(ExecArgs({"--no-stdin"}, {"sh", "-c", "echo ready; exec sleep 1000"}));
+  EXPECT_EQ(ReadUntil(client.out, "ready\n"), "ready\n");
+  kill(client.pid, SIGTERM);
+  EXPECT_EQ(Finish(client).status, 128 + SIGTERM);
+}
+
+TEST_F(AgentTest, TimeoutKillsTheCommand) {
+  Result r = Exec({"sleep", "1000"}, "", {"--timeout", "0.5"});
+  EXPECT_EQ(r.status, 124);
+  EXPECT_NE(r.err.find("timed out"), std::string::npos) << r.err;
+}
+
+TEST_F(AgentTest, TwentyConcurrentExecs) {
+  std::vector<Process> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(Start(ExecArgs(
+        {"--no-stdin"}, {"sh", "-c", "sleep 0.2; echo " + std::to_string(i) + "; exit " +
+                                         std::to_string(i)})));
+  }
+  for (int i = 0; i < 20; ++i) {
+    Result r = Finish(clients[i]);
+    EXPECT_EQ(r.status, i) << r.err;
+    EXPECT_EQ(r.out, std::to_string(i) + "\n");
+  }
+}
+
+// Sends raw bytes as a client would and returns everything the agent
+// answered before it closed the connection.
+std::string RawExchange(const std::string& socket, const std::string& bytes) {
+  Fd fd(ConnectUnix(socket));
+  if (!fd.valid()) return "<no connection>";
+  (void)!send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  shutdown(fd.get(), SHUT_WR);  // what a vanished client looks like, after its bytes
+  std::string got;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
+  return got;
+}
+
+std::string Frames(std::initializer_list<std::pair<Type, std::string>> frames) {
+  std::string out;
+  for (const auto& [type, payload] : frames) AppendFrame(&out, type, payload);
+  return out;
+}
+
+TEST_F(AgentTest, BadClientsLoseOnlyTheirConnection) {
+  std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
+  // Oversized, unknown type, wrong first frame, wrong version, bad EXEC.
+  EXPECT_NE(RawExchange(socket_, hello + std::string("\xff\xff\xff\xff\x03", 5)).find("exceeds"),
+            std::string::npos);
+  EXPECT_NE(RawExchange(socket_, hello + std::string("\0\0\0\0\x63", 5)).find("unknown frame"),
+            std::string::npos);
+  EXPECT_NE(RawExchange(socket_, Frames({{Type::kStdin, "x"}})).find("expected HELLO"),
+            std::string::npos);
+  EXPECT_NE(RawExchange(socket_, Frames({{Type::kHello, EncodeU32(99)}})).find("version 99"),
+            std::string::npos);
+  EXPECT_NE(RawExchange(socket_, hello + Frames({{Type::kExec, "junk"}})).find("malformed"),
+            std::string::npos);
+  // STDIN without the stdin flag: the command is never started.
+  ExecRequest sleep;
+  sleep.argv = {"sleep", "1000"};
+  std::string got = RawExchange(
+      socket_, hello + Frames({{Type::kExec, EncodeExec(sleep)}, {Type::kStdin, "x"}}));
+  EXPECT_NE(got.find("protocol error"), std::string::npos);
+  // A connection that just closes, one that sends half a header.
+  RawExchange(socket_, "");
+  RawExchange(socket_, std::string("\x01\0", 2));
+  EXPECT_EQ(Exec({"echo", "alive"}).out, "alive\n");
+}
+
+// Stands in for the VMM's vsock Unix socket (Firecracker's host-initiated
+// connections): answers one "CONNECT <port>" by closing (nobody listens)
+// or by "OK <n>" and relaying bytes to the agent's socket.
+class FakeVmm {
+ public:
+  FakeVmm(const std::string& path, const std::string& agent) : agent_(agent) {
+    listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        listen(listener_.get(), 1) != 0) {
+      ADD_FAILURE() << "fake VMM socket: " << strerror(errno);
+    }
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FakeVmm() {
+    shutdown(listener_.get(), SHUT_RDWR);  // wakes accept
+    thread_.join();
+  }
+  std::string line() const { return line_; }
+
+ private:
+  void Serve() {
+    Fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn.valid()) return;
+    line_ = ReadUntil(conn.get(), "\n");
+    if (line_ != "CONNECT 1024\n") return;  // closing: nobody listens there
+    Fd guest(ConnectUnix(agent_));
+    (void)!write(conn.get(), "OK 1073741824\n", 14);
+    char buf[65536];
+    while (true) {
+      pollfd fds[2] = {{conn.get(), POLLIN, 0}, {guest.get(), POLLIN, 0}};
+      poll(fds, 2, -1);
+      for (int i = 0; i < 2; ++i) {
+        if (!fds[i].revents) continue;
+        ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+        if (n <= 0) return;
+        if (write(fds[1 - i].fd, buf, n) != n) return;
+      }
+    }
+  }
+
+  std::string agent_;
+  Fd listener_;
+  std::string line_;
+  std::thread thread_;
+};
+
+TEST_F(AgentTest, ThroughTheVmmSocket) {
+  std::string vmm = dir_ + "/vsock.sock";
+  {
+    FakeVmm fake(vmm, socket_);
+    Result r = Finish(Start({EMBER_EXEC_BIN, "--uds", vmm, "--", "sh", "-c", "echo via vmm"}));
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, "via vmm\n");
+    EXPECT_EQ(fake.line(), "CONNECT 1024\n");
+  }
+  unlink(vmm.c_str());
+  FakeVmm nobody(vmm, socket_);
+  Result r = Finish(Start({EMBER_EXEC_BIN, "--uds", vmm, "--port", "5000", "--", "true"}));
+  EXPECT_EQ(r.status, 125);
+  EXPECT_NE(r.err.find("the guest agent is not listening on vsock port 5000"), std::string::npos)
+      << r.err;
+}
+
+}  // namespace
+}  // namespace ember::agent

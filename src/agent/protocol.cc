@@ -1,0 +1,178 @@
+#include "src/agent/protocol.h"
+
+namespace ember::agent {
+namespace {
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+void PutString(std::string* out, std::string_view s) {
+  PutU32(out, static_cast<uint32_t>(s.size()));
+  out->append(s);
+}
+
+// Reads fields front to back from bytes that may be hostile; every read is
+// bounds-checked against what is left.
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes) : rest_(bytes) {}
+  bool U32(uint32_t* v) {
+    if (rest_.size() < 4) return false;
+    *v = GetU32(rest_.data());
+    rest_.remove_prefix(4);
+    return true;
+  }
+  bool String(std::string* s) {
+    uint32_t n;
+    if (!U32(&n) || n > rest_.size()) return false;
+    s->assign(rest_.substr(0, n));
+    rest_.remove_prefix(n);
+    return s->find('\0') == std::string::npos;  // exec takes C strings
+  }
+  bool done() const { return rest_.empty(); }
+
+ private:
+  std::string_view rest_;
+};
+
+// Each string takes at least its 4-byte length, so a count larger than a
+// quarter of the payload is a lie; checking it first keeps a hostile count
+// from reserving memory.
+bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
+  uint32_t n;
+  if (!r->U32(&n) || n > payload_size / 4) return false;
+  out->resize(n);
+  for (auto& s : *out) {
+    if (!r->String(&s)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool IsKnownType(uint8_t type) {
+  return (type >= 1 && type <= 5) || (type >= 16 && type <= 20);
+}
+
+void AppendFrame(std::string* out, Type type, std::string_view payload) {
+  PutU32(out, static_cast<uint32_t>(payload.size()));
+  out->push_back(static_cast<char>(type));
+  out->append(payload);
+}
+
+FrameDecoder::Result FrameDecoder::Next(Frame* frame, std::string* error) {
+  if (bad_) {
+    *error = "stream already failed";
+    return Result::kBad;
+  }
+  if (buffered() < kHeaderSize) return Result::kNeedMore;
+  const char* p = buffer_.data() + start_;
+  uint32_t length = GetU32(p);
+  uint8_t type = static_cast<uint8_t>(p[4]);
+  if (length > kMaxPayload) {
+    bad_ = true;
+    *error = "frame of " + std::to_string(length) + " bytes exceeds the maximum of " +
+             std::to_string(kMaxPayload);
+    return Result::kBad;
+  }
+  if (!IsKnownType(type)) {
+    bad_ = true;
+    *error = "unknown frame type " + std::to_string(type);
+    return Result::kBad;
+  }
+  if (buffered() < kHeaderSize + length) return Result::kNeedMore;
+  frame->type = static_cast<Type>(type);
+  frame->payload.assign(p + kHeaderSize, length);
+  start_ += kHeaderSize + length;
+  // Drop consumed bytes once they outweigh the rest: amortised O(1).
+  if (start_ > buffer_.size() / 2) {
+    buffer_.erase(0, start_);
+    start_ = 0;
+  }
+  return Result::kFrame;
+}
+
+std::string EncodeU32(uint32_t value) {
+  std::string out;
+  PutU32(&out, value);
+  return out;
+}
+
+bool DecodeU32(std::string_view payload, uint32_t* value) {
+  if (payload.size() != 4) return false;
+  *value = GetU32(payload.data());
+  return true;
+}
+
+std::string EncodeExec(const ExecRequest& request) {
+  std::string out;
+  PutU32(&out, request.flags);
+  PutString(&out, request.cwd);
+  PutU32(&out, static_cast<uint32_t>(request.argv.size()));
+  for (const auto& a : request.argv) PutString(&out, a);
+  PutU32(&out, static_cast<uint32_t>(request.env.size()));
+  for (const auto& e : request.env) PutString(&out, e);
+  return out;
+}
+
+bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error) {
+  Reader r(payload);
+  ExecRequest req;
+  if (!r.U32(&req.flags) || !r.String(&req.cwd) || !Strings(&r, payload.size(), &req.argv) ||
+      !Strings(&r, payload.size(), &req.env) || !r.done()) {
+    *error = "malformed EXEC request";
+    return false;
+  }
+  if (req.flags & ~ExecRequest::kFlagStdin) {
+    *error = "EXEC request has unknown flags";
+    return false;
+  }
+  if (req.argv.empty() || req.argv[0].empty()) {
+    *error = "EXEC request has no program";
+    return false;
+  }
+  for (const auto& e : req.env) {
+    if (e.find('=') == std::string::npos || e[0] == '=') {
+      *error = "environment entry without NAME=: " + e;
+      return false;
+    }
+  }
+  *request = std::move(req);
+  return true;
+}
+
+std::string EncodeError(ErrorKind kind, std::string_view message) {
+  std::string out(1, static_cast<char>(kind));
+  out.append(message.substr(0, kMaxPayload - 1));
+  return out;
+}
+
+bool DecodeError(std::string_view payload, ErrorKind* kind, std::string* message) {
+  if (payload.empty()) return false;
+  uint8_t k = static_cast<uint8_t>(payload[0]);
+  *kind = k >= 1 && k <= 3 ? static_cast<ErrorKind>(k) : ErrorKind::kOther;
+  message->assign(payload.substr(1));
+  return true;
+}
+
+std::string EncodeExit(ExitStatus status) {
+  std::string out(1, status.signaled ? 1 : 0);
+  PutU32(&out, status.value);
+  return out;
+}
+
+bool DecodeExit(std::string_view payload, ExitStatus* status) {
+  if (payload.size() != 5 || static_cast<uint8_t>(payload[0]) > 1) return false;
+  status->signaled = payload[0] == 1;
+  status->value = GetU32(payload.data() + 1);
+  return true;
+}
+
+}  // namespace ember::agent

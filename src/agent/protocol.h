@@ -1,0 +1,100 @@
+// The wire protocol between ember-exec (host) and ember-agent (guest): one
+// stream connection per command, framed messages in both directions.
+// PROTOCOL.md beside this file describes it for readers of the wire; this
+// header is the one definition both programs compile.
+//
+// Dependency-free on purpose: resources/rootfs/build.sh compiles the agent
+// with plain `g++ -static`, without Abseil or CMake.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ember::agent {
+
+// A frame: u32 payload length (little-endian), u8 type, then the payload.
+inline constexpr uint32_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 5;
+inline constexpr uint32_t kMaxPayload = 64 * 1024;
+// The port the guest agent listens on (AF_VSOCK, any CID).
+inline constexpr uint32_t kDefaultPort = 1024;
+
+enum class Type : uint8_t {
+  // Both directions: u32 version. The client sends it first; the agent
+  // answers with its own.
+  kHello = 1,
+  // Client to agent.
+  kExec = 2,      // ExecRequest
+  kStdin = 3,     // bytes for the command's stdin
+  kStdinEof = 4,  // empty: close the command's stdin
+  kSignal = 5,    // u32 signal number, sent to the command's process group
+  // Agent to client.
+  kStarted = 16,  // u32 pid: the command was exec'd
+  kError = 17,    // u8 ErrorKind, then text; the agent closes afterwards
+  kStdout = 18,   // bytes
+  kStderr = 19,   // bytes
+  kExit = 20,     // u8 0 (exited) or 1 (killed by a signal), u32 code/signo
+};
+
+// Whether `type` is one this version defines (either direction).
+bool IsKnownType(uint8_t type);
+
+struct Frame {
+  Type type;
+  std::string payload;
+};
+
+// Appends one frame to `out`. The caller keeps payload <= kMaxPayload.
+void AppendFrame(std::string* out, Type type, std::string_view payload);
+
+// Splits a byte stream into frames. Feed it what arrives; take frames out
+// with Next. A bad header (oversized length, unknown type) is final: the
+// stream cannot be resynchronised, so the connection must be closed.
+class FrameDecoder {
+ public:
+  enum class Result { kFrame, kNeedMore, kBad };
+  void Feed(std::string_view bytes) { buffer_.append(bytes); }
+  // kFrame fills *frame; kBad fills *error with why.
+  Result Next(Frame* frame, std::string* error);
+  size_t buffered() const { return buffer_.size() - start_; }
+
+ private:
+  std::string buffer_;
+  size_t start_ = 0;  // consumed bytes at the front, dropped lazily
+  bool bad_ = false;
+};
+
+// Fixed-size payloads. The decoders reject any other length.
+std::string EncodeU32(uint32_t value);
+bool DecodeU32(std::string_view payload, uint32_t* value);
+
+// EXEC's payload.
+struct ExecRequest {
+  static constexpr uint32_t kFlagStdin = 1;  // STDIN frames follow; else /dev/null
+  uint32_t flags = 0;
+  std::string cwd;                 // empty: "/"
+  std::vector<std::string> argv;   // at least one; argv[0] searched in PATH
+  std::vector<std::string> env;    // "KEY=VALUE", over the agent's own
+};
+// Layout: u32 flags, string cwd, u32 argc, argc strings, u32 envc, envc
+// strings; a string is u32 length + bytes (no NUL bytes in it).
+std::string EncodeExec(const ExecRequest& request);
+bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);
+
+// ERROR's payload: what the client should make of it (ember-exec maps them
+// to a shell's 127, 126 and its own 125).
+enum class ErrorKind : uint8_t { kNotFound = 1, kNotExecutable = 2, kOther = 3 };
+std::string EncodeError(ErrorKind kind, std::string_view message);
+bool DecodeError(std::string_view payload, ErrorKind* kind, std::string* message);
+
+// EXIT's payload.
+struct ExitStatus {
+  bool signaled = false;
+  uint32_t value = 0;  // exit code, or signal number when signaled
+};
+std::string EncodeExit(ExitStatus status);
+bool DecodeExit(std::string_view payload, ExitStatus* status);
+
+}  // namespace ember::agent

@@ -1,0 +1,187 @@
+#include "src/agent/protocol.h"
+
+#include <gtest/gtest.h>
+
+namespace ember::agent {
+namespace {
+
+using Result = FrameDecoder::Result;
+
+std::string Header(uint32_t length, uint8_t type) {
+  std::string h = EncodeU32(length);
+  h.push_back(static_cast<char>(type));
+  return h;
+}
+
+TEST(FrameTest, RoundTripsByteByByte) {
+  std::string wire;
+  AppendFrame(&wire, Type::kHello, EncodeU32(kVersion));
+  AppendFrame(&wire, Type::kStdinEof, "");
+  AppendFrame(&wire, Type::kStdout, std::string(1000, 'x'));
+  FrameDecoder decoder;
+  std::vector<Frame> frames;
+  std::string error;
+  for (char c : wire) {
+    decoder.Feed(std::string_view(&c, 1));
+    Frame f;
+    while (decoder.Next(&f, &error) == Result::kFrame) frames.push_back(f);
+  }
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0].type, Type::kHello);
+  uint32_t version;
+  ASSERT_TRUE(DecodeU32(frames[0].payload, &version));
+  EXPECT_EQ(version, kVersion);
+  EXPECT_EQ(frames[1].type, Type::kStdinEof);
+  EXPECT_TRUE(frames[1].payload.empty());
+  EXPECT_EQ(frames[2].payload, std::string(1000, 'x'));
+  EXPECT_EQ(decoder.buffered(), 0u);
+}
+
+TEST(FrameTest, LengthIsLittleEndian) {
+  std::string wire;
+  AppendFrame(&wire, Type::kStdin, std::string(0x102, 'a'));
+  EXPECT_EQ(wire.substr(0, 5), std::string("\x02\x01\x00\x00\x03", 5));
+}
+
+TEST(FrameTest, AcceptsTheMaximumPayload) {
+  std::string wire;
+  AppendFrame(&wire, Type::kStdin, std::string(kMaxPayload, 'a'));
+  FrameDecoder decoder;
+  decoder.Feed(wire);
+  Frame f;
+  std::string error;
+  ASSERT_EQ(decoder.Next(&f, &error), Result::kFrame);
+  EXPECT_EQ(f.payload.size(), kMaxPayload);
+}
+
+TEST(FrameTest, RejectsAnOversizedFrameFromItsHeaderAlone) {
+  for (uint32_t length : {kMaxPayload + 1, 0xffffffffu}) {
+    FrameDecoder decoder;
+    decoder.Feed(Header(length, static_cast<uint8_t>(Type::kStdin)));
+    Frame f;
+    std::string error;
+    EXPECT_EQ(decoder.Next(&f, &error), Result::kBad);
+    EXPECT_NE(error.find("exceeds"), std::string::npos) << error;
+    // The stream cannot be resynchronised: it stays failed.
+    std::string good;
+    AppendFrame(&good, Type::kStdinEof, "");
+    decoder.Feed(good);
+    EXPECT_EQ(decoder.Next(&f, &error), Result::kBad);
+  }
+}
+
+TEST(FrameTest, RejectsUnknownTypes) {
+  for (uint8_t type : {0, 6, 15, 21, 255}) {
+    FrameDecoder decoder;
+    decoder.Feed(Header(0, type));
+    Frame f;
+    std::string error;
+    EXPECT_EQ(decoder.Next(&f, &error), Result::kBad) << int(type);
+  }
+}
+
+TEST(FrameTest, WaitsForAWholeHeaderAndPayload) {
+  FrameDecoder decoder;
+  Frame f;
+  std::string error;
+  decoder.Feed(std::string("\x04\x00\x00", 3));
+  EXPECT_EQ(decoder.Next(&f, &error), Result::kNeedMore);
+  decoder.Feed(std::string("\x00\x05\x01\x02\x03", 5));
+  EXPECT_EQ(decoder.Next(&f, &error), Result::kNeedMore);
+  decoder.Feed(std::string("\x04", 1));
+  EXPECT_EQ(decoder.Next(&f, &error), Result::kFrame);
+  EXPECT_EQ(f.type, Type::kSignal);
+}
+
+ExecRequest Sample() {
+  ExecRequest r;
+  r.flags = ExecRequest::kFlagStdin;
+  r.cwd = "/tmp";
+  r.argv = {"sh", "-c", "echo hi", ""};
+  r.env = {"A=1", "EMPTY="};
+  return r;
+}
+
+TEST(ExecRequestTest, RoundTrips) {
+  ExecRequest in = Sample(), out;
+  std::string error;
+  ASSERT_TRUE(DecodeExec(EncodeExec(in), &out, &error)) << error;
+  EXPECT_EQ(out.flags, in.flags);
+  EXPECT_EQ(out.cwd, in.cwd);
+  EXPECT_EQ(out.argv, in.argv);
+  EXPECT_EQ(out.env, in.env);
+}
+
+TEST(ExecRequestTest, RejectsEveryTruncationAndTrailingBytes) {
+  std::string wire = EncodeExec(Sample());
+  ExecRequest out;
+  std::string error;
+  for (size_t n = 0; n < wire.size(); ++n) {
+    EXPECT_FALSE(DecodeExec(wire.substr(0, n), &out, &error)) << n;
+  }
+  EXPECT_FALSE(DecodeExec(wire + "x", &out, &error));
+}
+
+TEST(ExecRequestTest, RejectsAHugeCountWithoutAllocating) {
+  std::string wire = EncodeU32(0) + EncodeU32(0) + EncodeU32(0xffffffffu);
+  ExecRequest out;
+  std::string error;
+  EXPECT_FALSE(DecodeExec(wire, &out, &error));
+}
+
+TEST(ExecRequestTest, RejectsWhatExecCannotTake) {
+  std::string error;
+  ExecRequest out;
+  ExecRequest r = Sample();
+  r.argv = {};
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r.argv = {""};
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r.argv = {std::string("a\0b", 3)};
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = Sample();
+  r.env = {"NOEQUALS"};
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r.env = {"=x"};
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = Sample();
+  r.flags = 2;  // reserved for a later version (uid/gid)
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  EXPECT_NE(error.find("flags"), std::string::npos);
+}
+
+TEST(PayloadTest, ExitAndErrorRoundTrip) {
+  ExitStatus status;
+  ASSERT_TRUE(DecodeExit(EncodeExit({true, 9}), &status));
+  EXPECT_TRUE(status.signaled);
+  EXPECT_EQ(status.value, 9u);
+  ASSERT_TRUE(DecodeExit(EncodeExit({false, 255}), &status));
+  EXPECT_FALSE(status.signaled);
+  EXPECT_EQ(status.value, 255u);
+  EXPECT_FALSE(DecodeExit(std::string("\x02\0\0\0\0", 5), &status));
+  EXPECT_FALSE(DecodeExit(std::string("\0\0\0\0", 4), &status));
+
+  ErrorKind kind;
+  std::string message;
+  ASSERT_TRUE(DecodeError(EncodeError(ErrorKind::kNotFound, "no such"), &kind, &message));
+  EXPECT_EQ(kind, ErrorKind::kNotFound);
+  EXPECT_EQ(message, "no such");
+  EXPECT_FALSE(DecodeError("", &kind, &message));
+  // A kind from a later version still reads as an error.
+  ASSERT_TRUE(DecodeError("\x09later", &kind, &message));
+  EXPECT_EQ(kind, ErrorKind::kOther);
+  // An over-long message is cut to fit a frame.
+  EXPECT_EQ(EncodeError(ErrorKind::kOther, std::string(2 * kMaxPayload, 'm')).size(),
+            kMaxPayload);
+}
+
+TEST(PayloadTest, U32WantsExactlyFourBytes) {
+  uint32_t v;
+  EXPECT_FALSE(DecodeU32("abc", &v));
+  EXPECT_FALSE(DecodeU32("abcde", &v));
+  ASSERT_TRUE(DecodeU32(EncodeU32(0xdeadbeef), &v));
+  EXPECT_EQ(v, 0xdeadbeefu);
+}
+
+}  // namespace
+}  // namespace ember::agent

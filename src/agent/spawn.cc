@@ -1,0 +1,190 @@
+#include "src/agent/spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+extern char** environ;
+
+namespace ember::agent {
+namespace {
+
+// The record a failing child writes to the status pipe: 8 bytes, under
+// PIPE_BUF, so the parent reads all of it or nothing.
+enum Stage : int32_t { kStageSetup = 1, kStageChdir = 2, kStageExec = 3 };
+struct Failure {
+  int32_t stage;
+  int32_t err;
+};
+
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+bool Pipe(Fd* read_end, Fd* write_end) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  read_end->reset(fds[0]);
+  write_end->reset(fds[1]);
+  return true;
+}
+
+[[noreturn]] void Fail(int status_fd, Stage stage, int err) {
+  Failure f{stage, err};
+  (void)!write(status_fd, &f, sizeof(f));
+  _exit(127);
+}
+
+// Between fork and exec. The agent has one thread, so the child is a
+// consistent copy, but it still only makes system calls: everything else
+// was prepared by the parent.
+[[noreturn]] void RunChild(int stdin_fd, int stdout_fd, int stderr_fd, int status_fd,
+                           const char* cwd, const std::vector<char*>& argv,
+                           const std::vector<char*>& envp, const std::vector<std::string>& paths) {
+  // The agent blocks SIGCHLD and ignores SIGPIPE, and may have been
+  // started with signals ignored (a background job ignores SIGINT); a
+  // command expects none of that, and an ignored signal stays ignored
+  // across exec.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < NSIG; ++s) sigaction(s, &dfl, nullptr);  // fails harmlessly for KILL, STOP
+  if (setsid() < 0) Fail(status_fd, kStageSetup, errno);
+  // The pipe ends are all above 2 (the agent keeps 0-2 open), so dup2
+  // always makes a new, inheritable descriptor.
+  if (dup2(stdin_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(stderr_fd, 2) < 0) {
+    Fail(status_fd, kStageSetup, errno);
+  }
+  // Whatever the agent inherited without close-on-exec stays with it; the
+  // status pipe stays open until exec.
+  close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+  if (chdir(cwd) != 0) Fail(status_fd, kStageChdir, errno);
+  // Like execvp: a missing file or directory moves on to the next
+  // candidate, a permission problem is remembered, anything else stops.
+  int err = ENOENT;
+  bool denied = false;
+  for (const auto& path : paths) {
+    execve(path.c_str(), argv.data(), envp.data());
+    err = errno;
+    if (err == EACCES) denied = true;
+    if (err != ENOENT && err != ENOTDIR && err != EACCES) break;
+  }
+  Fail(status_fd, kStageExec, denied && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
+}
+
+}  // namespace
+
+std::vector<std::string> MergeEnvironment(char** base, const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = base; e && *e; ++e) env.emplace_back(*e);
+  for (const auto& entry : extra) {
+    std::string_view name(entry.data(), entry.find('=') + 1);  // "NAME="
+    bool replaced = false;
+    for (auto& existing : env) {
+      if (existing.compare(0, name.size(), name) == 0) {
+        existing = entry;
+        replaced = true;
+      }
+    }
+    if (!replaced) env.push_back(entry);
+  }
+  return env;
+}
+
+std::vector<std::string> ExecCandidates(const std::string& program, const std::string& path) {
+  if (program.find('/') != std::string::npos) return {program};
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    size_t end = path.find(':', start);
+    std::string dir = path.substr(start, end == std::string::npos ? end : end - start);
+    out.push_back((dir.empty() ? "." : dir) + "/" + program);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
+  std::vector<std::string> env = MergeEnvironment(environ, request.env);
+  std::string path = kDefaultPath;
+  for (const auto& e : env) {
+    if (e.compare(0, 5, "PATH=") == 0) path = e.substr(5);
+  }
+  std::vector<std::string> paths = ExecCandidates(request.argv[0], path);
+  std::vector<char*> argv, envp;
+  for (const auto& a : request.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const char* cwd = request.cwd.empty() ? "/" : request.cwd.c_str();
+
+  Fd in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w;
+  bool use_stdin = request.flags & ExecRequest::kFlagStdin;
+  if (use_stdin ? !Pipe(&in_r, &in_w)
+                : (in_r.reset(open("/dev/null", O_RDONLY | O_CLOEXEC)), !in_r.valid())) {
+    *error = std::string("cannot make the command's stdin: ") + strerror(errno);
+    return false;
+  }
+  if (!Pipe(&out_r, &out_w) || !Pipe(&err_r, &err_w) || !Pipe(&status_r, &status_w)) {
+    *error = std::string("cannot make pipes: ") + strerror(errno);
+    return false;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    *error = std::string("fork: ") + strerror(errno);
+    return false;
+  }
+  if (pid == 0) {
+    RunChild(in_r.get(), out_w.get(), err_w.get(), status_w.get(), cwd, argv, envp, paths);
+  }
+  // The parent's ends are non-blocking: one slow command must not stall
+  // the loop that serves all of them.
+  for (Fd* fd : {&in_w, &out_r, &err_r}) {
+    if (fd->valid()) fcntl(fd->get(), F_SETFL, O_NONBLOCK);
+  }
+  out->pid = pid;
+  out->stdin_w = std::move(in_w);
+  out->stdout_r = std::move(out_r);
+  out->stderr_r = std::move(err_r);
+  out->status_r = std::move(status_r);
+  return true;
+}
+
+ExecOutcome ReadExecOutcome(int status_fd, const ExecRequest& request) {
+  ExecOutcome outcome;
+  Failure f{};
+  ssize_t n;
+  do {
+    n = read(status_fd, &f, sizeof(f));
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) {
+    outcome.started = true;
+    return outcome;
+  }
+  if (n != static_cast<ssize_t>(sizeof(f))) {
+    outcome.message = "the command's start could not be confirmed";
+    return outcome;
+  }
+  const std::string& program = request.argv[0];
+  switch (f.stage) {
+    case kStageChdir:
+      outcome.message = "cannot change to directory " + request.cwd + ": " + strerror(f.err);
+      break;
+    case kStageExec:
+      outcome.kind = f.err == ENOENT || f.err == ENOTDIR ? ErrorKind::kNotFound
+                                                          : ErrorKind::kNotExecutable;
+      outcome.message = "cannot run " + program + ": " + strerror(f.err);
+      break;
+    default:
+      outcome.message = "cannot set up " + program + ": " + strerror(f.err);
+  }
+  return outcome;
+}
+
+}  // namespace ember::agent

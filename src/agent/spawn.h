@@ -1,0 +1,47 @@
+// Starting one command for the agent: pipes for its stdio, a session and
+// process group of its own (so a signal or a kill reaches what it started
+// too), and a close-on-exec status pipe that tells the parent how exec went.
+//
+// The status pipe is also how the agent serialises exec (see agent.h): it
+// closes, without data, at the moment exec succeeded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "src/agent/fd.h"
+#include "src/agent/protocol.h"
+
+namespace ember::agent {
+
+struct Spawned {
+  pid_t pid = -1;
+  Fd stdin_w;   // invalid when the command's stdin is /dev/null
+  Fd stdout_r;  // non-blocking
+  Fd stderr_r;  // non-blocking
+  Fd status_r;  // readable once exec succeeded (EOF) or failed (a record)
+};
+
+// Forks the command. Everything exec needs (argument and environment
+// arrays, the PATH candidates) is built before fork. On failure before or
+// at fork returns false with *error; nothing is left running.
+bool Spawn(const ExecRequest& request, Spawned* out, std::string* error);
+
+// How exec went, read from a readable status pipe.
+struct ExecOutcome {
+  bool started = false;
+  ErrorKind kind = ErrorKind::kOther;
+  std::string message;  // when !started
+};
+ExecOutcome ReadExecOutcome(int status_fd, const ExecRequest& request);
+
+// The command's environment: the agent's own, with the request's entries
+// replacing those of the same name and the rest appended.
+std::vector<std::string> MergeEnvironment(char** base, const std::vector<std::string>& extra);
+
+// Where exec looks for `program`: itself when it has a '/', else each PATH
+// directory in turn (an empty one is the working directory).
+std::vector<std::string> ExecCandidates(const std::string& program, const std::string& path);
+
+}  // namespace ember::agent

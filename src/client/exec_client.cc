@@ -1,0 +1,248 @@
+#include "src/client/exec_client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <optional>
+
+#include "src/agent/fd.h"
+
+namespace ember::client {
+namespace {
+
+using agent::Fd;
+using agent::Frame;
+using agent::FrameDecoder;
+using agent::Type;
+
+// Stdin bytes queued for the agent past which we stop reading stdin.
+constexpr size_t kMaxQueued = 256 * 1024;
+
+int signal_pipe_w = -1;
+
+void OnSignal(int signo) {
+  int saved = errno;
+  unsigned char byte = static_cast<unsigned char>(signo);
+  (void)!write(signal_pipe_w, &byte, 1);
+  errno = saved;
+}
+
+int Fail(const std::string& message, int code = kExitFailure) {
+  std::fprintf(stderr, "ember-exec: %s\n", message.c_str());
+  return code;
+}
+
+double Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Milliseconds until the deadline for poll; -1 without one.
+int PollTimeout(double deadline) {
+  if (deadline == 0) return -1;
+  double left = deadline - Now();
+  return left <= 0 ? 0 : static_cast<int>(left * 1000) + 1;
+}
+
+// Writes everything, waiting when fd is non-blocking; false on an error.
+bool WriteAll(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n < 0) return false;
+    data += n;
+    size -= n;
+  }
+  return true;
+}
+
+Fd Connect(const std::string& path, std::string* error) {
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    *error = "socket path too long: " + path;
+    return Fd();
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  if (!fd.valid() || connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    *error = "cannot connect to " + path + ": " + strerror(errno);
+    return Fd();
+  }
+  return fd;
+}
+
+// Firecracker's host-initiated vsock connection: "CONNECT <port>\n", then
+// "OK <host port>\n" once the guest accepted. Read a byte at a time: what
+// follows the line is already the agent's.
+bool VmmHandshake(int fd, const ExecOptions& options, double deadline, std::string* error) {
+  std::string line = "CONNECT " + std::to_string(options.port) + "\n";
+  if (!WriteAll(fd, line.data(), line.size())) {
+    *error = "cannot write to " + options.socket_path + ": " + strerror(errno);
+    return false;
+  }
+  line.clear();
+  while (line.size() < 64) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, PollTimeout(deadline)) == 0) {
+      *error = "no answer to CONNECT from " + options.socket_path + " before the timeout";
+      return false;
+    }
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *error = "the guest agent is not listening on vsock port " +
+               std::to_string(options.port) + " (" + options.socket_path +
+               " closed the connection)";
+      return false;
+    }
+    if (c == '\n') break;
+    line.push_back(c);
+  }
+  if (line.rfind("OK ", 0) != 0 || line.size() == 3 ||
+      line.find_first_not_of("0123456789", 3) != std::string::npos) {
+    *error = "unexpected answer to CONNECT from " + options.socket_path + ": \"" + line + "\"";
+    return false;
+  }
+  return true;
+}
+
+int ExitCodeOf(agent::ErrorKind kind) {
+  switch (kind) {
+    case agent::ErrorKind::kNotFound:
+      return kExitNotFound;
+    case agent::ErrorKind::kNotExecutable:
+      return kExitCannotRun;
+    default:
+      return kExitFailure;
+  }
+}
+
+}  // namespace
+
+int RunExec(const ExecOptions& options) {
+  double deadline = options.timeout_s > 0 ? Now() + options.timeout_s : 0;
+  std::string error;
+  Fd sock = Connect(options.socket_path, &error);
+  if (!sock.valid()) return Fail(error);
+  if (options.through_vmm && !VmmHandshake(sock.get(), options, deadline, &error)) {
+    return Fail(error);
+  }
+  std::string payload = agent::EncodeExec(options.request);
+  if (payload.size() > agent::kMaxPayload) return Fail("the command and its environment are too long");
+  std::string out;  // frames for the agent
+  agent::AppendFrame(&out, Type::kHello, agent::EncodeU32(agent::kVersion));
+  agent::AppendFrame(&out, Type::kExec, payload);
+  fcntl(sock.get(), F_SETFL, O_NONBLOCK);
+
+  // Signals become bytes in a pipe, read by the loop below.
+  int sp[2];
+  if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) != 0) return Fail(std::string("pipe: ") + strerror(errno));
+  Fd signal_r(sp[0]), signal_w(sp[1]);
+  signal_pipe_w = signal_w.get();
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sa.sa_flags = SA_RESTART;
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &sa, nullptr);
+
+  bool stdin_open = options.request.flags & agent::ExecRequest::kFlagStdin;
+  bool hello = false;
+  FrameDecoder decoder;
+  char buf[agent::kMaxPayload];
+  while (true) {
+    pollfd fds[3] = {{sock.get(), static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0},
+                     {signal_r.get(), POLLIN, 0},
+                     {stdin_open && out.size() < kMaxQueued ? 0 : -1, POLLIN, 0}};
+    int ready = poll(fds, 3, PollTimeout(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      // Closing the connection makes the agent kill the command.
+      char seconds[32];
+      std::snprintf(seconds, sizeof(seconds), "%g", options.timeout_s);
+      return Fail(std::string("timed out after ") + seconds + " s; the command was killed",
+                  kExitTimeout);
+    }
+    if (fds[1].revents) {
+      unsigned char signo;
+      while (read(signal_r.get(), &signo, 1) == 1) {
+        agent::AppendFrame(&out, Type::kSignal, agent::EncodeU32(signo));
+      }
+    }
+    if (fds[2].revents) {
+      ssize_t n = read(0, buf, sizeof(buf));
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+      } else if (n > 0) {
+        agent::AppendFrame(&out, Type::kStdin, std::string_view(buf, n));
+      } else {
+        agent::AppendFrame(&out, Type::kStdinEof, "");
+        stdin_open = false;
+      }
+    }
+    if (!out.empty()) {
+      ssize_t n = send(sock.get(), out.data(), out.size(), MSG_NOSIGNAL);
+      if (n > 0) out.erase(0, n);
+      // A failed send shows up below as the connection's end.
+    }
+    if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    ssize_t n = read(sock.get(), buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return Fail("the agent closed the connection before the command finished");
+    decoder.Feed(std::string_view(buf, n));
+    Frame frame;
+    while (true) {
+      auto result = decoder.Next(&frame, &error);
+      if (result == FrameDecoder::Result::kNeedMore) break;
+      if (result == FrameDecoder::Result::kBad) return Fail("bad frame from the agent: " + error);
+      uint32_t value;
+      agent::ErrorKind kind;
+      agent::ExitStatus status;
+      switch (frame.type) {
+        case Type::kHello:
+          if (!agent::DecodeU32(frame.payload, &value) || value != agent::kVersion) {
+            return Fail("the agent speaks another protocol version");
+          }
+          hello = true;
+          break;
+        case Type::kStarted:
+          break;
+        case Type::kError:
+          if (!agent::DecodeError(frame.payload, &kind, &error)) error = "(no message)";
+          return Fail(error, ExitCodeOf(kind));
+        case Type::kStdout:
+        case Type::kStderr:
+          if (!WriteAll(frame.type == Type::kStdout ? 1 : 2, frame.payload.data(),
+                        frame.payload.size())) {
+            // Our reader left (SIGPIPE ignored): end like a shell's filter
+            // would; the agent kills the command when we close.
+            return 128 + SIGPIPE;
+          }
+          break;
+        case Type::kExit:
+          if (!hello || !agent::DecodeExit(frame.payload, &status)) {
+            return Fail("bad EXIT from the agent");
+          }
+          return status.signaled ? 128 + static_cast<int>(status.value)
+                                 : static_cast<int>(status.value);
+        default:
+          return Fail("unexpected frame from the agent");
+      }
+    }
+  }
+}
+
+}  // namespace ember::client

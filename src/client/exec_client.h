@@ -1,0 +1,37 @@
+// The host side of src/agent/PROTOCOL.md: runs one command in a guest
+// through its agent and relays stdin, stdout, stderr, signals and the exit
+// status, for ember-exec (exec_main.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "src/agent/protocol.h"
+
+namespace ember::client {
+
+// ember-exec's exit codes besides the command's own (docker exec's choice:
+// one below the shell's "cannot execute" and "not found").
+inline constexpr int kExitTimeout = 124;
+inline constexpr int kExitFailure = 125;      // no connection, protocol, agent error
+inline constexpr int kExitCannotRun = 126;    // found but not executable
+inline constexpr int kExitNotFound = 127;
+
+struct ExecOptions {
+  std::string socket_path;
+  // True: socket_path is the VM's vsock Unix socket (Firecracker's model),
+  // so the connection starts with "CONNECT <port>\n" / "OK <n>\n". False:
+  // an agent listening on unix:socket_path itself (tests).
+  bool through_vmm = true;
+  uint32_t port = agent::kDefaultPort;
+  agent::ExecRequest request;  // kFlagStdin set: forward our stdin
+  double timeout_s = 0;        // 0: none
+};
+
+// Runs the command, writing its output to our stdout and stderr and
+// forwarding SIGINT, SIGTERM and SIGHUP to it. Returns what ember-exec
+// should exit with: the command's status, 128 + signal when a signal
+// ended it, or one of the codes above (with a message on stderr).
+int RunExec(const ExecOptions& options);
+
+}  // namespace ember::client
