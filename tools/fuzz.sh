@@ -15,6 +15,7 @@
 #               front of virtio-blk (Sync and Async) and virtio-balloon
 #   net         virtio-net receive and transmit (a socket pair at the TAP's fd)
 #   balloon     virtio-balloon with statistics, its target and saved state
+#   vsock       virtio-vsock: guest packets and buffers, host programs on its sockets
 #   i8042       the i8042's ports and saved state
 #   serial      the 8250's registers, host input and saved state
 #   jailer      ember-jailer's command line (ParseJailerArgs)
