@@ -37,6 +37,7 @@ enum Op : uint16_t {
 // SHUTDOWN flags: the sender will receive (RCV) or send (SEND) no more.
 inline constexpr uint32_t kShutdownRcv = 1;
 inline constexpr uint32_t kShutdownSend = 2;
+inline constexpr uint32_t kShutdownBoth = kShutdownRcv | kShutdownSend;
 
 struct PacketHeader {
   uint64_t src_cid = 0, dst_cid = 0;
