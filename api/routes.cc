@@ -173,6 +173,7 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
                         r.Bool("enable_diff_snapshots", false).value_or(false);
   a.resume_vm = r.Bool("resume_vm", false).value_or(false);
   const rapidjson::Value* overrides = r.Raw("network_overrides");
+  const rapidjson::Value* vsock = r.Raw("vsock_override");
   r.Bool("clock_realtime", false);
   RETURN_IF_ERROR(r.Finish());
   if (a.snapshot_path.empty()) {
@@ -191,6 +192,14 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
     return absl::InvalidArgumentError("snapshot/load: the memory backend path must not be empty");
   }
   if (overrides != nullptr) RETURN_IF_ERROR(ReadNetworkOverrides(*overrides, &a));
+  if (vsock != nullptr && !vsock->IsNull()) {
+    if (!vsock->IsObject()) {
+      return absl::InvalidArgumentError("snapshot/load.vsock_override must be an object");
+    }
+    JsonReader v(*vsock, "snapshot/load.vsock_override");
+    a.vsock_uds_path = v.String("uds_path", true).value_or("");
+    RETURN_IF_ERROR(v.Finish());
+  }
   return a;
 }
 
@@ -210,6 +219,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/balloon", "GET", Get<GetBalloon>},
     {"/balloon", "PUT", Put<PutBalloon, ParseBalloon>},
     {"/balloon", "PATCH", ParsePatchBalloon},
+    {"/vsock", "PUT", Put<PutVsock, ParseVsock>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
     {"/serial", "PUT", Put<PutSerial, ParseSerial>},

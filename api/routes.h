@@ -35,6 +35,6 @@ absl::Span<const RouteSpec> RouteTable();
 inline constexpr const char* kNotYetPaths[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
     "/cpu-config", "/pmem", "/mmds", "/mmds/config", "/entropy",
-    "/hotplug/memory", "/vsock"};
+    "/hotplug/memory"};
 
 }  // namespace ember::api

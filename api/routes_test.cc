@@ -138,7 +138,8 @@ std::vector<Case> Cases() {
       {"PUT", "/snapshot/load", "",
        R"({"snapshot_path": "/s/vm.snap", "resume_vm": true, "track_dirty_pages": true,
            "mem_backend": {"backend_type": "Uffd", "backend_path": "/run/uffd.sock"},
-           "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap7"}]})",
+           "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap7"}],
+           "vsock_override": {"uds_path": "/run/clone.sock"}})",
        Holds<LoadSnapshot>([](const auto& a) {
          EXPECT_EQ(a.snapshot_path, "/s/vm.snap");
          EXPECT_EQ(a.mem_backend_path, "/run/uffd.sock");
@@ -147,6 +148,12 @@ std::vector<Case> Cases() {
          EXPECT_TRUE(a.track_dirty_pages);
          using Override = std::pair<std::string, std::string>;
          EXPECT_EQ(a.network_overrides, std::vector<Override>({{"eth0", "tap7"}}));
+         EXPECT_EQ(a.vsock_uds_path, "/run/clone.sock");
+       })},
+      {"PUT", "/vsock", "", R"({"guest_cid": 3, "uds_path": "/run/v.sock"})",
+       Holds<PutVsock>([](const auto& a) {
+         EXPECT_EQ(a.config.guest_cid, 3u);
+         EXPECT_EQ(a.config.uds_path, "/run/v.sock");
        })},
       {"PUT", "/snapshot/load", "", R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem"})",
        Holds<LoadSnapshot>([](const auto& a) {

@@ -21,7 +21,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "vsock", "mmds-config", "entropy", "cpu-config",
+    "mmds-config", "entropy", "cpu-config",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -171,6 +171,18 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
   return b;
 }
 
+absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value) {
+  JsonReader r(value, "vsock");
+  VsockConfig v;
+  // Firecracker still accepts its deprecated vsock_id.
+  v.vsock_id = r.String("vsock_id", false).value_or("");
+  v.guest_cid = static_cast<uint32_t>(r.Uint("guest_cid", true, 0, UINT32_MAX).value_or(0));
+  v.uds_path = r.String("uds_path", true).value_or("");
+  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(ValidateVsock(v));
+  return v;
+}
+
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   JsonReader r(value, "logger");
   LoggerConfig l;
@@ -231,6 +243,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   if (const rapidjson::Value* v = r.Raw("balloon"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.balloon, ParseBalloon(*v));
     RETURN_IF_ERROR(ValidateBalloon(*config.balloon, config.machine));
+  }
+  if (const rapidjson::Value* v = r.Raw("vsock"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.vsock, ParseVsock(*v));
   }
   if (const rapidjson::Value* v = r.Raw("logger"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.logger, ParseLogger(*v));
@@ -307,6 +322,15 @@ void WriteBalloon(Writer& w, const BalloonConfig& b) {
   w.EndObject();
 }
 
+void WriteVsock(Writer& w, const VsockConfig& v) {
+  w.StartObject();
+  if (!v.vsock_id.empty()) Str(w, "vsock_id", v.vsock_id);
+  w.Key("guest_cid");
+  w.Uint(v.guest_cid);
+  Str(w, "uds_path", v.uds_path);
+  w.EndObject();
+}
+
 void WriteDrive(Writer& w, const DriveConfig& d) {
   w.StartObject();
   Str(w, "drive_id", d.drive_id);
@@ -356,6 +380,10 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   if (c.balloon) {
     w.Key("balloon");
     WriteBalloon(w, *c.balloon);
+  }
+  if (c.vsock) {
+    w.Key("vsock");
+    WriteVsock(w, *c.vsock);
   }
   w.EndObject();
 }

@@ -103,9 +103,38 @@ TEST(VmConfigJsonTest, MissingRequiredFields) {
   ExpectRefused(R"({"boot-source": {"kernel_image_path": ""}})", "must not be empty");
 }
 
+TEST(VmConfigJsonTest, VsockSectionRoundTrips) {
+  auto c = ParseVmConfig(std::string("{") + kBoot +
+                         R"(, "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/run/v.sock"}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->vsock.has_value());
+  EXPECT_EQ(c->vsock->vsock_id, "vsock0");
+  EXPECT_EQ(c->vsock->guest_cid, 3u);
+  EXPECT_EQ(c->vsock->uds_path, "/run/v.sock");
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->vsock->uds_path, "/run/v.sock");
+  EXPECT_EQ(again->vsock->vsock_id, "vsock0");
+  // vsock_id is optional (deprecated in Firecracker).
+  EXPECT_TRUE(ParseVmConfig(std::string("{") + kBoot +
+                            R"(, "vsock": {"guest_cid": 9, "uds_path": "v"}})").ok());
+}
+
+TEST(VmConfigJsonTest, BadVsockIsRefused) {
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 2, "uds_path": "v"}})",
+                "vsock.guest_cid 2 is reserved (0-2); use 3 or more");
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3}})",
+                "vsock.uds_path is required");
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3, "uds_path": ""}})",
+                "vsock.uds_path must not be empty");
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 4294967296, "uds_path": "v"}})",
+                "vsock.guest_cid");
+  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3, "uds_path": ")" +
+                    std::string(108, 'a') + R"("}})",
+                "at most 107");
+}
+
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot + R"(, "vsock": {"guest_cid": 3, "uds_path": "v"}})",
-                "'vsock' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot + R"(, "entropy": {"rate_limiter": null}})", "'entropy'");
 }
 

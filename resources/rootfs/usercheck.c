@@ -5,6 +5,9 @@
 //                              exits 0, or "FAIL <name>: why" and exits 1
 //   ember-usercheck forkexec N fork + exec /bin/true N times, one at a time;
 //                              prints "forkexec_us <median> <min> <max>"
+//   ember-usercheck vsock CID PORT
+//                              connects to AF_VSOCK CID:PORT, sends stdin,
+//                              half-closes, and copies the reply to stdout
 //
 // It never runs two execs at once: on PVM hosts overlapping execs can
 // corrupt the new process (shared/PLATFORM.md).
@@ -18,12 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/vm_sockets.h>
 
 static int failures;
 
@@ -215,10 +221,42 @@ static int fork_exec_times(int n) {
   return 0;
 }
 
+// Copies fd `from` to fd `to` until EOF; -1 on an error.
+static int copy_all(int from, int to) {
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(from, buf, sizeof(buf))) > 0) {
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(to, buf + off, n - off);
+      if (w <= 0) return -1;
+      off += w;
+    }
+  }
+  return n < 0 ? -1 : 0;
+}
+
+static int vsock_connect(unsigned cid, unsigned port) {
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+  if (fd < 0 || connect(fd, (struct sockaddr*)&addr, sizeof(addr)) != 0) {
+    fprintf(stderr, "vsock %u:%u: %s\n", cid, port, strerror(errno));
+    return 1;
+  }
+  // One direction at a time: no second thread or process (PLATFORM.md).
+  if (copy_all(0, fd) != 0 || shutdown(fd, SHUT_WR) != 0 || copy_all(fd, 1) != 0) {
+    fprintf(stderr, "vsock %u:%u: %s\n", cid, port, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "forkexec") == 0) return fork_exec_times(atoi(argv[2]));
+  if (argc == 4 && strcmp(argv[1], "vsock") == 0) {
+    return vsock_connect(strtoul(argv[2], NULL, 10), strtoul(argv[3], NULL, 10));
+  }
   if (argc != 1) {
-    fprintf(stderr, "usage: ember-usercheck [forkexec N]\n");
+    fprintf(stderr, "usage: ember-usercheck [forkexec N | vsock CID PORT]\n");
     return 2;
   }
   check_exit_status();

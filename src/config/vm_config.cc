@@ -19,6 +19,22 @@ absl::Status ValidateMachineConfig(const MachineConfig& m) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateVsock(const VsockConfig& vsock) {
+  if (vsock.guest_cid < kMinGuestCid) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "vsock.guest_cid %d is reserved (0-2); use %d or more", vsock.guest_cid, kMinGuestCid));
+  }
+  if (vsock.uds_path.empty()) {
+    return absl::InvalidArgumentError("vsock.uds_path must not be empty");
+  }
+  // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+  if (vsock.uds_path.size() > 107) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "vsock.uds_path is %d bytes; a Unix socket path has at most 107", vsock.uds_path.size()));
+  }
+  return absl::OkStatus();
+}
+
 bool ValidDeviceId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {

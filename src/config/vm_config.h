@@ -59,6 +59,16 @@ struct BalloonConfig {
   uint32_t stats_polling_interval_s = 0;  // 0: no statistics queue
 };
 
+// virtio-vsock with Firecracker's Unix-socket host side, as `vsock`.
+inline constexpr uint32_t kMinGuestCid = 3;  // 0-2 are reserved (host = 2)
+struct VsockConfig {
+  std::string vsock_id;  // deprecated in Firecracker; accepted and kept
+  uint32_t guest_cid = 0;
+  // Host programs connect here; a guest connection to port P goes to a
+  // listener at "<uds_path>_<P>".
+  std::string uds_path;
+};
+
 // PUT /logger and the config file's `logger`.
 struct LoggerConfig {
   std::string log_path;  // a file or FIFO; empty: stderr
@@ -84,6 +94,7 @@ struct VmConfig {
   std::vector<DriveConfig> drives;
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
+  std::optional<VsockConfig> vsock;
   std::optional<LoggerConfig> logger;
   std::optional<MetricsConfig> metrics;
   // ember --boot-timer (not part of the JSON): the BootTimer device.
@@ -100,6 +111,8 @@ absl::Status ValidateMachineConfig(const MachineConfig& m);
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
 // The balloon cannot be larger than the guest.
 absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& machine);
+// guest_cid at least kMinGuestCid, uds_path not empty.
+absl::Status ValidateVsock(const VsockConfig& vsock);
 // Unique ids and TAP names.
 absl::Status ValidateNet(const std::vector<NetConfig>& net);
 // Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].

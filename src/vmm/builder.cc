@@ -7,6 +7,7 @@
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
+#include "src/devices/virtio/vsock/vsock_device.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
 #include "src/vmm/host.h"
@@ -67,6 +68,11 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
     ASSIGN_OR_RETURN(std::unique_ptr<virtio::balloon::BalloonDevice> balloon,
                      virtio::balloon::BalloonDevice::Create(*config.balloon));
     RETURN_IF_ERROR(devices.AttachVirtio(std::move(balloon), cmdline));
+  }
+  if (config.vsock) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::vsock::VsockDevice> vsock,
+                     virtio::vsock::VsockDevice::Create(*config.vsock));
+    RETURN_IF_ERROR(devices.AttachVirtio(std::move(vsock), cmdline));
   }
   return absl::OkStatus();
 }

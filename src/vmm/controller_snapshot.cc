@@ -40,7 +40,8 @@ absl::StatusOr<std::vector<uint8_t>> ReadStateFile(const std::string& path) {
 absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   if (runtime_) return runtime_->Handle(a);  // refused once running
   const VmConfig& current = preboot_.config();
-  if (current.boot_source || !current.drives.empty() || !current.net.empty() || current.balloon) {
+  if (current.boot_source || !current.drives.empty() || !current.net.empty() || current.balloon ||
+      current.vsock) {
     return absl::FailedPreconditionError(
         "a snapshot can only be loaded into an Ember that has not been configured");
   }
@@ -62,6 +63,13 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
           absl::StrCat("network_overrides: the snapshot has no network interface '", iface, "'"));
     }
     net->host_dev_name = override.second;
+  }
+  if (a.vsock_uds_path) {
+    if (!config->vsock) {
+      return absl::InvalidArgumentError("vsock_override: the snapshot has no vsock device");
+    }
+    config->vsock->uds_path = *a.vsock_uds_path;
+    RETURN_IF_ERROR(ValidateVsock(*config->vsock));
   }
   UniqueFd mem;
   if (!a.uffd) {

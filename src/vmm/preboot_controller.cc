@@ -1,5 +1,7 @@
 #include "src/vmm/preboot_controller.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +20,25 @@ void ReplaceById(std::vector<T>& list, const T& item, std::string T::*id) {
     }
   }
   list.push_back(item);
+}
+
+// Where the vsock device will listen: the path must be free and its
+// directory must exist (Firecracker binds there when the request arrives;
+// Ember binds at InstanceStart, so it checks now).
+absl::Status CheckVsockPath(const std::string& uds_path) {
+  struct stat st;
+  if (lstat(uds_path.c_str(), &st) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vsock.uds_path ", uds_path, " already exists; remove it or choose another path"));
+  }
+  size_t slash = uds_path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : uds_path.substr(0, slash);
+  if (dir.empty()) dir = "/";
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("vsock.uds_path ", uds_path, ": directory ",
+                                                   dir, " does not exist"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -102,6 +123,13 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchBalloonStats& a) {
 
 absl::StatusOr<VmmResult> PreBootController::Do(const PutSerial& a) {
   config_.serial = a.config;
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> PreBootController::Do(const PutVsock& a) {
+  RETURN_IF_ERROR(ValidateVsock(a.config));
+  RETURN_IF_ERROR(CheckVsockPath(a.config.uds_path));
+  config_.vsock = a.config;
   return std::monostate();
 }
 

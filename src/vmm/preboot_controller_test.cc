@@ -3,6 +3,10 @@
 #include "src/vmm/preboot_controller.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
 
 namespace ember {
 namespace {
@@ -102,6 +106,35 @@ TEST(PreBootControllerTest, BalloonFitsTheGuestAndExistsBeforeItIsPatched) {
   absl::StatusOr<VmmResult> stats = c.Handle(GetBalloonStats{});
   ASSERT_FALSE(stats.ok());
   EXPECT_EQ(stats.status().message(), "balloon statistics exist once the microVM runs");
+}
+
+TEST(PreBootControllerTest, VsockNeedsAFreePathInAnExistingDirectory) {
+  PreBootController c{VmConfig{}};
+  char dir[] = "/tmp/ember-vsock-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  VsockConfig v;
+  v.guest_cid = 3;
+  v.uds_path = std::string(dir) + "/v.sock";
+  ASSERT_TRUE(c.Handle(PutVsock{v}).ok());
+  EXPECT_EQ(c.config().vsock->uds_path, v.uds_path);
+
+  VsockConfig taken = v;
+  taken.uds_path = dir;
+  absl::StatusOr<VmmResult> r = c.Handle(PutVsock{taken});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), absl::StrCat("vsock.uds_path ", dir,
+                                               " already exists; remove it or choose another path"));
+  VsockConfig nodir = v;
+  nodir.uds_path = std::string(dir) + "/missing/v.sock";
+  r = c.Handle(PutVsock{nodir});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), absl::StrCat("vsock.uds_path ", nodir.uds_path, ": directory ",
+                                               dir, "/missing does not exist"));
+  VsockConfig low = v;
+  low.guest_cid = 2;
+  EXPECT_FALSE(c.Handle(PutVsock{low}).ok());
+  EXPECT_EQ(c.config().vsock->uds_path, v.uds_path) << "a refused PUT changes nothing";
+  rmdir(dir);
 }
 
 TEST(PreBootControllerTest, BootSourceAndSerialAreTaken) {

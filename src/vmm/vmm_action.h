@@ -50,6 +50,10 @@ struct PutBalloon {
   static constexpr char kWhat[] = "the balloon device";
   BalloonConfig config;
 };
+struct PutVsock {
+  static constexpr char kWhat[] = "vsock";
+  VsockConfig config;
+};
 struct PatchBalloon {
   uint64_t amount_mib;
 };
@@ -98,6 +102,7 @@ struct LoadSnapshot {
   bool track_dirty_pages = false;
   bool resume_vm = false;
   std::vector<std::pair<std::string, std::string>> network_overrides;  // iface, TAP
+  std::optional<std::string> vsock_uds_path;  // vsock_override.uds_path
 };
 
 using VmmAction =
@@ -106,7 +111,7 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot>;
+                 LoadSnapshot, PutVsock>;
 
 struct InstanceInfo {
   std::string id;

@@ -212,7 +212,13 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
                    {"kernel_image_path": "x" * 3000})
     a.expect_fault("GET", "/no/such/path", "unknown path /no/such/path")
     a.expect_fault("DELETE", "/machine-config", "DELETE is not allowed on /machine-config")
-    a.expect_fault("PUT", "/vsock", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/entropy", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/vsock", "vsock.guest_cid 1 is reserved", {"guest_cid": 1, "uds_path": "v"})
+    taken = Path(a.sock)
+    a.expect_fault("PUT", "/vsock", f"vsock.uds_path {taken} already exists",
+                   {"guest_cid": 3, "uds_path": str(taken)})
+    a.expect_fault("PUT", "/vsock", "directory /nonexistent does not exist",
+                   {"guest_cid": 3, "uds_path": "/nonexistent/v.sock"})
     a.expect_fault("PUT", "/snapshot/load", "snapshot/load.snapshot_path is required", {})
     a.expect_fault("PUT", "/actions", "has not started yet", {"action_type": "SendCtrlAltDel"})
     a.expect_fault("PUT", "/actions", "must be InstanceStart",

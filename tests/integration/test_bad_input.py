@@ -41,8 +41,10 @@ def config_cases(guest, tmp_path):
                        "machine-config.vcpu_count must be an integer"),
         "malformed JSON": (json.dumps(good)[:-3], "malformed JSON at byte"),
         "no boot source": ({"machine-config": machine(1, 128)}, "boot-source is missing"),
-        "device not built yet": ({**good, "vsock": {"guest_cid": 3, "uds_path": "v.sock"}},
-                                 "'vsock' is not supported by Ember yet"),
+        "device not built yet": ({**good, "entropy": {"rate_limiter": {}}},
+                                 "'entropy' is not supported by Ember yet"),
+        "reserved vsock cid": ({**good, "vsock": {"guest_cid": 2, "uds_path": "v.sock"}},
+                               "vsock.guest_cid 2 is reserved (0-2); use 3 or more"),
         "bad guest mac": ({**good, "network-interfaces": [
             {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "00:11"}]},
             "network-interfaces[eth0].guest_mac '00:11'"),
