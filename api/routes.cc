@@ -220,6 +220,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/balloon", "PUT", Put<PutBalloon, ParseBalloon>},
     {"/balloon", "PATCH", ParsePatchBalloon},
     {"/vsock", "PUT", Put<PutVsock, ParseVsock>},
+    {"/entropy", "PUT", Put<PutEntropy, ParseEntropy>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
     {"/serial", "PUT", Put<PutSerial, ParseSerial>},

@@ -34,7 +34,7 @@ absl::Span<const RouteSpec> RouteTable();
 // paths below them are refused as not supported yet.
 inline constexpr const char* kNotYetPaths[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
-    "/cpu-config", "/pmem", "/mmds", "/mmds/config", "/entropy",
+    "/cpu-config", "/pmem", "/mmds", "/mmds/config",
     "/hotplug/memory"};
 
 }  // namespace ember::api

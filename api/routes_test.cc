@@ -150,6 +150,8 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.network_overrides, std::vector<Override>({{"eth0", "tap7"}}));
          EXPECT_EQ(a.vsock_uds_path, "/run/clone.sock");
        })},
+      {"PUT", "/entropy", "", "{}", Holds<PutEntropy>()},
+      {"PUT", "/entropy", "", R"({"rate_limiter": {}})", Holds<PutEntropy>()},
       {"PUT", "/vsock", "", R"({"guest_cid": 3, "uds_path": "/run/v.sock"})",
        Holds<PutVsock>([](const auto& a) {
          EXPECT_EQ(a.config.guest_cid, 3u);

@@ -21,7 +21,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "mmds-config", "entropy", "cpu-config",
+    "mmds-config", "cpu-config",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -183,6 +183,17 @@ absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value) {
   return v;
 }
 
+absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value) {
+  JsonReader r(value, "entropy");
+  EntropyConfig e;
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  if (limiter != nullptr && !IsEmpty(*limiter)) {
+    return absl::InvalidArgumentError("entropy.rate_limiter is not supported yet");
+  }
+  return e;
+}
+
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   JsonReader r(value, "logger");
   LoggerConfig l;
@@ -246,6 +257,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("vsock"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.vsock, ParseVsock(*v));
+  }
+  if (const rapidjson::Value* v = r.Raw("entropy"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.entropy, ParseEntropy(*v));
   }
   if (const rapidjson::Value* v = r.Raw("logger"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.logger, ParseLogger(*v));
@@ -331,6 +345,11 @@ void WriteVsock(Writer& w, const VsockConfig& v) {
   w.EndObject();
 }
 
+void WriteEntropy(Writer& w, const EntropyConfig&) {
+  w.StartObject();
+  w.EndObject();
+}
+
 void WriteDrive(Writer& w, const DriveConfig& d) {
   w.StartObject();
   Str(w, "drive_id", d.drive_id);
@@ -384,6 +403,10 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   if (c.vsock) {
     w.Key("vsock");
     WriteVsock(w, *c.vsock);
+  }
+  if (c.entropy) {
+    w.Key("entropy");
+    WriteEntropy(w, *c.entropy);
   }
   w.EndObject();
 }

@@ -20,6 +20,7 @@ absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value);
 absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value);
 absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value);
 absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value);
+absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value);
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value);
 absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value);
 // "AA:FC:00:00:00:01" into bytes.

@@ -135,7 +135,23 @@ TEST(VmConfigJsonTest, BadVsockIsRefused) {
 }
 
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot + R"(, "entropy": {"rate_limiter": null}})", "'entropy'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "mmds-config": {"network_interfaces": ["e"]}})",
+                "'mmds-config'");
+}
+
+TEST(VmConfigJsonTest, EntropySectionRoundTrips) {
+  auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "entropy": {}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->entropy.has_value());
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->entropy.has_value());
+  EXPECT_FALSE(ParseVmConfig(VmConfigToJson(VmConfig{}))->entropy.has_value());
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "entropy": {"rate_limiter": null}})");
+  EXPECT_TRUE(c.ok() && c->entropy.has_value()) << c.status();
+  ExpectRefused(std::string("{") + kBoot + R"(, "entropy": {"bogus": 1}})",
+                "entropy: unknown field 'bogus'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "entropy": 3})", "entropy must be a JSON object");
 }
 
 TEST(VmConfigJsonTest, UnsupportedMachineOptions) {

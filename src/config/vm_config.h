@@ -69,6 +69,9 @@ struct VsockConfig {
   std::string uds_path;
 };
 
+// virtio-rng, as Firecracker's `entropy`.
+struct EntropyConfig {};
+
 // PUT /logger and the config file's `logger`.
 struct LoggerConfig {
   std::string log_path;  // a file or FIFO; empty: stderr
@@ -95,6 +98,7 @@ struct VmConfig {
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
   std::optional<VsockConfig> vsock;
+  std::optional<EntropyConfig> entropy;
   std::optional<LoggerConfig> logger;
   std::optional<MetricsConfig> metrics;
   // ember --boot-timer (not part of the JSON): the BootTimer device.

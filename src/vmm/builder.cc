@@ -7,6 +7,7 @@
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
+#include "src/devices/virtio/rng/entropy_device.h"
 #include "src/devices/virtio/vsock/vsock_device.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
@@ -37,8 +38,8 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
   return with_host;
 }
 
-// Drives (root first, so it is /dev/vda), network interfaces and the
-// balloon; appends their virtio_mmio.device= and root= arguments.
+// Drives (root first, so it is /dev/vda), network interfaces, the
+// balloon, vsock and the entropy device; appends their virtio_mmio.device= and root= arguments.
 absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
                                  std::string* cmdline) {
   RETURN_IF_ERROR(ValidateDrives(config.drives));
@@ -73,6 +74,11 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
     ASSIGN_OR_RETURN(std::unique_ptr<virtio::vsock::VsockDevice> vsock,
                      virtio::vsock::VsockDevice::Create(*config.vsock));
     RETURN_IF_ERROR(devices.AttachVirtio(std::move(vsock), cmdline));
+  }
+  if (config.entropy) {
+    ASSIGN_OR_RETURN(std::unique_ptr<virtio::rng::EntropyDevice> rng,
+                     virtio::rng::EntropyDevice::Create(*config.entropy));
+    RETURN_IF_ERROR(devices.AttachVirtio(std::move(rng), cmdline));
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 #include "src/vmm/device_manager.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 
 #include "absl/strings/str_format.h"
@@ -107,6 +108,9 @@ absl::Status DeviceManager::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> d
   if (int fd = transport->device().backend_fd(); fd >= 0) {
     RETURN_IF_ERROR(loop_.Add(fd, transport->device().backend_events(),
                               [transport](uint32_t events) { transport->NotifyBackend(events); }));
+  }
+  if (int fd = transport->device().timer_fd(); fd >= 0) {
+    RETURN_IF_ERROR(loop_.Add(fd, EPOLLIN, [transport](uint32_t) { transport->NotifyTimer(); }));
   }
   virtio_.push_back(transport);
   absl::StrAppend(cmdline, absl::StrFormat(" virtio_mmio.device=4K@%#x:%d", base, irq));

@@ -133,6 +133,11 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutVsock& a) {
   return std::monostate();
 }
 
+absl::StatusOr<VmmResult> PreBootController::Do(const PutEntropy& a) {
+  config_.entropy = a.config;
+  return std::monostate();
+}
+
 absl::StatusOr<VmmResult> PreBootController::Do(const GetBalloonStats&) {
   return absl::FailedPreconditionError("balloon statistics exist once the microVM runs");
 }

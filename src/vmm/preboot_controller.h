@@ -40,6 +40,7 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PatchBalloonStats& a);
   absl::StatusOr<VmmResult> Do(const PutSerial& a);
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
+  absl::StatusOr<VmmResult> Do(const PutEntropy& a);
   absl::StatusOr<VmmResult> Do(const GetBalloonStats&);
   // The rest need a running microVM.
   template <typename A>

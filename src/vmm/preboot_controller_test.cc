@@ -108,6 +108,17 @@ TEST(PreBootControllerTest, BalloonFitsTheGuestAndExistsBeforeItIsPatched) {
   EXPECT_EQ(stats.status().message(), "balloon statistics exist once the microVM runs");
 }
 
+TEST(PreBootControllerTest, EntropyDeviceIsAddedOnce) {
+  PreBootController c{VmConfig{}};
+  EXPECT_FALSE(c.config().entropy.has_value());
+  ASSERT_TRUE(c.Handle(PutEntropy{}).ok());
+  EXPECT_TRUE(c.config().entropy.has_value());
+  ASSERT_TRUE(c.Handle(PutEntropy{}).ok()) << "a second PUT replaces the first";
+  absl::StatusOr<VmmResult> got = c.Handle(GetVmConfig{});
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(std::get<VmConfig>(*got).entropy.has_value());
+}
+
 TEST(PreBootControllerTest, VsockNeedsAFreePathInAnExistingDirectory) {
   PreBootController c{VmConfig{}};
   char dir[] = "/tmp/ember-vsock-test-XXXXXX";

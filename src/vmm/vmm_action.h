@@ -54,6 +54,10 @@ struct PutVsock {
   static constexpr char kWhat[] = "vsock";
   VsockConfig config;
 };
+struct PutEntropy {
+  static constexpr char kWhat[] = "the entropy device";
+  EntropyConfig config;
+};
 struct PatchBalloon {
   uint64_t amount_mib;
 };
@@ -111,7 +115,7 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot, PutVsock>;
+                 LoadSnapshot, PutVsock, PutEntropy>;
 
 struct InstanceInfo {
   std::string id;

@@ -310,6 +310,17 @@ void MmioTransport::NotifyBackend(uint32_t events) {
   }
 }
 
+void MmioTransport::NotifyTimer() {
+  std::lock_guard lock(mu_);
+  uint64_t expirations;
+  (void)!::read(device_->timer_fd(), &expirations, sizeof(expirations));
+  if (!activated_ || (status_ & kStatusNeedsReset)) return;
+  device_->ProcessTimer();
+  for (size_t i = 0; i < queues_.size(); i++) {
+    if (queues_[i].broken()) NeedsReset(queues_[i].error());
+  }
+}
+
 void MmioTransport::Notify(uint32_t index) {
   std::lock_guard lock(mu_);
   if (!activated_ || index >= queues_.size() || !queues_[index].ready() ||

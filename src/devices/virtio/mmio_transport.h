@@ -45,6 +45,9 @@ class MmioTransport : public BusDevice, public Interrupt {
   // it when active, and otherwise drains it (VirtioDevice::DrainBackend),
   // so the fd never stays ready.
   void NotifyBackend(uint32_t events);
+  // The device's timer_fd expired (VMM thread): read, then the device's
+  // ProcessTimer when it is active and sound.
+  void NotifyTimer();
   // Where QueueNotify writes that reach user space go (those an ioeventfd
   // did not catch), so that queue work stays on the VMM thread.
   void set_notify_fallback(std::function<void(uint32_t)> fn) { notify_fallback_ = std::move(fn); }

@@ -29,4 +29,20 @@ inline int BackendWakeups(MmioTransport& transport, int rounds = 1000, int timeo
   return wakeups;
 }
 
+// The same over the device's timer_fd: how many of `rounds` waits of
+// `timeout_ms` found the timer expired (each expiry handed to the transport).
+inline int TimerWakeups(MmioTransport& transport, int rounds = 1000, int timeout_ms = 0) {
+  UniqueFd ep(epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev = {};
+  ev.events = EPOLLIN;
+  EXPECT_EQ(epoll_ctl(ep.get(), EPOLL_CTL_ADD, transport.device().timer_fd(), &ev), 0);
+  int wakeups = 0;
+  for (int i = 0; i < rounds; i++) {
+    if (epoll_wait(ep.get(), &ev, 1, timeout_ms) != 1) continue;
+    wakeups++;
+    transport.NotifyTimer();
+  }
+  return wakeups;
+}
+
 }  // namespace ember::virtio::testing
