@@ -12,8 +12,10 @@
 #include "src/common/log.h"
 #include "src/common/stop_signals.h"
 #include "src/common/version.h"
+#include "src/common/mapped_file.h"
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
+#include "src/vmm/snapshot/state_file.h"
 #include "src/common/exit_code.h"
 
 namespace ember {
@@ -53,9 +55,37 @@ absl::Status SetUpSeccomp(const CliOptions& opts) {
   return seccomp::UseFilters(std::move(*filters));
 }
 
+// --describe-snapshot: the state file's version, as Firecracker prints
+// its own ("v2"), once the file has passed the reader's checks.
+int DescribeSnapshot(const std::string& path) {
+  absl::StatusOr<MappedFile> file = MappedFile::Open(path);
+  absl::Status st = file.ok() ? snapshot::StateReader::Open(file->data()).status() : file.status();
+  if (!st.ok()) {
+    std::fprintf(stderr, "ember: --describe-snapshot: %s\n", std::string(st.message()).c_str());
+    return kExitGenericError;
+  }
+  std::printf("v%u\n", snapshot::kStateVersion);
+  return kExitOk;
+}
+
+// What the jailer's --start-time-us and friends say of the start-up cost
+// (Firecracker reports the same as process_startup_time_us and _cpu_us).
+void LogStartupTime(const CliOptions& opts) {
+  if (opts.start_time_us) {
+    LOG_INFO("started %.3f ms after the jailer",
+             MonotonicMs() - static_cast<double>(*opts.start_time_us) / 1000);
+  }
+  if (opts.start_time_cpu_us) {
+    const double jailer_ms = static_cast<double>(opts.parent_cpu_time_us.value_or(0)) / 1000;
+    LOG_INFO("start-up CPU %.3f ms, the jailer's included",
+             ProcessCpuMs() - static_cast<double>(*opts.start_time_cpu_us) / 1000 + jailer_ms);
+  }
+}
+
 int Main(int argc, char** argv) {
   ConfigureAllocator();
-  absl::StatusOr<CliOptions> opts = ParseCli(std::vector<std::string>(argv + 1, argv + argc));
+  absl::StatusOr<CliOptions> opts =
+      ParseCli(std::vector<std::string>(argv + 1, argv + argc), argc > 0 ? argv[0] : "ember");
   if (!opts.ok()) {
     std::fprintf(stderr, "ember: %s\n\n%s", std::string(opts.status().message()).c_str(), kUsage);
     return kExitArgParsing;
@@ -68,7 +98,20 @@ int Main(int argc, char** argv) {
     std::printf("Ember v%s\n", kVersion);
     return kExitOk;
   }
-  SetLogLevel(ParseLogLevel(opts->level).value_or(LogLevel::kInfo));
+  if (opts->snapshot_version) {
+    std::printf("v%u\n", snapshot::kStateVersion);
+    return kExitOk;
+  }
+  if (!opts->describe_snapshot.empty()) return DescribeSnapshot(opts->describe_snapshot);
+  // The logging flags configure the logger as PUT /logger does, before
+  // the first line; the config file's logger section comes on top. Ember's
+  // lines carry their level by default (log.h): --show-level keeps that.
+  const LoggerConfig cli_logger{opts->log_path, opts->level, /*show_level=*/true,
+                                opts->show_log_origin};
+  if (absl::Status st = Controller::ApplyLogger(cli_logger); !st.ok()) {
+    std::fprintf(stderr, "ember: %s\n", std::string(st.message()).c_str());
+    return kExitBadConfiguration;
+  }
   // SIGINT and SIGTERM stop the VMM in order (through a signalfd on the VMM
   // thread): blocked before any thread starts, so that no thread, the API
   // thread included, takes their default action.
@@ -88,6 +131,20 @@ int Main(int argc, char** argv) {
     }
     config = std::move(*parsed);
   }
+  if (config.logger) {
+    // The section's format flags are plain bools: a flag given on the
+    // command line stays on.
+    config.logger->show_level |= opts->show_level;
+    config.logger->show_log_origin |= opts->show_log_origin;
+  }
+  if (!opts->metrics_path.empty()) {
+    // As Firecracker: metrics are configured once.
+    if (config.metrics) {
+      LOG_ERROR("--metrics-path and the config file's metrics section both configure metrics");
+      return kExitBadConfiguration;
+    }
+    config.metrics = MetricsConfig{opts->metrics_path};
+  }
   config.boot_timer = opts->boot_timer;
   absl::StatusOr<std::unique_ptr<Controller>> controller =
       Controller::Create(opts->id, std::move(config), ConsoleIo{},
@@ -98,6 +155,7 @@ int Main(int argc, char** argv) {
   }
   // With a config file the microVM starts at once, API or not.
   const bool start_now = !opts->config_file.empty();
+  LogStartupTime(*opts);
   if (opts->no_api) return (*controller)->Run(start_now);
 
   Controller* c = controller->get();

@@ -3,7 +3,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <map>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -18,19 +20,26 @@ const char kJailerUsage[] =
     "Usage: ember-jailer --id ID --exec-file PATH --uid UID --gid GID [OPTIONS] [-- VMM ARGS]\n"
     "\n"
     "  --id ID                  1-64 letters, digits or '-'; names the jail and cgroup\n"
-    "  --exec-file PATH         the VMM binary, copied into the jail\n"
-    "  --uid UID, --gid GID     the VMM runs as these (not 0)\n"
+    "  --exec-file PATH         the VMM binary (symlinks resolved), copied into the jail\n"
+    "  --uid UID, --gid GID     the VMM runs as these; 0 is accepted with a warning\n"
     "  --chroot-base-dir DIR    jails go to DIR/<exec name>/<id>/root (default /srv/jailer)\n"
     "  --netns PATH             join this network namespace (/var/run/netns/NAME)\n"
     "  --cgroup-version 1|2     the cgroup hierarchy to use (default 1)\n"
     "  --cgroup FILE=VALUE      write VALUE to the VM's cgroup FILE (repeatable),\n"
     "                           e.g. memory.limit_in_bytes=268435456 or cpu.max=50000\n"
-    "  --parent-cgroup NAME     the VM's cgroup goes under NAME (default: exec name)\n"
+    "  --parent-cgroup NAME     the VM's cgroup goes under NAME (default: exec name); with\n"
+    "                           version 2 and no --cgroup, the VMM joins NAME if it exists\n"
     "  --resource-limit R=N     fsize=BYTES or no-file=COUNT (repeatable)\n"
-    "  --daemonize              new session, stdio on /dev/null\n"
-    "  --new-pid-ns             the VMM is pid 1 of a new PID namespace; its host pid goes to\n"
-    "                           <jail root>/<exec name>.pid\n"
-    "  -- ARGS                  passed to the VMM after --id ID\n";
+    "  --daemonize              new session, stdio on /dev/null; the jailer exits once\n"
+    "                           the VMM's pid is written\n"
+    "  --new-pid-ns             the VMM is pid 1 of a new PID namespace\n"
+    "  --help, -h, --version    print this text or the version\n"
+    "  -- ARGS                  passed to the VMM after --id ID --start-time-us T\n"
+    "                           --start-time-cpu-us C --parent-cpu-time-us P\n"
+    "\n"
+    "The VMM's host pid goes to <jail root>/<exec name>.pid. A VMM named firecracker*\n"
+    "serves its API at /run/firecracker.socket in the jail by default, ember at\n"
+    "/run/ember.socket.\n";
 
 namespace {
 
@@ -54,8 +63,62 @@ bool PlainRelativePath(const std::string& path) {
   return true;
 }
 
-bool PlainAbsolutePath(const std::string& path) {
-  return path.size() > 1 && path.front() == '/' && PlainRelativePath(path.substr(1));
+// Absolute, with no empty, "." or ".." parts; any other characters.
+bool CleanAbsolutePath(const std::string& path) {
+  if (path.size() < 2 || path.front() != '/' || path.size() > 4095) return false;
+  for (absl::string_view part : absl::StrSplit(path.substr(1), '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return true;
+}
+
+// The path with every symlink resolved, or nullopt (errno set).
+std::optional<std::string> RealPath(const std::string& path) {
+  char* resolved = realpath(path.c_str(), nullptr);
+  if (resolved == nullptr) return std::nullopt;
+  std::string out = resolved;
+  free(resolved);
+  return out;
+}
+
+// As Firecracker's jailer: the file a path (relative, or through
+// symlinks) names, which must be a regular file.
+absl::Status ResolveExecFile(const std::string& given, JailerArgs* out) {
+  std::optional<std::string> path = RealPath(given);
+  struct stat st;
+  if (!path || stat(path->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Bad("--exec-file", absl::StrCat("'", given, "' must name a regular file"));
+  }
+  out->exec_file = *path;
+  out->exec_name = path->substr(path->rfind('/') + 1);
+  // The name becomes a directory, a cgroup and the copy's file name.
+  if (!PlainRelativePath(out->exec_name)) {
+    return Bad("--exec-file", absl::StrCat("'", given, "' resolves to '", *path,
+                                           "', whose name may have only letters, digits, "
+                                           "'-', '_' or '.'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveChrootBase(std::string given, JailerArgs* out) {
+  if (given.size() > 1 && given.back() == '/') given.pop_back();  // "/srv/jailer/"
+  if (!CleanAbsolutePath(given)) {
+    return Bad("--chroot-base-dir",
+               absl::StrCat("'", given, "' must be an absolute path without '.', '..' or '//'"));
+  }
+  // An existing base is taken through its symlinks (/var/run -> /run); the
+  // jail is then built below the real directory, refusing any symlink.
+  std::optional<std::string> path = RealPath(given);
+  if (!path) {
+    out->chroot_base_dir = given;  // made by CreateJail
+    return absl::OkStatus();
+  }
+  struct stat st;
+  if (stat(path->c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Bad("--chroot-base-dir", absl::StrCat("'", given, "' is not a directory"));
+  }
+  out->chroot_base_dir = *path;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint32_t> Id32(const std::string& arg, const std::string& value) {
@@ -103,11 +166,21 @@ absl::Status ParseLimit(const std::string& value, JailerArgs* out) {
 }  // namespace
 
 std::string JailerArgs::jail_root() const {
-  return absl::StrCat(chroot_base_dir, "/", exec_name, "/", id, "/root");
+  // The base may resolve to "/".
+  return absl::StrCat(chroot_base_dir == "/" ? "" : chroot_base_dir, "/", exec_name, "/", id,
+                      "/root");
 }
 
 absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& args) {
   JailerArgs out;
+  // As Firecracker's parser: --help or --version before "--" wins.
+  for (const std::string& arg : args) {
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-h") out.help = true;
+    if (arg == "--version") out.version = true;
+  }
+  if (out.help || out.version) return out;
+
   std::map<std::string, std::string> single;
   static const char* const kSingle[] = {"--id",      "--exec-file",       "--uid",
                                         "--gid",     "--chroot-base-dir", "--netns",
@@ -145,27 +218,15 @@ absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& args)
   if (!ValidInstanceId(out.id)) {
     return Bad("--id", absl::StrCat("'", out.id, "' must be 1-64 letters, digits or '-'"));
   }
-  out.exec_file = single["--exec-file"];
-  struct stat st;
-  if (!PlainAbsolutePath(out.exec_file) || lstat(out.exec_file.c_str(), &st) != 0 ||
-      !S_ISREG(st.st_mode)) {
-    return Bad("--exec-file",
-               absl::StrCat("'", out.exec_file, "' must be the absolute path of a regular file"));
-  }
-  out.exec_name = out.exec_file.substr(out.exec_file.rfind('/') + 1);
   ASSIGN_OR_RETURN(out.uid, Id32("--uid", single["--uid"]));
   ASSIGN_OR_RETURN(out.gid, Id32("--gid", single["--gid"]));
-  if (out.uid == 0 || out.gid == 0) {
-    return Bad(out.uid == 0 ? "--uid" : "--gid", "must not be 0: the VMM never runs as root");
-  }
-  if (single.count("--chroot-base-dir")) out.chroot_base_dir = single["--chroot-base-dir"];
-  if (!PlainAbsolutePath(out.chroot_base_dir)) {
-    return Bad("--chroot-base-dir",
-               absl::StrCat("'", out.chroot_base_dir, "' must be an absolute path without '..'"));
-  }
+  RETURN_IF_ERROR(ResolveExecFile(single["--exec-file"], &out));
+  RETURN_IF_ERROR(ResolveChrootBase(
+      single.count("--chroot-base-dir") ? single["--chroot-base-dir"] : out.chroot_base_dir,
+      &out));
   if (single.count("--netns")) {
     out.netns = single["--netns"];
-    if (!PlainAbsolutePath(out.netns)) {
+    if (!CleanAbsolutePath(out.netns)) {
       return Bad("--netns", absl::StrCat("'", out.netns, "' must be an absolute path"));
     }
   }

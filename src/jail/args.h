@@ -4,6 +4,8 @@
 //       [--cgroup FILE=VALUE]... [--parent-cgroup NAME]
 //       [--resource-limit RESOURCE=VALUE]... [--daemonize] [--new-pid-ns]
 //       [-- VMM ARGS...]
+//   ember-jailer --help | -h | --version
+// As Firecracker's, --help or --version before "--" skips everything else.
 #pragma once
 
 #include <sys/resource.h>
@@ -24,11 +26,19 @@ struct CgroupSetting {
 };
 
 struct JailerArgs {
+  bool help = false;     // nothing else is set
+  bool version = false;  // nothing else is set
   std::string id;
-  std::string exec_file;  // absolute, a regular file
-  std::string exec_name;  // its base name
+  // Symlinks resolved (as Firecracker's canonicalize): a regular file.
+  std::string exec_file;
+  // Its base name, after symlinks: names the jail's directory, the copy in
+  // it, the default parent cgroup and the pid file.
+  std::string exec_name;
+  // 0 is accepted, as Firecracker's jailer does (Kata passes 0); the
+  // jailer warns, since the VMM then keeps root's powers in its jail.
   uid_t uid = 0;
   gid_t gid = 0;
+  // Symlinks resolved when it exists (/var/run -> /run); made otherwise.
   std::string chroot_base_dir = "/srv/jailer";
   std::string netns;
   int cgroup_version = 1;
@@ -41,10 +51,12 @@ struct JailerArgs {
 
   // <chroot_base_dir>/<exec_name>/<id>/root
   std::string jail_root() const;
+  // "<exec_name>.pid", in the jail root: the VMM's pid on the host.
+  std::string pid_file_name() const { return exec_name + ".pid"; }
 };
 
-// Checks every value; does not look at the file system beyond the exec
-// file. Errors name the argument.
+// Checks every value; looks at the file system only to resolve the exec
+// file and the chroot base. Errors name the argument.
 absl::StatusOr<JailerArgs> ParseJailerArgs(const std::vector<std::string>& args);
 
 extern const char kJailerUsage[];

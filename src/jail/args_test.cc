@@ -1,5 +1,12 @@
 #include "src/jail/args.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "src/jail/cgroup.h"
 
@@ -11,16 +18,131 @@ std::vector<std::string> Base() {
 }
 
 TEST(JailerArgs, Defaults) {
-  // /proc/self/exe is a symlink: the exec file must be a regular file.
-  EXPECT_FALSE(ParseJailerArgs(Base()).ok());
   std::vector<std::string> args = Base();
   args[3] = EMBER_SOURCE_DIR "/README.md";
   absl::StatusOr<JailerArgs> a = ParseJailerArgs(args);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->jail_root(), "/srv/jailer/README.md/vm-1/root");
+  EXPECT_EQ(a->pid_file_name(), "README.md.pid");
   EXPECT_EQ(a->parent_cgroup, "README.md");
   EXPECT_EQ(a->cgroup_version, 1);
-  EXPECT_FALSE(a->daemonize || a->new_pid_ns);
+  EXPECT_FALSE(a->daemonize || a->new_pid_ns || a->help || a->version);
+}
+
+// A directory under /tmp, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    char dir[] = "/tmp/ember-args-test-XXXXXX";
+    path_ = mkdtemp(dir);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Firecracker's jailer canonicalizes the exec file: a symlink (even
+// /proc/self/exe) or a relative path names the file it resolves to, and
+// the jail is named after that file.
+TEST(JailerArgs, TheExecFileIsResolved) {
+  TempDir tmp;
+  const std::string link = tmp.path() + "/firecracker";
+  ASSERT_EQ(symlink(EMBER_SOURCE_DIR "/README.md", link.c_str()), 0);
+  std::vector<std::string> args = Base();
+  args[3] = link;
+  absl::StatusOr<JailerArgs> a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->exec_name, "README.md");
+  EXPECT_EQ(a->exec_file.substr(a->exec_file.size() - 10), "/README.md");
+  EXPECT_TRUE(ParseJailerArgs(Base()).ok()) << "/proc/self/exe";
+
+  char cwd[4096];
+  ASSERT_NE(getcwd(cwd, sizeof(cwd)), nullptr);
+  ASSERT_EQ(chdir(tmp.path().c_str()), 0);
+  args[3] = "firecracker";
+  a = ParseJailerArgs(args);
+  ASSERT_EQ(chdir(cwd), 0);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->exec_name, "README.md");
+
+  for (const char* bad : {"/nonexistent/ember", "/tmp", "relative/ember"}) {
+    args[3] = bad;
+    EXPECT_EQ(ParseJailerArgs(args).status().message(),
+              absl::StrCat("--exec-file '", bad, "' must name a regular file"));
+  }
+  const std::string odd = tmp.path() + "/fire cracker";
+  std::ofstream(odd) << "x";
+  args[3] = odd;
+  EXPECT_NE(ParseJailerArgs(args).status().message().find("whose name may have only"),
+            std::string::npos);
+}
+
+// Kata passes --uid 0 --gid 0; Firecracker's jailer accepts them.
+TEST(JailerArgs, RootIsAccepted) {
+  std::vector<std::string> args = Base();
+  args[3] = EMBER_SOURCE_DIR "/README.md";
+  args[5] = args[7] = "0";
+  absl::StatusOr<JailerArgs> a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->uid, 0u);
+  EXPECT_EQ(a->gid, 0u);
+  args[5] = "-1";
+  EXPECT_EQ(ParseJailerArgs(args).status().message(), "--uid '-1' must be a number");
+}
+
+TEST(JailerArgs, HelpAndVersionNeedNothingElse) {
+  EXPECT_TRUE(ParseJailerArgs({"--help"})->help);
+  EXPECT_TRUE(ParseJailerArgs({"-h", "--bogus"})->help);
+  EXPECT_TRUE(ParseJailerArgs({"--id", "x", "--version"})->version);
+  // After "--" they are the VMM's.
+  std::vector<std::string> args = Base();
+  args[3] = EMBER_SOURCE_DIR "/README.md";
+  args.insert(args.end(), {"--", "--version"});
+  absl::StatusOr<JailerArgs> a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_FALSE(a->version);
+  EXPECT_EQ(a->exec_args, std::vector<std::string>{"--version"});
+}
+
+TEST(JailerArgs, AnExistingChrootBaseIsResolved) {
+  TempDir tmp;
+  ASSERT_EQ(mkdir((tmp.path() + "/real").c_str(), 0755), 0);
+  ASSERT_EQ(symlink((tmp.path() + "/real").c_str(), (tmp.path() + "/link").c_str()), 0);
+  std::vector<std::string> args = Base();
+  args[3] = EMBER_SOURCE_DIR "/README.md";
+  args.insert(args.end(), {"--chroot-base-dir", tmp.path() + "/link"});
+  absl::StatusOr<JailerArgs> a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->chroot_base_dir, tmp.path() + "/real");
+  args.back() = tmp.path() + "/link/";
+  EXPECT_EQ(ParseJailerArgs(args)->chroot_base_dir, tmp.path() + "/real");
+  // A missing one is made later, as given.
+  args.back() = tmp.path() + "/link/new jails";
+  a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->chroot_base_dir, tmp.path() + "/link/new jails");
+  for (const std::string& bad : {std::string("jails"), std::string("/srv/../etc"),
+                                 std::string("/srv//x"), std::string(EMBER_SOURCE_DIR "/README.md")}) {
+    args.back() = bad;
+    EXPECT_FALSE(ParseJailerArgs(args).ok()) << bad;
+  }
+  // A base that resolves to / still gives a clean jail root.
+  args.back() = "/proc/self/root";
+  a = ParseJailerArgs(args);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->jail_root(), "/README.md/vm-1/root");
+}
+
+TEST(JailerArgs, NetnsIsAnyAbsolutePath) {
+  std::vector<std::string> args = Base();
+  args[3] = EMBER_SOURCE_DIR "/README.md";
+  args.insert(args.end(), {"--netns", "/var/run/netns/cni-1:2"});
+  EXPECT_TRUE(ParseJailerArgs(args).ok());
+  args.back() = "netns-name";
+  EXPECT_EQ(ParseJailerArgs(args).status().message(),
+            "--netns 'netns-name' must be an absolute path");
 }
 
 TEST(JailerArgs, EverythingAndTheVmmArgs) {

@@ -126,6 +126,18 @@ absl::Status JoinV2(const JailerArgs& args, absl::string_view mounts, pid_t pid)
   return WriteFile(dir + "/cgroup.procs", std::to_string(pid));
 }
 
+// As Firecracker's jailer: with cgroup v2 and no settings, the process
+// joins an existing parent cgroup (one a runtime made and configured for
+// its VMs); a missing one is not made.
+absl::Status JoinV2Parent(const JailerArgs& args, absl::string_view mounts, pid_t pid) {
+  std::optional<std::string> mount = FindCgroupMount(mounts, 2, "");
+  if (!mount) return absl::OkStatus();
+  const std::string dir = absl::StrCat(*mount, "/", args.parent_cgroup);
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return absl::OkStatus();
+  return WriteFile(dir + "/cgroup.procs", std::to_string(pid));
+}
+
 }  // namespace
 
 std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version,
@@ -144,8 +156,9 @@ std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version
 }
 
 absl::Status JoinCgroups(const JailerArgs& args, pid_t pid) {
-  if (args.cgroups.empty()) return absl::OkStatus();
+  if (args.cgroups.empty() && args.cgroup_version == 1) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string mounts, ReadFile("/proc/mounts"));
+  if (args.cgroups.empty()) return JoinV2Parent(args, mounts, pid);
   return args.cgroup_version == 1 ? JoinV1(args, mounts, pid) : JoinV2(args, mounts, pid);
 }
 

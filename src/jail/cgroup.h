@@ -19,6 +19,8 @@ std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version
                                            absl::string_view controller);
 
 // Creates the cgroups, writes the settings, then moves `pid` into them.
+// With cgroup v2 and no settings, moves `pid` into <mount>/<parent> if
+// that exists (Firecracker's rule), else does nothing.
 absl::Status JoinCgroups(const JailerArgs& args, pid_t pid);
 
 }  // namespace ember::jail

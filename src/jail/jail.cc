@@ -228,10 +228,22 @@ absl::Status MakeDevices(const std::vector<DeviceNode>& nodes, uid_t uid, gid_t 
   return absl::OkStatus();
 }
 
-absl::Status Daemonize(int null_fd) {
-  if (setsid() < 0) return ErrnoStatus("setsid");
+absl::Status StdioToNull(int null_fd) {
   for (int fd = 0; fd <= 2; fd++) {
     if (dup2(null_fd, fd) < 0) return ErrnoStatus("dup2 /dev/null");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WritePidFile(int dir, const std::string& name, pid_t pid) {
+  // The jail root is the VMM user's: what is there may be anything.
+  if (unlinkat(dir, name.c_str(), 0) != 0 && errno != ENOENT) return ErrnoStatus(name);
+  UniqueFd fd(openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     0644));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("creating ", name));
+  const std::string text = std::to_string(pid);
+  if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return ErrnoStatus(absl::StrCat("writing ", name));
   }
   return absl::OkStatus();
 }

@@ -59,8 +59,13 @@ absl::Status PivotIntoJail(const JailDirs& jail);
 // socket, owned by uid:gid; made through directory fds, refusing symlinks.
 absl::Status MakeDevices(const std::vector<DeviceNode>& nodes, uid_t uid, gid_t gid);
 
-// setsid and stdio on `null_fd` (the host's /dev/null, opened earlier).
-absl::Status Daemonize(int null_fd);
+// Stdio on `null_fd` (the host's /dev/null, opened before the jail hid it).
+absl::Status StdioToNull(int null_fd);
+
+// Writes `pid` as Firecracker's jailer does (decimal, no newline) to
+// `name` in `dir`, replacing a file an earlier VMM of this jail left;
+// never through a symlink.
+absl::Status WritePidFile(int dir, const std::string& name, pid_t pid);
 
 // No supplementary groups, then gid, then uid, for real, effective and saved.
 absl::Status DropPrivileges(uid_t uid, gid_t gid);

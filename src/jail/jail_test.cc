@@ -1,5 +1,6 @@
 #include "src/jail/jail.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -131,6 +132,35 @@ TEST_F(CreateJailTest, ASymlinkOnThePathIsRefused) {
   EXPECT_EQ(jail.status().message(),
             IdDir() + " is a symlink; refusing to build a jail through it");
   EXPECT_TRUE(std::filesystem::is_empty(tmp_ + "/elsewhere"));
+}
+
+// Kata reads <jail root>/firecracker.pid; Firecracker writes the bare
+// number.
+TEST(WritePidFile, WritesTheNumberAndReplacesWhatWasThere) {
+  char dir[] = "/tmp/ember-pid-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string tmp = dir;
+  UniqueFd fd(open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  auto read = [&](const std::string& name) {
+    std::ifstream in(tmp + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ASSERT_TRUE(WritePidFile(fd.get(), "firecracker.pid", 4242).ok());
+  EXPECT_EQ(read("firecracker.pid"), "4242");
+  ASSERT_TRUE(WritePidFile(fd.get(), "firecracker.pid", 17).ok());
+  EXPECT_EQ(read("firecracker.pid"), "17");
+  // An earlier VMM (which owns the jail root) left a symlink: replaced,
+  // its target untouched.
+  std::ofstream(tmp + "/target") << "keep";
+  ASSERT_EQ(symlink((tmp + "/target").c_str(), (tmp + "/ember.pid").c_str()), 0);
+  ASSERT_TRUE(WritePidFile(fd.get(), "ember.pid", 99).ok());
+  EXPECT_EQ(read("ember.pid"), "99");
+  EXPECT_EQ(read("target"), "keep");
+  struct stat st;
+  ASSERT_EQ(lstat((tmp + "/ember.pid").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  std::filesystem::remove_all(tmp);
 }
 
 }  // namespace

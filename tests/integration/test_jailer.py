@@ -1,8 +1,8 @@
 """ember-jailer: the jail's layout and ownership, dropped privileges, cgroup
 membership (v1 and v2), network and PID namespaces, resource limits, bad
-arguments, and a real guest booted through it. Most tests exec
-ember_jail_probe (jail_probe.c) in place of the VMM: it reports what it
-sees from inside."""
+arguments, the pid file, what Firecracker's clients (Kata) pass, and a real
+guest booted through it. Most tests exec ember_jail_probe (jail_probe.c) in
+place of the VMM: it reports what it sees from inside."""
 
 import json
 import os
@@ -35,18 +35,22 @@ class Jail:
         self.exec_file = exec_file
         self.root = base / self.exec_name / jail_id / "root"
 
-    def command(self, *options, vmm_args=()):
+    def command(self, *options, vmm_args=(), uid=UID, gid=GID):
         return [str(self.bins["jailer"]), "--id", self.id, "--exec-file", str(self.exec_file),
-                "--uid", str(UID), "--gid", str(GID), "--chroot-base-dir", str(self.base),
+                "--uid", str(uid), "--gid", str(gid), "--chroot-base-dir", str(self.base),
                 *options, "--", *vmm_args]
 
-    def run(self, *options, vmm_args=(), **kw):
-        return subprocess.run(self.command(*options, vmm_args=vmm_args), capture_output=True,
-                              text=True, timeout=60, **kw)
+    def run(self, *options, vmm_args=(), uid=UID, gid=GID, **kw):
+        return subprocess.run(self.command(*options, vmm_args=vmm_args, uid=uid, gid=gid),
+                              capture_output=True, text=True, timeout=60, **kw)
 
     def start(self, *options, vmm_args=(), **kw):
         return subprocess.Popen(self.command(*options, vmm_args=vmm_args),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    def pid(self):
+        """The VMM's host pid, from <jail root>/<exec name>.pid."""
+        return int((self.root / f"{self.exec_name}.pid").read_text())
 
     def report(self, timeout=30):
         path = self.root / "report.json"
@@ -90,10 +94,15 @@ def test_layout_ownership_and_dropped_privileges(jail, tmp_path):
     assert (rep["uid"], rep["euid"], rep["gid"], rep["egid"], rep["groups"]) == (UID, UID, GID, GID, 0)
     assert rep["environment"] == 0, "the environment is cleared"
     assert rep["fds"] == [0, 1, 2], "inherited fds are closed"
+    # As Firecracker's jailer: the id and the start-up times, then the caller's.
     assert rep["argv"][:3] == [j.exec_name, "--id", j.id]
+    assert rep["argv"][3:9:2] == ["--start-time-us", "--start-time-cpu-us", "--parent-cpu-time-us"]
+    assert all(v.isdigit() for v in rep["argv"][4:10:2]), rep["argv"]
+    assert rep["argv"][9:] == ["--host-path", str(secret), "--host-path", "/etc/passwd"]
     # The host's files are out of sight.
     assert rep["host_paths"] == {str(secret): 2, "/etc/passwd": 2}
-    assert set(rep["root"]) == {j.exec_name, "dev", "run", "report.json"}
+    assert set(rep["root"]) == {j.exec_name, f"{j.exec_name}.pid", "dev", "run", "report.json"}
+    assert j.pid() == rep["pid"], "the VMM is the jailer's own process, exec'd"
     # On the host: the jail's tree, owners and device nodes.
     root_stat = j.root.stat()
     assert (root_stat.st_uid, root_stat.st_gid) == (UID, GID)
@@ -242,11 +251,11 @@ def test_resource_limits_hold(jail):
     ({"--id": "a/b"}, "--id 'a/b' must be 1-64"),
     ({"--id": "x" * 65}, "--id"),
     ({"--id": None}, "--id is required"),
-    ({"--uid": "0"}, "--uid must not be 0"),
+    ({"--uid": "root"}, "--uid 'root' must be a number"),
     ({"--gid": "-5"}, "--gid '-5' must be a number"),
-    ({"--exec-file": "relative/ember"}, "--exec-file 'relative/ember' must be the absolute path"),
+    ({"--exec-file": "relative/ember"}, "--exec-file 'relative/ember' must name a regular file"),
     ({"--exec-file": "/nonexistent/ember"}, "--exec-file '/nonexistent/ember'"),
-    ({"--exec-file": "/tmp"}, "must be the absolute path of a regular file"),
+    ({"--exec-file": "/tmp"}, "--exec-file '/tmp' must name a regular file"),
     ({"--chroot-base-dir": "jails"}, "--chroot-base-dir 'jails' must be an absolute path"),
     ({"--chroot-base-dir": "/srv/../etc"}, "--chroot-base-dir '/srv/../etc'"),
     ({"--cgroup": "memory"}, "--cgroup 'memory' must be <controller>.<file>=<value>"),
@@ -300,18 +309,135 @@ def test_symlinks_and_hard_links_in_the_jail_are_refused(jail, tmp_path):
     assert victim.read_text() == "must stay"
 
 
+def session_of(pid):
+    # /proc/PID/stat: "pid (comm) state ppid pgrp session tty_nr ..."
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[3]), int(fields[4])
+
+
 def test_daemonize(jail):
+    """As Firecracker's jailer (double fork): the jailer exits 0 once the
+    VMM's pid is written; the VMM is in a new session it does not lead (so
+    it can never get a controlling terminal), its stdio on /dev/null."""
     j = jail()
-    proc = j.start("--daemonize", vmm_args=["--hold"])
+    r = j.run("--daemonize", vmm_args=["--hold"])
+    assert r.returncode == 0, r.stderr
+    pid = j.pid()
     rep = j.report()
     try:
-        assert rep["sid_is_pid"], "the VMM leads its own session"
+        assert rep["pid"] == pid
+        assert not rep["sid_is_pid"]
+        session, tty = session_of(pid)
+        assert session not in (os.getsid(0), pid) and tty == 0
         assert rep["fds"] == [0, 1, 2]
         for fd in (0, 1, 2):
-            assert os.readlink(f"/proc/{proc.pid}/fd/{fd}") == "/dev/null"
+            assert os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/null"
     finally:
         j.release()
-    assert proc.wait(timeout=30) == 0
+        wait_gone(pid)
+
+
+def test_root_is_accepted_with_a_warning(jail):
+    """Kata starts Firecracker's jailer with --uid 0 --gid 0."""
+    j = jail()
+    r = j.run(uid=0, gid=0)
+    assert r.returncode == 0, r.stderr
+    assert "warning: --uid 0 --gid 0: the VMM keeps root's powers" in r.stderr
+    rep = j.report()
+    assert (rep["uid"], rep["euid"], rep["gid"], rep["egid"], rep["groups"]) == (0, 0, 0, 0, 0)
+    assert rep["host_paths"] == {}, "still in its jail"
+    assert set(rep["root"]) == {j.exec_name, f"{j.exec_name}.pid", "dev", "run", "report.json"}
+
+
+def test_help_and_version(bins):
+    for flag in ("--help", "-h"):
+        r = subprocess.run([str(bins["jailer"]), flag], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "--exec-file PATH" in r.stdout, r
+    r = subprocess.run([str(bins["jailer"]), "--version"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("ember-jailer v"), r
+
+
+def test_a_symlinked_exec_file_is_resolved(jail, bins, tmp_path):
+    """As Firecracker's jailer (canonicalize): the jail, the copy and the pid
+    file are named after the file the link points to."""
+    link = tmp_path / "firecracker"
+    link.symlink_to(bins["probe"])
+    j = jail(exec_file=link)
+    r = j.run()
+    assert r.returncode == 0, r.stderr
+    real = jail(exec_file=bins["probe"], jail_id=j.id)
+    rep = real.report()
+    assert rep["argv"][0] == bins["probe"].name
+    assert real.pid() == rep["pid"]
+    assert not j.root.exists()
+
+
+def test_cgroup_v2_joins_an_existing_parent_without_settings(jail):
+    """Firecracker's rule: --cgroup-version 2, no --cgroup, and the parent
+    cgroup exists: the VMM goes into the parent."""
+    mount = cgroup_v2_mount()
+    if mount is None:
+        pytest.skip("this host has no cgroup2 file system")
+    parent = mount / f"ember-test-{uuid.uuid4().hex[:6]}"
+    parent.mkdir()
+    j = jail()
+    try:
+        proc = j.start("--cgroup-version", "2", "--parent-cgroup", parent.name,
+                       vmm_args=["--hold"])
+        try:
+            j.report()
+            groups = Path(f"/proc/{proc.pid}/cgroup").read_text().splitlines()
+            assert f"0::/{parent.name}" in groups, groups
+        finally:
+            j.release()
+            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        # A parent that does not exist is not made.
+        j2 = jail()
+        r = j2.run("--cgroup-version", "2", "--parent-cgroup", "ember-test-missing")
+        assert r.returncode == 0, r.stderr
+        assert not (mount / "ember-test-missing").exists()
+    finally:
+        parent.rmdir()
+
+
+def start_jailed_vmm(j, *options, vmm_args=(), uid=UID, gid=GID):
+    """Runs the jailer with --daemonize, then waits for the VMM's pid."""
+    r = j.run("--daemonize", *options, vmm_args=vmm_args, uid=uid, gid=gid)
+    assert r.returncode == 0, r.stderr
+    return j.pid()
+
+
+def api_get(sock, path="/", timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["curl", "-s", "--unix-socket", str(sock), f"http://localhost{path}"],
+                             capture_output=True, text=True, timeout=30).stdout
+        if out:
+            return json.loads(out)
+        time.sleep(0.05)
+    raise AssertionError(f"nothing answers at {sock}")
+
+
+@pytest.mark.parametrize("name,socket", [("firecracker", "firecracker.socket"),
+                                         ("ember", "ember.socket")])
+def test_kata_command_line_and_the_default_socket(jail, bins, tmp_path, name, socket):
+    """Kata's jailer command line (--uid 0 --gid 0 --daemonize, no
+    --api-sock) with a copy of ember installed as `name`: the API answers at
+    that name's default socket in the jail, and <name>.pid has the VMM's
+    pid. No guest boots: the VMM waits for the API."""
+    exec_file = tmp_path / name
+    shutil.copy(bins["ember"], exec_file)
+    j = jail(exec_file=exec_file)
+    pid = start_jailed_vmm(j, uid=0, gid=0)
+    try:
+        info = api_get(j.root / "run" / socket)
+        assert info["id"] == j.id and info["state"] == "Not started", info
+        assert os.readlink(f"/proc/{pid}/exe") == f"/{name}", "the pid is the VMM's"
+        assert sorted(p.name for p in (j.root / "run").iterdir()) == [socket]
+    finally:
+        os.kill(pid, 15)
+        wait_gone(pid)
 
 
 def test_a_guest_boots_through_the_jailer(jail, bins, guest):
