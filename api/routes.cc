@@ -64,7 +64,8 @@ absl::StatusOr<VmmAction> ParsePatchDrive(const rapidjson::Value& body) {
   const rapidjson::Value* limiter = r.Raw("rate_limiter");
   RETURN_IF_ERROR(r.Finish());
   if (limiter != nullptr && !limiter->IsNull()) {
-    return absl::InvalidArgumentError("drive rate limiters are not supported yet");
+    ASSIGN_OR_RETURN(p.rate_limiter,
+                     ParseRateLimiterUpdate(*limiter, "drives[" + p.drive_id + "].rate_limiter"));
   }
   if (p.path_on_host && p.path_on_host->empty()) {
     return absl::InvalidArgumentError("path_on_host must not be empty");

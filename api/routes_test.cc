@@ -82,6 +82,18 @@ std::vector<Case> Cases() {
        Holds<PatchDrive>([](const auto& a) {
          EXPECT_EQ(a.drive_id, "data");
          EXPECT_EQ(a.path_on_host, "/images/new.img");
+         EXPECT_FALSE(a.rate_limiter);
+       })},
+      {"PATCH", "/drives/{drive_id}", "data",
+       R"({"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0},
+           "ops": {"size": 100, "refill_time": 1000, "one_time_burst": 50}}})",
+       Holds<PatchDrive>([](const auto& a) {
+         EXPECT_FALSE(a.path_on_host);
+         ASSERT_TRUE(a.rate_limiter);
+         ASSERT_TRUE(a.rate_limiter->bandwidth) << "given";
+         EXPECT_FALSE(*a.rate_limiter->bandwidth) << "as 0/0: removed";
+         ASSERT_TRUE(a.rate_limiter->ops);
+         EXPECT_EQ(**a.rate_limiter->ops, (TokenBucketConfig{100, 1000, 50}));
        })},
       {"PUT", "/network-interfaces/{iface_id}", "eth0",
        R"({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "AA:FC:00:00:00:01"})",
@@ -151,7 +163,14 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.vsock_uds_path, "/run/clone.sock");
        })},
       {"PUT", "/entropy", "", "{}", Holds<PutEntropy>()},
-      {"PUT", "/entropy", "", R"({"rate_limiter": {}})", Holds<PutEntropy>()},
+      {"PUT", "/entropy", "", R"({"rate_limiter": {}})",
+       Holds<PutEntropy>([](const auto& a) { EXPECT_FALSE(a.config.rate_limiter); })},
+      {"PUT", "/entropy", "", R"({"rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}})",
+       Holds<PutEntropy>([](const auto& a) {
+         ASSERT_TRUE(a.config.rate_limiter);
+         EXPECT_EQ(a.config.rate_limiter->bandwidth, (TokenBucketConfig{1000, 100, 0}));
+         EXPECT_FALSE(a.config.rate_limiter->ops);
+       })},
       {"PUT", "/vsock", "", R"({"guest_cid": 3, "uds_path": "/run/v.sock"})",
        Holds<PutVsock>([](const auto& a) {
          EXPECT_EQ(a.config.guest_cid, 3u);

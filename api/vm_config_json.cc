@@ -82,6 +82,50 @@ absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
   return serial;
 }
 
+absl::StatusOr<std::optional<TokenBucketConfig>> ParseTokenBucket(const rapidjson::Value& value,
+                                                                   const std::string& context) {
+  JsonReader r(value, context);
+  TokenBucketConfig b;
+  b.size = r.Uint("size", true, 0, UINT64_MAX).value_or(0);
+  b.refill_time_ms = r.Uint("refill_time", true, 0, kMaxRefillTimeMs).value_or(0);
+  b.one_time_burst = r.Uint("one_time_burst", false, 0, UINT64_MAX).value_or(0);
+  RETURN_IF_ERROR(r.Finish());
+  // Firecracker: a bucket of size 0 and refill_time 0 does not limit.
+  if (b.size == 0 && b.refill_time_ms == 0) return std::nullopt;
+  if (b.size == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ".size must be positive when refill_time is set"));
+  }
+  if (b.refill_time_ms == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ".refill_time must be positive when size is set"));
+  }
+  return b;
+}
+
+absl::StatusOr<RateLimiterUpdate> ParseRateLimiterUpdate(const rapidjson::Value& value,
+                                                         const std::string& context) {
+  JsonReader r(value, context);
+  const rapidjson::Value* bandwidth = r.Raw("bandwidth");
+  const rapidjson::Value* ops = r.Raw("ops");
+  RETURN_IF_ERROR(r.Finish());
+  RateLimiterUpdate update;
+  if (bandwidth != nullptr && !bandwidth->IsNull()) {
+    ASSIGN_OR_RETURN(update.bandwidth, ParseTokenBucket(*bandwidth, context + ".bandwidth"));
+  }
+  if (ops != nullptr && !ops->IsNull()) {
+    ASSIGN_OR_RETURN(update.ops, ParseTokenBucket(*ops, context + ".ops"));
+  }
+  return update;
+}
+
+absl::StatusOr<std::optional<RateLimiterConfig>> ParseRateLimiter(const rapidjson::Value* value,
+                                                                  const std::string& context) {
+  if (value == nullptr || value->IsNull()) return std::nullopt;
+  ASSIGN_OR_RETURN(RateLimiterUpdate update, ParseRateLimiterUpdate(*value, context));
+  return ApplyUpdate(std::nullopt, update);
+}
+
 absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
   JsonReader r(value, "drives[]");
   DriveConfig d;
@@ -109,9 +153,7 @@ absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
         absl::StrCat(ctx, ".io_engine must be \"Sync\" or \"Async\""));
   }
   if (engine == "Async") d.io_engine = IoEngine::kAsync;
-  if (limiter != nullptr && !limiter->IsNull()) {
-    return absl::InvalidArgumentError(absl::StrCat(ctx, ".rate_limiter is not supported yet"));
-  }
+  ASSIGN_OR_RETURN(d.rate_limiter, ParseRateLimiter(limiter, ctx + ".rate_limiter"));
   if (socket != nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(ctx, ".socket: vhost-user drives are not supported"));
@@ -188,9 +230,7 @@ absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value) {
   EntropyConfig e;
   const rapidjson::Value* limiter = r.Raw("rate_limiter");
   RETURN_IF_ERROR(r.Finish());
-  if (limiter != nullptr && !IsEmpty(*limiter)) {
-    return absl::InvalidArgumentError("entropy.rate_limiter is not supported yet");
-  }
+  ASSIGN_OR_RETURN(e.rate_limiter, ParseRateLimiter(limiter, "entropy.rate_limiter"));
   return e;
 }
 
@@ -345,8 +385,33 @@ void WriteVsock(Writer& w, const VsockConfig& v) {
   w.EndObject();
 }
 
-void WriteEntropy(Writer& w, const EntropyConfig&) {
+void WriteBucket(Writer& w, const char* key, const std::optional<TokenBucketConfig>& b) {
+  if (!b) return;
+  w.Key(key);
   w.StartObject();
+  w.Key("size");
+  w.Uint64(b->size);
+  w.Key("refill_time");
+  w.Uint64(b->refill_time_ms);
+  if (b->one_time_burst > 0) {
+    w.Key("one_time_burst");
+    w.Uint64(b->one_time_burst);
+  }
+  w.EndObject();
+}
+
+void WriteRateLimiter(Writer& w, const char* key, const std::optional<RateLimiterConfig>& rl) {
+  if (!rl) return;
+  w.Key(key);
+  w.StartObject();
+  WriteBucket(w, "bandwidth", rl->bandwidth);
+  WriteBucket(w, "ops", rl->ops);
+  w.EndObject();
+}
+
+void WriteEntropy(Writer& w, const EntropyConfig& e) {
+  w.StartObject();
+  WriteRateLimiter(w, "rate_limiter", e.rate_limiter);
   w.EndObject();
 }
 
@@ -361,6 +426,7 @@ void WriteDrive(Writer& w, const DriveConfig& d) {
   if (!d.partuuid.empty()) Str(w, "partuuid", d.partuuid);
   Str(w, "cache_type", d.cache_type == CacheType::kWriteback ? "Writeback" : "Unsafe");
   Str(w, "io_engine", d.io_engine == IoEngine::kAsync ? "Async" : "Sync");
+  WriteRateLimiter(w, "rate_limiter", d.rate_limiter);
   w.EndObject();
 }
 

@@ -16,6 +16,13 @@ namespace ember::api {
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value);
+// A rate limiter object ("drives[x].rate_limiter" names it in messages):
+// absent, null or {} is no limiting.
+absl::StatusOr<std::optional<RateLimiterConfig>> ParseRateLimiter(const rapidjson::Value* value,
+                                                                  const std::string& context);
+// The same for a PATCH: which buckets change, and which go.
+absl::StatusOr<RateLimiterUpdate> ParseRateLimiterUpdate(const rapidjson::Value& value,
+                                                         const std::string& context);
 absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value);
 absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value);
 absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value);

@@ -139,6 +139,61 @@ TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
                 "'mmds-config'");
 }
 
+// A drive with `limiter` as its rate_limiter.
+std::string DriveWith(const std::string& limiter) {
+  return std::string("{") + kBoot +
+         R"(, "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+             "rate_limiter": )" + limiter + "}]}";
+}
+
+TEST(VmConfigJsonTest, RateLimitersRoundTrip) {
+  auto c = ParseVmConfig(DriveWith(
+      R"({"bandwidth": {"size": 1048576, "refill_time": 100, "one_time_burst": 4096},
+          "ops": {"size": 10, "refill_time": 1000}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->drives[0].rate_limiter);
+  EXPECT_EQ(c->drives[0].rate_limiter->bandwidth, (TokenBucketConfig{1048576, 100, 4096}));
+  EXPECT_EQ(c->drives[0].rate_limiter->ops, (TokenBucketConfig{10, 1000, 0}));
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->drives[0].rate_limiter, c->drives[0].rate_limiter);
+  EXPECT_NE(VmConfigToJson(*c).find(R"("rate_limiter":{"bandwidth":{"size":1048576)"),
+            std::string::npos);
+  // {} and null, and buckets of 0 and 0, limit nothing (Kata sends {}).
+  for (const char* none : {"{}", "null", R"({"ops": {"size": 0, "refill_time": 0}})",
+                           R"({"bandwidth": null})"}) {
+    c = ParseVmConfig(DriveWith(none));
+    ASSERT_TRUE(c.ok()) << none << ": " << c.status();
+    EXPECT_FALSE(c->drives[0].rate_limiter) << none;
+  }
+  c = ParseVmConfig(std::string("{") + kBoot +
+                    R"(, "entropy": {"rate_limiter": {"ops": {"size": 5, "refill_time": 10}}}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->entropy->rate_limiter->ops, (TokenBucketConfig{5, 10, 0}));
+}
+
+TEST(VmConfigJsonTest, BadRateLimitersAreRefusedByName) {
+  ExpectRefused(DriveWith(R"({"bandwidth": {"size": -1, "refill_time": 100}})"),
+                "drives[d].rate_limiter.bandwidth.size");
+  ExpectRefused(DriveWith(R"({"ops": {"size": 0, "refill_time": 100}})"),
+                "drives[d].rate_limiter.ops.size must be positive when refill_time is set");
+  ExpectRefused(DriveWith(R"({"ops": {"size": 10, "refill_time": 0}})"),
+                "drives[d].rate_limiter.ops.refill_time must be positive when size is set");
+  ExpectRefused(DriveWith(R"({"ops": {"size": 10}})"),
+                "drives[d].rate_limiter.ops.refill_time is required");
+  ExpectRefused(DriveWith(R"({"ops": {"size": 10, "refill_time": 1, "burst": 5}})"),
+                "unknown field 'burst'");
+  ExpectRefused(DriveWith(R"({"iops": {}})"), "unknown field 'iops'");
+  ExpectRefused(DriveWith(R"({"ops": {"size": 10, "refill_time": 18446744073709551615}})"),
+                "drives[d].rate_limiter.ops.refill_time");
+  ExpectRefused(DriveWith(R"({"ops": 5})"), "must be a JSON object");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "entropy": {"rate_limiter": {"bandwidth": {"size": 1.5, "refill_time": 1}}}})",
+                "entropy.rate_limiter.bandwidth.size");
+}
+
 TEST(VmConfigJsonTest, EntropySectionRoundTrips) {
   auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "entropy": {}})");
   ASSERT_TRUE(c.ok()) << c.status();

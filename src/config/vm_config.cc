@@ -35,6 +35,15 @@ absl::Status ValidateVsock(const VsockConfig& vsock) {
   return absl::OkStatus();
 }
 
+std::optional<RateLimiterConfig> ApplyUpdate(const std::optional<RateLimiterConfig>& current,
+                                             const RateLimiterUpdate& update) {
+  RateLimiterConfig next = current.value_or(RateLimiterConfig{});
+  if (update.bandwidth) next.bandwidth = *update.bandwidth;
+  if (update.ops) next.ops = *update.ops;
+  if (!next.bandwidth && !next.ops) return std::nullopt;
+  return next;
+}
+
 bool ValidDeviceId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {

@@ -31,6 +31,38 @@ struct MachineConfig {
   bool track_dirty_pages = false;
 };
 
+// A token bucket, as Firecracker's TokenBucket: `size` tokens, refilled
+// continuously at size per refill_time_ms; `one_time_burst` extra tokens
+// are spent first and never come back. Both size and refill_time_ms are
+// positive (0 and 0 means no bucket, and is parsed as none).
+struct TokenBucketConfig {
+  uint64_t size = 0;
+  uint64_t refill_time_ms = 0;
+  uint64_t one_time_burst = 0;
+  friend bool operator==(const TokenBucketConfig&, const TokenBucketConfig&) = default;
+};
+
+// Firecracker's RateLimiter: bytes and operations limited independently;
+// a bucket that is absent does not limit. Both absent ({}): no limiting.
+struct RateLimiterConfig {
+  std::optional<TokenBucketConfig> bandwidth;  // bytes
+  std::optional<TokenBucketConfig> ops;        // requests (block, entropy) or frames (net)
+  friend bool operator==(const RateLimiterConfig&, const RateLimiterConfig&) = default;
+};
+
+// A PATCH of a running device's limiter: a bucket given replaces the old
+// one (a fresh, full bucket), a bucket given as size 0 and refill_time 0
+// removes it, a bucket not given stays as it is.
+struct RateLimiterUpdate {
+  std::optional<std::optional<TokenBucketConfig>> bandwidth;
+  std::optional<std::optional<TokenBucketConfig>> ops;
+};
+// The limiter after `update`; nullopt when no bucket is left.
+std::optional<RateLimiterConfig> ApplyUpdate(const std::optional<RateLimiterConfig>& current,
+                                             const RateLimiterUpdate& update);
+// The largest refill_time: in ns it must fit 64 bits.
+inline constexpr uint64_t kMaxRefillTimeMs = UINT64_MAX / 1'000'000;
+
 enum class CacheType { kUnsafe, kWriteback };
 enum class IoEngine { kSync, kAsync };
 
@@ -43,6 +75,7 @@ struct DriveConfig {
   std::string partuuid;  // root=PARTUUID=... when set on the root device
   CacheType cache_type = CacheType::kUnsafe;
   IoEngine io_engine = IoEngine::kSync;
+  std::optional<RateLimiterConfig> rate_limiter;
 };
 
 // A virtio-net interface on a TAP, as Firecracker's `network-interfaces`.
@@ -70,7 +103,9 @@ struct VsockConfig {
 };
 
 // virtio-rng, as Firecracker's `entropy`.
-struct EntropyConfig {};
+struct EntropyConfig {
+  std::optional<RateLimiterConfig> rate_limiter;
+};
 
 // PUT /logger and the config file's `logger`.
 struct LoggerConfig {

@@ -82,6 +82,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchDrive& a) {
     return absl::InvalidArgumentError(absl::StrCat("there is no drive '", a.drive_id, "'"));
   }
   if (a.path_on_host) drive->path_on_host = *a.path_on_host;
+  if (a.rate_limiter) drive->rate_limiter = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
   return std::monostate();
 }
 

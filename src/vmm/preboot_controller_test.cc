@@ -108,6 +108,28 @@ TEST(PreBootControllerTest, BalloonFitsTheGuestAndExistsBeforeItIsPatched) {
   EXPECT_EQ(stats.status().message(), "balloon statistics exist once the microVM runs");
 }
 
+TEST(PreBootControllerTest, PatchDriveChangesAndRemovesBuckets) {
+  VmConfig config;
+  config.drives.push_back(DriveConfig{"d", "/d"});
+  PreBootController c{config};
+  RateLimiterUpdate add;
+  add.bandwidth = TokenBucketConfig{1000, 100, 0};
+  add.ops = TokenBucketConfig{10, 100, 0};
+  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, add}).ok());
+  ASSERT_TRUE(c.config().drives[0].rate_limiter);
+  EXPECT_EQ(c.config().drives[0].rate_limiter->ops, (TokenBucketConfig{10, 100, 0}));
+  RateLimiterUpdate drop_ops;
+  drop_ops.ops = std::optional<TokenBucketConfig>();
+  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, drop_ops}).ok());
+  EXPECT_FALSE(c.config().drives[0].rate_limiter->ops);
+  EXPECT_TRUE(c.config().drives[0].rate_limiter->bandwidth) << "a bucket not given stays";
+  RateLimiterUpdate drop_bandwidth;
+  drop_bandwidth.bandwidth = std::optional<TokenBucketConfig>();
+  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, drop_bandwidth}).ok());
+  EXPECT_FALSE(c.config().drives[0].rate_limiter) << "no bucket left: no limiter";
+  EXPECT_EQ(c.config().drives[0].path_on_host, "/d");
+}
+
 TEST(PreBootControllerTest, EntropyDeviceIsAddedOnce) {
   PreBootController c{VmConfig{}};
   EXPECT_FALSE(c.config().entropy.has_value());

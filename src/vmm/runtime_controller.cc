@@ -41,10 +41,19 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
   if (drive == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("there is no drive '", a.drive_id, "'"));
   }
-  if (!a.path_on_host) return std::monostate();
-  RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(
-      a.drive_id, [&](BlockDevice& d) { return d.SwapBacking(*a.path_on_host); }));
-  drive->path_on_host = *a.path_on_host;
+  if (a.path_on_host) {
+    RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(
+        a.drive_id, [&](BlockDevice& d) { return d.SwapBacking(*a.path_on_host); }));
+    drive->path_on_host = *a.path_on_host;
+  }
+  if (a.rate_limiter) {
+    std::optional<RateLimiterConfig> next = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
+    RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(a.drive_id, [&](BlockDevice& d) {
+      d.SetRateLimiter(next);
+      return absl::OkStatus();
+    }));
+    drive->rate_limiter = next;
+  }
   return std::monostate();
 }
 

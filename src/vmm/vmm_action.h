@@ -37,10 +37,12 @@ struct PutDrive {
   static constexpr char kWhat[] = "drives";
   DriveConfig config;
 };
-// PATCH /drives/{id}: a new backing file, before or after the start.
+// PATCH /drives/{id}: a new backing file or rate limiter, before or after
+// the start.
 struct PatchDrive {
   std::string drive_id;
   std::optional<std::string> path_on_host;
+  std::optional<RateLimiterUpdate> rate_limiter;
 };
 struct PutNetworkInterface {
   static constexpr char kWhat[] = "network-interfaces";

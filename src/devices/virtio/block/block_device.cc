@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -15,6 +16,11 @@
 
 namespace ember::virtio::block {
 namespace {
+
+// What a request costs the bandwidth bucket: the bytes it moves.
+uint64_t LimitedBytes(const Request& req) {
+  return req.type == kRequestIn || req.type == kRequestOut ? req.data_len : 0;
+}
 
 // Opens a drive's backing file and returns it with its size in sectors.
 absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& config,
@@ -68,16 +74,21 @@ absl::StatusOr<std::unique_ptr<BlockDevice>> BlockDevice::Create(const DriveConf
     }
     uring = std::move(*u);
   }
-  return std::unique_ptr<BlockDevice>(
-      new BlockDevice(config, std::move(fd), size / kSectorSize, std::move(uring)));
+  // Made now even without a limiter: PATCH may add one once seccomp is on.
+  UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer.valid()) return ErrnoStatus(absl::StrCat(what, ": timerfd_create"));
+  return std::unique_ptr<BlockDevice>(new BlockDevice(
+      config, std::move(fd), size / kSectorSize, std::move(uring), std::move(timer)));
 }
 
 BlockDevice::BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_sectors,
-                         std::unique_ptr<IoUring> uring)
+                         std::unique_ptr<IoUring> uring, UniqueFd timer)
     : config_(std::move(config)),
       file_(std::move(file)),
       capacity_sectors_(capacity_sectors),
-      uring_(std::move(uring)) {
+      uring_(std::move(uring)),
+      limiter_(config_.rate_limiter, MonotonicNs()),
+      timer_(std::move(timer)) {
   if (uring_) {
     slots_.resize(uring_->entries());
     for (uint32_t i = slots_.size(); i > 0; i--) free_slots_.push_back(i - 1);
@@ -119,6 +130,8 @@ absl::Status BlockDevice::Activate(const GuestMemory& mem, std::span<Queue> queu
 
 void BlockDevice::Reset() {
   Drain(/*complete=*/false);
+  ArmTimer(timer_.get(), 0);
+  armed_until_ns_ = 0;
   stalled_ = false;
   mem_ = nullptr;
   queue_ = nullptr;
@@ -249,6 +262,10 @@ void BlockDevice::ProcessQueue(size_t) {
       Complete((*chain)->head, req.status_addr, kStatusIoError, 0);
       continue;
     }
+    if (limiter_.enabled() && !Admit(req)) {
+      queue_->Undo();  // it waits in the ring for the limiter's timer
+      break;
+    }
     CountRequest(req);
     bool disk_io = req.type == kRequestIn ||
                    (req.type == kRequestOut && !config_.is_read_only) ||
@@ -256,6 +273,7 @@ void BlockDevice::ProcessQueue(size_t) {
     if (uring_ && disk_io) {
       if (!Submit(req, (*chain)->head)) {
         queue_->Undo();  // the ring is full: retry when completions free it
+        if (limiter_.enabled()) limiter_.GiveBack(1, LimitedBytes(req));
         stalled_ = true;
         break;
       }
@@ -268,6 +286,37 @@ void BlockDevice::ProcessQueue(size_t) {
   }
   if (submitted) io_uring_submit(uring_->ring());
   SignalUsed(*queue_, *mem_, interrupt_);
+}
+
+bool BlockDevice::Admit(const Request& req) {
+  uint64_t now = MonotonicNs();
+  if (limiter_.Consume(1, LimitedBytes(req), now)) return true;
+  throttled_++;
+  // Once per wait, not once per kick while it lasts.
+  if (limiter_.blocked_until_ns() != armed_until_ns_) {
+    armed_until_ns_ = limiter_.blocked_until_ns();
+    ArmTimer(timer_.get(), limiter_.WaitNs(now));
+  }
+  return false;
+}
+
+void BlockDevice::ProcessTimer() {
+  limiter_events_++;
+  armed_until_ns_ = 0;
+  if (queue_ != nullptr) ProcessQueue(0);
+}
+
+void BlockDevice::SetRateLimiter(const std::optional<RateLimiterConfig>& config) {
+  limiter_.Set(config, MonotonicNs());
+  config_.rate_limiter = config;
+  // A request held back may go now: the loop comes back to the queue.
+  armed_until_ns_ = 0;
+  ArmTimer(timer_.get(), 1);
+}
+
+absl::Status BlockDevice::RestoreDeviceState(std::span<const uint8_t>) {
+  ArmTimer(timer_.get(), 1);
+  return absl::OkStatus();
 }
 
 void BlockDevice::CountRequest(const Request& req) {

@@ -21,6 +21,7 @@
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/block/io_uring.h"
 #include "src/devices/virtio/block/request.h"
+#include "src/devices/virtio/rate_limiter.h"
 #include "src/devices/virtio/virtio_device.h"
 #include "src/config/vm_config.h"
 
@@ -65,6 +66,12 @@ class BlockDevice : public VirtioDevice {
   int backend_fd() const override { return uring_ ? uring_->event_fd() : -1; }
   uint32_t backend_events() const override;
   void ProcessBackend(uint32_t events) override;
+  // The rate limiter's timer: a throttled queue resumes when it expires.
+  int timer_fd() const override { return timer_.get(); }
+  void ProcessTimer() override;
+  // Nothing of its own; a restored device looks at its ring once (requests
+  // a limiter held back get no new kick).
+  absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
   ~BlockDevice() override;
 
   std::string metrics_name() const override { return "block_" + config_.drive_id; }
@@ -72,8 +79,15 @@ class BlockDevice : public VirtioDevice {
     VirtioDevice::AppendMetrics(out);
     out->insert(out->end(), {{"read_count", reads_}, {"write_count", writes_},
                              {"flush_count", flushes_}, {"read_bytes", read_bytes_},
-                             {"write_bytes", write_bytes_}});
+                             {"write_bytes", write_bytes_},
+                             {"rate_limiter_throttled_events", throttled_},
+                             {"rate_limiter_event_count", limiter_events_}});
   }
+
+  // PUT or PATCH /drives: the limiter from now on (nullopt: none). A
+  // request it held back may go at once.
+  void SetRateLimiter(const std::optional<RateLimiterConfig>& config);
+  const RateLimiter& rate_limiter() const { return limiter_; }
 
   // PATCH /drives after boot: serves `path` from now on (requests already
   // submitted finish on the old file) and tells the guest through a
@@ -100,7 +114,9 @@ class BlockDevice : public VirtioDevice {
   };
 
   BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_sectors,
-              std::unique_ptr<IoUring> uring);
+              std::unique_ptr<IoUring> uring, UniqueFd timer);
+  // Whether the limiter lets `req` go now; if not, the timer is armed.
+  bool Admit(const Request& req);
   // Runs one parsed request; returns the status byte and bytes written to
   // the guest (for the used ring).
   uint8_t Execute(const Request& req, uint32_t* written);
@@ -129,6 +145,10 @@ class BlockDevice : public VirtioDevice {
   std::unique_ptr<IoUring> uring_;
   std::vector<InFlight> slots_;
   std::vector<uint32_t> free_slots_;
+  RateLimiter limiter_;
+  UniqueFd timer_;
+  uint64_t armed_until_ns_ = 0;  // when the timer was last armed to fire
+  uint64_t throttled_ = 0, limiter_events_ = 0;
   bool stalled_ = false;  // the ring filled up; chains wait in the queue
   std::vector<iovec> sync_iov_;  // the Sync engine's, reused request to request
   uint64_t reads_ = 0, writes_ = 0, flushes_ = 0, read_bytes_ = 0, write_bytes_ = 0;

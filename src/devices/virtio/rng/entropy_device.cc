@@ -12,10 +12,21 @@
 
 namespace ember::virtio::rng {
 
-absl::StatusOr<std::unique_ptr<EntropyDevice>> EntropyDevice::Create(const EntropyConfig&) {
+namespace {
+
+// What a request asks for: its buffers, up to kMaxBytesPerRequest.
+uint64_t Wanted(const DescriptorChain& chain) {
+  uint64_t bytes = 0;
+  for (const Descriptor& d : chain.descriptors) bytes += d.len;
+  return std::min<uint64_t>(bytes, kMaxBytesPerRequest);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EntropyDevice>> EntropyDevice::Create(const EntropyConfig& config) {
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer.valid()) return ErrnoStatus("entropy: timerfd_create");
-  return std::unique_ptr<EntropyDevice>(new EntropyDevice(std::move(timer)));
+  return std::unique_ptr<EntropyDevice>(new EntropyDevice(config, std::move(timer)));
 }
 
 absl::Status EntropyDevice::Activate(const GuestMemory& mem, std::span<Queue> queues,
@@ -30,7 +41,8 @@ absl::Status EntropyDevice::Activate(const GuestMemory& mem, std::span<Queue> qu
 }
 
 void EntropyDevice::Reset() {
-  ArmTimer(0);  // timerfd_settime: the one timer call the vcpu filter allows
+  ArmTimer(timer_.get(), 0);  // timerfd_settime: the one timer call the vcpu filter allows
+  armed_until_ns_ = 0;
   mem_ = nullptr;
   queue_ = nullptr;
   interrupt_ = nullptr;
@@ -40,15 +52,20 @@ absl::Status EntropyDevice::RestoreDeviceState(std::span<const uint8_t> state) {
   if (!state.empty()) {
     return absl::InvalidArgumentError("virtio-rng state: the device keeps none; got bytes");
   }
-  ArmTimer(1);
+  ArmTimer(timer_.get(), 1);
   return absl::OkStatus();
 }
 
-void EntropyDevice::ArmTimer(uint64_t ns) {
-  itimerspec when = {};
-  when.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-  when.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-  timerfd_settime(timer_.get(), 0, &when, nullptr);
+bool EntropyDevice::Admit(uint64_t bytes) {
+  uint64_t now = MonotonicNs();
+  if (limiter_.Consume(1, bytes, now)) return true;
+  entropy_counters_.entropy_rate_limiter_throttled++;
+  // Once per wait, not once per kick while it lasts.
+  if (limiter_.blocked_until_ns() != armed_until_ns_) {
+    armed_until_ns_ = limiter_.blocked_until_ns();
+    ArmTimer(timer_.get(), limiter_.WaitNs(now));
+  }
+  return false;
 }
 
 void EntropyDevice::ProcessQueue(size_t index) {
@@ -57,6 +74,8 @@ void EntropyDevice::ProcessQueue(size_t index) {
 }
 
 void EntropyDevice::ProcessTimer() {
+  entropy_counters_.rate_limiter_event_count++;
+  armed_until_ns_ = 0;
   if (mem_ != nullptr) Serve();
 }
 
@@ -98,6 +117,10 @@ void EntropyDevice::Serve() {
   while (run_bytes < kMaxBytesPerRun) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = queue_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;  // empty, or broken (the transport sees)
+    if (limiter_.enabled() && !Admit(Wanted(**chain))) {
+      queue_->Undo();  // it waits in the ring for the limiter's timer
+      break;
+    }
     entropy_counters_.entropy_event_count++;
     uint32_t n = Fill(**chain);
     if (!queue_->AddUsed(*mem_, (*chain)->head, n).ok()) break;
@@ -106,7 +129,7 @@ void EntropyDevice::Serve() {
     used = true;
   }
   // Work left: come back on the next turn of the loop.
-  if (run_bytes >= kMaxBytesPerRun) ArmTimer(1);
+  if (run_bytes >= kMaxBytesPerRun) ArmTimer(timer_.get(), 1);
   if (used) SignalUsed(*queue_, *mem_, interrupt_);
 }
 
@@ -115,7 +138,10 @@ void EntropyDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>*
   out->insert(out->end(), {{"entropy_event_count", entropy_counters_.entropy_event_count},
                            {"entropy_bytes", entropy_counters_.entropy_bytes},
                            {"entropy_event_fails", entropy_counters_.entropy_event_fails},
-                           {"host_rng_fails", entropy_counters_.host_rng_fails}});
+                           {"host_rng_fails", entropy_counters_.host_rng_fails},
+                           {"entropy_rate_limiter_throttled",
+                            entropy_counters_.entropy_rate_limiter_throttled},
+                           {"rate_limiter_event_count", entropy_counters_.rate_limiter_event_count}});
 }
 
 }  // namespace ember::virtio::rng

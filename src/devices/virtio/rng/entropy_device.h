@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
 #include "src/config/vm_config.h"
+#include "src/devices/virtio/rate_limiter.h"
 #include "src/devices/virtio/virtio_device.h"
 
 namespace ember::virtio::rng {
@@ -28,6 +29,8 @@ struct EntropyCounters {
   uint64_t entropy_bytes = 0;        // random bytes given to the guest
   uint64_t entropy_event_fails = 0;  // malformed requests, answered with 0 bytes
   uint64_t host_rng_fails = 0;       // getrandom failed
+  uint64_t entropy_rate_limiter_throttled = 0;  // requests the limiter held back
+  uint64_t rate_limiter_event_count = 0;        // the device's timer expired
 };
 
 class EntropyDevice : public VirtioDevice {
@@ -65,15 +68,19 @@ class EntropyDevice : public VirtioDevice {
   void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override;
 
  private:
-  explicit EntropyDevice(UniqueFd timer) : timer_(std::move(timer)) {}
+  EntropyDevice(const EntropyConfig& config, UniqueFd timer)
+      : limiter_(config.rate_limiter, MonotonicNs()), timer_(std::move(timer)) {}
   // Serves requests until the ring is empty or this run's bytes are spent.
   void Serve();
   // Fills the chain's buffers; the bytes written (0 for a malformed one).
   uint32_t Fill(const DescriptorChain& chain);
-  // Arms the timer `ns` from now (0 disarms it).
-  void ArmTimer(uint64_t ns);
+  // Whether the limiter lets a request of `bytes` go now; if not, the
+  // timer is armed for when it may.
+  bool Admit(uint64_t bytes);
 
+  RateLimiter limiter_;
   UniqueFd timer_;
+  uint64_t armed_until_ns_ = 0;  // the limiter's wait the timer is armed for
   const GuestMemory* mem_ = nullptr;
   Queue* queue_ = nullptr;
   Interrupt* interrupt_ = nullptr;

@@ -7,6 +7,7 @@
 #include <sys/timerfd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 
 #include "src/devices/virtio/mmio_transport.h"
@@ -179,6 +180,35 @@ TEST_F(EntropyDeviceTest, ARestoredDeviceServesWhatWasWaiting) {
   EXPECT_FALSE(again.RestoreState(saved).ok()) << "state bytes for a device that keeps none";
 }
 
+TEST(EntropyLimiterTest, BytesWaitForTheBucketAndAreNeverDropped) {
+  // 1 KiB per 100 ms; five 512-byte requests: two at once, the rest one
+  // per 50 ms, each on one timer wakeup.
+  auto mem = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
+  EntropyConfig config;
+  config.rate_limiter = RateLimiterConfig{TokenBucketConfig{1024, 100, 0}, std::nullopt};
+  auto dev = EntropyDevice::Create(config);
+  ASSERT_TRUE(dev.ok());
+  EntropyDevice* device = dev->get();
+  MmioTransport transport(std::move(*dev), mem.get(), UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  testing::MmioDriver driver(transport, *mem, 0x10000);
+  ASSERT_TRUE(driver.Init(~0ull, 16) & kStatusDriverOk);
+  for (int i = 0; i < 5; i++) driver.queue(0).Add({{kBuf + 0x1000 * i, 512, true}});
+  driver.Kick(0);
+  EXPECT_EQ(device->entropy_counters().entropy_bytes, 1024u);
+  EXPECT_EQ(device->entropy_counters().entropy_rate_limiter_throttled, 1u);
+  for (int i = 0; i < 10; i++) driver.Kick(0);
+  EXPECT_EQ(device->entropy_counters().entropy_bytes, 1024u) << "kicks do not get past it";
+  auto start = std::chrono::steady_clock::now();
+  int wakeups = TimerWakeups(transport, 3, 200);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(device->entropy_counters().entropy_bytes, 2560u);
+  EXPECT_EQ(wakeups, 3);
+  EXPECT_NEAR(ms, 150, 30) << "three waits of 50 ms";
+  int used = 0;
+  while (driver.queue(0).PopUsed()) used++;
+  EXPECT_EQ(used, 5);
+}
+
 TEST_F(EntropyDeviceTest, MetricsUseFirecrackersNames) {
   ASSERT_TRUE(Request({{kBuf, 10, true}}));
   std::vector<std::pair<std::string, uint64_t>> out;
@@ -189,6 +219,8 @@ TEST_F(EntropyDeviceTest, MetricsUseFirecrackersNames) {
   EXPECT_EQ(m.at("entropy_bytes"), 10u);
   EXPECT_EQ(m.at("entropy_event_fails"), 0u);
   EXPECT_EQ(m.at("host_rng_fails"), 0u);
+  EXPECT_EQ(m.at("entropy_rate_limiter_throttled"), 0u);
+  EXPECT_EQ(m.at("rate_limiter_event_count"), 0u);
 }
 
 }  // namespace
