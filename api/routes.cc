@@ -79,8 +79,13 @@ absl::StatusOr<VmmAction> ParsePatchNetworkInterface(const rapidjson::Value& bod
   const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
   const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
   RETURN_IF_ERROR(r.Finish());
-  if ((rx != nullptr && !rx->IsNull()) || (tx != nullptr && !tx->IsNull())) {
-    return absl::InvalidArgumentError("network rate limiters are not supported yet");
+  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> rx_limit,
+                   ParseRateLimiter(rx, "network-interfaces[].rx_rate_limiter"));
+  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> tx_limit,
+                   ParseRateLimiter(tx, "network-interfaces[].tx_rate_limiter"));
+  if (rx_limit || tx_limit) {
+    return absl::InvalidArgumentError(
+        "network rate limiters with buckets are not supported yet; use {} or null");
   }
   return PatchNetworkInterface{iface};
 }

@@ -196,8 +196,15 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(ctx, ".", bytes.status().message()));
     n.guest_mac = *bytes;
   }
-  if ((rx != nullptr && !rx->IsNull()) || (tx != nullptr && !tx->IsNull())) {
-    return absl::InvalidArgumentError(absl::StrCat(ctx, ": rate limiters are not supported yet"));
+  // An empty limiter limits nothing (Kata sends "rx_rate_limiter": {});
+  // buckets on an interface are not built yet.
+  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> rx_limit,
+                   ParseRateLimiter(rx, ctx + ".rx_rate_limiter"));
+  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> tx_limit,
+                   ParseRateLimiter(tx, ctx + ".tx_rate_limiter"));
+  if (rx_limit || tx_limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        ctx, ": network rate limiters with buckets are not supported yet; use {} or null"));
   }
   return n;
 }

@@ -103,6 +103,23 @@ TEST(VmConfigJsonTest, MissingRequiredFields) {
   ExpectRefused(R"({"boot-source": {"kernel_image_path": ""}})", "must not be empty");
 }
 
+TEST(VmConfigJsonTest, EmptyNetworkLimitersAreTakenBucketsAreNot) {
+  // Kata sends an empty rx_rate_limiter even with rate limiting off.
+  auto c = ParseVmConfig(std::string("{") + kBoot +
+                         R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                              "rx_rate_limiter": {}, "tx_rate_limiter": null}]})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->net.size(), 1u);
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                        "tx_rate_limiter": {"ops": {"size": 10, "refill_time": 100}}}]})",
+                "network-interfaces[eth0]: network rate limiters with buckets are not supported yet");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                        "rx_rate_limiter": {"ops": {"size": -1, "refill_time": 100}}}]})",
+                "network-interfaces[eth0].rx_rate_limiter");
+}
+
 TEST(VmConfigJsonTest, VsockSectionRoundTrips) {
   auto c = ParseVmConfig(std::string("{") + kBoot +
                          R"(, "vsock": {"vsock_id": "vsock0", "guest_cid": 3, "uds_path": "/run/v.sock"}})");

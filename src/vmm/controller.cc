@@ -26,8 +26,10 @@ namespace ember {
 constexpr int kMetricsPeriodS = 60;
 
 absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
+  // O_RDWR, as Firecracker: a FIFO nobody reads opens (the Go SDK makes
+  // one and never reads it), and a full one drops lines instead of blocking.
   UniqueFd fd(open(config.metrics_path.c_str(),
-                   O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
+                   O_RDWR | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0600));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("metrics.metrics_path ", config.metrics_path));
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer.valid()) return ErrnoStatus("timerfd_create");
@@ -68,8 +70,9 @@ absl::Status Controller::WriteMetrics() {
 
 absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
   if (!config.log_path.empty()) {
-    // O_NONBLOCK: a FIFO without a reader fails here, a full one drops lines.
-    int fd = open(config.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
+    // As the metrics: O_RDWR opens a FIFO without a reader; O_NONBLOCK
+    // drops lines when it is full.
+    int fd = open(config.log_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
                   0600);
     if (fd < 0) return ErrnoStatus(absl::StrCat("logger.log_path ", config.log_path));
     SetLogSink(fd);

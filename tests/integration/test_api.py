@@ -3,6 +3,7 @@ would: a whole life of a real guest, and bad input of every kind answered
 with 400 and a fault_message while Ember keeps serving."""
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -263,6 +264,20 @@ def test_pipelined_slow_and_many_clients(api):
         t.join()
     assert results == [200] * 32
     stalled.close()
+    assert a.request("GET", "/")[0] == 200
+
+
+def test_metrics_and_log_fifos_nobody_reads_are_taken(api, tmp_path):
+    """As Firecracker takes them: the Go SDK makes a metrics FIFO and never
+    reads it. Lines that do not fit are dropped; Ember serves on."""
+    a = api()
+    for name in ("metrics.fifo", "log.fifo"):
+        os.mkfifo(tmp_path / name)
+    assert a.request("PUT", "/metrics", {"metrics_path": str(tmp_path / "metrics.fifo")})[0] == 204
+    assert a.request("PUT", "/logger", {"log_path": str(tmp_path / "log.fifo"),
+                                        "level": "Debug"})[0] == 204
+    for _ in range(200):  # more than a pipe holds
+        assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
     assert a.request("GET", "/")[0] == 200
 
 

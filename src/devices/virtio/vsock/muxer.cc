@@ -71,18 +71,33 @@ Muxer::~Muxer() {
 
 void Muxer::Start() {
   listening_ = true;
-  SetListenerRegistered(true);
+  WakeSoon();
 }
 
 void Muxer::Stop() {
-  DropAll();
   listening_ = false;
-  SetListenerRegistered(false);
-  listener_paused_until_ms_ = 0;
-  itimerspec off = {};
-  timerfd_settime(timer_.get(), 0, &off, nullptr);
-  armed_ms_ = 0;
-  local_port_last_ = (1u << 30) - 1;
+  stop_owed_ = true;
+  WakeSoon();
+}
+
+void Muxer::WakeSoon() {
+  itimerspec soon = {};
+  soon.it_value.tv_nsec = 1;
+  if (timerfd_settime(timer_.get(), 0, &soon, nullptr) == 0) armed_ms_ = 1;
+}
+
+void Muxer::Settle() {
+  if (stop_owed_) {
+    stop_owed_ = false;
+    DropAll();
+    listener_paused_until_ms_ = 0;
+    local_port_last_ = (1u << 30) - 1;
+  }
+  if (!listening_) {
+    SetListenerRegistered(false);
+  } else if (!listener_registered_ && NowMs() >= listener_paused_until_ms_) {
+    SetListenerRegistered(true);
+  }
 }
 
 void Muxer::DropAll() {
@@ -109,6 +124,7 @@ void Muxer::SetListenerRegistered(bool on) {
 }
 
 void Muxer::Poll() {
+  Settle();
   epoll_event events[kMaxEvents];
   int n = epoll_wait(epoll_.get(), events, kMaxEvents, 0);
   for (int i = 0; i < n; i++) {
@@ -124,6 +140,7 @@ void Muxer::Poll() {
 }
 
 void Muxer::Drain() {
+  Settle();
   epoll_event events[kMaxEvents];
   int n = epoll_wait(epoll_.get(), events, kMaxEvents, 0);
   for (int i = 0; i < n; i++) {

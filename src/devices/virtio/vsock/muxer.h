@@ -77,6 +77,10 @@ class Muxer {
   // Drops every stream and pending packet, without a word to the guest
   // (the device was reset).
   void Stop();
+  // Start and Stop run on a vCPU thread (a register write), whose seccomp
+  // filter allows no work on fds: they only set flags and fire the timer,
+  // and the VMM thread does the rest here, before anything else it does.
+  void Settle();
 
   // A guest packet whose payload is its `len` bytes.
   void FromGuest(const TxPacket& packet);
@@ -126,6 +130,7 @@ class Muxer {
   void UpdateInterest(Connection& c);
   void SetDeadline(Connection& c, int64_t ms_from_now);
   void ArmTimer(int64_t at_ms);
+  void WakeSoon();  // the timer fires at once: the VMM thread calls Settle
 
   // Guest side.
   void ConnectToHost(const PacketHeader& h);
@@ -158,6 +163,7 @@ class Muxer {
   UniqueFd epoll_;
   UniqueFd timer_;
   bool listening_ = false;  // between Start and Stop
+  bool stop_owed_ = false;  // Stop's work, for Settle
   bool listener_registered_ = false;
   int64_t listener_paused_until_ms_ = 0;  // accept failed (EMFILE): retry then
   int64_t armed_ms_ = 0;                  // the timer's expiry; 0: disarmed

@@ -59,6 +59,7 @@ void VsockDevice::Reset() {
 
 void VsockDevice::ProcessQueue(size_t index) {
   if (mem_ == nullptr) return;
+  muxer_->Settle();
   if (index == kTxQueue) ProcessTx();
   if (index == kEventQueue) {
     // Buffers back from a guest that has taken our TRANSPORT_RESET.
@@ -108,6 +109,7 @@ void VsockDevice::ProcessTx() {
 void VsockDevice::ProcessRx() {
   // Nothing before the guest has dropped its old streams (Firecracker
   // holds the receive queue the same way).
+  if (reset_unacked_ && EventAvailIdx() != reset_avail_idx_) reset_unacked_ = false;
   if (reset_owed_ || reset_unacked_) return;
   Queue& rx = queues_[kRxQueue];
   bool used = false;
@@ -138,6 +140,12 @@ void VsockDevice::ProcessRx() {
   if (used) SignalUsed(rx, *mem_, interrupt_);
 }
 
+uint16_t VsockDevice::EventAvailIdx() const {
+  // avail ring: flags (u16), then idx (u16).
+  absl::StatusOr<uint16_t> idx = mem_->ReadObj<uint16_t>(queues_[kEventQueue].avail_ring() + 2);
+  return idx.ok() ? *idx : reset_avail_idx_;
+}
+
 void VsockDevice::SendTransportReset() {
   if (!reset_owed_ || mem_ == nullptr) return;
   Queue& ev = queues_[kEventQueue];
@@ -152,6 +160,7 @@ void VsockDevice::SendTransportReset() {
       len = 4;
       reset_owed_ = false;
       reset_unacked_ = true;
+      reset_avail_idx_ = EventAvailIdx();
       vsock_counters_.transport_resets++;
     } else {
       vsock_counters_.ev_queue_event_fails++;

@@ -358,7 +358,10 @@ TEST_F(VsockTest, AResetDeviceClosesNewHostConnectionsWithoutSpinning) {
   Start();
   uint32_t host_port = 0;
   int fd = ConnectFromHost(52, &host_port);
-  driver_->mmio().Write(0x70, 0);  // the driver resets the device
+  // The driver resets the device: on a vCPU thread, which only flags it
+  // and fires the timer; the VMM thread's next turn drops the streams.
+  driver_->mmio().Write(0x70, 0);
+  EXPECT_EQ(testing::BackendWakeups(*transport_, 100), 1);
   EXPECT_TRUE(Closed(fd));
   // Host programs now wait in the backlog; nothing wakes the VMM.
   int waiting = HostConnect();

@@ -1,0 +1,213 @@
+"""virtio-vsock with a real Linux guest, through Firecracker's Unix-socket
+host side: the guest agent (ember-agent, started by busybox init) runs
+commands for ember-exec; bulk data each way; many connections at once; a
+guest program connecting to a host listener at <uds_path>_<port>; a host
+client killed mid-transfer; and a snapshot restored twice side by side with
+vsock_override, each clone running a new command."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXIT_OK, boot_config, is_pvm_host
+from guest_shell import GuestShell, shell_boot_args
+
+AGENT_PORT = 1024
+GUEST_CID = 3
+# 64 MiB each way; on PVM hosts, whose guests run emulated (about 0.2 MiB/s
+# through the agent), 8 MiB.
+BULK = (8 if is_pvm_host() else 64) << 20
+
+
+def exec_cmd(ember, uds, *cmd, stdin=None, timeout=300):
+    """ember-exec --uds UDS -- CMD: (exit status, stdout bytes, stderr text)."""
+    client = Path(ember).parent / "ember-exec"
+    proc = subprocess.run([str(client), "--uds", str(uds), "--", *cmd], input=stdin,
+                          capture_output=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr.decode(errors="replace")
+
+
+def connect(uds, port, timeout=60):
+    """A host connection to guest `port`: the CONNECT handshake, then the
+    socket (a stream to the guest program)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(str(uds))
+    s.sendall(f"CONNECT {port}\n".encode())
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = s.recv(1)
+        if not chunk:
+            raise ConnectionError(f"closed after {line!r}")
+        line += chunk
+    assert line.startswith(b"OK "), line
+    return s
+
+
+def wait_for_agent(ember, uds, shell, timeout=300):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, out, err = exec_cmd(ember, uds, "true", timeout=60)
+        if status == 0:
+            return
+        assert time.monotonic() < deadline, (status, err, shell.log()[-2000:])
+        time.sleep(2)
+
+
+def vsock_guest(ember, guest, workdir, uds, api=True):
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
+                         "is_root_device": True, "is_read_only": True}]
+    config["vsock"] = {"guest_cid": GUEST_CID, "uds_path": str(uds)}
+    config["metrics"] = {"metrics_path": str(Path(workdir) / "metrics.json")}
+    return GuestShell(ember, workdir, config, api=api)
+
+
+def test_agent_runs_commands_and_data_crosses_both_ways(ember, guest, tmp_path):
+    uds = tmp_path / "v.sock"
+    shell = vsock_guest(ember, guest, tmp_path, uds)
+    try:
+        shell.wait_ready()
+        wait_for_agent(ember, uds, shell)
+
+        # Exit statuses, output and a signal.
+        assert exec_cmd(ember, uds, "true")[0] == 0
+        assert exec_cmd(ember, uds, "false")[0] == 1
+        status, out, _ = exec_cmd(ember, uds, "sh", "-c", "echo out; echo err >&2; exit 3")
+        assert (status, out) == (3, b"out\n")
+        assert exec_cmd(ember, uds, "sh", "-c", "kill -9 $$")[0] == 128 + 9
+        status, _, err = exec_cmd(ember, uds, "/no/such/program")
+        assert status != 0 and "No such file" in err, err
+
+        # 10 MiB to stdout, and BULK each way, checksummed. On PVM hosts a
+        # command the agent has just started sometimes loses what the kernel
+        # copies into its fresh pages while the agent runs beside it (bytes
+        # read as zeros; shared/PLATFORM.md): checked, and expected to fail
+        # there only.
+        status, out, _ = exec_cmd(ember, uds, "dd", "if=/dev/zero", "bs=1M", "count=10")
+        assert status == 0 and out == b"\0" * (10 << 20)
+        corrupted = []
+        big = os.urandom(BULK)
+        status, out, _ = exec_cmd(ember, uds, "md5sum", stdin=big, timeout=900)
+        assert status in (0, 139), status  # 139: the PVM fault hit md5sum itself
+        if status != 0 or out.split()[0].decode() != hashlib.md5(big).hexdigest():
+            corrupted.append(f"host to guest: md5sum exited {status}, {out[:32]!r}")
+        shell.check(f"dd if=/dev/urandom of=/tmp/big bs=1M count={BULK >> 20} 2>/dev/null",
+                    timeout=600)
+        digest = shell.check("md5sum /tmp/big").split()[0]
+        status, out, _ = exec_cmd(ember, uds, "cat", "/tmp/big", timeout=900)
+        assert status in (0, 139), status
+        if status != 0 or len(out) != BULK or hashlib.md5(out).hexdigest() != digest:
+            corrupted.append(f"guest to host: cat exited {status}, {len(out)} bytes")
+        shell.check("rm /tmp/big")
+
+        # 100 connections open at once to the agent, then closed.
+        conns = [connect(uds, AGENT_PORT) for _ in range(100)]
+        for c in conns:
+            c.close()
+        assert exec_cmd(ember, uds, "true")[0] == 0, "the agent serves on"
+
+        # Nobody listens on port 4242: the host socket is closed.
+        with pytest.raises(ConnectionError):
+            connect(uds, 4242)
+
+        # A guest program connects to the host: CID 2, port 5000, which
+        # Ember forwards to a listener at <uds_path>_5000.
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(f"{uds}_5000")
+        listener.listen(1)
+        listener.settimeout(120)
+        shell.write_file("/tmp/hello", b"hello host\n")
+        reply = {}
+
+        def serve():
+            c, _ = listener.accept()
+            data = b""
+            while chunk := c.recv(4096):
+                data += chunk
+            reply["got"] = data
+            c.sendall(b"hello guest\n")
+            c.close()
+
+        t = threading.Thread(target=serve)
+        t.start()
+        out = shell.check("ember-usercheck vsock 2 5000 < /tmp/hello")
+        t.join(timeout=60)
+        assert reply.get("got") == b"hello host\n"
+        assert out == "hello guest\n"
+        listener.close()
+
+        # The host client is killed mid-transfer: the guest side sees the
+        # reset and the agent ends the command.
+        client = subprocess.Popen([str(Path(ember).parent / "ember-exec"), "--uds", str(uds),
+                                   "--", "cat", "/dev/zero"], stdout=subprocess.PIPE)
+        assert client.stdout.read(1 << 20) == b"\0" * (1 << 20)
+        client.kill()
+        client.wait()
+        deadline = time.monotonic() + 60
+        while shell.check("pidof cat || true").strip():
+            assert time.monotonic() < deadline, "the agent never ended cat"
+            time.sleep(1)
+
+        status, reply = shell.request("PUT", "/vsock", {"guest_cid": 3, "uds_path": "/x"})
+        assert status == 400 and "cannot be changed after the microVM has started" in \
+            reply["fault_message"]
+        assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        metrics = json.loads((tmp_path / "metrics.json").read_text().splitlines()[-1])["vsock"]
+        assert metrics["rx_bytes_count"] > BULK and metrics["tx_bytes_count"] > BULK, metrics
+        assert metrics["conns_added"] >= 100
+        assert shell.shutdown() == EXIT_OK, shell.log()
+    finally:
+        shell.close()
+    assert not uds.exists(), "Ember removes its socket"
+    if corrupted and is_pvm_host():
+        pytest.xfail("fresh commands lose data on PVM: " + "; ".join(corrupted))
+    assert not corrupted, corrupted
+
+
+def test_snapshot_with_the_agent_restores_twice_side_by_side(ember, guest, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    uds = first / "v.sock"
+    shell = vsock_guest(ember, guest, first, uds)
+    files = {"state": first / "vm.snap", "mem": first / "vm.mem"}
+    try:
+        shell.wait_ready()
+        wait_for_agent(ember, uds, shell)
+        assert shell.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+        assert shell.request("PUT", "/snapshot/create", {
+            "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
+    finally:
+        shell.close()
+
+    clones = []
+    try:
+        for name in ("a", "b"):
+            d = tmp_path / name
+            d.mkdir()
+            clone = GuestShell(ember, d, api=True)
+            clones.append((clone, d / "v.sock"))
+            status, reply = clone.request("PUT", "/snapshot/load", {
+                "snapshot_path": str(files["state"]),
+                "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
+                "vsock_override": {"uds_path": str(d / "v.sock")}, "resume_vm": True})
+            assert status == 204, (reply, clone.log())
+        for clone, clone_uds in clones:
+            # The guest saw TRANSPORT_RESET; the agent listens again.
+            wait_for_agent(ember, clone_uds, clone, timeout=120)
+            status, out, _ = exec_cmd(ember, clone_uds, "echo", f"clone {clone_uds.parent.name}")
+            assert (status, out) == (0, f"clone {clone_uds.parent.name}\n".encode())
+        for clone, _ in clones:
+            clone.proc.send_signal(signal.SIGTERM)
+            clone.proc.wait(timeout=60)
+    finally:
+        for clone, _ in clones:
+            clone.close()
