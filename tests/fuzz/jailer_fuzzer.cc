@@ -37,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<jail::JailerArgs> parsed = jail::ParseJailerArgs(args);
   if (!parsed.ok()) return 0;
   const jail::JailerArgs& a = *parsed;
+  if (a.help || a.version) return 0;  // nothing else is set
   if (!ValidInstanceId(a.id)) Fail("an accepted id is not one safe path component");
   if (a.exec_file.empty() || !Absolute(a.exec_file)) Fail("exec file not a plain absolute path");
   if (a.exec_name.empty() || a.exec_name.find('/') != std::string::npos ||

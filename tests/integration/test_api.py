@@ -213,7 +213,7 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
                    {"kernel_image_path": "x" * 3000})
     a.expect_fault("GET", "/no/such/path", "unknown path /no/such/path")
     a.expect_fault("DELETE", "/machine-config", "DELETE is not allowed on /machine-config")
-    a.expect_fault("PUT", "/entropy", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/mmds", "is not supported by Ember yet", {})
     a.expect_fault("PUT", "/vsock", "vsock.guest_cid 1 is reserved", {"guest_cid": 1, "uds_path": "v"})
     taken = Path(a.sock)
     a.expect_fault("PUT", "/vsock", f"vsock.uds_path {taken} already exists",
