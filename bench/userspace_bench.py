@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -184,42 +183,25 @@ def tcp_to_host(vm, ns, nbytes):
 def tcp_to_guest(vm, ns, nbytes):
     """Host -> guest; returns (MiB/s, VMM CPU ms per GiB)."""
     port = 5002
-    result = {}
-
-    def send():
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                c = socket.create_connection((GUEST_IP, port), timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        chunk = b"\0" * (1 << 20)
-        t = time.monotonic()
-        for _ in range(nbytes >> 20):
-            c.sendall(chunk)
-        c.shutdown(socket.SHUT_WR)
-        c.recv(1)
-        result["seconds"] = time.monotonic() - t
-
-    # The sender runs in the namespace: a thread of this process after setns.
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-
-    def in_ns():
-        os.setns(fd, os.CLONE_NEWNET)
-        send()
-
-    sender = threading.Thread(target=in_ns)
+    sender = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", (
+        "import socket,time\n"
+        "deadline=time.monotonic()+120\n"
+        "while True:\n"
+        "  try:\n"
+        f"    c=socket.create_connection(('{GUEST_IP}',{port}),timeout=5);break\n"
+        "  except OSError:\n"
+        "    assert time.monotonic()<deadline\n"
+        "    time.sleep(0.2)\n"
+        "c.settimeout(600);chunk=bytes(1<<20);t=time.monotonic()\n"
+        f"for _ in range({nbytes >> 20}): c.sendall(chunk)\n"
+        "c.shutdown(socket.SHUT_WR);c.recv(1)\n"
+        "print(time.monotonic()-t,flush=True)\n")], stdout=subprocess.PIPE, text=True)
     cpu0 = non_vcpu_cpu_ms(vm.vmm_pid(), vm.vcpu_threads)
-    sender.start()
     out = vm.check(f"nc -l -p {port} > /dev/null && echo done", timeout=900)
-    sender.join(timeout=60)
+    seconds = float(sender.communicate(timeout=120)[0])
     cpu = non_vcpu_cpu_ms(vm.vmm_pid(), vm.vcpu_threads) - cpu0
-    os.close(fd)
-    assert out.strip() == "done" and "seconds" in result
-    return nbytes / result["seconds"] / 2**20, cpu * 2**30 / nbytes
+    assert out.strip() == "done"
+    return nbytes / seconds / 2**20, cpu * 2**30 / nbytes
 
 
 def one_run(kind, workdir, ns, nbytes):
