@@ -223,7 +223,10 @@ def one_run(kind, workdir, ns, nbytes):
             tcp_to_host(vm, ns, nbytes)
         figures["tcp_to_guest_mib_s"], figures["tcp_to_guest_vmm_cpu_ms_per_gib"] = \
             tcp_to_guest(vm, ns, nbytes)
-        vm.shutdown(timeout=120)
+        try:
+            vm.shutdown(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass  # QEMU microvm has no i8042 reset to end on; close() kills it
         return figures
     finally:
         vm.close()
