@@ -123,34 +123,24 @@ void Muxer::SetListenerRegistered(bool on) {
   listener_registered_ = on;
 }
 
-void Muxer::Poll() {
+void Muxer::Poll() { Dispatch(/*serve=*/true); }
+
+void Muxer::Drain() { Dispatch(/*serve=*/false); }
+
+void Muxer::Dispatch(bool serve) {
   Settle();
   epoll_event events[kMaxEvents];
   int n = epoll_wait(epoll_.get(), events, kMaxEvents, 0);
   for (int i = 0; i < n; i++) {
     uint64_t token = events[i].data.u64;
     if (token == kListenerToken) {
-      Accept(/*serve=*/true);
+      Accept(serve);
     } else if (token == kTimerToken) {
       OnTimer();
+    } else if (!serve) {
+      DropAll();  // the guest cannot hear from them until it resets the device
     } else if (Connection* c = Find(token)) {
       OnEvent(*c, events[i].events);
-    }
-  }
-}
-
-void Muxer::Drain() {
-  Settle();
-  epoll_event events[kMaxEvents];
-  int n = epoll_wait(epoll_.get(), events, kMaxEvents, 0);
-  for (int i = 0; i < n; i++) {
-    uint64_t token = events[i].data.u64;
-    if (token == kListenerToken) {
-      Accept(/*serve=*/false);
-    } else if (token == kTimerToken) {
-      OnTimer();
-    } else {
-      DropAll();  // the guest cannot hear from them until it resets the device
     }
   }
 }

@@ -129,6 +129,8 @@ class Muxer {
   // Epoll interest from the stream's state (see muxer.cc).
   void UpdateInterest(Connection& c);
   void SetDeadline(Connection& c, int64_t ms_from_now);
+  // Poll (serve) and Drain (drop) share one pass over the inner epoll.
+  void Dispatch(bool serve);
   void ArmTimer(int64_t at_ms);
   void WakeSoon();  // the timer fires at once: the VMM thread calls Settle
 
