@@ -22,6 +22,7 @@ def test_shell_runs_commands(ember, guest, tmp_path):
     config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(root),
                          "is_root_device": True, "is_read_only": False}]
+    config["entropy"] = {}
     shell = GuestShell(ember, tmp_path, config, args=["--boot-timer"])
     try:
         shell.wait_ready()
@@ -32,6 +33,12 @@ def test_shell_runs_commands(ember, guest, tmp_path):
         # glibc program (resources/rootfs/usercheck.c): fork, exec, pipes,
         # signals, threads with TLS, mmap, nanosleep, the vDSO clock, file
         # I/O and exit statuses.
+        # virtio-rng: the guest's hwrng is Ember's, and reads give bytes.
+        assert shell.check("cat /sys/class/misc/hw_random/rng_current") == "virtio_rng.0\n"
+        assert shell.check("dd if=/dev/hwrng of=/tmp/r bs=64 count=1 2>/dev/null; wc -c < /tmp/r") \
+            == "64\n"
+        assert shell.check("od -A n -t x1 /tmp/r").split().count("00") < 16
+
         out = shell.check("ember-usercheck", timeout=300)
         assert out.endswith("usercheck: all passed\n"), out
         assert out.count("\nok ") + out.startswith("ok ") == 11, out
