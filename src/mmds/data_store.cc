@@ -1,0 +1,231 @@
+#include "src/mmds/data_store.h"
+
+#include <algorithm>
+#include <charconv>
+#include <numeric>
+#include <vector>
+
+#include <rapidjson/error/en.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace ember::mmds {
+namespace {
+
+using rapidjson::Value;
+using Allocator = rapidjson::Document::AllocatorType;
+
+std::string_view Name(const Value& v) { return {v.GetString(), v.GetStringLength()}; }
+
+bool DepthOk(const Value& v, int depth) {
+  if (!v.IsObject() && !v.IsArray()) return true;
+  if (depth > kMaxJsonDepth) return false;
+  if (v.IsArray()) {
+    for (const Value& e : v.GetArray()) {
+      if (!DepthOk(e, depth + 1)) return false;
+    }
+  } else {
+    for (const auto& m : v.GetObject()) {
+      if (!DepthOk(m.value, depth + 1)) return false;
+    }
+  }
+  return true;
+}
+
+// Sorts every object's keys and keeps the last of repeated ones, as
+// serde_json's map does: lookups, listings and output are then in one order.
+void Normalize(Value& v, Allocator& alloc) {
+  if (v.IsArray()) {
+    for (Value& e : v.GetArray()) Normalize(e, alloc);
+    return;
+  }
+  if (!v.IsObject()) return;
+  std::vector<Value::MemberIterator> members;
+  for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
+    Normalize(it->value, alloc);
+    members.push_back(it);
+  }
+  bool sorted_unique = true;
+  for (size_t i = 1; i < members.size() && sorted_unique; i++) {
+    sorted_unique = Name(members[i - 1]->name) < Name(members[i]->name);
+  }
+  if (sorted_unique) return;
+  std::stable_sort(members.begin(), members.end(), [](auto a, auto b) {
+    return Name(a->name) < Name(b->name);
+  });
+  Value out(rapidjson::kObjectType);
+  for (size_t i = 0; i < members.size(); i++) {
+    if (i + 1 < members.size() && Name(members[i]->name) == Name(members[i + 1]->name)) continue;
+    out.AddMember(members[i]->name, members[i]->value, alloc);  // moves both
+  }
+  v = out;  // RapidJSON's assignment moves
+}
+
+// The member of a sorted object named `key`, or null.
+const Value* FindMember(const Value& obj, std::string_view key) {
+  auto begin = obj.MemberBegin(), end = obj.MemberEnd();
+  auto it = std::lower_bound(begin, end, key, [](const auto& m, std::string_view k) {
+    return Name(m.name) < k;
+  });
+  return it != end && Name(it->name) == key ? &it->value : nullptr;
+}
+
+std::string Serialize(const Value& v) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buf);
+  v.Accept(writer);
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// serde_json's rule for array indices in a pointer: digits, no leading zero.
+bool ParseIndex(std::string_view s, size_t* out) {
+  if (s.empty() || (s[0] == '0' && s.size() > 1)) return false;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+// RFC 6901: "~1" is '/', then "~0" is '~'.
+std::string Unescape(std::string_view token) {
+  std::string out;
+  for (size_t i = 0; i < token.size(); i++) {
+    if (token[i] == '~' && i + 1 < token.size() && (token[i + 1] == '1' || token[i + 1] == '0')) {
+      out.push_back(token[i + 1] == '1' ? '/' : '~');
+      i++;
+    } else {
+      out.push_back(token[i]);
+    }
+  }
+  return out;
+}
+
+const Value* Lookup(const Value& root, std::string_view pointer) {
+  if (pointer.empty()) return &root;
+  if (pointer[0] != '/') return nullptr;
+  const Value* at = &root;
+  size_t pos = 1;
+  while (true) {
+    size_t slash = pointer.find('/', pos);
+    std::string token = Unescape(pointer.substr(pos, slash == std::string_view::npos
+                                                         ? std::string_view::npos
+                                                         : slash - pos));
+    size_t index;
+    if (at->IsObject()) {
+      at = FindMember(*at, token);
+    } else if (at->IsArray() && ParseIndex(token, &index) && index < at->Size()) {
+      at = &(*at)[static_cast<rapidjson::SizeType>(index)];
+    } else {
+      at = nullptr;
+    }
+    if (at == nullptr || slash == std::string_view::npos) return at;
+    pos = slash + 1;
+  }
+}
+
+}  // namespace
+
+absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
+  // Iterative: a deep document cannot exhaust the stack while parsing.
+  constexpr unsigned kFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag |
+                              rapidjson::kParseFullPrecisionFlag;
+  doc->Parse<kFlags>(json.data(), json.size());
+  if (doc->HasParseError()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "invalid JSON: %s (at byte %d)", rapidjson::GetParseError_En(doc->GetParseError()),
+        doc->GetErrorOffset()));
+  }
+  if (!DepthOk(*doc, 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("invalid JSON: nested deeper than %d levels", kMaxJsonDepth));
+  }
+  Normalize(*doc, doc->GetAllocator());
+  return absl::OkStatus();
+}
+
+void MergePatch(Value& target, const Value& patch, Allocator& alloc) {
+  if (!patch.IsObject()) {
+    target.CopyFrom(patch, alloc);
+    return;
+  }
+  if (!target.IsObject()) target.SetObject();
+  for (const auto& m : patch.GetObject()) {
+    auto it = target.FindMember(m.name);
+    if (m.value.IsNull()) {
+      if (it != target.MemberEnd()) target.EraseMember(it);
+    } else if (it != target.MemberEnd()) {
+      MergePatch(it->value, m.value, alloc);
+    } else {
+      Value name(m.name, alloc);
+      Value value;
+      MergePatch(value, m.value, alloc);
+      target.AddMember(name, value, alloc);
+    }
+  }
+}
+
+absl::StatusOr<DataStore> DataStore::Create(size_t size_limit, Clock clock) {
+  absl::StatusOr<TokenAuthority> tokens = TokenAuthority::Create(std::move(clock));
+  if (!tokens.ok()) return tokens.status();
+  return DataStore(size_limit, *std::move(tokens));
+}
+
+DataStore::DataStore(size_t size_limit, TokenAuthority tokens)
+    : size_limit_(size_limit), tokens_(std::move(tokens)) {}
+
+absl::Status DataStore::Commit(rapidjson::Document& doc) {
+  if (Serialize(doc).size() > size_limit_) {
+    // Firecracker's message for both PUT and PATCH.
+    return absl::ResourceExhaustedError("The MMDS patch request doesn't fit.");
+  }
+  // A fresh copy: the parse and merge leave dead values in doc's pool,
+  // which RapidJSON frees only with the whole document.
+  rapidjson::Document compact;
+  compact.CopyFrom(doc, compact.GetAllocator());
+  doc_.Swap(compact);
+  initialized_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status DataStore::Put(std::string_view json) {
+  rapidjson::Document doc;
+  if (absl::Status st = ParseMmdsJson(json, &doc); !st.ok()) return st;
+  return Commit(doc);
+}
+
+absl::Status DataStore::Patch(std::string_view json) {
+  if (!initialized_) {
+    return absl::FailedPreconditionError("The MMDS data store is not initialized.");
+  }
+  rapidjson::Document patch;
+  if (absl::Status st = ParseMmdsJson(json, &patch); !st.ok()) return st;
+  rapidjson::Document work;
+  work.CopyFrom(doc_, work.GetAllocator());
+  MergePatch(work, patch, work.GetAllocator());
+  // New keys went in at the end; sort them in.
+  Normalize(work, work.GetAllocator());
+  return Commit(work);
+}
+
+std::string DataStore::Get() const { return doc_.IsNull() ? "{}" : Serialize(doc_); }
+
+absl::StatusOr<std::string> DataStore::GetValue(std::string_view path,
+                                                OutputFormat format) const {
+  if (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  const Value* v = Lookup(doc_, path);
+  if (v == nullptr) return absl::NotFoundError("not found");
+  // EC2's IMDS ignores the Accept header.
+  if (format == OutputFormat::kJson && !imds_compat_) return Serialize(*v);
+  if (v->IsString()) return std::string(Name(*v));
+  if (!v->IsObject()) {
+    return absl::UnimplementedError("Cannot retrieve value. The value has an unsupported type.");
+  }
+  std::vector<std::string> keys;
+  for (const auto& m : v->GetObject()) {
+    keys.push_back(std::string(Name(m.name)) + (m.value.IsObject() ? "/" : ""));
+  }
+  return absl::StrJoin(keys, "\n");
+}
+
+}  // namespace ember::mmds
