@@ -16,6 +16,8 @@
 #   net         virtio-net receive and transmit (a socket pair at the TAP's fd)
 #   balloon     virtio-balloon with statistics, its target and saved state
 #   vsock       virtio-vsock: guest packets and buffers, host programs on its sockets
+#   mmds        MMDS's network stack: the guest's frames (ARP, TCP, HTTP), its reads,
+#               the clock, and the host's writes to the data store
 #   i8042       the i8042's ports and saved state
 #   serial      the 8250's registers, host input and saved state
 #   jailer      ember-jailer's command line (ParseJailerArgs)

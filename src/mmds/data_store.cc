@@ -20,6 +20,11 @@ using Allocator = rapidjson::Document::AllocatorType;
 
 std::string_view Name(const Value& v) { return {v.GetString(), v.GetStringLength()}; }
 
+// By index: RapidJSON 1.1's mutable member iterators do not compare
+// cleanly under C++20 (clang's -Wambiguous-reversed-operator).
+Value::Member& MemberAt(Value& obj, size_t i) { return *(obj.MemberBegin() + i); }
+const Value::Member& MemberAt(const Value& obj, size_t i) { return *(obj.MemberBegin() + i); }
+
 bool DepthOk(const Value& v, int depth) {
   if (!v.IsObject() && !v.IsArray()) return true;
   if (depth > kMaxJsonDepth) return false;
@@ -43,10 +48,10 @@ void Normalize(Value& v, Allocator& alloc) {
     return;
   }
   if (!v.IsObject()) return;
-  std::vector<Value::MemberIterator> members;
-  for (auto it = v.MemberBegin(); it != v.MemberEnd(); ++it) {
-    Normalize(it->value, alloc);
-    members.push_back(it);
+  std::vector<Value::Member*> members;
+  for (size_t i = 0; i < v.MemberCount(); i++) {
+    Normalize(MemberAt(v, i).value, alloc);
+    members.push_back(&MemberAt(v, i));
   }
   bool sorted_unique = true;
   for (size_t i = 1; i < members.size() && sorted_unique; i++) {
@@ -124,6 +129,42 @@ const Value* Lookup(const Value& root, std::string_view pointer) {
   }
 }
 
+// RFC 7396 on documents whose objects are sorted (Normalize): a merge of
+// the two key lists, linear however large both are, and sorted again.
+void MergePatch(Value& target, const Value& patch, Allocator& alloc) {
+  if (!patch.IsObject()) {
+    target.CopyFrom(patch, alloc);
+    return;
+  }
+  if (!target.IsObject()) target.SetObject();
+  Value out(rapidjson::kObjectType);
+  size_t tn = target.MemberCount(), pn = patch.MemberCount(), i = 0, j = 0;
+  while (i < tn || j < pn) {
+    Value::Member* t = i < tn ? &MemberAt(target, i) : nullptr;
+    const Value::Member* p = j < pn ? &MemberAt(patch, j) : nullptr;
+    int order = !t ? 1 : !p ? -1 : Name(t->name).compare(Name(p->name));
+    if (order < 0) {
+      out.AddMember(t->name, t->value, alloc);  // untouched: moved over
+      i++;
+      continue;
+    }
+    if (order == 0) {
+      if (!p->value.IsNull()) {
+        MergePatch(t->value, p->value, alloc);
+        out.AddMember(t->name, t->value, alloc);
+      }
+      i++;
+    } else if (!p->value.IsNull()) {
+      Value name(p->name, alloc);
+      Value value;
+      MergePatch(value, p->value, alloc);
+      out.AddMember(name, value, alloc);
+    }
+    j++;
+  }
+  target = out;
+}
+
 }  // namespace
 
 absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
@@ -142,27 +183,6 @@ absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
   }
   Normalize(*doc, doc->GetAllocator());
   return absl::OkStatus();
-}
-
-void MergePatch(Value& target, const Value& patch, Allocator& alloc) {
-  if (!patch.IsObject()) {
-    target.CopyFrom(patch, alloc);
-    return;
-  }
-  if (!target.IsObject()) target.SetObject();
-  for (const auto& m : patch.GetObject()) {
-    auto it = target.FindMember(m.name);
-    if (m.value.IsNull()) {
-      if (it != target.MemberEnd()) target.EraseMember(it);
-    } else if (it != target.MemberEnd()) {
-      MergePatch(it->value, m.value, alloc);
-    } else {
-      Value name(m.name, alloc);
-      Value value;
-      MergePatch(value, m.value, alloc);
-      target.AddMember(name, value, alloc);
-    }
-  }
 }
 
 absl::StatusOr<DataStore> DataStore::Create(size_t size_limit, Clock clock) {
@@ -203,8 +223,6 @@ absl::Status DataStore::Patch(std::string_view json) {
   rapidjson::Document work;
   work.CopyFrom(doc_, work.GetAllocator());
   MergePatch(work, patch, work.GetAllocator());
-  // New keys went in at the end; sort them in.
-  Normalize(work, work.GetAllocator());
   return Commit(work);
 }
 

@@ -82,8 +82,5 @@ class DataStore {
 // Parses `json` as MMDS takes it: any JSON value, valid UTF-8, at most
 // kMaxJsonDepth levels; keys sorted and deduplicated (last wins).
 absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc);
-// RFC 7396: merges `patch` into `target`, copying into `alloc`.
-void MergePatch(rapidjson::Value& target, const rapidjson::Value& patch,
-                rapidjson::Document::AllocatorType& alloc);
 
 }  // namespace ember::mmds

@@ -74,13 +74,6 @@ bool NetworkStack::Detour(std::span<const uint8_t> frame, bool tcp_checksum_part
   return true;
 }
 
-NetworkStack::Slot* NetworkStack::Find(uint32_t ip, uint16_t port) {
-  for (auto& slot : slots_) {
-    if (slot && slot->ip == ip && slot->port == port) return slot.get();
-  }
-  return nullptr;
-}
-
 void NetworkStack::Drop(size_t index) {
   slots_[index].reset();
   metrics_->connections_destroyed++;

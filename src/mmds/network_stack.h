@@ -59,6 +59,8 @@ class NetworkStack {
   NetworkStack(const NetworkStackConfig& config, DataStore* store, MmdsMetrics* metrics,
                Clock clock = MonotonicClock());
   ~NetworkStack();
+  NetworkStack(const NetworkStack&) = delete;  // its request handler points at it
+  NetworkStack& operator=(const NetworkStack&) = delete;
 
   // True when the frame was for MMDS and has been taken.
   bool Detour(std::span<const uint8_t> frame, bool tcp_checksum_partial = false);
@@ -76,8 +78,6 @@ class NetworkStack {
   void QueueRst(uint32_t ip, uint16_t port, uint16_t local_port, const OutSegment& rst);
   void Drop(size_t index);
   void CountTx(size_t bytes);
-  Slot* Find(uint32_t ip, uint16_t port);
-  Slot* NewSlot(uint64_t now);
   uint32_t NextIsn();
   size_t WriteSegment(std::span<uint8_t> buf, uint32_t ip, uint16_t port, uint16_t local_port,
                       const OutSegment& o);

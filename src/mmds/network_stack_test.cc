@@ -192,7 +192,7 @@ TEST_F(NetworkStackTest, RequestSplitAcrossManySegments) {
     std::vector<Out> out = Receive();
     ASSERT_EQ(out.size(), 1u) << i;  // an ACK, then with the last byte the response
     EXPECT_EQ(out[0].s.ack, 1001 + i + 1);
-    if (i + 1 < req.size()) EXPECT_TRUE(out[0].payload.empty());
+    EXPECT_EQ(out[0].payload.empty(), i + 1 < req.size());
   }
 }
 
