@@ -80,6 +80,7 @@ class Session : public std::enable_shared_from_this<Session> {
         static_cast<http::status>(r.status), 11);
     res->set(http::field::server, "Ember");
     if (!r.body.empty()) res->set(http::field::content_type, "application/json");
+    if (r.deprecated) res->set("Deprecation", "true");
     res->body() = r.body;
     res->keep_alive(keep_alive);
     res->prepare_payload();

@@ -33,6 +33,9 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 204;
   std::string body;  // JSON, or empty
+  // The request used a field Firecracker marks deprecated: the answer
+  // carries "Deprecation: true", as Firecracker's does.
+  bool deprecated = false;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

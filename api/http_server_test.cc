@@ -206,5 +206,18 @@ TEST_F(HttpServerTest, ABodyAtTheLimitIsHandledOneByteMoreIsRefused) {
   }
 }
 
+TEST_F(HttpServerTest, ADeprecatedRequestIsAnsweredWithTheDeprecationHeader) {
+  auto server = HttpServer::Start(sock_, kDefaultMaxBody, [](const HttpRequest& r) {
+    HttpResponse res{204, ""};
+    res.deprecated = r.path == "/old";
+    return res;
+  });
+  ASSERT_TRUE(server.ok()) << server.status();
+  int fd = Connect();
+  EXPECT_NE(Get(fd, "/old").find("\r\nDeprecation: true\r\n"), std::string::npos);
+  EXPECT_EQ(Get(fd, "/new").find("Deprecation"), std::string::npos);
+  close(fd);
+}
+
 }  // namespace
 }  // namespace ember::api

@@ -5,12 +5,14 @@
 
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/routes.h"
 #include "api/vm_config_json.h"
 #include "src/common/json_reader.h"
+#include "src/common/log.h"
 #include "src/common/status_macros.h"
 
 namespace ember::api {
@@ -24,15 +26,21 @@ struct PathParam {
   std::string value;
 };
 
-// Whether `path` fits `pattern`; a {name} segment takes any one non-empty
-// segment.
+bool IsParam(absl::string_view segment) {
+  return absl::StartsWith(segment, "{") && absl::EndsWith(segment, "}");
+}
+
+// Whether `path` fits `pattern`; a {name} segment takes any one segment.
+// A path that stops where the pattern's last {name} is ("/drives",
+// "/drives/") fits with the id empty, which CheckPathId refuses as
+// Firecracker does.
 bool Matches(absl::string_view pattern, absl::string_view path, PathParam* param) {
   std::vector<absl::string_view> want = absl::StrSplit(pattern, '/');
   std::vector<absl::string_view> got = absl::StrSplit(path, '/');
+  if (got.size() + 1 == want.size() && IsParam(want.back())) got.emplace_back();
   if (want.size() != got.size()) return false;
   for (size_t i = 0; i < want.size(); i++) {
-    if (absl::StartsWith(want[i], "{") && absl::EndsWith(want[i], "}")) {
-      if (got[i].empty()) return false;
+    if (IsParam(want[i])) {
       param->name = std::string(want[i].substr(1, want[i].size() - 2));
       param->value = std::string(got[i]);
     } else if (want[i] != got[i]) {
@@ -40,6 +48,12 @@ bool Matches(absl::string_view pattern, absl::string_view path, PathParam* param
     }
   }
   return true;
+}
+
+// Firecracker's answer to a method and path it has no route for.
+absl::Status InvalidPathMethod(const std::string& method, const std::string& path) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("Invalid request method and/or path: ", method, " ", path, "."));
 }
 
 // The route for `method` on `path`, or why there is none.
@@ -55,38 +69,116 @@ absl::StatusOr<const RouteSpec*> Find(const std::string& method, const std::stri
       return &route;
     }
   }
-  if (path_served) {
-    return absl::InvalidArgumentError(absl::StrCat(method, " is not allowed on ", path));
-  }
+  if (path_served) return InvalidPathMethod(method, path);
   for (const char* p : kNotYetPaths) {
     if (path == p || absl::StartsWith(path, absl::StrCat(p, "/"))) {
       return absl::UnimplementedError(absl::StrCat(path, " is not supported by Ember yet"));
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown path ", path));
+  return InvalidPathMethod(method, path);
+}
+
+// Firecracker's rule for the ids in paths (drive_id, iface_id): not empty,
+// only ASCII letters, digits and '_'.
+absl::Status CheckPathId(const PathParam& param) {
+  if (param.name.empty()) return absl::OkStatus();
+  if (param.value.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(param.name, " in the path: The ID cannot be empty."));
+  }
+  for (char c : param.value) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          param.name, " '", param.value,
+          "' in the path: API Resource IDs can only contain alphanumeric characters and "
+          "underscores."));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The body names the device too (drive_id, iface_id): it must be the one
 // the path names. A missing or mistyped id is left to the route's parser.
-absl::Status CheckPathId(const PathParam& param, const rapidjson::Value& body) {
+absl::Status CheckBodyId(const PathParam& param, const rapidjson::Value& body) {
   if (param.name.empty()) return absl::OkStatus();
   auto field = body.FindMember(param.name.c_str());
   if (field == body.MemberEnd() || !field->value.IsString()) return absl::OkStatus();
   absl::string_view id(field->value.GetString(), field->value.GetStringLength());
   if (id == param.value) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(param.name, " '", id,
-                                                 "' in the body does not match '",
-                                                 param.value, "' in the path"));
+  return absl::InvalidArgumentError(absl::StrCat("The id from the path [", param.value,
+                                                 "] does not match the id from the body [",
+                                                 id, "]!"));
 }
 
-absl::StatusOr<VmmAction> Parse(const RouteSpec& route, const PathParam& param,
-                                const std::string& body) {
+// A request's action, and Firecracker's warning if it used a deprecated
+// field.
+struct Parsed {
+  VmmAction action;
+  const char* deprecation = nullptr;
+};
+
+absl::StatusOr<Parsed> Parse(const RouteSpec& route, const PathParam& param,
+                             const std::string& body) {
+  RETURN_IF_ERROR(CheckPathId(param));
   rapidjson::Document doc;
   doc.SetObject();
-  // A GET's body, if any, is ignored.
   if (absl::string_view(route.method) != "GET") RETURN_IF_ERROR(ParseJsonObject(body, &doc));
-  RETURN_IF_ERROR(CheckPathId(param, doc));
-  return route.parse(doc);
+  RETURN_IF_ERROR(CheckBodyId(param, doc));
+  ASSIGN_OR_RETURN(VmmAction action, route.parse(doc));
+  return Parsed{std::move(action), route.deprecation ? route.deprecation(doc) : nullptr};
+}
+
+// Firecracker refuses a GET with a body and a PUT or PATCH without one,
+// whatever the path.
+absl::Status CheckBodyPresence(const std::string& method, const std::string& body) {
+  if (method == "GET" && !body.empty()) {
+    return absl::InvalidArgumentError("GET request cannot have a body.");
+  }
+  if (method == "PUT" && body.empty()) return absl::InvalidArgumentError(kEmptyPut);
+  if (method == "PATCH" && body.empty()) return absl::InvalidArgumentError(kEmptyPatch);
+  return absl::OkStatus();
+}
+
+// Rust's {:?} of a string, as Firecracker's log lines quote paths and
+// bodies: in double quotes, with quotes, backslashes and control
+// characters escaped (so a body cannot forge a log line).
+std::string DebugQuoted(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\0': out += "\\0"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          absl::StrAppend(&out, "\\u{", absl::Hex(static_cast<unsigned char>(c)), "}");
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// "Put request on \"/drives/rootfs\" with body \"{...}\"", as
+// Firecracker's API server describes a request it received. MMDS bodies
+// stay out of the log (they may hold secrets).
+std::string Describe(const std::string& method, const std::string& path,
+                     const std::string& body) {
+  std::string verb = absl::AsciiStrToLower(method);
+  if (!verb.empty()) verb[0] = absl::ascii_toupper(verb[0]);
+  std::string text = absl::StrCat(verb, " request on ", DebugQuoted(path));
+  if (body.empty() || path == "/mmds") return text;
+  return absl::StrCat(text, " with body ", DebugQuoted(body));
+}
+
+// A 400 with `status`'s message, logged as Firecracker logs it.
+HttpResponse Refuse(const absl::Status& status) {
+  LOG_ERROR("Received Error. Status code: 400 Bad Request. Message: %s", status.message());
+  return Fault(400, std::string(status.message()));
 }
 
 template <typename Write>
@@ -175,15 +267,37 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
 
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {
   std::string path = request.path.substr(0, request.path.find('?'));
+  LOG_INFO("The API server received a %s.", Describe(request.method, path, request.body));
+  if (absl::Status st = CheckBodyPresence(request.method, request.body); !st.ok()) {
+    return Refuse(st);
+  }
   PathParam param;
   absl::StatusOr<const RouteSpec*> route = Find(request.method, path, &param);
-  if (!route.ok()) return Fault(400, std::string(route.status().message()));
-  if ((*route)->answer != nullptr) return {200, (*route)->answer()};
-  absl::StatusOr<VmmAction> action = Parse(**route, param, request.body);
-  if (!action.ok()) return Fault(400, std::string(action.status().message()));
-  absl::StatusOr<VmmResult> result = run(std::move(*action));
-  if (!result.ok()) return Fault(400, std::string(result.status().message()));
-  return ToResponse(*result);
+  if (!route.ok()) return Refuse(route.status());
+  HttpResponse response;
+  if ((*route)->answer != nullptr) {
+    response = {200, (*route)->answer()};
+  } else {
+    absl::StatusOr<Parsed> parsed = Parse(**route, param, request.body);
+    if (!parsed.ok()) return Refuse(parsed.status());
+    absl::StatusOr<VmmResult> result = run(std::move(parsed->action));
+    if (!result.ok()) {
+      response = Refuse(result.status());
+    } else {
+      response = ToResponse(*result);
+    }
+    // Even on a refusal, as Firecracker: the request itself used the field.
+    if (parsed->deprecation != nullptr) {
+      LOG_WARN("%s", parsed->deprecation);
+      response.deprecated = true;
+    }
+  }
+  if (response.status == 200) {
+    LOG_INFO("The request was executed successfully. Status code: 200 OK.");
+  } else if (response.status == 204) {
+    LOG_INFO("The request was executed successfully. Status code: 204 No Content.");
+  }
+  return response;
 }
 
 }  // namespace ember::api

@@ -25,10 +25,19 @@ struct RouteSpec {
   // Set instead of `parse` where the API thread answers alone: the JSON
   // body of a 200, which needs nothing from the VMM.
   std::string (*answer)() = nullptr;
+  // For a body `parse` took: Firecracker's warning when it uses a field
+  // Firecracker marks deprecated (the answer then carries its Deprecation
+  // header), else nullptr.
+  const char* (*deprecation)(const rapidjson::Value& body) = nullptr;
 };
 
 // Every route Ember serves.
 absl::Span<const RouteSpec> RouteTable();
+
+// Firecracker's answers to a PUT or PATCH without a body, and to a PATCH
+// whose body changes nothing.
+inline constexpr char kEmptyPut[] = "Empty PUT request.";
+inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 
 // Paths of Firecracker's contract Ember does not serve yet; they and the
 // paths below them are refused as not supported yet.

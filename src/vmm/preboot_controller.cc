@@ -1,14 +1,48 @@
 #include "src/vmm/preboot_controller.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "src/common/status_macros.h"
 
 namespace ember {
 namespace {
+
+// The errno of opening `path` with `flags` (then closed), or 0. Non-blocking,
+// so that a FIFO named by mistake does not stall the VMM thread.
+int OpenError(const std::string& path, int flags) {
+  int fd = open(path.c_str(), flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return errno;
+  close(fd);
+  return 0;
+}
+
+// An errno as Rust's io::Error shows it in Firecracker's messages.
+std::string OsError(int err) { return absl::StrCat(strerror(err), " (os error ", err, ")"); }
+
+std::string MacText(const std::array<uint8_t, 6>& m) {
+  return absl::StrFormat("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+// Firecracker refuses a guest MAC another interface has.
+absl::Status CheckMacFree(const std::vector<NetConfig>& net, const NetConfig& iface) {
+  if (!iface.guest_mac) return absl::OkStatus();
+  for (const NetConfig& other : net) {
+    if (other.iface_id != iface.iface_id && other.guest_mac == iface.guest_mac) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Network config error: The MAC address is already in use: ", MacText(*iface.guest_mac),
+          " (network-interfaces[", other.iface_id, "] has it)"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 // Replaces the entry with `item`'s id, or appends `item`.
 template <typename T>
@@ -43,6 +77,39 @@ absl::Status CheckVsockPath(const std::string& uds_path) {
 
 }  // namespace
 
+absl::Status CheckBootSourceFiles(const BootSourceConfig& boot) {
+  if (int err = OpenError(boot.kernel_image_path, O_RDONLY)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Boot source error: The kernel file cannot be opened: ", OsError(err),
+                     " (boot-source.kernel_image_path '", boot.kernel_image_path, "')"));
+  }
+  if (boot.initrd_path.empty()) return absl::OkStatus();
+  if (int err = OpenError(boot.initrd_path, O_RDONLY)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Boot source error: The initrd file cannot be opened due to invalid path or invalid "
+        "permissions. ",
+        OsError(err), " (boot-source.initrd_path '", boot.initrd_path, "')"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDriveFile(const DriveConfig& drive) {
+  if (int err = OpenError(drive.path_on_host, drive.is_read_only ? O_RDONLY : O_RDWR)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Drive config error: Unable to create the virtio block device: Virtio backend error: "
+        "Error manipulating the backing file: ",
+        OsError(err), " ", drive.path_on_host, " (drives[", drive.drive_id, "].path_on_host)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckHostResources(const VmConfig& config) {
+  if (config.boot_source) RETURN_IF_ERROR(CheckBootSourceFiles(*config.boot_source));
+  for (const DriveConfig& d : config.drives) RETURN_IF_ERROR(CheckDriveFile(d));
+  for (const NetConfig& n : config.net) RETURN_IF_ERROR(CheckMacFree(config.net, n));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VmmResult> PreBootController::Handle(const VmmAction& action) {
   return std::visit([this](const auto& a) { return Do(a); }, action);
 }
@@ -63,26 +130,28 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   return std::monostate();
 }
 
+// Firecracker opens the files when the request comes, not at the start.
 absl::StatusOr<VmmResult> PreBootController::Do(const PutBootSource& a) {
+  RETURN_IF_ERROR(CheckBootSourceFiles(a.config));
   config_.boot_source = a.config;
   return std::monostate();
 }
 
 absl::StatusOr<VmmResult> PreBootController::Do(const PutDrive& a) {
+  if (a.config.is_root_device) {
+    for (const DriveConfig& d : config_.drives) {
+      if (d.is_root_device && d.drive_id != a.config.drive_id) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Drive config error: A root block device already exists! (drives[", d.drive_id,
+            "] is the root device)"));
+      }
+    }
+  }
   std::vector<DriveConfig> drives = config_.drives;
   ReplaceById(drives, a.config, &DriveConfig::drive_id);
   RETURN_IF_ERROR(ValidateDrives(drives));
+  RETURN_IF_ERROR(CheckDriveFile(a.config));
   config_.drives = std::move(drives);
-  return std::monostate();
-}
-
-absl::StatusOr<VmmResult> PreBootController::Do(const PatchDrive& a) {
-  DriveConfig* drive = FindDrive(config_, a.drive_id);
-  if (drive == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("there is no drive '", a.drive_id, "'"));
-  }
-  if (a.path_on_host) drive->path_on_host = *a.path_on_host;
-  if (a.rate_limiter) drive->rate_limiter = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
   return std::monostate();
 }
 
@@ -90,12 +159,8 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutNetworkInterface& a) {
   std::vector<NetConfig> net = config_.net;
   ReplaceById(net, a.config, &NetConfig::iface_id);
   RETURN_IF_ERROR(ValidateNet(net));
+  RETURN_IF_ERROR(CheckMacFree(config_.net, a.config));
   config_.net = std::move(net);
-  return std::monostate();
-}
-
-absl::StatusOr<VmmResult> PreBootController::Do(const PatchNetworkInterface& a) {
-  RETURN_IF_ERROR(CheckNetExists(config_, a.iface_id));
   return std::monostate();
 }
 
@@ -105,21 +170,9 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutBalloon& a) {
   return std::monostate();
 }
 
-absl::StatusOr<VmmResult> PreBootController::Do(const PatchBalloon& a) {
-  RETURN_IF_ERROR(CheckBalloonTarget(config_, a.amount_mib));
-  config_.balloon->amount_mib = a.amount_mib;
-  return std::monostate();
-}
-
 absl::StatusOr<VmmResult> PreBootController::Do(const GetBalloon&) {
   if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
   return *config_.balloon;
-}
-
-absl::StatusOr<VmmResult> PreBootController::Do(const PatchBalloonStats& a) {
-  if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
-  config_.balloon->stats_polling_interval_s = a.stats_polling_interval_s;
-  return std::monostate();
 }
 
 absl::StatusOr<VmmResult> PreBootController::Do(const PutSerial& a) {
@@ -137,10 +190,6 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutVsock& a) {
 absl::StatusOr<VmmResult> PreBootController::Do(const PutEntropy& a) {
   config_.entropy = a.config;
   return std::monostate();
-}
-
-absl::StatusOr<VmmResult> PreBootController::Do(const GetBalloonStats&) {
-  return absl::FailedPreconditionError("balloon statistics exist once the microVM runs");
 }
 
 }  // namespace ember

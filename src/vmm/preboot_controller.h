@@ -13,6 +13,18 @@
 
 namespace ember {
 
+// Firecracker's answer to an action that needs a running microVM.
+inline constexpr char kNotSupportedPreBoot[] =
+    "The requested operation is not supported before starting the microVM.";
+
+// What Firecracker checks of a configuration when it is given, beyond its
+// form: the kernel, initrd and drive files open (a drive read-write unless
+// read-only), and no guest MAC is on two interfaces. The config file is
+// checked whole; each PUT checks its own part.
+absl::Status CheckBootSourceFiles(const BootSourceConfig& boot);
+absl::Status CheckDriveFile(const DriveConfig& drive);
+absl::Status CheckHostResources(const VmConfig& config);
+
 class PreBootController {
  public:
   explicit PreBootController(VmConfig config) : config_(std::move(config)) {}
@@ -31,21 +43,17 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PatchMachineConfig& a);
   absl::StatusOr<VmmResult> Do(const PutBootSource& a);
   absl::StatusOr<VmmResult> Do(const PutDrive& a);
-  absl::StatusOr<VmmResult> Do(const PatchDrive& a);
   absl::StatusOr<VmmResult> Do(const PutNetworkInterface& a);
-  absl::StatusOr<VmmResult> Do(const PatchNetworkInterface& a);
   absl::StatusOr<VmmResult> Do(const PutBalloon& a);
-  absl::StatusOr<VmmResult> Do(const PatchBalloon& a);
   absl::StatusOr<VmmResult> Do(const GetBalloon&);
-  absl::StatusOr<VmmResult> Do(const PatchBalloonStats& a);
   absl::StatusOr<VmmResult> Do(const PutSerial& a);
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
-  absl::StatusOr<VmmResult> Do(const GetBalloonStats&);
-  // The rest need a running microVM.
+  // The rest need a running microVM, PATCHes of devices included: before
+  // the start Firecracker takes a PUT of the whole device instead.
   template <typename A>
   absl::StatusOr<VmmResult> Do(const A&) {
-    return absl::FailedPreconditionError("the microVM has not started yet");
+    return absl::FailedPreconditionError(kNotSupportedPreBoot);
   }
 
   VmConfig config_;

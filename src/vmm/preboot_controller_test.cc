@@ -2,6 +2,7 @@
 // without KVM.
 #include "src/vmm/preboot_controller.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -11,10 +12,11 @@
 namespace ember {
 namespace {
 
+// A drive whose file exists and opens read-write (/dev/null).
 DriveConfig Drive(const std::string& id, bool root = false) {
   DriveConfig d;
   d.drive_id = id;
-  d.path_on_host = "/images/" + id;
+  d.path_on_host = "/dev/null";
   d.is_root_device = root;
   return d;
 }
@@ -54,20 +56,65 @@ TEST(PreBootControllerTest, DrivesAreReplacedByIdAndOneRootAtMost) {
   ASSERT_TRUE(c.Handle(PutDrive{Drive("rootfs", true)}).ok());
   ASSERT_TRUE(c.Handle(PutDrive{Drive("data")}).ok());
   DriveConfig again = Drive("data");
-  again.path_on_host = "/images/other";
+  again.path_on_host = "/dev/zero";
   ASSERT_TRUE(c.Handle(PutDrive{again}).ok());
   ASSERT_EQ(c.config().drives.size(), 2u);
-  EXPECT_EQ(c.config().drives[1].path_on_host, "/images/other");
+  EXPECT_EQ(c.config().drives[1].path_on_host, "/dev/zero");
 
   absl::StatusOr<VmmResult> second_root = c.Handle(PutDrive{Drive("root2", true)});
-  EXPECT_FALSE(second_root.ok());
+  ASSERT_FALSE(second_root.ok());
+  EXPECT_EQ(second_root.status().message(),
+            "Drive config error: A root block device already exists! (drives[rootfs] is the "
+            "root device)");
   EXPECT_EQ(c.config().drives.size(), 2u);
+  ASSERT_TRUE(c.Handle(PutDrive{Drive("rootfs", true)}).ok()) << "the root itself, again";
+}
 
-  ASSERT_TRUE(c.Handle(PatchDrive{"rootfs", "/images/new"}).ok());
-  EXPECT_EQ(c.config().drives[0].path_on_host, "/images/new");
-  absl::StatusOr<VmmResult> missing = c.Handle(PatchDrive{"nope", "/x"});
-  ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().message(), "there is no drive 'nope'");
+// Firecracker opens the files when they are given, with its messages.
+TEST(PreBootControllerTest, FilesAreOpenedWhenGiven) {
+  PreBootController c{VmConfig{}};
+  BootSourceConfig boot;
+  boot.kernel_image_path = "/nonexistent/vmlinux";
+  absl::StatusOr<VmmResult> r = c.Handle(PutBootSource{boot});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "Boot source error: The kernel file cannot be opened: No such file or directory (os "
+            "error 2) (boot-source.kernel_image_path '/nonexistent/vmlinux')");
+  boot.kernel_image_path = "/dev/null";
+  boot.initrd_path = "/nonexistent/initrd";
+  r = c.Handle(PutBootSource{boot});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "Boot source error: The initrd file cannot be opened due to invalid path or invalid "
+            "permissions. No such file or directory (os error 2) (boot-source.initrd_path "
+            "'/nonexistent/initrd')");
+  EXPECT_FALSE(c.config().boot_source) << "refused: nothing kept";
+  boot.initrd_path = "/dev/null";
+  ASSERT_TRUE(c.Handle(PutBootSource{boot}).ok());
+
+  DriveConfig d = Drive("data");
+  d.path_on_host = "/nonexistent/disk.img";
+  r = c.Handle(PutDrive{d});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "Drive config error: Unable to create the virtio block device: Virtio backend "
+            "error: Error manipulating the backing file: No such file or directory (os error 2) "
+            "/nonexistent/disk.img (drives[data].path_on_host)");
+  EXPECT_TRUE(c.config().drives.empty());
+  // A drive is opened read-write unless it is read-only.
+  char dir[] = "/tmp/ember-preboot-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  d.path_on_host = std::string(dir) + "/ro.img";
+  close(open(d.path_on_host.c_str(), O_CREAT | O_WRONLY, 0400));
+  if (geteuid() != 0) {  // root opens it anyway
+    r = c.Handle(PutDrive{d});
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("Permission denied (os error 13)"), std::string::npos);
+  }
+  d.is_read_only = true;
+  EXPECT_TRUE(c.Handle(PutDrive{d}).ok());
+  unlink(d.path_on_host.c_str());
+  rmdir(dir);
 }
 
 TEST(PreBootControllerTest, NetworkInterfacesNeedUniqueTaps) {
@@ -77,57 +124,39 @@ TEST(PreBootControllerTest, NetworkInterfacesNeedUniqueTaps) {
   ASSERT_TRUE(c.Handle(PutNetworkInterface{Net("eth0", "tap1")}).ok()) << "replaces eth0";
   ASSERT_EQ(c.config().net.size(), 1u);
   EXPECT_EQ(c.config().net[0].host_dev_name, "tap1");
-  EXPECT_TRUE(c.Handle(PatchNetworkInterface{"eth0"}).ok());
-  absl::StatusOr<VmmResult> missing = c.Handle(PatchNetworkInterface{"eth9"});
-  ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().message(), "there is no network interface 'eth9'");
 }
 
-TEST(PreBootControllerTest, BalloonFitsTheGuestAndExistsBeforeItIsPatched) {
+TEST(PreBootControllerTest, AGuestMacIsOnOneInterfaceOnly) {
+  PreBootController c{VmConfig{}};
+  NetConfig a = Net("eth0", "tap0"), b = Net("eth1", "tap1");
+  a.guest_mac = b.guest_mac = std::array<uint8_t, 6>{0x06, 0, 0, 0, 0, 0xab};
+  ASSERT_TRUE(c.Handle(PutNetworkInterface{a}).ok());
+  ASSERT_TRUE(c.Handle(PutNetworkInterface{a}).ok()) << "the same interface again";
+  absl::StatusOr<VmmResult> r = c.Handle(PutNetworkInterface{b});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "Network config error: The MAC address is already in use: 06:00:00:00:00:ab "
+            "(network-interfaces[eth0] has it)");
+  EXPECT_EQ(c.config().net.size(), 1u);
+  b.guest_mac->back() = 0xac;
+  EXPECT_TRUE(c.Handle(PutNetworkInterface{b}).ok());
+}
+
+TEST(PreBootControllerTest, BalloonFitsTheGuest) {
   VmConfig config;
   config.machine.mem_size_mib = 128;
   PreBootController c{config};
-  absl::StatusOr<VmmResult> none = c.Handle(PatchBalloon{10});
-  ASSERT_FALSE(none.ok());
-  EXPECT_EQ(none.status().message(), "there is no balloon device");
   EXPECT_FALSE(c.Handle(GetBalloon{}).ok());
-
   BalloonConfig b;
+  b.amount_mib = 256;
+  EXPECT_FALSE(c.Handle(PutBalloon{b}).ok()) << "larger than the guest";
   b.amount_mib = 64;
+  b.stats_polling_interval_s = 5;
   ASSERT_TRUE(c.Handle(PutBalloon{b}).ok());
-  EXPECT_FALSE(c.Handle(PatchBalloon{4096}).ok()) << "larger than the guest";
-  ASSERT_TRUE(c.Handle(PatchBalloon{32}).ok());
-  ASSERT_TRUE(c.Handle(PatchBalloonStats{5}).ok());
   absl::StatusOr<VmmResult> got = c.Handle(GetBalloon{});
   ASSERT_TRUE(got.ok());
-  EXPECT_EQ(std::get<BalloonConfig>(*got).amount_mib, 32u);
+  EXPECT_EQ(std::get<BalloonConfig>(*got).amount_mib, 64u);
   EXPECT_EQ(std::get<BalloonConfig>(*got).stats_polling_interval_s, 5u);
-
-  absl::StatusOr<VmmResult> stats = c.Handle(GetBalloonStats{});
-  ASSERT_FALSE(stats.ok());
-  EXPECT_EQ(stats.status().message(), "balloon statistics exist once the microVM runs");
-}
-
-TEST(PreBootControllerTest, PatchDriveChangesAndRemovesBuckets) {
-  VmConfig config;
-  config.drives.push_back(DriveConfig{"d", "/d"});
-  PreBootController c{config};
-  RateLimiterUpdate add;
-  add.bandwidth = TokenBucketConfig{1000, 100, 0};
-  add.ops = TokenBucketConfig{10, 100, 0};
-  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, add}).ok());
-  ASSERT_TRUE(c.config().drives[0].rate_limiter);
-  EXPECT_EQ(c.config().drives[0].rate_limiter->ops, (TokenBucketConfig{10, 100, 0}));
-  RateLimiterUpdate drop_ops;
-  drop_ops.ops = std::optional<TokenBucketConfig>();
-  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, drop_ops}).ok());
-  EXPECT_FALSE(c.config().drives[0].rate_limiter->ops);
-  EXPECT_TRUE(c.config().drives[0].rate_limiter->bandwidth) << "a bucket not given stays";
-  RateLimiterUpdate drop_bandwidth;
-  drop_bandwidth.bandwidth = std::optional<TokenBucketConfig>();
-  ASSERT_TRUE(c.Handle(PatchDrive{"d", std::nullopt, drop_bandwidth}).ok());
-  EXPECT_FALSE(c.config().drives[0].rate_limiter) << "no bucket left: no limiter";
-  EXPECT_EQ(c.config().drives[0].path_on_host, "/d");
 }
 
 TEST(PreBootControllerTest, EntropyDeviceIsAddedOnce) {
@@ -173,7 +202,7 @@ TEST(PreBootControllerTest, VsockNeedsAFreePathInAnExistingDirectory) {
 TEST(PreBootControllerTest, BootSourceAndSerialAreTaken) {
   PreBootController c{VmConfig{}};
   BootSourceConfig boot;
-  boot.kernel_image_path = "/k";
+  boot.kernel_image_path = "/dev/null";
   boot.boot_args = "console=ttyS0";
   ASSERT_TRUE(c.Handle(PutBootSource{boot}).ok());
   SerialConfig serial;
@@ -183,20 +212,34 @@ TEST(PreBootControllerTest, BootSourceAndSerialAreTaken) {
   ASSERT_TRUE(got.ok());
   const VmConfig& config = std::get<VmConfig>(*got);
   ASSERT_TRUE(config.boot_source.has_value());
-  EXPECT_EQ(config.boot_source->kernel_image_path, "/k");
+  EXPECT_EQ(config.boot_source->kernel_image_path, "/dev/null");
   EXPECT_EQ(config.serial.serial_out_path, "/tmp/console");
 }
 
+// As Firecracker: PATCHes of devices and the balloon, and all that acts
+// on a live guest, wait for the start; before it a PUT sets the device.
 TEST(PreBootControllerTest, WhatNeedsARunningMicroVmIsRefused) {
-  PreBootController c{VmConfig{}};
-  const VmmAction live[] = {SendCtrlAltDel{}, PatchVmState{true},
-                            CreateSnapshot{"/s", "/m", false}};
+  VmConfig config;
+  config.drives.push_back(Drive("d"));
+  config.net.push_back(Net("eth0", "tap0"));
+  config.balloon = BalloonConfig{};
+  PreBootController c{config};
+  const VmmAction live[] = {SendCtrlAltDel{},
+                            PatchVmState{true},
+                            CreateSnapshot{"/s", "/m", false},
+                            PatchDrive{"d", "/dev/zero"},
+                            PatchNetworkInterface{"eth0"},
+                            PatchBalloon{0},
+                            PatchBalloonStats{1},
+                            GetBalloonStats{}};
   for (const VmmAction& a : live) {
     absl::StatusOr<VmmResult> r = c.Handle(a);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_EQ(r.status().message(), "the microVM has not started yet");
+    EXPECT_EQ(r.status().message(),
+              "The requested operation is not supported before starting the microVM.");
   }
+  EXPECT_EQ(c.config().drives[0].path_on_host, "/dev/null") << "nothing changed";
 }
 
 }  // namespace

@@ -15,6 +15,11 @@ import pytest
 
 from conftest import EXIT_OK, EXIT_SIGTERM, http_request, is_pvm_host, wait_for_api
 
+# Firecracker's answers, word for word.
+NOT_SUPPORTED_BEFORE_START = (
+    "The requested operation is not supported before starting the microVM.")
+from metrics_lines import mark, total
+
 
 class Api:
     """An ember process serving its API, and curl against it."""
@@ -93,8 +98,9 @@ def test_a_whole_life_over_the_api(api, guest):
     assert a.request("PUT", "/drives/data", {"drive_id": "data", "is_root_device": False,
                                              "path_on_host": str(workdir / "data1.img"),
                                              "io_engine": "Async"})[0] == 204
-    a.expect_fault("PATCH", "/drives/nope", "there is no drive 'nope'",
-                   {"drive_id": "nope", "path_on_host": "/x"})
+    # Before the start a PUT sets a device; a PATCH is refused, as by Firecracker.
+    a.expect_fault("PATCH", "/drives/data", NOT_SUPPORTED_BEFORE_START,
+                   {"drive_id": "data", "path_on_host": str(workdir / "data2.img")})
     assert a.request("PUT", "/balloon", {"amount_mib": 0, "deflate_on_oom": False,
                                          "stats_polling_interval_s": 1})[0] == 204
     logfile = Path(a.sock).parent / "api-logger.log"
@@ -106,13 +112,17 @@ def test_a_whole_life_over_the_api(api, guest):
     a.expect_fault("PUT", "/metrics", "already configured", {"metrics_path": str(metrics)})
     assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
     first = json.loads(metrics.read_text().splitlines()[-1])
-    assert first["vm"]["state"] == "Not started"
+    assert first["ember"]["vm_state"] == "Not started"
     assert first["api_server"]["requests"] >= 4 and first["api_server"]["faults"] >= 2
+    assert first["put_api_requests"]["metrics_count"] == 2
+    assert first["put_api_requests"]["metrics_fails"] == 1
+    after_first = mark(metrics)
     config = a.request("GET", "/vm/config")[1]
     assert config["machine-config"]["mem_size_mib"] == 160
     assert config["balloon"]["stats_polling_interval_s"] == 1
-    a.expect_fault("GET", "/balloon/statistics", "once the microVM runs")
-    a.expect_fault("PATCH", "/vm", "has not started yet", {"state": "Paused"})
+    a.expect_fault("GET", "/balloon/statistics", NOT_SUPPORTED_BEFORE_START)
+    a.expect_fault("PATCH", "/balloon", NOT_SUPPORTED_BEFORE_START, {"amount_mib": 1})
+    a.expect_fault("PATCH", "/vm", NOT_SUPPORTED_BEFORE_START, {"state": "Paused"})
 
     assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
     assert a.request("GET", "/")[1]["state"] == "Running"
@@ -133,6 +143,9 @@ def test_a_whole_life_over_the_api(api, guest):
     assert "[vda] 2048 512-byte logical blocks" in a.console()
     a.expect_fault("PATCH", "/drives/data", "/nonexistent/disk.img",
                    {"drive_id": "data", "path_on_host": "/nonexistent/disk.img"})
+    a.expect_fault("PATCH", "/drives/data", "the PATCH changes nothing", {"drive_id": "data"})
+    a.expect_fault("PATCH", "/drives/nope", "there is no drive 'nope'",
+                   {"drive_id": "nope", "path_on_host": "/x"})
     assert a.request("PATCH", "/drives/data", {"drive_id": "data",
                                                "path_on_host": str(workdir / "data2.img")})[0] == 204
     deadline = time.monotonic() + 60
@@ -161,10 +174,11 @@ def test_a_whole_life_over_the_api(api, guest):
     assert stats["free_memory"] > 0 and stats["total_memory"] > 0
     assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
     running = json.loads(metrics.read_text().splitlines()[-1])
-    assert running["vm"]["state"] == "Running"
-    assert running["balloon"]["stats_updates"] > 0
+    assert running["ember"]["vm_state"] == "Running"
+    # Counts are changes since the line before (a line comes every 60 s too).
+    assert total(metrics, "balloon", "stats_updates_count", since=after_first) > 0
     assert running["balloon"]["target_pages"] == 32 * 256
-    assert running["api_server"]["requests"] > first["api_server"]["requests"]
+    assert total(metrics, "api_server", "requests", since=after_first) > 0
 
     # Pause: the guest's vCPU (spinning in its idle init) stops using CPU.
     assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
@@ -207,12 +221,14 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
     a.expect_fault("PUT", "/machine-config", "machine-config.mem_size_mib is required",
                    {"vcpu_count": 1})
     a.expect_fault("PUT", "/machine-config", "got 33", {"vcpu_count": 33, "mem_size_mib": 128})
-    a.expect_fault("PUT", "/drives/root", "does not match 'root' in the path",
+    a.expect_fault("PUT", "/drives/root",
+                   "The id from the path [root] does not match the id from the body [data]!",
                    {"drive_id": "data", "path_on_host": "/x", "is_root_device": False})
     a.expect_fault("PUT", "/boot-source", "larger than the limit of 2000 bytes",
                    {"kernel_image_path": "x" * 3000})
-    a.expect_fault("GET", "/no/such/path", "unknown path /no/such/path")
-    a.expect_fault("DELETE", "/machine-config", "DELETE is not allowed on /machine-config")
+    a.expect_fault("GET", "/no/such/path", "Invalid request method and/or path: GET /no/such/path.")
+    a.expect_fault("DELETE", "/machine-config",
+                   "Invalid request method and/or path: DELETE /machine-config.")
     a.expect_fault("PUT", "/mmds", "is not supported by Ember yet", {})
     a.expect_fault("PUT", "/vsock", "vsock.guest_cid 1 is reserved", {"guest_cid": 1, "uds_path": "v"})
     taken = Path(a.sock)
@@ -221,14 +237,17 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
     a.expect_fault("PUT", "/vsock", "directory /nonexistent does not exist",
                    {"guest_cid": 3, "uds_path": "/nonexistent/v.sock"})
     a.expect_fault("PUT", "/snapshot/load", "snapshot/load.snapshot_path is required", {})
-    a.expect_fault("PUT", "/actions", "has not started yet", {"action_type": "SendCtrlAltDel"})
+    a.expect_fault("PUT", "/actions", NOT_SUPPORTED_BEFORE_START, {"action_type": "SendCtrlAltDel"})
     a.expect_fault("PUT", "/actions", "must be InstanceStart",
                    {"action_type": "Reboot"})
     # Starting without a kernel, or with one that is not, fails and changes
     # nothing: the VM can still be configured and started afterwards.
     a.expect_fault("PUT", "/actions", "boot-source is missing", {"action_type": "InstanceStart"})
-    assert a.request("PUT", "/boot-source", {"kernel_image_path": "/nonexistent"})[0] == 204
-    a.expect_fault("PUT", "/actions", "/nonexistent", {"action_type": "InstanceStart"})
+    not_a_kernel = Path(a.sock).parent / "notes.txt"
+    not_a_kernel.write_text("this is not a kernel\n" * 100)
+    assert a.request("PUT", "/boot-source", {"kernel_image_path": str(not_a_kernel)})[0] == 204
+    a.expect_fault("PUT", "/actions", "is neither an ELF vmlinux nor a bzImage",
+                   {"action_type": "InstanceStart"})
     assert a.request("GET", "/")[1]["state"] == "Not started"
 
 
@@ -341,3 +360,120 @@ def test_a_life_with_ember_client(ember, api, guest):
     assert run("PUT", "/actions", '{"action_type": "SendCtrlAltDel"}').returncode == 0
     assert a.proc.wait(timeout=120) == EXIT_OK
     assert run("GET", "/").returncode == 2, "no socket once Ember has exited"
+
+
+def raw_request(sock, method, path, body=None):
+    """(status, headers by lower-case name, body text) of one request sent by
+    hand: curl's helper above returns no headers."""
+    data = b"" if body is None else json.dumps(body).encode()
+    request = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+               "Connection: close\r\n\r\n").encode() + data
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(sock)
+        s.sendall(request)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, text = reply.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, text.decode()
+
+
+def test_firecrackers_answers_before_the_start(api, ember, guest):
+    """What Firecracker answers (its api_server and rpc_interface) where Ember
+    used to differ; the needles are Firecracker's own words."""
+    a = api()
+    workdir = Path(a.sock).parent
+    disk = workdir / "disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    root = {"drive_id": "root", "path_on_host": str(disk), "is_root_device": True}
+
+    # A GET with a body, a PUT or PATCH without one, a PATCH that changes nothing.
+    a.expect_fault("GET", "/machine-config", "GET request cannot have a body.", {})
+    a.expect_fault("PUT", "/machine-config", "Empty PUT request.")
+    a.expect_fault("PATCH", "/machine-config", "Empty PATCH request.")
+    a.expect_fault("PATCH", "/machine-config", "Empty PATCH request.", {})
+    a.expect_fault("PATCH", "/boot-source", "Invalid request method and/or path",
+                   {"kernel_image_path": "x"})
+
+    # Ids in paths: letters, digits and '_'.
+    a.expect_fault("PUT", "/drives/root-fs", "API Resource IDs can only contain alphanumeric "
+                   "characters and underscores.", {**root, "drive_id": "root-fs"})
+    a.expect_fault("PUT", "/drives/", "The ID cannot be empty.", root)
+
+    # Files are opened when the request comes.
+    a.expect_fault("PUT", "/boot-source", "Boot source error: The kernel file cannot be opened: "
+                   "No such file or directory (os error 2)",
+                   {"kernel_image_path": "/nonexistent/vmlinux"})
+    a.expect_fault("PUT", "/boot-source", "The initrd file cannot be opened due to invalid path "
+                   "or invalid permissions. No such file or directory (os error 2)",
+                   {"kernel_image_path": str(guest["vmlinux"]), "initrd_path": "/nonexistent/i"})
+    assert a.request("PUT", "/boot-source", {"kernel_image_path": str(guest["vmlinux"])})[0] == 204
+    a.expect_fault("PUT", "/drives/root", "Error manipulating the backing file: No such file or "
+                   "directory (os error 2) /nonexistent/disk.img",
+                   {**root, "path_on_host": "/nonexistent/disk.img"})
+    assert a.request("PUT", "/drives/root", root)[0] == 204
+    a.expect_fault("PUT", "/drives/other", "A root block device already exists!",
+                   {**root, "drive_id": "other"})
+
+    # A guest MAC already in use; PATCHes of devices wait for the start.
+    mac = "06:00:00:00:00:01"
+    assert a.request("PUT", "/network-interfaces/eth0", {
+        "iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": mac})[0] == 204
+    a.expect_fault("PUT", "/network-interfaces/eth1", f"The MAC address is already in use: {mac}",
+                   {"iface_id": "eth1", "host_dev_name": "tap1", "guest_mac": mac})
+    a.expect_fault("PATCH", "/drives/root", NOT_SUPPORTED_BEFORE_START,
+                   {"drive_id": "root", "path_on_host": str(disk)})
+    a.expect_fault("PATCH", "/network-interfaces/eth0", NOT_SUPPORTED_BEFORE_START,
+                   {"iface_id": "eth0"})
+
+    # Log levels in any case.
+    for level in ("debug", "WARN", "iNfO"):
+        assert a.request("PUT", "/logger", {"level": level})[0] == 204, level
+
+    # Deprecated fields are taken, and the answer says so.
+    vsock = {"guest_cid": 3, "uds_path": str(workdir / "v.sock")}
+    status, headers, _ = raw_request(a.sock, "PUT", "/vsock", {"vsock_id": "root", **vsock})
+    assert (status, headers.get("deprecation")) == (204, "true"), headers
+    status, headers, _ = raw_request(a.sock, "PUT", "/vsock", vsock)
+    assert status == 204 and "deprecation" not in headers, headers
+    status, headers, _ = raw_request(a.sock, "PUT", "/machine-config", {
+        "vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"})
+    assert (status, headers.get("deprecation")) == (204, "true"), headers
+
+    # GET /version: the Firecracker API level, which Kata wants at 0.21.1 or
+    # more; GET /: Ember's own version as the build.
+    version = a.request("GET", "/version")[1]["firecracker_version"]
+    level = re.match(r"^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$", version)
+    assert level and tuple(map(int, level.groups()[:3])) >= (0, 21, 1), version
+    info = a.request("GET", "/")[1]
+    assert set(info) == {"id", "state", "vmm_version", "app_name"}, info
+    assert (info["id"], info["state"]) == ("anonymous-instance", "Not started")
+    own = subprocess.run([str(ember), "--version"], capture_output=True, text=True).stdout
+    assert info["vmm_version"] in own, (info, own)
+
+    # GET /vm/config: Firecracker's keys, null for what is not configured.
+    config = a.request("GET", "/vm/config")[1]
+    assert set(config) == {"balloon", "drives", "boot-source", "cpu-config", "logger",
+                           "machine-config", "metrics", "mmds-config", "network-interfaces",
+                           "vsock", "entropy", "pmem", "memory-hotplug"}, config
+    assert config["balloon"] is None and config["entropy"] is None and config["pmem"] == []
+    assert config["boot-source"] == {"kernel_image_path": str(guest["vmlinux"]),
+                                     "initrd_path": None, "boot_args": None}
+    assert config["drives"] == [{"drive_id": "root", "partuuid": None, "is_root_device": True,
+                                 "cache_type": "Unsafe", "is_read_only": False,
+                                 "path_on_host": str(disk), "rate_limiter": None,
+                                 "io_engine": "Sync", "socket": None}]
+    assert config["machine-config"]["huge_pages"] == "None"
+
+    # Each request logged at Info as Firecracker's API server logs it.
+    log = a.log()
+    for line in ['The API server received a Put request on "/drives/root" with body "{\\"drive_id',
+                 'The API server received a Get request on "/vm/config".',
+                 "The request was executed successfully. Status code: 204 No Content.",
+                 "The request was executed successfully. Status code: 200 OK.",
+                 "Received Error. Status code: 400 Bad Request. Message: Empty PUT request.",
+                 "PUT /vsock: vsock_id field is deprecated."]:
+        assert line in log, line

@@ -21,7 +21,8 @@ def config_cases(guest, tmp_path):
     good = boot_config(vmlinux)
     return {
         "missing kernel": ({"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}},
-                           "/nonexistent/vmlinux"),
+                           "The kernel file cannot be opened: No such file or directory (os "
+                           "error 2) (boot-source.kernel_image_path '/nonexistent/vmlinux')"),
         "not a kernel": ({"boot-source": {"kernel_image_path": str(not_a_kernel)}},
                          "is neither an ELF vmlinux nor a bzImage"),
         "missing initrd": (boot_config(vmlinux, "/nonexistent/initrd.cpio"),
@@ -48,15 +49,23 @@ def config_cases(guest, tmp_path):
         "bad guest mac": ({**good, "network-interfaces": [
             {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "00:11"}]},
             "network-interfaces[eth0].guest_mac '00:11'"),
+        # Opened as the file is read, as Firecracker does; its words.
         "missing drive file": ({**good, "drives": [
             {"drive_id": "rootfs", "path_on_host": "/nonexistent/rootfs.ext4",
-             "is_root_device": True}]}, "drive rootfs: /nonexistent/rootfs.ext4"),
+             "is_root_device": True}]},
+            "Error manipulating the backing file: No such file or directory (os error 2) "
+            "/nonexistent/rootfs.ext4 (drives[rootfs].path_on_host)"),
+        "mac used twice": ({**good, "network-interfaces": [
+            {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:00:00:00:01"},
+            {"iface_id": "eth1", "host_dev_name": "tap1", "guest_mac": "06:00:00:00:00:01"}]},
+            "The MAC address is already in use: 06:00:00:00:00:01"),
     }
 
 
 CASES = ["missing kernel", "not a kernel", "missing initrd", "mem 0", "mem beyond host",
          "vcpus 0", "vcpus 33", "unknown top field", "unknown nested field", "wrong type",
-         "malformed JSON", "no boot source", "device not built yet", "missing drive file", "bad guest mac"]
+         "malformed JSON", "no boot source", "device not built yet", "missing drive file", "bad guest mac",
+         "mac used twice"]
 
 
 @pytest.mark.parametrize("case", CASES)
