@@ -169,7 +169,8 @@ void MergePatch(Value& target, const Value& patch, Allocator& alloc) {
 
 absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
   // Iterative: a deep document cannot exhaust the stack while parsing.
-  constexpr unsigned kFlags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag |
+  constexpr unsigned kFlags = rapidjson::kParseIterativeFlag |
+                              rapidjson::kParseValidateEncodingFlag |
                               rapidjson::kParseFullPrecisionFlag;
   doc->Parse<kFlags>(json.data(), json.size());
   if (doc->HasParseError()) {

@@ -218,7 +218,8 @@ TEST(DataStoreTest, UnicodeAndEscapesRoundTrip) {
   DataStore s = MakeStore();
   ASSERT_TRUE(s.Put(R"({"é":"ü\u0001\"\\/","b":"\ud83d\ude00","a":1e400})").ok() == false);
   ASSERT_TRUE(s.Put(R"({"é":"ü\u0001\"\\/","b":"\ud83d\ude00","a":1.5e3})").ok());
-  EXPECT_EQ(s.Get(), "{\"a\":1500.0,\"b\":\"\xf0\x9f\x98\x80\",\"\xc3\xa9\":\"\xc3\xbc\\u0001\\\"\\\\/\"}");
+  EXPECT_EQ(s.Get(),
+            "{\"a\":1500.0,\"b\":\"\xf0\x9f\x98\x80\",\"\xc3\xa9\":\"\xc3\xbc\\u0001\\\"\\\\/\"}");
   EXPECT_EQ(*s.GetValue("/\xc3\xa9", OutputFormat::kImds), "\xc3\xbc\x01\"\\/");
 }
 

@@ -78,7 +78,8 @@ std::optional<HttpError> CheckAcceptEncoding(std::string_view value) {
   if (value.empty()) return Error(400, std::string(kInvalidRequest));
   for (std::string_view part : Split(value, ",")) {
     std::string_view enc = Trim(part);
-    if (enc == "identity;q=0" || (enc == "*;q=0" && value.find("identity") == std::string_view::npos)) {
+    bool no_identity = value.find("identity") == std::string_view::npos;
+    if (enc == "identity;q=0" || (enc == "*;q=0" && no_identity)) {
       return Error(400, InvalidValue("Accept-Encoding", part));
     }
   }
@@ -97,7 +98,9 @@ std::optional<HttpError> ParseHeader(std::string_view line, HttpRequest* req) {
   std::string name = Lower(Trim(raw_name));
   std::string_view value = Trim(raw_value);
   if (name == "content-length") {
-    if (!ParseU32(value, &req->content_length)) return Error(400, InvalidValue(raw_name, raw_value));
+    if (!ParseU32(value, &req->content_length)) {
+      return Error(400, InvalidValue(raw_name, raw_value));
+    }
   } else if (name == "accept") {
     if (value == "text/plain") req->accept = MediaType::kPlainText;
     if (value == "application/json") req->accept = MediaType::kJson;

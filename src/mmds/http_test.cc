@@ -131,7 +131,8 @@ TEST(ParseRequestTest, BadHeaders) {
         << len;
   }
   e = Err("GET / HTTP/1.1\r\nAccept-Encoding: identity;q=0\r\n\r\n");
-  EXPECT_EQ(e.message, "Invalid header. Reason: Invalid value. Key:Accept-Encoding; Value:identity;q=0");
+  EXPECT_EQ(e.message,
+            "Invalid header. Reason: Invalid value. Key:Accept-Encoding; Value:identity;q=0");
   EXPECT_EQ(Err("GET / HTTP/1.1\r\nAccept-Encoding: gzip, *;q=0\r\n\r\n").status, 400);
   EXPECT_EQ(Err("GET / HTTP/1.1\r\nAccept-Encoding: \r\n\r\n").message, "Invalid request.");
   Ok("GET / HTTP/1.1\r\nAccept-Encoding: identity, *;q=0\r\n\r\n");

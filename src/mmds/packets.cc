@@ -82,9 +82,8 @@ Ipv4Result ParseIpv4Tcp(std::span<const uint8_t> f, bool tcp_checksum_partial, T
   if (data_offset < kTcpHeaderLen || data_offset > tcp.size()) return Ipv4Result::kMalformed;
   out->src_ip = Load32(&ip[12]);
   out->dst_ip = Load32(&ip[16]);
-  if (!tcp_checksum_partial &&
-      ChecksumFinish(ChecksumAdd(
-          tcp, PseudoHeaderSum(out->src_ip, out->dst_ip, static_cast<uint16_t>(tcp.size())))) != 0) {
+  uint32_t pseudo = PseudoHeaderSum(out->src_ip, out->dst_ip, static_cast<uint16_t>(tcp.size()));
+  if (!tcp_checksum_partial && ChecksumFinish(ChecksumAdd(tcp, pseudo)) != 0) {
     return Ipv4Result::kMalformed;
   }
   std::memcpy(out->src_mac.data(), &f[6], 6);

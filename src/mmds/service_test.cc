@@ -139,7 +139,8 @@ TEST_F(ServiceTest, PutToken) {
     EXPECT_EQ(r.headers[0], std::make_pair(std::string("X-metadata-token-ttl-seconds"),
                                            std::string("60")));
     EXPECT_TRUE(store_.tokens().IsValid(r.body));
-    r = Send("PUT //latest//api/token HTTP/1.1\r\nx-aws-ec2-metadata-token-ttl-seconds: +5\r\n\r\n");
+    r = Send("PUT //latest//api/token HTTP/1.1\r\n"
+             "x-aws-ec2-metadata-token-ttl-seconds: +5\r\n\r\n");
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.headers[0].first, "x-aws-ec2-metadata-token-ttl-seconds");
     EXPECT_EQ(r.headers[0].second, "5");
@@ -150,7 +151,8 @@ TEST_F(ServiceTest, PutToken) {
       EXPECT_EQ(r.status, 400);
       EXPECT_EQ(r.body, std::string("Invalid header. Reason: Unsupported header name. Key: ") + h);
     }
-    r = Send("PUT http://169.254.169.254/token HTTP/1.0\r\nX-metadata-token-ttl-seconds: 60\r\n\r\n");
+    r = Send("PUT http://169.254.169.254/token HTTP/1.0\r\n"
+             "X-metadata-token-ttl-seconds: 60\r\n\r\n");
     EXPECT_EQ(r.status, 404);
     EXPECT_EQ(r.body, "Resource not found: /token.");
     r = Send("PUT http://169.254.169.254/latest/api/token HTTP/1.0\r\n"

@@ -205,17 +205,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         TcpHeader th{kGuestIp, kDefaultIpv4, kPorts[c], kHttpPort, gc.next_seq, gc.their_seq,
                      static_cast<uint8_t>(in.U8() | kAck), 65535, 0};
         std::string payload = h.Payload(in).substr(0, 1000);
-        size_t n = WriteTcpFrame(frame, kGuestMac, kDefaultMac, th,
-                                 {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+        std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(payload.data()),
+                                       payload.size());
+        size_t n = WriteTcpFrame(frame, kGuestMac, kDefaultMac, th, bytes);
         frame.resize(n);
         frame[in.U16() % n] ^= static_cast<uint8_t>(in.U8() | 1);
         h.Detour(frame, in.Bool());
         break;
       }
       case 6: {  // an ARP request, for MMDS or not
-        std::vector<uint8_t> arp = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06,
-                                    0, 1, 0x08, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 0, 0, 2,
-                                    0, 0, 0, 0, 0, 0, 169, 254, 169, 254};
+        std::vector<uint8_t> arp = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1,
+                                    0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1,
+                                    10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 169, 254, 169, 254};
         if (in.Bool()) arp[in.U8() % arp.size()] = in.U8();
         h.Detour(arp, false);
         break;
