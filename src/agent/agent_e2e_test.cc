@@ -155,6 +155,44 @@ TEST_F(AgentTest, EnvironmentAndWorkingDirectoryApply) {
   // The agent's own environment is the base: PATH finds sh above.
 }
 
+TEST_F(AgentTest, TerminalCarriesOutputAndInputWithItsSize) {
+  // One stream: stdout and stderr both; the terminal translates \n.
+  Result r = Exec({"sh", "-c", "test -t 0 && test -t 1 && echo tty; echo err >&2; exit 4"}, "",
+                  {"--tty", "--no-stdin"});
+  EXPECT_EQ(r.status, 4);
+  EXPECT_EQ(r.out, "tty\r\nerr\r\n");
+  EXPECT_EQ(r.err, "");
+  // Input reaches it through the line discipline (echoed), and the size
+  // ember-exec sends before the start is there (none here: 0 0).
+  r = Exec({"sh", "-c", "read line; echo \"got $line\"; stty size"}, "hello\n", {"--tty"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("got hello\r\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 0"), std::string::npos) << r.out;
+}
+
+TEST_F(AgentTest, ContainerProcessGetsItsRootUserAndOnlyItsEnvironment) {
+  if (geteuid() != 0) GTEST_SKIP() << "chroot and setuid need root";
+  // A root with a static busybox in it (Debian's busybox-static).
+  std::string root = dir_ + "/root";
+  ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp /bin/busybox " + root + "/busybox").c_str()), 0);
+  ASSERT_EQ(mkdir((root + "/work").c_str(), 0777), 0);
+  Result r = Exec({"/busybox", "sh", "-c", "/busybox id -u; /busybox id -G; /busybox pwd; "
+                   "/busybox ls /"},
+                  "", {"--root", root, "--user", "1000:100:10,20", "--env", "ONLY=1",
+                       "--cwd", "/work"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "1000\n100 10 20\n/work\nbusybox\nwork\n");
+  r = Exec({"/busybox", "env"}, "", {"--root", root, "--user", "0:0", "--env", "ONLY=1"});
+  EXPECT_EQ(r.out, "ONLY=1\n");
+  // A root that is not there, and a program that is not in it.
+  r = Exec({"/busybox", "true"}, "", {"--root", dir_ + "/none", "--user", "0:0"});
+  EXPECT_EQ(r.status, 125);
+  EXPECT_NE(r.err.find("cannot enter the container's root"), std::string::npos) << r.err;
+  r = Exec({"sh", "true"}, "", {"--root", root, "--user", "0:0"});
+  EXPECT_EQ(r.status, 127) << r.err;
+}
+
 TEST_F(AgentTest, CommandsInheritOnlyTheirStdio) {
   EXPECT_EQ(Exec({"ls", "/proc/self/fd"}).out, "0\n1\n2\n3\n");  // 3: ls's own
 }

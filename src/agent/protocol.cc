@@ -55,10 +55,20 @@ bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
   return true;
 }
 
+bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
+  uint32_t n;
+  if (!r->U32(&c->uid) || !r->U32(&c->gid) || !r->U32(&n) || n > payload_size / 4) return false;
+  c->groups.resize(n);
+  for (auto& g : c->groups) {
+    if (!r->U32(&g)) return false;
+  }
+  return r->String(&c->root_device) && r->String(&c->root_dir) && r->String(&c->hostname);
+}
+
 }  // namespace
 
 bool IsKnownType(uint8_t type) {
-  return (type >= 1 && type <= 5) || (type >= 16 && type <= 20);
+  return (type >= 1 && type <= 6) || (type >= 16 && type <= 20);
 }
 
 void AppendFrame(std::string* out, Type type, std::string_view payload) {
@@ -119,6 +129,16 @@ std::string EncodeExec(const ExecRequest& request) {
   for (const auto& a : request.argv) PutString(&out, a);
   PutU32(&out, static_cast<uint32_t>(request.env.size()));
   for (const auto& e : request.env) PutString(&out, e);
+  if (request.flags & ExecRequest::kFlagContainer) {
+    const ContainerSpec& c = request.container;
+    PutU32(&out, c.uid);
+    PutU32(&out, c.gid);
+    PutU32(&out, static_cast<uint32_t>(c.groups.size()));
+    for (uint32_t g : c.groups) PutU32(&out, g);
+    PutString(&out, c.root_device);
+    PutString(&out, c.root_dir);
+    PutString(&out, c.hostname);
+  }
   return out;
 }
 
@@ -126,16 +146,29 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
   Reader r(payload);
   ExecRequest req;
   if (!r.U32(&req.flags) || !r.String(&req.cwd) || !Strings(&r, payload.size(), &req.argv) ||
-      !Strings(&r, payload.size(), &req.env) || !r.done()) {
+      !Strings(&r, payload.size(), &req.env) ||
+      ((req.flags & ExecRequest::kFlagContainer) &&
+       !Container(&r, payload.size(), &req.container)) ||
+      !r.done()) {
     *error = "malformed EXEC request";
     return false;
   }
-  if (req.flags & ~ExecRequest::kFlagStdin) {
+  if (req.flags & ~ExecRequest::kKnownFlags) {
     *error = "EXEC request has unknown flags";
     return false;
   }
   if (req.argv.empty() || req.argv[0].empty()) {
     *error = "EXEC request has no program";
+    return false;
+  }
+  const ContainerSpec& c = req.container;
+  if ((!c.root_dir.empty() && c.root_dir[0] != '/') ||
+      (!c.root_device.empty() && (c.root_device[0] != '/' || c.root_dir.empty()))) {
+    *error = "EXEC request's root must be absolute paths (a device needs a directory)";
+    return false;
+  }
+  if (c.hostname.size() > 64) {
+    *error = "EXEC request's hostname is longer than 64 bytes";
     return false;
   }
   for (const auto& e : req.env) {
@@ -145,6 +178,20 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
     }
   }
   *request = std::move(req);
+  return true;
+}
+
+std::string EncodeResize(WindowSize size) {
+  std::string out;
+  PutU32(&out, size.rows | static_cast<uint32_t>(size.cols) << 16);
+  return out;
+}
+
+bool DecodeResize(std::string_view payload, WindowSize* size) {
+  uint32_t v;
+  if (!DecodeU32(payload, &v)) return false;
+  size->rows = static_cast<uint16_t>(v & 0xffff);
+  size->cols = static_cast<uint16_t>(v >> 16);
   return true;
 }
 

@@ -30,6 +30,7 @@ enum class Type : uint8_t {
   kStdin = 3,     // bytes for the command's stdin
   kStdinEof = 4,  // empty: close the command's stdin
   kSignal = 5,    // u32 signal number, sent to the command's process group
+  kResize = 6,    // u16 rows, u16 columns: the command's terminal size (kFlagTty)
   // Agent to client.
   kStarted = 16,  // u32 pid: the command was exec'd
   kError = 17,    // u8 ErrorKind, then text; the agent closes afterwards
@@ -70,18 +71,50 @@ class FrameDecoder {
 std::string EncodeU32(uint32_t value);
 bool DecodeU32(std::string_view payload, uint32_t* value);
 
+// A container's process (ExecRequest::kFlagContainer): who it runs as and
+// the root it sees. The agent mounts `root_device` (ext4) at `root_dir`
+// once, with proc, sysfs and the guest's /dev inside it; later requests for
+// the same root find it mounted and only enter it.
+struct ContainerSpec {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups;  // additional group ids
+  std::string root_device;       // empty: root_dir is entered as it is
+  std::string root_dir;          // empty: the guest's root
+  std::string hostname;          // empty: unchanged
+};
+
 // EXEC's payload.
 struct ExecRequest {
   static constexpr uint32_t kFlagStdin = 1;  // STDIN frames follow; else /dev/null
+  // The command runs on a pseudo-terminal: its output (stdout and stderr
+  // together) comes as STDOUT, STDIN goes to the terminal, STDIN_EOF is
+  // ignored (a terminal has no end of input), RESIZE sets its size.
+  static constexpr uint32_t kFlagTty = 2;
+  // A ContainerSpec follows the environment, and the environment is the
+  // request's alone (not merged over the agent's).
+  static constexpr uint32_t kFlagContainer = 4;
+  static constexpr uint32_t kKnownFlags = kFlagStdin | kFlagTty | kFlagContainer;
   uint32_t flags = 0;
   std::string cwd;                 // empty: "/"
   std::vector<std::string> argv;   // at least one; argv[0] searched in PATH
   std::vector<std::string> env;    // "KEY=VALUE", over the agent's own
+  ContainerSpec container;         // with kFlagContainer
 };
 // Layout: u32 flags, string cwd, u32 argc, argc strings, u32 envc, envc
-// strings; a string is u32 length + bytes (no NUL bytes in it).
+// strings; with kFlagContainer then u32 uid, u32 gid, u32 count and that
+// many u32 groups, string root_device, string root_dir, string hostname.
+// A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);
+
+// RESIZE's payload.
+struct WindowSize {
+  uint16_t rows = 0;
+  uint16_t cols = 0;
+};
+std::string EncodeResize(WindowSize size);
+bool DecodeResize(std::string_view payload, WindowSize* size);
 
 // ERROR's payload: what the client should make of it (ember-exec maps them
 // to a shell's 127, 126 and its own 125).

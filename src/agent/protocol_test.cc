@@ -71,7 +71,7 @@ TEST(FrameTest, RejectsAnOversizedFrameFromItsHeaderAlone) {
 }
 
 TEST(FrameTest, RejectsUnknownTypes) {
-  for (uint8_t type : {0, 6, 15, 21, 255}) {
+  for (uint8_t type : {0, 7, 15, 21, 255}) {
     FrameDecoder decoder;
     decoder.Feed(Header(0, type));
     Frame f;
@@ -145,9 +145,68 @@ TEST(ExecRequestTest, RejectsWhatExecCannotTake) {
   r.env = {"=x"};
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   r = Sample();
-  r.flags = 2;  // reserved for a later version (uid/gid)
+  r.flags = 8;  // reserved for a later version
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   EXPECT_NE(error.find("flags"), std::string::npos);
+}
+
+ExecRequest ContainerSample() {
+  ExecRequest r = Sample();
+  r.flags |= ExecRequest::kFlagContainer | ExecRequest::kFlagTty;
+  r.container.uid = 1000;
+  r.container.gid = 100;
+  r.container.groups = {10, 20, 4294967295u};
+  r.container.root_device = "/dev/vdb";
+  r.container.root_dir = "/run/container";
+  r.container.hostname = "box";
+  return r;
+}
+
+TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
+  ExecRequest in = ContainerSample(), out;
+  std::string error;
+  std::string wire = EncodeExec(in);
+  ASSERT_TRUE(DecodeExec(wire, &out, &error)) << error;
+  EXPECT_EQ(out.flags, in.flags);
+  EXPECT_EQ(out.container.uid, 1000u);
+  EXPECT_EQ(out.container.gid, 100u);
+  EXPECT_EQ(out.container.groups, in.container.groups);
+  EXPECT_EQ(out.container.root_device, "/dev/vdb");
+  EXPECT_EQ(out.container.root_dir, "/run/container");
+  EXPECT_EQ(out.container.hostname, "box");
+  for (size_t n = 0; n < wire.size(); ++n) {
+    EXPECT_FALSE(DecodeExec(wire.substr(0, n), &out, &error)) << n;
+  }
+  // Without the flag the block is trailing bytes.
+  ExecRequest plain = in;
+  plain.flags &= ~ExecRequest::kFlagContainer;
+  EXPECT_FALSE(DecodeExec(EncodeExec(plain) + wire.substr(EncodeExec(plain).size()), &out,
+                          &error));
+  ExecRequest bad = in;
+  bad.container.root_dir = "relative";
+  EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
+  bad = in;
+  bad.container.root_dir = "";  // a device needs a directory
+  EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
+  bad = in;
+  bad.container.hostname = std::string(65, 'h');
+  EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
+  // A hostile group count is refused before any allocation.
+  std::string huge = EncodeExec(in);
+  size_t at = EncodeExec(Sample()).size() + 8;  // after uid and gid
+  huge.replace(at, 4, EncodeU32(0xffffffffu));
+  EXPECT_FALSE(DecodeExec(huge, &out, &error));
+}
+
+TEST(PayloadTest, ResizeRoundTrips) {
+  WindowSize size;
+  ASSERT_TRUE(DecodeResize(EncodeResize({24, 80}), &size));
+  EXPECT_EQ(size.rows, 24);
+  EXPECT_EQ(size.cols, 80);
+  ASSERT_TRUE(DecodeResize(EncodeResize({65535, 1}), &size));
+  EXPECT_EQ(size.rows, 65535);
+  EXPECT_EQ(size.cols, 1);
+  EXPECT_FALSE(DecodeResize("abc", &size));
 }
 
 TEST(PayloadTest, ExitAndErrorRoundTrip) {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -111,7 +112,16 @@ void Session::OnFrame(const Frame& frame) {
       return;
   }
   bool use_stdin = request_.flags & ExecRequest::kFlagStdin;
+  WindowSize size;
   switch (frame.type) {
+    case Type::kResize:
+      if (!(request_.flags & ExecRequest::kFlagTty) || !DecodeResize(frame.payload, &size)) {
+        return ProtocolError("RESIZE without a terminal, or malformed");
+      }
+      size_ = size;
+      resize_pending_ = true;
+      ApplySize();
+      return;
     case Type::kStdin:
       if (!use_stdin || stdin_eof_) return ProtocolError("STDIN after EOF or without the flag");
       // Once the command closed its stdin, the rest is dropped, as a pipe
@@ -149,6 +159,7 @@ void Session::Fail(ErrorKind kind, const std::string& message) {
   stdin_w_.reset();
   stdout_r_.reset();
   stderr_r_.reset();
+  tty_.reset();
   Send(Type::kError, EncodeError(kind, message));
   state_ = State::kDone;
 }
@@ -188,7 +199,18 @@ void Session::PumpStdin() {
   CloseStdinIfDone();
 }
 
+void Session::ApplySize() {
+  if (!resize_pending_ || !tty_.valid()) return;
+  winsize ws{};
+  ws.ws_row = size_.rows;
+  ws.ws_col = size_.cols;
+  ioctl(tty_.get(), TIOCSWINSZ, &ws);  // the kernel signals the group (SIGWINCH)
+  resize_pending_ = false;
+}
+
 void Session::CloseStdinIfDone() {
+  // A terminal has no end of input: its master stays open for the output.
+  if (tty_.valid()) return;
   if (stdin_eof_ && stdin_.empty() && state_ == State::kRunning) stdin_w_.reset();
 }
 
@@ -210,6 +232,8 @@ void Session::OnSpawned(Spawned spawned) {
   stdin_w_ = std::move(spawned.stdin_w);
   stdout_r_ = std::move(spawned.stdout_r);
   stderr_r_ = std::move(spawned.stderr_r);
+  tty_ = std::move(spawned.tty);
+  ApplySize();  // before exec: the command starts with its size
 }
 
 void Session::OnExecOutcome(const ExecOutcome& outcome) {
@@ -248,6 +272,7 @@ void Session::MaybeFinish() {
     status.value = WEXITSTATUS(wait_status_);
   }
   stdin_w_.reset();
+  tty_.reset();
   Send(Type::kExit, EncodeExit(status));
   state_ = State::kDone;
 }
@@ -258,6 +283,7 @@ void Session::Close() {
   if (pid_ > 0 && (state_ == State::kWaiting || state_ == State::kRunning)) SignalGroup(SIGKILL);
   state_ = State::kClosed;
   socket_.reset();
+  tty_.reset();
   stdin_w_.reset();
   stdout_r_.reset();
   stderr_r_.reset();

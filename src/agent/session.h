@@ -76,6 +76,7 @@ class Session {
   void PumpStdin();
   void CloseStdinIfDone();
   void SignalGroup(int signo);
+  void ApplySize();
   void MaybeFinish();
   void Close();
 
@@ -90,6 +91,9 @@ class Session {
   bool reaped_ = false;
   int wait_status_ = 0;
   std::vector<int> pending_signals_;  // SIGNALs that came before STARTED
+  Fd tty_;                            // the terminal's master (kFlagTty)
+  bool resize_pending_ = false;       // a RESIZE came before the terminal
+  WindowSize size_;
   Fd stdin_w_, stdout_r_, stderr_r_;
   std::string stdin_;       // client bytes not yet written to the command
   bool stdin_eof_ = false;  // the client sent STDIN_EOF

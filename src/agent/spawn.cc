@@ -3,11 +3,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <grp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdint>
+
+#include "src/agent/container.h"
 
 extern char** environ;
 
@@ -16,7 +21,13 @@ namespace {
 
 // The record a failing child writes to the status pipe: 8 bytes, under
 // PIPE_BUF, so the parent reads all of it or nothing.
-enum Stage : int32_t { kStageSetup = 1, kStageChdir = 2, kStageExec = 3 };
+enum Stage : int32_t {
+  kStageSetup = 1,
+  kStageChdir = 2,
+  kStageExec = 3,
+  kStageRoot = 4,
+  kStageUser = 5,
+};
 struct Failure {
   int32_t stage;
   int32_t err;
@@ -41,8 +52,16 @@ bool Pipe(Fd* read_end, Fd* write_end) {
 // Between fork and exec. The agent has one thread, so the child is a
 // consistent copy, but it still only makes system calls: everything else
 // was prepared by the parent.
+// What the child needs besides its stdio, all prepared before fork.
+struct ChildPlan {
+  const char* cwd;
+  const char* tty_slave;  // open as the controlling terminal and stdio; or null
+  const ContainerSpec* container;  // or null
+  std::vector<gid_t> groups;
+};
+
 [[noreturn]] void RunChild(int stdin_fd, int stdout_fd, int stderr_fd, int status_fd,
-                           const char* cwd, const std::vector<char*>& argv,
+                           const ChildPlan& plan, const std::vector<char*>& argv,
                            const std::vector<char*>& envp, const std::vector<std::string>& paths) {
   // The agent blocks SIGCHLD and ignores SIGPIPE, and may have been
   // started with signals ignored (a background job ignores SIGINT); a
@@ -55,6 +74,13 @@ bool Pipe(Fd* read_end, Fd* write_end) {
   dfl.sa_handler = SIG_DFL;
   for (int s = 1; s < NSIG; ++s) sigaction(s, &dfl, nullptr);  // fails harmlessly for KILL, STOP
   if (setsid() < 0) Fail(status_fd, kStageSetup, errno);
+  if (plan.tty_slave) {
+    // Opened by the session leader, the terminal becomes its controlling
+    // one (TIOCSCTTY says so explicitly).
+    int slave = open(plan.tty_slave, O_RDWR | O_CLOEXEC);
+    if (slave < 0 || ioctl(slave, TIOCSCTTY, 0) != 0) Fail(status_fd, kStageSetup, errno);
+    stdin_fd = stdout_fd = stderr_fd = slave;
+  }
   // The pipe ends are all above 2 (the agent keeps 0-2 open), so dup2
   // always makes a new, inheritable descriptor.
   if (dup2(stdin_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(stderr_fd, 2) < 0) {
@@ -63,7 +89,19 @@ bool Pipe(Fd* read_end, Fd* write_end) {
   // Whatever the agent inherited without close-on-exec stays with it; the
   // status pipe stays open until exec.
   close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-  if (chdir(cwd) != 0) Fail(status_fd, kStageChdir, errno);
+  if (const ContainerSpec* c = plan.container) {
+    if (!c->root_dir.empty() && chroot(c->root_dir.c_str()) != 0) {
+      Fail(status_fd, kStageRoot, errno);
+    }
+    if (!c->hostname.empty() && sethostname(c->hostname.data(), c->hostname.size()) != 0) {
+      Fail(status_fd, kStageRoot, errno);
+    }
+    if (setgroups(plan.groups.size(), plan.groups.data()) != 0 || setgid(c->gid) != 0 ||
+        setuid(c->uid) != 0) {
+      Fail(status_fd, kStageUser, errno);
+    }
+  }
+  if (chdir(plan.cwd) != 0) Fail(status_fd, kStageChdir, errno);
   // Like execvp: a missing file or directory moves on to the next
   // candidate, a permission problem is remembered, anything else stops.
   int err = ENOENT;
@@ -110,8 +148,29 @@ std::vector<std::string> ExecCandidates(const std::string& program, const std::s
   return out;
 }
 
+namespace {
+
+// A new pseudo-terminal: its master (close-on-exec) and the slave's path.
+bool OpenTerminal(Fd* master, std::string* slave, std::string* error) {
+  master->reset(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  char name[64];
+  if (!master->valid() || grantpt(master->get()) != 0 || unlockpt(master->get()) != 0 ||
+      ptsname_r(master->get(), name, sizeof(name)) != 0) {
+    *error = std::string("cannot open a terminal: ") + strerror(errno);
+    return false;
+  }
+  *slave = name;
+  return true;
+}
+
+}  // namespace
+
 bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
-  std::vector<std::string> env = MergeEnvironment(environ, request.env);
+  bool container = request.flags & ExecRequest::kFlagContainer;
+  bool tty = request.flags & ExecRequest::kFlagTty;
+  if (container && !PrepareRoot(request.container, error)) return false;
+  std::vector<std::string> env =
+      container ? request.env : MergeEnvironment(environ, request.env);
   std::string path = kDefaultPath;
   for (const auto& e : env) {
     if (e.compare(0, 5, "PATH=") == 0) path = e.substr(5);
@@ -122,16 +181,34 @@ bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
   argv.push_back(nullptr);
   for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  const char* cwd = request.cwd.empty() ? "/" : request.cwd.c_str();
+  ChildPlan plan{request.cwd.empty() ? "/" : request.cwd.c_str(), nullptr,
+                 container ? &request.container : nullptr, {}};
+  for (uint32_t g : request.container.groups) plan.groups.push_back(g);
 
-  Fd in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w;
+  Fd in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w, master;
+  std::string slave;
   bool use_stdin = request.flags & ExecRequest::kFlagStdin;
-  if (use_stdin ? !Pipe(&in_r, &in_w)
-                : (in_r.reset(open("/dev/null", O_RDONLY | O_CLOEXEC)), !in_r.valid())) {
-    *error = std::string("cannot make the command's stdin: ") + strerror(errno);
-    return false;
+  if (tty) {
+    if (!OpenTerminal(&master, &slave, error)) return false;
+    plan.tty_slave = slave.c_str();
+    out_r.reset(fcntl(master.get(), F_DUPFD_CLOEXEC, 3));
+    if (use_stdin) in_w.reset(fcntl(master.get(), F_DUPFD_CLOEXEC, 3));
+    if (!out_r.valid() || (use_stdin && !in_w.valid())) {
+      *error = std::string("cannot duplicate the terminal: ") + strerror(errno);
+      return false;
+    }
+  } else {
+    if (use_stdin ? !Pipe(&in_r, &in_w)
+                  : (in_r.reset(open("/dev/null", O_RDONLY | O_CLOEXEC)), !in_r.valid())) {
+      *error = std::string("cannot make the command's stdin: ") + strerror(errno);
+      return false;
+    }
+    if (!Pipe(&out_r, &out_w) || !Pipe(&err_r, &err_w)) {
+      *error = std::string("cannot make pipes: ") + strerror(errno);
+      return false;
+    }
   }
-  if (!Pipe(&out_r, &out_w) || !Pipe(&err_r, &err_w) || !Pipe(&status_r, &status_w)) {
+  if (!Pipe(&status_r, &status_w)) {
     *error = std::string("cannot make pipes: ") + strerror(errno);
     return false;
   }
@@ -141,7 +218,8 @@ bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
     return false;
   }
   if (pid == 0) {
-    RunChild(in_r.get(), out_w.get(), err_w.get(), status_w.get(), cwd, argv, envp, paths);
+    // The parent's ends of the terminal and pipes are close-on-exec.
+    RunChild(in_r.get(), out_w.get(), err_w.get(), status_w.get(), plan, argv, envp, paths);
   }
   // The parent's ends are non-blocking: one slow command must not stall
   // the loop that serves all of them.
@@ -153,6 +231,7 @@ bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
   out->stdout_r = std::move(out_r);
   out->stderr_r = std::move(err_r);
   out->status_r = std::move(status_r);
+  out->tty = std::move(master);
   return true;
 }
 
@@ -175,6 +254,14 @@ ExecOutcome ReadExecOutcome(int status_fd, const ExecRequest& request) {
   switch (f.stage) {
     case kStageChdir:
       outcome.message = "cannot change to directory " + request.cwd + ": " + strerror(f.err);
+      break;
+    case kStageRoot:
+      outcome.message = "cannot enter the container's root " + request.container.root_dir +
+                        ": " + strerror(f.err);
+      break;
+    case kStageUser:
+      outcome.message = "cannot become user " + std::to_string(request.container.uid) + ":" +
+                        std::to_string(request.container.gid) + ": " + strerror(f.err);
       break;
     case kStageExec:
       outcome.kind = f.err == ENOENT || f.err == ENOTDIR ? ErrorKind::kNotFound

@@ -21,9 +21,13 @@ struct Spawned {
   Fd stdout_r;  // non-blocking
   Fd stderr_r;  // non-blocking
   Fd status_r;  // readable once exec succeeded (EOF) or failed (a record)
+  Fd tty;       // kFlagTty: the terminal's master, for its size; else invalid
 };
 
-// Forks the command. Everything exec needs (argument and environment
+// Forks the command. With kFlagTty its stdio is a new pseudo-terminal,
+// whose master is stdout_r (and, with kFlagStdin, stdin_w); with
+// kFlagContainer its root is prepared (container.h) and entered, and it
+// runs with the spec's user, groups and host name. Everything exec needs (argument and environment
 // arrays, the PATH candidates) is built before fork. On failure before or
 // at fork returns false with *error; nothing is left running.
 bool Spawn(const ExecRequest& request, Spawned* out, std::string* error);

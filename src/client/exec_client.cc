@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -133,24 +134,48 @@ int ExitCodeOf(agent::ErrorKind kind) {
   }
 }
 
+// Connects and, through the VMM, does the handshake; with connect_wait_s,
+// tries again every 100 ms while the guest is not there yet.
+Fd ConnectToAgent(const ExecOptions& options, double deadline, std::string* error) {
+  double give_up = Now() + options.connect_wait_s;
+  while (true) {
+    Fd sock = Connect(options.socket_path, error);
+    if (sock.valid() &&
+        (!options.through_vmm || VmmHandshake(sock.get(), options, deadline, error))) {
+      return sock;
+    }
+    if (Now() >= give_up || (options.gave_up && options.gave_up())) return Fd();
+    usleep(100 * 1000);
+  }
+}
+
+void AppendSize(std::string* out, int fd) {
+  winsize ws{};
+  if (fd < 0 || ioctl(fd, TIOCGWINSZ, &ws) != 0) return;
+  agent::AppendFrame(out, Type::kResize, agent::EncodeResize({ws.ws_row, ws.ws_col}));
+}
+
 }  // namespace
+
+std::vector<int> ForwardableSignals() {
+  std::vector<int> out;
+  for (int s = 1; s < 32; ++s) {
+    switch (s) {
+      case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGPIPE: case SIGWINCH:
+      case SIGILL: case SIGTRAP: case SIGBUS: case SIGFPE: case SIGSEGV:
+        continue;
+      default:
+        out.push_back(s);
+    }
+  }
+  return out;
+}
 
 int RunExec(const ExecOptions& options) {
   double deadline = options.timeout_s > 0 ? Now() + options.timeout_s : 0;
   std::string error;
-  Fd sock = Connect(options.socket_path, &error);
-  if (!sock.valid()) return Fail(error);
-  if (options.through_vmm && !VmmHandshake(sock.get(), options, deadline, &error)) {
-    return Fail(error);
-  }
-  std::string payload = agent::EncodeExec(options.request);
-  if (payload.size() > agent::kMaxPayload) return Fail("the command and its environment are too long");
-  std::string out;  // frames for the agent
-  agent::AppendFrame(&out, Type::kHello, agent::EncodeU32(agent::kVersion));
-  agent::AppendFrame(&out, Type::kExec, payload);
-  fcntl(sock.get(), F_SETFL, O_NONBLOCK);
-
-  // Signals become bytes in a pipe, read by the loop below.
+  // Signals become bytes in a pipe, read by the loop below; those that
+  // come while the guest boots wait there.
   int sp[2];
   if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) != 0) return Fail(std::string("pipe: ") + strerror(errno));
   Fd signal_r(sp[0]), signal_w(sp[1]);
@@ -158,7 +183,19 @@ int RunExec(const ExecOptions& options) {
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sa.sa_flags = SA_RESTART;
-  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaction(s, &sa, nullptr);
+  for (int s : options.forward_signals) sigaction(s, &sa, nullptr);
+  bool tty = options.request.flags & agent::ExecRequest::kFlagTty;
+  if (tty && options.size_from_fd >= 0) sigaction(SIGWINCH, &sa, nullptr);
+
+  Fd sock = ConnectToAgent(options, deadline, &error);
+  if (!sock.valid()) return Fail(error);
+  std::string payload = agent::EncodeExec(options.request);
+  if (payload.size() > agent::kMaxPayload) return Fail("the command and its environment are too long");
+  std::string out;  // frames for the agent
+  agent::AppendFrame(&out, Type::kHello, agent::EncodeU32(agent::kVersion));
+  agent::AppendFrame(&out, Type::kExec, payload);
+  if (tty) AppendSize(&out, options.size_from_fd);
+  fcntl(sock.get(), F_SETFL, O_NONBLOCK);
 
   bool stdin_open = options.request.flags & agent::ExecRequest::kFlagStdin;
   bool hello = false;
@@ -167,7 +204,8 @@ int RunExec(const ExecOptions& options) {
   while (true) {
     pollfd fds[3] = {{sock.get(), static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0},
                      {signal_r.get(), POLLIN, 0},
-                     {stdin_open && out.size() < kMaxQueued ? 0 : -1, POLLIN, 0}};
+                     {stdin_open && out.size() < kMaxQueued ? options.stdin_fd : -1, POLLIN,
+                      0}};
     int ready = poll(fds, 3, PollTimeout(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
@@ -180,11 +218,15 @@ int RunExec(const ExecOptions& options) {
     if (fds[1].revents) {
       unsigned char signo;
       while (read(signal_r.get(), &signo, 1) == 1) {
-        agent::AppendFrame(&out, Type::kSignal, agent::EncodeU32(signo));
+        if (signo == SIGWINCH) {
+          AppendSize(&out, options.size_from_fd);
+        } else {
+          agent::AppendFrame(&out, Type::kSignal, agent::EncodeU32(signo));
+        }
       }
     }
     if (fds[2].revents) {
-      ssize_t n = read(0, buf, sizeof(buf));
+      ssize_t n = read(options.stdin_fd, buf, sizeof(buf));
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
       } else if (n > 0) {
         agent::AppendFrame(&out, Type::kStdin, std::string_view(buf, n));
@@ -225,7 +267,8 @@ int RunExec(const ExecOptions& options) {
           return Fail(error, ExitCodeOf(kind));
         case Type::kStdout:
         case Type::kStderr:
-          if (!WriteAll(frame.type == Type::kStdout ? 1 : 2, frame.payload.data(),
+          if (!WriteAll(frame.type == Type::kStdout ? options.stdout_fd : options.stderr_fd,
+                        frame.payload.data(),
                         frame.payload.size())) {
             // Our reader left (SIGPIPE ignored): end like a shell's filter
             // would; the agent kills the command when we close.

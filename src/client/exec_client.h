@@ -3,8 +3,11 @@
 // status, for ember-exec (exec_main.cc).
 #pragma once
 
+#include <csignal>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "src/agent/protocol.h"
 
@@ -26,7 +29,26 @@ struct ExecOptions {
   uint32_t port = agent::kDefaultPort;
   agent::ExecRequest request;  // kFlagStdin set: forward our stdin
   double timeout_s = 0;        // 0: none
+  // Where the command's stdin comes from and its output goes.
+  int stdin_fd = 0;
+  int stdout_fd = 1;
+  int stderr_fd = 2;
+  // Signals passed on to the command (each is caught while RunExec runs).
+  std::vector<int> forward_signals = {SIGINT, SIGTERM, SIGHUP};
+  // With kFlagTty: the local terminal whose size the command's terminal
+  // takes, at the start and at each SIGWINCH; -1: none.
+  int size_from_fd = -1;
+  // How long to keep trying to connect while the guest boots (no socket
+  // yet, or nothing listening on the port); 0: one try. `gave_up`, when
+  // set, is asked between tries and ends the waiting when it says true.
+  double connect_wait_s = 0;
+  std::function<bool()> gave_up;
 };
+
+// The signals a container's monitor forwards: every catchable one except
+// those about its own state (SIGCHLD, SIGPIPE, SIGWINCH) and the faults a
+// program raises on itself.
+std::vector<int> ForwardableSignals();
 
 // Runs the command, writing its output to our stdout and stderr and
 // forwarding SIGINT, SIGTERM and SIGHUP to it. Returns what ember-exec

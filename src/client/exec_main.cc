@@ -2,7 +2,8 @@
 // (ember-agent, src/agent/PROTOCOL.md) over the VM's vsock Unix socket.
 //
 //   ember-exec --uds PATH [--port 1024] [--env K=V]... [--cwd DIR]
-//              [--timeout S] [--no-stdin] -- CMD [ARGS...]
+//              [--timeout S] [--no-stdin] [--tty] [--user UID:GID[:G,...]]
+//              [--root DIR [--root-device DEV]] [--hostname NAME] -- CMD [ARGS...]
 //   ember-exec --unix PATH ... -- CMD [ARGS...]   (an agent started with
 //                                                  --listen unix:PATH)
 //
@@ -11,7 +12,13 @@
 // SIGHUP are passed on, and it exits with the command's status (128 + N
 // when signal N killed it). Its own failures: 124 timeout (the command is
 // killed), 125 no connection or agent error, 126 not executable, 127 not
-// found.
+// found. --tty runs the command on a terminal in the guest (ours goes raw
+// meanwhile); --user, --root, --root-device and --hostname run it as a
+// container's process (protocol.h's ContainerSpec; the environment is then
+// only the --env entries).
+#include <termios.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -22,7 +29,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: ember-exec (--uds PATH [--port N] | --unix PATH) [--env K=V]... [--cwd DIR]\n"
-    "                  [--timeout SECONDS] [--no-stdin] -- COMMAND [ARGS...]\n";
+    "                  [--timeout SECONDS] [--no-stdin] [--tty] [--user UID:GID[:G,...]]\n"
+    "                  [--root DIR [--root-device DEV]] [--hostname NAME] -- COMMAND [ARGS...]\n";
 
 int Usage(const std::string& message) {
   if (!message.empty()) std::fprintf(stderr, "ember-exec: %s\n", message.c_str());
@@ -34,6 +42,25 @@ bool ParseNumber(const char* text, double max, double* value) {
   char* end = nullptr;
   *value = std::strtod(text, &end);
   return *text != '\0' && *end == '\0' && *value >= 0 && *value <= max;
+}
+
+// "UID:GID" or "UID:GID:G1,G2,...".
+bool ParseUser(const std::string& text, ember::agent::ContainerSpec* spec) {
+  std::vector<uint32_t> ids;
+  size_t start = 0;
+  for (int field = 0; start <= text.size(); ++field) {
+    size_t end = text.find(field < 2 ? ':' : ',', start);
+    if (end == std::string::npos) end = text.size();
+    double v;
+    if (!ParseNumber(text.substr(start, end - start).c_str(), 4294967295.0, &v)) return false;
+    ids.push_back(static_cast<uint32_t>(v));
+    start = end + 1;
+  }
+  if (ids.size() < 2) return false;
+  spec->uid = ids[0];
+  spec->gid = ids[1];
+  spec->groups.assign(ids.begin() + 2, ids.end());
+  return true;
 }
 
 }  // namespace
@@ -53,6 +80,10 @@ int main(int argc, char** argv) {
       options.request.flags &= ~ember::agent::ExecRequest::kFlagStdin;
       continue;
     }
+    if (arg == "--tty") {
+      options.request.flags |= ember::agent::ExecRequest::kFlagTty;
+      continue;
+    }
     if (i + 1 >= argc) return Usage(arg + " needs a value");
     const char* value = argv[++i];
     double number;
@@ -68,6 +99,13 @@ int main(int argc, char** argv) {
         return Usage("--env wants NAME=VALUE");
       }
       options.request.env.push_back(entry);
+    } else if (arg == "--user") {
+      if (!ParseUser(value, &options.request.container)) return Usage("--user wants UID:GID[:G,...]");
+      options.request.flags |= ember::agent::ExecRequest::kFlagContainer;
+    } else if (arg == "--root" || arg == "--root-device" || arg == "--hostname") {
+      auto& c = options.request.container;
+      (arg == "--root" ? c.root_dir : arg == "--hostname" ? c.hostname : c.root_device) = value;
+      options.request.flags |= ember::agent::ExecRequest::kFlagContainer;
     } else if (arg == "--cwd") {
       options.request.cwd = value;
     } else if (arg == "--timeout") {
@@ -80,5 +118,18 @@ int main(int argc, char** argv) {
   if (options.socket_path.empty()) return Usage("--uds or --unix is required");
   for (; i < argc; ++i) options.request.argv.push_back(argv[i]);
   if (options.request.argv.empty()) return Usage("no command");
-  return ember::client::RunExec(options);
+  // A terminal of ours passes keys through untouched while the guest's
+  // terminal does the line editing; restored at the end.
+  termios saved{};
+  bool raw = (options.request.flags & ember::agent::ExecRequest::kFlagTty) && isatty(0) &&
+             tcgetattr(0, &saved) == 0;
+  if (options.request.flags & ember::agent::ExecRequest::kFlagTty) options.size_from_fd = 0;
+  if (raw) {
+    termios t = saved;
+    cfmakeraw(&t);
+    tcsetattr(0, TCSANOW, &t);
+  }
+  int status = ember::client::RunExec(options);
+  if (raw) tcsetattr(0, TCSANOW, &saved);
+  return status;
 }
