@@ -1,0 +1,100 @@
+#include "src/oci/monitor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "src/oci/console.h"
+
+namespace ember::oci {
+namespace {
+
+// Waits for `start`'s byte. Until a writer comes, the fifo reads as EOF.
+void WaitForStart(int fifo) {
+  while (true) {
+    pollfd p{fifo, POLLIN, 0};
+    poll(&p, 1, 100);
+    char c;
+    ssize_t n = read(fifo, &c, 1);
+    if (n == 1) return;
+    if (n == 0 || errno == EAGAIN || errno == EINTR) {
+      if (n == 0) usleep(50 * 1000);  // no writer yet: a closed fifo polls readable
+      continue;
+    }
+    return;
+  }
+}
+
+void StopVmm(pid_t vmm) {
+  if (vmm <= 0) return;
+  kill(vmm, SIGTERM);
+  for (int i = 0; i < 40; ++i) {
+    if (waitpid(vmm, nullptr, WNOHANG) == vmm) return;
+    usleep(50 * 1000);
+  }
+  kill(vmm, SIGKILL);
+  waitpid(vmm, nullptr, 0);
+}
+
+}  // namespace
+
+agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname) {
+  agent::ExecRequest r;
+  r.flags = agent::ExecRequest::kFlagStdin | agent::ExecRequest::kFlagContainer;
+  if (process.terminal) r.flags |= agent::ExecRequest::kFlagTty;
+  r.cwd = process.cwd;
+  r.argv = process.args;
+  r.env = process.env;
+  r.container.uid = process.uid;
+  r.container.gid = process.gid;
+  r.container.groups = process.additional_gids;
+  r.container.root_device = kContainerDevice;
+  r.container.root_dir = kContainerRootDir;
+  r.container.hostname = hostname;
+  return r;
+}
+
+void RunMonitor(MonitorPlan plan) {
+  setsid();
+  signal(SIGPIPE, SIG_IGN);
+  if (plan.tty_slave >= 0) {
+    TakeTerminal(plan.tty_slave);
+    // The shim reads create's (and exec's) stdout until EOF when it gave
+    // no stdio: the monitor must not hold it.
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+    if (null > 2) close(null);
+    plan.exec.stdin_fd = plan.exec.stdout_fd = plan.exec.stderr_fd = plan.tty_slave;
+    plan.exec.size_from_fd = plan.tty_slave;
+  }
+  plan.exec.forward_signals = client::ForwardableSignals();
+
+  pid_t vmm = -1;
+  if (plan.owns_vm) {
+    auto started = StartVmm(plan.assets, plan.dir, plan.config);
+    uint32_t pid = started.ok() ? static_cast<uint32_t>(*started) : 0;
+    (void)!write(plan.ready_fd, &pid, sizeof(pid));
+    close(plan.ready_fd);
+    if (!started.ok()) _exit(1);
+    vmm = *started;
+    WaitForStart(plan.start_fifo);
+    close(plan.start_fifo);
+    plan.exec.gave_up = [&vmm] {
+      if (waitpid(vmm, nullptr, WNOHANG) != vmm) return false;
+      vmm = -1;  // reaped: its pid is no longer ours to signal
+      return true;
+    };
+  }
+  // A boot takes tens of seconds on PVM hosts; on hardware, a fraction of one.
+  plan.exec.connect_wait_s = 600;
+  int status = client::RunExec(plan.exec);
+  StopVmm(vmm);
+  _exit(status);
+}
+
+}  // namespace ember::oci

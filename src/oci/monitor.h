@@ -1,0 +1,55 @@
+// The container's monitor: the host process whose pid the shim gets from
+// the pid file. It lives as long as the container's process in the guest
+// and exits with its status (128 + N when signal N ended it), so the shim,
+// its subreaper, sees the container end when it reaps the monitor.
+//
+//   create: forks the monitor, which starts ember (its child, killed with
+//           it by the parent-death signal) and waits on exec.fifo;
+//   start:  writes a byte to exec.fifo;
+//   the monitor then connects to the guest agent through the VM's vsock
+//   socket (waiting while the guest boots), runs the process with the
+//   container's stdio (the fds the shim gave create, or the terminal whose
+//   master went to the console socket) and relays signals sent to it
+//   (`kill` signals the monitor); at the end it stops the VM and exits.
+//
+// An exec'd process has a monitor of its own (`exec`), without a VM.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "src/agent/protocol.h"
+#include "src/client/exec_client.h"
+#include "src/oci/spec.h"
+#include "src/oci/vm.h"
+
+namespace ember::oci {
+
+// The agent's request for a container's process: its args, env, cwd, user
+// and groups, the container's drive as its root, the host name (empty:
+// unchanged), a terminal when process.terminal.
+agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname);
+
+// What a monitor runs: the request through the VM's socket with these
+// stdio fds (a terminal's slave for all three when `tty_slave` >= 0).
+struct MonitorPlan {
+  client::ExecOptions exec;
+  int tty_slave = -1;
+  // The container's own monitor: the VM to start and the fifo `start`
+  // writes to (a non-blocking read end). An exec's monitor has neither.
+  bool owns_vm = false;
+  VmAssets assets;
+  std::string dir;      // the container's state directory
+  std::string config;   // the VM's configuration file
+  int start_fifo = -1;
+  int ready_fd = -1;    // the VMM's pid (4 bytes) or 0 goes here, then closed
+};
+
+// In the forked monitor: never returns. Becomes a session leader (so the
+// terminal's resizes reach it), puts /dev/null on its own stdio when the
+// container has a terminal (the shim reads create's output until EOF), and
+// exits with the process's status.
+[[noreturn]] void RunMonitor(MonitorPlan plan);
+
+}  // namespace ember::oci

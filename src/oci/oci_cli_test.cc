@@ -1,0 +1,121 @@
+// ember-oci's answers to bad input, from the binary itself, beside
+// runc's: exit codes, and the message in the --log JSON.
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <rapidjson/document.h>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+struct Outcome {
+  int status;
+  std::string log_msg;  // the last JSON line's "msg"
+  std::string out;
+};
+
+class OciCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ember-oci-cli-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    root_ = dir_ + "/root";
+    bundle_ = dir_ + "/bundle";
+    mkdir(bundle_.c_str(), 0755);
+  }
+  void TearDown() override { (void)!system(("rm -rf " + dir_).c_str()); }
+
+  Outcome Run(const std::string& args) {
+    std::string log = dir_ + "/log.json";
+    unlink(log.c_str());
+    std::string cmd = std::string(EMBER_OCI_BIN) + " --root " + root_ + " --log " + log +
+                      " --log-format json " + args + " > " + dir_ + "/out 2>/dev/null";
+    int st = system(cmd.c_str());
+    Outcome o{WEXITSTATUS(st), "", ""};
+    std::ifstream in(log);
+    std::string line;
+    while (std::getline(in, line)) {
+      rapidjson::Document doc;
+      doc.Parse(line.c_str());
+      EXPECT_TRUE(doc.IsObject() && doc.HasMember("level") && doc.HasMember("time")) << line;
+      if (doc.IsObject() && doc.HasMember("msg")) o.log_msg = doc["msg"].GetString();
+    }
+    std::stringstream out;
+    out << std::ifstream(dir_ + "/out").rdbuf();
+    o.out = out.str();
+    return o;
+  }
+
+  std::string dir_, root_, bundle_;
+};
+
+TEST_F(OciCliTest, BundleWithoutConfig) {
+  Outcome o = Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/pid c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "ember-oci create failed: JSON specification file config.json not found");
+  EXPECT_FALSE(access((root_ + "/c1").c_str(), F_OK) == 0) << "nothing is left behind";
+}
+
+TEST_F(OciCliTest, MissingRootPath) {
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["sh"]}, "root": {"path": "rootfs"}})";
+  Outcome o = Run("create --bundle " + bundle_ + " c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "ember-oci create failed: invalid rootfs: stat " + bundle_ +
+                           "/rootfs: No such file or directory");
+}
+
+TEST_F(OciCliTest, TerminalWithoutConsoleSocket) {
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["sh"], "terminal": true}, "root": {"path": "rootfs"}})";
+  Outcome o = Run("create --bundle " + bundle_ + " c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_NE(o.log_msg.find("cannot allocate tty"), std::string::npos) << o.log_msg;
+}
+
+TEST_F(OciCliTest, CreateOfAnIdThatExists) {
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["sh"]}, "root": {"path": "rootfs"}})";
+  mkdir(root_.c_str(), 0711);
+  mkdir((root_ + "/c1").c_str(), 0700);
+  Outcome o = Run("create --bundle " + bundle_ + " c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "ember-oci create failed: container with given ID already exists");
+  EXPECT_EQ(access((root_ + "/c1").c_str(), F_OK), 0) << "the existing one is untouched";
+}
+
+TEST_F(OciCliTest, UnknownIdsCommandsAndFlags) {
+  for (const char* cmd : {"start c9", "state c9", "kill c9 TERM", "delete c9", "ps c9"}) {
+    Outcome o = Run(cmd);
+    EXPECT_EQ(o.status, 1) << cmd;
+    EXPECT_EQ(o.log_msg, "container does not exist") << cmd;
+  }
+  Outcome o = Run("frobnicate c1");
+  EXPECT_EQ(o.status, 3);
+  EXPECT_EQ(o.log_msg, "No help topic for 'frobnicate'");
+  o = Run("state --bogus c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "flag provided but not defined: -bogus");
+}
+
+TEST_F(OciCliTest, VersionAndFeatures) {
+  Outcome o = Run("--version");
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(o.out.rfind("ember-oci version ", 0), 0u) << o.out;
+  o = Run("features");
+  EXPECT_EQ(o.status, 0);
+  rapidjson::Document doc;
+  doc.Parse(o.out.c_str());
+  ASSERT_TRUE(doc.IsObject()) << o.out;
+  EXPECT_STREQ(doc["ociVersionMin"].GetString(), "1.0.0");
+}
+
+}  // namespace

@@ -1,0 +1,455 @@
+// ember-oci: an OCI runtime with runc's command line, so that containerd's
+// runc shim (containerd-shim-runc-v2, BinaryName or `ctr run
+// --runc-binary`) runs each container's process in an Ember microVM.
+//
+//   ember-oci [--root DIR] [--log FILE] [--log-format text|json]
+//             [--systemd-cgroup] COMMAND [OPTIONS] ID ...
+//
+// Commands: create, start, state, kill, delete, exec, ps, list, features;
+// --version. monitor.h tells how a container's process is run and
+// watched; vm.h how its root becomes the guest's drive. Errors are runc's
+// (exit 1, 3 for an unknown command) with the message on stderr and, with
+// --log, as a JSON line {"level":"error","msg":...,"time":...} in the log.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "src/common/version.h"
+#include "src/oci/args.h"
+#include "src/oci/console.h"
+#include "src/oci/monitor.h"
+#include "src/oci/spec.h"
+#include "src/oci/state.h"
+#include "src/oci/vm.h"
+
+namespace {
+
+using ember::agent::Fd;
+namespace oci = ember::oci;
+
+// --log and --log-format: where messages go.
+struct Logger {
+  std::string path;
+  bool json = false;
+
+  void Write(const char* level, const std::string& message) const {
+    std::string time = oci::NowRfc3339();
+    time = time.substr(0, 19) + "Z";
+    if (!path.empty()) {
+      std::string line;
+      if (json) {
+        rapidjson::StringBuffer buffer;
+        rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+        w.StartObject();
+        w.Key("level");
+        w.String(level);
+        w.Key("msg");
+        w.String(message.c_str());
+        w.Key("time");
+        w.String(time.c_str());
+        w.EndObject();
+        line = std::string(buffer.GetString()) + "\n";
+      } else {
+        line = "time=\"" + time + "\" level=" + level + " msg=\"" + message + "\"\n";
+      }
+      int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        (void)!write(fd, line.data(), line.size());
+        close(fd);
+      }
+    }
+    if (std::string(level) == "error") {
+      std::string out = path.empty()
+                            ? "time=\"" + time + "\" level=error msg=\"" + message + "\"\n"
+                            : message + "\n";
+      (void)!write(2, out.data(), out.size());
+    }
+  }
+};
+
+Logger logger;
+
+int Error(const std::string& message, int code = oci::kExitError) {
+  logger.Write("error", message);
+  return code;
+}
+
+std::string Dir(const oci::CommandLine& cl, const std::string& id) { return cl.root + "/" + id; }
+
+bool WriteFileAtomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) return false;
+  }
+  return rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  *ok = static_cast<bool>(in);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::StatusOr<oci::ContainerRecord> Load(const oci::CommandLine& cl, const std::string& id) {
+  if (!oci::ValidId(id)) return absl::NotFoundError("container does not exist");
+  bool ok;
+  std::string text = ReadFile(Dir(cl, id) + "/state.json", &ok);
+  if (!ok) return absl::NotFoundError("container does not exist");
+  return oci::RecordFromJson(text);
+}
+
+bool Save(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
+  return WriteFileAtomic(Dir(cl, r.id) + "/state.json", oci::RecordToJson(r));
+}
+
+void RemoveTree(const std::string& path) {
+  DIR* d = opendir(path.c_str());
+  if (d) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      std::string child = path + "/" + name;
+      struct stat st;
+      if (lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        RemoveTree(child);
+      } else {
+        unlink(child.c_str());
+      }
+    }
+    closedir(d);
+  }
+  rmdir(path.c_str());
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+bool ParseSignal(const std::string& text, int* signo) {
+  if (absl::SimpleAtoi(text, signo)) return *signo > 0 && *signo < 65;
+  std::string name = text.rfind("SIG", 0) == 0 ? text.substr(3) : text;
+  for (int s = 1; s < 32; ++s) {
+    const char* abbrev = sigabbrev_np(s);
+    if (abbrev && name == abbrev) {
+      *signo = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The pid file as runc writes it: the number alone, written to a temporary
+// name and renamed, so that a reader never sees half of it.
+bool WritePidFile(const std::string& path, pid_t pid) {
+  return path.empty() || WriteFileAtomic(path, std::to_string(pid));
+}
+
+int Create(const oci::CommandLine& cl) {
+  auto begin = std::chrono::steady_clock::now();
+  const std::string& id = cl.args[0];
+  if (!oci::ValidId(id)) return Error("invalid id format: " + id);
+  std::string bundle = cl.Value("bundle");
+  if (bundle.empty()) {
+    char cwd[4096];
+    bundle = getcwd(cwd, sizeof(cwd)) ? cwd : ".";
+  }
+  auto fail = [&](const std::string& why) { return Error("ember-oci create failed: " + why); };
+  auto spec = oci::LoadBundle(bundle);
+  if (!spec.ok()) return fail(std::string(spec.status().message()));
+  std::string console_socket = cl.Value("console-socket");
+  if (spec->process.terminal && console_socket.empty()) {
+    return fail("cannot allocate tty if ember-oci will detach without setting console socket");
+  }
+  if (!spec->process.terminal && !console_socket.empty()) {
+    return fail("cannot use console socket if ember-oci will not allocate tty");
+  }
+  mkdir(cl.root.c_str(), 0711);
+  std::string dir = Dir(cl, id);
+  if (mkdir(dir.c_str(), 0700) != 0) {
+    if (errno == EEXIST) return fail("container with given ID already exists");
+    return fail("cannot make " + dir + ": " + strerror(errno));
+  }
+  // From here on a failure removes what was made.
+  auto undo = [&](const std::string& why) {
+    RemoveTree(dir);
+    return fail(why);
+  };
+  std::string uds = dir + "/v.sock";
+  if (uds.size() >= 108) return undo("state directory path too long for a socket: " + dir);
+
+  auto image_begin = std::chrono::steady_clock::now();
+  std::string image = dir + "/root.ext4";
+  if (auto s = oci::MakeImage(spec->root_path, image); !s.ok()) {
+    return undo(std::string(s.message()));
+  }
+  logger.Write("info", absl::StrCat("image of ", spec->root_path, " made in ",
+                                    Seconds(image_begin), " s"));
+  oci::VmAssets assets = oci::FindAssets();
+  std::string config = dir + "/vm.json";
+  if (!WriteFileAtomic(config, oci::VmConfigJson(assets, image, uds, spec->vm))) {
+    return undo("cannot write " + config);
+  }
+  std::string fifo = dir + "/exec.fifo";
+  if (mkfifo(fifo.c_str(), 0600) != 0) return undo("mkfifo: " + std::string(strerror(errno)));
+  Fd fifo_r(open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fifo_r.valid()) return undo("cannot open " + fifo);
+
+  oci::Pty pty;
+  if (spec->process.terminal) {
+    if (auto s = oci::OpenPty(&pty); !s.ok()) return undo(std::string(s.message()));
+    if (auto s = oci::SendConsole(console_socket, pty.master.get(), pty.name); !s.ok()) {
+      return undo(std::string(s.message()));
+    }
+    pty.master.reset();
+  }
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) != 0) return undo("pipe: " + std::string(strerror(errno)));
+  Fd ready_r(ready[0]), ready_w(ready[1]);
+
+  oci::MonitorPlan plan;
+  plan.exec.socket_path = uds;
+  plan.exec.request = oci::ContainerRequest(spec->process, spec->hostname);
+  plan.tty_slave = pty.slave.get();
+  plan.owns_vm = true;
+  plan.assets = assets;
+  plan.dir = dir;
+  plan.config = config;
+  plan.start_fifo = fifo_r.get();
+  plan.ready_fd = ready_w.get();
+  pid_t monitor = fork();
+  if (monitor < 0) return undo("fork: " + std::string(strerror(errno)));
+  if (monitor == 0) oci::RunMonitor(std::move(plan));
+  ready_w.reset();
+  uint32_t vmm = 0;
+  if (read(ready_r.get(), &vmm, sizeof(vmm)) != sizeof(vmm) || vmm == 0) {
+    kill(monitor, SIGKILL);
+    waitpid(monitor, nullptr, 0);
+    return undo("cannot start " + assets.vmm);
+  }
+  oci::ContainerRecord record;
+  record.id = id;
+  record.bundle = bundle;
+  record.rootfs = spec->root_path;
+  record.created = oci::NowRfc3339();
+  record.monitor = oci::RefOf(monitor);
+  record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
+  record.annotations = spec->annotations;
+  if (!Save(cl, record) || !WritePidFile(cl.Value("pid-file"), monitor)) {
+    kill(monitor, SIGKILL);
+    waitpid(monitor, nullptr, 0);
+    return undo("cannot write the container's state");
+  }
+  logger.Write("info", absl::StrCat("created ", id, " in ", Seconds(begin), " s"));
+  return 0;
+}
+
+int Start(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  switch (oci::StatusOf(*record)) {
+    case oci::Status::kStopped:
+      return Error("cannot start a container that has stopped");
+    case oci::Status::kRunning:
+      return Error("cannot start an already running container");
+    case oci::Status::kCreated:
+      break;
+  }
+  Fd fifo(open((Dir(cl, record->id) + "/exec.fifo").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fifo.valid()) return Error("cannot start the container: its monitor is gone");
+  record->started = true;
+  if (!Save(cl, *record)) return Error("cannot write the container's state");
+  if (write(fifo.get(), "s", 1) != 1) return Error("cannot start the container");
+  return 0;
+}
+
+int State(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  std::string out = oci::OciStateJson(*record, oci::StatusOf(*record));
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+int Kill(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  int signo = SIGTERM;
+  if (cl.args.size() > 1 && !ParseSignal(cl.args[1], &signo)) {
+    return Error("unknown signal \"" + cl.args[1] + "\"");
+  }
+  if (oci::StatusOf(*record) == oci::Status::kStopped) return Error("container not running");
+  // Before `start` the monitor has its default dispositions (the signal
+  // acts on it as on runc's waiting init); afterwards it forwards the
+  // signal to the process in the guest, and SIGKILL ends the monitor,
+  // whose closed connection makes the agent kill the process group.
+  if (kill(record->monitor.pid, signo) != 0) return Error("kill: " + std::string(strerror(errno)));
+  return 0;
+}
+
+// Stops whatever of the container still runs and removes its directory.
+void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
+  if (oci::Alive(r.monitor)) kill(r.monitor.pid, SIGKILL);
+  if (oci::Alive(r.vmm)) kill(r.vmm.pid, SIGKILL);
+  // The VMM (reaped by its monitor, or by the shim once orphaned) must be
+  // gone before its files go.
+  for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
+  RemoveTree(Dir(cl, r.id));
+  if (!r.jail_dir.empty()) RemoveTree(r.jail_dir);
+}
+
+int Delete(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  oci::Status status = oci::StatusOf(*record);
+  if (status == oci::Status::kRunning && !cl.Has("force")) {
+    return Error("cannot delete container " + record->id + " that is not stopped: running");
+  }
+  Teardown(cl, *record);
+  return 0;
+}
+
+int Exec(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  if (oci::StatusOf(*record) != oci::Status::kRunning) {
+    return Error("cannot exec in a stopped or not yet started container");
+  }
+  std::string path = cl.Value("process");
+  if (path.empty()) return Error("ember-oci exec needs --process (a process.json)");
+  bool ok;
+  std::string text = ReadFile(path, &ok);
+  if (!ok) return Error("cannot read " + path);
+  auto process = oci::ParseProcess(text, "process");
+  if (!process.ok()) return Error(std::string(process.status().message()));
+  if (cl.Has("tty")) process->terminal = true;
+  std::string console_socket = cl.Value("console-socket");
+  if (process->terminal && console_socket.empty()) {
+    return Error("cannot allocate tty if ember-oci will detach without setting console socket");
+  }
+  oci::Pty pty;
+  if (process->terminal) {
+    if (auto s = oci::OpenPty(&pty); !s.ok()) return Error(std::string(s.message()));
+    if (auto s = oci::SendConsole(console_socket, pty.master.get(), pty.name); !s.ok()) {
+      return Error(std::string(s.message()));
+    }
+    pty.master.reset();
+  }
+  oci::MonitorPlan plan;
+  plan.exec.socket_path = Dir(cl, record->id) + "/v.sock";
+  plan.exec.request = oci::ContainerRequest(*process, "");
+  plan.tty_slave = pty.slave.get();
+  pid_t pid = fork();
+  if (pid < 0) return Error("fork: " + std::string(strerror(errno)));
+  if (pid == 0) oci::RunMonitor(std::move(plan));
+  if (!WritePidFile(cl.Value("pid-file"), pid)) return Error("cannot write the pid file");
+  if (cl.Has("detach")) return 0;
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int Ps(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  bool running = oci::StatusOf(*record) != oci::Status::kStopped;
+  std::string format = cl.Has("format") ? cl.Value("format") : "table";
+  if (format == "json") {
+    std::printf(running ? "[%d]\n" : "[]\n", record->monitor.pid);
+  } else if (format == "table") {
+    std::printf("PID\n");
+    if (running) std::printf("%d\n", record->monitor.pid);
+  } else {
+    return Error("invalid format option");
+  }
+  return 0;
+}
+
+int List(const oci::CommandLine& cl) {
+  std::printf("ID\tPID\tSTATUS\tBUNDLE\tCREATED\n");
+  DIR* d = opendir(cl.root.c_str());
+  if (!d) return 0;
+  while (dirent* e = readdir(d)) {
+    auto record = Load(cl, e->d_name);
+    if (!record.ok()) continue;
+    oci::Status status = oci::StatusOf(*record);
+    std::printf("%s\t%d\t%s\t%s\t%s\n", record->id.c_str(),
+                status == oci::Status::kStopped ? 0 : record->monitor.pid,
+                oci::StatusName(status), record->bundle.c_str(), record->created.c_str());
+  }
+  closedir(d);
+  return 0;
+}
+
+int Features() {
+  std::printf(
+      "{\n  \"ociVersionMin\": \"1.0.0\",\n  \"ociVersionMax\": \"%s\",\n"
+      "  \"hooks\": [],\n  \"mountOptions\": [],\n"
+      "  \"linux\": {\n    \"namespaces\": [],\n    \"capabilities\": [],\n"
+      "    \"cgroup\": {\"v1\": false, \"v2\": false, \"systemd\": false},\n"
+      "    \"seccomp\": {\"enabled\": false}\n  },\n"
+      "  \"annotations\": {\"io.ember.vcpus\": \"vCPUs of the container's microVM\","
+      " \"io.ember.mem_mib\": \"its memory in MiB\"}\n}\n",
+      oci::kOciVersion);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  oci::CommandLine cl;
+  oci::UsageError usage;
+  if (!oci::ParseCommandLine(args, &cl, &usage)) {
+    // The log options may be parsed already; runc logs usage errors too.
+    logger.path = cl.log;
+    logger.json = cl.log_json;
+    return Error(usage.message, usage.exit_code);
+  }
+  logger.path = cl.log;
+  logger.json = cl.log_json;
+  if (cl.version) {
+    std::printf("ember-oci version %s\nspec: %s\n", EMBER_VERSION, oci::kOciVersion);
+    return 0;
+  }
+  if (cl.help) {
+    std::printf("usage: ember-oci [--root DIR] [--log FILE] [--log-format text|json] COMMAND\n"
+                "commands:");
+    for (const auto& c : oci::CommandNames()) std::printf(" %s", c.c_str());
+    std::printf("\n");
+    return 0;
+  }
+  const std::string& c = cl.command;
+  if (c == "create") return Create(cl);
+  if (c == "start") return Start(cl);
+  if (c == "state") return State(cl);
+  if (c == "kill") return Kill(cl);
+  if (c == "delete") return Delete(cl);
+  if (c == "exec") return Exec(cl);
+  if (c == "ps") return Ps(cl);
+  if (c == "list") return List(cl);
+  if (c == "features") return Features();
+  return Error("No help topic for '" + c + "'", oci::kExitUnknownCommand);
+}

@@ -1,0 +1,185 @@
+#include "src/oci/spec.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <rapidjson/document.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
+#include "src/common/json_reader.h"
+
+namespace ember::oci {
+namespace {
+
+absl::Status Invalid(absl::string_view context, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(context, ": ", what));
+}
+
+absl::Status Strings(const rapidjson::Value& obj, const char* name, absl::string_view context,
+                     std::vector<std::string>* out) {
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || it->value.IsNull()) return absl::OkStatus();
+  if (!it->value.IsArray()) return Invalid(context, absl::StrCat(name, " must be an array"));
+  for (const auto& v : it->value.GetArray()) {
+    if (!v.IsString()) return Invalid(context, absl::StrCat(name, " must hold strings"));
+    std::string s(v.GetString(), v.GetStringLength());
+    if (s.find('\0') != std::string::npos) {
+      return Invalid(context, absl::StrCat(name, " has a NUL byte"));
+    }
+    out->push_back(std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> Id(const rapidjson::Value& obj, const char* name,
+                            absl::string_view context) {
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd()) return 0u;
+  if (!it->value.IsUint()) return Invalid(context, absl::StrCat(name, " must be a uint32"));
+  return it->value.GetUint();
+}
+
+absl::StatusOr<ProcessSpec> ProcessFrom(const rapidjson::Value& p, absl::string_view context) {
+  if (!p.IsObject()) return Invalid(context, "must be an object");
+  ProcessSpec spec;
+  auto term = p.FindMember("terminal");
+  if (term != p.MemberEnd()) {
+    if (!term->value.IsBool()) return Invalid(context, "terminal must be a boolean");
+    spec.terminal = term->value.GetBool();
+  }
+  if (auto s = Strings(p, "args", context, &spec.args); !s.ok()) return s;
+  if (spec.args.empty() || spec.args[0].empty()) return Invalid(context, "args must not be empty");
+  if (auto s = Strings(p, "env", context, &spec.env); !s.ok()) return s;
+  for (const auto& e : spec.env) {
+    if (e.empty() || e[0] == '=') return Invalid(context, "env entry without a name: " + e);
+  }
+  // runc takes "NAME" without '=' as an empty value.
+  for (auto& e : spec.env) {
+    if (e.find('=') == std::string::npos) e += "=";
+  }
+  auto cwd = p.FindMember("cwd");
+  if (cwd != p.MemberEnd()) {
+    if (!cwd->value.IsString() || cwd->value.GetStringLength() == 0 ||
+        cwd->value.GetString()[0] != '/') {
+      return Invalid(context, "cwd must be an absolute path");
+    }
+    spec.cwd = cwd->value.GetString();
+  }
+  auto user = p.FindMember("user");
+  if (user != p.MemberEnd()) {
+    const rapidjson::Value& u = user->value;
+    if (!u.IsObject()) return Invalid(context, "user must be an object");
+    std::string ctx = absl::StrCat(context, ".user");
+    auto uid = Id(u, "uid", ctx);
+    auto gid = Id(u, "gid", ctx);
+    if (!uid.ok()) return uid.status();
+    if (!gid.ok()) return gid.status();
+    spec.uid = *uid;
+    spec.gid = *gid;
+    auto extra = u.FindMember("additionalGids");
+    if (extra != u.MemberEnd() && !extra->value.IsNull()) {
+      if (!extra->value.IsArray()) return Invalid(ctx, "additionalGids must be an array");
+      for (const auto& g : extra->value.GetArray()) {
+        if (!g.IsUint()) return Invalid(ctx, "additionalGids must hold uint32s");
+        spec.additional_gids.push_back(g.GetUint());
+      }
+    }
+  }
+  return spec;
+}
+
+bool ParseAnnotationUint(const std::map<std::string, std::string>& a, const std::string& key,
+                         uint32_t min, uint32_t max, uint32_t* out, absl::Status* status) {
+  auto it = a.find(key);
+  if (it == a.end()) return true;
+  uint32_t v;
+  if (!absl::SimpleAtoi(it->second, &v) || v < min || v > max) {
+    *status = absl::InvalidArgumentError(absl::StrCat("annotation ", key, " must be an integer in ",
+                                                      min, "..", max, ", not \"", it->second,
+                                                      "\""));
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_view context) {
+  rapidjson::Document doc;
+  if (auto s = ParseJsonObject(json, &doc); !s.ok()) {
+    return Invalid(context, s.message());
+  }
+  return ProcessFrom(doc, context);
+}
+
+absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::string& bundle) {
+  rapidjson::Document doc;
+  if (auto s = ParseJsonObject(json, &doc); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", s.message()));
+  }
+  BundleSpec spec;
+  auto version = doc.FindMember("ociVersion");
+  if (version != doc.MemberEnd() && version->value.IsString()) {
+    spec.oci_version = version->value.GetString();
+  }
+  auto process = doc.FindMember("process");
+  if (process == doc.MemberEnd()) return Invalid("config.json", "process property must not be empty");
+  auto p = ProcessFrom(process->value, "config.json: process");
+  if (!p.ok()) return p.status();
+  spec.process = std::move(*p);
+  auto root = doc.FindMember("root");
+  if (root == doc.MemberEnd() || !root->value.IsObject() || !root->value.HasMember("path") ||
+      !root->value["path"].IsString() || root->value["path"].GetStringLength() == 0) {
+    return Invalid("config.json", "root.path must be set");
+  }
+  std::string path = root->value["path"].GetString();
+  spec.root_path = path[0] == '/' ? path : bundle + "/" + path;
+  if (root->value.HasMember("readonly") && root->value["readonly"].IsBool()) {
+    spec.root_readonly = root->value["readonly"].GetBool();
+  }
+  auto hostname = doc.FindMember("hostname");
+  if (hostname != doc.MemberEnd() && hostname->value.IsString()) {
+    spec.hostname = hostname->value.GetString();
+    if (spec.hostname.size() > 64) return Invalid("config.json", "hostname is over 64 bytes");
+  }
+  auto annotations = doc.FindMember("annotations");
+  if (annotations != doc.MemberEnd() && annotations->value.IsObject()) {
+    for (const auto& m : annotations->value.GetObject()) {
+      if (m.value.IsString()) spec.annotations[m.name.GetString()] = m.value.GetString();
+    }
+  }
+  absl::Status status;
+  if (!ParseAnnotationUint(spec.annotations, "io.ember.vcpus", 1, 32, &spec.vm.vcpus, &status) ||
+      !ParseAnnotationUint(spec.annotations, "io.ember.mem_mib", 64, 1 << 20, &spec.vm.mem_mib,
+                           &status)) {
+    return status;
+  }
+  return spec;
+}
+
+absl::StatusOr<BundleSpec> LoadBundle(const std::string& bundle) {
+  std::ifstream in(bundle + "/config.json");
+  if (!in) return absl::NotFoundError("JSON specification file config.json not found");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto spec = ParseBundleConfig(text.str(), bundle);
+  if (!spec.ok()) return spec.status();
+  struct stat st;
+  if (stat(spec->root_path.c_str(), &st) != 0) {
+    return absl::NotFoundError(
+        absl::StrCat("invalid rootfs: stat ", spec->root_path, ": ", strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid rootfs: ", spec->root_path, ": not a directory"));
+  }
+  return spec;
+}
+
+}  // namespace ember::oci

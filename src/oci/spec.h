@@ -1,0 +1,59 @@
+// What ember-oci reads from an OCI bundle (config.json, runtime spec 1.0)
+// and from `exec --process` (a process object): only the fields a process
+// in a microVM uses. Unknown fields are ignored, as runc ignores them:
+// containerd's specs carry Linux settings (namespaces, cgroups, seccomp,
+// capabilities) that the microVM's boundary replaces.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ember::oci {
+
+struct ProcessSpec {
+  bool terminal = false;
+  std::vector<std::string> args;  // at least one
+  std::vector<std::string> env;   // "NAME=VALUE"
+  std::string cwd = "/";          // absolute
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> additional_gids;
+};
+
+// The microVM's size, from the annotations "io.ember.vcpus" and
+// "io.ember.mem_mib" (defaults below).
+struct VmSize {
+  static constexpr uint32_t kDefaultVcpus = 1;
+  static constexpr uint32_t kDefaultMemMib = 128;
+  uint32_t vcpus = kDefaultVcpus;
+  uint32_t mem_mib = kDefaultMemMib;
+};
+
+struct BundleSpec {
+  std::string oci_version;
+  ProcessSpec process;
+  std::string root_path;  // absolute: a relative root.path is under the bundle
+  bool root_readonly = false;
+  std::string hostname;
+  std::map<std::string, std::string> annotations;
+  VmSize vm;
+};
+
+// Parses a process object ("process" of config.json, or exec's file).
+// `context` names it in errors ("process").
+absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_view context);
+
+// Parses config.json's text; `bundle` resolves a relative root.path.
+absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::string& bundle);
+
+// Reads <bundle>/config.json and checks that its root exists, with runc's
+// messages: "JSON specification file config.json not found", "invalid
+// rootfs: stat <path>: no such file or directory".
+absl::StatusOr<BundleSpec> LoadBundle(const std::string& bundle);
+
+}  // namespace ember::oci

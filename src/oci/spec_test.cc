@@ -1,0 +1,104 @@
+#include "src/oci/spec.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace ember::oci {
+namespace {
+
+constexpr char kConfig[] = R"({
+  "ociVersion": "1.0.2-dev",
+  "process": {
+    "terminal": true,
+    "user": {"uid": 1000, "gid": 100, "additionalGids": [10, 20]},
+    "args": ["sh", "-c", "echo hi"],
+    "env": ["PATH=/bin", "TERM=xterm", "EMPTY"],
+    "cwd": "/work",
+    "capabilities": {"bounding": ["CAP_KILL"]},
+    "noNewPrivileges": true
+  },
+  "root": {"path": "rootfs", "readonly": true},
+  "hostname": "box",
+  "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+  "annotations": {"io.ember.vcpus": "2", "io.ember.mem_mib": "256", "other": "x"},
+  "linux": {"namespaces": [{"type": "pid"}]}
+})";
+
+TEST(SpecTest, ReadsWhatAProcessInAMicroVmUses) {
+  auto spec = ParseBundleConfig(kConfig, "/b");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->oci_version, "1.0.2-dev");
+  EXPECT_TRUE(spec->process.terminal);
+  EXPECT_EQ(spec->process.args, (std::vector<std::string>{"sh", "-c", "echo hi"}));
+  EXPECT_EQ(spec->process.env, (std::vector<std::string>{"PATH=/bin", "TERM=xterm", "EMPTY="}));
+  EXPECT_EQ(spec->process.cwd, "/work");
+  EXPECT_EQ(spec->process.uid, 1000u);
+  EXPECT_EQ(spec->process.gid, 100u);
+  EXPECT_EQ(spec->process.additional_gids, (std::vector<uint32_t>{10, 20}));
+  EXPECT_EQ(spec->root_path, "/b/rootfs");
+  EXPECT_TRUE(spec->root_readonly);
+  EXPECT_EQ(spec->hostname, "box");
+  EXPECT_EQ(spec->vm.vcpus, 2u);
+  EXPECT_EQ(spec->vm.mem_mib, 256u);
+  EXPECT_EQ(spec->annotations.at("other"), "x");
+}
+
+TEST(SpecTest, DefaultsAndAnAbsoluteRoot) {
+  auto spec = ParseBundleConfig(R"({"process": {"args": ["true"]}, "root": {"path": "/r"}})", "/b");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->process.terminal);
+  EXPECT_EQ(spec->process.cwd, "/");
+  EXPECT_EQ(spec->process.uid, 0u);
+  EXPECT_EQ(spec->root_path, "/r");
+  EXPECT_EQ(spec->vm.vcpus, VmSize::kDefaultVcpus);
+  EXPECT_EQ(spec->vm.mem_mib, VmSize::kDefaultMemMib);
+}
+
+TEST(SpecTest, RefusesWhatCannotRun) {
+  for (const char* bad : {
+           R"({"root": {"path": "r"}})",
+           R"({"process": {"args": []}, "root": {"path": "r"}})",
+           R"({"process": {"args": ["x"], "cwd": "rel"}, "root": {"path": "r"}})",
+           R"({"process": {"args": ["x"], "user": {"uid": -1}}, "root": {"path": "r"}})",
+           R"({"process": {"args": ["x"], "env": ["=x"]}, "root": {"path": "r"}})",
+           R"({"process": {"args": ["x"]}})",
+           R"({"process": {"args": ["x"]}, "root": {"path": "r"},
+               "annotations": {"io.ember.vcpus": "0"}})",
+           R"({"process": {"args": ["x"]}, "root": {"path": "r"},
+               "annotations": {"io.ember.mem_mib": "lots"}})",
+           "not json",
+       }) {
+    EXPECT_FALSE(ParseBundleConfig(bad, "/b").ok()) << bad;
+  }
+}
+
+TEST(SpecTest, ExecProcessFile) {
+  auto p = ParseProcess(R"({"args": ["ls"], "env": ["A=1"], "cwd": "/", "terminal": false})",
+                        "process");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->args, std::vector<std::string>{"ls"});
+  EXPECT_FALSE(ParseProcess(R"({"args": "ls"})", "process").ok());
+}
+
+TEST(SpecTest, LoadBundleSaysWhatIsMissingAsRuncDoes) {
+  char tmpl[] = "/tmp/ember-oci-spec-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  auto spec = LoadBundle(dir);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().message(), "JSON specification file config.json not found");
+  std::ofstream(dir + "/config.json") << R"({"process": {"args": ["x"]}, "root": {"path": "rootfs"}})";
+  spec = LoadBundle(dir);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().message(),
+            "invalid rootfs: stat " + dir + "/rootfs: No such file or directory");
+  mkdir((dir + "/rootfs").c_str(), 0755);
+  EXPECT_TRUE(LoadBundle(dir).ok());
+  (void)!system(("rm -rf " + dir).c_str());
+}
+
+}  // namespace
+}  // namespace ember::oci

@@ -1,0 +1,183 @@
+#include "src/oci/state.h"
+
+#include <signal.h>
+#include <time.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <rapidjson/document.h>
+#include <rapidjson/prettywriter.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+#include "src/common/json_reader.h"
+
+namespace ember::oci {
+namespace {
+
+template <typename Writer>
+void Annotations(Writer* w, const std::map<std::string, std::string>& annotations) {
+  w->StartObject();
+  for (const auto& [k, v] : annotations) {
+    w->Key(k.c_str());
+    w->String(v.c_str());
+  }
+  w->EndObject();
+}
+
+}  // namespace
+
+const char* StatusName(Status status) {
+  switch (status) {
+    case Status::kCreated:
+      return "created";
+    case Status::kRunning:
+      return "running";
+    case Status::kStopped:
+      return "stopped";
+  }
+  return "unknown";
+}
+
+uint64_t ProcessStartTime(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  // The command name may hold spaces and parentheses: fields count from
+  // the last ')'.
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(line.substr(close + 2));
+  std::string field;
+  // Field 3 is the state; 22 the start time.
+  for (int n = 3; n <= 22 && fields >> field; ++n) {
+    if (n == 3 && (field == "Z" || field == "X")) return 0;
+    if (n == 22) return std::stoull(field);
+  }
+  return 0;
+}
+
+ProcessRef RefOf(pid_t pid) { return {pid, ProcessStartTime(pid)}; }
+
+bool Alive(const ProcessRef& ref) {
+  if (ref.pid <= 0) return false;
+  uint64_t start = ProcessStartTime(ref.pid);
+  return start != 0 && (ref.start_time == 0 || start == ref.start_time);
+}
+
+Status StatusOf(const ContainerRecord& record) {
+  if (!Alive(record.monitor)) return Status::kStopped;
+  return record.started ? Status::kRunning : Status::kCreated;
+}
+
+std::string RecordToJson(const ContainerRecord& r) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  w.StartObject();
+  w.Key("id");
+  w.String(r.id.c_str());
+  w.Key("bundle");
+  w.String(r.bundle.c_str());
+  w.Key("rootfs");
+  w.String(r.rootfs.c_str());
+  w.Key("created");
+  w.String(r.created.c_str());
+  w.Key("monitor_pid");
+  w.Int(r.monitor.pid);
+  w.Key("monitor_start");
+  w.Uint64(r.monitor.start_time);
+  w.Key("vmm_pid");
+  w.Int(r.vmm.pid);
+  w.Key("vmm_start");
+  w.Uint64(r.vmm.start_time);
+  w.Key("started");
+  w.Bool(r.started);
+  w.Key("jail_dir");
+  w.String(r.jail_dir.c_str());
+  w.Key("annotations");
+  Annotations(&w, r.annotations);
+  w.EndObject();
+  return buffer.GetString();
+}
+
+absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
+  rapidjson::Document doc;
+  if (auto s = ParseJsonObject(json, &doc); !s.ok()) return s;
+  auto str = [&](const char* k) {
+    return doc.HasMember(k) && doc[k].IsString() ? std::string(doc[k].GetString()) : "";
+  };
+  auto num = [&](const char* k) -> uint64_t {
+    return doc.HasMember(k) && doc[k].IsUint64() ? doc[k].GetUint64() : 0;
+  };
+  ContainerRecord r;
+  r.id = str("id");
+  if (r.id.empty()) return absl::DataLossError("state.json has no id");
+  r.bundle = str("bundle");
+  r.rootfs = str("rootfs");
+  r.created = str("created");
+  r.monitor = {static_cast<pid_t>(num("monitor_pid")), num("monitor_start")};
+  r.vmm = {static_cast<pid_t>(num("vmm_pid")), num("vmm_start")};
+  r.started = doc.HasMember("started") && doc["started"].IsBool() && doc["started"].GetBool();
+  r.jail_dir = str("jail_dir");
+  if (doc.HasMember("annotations") && doc["annotations"].IsObject()) {
+    for (const auto& m : doc["annotations"].GetObject()) {
+      if (m.value.IsString()) r.annotations[m.name.GetString()] = m.value.GetString();
+    }
+  }
+  return r;
+}
+
+std::string OciStateJson(const ContainerRecord& r, Status status) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buffer);
+  w.SetIndent(' ', 2);
+  w.StartObject();
+  w.Key("ociVersion");
+  w.String(kOciVersion);
+  w.Key("id");
+  w.String(r.id.c_str());
+  w.Key("pid");
+  w.Int(status == Status::kStopped ? 0 : r.monitor.pid);
+  w.Key("status");
+  w.String(StatusName(status));
+  w.Key("bundle");
+  w.String(r.bundle.c_str());
+  w.Key("rootfs");
+  w.String(r.rootfs.c_str());
+  w.Key("created");
+  w.String(r.created.c_str());
+  w.Key("owner");
+  w.String("");
+  if (!r.annotations.empty()) {
+    w.Key("annotations");
+    Annotations(&w, r.annotations);
+  }
+  w.EndObject();
+  return buffer.GetString();
+}
+
+std::string NowRfc3339() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm t;
+  gmtime_r(&ts.tv_sec, &t);
+  char buf[64];
+  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &t);
+  std::snprintf(buf + n, sizeof(buf) - n, ".%09ldZ", ts.tv_nsec);
+  return buf;
+}
+
+bool ValidId(const std::string& id) {
+  if (id.empty() || id.size() > 1024 || id == "." || id == "..") return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '+' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace ember::oci

@@ -1,0 +1,92 @@
+#include "src/oci/state.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <rapidjson/document.h>
+
+#include <gtest/gtest.h>
+
+namespace ember::oci {
+namespace {
+
+TEST(StateTest, RecordRoundTrips) {
+  ContainerRecord r;
+  r.id = "c1";
+  r.bundle = "/b";
+  r.rootfs = "/b/rootfs";
+  r.created = "2026-12-01T22:11:55.535880233Z";
+  r.monitor = {123, 456};
+  r.vmm = {124, 457};
+  r.started = true;
+  r.jail_dir = "/srv/jailer/ember/c1";
+  r.annotations = {{"a", "b"}};
+  auto back = RecordFromJson(RecordToJson(r));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->id, "c1");
+  EXPECT_EQ(back->monitor.pid, 123);
+  EXPECT_EQ(back->monitor.start_time, 456u);
+  EXPECT_EQ(back->vmm.pid, 124);
+  EXPECT_TRUE(back->started);
+  EXPECT_EQ(back->jail_dir, r.jail_dir);
+  EXPECT_EQ(back->annotations, r.annotations);
+  EXPECT_FALSE(RecordFromJson("{}").ok());
+}
+
+TEST(StateTest, OciStateHasTheSpecsFieldsAndNoPidOnceStopped) {
+  ContainerRecord r;
+  r.id = "c1";
+  r.bundle = "/b";
+  r.rootfs = "/b/rootfs";
+  r.created = NowRfc3339();
+  r.monitor = {4242, 1};
+  rapidjson::Document doc;
+  doc.Parse(OciStateJson(r, Status::kRunning).c_str());
+  ASSERT_TRUE(doc.IsObject());
+  EXPECT_STREQ(doc["ociVersion"].GetString(), kOciVersion);
+  EXPECT_STREQ(doc["id"].GetString(), "c1");
+  EXPECT_STREQ(doc["status"].GetString(), "running");
+  EXPECT_EQ(doc["pid"].GetInt(), 4242);
+  EXPECT_STREQ(doc["bundle"].GetString(), "/b");
+  EXPECT_STREQ(doc["rootfs"].GetString(), "/b/rootfs");
+  EXPECT_EQ(std::string(doc["created"].GetString()).size(), 30u);  // ...T..:..:..\.9 digitsZ
+  doc.Parse(OciStateJson(r, Status::kStopped).c_str());
+  EXPECT_EQ(doc["pid"].GetInt(), 0);
+  EXPECT_STREQ(doc["status"].GetString(), "stopped");
+}
+
+TEST(StateTest, StatusFollowsTheMonitorAndItsStartTime) {
+  pid_t child = fork();
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  ContainerRecord r;
+  r.monitor = RefOf(child);
+  ASSERT_NE(r.monitor.start_time, 0u);
+  EXPECT_EQ(StatusOf(r), Status::kCreated);
+  r.started = true;
+  EXPECT_EQ(StatusOf(r), Status::kRunning);
+  // Another process with that pid (another start time) is not the monitor.
+  ContainerRecord other = r;
+  other.monitor.start_time += 1;
+  EXPECT_EQ(StatusOf(other), Status::kStopped);
+  kill(child, SIGKILL);
+  // A zombie has exited: stopped before it is reaped.
+  for (int i = 0; i < 100 && Alive(r.monitor); ++i) usleep(10000);
+  EXPECT_EQ(StatusOf(r), Status::kStopped);
+  waitpid(child, nullptr, 0);
+  EXPECT_EQ(StatusOf(r), Status::kStopped);
+}
+
+TEST(StateTest, IdsAsRuncTakesThem) {
+  EXPECT_TRUE(ValidId("abc-DEF_1.2+3"));
+  EXPECT_FALSE(ValidId(""));
+  EXPECT_FALSE(ValidId(".."));
+  EXPECT_FALSE(ValidId("a/b"));
+  EXPECT_FALSE(ValidId("a b"));
+}
+
+}  // namespace
+}  // namespace ember::oci
