@@ -76,7 +76,7 @@ void RunMonitor(MonitorPlan plan) {
 
   pid_t vmm = -1;
   if (plan.owns_vm) {
-    auto started = StartVmm(plan.assets, plan.dir, plan.config);
+    auto started = StartVmm(plan.assets, plan.layout, plan.dir);
     uint32_t pid = started.ok() ? static_cast<uint32_t>(*started) : 0;
     (void)!write(plan.ready_fd, &pid, sizeof(pid));
     close(plan.ready_fd);

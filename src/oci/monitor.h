@@ -40,8 +40,8 @@ struct MonitorPlan {
   // writes to (a non-blocking read end). An exec's monitor has neither.
   bool owns_vm = false;
   VmAssets assets;
+  VmLayout layout;
   std::string dir;      // the container's state directory
-  std::string config;   // the VM's configuration file
   int start_fifo = -1;
   int ready_fd = -1;    // the VMM's pid (4 bytes) or 0 goes here, then closed
 };

@@ -185,7 +185,9 @@ int Create(const oci::CommandLine& cl) {
   if (!spec->process.terminal && !console_socket.empty()) {
     return fail("cannot use console socket if ember-oci will not allocate tty");
   }
-  mkdir(cl.root.c_str(), 0711);
+  for (size_t pos = 1; pos <= cl.root.size(); ++pos) {  // mkdir -p: the shim adds a namespace
+    if (pos == cl.root.size() || cl.root[pos] == '/') mkdir(cl.root.substr(0, pos).c_str(), 0711);
+  }
   std::string dir = Dir(cl, id);
   if (mkdir(dir.c_str(), 0700) != 0) {
     if (errno == EEXIST) return fail("container with given ID already exists");
@@ -196,57 +198,68 @@ int Create(const oci::CommandLine& cl) {
     RemoveTree(dir);
     return fail(why);
   };
-  std::string uds = dir + "/v.sock";
-  if (uds.size() >= 108) return undo("state directory path too long for a socket: " + dir);
-
+  oci::VmAssets assets = oci::FindAssets();
+  auto layout = oci::PrepareLayout(assets, cl.root, id, dir);
+  if (!layout.ok()) return undo(std::string(layout.status().message()));
+  auto undo_all = [&](const std::string& why) {
+    if (!layout->jail_dir.empty()) RemoveTree(layout->jail_dir);
+    return undo(why);
+  };
+  if (layout->uds.size() >= 108) {
+    return undo_all("path too long for the VM's socket: " + layout->uds);
+  }
   auto image_begin = std::chrono::steady_clock::now();
-  std::string image = dir + "/root.ext4";
-  if (auto s = oci::MakeImage(spec->root_path, image); !s.ok()) {
-    return undo(std::string(s.message()));
+  if (auto s = oci::MakeImage(spec->root_path, layout->image); !s.ok()) {
+    return undo_all(std::string(s.message()));
   }
   logger.Write("info", absl::StrCat("image of ", spec->root_path, " made in ",
                                     Seconds(image_begin), " s"));
-  oci::VmAssets assets = oci::FindAssets();
-  std::string config = dir + "/vm.json";
-  if (!WriteFileAtomic(config, oci::VmConfigJson(assets, image, uds, spec->vm))) {
-    return undo("cannot write " + config);
+  bool jailed = !layout->jail_dir.empty();
+  if (jailed && chown(layout->image.c_str(), assets.jail_uid, assets.jail_gid) != 0) {
+    return undo_all("cannot give the image to the jail's user: " + std::string(strerror(errno)));
   }
+  std::string config = oci::VmConfigJson(
+      jailed ? "/vmlinux" : assets.kernel, jailed ? "/agent.ext4" : assets.rootfs,
+      jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec->vm);
+  if (!WriteFileAtomic(layout->config, config)) return undo_all("cannot write " + layout->config);
   std::string fifo = dir + "/exec.fifo";
-  if (mkfifo(fifo.c_str(), 0600) != 0) return undo("mkfifo: " + std::string(strerror(errno)));
+  if (mkfifo(fifo.c_str(), 0600) != 0) {
+    return undo_all("mkfifo: " + std::string(strerror(errno)));
+  }
   Fd fifo_r(open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!fifo_r.valid()) return undo("cannot open " + fifo);
+  if (!fifo_r.valid()) return undo_all("cannot open " + fifo);
 
   oci::Pty pty;
   if (spec->process.terminal) {
-    if (auto s = oci::OpenPty(&pty); !s.ok()) return undo(std::string(s.message()));
+    if (auto s = oci::OpenPty(&pty); !s.ok()) return undo_all(std::string(s.message()));
     if (auto s = oci::SendConsole(console_socket, pty.master.get(), pty.name); !s.ok()) {
-      return undo(std::string(s.message()));
+      return undo_all(std::string(s.message()));
     }
     pty.master.reset();
   }
   int ready[2];
-  if (pipe2(ready, O_CLOEXEC) != 0) return undo("pipe: " + std::string(strerror(errno)));
+  if (pipe2(ready, O_CLOEXEC) != 0) return undo_all("pipe: " + std::string(strerror(errno)));
   Fd ready_r(ready[0]), ready_w(ready[1]);
 
   oci::MonitorPlan plan;
-  plan.exec.socket_path = uds;
+  plan.exec.socket_path = layout->uds;
   plan.exec.request = oci::ContainerRequest(spec->process, spec->hostname);
   plan.tty_slave = pty.slave.get();
   plan.owns_vm = true;
   plan.assets = assets;
+  plan.layout = *layout;
   plan.dir = dir;
-  plan.config = config;
   plan.start_fifo = fifo_r.get();
   plan.ready_fd = ready_w.get();
   pid_t monitor = fork();
-  if (monitor < 0) return undo("fork: " + std::string(strerror(errno)));
+  if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) oci::RunMonitor(std::move(plan));
   ready_w.reset();
   uint32_t vmm = 0;
   if (read(ready_r.get(), &vmm, sizeof(vmm)) != sizeof(vmm) || vmm == 0) {
     kill(monitor, SIGKILL);
     waitpid(monitor, nullptr, 0);
-    return undo("cannot start " + assets.vmm);
+    return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm));
   }
   oci::ContainerRecord record;
   record.id = id;
@@ -256,10 +269,12 @@ int Create(const oci::CommandLine& cl) {
   record.monitor = oci::RefOf(monitor);
   record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
   record.annotations = spec->annotations;
+  record.jail_dir = layout->jail_dir;
+  record.uds = layout->uds;
   if (!Save(cl, record) || !WritePidFile(cl.Value("pid-file"), monitor)) {
     kill(monitor, SIGKILL);
     waitpid(monitor, nullptr, 0);
-    return undo("cannot write the container's state");
+    return undo_all("cannot write the container's state");
   }
   logger.Write("info", absl::StrCat("created ", id, " in ", Seconds(begin), " s"));
   return 0;
@@ -316,7 +331,13 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   // gone before its files go.
   for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
   RemoveTree(Dir(cl, r.id));
-  if (!r.jail_dir.empty()) RemoveTree(r.jail_dir);
+  if (!r.jail_dir.empty()) {
+    RemoveTree(r.jail_dir);
+    // The jail's parents, once no other container's jail is in them.
+    std::string parent = r.jail_dir.substr(0, r.jail_dir.rfind('/'));
+    rmdir(parent.c_str());
+    rmdir(parent.substr(0, parent.rfind('/')).c_str());
+  }
 }
 
 int Delete(const oci::CommandLine& cl) {
@@ -357,7 +378,7 @@ int Exec(const oci::CommandLine& cl) {
     pty.master.reset();
   }
   oci::MonitorPlan plan;
-  plan.exec.socket_path = Dir(cl, record->id) + "/v.sock";
+  plan.exec.socket_path = record->uds;
   plan.exec.request = oci::ContainerRequest(*process, "");
   plan.tty_slave = pty.slave.get();
   pid_t pid = fork();

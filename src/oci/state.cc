@@ -97,6 +97,8 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.Bool(r.started);
   w.Key("jail_dir");
   w.String(r.jail_dir.c_str());
+  w.Key("uds");
+  w.String(r.uds.c_str());
   w.Key("annotations");
   Annotations(&w, r.annotations);
   w.EndObject();
@@ -122,6 +124,7 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.vmm = {static_cast<pid_t>(num("vmm_pid")), num("vmm_start")};
   r.started = doc.HasMember("started") && doc["started"].IsBool() && doc["started"].GetBool();
   r.jail_dir = str("jail_dir");
+  r.uds = str("uds");
   if (doc.HasMember("annotations") && doc["annotations"].IsObject()) {
     for (const auto& m : doc["annotations"].GetObject()) {
       if (m.value.IsString()) r.annotations[m.name.GetString()] = m.value.GetString();

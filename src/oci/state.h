@@ -32,6 +32,7 @@ struct ContainerRecord {
   ProcessRef vmm;       // ember (or the jailer that became it)
   bool started = false;
   std::string jail_dir;  // the jail's directory to remove at delete; or ""
+  std::string uds;       // the VM's vsock socket on the host (exec connects there)
   std::map<std::string, std::string> annotations;
 };
 

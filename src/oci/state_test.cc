@@ -21,6 +21,7 @@ TEST(StateTest, RecordRoundTrips) {
   r.vmm = {124, 457};
   r.started = true;
   r.jail_dir = "/srv/jailer/ember/c1";
+  r.uds = "/srv/jailer/ember/c1/root/v.sock";
   r.annotations = {{"a", "b"}};
   auto back = RecordFromJson(RecordToJson(r));
   ASSERT_TRUE(back.ok()) << back.status();
@@ -30,6 +31,7 @@ TEST(StateTest, RecordRoundTrips) {
   EXPECT_EQ(back->vmm.pid, 124);
   EXPECT_TRUE(back->started);
   EXPECT_EQ(back->jail_dir, r.jail_dir);
+  EXPECT_EQ(back->uds, r.uds);
   EXPECT_EQ(back->annotations, r.annotations);
   EXPECT_FALSE(RecordFromJson("{}").ok());
 }

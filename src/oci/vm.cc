@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -42,9 +43,77 @@ VmAssets FindAssets() {
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   std::string dir = n > 0 ? std::string(self, n) : std::string("/usr/local/bin/ember-oci");
   dir = dir.substr(0, dir.rfind('/'));
-  return {EnvOr("EMBER_OCI_VMM", dir + "/ember"),
-          EnvOr("EMBER_OCI_KERNEL", dir + "/guest/vmlinux"),
-          EnvOr("EMBER_OCI_ROOTFS", dir + "/guest/rootfs.ext4")};
+  VmAssets assets{EnvOr("EMBER_OCI_VMM", dir + "/ember"),
+                  EnvOr("EMBER_OCI_KERNEL", dir + "/guest/vmlinux"),
+                  EnvOr("EMBER_OCI_ROOTFS", dir + "/guest/rootfs.ext4"),
+                  EnvOr("EMBER_OCI_JAILER", dir + "/ember-jailer")};
+  if (assets.jailer == "none") assets.jailer.clear();
+  assets.jail_uid = static_cast<uint32_t>(std::stoul(EnvOr("EMBER_OCI_JAIL_UID", "65534")));
+  assets.jail_gid = static_cast<uint32_t>(std::stoul(EnvOr("EMBER_OCI_JAIL_GID", "65534")));
+  return assets;
+}
+
+std::string JailId(const std::string& root, const std::string& id) {
+  // FNV-1a, 64 bits: short, stable, and a jail per (root, id).
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : root + '\0' + id) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "oci-%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+namespace {
+
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    if (mkdir(path.substr(0, pos).c_str(), mode) != 0 && errno != EEXIST) {
+      return ErrnoStatus("mkdir " + path.substr(0, pos));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A hard link, or a copy when `from` is on another file system.
+absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
+  char real[4096];
+  if (!realpath(from.c_str(), real)) return ErrnoStatus("realpath " + from);
+  if (link(real, to.c_str()) == 0) return absl::OkStatus();
+  std::ifstream in(real, std::ios::binary);
+  std::ofstream out(to, std::ios::binary | std::ios::trunc);
+  out << in.rdbuf();
+  if (!in || !out.flush()) return absl::InternalError("cannot copy " + from + " to " + to);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<VmLayout> PrepareLayout(const VmAssets& assets, const std::string& root,
+                                       const std::string& id, const std::string& state_dir) {
+  VmLayout l;
+  if (assets.jailer.empty()) {
+    l.host_root = state_dir;
+    l.config = l.config_in_vm = state_dir + "/vm.json";
+    l.uds = state_dir + "/v.sock";
+    l.image = state_dir + "/root.ext4";
+    return l;
+  }
+  l.jail_id = JailId(root, id);
+  l.chroot_base = root + "/jail";
+  std::string exec_name = assets.vmm.substr(assets.vmm.rfind('/') + 1);
+  l.jail_dir = l.chroot_base + "/" + exec_name + "/" + l.jail_id;
+  l.host_root = l.jail_dir + "/root";
+  if (auto s = MakeDirs(l.host_root, 0755); !s.ok()) return s;
+  if (auto s = LinkOrCopy(assets.kernel, l.host_root + "/vmlinux"); !s.ok()) return s;
+  if (auto s = LinkOrCopy(assets.rootfs, l.host_root + "/agent.ext4"); !s.ok()) return s;
+  l.config = l.host_root + "/vm.json";
+  l.config_in_vm = "/vm.json";
+  l.uds = l.host_root + "/v.sock";
+  l.image = l.host_root + "/root.ext4";
+  return l;
 }
 
 uint64_t TreeSize(const std::string& dir) {
@@ -88,15 +157,15 @@ absl::Status MakeImage(const std::string& dir, const std::string& image) {
   return absl::OkStatus();
 }
 
-std::string VmConfigJson(const VmAssets& assets, const std::string& image, const std::string& uds,
-                         const VmSize& size) {
+std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
+                         const std::string& image, const std::string& uds, const VmSize& size) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
   w.StartObject();
   w.Key("boot-source");
   w.StartObject();
   w.Key("kernel_image_path");
-  w.String(assets.kernel.c_str());
+  w.String(kernel.c_str());
   w.Key("boot_args");
   // ember_shell: the guest's init runs busybox init, which starts the agent.
   w.String("console=ttyS0 reboot=k panic=1 pci=off ember_shell");
@@ -115,7 +184,7 @@ std::string VmConfigJson(const VmAssets& assets, const std::string& image, const
     w.Bool(ro);
     w.EndObject();
   };
-  drive("agent", assets.rootfs, true, true);
+  drive("agent", rootfs, true, true);
   drive("container", image, false, false);
   w.EndArray();
   w.Key("machine-config");
@@ -136,9 +205,23 @@ std::string VmConfigJson(const VmAssets& assets, const std::string& image, const
   return buffer.GetString();
 }
 
-absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const std::string& dir,
-                               const std::string& config) {
+absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
+                               const std::string& dir) {
   std::string console = dir + "/console.log", log = dir + "/ember.log";
+  // Everything exec needs, built before fork.
+  std::vector<std::string> args;
+  if (!assets.jailer.empty()) {
+    args = {assets.jailer, "--id", layout.jail_id, "--exec-file", assets.vmm,
+            "--uid", std::to_string(assets.jail_uid), "--gid", std::to_string(assets.jail_gid),
+            "--chroot-base-dir", layout.chroot_base, "--"};
+  } else {
+    args = {assets.vmm};
+  }
+  for (const char* a : {"--no-api", "--config-file"}) args.push_back(a);
+  args.push_back(layout.config_in_vm);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return ErrnoStatus("fork");
@@ -158,8 +241,7 @@ absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const std::string& dir,
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);  // the monitor ignores SIGPIPE
-  execl(assets.vmm.c_str(), assets.vmm.c_str(), "--no-api", "--config-file", config.c_str(),
-        static_cast<char*>(nullptr));
+  execv(argv[0], argv.data());
   _exit(127);
 }
 

@@ -20,8 +20,35 @@ struct VmAssets {
   std::string vmm;
   std::string kernel;
   std::string rootfs;  // the agent's root file system (read-only)
+  // ember-jailer (<dir>/ember-jailer, EMBER_OCI_JAILER); empty: ember is
+  // started directly (EMBER_OCI_JAILER=none).
+  std::string jailer;
+  uint32_t jail_uid = 65534;  // EMBER_OCI_JAIL_UID / _GID
+  uint32_t jail_gid = 65534;
 };
 VmAssets FindAssets();
+
+// Where one VM runs. Without the jailer, the state directory itself and
+// the assets' own paths. With it, Firecracker's layout under
+// <root>/jail/ember/<jail id>/root, the assets hard-linked into it (same
+// file system; copied otherwise) and every path in the configuration seen
+// from inside the jail.
+struct VmLayout {
+  std::string jail_dir;   // <root>/jail/ember/<jail id>, to remove; "" without a jail
+  std::string jail_id;
+  std::string chroot_base;
+  std::string host_root;  // the jail's root on the host; the state dir without one
+  std::string config;     // the configuration file on the host
+  std::string config_in_vm;
+  std::string uds;        // the vsock socket on the host
+  std::string image;      // the container's image on the host
+};
+// Makes the jail's directory and links the kernel and agent root into it.
+absl::StatusOr<VmLayout> PrepareLayout(const VmAssets& assets, const std::string& root,
+                                       const std::string& id, const std::string& state_dir);
+// The jail's id for a container: 1-64 letters, digits, '-' (the jailer's
+// rule), stable for (root, id).
+std::string JailId(const std::string& root, const std::string& id);
 
 // The guest's view of the container's drive and where the agent mounts it.
 inline constexpr char kContainerDevice[] = "/dev/vdb";
@@ -39,14 +66,17 @@ absl::Status MakeImage(const std::string& dir, const std::string& image);
 // The VM's configuration file (Ember's --config-file, Firecracker's
 // format): the agent's root read-only, the container's image as the second
 // drive (the guest's /dev/vdb), vsock with `uds` as its host socket.
-std::string VmConfigJson(const VmAssets& assets, const std::string& image, const std::string& uds,
-                         const VmSize& size);
+// `kernel`, `rootfs`, `image`, `uds` as the VMM sees them.
+std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
+                         const std::string& image, const std::string& uds, const VmSize& size);
 
-// Starts ember on `config` in `dir` (console to console.log, its log to
-// ember.log), with nothing else inherited, and SIGKILL as its parent-death
-// signal so that it never outlives the monitor that started it. Returns its
-// pid.
-absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const std::string& dir,
-                               const std::string& config);
+// Starts ember on the layout's configuration (console to <dir>/console.log,
+// its log to <dir>/ember.log), with nothing else inherited: through
+// ember-jailer (which execs ember in the same process, seccomp on, as
+// jail_uid:jail_gid) or directly. SIGKILL is its parent-death signal, so
+// that it never outlives the monitor that started it (the jailer's change
+// of user clears that: then `delete` stops it). Returns its pid.
+absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
+                               const std::string& dir);
 
 }  // namespace ember::oci

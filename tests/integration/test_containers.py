@@ -1,0 +1,340 @@
+"""Containers in microVMs through containerd (issue 18): Debian's containerd,
+started by the test with its own config, root, state and socket under a
+temp dir, runs an OCI image the test builds from Debian's busybox-static
+(an OCI image layout tarball, no registry) with `ctr`, through
+containerd-shim-runc-v2 driving either runc (the baseline) or ember-oci
+(each container's process in its own Ember microVM). The same checks run
+on both and must give the same outputs and exit statuses:
+
+- `ctr run` prints the container's output, stdin reaches it, and its exit
+  status comes back (non-zero here; zero below);
+- `ctr run -d`, then `ctr task exec` runs more processes in the same
+  container (statuses 0 and 5), then `ctr task kill` stops it with SIGTERM
+  and `ctr task rm` reports 143;
+- `ctr run -t` answers on its terminal;
+- afterwards nothing of the container remains: no process, mount, socket
+  or file.
+
+Each Ember container boots a guest (tens of seconds to minutes on PVM
+hosts): three boots in all, one at a time.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+BUSYBOX = Path("/bin/busybox")
+IMAGE = "docker.io/library/ember-busybox:test"
+# A guest boot on a loaded PVM host can take minutes; runc takes a second.
+EMBER_TIMEOUT = 900
+APPLETS = ["sh", "echo", "cat", "sleep", "ls", "id", "hostname", "env", "true", "false", "tty",
+           "stty", "ps", "mount"]
+
+
+def _blob(layout, data):
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def build_image(path):
+    """An OCI image layout tarball at `path`: one layer with busybox and its
+    applets' links in /bin, /tmp and /etc/passwd."""
+    layout = Path(tempfile.mkdtemp())
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        def add_dir(name, mode=0o755):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = mode
+            tar.addfile(info)
+        for d in ("bin", "etc", "proc", "sys", "dev", "root"):
+            add_dir(d)
+        add_dir("tmp", 0o1777)
+        tar.add(str(BUSYBOX), "bin/busybox")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
+    layer_desc = _blob(layout, gzip.compress(layer.getvalue(), mtime=0))
+    layer_desc["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip"
+    config = {"architecture": "amd64", "os": "linux",
+              "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+              "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    config_desc = _blob(layout, json.dumps(config).encode())
+    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config_desc, "layers": [layer_desc]}
+    manifest_desc = _blob(layout, json.dumps(manifest).encode())
+    manifest_desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json"
+    manifest_desc["annotations"] = {"io.containerd.image.name": IMAGE,
+                                    "org.opencontainers.image.ref.name": "test"}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2,
+                                                   "manifests": [manifest_desc]}))
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    with tarfile.open(path, "w") as tar:
+        for entry in sorted(layout.iterdir()):
+            tar.add(str(entry), entry.name)
+    shutil.rmtree(layout)
+
+
+class Containerd:
+    """containerd with everything under `base`; ctr() runs ctr against it."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.sock = self.base / "c.sock"
+        config = self.base / "config.toml"
+        config.write_text(f'''version = 2
+root = "{self.base}/root"
+state = "{self.base}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+''')
+        self.log = open(self.base / "containerd.log", "wb")
+        self.proc = subprocess.Popen(["containerd", "-c", str(config)], stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while self.ctr("version", check=False).returncode != 0:
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.log_text()
+            time.sleep(0.2)
+
+    def log_text(self):
+        return (self.base / "containerd.log").read_text(errors="replace")[-4000:]
+
+    def ctr(self, *args, check=True, timeout=120, **kw):
+        proc = subprocess.run(["ctr", "-a", str(self.sock), *args], capture_output=True,
+                              timeout=timeout, **kw)
+        if check:
+            assert proc.returncode == 0, (args, proc.stdout, proc.stderr, self.log_text())
+        return proc
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def containerd_unavailable():
+    for tool in ("containerd", "ctr", "containerd-shim-runc-v2", "runc"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (Debian's containerd and runc packages)"
+    if os.geteuid() != 0:
+        return "containerd needs root"
+    return None
+
+
+@pytest.fixture(scope="module")
+def containerd():
+    why = containerd_unavailable()
+    if why:
+        pytest.skip(why)
+    # Short: the state directories hold Unix sockets (108-byte paths).
+    base = Path(tempfile.mkdtemp(prefix="ectr-", dir="/tmp"))
+    daemon = Containerd(base)
+    try:
+        build_image(base / "image.tar")
+        daemon.ctr("images", "import", "--snapshotter", "native", str(base / "image.tar"))
+        yield daemon
+    finally:
+        daemon.stop()
+        leftovers = processes_under(base)
+        for pid in leftovers:  # shims or VMMs a failed test left; ours alone
+            os.kill(pid, signal.SIGKILL)
+        subprocess.run(["umount", "-R", "-l", str(base / "state")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def processes_under(path):
+    """Pids whose command line names `path` (the shims, monitors, VMMs of
+    this containerd)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+class Runtime:
+    """How `ctr run` reaches one runtime: runc or ember-oci, each with its
+    own state root."""
+
+    def __init__(self, name, daemon):
+        self.name = name
+        self.daemon = daemon
+        self.root = daemon.base / f"{name}-state"
+        self.binary = shutil.which("runc") if name == "runc" else \
+            str(ROOT / "build" / "ember-oci")
+        self.timeout = 120 if name == "runc" else EMBER_TIMEOUT
+
+    def run_args(self):
+        return ["--snapshotter", "native", "--runc-binary", self.binary,
+                "--runc-root", str(self.root)]
+
+    def check_clean(self, cid):
+        """Nothing of container `cid` remains."""
+        left = [p for p in processes_under(self.daemon.base)
+                if p != self.daemon.proc.pid]
+        assert not left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
+        assert not mounts_under(self.daemon.base / "state"), mounts_under(self.daemon.base)
+        leftover = list(self.root.rglob("*")) if self.root.exists() else []
+        assert not [p for p in leftover if cid in str(p)], leftover
+        tasks = self.daemon.ctr("tasks", "ls", "-q").stdout.decode().split()
+        assert cid not in tasks
+
+
+RUNTIMES = ["runc", "ember"]
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request, containerd):
+    if request.param == "ember":
+        for need in (ROOT / "build" / "ember-oci", ROOT / "build" / "ember",
+                     ROOT / "build" / "guest" / "vmlinux", ROOT / "build" / "guest" / "rootfs.ext4"):
+            assert need.exists(), f"{need} is missing: build it (tools/devtool setup)"
+    return Runtime(request.param, containerd)
+
+
+def test_run_prints_output_takes_stdin_and_returns_the_status(runtime):
+    d = runtime.daemon
+    cid = f"{runtime.name}-run"
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["ctr", "-a", str(d.sock), "run", "--rm", *runtime.run_args(), IMAGE, cid,
+         "sh", "-c", "echo hello; read line; echo \"got $line\"; hostname; id -u; exit 3"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    first_line_s = time.monotonic() - start
+    proc.stdin.write(b"world\n")
+    proc.stdin.close()
+    rest = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=runtime.timeout)
+    print(f"{runtime.name}: ctr run to the first output line {first_line_s:.2f} s")
+    assert first == b"hello\n", (first, err, d.log_text())
+    lines = rest.decode().splitlines()
+    assert lines[0] == "got world" and lines[2] == "0", (lines, err)
+    assert proc.returncode == 3, (proc.returncode, err)
+    runtime.check_clean(cid)
+
+
+def test_detached_container_exec_and_sigterm(runtime):
+    d = runtime.daemon
+    cid = f"{runtime.name}-detached"
+    script = "trap 'echo term; exit 143' TERM; echo up > /tmp/up; while true; do sleep 1; done"
+    d.ctr("run", "-d", *runtime.run_args(), IMAGE, cid, "sh", "-c", script,
+          timeout=runtime.timeout)
+    try:
+        # The first exec waits for the process (and, with Ember, the guest).
+        deadline = time.monotonic() + runtime.timeout
+        while True:
+            ran = d.ctr("task", "exec", "--exec-id", "probe", cid, "cat", "/tmp/up", check=False,
+                        timeout=runtime.timeout)
+            if ran.returncode == 0:
+                break
+            assert time.monotonic() < deadline, (ran.stdout, ran.stderr)
+            time.sleep(2)
+        assert ran.stdout == b"up\n"
+        ran = d.ctr("task", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo exec; exit 5",
+                    check=False, timeout=runtime.timeout)
+        assert (ran.returncode, ran.stdout) == (5, b"exec\n"), ran.stderr
+        tasks = d.ctr("task", "ls").stdout.decode()
+        assert re.search(rf"^{cid}\s+\d+\s+RUNNING", tasks, re.M), tasks
+        d.ctr("task", "kill", "-s", "SIGTERM", cid)
+        deadline = time.monotonic() + runtime.timeout
+        while "STOPPED" not in d.ctr("task", "ls").stdout.decode():
+            assert time.monotonic() < deadline, d.ctr("task", "ls").stdout
+            time.sleep(0.5)
+        # ctr task rm reports a non-zero status as a warning.
+        removed = d.ctr("task", "rm", cid)
+        assert b"exit with non-zero exit code 143" in removed.stderr, removed.stderr
+    finally:
+        d.ctr("task", "rm", "-f", cid, check=False)
+        d.ctr("container", "rm", cid, check=False)
+    runtime.check_clean(cid)
+
+
+def test_run_with_a_terminal(runtime):
+    d = runtime.daemon
+    cid = f"{runtime.name}-tty"
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp("ctr", ["ctr", "-a", str(d.sock), "run", "-t", "--rm", *runtime.run_args(),
+                          IMAGE, cid, "sh", "-c",
+                          "tty >/dev/null && echo on-a-tty; read x; echo \"answer $x\""])
+    out = b""
+    deadline = time.monotonic() + runtime.timeout
+
+    def read_until(text):
+        nonlocal out
+        while text not in out:
+            assert time.monotonic() < deadline, out
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        return text in out
+
+    try:
+        assert read_until(b"on-a-tty"), out
+        os.write(fd, b"42\r")
+        assert read_until(b"answer 42"), out
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0, out
+        # The guest's terminal echoes the input as runc's does.
+        assert re.search(rb"\n42\r+\n", out), out
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+        d.ctr("task", "rm", "-f", cid, check=False)
+        d.ctr("container", "rm", cid, check=False)
+    runtime.check_clean(cid)
