@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/log.h"
+#include "src/common/version.h"
 
 namespace ember {
 
@@ -80,10 +81,24 @@ absl::StatusOr<uint64_t> Number(const std::string& arg, const std::string& value
 
 }  // namespace
 
-std::string DefaultApiSocket(absl::string_view program) {
+namespace {
+
+bool NamedFirecracker(absl::string_view program) {
   const size_t slash = program.rfind('/');
   absl::string_view name = slash == absl::string_view::npos ? program : program.substr(slash + 1);
-  return absl::StartsWith(name, "firecracker") ? "/run/firecracker.socket" : "/run/ember.socket";
+  return absl::StartsWith(name, "firecracker");
+}
+
+}  // namespace
+
+std::string DefaultApiSocket(absl::string_view program) {
+  return NamedFirecracker(program) ? "/run/firecracker.socket" : "/run/ember.socket";
+}
+
+std::string VersionText(absl::string_view program) {
+  const std::string ember = absl::StrCat("Ember v", kVersion, "\n");
+  if (!NamedFirecracker(program)) return ember;
+  return absl::StrCat("Firecracker v", kFirecrackerApiVersion, "\n\n", ember);
 }
 
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,

@@ -50,6 +50,11 @@ struct CliOptions {
 // other name. `program` is argv[0].
 std::string DefaultApiSocket(absl::string_view program);
 
+// What --version prints. Installed as firecracker*, Ember answers as
+// Firecracker does ("Firecracker v<API level>" first: Kata's driver takes
+// the second word and wants at least 0.21.1), then its own version.
+std::string VersionText(absl::string_view program);
+
 // Parses argv[1..]; accepts "--opt value" and "--opt=value". `program`
 // (argv[0]) chooses the default API socket.
 absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,

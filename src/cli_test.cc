@@ -1,6 +1,8 @@
 #include "src/cli.h"
 
 #include <gtest/gtest.h>
+#include "absl/strings/str_cat.h"
+#include "src/common/version.h"
 
 namespace ember {
 namespace {
@@ -15,6 +17,11 @@ TEST(CliTest, ParsesFirecrackerStyleOptions) {
   EXPECT_EQ(ParseCli({"--api-sock", "/tmp/s"})->api_sock, "/tmp/s");
   EXPECT_TRUE(ParseCli({"--help"})->help);
   EXPECT_TRUE(ParseCli({"--version"})->version);
+  EXPECT_EQ(VersionText("/usr/bin/ember"), absl::StrCat("Ember v", kVersion, "\n"));
+  // Under Firecracker's name the first line is Firecracker's: Kata's driver
+  // reads its second word as the release (at least 0.21.1).
+  EXPECT_EQ(VersionText("/srv/jail/firecracker"),
+            absl::StrCat("Firecracker v", kFirecrackerApiVersion, "\n\nEmber v", kVersion, "\n"));
 }
 
 TEST(CliTest, RefusesWithAMessage) {
