@@ -60,7 +60,8 @@ TEST(RouterTest, EveryServedRouteIsAnsweredAndOtherMethodsAreRefused) {
       HttpResponse r = Route({method, Concrete(path), method == "GET" ? "" : "{}"}, runner);
       bool served = methods.count(method) > 0;
       if (served) {
-        EXPECT_EQ(r.body.find("Invalid request method"), std::string::npos) << method << " " << path;
+        EXPECT_EQ(r.body.find("Invalid request method"), std::string::npos)
+            << method << " " << path;
       } else {
         EXPECT_EQ(r.status, 400) << method << " " << path;
         EXPECT_EQ(r.body, Fault(400, "Invalid request method and/or path: " + method + " " +
@@ -201,9 +202,9 @@ TEST(RouterTest, AGetWithABodyAndAPutOrPatchWithoutOneAreRefused) {
 TEST(RouterTest, IdsInPathsFollowFirecrackersRule) {
   int calls = 0;
   auto put_drive = [&](const std::string& path, const std::string& id) {
-    return Route({"PUT", path,
-                  R"({"drive_id": ")" + id + R"(", "path_on_host": "/x", "is_root_device": false})"},
-                 Counting(&calls));
+    std::string body =
+        R"({"drive_id": ")" + id + R"(", "path_on_host": "/x", "is_root_device": false})";
+    return Route({"PUT", path, body}, Counting(&calls));
   };
   EXPECT_EQ(put_drive("/drives/root_FS9", "root_FS9").status, 204);
   EXPECT_EQ(calls, 1);
@@ -237,8 +238,8 @@ TEST(RouterTest, DeprecatedFieldsAreTakenAndFlagged) {
       {"PUT", "/vsock", R"({"vsock_id": "root", "guest_cid": 3, "uds_path": "/v"})", true},
       {"PUT", "/vsock", R"({"vsock_id": null, "guest_cid": 3, "uds_path": "/v"})", false},
       {"PUT", "/vsock", R"({"guest_cid": 3, "uds_path": "/v"})", false},
-      {"PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"})",
-       true},
+      {"PUT", "/machine-config",
+       R"({"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": "None"})", true},
       {"PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 128})", false},
       {"PATCH", "/machine-config", R"({"cpu_template": "None"})", true},
       {"PATCH", "/machine-config", R"({"vcpu_count": 2})", false},
@@ -263,8 +264,8 @@ TEST(RouterTest, DeprecatedFieldsAreTakenAndFlagged) {
   ActionRunner fail = [](VmmAction) -> absl::StatusOr<VmmResult> {
     return absl::InvalidArgumentError("no such snapshot");
   };
-  HttpResponse r = Route({"PUT", "/snapshot/load", R"({"snapshot_path": "/s", "mem_file_path": "/m"})"},
-                         fail);
+  HttpResponse r = Route(
+      {"PUT", "/snapshot/load", R"({"snapshot_path": "/s", "mem_file_path": "/m"})"}, fail);
   EXPECT_EQ(r.status, 400);
   EXPECT_TRUE(r.deprecated);
   r = Route({"PUT", "/vsock", R"({"vsock_id": "root", "guest_cid": 1, "uds_path": "/v"})"}, fail);
