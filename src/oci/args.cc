@@ -47,6 +47,7 @@ const std::vector<CommandSpec>& Commands() {
       {"ps", {{"format", "f", true}}, 1, 64},
       {"list", {{"format", "f", true}, {"quiet", "q", false}}, 0, 0},
       {"features", {}, 0, 0},
+      {"template", {}, 0, 0},  // Ember's own: build the template snapshot
   };
   return commands;
 }

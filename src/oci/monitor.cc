@@ -76,11 +76,22 @@ void RunMonitor(MonitorPlan plan) {
 
   pid_t vmm = -1;
   if (plan.owns_vm) {
-    auto started = StartVmm(plan.assets, plan.layout, plan.dir);
-    uint32_t pid = started.ok() ? static_cast<uint32_t>(*started) : 0;
+    bool jailed = !plan.layout.jail_dir.empty();
+    std::string api = (jailed ? plan.layout.host_root : plan.dir) + "/api.sock";
+    auto started = plan.restore
+                       ? StartVmm(plan.assets, plan.layout, plan.dir, jailed ? "/api.sock" : api, "")
+                       : StartVmm(plan.assets, plan.layout, plan.dir);
+    absl::Status status = started.status();
+    if (started.ok() && plan.restore) {
+      status = RestoreFromTemplate(plan.layout, plan.template_files, api);
+      if (!status.ok()) StopVmm(*started);
+    }
+    uint32_t pid = status.ok() ? static_cast<uint32_t>(*started) : 0;
+    std::string message(status.message());
     (void)!write(plan.ready_fd, &pid, sizeof(pid));
+    if (!status.ok()) (void)!write(plan.ready_fd, message.data(), message.size());
     close(plan.ready_fd);
-    if (!started.ok()) _exit(1);
+    if (!status.ok()) _exit(1);
     vmm = *started;
     WaitForStart(plan.start_fifo);
     close(plan.start_fifo);
@@ -89,6 +100,12 @@ void RunMonitor(MonitorPlan plan) {
       vmm = -1;  // reaped: its pid is no longer ours to signal
       return true;
     };
+    // A cold-booted guest is still starting programs when its agent
+    // listens; the process's exec waits until they are done (a restored
+    // one was snapshotted after that).
+    if (!plan.restore) {
+      WaitForConsole(plan.dir + "/console.log", kGuestSettled, 1800, plan.exec.gave_up);
+    }
   }
   // A boot takes tens of seconds on PVM hosts; on hardware, a fraction of one.
   plan.exec.connect_wait_s = 600;

@@ -22,6 +22,7 @@
 #include "src/agent/protocol.h"
 #include "src/client/exec_client.h"
 #include "src/oci/spec.h"
+#include "src/oci/template.h"
 #include "src/oci/vm.h"
 
 namespace ember::oci {
@@ -43,7 +44,11 @@ struct MonitorPlan {
   VmLayout layout;
   std::string dir;      // the container's state directory
   int start_fifo = -1;
-  int ready_fd = -1;    // the VMM's pid (4 bytes) or 0 goes here, then closed
+  // The VMM's pid (4 bytes) goes here once it runs (restored, with a
+  // template); or 0 and a message. Then it is closed.
+  int ready_fd = -1;
+  bool restore = false;  // from the template rather than a cold boot
+  TemplateFiles template_files;
 };
 
 // In the forked monitor: never returns. Becomes a session leader (so the

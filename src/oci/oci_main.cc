@@ -38,6 +38,7 @@
 #include "src/oci/monitor.h"
 #include "src/oci/spec.h"
 #include "src/oci/state.h"
+#include "src/oci/template.h"
 #include "src/oci/vm.h"
 
 namespace {
@@ -222,6 +223,17 @@ int Create(const oci::CommandLine& cl) {
       jailed ? "/vmlinux" : assets.kernel, jailed ? "/agent.ext4" : assets.rootfs,
       jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec->vm);
   if (!WriteFileAtomic(layout->config, config)) return undo_all("cannot write " + layout->config);
+  // A container starts from the template when there is one (made in the
+  // same mode) unless asked to boot cold.
+  oci::TemplateFiles tpl;
+  const char* boot = getenv("EMBER_OCI_BOOT");
+  auto boot_annotation = spec->annotations.find("io.ember.boot");
+  bool cold = (boot && std::string(boot) == "cold") ||
+              (boot_annotation != spec->annotations.end() && boot_annotation->second == "cold");
+  bool restore = !cold && oci::TemplateReady(cl.root, &tpl) && tpl.jailed == jailed;
+  if (restore) {
+    if (auto s = oci::PrepareRestore(*layout, tpl); !s.ok()) return undo_all(std::string(s.message()));
+  }
   std::string fifo = dir + "/exec.fifo";
   if (mkfifo(fifo.c_str(), 0600) != 0) {
     return undo_all("mkfifo: " + std::string(strerror(errno)));
@@ -251,15 +263,20 @@ int Create(const oci::CommandLine& cl) {
   plan.dir = dir;
   plan.start_fifo = fifo_r.get();
   plan.ready_fd = ready_w.get();
+  plan.restore = restore;
+  plan.template_files = tpl;
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) oci::RunMonitor(std::move(plan));
   ready_w.reset();
   uint32_t vmm = 0;
   if (read(ready_r.get(), &vmm, sizeof(vmm)) != sizeof(vmm) || vmm == 0) {
+    char why[1024];
+    ssize_t n = read(ready_r.get(), why, sizeof(why));
     kill(monitor, SIGKILL);
     waitpid(monitor, nullptr, 0);
-    return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm));
+    return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm) +
+                    (n > 0 ? ": " + std::string(why, n) : std::string()));
   }
   oci::ContainerRecord record;
   record.id = id;
@@ -276,7 +293,8 @@ int Create(const oci::CommandLine& cl) {
     waitpid(monitor, nullptr, 0);
     return undo_all("cannot write the container's state");
   }
-  logger.Write("info", absl::StrCat("created ", id, " in ", Seconds(begin), " s"));
+  logger.Write("info", absl::StrCat("created ", id, restore ? " from the template" : " (cold boot)",
+                                    " in ", Seconds(begin), " s"));
   return 0;
 }
 
@@ -472,5 +490,13 @@ int main(int argc, char** argv) {
   if (c == "ps") return Ps(cl);
   if (c == "list") return List(cl);
   if (c == "features") return Features();
+  if (c == "template") {
+    auto begin = std::chrono::steady_clock::now();
+    if (auto s = oci::BuildTemplate(oci::FindAssets(), cl.root); !s.ok()) {
+      return Error("cannot make the template: " + std::string(s.message()));
+    }
+    logger.Write("info", absl::StrCat("template made in ", Seconds(begin), " s"));
+    return 0;
+  }
   return Error("No help topic for '" + c + "'", oci::kExitUnknownCommand);
 }

@@ -77,8 +77,10 @@ absl::Status MakeDirs(const std::string& path, mode_t mode) {
   return absl::OkStatus();
 }
 
-// A hard link, or a copy when `from` is on another file system.
+}  // namespace
+
 absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
+  unlink(to.c_str());
   char real[4096];
   if (!realpath(from.c_str(), real)) return ErrnoStatus("realpath " + from);
   if (link(real, to.c_str()) == 0) return absl::OkStatus();
@@ -89,7 +91,18 @@ absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
   return absl::OkStatus();
 }
 
-}  // namespace
+bool WaitForConsole(const std::string& path, const std::string& text, double timeout_s,
+                    const std::function<bool()>& gave_up) {
+  for (double waited = 0; waited < timeout_s; waited += 0.1) {
+    std::ifstream in(path);
+    std::stringstream all;
+    all << in.rdbuf();
+    if (all.str().find(text) != std::string::npos) return true;
+    if (gave_up && gave_up()) return false;
+    usleep(100 * 1000);
+  }
+  return false;
+}
 
 absl::StatusOr<VmLayout> PrepareLayout(const VmAssets& assets, const std::string& root,
                                        const std::string& id, const std::string& state_dir) {
@@ -206,7 +219,8 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
 }
 
 absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
-                               const std::string& dir) {
+                               const std::string& dir, const std::string& api_in_vm,
+                               const std::string& config_in_vm) {
   std::string console = dir + "/console.log", log = dir + "/ember.log";
   // Everything exec needs, built before fork.
   std::vector<std::string> args;
@@ -217,8 +231,16 @@ absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
   } else {
     args = {assets.vmm};
   }
-  for (const char* a : {"--no-api", "--config-file"}) args.push_back(a);
-  args.push_back(layout.config_in_vm);
+  if (api_in_vm.empty()) {
+    args.push_back("--no-api");
+  } else {
+    args.push_back("--api-sock");
+    args.push_back(api_in_vm);
+  }
+  if (!config_in_vm.empty()) {
+    args.push_back("--config-file");
+    args.push_back(config_in_vm == "-" ? layout.config_in_vm : config_in_vm);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -76,7 +77,23 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
 // jail_uid:jail_gid) or directly. SIGKILL is its parent-death signal, so
 // that it never outlives the monitor that started it (the jailer's change
 // of user clears that: then `delete` stops it). Returns its pid.
+// `api_in_vm`: the API socket as the VMM sees it, or "" for --no-api;
+// `config_in_vm` "" starts it without a configuration (to load a snapshot).
 absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
-                               const std::string& dir);
+                               const std::string& dir, const std::string& api_in_vm = "",
+                               const std::string& config_in_vm = "-");
+
+// Waits until the guest's console (the file ember writes it to) shows
+// `text`; false on timeout or when `gave_up` says so. Ember's guests print
+// "EMBER-SHELL-READY" when their init has started its last program: from
+// then on nothing else execs in the guest, and on PVM hosts an exec that
+// overlaps another can corrupt the new process (shared/PLATFORM.md).
+inline constexpr char kGuestSettled[] = "EMBER-SHELL-READY";
+bool WaitForConsole(const std::string& path, const std::string& text, double timeout_s,
+                    const std::function<bool()>& gave_up);
+
+// A hard link, or a copy when `from` is on another file system; an
+// existing `to` is replaced.
+absl::Status LinkOrCopy(const std::string& from, const std::string& to);
 
 }  // namespace ember::oci

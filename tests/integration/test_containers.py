@@ -213,9 +213,14 @@ class Runtime:
                 "--runc-root", str(self.root)]
 
     def check_clean(self, cid):
-        """Nothing of container `cid` remains."""
-        left = [p for p in processes_under(self.daemon.base)
-                if p != self.daemon.proc.pid]
+        """Nothing of container `cid` remains (the shim takes a moment to
+        exit after its task is deleted)."""
+        deadline = time.monotonic() + 60
+        while True:
+            left = [p for p in processes_under(self.daemon.base) if p != self.daemon.proc.pid]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert not left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
         assert not mounts_under(self.daemon.base / "state"), mounts_under(self.daemon.base)
         leftover = list(self.root.rglob("*")) if self.root.exists() else []
@@ -227,13 +232,57 @@ class Runtime:
 RUNTIMES = ["runc", "ember"]
 
 
+@pytest.fixture(scope="module")
+def ember_template(containerd):
+    """ember-oci's template snapshot for containerd's "default" namespace:
+    one boot, after which every Ember container starts by restoring it."""
+    for need in (ROOT / "build" / "ember-oci", ROOT / "build" / "ember",
+                 ROOT / "build" / "guest" / "vmlinux", ROOT / "build" / "guest" / "rootfs.ext4"):
+        assert need.exists(), f"{need} is missing: build it (tools/devtool setup)"
+    root = containerd.base / "ember-state" / "default"
+    start = time.monotonic()
+    made = subprocess.run([str(ROOT / "build" / "ember-oci"), "--root", str(root), "template"],
+                          capture_output=True, text=True, timeout=EMBER_TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    print(f"ember: template snapshot made in {time.monotonic() - start:.1f} s")
+    return root / "template"
+
+
 @pytest.fixture(params=RUNTIMES)
 def runtime(request, containerd):
     if request.param == "ember":
-        for need in (ROOT / "build" / "ember-oci", ROOT / "build" / "ember",
-                     ROOT / "build" / "guest" / "vmlinux", ROOT / "build" / "guest" / "rootfs.ext4"):
-            assert need.exists(), f"{need} is missing: build it (tools/devtool setup)"
+        request.getfixturevalue("ember_template")
     return Runtime(request.param, containerd)
+
+
+def process_tree(pid):
+    """`pid` and its descendants."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def pss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 def test_run_prints_output_takes_stdin_and_returns_the_status(runtime):
@@ -280,7 +329,14 @@ def test_detached_container_exec_and_sigterm(runtime):
                     check=False, timeout=runtime.timeout)
         assert (ran.returncode, ran.stdout) == (5, b"exec\n"), ran.stderr
         tasks = d.ctr("task", "ls").stdout.decode()
-        assert re.search(rf"^{cid}\s+\d+\s+RUNNING", tasks, re.M), tasks
+        found = re.search(rf"^{cid}\s+(\d+)\s+RUNNING", tasks, re.M)
+        assert found, tasks
+        # What the container costs the host: the task's process and all it
+        # started (runc: the container's processes; Ember: the monitor and
+        # the VMM with the guest's memory).
+        tree = process_tree(int(found.group(1)))
+        print(f"{runtime.name}: PSS of a running container {pss_kib(tree)} KiB "
+              f"({len(tree)} processes)")
         d.ctr("task", "kill", "-s", "SIGTERM", cid)
         deadline = time.monotonic() + runtime.timeout
         while "STOPPED" not in d.ctr("task", "ls").stdout.decode():
@@ -338,3 +394,26 @@ def test_run_with_a_terminal(runtime):
         d.ctr("task", "rm", "-f", cid, check=False)
         d.ctr("container", "rm", cid, check=False)
     runtime.check_clean(cid)
+
+
+def test_first_output_line_runc_template_and_cold_boot(containerd, ember_template):
+    """`ctr run` to the container's first output line, side by side: runc,
+    Ember from the template snapshot, and Ember cold-booted (the annotation
+    io.ember.boot=cold)."""
+    times = {}
+    for name, extra in (("runc", []), ("ember-template", []),
+                        ("ember-cold", ["--annotation", "io.ember.boot=cold"])):
+        runtime = Runtime("runc" if name == "runc" else "ember", containerd)
+        cid = f"{name}-first"
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            ["ctr", "-a", str(containerd.sock), "run", "--rm", *runtime.run_args(), *extra,
+             IMAGE, cid, "echo", "first"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.readline()
+        times[name] = time.monotonic() - start
+        proc.wait(timeout=runtime.timeout)
+        assert (first, proc.returncode) == (b"first\n", 0), (name, proc.stderr.read())
+        runtime.check_clean(cid)
+    print("ctr run to the first output line: " +
+          ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
