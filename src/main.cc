@@ -1,8 +1,13 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
 #include <malloc.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
 
+#include "api/api_metrics.h"
 #include "api/http_server.h"
 #include "api/metrics_json.h"
 #include "api/router.h"
@@ -10,6 +15,7 @@
 #include "src/cli.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/signal_metrics.h"
 #include "src/common/stop_signals.h"
 #include "src/common/version.h"
 #include "src/common/mapped_file.h"
@@ -70,16 +76,19 @@ int DescribeSnapshot(const std::string& path) {
 
 // What the jailer's --start-time-us and friends say of the start-up cost
 // (Firecracker reports the same as process_startup_time_us and _cpu_us).
-void LogStartupTime(const CliOptions& opts) {
+void LogStartupTime(const CliOptions& opts, api::ApiMetrics* metrics) {
+  double ms = 0, cpu_ms = 0;
   if (opts.start_time_us) {
-    LOG_INFO("started %.3f ms after the jailer",
-             MonotonicMs() - static_cast<double>(*opts.start_time_us) / 1000);
+    ms = MonotonicMs() - static_cast<double>(*opts.start_time_us) / 1000;
+    LOG_INFO("started %.3f ms after the jailer", ms);
   }
   if (opts.start_time_cpu_us) {
     const double jailer_ms = static_cast<double>(opts.parent_cpu_time_us.value_or(0)) / 1000;
-    LOG_INFO("start-up CPU %.3f ms, the jailer's included",
-             ProcessCpuMs() - static_cast<double>(*opts.start_time_cpu_us) / 1000 + jailer_ms);
+    cpu_ms = ProcessCpuMs() - static_cast<double>(*opts.start_time_cpu_us) / 1000 + jailer_ms;
+    LOG_INFO("start-up CPU %.3f ms, the jailer's included", cpu_ms);
   }
+  metrics->SetStartupTimes(static_cast<uint64_t>(std::max(ms, 0.0) * 1000),
+                           static_cast<uint64_t>(std::max(cpu_ms, 0.0) * 1000));
 }
 
 int Main(int argc, char** argv) {
@@ -95,7 +104,7 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   if (opts->version) {
-    std::printf("Ember v%s\n", kVersion);
+    std::fputs(VersionText(argc > 0 ? argv[0] : "ember").c_str(), stdout);
     return kExitOk;
   }
   if (opts->snapshot_version) {
@@ -116,6 +125,8 @@ int Main(int argc, char** argv) {
   // thread): blocked before any thread starts, so that no thread, the API
   // thread included, takes their default action.
   BlockStopSignals();
+  // Fatal signals leave a last metrics line and Firecracker's exit codes.
+  InstallSignalHandlers();
   LOG_INFO("Ember v%s starting, instance %s", kVersion, opts->id);
   if (absl::Status st = SetUpSeccomp(*opts); !st.ok()) {
     LOG_ERROR("%s", st.message());
@@ -146,24 +157,54 @@ int Main(int argc, char** argv) {
     config.metrics = MetricsConfig{opts->metrics_path};
   }
   config.boot_timer = opts->boot_timer;
+  // As Firecracker: the metadata file is read now, and MMDS's limit is the
+  // API's payload limit unless given.
+  std::optional<std::string> metadata;
+  if (!opts->metadata.empty()) {
+    std::ifstream in(opts->metadata);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      LOG_ERROR("--metadata %s: cannot read it", opts->metadata);
+      return kExitBadConfiguration;
+    }
+    metadata = text.str();
+  }
+  // The API thread counts requests; the VMM thread adds them to each
+  // metrics line, which reports counts as changes since the last one.
+  api::ApiMetrics api_metrics;
+  auto writer = std::make_shared<api::MetricsWriter>();
+  auto metrics_to_json = [writer, &api_metrics](const Metrics& m) {
+    Metrics line = m;
+    api_metrics.AppendTo(&line);
+    return writer->Line(line);
+  };
   absl::StatusOr<std::unique_ptr<Controller>> controller =
       Controller::Create(opts->id, std::move(config), ConsoleIo{},
-                         {api::VmConfigToJson, api::ParseVmConfig, api::MetricsToJson});
+                         {api::VmConfigToJson, api::ParseVmConfig, metrics_to_json});
   if (!controller.ok()) {
     LOG_ERROR("%s", controller.status().message());
     return kExitGenericError;
   }
+  if (absl::Status st = (*controller)->SetUpMmds(
+          opts->mmds_size_limit.value_or(opts->http_api_max_payload_size), metadata);
+      !st.ok()) {
+    LOG_ERROR("--metadata %s: %s", opts->metadata, st.message());
+    return kExitBadConfiguration;
+  }
   // With a config file the microVM starts at once, API or not.
   const bool start_now = !opts->config_file.empty();
-  LogStartupTime(*opts);
+  LogStartupTime(*opts, &api_metrics);
   if (opts->no_api) return (*controller)->Run(start_now);
 
   Controller* c = controller->get();
   absl::StatusOr<std::unique_ptr<api::HttpServer>> server = api::HttpServer::Start(
-      opts->api_sock, opts->http_api_max_payload_size, [c](const api::HttpRequest& request) {
+      opts->api_sock, opts->http_api_max_payload_size,
+      [c, &api_metrics](const api::HttpRequest& request) {
+        double start = MonotonicMs();
         api::HttpResponse r =
             api::Route(request, [c](VmmAction action) { return c->Submit(std::move(action)); });
-        c->CountApiRequest(r.status >= 400);
+        api_metrics.Count(request, r, static_cast<uint64_t>((MonotonicMs() - start) * 1000));
         return r;
       });
   if (!server.ok()) {

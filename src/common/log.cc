@@ -20,6 +20,8 @@ std::atomic<int> g_sink{STDERR_FILENO};
 // Defaults keep the level and drop the origin, as Ember always printed.
 std::atomic<bool> g_show_level{true};
 std::atomic<bool> g_show_origin{false};
+std::atomic<uint64_t> g_missed_lines{0};
+std::atomic<uint64_t> g_rate_limited_lines{0};
 // The main thread is the VMM thread; it keeps the process name "ember".
 thread_local std::string t_thread_name = "vmm";
 
@@ -79,7 +81,14 @@ void LogLine(LogLevel level, const char* file, int line, absl::string_view messa
   absl::StrAppend(&text, message, "\n");
   // One write per line keeps lines from different threads whole. A FIFO
   // nobody reads drops lines rather than stalling the VMM (O_NONBLOCK).
-  (void)!::write(g_sink.load(), text.data(), text.size());
+  if (::write(g_sink.load(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    g_missed_lines.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+LogCounters GetLogCounters() {
+  return {g_missed_lines.load(std::memory_order_relaxed),
+          g_rate_limited_lines.load(std::memory_order_relaxed)};
 }
 
 bool LogRateLimiter::Allow(int64_t now_ms, uint64_t* suppressed) {
@@ -101,7 +110,10 @@ bool LogRateLimiter::Allow(int64_t now_ms, uint64_t* suppressed) {
 void LogLineRateLimited(LogRateLimiter& limiter, LogLevel level, const char* file, int line,
                         absl::string_view message) {
   uint64_t suppressed = 0;
-  if (!limiter.Allow(static_cast<int64_t>(MonotonicMs()), &suppressed)) return;
+  if (!limiter.Allow(static_cast<int64_t>(MonotonicMs()), &suppressed)) {
+    g_rate_limited_lines.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   if (suppressed > 0) {
     LogLine(level, file, line,
             absl::StrCat(message, " (", suppressed, " similar messages suppressed)"));

@@ -28,6 +28,15 @@ bool LogEnabled(LogLevel level);
 void SetThreadName(absl::string_view name);
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message);
 
+// For the metrics' logger group (Firecracker's names): lines the sink did
+// not take whole (a full FIFO drops them), and lines a LogRateLimiter
+// dropped.
+struct LogCounters {
+  uint64_t missed_log_count;
+  uint64_t rate_limited_log_count;
+};
+LogCounters GetLogCounters();
+
 // For messages a guest can cause at will: true for the first 8 of a
 // counter's values, then for every 1024th. Prefer the LOG_*_RATELIMITED
 // macros below, which bound lines per second and not per event.

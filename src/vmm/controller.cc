@@ -19,6 +19,7 @@
 #include "src/common/stop_signals.h"
 #include "src/vmm/builder.h"
 #include "src/common/exit_code.h"
+#include "src/common/signal_metrics.h"
 
 namespace ember {
 
@@ -36,6 +37,7 @@ absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   itimerspec every = {};
   every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
   if (timerfd_settime(timer.get(), 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
+  SetLastMetricsFd(fd.get());  // a fatal signal's last line goes there too
   metrics_fd_ = std::move(fd);
   metrics_timer_ = std::move(timer);
   return absl::OkStatus();
@@ -56,15 +58,30 @@ absl::Status Controller::WriteMetrics() {
   if (!metrics_fd_.valid()) return absl::FailedPreconditionError("metrics are not configured");
   Metrics m;
   m.utc_timestamp_ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
-  m.api_requests = api_requests_.load();
-  m.api_faults = api_faults_.load();
   m.vm_state = VmState();
-  if (runtime_) runtime_->vm().devices().CollectMetrics(&m);
+  AppendProcessMetrics(&m);
+  m.Group("logger").counts.insert(m.Group("logger").counts.end(),
+                                  {{"missed_metrics_count", metrics_missed_},
+                                   {"metrics_fails", metrics_fails_}});
+  if (runtime_) runtime_->vm().CollectMetrics(&m);
+  const mmds::MmdsMetrics& mm = mmds_metrics_;
+  m.Group("mmds").counts.insert(
+      m.Group("mmds").counts.end(),
+      {{"rx_accepted", mm.rx_accepted}, {"rx_accepted_err", mm.rx_accepted_err},
+       {"rx_accepted_unusual", mm.rx_accepted_unusual}, {"rx_bad_eth", mm.rx_bad_eth},
+       {"rx_invalid_token", mm.rx_invalid_token}, {"rx_no_token", mm.rx_no_token},
+       {"rx_count", mm.rx_count}, {"tx_bytes", mm.tx_bytes}, {"tx_count", mm.tx_count},
+       {"tx_errors", mm.tx_errors}, {"tx_frames", mm.tx_frames},
+       {"connections_created", mm.connections_created},
+       {"connections_destroyed", mm.connections_destroyed}});
   std::string line = codecs_.metrics_to_json(m) + "\n";
   // Best effort: a full FIFO loses a line rather than stalling the VMM.
-  if (::write(metrics_fd_.get(), line.data(), line.size()) < 0 && errno != EAGAIN) {
+  ssize_t n = ::write(metrics_fd_.get(), line.data(), line.size());
+  if (n < 0 && errno != EAGAIN) {
+    metrics_fails_++;
     return ErrnoStatus("write metrics");
   }
+  if (n != static_cast<ssize_t>(line.size())) metrics_missed_++;
   return absl::OkStatus();
 }
 
@@ -95,10 +112,46 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Create(std::string id, V
   UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return ErrnoStatus("eventfd");
   std::optional<MetricsConfig> metrics = config.metrics;
-  std::unique_ptr<Controller> c(
-      new Controller(std::move(id), std::move(config), io, std::move(codecs), std::move(wake)));
+  ASSIGN_OR_RETURN(mmds::DataStore store, mmds::DataStore::Create());
+  std::unique_ptr<Controller> c(new Controller(std::move(id), std::move(config), io,
+                                               std::move(codecs), std::move(wake),
+                                               std::move(store)));
   if (metrics) RETURN_IF_ERROR(c->OpenMetrics(*metrics));
+  c->ApplyMmdsConfig();
   return c;
+}
+
+absl::Status Controller::SetUpMmds(size_t size_limit, const std::optional<std::string>& metadata) {
+  mmds_.set_size_limit(size_limit);
+  if (metadata) return mmds_.Put(*metadata);
+  return absl::OkStatus();
+}
+
+void Controller::ApplyMmdsConfig() {
+  const std::optional<MmdsConfig>& m = preboot_.config().mmds;
+  if (!m) return;
+  mmds_.set_version(m->version == MmdsConfig::Version::kV2 ? mmds::Version::kV2
+                                                           : mmds::Version::kV1);
+  mmds_.set_imds_compat(m->imds_compat);
+}
+
+absl::StatusOr<VmmResult> Controller::Do(const PutMmds& a) {
+  RETURN_IF_ERROR(mmds_.Put(a.json));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> Controller::Do(const PatchMmds& a) {
+  RETURN_IF_ERROR(mmds_.Patch(a.json));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> Controller::Do(const GetMmds&) { return MmdsDocument{mmds_.Get()}; }
+
+absl::StatusOr<VmmResult> Controller::Do(const PutMmdsConfig& a) {
+  if (runtime_) return runtime_->Handle(a);  // refused once running
+  ASSIGN_OR_RETURN(VmmResult r, preboot_.Handle(a));
+  ApplyMmdsConfig();
+  return r;
 }
 
 absl::StatusOr<VmmResult> Controller::Submit(VmmAction action) {
@@ -167,7 +220,8 @@ absl::StatusOr<VmmResult> Controller::Do(const PutMetrics& a) {
 
 absl::StatusOr<VmmResult> Controller::Do(const InstanceStart& a) {
   if (runtime_) return runtime_->Handle(a);  // already running
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, BuildForBoot(preboot_.config(), io_));
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, BuildForBoot(preboot_.config(), io_,
+                                                                 {&mmds_, &mmds_metrics_}));
   Started(std::move(vm));
   return std::monostate();
 }

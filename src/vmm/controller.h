@@ -17,6 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
+#include "src/mmds/data_store.h"
+#include "src/mmds/metrics.h"
 #include "src/vmm/metrics.h"
 #include "src/vmm/preboot_controller.h"
 #include "src/vmm/runtime_controller.h"
@@ -42,15 +44,14 @@ class Controller {
   // Any thread: runs `action` on the VMM thread and waits for its result.
   absl::StatusOr<VmmResult> Submit(VmmAction action);
 
-  // Any thread: counts an API request (and whether it was refused).
-  void CountApiRequest(bool fault) {
-    api_requests_++;
-    if (fault) api_faults_++;
-  }
-
   // The VMM thread: serves actions until the microVM starts (at once when
   // `start_now`), then runs it until it stops; returns the exit code.
   int Run(bool start_now);
+
+  // Before Run: MMDS's size limit (--mmds-size-limit) and its first
+  // document (--metadata, JSON text); InvalidArgument for text that is not
+  // JSON, ResourceExhausted for a document over the limit.
+  absl::Status SetUpMmds(size_t size_limit, const std::optional<std::string>& metadata);
 
   // Points Ember's log at the configured file or FIFO, level and format.
   static absl::Status ApplyLogger(const LoggerConfig& config);
@@ -61,9 +62,10 @@ class Controller {
     std::promise<absl::StatusOr<VmmResult>> result;
   };
 
-  Controller(std::string id, VmConfig config, ConsoleIo io, Codecs codecs, UniqueFd wake)
+  Controller(std::string id, VmConfig config, ConsoleIo io, Codecs codecs, UniqueFd wake,
+             mmds::DataStore mmds)
       : id_(std::move(id)), preboot_(std::move(config)), io_(io), codecs_(std::move(codecs)),
-        wake_(std::move(wake)) {}
+        wake_(std::move(wake)), mmds_(std::move(mmds)) {}
   void RunJobs();
   absl::StatusOr<VmmResult> Handle(const VmmAction& action);
   absl::StatusOr<VmmResult> Do(const GetInstanceInfo&);
@@ -72,6 +74,14 @@ class Controller {
   absl::StatusOr<VmmResult> Do(const PutMetrics& a);
   absl::StatusOr<VmmResult> Do(const InstanceStart& a);
   absl::StatusOr<VmmResult> Do(const LoadSnapshot& a);  // controller_snapshot.cc
+  // MMDS's store lives beside both controllers: the API reads and writes it
+  // before and after the start.
+  absl::StatusOr<VmmResult> Do(const PutMmds& a);
+  absl::StatusOr<VmmResult> Do(const PatchMmds& a);
+  absl::StatusOr<VmmResult> Do(const GetMmds&);
+  absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);
+  // The store follows the configuration's version and imds_compat.
+  void ApplyMmdsConfig();
   // The rest: the pre-boot or the runtime controller's.
   template <typename A>
   absl::StatusOr<VmmResult> Do(const A& a) {
@@ -97,12 +107,14 @@ class Controller {
   std::mutex mu_;
   std::deque<Job> jobs_;
   bool closed_ = false;  // Run has returned
-  std::atomic<uint64_t> api_requests_{0};
-  std::atomic<uint64_t> api_faults_{0};
+  uint64_t metrics_missed_ = 0;  // lines a full FIFO dropped
+  uint64_t metrics_fails_ = 0;   // lines whose write failed
   UniqueFd metrics_fd_;
   UniqueFd metrics_timer_;  // every kMetricsPeriodS once metrics are on
   EventLoop* metrics_loop_ = nullptr;
   EventLoop* pre_boot_loop_ = nullptr;  // while waiting for InstanceStart
+  mmds::DataStore mmds_;  // the net devices' MMDS stacks point at it
+  mmds::MmdsMetrics mmds_metrics_;
   std::optional<RuntimeController> runtime_;  // once the microVM exists
 };
 

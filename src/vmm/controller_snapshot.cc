@@ -76,10 +76,14 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
     mem.reset(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!mem.valid()) return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, BuildFromSnapshot(*config, io_, state, mem.get(),
-                                                             a.uffd ? a.mem_backend_path : ""));
+  // The snapshot keeps MMDS's configuration, not its data.
+  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
+                   BuildFromSnapshot(*config, io_, state, mem.get(),
+                                     a.uffd ? a.mem_backend_path : "", {&mmds_, &mmds_metrics_}));
   if (!a.resume_vm) vm->Pause();
+  vm->latencies().load_snapshot_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
   preboot_.config() = std::move(*config);
+  ApplyMmdsConfig();
   Started(std::move(vm));
   LOG_INFO("snapshot loaded from %s in %.3f ms; %s", a.snapshot_path, MonotonicMs() - start,
            a.resume_vm ? "resuming" : "paused until PATCH /vm Resumed");

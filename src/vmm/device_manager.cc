@@ -135,14 +135,32 @@ absl::Status DeviceManager::SendCtrlAltDel() {
 }
 
 void DeviceManager::CollectMetrics(Metrics* metrics) {
-  metrics->serial_dropped_input = serial_->dropped_input();
+  SerialCounters s = serial_->counters();
+  metrics->Group("uart").counts = {{"error_count", s.error_count},
+                                   {"flush_count", s.flush_count},
+                                   {"missed_read_count", s.missed_read_count},
+                                   {"missed_write_count", s.missed_write_count},
+                                   {"read_count", s.read_count},
+                                   {"write_count", s.write_count},
+                                   {"dropped_input", s.dropped_input}};
+  I8042Counters k = i8042_->counters();
+  metrics->Group("i8042").counts = {{"error_count", k.error_count},
+                                    {"missed_read_count", k.missed_read_count},
+                                    {"missed_write_count", k.missed_write_count},
+                                    {"read_count", k.read_count},
+                                    {"reset_count", k.reset_count},
+                                    {"write_count", k.write_count},
+                                    {"dropped_bytes", k.dropped_bytes}};
+  uint64_t interrupts = 0;
   for (const auto& t : virtio_) {
+    interrupts += t->interrupts();
     t->WithDevice([metrics](virtio::VirtioDevice& d) {
-      std::vector<std::pair<std::string, uint64_t>> counters;
-      d.AppendMetrics(&counters);
-      metrics->devices.emplace_back(d.metrics_name(), std::move(counters));
+      MetricGroup& g = metrics->Group(d.metrics_name());
+      d.AppendMetrics(&g.counts);
+      d.AppendLevels(&g.levels);
     });
   }
+  metrics->Group("interrupts").counts.emplace_back("triggers", interrupts);
 }
 
 void DeviceManager::Save(snapshot::SnapshotState* state) {

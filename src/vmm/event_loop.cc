@@ -30,6 +30,7 @@ absl::Status EventLoop::RunOnce(int timeout_ms) {
     auto it = handlers_.find(events[i].data.fd);
     if (it == handlers_.end()) continue;  // removed by an earlier handler
     std::shared_ptr<Handler> h = it->second;
+    events_++;
     (*h)(events[i].events);
   }
   return absl::OkStatus();

@@ -23,12 +23,15 @@ class EventLoop {
   void Remove(int fd);
   // Waits up to `timeout_ms` (-1: forever) and runs the ready handlers.
   absl::Status RunOnce(int timeout_ms);
+  // Handlers run so far (the metrics' vmm.device_events).
+  uint64_t events() const { return events_; }
 
  private:
   explicit EventLoop(UniqueFd epoll) : epoll_(std::move(epoll)) {}
   UniqueFd epoll_;
   // shared_ptr keeps a handler alive while it runs, even if it removes itself.
   std::map<int, std::shared_ptr<Handler>> handlers_;
+  uint64_t events_ = 0;
 };
 
 }  // namespace ember

@@ -1,23 +1,75 @@
-// What one metrics line reports; the VMM fills it in, api/metrics_json.h
-// writes it.
+// What one metrics line reports, as the VMM and the API gather it;
+// api/metrics_json.h writes it in Firecracker's shape.
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include <utility>
+#include <string_view>
 #include <vector>
+
+#include "src/common/latency_metric.h"
+#include "src/common/log.h"
+#include "src/common/signal_metrics.h"
 
 namespace ember {
 
-// One metrics line: counters since the process started.
+// One top-level group of the line: "vcpu", "uart", "block_rootfs", ...
+// Firecracker has two kinds of metric, and the line treats them so:
+// `counts` are totals since they started (its SharedIncMetric; the line
+// reports the change since the previous line), `levels` are reported as
+// they are (its SharedStoreMetric: latencies, gauges).
+struct MetricGroup {
+  std::string name;
+  MetricValues counts;
+  MetricValues levels;
+};
+
 struct Metrics {
   uint64_t utc_timestamp_ms = 0;
-  uint64_t api_requests = 0;
-  uint64_t api_faults = 0;
-  std::string vm_state;
-  uint64_t serial_dropped_input = 0;
-  // By device (block_<id>, net_<id>, balloon): name/value counters.
-  std::vector<std::pair<std::string, std::vector<std::pair<std::string, uint64_t>>>> devices;
+  std::string vm_state;  // "Not started", "Running", "Paused"
+  std::vector<MetricGroup> groups;
+
+  // The group called `name`, added when there is none yet.
+  MetricGroup& Group(std::string_view name) {
+    for (MetricGroup& g : groups) {
+      if (g.name == name) return g;
+    }
+    groups.push_back(MetricGroup{std::string(name), {}, {}});
+    return groups.back();
+  }
 };
+
+// How long the VMM took for the last of each action (Firecracker's
+// latencies_us.vmm_*), in microseconds; 0 until it happens.
+struct VmmLatencies {
+  uint64_t full_create_snapshot_us = 0;
+  uint64_t diff_create_snapshot_us = 0;
+  uint64_t load_snapshot_us = 0;
+  uint64_t pause_vm_us = 0;
+  uint64_t resume_vm_us = 0;
+
+  void AppendTo(Metrics* m) const {
+    MetricValues& l = m->Group("latencies_us").levels;
+    l.insert(l.end(), {{"vmm_full_create_snapshot", full_create_snapshot_us},
+                       {"vmm_diff_create_snapshot", diff_create_snapshot_us},
+                       {"vmm_load_snapshot", load_snapshot_us},
+                       {"vmm_pause_vm", pause_vm_us},
+                       {"vmm_resume_vm", resume_vm_us}});
+  }
+};
+
+// What the whole process counts: the logger's lines, signals, seccomp.
+inline void AppendProcessMetrics(Metrics* m) {
+  LogCounters log = GetLogCounters();
+  MetricValues& logger = m->Group("logger").counts;
+  logger.insert(logger.end(), {{"missed_log_count", log.missed_log_count},
+                               {"rate_limited_log_count", log.rate_limited_log_count}});
+  SignalCounters s = GetSignalCounters();
+  m->Group("seccomp").levels.emplace_back("num_faults", s.seccomp_faults);
+  MetricGroup& signals = m->Group("signals");
+  signals.levels = {{"sigbus", s.sigbus}, {"sigsegv", s.sigsegv}, {"sigxfsz", s.sigxfsz},
+                    {"sigxcpu", s.sigxcpu}, {"sighup", s.sighup}, {"sigill", s.sigill}};
+  signals.counts.emplace_back("sigpipe", s.sigpipe);
+}
 
 }  // namespace ember

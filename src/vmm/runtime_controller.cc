@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "src/common/clock.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
@@ -10,12 +12,14 @@
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
+#include "src/devices/virtio/net/net_device.h"
 
 namespace ember {
 namespace {
 
 using virtio::balloon::BalloonDevice;
 using virtio::block::BlockDevice;
+using virtio::net::NetDevice;
 
 absl::Status WriteWholeFile(const std::string& path, const std::vector<uint8_t>& bytes) {
   // Written beside, then renamed: a reader never sees half a state file.
@@ -41,6 +45,11 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
   if (drive == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("there is no drive '", a.drive_id, "'"));
   }
+  if (!a.path_on_host && !a.rate_limiter) {  // Firecracker refuses it too
+    return absl::InvalidArgumentError(
+        "Unable to patch the block device: the PATCH changes nothing; give path_on_host or "
+        "rate_limiter");
+  }
   if (a.path_on_host) {
     RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(
         a.drive_id, [&](BlockDevice& d) { return d.SwapBacking(*a.path_on_host); }));
@@ -59,6 +68,19 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const PatchNetworkInterface& a) {
   RETURN_IF_ERROR(CheckNetExists(config_, a.iface_id));
+  NetConfig& net = *std::find_if(config_.net.begin(), config_.net.end(),
+                                 [&](const NetConfig& n) { return n.iface_id == a.iface_id; });
+  // Firecracker accepts a PATCH that names no limiter, and changes nothing.
+  if (!a.rx_rate_limiter && !a.tx_rate_limiter) return std::monostate();
+  std::optional<RateLimiterConfig> rx = net.rx_rate_limiter, tx = net.tx_rate_limiter;
+  if (a.rx_rate_limiter) rx = ApplyUpdate(rx, *a.rx_rate_limiter);
+  if (a.tx_rate_limiter) tx = ApplyUpdate(tx, *a.tx_rate_limiter);
+  RETURN_IF_ERROR(vm_->devices().WithDevice<NetDevice>(a.iface_id, [&](NetDevice& d) {
+    d.SetRateLimiters(rx, tx);
+    return absl::OkStatus();
+  }));
+  net.rx_rate_limiter = rx;
+  net.tx_rate_limiter = tx;
   return std::monostate();
 }
 
@@ -101,8 +123,11 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const SendCtrlAltDel&) {
 }
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const PatchVmState& a) {
+  double start = MonotonicMs();
   if (a.paused && !vm_->paused()) vm_->Pause();
   if (!a.paused && vm_->paused()) vm_->Resume();
+  auto took_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
+  (a.paused ? vm_->latencies().pause_vm_us : vm_->latencies().resume_vm_us) = took_us;
   return std::monostate();
 }
 
@@ -116,6 +141,9 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const CreateSnapshot& a) {
   state.config_json = to_json_(config_);
   RETURN_IF_ERROR(vm_->WriteMemoryFile(a.mem_file_path, a.diff));
   RETURN_IF_ERROR(WriteWholeFile(a.snapshot_path, snapshot::EncodeSnapshot(state)));
+  auto took_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
+  (a.diff ? vm_->latencies().diff_create_snapshot_us : vm_->latencies().full_create_snapshot_us) =
+      took_us;
   LOG_INFO("snapshot created (%s): %s and %s in %.3f ms", a.diff ? "Diff" : "Full",
            a.snapshot_path, a.mem_file_path, MonotonicMs() - start);
   return std::monostate();

@@ -17,6 +17,12 @@ namespace {
 
 int KickSignal() { return SIGRTMIN; }
 
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 }  // namespace
 
 Vcpu::Vcpu(uint32_t index, VcpuFd fd, const Bus* pio, const Bus* mmio, VmExit* exit)
@@ -89,6 +95,7 @@ bool Vcpu::WaitWhilePaused() {
 void Vcpu::ReportFailure(const char* what) {
   absl::StatusOr<kvm_regs> regs = fd_.GetRegs();
   LOG_ERROR("vcpu %d stopped: %s (rip %#x)", index_, what, regs.ok() ? regs->rip : 0);
+  metrics_.failures.fetch_add(1, std::memory_order_relaxed);
   exit_->Request(kExitGenericError);
 }
 
@@ -133,25 +140,31 @@ bool Vcpu::HandleExit() {
   kvm_run* run = fd_.run();
   switch (run->exit_reason) {
     case KVM_EXIT_IO: {
+      uint64_t start = NowNs();
+      bool in = run->io.direction == KVM_EXIT_IO_IN;
       auto* base = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
       for (uint32_t i = 0; i < run->io.count; i++) {
         std::span<uint8_t> data(base + i * run->io.size, run->io.size);
-        if (run->io.direction == KVM_EXIT_IO_IN) {
+        if (in) {
           // Ports nobody owns read as a floating bus.
           if (!pio_->Read(run->io.port, data)) std::fill(data.begin(), data.end(), 0xff);
         } else {
           pio_->Write(run->io.port, data);
         }
       }
+      (in ? metrics_.exit_io_in : metrics_.exit_io_out).Record(NowNs() - start);
       return true;
     }
     case KVM_EXIT_MMIO: {
+      uint64_t start = NowNs();
       std::span<uint8_t> data(run->mmio.data, std::min<uint32_t>(run->mmio.len, 8));
       if (run->mmio.is_write) {
         mmio_->Write(run->mmio.phys_addr, data);
       } else if (!mmio_->Read(run->mmio.phys_addr, data)) {
         std::fill(data.begin(), data.end(), 0xff);
       }
+      (run->mmio.is_write ? metrics_.exit_mmio_write : metrics_.exit_mmio_read)
+          .Record(NowNs() - start);
       return true;
     }
     case KVM_EXIT_HLT:

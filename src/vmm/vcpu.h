@@ -10,11 +10,20 @@
 #include <cstdint>
 #include <thread>
 
+#include "src/common/latency_metric.h"
 #include "src/vstate/bus.h"
 #include "src/vmm/kvm.h"
 #include "src/vmm/vm_exit.h"
 
 namespace ember {
+
+// Firecracker's vcpu metrics for one vCPU: each kind of exit Ember serves
+// (how many, and how long serving them took) and the failures that
+// stopped it. Its thread writes; the VMM thread reads (Vm sums them).
+struct VcpuMetrics {
+  LatencyMetric exit_io_in, exit_io_out, exit_mmio_read, exit_mmio_write;
+  std::atomic<uint64_t> failures{0};
+};
 
 class Vcpu {
  public:
@@ -35,6 +44,7 @@ class Vcpu {
   void Resume();
 
   const VcpuFd& fd() const { return fd_; }
+  const VcpuMetrics& metrics() const { return metrics_; }
 
  private:
   void Loop();
@@ -47,6 +57,7 @@ class Vcpu {
   const Bus* pio_;
   const Bus* mmio_;
   VmExit* exit_;
+  VcpuMetrics metrics_;
   // Parks the thread while a pause is requested; false when it should end.
   bool WaitWhilePaused();
   bool PauseRequested();

@@ -64,6 +64,32 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
   return loop_.Add(fd, EPOLLIN, std::move(handler));
 }
 
+void Vm::CollectMetrics(Metrics* m) {
+  LatencyMetric io_in, io_out, mmio_read, mmio_write;
+  uint64_t failures = 0;
+  for (const auto& v : vcpus_) {
+    const VcpuMetrics& vm = v->metrics();
+    io_in.Merge(vm.exit_io_in);
+    io_out.Merge(vm.exit_io_out);
+    mmio_read.Merge(vm.exit_mmio_read);
+    mmio_write.Merge(vm.exit_mmio_write);
+    failures += vm.failures.load(std::memory_order_relaxed);
+  }
+  MetricGroup& g = m->Group("vcpu");
+  g.counts.insert(g.counts.end(), {{"exit_io_in", io_in.count()},
+                                   {"exit_io_out", io_out.count()},
+                                   {"exit_mmio_read", mmio_read.count()},
+                                   {"exit_mmio_write", mmio_write.count()},
+                                   {"failures", failures}});
+  io_in.Append("exit_io_in_agg", &g.counts, &g.levels);
+  io_out.Append("exit_io_out_agg", &g.counts, &g.levels);
+  mmio_read.Append("exit_mmio_read_agg", &g.counts, &g.levels);
+  mmio_write.Append("exit_mmio_write_agg", &g.counts, &g.levels);
+  latencies_.AppendTo(m);
+  m->Group("vmm").counts.emplace_back("device_events", loop_.events());
+  devices_.CollectMetrics(m);
+}
+
 void Vm::Pause() {
   for (auto& v : vcpus_) v->Pause();
   paused_ = true;

@@ -20,6 +20,7 @@
 #include "src/vmm/device_manager.h"
 #include "src/vmm/event_loop.h"
 #include "src/vmm/kvm.h"
+#include "src/vmm/metrics.h"
 #include "src/vmm/snapshot/snapshot.h"
 #include "src/vmm/snapshot/uffd.h"
 #include "src/vmm/vcpu.h"
@@ -68,6 +69,10 @@ class Vm {
   EventLoop& loop() { return loop_; }
 
   DeviceManager& devices() { return devices_; }
+  // Adds the vCPUs', the devices' and the VMM's latencies to `m` (VMM thread).
+  void CollectMetrics(Metrics* m);
+  // How long the VMM took to pause, resume, snapshot or load this VM.
+  VmmLatencies& latencies() { return latencies_; }
   const GuestMemory& memory() const { return memory_; }
   // Keeps the Uffd page-fault handler's connection open while the VM lives.
   void set_uffd(snapshot::UffdHandover uffd) { uffd_ = std::move(uffd); }
@@ -93,6 +98,7 @@ class Vm {
   DeviceManager devices_;
   snapshot::UffdHandover uffd_;  // snapshot loaded with mem_backend Uffd
   bool paused_ = false;
+  VmmLatencies latencies_;
   UniqueFd signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };

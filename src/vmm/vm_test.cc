@@ -95,6 +95,27 @@ TEST_F(VmTest, PvhGuestWritesConsoleAndResets) {
   EXPECT_EQ(VcpuThreads(), 0) << "every vCPU thread joined";
 }
 
+TEST_F(VmTest, MetricsCountTheGuestsExitsAndDevices) {
+  auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0)), Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  Metrics m;
+  (*vm)->CollectMetrics(&m);
+  auto value = [&](const char* group, const char* name) -> uint64_t {
+    for (const auto& [n, v] : m.Group(group).counts) {
+      if (n == name) return v;
+    }
+    return ~0ull;
+  };
+  EXPECT_EQ(value("vcpu", "exit_io_out"), 4u) << "three bytes to COM1, the reset";
+  EXPECT_EQ(value("vcpu", "exit_io_in"), 0u);
+  EXPECT_EQ(value("vcpu", "failures"), 0u);
+  EXPECT_NE(value("vcpu", "exit_io_out_agg.sum_us"), ~0ull);
+  EXPECT_EQ(value("uart", "write_count"), 3u);
+  EXPECT_EQ(value("i8042", "reset_count"), 1u);
+  EXPECT_GT(value("vmm", "device_events"), 0u);
+}
+
 TEST_F(VmTest, ConsoleInputReachesTheGuest) {
   int in[2];
   ASSERT_EQ(pipe2(in, O_CLOEXEC), 0);

@@ -51,32 +51,49 @@ constexpr uint8_t kSelfTestPassed = 0xaa;
 
 void I8042::Read(uint64_t offset, std::span<uint8_t> data) {
   std::fill(data.begin(), data.end(), 0);
-  if (data.size() != 1) return;
   std::lock_guard lock(mu_);
+  if (data.size() != 1) {
+    counters_.missed_read_count++;
+    return;
+  }
   if (offset == kCommandPort) {
     uint8_t status = kStatusUnlocked | ((ctr_ & kCtrSystem) ? kStatusSystem : 0) |
                      (last_was_command_ ? kStatusCommand : 0);
     if (!out_.empty()) status |= kStatusOutputFull | (out_.front().aux ? kStatusAuxData : 0);
     data[0] = status;
-  } else if (offset == kDataPort && !out_.empty()) {
-    data[0] = out_.front().value;
-    out_.pop_front();
-    RaiseIfPending();  // the next byte, if any, interrupts again
+  } else if (offset == kDataPort) {
+    if (!out_.empty()) {
+      data[0] = out_.front().value;
+      out_.pop_front();
+      RaiseIfPending();  // the next byte, if any, interrupts again
+    }
+  } else {
+    counters_.missed_read_count++;
+    return;
   }
+  counters_.read_count++;
 }
 
 void I8042::Write(uint64_t offset, std::span<const uint8_t> data) {
-  if (data.size() != 1) return;
   bool reset = false;
   {
     std::lock_guard lock(mu_);
+    if (data.size() != 1 || (offset != kCommandPort && offset != kDataPort)) {
+      counters_.missed_write_count++;
+      return;
+    }
     if (offset == kCommandPort) {
       last_was_command_ = true;
       reset = data[0] == kCpuReset;
       if (!reset) Command(data[0]);
-    } else if (offset == kDataPort) {
+    } else {
       last_was_command_ = false;
       Data(data[0]);
+    }
+    if (reset) {
+      counters_.reset_count++;
+    } else {
+      counters_.write_count++;
     }
   }
   if (reset && reset_) reset_();
@@ -141,7 +158,7 @@ void I8042::KeyboardCommand(uint8_t value) {
 
 void I8042::Output(std::initializer_list<uint8_t> bytes, bool aux) {
   if (out_.size() + bytes.size() > kOutputCapacity) {
-    dropped_bytes_ += bytes.size();
+    counters_.dropped_bytes += bytes.size();
     return;
   }
   bool was_empty = out_.empty();
@@ -151,7 +168,12 @@ void I8042::Output(std::initializer_list<uint8_t> bytes, bool aux) {
 
 uint64_t I8042::dropped_bytes() {
   std::lock_guard lock(mu_);
-  return dropped_bytes_;
+  return counters_.dropped_bytes;
+}
+
+I8042Counters I8042::counters() {
+  std::lock_guard lock(mu_);
+  return counters_;
 }
 
 I8042::State I8042::SaveState() {

@@ -15,6 +15,17 @@
 
 namespace ember {
 
+// Firecracker's i8042 metrics, and Ember's dropped_bytes.
+struct I8042Counters {
+  uint64_t read_count = 0;          // bytes the guest read from the status or data port
+  uint64_t write_count = 0;         // bytes the guest wrote, a reset excepted
+  uint64_t missed_read_count = 0;   // reads of a size or port it lacks
+  uint64_t missed_write_count = 0;  // writes of a size or port it lacks
+  uint64_t reset_count = 0;         // CPU resets the guest asked for
+  uint64_t error_count = 0;         // always 0: nothing fails here
+  uint64_t dropped_bytes = 0;       // see dropped_bytes()
+};
+
 class I8042 : public BusDevice {
  public:
   static constexpr uint64_t kBase = 0x60;
@@ -35,6 +46,7 @@ class I8042 : public BusDevice {
   static constexpr size_t kOutputCapacity = 16;
   // Bytes dropped so far because the output queue was full.
   uint64_t dropped_bytes();
+  I8042Counters counters();
 
   // The controller and keyboard state, for snapshots: up to kMaxSaved
   // bytes still waiting on port 0x60.
@@ -80,7 +92,7 @@ class I8042 : public BusDevice {
     bool aux;
   };
   std::deque<Byte> out_;  // at most kOutputCapacity
-  uint64_t dropped_bytes_ = 0;
+  I8042Counters counters_;
   uint8_t ctr_ = 0x01 | 0x04 | 0x40;  // keyboard interrupt, system flag, translation
   uint8_t pending_command_ = 0;      // a controller command waiting for its data byte
   uint8_t pending_keyboard_ = 0;     // a keyboard command waiting for its parameter

@@ -99,5 +99,22 @@ TEST_F(I8042Test, AGuestThatNeverReadsCannotGrowTheOutputQueue) {
   EXPECT_EQ(Drain(), std::vector<uint8_t>{0xee});
 }
 
+TEST_F(I8042Test, CountsWhatFirecrackersI8042MetricsCount) {
+  Put(4, 0x20);   // read CTR: a write, and a byte to read
+  Get(0);         // a read
+  Status();       // a read too
+  Get(2);         // no register there
+  uint8_t wide[2] = {};
+  dev_.Write(0, std::span<const uint8_t>(wide, 2));
+  Put(4, 0xfe);   // CPU reset
+  I8042Counters c = dev_.counters();
+  EXPECT_EQ(c.write_count, 1u);
+  EXPECT_EQ(c.read_count, 2u);
+  EXPECT_EQ(c.missed_read_count, 1u);
+  EXPECT_EQ(c.missed_write_count, 1u);
+  EXPECT_EQ(c.reset_count, 1u);
+  EXPECT_EQ(resets_, 1);
+}
+
 }  // namespace
 }  // namespace ember

@@ -34,17 +34,21 @@ Serial::Serial(int out_fd, std::function<void()> interrupt)
 Serial::~Serial() { Flush(); }
 
 void Serial::Read(uint64_t offset, std::span<uint8_t> data) {
+  std::lock_guard lock(mu_);
   if (data.size() != 1 || offset >= kRegisterCount) {
+    counters_.missed_read_count++;
     std::fill(data.begin(), data.end(), 0xff);
     return;
   }
-  std::lock_guard lock(mu_);
   data[0] = ReadRegister(offset);
 }
 
 void Serial::Write(uint64_t offset, std::span<const uint8_t> data) {
-  if (data.size() != 1 || offset >= kRegisterCount) return;
   std::lock_guard lock(mu_);
+  if (data.size() != 1 || offset >= kRegisterCount) {
+    counters_.missed_write_count++;
+    return;
+  }
   WriteRegister(offset, data[0]);
 }
 
@@ -86,6 +90,7 @@ uint8_t Serial::ReadRegister(uint64_t reg) {
       if (in_.empty()) return 0;
       uint8_t byte = in_.front();
       in_.pop_front();
+      counters_.read_count++;
       UpdateInterrupt();
       return byte;
     }
@@ -123,6 +128,7 @@ void Serial::WriteRegister(uint64_t reg, uint8_t value) {
         regs_.dll = value;
         return;
       }
+      counters_.write_count++;
       if (regs_.mcr & kMcrLoop) {
         if (in_.size() < kMaxInput) in_.push_back(value);
       } else {
@@ -167,20 +173,30 @@ void Serial::Output(uint8_t byte) {
   if (out_is_tty_ || byte == '\n' || out_buffer_.size() >= kOutBufferMax) {
     std::string pending;
     pending.swap(out_buffer_);
-    size_t done = 0;
-    while (done < pending.size()) {
-      ssize_t n = ::write(out_fd_, pending.data() + done, pending.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // output is best effort; the guest must not stall
-      done += n;
+    WriteOut(pending);
+  }
+}
+
+void Serial::WriteOut(const std::string& bytes) {
+  counters_.flush_count++;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(out_fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // Output is best effort; the guest must not stall.
+      counters_.error_count++;
+      counters_.missed_write_count += bytes.size() - done;
+      return;
     }
+    done += n;
   }
 }
 
 void Serial::Flush() {
   std::lock_guard lock(mu_);
   if (out_buffer_.empty() || out_fd_ < 0) return;
-  (void)!::write(out_fd_, out_buffer_.data(), out_buffer_.size());
+  WriteOut(out_buffer_);
   out_buffer_.clear();
 }
 
@@ -189,14 +205,19 @@ size_t Serial::EnqueueInput(std::span<const uint8_t> bytes) {
   size_t room = kMaxInput - std::min(kMaxInput, in_.size());
   size_t take = std::min(room, bytes.size());
   in_.insert(in_.end(), bytes.begin(), bytes.begin() + take);
-  dropped_input_ += bytes.size() - take;
+  counters_.dropped_input += bytes.size() - take;
   if (take > 0) UpdateInterrupt();
   return take;
 }
 
 uint64_t Serial::dropped_input() const {
   std::lock_guard lock(mu_);
-  return dropped_input_;
+  return counters_.dropped_input;
+}
+
+SerialCounters Serial::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
 }
 
 }  // namespace ember

@@ -14,6 +14,17 @@
 
 namespace ember {
 
+// Firecracker's uart metrics, and Ember's dropped_input.
+struct SerialCounters {
+  uint64_t read_count = 0;          // bytes the guest read from the receive register
+  uint64_t write_count = 0;         // bytes the guest wrote to the transmit register
+  uint64_t missed_read_count = 0;   // reads of a size or register the UART lacks
+  uint64_t missed_write_count = 0;  // such writes, and output bytes the host fd refused
+  uint64_t flush_count = 0;         // writes of buffered output to the host fd
+  uint64_t error_count = 0;         // those writes that failed
+  uint64_t dropped_input = 0;       // input bytes beyond kMaxInput
+};
+
 class Serial : public BusDevice {
  public:
   static constexpr uint64_t kCom1Base = 0x3f8;
@@ -51,11 +62,14 @@ class Serial : public BusDevice {
   // Writes any buffered output to the host fd.
   void Flush();
   uint64_t dropped_input() const;
+  SerialCounters counters() const;
 
  private:
   uint8_t ReadRegister(uint64_t reg);
   void WriteRegister(uint64_t reg, uint8_t value);
   void Output(uint8_t byte);
+  // Writes `bytes` to the host fd, counting the write and what it lost.
+  void WriteOut(const std::string& bytes);
   uint8_t InterruptId() const;
   // Raises the IRQ if an enabled condition is pending.
   void UpdateInterrupt();
@@ -66,7 +80,7 @@ class Serial : public BusDevice {
   std::function<void()> interrupt_;
   std::string out_buffer_;
   std::deque<uint8_t> in_;
-  uint64_t dropped_input_ = 0;
+  SerialCounters counters_;
   // The registers (and the pending transmitter-empty interrupt), kept as
   // the snapshot's State so that saving and restoring them is a copy.
   State regs_ = {0, 0, 0, 0, 0x0c, 0, false};

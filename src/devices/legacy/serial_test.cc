@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <string>
@@ -10,6 +11,7 @@ namespace ember {
 namespace {
 
 enum : uint64_t { kData = 0, kIer = 1, kIir = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6, kScr = 7 };
+constexpr uint64_t kRegisterCountForTest = Serial::kRegisterCount;
 
 class SerialTest : public ::testing::Test {
  protected:
@@ -109,6 +111,41 @@ TEST_F(SerialTest, OddAccessesAreHarmless) {
   EXPECT_EQ(wide[0], 0xff);
   Set(99, 1);
   EXPECT_EQ(Get(99), 0xff);
+}
+
+TEST_F(SerialTest, CountsWhatFirecrackersUartMetricsCount) {
+  for (char c : std::string("ok\n")) Set(kData, static_cast<uint8_t>(c));
+  uint8_t in[] = {'x'};
+  serial_->EnqueueInput(in);
+  Get(kData);
+  Get(kData);  // nothing left: no byte read
+  uint8_t wide[2] = {};
+  serial_->Read(0, std::span(wide, 2));
+  serial_->Write(kRegisterCountForTest, std::span<const uint8_t>(wide, 1));
+  SerialCounters c = serial_->counters();
+  EXPECT_EQ(c.write_count, 3u);
+  EXPECT_EQ(c.read_count, 1u);
+  EXPECT_EQ(c.flush_count, 1u) << "the line went out in one write";
+  EXPECT_EQ(c.missed_read_count, 1u);
+  EXPECT_EQ(c.missed_write_count, 1u);
+  EXPECT_EQ(c.error_count, 0u);
+  EXPECT_EQ(Output(), "ok\n");
+}
+
+TEST(SerialOutputTest, AHostFdThatRefusesCountsAnErrorAndTheLostBytes) {
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_NONBLOCK), 0);
+  close(p[0]);  // EPIPE (SIGPIPE ignored here)
+  signal(SIGPIPE, SIG_IGN);
+  Serial serial(p[1], [] {});
+  for (char c : std::string("lost\n")) {
+    uint8_t b = static_cast<uint8_t>(c);
+    serial.Write(0, std::span<const uint8_t>(&b, 1));
+  }
+  SerialCounters c = serial.counters();
+  EXPECT_EQ(c.error_count, 1u);
+  EXPECT_EQ(c.missed_write_count, 5u);
+  close(p[1]);
 }
 
 }  // namespace

@@ -57,6 +57,7 @@ MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMe
 }
 
 void MmioTransport::Trigger(uint32_t status_bit) {
+  interrupts_.fetch_add(1, std::memory_order_relaxed);
   interrupt_status_.fetch_or(status_bit);
   uint64_t one = 1;
   (void)!::write(irq_.get(), &one, sizeof(one));
@@ -186,6 +187,7 @@ void MmioTransport::WriteStatus(uint32_t value) {
       }
     }
     if (absl::Status st = device_->Activate(*mem_, queues_, this, driver_features_); !st.ok()) {
+      device_->counters().activate_fails++;
       status_ = value & ~kStatusDriverOk;
       NeedsReset(std::string(st.message()));
       return;
@@ -327,6 +329,7 @@ void MmioTransport::Notify(uint32_t index) {
       (status_ & kStatusNeedsReset)) {
     return;
   }
+  if (index < DeviceCounters::kMaxQueues) device_->counters().queue_events[index]++;
   device_->ProcessQueue(index);
   if (queues_[index].broken()) NeedsReset(queues_[index].error());
 }

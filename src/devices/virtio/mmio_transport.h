@@ -53,6 +53,8 @@ class MmioTransport : public BusDevice, public Interrupt {
   void set_notify_fallback(std::function<void(uint32_t)> fn) { notify_fallback_ = std::move(fn); }
 
   void Trigger(uint32_t status_bit) override;
+  // Interrupts raised so far (the metrics' interrupts.triggers).
+  uint64_t interrupts() const { return interrupts_.load(std::memory_order_relaxed); }
 
   uint32_t status() const;
 
@@ -116,6 +118,7 @@ class MmioTransport : public BusDevice, public Interrupt {
   std::function<void(uint32_t)> notify_fallback_;
   std::vector<Queue> queues_;
   std::atomic<uint32_t> interrupt_status_{0};
+  std::atomic<uint64_t> interrupts_{0};
   uint32_t status_ = 0;
   uint32_t device_features_sel_ = 0;
   uint32_t driver_features_sel_ = 0;

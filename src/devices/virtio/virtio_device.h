@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "src/common/metric_values.h"
 #include "src/devices/virtio/queue.h"
 #include "src/vstate/guest_memory.h"
 
@@ -46,11 +47,15 @@ inline void SignalUsed(Queue& q, const GuestMemory& mem, Interrupt* interrupt) {
   if (notify.ok() && *notify) interrupt->Trigger(kInterruptUsedBuffer);
 }
 
-// Device counters; guest-caused errors are counted, never fatal.
+// Device counters; guest-caused errors are counted, never fatal. The
+// transport counts activations that failed and the driver's notifications.
 struct DeviceCounters {
+  static constexpr size_t kMaxQueues = 4;
   uint64_t queue_errors = 0;    // broken queues (DEVICE_NEEDS_RESET)
   uint64_t request_errors = 0;  // malformed requests answered with an error
   uint64_t backend_errors = 0;  // host I/O failures passed to the guest
+  uint64_t activate_fails = 0;  // DRIVER_OK that the device refused
+  uint64_t queue_events[kMaxQueues] = {};  // notifications, by queue
 };
 
 class VirtioDevice {
@@ -117,14 +122,19 @@ class VirtioDevice {
 
   DeviceCounters& counters() { return counters_; }
 
-  // For metrics: the device's name ("block_rootfs", "net_eth0", "balloon")
-  // and its counters as name/value pairs.
+  // For metrics: the device's group ("block_rootfs", "net_eth0",
+  // "balloon") and its counters as name/value pairs, Firecracker's names
+  // where it has the counter (api/metrics_schema.cc): totals since the
+  // device was made (the line reports their change) ...
   virtual std::string metrics_name() const = 0;
   virtual void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
+    out->emplace_back("activate_fails", counters_.activate_fails);
     out->emplace_back("queue_errors", counters_.queue_errors);
     out->emplace_back("request_errors", counters_.request_errors);
     out->emplace_back("backend_errors", counters_.backend_errors);
   }
+  // ... and levels, reported as they are (a balloon's size, open streams).
+  virtual void AppendLevels(std::vector<std::pair<std::string, uint64_t>>* /*out*/) const {}
 
  protected:
   DeviceCounters counters_;

@@ -72,13 +72,17 @@ class BalloonDevice : public VirtioDevice {
   const std::map<uint16_t, uint64_t>& stats() const { return stats_; }
   const BalloonCounters& balloon_counters() const { return balloon_counters_; }
   std::string metrics_name() const override { return "balloon"; }
-  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override {
+  void AppendMetrics(MetricValues* out) const override {
     VirtioDevice::AppendMetrics(out);
-    out->insert(out->end(), {{"inflated_pages", balloon_counters_.inflated_pages},
-                             {"deflated_pages", balloon_counters_.deflated_pages},
-                             {"stats_updates", balloon_counters_.stats_updates},
-                             {"target_pages", target_pages_},
-                             {"actual_pages", actual_pages_}});
+    // Firecracker counts the inflate and deflate queues' notifications.
+    out->insert(out->end(), {{"inflate_count", counters_.queue_events[kInflateQueue]},
+                             {"deflate_count", counters_.queue_events[kDeflateQueue]},
+                             {"stats_updates_count", balloon_counters_.stats_updates},
+                             {"inflated_pages", balloon_counters_.inflated_pages},
+                             {"deflated_pages", balloon_counters_.deflated_pages}});
+  }
+  void AppendLevels(MetricValues* out) const override {
+    out->insert(out->end(), {{"target_pages", target_pages_}, {"actual_pages", actual_pages_}});
   }
 
  private:

@@ -45,6 +45,12 @@ absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& con
 }  // namespace
 
 absl::Status BlockDevice::SwapBacking(const std::string& path) {
+  absl::Status st = SwapFile(path);
+  (st.ok() ? updates_ : update_fails_)++;
+  return st;
+}
+
+absl::Status BlockDevice::SwapFile(const std::string& path) {
   ASSIGN_OR_RETURN(auto backing, OpenBacking(config_, path));
   Drain(/*complete=*/true);  // in-flight requests finish on the old file
   if (uring_) {
@@ -187,16 +193,22 @@ uint8_t BlockDevice::Execute(const Request& req, uint32_t* written) {
   *written = 0;
   switch (req.type) {
     case kRequestIn: {
+      uint64_t start = MonotonicNs();
       uint8_t status = Transfer(req);
+      read_agg_.Record(MonotonicNs() - start);
       if (status == kStatusOk) *written = static_cast<uint32_t>(req.data_len);
       return status;
     }
-    case kRequestOut:
+    case kRequestOut: {
       if (config_.is_read_only) {
         counters_.request_errors++;
         return kStatusIoError;
       }
-      return Transfer(req);
+      uint64_t start = MonotonicNs();
+      uint8_t status = Transfer(req);
+      write_agg_.Record(MonotonicNs() - start);
+      return status;
+    }
     case kRequestFlush:
       if (config_.cache_type == CacheType::kWriteback && fdatasync(file_.get()) < 0) {
         counters_.backend_errors++;
@@ -236,10 +248,13 @@ bool BlockDevice::Submit(const Request& req, uint16_t head) {
     io_uring_prep_fsync(sqe, file, IORING_FSYNC_DATASYNC);
   } else if (req.type == kRequestIn) {
     f.written = static_cast<uint32_t>(req.data_len);
+    f.latency = &read_agg_;
     io_uring_prep_readv(sqe, file, f.iov.data(), f.iov.size(), offset);
   } else {
+    f.latency = &write_agg_;
     io_uring_prep_writev(sqe, file, f.iov.data(), f.iov.size(), offset);
   }
+  if (f.latency != nullptr) f.start_ns = MonotonicNs();
   IoUring::UseFixedFile(sqe);
   io_uring_sqe_set_data64(sqe, slot);
   free_slots_.pop_back();
@@ -319,6 +334,29 @@ absl::Status BlockDevice::RestoreDeviceState(std::span<const uint8_t>) {
   return absl::OkStatus();
 }
 
+void BlockDevice::AppendMetrics(MetricValues* out) const {
+  VirtioDevice::AppendMetrics(out);
+  out->insert(out->end(), {{"read_count", reads_},
+                           {"write_count", writes_},
+                           {"flush_count", flushes_},
+                           {"read_bytes", read_bytes_},
+                           {"write_bytes", write_bytes_},
+                           {"queue_event_count", counters_.queue_events[0]},
+                           {"invalid_reqs_count", counters_.request_errors},
+                           {"execute_fails", counters_.backend_errors},
+                           {"update_count", updates_},
+                           {"update_fails", update_fails_},
+                           {"rate_limiter_throttled_events", throttled_},
+                           {"rate_limiter_event_count", limiter_events_}});
+  read_agg_.AppendSum("read_agg", out);
+  write_agg_.AppendSum("write_agg", out);
+}
+
+void BlockDevice::AppendLevels(MetricValues* out) const {
+  read_agg_.AppendMinMax("read_agg", out);
+  write_agg_.AppendMinMax("write_agg", out);
+}
+
 void BlockDevice::CountRequest(const Request& req) {
   if (req.type == kRequestIn) {
     reads_++;
@@ -340,6 +378,7 @@ void BlockDevice::Reap() {
     if (slot >= slots_.size()) continue;
     InFlight& f = slots_[slot];
     free_slots_.push_back(slot);
+    if (f.latency != nullptr) f.latency->Record(MonotonicNs() - f.start_ns);
     if (f.dropped || mem_ == nullptr) continue;  // submitted before a reset
     // A short transfer is an error too: the file shrank, or the disk is full.
     bool ok = res >= 0 && static_cast<uint64_t>(res) == (f.iov.empty() ? 0 : f.expected);

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "src/common/latency_metric.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/block/io_uring.h"
 #include "src/devices/virtio/block/request.h"
@@ -75,14 +76,8 @@ class BlockDevice : public VirtioDevice {
   ~BlockDevice() override;
 
   std::string metrics_name() const override { return "block_" + config_.drive_id; }
-  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override {
-    VirtioDevice::AppendMetrics(out);
-    out->insert(out->end(), {{"read_count", reads_}, {"write_count", writes_},
-                             {"flush_count", flushes_}, {"read_bytes", read_bytes_},
-                             {"write_bytes", write_bytes_},
-                             {"rate_limiter_throttled_events", throttled_},
-                             {"rate_limiter_event_count", limiter_events_}});
-  }
+  void AppendMetrics(MetricValues* out) const override;
+  void AppendLevels(MetricValues* out) const override;
 
   // PUT or PATCH /drives: the limiter from now on (nullopt: none). A
   // request it held back may go at once.
@@ -111,6 +106,8 @@ class BlockDevice : public VirtioDevice {
     // Submitted before a reset (or the device's end): its completion only
     // frees the slot, it never reaches a queue.
     bool dropped = false;
+    LatencyMetric* latency = nullptr;  // a read's or a write's, timed from
+    uint64_t start_ns = 0;             // its submission
   };
 
   BlockDevice(DriveConfig config, UniqueFd file, uint64_t capacity_sectors,
@@ -152,6 +149,10 @@ class BlockDevice : public VirtioDevice {
   bool stalled_ = false;  // the ring filled up; chains wait in the queue
   std::vector<iovec> sync_iov_;  // the Sync engine's, reused request to request
   uint64_t reads_ = 0, writes_ = 0, flushes_ = 0, read_bytes_ = 0, write_bytes_ = 0;
+  uint64_t updates_ = 0, update_fails_ = 0;  // PATCH /drives swaps
+  LatencyMetric read_agg_, write_agg_;       // how long reads and writes took
+  // SwapBacking's work; SwapBacking counts how it went.
+  absl::Status SwapFile(const std::string& path);
   // Counts a request the guest made (whatever its outcome).
   void CountRequest(const Request& req);
 };

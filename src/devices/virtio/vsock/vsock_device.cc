@@ -205,10 +205,12 @@ absl::Status VsockDevice::RestoreDeviceState(std::span<const uint8_t> state) {
   return absl::OkStatus();
 }
 
-void VsockDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
+void VsockDevice::AppendMetrics(MetricValues* out) const {
   VirtioDevice::AppendMetrics(out);
   const VsockCounters& c = vsock_counters_;
-  out->insert(out->end(), {{"rx_bytes_count", c.rx_bytes_count},
+  out->insert(out->end(), {{"rx_queue_event_count", counters_.queue_events[kRxQueue]},
+                           {"tx_queue_event_count", counters_.queue_events[kTxQueue]},
+                           {"rx_bytes_count", c.rx_bytes_count},
                            {"tx_bytes_count", c.tx_bytes_count},
                            {"rx_packets_count", c.rx_packets_count},
                            {"tx_packets_count", c.tx_packets_count},
@@ -225,8 +227,11 @@ void VsockDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* o
                            {"rst_sent", c.rst_sent},
                            {"rst_dropped", c.rst_dropped},
                            {"bad_rx_buffers", c.bad_rx_buffers},
-                           {"transport_resets", c.transport_resets},
-                           {"conns", muxer_->connections()}});
+                           {"transport_resets", c.transport_resets}});
+}
+
+void VsockDevice::AppendLevels(MetricValues* out) const {
+  out->emplace_back("conns", muxer_->connections());
 }
 
 }  // namespace ember::virtio::vsock

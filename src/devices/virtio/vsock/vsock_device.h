@@ -80,7 +80,8 @@ class VsockDevice : public VirtioDevice {
   const VsockCounters& vsock_counters() const { return vsock_counters_; }
   size_t connections() const { return muxer_->connections(); }
   std::string metrics_name() const override { return "vsock"; }
-  void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override;
+  void AppendMetrics(MetricValues* out) const override;
+  void AppendLevels(MetricValues* out) const override;
 
  private:
   explicit VsockDevice(VsockConfig config) : config_(std::move(config)) {}

@@ -1,0 +1,126 @@
+#include "src/common/signal_metrics.h"
+
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <iterator>
+
+#include "src/common/log.h"
+
+namespace ember {
+namespace {
+
+// Firecracker's exit codes (FcExitCode) for the signals that end it.
+struct Fatal {
+  int signo;
+  int exit_code;
+  const char* name;
+};
+constexpr Fatal kFatal[] = {
+    {SIGBUS, 149, "sigbus"},  {SIGSEGV, 150, "sigsegv"}, {SIGXFSZ, 151, "sigxfsz"},
+    {SIGXCPU, 154, "sigxcpu"}, {SIGHUP, 156, "sighup"},   {SIGILL, 157, "sigill"},
+};
+
+// Lock-free atomics only: handlers read and write them.
+std::atomic<int> g_metrics_fd{-1};
+std::atomic<uint64_t> g_fatal[std::size(kFatal)];
+std::atomic<uint64_t> g_sigpipe{0};
+std::atomic<uint64_t> g_seccomp_faults{0};
+
+// A line built without allocating, for handlers.
+struct Line {
+  char buf[512];
+  size_t len = 0;
+  void Add(const char* s) {
+    while (*s != '\0' && len + 1 < sizeof(buf)) buf[len++] = *s++;
+  }
+  void Add(uint64_t n) {
+    char digits[24];
+    int i = 0;
+    do {
+      digits[i++] = static_cast<char>('0' + n % 10);
+      n /= 10;
+    } while (n != 0);
+    while (i > 0 && len + 1 < sizeof(buf)) buf[len++] = digits[--i];
+  }
+};
+
+void OnFatal(int signo, siginfo_t*, void*) {
+  for (const Fatal& f : kFatal) {
+    if (f.signo == signo) DieOfSignal(signo, f.exit_code);
+  }
+  _exit(2);  // Firecracker's UnexpectedError: a signal installed for nothing
+}
+
+void OnSigpipe(int, siginfo_t*, void*) { g_sigpipe.fetch_add(1, std::memory_order_relaxed); }
+
+void Install(int signo, void (*handler)(int, siginfo_t*, void*)) {
+  struct sigaction sa = {};
+  sa.sa_sigaction = handler;
+  sa.sa_flags = SA_SIGINFO;
+  sigfillset(&sa.sa_mask);  // one handler at a time
+  sigaction(signo, &sa, nullptr);
+}
+
+}  // namespace
+
+void InstallSignalHandlers() {
+  for (const Fatal& f : kFatal) Install(f.signo, OnFatal);
+  Install(SIGPIPE, OnSigpipe);
+}
+
+void SetLastMetricsFd(int fd) { g_metrics_fd = fd; }
+
+void DieOfSignal(int signo, int exit_code) {
+  const char* name = "signal";
+  for (size_t i = 0; i < std::size(kFatal); i++) {
+    if (kFatal[i].signo != signo) continue;
+    g_fatal[i] = 1;
+    name = kFatal[i].name;
+  }
+  if (signo == SIGSYS) g_seccomp_faults = 1;
+  if (signo != SIGSYS) {
+    Line log;
+    log.Add("ember: received ");
+    log.Add(name);
+    log.Add("; exiting with ");
+    log.Add(static_cast<uint64_t>(exit_code));
+    log.Add("\n");
+    (void)!::write(LogSinkFd(), log.buf, log.len);
+  }
+  int fd = g_metrics_fd.load();
+  if (fd >= 0) {
+    timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    Line m;
+    m.Add("{\"utc_timestamp_ms\":");
+    m.Add(static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_nsec) / 1000000);
+    m.Add(",\"seccomp\":{\"num_faults\":");
+    m.Add(g_seccomp_faults.load());
+    m.Add("},\"signals\":{");
+    for (size_t i = 0; i < std::size(kFatal); i++) {
+      m.Add(i == 0 ? "\"" : ",\"");
+      m.Add(kFatal[i].name);
+      m.Add("\":");
+      m.Add(g_fatal[i].load());
+    }
+    m.Add(",\"sigpipe\":");
+    m.Add(g_sigpipe.load());
+    m.Add("}}\n");
+    (void)!::write(fd, m.buf, m.len);
+  }
+  _exit(exit_code);
+}
+
+SignalCounters GetSignalCounters() {
+  SignalCounters c = {};
+  uint64_t* fields[] = {&c.sigbus, &c.sigsegv, &c.sigxfsz, &c.sigxcpu, &c.sighup, &c.sigill};
+  for (size_t i = 0; i < std::size(kFatal); i++) *fields[i] = g_fatal[i].load();
+  c.sigpipe = g_sigpipe.load();
+  c.seccomp_faults = g_seccomp_faults.load();
+  return c;
+}
+
+}  // namespace ember

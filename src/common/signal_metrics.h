@@ -1,0 +1,36 @@
+// Firecracker's signals and seccomp metrics, and the last metrics line a
+// dying Ember writes. SIGBUS, SIGSEGV, SIGXFSZ, SIGXCPU, SIGHUP and SIGILL
+// are logged, noted in a last line and end the process with Firecracker's
+// exit code for them; SIGPIPE is counted and ignored otherwise (the write
+// that raised it fails with EPIPE, and its caller copes). A denied system
+// call (seccomp.cc's SIGSYS handler) ends the same way. Process-wide, as
+// signal dispositions are.
+#pragma once
+
+#include <cstdint>
+
+namespace ember {
+
+// Installs the handlers; call before any thread starts.
+void InstallSignalHandlers();
+
+// Where a dying process writes its last line: the metrics file or FIFO,
+// or -1. Any thread; the fd must stay open (the Controller keeps it).
+void SetLastMetricsFd(int fd);
+
+// Async-signal-safe: notes `signo` (SIGSYS: a seccomp fault), writes the
+// last line, {"utc_timestamp_ms":...,"seccomp":{...},"signals":{...}},
+// and ends the process with `exit_code`. Only what a signal handler may
+// touch goes into it, so the other groups are left out.
+[[noreturn]] void DieOfSignal(int signo, int exit_code);
+
+// For metrics lines: signals[...] as Firecracker reports them (1 once the
+// fatal one arrived: only a last line shows it; sigpipe a count) and
+// seccomp.num_faults.
+struct SignalCounters {
+  uint64_t sigbus, sigsegv, sigxfsz, sigxcpu, sigpipe, sighup, sigill;
+  uint64_t seccomp_faults;
+};
+SignalCounters GetSignalCounters();
+
+}  // namespace ember
