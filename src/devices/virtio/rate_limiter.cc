@@ -71,8 +71,12 @@ TokenBucket::Result TokenBucket::Take(uint64_t tokens, uint64_t now_ns) {
     tokens -= burst_;
     burst_ = 0;
   }
+  // Refilled on every take, not only when short: tokens earned while the
+  // bucket was full are lost, as they should be (Firecracker refills only
+  // when short, and so credits a bucket that sat part-empty and idle with up
+  // to a bucket more than its size).
+  Refill(now_ns);
   if (tokens > budget_) {
-    Refill(now_ns);
     if (tokens > size_) {
       // More than the bucket can ever hold: Firecracker lets it through
       // once, empties the bucket and makes the device wait as long as the

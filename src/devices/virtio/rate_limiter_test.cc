@@ -56,6 +56,16 @@ TEST(RateLimiterTest, ThroughputKeepsToTheRate) {
   EXPECT_LT(waits, 30000) << "one wait per refused request, no busy retries";
 }
 
+TEST(RateLimiterTest, AnIdleBucketHoldsNoMoreThanItsSize) {
+  RateLimiter rl(Bytes(1000, 100), 0);
+  EXPECT_TRUE(rl.Consume(1, 600, 0));
+  // A second later the bucket is full again: 1000, not the 400 left plus a
+  // refill on top.
+  EXPECT_TRUE(rl.Consume(1, 400, kSecond));
+  EXPECT_TRUE(rl.Consume(1, 600, kSecond));
+  EXPECT_FALSE(rl.Consume(1, 1, kSecond));
+}
+
 TEST(RateLimiterTest, OpsAreLimitedApartFromBytes) {
   RateLimiter rl(RateLimiterConfig{std::nullopt, TokenBucketConfig{100, 1000, 0}}, 0);
   uint64_t served = Stream(rl, 0, 5 * kSecond, 1 << 20);  // 100 ops/s
