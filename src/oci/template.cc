@@ -60,7 +60,7 @@ bool TemplateReady(const std::string& root, TemplateFiles* files) {
 absl::Status BuildTemplate(const VmAssets& assets, const std::string& root) {
   std::string work = root + "/template.new";
   RemoveDir(work);
-  if (mkdir(root.c_str(), 0711) != 0 && errno != EEXIST) return ErrnoStatus("mkdir " + root);
+  RETURN_IF_ERROR(MakeDirs(root, 0711));
   if (mkdir(work.c_str(), 0700) != 0) return ErrnoStatus("mkdir " + work);
   TemplateFiles t = TemplatePaths(root);
   TemplateFiles w = TemplatePaths(root);

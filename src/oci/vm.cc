@@ -65,8 +65,6 @@ std::string JailId(const std::string& root, const std::string& id) {
   return buf;
 }
 
-namespace {
-
 absl::Status MakeDirs(const std::string& path, mode_t mode) {
   for (size_t pos = 1; pos <= path.size(); ++pos) {
     if (pos != path.size() && path[pos] != '/') continue;
@@ -76,8 +74,6 @@ absl::Status MakeDirs(const std::string& path, mode_t mode) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
   unlink(to.c_str());

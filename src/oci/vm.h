@@ -2,6 +2,7 @@
 // the VM's configuration, and starting ember for it.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -91,6 +92,9 @@ absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
 inline constexpr char kGuestSettled[] = "EMBER-SHELL-READY";
 bool WaitForConsole(const std::string& path, const std::string& text, double timeout_s,
                     const std::function<bool()>& gave_up);
+
+// mkdir -p.
+absl::Status MakeDirs(const std::string& path, mode_t mode);
 
 // A hard link, or a copy when `from` is on another file system; an
 // existing `to` is replaced.

@@ -1,0 +1,157 @@
+#include "src/oci/vm.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <rapidjson/document.h>
+
+#include <gtest/gtest.h>
+
+#include "src/oci/monitor.h"
+#include "src/oci/template.h"
+
+namespace ember::oci {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/ember-oci-vm-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { (void)!system(("rm -rf " + path_).c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(VmTest, ConfigHasBothDrivesVsockAndTheSize) {
+  std::string json = VmConfigJson("/vmlinux", "/agent.ext4", "/root.ext4", "/v.sock", {2, 256});
+  rapidjson::Document doc;
+  doc.Parse(json.c_str());
+  ASSERT_TRUE(doc.IsObject()) << json;
+  EXPECT_STREQ(doc["boot-source"]["kernel_image_path"].GetString(), "/vmlinux");
+  EXPECT_NE(std::string(doc["boot-source"]["boot_args"].GetString()).find("ember_shell"),
+            std::string::npos);
+  const auto& drives = doc["drives"];
+  ASSERT_EQ(drives.Size(), 2u);
+  EXPECT_TRUE(drives[0]["is_root_device"].GetBool());
+  EXPECT_TRUE(drives[0]["is_read_only"].GetBool());
+  EXPECT_STREQ(drives[1]["drive_id"].GetString(), "container");  // the guest's /dev/vdb
+  EXPECT_FALSE(drives[1]["is_read_only"].GetBool());
+  EXPECT_STREQ(drives[1]["path_on_host"].GetString(), "/root.ext4");
+  EXPECT_EQ(doc["machine-config"]["vcpu_count"].GetUint(), 2u);
+  EXPECT_EQ(doc["machine-config"]["mem_size_mib"].GetUint(), 256u);
+  EXPECT_STREQ(doc["vsock"]["uds_path"].GetString(), "/v.sock");
+}
+
+TEST(VmTest, JailIdsFollowTheJailersRuleAndDifferPerContainer) {
+  std::string a = JailId("/run/x/default", "c1"), b = JailId("/run/x/default", "c2");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, JailId("/run/x/default", "c1"));
+  EXPECT_NE(a, JailId("/run/x/other", "c1"));
+  EXPECT_LE(a.size(), 64u);
+  for (char c : a) EXPECT_TRUE(isalnum(static_cast<unsigned char>(c)) || c == '-') << a;
+}
+
+TEST(VmTest, ImageHoldsTheTreeWithRoomToWrite) {
+  TempDir dir;
+  std::string tree = dir.path() + "/rootfs";
+  ASSERT_EQ(mkdir(tree.c_str(), 0755), 0);
+  std::ofstream(tree + "/hello") << "hello";
+  EXPECT_GE(TreeSize(tree), 4096u);
+  std::string image = dir.path() + "/root.ext4";
+  ASSERT_TRUE(MakeImage(tree, image).ok());
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0);
+  EXPECT_GE(st.st_size, 64 << 20);  // the slack
+  std::string cmd = "debugfs -R 'cat /hello' " + image + " 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[64] = {};
+  size_t n = fread(buf, 1, sizeof(buf) - 1, p);
+  pclose(p);
+  EXPECT_EQ(std::string(buf, n), "hello");
+  // A tree that is not there: mke2fs's own words come back.
+  EXPECT_FALSE(MakeImage(dir.path() + "/none", dir.path() + "/x.ext4").ok());
+}
+
+TEST(VmTest, LayoutWithoutAJailIsTheStateDirectory) {
+  VmAssets assets{"/bin/true", "/k", "/r", "", 0, 0};
+  auto l = PrepareLayout(assets, "/run/x", "c1", "/run/x/c1");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(l->uds, "/run/x/c1/v.sock");
+  EXPECT_EQ(l->image, "/run/x/c1/root.ext4");
+  EXPECT_TRUE(l->jail_dir.empty());
+}
+
+TEST(VmTest, LayoutInAJailLinksTheAssetsIn) {
+  TempDir dir;
+  std::ofstream(dir.path() + "/vmlinux") << "k";
+  std::ofstream(dir.path() + "/rootfs.ext4") << "r";
+  VmAssets assets{"/usr/bin/ember", dir.path() + "/vmlinux", dir.path() + "/rootfs.ext4",
+                  "/usr/bin/ember-jailer", 65534, 65534};
+  auto l = PrepareLayout(assets, dir.path() + "/root", "c1", dir.path() + "/root/c1");
+  ASSERT_TRUE(l.ok()) << l.status();
+  EXPECT_EQ(l->jail_dir, dir.path() + "/root/jail/ember/" + JailId(dir.path() + "/root", "c1"));
+  EXPECT_EQ(l->host_root, l->jail_dir + "/root");
+  EXPECT_EQ(l->uds, l->host_root + "/v.sock");
+  EXPECT_EQ(l->config_in_vm, "/vm.json");
+  struct stat a, b;
+  ASSERT_EQ(stat((l->host_root + "/vmlinux").c_str(), &a), 0);
+  ASSERT_EQ(stat((dir.path() + "/vmlinux").c_str(), &b), 0);
+  EXPECT_EQ(a.st_ino, b.st_ino) << "a hard link, not a copy";
+  EXPECT_EQ(access((l->host_root + "/agent.ext4").c_str(), R_OK), 0);
+}
+
+TEST(VmTest, WaitForConsoleSeesTheMarkOrGivesUp) {
+  TempDir dir;
+  std::string console = dir.path() + "/console.log";
+  std::ofstream(console) << "booting\n" << kGuestSettled << "\n";
+  EXPECT_TRUE(WaitForConsole(console, kGuestSettled, 1, nullptr));
+  EXPECT_FALSE(WaitForConsole(console, "never", 0.3, nullptr));
+  EXPECT_FALSE(WaitForConsole(console, "never", 100, [] { return true; }));
+}
+
+TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
+  TempDir dir;
+  TemplateFiles t;
+  EXPECT_FALSE(TemplateReady(dir.path(), &t));
+  ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
+  EXPECT_FALSE(TemplateReady(dir.path(), &t));
+  std::ofstream(dir.path() + "/template/jailed") << "1";
+  ASSERT_TRUE(TemplateReady(dir.path(), &t));
+  EXPECT_TRUE(t.jailed);
+  EXPECT_EQ(t.snapshot, dir.path() + "/template/vm.snap");
+}
+
+TEST(MonitorTest, ContainerRequestCarriesTheProcess) {
+  ProcessSpec p;
+  p.terminal = true;
+  p.args = {"sh", "-c", "true"};
+  p.env = {"PATH=/bin"};
+  p.cwd = "/work";
+  p.uid = 1000;
+  p.gid = 100;
+  p.additional_gids = {10};
+  agent::ExecRequest r = ContainerRequest(p, "box");
+  EXPECT_EQ(r.flags, agent::ExecRequest::kFlagStdin | agent::ExecRequest::kFlagContainer |
+                         agent::ExecRequest::kFlagTty);
+  EXPECT_EQ(r.argv, p.args);
+  EXPECT_EQ(r.env, p.env);
+  EXPECT_EQ(r.cwd, "/work");
+  EXPECT_EQ(r.container.uid, 1000u);
+  EXPECT_EQ(r.container.groups, std::vector<uint32_t>{10});
+  EXPECT_EQ(r.container.root_device, kContainerDevice);
+  EXPECT_EQ(r.container.root_dir, kContainerRootDir);
+  EXPECT_EQ(r.container.hostname, "box");
+  std::string error;
+  agent::ExecRequest back;
+  EXPECT_TRUE(agent::DecodeExec(agent::EncodeExec(r), &back, &error)) << error;
+}
+
+}  // namespace
+}  // namespace ember::oci
