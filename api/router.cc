@@ -120,6 +120,10 @@ struct Parsed {
 absl::StatusOr<Parsed> Parse(const RouteSpec& route, const PathParam& param,
                              const std::string& body) {
   RETURN_IF_ERROR(CheckPathId(param));
+  if (route.parse_text != nullptr) {
+    ASSIGN_OR_RETURN(VmmAction action, route.parse_text(body));
+    return Parsed{std::move(action)};
+  }
   rapidjson::Document doc;
   doc.SetObject();
   if (absl::string_view(route.method) != "GET") RETURN_IF_ERROR(ParseJsonObject(body, &doc));
@@ -175,8 +179,14 @@ std::string Describe(const std::string& method, const std::string& path,
   return absl::StrCat(text, " with body ", DebugQuoted(body));
 }
 
-// A 400 with `status`'s message, logged as Firecracker logs it.
+// A 400 with `status`'s message, logged as Firecracker logs it; a 413 for
+// a store that is full (MMDS over its size limit), as Firecracker answers.
 HttpResponse Refuse(const absl::Status& status) {
+  if (absl::IsResourceExhausted(status)) {
+    std::string message = absl::StrCat("MMDS limit exceeded error: ", status.message());
+    LOG_ERROR("Received Error. Status code: 413 Payload Too Large. Message: %s", message);
+    return Fault(413, message);
+  }
   LOG_ERROR("Received Error. Status code: 400 Bad Request. Message: %s", status.message());
   return Fault(400, std::string(status.message()));
 }
@@ -249,6 +259,8 @@ HttpResponse ToResponse(const VmmResult& result) {
           return {200, MachineConfigToJson(r)};
         } else if constexpr (std::is_same_v<T, BalloonConfig>) {
           return {200, BalloonConfigToJson(r)};
+        } else if constexpr (std::is_same_v<T, MmdsDocument>) {
+          return {200, r.json};
         } else {
           static_assert(std::is_same_v<T, BalloonStats>, "a VmmResult without a response");
           return WriteBalloonStats(r);

@@ -25,16 +25,62 @@ absl::StatusOr<VmmAction> Put(const rapidjson::Value& body) {
   return Action{std::move(config)};
 }
 
-// Answered by the API thread: the version is the API's own, the VMM need
-// not run.
+// Answered by the API thread: the VMM need not run. Clients read this
+// field as the Firecracker release they talk to (Kata refuses below
+// 0.21.1), so it is the API level Ember implements; Ember's own version is
+// GET /'s vmm_version.
 std::string Version() {
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   w.StartObject();
   w.Key("firecracker_version");
-  w.String(kVersion);
+  w.String(kFirecrackerApiVersion);
   w.EndObject();
   return buf.GetString();
+}
+
+// Whether the body gives `name` a value (null is no value, as in serde).
+bool Given(const rapidjson::Value& body, const char* name) {
+  auto it = body.FindMember(name);
+  return it != body.MemberEnd() && !it->value.IsNull();
+}
+
+// Firecracker's warnings for the deprecated fields it still accepts.
+const char* PutMachineConfigDeprecation(const rapidjson::Value& body) {
+  return Given(body, "cpu_template") ? "PUT /machine-config: cpu_template field is deprecated."
+                                     : nullptr;
+}
+
+const char* PatchMachineConfigDeprecation(const rapidjson::Value& body) {
+  return Given(body, "cpu_template") ? "PATCH /machine-config: cpu_template field is deprecated."
+                                     : nullptr;
+}
+
+const char* PutVsockDeprecation(const rapidjson::Value& body) {
+  return Given(body, "vsock_id") ? "PUT /vsock: vsock_id field is deprecated." : nullptr;
+}
+
+const char* LoadSnapshotDeprecation(const rapidjson::Value& body) {
+  auto diff = body.FindMember("enable_diff_snapshots");
+  bool diff_on = diff != body.MemberEnd() && diff->value.IsTrue();
+  return Given(body, "mem_file_path") || diff_on
+             ? "PUT /snapshot/load: mem_file_path and enable_diff_snapshots fields are "
+               "deprecated."
+             : nullptr;
+}
+
+// MMDS's document goes to the data store as text; it parses it by its own
+// rules (any JSON value, keys sorted, depth capped).
+template <typename Action>
+absl::StatusOr<VmmAction> MmdsText(const std::string& body) {
+  return Action{body};
+}
+
+const char* PutMmdsConfigDeprecation(const rapidjson::Value& body) {
+  auto v = body.FindMember("version");
+  bool v1 = v == body.MemberEnd() || v->value.IsNull() ||
+            (v->value.IsString() && std::string(v->value.GetString()) == "V1");
+  return v1 ? "PUT /mmds/config: V1 is deprecated. Use V2 instead." : nullptr;
 }
 
 absl::StatusOr<VmmAction> ParsePatchVm(const rapidjson::Value& body) {
@@ -54,7 +100,15 @@ absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) 
   if (auto n = r.Uint("vcpu_count", false, kMinVcpus, kMaxVcpus)) p.vcpu_count = *n;
   p.mem_size_mib = r.Uint("mem_size_mib", false, 1, uint64_t{1} << 32);
   p.track_dirty_pages = r.Bool("track_dirty_pages", false);
+  // Firecracker's other fields: only the values that change nothing here.
+  std::optional<bool> smt = r.Bool("smt", false);
+  std::optional<std::string> tmpl = r.String("cpu_template", false);
+  std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl, huge));
+  if (!p.vcpu_count && !p.mem_size_mib && !p.track_dirty_pages && !smt && !tmpl && !huge) {
+    return absl::InvalidArgumentError(kEmptyPatch);  // Firecracker's answer to {}
+  }
   return p;
 }
 
@@ -75,19 +129,19 @@ absl::StatusOr<VmmAction> ParsePatchDrive(const rapidjson::Value& body) {
 
 absl::StatusOr<VmmAction> ParsePatchNetworkInterface(const rapidjson::Value& body) {
   JsonReader r(body, "network-interfaces[]");
-  std::string iface = r.String("iface_id", true).value_or("");
+  PatchNetworkInterface p{r.String("iface_id", true).value_or("")};
   const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
   const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
   RETURN_IF_ERROR(r.Finish());
-  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> rx_limit,
-                   ParseRateLimiter(rx, "network-interfaces[].rx_rate_limiter"));
-  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> tx_limit,
-                   ParseRateLimiter(tx, "network-interfaces[].tx_rate_limiter"));
-  if (rx_limit || tx_limit) {
-    return absl::InvalidArgumentError(
-        "network rate limiters with buckets are not supported yet; use {} or null");
+  // As PATCH /drives: a limiter or bucket not given stays as it is.
+  std::string ctx = "network-interfaces[" + p.iface_id + "]";
+  if (rx != nullptr && !rx->IsNull()) {
+    ASSIGN_OR_RETURN(p.rx_rate_limiter, ParseRateLimiterUpdate(*rx, ctx + ".rx_rate_limiter"));
   }
-  return PatchNetworkInterface{iface};
+  if (tx != nullptr && !tx->IsNull()) {
+    ASSIGN_OR_RETURN(p.tx_rate_limiter, ParseRateLimiterUpdate(*tx, ctx + ".tx_rate_limiter"));
+  }
+  return p;
 }
 
 absl::StatusOr<VmmAction> ParsePatchBalloon(const rapidjson::Value& body) {
@@ -215,8 +269,9 @@ constexpr RouteSpec kRoutes[] = {
     {"/vm", "PATCH", ParsePatchVm},
     {"/vm/config", "GET", Get<GetVmConfig>},
     {"/machine-config", "GET", Get<GetMachineConfig>},
-    {"/machine-config", "PUT", Put<PutMachineConfig, ParseMachineConfig>},
-    {"/machine-config", "PATCH", ParsePatchMachineConfig},
+    {"/machine-config", "PUT", Put<PutMachineConfig, ParseMachineConfig>, nullptr,
+     PutMachineConfigDeprecation},
+    {"/machine-config", "PATCH", ParsePatchMachineConfig, nullptr, PatchMachineConfigDeprecation},
     {"/boot-source", "PUT", Put<PutBootSource, ParseBootSource>},
     {"/drives/{drive_id}", "PUT", Put<PutDrive, ParseDrive>},
     {"/drives/{drive_id}", "PATCH", ParsePatchDrive},
@@ -225,7 +280,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/balloon", "GET", Get<GetBalloon>},
     {"/balloon", "PUT", Put<PutBalloon, ParseBalloon>},
     {"/balloon", "PATCH", ParsePatchBalloon},
-    {"/vsock", "PUT", Put<PutVsock, ParseVsock>},
+    {"/vsock", "PUT", Put<PutVsock, ParseVsock>, nullptr, PutVsockDeprecation},
     {"/entropy", "PUT", Put<PutEntropy, ParseEntropy>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
@@ -234,7 +289,12 @@ constexpr RouteSpec kRoutes[] = {
     {"/metrics", "PUT", Put<PutMetrics, ParseMetrics>},
     {"/actions", "PUT", ParseActions},
     {"/snapshot/create", "PUT", ParseCreateSnapshot},
-    {"/snapshot/load", "PUT", ParseLoadSnapshot},
+    {"/snapshot/load", "PUT", ParseLoadSnapshot, nullptr, LoadSnapshotDeprecation},
+    {"/mmds", "GET", Get<GetMmds>},
+    {"/mmds", "PUT", nullptr, nullptr, nullptr, MmdsText<PutMmds>},
+    {"/mmds", "PATCH", nullptr, nullptr, nullptr, MmdsText<PatchMmds>},
+    {"/mmds/config", "PUT", Put<PutMmdsConfig, ParseMmdsConfig>, nullptr,
+     PutMmdsConfigDeprecation},
 };
 
 }  // namespace

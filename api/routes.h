@@ -29,6 +29,9 @@ struct RouteSpec {
   // Firecracker marks deprecated (the answer then carries its Deprecation
   // header), else nullptr.
   const char* (*deprecation)(const rapidjson::Value& body) = nullptr;
+  // Set instead of `parse` where the body is any JSON text, not an object
+  // (PUT and PATCH /mmds): gets the body as the client sent it.
+  absl::StatusOr<VmmAction> (*parse_text)(const std::string& body) = nullptr;
 };
 
 // Every route Ember serves.
@@ -43,7 +46,6 @@ inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 // paths below them are refused as not supported yet.
 inline constexpr const char* kNotYetPaths[] = {
     "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
-    "/cpu-config", "/pmem", "/mmds", "/mmds/config",
-    "/hotplug/memory"};
+    "/cpu-config", "/pmem", "/hotplug/memory"};
 
 }  // namespace ember::api

@@ -57,6 +57,12 @@ std::vector<Case> Cases() {
          EXPECT_FALSE(a.vcpu_count);
          EXPECT_FALSE(a.track_dirty_pages);
        })},
+      // Firecracker's other fields, with the values that change nothing here.
+      {"PATCH", "/machine-config", "", R"({"smt": false, "cpu_template": "None",
+                                           "huge_pages": "None"})",
+       Holds<PatchMachineConfig>([](const auto& a) {
+         EXPECT_FALSE(a.mem_size_mib || a.vcpu_count || a.track_dirty_pages);
+       })},
       {"PUT", "/boot-source", "",
        R"({"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"})",
        Holds<PutBootSource>([](const auto& a) {
@@ -104,7 +110,24 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.config.guest_mac, mac);
        })},
       {"PATCH", "/network-interfaces/{iface_id}", "eth1", R"({"iface_id": "eth1"})",
-       Holds<PatchNetworkInterface>([](const auto& a) { EXPECT_EQ(a.iface_id, "eth1"); })},
+       Holds<PatchNetworkInterface>([](const auto& a) {
+         EXPECT_EQ(a.iface_id, "eth1");
+         EXPECT_FALSE(a.rx_rate_limiter);
+         EXPECT_FALSE(a.tx_rate_limiter);
+       })},
+      // Firecracker's body: a limiter or bucket not given stays, 0/0 removes.
+      {"PATCH", "/network-interfaces/{iface_id}", "eth1",
+       R"({"iface_id": "eth1", "rx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0},
+           "ops": {"size": 100, "refill_time": 1000, "one_time_burst": 50}},
+           "tx_rate_limiter": null})",
+       Holds<PatchNetworkInterface>([](const auto& a) {
+         ASSERT_TRUE(a.rx_rate_limiter);
+         ASSERT_TRUE(a.rx_rate_limiter->bandwidth) << "given";
+         EXPECT_FALSE(*a.rx_rate_limiter->bandwidth) << "as 0/0: removed";
+         ASSERT_TRUE(a.rx_rate_limiter->ops);
+         EXPECT_EQ(**a.rx_rate_limiter->ops, (TokenBucketConfig{100, 1000, 50}));
+         EXPECT_FALSE(a.tx_rate_limiter) << "null: unchanged";
+       })},
       {"GET", "/balloon", "", "", Holds<GetBalloon>()},
       {"PUT", "/balloon", "",
        R"({"amount_mib": 64, "deflate_on_oom": true, "stats_polling_interval_s": 5})",
@@ -176,6 +199,31 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.config.guest_cid, 3u);
          EXPECT_EQ(a.config.uds_path, "/run/v.sock");
        })},
+      {"GET", "/mmds", "", "", Holds<GetMmds>()},
+      // Any JSON text goes to the store as it came; the store parses it.
+      {"PUT", "/mmds", "", R"({"latest": {"meta-data": {"ami-id": "ami-1"}}})",
+       Holds<PutMmds>([](const auto& a) {
+         EXPECT_EQ(a.json, R"({"latest": {"meta-data": {"ami-id": "ami-1"}}})");
+       })},
+      {"PUT", "/mmds", "", "[1, 2]", Holds<PutMmds>()},
+      {"PATCH", "/mmds", "", R"({"a": null})",
+       Holds<PatchMmds>([](const auto& a) { EXPECT_EQ(a.json, R"({"a": null})"); })},
+      {"PUT", "/mmds/config", "", R"({"network_interfaces": ["eth0"]})",
+       Holds<PutMmdsConfig>([](const auto& a) {
+         EXPECT_EQ(a.config.network_interfaces, std::vector<std::string>{"eth0"});
+         EXPECT_EQ(a.config.version, MmdsConfig::Version::kV1);
+         EXPECT_EQ(a.config.ipv4_address, 0xa9fea9feu);
+         EXPECT_FALSE(a.config.imds_compat);
+       })},
+      {"PUT", "/mmds/config", "",
+       R"({"network_interfaces": ["a", "b"], "version": "V2", "ipv4_address": "169.254.1.2",
+           "imds_compat": true})",
+       Holds<PutMmdsConfig>([](const auto& a) {
+         EXPECT_EQ(a.config.network_interfaces, (std::vector<std::string>{"a", "b"}));
+         EXPECT_EQ(a.config.version, MmdsConfig::Version::kV2);
+         EXPECT_EQ(a.config.ipv4_address, 0xa9fe0102u);
+         EXPECT_TRUE(a.config.imds_compat);
+       })},
       {"PUT", "/snapshot/load", "", R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem"})",
        Holds<LoadSnapshot>([](const auto& a) {
          EXPECT_EQ(a.mem_backend_path, "/s/vm.mem");
@@ -210,6 +258,79 @@ TEST(RoutesTest, EveryRouteBuildsItsActionFromAValidBody) {
   EXPECT_EQ(tried, ServedRoutes()) << "every served route and method has a case here";
 }
 
+TEST(RoutesTest, BadNetworkLimiterPatchesAreRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"iface_id": "eth0", "tx_rate_limiter": {"ops": {"size": -5, "refill_time": 10}}})",
+       "network-interfaces[eth0].tx_rate_limiter.ops.size"},
+      {R"({"iface_id": "eth0", "rx_rate_limiter": {"ops": {"size": 0, "refill_time": 10}}})",
+       "network-interfaces[eth0].rx_rate_limiter.ops.size must be positive"},
+      {R"({"iface_id": "eth0", "rx_rate_limiter": {"bandwidth": {"size": 8, "refill_time": 0}}})",
+       "network-interfaces[eth0].rx_rate_limiter.bandwidth.refill_time must be positive"},
+      {R"({"iface_id": "eth0", "rx_rate_limiter": {"bandwith": {}}})",
+       "network-interfaces[eth0].rx_rate_limiter: unknown field 'bandwith'"},
+      {R"({"iface_id": "eth0", "rate_limiter": {}})", "unknown field 'rate_limiter'"},
+  };
+  for (const auto& [body, message] : cases) {
+    int calls = 0;
+    HttpResponse r = Route({"PATCH", "/network-interfaces/eth0", body},
+                           [&](VmmAction) -> absl::StatusOr<VmmResult> {
+                             calls++;
+                             return std::monostate();
+                           });
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_NE(r.body.find(message), std::string::npos) << r.body << " lacks " << message;
+    EXPECT_EQ(calls, 0) << body;
+  }
+}
+
+TEST(RoutesTest, BadMmdsConfigIsRefusedByName) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"network_interfaces": ["eth0"], "version": "V3"})",
+       "mmds-config.version 'V3' must be"},
+      {R"({"version": "V2"})", "mmds-config.network_interfaces"},
+      {R"({"network_interfaces": "eth0"})", "mmds-config.network_interfaces must be an array"},
+      {R"({"network_interfaces": [1]})", "mmds-config.network_interfaces[] must be strings"},
+      {R"({"network_interfaces": ["eth0"], "ipv4_address": "169.254.1"})",
+       "mmds-config.ipv4_address '169.254.1'"},
+      {R"({"network_interfaces": ["eth0"], "ipv4": "169.254.1.1"})", "unknown field 'ipv4'"},
+      {R"({"network_interfaces": ["eth0"])", "malformed JSON"},
+  };
+  for (const auto& [body, message] : cases) {
+    int calls = 0;
+    HttpResponse r = Route({"PUT", "/mmds/config", body}, [&](VmmAction) -> absl::StatusOr<VmmResult> {
+      calls++;
+      return std::monostate();
+    });
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_NE(r.body.find(message), std::string::npos) << r.body << " lacks " << message;
+    EXPECT_EQ(calls, 0) << body;
+  }
+}
+
+TEST(RoutesTest, MmdsV1IsDeprecatedAndAFullStoreIs413) {
+  ActionRunner ok = [](VmmAction) -> absl::StatusOr<VmmResult> { return std::monostate(); };
+  EXPECT_TRUE(Route({"PUT", "/mmds/config", R"({"network_interfaces": ["e"]})"}, ok).deprecated);
+  EXPECT_TRUE(
+      Route({"PUT", "/mmds/config", R"({"network_interfaces": ["e"], "version": "V1"})"}, ok)
+          .deprecated);
+  EXPECT_FALSE(
+      Route({"PUT", "/mmds/config", R"({"network_interfaces": ["e"], "version": "V2"})"}, ok)
+          .deprecated);
+  ActionRunner full = [](VmmAction) -> absl::StatusOr<VmmResult> {
+    return absl::ResourceExhaustedError("The MMDS patch request doesn't fit.");
+  };
+  HttpResponse r = Route({"PUT", "/mmds", R"({"a": "b"})"}, full);
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(r.body,
+            R"({"fault_message":"MMDS limit exceeded error: The MMDS patch request doesn't fit."})");
+  ActionRunner doc = [](VmmAction) -> absl::StatusOr<VmmResult> {
+    return MmdsDocument{R"({"a":"b"})"};
+  };
+  r = Route({"GET", "/mmds", ""}, doc);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, R"({"a":"b"})");
+}
+
 TEST(RoutesTest, PatternsAndMethodsAreWellFormed) {
   std::set<std::pair<std::string, std::string>> seen;
   for (const RouteSpec& route : RouteTable()) {
@@ -217,8 +338,8 @@ TEST(RoutesTest, PatternsAndMethodsAreWellFormed) {
     EXPECT_EQ(pattern[0], '/') << pattern;
     EXPECT_TRUE(method == "GET" || method == "PUT" || method == "PATCH") << method;
     EXPECT_TRUE(seen.insert({pattern, method}).second) << method << " " << pattern << " twice";
-    EXPECT_NE(route.parse == nullptr, route.answer == nullptr)
-        << method << " " << pattern << ": a parser or an answer, not both";
+    int ways = (route.parse != nullptr) + (route.answer != nullptr) + (route.parse_text != nullptr);
+    EXPECT_EQ(ways, 1) << method << " " << pattern << ": one parser or an answer";
   }
 }
 

@@ -1,5 +1,7 @@
 #include "api/vm_config_json.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -14,6 +16,7 @@
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
+#include "src/vmm/preboot_controller.h"
 
 namespace ember::api {
 namespace {
@@ -21,7 +24,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "mmds-config", "cpu-config",
+    "cpu-config", "pmem", "memory-hotplug",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -37,9 +40,8 @@ absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value) 
   boot.initrd_path = r.String("initrd_path", false).value_or("");
   boot.boot_args = r.String("boot_args", false);
   RETURN_IF_ERROR(r.Finish());
-  if (boot.kernel_image_path.empty()) {
-    return absl::InvalidArgumentError("boot-source.kernel_image_path must not be empty");
-  }
+  // An empty path is read (GET /vm/config shows one before any PUT); as in
+  // Firecracker, opening it refuses it (CheckBootSourceFiles).
   return boot;
 }
 
@@ -56,18 +58,26 @@ absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) 
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl, huge));
+  return m;
+}
+
+absl::Status CheckMachineExtras(const std::optional<bool>& smt,
+                                const std::optional<std::string>& cpu_template,
+                                const std::optional<std::string>& huge_pages) {
   if (smt.value_or(false)) {
     return absl::InvalidArgumentError("machine-config.smt: Ember does not support SMT; use false");
   }
-  if (tmpl && *tmpl != "None") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("machine-config.cpu_template '", *tmpl, "' is not supported; use \"None\""));
+  if (cpu_template && *cpu_template != "None") {
+    return absl::InvalidArgumentError(absl::StrCat("machine-config.cpu_template '",
+                                                   *cpu_template,
+                                                   "' is not supported; use \"None\""));
   }
-  if (huge && *huge != "None") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("machine-config.huge_pages '", *huge, "' is not supported; use \"None\""));
+  if (huge_pages && *huge_pages != "None") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "machine-config.huge_pages '", *huge_pages, "' is not supported; use \"None\""));
   }
-  return m;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
@@ -187,6 +197,7 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
   n.iface_id = r.String("iface_id", true).value_or("");
   n.host_dev_name = r.String("host_dev_name", true).value_or("");
   std::optional<std::string> mac = r.String("guest_mac", false);
+  std::optional<uint64_t> mtu = r.Uint("mtu", false, 0, UINT16_MAX);
   const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
   const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
   RETURN_IF_ERROR(r.Finish());
@@ -196,16 +207,13 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(ctx, ".", bytes.status().message()));
     n.guest_mac = *bytes;
   }
-  // An empty limiter limits nothing (Kata sends "rx_rate_limiter": {});
-  // buckets on an interface are not built yet.
-  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> rx_limit,
-                   ParseRateLimiter(rx, ctx + ".rx_rate_limiter"));
-  ASSIGN_OR_RETURN(std::optional<RateLimiterConfig> tx_limit,
-                   ParseRateLimiter(tx, ctx + ".tx_rate_limiter"));
-  if (rx_limit || tx_limit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        ctx, ": network rate limiters with buckets are not supported yet; use {} or null"));
+  if (mtu) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ".mtu is not supported by Ember yet; leave it out or null"));
   }
+  // An empty limiter limits nothing (Kata sends "rx_rate_limiter": {}).
+  ASSIGN_OR_RETURN(n.rx_rate_limiter, ParseRateLimiter(rx, ctx + ".rx_rate_limiter"));
+  ASSIGN_OR_RETURN(n.tx_rate_limiter, ParseRateLimiter(tx, ctx + ".tx_rate_limiter"));
   return n;
 }
 
@@ -216,7 +224,13 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
   b.deflate_on_oom = r.Bool("deflate_on_oom", true).value_or(false);
   b.stats_polling_interval_s =
       static_cast<uint32_t>(r.Uint("stats_polling_interval_s", false, 0, 3600).value_or(0));
+  std::optional<bool> hinting = r.Bool("free_page_hinting", false);
+  std::optional<bool> reporting = r.Bool("free_page_reporting", false);
   RETURN_IF_ERROR(r.Finish());
+  if (hinting.value_or(false) || reporting.value_or(false)) {
+    return absl::InvalidArgumentError(
+        "balloon: free page hinting and reporting are not supported by Ember yet; use false");
+  }
   return b;
 }
 
@@ -241,6 +255,40 @@ absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value) {
   return e;
 }
 
+absl::StatusOr<MmdsConfig> ParseMmdsConfig(const rapidjson::Value& value) {
+  JsonReader r(value, "mmds-config");
+  MmdsConfig m;
+  std::string version = r.String("version", false).value_or("V1");
+  const rapidjson::Value* ifaces = r.Raw("network_interfaces");
+  std::optional<std::string> ipv4 = r.String("ipv4_address", false);
+  m.imds_compat = r.Bool("imds_compat", false).value_or(false);
+  RETURN_IF_ERROR(r.Finish());
+  if (version != "V1" && version != "V2") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mmds-config.version '", version, "' must be \"V1\" or \"V2\""));
+  }
+  m.version = version == "V2" ? MmdsConfig::Version::kV2 : MmdsConfig::Version::kV1;
+  if (ifaces == nullptr || !ifaces->IsArray()) {
+    return absl::InvalidArgumentError(
+        "mmds-config.network_interfaces must be an array of interface ids");
+  }
+  for (const rapidjson::Value& id : ifaces->GetArray()) {
+    if (!id.IsString()) {
+      return absl::InvalidArgumentError("mmds-config.network_interfaces[] must be strings");
+    }
+    m.network_interfaces.emplace_back(id.GetString(), id.GetStringLength());
+  }
+  if (ipv4) {
+    in_addr addr;
+    if (inet_pton(AF_INET, ipv4->c_str(), &addr) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "mmds-config.ipv4_address '", *ipv4, "' must be an IPv4 address (a.b.c.d)"));
+    }
+    m.ipv4_address = ntohl(addr.s_addr);
+  }
+  return m;
+}
+
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   JsonReader r(value, "logger");
   LoggerConfig l;
@@ -250,9 +298,17 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   l.show_log_origin = r.Bool("show_log_origin", false).value_or(false);
   std::optional<std::string> module = r.String("module", false);
   RETURN_IF_ERROR(r.Finish());
-  if (l.level && !ParseLogLevel(*l.level)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logger.level '", *l.level, "' must be Error, Warning, Info, Debug, Trace or Off"));
+  if (l.level) {
+    // Firecracker reads the level in any case, and "Warn" for Warning;
+    // ParseLogLevel wants Ember's spelling.
+    std::string level = absl::AsciiStrToLower(*l.level);
+    if (level == "warn") level = "warning";
+    if (!level.empty()) level[0] = absl::ascii_toupper(level[0]);
+    if (!ParseLogLevel(level)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "logger.level '", *l.level, "' must be Error, Warning, Info, Debug, Trace or Off"));
+    }
+    l.level = level;
   }
   if (module && !module->empty()) {
     return absl::InvalidArgumentError("logger.module filtering is not supported by Ember");
@@ -317,6 +373,10 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   if (const rapidjson::Value* v = r.Raw("serial")) {
     ASSIGN_OR_RETURN(config.serial, ParseSerial(*v));
   }
+  if (const rapidjson::Value* v = r.Raw("mmds-config"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.mmds, ParseMmdsConfig(*v));
+    RETURN_IF_ERROR(ValidateMmds(*config.mmds, config.net));
+  }
   for (const char* section : kNotYetSections) {
     const rapidjson::Value* v = r.Raw(section);
     if (v != nullptr && !IsEmpty(*v)) {
@@ -334,6 +394,10 @@ absl::StatusOr<VmConfig> LoadVmConfigFile(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   absl::StatusOr<VmConfig> config = ParseVmConfig(text.str());
+  // As Firecracker, the files it names are opened now, not at the start.
+  if (config.ok()) {
+    if (absl::Status st = CheckHostResources(*config); !st.ok()) config = st;
+  }
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat(path, ": ", config.status().message()));
@@ -359,6 +423,13 @@ void Str(Writer& w, const char* key, const std::string& value) {
   w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
 }
 
+// Firecracker writes a field it has no value for as null, not leaving it
+// out; the parsers read null as absent.
+void Null(Writer& w, const char* key) {
+  w.Key(key);
+  w.Null();
+}
+
 void WriteMachine(Writer& w, const MachineConfig& m) {
   w.StartObject();
   w.Key("vcpu_count");
@@ -369,6 +440,7 @@ void WriteMachine(Writer& w, const MachineConfig& m) {
   w.Bool(false);
   w.Key("track_dirty_pages");
   w.Bool(m.track_dirty_pages);
+  Str(w, "huge_pages", "None");
   w.EndObject();
 }
 
@@ -380,6 +452,10 @@ void WriteBalloon(Writer& w, const BalloonConfig& b) {
   w.Bool(b.deflate_on_oom);
   w.Key("stats_polling_interval_s");
   w.Uint(b.stats_polling_interval_s);
+  w.Key("free_page_hinting");
+  w.Bool(false);
+  w.Key("free_page_reporting");
+  w.Bool(false);
   w.EndObject();
 }
 
@@ -416,24 +492,52 @@ void WriteRateLimiter(Writer& w, const char* key, const std::optional<RateLimite
   w.EndObject();
 }
 
+// As Firecracker shows a device's limiter: null when there is none.
+void WriteRateLimiterOrNull(Writer& w, const char* key,
+                            const std::optional<RateLimiterConfig>& rl) {
+  if (!rl) return Null(w, key);
+  WriteRateLimiter(w, key, rl);
+}
+
 void WriteEntropy(Writer& w, const EntropyConfig& e) {
   w.StartObject();
-  WriteRateLimiter(w, "rate_limiter", e.rate_limiter);
+  WriteRateLimiterOrNull(w, "rate_limiter", e.rate_limiter);
+  w.EndObject();
+}
+
+// Firecracker's MmdsConfig as serde writes it.
+void WriteMmds(Writer& w, const MmdsConfig& m) {
+  w.StartObject();
+  Str(w, "version", m.version == MmdsConfig::Version::kV2 ? "V2" : "V1");
+  w.Key("network_interfaces");
+  w.StartArray();
+  for (const std::string& id : m.network_interfaces) w.String(id.c_str());
+  w.EndArray();
+  in_addr addr{htonl(m.ipv4_address)};
+  char text[INET_ADDRSTRLEN];
+  Str(w, "ipv4_address", inet_ntop(AF_INET, &addr, text, sizeof(text)));
+  w.Key("imds_compat");
+  w.Bool(m.imds_compat);
   w.EndObject();
 }
 
 void WriteDrive(Writer& w, const DriveConfig& d) {
   w.StartObject();
   Str(w, "drive_id", d.drive_id);
-  Str(w, "path_on_host", d.path_on_host);
+  if (d.partuuid.empty()) {
+    Null(w, "partuuid");
+  } else {
+    Str(w, "partuuid", d.partuuid);
+  }
   w.Key("is_root_device");
   w.Bool(d.is_root_device);
+  Str(w, "cache_type", d.cache_type == CacheType::kWriteback ? "Writeback" : "Unsafe");
   w.Key("is_read_only");
   w.Bool(d.is_read_only);
-  if (!d.partuuid.empty()) Str(w, "partuuid", d.partuuid);
-  Str(w, "cache_type", d.cache_type == CacheType::kWriteback ? "Writeback" : "Unsafe");
+  Str(w, "path_on_host", d.path_on_host);
+  WriteRateLimiterOrNull(w, "rate_limiter", d.rate_limiter);
   Str(w, "io_engine", d.io_engine == IoEngine::kAsync ? "Async" : "Sync");
-  WriteRateLimiter(w, "rate_limiter", d.rate_limiter);
+  Null(w, "socket");  // vhost-user drives: none here
   w.EndObject();
 }
 
@@ -445,42 +549,80 @@ void WriteNet(Writer& w, const NetConfig& n) {
     const auto& m = *n.guest_mac;
     Str(w, "guest_mac",
         absl::StrFormat("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]));
+  } else {
+    Null(w, "guest_mac");
+  }
+  Null(w, "mtu");  // the guest's default
+  WriteRateLimiterOrNull(w, "rx_rate_limiter", n.rx_rate_limiter);
+  WriteRateLimiterOrNull(w, "tx_rate_limiter", n.tx_rate_limiter);
+  w.EndObject();
+}
+
+// Before a PUT /boot-source Firecracker shows an empty kernel path.
+void WriteBootSource(Writer& w, const std::optional<BootSourceConfig>& b) {
+  w.StartObject();
+  Str(w, "kernel_image_path", b ? b->kernel_image_path : "");
+  if (b && !b->initrd_path.empty()) {
+    Str(w, "initrd_path", b->initrd_path);
+  } else {
+    Null(w, "initrd_path");
+  }
+  if (b && b->boot_args) {
+    Str(w, "boot_args", *b->boot_args);
+  } else {
+    Null(w, "boot_args");
   }
   w.EndObject();
 }
 
+// Firecracker's keys, in its order, each always there: null (or []) for
+// what is not configured. The logger and metrics are not part of it, as in
+// Firecracker; sections Ember does not serve yet are always empty.
 void WriteVmConfig(Writer& w, const VmConfig& c) {
   w.StartObject();
-  if (c.boot_source) {
-    w.Key("boot-source");
-    w.StartObject();
-    Str(w, "kernel_image_path", c.boot_source->kernel_image_path);
-    if (!c.boot_source->initrd_path.empty()) Str(w, "initrd_path", c.boot_source->initrd_path);
-    if (c.boot_source->boot_args) Str(w, "boot_args", *c.boot_source->boot_args);
-    w.EndObject();
+  w.Key("balloon");
+  if (c.balloon) {
+    WriteBalloon(w, *c.balloon);
+  } else {
+    w.Null();
   }
-  w.Key("machine-config");
-  WriteMachine(w, c.machine);
   w.Key("drives");
   w.StartArray();
   for (const DriveConfig& d : c.drives) WriteDrive(w, d);
   w.EndArray();
+  w.Key("boot-source");
+  WriteBootSource(w, c.boot_source);
+  Null(w, "cpu-config");
+  Null(w, "logger");
+  w.Key("machine-config");
+  WriteMachine(w, c.machine);
+  Null(w, "metrics");
+  w.Key("mmds-config");
+  if (c.mmds) {
+    WriteMmds(w, *c.mmds);
+  } else {
+    w.Null();
+  }
   w.Key("network-interfaces");
   w.StartArray();
   for (const NetConfig& n : c.net) WriteNet(w, n);
   w.EndArray();
-  if (c.balloon) {
-    w.Key("balloon");
-    WriteBalloon(w, *c.balloon);
-  }
+  w.Key("vsock");
   if (c.vsock) {
-    w.Key("vsock");
     WriteVsock(w, *c.vsock);
+  } else {
+    w.Null();
   }
+  w.Key("entropy");
   if (c.entropy) {
-    w.Key("entropy");
     WriteEntropy(w, *c.entropy);
+  } else {
+    w.Null();
   }
+  w.Key("pmem");
+  w.StartArray();
+  w.EndArray();
+  Null(w, "memory-hotplug");
   w.EndObject();
 }
 

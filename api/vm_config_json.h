@@ -15,6 +15,11 @@ namespace ember::api {
 
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
+// machine-config's smt, cpu_template and huge_pages, as given (or not): only
+// the values that ask for nothing Ember lacks pass.
+absl::Status CheckMachineExtras(const std::optional<bool>& smt,
+                                const std::optional<std::string>& cpu_template,
+                                const std::optional<std::string>& huge_pages);
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value);
 // A rate limiter object ("drives[x].rate_limiter" names it in messages):
 // absent, null or {} is no limiting.
@@ -28,6 +33,8 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value);
 absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value);
 absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value);
 absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value);
+// Its form only; ValidateMmds checks it against the interfaces.
+absl::StatusOr<MmdsConfig> ParseMmdsConfig(const rapidjson::Value& value);
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value);
 absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value);
 // "AA:FC:00:00:00:01" into bytes.

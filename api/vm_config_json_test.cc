@@ -1,8 +1,13 @@
 #include "api/vm_config_json.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ember::api {
 namespace {
@@ -100,24 +105,60 @@ TEST(VmConfigJsonTest, OutOfRangeValues) {
 TEST(VmConfigJsonTest, MissingRequiredFields) {
   ExpectRefused(Config(R"({"vcpu_count": 1})"), "machine-config.mem_size_mib is required");
   ExpectRefused(R"({"boot-source": {}})", "boot-source.kernel_image_path is required");
-  ExpectRefused(R"({"boot-source": {"kernel_image_path": ""}})", "must not be empty");
 }
 
-TEST(VmConfigJsonTest, EmptyNetworkLimitersAreTakenBucketsAreNot) {
+// An interface eth0 with `limiters` (its rx_/tx_rate_limiter fields).
+std::string NetWith(const std::string& limiters) {
+  return std::string("{") + kBoot +
+         R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", )" + limiters +
+         "}]}";
+}
+
+TEST(VmConfigJsonTest, NetworkLimitersRoundTrip) {
   // Kata sends an empty rx_rate_limiter even with rate limiting off.
-  auto c = ParseVmConfig(std::string("{") + kBoot +
-                         R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
-                              "rx_rate_limiter": {}, "tx_rate_limiter": null}]})");
+  auto c = ParseVmConfig(NetWith(R"("rx_rate_limiter": {}, "tx_rate_limiter": null)"));
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->net.size(), 1u);
-  ExpectRefused(std::string("{") + kBoot +
-                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
-                        "tx_rate_limiter": {"ops": {"size": 10, "refill_time": 100}}}]})",
-                "network-interfaces[eth0]: network rate limiters with buckets are not supported yet");
-  ExpectRefused(std::string("{") + kBoot +
-                    R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
-                        "rx_rate_limiter": {"ops": {"size": -1, "refill_time": 100}}}]})",
-                "network-interfaces[eth0].rx_rate_limiter");
+  EXPECT_FALSE(c->net[0].rx_rate_limiter);
+  EXPECT_FALSE(c->net[0].tx_rate_limiter);
+  c = ParseVmConfig(NetWith(
+      R"("rx_rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100,
+                                           "one_time_burst": 4096}},
+         "tx_rate_limiter": {"ops": {"size": 10, "refill_time": 1000},
+                             "bandwidth": {"size": 0, "refill_time": 0}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->net[0].rx_rate_limiter && c->net[0].tx_rate_limiter);
+  EXPECT_EQ(c->net[0].rx_rate_limiter->bandwidth, (TokenBucketConfig{1048576, 100, 4096}));
+  EXPECT_FALSE(c->net[0].rx_rate_limiter->ops);
+  EXPECT_EQ(c->net[0].tx_rate_limiter->ops, (TokenBucketConfig{10, 1000, 0}));
+  EXPECT_FALSE(c->net[0].tx_rate_limiter->bandwidth) << "0 and 0: no bucket";
+  // GET /vm/config and snapshots carry them.
+  std::string json = VmConfigToJson(*c);
+  EXPECT_NE(json.find(R"("rx_rate_limiter":{"bandwidth":{"size":1048576,)"), std::string::npos)
+      << json;
+  auto again = ParseVmConfig(json);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->net[0].rx_rate_limiter, c->net[0].rx_rate_limiter);
+  EXPECT_EQ(again->net[0].tx_rate_limiter, c->net[0].tx_rate_limiter);
+}
+
+TEST(VmConfigJsonTest, BadNetworkLimitersAreRefusedByName) {
+  ExpectRefused(NetWith(R"("rx_rate_limiter": {"ops": {"size": -1, "refill_time": 100}})"),
+                "network-interfaces[eth0].rx_rate_limiter.ops.size");
+  ExpectRefused(NetWith(R"("tx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 100}})"),
+                "network-interfaces[eth0].tx_rate_limiter.bandwidth.size must be positive when "
+                "refill_time is set");
+  ExpectRefused(NetWith(R"("rx_rate_limiter": {"bandwidth": {"size": 10, "refill_time": 0}})"),
+                "network-interfaces[eth0].rx_rate_limiter.bandwidth.refill_time must be positive "
+                "when size is set");
+  ExpectRefused(NetWith(R"("tx_rate_limiter": {"ops": {"size": 5, "refill_time": -3}})"),
+                "network-interfaces[eth0].tx_rate_limiter.ops.refill_time");
+  ExpectRefused(NetWith(R"("tx_rate_limiter": {"ops": {"size": 5}})"),
+                "network-interfaces[eth0].tx_rate_limiter.ops.refill_time is required");
+  ExpectRefused(NetWith(R"("rx_rate_limiter": {"bytes": {}})"),
+                "network-interfaces[eth0].rx_rate_limiter: unknown field 'bytes'");
+  ExpectRefused(NetWith(R"("rx_rate_limiter": {"ops": {"size": 1, "refill_time": 1, "x": 1}})"),
+                "unknown field 'x'");
+  ExpectRefused(NetWith(R"("rx_rate_limiter": 7)"), "must be a JSON object");
 }
 
 TEST(VmConfigJsonTest, VsockSectionRoundTrips) {
@@ -152,8 +193,50 @@ TEST(VmConfigJsonTest, BadVsockIsRefused) {
 }
 
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot + R"(, "mmds-config": {"network_interfaces": ["e"]}})",
-                "'mmds-config'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p"}]})", "'pmem'");
+}
+
+std::string WithMmds(const std::string& mmds) {
+  return std::string("{") + kBoot +
+         R"(, "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0"}],)" +
+         R"( "mmds-config": )" + mmds + "}";
+}
+
+TEST(VmConfigJsonTest, MmdsConfigIsReadCheckedAndWrittenBack) {
+  auto c = ParseVmConfig(WithMmds(R"({"network_interfaces": ["eth0"]})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->mmds);
+  EXPECT_EQ(c->mmds->version, MmdsConfig::Version::kV1);
+  EXPECT_EQ(c->mmds->ipv4_address, 0xa9fea9feu);
+  std::string json = VmConfigToJson(*c);
+  EXPECT_NE(json.find(R"("mmds-config":{"version":"V1","network_interfaces":["eth0"],)"
+                      R"("ipv4_address":"169.254.169.254","imds_compat":false})"),
+            std::string::npos)
+      << json;
+  c = ParseVmConfig(WithMmds(
+      R"({"network_interfaces": ["eth0"], "version": "V2", "ipv4_address": "169.254.7.8",)"
+      R"( "imds_compat": true})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->mmds);
+  EXPECT_EQ(again->mmds->version, MmdsConfig::Version::kV2);
+  EXPECT_EQ(again->mmds->ipv4_address, 0xa9fe0708u);
+  EXPECT_TRUE(again->mmds->imds_compat);
+  EXPECT_TRUE(ParseVmConfig(WithMmds("null")).ok());
+
+  ExpectRefused(WithMmds(R"({"network_interfaces": []})"),
+                "The list of network interface IDs that allow forwarding MMDS requests is empty.");
+  ExpectRefused(WithMmds(R"({"network_interfaces": ["eth1"]})"),
+                "does not correspond to any existing network interface ('eth1')");
+  ExpectRefused(WithMmds(R"({"network_interfaces": ["eth0"], "ipv4_address": "10.0.0.1"})"),
+                "The MMDS IPv4 address is not link local.");
+  ExpectRefused(WithMmds(R"({"network_interfaces": ["eth0"], "ipv4_address": "169.254.0.9"})"),
+                "not link local");
+  ExpectRefused(WithMmds(R"({"network_interfaces": ["eth0"], "ipv4_address": "169.254.255.1"})"),
+                "not link local");
+  ExpectRefused(WithMmds(R"({"network_interfaces": ["eth0"], "version": "v2"})"),
+                "mmds-config.version 'v2' must be");
 }
 
 // A drive with `limiter` as its rate_limiter.
@@ -336,35 +419,139 @@ TEST(VmConfigJsonTest, Logger) {
 }
 
 TEST(VmConfigJsonTest, WritesWhatItReads) {
+  // Firecracker's keys and order; null where it has no value.
   const std::string text =
-      R"({"boot-source":{"kernel_image_path":"/k","initrd_path":"/i",)"
-      R"("boot_args":"console=ttyS0"},"machine-config":{"vcpu_count":2,"mem_size_mib":256,)"
-      R"("smt":false,"track_dirty_pages":true},)"
-      R"("drives":[{"drive_id":"rootfs","path_on_host":"/r.ext4","is_root_device":true,)"
-      R"("is_read_only":true,"partuuid":"abcd-01","cache_type":"Writeback","io_engine":"Async"},)"
-      R"({"drive_id":"data","path_on_host":"/d.img","is_root_device":false,"is_read_only":false,)"
-      R"("cache_type":"Unsafe","io_engine":"Sync"}],)"
-      R"("network-interfaces":[{"iface_id":"eth0","host_dev_name":"tap0",)"
-      R"("guest_mac":"aa:fc:00:00:00:0f"},{"iface_id":"eth1","host_dev_name":"tap1"}],)"
-      R"("balloon":{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5}})";
+      R"({"balloon":{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5,)"
+      R"("free_page_hinting":false,"free_page_reporting":false},)"
+      R"("drives":[{"drive_id":"rootfs","partuuid":"abcd-01","is_root_device":true,)"
+      R"("cache_type":"Writeback","is_read_only":true,"path_on_host":"/r.ext4",)"
+      R"("rate_limiter":null,"io_engine":"Async","socket":null},)"
+      R"({"drive_id":"data","partuuid":null,"is_root_device":false,"cache_type":"Unsafe",)"
+      R"("is_read_only":false,"path_on_host":"/d.img","rate_limiter":null,"io_engine":"Sync",)"
+      R"("socket":null}],)"
+      R"("boot-source":{"kernel_image_path":"/k","initrd_path":"/i","boot_args":"console=ttyS0"},)"
+      R"("cpu-config":null,"logger":null,)"
+      R"("machine-config":{"vcpu_count":2,"mem_size_mib":256,"smt":false,)"
+      R"("track_dirty_pages":true,"huge_pages":"None"},)"
+      R"("metrics":null,"mmds-config":null,"network-interfaces":[],)"
+      R"("vsock":{"guest_cid":3,"uds_path":"/v"},"entropy":{"rate_limiter":null},)"
+      R"("pmem":[],"memory-hotplug":null})";
   auto c = ParseVmConfig(text);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(VmConfigToJson(*c), text);
   EXPECT_EQ(MachineConfigToJson(c->machine),
-            R"({"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true})");
+            R"({"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,)"
+            R"("huge_pages":"None"})");
   EXPECT_EQ(BalloonConfigToJson(*c->balloon),
-            R"({"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5})");
+            R"({"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5,)"
+            R"("free_page_hinting":false,"free_page_reporting":false})");
 }
 
+// Before any PUT Firecracker shows every key, the kernel path empty.
 TEST(VmConfigJsonTest, AnEmptyConfigIsWrittenWithItsDefaults) {
   std::string text = VmConfigToJson(VmConfig());
   EXPECT_EQ(text,
-            R"({"machine-config":{"vcpu_count":1,"mem_size_mib":128,"smt":false,)"
-            R"("track_dirty_pages":false},"drives":[],"network-interfaces":[]})");
+            R"({"balloon":null,"drives":[],)"
+            R"("boot-source":{"kernel_image_path":"","initrd_path":null,"boot_args":null},)"
+            R"("cpu-config":null,"logger":null,)"
+            R"("machine-config":{"vcpu_count":1,"mem_size_mib":128,"smt":false,)"
+            R"("track_dirty_pages":false,"huge_pages":"None"},"metrics":null,)"
+            R"("mmds-config":null,"network-interfaces":[],"vsock":null,"entropy":null,)"
+            R"("pmem":[],"memory-hotplug":null})");
   auto c = ParseVmConfig(text);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_FALSE(c->boot_source);
+  EXPECT_EQ(c->boot_source->kernel_image_path, "") << "read; opening it refuses it";
   EXPECT_FALSE(c->balloon);
+  EXPECT_FALSE(c->vsock);
+}
+
+// What Firecracker's clients send: null for "none" in optional fields.
+TEST(VmConfigJsonTest, NullIsNone) {
+  auto c = ParseVmConfig(R"({
+    "boot-source": {"kernel_image_path": "/k", "initrd_path": null, "boot_args": null},
+    "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "cpu_template": null,
+                       "huge_pages": null, "smt": null},
+    "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+                "partuuid": null, "is_read_only": null, "cache_type": null, "io_engine": null,
+                "rate_limiter": null, "socket": null}],
+    "balloon": null, "vsock": null, "entropy": null, "logger": null, "metrics": null,
+    "mmds-config": null, "cpu-config": null, "pmem": null, "memory-hotplug": null
+  })");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->boot_source->initrd_path, "");
+  EXPECT_FALSE(c->boot_source->boot_args);
+  EXPECT_EQ(c->drives[0].partuuid, "");
+  EXPECT_FALSE(c->drives[0].rate_limiter);
+  // An interface as Firecracker's GET /vm/config shows it.
+  const std::string iface =
+      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
+      R"("rx_rate_limiter":null,"tx_rate_limiter":null})";
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + iface + "]}");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(VmConfigToJson(*c).find(iface), std::string::npos) << VmConfigToJson(*c);
+  ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
+                    R"({"iface_id": "e", "host_dev_name": "t", "mtu": 9000}]})",
+                "network-interfaces[e].mtu is not supported");
+  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p"}]})",
+                "'pmem' is not supported by Ember yet");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "balloon": {"amount_mib": 0, "deflate_on_oom": false,
+                                     "free_page_reporting": true}})",
+                "free page hinting and reporting are not supported");
+}
+
+TEST(VmConfigJsonTest, LoggerLevelsAreReadInAnyCase) {
+  for (auto [given, read] : std::vector<std::pair<std::string, std::string>>{
+           {"debug", "Debug"}, {"WARN", "Warning"}, {"warning", "Warning"}, {"iNfO", "Info"},
+           {"trace", "Trace"}, {"OFF", "Off"}, {"Error", "Error"}}) {
+    auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "logger": {"level": ")" + given +
+                           R"("}})");
+    ASSERT_TRUE(c.ok()) << given << ": " << c.status();
+    EXPECT_EQ(c->logger->level, read);
+  }
+  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"level": "Warnings"}})",
+                "logger.level 'Warnings' must be");
+}
+
+// A config file's files are opened as it is read, as Firecracker does; the
+// messages are Firecracker's, with the field and path.
+TEST(VmConfigJsonTest, TheConfigFilesFilesMustOpen) {
+  char dir[] = "/tmp/ember-config-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string kernel = std::string(dir) + "/vmlinux", file = std::string(dir) + "/vm.json";
+  fclose(fopen(kernel.c_str(), "w"));
+  auto load = [&](const std::string& text) {
+    FILE* f = fopen(file.c_str(), "w");
+    fputs(text.c_str(), f);
+    fclose(f);
+    return LoadVmConfigFile(file);
+  };
+  const std::string boot = R"({"boot-source": {"kernel_image_path": ")" + kernel + R"("})";
+  EXPECT_TRUE(load(boot + "}").ok());
+  auto c = load(R"({"boot-source": {"kernel_image_path": "/nonexistent/k"}})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().message(),
+            file + ": Boot source error: The kernel file cannot be opened: No such file or "
+                   "directory (os error 2) (boot-source.kernel_image_path '/nonexistent/k')");
+  c = load(boot + R"(, "drives": [{"drive_id": "root", "path_on_host": "/nonexistent/r",
+                                    "is_root_device": true}]})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find(
+                "Error manipulating the backing file: No such file or directory (os error 2) "
+                "/nonexistent/r (drives[root].path_on_host)"),
+            std::string::npos)
+      << c.status();
+  c = load(boot + R"(, "network-interfaces": [
+      {"iface_id": "a", "host_dev_name": "tap0", "guest_mac": "06:00:00:00:00:01"},
+      {"iface_id": "b", "host_dev_name": "tap1", "guest_mac": "06:00:00:00:00:01"}]})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find(
+                "Network config error: The MAC address is already in use: 06:00:00:00:00:01"),
+            std::string::npos)
+      << c.status();
+  unlink(file.c_str());
+  unlink(kernel.c_str());
+  rmdir(dir);
 }
 
 TEST(VmConfigJsonTest, MissingFileNamesThePath) {

@@ -27,7 +27,8 @@ const char kUsage[] =
     "  --show-log-origin    put the source file and line in each log line\n"
     "  --metrics-path PATH  write metrics to this file or FIFO (as PUT /metrics)\n"
     "  --http-api-max-payload-size BYTES   API request body limit (default 51200)\n"
-    "  --mmds-size-limit BYTES  accepted for Firecracker's clients; Ember has no MMDS yet\n"
+    "  --mmds-size-limit BYTES  MMDS's data store limit (default: the API's payload limit)\n"
+    "  --metadata FILE      fill MMDS's data store from FILE (JSON) at start\n"
     "  --no-seccomp         run without seccomp filters (not for production)\n"
     "  --seccomp-filter FILE  per-thread filters compiled by ember-seccompiler, instead of\n"
     "                       the built-in ones (resources/seccomp/x86_64.json)\n"
@@ -39,8 +40,8 @@ const char kUsage[] =
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
     "\n"
-    "Refused, with the reason: --metadata (no MMDS yet), --module (no module paths to\n"
-    "filter logs on), --enable-pci (no PCI: the devices are virtio-mmio).\n"
+    "Refused, with the reason: --module (no module paths to filter logs on),\n"
+    "--enable-pci (no PCI: the devices are virtio-mmio).\n"
     "\n"
     "Exit codes: 0 the guest reset or shut down; 1 a VMM or vCPU error stopped the VM;\n"
     "148 a seccomp filter denied a system call (logged with its name);\n"
@@ -52,7 +53,6 @@ namespace {
 // Firecracker's flags Ember cannot honour, and why.
 const std::map<std::string, const char*>& Refused() {
   static const auto* refused = new std::map<std::string, const char*>{
-      {"--metadata", "Ember has no MMDS (the microVM metadata service) yet"},
       {"--module", "Ember's log lines have no Rust module paths to filter on; use --level"},
       {"--enable-pci", "Ember has no PCI; its devices are virtio-mmio"},
   };
@@ -121,6 +121,7 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,
       {"--metrics-path", &opts.metrics_path},
       {"--seccomp-filter", &opts.seccomp_filter},
       {"--describe-snapshot", &opts.describe_snapshot},
+      {"--metadata", &opts.metadata},
   };
   // Numbers: read as text, checked below (an empty one too).
   std::map<std::string, std::string> numbers;

@@ -1,5 +1,5 @@
 // Ember's command line: Firecracker's flags, those Ember can honour, and a
-// clear refusal for the ones it cannot (--metadata, --module, --enable-pci).
+// clear refusal for the ones it cannot (--module, --enable-pci).
 #pragma once
 
 #include <cstdint>
@@ -26,8 +26,9 @@ struct CliOptions {
   bool show_log_origin = false;
   std::string metrics_path;  // a file or FIFO (as PUT /metrics); empty: none
   size_t http_api_max_payload_size = 51200;
-  // Firecracker's MMDS store limit; Ember has no MMDS, so it bounds nothing.
+  // MMDS's store limit; absent: http_api_max_payload_size, as Firecracker.
   std::optional<uint64_t> mmds_size_limit;
+  std::string metadata;  // a JSON file MMDS's store starts with; empty: none
   bool no_seccomp = false;
   bool boot_timer = false;
   std::string seccomp_filter;  // empty: the built-in filters

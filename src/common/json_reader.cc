@@ -28,6 +28,9 @@ const rapidjson::Value* JsonReader::Field(const char* name, bool required) {
     if (required) Fail(absl::StrCat(Name(name), " is required"));
     return nullptr;
   }
+  // As serde reads Firecracker's Option fields: null is no value. A
+  // required field must have one.
+  if (it->value.IsNull() && !required) return nullptr;
   return &it->value;
 }
 

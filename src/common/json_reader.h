@@ -1,5 +1,7 @@
 // Typed, checked reads of one JSON object's fields. Each getter records the
-// field as known; Finish() then refuses any field nobody asked for. The
+// field as known; Finish() then refuses any field nobody asked for. An
+// optional field given as null reads as absent (Firecracker's clients send
+// null for "none", and its GET /vm/config writes it). The
 // first error wins and names the field with its context, e.g.
 // "machine-config.vcpu_count must be an integer".
 #pragma once

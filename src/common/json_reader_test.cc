@@ -80,5 +80,20 @@ TEST(ParseJsonObjectTest, OtherErrorsAreUnchanged) {
   EXPECT_TRUE(Parse("{\"a\":[1,{\"b\":[]}]}").ok());
 }
 
+TEST(JsonReaderTest, NullIsNoValueForAnOptionalFieldAndNoneForARequiredOne) {
+  rapidjson::Document doc;
+  ASSERT_TRUE(ParseJsonObject(R"({"a": null, "b": null, "c": null})", &doc).ok());
+  JsonReader r(doc, "x");
+  EXPECT_EQ(r.String("a", false), std::nullopt);
+  EXPECT_EQ(r.Uint("b", false, 0, 10), std::nullopt);
+  EXPECT_EQ(r.Raw("c"), nullptr);
+  EXPECT_TRUE(r.Finish().ok()) << "null fields are known, not unknown";
+  JsonReader required(doc, "x");
+  EXPECT_EQ(required.String("a", true), std::nullopt);
+  required.Raw("b");
+  required.Raw("c");
+  EXPECT_EQ(std::string(required.Finish().message()), "x.a must be a string");
+}
+
 }  // namespace
 }  // namespace ember

@@ -130,4 +130,28 @@ absl::Status CheckBalloonTarget(const VmConfig& config, uint64_t amount_mib) {
   return ValidateBalloon(changed, config.machine);
 }
 
+absl::Status ValidateMmds(const MmdsConfig& mmds, const std::vector<NetConfig>& net) {
+  // Firecracker's MmdsConfigError messages.
+  const uint32_t a = mmds.ipv4_address;
+  const uint32_t third = (a >> 8) & 0xff;
+  if ((a >> 16) != 0xa9fe || third == 0 || third == 0xff) {
+    return absl::InvalidArgumentError("The MMDS IPv4 address is not link local.");
+  }
+  if (mmds.network_interfaces.empty()) {
+    return absl::InvalidArgumentError(
+        "The list of network interface IDs that allow forwarding MMDS requests is empty.");
+  }
+  for (const std::string& id : mmds.network_interfaces) {
+    bool found = false;
+    for (const NetConfig& n : net) found = found || n.iface_id == id;
+    if (!found) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "The list of network interface IDs provided contains at least one ID that does not "
+          "correspond to any existing network interface ('%s').",
+          id));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace ember

@@ -83,6 +83,10 @@ struct NetConfig {
   std::string iface_id;
   std::string host_dev_name;
   std::optional<std::array<uint8_t, 6>> guest_mac;  // absent: the guest picks one
+  // Frames the guest receives and sends; ops counts frames, bandwidth
+  // their bytes (virtio-net header included, as Firecracker counts).
+  std::optional<RateLimiterConfig> rx_rate_limiter;
+  std::optional<RateLimiterConfig> tx_rate_limiter;
 };
 
 // virtio-balloon, as Firecracker's `balloon`.
@@ -120,6 +124,16 @@ struct MetricsConfig {
   std::string metrics_path;  // a file (appended to) or a FIFO
 };
 
+// PUT /mmds/config and the config file's `mmds-config`: which interfaces
+// reach MMDS, at which address, and how the guest talks to it.
+struct MmdsConfig {
+  enum class Version { kV1, kV2 };
+  Version version = Version::kV1;  // Firecracker's default (V1 is deprecated)
+  std::vector<std::string> network_interfaces;  // iface_ids; not empty
+  uint32_t ipv4_address = 0xa9fea9fe;           // host order; 169.254.169.254
+  bool imds_compat = false;
+};
+
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
@@ -136,6 +150,7 @@ struct VmConfig {
   std::optional<EntropyConfig> entropy;
   std::optional<LoggerConfig> logger;
   std::optional<MetricsConfig> metrics;
+  std::optional<MmdsConfig> mmds;
   // ember --boot-timer (not part of the JSON): the BootTimer device.
   bool boot_timer = false;
 };
@@ -154,6 +169,9 @@ absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& 
 absl::Status ValidateVsock(const VsockConfig& vsock);
 // Unique ids and TAP names.
 absl::Status ValidateNet(const std::vector<NetConfig>& net);
+// Firecracker's rules: a link-local address (169.254.0.0/16 but not
+// 169.254.0.x or 169.254.255.x), at least one interface, each one of `net`'s.
+absl::Status ValidateMmds(const MmdsConfig& mmds, const std::vector<NetConfig>& net);
 // Firecracker's id rule for drives and interfaces: 1-64 of [A-Za-z0-9_-].
 bool ValidDeviceId(const std::string& id);
 

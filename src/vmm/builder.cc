@@ -1,5 +1,7 @@
 #include "src/vmm/builder.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/log.h"
@@ -41,7 +43,8 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
 // Drives (root first, so it is /dev/vda), network interfaces, the
 // balloon, vsock and the entropy device; appends their virtio_mmio.device= and root= arguments.
 absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
-                                 std::string* cmdline) {
+                                 std::string* cmdline, MmdsRefs mmds) {
+  if (config.mmds) RETURN_IF_ERROR(ValidateMmds(*config.mmds, config.net));
   RETURN_IF_ERROR(ValidateDrives(config.drives));
   RETURN_IF_ERROR(ValidateNet(config.net));
   std::vector<const DriveConfig*> drives;
@@ -63,6 +66,13 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
   for (const NetConfig& n : config.net) {
     ASSIGN_OR_RETURN(std::unique_ptr<virtio::net::NetDevice> dev,
                      virtio::net::NetDevice::Create(n));
+    if (config.mmds && mmds.store != nullptr &&
+        std::find(config.mmds->network_interfaces.begin(), config.mmds->network_interfaces.end(),
+                  n.iface_id) != config.mmds->network_interfaces.end()) {
+      mmds::NetworkStackConfig stack;
+      stack.ipv4 = config.mmds->ipv4_address;
+      dev->SetMmds(std::make_unique<mmds::NetworkStack>(stack, mmds.store, mmds.metrics));
+    }
     RETURN_IF_ERROR(devices.AttachVirtio(std::move(dev), cmdline));
   }
   if (config.balloon) {
@@ -101,7 +111,8 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io) {
+absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
+                                                  MmdsRefs mmds) {
   if (!config.boot_source) {
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
@@ -115,7 +126,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
                                                },
                                                config.machine.track_dirty_pages));
   std::string cmdline = GuestCmdline(*config.boot_source);
-  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline));
+  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds));
   ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory(), *config.boot_source, cmdline,
                                               config.machine.vcpu_count));
   // Last of the configuration checks: it may create serial_out_path.
@@ -128,7 +139,8 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
 absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, ConsoleIo io,
                                                       const snapshot::SnapshotState& state,
                                                       int mem_fd,
-                                                      const std::string& uffd_socket) {
+                                                      const std::string& uffd_socket,
+                                                      MmdsRefs mmds) {
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
   if (state.machine.vcpus.size() != config.machine.vcpu_count) {
     return absl::InvalidArgumentError(
@@ -150,7 +162,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   vm->set_uffd(std::move(uffd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;
-  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline));
+  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline, mmds));
   RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
   // Registers come from the snapshot: the boot entry is never used.
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));

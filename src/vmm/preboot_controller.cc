@@ -192,4 +192,10 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutEntropy& a) {
   return std::monostate();
 }
 
+absl::StatusOr<VmmResult> PreBootController::Do(const PutMmdsConfig& a) {
+  RETURN_IF_ERROR(ValidateMmds(a.config, config_.net));
+  config_.mmds = a.config;
+  return std::monostate();
+}
+
 }  // namespace ember

@@ -49,6 +49,7 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutSerial& a);
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
+  absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);
   // The rest need a running microVM, PATCHes of devices included: before
   // the start Firecracker takes a PUT of the whole device instead.
   template <typename A>

@@ -126,6 +126,31 @@ TEST(PreBootControllerTest, NetworkInterfacesNeedUniqueTaps) {
   EXPECT_EQ(c.config().net[0].host_dev_name, "tap1");
 }
 
+TEST(PreBootControllerTest, MmdsConfigNamesExistingInterfaces) {
+  PreBootController c{VmConfig{}};
+  MmdsConfig m;
+  m.network_interfaces = {"eth0"};
+  absl::StatusOr<VmmResult> r = c.Handle(PutMmdsConfig{m});
+  EXPECT_NE(r.status().message().find("does not correspond to any existing network interface"),
+            std::string::npos)
+      << r.status();
+  ASSERT_TRUE(c.Handle(PutNetworkInterface{Net("eth0", "tap0")}).ok());
+  m.network_interfaces = {};
+  r = c.Handle(PutMmdsConfig{m});
+  EXPECT_NE(r.status().message().find("is empty"), std::string::npos) << r.status();
+  m.network_interfaces = {"eth0"};
+  m.ipv4_address = 0x0a000001;  // 10.0.0.1
+  r = c.Handle(PutMmdsConfig{m});
+  EXPECT_EQ(r.status().message(), "The MMDS IPv4 address is not link local.");
+  EXPECT_FALSE(c.config().mmds) << "refused configurations change nothing";
+  m.ipv4_address = 0xa9fe0101;  // 169.254.1.1
+  m.version = MmdsConfig::Version::kV2;
+  ASSERT_TRUE(c.Handle(PutMmdsConfig{m}).ok());
+  ASSERT_TRUE(c.config().mmds);
+  EXPECT_EQ(c.config().mmds->version, MmdsConfig::Version::kV2);
+  EXPECT_EQ(c.config().mmds->ipv4_address, 0xa9fe0101u);
+}
+
 TEST(PreBootControllerTest, AGuestMacIsOnOneInterfaceOnly) {
   PreBootController c{VmConfig{}};
   NetConfig a = Net("eth0", "tap0"), b = Net("eth1", "tap1");

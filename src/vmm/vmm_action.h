@@ -69,9 +69,11 @@ struct PatchBalloonStats {
   uint32_t stats_polling_interval_s;
 };
 // PATCH /network-interfaces/{id}: Firecracker changes only rate limiters
-// here, which Ember has not; the interface must exist.
+// here (a limiter not given stays as it is); the interface must exist.
 struct PatchNetworkInterface {
   std::string iface_id;
+  std::optional<RateLimiterUpdate> rx_rate_limiter;
+  std::optional<RateLimiterUpdate> tx_rate_limiter;
 };
 struct PutSerial {
   static constexpr char kWhat[] = "serial";
@@ -87,6 +89,20 @@ struct PutMetrics {
   MetricsConfig config;
 };
 struct FlushMetrics {};
+// MMDS's data store, before and after the start: PUT replaces the
+// document, PATCH merges into it (RFC 7396); the JSON text as the API got it.
+struct PutMmds {
+  std::string json;
+};
+struct PatchMmds {
+  std::string json;
+};
+struct GetMmds {};
+// PUT /mmds/config: before the start only, as in Firecracker.
+struct PutMmdsConfig {
+  static constexpr char kWhat[] = "mmds-config";
+  MmdsConfig config;
+};
 struct SendCtrlAltDel {};
 
 // PATCH /vm: pause or resume a running microVM.
@@ -117,7 +133,8 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot, PutVsock, PutEntropy>;
+                 LoadSnapshot, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
+                 PutMmdsConfig>;
 
 struct InstanceInfo {
   std::string id;
@@ -131,7 +148,12 @@ struct BalloonStats {
   std::map<uint16_t, uint64_t> stats;  // by virtio tag
 };
 
-using VmmResult =
-    std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig, BalloonConfig, BalloonStats>;
+// GET /mmds: the document, compact JSON.
+struct MmdsDocument {
+  std::string json;
+};
+
+using VmmResult = std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig,
+                               BalloonConfig, BalloonStats, MmdsDocument>;
 
 }  // namespace ember

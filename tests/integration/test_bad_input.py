@@ -42,8 +42,10 @@ def config_cases(guest, tmp_path):
                        "machine-config.vcpu_count must be an integer"),
         "malformed JSON": (json.dumps(good)[:-3], "malformed JSON at byte"),
         "no boot source": ({"machine-config": machine(1, 128)}, "boot-source is missing"),
-        "device not built yet": ({**good, "mmds-config": {"network_interfaces": ["eth0"]}},
-                                 "'mmds-config' is not supported by Ember yet"),
+        "device not built yet": ({**good, "pmem": [{"id": "p"}]},
+                                 "'pmem' is not supported by Ember yet"),
+        "mmds on no interface": ({**good, "mmds-config": {"network_interfaces": ["eth0"]}},
+                                 "does not correspond to any existing network interface"),
         "reserved vsock cid": ({**good, "vsock": {"guest_cid": 2, "uds_path": "v.sock"}},
                                "vsock.guest_cid 2 is reserved (0-2); use 3 or more"),
         "bad guest mac": ({**good, "network-interfaces": [

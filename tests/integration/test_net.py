@@ -2,12 +2,15 @@
 the test creates (and deletes): the guest pings the host and the host the
 guest, and busybox nc in the guest moves a megabyte each way over TCP to a
 program on the host side of the TAP, checksummed at both ends. The guest
-kernel takes its address from ip=. Traffic never leaves the namespace."""
+kernel takes its address from ip=. Traffic never leaves the namespace.
+A guest behind an rx_rate_limiter receives at the bucket's rate, and a
+PATCH that removes the bucket mid-stream lets the rest go on unlimited."""
 
 import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 
@@ -15,6 +18,7 @@ import pytest
 
 from conftest import EXIT_BAD_CONFIGURATION, EXIT_OK, boot_config
 from guest_shell import GuestShell, shell_boot_args
+from metrics_lines import mark, total
 
 HOST_IP = "172.30.0.1"
 GUEST_IP = "172.30.0.2"
@@ -88,9 +92,11 @@ else:
 PAYLOAD = 1 << 20
 
 
-def metrics_of(path, device):
-    """The last metrics line's counters for `device`."""
-    return json.loads(path.read_text().splitlines()[-1])[device]
+def moved(path, device, since):
+    """What `device` counted over the metrics lines from `since` on (each
+    line has the change since the line before, and one comes every 60 s)."""
+    return {f: total(path, device, f, since)
+            for f in ("rx_packets_count", "rx_bytes_count", "tx_bytes_count")}
 
 
 def test_guest_and_host_talk_over_icmp_and_tcp_and_a_lost_tap_is_survived(
@@ -131,7 +137,7 @@ def test_guest_and_host_talk_over_icmp_and_tcp_and_a_lost_tap_is_survived(
         try:
             assert recv.stdout.readline().strip() == "listening"
             assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
-            before = metrics_of(metrics, "net_eth0")
+            before = mark(metrics)
             out = shell.check(f"dd if=/dev/urandom of=/tmp/out bs=64k count={PAYLOAD >> 16} "
                               f"2>/dev/null && md5sum /tmp/out && nc {HOST_IP} 5001 < /tmp/out",
                               timeout=300)
@@ -140,13 +146,13 @@ def test_guest_and_host_talk_over_icmp_and_tcp_and_a_lost_tap_is_survived(
             recv.kill()
         assert (digest, int(length)) == (out.split()[0], PAYLOAD)
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
-        after = metrics_of(metrics, "net_eth0")
-        assert after["tx_bytes"] - before["tx_bytes"] > PAYLOAD, (before, after)
+        sent = moved(metrics, "net_eth0", before)
+        assert sent["tx_bytes_count"] > PAYLOAD, sent
 
         # Host -> guest: the host's megabyte reaches a listening nc.
         payload = tmp_path / "payload"
         payload.write_bytes(os.urandom(PAYLOAD))
-        before = after
+        before = mark(metrics)
         send = subprocess.Popen([*ns, "python3", "-c", PEER, "send", "5002", GUEST_IP,
                                  str(payload)], stdout=subprocess.PIPE, text=True)
         try:
@@ -156,10 +162,9 @@ def test_guest_and_host_talk_over_icmp_and_tcp_and_a_lost_tap_is_survived(
             send.kill()
         assert out.split()[0] == hashlib.md5(payload.read_bytes()).hexdigest()
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
-        after = metrics_of(metrics, "net_eth0")
-        frames = after["rx_packets"] - before["rx_packets"]
-        moved = after["rx_bytes"] - before["rx_bytes"]
-        assert moved > PAYLOAD and moved / frames > 1514, (before, after)
+        got = moved(metrics, "net_eth0", before)
+        assert got["rx_bytes_count"] > PAYLOAD, got
+        assert got["rx_bytes_count"] / got["rx_packets_count"] > 1514, got
 
         # The TAP disappears under the running guest: logged, and Ember and
         # the guest live on.
@@ -199,3 +204,125 @@ def test_busy_tap_is_a_configuration_error(ember, guest, tmp_path, netns):
     finally:
         holder.kill()
         holder.wait()
+
+
+# The rx limiter's bucket: 4 KiB a second, and it starts full. Guests here
+# are slow (a software hypervisor on a shared host; a guest's TCP over nc
+# manages a few dozen KiB/s), so the bucket is well below what the guest
+# takes unlimited, and the traffic is ICMP the guest kernel answers: host
+# pings of PING_BYTES, each a frame of PING_BYTES + 42 bytes plus the 12-byte
+# virtio-net header the limiter counts too.
+RX_BUCKET = {"size": 4096, "refill_time": 1000}
+RX_RATE = RX_BUCKET["size"] * 1000 / RX_BUCKET["refill_time"]
+PING_BYTES = 1000
+PINGS = 40
+
+
+# Host-side pings, all sent at once: "COUNT SIZE IP" sends COUNT echo
+# requests of SIZE bytes and prints the seconds until every reply is in.
+PINGER = """
+import os, socket, struct, sys, time
+count, size, ip = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def checksum(b):
+    total = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(120)
+ident = os.getpid() & 0xffff
+start = time.monotonic()
+for seq in range(count):
+    body = struct.pack("!HH", ident, seq) + bytes(size)
+    s.sendto(struct.pack("!BBH", 8, 0, checksum(b"\\x08\\x00\\x00\\x00" + body)) + body, (ip, 0))
+got = set()
+while len(got) < count:
+    reply = s.recv(65536)[20:]
+    kind, _, _, rid, seq = struct.unpack("!BBHHH", reply[:8])
+    if kind == 0 and rid == ident:
+        got.add(seq)
+print(time.monotonic() - start, flush=True)
+"""
+
+
+def pings(ns, count=PINGS):
+    """Seconds from sending `count` pings at once (they wait in the TAP
+    while the limiter holds them) to the last reply."""
+    out = sh(*ns, "python3", "-c", PINGER, str(count), str(PING_BYTES), GUEST_IP).stdout
+    return float(out)
+
+
+def test_guest_receives_at_its_rx_rate_limiters_rate(ember, guest, tmp_path, netns):
+    ns = ("ip", "netns", "exec", netns)
+    config = boot_config(
+        guest["vmlinux"],
+        boot_args=shell_boot_args() + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
+                         "is_root_device": True, "is_read_only": True}]
+    config["network-interfaces"] = [
+        {"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": GUEST_MAC,
+         "rx_rate_limiter": {"bandwidth": RX_BUCKET}, "tx_rate_limiter": {}}]
+    metrics = tmp_path / "metrics.json"
+    config["metrics"] = {"metrics_path": str(metrics)}
+    shell = GuestShell(ember, tmp_path, config, api=True, prefix=ns)
+    try:
+        shell.wait_ready()
+        status, vm = shell.request("GET", "/vm/config")
+        assert status == 200
+        iface = vm["network-interfaces"][0]
+        assert iface["rx_rate_limiter"]["bandwidth"]["size"] == RX_BUCKET["size"], iface
+        status, fault = shell.request("PATCH", "/network-interfaces/eth9", {
+            "iface_id": "eth9", "rx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}})
+        assert status == 400 and "eth9" in fault["fault_message"], fault
+        # Fixed neighbours both ways: an ARP request or reply to the guest
+        # would wait behind the pings.
+        host_mac = sh(*ns, "cat", "/sys/class/net/tap0/address").stdout.strip()
+        sh(*ns, "ip", "neigh", "replace", GUEST_IP, "lladdr", GUEST_MAC, "dev", "tap0",
+           "nud", "permanent")
+        shell.check(f"arp -s {HOST_IP} {host_mac}")
+        assert pings(ns, 1) < 30
+        time.sleep(RX_BUCKET["refill_time"] / 1000 + 0.5)  # the bucket fills again
+
+        # Held to the bucket: what the device took in (frames and their
+        # headers), less the full bucket it started with, took the bucket's
+        # time; the last reply's way back adds the guest's own latency.
+        assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        before = mark(metrics)
+        elapsed = pings(ns)
+        assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        got = {f: total(metrics, "net_eth0", f, before)
+               for f in ("rx_bytes_count", "rx_packets_count", "rx_rate_limiter_throttled",
+                         "rx_event_rate_limiter_count")}
+        charged = got["rx_bytes_count"] + 12 * got["rx_packets_count"]
+        expected = (charged - RX_BUCKET["size"]) / RX_RATE
+        print(f"rx limited to {RX_RATE:.0f} B/s: {got['rx_packets_count']} frames, "
+              f"{charged} bytes in {elapsed:.2f} s, expected {expected:.2f} s; {got}")
+        assert got["rx_packets_count"] >= PINGS, got
+        assert got["rx_rate_limiter_throttled"] > 0, got
+        assert got["rx_event_rate_limiter_count"] > 0, got
+        # Never faster than the bucket (5%: the clock and the last refill),
+        # and at most 20% and a second slower (the guest's own pace).
+        assert expected * 0.95 <= elapsed <= expected * 1.2 + 1, (elapsed, expected, got)
+
+        # The bucket removed by PATCH 3 s into the next burst: the rest go
+        # at the guest's pace, well before the bucket would have let them.
+        time.sleep(RX_BUCKET["refill_time"] / 1000 + 0.5)
+        patched = []
+
+        def remove_bucket():
+            time.sleep(3)
+            patched.append(shell.request("PATCH", "/network-interfaces/eth0", {
+                "iface_id": "eth0",
+                "rx_rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}})[0])
+
+        patcher = threading.Thread(target=remove_bucket)
+        patcher.start()
+        unlimited = pings(ns)
+        patcher.join()
+        print(f"rx limiter removed after 3 s: {PINGS} pings in {unlimited:.2f} s")
+        assert patched == [204]
+        assert 3 <= unlimited < expected * 0.75, (unlimited, expected)
+        iface = shell.request("GET", "/vm/config")[1]["network-interfaces"][0]
+        assert not iface.get("rx_rate_limiter"), iface
+        assert shell.shutdown() == EXIT_OK, shell.log()
+    finally:
+        shell.close()

@@ -36,7 +36,7 @@ def snapshot(ember, guest, tmp_path_factory):
         assert a.request("PUT", "/drives/data", {"drive_id": "data", "path_on_host": str(data),
                                                  "is_root_device": False,
                                                  "is_read_only": True})[0] == 204
-        a.expect_fault("PUT", "/snapshot/create", "has not started yet",
+        a.expect_fault("PUT", "/snapshot/create", "not supported before starting the microVM",
                        {"snapshot_path": str(d / "x"), "mem_file_path": str(d / "y")})
         assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
         deadline = time.monotonic() + 300

@@ -2,19 +2,22 @@
 
 #include <linux/if_tun.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/errno_status.h"
 #include "src/common/log.h"
 
 namespace ember::virtio::net {
 namespace {
 
 constexpr size_t kNumBuffersOffset = 10;  // in struct virtio_net_hdr_v1
-
+constexpr uint8_t kHeaderNeedsCsum = 1;   // VIRTIO_NET_HDR_F_NEEDS_CSUM (5.1.6)
 
 }  // namespace
 
@@ -25,8 +28,19 @@ absl::StatusOr<std::unique_ptr<NetDevice>> NetDevice::Create(const NetConfig& co
                         absl::StrCat("network interface ", config.iface_id, ": ",
                                      tap.status().message()));
   }
-  return std::unique_ptr<NetDevice>(new NetDevice(config, std::move(*tap)));
+  UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!timer.valid()) {
+    return ErrnoStatus(absl::StrCat("network interface ", config.iface_id, ": timerfd_create"));
+  }
+  return std::unique_ptr<NetDevice>(new NetDevice(config, std::move(*tap), std::move(timer)));
 }
+
+NetDevice::NetDevice(NetConfig config, Tap tap, UniqueFd timer)
+    : config_(std::move(config)),
+      tap_(std::move(tap)),
+      rx_limiter_(config_.rx_rate_limiter, MonotonicNs()),
+      tx_limiter_(config_.tx_rate_limiter, MonotonicNs()),
+      timer_(std::move(timer)) {}
 
 uint64_t NetDevice::features() const {
   uint64_t f = kFeatureVersion1 | kFeatureEventIdx | kFeatureIndirectDesc | kFeatureCsum |
@@ -39,10 +53,16 @@ uint64_t NetDevice::features() const {
 void NetDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
   VirtioDevice::AppendMetrics(out);
   const NetCounters& c = net_counters_;
-  out->insert(out->end(), {{"rx_packets", c.rx_packets}, {"rx_bytes", c.rx_bytes},
-                           {"rx_dropped", c.rx_dropped}, {"tx_packets", c.tx_packets},
-                           {"tx_bytes", c.tx_bytes}, {"tx_dropped", c.tx_dropped},
-                           {"tap_errors", c.tap_errors}});
+  out->insert(out->end(), {{"rx_packets_count", c.rx_packets}, {"rx_bytes_count", c.rx_bytes},
+                           {"rx_dropped", c.rx_dropped}, {"tx_packets_count", c.tx_packets},
+                           {"tx_bytes_count", c.tx_bytes}, {"tx_dropped", c.tx_dropped},
+                           {"tap_errors", c.tap_errors},
+                           {"rx_queue_event_count", counters_.queue_events[kRxQueue]},
+                           {"tx_queue_event_count", counters_.queue_events[kTxQueue]},
+                           {"rx_rate_limiter_throttled", c.rx_rate_limiter_throttled},
+                           {"tx_rate_limiter_throttled", c.tx_rate_limiter_throttled},
+                           {"rx_event_rate_limiter_count", c.rx_event_rate_limiter_count},
+                           {"tx_rate_limiter_event_count", c.tx_rate_limiter_event_count}});
 }
 
 uint32_t NetDevice::backend_events() const { return EPOLLIN | EPOLLET; }
@@ -83,6 +103,71 @@ void NetDevice::Reset() {
   rx_ = tx_ = nullptr;
   interrupt_ = nullptr;
   pending_len_ = 0;
+  ArmTimer(timer_.get(), 0);
+  armed_until_ns_ = rx_until_ = tx_until_ = 0;
+}
+
+absl::Status NetDevice::RestoreDeviceState(std::span<const uint8_t>) {
+  uint64_t now = MonotonicNs();
+  ArmFor(now + 1, now);
+  return absl::OkStatus();
+}
+
+void NetDevice::SetRateLimiters(const std::optional<RateLimiterConfig>& rx,
+                                const std::optional<RateLimiterConfig>& tx) {
+  uint64_t now = MonotonicNs();
+  // A direction whose limiter is unchanged keeps its buckets as they are.
+  if (rx != config_.rx_rate_limiter) {
+    rx_limiter_.Set(rx, now);
+    config_.rx_rate_limiter = rx;
+    rx_until_ = 0;
+  }
+  if (tx != config_.tx_rate_limiter) {
+    tx_limiter_.Set(tx, now);
+    config_.tx_rate_limiter = tx;
+    tx_until_ = 0;
+  }
+  // Whatever waited may go now: the timer brings the loop back at once
+  // (and no later wait set meanwhile may postpone that).
+  armed_until_ns_ = 0;
+  ArmFor(now + 1, now);
+}
+
+bool NetDevice::Admit(RateLimiter& limiter, uint64_t bytes, uint64_t* until) {
+  uint64_t now = MonotonicNs();
+  if (limiter.Consume(1, bytes, now)) return true;
+  *until = limiter.blocked_until_ns();
+  ArmFor(*until, now);
+  return false;
+}
+
+void NetDevice::ArmFor(uint64_t until_ns, uint64_t now_ns) {
+  // One timer for both directions: set for whichever may go on first.
+  if (armed_until_ns_ != 0 && armed_until_ns_ <= until_ns) return;
+  armed_until_ns_ = until_ns;
+  ArmTimer(timer_.get(), until_ns > now_ns ? until_ns - now_ns : 1);
+}
+
+void NetDevice::ProcessTimer() {
+  armed_until_ns_ = 0;
+  if (mem_ == nullptr) return;
+  uint64_t now = MonotonicNs();
+  // Each direction whose wait is over goes on; one not parked looks too
+  // (after a PATCH or a restore the timer fires to look at both).
+  if (tx_until_ <= now) {
+    if (tx_until_ != 0) net_counters_.tx_rate_limiter_event_count++;
+    tx_until_ = 0;
+    Transmit();
+  }
+  if (rx_until_ <= now) {
+    if (rx_until_ != 0) net_counters_.rx_event_rate_limiter_count++;
+    rx_until_ = 0;
+    Receive();
+  }
+  // A direction still waiting keeps its wakeup.
+  if (rx_until_ > now) ArmFor(rx_until_, now);
+  if (tx_until_ > now) ArmFor(tx_until_, now);
+  ArmForMmds();
 }
 
 void NetDevice::ProcessQueue(size_t index) {
@@ -117,6 +202,10 @@ void NetDevice::TapError(const char* what, int err) {
 }
 
 void NetDevice::Transmit() {
+  if (tx_until_ != 0) {  // parked: the limiter's timer resumes it
+    net_counters_.tx_rate_limiter_throttled++;
+    return;
+  }
   std::vector<iovec> iov;
   for (;;) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = tx_->Pop(*mem_);
@@ -133,6 +222,14 @@ void NetDevice::Transmit() {
     if (bad || total < kHeaderSize || total > kMaxPacket) {
       counters_.request_errors++;
       net_counters_.tx_dropped++;
+    } else if (tap_failed_ && !mmds_) {
+      net_counters_.tx_dropped++;
+    } else if (tx_limiter_.enabled() && !Admit(tx_limiter_, total, &tx_until_)) {
+      tx_->Undo();  // it waits in the ring for the limiter's timer
+      net_counters_.tx_rate_limiter_throttled++;
+      break;
+    } else if (mmds_ && DetourToMmds(iov, total)) {
+      // MMDS took it (charged to the limiter, as Firecracker): not the TAP's.
     } else if (tap_failed_) {
       net_counters_.tx_dropped++;
     } else {
@@ -151,13 +248,55 @@ void NetDevice::Transmit() {
     if (!tx_->AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
   SignalUsed(*tx_, *mem_, interrupt_);
+  if (mmds_ && mmds_->HasFrames()) Receive();  // MMDS's answers
+  ArmForMmds();
+}
+
+bool NetDevice::DetourToMmds(const std::vector<iovec>& iov, size_t total) {
+  tx_frame_.resize(total);
+  size_t at = 0;
+  for (const iovec& v : iov) {
+    std::memcpy(tx_frame_.data() + at, v.iov_base, v.iov_len);
+    at += v.iov_len;
+  }
+  bool partial = tx_frame_[0] & kHeaderNeedsCsum;
+  return mmds_->Detour(std::span(tx_frame_).subspan(kHeaderSize), partial);
+}
+
+bool NetDevice::TakeMmdsFrame() {
+  if (!mmds_ || !mmds_->HasFrames()) return false;
+  size_t n = mmds_->WriteNextFrame(std::span(frame_).subspan(kHeaderSize));
+  if (n == 0) return false;
+  std::memset(frame_.data(), 0, kHeaderSize);
+  pending_len_ = kHeaderSize + n;
+  pending_paid_ = false;
+  return true;
+}
+
+void NetDevice::ArmForMmds() {
+  // A frame waiting for receive buffers goes when the guest adds some, and
+  // a parked receive direction has the limiter's wakeup: no timer for those.
+  if (!mmds_ || mem_ == nullptr || pending_len_ != 0 || rx_until_ != 0) return;
+  std::optional<uint64_t> due_ms = mmds_->NextDeadline();
+  if (!due_ms) return;
+  // A deadline already past (nothing was ready for it) is looked at again
+  // in a millisecond, not at once: no spinning.
+  uint64_t now = MonotonicNs();
+  uint64_t due = std::max(*due_ms * 1000000, now + 1000000);
+  ArmFor(due, now);
 }
 
 void NetDevice::Receive() {
-  if (tap_failed_ || rx_ == nullptr) return;
+  if (rx_ == nullptr) return;
+  if (rx_until_ != 0) {  // parked: frames wait in the TAP for the timer
+    net_counters_.rx_rate_limiter_throttled++;
+    return;
+  }
   bool delivered = false;
   for (;;) {
-    if (pending_len_ == 0) {
+    // MMDS's frames first, then the TAP's.
+    if (pending_len_ == 0 && !TakeMmdsFrame()) {
+      if (tap_failed_) break;
       ssize_t n = read(tap_.fd(), frame_.data(), frame_.size());
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
@@ -169,7 +308,17 @@ void NetDevice::Receive() {
         continue;
       }
       pending_len_ = n;
+      pending_paid_ = false;
     }
+    // Charged once, when read (header included, as Firecracker does); a
+    // frame held back stays here and no more are read until the timer.
+    if (!pending_paid_ && rx_limiter_.enabled()) {
+      if (!Admit(rx_limiter_, pending_len_, &rx_until_)) {
+        net_counters_.rx_rate_limiter_throttled++;
+        break;
+      }
+    }
+    pending_paid_ = true;
     // Out of receive buffers: keep the frame until the guest adds some.
     if (!DeliverPending()) break;
     pending_len_ = 0;

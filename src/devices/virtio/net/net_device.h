@@ -3,16 +3,31 @@
 // offloads cross in both directions, and mergeable receive buffers.
 // Frames move on the VMM thread; a TAP that fails is logged and counted,
 // and the VM runs on.
+//
+// Rate limiters, as Firecracker's: a frame the transmit limiter holds back
+// stays in the avail ring; while the receive limiter holds a frame back
+// no more are read from the TAP (they wait in the kernel's queue). The
+// device's timer resumes either; nothing is dropped for the limiter.
+//
+// MMDS, on an interface named in mmds-config: every frame the guest sends
+// goes to the MMDS stack first, and one it takes never reaches the TAP;
+// MMDS's answers go to the guest before frames from the TAP. The same
+// timer wakes the stack for its retransmissions.
 #pragma once
+
+#include <sys/uio.h>
 
 #include <array>
 #include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
 #include "src/devices/virtio/net/tap.h"
+#include "src/devices/virtio/rate_limiter.h"
 #include "src/devices/virtio/virtio_device.h"
 #include "src/config/vm_config.h"
+#include "src/mmds/network_stack.h"
 
 namespace ember::virtio::net {
 
@@ -40,10 +55,16 @@ struct NetCounters {
   uint64_t rx_packets = 0, rx_bytes = 0, rx_dropped = 0;
   uint64_t tx_packets = 0, tx_bytes = 0, tx_dropped = 0;
   uint64_t tap_errors = 0;
+  // Firecracker's names: frames (or wakeups while parked) the limiter held
+  // back, and the limiter's timer waking the direction.
+  uint64_t rx_rate_limiter_throttled = 0, tx_rate_limiter_throttled = 0;
+  uint64_t rx_event_rate_limiter_count = 0, tx_rate_limiter_event_count = 0;
 };
 
 class NetDevice : public VirtioDevice {
  public:
+  // Opens the TAP and makes the device's timerfd (none can be made once
+  // seccomp is on, and a PATCH may add a limiter later).
   static absl::StatusOr<std::unique_ptr<NetDevice>> Create(const NetConfig& config);
 
   // For DeviceManager::WithDevice: the kind and how a message names it.
@@ -67,13 +88,31 @@ class NetDevice : public VirtioDevice {
   // wait (as many as the kernel queues) for the next Activate. Only a
   // hang-up is noted.
   void DrainBackend(uint32_t events) override;
+  // The limiters' timer, shared by both directions.
+  int timer_fd() const override { return timer_.get(); }
+  void ProcessTimer() override;
+  // Nothing of its own; a restored device looks at its rings once (frames
+  // a limiter held back get no new kick).
+  absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
+
+  // PATCH: the limiters from now on (nullopt: none); a changed one starts
+  // fresh and full, an unchanged one keeps its state. A frame held back
+  // may go at once.
+  void SetRateLimiters(const std::optional<RateLimiterConfig>& rx,
+                       const std::optional<RateLimiterConfig>& tx);
+  const RateLimiter& rx_rate_limiter() const { return rx_limiter_; }
+  const RateLimiter& tx_rate_limiter() const { return tx_limiter_; }
+
+  // The interface reaches MMDS through `stack` (nullptr: it does not).
+  void SetMmds(std::unique_ptr<mmds::NetworkStack> stack) { mmds_ = std::move(stack); }
+  const mmds::NetworkStack* mmds() const { return mmds_.get(); }
 
   const NetCounters& net_counters() const { return net_counters_; }
   std::string metrics_name() const override { return "net_" + config_.iface_id; }
   void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override;
 
  private:
-  NetDevice(NetConfig config, Tap tap) : config_(std::move(config)), tap_(std::move(tap)) {}
+  NetDevice(NetConfig config, Tap tap, UniqueFd timer);
   void Transmit();
   // Moves frames from the TAP into receive buffers until either runs out.
   void Receive();
@@ -81,6 +120,17 @@ class NetDevice : public VirtioDevice {
   // false (nothing consumed) when the guest has not given enough buffers.
   bool DeliverPending();
   void TapError(const char* what, int err);
+  // Whether `limiter` lets a frame of `bytes` go now; if not, `*until` is
+  // when that direction may try again, and the timer is armed for it.
+  bool Admit(RateLimiter& limiter, uint64_t bytes, uint64_t* until);
+  // Arms the timer for `until_ns` unless it will fire by then already.
+  void ArmFor(uint64_t until_ns, uint64_t now_ns);
+  // Whether MMDS took the frame (header and body in `iov`).
+  bool DetourToMmds(const std::vector<iovec>& iov, size_t total);
+  // Puts MMDS's next frame, behind a zero header, where the TAP's would go.
+  bool TakeMmdsFrame();
+  // Arms the timer for MMDS's next retransmission or probe, if any.
+  void ArmForMmds();
 
   NetConfig config_;
   Tap tap_;
@@ -92,7 +142,15 @@ class NetDevice : public VirtioDevice {
   bool tap_failed_ = false;
   std::vector<uint8_t> frame_ = std::vector<uint8_t>(kMaxPacket);
   size_t pending_len_ = 0;  // a frame read from the TAP, waiting for buffers
+  bool pending_paid_ = false;  // the receive limiter let that frame go
+  RateLimiter rx_limiter_, tx_limiter_;
+  UniqueFd timer_;
+  // A direction the limiter parked: when it may go on (0: not parked).
+  uint64_t rx_until_ = 0, tx_until_ = 0;
+  uint64_t armed_until_ns_ = 0;  // when the timer is set to fire (0: not set)
   NetCounters net_counters_;
+  std::unique_ptr<mmds::NetworkStack> mmds_;
+  std::vector<uint8_t> tx_frame_;  // a guest frame gathered for MMDS
 };
 
 }  // namespace ember::virtio::net
