@@ -16,6 +16,9 @@ packages=(
   e2fsprogs busybox-static
   # integration tests
   python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
+  # containers in microVMs (test_containers.py): Debian's containerd, its runc
+  # shim, and runc as the baseline
+  containerd runc
   # side-by-side benchmarks (tools/devtool bench): the peer and the charts
   qemu-system-x86 python3-matplotlib binutils
 )
