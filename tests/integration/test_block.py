@@ -1,7 +1,8 @@
 """virtio-blk with a real Linux guest, checked from both sides: programs in
 the guest read what the host put on a drive, write what the host then finds
 in the image, fail to write a read-only drive, and see a drive swapped
-under them by PATCH /drives; and the guest kernel mounts a read-only root
+under them by PATCH /drives, and read a rate-limited drive at its
+bucket's rate; and the guest kernel mounts a read-only root
 read-only whatever its command line says."""
 
 import hashlib
@@ -13,6 +14,9 @@ from conftest import EXIT_OK, boot_config, run_ember
 from guest_shell import GuestShell, shell_boot_args
 
 ROOT_MOUNTED = "VFS: Mounted root (ext4 filesystem)"
+# 1 MiB read through a 256 KiB/s bucket: at least 3.75 s after the first 64 KiB.
+LIMITED_SIZE = 1 << 20
+LIMITED_BUCKET = {"size": 64 << 10, "refill_time": 250}
 
 
 def sha256(path):
@@ -58,9 +62,14 @@ def test_guest_reads_writes_and_sees_a_swapped_drive(ember, guest, tmp_path):
     config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
     # The data drive runs on the io_uring engine, the others on the
     # synchronous one.
+    # A fourth drive is held to its rate limiter's bucket.
+    limited = tmp_path / "limited.img"
+    limited.write_bytes(bytes(LIMITED_SIZE))
     config["drives"] = [drive("rootfs", root, root=True, read_only=True),
                         drive("data", data, engine="Async"),
-                        drive("ro", ro, read_only=True)]
+                        drive("ro", ro, read_only=True),
+                        {**drive("limited", limited, read_only=True),
+                         "rate_limiter": {"bandwidth": LIMITED_BUCKET}}]
     shell = GuestShell(ember, tmp_path, config, api=True)
     try:
         shell.wait_ready()
@@ -98,6 +107,18 @@ def test_guest_reads_writes_and_sees_a_swapped_drive(ember, guest, tmp_path):
         shell.check("umount /tmp/ro")
 
         shell.check("umount /mnt")
+
+        # dd reads the whole limited drive: after the full bucket it takes,
+        # the rest comes at the bucket's rate (the guest's clock, read with
+        # builtins only).
+        out = shell.check("read a _ < /proc/uptime; dd if=/dev/vdd of=/dev/null bs=64k 2>&1;"
+                          " read b _ < /proc/uptime; echo elapsed $a $b")
+        assert "16+0 records in" in out, out
+        start, end = map(float, out.split("elapsed")[1].split())
+        rate = LIMITED_BUCKET["size"] / (LIMITED_BUCKET["refill_time"] / 1000)
+        least = (LIMITED_SIZE - LIMITED_BUCKET["size"]) / rate
+        assert 0.9 * least <= end - start < 3 * least + 10, (end - start, least)
+
         assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
     finally:
         shell.close()
