@@ -46,6 +46,7 @@ constexpr RouteName kRoutes[] = {
     {"PUT", "/entropy", "entropy"},                  // Ember's
     {"PUT", "/snapshot/create", "snapshot_create"},  // Ember's
     {"PUT", "/snapshot/load", "snapshot_load"},      // Ember's
+    {"PUT", "/snapshot/working-set", "snapshot_working_set"},  // Ember's
     {"PATCH", "/drives", "drive", true},
     {"PATCH", "/network-interfaces", "network", true},
     {"PATCH", "/machine-config", "machine_cfg"},

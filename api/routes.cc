@@ -235,6 +235,7 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
   const rapidjson::Value* overrides = r.Raw("network_overrides");
   const rapidjson::Value* vsock = r.Raw("vsock_override");
   r.Bool("clock_realtime", false);
+  a.working_set_path = r.String("working_set_path", false);  // Ember's
   RETURN_IF_ERROR(r.Finish());
   if (a.snapshot_path.empty()) {
     return absl::InvalidArgumentError("snapshot/load.snapshot_path must not be empty");
@@ -259,6 +260,23 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
     JsonReader v(*vsock, "snapshot/load.vsock_override");
     a.vsock_uds_path = v.String("uds_path", true).value_or("");
     RETURN_IF_ERROR(v.Finish());
+  }
+  if (a.working_set_path && a.working_set_path->empty()) {
+    return absl::InvalidArgumentError("snapshot/load.working_set_path must not be empty");
+  }
+  return a;
+}
+
+// PUT /snapshot/working-set, Ember's extension (docs/working-set.md).
+absl::StatusOr<VmmAction> ParseRecordWorkingSet(const rapidjson::Value& body) {
+  JsonReader r(body, "snapshot/working-set");
+  RecordWorkingSet a;
+  a.snapshot_path = r.String("snapshot_path", true).value_or("");
+  a.working_set_path = r.String("working_set_path", true).value_or("");
+  RETURN_IF_ERROR(r.Finish());
+  if (a.snapshot_path.empty() || a.working_set_path.empty()) {
+    return absl::InvalidArgumentError(
+        "snapshot/working-set: snapshot_path and working_set_path must not be empty");
   }
   return a;
 }
@@ -290,6 +308,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/actions", "PUT", ParseActions},
     {"/snapshot/create", "PUT", ParseCreateSnapshot},
     {"/snapshot/load", "PUT", ParseLoadSnapshot, nullptr, LoadSnapshotDeprecation},
+    {"/snapshot/working-set", "PUT", ParseRecordWorkingSet},  // Ember's
     {"/mmds", "GET", Get<GetMmds>},
     {"/mmds", "PUT", nullptr, nullptr, nullptr, MmdsText<PutMmds>},
     {"/mmds", "PATCH", nullptr, nullptr, nullptr, MmdsText<PatchMmds>},

@@ -184,6 +184,7 @@ std::vector<Case> Cases() {
          using Override = std::pair<std::string, std::string>;
          EXPECT_EQ(a.network_overrides, std::vector<Override>({{"eth0", "tap7"}}));
          EXPECT_EQ(a.vsock_uds_path, "/run/clone.sock");
+         EXPECT_FALSE(a.working_set_path);
        })},
       {"PUT", "/entropy", "", "{}", Holds<PutEntropy>()},
       {"PUT", "/entropy", "", R"({"rate_limiter": {}})",
@@ -223,6 +224,15 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.config.version, MmdsConfig::Version::kV2);
          EXPECT_EQ(a.config.ipv4_address, 0xa9fe0102u);
          EXPECT_TRUE(a.config.imds_compat);
+       })},
+      {"PUT", "/snapshot/load", "",
+       R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem", "working_set_path": "/s/vm.ws"})",
+       Holds<LoadSnapshot>([](const auto& a) { EXPECT_EQ(a.working_set_path, "/s/vm.ws"); })},
+      {"PUT", "/snapshot/working-set", "",
+       R"({"snapshot_path": "/s/vm.snap", "working_set_path": "/s/vm.ws"})",
+       Holds<RecordWorkingSet>([](const auto& a) {
+         EXPECT_EQ(a.snapshot_path, "/s/vm.snap");
+         EXPECT_EQ(a.working_set_path, "/s/vm.ws");
        })},
       {"PUT", "/snapshot/load", "", R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem"})",
        Holds<LoadSnapshot>([](const auto& a) {

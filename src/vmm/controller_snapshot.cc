@@ -1,5 +1,6 @@
-// PUT /snapshot/load on the VMM thread (controller.h); runtime_controller.cc
-// creates snapshots.
+// PUT /snapshot/load on the VMM thread (controller.h), and Ember's
+// PUT /snapshot/working-set on a restored VM (docs/working-set.md);
+// runtime_controller.cc creates snapshots.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include "src/common/unique_fd.h"
 #include "src/vmm/builder.h"
 #include "src/vmm/controller.h"
+#include "src/vmm/runtime_controller.h"
+#include "src/vmm/snapshot/working_set.h"
 
 namespace ember {
 namespace {
@@ -71,6 +74,16 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
     config->vsock->uds_path = *a.vsock_uds_path;
     RETURN_IF_ERROR(ValidateVsock(*config->vsock));
   }
+  std::optional<snapshot::WorkingSet> working_set;
+  if (a.working_set_path) {
+    if (a.uffd) {
+      return absl::InvalidArgumentError(
+          "working_set_path: with a Uffd backend the page-fault handler loads the working set "
+          "(ember-uffd-handler --working-set); give it there");
+    }
+    ASSIGN_OR_RETURN(working_set, snapshot::ReadWorkingSet(*a.working_set_path, state.id));
+  }
+  double checked = MonotonicMs();
   UniqueFd mem;
   if (!a.uffd) {
     mem.reset(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -80,13 +93,45 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    BuildFromSnapshot(*config, io_, state, mem.get(),
                                      a.uffd ? a.mem_backend_path : "", {&mmds_, &mmds_metrics_}));
+  double built = MonotonicMs();
+  if (working_set) {
+    // Before the first KVM_RUN: the guest then finds these pages mapped.
+    ASSIGN_OR_RETURN(uint64_t pages, snapshot::PrefetchMapped(vm->memory(), *working_set));
+    LOG_INFO("working set: %d pages (%d runs) mapped", pages, working_set->runs.size());
+  }
+  double prefetched = MonotonicMs();
   if (!a.resume_vm) vm->Pause();
   vm->latencies().load_snapshot_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
   preboot_.config() = std::move(*config);
   ApplyMmdsConfig();
   Started(std::move(vm));
-  LOG_INFO("snapshot loaded from %s in %.3f ms; %s", a.snapshot_path, MonotonicMs() - start,
-           a.resume_vm ? "resuming" : "paused until PATCH /vm Resumed");
+  double now = MonotonicMs();
+  LOG_INFO("snapshot loaded from %s in %.3f ms (state file read and checked %.3f, VM built %.3f, "
+           "working set %.3f, vCPUs started %.3f); %s",
+           a.snapshot_path, now - start, checked - start, built - checked, prefetched - built,
+           now - prefetched, a.resume_vm ? "resuming" : "paused until PATCH /vm Resumed");
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const RecordWorkingSet& a) {
+  ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadStateFile(a.snapshot_path));
+  ASSIGN_OR_RETURN(snapshot::SnapshotState state, snapshot::DecodeSnapshot(bytes));
+  const GuestMemory& mem = vm_->memory();
+  bool same = state.memory.size() == mem.regions().size();
+  for (size_t i = 0; same && i < state.memory.size(); i++) {
+    same = state.memory[i].guest_addr == mem.regions()[i].guest_addr &&
+           state.memory[i].size == mem.regions()[i].size;
+  }
+  if (!same) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "snapshot/working-set: ", a.snapshot_path,
+        " has another memory layout than this microVM; name the snapshot it was loaded from"));
+  }
+  ASSIGN_OR_RETURN(std::vector<snapshot::PageRun> runs, snapshot::PresentPages(mem));
+  snapshot::WorkingSet set{state.id, std::move(runs)};
+  RETURN_IF_ERROR(snapshot::WriteWorkingSet(a.working_set_path, set));
+  LOG_INFO("working set of %d pages (%d runs) saved to %s", set.pages(), set.runs.size(),
+           a.working_set_path);
   return std::monostate();
 }
 

@@ -42,6 +42,7 @@ class RuntimeController {
   absl::StatusOr<VmmResult> Do(const SendCtrlAltDel&);
   absl::StatusOr<VmmResult> Do(const PatchVmState& a);
   absl::StatusOr<VmmResult> Do(const CreateSnapshot& a);
+  absl::StatusOr<VmmResult> Do(const RecordWorkingSet& a);  // controller_snapshot.cc
   absl::StatusOr<VmmResult> Do(const InstanceStart&) {
     return absl::FailedPreconditionError("the microVM is already running");
   }

@@ -125,6 +125,14 @@ struct LoadSnapshot {
   bool resume_vm = false;
   std::vector<std::pair<std::string, std::string>> network_overrides;  // iface, TAP
   std::optional<std::string> vsock_uds_path;  // vsock_override.uds_path
+  // Ember's extension (docs/working-set.md): pages to load first.
+  std::optional<std::string> working_set_path;
+};
+// PUT /snapshot/working-set, Ember's extension: saves the guest pages the
+// VM restored from `snapshot_path` has touched so far.
+struct RecordWorkingSet {
+  std::string snapshot_path;
+  std::string working_set_path;
 };
 
 using VmmAction =
@@ -133,7 +141,7 @@ using VmmAction =
                  PatchBalloon, GetBalloon, GetBalloonStats, PutSerial, InstanceStart,
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
-                 LoadSnapshot, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
+                 LoadSnapshot, RecordWorkingSet, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
                  PutMmdsConfig>;
 
 struct InstanceInfo {

@@ -142,6 +142,8 @@ absl::StatusOr<SnapshotState> DecodeSnapshot(std::span<const uint8_t> file) {
     }
   }
   if (s.machine.vcpus.empty() || s.memory.empty()) return Bad("no vCPUs or no memory");
+  s.id = {reader.payload_length(), reader.crc(), 0};
+  for (const MemoryRange& m : s.memory) s.id.memory_bytes += m.size;
   return s;
 }
 

@@ -18,6 +18,7 @@
 #include "src/devices/legacy/serial.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/vmm/arch/x86_64/cpu_state.h"
+#include "src/vmm/snapshot/working_set.h"
 #include "src/vstate/guest_memory.h"
 
 namespace ember::snapshot {
@@ -34,6 +35,8 @@ struct SnapshotState {
   Serial::State serial;
   I8042::State i8042;
   std::vector<virtio::MmioTransport::State> virtio;  // in attach order
+  // Set by DecodeSnapshot (not a section): what names this snapshot.
+  SnapshotId id;
 };
 
 std::vector<uint8_t> EncodeSnapshot(const SnapshotState& state);

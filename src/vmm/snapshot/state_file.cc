@@ -12,14 +12,22 @@ namespace {
 constexpr char kMagic[8] = {'E', 'M', 'B', 'E', 'R', 'S', 'N', 'P'};
 constexpr size_t kHeaderSize = sizeof(kMagic) + 4 + 8 + 4;
 
-std::array<uint32_t, 256> MakeCrcTable() {
-  std::array<uint32_t, 256> table;
+// Slicing-by-8 (Intel's, 2006): table[k][b] is the CRC of byte b followed
+// by k zero bytes, so eight input bytes take eight lookups and no loop
+// carried through each byte. About 5x the byte-at-a-time loop.
+using CrcTables = std::array<std::array<uint32_t, 256>, 8>;
+
+CrcTables MakeCrcTables() {
+  CrcTables t;
   for (uint32_t i = 0; i < 256; i++) {
     uint32_t c = i;
     for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-    table[i] = c;
+    t[0][i] = c;
   }
-  return table;
+  for (uint32_t i = 0; i < 256; i++) {
+    for (int k = 1; k < 8; k++) t[k][i] = (t[k - 1][i] >> 8) ^ t[0][t[k - 1][i] & 0xff];
+  }
+  return t;
 }
 
 absl::Status Bad(absl::string_view why) {
@@ -29,9 +37,16 @@ absl::Status Bad(absl::string_view why) {
 }  // namespace
 
 uint32_t Crc32(std::span<const uint8_t> bytes) {
-  static const std::array<uint32_t, 256> table = MakeCrcTable();
+  static const CrcTables t = MakeCrcTables();
   uint32_t c = 0xffffffffu;
-  for (uint8_t b : bytes) c = table[(c ^ b) & 0xff] ^ (c >> 8);
+  const uint8_t* p = bytes.data();
+  size_t n = bytes.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    uint32_t lo = c ^ (p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24);
+    c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
+        t[3][p[4]] ^ t[2][p[5]] ^ t[1][p[6]] ^ t[0][p[7]];
+  }
+  for (; n > 0; p++, n--) c = t[0][(c ^ *p) & 0xff] ^ (c >> 8);
   return c ^ 0xffffffffu;
 }
 
@@ -84,7 +99,7 @@ absl::StatusOr<StateReader> StateReader::Open(std::span<const uint8_t> file) {
     if (r.Raw(size, &s.body)) sections.push_back(s);
   }
   RETURN_IF_ERROR(r.Finish("snapshot state file: sections"));
-  return StateReader(std::move(sections));
+  return StateReader(std::move(sections), length, crc);
 }
 
 }  // namespace ember::snapshot

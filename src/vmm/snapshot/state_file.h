@@ -44,11 +44,17 @@ class StateReader {
   static absl::StatusOr<StateReader> Open(std::span<const uint8_t> file);
   // In file order.
   const std::vector<Section>& sections() const { return sections_; }
+  // From the header, checked: what names this file (snapshot/working_set.h).
+  uint64_t payload_length() const { return payload_length_; }
+  uint32_t crc() const { return crc_; }
 
  private:
-  explicit StateReader(std::vector<Section> sections) : sections_(std::move(sections)) {}
+  StateReader(std::vector<Section> sections, uint64_t payload_length, uint32_t crc)
+      : sections_(std::move(sections)), payload_length_(payload_length), crc_(crc) {}
 
   std::vector<Section> sections_;
+  uint64_t payload_length_;
+  uint32_t crc_;
 };
 
 }  // namespace ember::snapshot

@@ -24,6 +24,26 @@ std::vector<uint8_t> Sample() {
   return w.Finish();
 }
 
+TEST(StateFile, Crc32IsTheIsoHdlcOne) {
+  auto crc = [](std::string_view s) {
+    return Crc32({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+  };
+  EXPECT_EQ(crc(""), 0u);
+  EXPECT_EQ(crc("123456789"), 0xcbf43926u);  // the standard check value
+  EXPECT_EQ(crc("The quick brown fox jumps over the lazy dog"), 0x414fa339u);
+  // Every length around the 8-byte steps agrees with the bitwise CRC.
+  std::vector<uint8_t> bytes(40);
+  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = static_cast<uint8_t>(i * 37 + 11);
+  for (size_t n = 0; n <= bytes.size(); n++) {
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+      c ^= bytes[i];
+      for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    }
+    EXPECT_EQ(Crc32({bytes.data(), n}), c ^ 0xffffffffu) << n;
+  }
+}
+
 TEST(StateFile, LayoutIsExplicit) {
   std::vector<uint8_t> payload = {1, 0, 3, 0, 3, 0, 0, 0, 7, 8, 9,  // id 1, version 3, 3 bytes
                                   2, 0, 1, 0, 0, 0, 0, 0,           // id 2, version 1, empty

@@ -1,9 +1,12 @@
-// ember-uffd-handler SOCKET MEM_FILE: an example page-fault handler for
-// snapshot load with mem_backend Uffd (snapshot/uffd.h). It listens on
-// SOCKET, takes one Ember's userfaultfd and region list, and fills every
-// page the guest (or Ember) touches from MEM_FILE, until Ember goes away.
-// A production handler could prefetch, share pages between VMs or fetch
-// them from elsewhere; this one only copies on demand.
+// ember-uffd-handler SOCKET MEM_FILE [--working-set FILE --snapshot STATE]:
+// an example page-fault handler for snapshot load with mem_backend Uffd
+// (snapshot/uffd.h). It listens on SOCKET, takes one Ember's userfaultfd
+// and region list, and fills every page the guest (or Ember) touches from
+// MEM_FILE, until Ember goes away. With a working set (snapshot/
+// working_set.h) recorded for the snapshot STATE, it first copies those
+// pages in, one UFFDIO_COPY per run, before it serves any fault; a set
+// from another snapshot is refused at start. A production handler could
+// also share pages between VMs or fetch them from elsewhere.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -16,13 +19,18 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include <rapidjson/document.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "src/common/json_reader.h"
+#include "src/vmm/snapshot/snapshot.h"
+#include "src/vmm/snapshot/working_set.h"
 
 namespace {
 
@@ -35,12 +43,64 @@ int Fail(const char* what) {
   return 1;
 }
 
+// The working set named on the command line, refused unless it was
+// recorded for the snapshot whose state file is `state_path`.
+absl::StatusOr<ember::snapshot::WorkingSet> LoadWorkingSet(const char* path,
+                                                            const char* state_path) {
+  int fd = open(state_path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size > (64 << 20)) {
+    if (fd >= 0) close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(state_path, ": not a readable state file"));
+  }
+  std::vector<uint8_t> bytes(st.st_size);
+  ssize_t n = pread(fd, bytes.data(), bytes.size(), 0);
+  close(fd);
+  if (n != st.st_size) return absl::InvalidArgumentError(absl::StrCat("reading ", state_path));
+  absl::StatusOr<ember::snapshot::SnapshotState> state = ember::snapshot::DecodeSnapshot(bytes);
+  if (!state.ok()) return state.status();
+  return ember::snapshot::ReadWorkingSet(path, state->id);
+}
+
+// Copies `count` pages from file page `first` on, one ioctl for each part
+// that lies in one region. Pages already there are left as they are.
+bool CopyRun(int uffd, const std::vector<Region>& regions, const uint8_t* file, uint64_t first,
+             uint64_t count) {
+  for (const Region& r : regions) {
+    uint64_t lo = std::max(first * 4096, r.offset);
+    uint64_t hi = std::min((first + count) * 4096, r.offset + r.size);
+    while (lo < hi) {
+      uffdio_copy copy = {};
+      copy.dst = r.base + (lo - r.offset);
+      copy.src = reinterpret_cast<uint64_t>(file) + lo;
+      copy.len = hi - lo;
+      if (ioctl(uffd, UFFDIO_COPY, &copy) == 0) break;
+      if (errno != EEXIST && errno != EAGAIN) return false;
+      // Part copied, then a page that is there already: skip that page.
+      lo += (copy.copy > 0 ? static_cast<uint64_t>(copy.copy) : 0) + (errno == EEXIST ? 4096 : 0);
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fputs("usage: ember-uffd-handler SOCKET MEM_FILE\n", stderr);
+  bool with_set = argc == 7 && std::strcmp(argv[3], "--working-set") == 0 &&
+                  std::strcmp(argv[5], "--snapshot") == 0;
+  if (argc != 3 && !with_set) {
+    std::fputs("usage: ember-uffd-handler SOCKET MEM_FILE [--working-set FILE --snapshot STATE]\n",
+               stderr);
     return 2;
+  }
+  ember::snapshot::WorkingSet working_set;
+  if (with_set) {
+    absl::StatusOr<ember::snapshot::WorkingSet> set = LoadWorkingSet(argv[4], argv[6]);
+    if (!set.ok()) {
+      std::fprintf(stderr, "ember-uffd-handler: %s\n", std::string(set.status().message()).c_str());
+      return 1;
+    }
+    working_set = *std::move(set);
   }
   int mem = open(argv[2], O_RDONLY | O_CLOEXEC);
   struct stat st;
@@ -92,6 +152,21 @@ int main(int argc, char** argv) {
       errno = EINVAL;
       return Fail("a region lies beyond the memory file");
     }
+  }
+
+  if (!working_set.runs.empty()) {
+    if (working_set.snapshot.memory_bytes != static_cast<uint64_t>(st.st_size)) {
+      errno = EINVAL;
+      return Fail("the working set is for another memory size");
+    }
+    for (const ember::snapshot::PageRun& run : working_set.runs) {
+      if (!CopyRun(uffd, regions, static_cast<const uint8_t*>(file), run.first, run.count)) {
+        return Fail("UFFDIO_COPY (working set)");
+      }
+    }
+    std::printf("ember-uffd-handler: working set of %llu pages copied\n",
+                static_cast<unsigned long long>(working_set.pages()));
+    std::fflush(stdout);
   }
 
   uint64_t served = 0;
