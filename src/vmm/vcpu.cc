@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/program_pages.h"
 #include "src/seccomp/seccomp.h"
 #include "src/common/exit_code.h"
 
@@ -111,8 +112,12 @@ void Vcpu::Loop() {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
                MonotonicMs(), ProcessCpuMs());
     }
-    first = false;
     int err = fd_.Run();
+    // Start-up is over once the guest runs: its code and the pages mapped
+    // around it leave the RSS (program_pages.h). After the run, not before,
+    // so that the first KVM_RUN waits for nothing.
+    if (first) ReleaseStartupPages();
+    first = false;
     if (err == EINTR || err == EAGAIN) {
       fd_.run()->immediate_exit = 0;
       continue;
