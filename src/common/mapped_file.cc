@@ -11,6 +11,27 @@
 #include "src/common/errno_status.h"
 
 namespace ember {
+namespace {
+
+FileStamp ToStamp(const struct stat& st) {
+  return FileStamp{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
+                   st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec,
+                   st.st_ctim.tv_sec * 1'000'000'000LL + st.st_ctim.tv_nsec};
+}
+
+}  // namespace
+
+absl::StatusOr<FileStamp> StampOf(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) < 0) return ErrnoStatus(absl::StrCat("stat ", path));
+  return ToStamp(st);
+}
+
+absl::StatusOr<FileStamp> MappedFile::Stamp() const {
+  struct stat st;
+  if (fstat(fd_.get(), &st) < 0) return ErrnoStatus("fstat");
+  return ToStamp(st);
+}
 
 absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));

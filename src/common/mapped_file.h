@@ -10,6 +10,17 @@
 
 namespace ember {
 
+// Which file a path named, and which version of it: another file (a
+// rename), or the same one rewritten (its size, mtime or ctime), differs.
+struct FileStamp {
+  uint64_t dev = 0, ino = 0, size = 0;
+  int64_t mtime_ns = 0, ctime_ns = 0;
+  friend bool operator==(const FileStamp&, const FileStamp&) = default;
+};
+
+// The stamp of what `path` names now.
+absl::StatusOr<FileStamp> StampOf(const std::string& path);
+
 class MappedFile {
  public:
   // Fails with the path in the message if the file is missing, not a
@@ -25,6 +36,8 @@ class MappedFile {
   // Copies [offset, offset + out.size()) with pread: for large ranges into
   // fresh memory this costs less than faulting in the mapping and copying.
   absl::Status ReadAt(uint64_t offset, std::span<uint8_t> out) const;
+  // The stamp of the open file now.
+  absl::StatusOr<FileStamp> Stamp() const;
 
  private:
   MappedFile(UniqueFd fd, const uint8_t* data, size_t size)

@@ -23,12 +23,14 @@ struct BootSourceConfig {
   std::string kernel_image_path;
   std::string initrd_path;               // empty: no initrd
   std::optional<std::string> boot_args;  // absent: kDefaultBootArgs
+  friend bool operator==(const BootSourceConfig&, const BootSourceConfig&) = default;
 };
 
 struct MachineConfig {
   uint32_t vcpu_count = 1;
   uint64_t mem_size_mib = 128;
   bool track_dirty_pages = false;
+  friend bool operator==(const MachineConfig&, const MachineConfig&) = default;
 };
 
 // A token bucket, as Firecracker's TokenBucket: `size` tokens, refilled

@@ -1,5 +1,9 @@
 #include "src/vmm/boot.h"
 
+#include <time.h>
+
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "src/common/mapped_file.h"
 #include "src/common/status_macros.h"
@@ -25,6 +29,17 @@ absl::Status WriteCmdline(const GuestMemory& mem, const std::string& cmdline) {
   return mem.Write(x86_64::kCmdlineStart, bytes);
 }
 
+// Whether `before` and `after` (one file's stamps around reading it) show
+// it unchanged, and last changed long enough ago that a later write gets a
+// new mtime: file systems stamp with a clock that ticks every few ms.
+bool Settled(const FileStamp& before, const FileStamp& after) {
+  constexpr int64_t kTickNs = 20'000'000;
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t now_ns = now.tv_sec * 1'000'000'000LL + now.tv_nsec;
+  return before == after && now_ns - std::max(after.mtime_ns, after.ctime_ns) > kTickNs;
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> InitrdAddress(const GuestMemory& mem, uint64_t size,
@@ -39,23 +54,35 @@ absl::StatusOr<uint64_t> InitrdAddress(const GuestMemory& mem, uint64_t size,
   return addr;
 }
 
-absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
-                                    const std::string& cmdline, uint32_t vcpu_count) {
+absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot) {
+  LoadedImages images;
   ASSIGN_OR_RETURN(MappedFile image, MappedFile::Open(boot.kernel_image_path));
-  ASSIGN_OR_RETURN(LoadedKernel kernel, LoadKernelFile(mem, image, boot.kernel_image_path));
-  RETURN_IF_ERROR(WriteCmdline(mem, cmdline));
+  ASSIGN_OR_RETURN(images.kernel_stamp, image.Stamp());
+  ASSIGN_OR_RETURN(images.kernel, LoadKernelFile(mem, image, boot.kernel_image_path));
+  ASSIGN_OR_RETURN(FileStamp after, image.Stamp());
+  images.stable = Settled(images.kernel_stamp, after);
+  if (boot.initrd_path.empty()) return images;
+  ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
+  ASSIGN_OR_RETURN(images.initrd_stamp, initrd.Stamp());
+  images.initrd_size = initrd.data().size();
+  ASSIGN_OR_RETURN(images.initrd_addr, InitrdAddress(mem, images.initrd_size, images.kernel.end));
+  ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images.initrd_addr, images.initrd_size));
+  PrefaultForCopy(dest);
+  RETURN_IF_ERROR(initrd.ReadAt(0, dest));
+  ASSIGN_OR_RETURN(after, initrd.Stamp());
+  images.stable = images.stable && Settled(images.initrd_stamp, after);
+  return images;
+}
 
+absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
+                                        const std::string& cmdline, uint32_t vcpu_count) {
+  RETURN_IF_ERROR(WriteCmdline(mem, cmdline));
   x86_64::BootInfo info;
   info.cmdline_addr = x86_64::kCmdlineStart;
   info.cmdline_size = static_cast<uint32_t>(cmdline.size());
-  if (!boot.initrd_path.empty()) {
-    ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
-    ASSIGN_OR_RETURN(info.initrd_addr, InitrdAddress(mem, initrd.data().size(), kernel.end));
-    info.initrd_size = initrd.data().size();
-    ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(info.initrd_addr, info.initrd_size));
-    RETURN_IF_ERROR(initrd.ReadAt(0, dest));
-  }
-
+  info.initrd_addr = images.initrd_addr;
+  info.initrd_size = images.initrd_size;
+  const LoadedKernel& kernel = images.kernel;
   std::vector<x86_64::E820Entry> e820 = x86_64::BuildE820(mem);
   if (kernel.protocol == x86_64::BootProtocol::kPvh) {
     RETURN_IF_ERROR(x86_64::WritePvhStartInfo(mem, e820, info));
@@ -66,6 +93,12 @@ absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConf
   RETURN_IF_ERROR(x86_64::WriteBootTables(mem, kernel.protocol));
   RETURN_IF_ERROR(x86_64::WriteMpTable(mem, vcpu_count));
   return BootEntry{kernel.entry, kernel.protocol};
+}
+
+absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
+                                    const std::string& cmdline, uint32_t vcpu_count) {
+  ASSIGN_OR_RETURN(LoadedImages images, LoadImages(mem, boot));
+  return WriteBootInfo(mem, images, cmdline, vcpu_count);
 }
 
 }  // namespace ember

@@ -6,7 +6,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "src/common/mapped_file.h"
 #include "src/vmm/arch/x86_64/regs.h"
+#include "src/vmm/loader/kernel_loader.h"
 #include "src/vstate/guest_memory.h"
 #include "src/config/vm_config.h"
 
@@ -17,6 +19,27 @@ struct BootEntry {
   x86_64::BootProtocol protocol;
 };
 
+// The kernel and initrd in guest memory, and which files they came from.
+struct LoadedImages {
+  LoadedKernel kernel;
+  uint64_t initrd_addr = 0;
+  uint64_t initrd_size = 0;
+  FileStamp kernel_stamp, initrd_stamp;  // initrd_stamp: none without one
+  // False if a file changed while it was read (what was loaded may mix
+  // versions) or so recently that a rewrite might keep its stamp: good for
+  // this start only.
+  bool stable = true;
+};
+
+// Copies the boot source's kernel and initrd into guest memory.
+absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot);
+
+// What the loaded kernel reads at its entry: the command line, the zero
+// page or PVH start info, the boot tables and the MP table.
+absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
+                                        const std::string& cmdline, uint32_t vcpu_count);
+
+// Both, one after the other.
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count);
 

@@ -111,8 +111,7 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
-                                                  MmdsRefs mmds) {
+absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config) {
   if (!config.boot_source) {
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
@@ -125,14 +124,42 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
                                                  return GuestMemory::Create(ranges);
                                                },
                                                config.machine.track_dirty_pages));
+  ASSIGN_OR_RETURN(LoadedImages images, LoadImages(vm->memory(), *config.boot_source));
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count,
+                                  BootEntry{images.kernel.entry, images.kernel.protocol}));
+  return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
+}
+
+bool PreparedVm::Matches(const VmConfig& config) const {
+  if (!config.boot_source || !images_.stable) return false;
+  const BootSourceConfig& boot = *config.boot_source;
+  if (config.machine != machine_ || boot.kernel_image_path != boot_.kernel_image_path || boot.initrd_path != boot_.initrd_path) {
+    return false;
+  }
+  absl::StatusOr<FileStamp> kernel = StampOf(boot.kernel_image_path);
+  if (!kernel.ok() || *kernel != images_.kernel_stamp) return false;
+  if (boot.initrd_path.empty()) return true;
+  absl::StatusOr<FileStamp> initrd = StampOf(boot.initrd_path);
+  return initrd.ok() && *initrd == images_.initrd_stamp;
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
+                                                  MmdsRefs mmds,
+                                                  std::optional<PreparedVm> prepared) {
+  if (!prepared || !prepared->Matches(config)) {
+    if (prepared) LOG_INFO("the machine, kernel or initrd changed since it was prepared: again");
+    prepared.reset();  // its memory and files go before new ones come
+    ASSIGN_OR_RETURN(prepared, PreparedVm::Prepare(config));
+  }
+  std::unique_ptr<Vm> vm = std::move(prepared->vm_);
   std::string cmdline = GuestCmdline(*config.boot_source);
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds));
-  ASSIGN_OR_RETURN(BootEntry entry, LoadGuest(vm->memory(), *config.boot_source, cmdline,
-                                              config.machine.vcpu_count));
+  RETURN_IF_ERROR(
+      WriteBootInfo(vm->memory(), prepared->images_, cmdline, config.machine.vcpu_count)
+          .status());
   // Last of the configuration checks: it may create serial_out_path.
   RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
   if (config.boot_timer) RETURN_IF_ERROR(vm->devices().AttachBootTimer());
-  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, entry));
   return vm;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -23,11 +24,40 @@ struct MmdsRefs {
   mmds::MmdsMetrics* metrics = nullptr;
 };
 
+// The part of a boot that need not wait for InstanceStart: the KVM VM
+// with its memory, the kernel and initrd loaded into it (most of the
+// start's time) and the vCPUs at its entry. Made as soon as the configuration names a kernel; used by
+// BuildForBoot only while nothing it was made from has changed.
+class PreparedVm {
+ public:
+  static absl::StatusOr<PreparedVm> Prepare(const VmConfig& config);
+
+  // Whether `config` would prepare this same VM: the same machine
+  // configuration, the same kernel and initrd paths, and those files not
+  // renamed over or rewritten since they were read.
+  bool Matches(const VmConfig& config) const;
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig&, ConsoleIo, MmdsRefs,
+                                                          std::optional<PreparedVm>);
+  PreparedVm(std::unique_ptr<Vm> vm, LoadedImages images, MachineConfig machine,
+             BootSourceConfig boot)
+      : vm_(std::move(vm)), images_(std::move(images)), machine_(machine),
+        boot_(std::move(boot)) {}
+
+  std::unique_ptr<Vm> vm_;
+  LoadedImages images_;
+  MachineConfig machine_;
+  BootSourceConfig boot_;
+};
+
 // The whole VM, kernel loaded and vCPUs at its entry; nothing runs yet.
+// Starts from `prepared` if it still matches `config`, else prepares anew.
 // Errors caused by the configuration are InvalidArgument or NotFound and
 // name the field or file.
 absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
-                                                  MmdsRefs mmds = {});
+                                                  MmdsRefs mmds = {},
+                                                  std::optional<PreparedVm> prepared = {});
 
 // The VM a snapshot describes, `config` being the one it carries; guest
 // memory is `mem_fd` mapped private (pages load on first touch). Run it as

@@ -20,6 +20,7 @@
 #include "src/mmds/data_store.h"
 #include "src/mmds/metrics.h"
 #include "src/vmm/metrics.h"
+#include "src/vmm/builder.h"
 #include "src/vmm/preboot_controller.h"
 #include "src/vmm/runtime_controller.h"
 #include "src/vmm/vmm_action.h"
@@ -89,6 +90,9 @@ class Controller {
   }
   void Started(std::unique_ptr<Vm> vm);
   const char* VmState() const;
+  // Before InstanceStart, while the VMM thread is free: brings prepared_
+  // up to date with the configuration (builder.h's PreparedVm).
+  void PrepareAhead();
 
   absl::Status OpenMetrics(const MetricsConfig& config);
   // Writes one metrics line now.
@@ -115,6 +119,9 @@ class Controller {
   EventLoop* pre_boot_loop_ = nullptr;  // while waiting for InstanceStart
   mmds::DataStore mmds_;  // the net devices' MMDS stacks point at it
   mmds::MmdsMetrics mmds_metrics_;
+  std::optional<PreparedVm> prepared_;  // before InstanceStart
+  // What failed to prepare last time, not tried again until it changes.
+  std::optional<std::pair<MachineConfig, BootSourceConfig>> prepare_failed_;
   std::optional<RuntimeController> runtime_;  // once the microVM exists
 };
 

