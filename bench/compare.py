@@ -66,26 +66,37 @@ def cpu_ms(pid):
 
 
 def memory_mib(pid, guest_mib):
-    """(RSS, PSS) of the process without its guest memory, and with it."""
-    rss = pss = guest_rss = guest_pss = 0
-    size = 0
+    """(RSS, PSS) of the process without its guest memory, and with it.
+
+    The guest's RAM is the run of adjacent anonymous mappings as large as
+    the guest (QEMU adds an alignment page or two; Ember's one mapping is
+    split where madvise gave the kernel's range huge pages)."""
+    maps = []  # [lo, hi, anonymous, {"Rss": kib, "Pss": kib}]
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            size = (hi - lo) >> 20
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            maps.append([lo, hi, len(fields) < 6 or fields[5].startswith("[anon:"), {}])
         elif line.startswith("Rss:") or line.startswith("Pss:"):
-            kib = int(line.split()[1])
-            # The guest's RAM: one anonymous mapping of its size (QEMU adds
-            # an alignment page or two).
-            is_guest = guest_mib <= size <= guest_mib + 4
-            if line.startswith("Rss:"):
-                rss += kib
-                guest_rss += kib if is_guest else 0
-            else:
-                pss += kib
-                guest_pss += kib if is_guest else 0
-    return {"rss_mib": (rss - guest_rss) / 1024, "pss_mib": (pss - guest_pss) / 1024,
-            "total_pss_mib": pss / 1024}
+            maps[-1][3][line[:3]] = int(line.split()[1])
+    guest = set()
+    for i in range(len(maps)):
+        size = 0
+        for j in range(i, len(maps)):
+            if not maps[j][2] or (j > i and maps[j][0] != maps[j - 1][1]):
+                break
+            size += maps[j][1] - maps[j][0]
+            if guest_mib << 20 <= size <= (guest_mib + 4) << 20:
+                guest.update(range(i, j + 1))
+                break
+            if size > (guest_mib + 4) << 20:
+                break
+    def total(key, only_guest=False):
+        return sum(m[3].get(key, 0) for k, m in enumerate(maps)
+                   if not only_guest or k in guest) / 1024
+    return {"rss_mib": total("Rss") - total("Rss", True),
+            "pss_mib": total("Pss") - total("Pss", True),
+            "total_pss_mib": total("Pss")}
 
 
 def wait_for(predicate, timeout, what):

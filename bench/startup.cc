@@ -75,20 +75,42 @@ std::string ReadFile(const std::string& path) {
 
 // `field` (Rss or Pss) summed over every mapping except guest memory, in
 // KiB. Guest memory is the mapping named [anon:ember-guest-mem], or failing
-// that (kernels without anonymous VMA names) the mapping as large as the guest.
+// that (kernels without anonymous VMA names) the adjacent anonymous mappings
+// that together are as large as the guest: madvise splits the one mapping
+// (huge pages where the kernel was loaded).
 double OverheadKib(pid_t pid, uint64_t guest_bytes, const std::string& field) {
+  struct Mapping {
+    unsigned long lo, hi;
+    bool anon, named_guest, guest;
+    double kib;
+  };
+  std::vector<Mapping> maps;
   std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
   std::string line, key = field + ":";
-  double total = 0;
-  bool guest = false;
   while (std::getline(in, line)) {
     unsigned long lo, hi;
     if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > 20) {
-      guest = line.find("ember-guest-mem") != std::string::npos || hi - lo == guest_bytes;
-    } else if (line.rfind(key, 0) == 0 && !guest) {
-      total += std::atof(line.c_str() + key.size());
+      std::istringstream fields(line);
+      std::string range, perms, offset, dev, inode, path;
+      fields >> range >> perms >> offset >> dev >> inode >> path;
+      bool named = line.find("ember-guest-mem") != std::string::npos;
+      maps.push_back({lo, hi, path.empty() || named, named, named, 0});
+    } else if (line.rfind(key, 0) == 0 && !maps.empty()) {
+      maps.back().kib += std::atof(line.c_str() + key.size());
     }
   }
+  for (size_t i = 0; i < maps.size(); i++) {
+    unsigned long size = 0;
+    for (size_t j = i; j < maps.size() && maps[j].anon && size < guest_bytes; j++) {
+      if (j > i && maps[j].lo != maps[j - 1].hi) break;
+      size += maps[j].hi - maps[j].lo;
+      if (size == guest_bytes) {
+        for (size_t k = i; k <= j; k++) maps[k].guest = true;
+      }
+    }
+  }
+  double total = 0;
+  for (const Mapping& m : maps) total += m.guest ? 0 : m.kib;
   return total;
 }
 

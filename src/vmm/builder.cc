@@ -191,8 +191,8 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   std::string unused_cmdline;
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline, mmds));
   RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
-  // Registers come from the snapshot: the boot entry is never used.
-  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, BootEntry{0, {}}));
+  // CPUID and registers come from the snapshot.
+  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, std::nullopt));
   RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
   RETURN_IF_ERROR(vm->devices().Restore(state));
   return vm;

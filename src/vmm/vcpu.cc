@@ -42,9 +42,23 @@ void Vcpu::InstallKickHandler() {
   sigaction(KickSignal(), &sa, nullptr);
 }
 
-void Vcpu::Start() {
+void Vcpu::Spawn() {
+  held_ = true;
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
+}
+
+void Vcpu::Start() {
+  if (!thread_.joinable()) {
+    started_ = true;
+    thread_ = std::thread([this] { Loop(); });
+    return;
+  }
+  {
+    std::lock_guard lock(pause_mu_);
+    held_ = false;
+  }
+  pause_cv_.notify_all();
 }
 
 void Vcpu::Stop() {
@@ -83,12 +97,12 @@ void Vcpu::Resume() {
 }
 
 bool Vcpu::WaitWhilePaused() {
-  if (!pause_requested_.load()) return !stop_;
+  if (!pause_requested_.load() && !held_.load()) return !stop_;
   std::unique_lock lock(pause_mu_);
-  if (!pause_requested_) return !stop_;
+  if (!pause_requested_ && !held_) return !stop_;
   parked_ = true;
   pause_cv_.notify_all();
-  pause_cv_.wait(lock, [this] { return !pause_requested_ || stop_; });
+  pause_cv_.wait(lock, [this] { return (!pause_requested_ && !held_) || stop_; });
   parked_ = false;
   return !stop_;
 }

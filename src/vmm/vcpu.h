@@ -34,6 +34,10 @@ class Vcpu {
   // before starting any vCPU.
   static void InstallKickHandler();
 
+  // Creates the thread ahead of Start: it sets itself up (name, seccomp
+  // filter) and waits before its first KVM_RUN, so that Start costs only a
+  // wake-up. Without Spawn, Start creates the thread.
+  void Spawn();
   void Start();
   // Makes KVM_RUN return and the thread end; safe from any thread.
   void Stop();
@@ -68,6 +72,8 @@ class Vcpu {
   // Written under pause_mu_ (for the condition variable); read without it
   // on the exit path, once per exit.
   std::atomic<bool> pause_requested_{false};
+  // Spawned and waiting for Start; written under pause_mu_.
+  std::atomic<bool> held_{false};
   bool parked_ = false;           // guarded by pause_mu_
   bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};

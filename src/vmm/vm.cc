@@ -48,15 +48,23 @@ Vm::~Vm() {
   for (auto& v : vcpus_) v->Join();
 }
 
-absl::Status Vm::CreateVcpus(uint32_t count, const BootEntry& entry) {
-  ASSIGN_OR_RETURN(CpuidEntries supported, kvm_.SupportedCpuid());
+absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry) {
+  CpuidEntries supported;
+  if (entry) {
+    ASSIGN_OR_RETURN(supported, kvm_.SupportedCpuid());
+  }
   for (uint32_t i = 0; i < count; i++) {
     ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));
-    RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(supported, i, count)));
-    RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry.protocol, entry.entry));
+    if (entry) {
+      RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(supported, i, count)));
+      RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry->protocol, entry->entry));
+    }
     vcpus_.push_back(std::make_unique<Vcpu>(i, std::move(fd), &devices_.pio(), &devices_.mmio(),
                                             exit_.get()));
   }
+  // Their threads wait for Run: starting one costs a wake-up then.
+  Vcpu::InstallKickHandler();
+  for (auto& v : vcpus_) v->Spawn();
   return absl::OkStatus();
 }
 

@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,7 +39,9 @@ class Vm {
                                                     bool track_dirty_pages);
 
   // `count` vCPUs with CPUID and registers for `entry` (the builder).
-  absl::Status CreateVcpus(uint32_t count, const BootEntry& entry);
+  // Without an entry (a snapshot's VM) they get neither: the saved state
+  // sets both, and fetching KVM's CPUID costs half a millisecond.
+  absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry);
 
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).
