@@ -33,6 +33,11 @@ const char kUsage[] =
     "  --seccomp-filter FILE  per-thread filters compiled by ember-seccompiler, instead of\n"
     "                       the built-in ones (resources/seccomp/x86_64.json)\n"
     "  --boot-timer         log the guest's boot time when its init writes 123 at 0xd0000000\n"
+    "  --merge-guest-memory  advise guest memory MADV_MERGEABLE, so the host's KSM (when\n"
+    "                       /sys/kernel/mm/ksm/run is 1) may merge identical pages across VMs.\n"
+    "                       Off by default: merged pages let a guest learn, by timing its\n"
+    "                       copy-on-write faults, what memory other VMs on the host hold\n"
+    "                       (cross-VM side channel). Only for guests that trust each other.\n"
     "  --start-time-us US, --start-time-cpu-us US, --parent-cpu-time-us US\n"
     "                       from the jailer: Ember logs its start-up time and CPU from them\n"
     "  --snapshot-version   print the snapshot state file version this Ember writes\n"
@@ -134,6 +139,7 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,
       {"--no-api", &opts.no_api},
       {"--no-seccomp", &opts.no_seccomp},
       {"--boot-timer", &opts.boot_timer},
+      {"--merge-guest-memory", &opts.merge_guest_memory},
       {"--show-level", &opts.show_level},
       {"--show-log-origin", &opts.show_log_origin},
       {"--snapshot-version", &opts.snapshot_version},

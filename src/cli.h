@@ -32,6 +32,10 @@ struct CliOptions {
   bool no_seccomp = false;
   bool boot_timer = false;
   std::string seccomp_filter;  // empty: the built-in filters
+  // Ember's own, off by default (Firecracker has no such setting): guest
+  // memory advised MADV_MERGEABLE for the host's KSM (guest_memory.h says
+  // why it is off: cross-VM page-merge timing side channels).
+  bool merge_guest_memory = false;
   // From Firecracker's jailer (ember-jailer passes them too): when it
   // started (CLOCK_MONOTONIC), this process's CPU time at exec, and the
   // CPU the jailer spent; Ember logs its start-up cost from them.

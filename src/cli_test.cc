@@ -1,6 +1,9 @@
 #include "src/cli.h"
 
 #include <gtest/gtest.h>
+
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "src/common/version.h"
 
@@ -34,6 +37,19 @@ TEST(CliTest, RefusesWithAMessage) {
   EXPECT_EQ(ParseCli({"--level", "Loud"}).status().message(),
             "--level 'Loud' must be Error, Warning, Info, Debug, Trace or Off");
   EXPECT_FALSE(ParseCli({"--no-seccomp", "--seccomp-filter", "f"}).ok());
+}
+
+// Ember's KSM opt-in: off unless given, a flag without a value, and its
+// help names the side channel.
+TEST(CliTest, MergeGuestMemoryIsOptIn) {
+  EXPECT_FALSE(ParseCli({})->merge_guest_memory);
+  auto o = ParseCli({"--merge-guest-memory", "--id", "vm-1"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_TRUE(o->merge_guest_memory);
+  EXPECT_EQ(ParseCli({"--merge-guest-memory=yes"}).status().message(),
+            "--merge-guest-memory takes no value");
+  EXPECT_NE(std::string(kUsage).find("--merge-guest-memory"), std::string::npos);
+  EXPECT_NE(std::string(kUsage).find("side channel"), std::string::npos);
 }
 
 // Firecracker's logging and metrics flags, for the controller's logger

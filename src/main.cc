@@ -22,6 +22,7 @@
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
 #include "src/vmm/snapshot/state_file.h"
+#include "src/vstate/guest_memory.h"
 #include "src/common/exit_code.h"
 
 namespace ember {
@@ -128,6 +129,9 @@ int Main(int argc, char** argv) {
   // Fatal signals leave a last metrics line and Firecracker's exit codes.
   InstallSignalHandlers();
   LOG_INFO("Ember v%s starting, instance %s", kVersion, opts->id);
+  // Before any VM is built; cli.cc's help says why it is off by default.
+  GuestMemory::SetMergeableByDefault(opts->merge_guest_memory);
+  if (opts->merge_guest_memory) LOG_WARN("--merge-guest-memory: guest pages may be merged by KSM");
   if (absl::Status st = SetUpSeccomp(*opts); !st.ok()) {
     LOG_ERROR("%s", st.message());
     return kExitBadConfiguration;

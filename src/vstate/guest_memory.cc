@@ -17,13 +17,19 @@
 namespace ember {
 namespace {
 constexpr uint64_t kPageSize = 4096;
+std::atomic<bool> g_mergeable_by_default{false};
+}  // namespace
+
+void GuestMemory::SetMergeableByDefault(bool on) { g_mergeable_by_default = on; }
+bool GuestMemory::mergeable_by_default() { return g_mergeable_by_default; }
+
+absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& ranges,
+                                                bool mergeable) {
+  return Map(ranges, -1, mergeable);
 }
 
-absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& ranges) {
-  return Map(ranges, -1);
-}
-
-absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>& ranges, int fd) {
+absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>& ranges, int fd,
+                                                 bool mergeable) {
   struct stat st;
   if (fstat(fd, &st) != 0) return ErrnoStatus("the memory file");
   uint64_t total = 0;
@@ -32,10 +38,11 @@ absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>&
     return absl::InvalidArgumentError(absl::StrFormat(
         "the memory file is %d bytes; the snapshot's guest memory is %d", st.st_size, total));
   }
-  return Map(ranges, fd);
+  return Map(ranges, fd, mergeable);
 }
 
-absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ranges, int fd) {
+absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ranges, int fd,
+                                             bool mergeable) {
   GuestMemory mem;
   uint64_t prev_end = 0, file_offset = 0;
   for (const MemoryRange& r : ranges) {
@@ -52,10 +59,17 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
       return ErrnoStatus(absl::StrFormat("mmap of %d MiB guest memory", r.size >> 20));
     }
     file_offset += r.size;
+    // Pushed first, so that the mapping is unmapped if madvise fails.
+    mem.regions_.push_back({r.guest_addr, r.size, static_cast<uint8_t*>(host)});
+    // KSM also merges the private copies of a file mapping's pages (a
+    // restored guest's), once written; the clean ones share the page cache.
+    if (mergeable && madvise(host, r.size, MADV_MERGEABLE) != 0) {
+      return ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
+                         "a host kernel with KSM)");
+    }
     // Lets tools (and bench/) tell guest RAM from VMM overhead; older
     // kernels refuse it, which costs nothing.
     if (fd < 0) prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host, r.size, "ember-guest-mem");
-    mem.regions_.push_back({r.guest_addr, r.size, static_cast<uint8_t*>(host)});
   }
   return mem;
 }

@@ -33,13 +33,29 @@ struct GuestRegion {
 
 class GuestMemory {
  public:
+  // Opt-in same-page merging (`ember --merge-guest-memory`): a mergeable
+  // mapping is advised MADV_MERGEABLE, so the host's KSM daemon (when
+  // /sys/kernel/mm/ksm/run is 1) may back identical pages of many VMs with
+  // one copy-on-write page. Off by default: a guest that writes to a merged
+  // page takes a measurably slower copy-on-write fault, which lets it learn
+  // whether another VM on the host holds the same page contents (cross-VM
+  // page-merge timing side channels). The process-wide default below is
+  // what Create and MapFile use unless told; Ember runs one VM a process
+  // and main.cc sets it from the command line before any VM is built.
+  static void SetMergeableByDefault(bool on);
+  static bool mergeable_by_default();
+
   // Maps anonymous private memory for each range. Ranges must be non-empty,
-  // page-aligned, sorted and disjoint.
-  static absl::StatusOr<GuestMemory> Create(const std::vector<MemoryRange>& ranges);
+  // page-aligned, sorted and disjoint. With `mergeable`, a host kernel
+  // without KSM fails the call (madvise's EINVAL) instead of quietly
+  // merging nothing.
+  static absl::StatusOr<GuestMemory> Create(const std::vector<MemoryRange>& ranges,
+                                            bool mergeable = mergeable_by_default());
   // Maps the regions from `fd` (one after another in the file), private:
   // pages load lazily and writes stay in this process (snapshot restore).
   // The file must be exactly as long as the regions together.
-  static absl::StatusOr<GuestMemory> MapFile(const std::vector<MemoryRange>& ranges, int fd);
+  static absl::StatusOr<GuestMemory> MapFile(const std::vector<MemoryRange>& ranges, int fd,
+                                             bool mergeable = mergeable_by_default());
 
   GuestMemory(GuestMemory&& other) noexcept;
   GuestMemory& operator=(GuestMemory&& other) noexcept;
@@ -83,7 +99,8 @@ class GuestMemory {
  private:
   GuestMemory() = default;
   // Anonymous memory when fd < 0, else the file, private.
-  static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd);
+  static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd,
+                                         bool mergeable);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
   void Unmap();
 

@@ -1,12 +1,95 @@
 #include "src/vstate/guest_memory.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace ember {
 namespace {
+
+// The VmFlags of the mapping that holds `addr`, from /proc/self/smaps
+// ("rd wr mr mw me ac mg": "mg" is VM_MERGEABLE); empty if none holds it.
+std::string VmFlags(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t start, end;
+    char dash;
+    std::istringstream header(line);
+    if (header >> std::hex >> start >> dash >> end && dash == '-') {
+      inside = start <= a && a < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line.substr(8) + " ";
+    }
+  }
+  return "";
+}
+
+bool Mergeable(const GuestMemory& mem) {
+  for (const GuestRegion& r : mem.regions()) {
+    if (VmFlags(r.host).find(" mg ") == std::string::npos) return false;
+  }
+  return true;
+}
+
+bool HostHasKsm() { return access("/sys/kernel/mm/ksm/run", F_OK) == 0; }
+
+int MemoryFile(size_t size) {
+  int fd = memfd_create("guest-mem-test", MFD_CLOEXEC);
+  if (fd >= 0 && ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(GuestMemoryTest, NotMergeableByDefault) {
+  ASSERT_FALSE(GuestMemory::mergeable_by_default());
+  auto mem = GuestMemory::Create({{0, 1 << 20}, {4 << 20, 1 << 20}});
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  ASSERT_NE(VmFlags(mem->regions()[0].host), "") << "the mapping is in smaps";
+  EXPECT_EQ(VmFlags(mem->regions()[0].host).find(" mg "), std::string::npos);
+  EXPECT_EQ(VmFlags(mem->regions()[1].host).find(" mg "), std::string::npos);
+  int fd = MemoryFile(2 << 20);
+  ASSERT_GE(fd, 0);
+  auto restored = GuestMemory::MapFile({{0, 1 << 20}, {4 << 20, 1 << 20}}, fd);
+  close(fd);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_EQ(VmFlags(restored->regions()[0].host).find(" mg "), std::string::npos);
+}
+
+TEST(GuestMemoryTest, MergeableWhenAsked) {
+  if (!HostHasKsm()) GTEST_SKIP() << "the host kernel has no KSM";
+  auto mem = GuestMemory::Create({{0, 1 << 20}, {4 << 20, 1 << 20}}, /*mergeable=*/true);
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  EXPECT_TRUE(Mergeable(*mem)) << VmFlags(mem->regions()[0].host);
+  int fd = MemoryFile(2 << 20);
+  ASSERT_GE(fd, 0);
+  auto restored = GuestMemory::MapFile({{0, 1 << 20}, {4 << 20, 1 << 20}}, fd, true);
+  close(fd);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EXPECT_TRUE(Mergeable(*restored));
+}
+
+// What main.cc does for --merge-guest-memory: the builder's calls, which
+// pass no flag, then map mergeable memory.
+TEST(GuestMemoryTest, TheProcessDefaultAppliesToLaterMappings) {
+  if (!HostHasKsm()) GTEST_SKIP() << "the host kernel has no KSM";
+  GuestMemory::SetMergeableByDefault(true);
+  auto on = GuestMemory::Create({{0, 1 << 20}});
+  GuestMemory::SetMergeableByDefault(false);
+  auto off = GuestMemory::Create({{0, 1 << 20}});
+  ASSERT_TRUE(on.ok() && off.ok());
+  EXPECT_TRUE(Mergeable(*on));
+  EXPECT_FALSE(Mergeable(*off));
+}
 
 TEST(GuestMemoryTest, ReadsBackWhatItWrites) {
   auto mem = GuestMemory::Create({{0, 1 << 20}, {4 << 20, 1 << 20}});
