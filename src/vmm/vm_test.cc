@@ -58,6 +58,16 @@ int VcpuThreads() {
   return n;
 }
 
+// Whether VcpuThreads() reaches `n` within a second (a new thread names
+// itself first thing, but not at once).
+bool VcpuThreadsReach(int n) {
+  for (int i = 0; i < 1000; i++) {
+    if (VcpuThreads() == n) return true;
+    usleep(1000);
+  }
+  return false;
+}
+
 class VmTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -350,6 +360,37 @@ TEST_F(VmTest, KernelTooBigForMemoryIsRefused) {
   auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, 64 << 20, false)), Io());
   ASSERT_FALSE(vm.ok());
   EXPECT_NE(vm.status().message().find("outside guest memory"), std::string::npos);
+}
+
+// vCPU threads exist from the build on, waiting for Run: one paused before
+// Run (a snapshot loaded without resume_vm) stays paused until Resume.
+TEST_F(VmTest, AVmPausedBeforeRunWaitsForResume) {
+  auto vm = BuildForBoot(Config(testing::MakeElf(kCountUntilTold, kKernelAddr, true, 0)), Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  Vm& v = **vm;
+  EXPECT_TRUE(VcpuThreadsReach(1)) << "spawned with the VM";
+  v.Pause();
+  int code = -1;
+  std::thread vmm([&] { code = v.Run(); });
+  auto count = [&] { return *v.memory().ReadObj<uint32_t>(0x3000); };
+  usleep(100000);
+  EXPECT_EQ(count(), 0u) << "no vCPU ran while paused";
+  v.Resume();
+  for (int i = 0; i < 1000 && count() == 0; i++) usleep(10000);
+  EXPECT_GT(count(), 0u) << "running after Resume";
+  ASSERT_TRUE(v.memory().WriteObj<uint32_t>(0x3004, 1).ok());  // the guest resets
+  vmm.join();
+  EXPECT_EQ(code, kExitOk);
+}
+
+TEST_F(VmTest, AVmThatNeverRunsEndsItsWaitingThreads) {
+  {
+    auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0)), Io());
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    EXPECT_TRUE(VcpuThreadsReach(1));
+  }
+  EXPECT_EQ(VcpuThreads(), 0) << "joined when the VM went";
+  EXPECT_EQ(Console(), "") << "the guest never ran";
 }
 
 // A prepared VM (kernel loaded, vCPUs made before InstanceStart) is used
