@@ -579,19 +579,17 @@ def main():
             return
         steps = [int(s) for s in args.steps.split(",") if s]
         if steps:
-            clones = Path(tempfile.mkdtemp(prefix="clones-", dir=args.workdir))
-            out["ember"], restore = run_series(
-                "Ember", lambda i: EmberClone(args.ember, g, clones / str(i), args.ksm), steps,
-                args, probe_them=True)
+            with tempfile.TemporaryDirectory(prefix="clones-", dir=args.workdir) as clones:
+                out["ember"], restore = run_series(
+                    "Ember", lambda i: EmberClone(args.ember, g, Path(clones) / str(i), args.ksm),
+                    steps, args, probe_them=True)
             out["ember_restore_to_answer_ms"] = summary([s * 1000 for s in restore])
-            shutil.rmtree(clones, ignore_errors=True)
         if args.qemu_steps:
-            clones = Path(tempfile.mkdtemp(prefix="qclones-", dir=args.workdir))
-            out["qemu"], _ = run_series(
-                "QEMU", lambda i: QemuClone(args.kernel, args.rootfs, gq, clones / str(i),
-                                            args.ksm),
-                [int(s) for s in args.qemu_steps.split(",")], args, probe_them=False)
-            shutil.rmtree(clones, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix="qclones-", dir=args.workdir) as clones:
+                out["qemu"], _ = run_series(
+                    "QEMU", lambda i: QemuClone(args.kernel, args.rootfs, gq, Path(clones) / str(i),
+                                                args.ksm),
+                    [int(s) for s in args.qemu_steps.split(",")], args, probe_them=False)
     finally:
         PROCS.kill_all()
         if ksm_saved:
