@@ -19,6 +19,7 @@
 #include "src/common/stop_signals.h"
 #include "src/common/version.h"
 #include "src/common/mapped_file.h"
+#include "src/common/program_pages.h"
 #include "src/seccomp/seccomp.h"
 #include "src/vmm/controller.h"
 #include "src/vmm/snapshot/state_file.h"
@@ -113,6 +114,8 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   if (!opts->describe_snapshot.empty()) return DescribeSnapshot(opts->describe_snapshot);
+  // The vCPU's first exit unmaps what start-up touched of the binary.
+  PrepareStartupPageRelease();
   // The logging flags configure the logger as PUT /logger does, before
   // the first line; the config file's logger section comes on top. Ember's
   // lines carry their level by default (log.h): --show-level keeps that.
