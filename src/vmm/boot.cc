@@ -54,24 +54,48 @@ absl::StatusOr<uint64_t> InitrdAddress(const GuestMemory& mem, uint64_t size,
   return addr;
 }
 
-absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot) {
-  LoadedImages images;
-  ASSIGN_OR_RETURN(MappedFile image, MappedFile::Open(boot.kernel_image_path));
-  ASSIGN_OR_RETURN(images.kernel_stamp, image.Stamp());
-  ASSIGN_OR_RETURN(images.kernel, LoadKernelFile(mem, image, boot.kernel_image_path));
-  ASSIGN_OR_RETURN(FileStamp after, image.Stamp());
-  images.stable = Settled(images.kernel_stamp, after);
-  if (boot.initrd_path.empty()) return images;
+absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
+                                          const BootSourceConfig& boot) {
+  ImageLoad load;
+  LoadedImages& images = load.images_;
+  ASSIGN_OR_RETURN(MappedFile kernel, MappedFile::Open(boot.kernel_image_path));
+  load.kernel_file_ = std::make_unique<MappedFile>(std::move(kernel));
+  ASSIGN_OR_RETURN(images.kernel_stamp, load.kernel_file_->Stamp());
+  ASSIGN_OR_RETURN(images.kernel,
+                   ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
+  for (const KernelSegment& seg : images.kernel.segments) {
+    ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
+    load.pieces_.push_back({load.kernel_file_.get(), seg.file_offset, dest});
+  }
+  if (boot.initrd_path.empty()) return load;
   ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
-  ASSIGN_OR_RETURN(images.initrd_stamp, initrd.Stamp());
-  images.initrd_size = initrd.data().size();
+  load.initrd_file_ = std::make_unique<MappedFile>(std::move(initrd));
+  ASSIGN_OR_RETURN(images.initrd_stamp, load.initrd_file_->Stamp());
+  images.initrd_size = load.initrd_file_->data().size();
   ASSIGN_OR_RETURN(images.initrd_addr, InitrdAddress(mem, images.initrd_size, images.kernel.end));
   ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images.initrd_addr, images.initrd_size));
-  PrefaultForCopy(dest);
-  RETURN_IF_ERROR(initrd.ReadAt(0, dest));
-  ASSIGN_OR_RETURN(after, initrd.Stamp());
-  images.stable = images.stable && Settled(images.initrd_stamp, after);
-  return images;
+  load.pieces_.push_back({load.initrd_file_.get(), 0, dest});
+  return load;
+}
+
+absl::Status ImageLoad::Copy() {
+  for (const Piece& piece : pieces_) {
+    PrefaultForCopy(piece.dest);
+    RETURN_IF_ERROR(piece.file->ReadAt(piece.offset, piece.dest));
+  }
+  ASSIGN_OR_RETURN(FileStamp after, kernel_file_->Stamp());
+  images_.stable = Settled(images_.kernel_stamp, after);
+  if (initrd_file_) {
+    ASSIGN_OR_RETURN(after, initrd_file_->Stamp());
+    images_.stable = images_.stable && Settled(images_.initrd_stamp, after);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot) {
+  ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
+  RETURN_IF_ERROR(load.Copy());
+  return load.images();
 }
 
 absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,

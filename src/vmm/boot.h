@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "src/common/mapped_file.h"
@@ -31,7 +34,32 @@ struct LoadedImages {
   bool stable = true;
 };
 
-// Copies the boot source's kernel and initrd into guest memory.
+// Loading in two steps, so that the copy can run on another thread beside
+// KVM's set-up: Plan opens, parses and checks the files and says where each
+// byte goes; Copy moves them, touching nothing but those ranges of guest
+// memory (whose mapping must outlive it).
+class ImageLoad {
+ public:
+  static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
+  absl::Status Copy();
+  const LoadedImages& images() const { return images_; }
+
+ private:
+  struct Piece {
+    const MappedFile* file;
+    uint64_t offset;
+    std::span<uint8_t> dest;
+  };
+  ImageLoad() = default;
+
+  // Heap-held, so that pieces_ stays valid when the ImageLoad moves.
+  std::unique_ptr<MappedFile> kernel_file_, initrd_file_;
+  std::vector<Piece> pieces_;
+  LoadedImages images_;
+};
+
+// Plan and Copy on this thread: the boot source's kernel and initrd in
+// guest memory.
 absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot);
 
 // What the loaded kernel reads at its entry: the command line, the zero

@@ -1,6 +1,7 @@
 #include "src/vmm/builder.h"
 
 #include <algorithm>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -116,17 +117,26 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config) {
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
-  ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm, Vm::Create(
-                                               [&]() -> absl::StatusOr<GuestMemory> {
-                                                 ASSIGN_OR_RETURN(
-                                                     std::vector<MemoryRange> ranges,
-                                                     GuestRanges(config.machine.mem_size_mib));
-                                                 return GuestMemory::Create(ranges);
-                                               },
-                                               config.machine.track_dirty_pages));
-  ASSIGN_OR_RETURN(LoadedImages images, LoadImages(vm->memory(), *config.boot_source));
-  RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count,
-                                  BootEntry{images.kernel.entry, images.kernel.protocol}));
+  ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges, GuestRanges(config.machine.mem_size_mib));
+  ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(ranges));
+  // Before the plan: the ranges it hands out are the VMM's writes.
+  if (config.machine.track_dirty_pages) memory.EnableDirtyTracking();
+  ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(memory, *config.boot_source));
+  // The copy (most of the time) runs beside KVM's set-up. `memory` (or the
+  // Vm it moves into) outlives the copier on every path.
+  absl::Status copied;
+  std::thread copier([&load, &copied] { copied = load.Copy(); });
+  absl::StatusOr<std::unique_ptr<Vm>> made = Vm::Create(memory, config.machine.track_dirty_pages);
+  absl::Status vcpus = made.status();
+  const LoadedImages& images = load.images();
+  if (made.ok()) {
+    vcpus = (*made)->CreateVcpus(config.machine.vcpu_count,
+                                 BootEntry{images.kernel.entry, images.kernel.protocol});
+  }
+  copier.join();
+  RETURN_IF_ERROR(vcpus);
+  RETURN_IF_ERROR(copied);
+  std::unique_ptr<Vm> vm = std::move(*made);
   return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
 }
 

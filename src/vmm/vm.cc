@@ -20,14 +20,18 @@ namespace ember {
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const MemoryMaker& make_memory,
                                                bool track_dirty_pages) {
+  ASSIGN_OR_RETURN(GuestMemory memory, make_memory());
+  return Create(memory, track_dirty_pages);
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(GuestMemory& memory, bool track_dirty_pages) {
   ASSIGN_OR_RETURN(Kvm kvm, Kvm::Open());
   ASSIGN_OR_RETURN(VmFd vm_fd, kvm.CreateVm());
   RETURN_IF_ERROR(vm_fd.SetTssAddr(x86_64::kKvmTssAddr));
   RETURN_IF_ERROR(vm_fd.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
   // Memory before the irqchip: once an irqchip exists, registering a memory
   // slot costs milliseconds instead of microseconds (measured on PVM).
-  ASSIGN_OR_RETURN(GuestMemory memory, make_memory());
-  if (track_dirty_pages) memory.EnableDirtyTracking();
+  if (track_dirty_pages && !memory.dirty_tracking()) memory.EnableDirtyTracking();
   for (size_t slot = 0; slot < memory.regions().size(); slot++) {
     const GuestRegion& r = memory.regions()[slot];
     RETURN_IF_ERROR(

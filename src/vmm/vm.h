@@ -37,6 +37,9 @@ class Vm {
   // irqchip, the PIT, an event loop and no devices or vCPUs yet.
   static absl::StatusOr<std::unique_ptr<Vm>> Create(const MemoryMaker& make_memory,
                                                     bool track_dirty_pages);
+  // The same with `memory`, which moves into the Vm only if it is made:
+  // after a failure the caller still owns it (a thread may be copying in).
+  static absl::StatusOr<std::unique_ptr<Vm>> Create(GuestMemory& memory, bool track_dirty_pages);
 
   // `count` vCPUs with CPUID and registers for `entry` (the builder).
   // Without an entry (a snapshot's VM) they get neither: the saved state

@@ -144,17 +144,6 @@ absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const 
   return kernel;
 }
 
-absl::StatusOr<LoadedKernel> LoadKernelFile(const GuestMemory& mem, const MappedFile& file,
-                                            absl::string_view name) {
-  ASSIGN_OR_RETURN(LoadedKernel kernel, ParseKernel(mem, file.data(), name));
-  for (const KernelSegment& seg : kernel.segments) {
-    ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
-    PrefaultForCopy(dest);
-    RETURN_IF_ERROR(file.ReadAt(seg.file_offset, dest));
-  }
-  return kernel;
-}
-
 void PrefaultForCopy(std::span<uint8_t> dest) {
   constexpr uintptr_t kPage = 4096, kHuge = 2 << 20;
   uintptr_t start = reinterpret_cast<uintptr_t>(dest.data());

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "src/common/mapped_file.h"
 #include "src/vmm/arch/x86_64/regs.h"
 #include "src/vstate/guest_memory.h"
 
@@ -50,9 +49,6 @@ absl::StatusOr<LoadedKernel> ParseKernel(const GuestMemory& mem, std::span<const
 // Parses an image in memory and copies its segments into guest memory.
 absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const uint8_t> image,
                                         absl::string_view name);
-// The same for a file on disk; segments are read with pread.
-absl::StatusOr<LoadedKernel> LoadKernelFile(const GuestMemory& mem, const MappedFile& file,
-                                            absl::string_view name);
 
 // Backs fresh guest memory about to be filled from a file in one go: huge
 // pages for its whole 2 MiB blocks and every page allocated in one call
