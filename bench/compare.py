@@ -11,6 +11,10 @@ Figures, each over --runs repetitions (median, min, max):
   - start request (InstanceStart; QMP `cont` of a QEMU started with -S) to
     the first KVM_RUN, and to the guest's `Run /init` (PVM hosts boot
     slowly: that one only means something on hardware KVM);
+  - process start to first KVM_RUN through the API, and with the whole
+    configuration at the start (Ember's --config-file, QEMU without -S);
+  - snapshot restore, 128 MiB and 1 GiB: load request (QMP
+    migrate-incoming of a stream saved to a file) to the first KVM_RUN;
   - creation rate and density: N VMMs spawned at once, configured and
     started through their API, VMs per second from spawn to the last first
     KVM_RUN, memory per VM, and whether all of them stopped cleanly;
@@ -122,15 +126,26 @@ def connect(path):
 class Ember:
     name = "Ember"
 
-    def __init__(self, binary, workdir, kernel, initrd, boot_args):
+    def __init__(self, binary, workdir, kernel, initrd, boot_args, direct=False,
+                 mem_mib=MEM_MIB):
+        """`direct`: the whole configuration in --config-file, no API."""
+        self.mem_mib = mem_mib
         self.dir = Path(workdir)
         self.sock = str(self.dir / "api.sock")
         self.log_path = self.dir / "ember.log"
         self.console_path = self.dir / "console.out"
         self.kernel, self.initrd, self.boot_args = kernel, initrd, boot_args
+        args = ["--api-sock", self.sock]
+        if direct:
+            config = self.dir / "vm.json"
+            config.write_text(json.dumps({
+                "boot-source": {"kernel_image_path": str(kernel), "initrd_path": str(initrd),
+                                "boot_args": boot_args},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": mem_mib}}))
+            args = ["--no-api", "--config-file", str(config)]
         with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
             self.t_spawn = time.monotonic()
-            self.proc = subprocess.Popen([binary, "--api-sock", self.sock],
+            self.proc = subprocess.Popen([binary, *args],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
     def wait_ready(self):
@@ -160,7 +175,7 @@ class Ember:
         self.request("PUT", "/boot-source", {"kernel_image_path": str(self.kernel),
                                              "initrd_path": str(self.initrd),
                                              "boot_args": self.boot_args})
-        self.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": MEM_MIB})
+        self.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": self.mem_mib})
 
     def start(self):
         t = time.monotonic()
@@ -171,6 +186,19 @@ class Ember:
         m = re.search(r"first KVM_RUN at ([\d.]+) ms monotonic", self.log_path.read_text())
         return float(m.group(1)) / 1000 if m else None
 
+    def save(self, path):
+        self.request("PATCH", "/vm", {"state": "Paused"})
+        self.request("PUT", "/snapshot/create", {"snapshot_path": f"{path}.snap",
+                                                 "mem_file_path": f"{path}.mem"})
+
+    def restore(self, path):
+        """Sends the load; returns when it was sent."""
+        t = time.monotonic()
+        self.request("PUT", "/snapshot/load", {
+            "snapshot_path": f"{path}.snap", "resume_vm": True,
+            "mem_backend": {"backend_type": "File", "backend_path": f"{path}.mem"}})
+        return t
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60) == 128 + signal.SIGTERM
@@ -179,16 +207,20 @@ class Ember:
 class Qemu:
     name = "QEMU"
 
-    def __init__(self, binary, workdir, kernel, initrd, boot_args):
+    def __init__(self, binary, workdir, kernel, initrd, boot_args, direct=False, incoming=False,
+                 mem_mib=MEM_MIB):
+        """`direct`: runs at once (no -S); `incoming`: waits for a migration
+        stream (a saved VM) and runs once it is in."""
         self.dir = Path(workdir)
         self.sock = str(self.dir / "qmp.sock")
         self.log_path = self.dir / "qemu.log"
         self.console_path = self.dir / "console.out"
         cmd = [binary, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off",
                "-enable-kvm", "-cpu", "host,arch-capabilities=off", "-smp", "1",
-               "-m", f"{MEM_MIB}m", "-nodefaults", "-no-user-config", "-nographic",
+               "-m", f"{mem_mib}m", "-nodefaults", "-no-user-config", "-nographic",
                "-no-reboot", "-serial", f"file:{self.console_path}", "-kernel", str(kernel),
-               "-initrd", str(initrd), "-append", boot_args, "-S",
+               "-initrd", str(initrd), "-append", boot_args, *([] if direct or incoming else ["-S"]),
+               *(["-incoming", "defer"] if incoming else []),
                "-qmp", f"unix:{self.sock},server=on,wait=off",
                "-trace", "kvm_vcpu_ioctl", "-msg", "timestamp=on"]
         with open(self.log_path, "wb") as err:
@@ -226,6 +258,33 @@ class Qemu:
                 wall = float(line.split("@", 1)[1].split(":", 1)[0])
                 return wall - (time.time() - time.monotonic())
         return None
+
+    def save(self, path):
+        self.qmp("stop")
+        self.qmp_args("migrate", {"uri": f"exec:cat > {path}.qemu"})
+        wait_for(lambda: self.migration_over(), 60, "QEMU: migration to a file")
+
+    def restore(self, path):
+        """Reads the stream, then `cont` (it was saved stopped, as Ember's)."""
+        t = time.monotonic()
+        self.qmp_args("migrate-incoming", {"uri": f"exec:cat {path}.qemu"})
+        wait_for(lambda: self.migration_over(), 60, "QEMU: migration from a file")
+        self.qmp("cont")
+        return t
+
+    def qmp_args(self, command, arguments):
+        self.conn.sendall((json.dumps({"execute": command, "arguments": arguments}) +
+                           "\n").encode())
+        while True:
+            reply = json.loads(self.reader.readline())
+            if "return" in reply or "error" in reply:
+                return reply
+
+    def migration_over(self):
+        status = self.qmp("query-migrate")["return"].get("status")
+        if status == "failed":
+            raise RuntimeError("QEMU: migration failed")
+        return status == "completed"
 
     def stop(self):
         try:
@@ -268,6 +327,55 @@ def one_life(cls, binary, kernel, initrd, boot_args, boot_timeout):
                 "start_to_init_ms": (t_init - t_start) * 1e3,
                 "rss_overhead_mib": mem["rss_mib"], "pss_overhead_mib": mem["pss_mib"],
                 "clean_stop": clean}
+
+
+def direct_life(cls, binary, kernel, initrd, boot_args):
+    """Process start to first KVM_RUN with the whole configuration given at
+    the start: Ember's --config-file, QEMU's command line without -S."""
+    with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
+        vm = cls(binary, d, kernel, initrd, boot_args, direct=True)
+        try:
+            first = wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+        finally:
+            vm.proc.kill()
+            vm.proc.wait()
+        return (first - vm.t_spawn) * 1e3
+
+
+def restore_lives(cls, binary, kernel, initrd, boot_args, mib, runs):
+    """Snapshot restore: one VM saved 1 s after its start (Ember: Full
+    snapshot, memory file mapped private at load; QEMU: migration stream to a
+    file, read whole by -incoming), then `runs` fresh processes restore it:
+    ms from the load request (QMP migrate-incoming) to the first KVM_RUN."""
+    with tempfile.TemporaryDirectory(prefix="ember-compare-snap-") as d:
+        vm = cls(binary, d, kernel, initrd, boot_args, mem_mib=mib)
+        try:
+            vm.wait_ready()
+            vm.configure()
+            vm.start()
+            wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+            time.sleep(1)
+            vm.save(f"{d}/saved")
+        finally:
+            vm.proc.kill()
+            vm.proc.wait()
+        out = []
+        for i in range(runs):
+            work = Path(d) / str(i)
+            work.mkdir()
+            extra = {"incoming": True} if cls is Qemu else {}
+            vm = cls(binary, work, kernel, initrd, boot_args, mem_mib=mib, **extra)
+            try:
+                vm.wait_ready()
+                if cls is Qemu:
+                    vm.qmp("qmp_capabilities")
+                t = vm.restore(f"{d}/saved")
+                first = wait_for(vm.first_kvm_run, 60, f"{vm.name}: first KVM_RUN")
+                out.append((first - t) * 1e3)
+            finally:
+                vm.proc.kill()
+                vm.proc.wait()
+        return out
 
 
 def mem_available_mib():
@@ -376,6 +484,7 @@ LIFE_ROWS = [
     ("pss_overhead_mib", "VMM PSS minus guest memory (1 vCPU, 128 MiB)", "MiB"),
     ("start_to_first_kvm_run_ms", "start request to first KVM_RUN", "ms"),
     ("spawn_to_first_kvm_run_ms", "process start to first KVM_RUN (configured through the API)", "ms"),
+    ("direct_to_first_kvm_run_ms", "process start to first KVM_RUN (Ember --config-file, QEMU without -S)", "ms"),
     ("start_to_init_ms", "start request to guest `Run /init`", "ms"),
 ]
 
@@ -384,6 +493,7 @@ LIFE_ROWS = [
 SHORT = {"ready_wall_ms": "to socket\nready, wall", "ready_cpu_ms": "to socket\nready, CPU",
          "start_to_first_kvm_run_ms": "start request\nto KVM_RUN",
          "spawn_to_first_kvm_run_ms": "process start\nto KVM_RUN",
+         "direct_to_first_kvm_run_ms": "config file\nto KVM_RUN",
          "start_to_init_ms": "start request\nto Run /init",
          "rss_overhead_mib": "RSS", "pss_overhead_mib": "PSS"}
 
@@ -407,6 +517,14 @@ def write_markdown(results, path):
         lines.append(f"| {label} ({unit}) | {fmt(e)} | {fmt(q)} | {ratio:.1f}x |")
     lines.append(f"| clean stops | {results['ember']['clean_stops']}/{results['runs']} | "
                  f"{results['qemu']['clean_stops']}/{results['runs']} | |")
+    if results.get("restore"):
+        for mib, r in results["restore"]["ember"].items():
+            e, q = r, results["restore"]["qemu"][mib]
+            lines.append(f"| snapshot load request to first KVM_RUN, {mib} MiB (ms) | {fmt(e)} | "
+                         f"{fmt(q)} | {q['median'] / e['median']:.1f}x |")
+        lines += ["", "Snapshot restore: a VM saved 1 s after its start is restored by fresh "
+                  "processes. Ember maps the memory file private (pages load when touched); "
+                  "QEMU reads its whole migration stream (`-incoming`, then `cont`)."]
     lines += ["", "Creation rate and density: N VMMs spawned at once, configured and started "
               "through their API (QMP), until every one reached its first KVM_RUN.", "",
               "| N | figure | Ember | QEMU |", "|---|---|---|---|"]
@@ -426,9 +544,10 @@ def write_markdown(results, path):
         for label, v in results["devices"].items():
             lines.append(f"| {label} | {v['median']:.3g} ({v['stddev']:.2g}) |")
     lines += ["", "QEMU loads the kernel and builds the machine before `cont` (it was started "
-              "with -S and -kernel); Ember, as Firecracker, does that work at InstanceStart "
-              "(about 5 ms of it is copying the 10 MB vmlinux into guest memory). Process start "
-              "to first KVM_RUN compares the whole path."]
+              "with -S and -kernel); Ember prepares the same ahead of InstanceStart once the "
+              "configuration names a kernel (builder.h's PreparedVm) and keeps Firecracker's "
+              "semantics: a configuration or kernel file changed after that is prepared again "
+              "at the start. Process start to first KVM_RUN compares the whole path."]
     if info["kvm"] != "hardware":
         lines += ["", "On this PVM host the guest kernel is emulated, so `Run /init` takes "
                   "seconds for both VMMs and says nothing about real hosts; the other figures "
@@ -464,7 +583,7 @@ def write_charts(results, out):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     bars(axes[0], ["ready_wall_ms", "ready_cpu_ms", "start_to_first_kvm_run_ms",
-                   "spawn_to_first_kvm_run_ms"],
+                   "spawn_to_first_kvm_run_ms", "direct_to_first_kvm_run_ms"],
          "start-up (lower is better)", "ms")
     axes[0].set_yscale("log")
     bars(axes[1], ["start_to_init_ms"], "start to Run /init (PVM: not meaningful)", "ms")
@@ -524,6 +643,7 @@ def main():
     for run in range(args.runs):
         for who, (cls, binary) in vmms.items():
             r = one_life(cls, binary, kernel, initrd, boot_args, args.boot_timeout)
+            r["direct_to_first_kvm_run_ms"] = direct_life(cls, binary, kernel, initrd, boot_args)
             lives[who].append(r)
             print(f"run {run + 1}/{args.runs} {who}: " +
                   ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
@@ -532,6 +652,13 @@ def main():
     for who in vmms:
         results[who] = {key: summarize([r[key] for r in lives[who]]) for key, _, _ in LIFE_ROWS}
         results[who]["clean_stops"] = sum(r["clean_stop"] for r in lives[who])
+
+    results["restore"] = {who: {} for who in vmms}
+    for mib in (128, 1024):
+        for who, (cls, binary) in vmms.items():
+            samples = restore_lives(cls, binary, kernel, initrd, boot_args, mib, args.runs)
+            print(f"restore {mib} MiB {who}: " + ", ".join(f"{v:.3f}" for v in samples), flush=True)
+            results["restore"][who][str(mib)] = summarize(samples)
 
     ns = [int(n) for n in args.density.split(",") if n]
     results["density_n"] = ns
