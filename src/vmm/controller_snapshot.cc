@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -31,9 +33,16 @@ absl::StatusOr<std::vector<uint8_t>> ReadStateFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot_path ", path, " is not a regular file of at most 64 MiB"));
   }
+  // read, not pread: PUT /snapshot/working-set reads it on a running VM,
+  // whose VMM thread's seccomp filter has read only.
   std::vector<uint8_t> bytes(st.st_size);
-  if (pread(fd.get(), bytes.data(), bytes.size(), 0) != st.st_size) {
-    return ErrnoStatus(absl::StrCat("reading ", path));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = read(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoStatus(absl::StrCat("reading ", path));
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(path, " shrank while read"));
+    done += n;
   }
   return bytes;
 }

@@ -15,17 +15,27 @@ BALLOON_MIB = 64
 
 
 def guest_rss_mib(pid):
-    """RSS of the guest memory mapping (the one as large as the guest)."""
-    size_line = f"Size: {MEM_MIB * 1024:>14} kB"
-    in_guest = False
+    """RSS of guest memory: the adjacent anonymous mappings that add up to
+    the guest's size (one mapping, split where the kernel's range got huge
+    pages for its copy)."""
+    maps = []  # [start, end, anonymous, rss KiB]
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            in_guest = False
-        elif line.startswith("Size:"):
-            in_guest = line.split()[1] == str(MEM_MIB * 1024)
-        elif line.startswith("Rss:") and in_guest:
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {size_line} mapping in ember's smaps")
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            maps.append([lo, hi, len(fields) < 6, 0])
+        elif line.startswith("Rss:"):
+            maps[-1][3] = int(line.split()[1])
+    for i in range(len(maps)):
+        size = rss = 0
+        for j in range(i, len(maps)):
+            if not maps[j][2] or (j > i and maps[j][0] != maps[j - 1][1]):
+                break
+            size += maps[j][1] - maps[j][0]
+            rss += maps[j][3]
+            if size == MEM_MIB << 20:
+                return rss / 1024
+    raise AssertionError(f"no {MEM_MIB} MiB of adjacent anonymous mappings in ember's smaps")
 
 
 def meminfo_kib(shell):

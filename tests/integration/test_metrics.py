@@ -52,6 +52,9 @@ def test_a_guests_work_moves_firecrackers_counters(ember, guest, tmp_path):
     shell = GuestShell(ember, tmp_path, config, api=True)
     try:
         shell.wait_ready()
+        # What came before (the readiness checks' requests) goes into a line
+        # of its own, before `start`.
+        flush(shell)
         start = mark(metrics)
         # The guest reads a MiB of its data drive and 64 bytes of entropy,
         # and prints to its console; a client asks the API a few things,

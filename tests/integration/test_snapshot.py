@@ -132,6 +132,45 @@ def test_many_restores_of_one_snapshot_side_by_side(ember, snapshot, tmp_path):
     assert snapshot["mem"].stat().st_size == 128 << 20
 
 
+def test_a_working_set_recorded_on_a_restored_vm_is_loaded_first(ember, snapshot, tmp_path):
+    """Ember's extension (docs/working-set.md), under the real filters: the
+    pages a restored guest touched are recorded while it runs, a later load
+    maps them before the first KVM_RUN and the guest goes on, and a set
+    recorded for another snapshot is refused."""
+    ws = tmp_path / "vm.ws"
+    other = {"state": tmp_path / "other.snap", "mem": tmp_path / "other.mem"}
+    dirs = [tmp_path / name for name in ("record", "prefetch", "other")]
+    for d in dirs:
+        d.mkdir()
+    a = Api(ember, dirs[0])
+    try:
+        assert load(a, snapshot)[0] == 204
+        time.sleep(1)
+        status, reply = a.request("PUT", "/snapshot/working-set", {
+            "snapshot_path": str(snapshot["state"]), "working_set_path": str(ws)})
+        assert status == 204, (reply, a.log()[-1500:])
+        assert ws.stat().st_size > 0
+        assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204, a.log()[-1500:]
+        assert a.request("PUT", "/snapshot/create", {"snapshot_path": str(other["state"]),
+                                                     "mem_file_path": str(other["mem"])})[0] == 204
+    finally:
+        a.stop()
+
+    b = Api(ember, dirs[1])
+    status, reply = load(b, snapshot, working_set_path=str(ws))
+    assert status == 204, (reply, b.log()[-1500:])
+    assert "working set 0.000" not in b.log(), "the pages were mapped"
+    reboot_and_wait(b)
+
+    c = Api(ember, dirs[2])
+    try:
+        c.expect_fault("PUT", "/snapshot/load", "recorded for another snapshot", {
+            "snapshot_path": str(other["state"]), "working_set_path": str(ws), "resume_vm": True,
+            "mem_backend": {"backend_type": "File", "backend_path": str(other["mem"])}})
+    finally:
+        c.stop()
+
+
 def corrupt(path, out, change):
     data = bytearray(path.read_bytes())
     change(data)
