@@ -92,12 +92,6 @@ absl::Status ImageLoad::Copy() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot) {
-  ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
-  RETURN_IF_ERROR(load.Copy());
-  return load.images();
-}
-
 absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
                                         const std::string& cmdline, uint32_t vcpu_count) {
   RETURN_IF_ERROR(WriteCmdline(mem, cmdline));
@@ -121,8 +115,9 @@ absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImag
 
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count) {
-  ASSIGN_OR_RETURN(LoadedImages images, LoadImages(mem, boot));
-  return WriteBootInfo(mem, images, cmdline, vcpu_count);
+  ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
+  RETURN_IF_ERROR(load.Copy());
+  return WriteBootInfo(mem, load.images(), cmdline, vcpu_count);
 }
 
 }  // namespace ember

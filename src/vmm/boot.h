@@ -58,16 +58,13 @@ class ImageLoad {
   LoadedImages images_;
 };
 
-// Plan and Copy on this thread: the boot source's kernel and initrd in
-// guest memory.
-absl::StatusOr<LoadedImages> LoadImages(const GuestMemory& mem, const BootSourceConfig& boot);
 
 // What the loaded kernel reads at its entry: the command line, the zero
 // page or PVH start info, the boot tables and the MP table.
 absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
                                         const std::string& cmdline, uint32_t vcpu_count);
 
-// Both, one after the other.
+// Plan, Copy and WriteBootInfo on this thread.
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count);
 

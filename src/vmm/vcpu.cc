@@ -49,11 +49,6 @@ void Vcpu::Spawn() {
 }
 
 void Vcpu::Start() {
-  if (!thread_.joinable()) {
-    started_ = true;
-    thread_ = std::thread([this] { Loop(); });
-    return;
-  }
   {
     std::lock_guard lock(pause_mu_);
     held_ = false;

@@ -36,7 +36,7 @@ class Vcpu {
 
   // Creates the thread ahead of Start: it sets itself up (name, seccomp
   // filter) and waits before its first KVM_RUN, so that Start costs only a
-  // wake-up. Without Spawn, Start creates the thread.
+  // wake-up.
   void Spawn();
   void Start();
   // Makes KVM_RUN return and the thread end; safe from any thread.

@@ -157,10 +157,13 @@ def test_a_working_set_recorded_on_a_restored_vm_is_loaded_first(ember, snapshot
         a.stop()
 
     b = Api(ember, dirs[1])
-    status, reply = load(b, snapshot, working_set_path=str(ws))
-    assert status == 204, (reply, b.log()[-1500:])
-    assert "working set 0.000" not in b.log(), "the pages were mapped"
-    reboot_and_wait(b)
+    try:
+        status, reply = load(b, snapshot, working_set_path=str(ws))
+        assert status == 204, (reply, b.log()[-1500:])
+        assert "working set 0.000" not in b.log(), "the pages were mapped"
+        reboot_and_wait(b)
+    finally:
+        b.stop()
 
     c = Api(ember, dirs[2])
     try:
