@@ -100,16 +100,26 @@ void ApiMetrics::SetStartupTimes(uint64_t us, uint64_t cpu_us) {
   startup_cpu_us_ = cpu_us;
 }
 
-void ApiMetrics::Count(const HttpRequest& request, const HttpResponse& response,
-                       uint64_t took_us) {
-  bool fault = response.status >= 400;
+namespace {
+
+std::optional<RouteCounter> RouteOf(const HttpRequest& request) {
+  return FindRouteCounter(request.method, request.path.substr(0, request.path.find('?')));
+}
+
+}  // namespace
+
+void ApiMetrics::Arrived(const HttpRequest& request) {
   requests_++;
+  if (std::optional<RouteCounter> route = RouteOf(request)) routes_[route->index].count++;
+}
+
+void ApiMetrics::Answered(const HttpRequest& request, const HttpResponse& response,
+                          uint64_t took_us) {
+  bool fault = response.status >= 400;
   if (fault) faults_++;
   if (response.deprecated) deprecated_++;  // answered with "Deprecation: true"
-  std::string path = request.path.substr(0, request.path.find('?'));
-  std::optional<RouteCounter> route = FindRouteCounter(request.method, path);
+  std::optional<RouteCounter> route = RouteOf(request);
   if (!route) return;
-  routes_[route->index].count++;
   if (fault) routes_[route->index].fails++;
   if (fault) return;
   // Firecracker's latencies_us: how long the last one took, start to answer.

@@ -35,10 +35,19 @@ class ApiMetrics {
   // when the jailer passed --start-time-us (0 otherwise, as there).
   void SetStartupTimes(uint64_t us, uint64_t cpu_us);
 
-  // Any thread: one request and its answer, `took_us` after it arrived.
-  // An answer of 400 or more is a fail of its route (Firecracker counts
-  // those its parser refuses; Ember every refusal).
-  void Count(const HttpRequest& request, const HttpResponse& response, uint64_t took_us);
+  // Any thread: a request as it arrives, before it runs, so that the
+  // line a FlushMetrics writes counts that request (Firecracker counts a
+  // request when it parses it).
+  void Arrived(const HttpRequest& request);
+  // Its answer, `took_us` after it arrived. An answer of 400 or more is a
+  // fail of its route (Firecracker counts those its parser refuses; Ember
+  // every refusal).
+  void Answered(const HttpRequest& request, const HttpResponse& response, uint64_t took_us);
+  // Both at once.
+  void Count(const HttpRequest& request, const HttpResponse& response, uint64_t took_us) {
+    Arrived(request);
+    Answered(request, response, took_us);
+  }
 
   // Adds what it counted to `m` (totals: the line turns them into changes).
   void AppendTo(Metrics* m) const;

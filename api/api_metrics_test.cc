@@ -61,6 +61,23 @@ TEST(ApiMetricsTest, CountsEachRouteAndItsFails) {
   EXPECT_EQ(put["vsock_count"], 1u);
 }
 
+TEST(ApiMetricsTest, ARequestCountsBeforeItsAnswer) {
+  // The line PUT /actions FlushMetrics writes is written before the
+  // answer; it must count that request, as Firecracker's does.
+  ApiMetrics api;
+  HttpRequest flush{"PUT", "/actions", R"({"action_type": "FlushMetrics"})"};
+  api.Arrived(flush);
+  Metrics m;
+  api.AppendTo(&m);
+  EXPECT_EQ(Values(m, "put_api_requests")["actions_count"], 1u);
+  EXPECT_EQ(Values(m, "api_server")["requests"], 1u);
+  api.Answered(flush, {204, ""}, 5);
+  Metrics after;
+  api.AppendTo(&after);
+  EXPECT_EQ(Values(after, "put_api_requests")["actions_count"], 1u) << "counted once";
+  EXPECT_EQ(Values(after, "put_api_requests")["actions_fails"], 0u);
+}
+
 TEST(ApiMetricsTest, LatenciesOfWhatSucceeded) {
   ApiMetrics api;
   api.SetStartupTimes(1500, 900);

@@ -40,6 +40,7 @@ absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value) 
   boot.initrd_path = r.String("initrd_path", false).value_or("");
   boot.boot_args = r.String("boot_args", false);
   RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(ValidateBootSource(boot));
   // An empty path is read (GET /vm/config shows one before any PUT); as in
   // Firecracker, opening it refuses it (CheckBootSourceFiles).
   return boot;

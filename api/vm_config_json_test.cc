@@ -53,6 +53,23 @@ TEST(VmConfigJsonTest, DefaultsWithoutMachineConfig) {
   EXPECT_FALSE(c->boot_source->boot_args);
 }
 
+// Firecracker refuses these at PUT /boot-source; they would not fit in,
+// or not be read the same from, the guest's command line.
+TEST(VmConfigJsonTest, BootArgsAreFirecrackersCommandLine) {
+  auto boot = [](const std::string& args) {
+    return R"({"boot-source": {"kernel_image_path": "/k", "boot_args": ")" + args + R"("}})";
+  };
+  EXPECT_TRUE(ParseVmConfig(boot(std::string(kMaxBootArgsBytes, 'a'))).ok());
+  ExpectRefused(boot(std::string(kMaxBootArgsBytes + 1, 'a')),
+                "Inserting string would make command line too long. (boot-source.boot_args is "
+                "2048 bytes; the limit is 2047)");
+  ExpectRefused(boot("console=ttyS0\\nquiet"),  // JSON's \n: a newline
+                "String contains a non-printable ASCII character. (boot-source.boot_args has "
+                "byte 0x0a at offset 13)");
+  ExpectRefused(boot("a\\u00e9"), "byte 0xc3 at offset 1");
+  ExpectRefused(boot("a\\tb"), "byte 0x09 at offset 1");
+}
+
 TEST(VmConfigJsonTest, MalformedJson) {
   ExpectRefused("{", "malformed JSON at byte 1");
   ExpectRefused(R"({"boot-source": {"kernel_image_path": "/k",}})", "malformed JSON");

@@ -209,9 +209,10 @@ int Main(int argc, char** argv) {
       opts->api_sock, opts->http_api_max_payload_size,
       [c, &api_metrics](const api::HttpRequest& request) {
         double start = MonotonicMs();
+        api_metrics.Arrived(request);
         api::HttpResponse r =
             api::Route(request, [c](VmmAction action) { return c->Submit(std::move(action)); });
-        api_metrics.Count(request, r, static_cast<uint64_t>((MonotonicMs() - start) * 1000));
+        api_metrics.Answered(request, r, static_cast<uint64_t>((MonotonicMs() - start) * 1000));
         return r;
       });
   if (!server.ok()) {

@@ -19,6 +19,27 @@ absl::Status ValidateMachineConfig(const MachineConfig& m) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateBootSource(const BootSourceConfig& boot) {
+  if (!boot.boot_args) return absl::OkStatus();
+  const std::string& args = *boot.boot_args;
+  if (args.size() > kMaxBootArgsBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "The kernel command line is invalid: Inserting string would make command line too "
+        "long. (boot-source.boot_args is %d bytes; the limit is %d)",
+        args.size(), kMaxBootArgsBytes));
+  }
+  for (size_t i = 0; i < args.size(); i++) {
+    unsigned char c = args[i];
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "The kernel command line is invalid: String contains a non-printable ASCII "
+          "character. (boot-source.boot_args has byte 0x%02x at offset %d)",
+          c, i));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateVsock(const VsockConfig& vsock) {
   if (vsock.guest_cid < kMinGuestCid) {
     return absl::InvalidArgumentError(absl::StrFormat(

@@ -163,6 +163,11 @@ inline constexpr char kDefaultBootArgs[] = "console=ttyS0 reboot=k panic=1 pci=o
 // Checks what can be checked without touching the host: ranges and
 // required parts. Messages name the field.
 absl::Status ValidateMachineConfig(const MachineConfig& m);
+// The x86 boot protocol's command line is 2048 bytes with its NUL.
+inline constexpr size_t kMaxBootArgsBytes = 2047;
+// Firecracker's rule for boot_args: printable ASCII, and no longer than
+// the command line can hold.
+absl::Status ValidateBootSource(const BootSourceConfig& boot);
 // Unique ids, at most one root device.
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
 // The balloon cannot be larger than the guest.

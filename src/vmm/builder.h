@@ -3,12 +3,14 @@
 // interfaces; the balloon), so a snapshot's device states line up.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "src/config/vm_config.h"
+#include "src/devices/virtio/net/tap.h"
 #include "src/mmds/data_store.h"
 #include "src/mmds/metrics.h"
 #include "src/vmm/snapshot/snapshot.h"
@@ -39,7 +41,8 @@ class PreparedVm {
 
  private:
   friend absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig&, ConsoleIo, MmdsRefs,
-                                                          std::optional<PreparedVm>);
+                                                          std::optional<PreparedVm>,
+                                                          std::map<std::string, virtio::net::Tap>);
   PreparedVm(std::unique_ptr<Vm> vm, LoadedImages images, MachineConfig machine,
              BootSourceConfig boot)
       : vm_(std::move(vm)), images_(std::move(images)), machine_(machine),
@@ -55,9 +58,13 @@ class PreparedVm {
 // Starts from `prepared` if it still matches `config`, else prepares anew.
 // Errors caused by the configuration are InvalidArgument or NotFound and
 // name the field or file.
+// `taps` are the interfaces' TAPs opened when they were configured, by
+// interface id; the builder opens the rest.
+using OpenTaps = std::map<std::string, virtio::net::Tap>;
 absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
                                                   MmdsRefs mmds = {},
-                                                  std::optional<PreparedVm> prepared = {});
+                                                  std::optional<PreparedVm> prepared = {},
+                                                  OpenTaps taps = {});
 
 // The VM a snapshot describes, `config` being the one it carries; guest
 // memory is `mem_fd` mapped private (pages load on first touch). Run it as

@@ -17,6 +17,7 @@
 #include "src/common/version.h"
 #include "src/common/status_macros.h"
 #include "src/common/stop_signals.h"
+#include "src/devices/virtio/net/net_device.h"
 #include "src/vmm/builder.h"
 #include "src/common/exit_code.h"
 #include "src/common/signal_metrics.h"
@@ -154,6 +155,21 @@ absl::StatusOr<VmmResult> Controller::Do(const PutMmdsConfig& a) {
   return r;
 }
 
+absl::StatusOr<VmmResult> Controller::Do(const PutNetworkInterface& a) {
+  if (runtime_) return runtime_->Handle(a);  // refused once running
+  RETURN_IF_ERROR(preboot_.CheckNetworkInterface(a.config));
+  auto held = taps_.find(a.config.iface_id);
+  bool reuse = held != taps_.end() && held->second.name() == a.config.host_dev_name;
+  std::optional<virtio::net::Tap> tap;
+  if (!reuse) {
+    ASSIGN_OR_RETURN(tap, virtio::net::NetDevice::OpenTap(a.config));
+  }
+  ASSIGN_OR_RETURN(VmmResult r, preboot_.Handle(a));
+  // Only now is the old TAP let go: a refused PUT changes nothing.
+  if (tap) taps_.insert_or_assign(a.config.iface_id, std::move(*tap));
+  return r;
+}
+
 absl::StatusOr<VmmResult> Controller::Submit(VmmAction action) {
   std::future<absl::StatusOr<VmmResult>> result;
   {
@@ -224,7 +240,8 @@ absl::StatusOr<VmmResult> Controller::Do(const InstanceStart& a) {
   if (runtime_) return runtime_->Handle(a);  // already running
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    BuildForBoot(preboot_.config(), io_, {&mmds_, &mmds_metrics_},
-                                std::exchange(prepared_, std::nullopt)));
+                                std::exchange(prepared_, std::nullopt), std::move(taps_)));
+  taps_.clear();
   Started(std::move(vm));
   return std::monostate();
 }

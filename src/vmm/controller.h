@@ -81,6 +81,9 @@ class Controller {
   absl::StatusOr<VmmResult> Do(const PatchMmds& a);
   absl::StatusOr<VmmResult> Do(const GetMmds&);
   absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);
+  // Opens the interface's TAP now, as Firecracker does, and holds it for
+  // the start: a TAP another process holds is refused at the request.
+  absl::StatusOr<VmmResult> Do(const PutNetworkInterface& a);
   // The store follows the configuration's version and imds_compat.
   void ApplyMmdsConfig();
   // The rest: the pre-boot or the runtime controller's.
@@ -120,6 +123,7 @@ class Controller {
   mmds::DataStore mmds_;  // the net devices' MMDS stacks point at it
   mmds::MmdsMetrics mmds_metrics_;
   std::optional<PreparedVm> prepared_;  // before InstanceStart
+  OpenTaps taps_;  // by interface id, from PUT /network-interfaces to the start
   // What failed to prepare last time, not tried again until it changes.
   std::optional<std::pair<MachineConfig, BootSourceConfig>> prepare_failed_;
   std::optional<RuntimeController> runtime_;  // once the microVM exists

@@ -155,12 +155,16 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutDrive& a) {
   return std::monostate();
 }
 
-absl::StatusOr<VmmResult> PreBootController::Do(const PutNetworkInterface& a) {
+absl::Status PreBootController::CheckNetworkInterface(const NetConfig& iface) const {
   std::vector<NetConfig> net = config_.net;
-  ReplaceById(net, a.config, &NetConfig::iface_id);
+  ReplaceById(net, iface, &NetConfig::iface_id);
   RETURN_IF_ERROR(ValidateNet(net));
-  RETURN_IF_ERROR(CheckMacFree(config_.net, a.config));
-  config_.net = std::move(net);
+  return CheckMacFree(config_.net, iface);
+}
+
+absl::StatusOr<VmmResult> PreBootController::Do(const PutNetworkInterface& a) {
+  RETURN_IF_ERROR(CheckNetworkInterface(a.config));
+  ReplaceById(config_.net, a.config, &NetConfig::iface_id);
   return std::monostate();
 }
 

@@ -33,6 +33,10 @@ class PreBootController {
   // metrics are the Controller's own (they act outside the configuration).
   absl::StatusOr<VmmResult> Handle(const VmmAction& action);
 
+  // What a PUT of `iface` would be refused for, checked before its TAP is
+  // opened (Firecracker checks the MAC first too).
+  absl::Status CheckNetworkInterface(const NetConfig& iface) const;
+
   const VmConfig& config() const { return config_; }
   VmConfig& config() { return config_; }
 

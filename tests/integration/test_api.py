@@ -25,12 +25,12 @@ from metrics_lines import mark, total
 class Api:
     """An ember process serving its API, and curl against it."""
 
-    def __init__(self, ember, workdir, args=()):
+    def __init__(self, ember, workdir, args=(), prefix=()):
         self.sock = str(workdir / "api.sock")
         self.log_path = workdir / "ember.log"
         self.console_path = workdir / "console.out"
         with open(self.console_path, "wb") as out, open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen([str(ember), "--api-sock", self.sock, *args],
+            self.proc = subprocess.Popen([*prefix, str(ember), "--api-sock", self.sock, *args],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
             wait_for_api(self.sock, self.proc)
@@ -72,8 +72,8 @@ def vcpu_ticks(pid):
 def api(ember, tmp_path):
     started = []
 
-    def start(*args):
-        a = Api(ember, tmp_path, args)
+    def start(*args, prefix=()):
+        a = Api(ember, tmp_path, args, prefix)
         started.append(a)
         return a
 
@@ -382,10 +382,24 @@ def raw_request(sock, method, path, body=None):
     return int(lines[0].split()[1]), headers, text.decode()
 
 
-def test_firecrackers_answers_before_the_start(api, ember, guest):
+@pytest.fixture
+def netns():
+    """A namespace with tap0 and tap1 for PUT /network-interfaces to open."""
+    from test_net import add_tap, new_netns, sh
+    name = new_netns("ember-api")
+    try:
+        add_tap(name, "tap0")
+        add_tap(name, "tap1", host_ip="172.30.1.1")
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+
+
+def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
     """What Firecracker answers (its api_server and rpc_interface) where Ember
-    used to differ; the needles are Firecracker's own words."""
-    a = api()
+    used to differ; the needles are Firecracker's own words. In a network
+    namespace: a PUT of an interface opens its TAP."""
+    a = api(prefix=("ip", "netns", "exec", netns))
     workdir = Path(a.sock).parent
     disk = workdir / "disk.img"
     disk.write_bytes(b"\0" * 4096)
@@ -412,6 +426,11 @@ def test_firecrackers_answers_before_the_start(api, ember, guest):
                    "or invalid permissions. No such file or directory (os error 2)",
                    {"kernel_image_path": str(guest["vmlinux"]), "initrd_path": "/nonexistent/i"})
     assert a.request("PUT", "/boot-source", {"kernel_image_path": str(guest["vmlinux"])})[0] == 204
+    a.expect_fault("PUT", "/boot-source", "The kernel command line is invalid: Inserting string "
+                   "would make command line too long.",
+                   {"kernel_image_path": str(guest["vmlinux"]), "boot_args": "a" * 2048})
+    a.expect_fault("PUT", "/boot-source", "String contains a non-printable ASCII character.",
+                   {"kernel_image_path": str(guest["vmlinux"]), "boot_args": "quiet\nx"})
     a.expect_fault("PUT", "/drives/root", "Error manipulating the backing file: No such file or "
                    "directory (os error 2) /nonexistent/disk.img",
                    {**root, "path_on_host": "/nonexistent/disk.img"})

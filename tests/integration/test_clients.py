@@ -864,9 +864,6 @@ def test_metrics_line_has_what_katas_parser_reads(ember, guest, tmp_path):
     assert not problems, f"{len(problems)} problems: {problems}\nline: {line}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: a FlushMetrics line does not count its own PUT /actions (Firecracker counts "
-    "a request when it parses it, before the line is written)"))
 def test_metrics_counters_count_since_the_last_flush(ember, guest, tmp_path):
     """Firecracker's counters (SharedIncMetric) write what happened since
     the previous line; Kata sets its gauges from them. Two flushes with two

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import EXIT_BAD_CONFIGURATION, EXIT_OK, boot_config
+from conftest import EXIT_BAD_CONFIGURATION, EXIT_OK, boot_config, http_request, wait_for_api
 from guest_shell import GuestShell, shell_boot_args
 from metrics_lines import mark, total
 
@@ -182,17 +182,33 @@ def test_guest_and_host_talk_over_icmp_and_tcp_and_a_lost_tap_is_survived(
         shell.close()
 
 
+# Holds a TAP in the namespace as another process would (TUNSETIFF with
+# IFF_TAP | IFF_NO_PI), printing "held", or "busy" when it cannot.
+TAP_HOLDER = """
+import fcntl, os, struct, sys, time
+fd = os.open('/dev/net/tun', os.O_RDWR)
+try:
+    fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', sys.argv[1].encode(), 0x0002 | 0x1000))
+except OSError:
+    print('busy', flush=True)
+    sys.exit(1)
+print('held', flush=True)
+time.sleep(60)
+"""
+
+
+def hold_tap(ns, dev):
+    """A process holding `dev`, and its first line ("held" or "busy")."""
+    holder = subprocess.Popen([*ns, "python3", "-c", TAP_HOLDER, dev], stdout=subprocess.PIPE,
+                              text=True)
+    return holder, holder.stdout.readline().strip()
+
+
 def test_busy_tap_is_a_configuration_error(ember, guest, tmp_path, netns):
     ns = ("ip", "netns", "exec", netns)
-    # Another process holds tap0 (TUNSETIFF with IFF_TAP | IFF_NO_PI).
-    holder = subprocess.Popen([*ns, "python3", "-c", (
-        "import fcntl, os, struct, time\n"
-        "fd = os.open('/dev/net/tun', os.O_RDWR)\n"
-        "fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', b'tap0', 0x0002 | 0x1000))\n"
-        "print('held', flush=True)\n"
-        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder, state = hold_tap(ns, "tap0")
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert state == "held"
         config = boot_config(guest["vmlinux"])
         config["network-interfaces"] = [{"iface_id": "eth0", "host_dev_name": "tap0"}]
         path = tmp_path / "vm.json"
@@ -200,10 +216,75 @@ def test_busy_tap_is_a_configuration_error(ember, guest, tmp_path, netns):
         proc = subprocess.run([*ns, str(ember), "--no-api", "--config-file", str(path)],
                               capture_output=True, text=True, timeout=30)
         assert proc.returncode == EXIT_BAD_CONFIGURATION, proc.stderr
-        assert "network interface eth0: TAP tap0: Device or resource busy" in proc.stderr
+        assert ("Open tap device failed: Error while creating ifreq structure: Device or "
+                "resource busy (os error 16)") in proc.stderr
+        assert "(network-interfaces[eth0].host_dev_name)" in proc.stderr
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_tap_is_opened_and_held_from_the_put(ember, tmp_path, netns):
+    """As Firecracker: PUT /network-interfaces opens the TAP when it
+    arrives, so a busy or multi-queue TAP is refused there (the
+    configuration unchanged), and the TAP stays Ember's until the start:
+    another interface or process cannot take it."""
+    ns = ("ip", "netns", "exec", netns)
+    sock = str(tmp_path / "api.sock")
+    proc = subprocess.Popen([*ns, str(ember), "--api-sock", sock], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    holder = None
+    try:
+        wait_for_api(sock, proc)
+
+        def put(iface, dev, mac):
+            return http_request(sock, "PUT", f"/network-interfaces/{iface}", {
+                "iface_id": iface, "host_dev_name": dev, "guest_mac": mac})
+
+        def ifaces():
+            _, config = http_request(sock, "GET", "/vm/config")
+            return {n["iface_id"]: n["host_dev_name"] for n in config["network-interfaces"]}
+
+        holder, state = hold_tap(ns, "tap0")
+        assert state == "held"
+        status, body = put("eth0", "tap0", "aa:fc:00:00:00:01")
+        assert status == 400, body
+        assert body["fault_message"].startswith(
+            "Could not create the network device: Open tap device failed: Error while creating "
+            "ifreq structure: Device or resource busy (os error 16). Invalid TUN/TAP Backend "
+            "provided by tap0"), body
+        assert "network-interfaces[eth0].host_dev_name" in body["fault_message"]
+        assert ifaces() == {}
+        holder.kill()
+        holder.wait()
+        holder = None
+
+        assert put("eth0", "tap0", "aa:fc:00:00:00:01")[0] == 204
+        status, body = put("eth1", "tap0", "aa:fc:00:00:00:02")
+        assert status == 400 and "host_dev_name 'tap0' is used twice" in body["fault_message"], body
+        holder, state = hold_tap(ns, "tap0")
+        assert state == "busy", "Ember let go of tap0"
+        holder.wait()
+        holder = None
+        # The same TAP again for the same interface keeps what is held.
+        assert put("eth0", "tap0", "aa:fc:00:00:00:03")[0] == 204
+        # Moving eth0 to another TAP lets tap0 go.
+        add_tap(netns, "tap1", host_ip="172.30.1.1")
+        assert put("eth0", "tap1", "aa:fc:00:00:00:03")[0] == 204
+        assert put("eth1", "tap0", "aa:fc:00:00:00:02")[0] == 204
+        assert ifaces() == {"eth0": "tap1", "eth1": "tap0"}
+
+        sh("ip", "netns", "exec", netns, "ip", "tuntap", "add", "dev", "mq0", "mode", "tap",
+           "multi_queue")
+        status, body = put("eth2", "mq0", "aa:fc:00:00:00:04")
+        assert status == 400 and "Invalid argument (os error 22)" in body["fault_message"], body
+        assert ifaces() == {"eth0": "tap1", "eth1": "tap0"}
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # The rx limiter's bucket: 4 KiB a second, and it starts full. Guests here

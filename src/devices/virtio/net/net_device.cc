@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::virtio::net {
 namespace {
@@ -21,12 +22,21 @@ constexpr uint8_t kHeaderNeedsCsum = 1;   // VIRTIO_NET_HDR_F_NEEDS_CSUM (5.1.6)
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<NetDevice>> NetDevice::Create(const NetConfig& config) {
+absl::StatusOr<Tap> NetDevice::OpenTap(const NetConfig& config) {
   absl::StatusOr<Tap> tap = Tap::Open(config.host_dev_name);
   if (!tap.ok()) {
     return absl::Status(tap.status().code(),
-                        absl::StrCat("network interface ", config.iface_id, ": ",
-                                     tap.status().message()));
+                        absl::StrCat("Could not create the network device: ",
+                                     tap.status().message(), " (network-interfaces[",
+                                     config.iface_id, "].host_dev_name)"));
+  }
+  return tap;
+}
+
+absl::StatusOr<std::unique_ptr<NetDevice>> NetDevice::Create(const NetConfig& config,
+                                                             std::optional<Tap> tap) {
+  if (!tap) {
+    ASSIGN_OR_RETURN(tap, OpenTap(config));
   }
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer.valid()) {

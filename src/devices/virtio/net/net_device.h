@@ -19,6 +19,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -63,9 +64,13 @@ struct NetCounters {
 
 class NetDevice : public VirtioDevice {
  public:
-  // Opens the TAP and makes the device's timerfd (none can be made once
-  // seccomp is on, and a PATCH may add a limiter later).
-  static absl::StatusOr<std::unique_ptr<NetDevice>> Create(const NetConfig& config);
+  // Opens the configuration's TAP, the error naming the field.
+  static absl::StatusOr<Tap> OpenTap(const NetConfig& config);
+  // Takes `tap` (opened when the interface was configured) or opens it,
+  // and makes the device's timerfd (none can be made once seccomp is on,
+  // and a PATCH may add a limiter later).
+  static absl::StatusOr<std::unique_ptr<NetDevice>> Create(const NetConfig& config,
+                                                           std::optional<Tap> tap = {});
 
   // For DeviceManager::WithDevice: the kind and how a message names it.
   static constexpr uint32_t kType = kDeviceTypeNet;

@@ -5,6 +5,7 @@
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,7 +22,19 @@ absl::StatusOr<Tap> Tap::Open(const std::string& name) {
   ifreq ifr = {};
   std::memcpy(ifr.ifr_name, name.c_str(), name.size());
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-  if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) return ErrnoStatus(absl::StrCat("TAP ", name));
+  if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    const char* hint = err == EBUSY    ? ": another process or interface holds it"
+                       : err == EINVAL ? ": it is multi-queue, or not a TAP"
+                       : err == EPERM  ? ": this user may not attach to it"
+                                       : "";
+    // Firecracker's words, which its clients match.
+    return absl::Status(ErrnoStatus("TUNSETIFF", err).code(),
+                        absl::StrCat("Open tap device failed: Error while creating ifreq "
+                                     "structure: ",
+                                     strerror(err), " (os error ", err,
+                                     "). Invalid TUN/TAP Backend provided by ", name, hint));
+  }
   int header = 12;  // struct virtio_net_hdr_v1
   if (ioctl(fd.get(), TUNSETVNETHDRSZ, &header) < 0) {
     return ErrnoStatus(absl::StrCat("TAP ", name, ": TUNSETVNETHDRSZ"));
