@@ -198,7 +198,7 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
   n.iface_id = r.String("iface_id", true).value_or("");
   n.host_dev_name = r.String("host_dev_name", true).value_or("");
   std::optional<std::string> mac = r.String("guest_mac", false);
-  std::optional<uint64_t> mtu = r.Uint("mtu", false, 0, UINT16_MAX);
+  std::optional<uint64_t> mtu = r.Uint("mtu", false, kMinMtu, kMaxMtu);
   const rapidjson::Value* rx = r.Raw("rx_rate_limiter");
   const rapidjson::Value* tx = r.Raw("tx_rate_limiter");
   RETURN_IF_ERROR(r.Finish());
@@ -208,10 +208,7 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value) {
     if (!bytes.ok()) return absl::InvalidArgumentError(absl::StrCat(ctx, ".", bytes.status().message()));
     n.guest_mac = *bytes;
   }
-  if (mtu) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ctx, ".mtu is not supported by Ember yet; leave it out or null"));
-  }
+  if (mtu) n.mtu = static_cast<uint16_t>(*mtu);
   // An empty limiter limits nothing (Kata sends "rx_rate_limiter": {}).
   ASSIGN_OR_RETURN(n.rx_rate_limiter, ParseRateLimiter(rx, ctx + ".rx_rate_limiter"));
   ASSIGN_OR_RETURN(n.tx_rate_limiter, ParseRateLimiter(tx, ctx + ".tx_rate_limiter"));
@@ -469,18 +466,21 @@ void WriteVsock(Writer& w, const VsockConfig& v) {
   w.EndObject();
 }
 
+// As Firecracker shows them: a missing bucket and no one_time_burst as null.
 void WriteBucket(Writer& w, const char* key, const std::optional<TokenBucketConfig>& b) {
-  if (!b) return;
+  if (!b) return Null(w, key);
   w.Key(key);
   w.StartObject();
   w.Key("size");
   w.Uint64(b->size);
-  w.Key("refill_time");
-  w.Uint64(b->refill_time_ms);
   if (b->one_time_burst > 0) {
     w.Key("one_time_burst");
     w.Uint64(b->one_time_burst);
+  } else {
+    Null(w, "one_time_burst");
   }
+  w.Key("refill_time");
+  w.Uint64(b->refill_time_ms);
   w.EndObject();
 }
 
@@ -553,7 +553,12 @@ void WriteNet(Writer& w, const NetConfig& n) {
   } else {
     Null(w, "guest_mac");
   }
-  Null(w, "mtu");  // the guest's default
+  if (n.mtu) {
+    w.Key("mtu");
+    w.Uint(*n.mtu);
+  } else {
+    Null(w, "mtu");  // the guest's default
+  }
   WriteRateLimiterOrNull(w, "rx_rate_limiter", n.rx_rate_limiter);
   WriteRateLimiterOrNull(w, "tx_rate_limiter", n.tx_rate_limiter);
   w.EndObject();

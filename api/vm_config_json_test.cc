@@ -506,9 +506,28 @@ TEST(VmConfigJsonTest, NullIsNone) {
   c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + iface + "]}");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_NE(VmConfigToJson(*c).find(iface), std::string::npos) << VmConfigToJson(*c);
+  // A limiter as Firecracker shows it: nulls for what is not there.
+  const std::string limited =
+      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
+      R"("rx_rate_limiter":{"bandwidth":null,"ops":{"size":5,"one_time_burst":null,)"
+      R"("refill_time":100}},"tx_rate_limiter":null})";
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + limited + "]}");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(VmConfigToJson(*c).find(limited), std::string::npos) << VmConfigToJson(*c);
+  // mtu: offered to the guest, within Firecracker's range.
+  const std::string jumbo =
+      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":9000,)"
+      R"("rx_rate_limiter":null,"tx_rate_limiter":null})";
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + jumbo + "]}");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->net[0].mtu, 9000);
+  EXPECT_NE(VmConfigToJson(*c).find(jumbo), std::string::npos) << VmConfigToJson(*c);
   ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
-                    R"({"iface_id": "e", "host_dev_name": "t", "mtu": 9000}]})",
-                "network-interfaces[e].mtu is not supported");
+                    R"({"iface_id": "e", "host_dev_name": "t", "mtu": 67}]})",
+                "network-interfaces[].mtu must be between 68 and 65535, got 67");
+  ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
+                    R"({"iface_id": "e", "host_dev_name": "t", "mtu": 65536}]})",
+                "mtu must be between 68 and 65535");
   ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p"}]})",
                 "'pmem' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot +

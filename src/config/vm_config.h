@@ -81,10 +81,16 @@ struct DriveConfig {
 };
 
 // A virtio-net interface on a TAP, as Firecracker's `network-interfaces`.
+// Firecracker's range for an interface's mtu.
+inline constexpr uint16_t kMinMtu = 68;
+inline constexpr uint16_t kMaxMtu = 65535;
+
 struct NetConfig {
   std::string iface_id;
   std::string host_dev_name;
   std::optional<std::array<uint8_t, 6>> guest_mac;  // absent: the guest picks one
+  // Offered to the guest (VIRTIO_NET_F_MTU); absent: its driver's default.
+  std::optional<uint16_t> mtu;
   // Frames the guest receives and sends; ops counts frames, bandwidth
   // their bytes (virtio-net header included, as Firecracker counts).
   std::optional<RateLimiterConfig> rx_rate_limiter;

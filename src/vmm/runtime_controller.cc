@@ -56,12 +56,11 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
     drive->path_on_host = *a.path_on_host;
   }
   if (a.rate_limiter) {
-    std::optional<RateLimiterConfig> next = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
     RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(a.drive_id, [&](BlockDevice& d) {
-      d.SetRateLimiter(next);
+      d.UpdateRateLimiter(*a.rate_limiter);
       return absl::OkStatus();
     }));
-    drive->rate_limiter = next;
+    drive->rate_limiter = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
   }
   return std::monostate();
 }
@@ -76,7 +75,7 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchNetworkInterface& a) 
   if (a.rx_rate_limiter) rx = ApplyUpdate(rx, *a.rx_rate_limiter);
   if (a.tx_rate_limiter) tx = ApplyUpdate(tx, *a.tx_rate_limiter);
   RETURN_IF_ERROR(vm_->devices().WithDevice<NetDevice>(a.iface_id, [&](NetDevice& d) {
-    d.SetRateLimiters(rx, tx);
+    d.UpdateRateLimiters(a.rx_rate_limiter, a.tx_rate_limiter);
     return absl::OkStatus();
   }));
   net.rx_rate_limiter = rx;

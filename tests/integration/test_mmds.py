@@ -6,7 +6,7 @@ request, a PATCH seen at once, the size limit (413, store unchanged), an
 interface not in network_interfaces that does not reach MMDS, and the TAP
 still reached beside it. The guest's round trip and the VMM thread's CPU
 time per request are measured and printed. A second guest runs V1 with
-imds_compat and is snapshotted: the restored one keeps the MMDS
+imds_compat (and an interface with an mtu) and is snapshotted: the restored one keeps the MMDS
 configuration but not the data or the tokens, as in Firecracker."""
 
 import json
@@ -171,7 +171,9 @@ def test_v1_imds_compat_and_a_restored_guest(ember, guest, tmp_path):
             boot_args=shell_boot_args() + f" ip={GUEST_IP}::{HOST_IP}:255.255.255.0::eth0:off")
         config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
                              "is_root_device": True, "is_read_only": True}]
-        config["network-interfaces"] = [{"iface_id": "eth0", "host_dev_name": "tap0"}]
+        # With Firecracker's mtu, which the guest's driver takes.
+        config["network-interfaces"] = [{"iface_id": "eth0", "host_dev_name": "tap0",
+                                         "mtu": 1400}]
         mmds_config = {"version": "V1", "network_interfaces": ["eth0"], "ipv4_address": MMDS,
                        "imds_compat": True}
         config["mmds-config"] = mmds_config
@@ -182,6 +184,7 @@ def test_v1_imds_compat_and_a_restored_guest(ember, guest, tmp_path):
         try:
             assert shell.request("PUT", "/mmds", METADATA)[0] == 204
             shell.wait_ready()
+            assert shell.check("cat /sys/class/net/eth0/mtu").strip() == "1400"
             shell.check(f"ip route add {MMDS} dev eth0")
             leaf = f"http://{MMDS}/latest/meta-data/ami-id"
             assert shell.check(f"wget -q -O - {leaf}") == "ami-12345678"

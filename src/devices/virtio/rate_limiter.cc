@@ -146,4 +146,16 @@ void RateLimiter::Set(const std::optional<RateLimiterConfig>& config, uint64_t n
   if (config->ops) ops_.emplace(*config->ops, now_ns);
 }
 
+void RateLimiter::Update(const RateLimiterUpdate& update, uint64_t now_ns) {
+  auto apply = [now_ns](std::optional<TokenBucket>& bucket,
+                        const std::optional<std::optional<TokenBucketConfig>>& change) {
+    if (!change) return;
+    if (*change) bucket.emplace(**change, now_ns);
+    else bucket.reset();
+  };
+  apply(bandwidth_, update.bandwidth);
+  apply(ops_, update.ops);
+  blocked_until_ns_ = 0;  // Consume works out the wait again
+}
+
 }  // namespace ember::virtio

@@ -79,9 +79,13 @@ class RateLimiter {
     return blocked_until_ns_ > now_ns ? blocked_until_ns_ - now_ns : 1;
   }
   uint64_t blocked_until_ns() const { return blocked_until_ns_; }
-  // Replaces the buckets (fresh and full), e.g. on PATCH; nullopt or {}
-  // removes limiting. A request waiting may go at once.
+  // Replaces the buckets (fresh and full); nullopt or {} removes limiting.
+  // A request waiting may go at once.
   void Set(const std::optional<RateLimiterConfig>& config, uint64_t now_ns);
+  // A PATCH, as Firecracker's: each bucket the update names is replaced
+  // (fresh and full) or removed; one it leaves out keeps its tokens, so a
+  // PATCH of one bucket gives no extra burst through the other.
+  void Update(const RateLimiterUpdate& update, uint64_t now_ns);
 
   const std::optional<TokenBucket>& bandwidth() const { return bandwidth_; }
   const std::optional<TokenBucket>& ops() const { return ops_; }

@@ -118,6 +118,28 @@ TEST(RateLimiterTest, ChangedAndRemovedBucketsTakeEffectAtOnce) {
   EXPECT_TRUE(rl.Consume(1, 1 << 30, 0));
 }
 
+// Firecracker's PATCH: a bucket left out keeps its tokens (no new burst),
+// one named starts fresh and full, one named as null goes.
+TEST(RateLimiterTest, AnUpdateKeepsTheBucketItLeavesOut) {
+  RateLimiter rl(RateLimiterConfig{TokenBucketConfig{1000, 1000, 0}, TokenBucketConfig{10, 1000, 0}},
+                 0);
+  EXPECT_TRUE(rl.Consume(10, 1000, 0));
+  RateLimiterUpdate ops_only;
+  ops_only.ops.emplace(TokenBucketConfig{20, 1000, 0});
+  rl.Update(ops_only, 0);
+  EXPECT_EQ(rl.bandwidth()->budget(), 0u) << "the bandwidth bucket was not refilled";
+  EXPECT_EQ(rl.ops()->budget(), 20u);
+  EXPECT_FALSE(rl.Consume(1, 1, 0)) << "still out of bytes";
+  RateLimiterUpdate drop_bandwidth;
+  drop_bandwidth.bandwidth.emplace(std::nullopt);
+  rl.Update(drop_bandwidth, 0);
+  EXPECT_FALSE(rl.bandwidth().has_value());
+  EXPECT_TRUE(rl.Consume(1, 1 << 20, 0)) << "the wait is over without the bucket";
+  EXPECT_EQ(rl.ops()->budget(), 19u) << "the ops bucket kept its state";
+  rl.Update(RateLimiterUpdate{}, 0);
+  EXPECT_EQ(rl.ops()->budget(), 19u) << "an empty update changes nothing";
+}
+
 TEST(RateLimiterTest, HugeValuesDoNotOverflow) {
   RateLimiter rl(Bytes(UINT64_MAX, UINT64_MAX / kMs), 0);
   EXPECT_TRUE(rl.Consume(1, UINT64_MAX - 1, 0));

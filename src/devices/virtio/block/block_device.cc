@@ -321,9 +321,9 @@ void BlockDevice::ProcessTimer() {
   if (queue_ != nullptr) ProcessQueue(0);
 }
 
-void BlockDevice::SetRateLimiter(const std::optional<RateLimiterConfig>& config) {
-  limiter_.Set(config, MonotonicNs());
-  config_.rate_limiter = config;
+void BlockDevice::UpdateRateLimiter(const RateLimiterUpdate& update) {
+  limiter_.Update(update, MonotonicNs());
+  config_.rate_limiter = ApplyUpdate(config_.rate_limiter, update);
   // A request held back may go now: the loop comes back to the queue.
   armed_until_ns_ = 0;
   ArmTimer(timer_.get(), 1);

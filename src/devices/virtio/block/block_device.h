@@ -79,9 +79,9 @@ class BlockDevice : public VirtioDevice {
   void AppendMetrics(MetricValues* out) const override;
   void AppendLevels(MetricValues* out) const override;
 
-  // PUT or PATCH /drives: the limiter from now on (nullopt: none). A
-  // request it held back may go at once.
-  void SetRateLimiter(const std::optional<RateLimiterConfig>& config);
+  // PATCH /drives: RateLimiter::Update. A request it held back may go at
+  // once.
+  void UpdateRateLimiter(const RateLimiterUpdate& update);
   const RateLimiter& rate_limiter() const { return limiter_; }
 
   // PATCH /drives after boot: serves `path` from now on (requests already

@@ -34,6 +34,15 @@ RateLimiterConfig Limit(std::optional<TokenBucketConfig> bandwidth,
   return {bandwidth, ops};
 }
 
+// A PATCH that names both buckets.
+RateLimiterUpdate Whole(std::optional<TokenBucketConfig> bandwidth,
+                        std::optional<TokenBucketConfig> ops) {
+  RateLimiterUpdate u;
+  u.bandwidth.emplace(bandwidth);
+  u.ops.emplace(ops);
+  return u;
+}
+
 class BlockLimiterTest : public ::testing::Test {
  protected:
   void Start(std::optional<RateLimiterConfig> limiter) {
@@ -154,7 +163,8 @@ TEST_F(BlockLimiterTest, ALimiterChangedMidStreamAndRemoved) {
   EXPECT_NEAR(slow.done, 8 + 40, 48 * kTolerance);
   // PATCH: four times the rate (a fresh, full bucket).
   transport_->WithDevice([](VirtioDevice& d) {
-    static_cast<BlockDevice&>(d).SetRateLimiter(Limit(TokenBucketConfig{128 << 10, 100, 0}, std::nullopt));
+    static_cast<BlockDevice&>(d).UpdateRateLimiter(
+        Whole(TokenBucketConfig{128 << 10, 100, 0}, std::nullopt));
     return 0;
   });
   Run fast = Stream(milliseconds(500));
@@ -163,7 +173,7 @@ TEST_F(BlockLimiterTest, ALimiterChangedMidStreamAndRemoved) {
   EXPECT_NEAR(fast.done, 32 + 160, 192 * kTolerance);
   // PATCH removing it: what waits goes at once.
   transport_->WithDevice([](VirtioDevice& d) {
-    static_cast<BlockDevice&>(d).SetRateLimiter(std::nullopt);
+    static_cast<BlockDevice&>(d).UpdateRateLimiter(Whole(std::nullopt, std::nullopt));
     return 0;
   });
   EXPECT_FALSE(device_->rate_limiter().enabled());

@@ -57,6 +57,7 @@ uint64_t NetDevice::features() const {
                kFeatureGuestCsum | kFeatureGuestTso4 | kFeatureGuestTso6 | kFeatureHostTso4 |
                kFeatureHostTso6 | kFeatureMrgRxbuf;
   if (config_.guest_mac) f |= kFeatureMac;
+  if (config_.mtu) f |= kFeatureMtu;
   return f;
 }
 
@@ -78,10 +79,17 @@ void NetDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out
 uint32_t NetDevice::backend_events() const { return EPOLLIN | EPOLLET; }
 
 void NetDevice::ReadConfig(uint64_t offset, std::span<uint8_t> data) {
-  // `mac` (6 bytes at 0) is the only field Ember offers.
+  // struct virtio_net_config (5.1.4): `mac` at 0 and `mtu` (le16) at 10
+  // are the fields Ember offers; status and max_virtqueue_pairs read 0.
+  constexpr uint64_t kMtuOffset = 10;
   for (size_t i = 0; i < data.size(); i++) {
     uint64_t at = offset + i;
-    data[i] = config_.guest_mac && at < 6 ? (*config_.guest_mac)[at] : 0;
+    uint8_t byte = 0;
+    if (config_.guest_mac && at < 6) byte = (*config_.guest_mac)[at];
+    if (config_.mtu && (at == kMtuOffset || at == kMtuOffset + 1)) {
+      byte = static_cast<uint8_t>(*config_.mtu >> (8 * (at - kMtuOffset)));
+    }
+    data[i] = byte;
   }
 }
 
@@ -123,18 +131,17 @@ absl::Status NetDevice::RestoreDeviceState(std::span<const uint8_t>) {
   return absl::OkStatus();
 }
 
-void NetDevice::SetRateLimiters(const std::optional<RateLimiterConfig>& rx,
-                                const std::optional<RateLimiterConfig>& tx) {
+void NetDevice::UpdateRateLimiters(const std::optional<RateLimiterUpdate>& rx,
+                                   const std::optional<RateLimiterUpdate>& tx) {
   uint64_t now = MonotonicNs();
-  // A direction whose limiter is unchanged keeps its buckets as they are.
-  if (rx != config_.rx_rate_limiter) {
-    rx_limiter_.Set(rx, now);
-    config_.rx_rate_limiter = rx;
+  if (rx) {
+    rx_limiter_.Update(*rx, now);
+    config_.rx_rate_limiter = ApplyUpdate(config_.rx_rate_limiter, *rx);
     rx_until_ = 0;
   }
-  if (tx != config_.tx_rate_limiter) {
-    tx_limiter_.Set(tx, now);
-    config_.tx_rate_limiter = tx;
+  if (tx) {
+    tx_limiter_.Update(*tx, now);
+    config_.tx_rate_limiter = ApplyUpdate(config_.tx_rate_limiter, *tx);
     tx_until_ = 0;
   }
   // Whatever waited may go now: the timer brings the loop back at once

@@ -43,6 +43,7 @@ inline constexpr size_t kMaxPacket = kHeaderSize + 65550;
 // Feature bits (5.1.3).
 inline constexpr uint64_t kFeatureCsum = 1ull << 0;
 inline constexpr uint64_t kFeatureGuestCsum = 1ull << 1;
+inline constexpr uint64_t kFeatureMtu = 1ull << 3;
 inline constexpr uint64_t kFeatureMac = 1ull << 5;
 inline constexpr uint64_t kFeatureGuestTso4 = 1ull << 7;
 inline constexpr uint64_t kFeatureGuestTso6 = 1ull << 8;
@@ -100,11 +101,10 @@ class NetDevice : public VirtioDevice {
   // a limiter held back get no new kick).
   absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
 
-  // PATCH: the limiters from now on (nullopt: none); a changed one starts
-  // fresh and full, an unchanged one keeps its state. A frame held back
-  // may go at once.
-  void SetRateLimiters(const std::optional<RateLimiterConfig>& rx,
-                       const std::optional<RateLimiterConfig>& tx);
+  // PATCH: RateLimiter::Update for each direction the PATCH names; the
+  // other keeps its state. A frame held back may go at once.
+  void UpdateRateLimiters(const std::optional<RateLimiterUpdate>& rx,
+                          const std::optional<RateLimiterUpdate>& tx);
   const RateLimiter& rx_rate_limiter() const { return rx_limiter_; }
   const RateLimiter& tx_rate_limiter() const { return tx_limiter_; }
 

@@ -126,6 +126,30 @@ TEST_F(NetDeviceTest, OffersMacAndOffloads) {
   EXPECT_TRUE(f & kFeatureHostTso4);
 }
 
+// Firecracker's mtu: VIRTIO_NET_F_MTU and the le16 at offset 10 of the
+// device's configuration, only when configured.
+TEST(NetDeviceConfigTest, OffersTheMtuOnlyWhenConfigured) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a netns";
+  ASSERT_EQ(unshare(CLONE_NEWNET), 0);
+  NetConfig config{"eth0", "tap0", std::nullopt};
+  auto plain = NetDevice::Create(config);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE((*plain)->features() & kFeatureMtu);
+  uint8_t mtu[2] = {0xff, 0xff};
+  (*plain)->ReadConfig(10, mtu);
+  EXPECT_EQ(mtu[0] | mtu[1] << 8, 0);
+  plain->reset();  // lets tap0 go
+  config.mtu = 9000;
+  auto jumbo = NetDevice::Create(config);
+  ASSERT_TRUE(jumbo.ok()) << jumbo.status();
+  EXPECT_TRUE((*jumbo)->features() & kFeatureMtu);
+  (*jumbo)->ReadConfig(10, mtu);
+  EXPECT_EQ(mtu[0] | mtu[1] << 8, 9000);
+  uint8_t mac_and_mtu[12];
+  (*jumbo)->ReadConfig(0, mac_and_mtu);
+  EXPECT_EQ(mac_and_mtu[10] | mac_and_mtu[11] << 8, 9000) << "one read across the fields";
+}
+
 TEST_F(NetDeviceTest, TransmitsFramesToTheTap) {
   std::vector<uint8_t> frame = Frame(100, 0x11);
   ASSERT_TRUE(mem_->Write(kTxBuf, std::vector<uint8_t>(kHeaderSize, 0)).ok());
@@ -316,9 +340,16 @@ class NetLimiterTest : public NetDeviceTest {
     device_->AppendMetrics(&out);
     return {out.begin(), out.end()};
   }
+  // A PATCH that names both buckets of both directions.
   void Patch(std::optional<RateLimiterConfig> rx, std::optional<RateLimiterConfig> tx) {
+    auto whole = [](const std::optional<RateLimiterConfig>& c) {
+      RateLimiterUpdate u;
+      u.bandwidth.emplace(c ? c->bandwidth : std::nullopt);
+      u.ops.emplace(c ? c->ops : std::nullopt);
+      return u;
+    };
     transport_->WithDevice([&](VirtioDevice& d) {
-      static_cast<NetDevice&>(d).SetRateLimiters(rx, tx);
+      static_cast<NetDevice&>(d).UpdateRateLimiters(whole(rx), whole(tx));
       return 0;
     });
   }
