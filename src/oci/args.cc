@@ -47,7 +47,9 @@ const std::vector<CommandSpec>& Commands() {
       {"ps", {{"format", "f", true}}, 1, 64},
       {"list", {{"format", "f", true}, {"quiet", "q", false}}, 0, 0},
       {"features", {}, 0, 0},
-      {"template", {}, 0, 0},  // Ember's own: build the template snapshot
+      // Ember's own: build the template snapshot (of a size other than the
+      // default with both of these).
+      {"template", {{"vcpus", nullptr, true}, {"mem-mib", nullptr, true}}, 0, 0},
   };
   return commands;
 }

@@ -163,6 +163,13 @@ bool ParseSignal(const std::string& text, int* signo) {
 
 // The pid file as runc writes it: the number alone, written to a temporary
 // name and renamed, so that a reader never sees half of it.
+bool ParseSize(const std::string& text, uint32_t min, uint32_t max, uint32_t* out) {
+  uint32_t v;
+  if (!absl::SimpleAtoi(text, &v) || v < min || v > max) return false;
+  *out = v;
+  return true;
+}
+
 bool WritePidFile(const std::string& path, pid_t pid) {
   return path.empty() || WriteFileAtomic(path, std::to_string(pid));
 }
@@ -230,7 +237,7 @@ int Create(const oci::CommandLine& cl) {
   auto boot_annotation = spec->annotations.find("io.ember.boot");
   bool cold = (boot && std::string(boot) == "cold") ||
               (boot_annotation != spec->annotations.end() && boot_annotation->second == "cold");
-  bool restore = !cold && oci::TemplateReady(cl.root, &tpl) && tpl.jailed == jailed;
+  bool restore = !cold && oci::TemplateReady(cl.root, spec->vm, &tpl) && tpl.jailed == jailed;
   if (restore) {
     if (auto s = oci::PrepareRestore(*layout, tpl); !s.ok()) return undo_all(std::string(s.message()));
   }
@@ -338,12 +345,19 @@ int Kill(const oci::CommandLine& cl) {
   // signal to the process in the guest, and SIGKILL ends the monitor,
   // whose closed connection makes the agent kill the process group.
   if (kill(record->monitor.pid, signo) != 0) return Error("kill: " + std::string(strerror(errno)));
+  // --all: the exec'd processes' monitors too, which forward it the same way.
+  if (cl.Has("all")) {
+    for (const oci::ProcessRef& exec : oci::LiveExecs(Dir(cl, record->id))) {
+      kill(exec.pid, signo);
+    }
+  }
   return 0;
 }
 
 // Stops whatever of the container still runs and removes its directory.
 void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   if (oci::Alive(r.monitor)) kill(r.monitor.pid, SIGKILL);
+  for (const oci::ProcessRef& exec : oci::LiveExecs(Dir(cl, r.id))) kill(exec.pid, SIGKILL);
   if (oci::Alive(r.vmm)) kill(r.vmm.pid, SIGKILL);
   // The VMM (reaped by its monitor, or by the shim once orphaned) must be
   // gone before its files go.
@@ -402,6 +416,7 @@ int Exec(const oci::CommandLine& cl) {
   pid_t pid = fork();
   if (pid < 0) return Error("fork: " + std::string(strerror(errno)));
   if (pid == 0) oci::RunMonitor(std::move(plan));
+  oci::RecordExec(Dir(cl, record->id), oci::RefOf(pid));
   if (!WritePidFile(cl.Value("pid-file"), pid)) return Error("cannot write the pid file");
   if (cl.Has("detach")) return 0;
   int status;
@@ -413,13 +428,23 @@ int Exec(const oci::CommandLine& cl) {
 int Ps(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
-  bool running = oci::StatusOf(*record) != oci::Status::kStopped;
+  // The host's side of each process in the guest: its monitor, which
+  // lives as long as it does (the init's, then the exec'd ones').
+  std::vector<pid_t> pids;
+  if (oci::StatusOf(*record) != oci::Status::kStopped) {
+    pids.push_back(record->monitor.pid);
+    for (const oci::ProcessRef& exec : oci::LiveExecs(Dir(cl, record->id))) {
+      pids.push_back(exec.pid);
+    }
+  }
   std::string format = cl.Has("format") ? cl.Value("format") : "table";
   if (format == "json") {
-    std::printf(running ? "[%d]\n" : "[]\n", record->monitor.pid);
+    std::string list;
+    for (pid_t pid : pids) list += (list.empty() ? "" : ",") + std::to_string(pid);
+    std::printf("[%s]\n", list.c_str());
   } else if (format == "table") {
     std::printf("PID\n");
-    if (running) std::printf("%d\n", record->monitor.pid);
+    for (pid_t pid : pids) std::printf("%d\n", pid);
   } else {
     return Error("invalid format option");
   }
@@ -492,7 +517,16 @@ int main(int argc, char** argv) {
   if (c == "features") return Features();
   if (c == "template") {
     auto begin = std::chrono::steady_clock::now();
-    if (auto s = oci::BuildTemplate(oci::FindAssets(), cl.root); !s.ok()) {
+    oci::VmSize size;
+    using Size = oci::VmSize;
+    if ((cl.Has("vcpus") && !ParseSize(cl.Value("vcpus"), 1, Size::kMaxVcpus, &size.vcpus)) ||
+        (cl.Has("mem-mib") &&
+         !ParseSize(cl.Value("mem-mib"), Size::kMinMemMib, Size::kMaxMemMib, &size.mem_mib))) {
+      return Error(absl::StrCat("template: --vcpus must be 1..", Size::kMaxVcpus,
+                                " and --mem-mib ", Size::kMinMemMib, "..", Size::kMaxMemMib,
+                                " (the io.ember.vcpus and io.ember.mem_mib annotations' ranges)"));
+    }
+    if (auto s = oci::BuildTemplate(oci::FindAssets(), cl.root, size); !s.ok()) {
       return Error("cannot make the template: " + std::string(s.message()));
     }
     logger.Write("info", absl::StrCat("template made in ", Seconds(begin), " s"));

@@ -155,8 +155,10 @@ absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::
     }
   }
   absl::Status status;
-  if (!ParseAnnotationUint(spec.annotations, "io.ember.vcpus", 1, 32, &spec.vm.vcpus, &status) ||
-      !ParseAnnotationUint(spec.annotations, "io.ember.mem_mib", 64, 1 << 20, &spec.vm.mem_mib,
+  if (!ParseAnnotationUint(spec.annotations, "io.ember.vcpus", 1, VmSize::kMaxVcpus,
+                           &spec.vm.vcpus, &status) ||
+      !ParseAnnotationUint(spec.annotations, "io.ember.mem_mib", VmSize::kMinMemMib,
+                           VmSize::kMaxMemMib, &spec.vm.mem_mib,
                            &status)) {
     return status;
   }

@@ -30,6 +30,9 @@ struct ProcessSpec {
 struct VmSize {
   static constexpr uint32_t kDefaultVcpus = 1;
   static constexpr uint32_t kDefaultMemMib = 128;
+  static constexpr uint32_t kMaxVcpus = 32;
+  static constexpr uint32_t kMinMemMib = 64;
+  static constexpr uint32_t kMaxMemMib = 1 << 20;
   uint32_t vcpus = kDefaultVcpus;
   uint32_t mem_mib = kDefaultMemMib;
 };

@@ -1,9 +1,12 @@
 #include "src/oci/state.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -66,6 +69,29 @@ bool Alive(const ProcessRef& ref) {
   if (ref.pid <= 0) return false;
   uint64_t start = ProcessStartTime(ref.pid);
   return start != 0 && (ref.start_time == 0 || start == ref.start_time);
+}
+
+void RecordExec(const std::string& dir, const ProcessRef& monitor) {
+  std::ofstream(dir + "/exec-" + std::to_string(monitor.pid)) << monitor.start_time << "\n";
+}
+
+std::vector<ProcessRef> LiveExecs(const std::string& dir) {
+  std::vector<ProcessRef> live;
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return live;
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.rfind("exec-", 0) != 0) continue;
+    ProcessRef ref;
+    ref.pid = static_cast<pid_t>(std::strtol(name.c_str() + 5, nullptr, 10));
+    std::ifstream(dir + "/" + name) >> ref.start_time;
+    // An unknown start time would let a reused pid pass.
+    if (ref.start_time != 0 && Alive(ref)) live.push_back(ref);
+  }
+  closedir(d);
+  std::sort(live.begin(), live.end(),
+            [](const ProcessRef& a, const ProcessRef& b) { return a.pid < b.pid; });
+  return live;
 }
 
 Status StatusOf(const ContainerRecord& record) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -44,6 +45,12 @@ uint64_t ProcessStartTime(pid_t pid);
 ProcessRef RefOf(pid_t pid);
 // Whether the process is still the one recorded and has not exited.
 bool Alive(const ProcessRef& ref);
+
+// The monitors of `exec`'d processes, one file each in the container's
+// directory (exec-<pid>: its start time), for `ps` and `kill --all`.
+void RecordExec(const std::string& dir, const ProcessRef& monitor);
+// Those still alive, oldest pid first.
+std::vector<ProcessRef> LiveExecs(const std::string& dir);
 
 // created until `start`, running while the monitor lives, then stopped.
 Status StatusOf(const ContainerRecord& record);

@@ -1,6 +1,7 @@
 #include "src/oci/state.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,6 +81,35 @@ TEST(StateTest, StatusFollowsTheMonitorAndItsStartTime) {
   EXPECT_EQ(StatusOf(r), Status::kStopped);
   waitpid(child, nullptr, 0);
   EXPECT_EQ(StatusOf(r), Status::kStopped);
+}
+
+// `ps` and `kill --all` reach the exec'd processes' monitors that are
+// still theirs: not one that has exited, nor a pid reused since.
+TEST(StateTest, LiveExecsAreTheRecordedMonitorsStillRunning) {
+  char tmpl[] = "/tmp/ember-oci-execs-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  pid_t running = fork();
+  if (running == 0) {
+    pause();
+    _exit(0);
+  }
+  pid_t exited = fork();
+  if (exited == 0) _exit(0);
+  RecordExec(dir, RefOf(running));
+  RecordExec(dir, RefOf(exited));
+  ProcessRef reused = RefOf(getpid());
+  reused.start_time += 1;  // the pid is alive, but another process's
+  RecordExec(dir, reused);
+  waitpid(exited, nullptr, 0);
+  std::vector<ProcessRef> live = LiveExecs(dir);
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(live[0].pid, running);
+  kill(running, SIGKILL);
+  waitpid(running, nullptr, 0);
+  EXPECT_TRUE(LiveExecs(dir).empty());
+  EXPECT_TRUE(LiveExecs(dir + "/missing").empty());
+  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(StateTest, IdsAsRuncTakesThem) {

@@ -36,11 +36,19 @@ void RemoveDir(const std::string& dir) {
   (void)!system(cmd.c_str());
 }
 
+// "template" for the default size, else "template-<vcpus>x<mem_mib>".
+std::string TemplateName(const VmSize& size) {
+  if (size.vcpus == VmSize::kDefaultVcpus && size.mem_mib == VmSize::kDefaultMemMib) {
+    return "template";
+  }
+  return "template-" + std::to_string(size.vcpus) + "x" + std::to_string(size.mem_mib);
+}
+
 }  // namespace
 
-TemplateFiles TemplatePaths(const std::string& root) {
+TemplateFiles TemplatePaths(const std::string& root, const VmSize& size) {
   TemplateFiles t;
-  t.dir = root + "/template";
+  t.dir = root + "/" + TemplateName(size);
   t.snapshot = t.dir + "/vm.snap";
   t.memory = t.dir + "/vm.mem";
   t.agent_rootfs = t.dir + "/agent.ext4";
@@ -48,8 +56,8 @@ TemplateFiles TemplatePaths(const std::string& root) {
   return t;
 }
 
-bool TemplateReady(const std::string& root, TemplateFiles* files) {
-  *files = TemplatePaths(root);
+bool TemplateReady(const std::string& root, const VmSize& size, TemplateFiles* files) {
+  *files = TemplatePaths(root, size);
   std::ifstream mark(files->dir + "/jailed");
   std::string value;
   if (!(mark >> value)) return false;
@@ -57,13 +65,14 @@ bool TemplateReady(const std::string& root, TemplateFiles* files) {
   return true;
 }
 
-absl::Status BuildTemplate(const VmAssets& assets, const std::string& root) {
-  std::string work = root + "/template.new";
+absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, const VmSize& size) {
+  const std::string name = TemplateName(size);
+  std::string work = root + "/" + name + ".new";
   RemoveDir(work);
   RETURN_IF_ERROR(MakeDirs(root, 0711));
   if (mkdir(work.c_str(), 0700) != 0) return ErrnoStatus("mkdir " + work);
-  TemplateFiles t = TemplatePaths(root);
-  TemplateFiles w = TemplatePaths(root);
+  TemplateFiles t = TemplatePaths(root, size);
+  TemplateFiles w = t;
   w.dir = work;
   w.snapshot = work + "/vm.snap";
   w.memory = work + "/vm.mem";
@@ -75,7 +84,7 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root) {
     if (fd < 0 || ftruncate(fd, kPlaceholderBytes) != 0) return ErrnoStatus(w.placeholder);
     close(fd);
   }
-  auto layout = PrepareLayout(assets, root, "template", work);
+  auto layout = PrepareLayout(assets, root, name, work);
   if (!layout.ok()) return layout.status();
   bool jailed = !layout->jail_dir.empty();
   std::string api = jailed ? layout->host_root + "/api.sock" : work + "/api.sock";
@@ -88,7 +97,7 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root) {
   // The paths the snapshot will hold: the final template's, as the VMM sees them.
   std::string config = VmConfigJson(jailed ? "/vmlinux" : assets.kernel,
                                     InVm(jailed, t.agent_rootfs), InVm(jailed, t.placeholder),
-                                    jailed ? "/v.sock" : work + "/v.sock", VmSize{});
+                                    jailed ? "/v.sock" : work + "/v.sock", size);
   if (!jailed) {
     // Direct: the snapshot names the final paths, which exist once renamed;
     // the boot itself reads the work copies' links, made at the final names.

@@ -5,8 +5,11 @@
 // (vsock_override to its own socket) and swapping the placeholder for its
 // image with PATCH /drives, as Kata does with its placeholder drives: the
 // agent mounts the drive only when the container's process starts, after
-// the swap. Cold boot stays: without a template, or with the annotation
-// io.ember.boot=cold or EMBER_OCI_BOOT=cold.
+// the swap. Cold boot stays: without a template of the container's size,
+// or with the annotation io.ember.boot=cold or EMBER_OCI_BOOT=cold.
+//
+// A template is of one microVM size (vCPUs, memory): the default size's in
+// <root>/template, others' in <root>/template-<vcpus>x<mem_mib>.
 #pragma once
 
 #include <string>
@@ -17,19 +20,21 @@
 namespace ember::oci {
 
 struct TemplateFiles {
-  std::string dir;          // <root>/template
+  std::string dir;          // <root>/template or <root>/template-<v>x<m>
   std::string snapshot;     // vm.snap
   std::string memory;       // vm.mem
   std::string agent_rootfs; // agent.ext4: the agent's root as it was snapshotted
   std::string placeholder;  // placeholder.ext4
   bool jailed = false;      // paths in the snapshot are the jail's ("/agent.ext4")
 };
-TemplateFiles TemplatePaths(const std::string& root);
-// Whether a complete template is there (written last: its "jailed" mark).
-bool TemplateReady(const std::string& root, TemplateFiles* files);
+TemplateFiles TemplatePaths(const std::string& root, const VmSize& size);
+// Whether a complete template of `size` is there (written last: its
+// "jailed" mark).
+bool TemplateReady(const std::string& root, const VmSize& size, TemplateFiles* files);
 
-// Boots, waits for the agent, snapshots; replaces an older template.
-absl::Status BuildTemplate(const VmAssets& assets, const std::string& root);
+// Boots a microVM of `size`, waits for the agent, snapshots; replaces an
+// older template of that size.
+absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, const VmSize& size);
 
 // For a container restored from `t`: links the snapshot's files into its
 // jail (nothing to do without one).

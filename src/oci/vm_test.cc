@@ -119,13 +119,29 @@ TEST(VmTest, WaitForConsoleSeesTheMarkOrGivesUp) {
 TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
   TempDir dir;
   TemplateFiles t;
-  EXPECT_FALSE(TemplateReady(dir.path(), &t));
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, &t));
   ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
-  EXPECT_FALSE(TemplateReady(dir.path(), &t));
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, &t));
   std::ofstream(dir.path() + "/template/jailed") << "1";
-  ASSERT_TRUE(TemplateReady(dir.path(), &t));
+  ASSERT_TRUE(TemplateReady(dir.path(), VmSize{}, &t));
   EXPECT_TRUE(t.jailed);
   EXPECT_EQ(t.snapshot, dir.path() + "/template/vm.snap");
+}
+
+// A container asking for another size never gets the default template's
+// microVM: its own size's template, or a cold boot.
+TEST(VmTest, ATemplateServesOnlyItsSize) {
+  TempDir dir;
+  ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
+  std::ofstream(dir.path() + "/template/jailed") << "0";
+  VmSize big{2, 512};
+  TemplateFiles t;
+  EXPECT_FALSE(TemplateReady(dir.path(), big, &t));
+  ASSERT_EQ(mkdir((dir.path() + "/template-2x512").c_str(), 0700), 0);
+  std::ofstream(dir.path() + "/template-2x512/jailed") << "0";
+  ASSERT_TRUE(TemplateReady(dir.path(), big, &t));
+  EXPECT_EQ(t.memory, dir.path() + "/template-2x512/vm.mem");
+  EXPECT_FALSE(t.jailed);
 }
 
 TEST(MonitorTest, ContainerRequestCarriesTheProcess) {
