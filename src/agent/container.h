@@ -17,8 +17,9 @@ namespace ember::agent {
 // mounted there already, then proc at /proc, sysfs at /sys and the guest's
 // /dev (recursively bound, so /dev/pts and the agent's terminals are the
 // same) at /dev inside it, each unless mounted already, making the
-// directories it needs. Nothing to do without a root_device. False with
-// *error on the first failure.
+// directories it needs, then spec.mounts in order (each unless mounted
+// already). Nothing to do without a root_device. False with *error on the
+// first failure.
 bool PrepareRoot(const ContainerSpec& spec, std::string* error);
 
 // Whether `path` is the top of a mount (its parent is on another device,

@@ -62,7 +62,31 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
   for (auto& g : c->groups) {
     if (!r->U32(&g)) return false;
   }
-  return r->String(&c->root_device) && r->String(&c->root_dir) && r->String(&c->hostname);
+  if (!r->String(&c->root_device) || !r->String(&c->root_dir) || !r->String(&c->hostname) ||
+      !r->U32(&n) || n > payload_size / 16) {  // a mount takes at least 16 bytes
+    return false;
+  }
+  c->mounts.resize(n);
+  for (MountSpec& m : c->mounts) {
+    if (!r->String(&m.type) || !r->String(&m.source) || !r->String(&m.target) ||
+        !r->U32(&m.flags) || !r->String(&m.data)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Whether a component of `path` is "..": a mount target must stay under
+// the container's root.
+bool HasDotDot(std::string_view path) {
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    if (path.substr(start, end - start) == "..") return true;
+    start = end + 1;
+  }
+  return false;
 }
 
 }  // namespace
@@ -138,6 +162,14 @@ std::string EncodeExec(const ExecRequest& request) {
     PutString(&out, c.root_device);
     PutString(&out, c.root_dir);
     PutString(&out, c.hostname);
+    PutU32(&out, static_cast<uint32_t>(c.mounts.size()));
+    for (const MountSpec& m : c.mounts) {
+      PutString(&out, m.type);
+      PutString(&out, m.source);
+      PutString(&out, m.target);
+      PutU32(&out, m.flags);
+      PutString(&out, m.data);
+    }
   }
   return out;
 }
@@ -170,6 +202,14 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
   if (c.hostname.size() > 64) {
     *error = "EXEC request's hostname is longer than 64 bytes";
     return false;
+  }
+  for (const MountSpec& m : c.mounts) {
+    if (c.root_device.empty() || m.target.empty() || m.target[0] != '/' ||
+        HasDotDot(m.target)) {
+      *error = "EXEC request's mount target must be an absolute path without '..' in a root: " +
+               m.target;
+      return false;
+    }
   }
   for (const auto& e : req.env) {
     if (e.find('=') == std::string::npos || e[0] == '=') {

@@ -71,10 +71,23 @@ class FrameDecoder {
 std::string EncodeU32(uint32_t value);
 bool DecodeU32(std::string_view payload, uint32_t* value);
 
+// One of config.json's mounts as the guest makes it, under the root:
+// mount(2)'s arguments, `target` absolute within the container's root.
+// MS_BIND with `source` equal to `target` remounts what the image holds
+// there (a bind mount's copy) with `flags` (read-only, say).
+struct MountSpec {
+  std::string type;
+  std::string source;
+  std::string target;
+  uint32_t flags = 0;  // MS_* (all below 2^32)
+  std::string data;    // options the file system reads ("size=64k,mode=755")
+  friend bool operator==(const MountSpec&, const MountSpec&) = default;
+};
+
 // A container's process (ExecRequest::kFlagContainer): who it runs as and
 // the root it sees. The agent mounts `root_device` (ext4) at `root_dir`
-// once, with proc, sysfs and the guest's /dev inside it; later requests for
-// the same root find it mounted and only enter it.
+// once, with proc, sysfs and the guest's /dev inside it, then `mounts` in
+// order; later requests for the same root find it mounted and only enter it.
 struct ContainerSpec {
   uint32_t uid = 0;
   uint32_t gid = 0;
@@ -82,6 +95,7 @@ struct ContainerSpec {
   std::string root_device;       // empty: root_dir is entered as it is
   std::string root_dir;          // empty: the guest's root
   std::string hostname;          // empty: unchanged
+  std::vector<MountSpec> mounts;
 };
 
 // EXEC's payload.
@@ -103,7 +117,9 @@ struct ExecRequest {
 };
 // Layout: u32 flags, string cwd, u32 argc, argc strings, u32 envc, envc
 // strings; with kFlagContainer then u32 uid, u32 gid, u32 count and that
-// many u32 groups, string root_device, string root_dir, string hostname.
+// many u32 groups, string root_device, string root_dir, string hostname,
+// u32 count and that many mounts (string type, string source, string
+// target, u32 flags, string data).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);

@@ -159,6 +159,8 @@ ExecRequest ContainerSample() {
   r.container.root_device = "/dev/vdb";
   r.container.root_dir = "/run/container";
   r.container.hostname = "box";
+  r.container.mounts = {{"tmpfs", "tmpfs", "/run", 6, "mode=755,size=65536k"},
+                        {"", "/data", "/data", 4096 | 1, ""}};
   return r;
 }
 
@@ -174,6 +176,7 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   EXPECT_EQ(out.container.root_device, "/dev/vdb");
   EXPECT_EQ(out.container.root_dir, "/run/container");
   EXPECT_EQ(out.container.hostname, "box");
+  EXPECT_EQ(out.container.mounts, in.container.mounts);
   for (size_t n = 0; n < wire.size(); ++n) {
     EXPECT_FALSE(DecodeExec(wire.substr(0, n), &out, &error)) << n;
   }
@@ -190,6 +193,19 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
   bad = in;
   bad.container.hostname = std::string(65, 'h');
+  EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
+  // A mount target stays in the root.
+  for (const char* target : {"relative", "", "/a/../../etc", "/..", "/x/.."}) {
+    bad = in;
+    bad.container.mounts[0].target = target;
+    EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error)) << target;
+  }
+  bad = in;
+  bad.container.mounts[0].target = "/a..b/..c";  // names, not ".."
+  EXPECT_TRUE(DecodeExec(EncodeExec(bad), &out, &error)) << error;
+  bad = in;
+  bad.container.root_device = "";  // mounts need a root of the container's own
+  bad.container.root_dir = "/r";
   EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
   // A hostile group count is refused before any allocation.
   std::string huge = EncodeExec(in);

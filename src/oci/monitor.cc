@@ -43,7 +43,8 @@ void StopVmm(pid_t vmm) {
 
 }  // namespace
 
-agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname) {
+agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname,
+                                    std::vector<agent::MountSpec> mounts) {
   agent::ExecRequest r;
   r.flags = agent::ExecRequest::kFlagStdin | agent::ExecRequest::kFlagContainer;
   if (process.terminal) r.flags |= agent::ExecRequest::kFlagTty;
@@ -56,6 +57,7 @@ agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::strin
   r.container.root_device = kContainerDevice;
   r.container.root_dir = kContainerRootDir;
   r.container.hostname = hostname;
+  r.container.mounts = std::move(mounts);
   return r;
 }
 

@@ -38,6 +38,7 @@
 #include "src/oci/monitor.h"
 #include "src/oci/spec.h"
 #include "src/oci/state.h"
+#include "src/oci/mounts.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
 
@@ -186,6 +187,8 @@ int Create(const oci::CommandLine& cl) {
   auto fail = [&](const std::string& why) { return Error("ember-oci create failed: " + why); };
   auto spec = oci::LoadBundle(bundle);
   if (!spec.ok()) return fail(std::string(spec.status().message()));
+  auto mounts = oci::PlanMounts(spec->mounts);
+  if (!mounts.ok()) return fail(std::string(mounts.status().message()));
   std::string console_socket = cl.Value("console-socket");
   if (spec->process.terminal && console_socket.empty()) {
     return fail("cannot allocate tty if ember-oci will detach without setting console socket");
@@ -217,7 +220,11 @@ int Create(const oci::CommandLine& cl) {
     return undo_all("path too long for the VM's socket: " + layout->uds);
   }
   auto image_begin = std::chrono::steady_clock::now();
-  if (auto s = oci::MakeImage(spec->root_path, layout->image); !s.ok()) {
+  if (auto s = oci::MakeImage(spec->root_path, layout->image, oci::CopiesBytes(*mounts));
+      !s.ok()) {
+    return undo_all(std::string(s.message()));
+  }
+  if (auto s = oci::ApplyToImage(*mounts, layout->image); !s.ok()) {
     return undo_all(std::string(s.message()));
   }
   logger.Write("info", absl::StrCat("image of ", spec->root_path, " made in ",
@@ -262,7 +269,7 @@ int Create(const oci::CommandLine& cl) {
 
   oci::MonitorPlan plan;
   plan.exec.socket_path = layout->uds;
-  plan.exec.request = oci::ContainerRequest(spec->process, spec->hostname);
+  plan.exec.request = oci::ContainerRequest(spec->process, spec->hostname, mounts->guest);
   plan.tty_slave = pty.slave.get();
   plan.owns_vm = true;
   plan.assets = assets;

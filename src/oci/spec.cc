@@ -148,6 +148,30 @@ absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::
     spec.hostname = hostname->value.GetString();
     if (spec.hostname.size() > 64) return Invalid("config.json", "hostname is over 64 bytes");
   }
+  auto mounts = doc.FindMember("mounts");
+  if (mounts != doc.MemberEnd() && !mounts->value.IsNull()) {
+    if (!mounts->value.IsArray()) return Invalid("config.json", "mounts must be an array");
+    for (const auto& m : mounts->value.GetArray()) {
+      if (!m.IsObject()) return Invalid("config.json", "mounts must hold objects");
+      MountEntry entry;
+      for (auto [field, out] : {std::pair{"destination", &entry.destination},
+                                {"type", &entry.type}, {"source", &entry.source}}) {
+        auto it = m.FindMember(field);
+        if (it == m.MemberEnd()) continue;
+        if (!it->value.IsString()) {
+          return Invalid("config.json", absl::StrCat("mounts[].", field, " must be a string"));
+        }
+        *out = it->value.GetString();
+      }
+      if (entry.destination.empty()) {
+        return Invalid("config.json", "mounts[].destination must be set");
+      }
+      if (auto s = Strings(m, "options", "config.json: mounts[]", &entry.options); !s.ok()) {
+        return s;
+      }
+      spec.mounts.push_back(std::move(entry));
+    }
+  }
   auto annotations = doc.FindMember("annotations");
   if (annotations != doc.MemberEnd() && annotations->value.IsObject()) {
     for (const auto& m : annotations->value.GetObject()) {

@@ -37,6 +37,14 @@ struct VmSize {
   uint32_t mem_mib = kDefaultMemMib;
 };
 
+// One entry of config.json's "mounts" (mounts.h says what becomes of it).
+struct MountEntry {
+  std::string destination;
+  std::string type;
+  std::string source;
+  std::vector<std::string> options;
+};
+
 struct BundleSpec {
   std::string oci_version;
   ProcessSpec process;
@@ -45,6 +53,7 @@ struct BundleSpec {
   std::string hostname;
   std::map<std::string, std::string> annotations;
   VmSize vm;
+  std::vector<MountEntry> mounts;
 };
 
 // Parses a process object ("process" of config.json, or exec's file).

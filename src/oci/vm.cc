@@ -131,12 +131,12 @@ uint64_t TreeSize(const std::string& dir) {
   return tree_bytes;
 }
 
-absl::Status MakeImage(const std::string& dir, const std::string& image) {
-  uint64_t bytes = TreeSize(dir);
-  uint64_t mib = (bytes + bytes / 4) / (1 << 20) + 64;
-  std::string size = absl::StrCat(mib, "M");
+absl::Status RunTool(const std::vector<std::string>& argv, std::string* output) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe");
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   pid_t pid = fork();
   if (pid < 0) return ErrnoStatus("fork");
   if (pid == 0) {
@@ -145,20 +145,32 @@ absl::Status MakeImage(const std::string& dir, const std::string& image) {
     dup2(out[1], 1);
     dup2(out[1], 2);
     close_range(3, ~0U, 0);
-    execlp("mke2fs", "mke2fs", "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d",
-           dir.c_str(), image.c_str(), size.c_str(), static_cast<char*>(nullptr));
+    execvp(args[0], args.data());
     _exit(127);
   }
   close(out[1]);
-  std::string messages;
+  output->clear();
   char buf[4096];
   ssize_t n;
-  while ((n = read(out[0], buf, sizeof(buf))) > 0) messages.append(buf, n);
+  while ((n = read(out[0], buf, sizeof(buf))) > 0) output->append(buf, n);
   close(out[0]);
   int status;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat(argv[0], " failed: ", *output));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeImage(const std::string& dir, const std::string& image, uint64_t extra_bytes) {
+  uint64_t bytes = TreeSize(dir) + extra_bytes;
+  uint64_t mib = (bytes + bytes / 4) / (1 << 20) + 64;
+  std::string messages;
+  absl::Status s = RunTool({"mke2fs", "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", "-d", dir,
+                            image, absl::StrCat(mib, "M")},
+                           &messages);
+  if (!s.ok()) {
     unlink(image.c_str());
     return absl::InternalError(absl::StrCat("cannot make the container's image from ", dir,
                                             " with mke2fs: ", messages));

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "src/oci/spec.h"
@@ -61,9 +62,14 @@ inline constexpr char kContainerRootDir[] = "/run/container";
 uint64_t TreeSize(const std::string& dir);
 
 // Makes `image` (ext4, sparse) holding a copy of `dir`, with room to write:
-// its size is the tree's plus a quarter plus 64 MiB. mke2fs -d does it
-// without a mount; its messages come back in the error.
-absl::Status MakeImage(const std::string& dir, const std::string& image);
+// its size is the tree's and `extra_bytes` plus a quarter plus 64 MiB.
+// mke2fs -d does it without a mount; its messages come back in the error.
+absl::Status MakeImage(const std::string& dir, const std::string& image,
+                       uint64_t extra_bytes = 0);
+
+// Runs argv (searched in PATH) with stdin from /dev/null, its stdout and
+// stderr together into *output; an error unless it exits 0.
+absl::Status RunTool(const std::vector<std::string>& argv, std::string* output);
 
 // The VM's configuration file (Ember's --config-file, Firecracker's
 // format): the agent's root read-only, the container's image as the second

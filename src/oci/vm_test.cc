@@ -11,23 +11,13 @@
 #include <gtest/gtest.h>
 
 #include "src/oci/monitor.h"
+#include "src/oci/testing.h"
 #include "src/oci/template.h"
 
 namespace ember::oci {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/ember-oci-vm-XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { (void)!system(("rm -rf " + path_).c_str()); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 TEST(VmTest, ConfigHasBothDrivesVsockAndTheSize) {
   std::string json = VmConfigJson("/vmlinux", "/agent.ext4", "/root.ext4", "/v.sock", {2, 256});

@@ -308,6 +308,28 @@ def test_run_prints_output_takes_stdin_and_returns_the_status(runtime):
     runtime.check_clean(cid)
 
 
+def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
+    """config.json's mounts as ctr --mount writes them: a host directory
+    bound read-only (Ember copies it into the container's image and binds
+    it read-only in the guest) and a tmpfs; the same output as runc's."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-mounts"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("from the host\n")
+    ran = d.ctr("run", "--rm", *runtime.run_args(),
+                "--mount", f"type=bind,src={shared},dst=/data,options=rbind:ro",
+                "--mount", "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
+                IMAGE, cid, "sh", "-c",
+                "cat /data/hello; stat -f -c %T /scratch; echo x > /scratch/ok && echo wrote; "
+                "echo x > /data/new 2>/dev/null || echo read-only",
+                check=False, timeout=runtime.timeout)
+    assert (ran.returncode, ran.stdout.decode()) == (
+        0, "from the host\ntmpfs\nwrote\nread-only\n"), ran.stderr
+    assert not (shared / "new").exists()
+    runtime.check_clean(cid)
+
+
 def test_detached_container_exec_and_sigterm(runtime):
     d = runtime.daemon
     cid = f"{runtime.name}-detached"
