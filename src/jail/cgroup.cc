@@ -1,5 +1,6 @@
 #include "src/jail/cgroup.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,11 +57,14 @@ absl::Status MakeCgroupPath(const std::string& mount, const std::string& relativ
   return absl::OkStatus();
 }
 
-absl::Status JoinV1(const JailerArgs& args, absl::string_view mounts, pid_t pid) {
+absl::Status JoinV1(const CgroupPlacement& p, absl::string_view mounts, pid_t pid) {
   // Controller -> its settings, in the order given.
   std::map<std::string, std::vector<const CgroupSetting*>> by_controller;
-  for (const CgroupSetting& s : args.cgroups) by_controller[s.controller].push_back(&s);
-  const std::string relative = absl::StrCat(args.parent_cgroup, "/", args.id);
+  for (const CgroupSetting& s : p.settings) by_controller[s.controller].push_back(&s);
+  for (const std::string& c : p.also_join) {
+    if (FindCgroupMount(mounts, 1, c)) by_controller[c];  // joined, nothing written
+  }
+  const std::string& relative = p.relative;
   for (const auto& [controller, settings] : by_controller) {
     std::optional<std::string> mount = FindCgroupMount(mounts, 1, controller);
     if (!mount) {
@@ -86,19 +90,22 @@ absl::Status JoinV1(const JailerArgs& args, absl::string_view mounts, pid_t pid)
   return absl::OkStatus();
 }
 
-absl::Status JoinV2(const JailerArgs& args, absl::string_view mounts, pid_t pid) {
+absl::Status JoinV2(const CgroupPlacement& p, absl::string_view mounts, pid_t pid) {
   std::optional<std::string> mount = FindCgroupMount(mounts, 2, "");
   if (!mount) return absl::NotFoundError("no cgroup v2 (cgroup2) file system is mounted");
   // Core files (cgroup.*) need no controller; the others need theirs
   // enabled in every ancestor's cgroup.subtree_control.
   std::set<std::string> controllers;
-  for (const CgroupSetting& s : args.cgroups) {
+  for (const CgroupSetting& s : p.settings) {
     if (s.controller != "cgroup") controllers.insert(s.controller);
   }
   ASSIGN_OR_RETURN(std::string available, ReadFile(*mount + "/cgroup.controllers"));
   std::set<std::string> have;
   for (absl::string_view c : absl::StrSplit(available, absl::ByAnyChar(" \n"), absl::SkipEmpty())) {
     have.insert(std::string(c));
+  }
+  for (const std::string& c : p.also_join) {
+    if (have.count(c)) controllers.insert(c);
   }
   std::string enable;
   for (const std::string& c : controllers) {
@@ -109,20 +116,21 @@ absl::Status JoinV2(const JailerArgs& args, absl::string_view mounts, pid_t pid)
     }
     absl::StrAppend(&enable, enable.empty() ? "" : " ", "+", c);
   }
-  const std::string relative = absl::StrCat(args.parent_cgroup, "/", args.id);
+  const std::string& relative = p.relative;
   RETURN_IF_ERROR(MakeCgroupPath(*mount, relative,
                                  [](const std::string&, const std::string&) { return absl::OkStatus(); }));
   if (!enable.empty()) {
-    // The mount and every level down to the parent of the VM's cgroup.
+    // The mount and every level down to the parent of the process's cgroup.
     std::string path = *mount;
     RETURN_IF_ERROR(WriteFile(path + "/cgroup.subtree_control", enable));
-    for (absl::string_view part : absl::StrSplit(args.parent_cgroup, '/')) {
-      absl::StrAppend(&path, "/", part);
+    std::vector<absl::string_view> parts = absl::StrSplit(relative, '/');
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      absl::StrAppend(&path, "/", parts[i]);
       RETURN_IF_ERROR(WriteFile(path + "/cgroup.subtree_control", enable));
     }
   }
   const std::string dir = absl::StrCat(*mount, "/", relative);
-  for (const CgroupSetting& s : args.cgroups) RETURN_IF_ERROR(WriteFile(dir + "/" + s.file, s.value));
+  for (const CgroupSetting& s : p.settings) RETURN_IF_ERROR(WriteFile(dir + "/" + s.file, s.value));
   return WriteFile(dir + "/cgroup.procs", std::to_string(pid));
 }
 
@@ -155,11 +163,44 @@ std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version
   return std::nullopt;
 }
 
+absl::Status JoinCgroup(const CgroupPlacement& placement, pid_t pid) {
+  ASSIGN_OR_RETURN(std::string mounts, ReadFile("/proc/mounts"));
+  return placement.version == 1 ? JoinV1(placement, mounts, pid) : JoinV2(placement, mounts, pid);
+}
+
+int HostCgroupVersion() {
+  absl::StatusOr<std::string> mounts = ReadFile("/proc/mounts");
+  if (!mounts.ok()) return 0;
+  if (FindCgroupMount(*mounts, 1, "memory") || FindCgroupMount(*mounts, 1, "cpu")) return 1;
+  return FindCgroupMount(*mounts, 2, "") ? 2 : 0;
+}
+
+void LeaveCgroup(int version, const std::string& relative,
+                 const std::vector<std::string>& controllers) {
+  absl::StatusOr<std::string> mounts = ReadFile("/proc/mounts");
+  if (!mounts.ok()) return;
+  std::set<std::string> dirs;
+  if (version == 2) {
+    if (auto m = FindCgroupMount(*mounts, 2, "")) dirs.insert(*m + "/" + relative);
+  } else {
+    for (const std::string& c : controllers) {
+      if (auto m = FindCgroupMount(*mounts, 1, c)) dirs.insert(*m + "/" + relative);
+    }
+  }
+  // A process killed just before may still be leaving (freeing a guest's
+  // memory takes a moment): EBUSY until it has.
+  for (const std::string& d : dirs) {
+    for (int i = 0; i < 200 && rmdir(d.c_str()) != 0 && errno == EBUSY; ++i) usleep(10 * 1000);
+  }
+}
+
 absl::Status JoinCgroups(const JailerArgs& args, pid_t pid) {
   if (args.cgroups.empty() && args.cgroup_version == 1) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string mounts, ReadFile("/proc/mounts"));
   if (args.cgroups.empty()) return JoinV2Parent(args, mounts, pid);
-  return args.cgroup_version == 1 ? JoinV1(args, mounts, pid) : JoinV2(args, mounts, pid);
+  CgroupPlacement p{args.cgroup_version, absl::StrCat(args.parent_cgroup, "/", args.id),
+                    args.cgroups, {}};
+  return p.version == 1 ? JoinV1(p, mounts, pid) : JoinV2(p, mounts, pid);
 }
 
 }  // namespace ember::jail

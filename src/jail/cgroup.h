@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "src/jail/args.h"
@@ -22,5 +23,24 @@ std::optional<std::string> FindCgroupMount(absl::string_view mounts, int version
 // With cgroup v2 and no settings, moves `pid` into <mount>/<parent> if
 // that exists (Firecracker's rule), else does nothing.
 absl::Status JoinCgroups(const JailerArgs& args, pid_t pid);
+
+// A cgroup at `relative` below the mount(s): under v1, in the hierarchy of
+// each setting's controller and of each of `also_join` that is mounted;
+// under v2, in the unified one with those controllers enabled on the way
+// down (the ones the host lacks among `also_join` left out).
+struct CgroupPlacement {
+  int version = 1;
+  std::string relative;
+  std::vector<CgroupSetting> settings;
+  std::vector<std::string> also_join;
+};
+absl::Status JoinCgroup(const CgroupPlacement& placement, pid_t pid);
+// 1 when v1 hierarchies hold the controllers, 2 for the unified hierarchy
+// alone, 0 for none.
+int HostCgroupVersion();
+// Removes the cgroup `relative` made by JoinCgroup, waiting up to 2 s for
+// the processes in it to be gone.
+void LeaveCgroup(int version, const std::string& relative,
+                 const std::vector<std::string>& controllers);
 
 }  // namespace ember::jail

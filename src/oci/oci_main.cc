@@ -38,6 +38,8 @@
 #include "src/oci/monitor.h"
 #include "src/oci/spec.h"
 #include "src/oci/state.h"
+#include "src/jail/cgroup.h"
+#include "src/oci/cgroups.h"
 #include "src/oci/mounts.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
@@ -46,6 +48,7 @@ namespace {
 
 using ember::agent::Fd;
 namespace oci = ember::oci;
+namespace jail = ember::jail;
 
 // --log and --log-format: where messages go.
 struct Logger {
@@ -189,6 +192,12 @@ int Create(const oci::CommandLine& cl) {
   if (!spec.ok()) return fail(std::string(spec.status().message()));
   auto mounts = oci::PlanMounts(spec->mounts);
   if (!mounts.ok()) return fail(std::string(mounts.status().message()));
+  std::optional<jail::CgroupPlacement> cgroup;
+  if (!spec->cgroups_path.empty()) {
+    auto planned = oci::PlanCgroup(spec->cgroups_path, spec->resources, jail::HostCgroupVersion());
+    if (!planned.ok()) return fail(std::string(planned.status().message()));
+    cgroup = std::move(*planned);
+  }
   std::string console_socket = cl.Value("console-socket");
   if (spec->process.terminal && console_socket.empty()) {
     return fail("cannot allocate tty if ember-oci will detach without setting console socket");
@@ -279,6 +288,13 @@ int Create(const oci::CommandLine& cl) {
   plan.ready_fd = ready_w.get();
   plan.restore = restore;
   plan.template_files = tpl;
+  // This process joins the container's cgroup, so the monitor and the VMM
+  // it starts are born in it.
+  if (cgroup) {
+    if (auto s = jail::JoinCgroup(*cgroup, getpid()); !s.ok()) {
+      return undo_all(absl::StrCat("cannot join the container's cgroup: ", s.message()));
+    }
+  }
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) oci::RunMonitor(std::move(plan));
@@ -302,6 +318,10 @@ int Create(const oci::CommandLine& cl) {
   record.annotations = spec->annotations;
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
+  if (cgroup) {
+    record.cgroup = cgroup->relative;
+    record.cgroup_version = cgroup->version;
+  }
   if (!Save(cl, record) || !WritePidFile(cl.Value("pid-file"), monitor)) {
     kill(monitor, SIGKILL);
     waitpid(monitor, nullptr, 0);
@@ -369,6 +389,7 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   // The VMM (reaped by its monitor, or by the shim once orphaned) must be
   // gone before its files go.
   for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
+  if (!r.cgroup.empty()) jail::LeaveCgroup(r.cgroup_version, r.cgroup, oci::ContainerControllers());
   RemoveTree(Dir(cl, r.id));
   if (!r.jail_dir.empty()) {
     RemoveTree(r.jail_dir);

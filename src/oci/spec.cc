@@ -6,6 +6,8 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include <rapidjson/document.h>
 
@@ -108,6 +110,59 @@ bool ParseAnnotationUint(const std::map<std::string, std::string>& a, const std:
   return true;
 }
 
+// A number of linux.resources: absent or null leaves `out` unset.
+template <typename T>
+absl::Status Number(const rapidjson::Value& obj, const char* name, absl::string_view context,
+                    std::optional<T>* out) {
+  auto it = obj.FindMember(name);
+  if (it == obj.MemberEnd() || it->value.IsNull()) return absl::OkStatus();
+  bool fits = std::is_signed_v<T> ? it->value.IsInt64() : it->value.IsUint64();
+  if (!fits) return Invalid(context, absl::StrCat(name, " must be an integer"));
+  *out = std::is_signed_v<T> ? static_cast<T>(it->value.GetInt64())
+                             : static_cast<T>(it->value.GetUint64());
+  return absl::OkStatus();
+}
+
+absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
+  if (!linux.IsObject()) return Invalid("config.json", "linux must be an object");
+  auto path = linux.FindMember("cgroupsPath");
+  if (path != linux.MemberEnd() && !path->value.IsNull()) {
+    if (!path->value.IsString()) return Invalid("config.json", "linux.cgroupsPath must be a string");
+    spec->cgroups_path = path->value.GetString();
+  }
+  auto res = linux.FindMember("resources");
+  if (res == linux.MemberEnd() || !res->value.IsObject()) return absl::OkStatus();
+  Resources& r = spec->resources;
+  auto group = [&](const char* name) -> const rapidjson::Value* {
+    auto it = res->value.FindMember(name);
+    return it != res->value.MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
+  };
+  if (const rapidjson::Value* m = group("memory")) {
+    if (auto s = Number(*m, "limit", "config.json: linux.resources.memory", &r.memory_limit);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (const rapidjson::Value* c = group("cpu")) {
+    constexpr absl::string_view kCtx = "config.json: linux.resources.cpu";
+    for (absl::Status s : {Number(*c, "shares", kCtx, &r.cpu_shares),
+                           Number(*c, "quota", kCtx, &r.cpu_quota),
+                           Number(*c, "period", kCtx, &r.cpu_period)}) {
+      if (!s.ok()) return s;
+    }
+    for (auto [field, out] : {std::pair{"cpus", &r.cpuset_cpus}, {"mems", &r.cpuset_mems}}) {
+      auto it = c->FindMember(field);
+      if (it != c->MemberEnd() && it->value.IsString()) *out = it->value.GetString();
+    }
+  }
+  if (const rapidjson::Value* p = group("pids")) {
+    if (auto s = Number(*p, "limit", "config.json: linux.resources.pids", &r.pids_limit); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_view context) {
@@ -147,6 +202,10 @@ absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::
   if (hostname != doc.MemberEnd() && hostname->value.IsString()) {
     spec.hostname = hostname->value.GetString();
     if (spec.hostname.size() > 64) return Invalid("config.json", "hostname is over 64 bytes");
+  }
+  auto linux = doc.FindMember("linux");
+  if (linux != doc.MemberEnd() && !linux->value.IsNull()) {
+    if (auto s = LinuxFrom(linux->value, &spec); !s.ok()) return s;
   }
   auto mounts = doc.FindMember("mounts");
   if (mounts != doc.MemberEnd() && !mounts->value.IsNull()) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,16 @@ struct MountEntry {
   std::vector<std::string> options;
 };
 
+// linux.resources, the parts Ember applies (cgroups.h).
+struct Resources {
+  std::optional<int64_t> memory_limit;  // bytes; -1: none
+  std::optional<uint64_t> cpu_shares;
+  std::optional<int64_t> cpu_quota;  // us per period; -1: none
+  std::optional<uint64_t> cpu_period;
+  std::optional<int64_t> pids_limit;  // <= 0: none
+  std::string cpuset_cpus, cpuset_mems;
+};
+
 struct BundleSpec {
   std::string oci_version;
   ProcessSpec process;
@@ -54,6 +65,8 @@ struct BundleSpec {
   std::map<std::string, std::string> annotations;
   VmSize vm;
   std::vector<MountEntry> mounts;
+  std::string cgroups_path;  // linux.cgroupsPath; empty: none
+  Resources resources;
 };
 
 // Parses a process object ("process" of config.json, or exec's file).

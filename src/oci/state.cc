@@ -125,6 +125,10 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.String(r.jail_dir.c_str());
   w.Key("uds");
   w.String(r.uds.c_str());
+  w.Key("cgroup");
+  w.String(r.cgroup.c_str());
+  w.Key("cgroup_version");
+  w.Int(r.cgroup_version);
   w.Key("annotations");
   Annotations(&w, r.annotations);
   w.EndObject();
@@ -151,6 +155,8 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.started = doc.HasMember("started") && doc["started"].IsBool() && doc["started"].GetBool();
   r.jail_dir = str("jail_dir");
   r.uds = str("uds");
+  r.cgroup = str("cgroup");
+  r.cgroup_version = static_cast<int>(num("cgroup_version"));
   if (doc.HasMember("annotations") && doc["annotations"].IsObject()) {
     for (const auto& m : doc["annotations"].GetObject()) {
       if (m.value.IsString()) r.annotations[m.name.GetString()] = m.value.GetString();

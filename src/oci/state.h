@@ -34,6 +34,8 @@ struct ContainerRecord {
   bool started = false;
   std::string jail_dir;  // the jail's directory to remove at delete; or ""
   std::string uds;       // the VM's vsock socket on the host (exec connects there)
+  std::string cgroup;    // made by create below the cgroup mount(s); or ""
+  int cgroup_version = 0;
   std::map<std::string, std::string> annotations;
 };
 

@@ -15,10 +15,12 @@ on both and must give the same outputs and exit statuses:
 - afterwards nothing of the container remains: no process, mount, socket
   or file.
 
-Each Ember container boots a guest (tens of seconds to minutes on PVM
-hosts): three boots in all, one at a time.
+Ember's containers restore a template snapshot made by one boot; one more
+container boots cold (each boot takes tens of seconds to minutes on PVM
+hosts). bench/containers_bench.py times them beside runc.
 """
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -154,11 +156,11 @@ def containerd_unavailable():
     return None
 
 
-@pytest.fixture(scope="module")
-def containerd():
-    why = containerd_unavailable()
-    if why:
-        pytest.skip(why)
+@contextlib.contextmanager
+def running_containerd():
+    """containerd under a fresh temp dir with the busybox image imported;
+    stops it and removes everything of it afterwards (shims or VMMs a
+    failed run left included)."""
     # Short: the state directories hold Unix sockets (108-byte paths).
     base = Path(tempfile.mkdtemp(prefix="ectr-", dir="/tmp"))
     daemon = Containerd(base)
@@ -168,11 +170,33 @@ def containerd():
         yield daemon
     finally:
         daemon.stop()
-        leftovers = processes_under(base)
-        for pid in leftovers:  # shims or VMMs a failed test left; ours alone
+        for pid in processes_under(base):  # ours alone
             os.kill(pid, signal.SIGKILL)
         subprocess.run(["umount", "-R", "-l", str(base / "state")], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def make_template(daemon):
+    """ember-oci's template snapshot for containerd's "default" namespace;
+    the seconds it took."""
+    for need in (ROOT / "build" / "ember-oci", ROOT / "build" / "ember",
+                 ROOT / "build" / "guest" / "vmlinux", ROOT / "build" / "guest" / "rootfs.ext4"):
+        assert need.exists(), f"{need} is missing: build it (tools/devtool setup)"
+    root = daemon.base / "ember-state" / "default"
+    start = time.monotonic()
+    made = subprocess.run([str(ROOT / "build" / "ember-oci"), "--root", str(root), "template"],
+                          capture_output=True, text=True, timeout=EMBER_TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    return time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def containerd():
+    why = containerd_unavailable()
+    if why:
+        pytest.skip(why)
+    with running_containerd() as daemon:
+        yield daemon
 
 
 def processes_under(path):
@@ -234,18 +258,8 @@ RUNTIMES = ["runc", "ember"]
 
 @pytest.fixture(scope="module")
 def ember_template(containerd):
-    """ember-oci's template snapshot for containerd's "default" namespace:
-    one boot, after which every Ember container starts by restoring it."""
-    for need in (ROOT / "build" / "ember-oci", ROOT / "build" / "ember",
-                 ROOT / "build" / "guest" / "vmlinux", ROOT / "build" / "guest" / "rootfs.ext4"):
-        assert need.exists(), f"{need} is missing: build it (tools/devtool setup)"
-    root = containerd.base / "ember-state" / "default"
-    start = time.monotonic()
-    made = subprocess.run([str(ROOT / "build" / "ember-oci"), "--root", str(root), "template"],
-                          capture_output=True, text=True, timeout=EMBER_TIMEOUT)
-    assert made.returncode == 0, made.stderr
-    print(f"ember: template snapshot made in {time.monotonic() - start:.1f} s")
-    return root / "template"
+    """One boot, after which every Ember container starts by restoring it."""
+    print(f"ember: template snapshot made in {make_template(containerd):.1f} s")
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -328,6 +342,50 @@ def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
         0, "from the host\ntmpfs\nwrote\nread-only\n"), ran.stderr
     assert not (shared / "new").exists()
     runtime.check_clean(cid)
+
+
+def memory_cgroup(pid):
+    """The v1 memory cgroup of `pid`, or the v2 cgroup: its path."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") or controllers == "":
+            return path
+    return None
+
+
+def test_the_container_has_its_cgroup_and_limits(runtime):
+    """linux.cgroupsPath and the memory limit as runc applies them: the
+    task's processes (Ember: the monitor and the VMM) are in
+    /default/<id> with the limit, ctr task metrics reads that cgroup, and
+    it is gone after delete."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-cgroup"
+    limit = 512 << 20
+    d.ctr("run", "-d", "--memory-limit", str(limit), *runtime.run_args(), IMAGE, cid,
+          "sleep", "100000", timeout=runtime.timeout)
+    v1 = Path("/sys/fs/cgroup/memory").is_dir()
+    base = Path("/sys/fs/cgroup/memory" if v1 else "/sys/fs/cgroup")
+    try:
+        found = re.search(rf"^{cid}\s+(\d+)\s+RUNNING", d.ctr("task", "ls").stdout.decode(), re.M)
+        assert found
+        tree = process_tree(int(found.group(1)))
+        paths = {memory_cgroup(p) for p in tree}
+        assert paths == {f"/default/{cid}"}, (tree, paths)
+        limit_file = base / "default" / cid / ("memory.limit_in_bytes" if v1 else "memory.max")
+        assert int(limit_file.read_text()) == limit
+        metrics = d.ctr("task", "metrics", cid).stdout.decode()
+        usage = re.search(r"^memory\.usage_in_bytes\s+(\d+)", metrics, re.M) if v1 else \
+            re.search(r"^memory\.usage\s+(\d+)", metrics, re.M)
+        assert usage and int(usage.group(1)) > 0, metrics
+    finally:
+        d.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+        deadline = time.monotonic() + 60
+        while "RUNNING" in d.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        d.ctr("task", "rm", "-f", cid, check=False)
+        d.ctr("container", "rm", cid, check=False)
+    runtime.check_clean(cid)
+    assert not (base / "default" / cid).exists()
 
 
 def test_detached_container_exec_and_sigterm(runtime):
@@ -429,24 +487,25 @@ def test_run_with_a_terminal(runtime):
     runtime.check_clean(cid)
 
 
-def test_first_output_line_runc_template_and_cold_boot(containerd, ember_template):
-    """`ctr run` to the container's first output line, side by side: runc,
-    Ember from the template snapshot, and Ember cold-booted (the annotation
-    io.ember.boot=cold)."""
-    times = {}
-    for name, extra in (("runc", []), ("ember-template", []),
-                        ("ember-cold", ["--annotation", "io.ember.boot=cold"])):
-        runtime = Runtime("runc" if name == "runc" else "ember", containerd)
-        cid = f"{name}-first"
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            ["ctr", "-a", str(containerd.sock), "run", "--rm", *runtime.run_args(), *extra,
-             IMAGE, cid, "echo", "first"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        first = proc.stdout.readline()
-        times[name] = time.monotonic() - start
-        proc.wait(timeout=runtime.timeout)
-        assert (first, proc.returncode) == (b"first\n", 0), (name, proc.stderr.read())
-        runtime.check_clean(cid)
-    print("ctr run to the first output line: " +
-          ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+def first_line(daemon, runtime, cid, extra=()):
+    """`ctr run --rm IMAGE cid echo first` with `runtime`: the seconds to
+    its first output line; checks the line and the exit status."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        ["ctr", "-a", str(daemon.sock), "run", "--rm", *runtime.run_args(), *extra,
+         IMAGE, cid, "echo", "first"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    seconds = time.monotonic() - start
+    proc.wait(timeout=runtime.timeout)
+    assert (first, proc.returncode) == (b"first\n", 0), (cid, proc.stderr.read())
+    runtime.check_clean(cid)
+    return seconds
+
+
+def test_cold_boot_stays_available(containerd, ember_template):
+    """With a template there, the annotation io.ember.boot=cold still boots
+    the container's microVM from the kernel (bench/containers_bench.py
+    times it beside the template and runc)."""
+    runtime = Runtime("ember", containerd)
+    first_line(containerd, runtime, "ember-cold", ["--annotation", "io.ember.boot=cold"])

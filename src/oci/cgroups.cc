@@ -1,0 +1,63 @@
+#include "src/oci/cgroups.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace ember::oci {
+
+const std::vector<std::string>& ContainerControllers() {
+  static const std::vector<std::string> controllers = {
+      "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer", "hugetlb"};
+  return controllers;
+}
+
+absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path,
+                                                 const Resources& r, int version) {
+  if (cgroups_path.find(':') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "linux.cgroupsPath '", cgroups_path,
+        "': the systemd form (slice:prefix:name) is not supported; use a path"));
+  }
+  std::string relative(absl::StripPrefix(cgroups_path, "/"));
+  if (relative.empty() || absl::StrContains(absl::StrCat("/", relative, "/"), "/../")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("linux.cgroupsPath '", cgroups_path, "' must name a cgroup, without '..'"));
+  }
+  jail::CgroupPlacement p;
+  p.version = version;
+  p.relative = relative;
+  p.also_join = ContainerControllers();
+  auto set = [&](const char* controller, const char* file, std::string value) {
+    p.settings.push_back({controller, file, std::move(value)});
+  };
+  bool v1 = version == 1;
+  if (r.memory_limit && *r.memory_limit > 0) {
+    set("memory", v1 ? "memory.limit_in_bytes" : "memory.max", absl::StrCat(*r.memory_limit));
+  }
+  if (r.cpu_shares && *r.cpu_shares > 0) {
+    if (v1) {
+      set("cpu", "cpu.shares", absl::StrCat(*r.cpu_shares));
+    } else {
+      // runc's conversion of shares (2-262144) to a weight (1-10000).
+      uint64_t shares = std::min<uint64_t>(std::max<uint64_t>(*r.cpu_shares, 2), 262144);
+      set("cpu", "cpu.weight", absl::StrCat(1 + ((shares - 2) * 9999) / 262142));
+    }
+  }
+  bool quota = r.cpu_quota && *r.cpu_quota > 0;
+  if (v1) {
+    // The period first: a quota is checked against it.
+    if (r.cpu_period && *r.cpu_period > 0) set("cpu", "cpu.cfs_period_us", absl::StrCat(*r.cpu_period));
+    if (quota) set("cpu", "cpu.cfs_quota_us", absl::StrCat(*r.cpu_quota));
+  } else if (quota || (r.cpu_period && *r.cpu_period > 0)) {
+    set("cpu", "cpu.max",
+        absl::StrCat(quota ? absl::StrCat(*r.cpu_quota) : "max", " ",
+                     r.cpu_period && *r.cpu_period > 0 ? *r.cpu_period : 100000));
+  }
+  if (r.pids_limit && *r.pids_limit > 0) set("pids", "pids.max", absl::StrCat(*r.pids_limit));
+  if (!r.cpuset_cpus.empty()) set("cpuset", "cpuset.cpus", r.cpuset_cpus);
+  if (!r.cpuset_mems.empty()) set("cpuset", "cpuset.mems", r.cpuset_mems);
+  return p;
+}
+
+}  // namespace ember::oci
