@@ -4,9 +4,15 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace ember::agent {
 namespace {
+
+// Where the host puts the copies of bind mounts in the container's image.
+constexpr char kBindsCopies[] = "/.ember-binds";
 
 bool MakeDirs(const std::string& path, std::string* error) {
   for (size_t pos = 1; pos <= path.size(); ++pos) {
@@ -31,19 +37,37 @@ bool MountOnce(const char* source, const std::string& target, const char* type,
   return true;
 }
 
-// config.json's mount `m` under `root`. A bind of a path onto itself is a
-// bind mount the host copied into the image: bound there, then remounted
-// with its flags (a bind's flags apply only on a remount).
-bool MountOne(const std::string& root, const MountSpec& m, std::string* error) {
-  std::string target = root + m.target;
+// config.json's mount `m`, made from inside the container's root (the
+// caller has chrooted there, so links on the way resolve in it). A bind's
+// source is the host's copy in the image: the target is made as a
+// directory or a file to match it, bound, then remounted with the flags
+// (a bind takes its flags only on a remount).
+bool MountOne(const MountSpec& m, std::string* error) {
+  const std::string& target = m.target;
   if (m.flags & MS_BIND) {
-    if (!MakeDirs(target, error)) return false;
+    struct stat source;
+    if (stat(m.source.c_str(), &source) != 0) {
+      *error = "the copy of the bind mount at " + target + " is missing: " + strerror(errno);
+      return false;
+    }
+    bool dir = S_ISDIR(source.st_mode);
+    if (!MakeDirs(dir ? target : target.substr(0, target.rfind('/')), error)) return false;
+    if (!dir) {
+      int fd = open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd >= 0) close(fd);
+    }
+    struct stat at;
+    if (stat(target.c_str(), &at) != 0 || S_ISDIR(at.st_mode) != dir) {
+      *error = "cannot bind at " + target + ": the root has " +
+               (dir ? "something other than a directory" : "a directory or nothing") + " there";
+      return false;
+    }
     if (IsMountPoint(target)) return true;
-    std::string source = m.source.empty() || m.source[0] != '/' ? target : root + m.source;
     unsigned long rec = m.flags & MS_REC;
-    if (mount(source.c_str(), target.c_str(), nullptr, MS_BIND | rec, nullptr) != 0 ||
-        mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | m.flags, nullptr) != 0) {
-      *error = "cannot bind " + m.target + " in the container: " + strerror(errno);
+    if (mount(m.source.c_str(), target.c_str(), nullptr, MS_BIND | rec, nullptr) != 0 ||
+        ((m.flags & ~(MS_BIND | MS_REC)) &&
+         mount(nullptr, target.c_str(), nullptr, MS_REMOUNT | m.flags, nullptr) != 0)) {
+      *error = "cannot bind " + target + " in the container: " + strerror(errno);
       return false;
     }
     return true;
@@ -52,6 +76,54 @@ bool MountOne(const std::string& root, const MountSpec& m, std::string* error) {
                       m.data.empty() ? nullptr : m.data.c_str());
   if (!ok) *error += " (config.json's mount of type " + m.type + " at " + m.target + ")";
   return ok;
+}
+
+// The mounts, made by a child chrooted into `root`: mount(2) resolves its
+// paths there, while the mounts land in the one namespace everyone shares.
+bool MountInRoot(const std::string& root, const std::vector<MountSpec>& mounts,
+                 std::string* error) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) {
+    *error = std::string("pipe: ") + strerror(errno);
+    return false;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(report[0]);
+    std::string why;
+    bool ok = chroot(root.c_str()) == 0 && chdir("/") == 0;
+    if (!ok) why = "cannot enter " + root + ": " + strerror(errno);
+    bool binds = false;
+    for (size_t i = 0; ok && i < mounts.size(); ++i) {
+      ok = MountOne(mounts[i], &why);
+      binds |= (mounts[i].flags & MS_BIND) != 0;
+    }
+    // The copies' directory, emptied for the container's eyes (the binds
+    // hold what they need of it).
+    if (ok && binds) {
+      (void)mount("tmpfs", kBindsCopies, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "size=4k,mode=000");
+    }
+    if (!ok) (void)!write(report[1], why.data(), why.size());
+    _exit(ok ? 0 : 1);
+  }
+  close(report[1]);
+  if (pid < 0) {
+    close(report[0]);
+    *error = std::string("fork: ") + strerror(errno);
+    return false;
+  }
+  char buf[1024];
+  ssize_t n;
+  std::string why;
+  while ((n = read(report[0], buf, sizeof(buf))) > 0) why.append(buf, n);
+  close(report[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  *error = why.empty() ? "the mounts' child failed" : why;
+  return false;
 }
 
 }  // namespace
@@ -72,10 +144,7 @@ bool PrepareRoot(const ContainerSpec& spec, std::string* error) {
       !MountOnce("/dev", root + "/dev", nullptr, MS_BIND | MS_REC, error)) {
     return false;
   }
-  for (const MountSpec& m : spec.mounts) {
-    if (!MountOne(root, m, error)) return false;
-  }
-  return true;
+  return spec.mounts.empty() || MountInRoot(root, spec.mounts, error);
 }
 
 }  // namespace ember::agent

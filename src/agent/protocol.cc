@@ -1,5 +1,7 @@
 #include "src/agent/protocol.h"
 
+#include <sys/mount.h>
+
 namespace ember::agent {
 namespace {
 
@@ -72,6 +74,16 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
         !r->U32(&m.flags) || !r->String(&m.data)) {
       return false;
     }
+  }
+  uint32_t bits;
+  if (!r->U32(&bits) || bits > 3) return false;
+  c->set_capabilities = bits & 1;
+  c->no_new_privileges = bits & 2;
+  for (uint64_t* mask : {&c->cap_bounding, &c->cap_effective, &c->cap_permitted,
+                         &c->cap_inheritable, &c->cap_ambient}) {
+    uint32_t lo, hi;
+    if (!r->U32(&lo) || !r->U32(&hi)) return false;
+    *mask = uint64_t{hi} << 32 | lo;
   }
   return true;
 }
@@ -170,6 +182,12 @@ std::string EncodeExec(const ExecRequest& request) {
       PutU32(&out, m.flags);
       PutString(&out, m.data);
     }
+    PutU32(&out, (c.set_capabilities ? 1 : 0) | (c.no_new_privileges ? 2 : 0));
+    for (uint64_t mask : {c.cap_bounding, c.cap_effective, c.cap_permitted, c.cap_inheritable,
+                          c.cap_ambient}) {
+      PutU32(&out, static_cast<uint32_t>(mask));
+      PutU32(&out, static_cast<uint32_t>(mask >> 32));
+    }
   }
   return out;
 }
@@ -204,10 +222,12 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
     return false;
   }
   for (const MountSpec& m : c.mounts) {
-    if (c.root_device.empty() || m.target.empty() || m.target[0] != '/' ||
-        HasDotDot(m.target)) {
-      *error = "EXEC request's mount target must be an absolute path without '..' in a root: " +
-               m.target;
+    bool bind_source_bad = (m.flags & MS_BIND) &&
+                           (m.source.empty() || m.source[0] != '/' || HasDotDot(m.source));
+    if (c.root_device.empty() || m.target.size() < 2 || m.target[0] != '/' ||
+        HasDotDot(m.target) || bind_source_bad) {
+      *error = "EXEC request's mount must be at an absolute path below the root, without '..' "
+               "(a bind's source too): " + m.target;
       return false;
     }
   }

@@ -96,6 +96,13 @@ struct ContainerSpec {
   std::string root_dir;          // empty: the guest's root
   std::string hostname;          // empty: unchanged
   std::vector<MountSpec> mounts;
+  // OCI's process.capabilities as masks (bit N: capability N), applied
+  // only with set_capabilities (the bounding set is dropped to
+  // cap_bounding before the change of user, the rest set after it).
+  bool set_capabilities = false;
+  uint64_t cap_bounding = 0, cap_effective = 0, cap_permitted = 0, cap_inheritable = 0,
+           cap_ambient = 0;
+  bool no_new_privileges = false;
 };
 
 // EXEC's payload.
@@ -119,7 +126,9 @@ struct ExecRequest {
 // strings; with kFlagContainer then u32 uid, u32 gid, u32 count and that
 // many u32 groups, string root_device, string root_dir, string hostname,
 // u32 count and that many mounts (string type, string source, string
-// target, u32 flags, string data).
+// target, u32 flags, string data), u32 bits (1: set_capabilities, 2:
+// no_new_privileges), then the bounding, effective, permitted, inheritable
+// and ambient masks as u64 (little-endian, like every number here).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);

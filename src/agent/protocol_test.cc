@@ -161,6 +161,12 @@ ExecRequest ContainerSample() {
   r.container.hostname = "box";
   r.container.mounts = {{"tmpfs", "tmpfs", "/run", 6, "mode=755,size=65536k"},
                         {"", "/data", "/data", 4096 | 1, ""}};
+  r.container.set_capabilities = true;
+  r.container.cap_bounding = 0x1ffffffffffull;
+  r.container.cap_effective = 1ull << 40 | 1;
+  r.container.cap_permitted = 0xa80425fb;
+  r.container.cap_ambient = 1ull << 63;
+  r.container.no_new_privileges = true;
   return r;
 }
 
@@ -177,6 +183,13 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   EXPECT_EQ(out.container.root_dir, "/run/container");
   EXPECT_EQ(out.container.hostname, "box");
   EXPECT_EQ(out.container.mounts, in.container.mounts);
+  EXPECT_TRUE(out.container.set_capabilities);
+  EXPECT_TRUE(out.container.no_new_privileges);
+  EXPECT_EQ(out.container.cap_bounding, in.container.cap_bounding);
+  EXPECT_EQ(out.container.cap_effective, in.container.cap_effective);
+  EXPECT_EQ(out.container.cap_permitted, in.container.cap_permitted);
+  EXPECT_EQ(out.container.cap_inheritable, 0u);
+  EXPECT_EQ(out.container.cap_ambient, in.container.cap_ambient);
   for (size_t n = 0; n < wire.size(); ++n) {
     EXPECT_FALSE(DecodeExec(wire.substr(0, n), &out, &error)) << n;
   }
@@ -195,11 +208,14 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   bad.container.hostname = std::string(65, 'h');
   EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
   // A mount target stays in the root.
-  for (const char* target : {"relative", "", "/a/../../etc", "/..", "/x/.."}) {
+  for (const char* target : {"relative", "", "/", "/a/../../etc", "/..", "/x/.."}) {
     bad = in;
     bad.container.mounts[0].target = target;
     EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error)) << target;
   }
+  bad = in;
+  bad.container.mounts[1].source = "/.ember-binds/../../etc";  // a bind's source too
+  EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
   bad = in;
   bad.container.mounts[0].target = "/a..b/..c";  // names, not ".."
   EXPECT_TRUE(DecodeExec(EncodeExec(bad), &out, &error)) << error;

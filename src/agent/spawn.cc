@@ -2,12 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -60,6 +63,37 @@ struct ChildPlan {
   std::vector<gid_t> groups;
 };
 
+// Drops every capability not in `keep` from the bounding set; the ones
+// past the kernel's last (EINVAL) do not exist to drop.
+bool DropBounding(uint64_t keep) {
+  for (int cap = 0; cap < 64; ++cap) {
+    if (keep >> cap & 1) continue;
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return false;
+  }
+  return true;
+}
+
+// Effective, permitted and inheritable as given, then the ambient set (a
+// capability in it must be permitted and inheritable).
+bool SetCapabilities(const ContainerSpec& c) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  for (int i = 0; i < 2; ++i) {
+    data[i].effective = static_cast<uint32_t>(c.cap_effective >> (32 * i));
+    data[i].permitted = static_cast<uint32_t>(c.cap_permitted >> (32 * i));
+    data[i].inheritable = static_cast<uint32_t>(c.cap_inheritable >> (32 * i));
+  }
+  if (syscall(SYS_capset, &header, data) != 0) return false;
+  if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) return false;
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return false;
+  // As runc: an ambient capability that cannot be raised (not permitted
+  // and inheritable, or unknown to this kernel) is left out.
+  for (int cap = 0; cap < 64; ++cap) {
+    if (c.cap_ambient >> cap & 1) prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+  }
+  return true;
+}
+
 [[noreturn]] void RunChild(int stdin_fd, int stdout_fd, int stderr_fd, int status_fd,
                            const ChildPlan& plan, const std::vector<char*>& argv,
                            const std::vector<char*>& envp, const std::vector<std::string>& paths) {
@@ -96,8 +130,18 @@ struct ChildPlan {
     if (!c->hostname.empty() && sethostname(c->hostname.data(), c->hostname.size()) != 0) {
       Fail(status_fd, kStageRoot, errno);
     }
+    // The bounding set while the agent's capabilities allow dropping it;
+    // the others kept across the change of user, then set.
+    if (c->set_capabilities &&
+        (!DropBounding(c->cap_bounding) || prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)) {
+      Fail(status_fd, kStageUser, errno);
+    }
     if (setgroups(plan.groups.size(), plan.groups.data()) != 0 || setgid(c->gid) != 0 ||
         setuid(c->uid) != 0) {
+      Fail(status_fd, kStageUser, errno);
+    }
+    if (c->set_capabilities && !SetCapabilities(*c)) Fail(status_fd, kStageUser, errno);
+    if (c->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
       Fail(status_fd, kStageUser, errno);
     }
   }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 namespace ember::oci {
@@ -20,9 +21,13 @@ absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path
         "': the systemd form (slice:prefix:name) is not supported; use a path"));
   }
   std::string relative(absl::StripPrefix(cgroups_path, "/"));
-  if (relative.empty() || absl::StrContains(absl::StrCat("/", relative, "/"), "/../")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("linux.cgroupsPath '", cgroups_path, "' must name a cgroup, without '..'"));
+  bool bad = relative.empty();
+  for (absl::string_view part : absl::StrSplit(relative, '/')) {
+    bad |= part.empty() || part == "." || part == "..";
+  }
+  if (bad) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "linux.cgroupsPath '", cgroups_path, "' must name a cgroup: no '.', '..' or '//'"));
   }
   jail::CgroupPlacement p;
   p.version = version;

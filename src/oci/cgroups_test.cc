@@ -49,6 +49,8 @@ TEST(CgroupsTest, UnlimitedAndBadPaths) {
   EXPECT_TRUE(p->settings.empty());
   EXPECT_FALSE(PlanCgroup("system.slice:ctr:x", none, 2).ok());
   EXPECT_FALSE(PlanCgroup("/default/../../x", none, 1).ok());
+  EXPECT_FALSE(PlanCgroup("/default/.", none, 1).ok()) << "the shared parent's limits";
+  EXPECT_FALSE(PlanCgroup("/default//x", none, 1).ok());
   EXPECT_FALSE(PlanCgroup("/", none, 1).ok());
   auto bad = ParseBundleConfig(R"({"process": {"args": ["sh"], "cwd": "/"},
       "root": {"path": "r"}, "linux": {"resources": {"memory": {"limit": "lots"}}}})", "/b");

@@ -58,6 +58,13 @@ agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::strin
   r.container.root_dir = kContainerRootDir;
   r.container.hostname = hostname;
   r.container.mounts = std::move(mounts);
+  r.container.set_capabilities = process.has_capabilities;
+  r.container.cap_bounding = process.cap_bounding;
+  r.container.cap_effective = process.cap_effective;
+  r.container.cap_permitted = process.cap_permitted;
+  r.container.cap_inheritable = process.cap_inheritable;
+  r.container.cap_ambient = process.cap_ambient;
+  r.container.no_new_privileges = process.no_new_privileges;
   return r;
 }
 

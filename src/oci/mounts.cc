@@ -1,11 +1,17 @@
 #include "src/oci/mounts.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -50,6 +56,12 @@ const std::set<std::string> kIgnoredWords = {
     "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
     "runbindable", "defaults", "mand", "nomand", "remount"};
 
+// Pseudo file systems whose files are not data to copy (reading one may
+// block, or hand the container what the host keeps to itself).
+constexpr long kRefusedFileSystems[] = {PROC_SUPER_MAGIC, SYSFS_MAGIC,        DEBUGFS_MAGIC,
+                                        TRACEFS_MAGIC,    CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC,
+                                        DEVPTS_SUPER_MAGIC, SECURITYFS_MAGIC, BPF_FS_MAGIC};
+
 void ParseOptions(const std::vector<std::string>& options, uint32_t* flags, std::string* data) {
   std::vector<std::string> rest;
   for (const std::string& o : options) {
@@ -80,66 +92,91 @@ bool Within(const std::string& path, const std::string& top) {
   return path == top || absl::StartsWith(path, top + "/");
 }
 
-// The parents of `path` and, with `self`, the path, top down.
-void AddDirectories(const std::string& path, bool self, std::vector<std::string>* out) {
-  for (size_t pos = 1; pos < path.size(); ++pos) {
-    if (path[pos] == '/') out->push_back(path.substr(0, pos));
-  }
-  if (self && path != "/") out->push_back(path);
-}
-
 // debugfs takes arguments split at white space, and quotes; names holding
 // those are refused rather than mangled.
-bool DebugfsSafe(const std::string& path) {
-  return path.find_first_of(" \t\n\r\"'\\") == std::string::npos;
+bool DebugfsSafe(absl::string_view name) {
+  return name.find_first_of(" \t\n\r\"'\\") == absl::string_view::npos;
 }
 
-// The debugfs commands that copy one host tree (or file) to `destination`.
-struct CopyScript {
-  std::string commands;
-  std::string error;
+// One staged entry: what debugfs makes at `at` in the image.
+struct Entry {
+  std::string at;
+  std::string staged;  // regular files: the copy to write
+  std::string link;    // symbolic links: the target
+  struct stat st;
 };
-CopyScript* g_script = nullptr;
-std::string g_source, g_destination;
 
-void SetOwner(CopyScript* script, const std::string& at, const struct stat& st) {
-  absl::StrAppend(&script->commands, "sif ", at, " uid ", st.st_uid, "\n", "sif ", at, " gid ",
-                  st.st_gid, "\n");
-}
-
-int AddCopyEntry(const char* path, const struct stat* st, int kind, FTW*) {
-  CopyScript* script = g_script;
-  std::string at = g_destination + std::string(path).substr(g_source.size());
-  if (!DebugfsSafe(path) || !DebugfsSafe(at)) {
-    script->error = absl::StrCat(path, ": a name with white space, a quote or a backslash");
-    return 1;
+// Copies the entry `name` of the directory `parent_fd` (the host's, opened
+// without following links) to `staged`, and below it, recording each.
+absl::Status Stage(int parent_fd, const std::string& name, const std::string& at,
+                   const std::string& staged, int depth, std::vector<Entry>* out) {
+  if (depth > 64) return absl::InvalidArgumentError(at + ": more than 64 levels deep");
+  if (!DebugfsSafe(name) || name.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, ": a name with white space, a quote or a backslash"));
   }
-  if (kind == FTW_D) {
-    absl::StrAppend(&script->commands, "mkdir ", at, "\n", "sif ", at, " mode ",
-                    absl::StrFormat("0%o", S_IFDIR | (st->st_mode & 07777)), "\n");
-  } else if (kind == FTW_F && S_ISREG(st->st_mode)) {
-    absl::StrAppend(&script->commands, "rm ", at, "\n", "write ", path, " ", at, "\n");
-  } else if (kind == FTW_SL) {
-    char target[4096];
-    ssize_t n = readlink(path, target, sizeof(target) - 1);
-    if (n < 0) {
-      script->error = absl::StrCat(path, ": ", strerror(errno));
-      return 1;
-    }
-    std::string link(target, n);
-    if (!DebugfsSafe(link)) {
-      script->error = absl::StrCat(path, ": a link to a name debugfs cannot take");
-      return 1;
-    }
-    absl::StrAppend(&script->commands, "rm ", at, "\n", "symlink ", at, " ", link, "\n");
-  } else {
-    script->error = absl::StrCat(path, ": not a file, directory or symbolic link (",
-                                 kind == FTW_DNR || kind == FTW_NS ? "unreadable" : "special",
-                                 ")");
-    return 1;
+  Entry e{at, "", "", {}};
+  if (fstatat(parent_fd, name.c_str(), &e.st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
   }
-  SetOwner(script, at, *st);
-  return 0;
+  if (S_ISLNK(e.st.st_mode)) {
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(parent_fd, name.c_str(), target, sizeof(target) - 1);
+    if (n < 0) return absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
+    e.link.assign(target, n);
+    if (!DebugfsSafe(e.link)) {
+      return absl::InvalidArgumentError(at + ": a link to a name debugfs cannot take");
+    }
+    out->push_back(std::move(e));
+    return absl::OkStatus();
+  }
+  if (!S_ISDIR(e.st.st_mode) && !S_ISREG(e.st.st_mode)) {
+    return absl::InvalidArgumentError(at + ": not a file, directory or symbolic link");
+  }
+  int fd = openat(parent_fd, name.c_str(),
+                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                      (S_ISDIR(e.st.st_mode) ? O_DIRECTORY : 0));
+  struct stat now;
+  if (fd < 0 || fstat(fd, &now) != 0 || now.st_ino != e.st.st_ino || now.st_dev != e.st.st_dev) {
+    if (fd >= 0) close(fd);
+    return absl::InvalidArgumentError(at + ": changed while it was copied");
+  }
+  if (S_ISREG(e.st.st_mode)) {
+    e.staged = staged;
+    int copy = open(staged.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    off_t left = e.st.st_size;
+    char buf[65536];
+    while (copy >= 0 && left > 0) {
+      ssize_t n = read(fd, buf, std::min<off_t>(left, sizeof(buf)));
+      if (n <= 0 || write(copy, buf, n) != n) break;
+      left -= n;
+    }
+    close(fd);
+    if (copy < 0 || close(copy) != 0 || left != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": cannot copy: ", strerror(errno)));
+    }
+    out->push_back(std::move(e));
+    return absl::OkStatus();
+  }
+  if (mkdir(staged.c_str(), 0700) != 0) {
+    close(fd);
+    return absl::InternalError(absl::StrCat("staging ", at, ": ", strerror(errno)));
+  }
+  out->push_back(e);
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
+  }
+  absl::Status status;
+  while (dirent* d = readdir(dir)) {
+    std::string child = d->d_name;
+    if (child == "." || child == "..") continue;
+    status = Stage(dirfd(dir), child, at + "/" + child, staged + "/" + child, depth + 1, out);
+    if (!status.ok()) break;
+  }
+  closedir(dir);
+  return status;
 }
 
 uint64_t g_bytes = 0;
@@ -159,12 +196,17 @@ absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
     // The agent's standard set: the guest's /proc, /sys and /dev.
     if (Within(dest, "/proc") || Within(dest, "/sys") || Within(dest, "/dev")) continue;
     if (dest == "/") return absl::InvalidArgumentError(where + ": the root is root.path");
+    if (Within(dest, kBindsDir)) return absl::InvalidArgumentError(where + ": Ember's own path");
     uint32_t flags = 0;
     std::string data;
     ParseOptions(m.options, &flags, &data);
     if (m.type == "bind" || (flags & MS_BIND)) {
+      // A bind follows a symbolic link it is given: resolve it now.
+      char real[PATH_MAX];
       struct stat st;
-      if (m.source.empty() || m.source[0] != '/' || stat(m.source.c_str(), &st) != 0) {
+      struct statfs fs;
+      if (m.source.empty() || m.source[0] != '/' || realpath(m.source.c_str(), real) == nullptr ||
+          stat(real, &st) != 0 || statfs(real, &fs) != 0) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": bind source '", m.source, "': ",
             m.source.empty() || m.source[0] != '/' ? "not an absolute path" : strerror(errno)));
@@ -174,15 +216,17 @@ absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
             where, ": bind source ", m.source,
             " is not a file or directory; a microVM gets a copy of what is bound"));
       }
-      if (!DebugfsSafe(dest)) {
-        return absl::InvalidArgumentError(where + ": white space or quotes in the destination");
+      for (long magic : kRefusedFileSystems) {
+        if (fs.f_type == magic) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, ": bind source ", m.source,
+              " is on a pseudo file system (proc, sysfs, cgroup, ...), which a microVM "
+              "cannot be given a copy of"));
+        }
       }
-      plan.copies.push_back({m.source, dest});
-      AddDirectories(dest, S_ISDIR(st.st_mode), &plan.directories);
-      // Flags beyond the bind itself take a bind onto the copy in the guest.
-      if (flags & ~(MS_BIND | MS_REC)) {
-        plan.guest.push_back({"", dest, dest, flags | MS_BIND, ""});
-      }
+      std::string copy = absl::StrCat(kBindsDir, "/", plan.copies.size());
+      plan.copies.push_back({real, copy});
+      plan.guest.push_back({"bind", copy, dest, flags | MS_BIND, ""});
       continue;
     }
     if (!kGuestTypes.count(m.type)) {
@@ -191,11 +235,7 @@ absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
           "' cannot reach a microVM (Ember mounts kernel file systems in the guest and copies "
           "bind mounts into the container's image)"));
     }
-    if (!DebugfsSafe(dest)) {
-      return absl::InvalidArgumentError(where + ": white space or quotes in the destination");
-    }
     plan.guest.push_back({m.type, m.source.empty() ? m.type : m.source, dest, flags, data});
-    AddDirectories(dest, true, &plan.directories);
   }
   return plan;
 }
@@ -206,48 +246,64 @@ uint64_t CopiesBytes(const MountPlan& plan) {
   return g_bytes;
 }
 
-absl::Status ApplyToImage(const MountPlan& plan, const std::string& image) {
-  if (plan.directories.empty() && plan.copies.empty()) return absl::OkStatus();
-  CopyScript script;
-  for (const std::string& d : plan.directories) absl::StrAppend(&script.commands, "mkdir ", d, "\n");
-  for (const MountPlan::Copy& c : plan.copies) {
-    g_script = &script;
-    g_source = c.source;
-    g_destination = c.destination;
-    // Not FTW_PHYS at the top: a bind follows a symbolic link it is given.
-    struct stat top;
-    if (stat(c.source.c_str(), &top) != 0) {
+absl::Status ApplyToImage(const MountPlan& plan, const std::string& image,
+                          const std::string& staging) {
+  if (plan.copies.empty()) return absl::OkStatus();
+  if (mkdir(staging.c_str(), 0700) != 0) {
+    return absl::InternalError(absl::StrCat("cannot make ", staging, ": ", strerror(errno)));
+  }
+  auto cleanup = [&] { (void)!std::system(("rm -rf '" + staging + "'").c_str()); };
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < plan.copies.size(); ++i) {
+    const MountPlan::Copy& c = plan.copies[i];
+    std::string parent = c.source.substr(0, c.source.rfind('/'));
+    std::string name = c.source.substr(c.source.rfind('/') + 1);
+    int parent_fd = open(parent.empty() ? "/" : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent_fd < 0) {
+      cleanup();
       return absl::InvalidArgumentError(absl::StrCat(c.source, ": ", strerror(errno)));
     }
-    if (S_ISREG(top.st_mode)) {
-      AddCopyEntry(c.source.c_str(), &top, FTW_F, nullptr);
-    } else {
-      nftw(c.source.c_str(), AddCopyEntry, 64, FTW_PHYS);
-    }
-    g_script = nullptr;
-    if (!script.error.empty()) {
+    absl::Status s = Stage(parent_fd, name, c.copy, absl::StrCat(staging, "/", i), 0, &entries);
+    close(parent_fd);
+    if (!s.ok()) {
+      cleanup();
       return absl::InvalidArgumentError(
-          absl::StrCat("bind mount at ", c.destination, ": cannot copy ", script.error));
+          absl::StrCat("bind mount of ", c.source, ": cannot copy ", s.message()));
     }
   }
-  std::string commands_file = image + ".mounts";
+  std::string commands = absl::StrCat("mkdir ", kBindsDir, "\n");
+  for (const Entry& e : entries) {
+    if (S_ISDIR(e.st.st_mode)) {
+      absl::StrAppend(&commands, "mkdir ", e.at, "\n");
+    } else if (S_ISREG(e.st.st_mode)) {
+      absl::StrAppend(&commands, "write ", e.staged, " ", e.at, "\n");
+    } else {
+      absl::StrAppend(&commands, "symlink ", e.at, " ", e.link, "\n");
+    }
+    absl::StrAppend(&commands, "sif ", e.at, " uid ", e.st.st_uid, "\n", "sif ", e.at, " gid ",
+                    e.st.st_gid, "\n");
+    if (!S_ISLNK(e.st.st_mode)) {
+      absl::StrAppend(&commands, "sif ", e.at, " mode ",
+                      absl::StrFormat("0%o", e.st.st_mode & (S_IFMT | 07777)), "\n");
+    }
+  }
+  std::string commands_file = staging + "/commands";
   {
     std::ofstream out(commands_file);
-    out << script.commands;
-    if (!out.flush()) return absl::InternalError("cannot write " + commands_file);
+    out << commands;
+    if (!out.flush()) {
+      cleanup();
+      return absl::InternalError("cannot write " + commands_file);
+    }
   }
   std::string output;
   absl::Status s = RunTool({"debugfs", "-w", "-f", commands_file, image}, &output);
-  unlink(commands_file.c_str());
+  cleanup();
   if (!s.ok()) return s;
-  // debugfs exits 0 whatever its commands did: what it printed tells. A
-  // directory that exists and a file not there to remove are expected.
+  // debugfs exits 0 whatever its commands did: what it printed tells.
   std::vector<std::string> problems;
   for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
-    if (absl::StartsWith(line, "debugfs") || absl::StrContains(line, "directory already exists") ||
-        absl::StartsWith(line, "rm: File not found") || absl::StartsWith(line, "Allocated inode")) {
-      continue;
-    }
+    if (absl::StartsWith(line, "debugfs") || absl::StartsWith(line, "Allocated inode")) continue;
     problems.emplace_back(line);
   }
   if (!problems.empty()) {

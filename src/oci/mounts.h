@@ -4,12 +4,15 @@
 //     set (the guest's own /dev, with its pts and shm), not remade;
 //   - kernel file systems elsewhere (tmpfs at /run, say) are mounted by the
 //     agent in the guest with the mount's options;
-//   - a bind mount's source is copied into the container's image at its
-//     destination when the container is created (a snapshot of the host's
-//     files: later changes on either side do not cross), and the agent
-//     binds it onto itself with the mount's flags (ro stays read-only);
+//   - a bind mount's source is copied into the container's image when the
+//     container is created (a snapshot of the host's files: later changes
+//     on either side do not cross), under /.ember-binds/<n>, and the agent
+//     binds it at its destination with the mount's flags (ro stays
+//     read-only), in config.json's order among the other mounts;
 //   - anything else (a block device, an overlay, a network file system)
 //     is refused at `create`, naming the mount.
+// The agent makes every mount from inside the container's root, so a
+// symbolic link on the way to a destination resolves there, as in runc.
 #pragma once
 
 #include <string>
@@ -21,16 +24,16 @@
 
 namespace ember::oci {
 
+// Where the image holds the bind mounts' copies.
+inline constexpr char kBindsDir[] = "/.ember-binds";
+
 struct MountPlan {
   std::vector<agent::MountSpec> guest;  // for the agent, in config.json's order
   struct Copy {
-    std::string source;       // on the host
-    std::string destination;  // in the image
+    std::string source;  // on the host, symbolic links resolved
+    std::string copy;    // kBindsDir/<n> in the image
   };
   std::vector<Copy> copies;
-  // Every destination the plan mounts on, made in the image beforehand so
-  // that a read-only root needs no mkdir in the guest.
-  std::vector<std::string> directories;
 };
 
 absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts);
@@ -38,8 +41,11 @@ absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts);
 // The bytes the copies add to the image (for its size).
 uint64_t CopiesBytes(const MountPlan& plan);
 
-// Writes the plan's directories and copies into the ext4 `image` (made by
-// MakeImage) with debugfs, without mounting it.
-absl::Status ApplyToImage(const MountPlan& plan, const std::string& image);
+// Copies the sources into the ext4 `image` (made by MakeImage), without
+// mounting it: each is read through descriptors that follow no symbolic
+// link into `staging` (a directory of our own, removed afterwards), and
+// debugfs writes the staged files.
+absl::Status ApplyToImage(const MountPlan& plan, const std::string& image,
+                          const std::string& staging);
 
 }  // namespace ember::oci

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,6 +41,7 @@
 #include "src/oci/state.h"
 #include "src/jail/cgroup.h"
 #include "src/oci/cgroups.h"
+#include "src/oci/hooks.h"
 #include "src/oci/mounts.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
@@ -167,6 +169,26 @@ bool ParseSignal(const std::string& text, int* signo) {
 
 // The pid file as runc writes it: the number alone, written to a temporary
 // name and renamed, so that a reader never sees half of it.
+// config.json's network namespace: joined when it names a path, a new
+// one when it has the entry without one, none otherwise.
+absl::Status JoinNetworkNamespace(const oci::BundleSpec& spec) {
+  if (!spec.network_namespace) return absl::OkStatus();
+  if (spec.network_namespace->empty()) {
+    if (unshare(CLONE_NEWNET) != 0) {
+      return absl::InternalError(absl::StrCat("cannot make a network namespace: ",
+                                              strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+  Fd ns(open(spec.network_namespace->c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid() || setns(ns.get(), CLONE_NEWNET) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot join the network namespace ",
+                                                   *spec.network_namespace, ": ",
+                                                   strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 bool ParseSize(const std::string& text, uint32_t min, uint32_t max, uint32_t* out) {
   uint32_t v;
   if (!absl::SimpleAtoi(text, &v) || v < min || v > max) return false;
@@ -233,7 +255,7 @@ int Create(const oci::CommandLine& cl) {
       !s.ok()) {
     return undo_all(std::string(s.message()));
   }
-  if (auto s = oci::ApplyToImage(*mounts, layout->image); !s.ok()) {
+  if (auto s = oci::ApplyToImage(*mounts, layout->image, dir + "/binds"); !s.ok()) {
     return undo_all(std::string(s.message()));
   }
   logger.Write("info", absl::StrCat("image of ", spec->root_path, " made in ",
@@ -288,23 +310,41 @@ int Create(const oci::CommandLine& cl) {
   plan.ready_fd = ready_w.get();
   plan.restore = restore;
   plan.template_files = tpl;
-  // This process joins the container's cgroup, so the monitor and the VMM
-  // it starts are born in it.
-  if (cgroup) {
-    if (auto s = jail::JoinCgroup(*cgroup, getpid()); !s.ok()) {
-      return undo_all(absl::StrCat("cannot join the container's cgroup: ", s.message()));
-    }
-  }
+  // The container's network namespace (a new one unless config.json names
+  // one), for the monitor and the VMM it starts: hooks that enter the
+  // container's namespaces by its pid then reach that one, not the host's.
+  if (auto s = JoinNetworkNamespace(*spec); !s.ok()) return undo_all(std::string(s.message()));
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
-  if (monitor == 0) oci::RunMonitor(std::move(plan));
+  if (monitor == 0) {
+    // The monitor joins the container's cgroup before it starts the VMM.
+    if (cgroup) {
+      if (auto s = jail::JoinCgroup(*cgroup, getpid()); !s.ok()) {
+        std::string why = absl::StrCat("cannot join the container's cgroup: ", s.message());
+        uint32_t none = 0;
+        (void)!write(ready_w.get(), &none, sizeof(none));
+        (void)!write(ready_w.get(), why.data(), why.size());
+        _exit(1);
+      }
+    }
+    oci::RunMonitor(std::move(plan));
+  }
   ready_w.reset();
   uint32_t vmm = 0;
+  // Undoes the processes and the cgroup; the files are undo_all's.
+  auto stop = [&] {
+    kill(monitor, SIGKILL);
+    if (vmm != 0) kill(static_cast<pid_t>(vmm), SIGKILL);
+    waitpid(monitor, nullptr, 0);
+    oci::ProcessRef vmm_ref = oci::RefOf(static_cast<pid_t>(vmm));
+    for (int i = 0; vmm != 0 && i < 250 && oci::Alive(vmm_ref); ++i) usleep(20 * 1000);
+    if (cgroup) jail::LeaveCgroup(cgroup->version, cgroup->relative, oci::ContainerControllers());
+  };
   if (read(ready_r.get(), &vmm, sizeof(vmm)) != sizeof(vmm) || vmm == 0) {
     char why[1024];
     ssize_t n = read(ready_r.get(), why, sizeof(why));
-    kill(monitor, SIGKILL);
-    waitpid(monitor, nullptr, 0);
+    vmm = 0;
+    stop();
     return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm) +
                     (n > 0 ? ": " + std::string(why, n) : std::string()));
   }
@@ -322,14 +362,39 @@ int Create(const oci::CommandLine& cl) {
     record.cgroup = cgroup->relative;
     record.cgroup_version = cgroup->version;
   }
+  // The hooks of create's moments, once the VMM runs; kept for start and
+  // delete (the bundle may be gone by then).
+  oci::Hooks hooks = oci::ParseHooks(spec->hooks_json).value_or(oci::Hooks{});  // checked
+  std::string state = oci::OciStateJson(record, oci::Status::kCreating, false);
+  absl::Status hooked;
+  for (auto [list, phase] : {std::pair{&hooks.prestart, "prestart"},
+                             {&hooks.create_runtime, "createRuntime"},
+                             {&hooks.create_container, "createContainer"}}) {
+    if (hooked.ok()) hooked = oci::RunHooks(*list, state, phase);
+  }
+  if (hooked.ok() && !hooks.empty() && !WriteFileAtomic(dir + "/hooks.json", spec->hooks_json)) {
+    hooked = absl::InternalError("cannot write " + dir + "/hooks.json");
+  }
+  if (!hooked.ok()) {
+    stop();
+    return undo_all(std::string(hooked.message()));
+  }
   if (!Save(cl, record) || !WritePidFile(cl.Value("pid-file"), monitor)) {
-    kill(monitor, SIGKILL);
-    waitpid(monitor, nullptr, 0);
+    stop();
     return undo_all("cannot write the container's state");
   }
   logger.Write("info", absl::StrCat("created ", id, restore ? " from the template" : " (cold boot)",
                                     " in ", Seconds(begin), " s"));
   return 0;
+}
+
+// The hooks create kept for `start` and `delete` (none: no hooks.json).
+oci::Hooks SavedHooks(const oci::CommandLine& cl, const std::string& id) {
+  bool ok;
+  std::string text = ReadFile(Dir(cl, id) + "/hooks.json", &ok);
+  if (!ok) return {};
+  auto hooks = oci::ParseHooks(text);
+  return hooks.ok() ? *hooks : oci::Hooks{};
 }
 
 int Start(const oci::CommandLine& cl) {
@@ -340,14 +405,28 @@ int Start(const oci::CommandLine& cl) {
       return Error("cannot start a container that has stopped");
     case oci::Status::kRunning:
       return Error("cannot start an already running container");
+    case oci::Status::kCreating:  // StatusOf never says so
     case oci::Status::kCreated:
       break;
   }
   Fd fifo(open((Dir(cl, record->id) + "/exec.fifo").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fifo.valid()) return Error("cannot start the container: its monitor is gone");
+  oci::Hooks hooks = SavedHooks(cl, record->id);
+  if (auto s = oci::RunHooks(hooks.start_container,
+                             oci::OciStateJson(*record, oci::Status::kCreated, false),
+                             "startContainer");
+      !s.ok()) {
+    return Error(std::string(s.message()));
+  }
   record->started = true;
   if (!Save(cl, *record)) return Error("cannot write the container's state");
   if (write(fifo.get(), "s", 1) != 1) return Error("cannot start the container");
+  if (auto s = oci::RunHooks(hooks.poststart,
+                             oci::OciStateJson(*record, oci::Status::kRunning, false),
+                             "poststart");
+      !s.ok()) {
+    logger.Write("warning", std::string(s.message()));
+  }
   return 0;
 }
 
@@ -407,7 +486,14 @@ int Delete(const oci::CommandLine& cl) {
   if (status == oci::Status::kRunning && !cl.Has("force")) {
     return Error("cannot delete container " + record->id + " that is not stopped: running");
   }
+  oci::Hooks hooks = SavedHooks(cl, record->id);
   Teardown(cl, *record);
+  if (auto s = oci::RunHooks(hooks.poststop,
+                             oci::OciStateJson(*record, oci::Status::kStopped, false),
+                             "poststop");
+      !s.ok()) {
+    logger.Write("warning", std::string(s.message()));
+  }
   return 0;
 }
 

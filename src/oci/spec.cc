@@ -5,15 +5,19 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <type_traits>
 #include <utility>
 
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "src/common/json_reader.h"
+#include "src/oci/hooks.h"
 
 namespace ember::oci {
 namespace {
@@ -71,6 +75,30 @@ absl::StatusOr<ProcessSpec> ProcessFrom(const rapidjson::Value& p, absl::string_
       return Invalid(context, "cwd must be an absolute path");
     }
     spec.cwd = cwd->value.GetString();
+  }
+  auto nnp = p.FindMember("noNewPrivileges");
+  if (nnp != p.MemberEnd() && !nnp->value.IsNull()) {
+    if (!nnp->value.IsBool()) return Invalid(context, "noNewPrivileges must be a boolean");
+    spec.no_new_privileges = nnp->value.GetBool();
+  }
+  auto caps = p.FindMember("capabilities");
+  if (caps != p.MemberEnd() && !caps->value.IsNull()) {
+    if (!caps->value.IsObject()) return Invalid(context, "capabilities must be an object");
+    std::string ctx = absl::StrCat(context, ".capabilities");
+    spec.has_capabilities = true;
+    for (auto [name, mask] : {std::pair{"bounding", &spec.cap_bounding},
+                              {"effective", &spec.cap_effective},
+                              {"permitted", &spec.cap_permitted},
+                              {"inheritable", &spec.cap_inheritable},
+                              {"ambient", &spec.cap_ambient}}) {
+      std::vector<std::string> names;
+      if (auto s = Strings(caps->value, name, ctx, &names); !s.ok()) return s;
+      for (const std::string& n : names) {
+        // As runc: a name this host does not know is left out, not refused.
+        int number = CapabilityNumber(n);
+        if (number >= 0) *mask |= uint64_t{1} << number;
+      }
+    }
   }
   auto user = p.FindMember("user");
   if (user != p.MemberEnd()) {
@@ -130,6 +158,22 @@ absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
     if (!path->value.IsString()) return Invalid("config.json", "linux.cgroupsPath must be a string");
     spec->cgroups_path = path->value.GetString();
   }
+  auto namespaces = linux.FindMember("namespaces");
+  if (namespaces != linux.MemberEnd() && !namespaces->value.IsNull()) {
+    if (!namespaces->value.IsArray()) {
+      return Invalid("config.json", "linux.namespaces must be an array");
+    }
+    for (const auto& ns : namespaces->value.GetArray()) {
+      auto type = ns.IsObject() ? ns.FindMember("type") : ns.MemberEnd();
+      if (!ns.IsObject() || type == ns.MemberEnd() || !type->value.IsString()) {
+        return Invalid("config.json", "linux.namespaces[] must be objects with a type");
+      }
+      if (std::string(type->value.GetString()) != "network") continue;
+      auto path = ns.FindMember("path");
+      spec->network_namespace =
+          path != ns.MemberEnd() && path->value.IsString() ? path->value.GetString() : "";
+    }
+  }
   auto res = linux.FindMember("resources");
   if (res == linux.MemberEnd() || !res->value.IsObject()) return absl::OkStatus();
   Resources& r = spec->resources;
@@ -164,6 +208,26 @@ absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
 }
 
 }  // namespace
+
+int CapabilityNumber(absl::string_view name) {
+  // linux/capability.h, in number order.
+  static constexpr const char* kNames[] = {
+      "CAP_CHOWN",           "CAP_DAC_OVERRIDE",   "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+      "CAP_FSETID",          "CAP_KILL",           "CAP_SETGID",          "CAP_SETUID",
+      "CAP_SETPCAP",         "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+      "CAP_NET_ADMIN",       "CAP_NET_RAW",        "CAP_IPC_LOCK",        "CAP_IPC_OWNER",
+      "CAP_SYS_MODULE",      "CAP_SYS_RAWIO",      "CAP_SYS_CHROOT",      "CAP_SYS_PTRACE",
+      "CAP_SYS_PACCT",       "CAP_SYS_ADMIN",      "CAP_SYS_BOOT",        "CAP_SYS_NICE",
+      "CAP_SYS_RESOURCE",    "CAP_SYS_TIME",       "CAP_SYS_TTY_CONFIG",  "CAP_MKNOD",
+      "CAP_LEASE",           "CAP_AUDIT_WRITE",    "CAP_AUDIT_CONTROL",   "CAP_SETFCAP",
+      "CAP_MAC_OVERRIDE",    "CAP_MAC_ADMIN",      "CAP_SYSLOG",          "CAP_WAKE_ALARM",
+      "CAP_BLOCK_SUSPEND",   "CAP_AUDIT_READ",     "CAP_PERFMON",         "CAP_BPF",
+      "CAP_CHECKPOINT_RESTORE"};
+  for (int i = 0; i < static_cast<int>(std::size(kNames)); ++i) {
+    if (name == kNames[i]) return i;
+  }
+  return -1;
+}
 
 absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_view context) {
   rapidjson::Document doc;
@@ -230,6 +294,14 @@ absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::
       }
       spec.mounts.push_back(std::move(entry));
     }
+  }
+  auto hooks = doc.FindMember("hooks");
+  if (hooks != doc.MemberEnd() && !hooks->value.IsNull()) {
+    rapidjson::StringBuffer text;
+    rapidjson::Writer<rapidjson::StringBuffer> w(text);
+    hooks->value.Accept(w);
+    spec.hooks_json = text.GetString();
+    if (auto h = ParseHooks(spec.hooks_json); !h.ok()) return h.status();
   }
   auto annotations = doc.FindMember("annotations");
   if (annotations != doc.MemberEnd() && annotations->value.IsObject()) {

@@ -24,7 +24,16 @@ struct ProcessSpec {
   uint32_t uid = 0;
   uint32_t gid = 0;
   std::vector<uint32_t> additional_gids;
+  // process.capabilities as masks (bit N: capability N); without the
+  // object the process keeps what the agent has.
+  bool has_capabilities = false;
+  uint64_t cap_bounding = 0, cap_effective = 0, cap_permitted = 0, cap_inheritable = 0,
+           cap_ambient = 0;
+  bool no_new_privileges = false;
 };
+
+// Linux's number for a capability name ("CAP_NET_RAW" is 13), or -1.
+int CapabilityNumber(absl::string_view name);
 
 // The microVM's size, from the annotations "io.ember.vcpus" and
 // "io.ember.mem_mib" (defaults below).
@@ -65,7 +74,11 @@ struct BundleSpec {
   std::map<std::string, std::string> annotations;
   VmSize vm;
   std::vector<MountEntry> mounts;
+  std::string hooks_json = "{}";  // config.json's hooks, checked (hooks.h)
   std::string cgroups_path;  // linux.cgroupsPath; empty: none
+  // linux.namespaces' network entry: its path, "" for a new namespace;
+  // nullopt without the entry (the host's).
+  std::optional<std::string> network_namespace;
   Resources resources;
 };
 

@@ -100,5 +100,26 @@ TEST(SpecTest, LoadBundleSaysWhatIsMissingAsRuncDoes) {
   (void)!system(("rm -rf " + dir).c_str());
 }
 
+// containerd's default capabilities: Docker's well-known mask.
+TEST(SpecTest, CapabilitiesBecomeMasks) {
+  auto p = ParseProcess(R"({"args": ["sh"], "noNewPrivileges": true, "capabilities": {
+      "bounding": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+                   "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+                   "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+                   "CAP_NOT_A_THING"],
+      "ambient": ["CAP_CHECKPOINT_RESTORE"]}})",
+                        "process");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->has_capabilities);
+  EXPECT_TRUE(p->no_new_privileges);
+  EXPECT_EQ(p->cap_bounding, 0xa80425fbu) << "an unknown name is left out, as runc does";
+  EXPECT_EQ(p->cap_effective, 0u);
+  EXPECT_EQ(p->cap_ambient, uint64_t{1} << 40);
+  auto none = ParseProcess(R"({"args": ["sh"]})", "process");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_capabilities) << "without the object the agent's stay";
+  EXPECT_FALSE(ParseProcess(R"({"args": ["sh"], "capabilities": []})", "process").ok());
+}
+
 }  // namespace
 }  // namespace ember::oci

@@ -34,6 +34,8 @@ void Annotations(Writer* w, const std::map<std::string, std::string>& annotation
 
 const char* StatusName(Status status) {
   switch (status) {
+    case Status::kCreating:
+      return "creating";
     case Status::kCreated:
       return "created";
     case Status::kRunning:
@@ -165,10 +167,8 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   return r;
 }
 
-std::string OciStateJson(const ContainerRecord& r, Status status) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buffer);
-  w.SetIndent(' ', 2);
+template <typename Writer>
+void WriteOciState(Writer& w, const ContainerRecord& r, Status status) {
   w.StartObject();
   w.Key("ociVersion");
   w.String(kOciVersion);
@@ -191,6 +191,18 @@ std::string OciStateJson(const ContainerRecord& r, Status status) {
     Annotations(&w, r.annotations);
   }
   w.EndObject();
+}
+
+std::string OciStateJson(const ContainerRecord& r, Status status, bool pretty) {
+  rapidjson::StringBuffer buffer;
+  if (pretty) {
+    rapidjson::PrettyWriter<rapidjson::StringBuffer> w(buffer);
+    w.SetIndent(' ', 2);
+    WriteOciState(w, r, status);
+  } else {
+    rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+    WriteOciState(w, r, status);
+  }
   return buffer.GetString();
 }
 

@@ -39,7 +39,8 @@ struct ContainerRecord {
   std::map<std::string, std::string> annotations;
 };
 
-enum class Status { kCreated, kRunning, kStopped };
+// kCreating only for the state create's hooks see, as runc's.
+enum class Status { kCreating, kCreated, kRunning, kStopped };
 const char* StatusName(Status status);
 
 // Start time of `pid`, or 0 when it is gone or a zombie (it has exited).
@@ -62,7 +63,8 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json);
 
 // The OCI state: ociVersion, id, status, pid (0 once stopped), bundle,
 // rootfs, created, owner, annotations; as runc prints it.
-std::string OciStateJson(const ContainerRecord& record, Status status);
+// Indented as `state` prints it; on one line for hooks (as runc's).
+std::string OciStateJson(const ContainerRecord& record, Status status, bool pretty = true);
 
 // Now, as RFC 3339 with nanoseconds in UTC ("2026-12-01T22:11:55.535880233Z").
 std::string NowRfc3339();

@@ -44,7 +44,8 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
 // Drives (root first, so it is /dev/vda), network interfaces, the
 // balloon, vsock and the entropy device; appends their virtio_mmio.device= and root= arguments.
 absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
-                                 std::string* cmdline, MmdsRefs mmds, OpenTaps taps = {}) {
+                                 std::string* cmdline, MmdsRefs mmds,
+                                 const OpenTaps* taps = nullptr) {
   if (config.mmds) RETURN_IF_ERROR(ValidateMmds(*config.mmds, config.net));
   RETURN_IF_ERROR(ValidateDrives(config.drives));
   RETURN_IF_ERROR(ValidateNet(config.net));
@@ -66,8 +67,10 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
   }
   for (const NetConfig& n : config.net) {
     std::optional<virtio::net::Tap> tap;
-    auto held = taps.extract(n.iface_id);
-    if (held && held.mapped().name() == n.host_dev_name) tap = std::move(held.mapped());
+    auto held = taps ? taps->find(n.iface_id) : OpenTaps::const_iterator();
+    if (taps && held != taps->end() && held->second.name() == n.host_dev_name) {
+      ASSIGN_OR_RETURN(tap, held->second.Duplicate());
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<virtio::net::NetDevice> dev,
                      virtio::net::NetDevice::Create(n, std::move(tap)));
     if (config.mmds && mmds.store != nullptr &&
@@ -159,7 +162,7 @@ bool PreparedVm::Matches(const VmConfig& config) const {
 absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
                                                   MmdsRefs mmds,
                                                   std::optional<PreparedVm> prepared,
-                                                  OpenTaps taps) {
+                                                  const OpenTaps* taps) {
   if (!prepared || !prepared->Matches(config)) {
     if (prepared) LOG_INFO("the machine, kernel or initrd changed since it was prepared: again");
     prepared.reset();  // its memory and files go before new ones come
@@ -167,7 +170,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
   }
   std::unique_ptr<Vm> vm = std::move(prepared->vm_);
   std::string cmdline = GuestCmdline(*config.boot_source);
-  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds, std::move(taps)));
+  RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds, taps));
   RETURN_IF_ERROR(
       WriteBootInfo(vm->memory(), prepared->images_, cmdline, config.machine.vcpu_count)
           .status());

@@ -42,7 +42,7 @@ class PreparedVm {
  private:
   friend absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig&, ConsoleIo, MmdsRefs,
                                                           std::optional<PreparedVm>,
-                                                          std::map<std::string, virtio::net::Tap>);
+                                                          const std::map<std::string, virtio::net::Tap>*);
   PreparedVm(std::unique_ptr<Vm> vm, LoadedImages images, MachineConfig machine,
              BootSourceConfig boot)
       : vm_(std::move(vm)), images_(std::move(images)), machine_(machine),
@@ -60,11 +60,13 @@ class PreparedVm {
 // name the field or file.
 // `taps` are the interfaces' TAPs opened when they were configured, by
 // interface id; the builder opens the rest.
+// The devices get duplicates, so the caller still holds them all after a
+// failed start.
 using OpenTaps = std::map<std::string, virtio::net::Tap>;
 absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, ConsoleIo io,
                                                   MmdsRefs mmds = {},
                                                   std::optional<PreparedVm> prepared = {},
-                                                  OpenTaps taps = {});
+                                                  const OpenTaps* taps = nullptr);
 
 // The VM a snapshot describes, `config` being the one it carries; guest
 // memory is `mem_fd` mapped private (pages load on first touch). Run it as

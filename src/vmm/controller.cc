@@ -240,8 +240,8 @@ absl::StatusOr<VmmResult> Controller::Do(const InstanceStart& a) {
   if (runtime_) return runtime_->Handle(a);  // already running
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    BuildForBoot(preboot_.config(), io_, {&mmds_, &mmds_metrics_},
-                                std::exchange(prepared_, std::nullopt), std::move(taps_)));
-  taps_.clear();
+                                std::exchange(prepared_, std::nullopt), &taps_));
+  taps_.clear();  // the devices hold their own
   Started(std::move(vm));
   return std::monostate();
 }

@@ -42,6 +42,12 @@ absl::StatusOr<Tap> Tap::Open(const std::string& name) {
   return Tap(std::move(fd), name);
 }
 
+absl::StatusOr<Tap> Tap::Duplicate() const {
+  UniqueFd fd(fcntl(fd_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("TAP ", name_, ": dup"));
+  return Tap(std::move(fd), name_);
+}
+
 absl::Status Tap::SetOffload(unsigned flags) const {
   if (ioctl(fd_.get(), TUNSETOFFLOAD, flags) < 0) {
     return ErrnoStatus(absl::StrCat("TAP ", name_, ": TUNSETOFFLOAD"));

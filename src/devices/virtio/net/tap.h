@@ -14,6 +14,9 @@ class Tap {
   // Attaches to the TAP called `name` (creating it if it does not exist and
   // the caller may), in the calling thread's network namespace.
   static absl::StatusOr<Tap> Open(const std::string& name);
+  // Another descriptor of the same attachment (a device's, while the
+  // configuration keeps its own).
+  absl::StatusOr<Tap> Duplicate() const;
   // TUN_F_* flags: which offloads the guest can take in received frames.
   absl::Status SetOffload(unsigned flags) const;
 
