@@ -275,7 +275,8 @@ int Create(const oci::CommandLine& cl) {
   auto boot_annotation = spec->annotations.find("io.ember.boot");
   bool cold = (boot && std::string(boot) == "cold") ||
               (boot_annotation != spec->annotations.end() && boot_annotation->second == "cold");
-  bool restore = !cold && oci::TemplateReady(cl.root, spec->vm, &tpl) && tpl.jailed == jailed;
+  bool restore = !cold && oci::TemplateReady(cl.root, spec->vm, assets.rootfs, &tpl) &&
+                 tpl.jailed == jailed;
   if (restore) {
     if (auto s = oci::PrepareRestore(*layout, tpl); !s.ok()) return undo_all(std::string(s.message()));
   }

@@ -56,8 +56,21 @@ TemplateFiles TemplatePaths(const std::string& root, const VmSize& size) {
   return t;
 }
 
-bool TemplateReady(const std::string& root, const VmSize& size, TemplateFiles* files) {
+std::string FileStamp(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return "";
+  return absl::StrCat(st.st_size, " ", st.st_ino, " ", st.st_mtim.tv_sec, ".",
+                      st.st_mtim.tv_nsec);
+}
+
+bool TemplateReady(const std::string& root, const VmSize& size, const std::string& agent_rootfs,
+                   TemplateFiles* files) {
   *files = TemplatePaths(root, size);
+  if (!agent_rootfs.empty()) {
+    std::ifstream stamp(files->dir + "/agent-stamp");
+    std::string made;
+    if (!std::getline(stamp, made) || made != FileStamp(agent_rootfs)) return false;
+  }
   std::ifstream mark(files->dir + "/jailed");
   std::string value;
   if (!(mark >> value)) return false;
@@ -160,6 +173,7 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
     RemoveDir(work);
     return status;
   }
+  std::ofstream(work + "/agent-stamp") << FileStamp(assets.rootfs) << "\n";
   std::ofstream(work + "/jailed") << (jailed ? "1" : "0");
   for (const char* name : {"console.log", "ember.log", "vm.json"}) unlink((work + "/" + name).c_str());
   RemoveDir(t.dir);

@@ -29,8 +29,13 @@ struct TemplateFiles {
 };
 TemplateFiles TemplatePaths(const std::string& root, const VmSize& size);
 // Whether a complete template of `size` is there (written last: its
-// "jailed" mark).
-bool TemplateReady(const std::string& root, const VmSize& size, TemplateFiles* files);
+// "jailed" mark), made with the agent's root file system `agent_rootfs`
+// as it is now (a rebuilt agent may speak another protocol; "" skips the
+// check).
+bool TemplateReady(const std::string& root, const VmSize& size, const std::string& agent_rootfs,
+                   TemplateFiles* files);
+// What identifies a version of `path`: size, inode and mtime; "" if absent.
+std::string FileStamp(const std::string& path);
 
 // Boots a microVM of `size`, waits for the agent, snapshots; replaces an
 // older template of that size.

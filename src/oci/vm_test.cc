@@ -109,11 +109,11 @@ TEST(VmTest, WaitForConsoleSeesTheMarkOrGivesUp) {
 TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
   TempDir dir;
   TemplateFiles t;
-  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, &t));
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, "", &t));
   ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
-  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, &t));
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, "", &t));
   std::ofstream(dir.path() + "/template/jailed") << "1";
-  ASSERT_TRUE(TemplateReady(dir.path(), VmSize{}, &t));
+  ASSERT_TRUE(TemplateReady(dir.path(), VmSize{}, "", &t));
   EXPECT_TRUE(t.jailed);
   EXPECT_EQ(t.snapshot, dir.path() + "/template/vm.snap");
 }
@@ -126,12 +126,29 @@ TEST(VmTest, ATemplateServesOnlyItsSize) {
   std::ofstream(dir.path() + "/template/jailed") << "0";
   VmSize big{2, 512};
   TemplateFiles t;
-  EXPECT_FALSE(TemplateReady(dir.path(), big, &t));
+  EXPECT_FALSE(TemplateReady(dir.path(), big, "", &t));
   ASSERT_EQ(mkdir((dir.path() + "/template-2x512").c_str(), 0700), 0);
   std::ofstream(dir.path() + "/template-2x512/jailed") << "0";
-  ASSERT_TRUE(TemplateReady(dir.path(), big, &t));
+  ASSERT_TRUE(TemplateReady(dir.path(), big, "", &t));
   EXPECT_EQ(t.memory, dir.path() + "/template-2x512/vm.mem");
   EXPECT_FALSE(t.jailed);
+}
+
+// A template holds the agent it was made with: once the agent's root file
+// system is rebuilt (another protocol, maybe), containers boot cold until
+// a new template is made.
+TEST(VmTest, ATemplateOfAnotherAgentIsNotUsed) {
+  TempDir dir;
+  std::string agent = dir.path() + "/agent.ext4";
+  std::ofstream(agent) << "v1";
+  ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
+  std::ofstream(dir.path() + "/template/agent-stamp") << FileStamp(agent) << "\n";
+  std::ofstream(dir.path() + "/template/jailed") << "0";
+  TemplateFiles t;
+  EXPECT_TRUE(TemplateReady(dir.path(), VmSize{}, agent, &t));
+  ASSERT_EQ(unlink(agent.c_str()), 0);
+  std::ofstream(agent) << "v2, rebuilt";
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, agent, &t));
 }
 
 TEST(MonitorTest, ContainerRequestCarriesTheProcess) {
