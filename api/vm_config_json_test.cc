@@ -499,29 +499,26 @@ TEST(VmConfigJsonTest, NullIsNone) {
   EXPECT_FALSE(c->boot_source->boot_args);
   EXPECT_EQ(c->drives[0].partuuid, "");
   EXPECT_FALSE(c->drives[0].rate_limiter);
-  // An interface as Firecracker's GET /vm/config shows it.
-  const std::string iface =
-      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
-      R"("rx_rate_limiter":null,"tx_rate_limiter":null})";
-  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + iface + "]}");
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_NE(VmConfigToJson(*c).find(iface), std::string::npos) << VmConfigToJson(*c);
-  // A limiter as Firecracker shows it: nulls for what is not there.
-  const std::string limited =
-      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
-      R"("rx_rate_limiter":{"bandwidth":null,"ops":{"size":5,"one_time_burst":null,)"
-      R"("refill_time":100}},"tx_rate_limiter":null})";
-  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + limited + "]}");
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_NE(VmConfigToJson(*c).find(limited), std::string::npos) << VmConfigToJson(*c);
+  // An interface as Firecracker's GET /vm/config shows it reads back the same.
+  auto round_trips = [](const std::string& iface) {
+    auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + iface +
+                           "]}");
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_NE(VmConfigToJson(*c).find(iface), std::string::npos) << VmConfigToJson(*c);
+  };
+  round_trips(R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
+              R"("rx_rate_limiter":null,"tx_rate_limiter":null})");
+  // A limiter: nulls for what is not there.
+  round_trips(R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":null,)"
+              R"("rx_rate_limiter":{"bandwidth":null,"ops":{"size":5,"one_time_burst":null,)"
+              R"("refill_time":100}},"tx_rate_limiter":null})");
   // mtu: offered to the guest, within Firecracker's range.
-  const std::string jumbo =
-      R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":9000,)"
-      R"("rx_rate_limiter":null,"tx_rate_limiter":null})";
-  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" + jumbo + "]}");
+  round_trips(R"({"iface_id":"eth0","host_dev_name":"tap0","guest_mac":null,"mtu":9000,)"
+              R"("rx_rate_limiter":null,"tx_rate_limiter":null})");
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
+                    R"({"iface_id": "e", "host_dev_name": "t", "mtu": 9000}]})");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->net[0].mtu, 9000);
-  EXPECT_NE(VmConfigToJson(*c).find(jumbo), std::string::npos) << VmConfigToJson(*c);
   ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
                     R"({"iface_id": "e", "host_dev_name": "t", "mtu": 67}]})",
                 "network-interfaces[].mtu must be between 68 and 65535, got 67");

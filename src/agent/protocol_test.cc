@@ -223,6 +223,13 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   bad.container.root_device = "";  // mounts need a root of the container's own
   bad.container.root_dir = "/r";
   EXPECT_FALSE(DecodeExec(EncodeExec(bad), &out, &error));
+  // A hostile mount count too: it is the u32 after the hostname.
+  ExecRequest no_mounts = in;
+  no_mounts.container.mounts.clear();
+  std::string wire_nm = EncodeExec(no_mounts);
+  size_t count_at = wire_nm.size() - 4 - 5 * 8 - 4;  // before the cap bits and masks
+  wire_nm.replace(count_at, 4, EncodeU32(0xffffffffu));
+  EXPECT_FALSE(DecodeExec(wire_nm, &out, &error));
   // A hostile group count is refused before any allocation.
   std::string huge = EncodeExec(in);
   size_t at = EncodeExec(Sample()).size() + 8;  // after uid and gid

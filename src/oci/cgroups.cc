@@ -52,7 +52,9 @@ absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path
   bool quota = r.cpu_quota && *r.cpu_quota > 0;
   if (v1) {
     // The period first: a quota is checked against it.
-    if (r.cpu_period && *r.cpu_period > 0) set("cpu", "cpu.cfs_period_us", absl::StrCat(*r.cpu_period));
+    if (r.cpu_period && *r.cpu_period > 0) {
+      set("cpu", "cpu.cfs_period_us", absl::StrCat(*r.cpu_period));
+    }
     if (quota) set("cpu", "cpu.cfs_quota_us", absl::StrCat(*r.cpu_quota));
   } else if (quota || (r.cpu_period && *r.cpu_period > 0)) {
     set("cpu", "cpu.max",

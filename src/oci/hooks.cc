@@ -5,74 +5,20 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <utility>
 
-#include <rapidjson/document.h>
-
 #include "absl/strings/str_cat.h"
-#include "src/common/json_reader.h"
+#include "src/common/clock.h"
 
 namespace ember::oci {
 namespace {
 
 // What a hook may print into an error message.
 constexpr size_t kMaxOutput = 4096;
-
-absl::Status Invalid(absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("config.json: hooks", what));
-}
-
-absl::Status StringsOf(const rapidjson::Value& hook, const char* name, const std::string& at,
-                       std::vector<std::string>* out) {
-  auto it = hook.FindMember(name);
-  if (it == hook.MemberEnd() || it->value.IsNull()) return absl::OkStatus();
-  if (!it->value.IsArray()) return Invalid(absl::StrCat(at, ".", name, " must be an array"));
-  for (const auto& v : it->value.GetArray()) {
-    if (!v.IsString() || std::strlen(v.GetString()) != v.GetStringLength()) {
-      return Invalid(absl::StrCat(at, ".", name, " must hold strings without NUL bytes"));
-    }
-    out->emplace_back(v.GetString());
-  }
-  return absl::OkStatus();
-}
-
-absl::Status HookList(const rapidjson::Value& hooks, const char* name, std::vector<Hook>* out) {
-  auto it = hooks.FindMember(name);
-  if (it == hooks.MemberEnd() || it->value.IsNull()) return absl::OkStatus();
-  if (!it->value.IsArray()) return Invalid(absl::StrCat(".", name, " must be an array"));
-  for (const auto& h : it->value.GetArray()) {
-    std::string at = absl::StrCat(".", name, "[", out->size(), "]");
-    if (!h.IsObject()) return Invalid(at + " must be an object");
-    Hook hook;
-    auto path = h.FindMember("path");
-    if (path == h.MemberEnd() || !path->value.IsString() || path->value.GetString()[0] != '/') {
-      return Invalid(at + ".path must be an absolute path");
-    }
-    hook.path = path->value.GetString();
-    if (auto s = StringsOf(h, "args", at, &hook.args); !s.ok()) return s;
-    if (auto s = StringsOf(h, "env", at, &hook.env); !s.ok()) return s;
-    auto timeout = h.FindMember("timeout");
-    if (timeout != h.MemberEnd() && !timeout->value.IsNull()) {
-      if (!timeout->value.IsInt() || timeout->value.GetInt() <= 0) {
-        return Invalid(at + ".timeout must be a positive number of seconds");
-      }
-      hook.timeout_s = timeout->value.GetInt();
-    }
-    out->push_back(std::move(hook));
-  }
-  return absl::OkStatus();
-}
-
-double Now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 absl::Status RunOne(const Hook& hook, const std::string& state, absl::string_view phase) {
   std::string name = absl::StrCat(phase, " hook ", hook.path);
@@ -118,14 +64,15 @@ absl::Status RunOne(const Hook& hook, const std::string& state, absl::string_vie
   size_t written = 0;
   std::string output;
   constexpr int kMaxTimeoutS = 24 * 3600;
-  double deadline = hook.timeout_s ? Now() + std::min(*hook.timeout_s, kMaxTimeoutS) : 0;
+  double deadline_ms =
+      hook.timeout_s ? MonotonicMs() + 1000.0 * std::min(*hook.timeout_s, kMaxTimeoutS) : 0;
   bool timed_out = false, exited = false, out_open = true;
   while (!exited || out_open) {
     pollfd fds[3] = {{out_open ? out[0] : -1, POLLIN, 0},
                      {written < state.size() && in[1] >= 0 ? in[1] : -1, POLLOUT, 0},
                      {exited ? -1 : pidfd, POLLIN, 0}};
     int wait_ms = -1;
-    if (deadline > 0) wait_ms = static_cast<int>(std::max(0.0, deadline - Now()) * 1000) + 1;
+    if (deadline_ms > 0) wait_ms = static_cast<int>(std::max(0.0, deadline_ms - MonotonicMs())) + 1;
     if (exited) wait_ms = 0;  // take what output is there, no more
     int r = poll(fds, 3, wait_ms);
     if (r < 0 && errno == EINTR) continue;
@@ -148,8 +95,11 @@ absl::Status RunOne(const Hook& hook, const std::string& state, absl::string_vie
     if (fds[0].revents) {
       char buf[1024];
       ssize_t n = read(out[0], buf, sizeof(buf));
-      if (n <= 0) out_open = false;
-      else if (output.size() < kMaxOutput) output.append(buf, std::min<size_t>(n, kMaxOutput - output.size()));
+      if (n <= 0) {
+        out_open = false;
+      } else if (output.size() < kMaxOutput) {
+        output.append(buf, std::min<size_t>(n, kMaxOutput - output.size()));
+      }
     }
     if (fds[2].revents || (pidfd < 0 && !out_open)) exited = true;
   }
@@ -173,21 +123,6 @@ absl::Status RunOne(const Hook& hook, const std::string& state, absl::string_vie
 }
 
 }  // namespace
-
-absl::StatusOr<Hooks> ParseHooks(absl::string_view json) {
-  rapidjson::Document doc;
-  if (auto s = ParseJsonObject(json, &doc); !s.ok()) return Invalid(absl::StrCat(": ", s.message()));
-  Hooks h;
-  for (auto [name, list] : {std::pair{"prestart", &h.prestart},
-                            {"createRuntime", &h.create_runtime},
-                            {"createContainer", &h.create_container},
-                            {"startContainer", &h.start_container},
-                            {"poststart", &h.poststart},
-                            {"poststop", &h.poststop}}) {
-    if (auto s = HookList(doc, name, list); !s.ok()) return s;
-  }
-  return h;
-}
 
 absl::Status RunHooks(const std::vector<Hook>& hooks, const std::string& state,
                       absl::string_view phase) {

@@ -35,7 +35,8 @@ struct Hooks {
   }
 };
 
-// The "hooks" object of config.json, as JSON text (absent: "{}").
+// The "hooks" object of config.json, as JSON text (absent: "{}"); read
+// in spec.cc with the rest of config.json.
 absl::StatusOr<Hooks> ParseHooks(absl::string_view json);
 
 // Runs `hooks` in order with `state` on their stdin; the first failure

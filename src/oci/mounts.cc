@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -179,12 +178,6 @@ absl::Status Stage(int parent_fd, const std::string& name, const std::string& at
   return status;
 }
 
-uint64_t g_bytes = 0;
-int AddBytes(const char*, const struct stat* st, int, FTW*) {
-  g_bytes += (static_cast<uint64_t>(st->st_size) + 4095) / 4096 * 4096 + 4096;
-  return 0;
-}
-
 }  // namespace
 
 absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
@@ -241,9 +234,9 @@ absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
 }
 
 uint64_t CopiesBytes(const MountPlan& plan) {
-  g_bytes = 0;
-  for (const MountPlan::Copy& c : plan.copies) nftw(c.source.c_str(), AddBytes, 64, FTW_PHYS);
-  return g_bytes;
+  uint64_t bytes = 0;
+  for (const MountPlan::Copy& c : plan.copies) bytes += TreeSize(c.source);
+  return bytes;
 }
 
 absl::Status ApplyToImage(const MountPlan& plan, const std::string& image,

@@ -155,7 +155,9 @@ absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
   if (!linux.IsObject()) return Invalid("config.json", "linux must be an object");
   auto path = linux.FindMember("cgroupsPath");
   if (path != linux.MemberEnd() && !path->value.IsNull()) {
-    if (!path->value.IsString()) return Invalid("config.json", "linux.cgroupsPath must be a string");
+    if (!path->value.IsString()) {
+      return Invalid("config.json", "linux.cgroupsPath must be a string");
+    }
     spec->cgroups_path = path->value.GetString();
   }
   auto namespaces = linux.FindMember("namespaces");
@@ -207,6 +209,35 @@ absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
   return absl::OkStatus();
 }
 
+absl::Status HookList(const rapidjson::Value& hooks, const char* name, std::vector<Hook>* out) {
+  constexpr absl::string_view kCtx = "config.json: hooks";
+  auto it = hooks.FindMember(name);
+  if (it == hooks.MemberEnd() || it->value.IsNull()) return absl::OkStatus();
+  if (!it->value.IsArray()) return Invalid(kCtx, absl::StrCat(name, " must be an array"));
+  for (const auto& h : it->value.GetArray()) {
+    std::string at = absl::StrCat(name, "[", out->size(), "]");
+    if (!h.IsObject()) return Invalid(kCtx, at + " must be an object");
+    Hook hook;
+    auto path = h.FindMember("path");
+    if (path == h.MemberEnd() || !path->value.IsString() || path->value.GetString()[0] != '/') {
+      return Invalid(kCtx, at + ".path must be an absolute path");
+    }
+    hook.path = path->value.GetString();
+    std::string ctx = absl::StrCat(kCtx, ".", at);
+    if (auto s = Strings(h, "args", ctx, &hook.args); !s.ok()) return s;
+    if (auto s = Strings(h, "env", ctx, &hook.env); !s.ok()) return s;
+    auto timeout = h.FindMember("timeout");
+    if (timeout != h.MemberEnd() && !timeout->value.IsNull()) {
+      if (!timeout->value.IsInt() || timeout->value.GetInt() <= 0) {
+        return Invalid(kCtx, at + ".timeout must be a positive number of seconds");
+      }
+      hook.timeout_s = timeout->value.GetInt();
+    }
+    out->push_back(std::move(hook));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int CapabilityNumber(absl::string_view name) {
@@ -227,6 +258,23 @@ int CapabilityNumber(absl::string_view name) {
     if (name == kNames[i]) return i;
   }
   return -1;
+}
+
+absl::StatusOr<Hooks> ParseHooks(absl::string_view json) {
+  rapidjson::Document doc;
+  if (auto s = ParseJsonObject(json, &doc); !s.ok()) {
+    return Invalid("config.json: hooks", s.message());
+  }
+  Hooks h;
+  for (auto [name, list] : {std::pair{"prestart", &h.prestart},
+                            {"createRuntime", &h.create_runtime},
+                            {"createContainer", &h.create_container},
+                            {"startContainer", &h.start_container},
+                            {"poststart", &h.poststart},
+                            {"poststop", &h.poststop}}) {
+    if (auto s = HookList(doc, name, list); !s.ok()) return s;
+  }
+  return h;
 }
 
 absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_view context) {

@@ -57,8 +57,9 @@ std::string JailId(const std::string& root, const std::string& id);
 inline constexpr char kContainerDevice[] = "/dev/vdb";
 inline constexpr char kContainerRootDir[] = "/run/container";
 
-// Bytes `dir` holds (regular files, symlink targets and directories, each
-// rounded up to 4 KiB blocks): what an image of it needs before slack.
+// Bytes `dir` (or a single file) holds (regular files, symlink targets and
+// directories, each rounded up to 4 KiB blocks): what an image of it
+// needs before slack.
 uint64_t TreeSize(const std::string& dir);
 
 // Makes `image` (ext4, sparse) holding a copy of `dir`, with room to write:
