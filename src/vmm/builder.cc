@@ -118,7 +118,8 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 
 }  // namespace
 
-absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config) {
+absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
+                                               std::optional<VmShell> shell) {
   if (!config.boot_source) {
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
@@ -132,7 +133,8 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config) {
   // Vm it moves into) outlives the copier on every path.
   absl::Status copied;
   std::thread copier([&load, &copied] { copied = load.Copy(); });
-  absl::StatusOr<std::unique_ptr<Vm>> made = Vm::Create(memory, config.machine.track_dirty_pages);
+  absl::StatusOr<std::unique_ptr<Vm>> made =
+      Vm::Create(memory, config.machine.track_dirty_pages, std::move(shell));
   absl::Status vcpus = made.status();
   const LoadedImages& images = load.images();
   if (made.ok()) {
@@ -184,7 +186,8 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                                                       const snapshot::SnapshotState& state,
                                                       int mem_fd,
                                                       const std::string& uffd_socket,
-                                                      MmdsRefs mmds) {
+                                                      MmdsRefs mmds,
+                                                      std::optional<VmShell> shell) {
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
   if (state.machine.vcpus.size() != config.machine.vcpu_count) {
     return absl::InvalidArgumentError(
@@ -202,7 +205,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                          ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
                          return mem;
                        },
-                       config.machine.track_dirty_pages));
+                       config.machine.track_dirty_pages, std::move(shell)));
   vm->set_uffd(std::move(uffd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;

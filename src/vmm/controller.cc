@@ -253,7 +253,8 @@ void Controller::PrepareAhead() {
   if (prepare_failed_ == key) return;
   prepared_.reset();
   absl::Time begin = absl::Now();
-  absl::StatusOr<PreparedVm> prepared = PreparedVm::Prepare(config);
+  absl::StatusOr<PreparedVm> prepared =
+      PreparedVm::Prepare(config, std::exchange(spare_, std::nullopt));
   if (prepared.ok()) {
     LOG_INFO("prepared ahead of the start in %.3f ms: %d MiB, %d vCPUs, kernel loaded",
              absl::ToDoubleMilliseconds(absl::Now() - begin), config.machine.mem_size_mib,
@@ -286,6 +287,9 @@ int Controller::WaitForStart() {
     if (::read(signals->get(), &info, sizeof(info)) == sizeof(info)) stop_signal = info.ssi_signo;
   });
   LOG_INFO("waiting for the API to configure and start the microVM");
+  // While nothing asks anything of this thread; a failure shows again,
+  // with its reason, when the VM is made.
+  if (absl::StatusOr<VmShell> shell = VmShell::Create(); shell.ok()) spare_ = std::move(*shell);
   while (!runtime_ && stop_signal == 0) {
     (void)loop->RunOnce(-1);
     PrepareAhead();

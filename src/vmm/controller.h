@@ -122,6 +122,7 @@ class Controller {
   EventLoop* pre_boot_loop_ = nullptr;  // while waiting for InstanceStart
   mmds::DataStore mmds_;  // the net devices' MMDS stacks point at it
   mmds::MmdsMetrics mmds_metrics_;
+  std::optional<VmShell> spare_;  // made ahead, for the first VM built
   std::optional<PreparedVm> prepared_;  // before InstanceStart
   OpenTaps taps_;  // by interface id, from PUT /network-interfaces to the start
   // What failed to prepare last time, not tried again until it changes.

@@ -101,7 +101,8 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   // The snapshot keeps MMDS's configuration, not its data.
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    BuildFromSnapshot(*config, io_, state, mem.get(),
-                                     a.uffd ? a.mem_backend_path : "", {&mmds_, &mmds_metrics_}));
+                                     a.uffd ? a.mem_backend_path : "", {&mmds_, &mmds_metrics_},
+                                     std::exchange(spare_, std::nullopt)));
   double built = MonotonicMs();
   if (working_set) {
     // Before the first KVM_RUN: the guest then finds these pages mapped.

@@ -18,17 +18,28 @@
 
 namespace ember {
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const MemoryMaker& make_memory,
-                                               bool track_dirty_pages) {
-  ASSIGN_OR_RETURN(GuestMemory memory, make_memory());
-  return Create(memory, track_dirty_pages);
+absl::StatusOr<VmShell> VmShell::Create() {
+  ASSIGN_OR_RETURN(Kvm kvm, Kvm::Open());
+  ASSIGN_OR_RETURN(VmFd vm, kvm.CreateVm());
+  RETURN_IF_ERROR(vm.SetTssAddr(x86_64::kKvmTssAddr));
+  RETURN_IF_ERROR(vm.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
+  return VmShell(std::move(kvm), std::move(vm));
 }
 
-absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(GuestMemory& memory, bool track_dirty_pages) {
-  ASSIGN_OR_RETURN(Kvm kvm, Kvm::Open());
-  ASSIGN_OR_RETURN(VmFd vm_fd, kvm.CreateVm());
-  RETURN_IF_ERROR(vm_fd.SetTssAddr(x86_64::kKvmTssAddr));
-  RETURN_IF_ERROR(vm_fd.SetIdentityMapAddr(x86_64::kKvmIdentityMapAddr));
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const MemoryMaker& make_memory,
+                                               bool track_dirty_pages,
+                                               std::optional<VmShell> shell) {
+  ASSIGN_OR_RETURN(GuestMemory memory, make_memory());
+  return Create(memory, track_dirty_pages, std::move(shell));
+}
+
+absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(GuestMemory& memory, bool track_dirty_pages,
+                                               std::optional<VmShell> shell) {
+  if (!shell) {
+    ASSIGN_OR_RETURN(shell, VmShell::Create());
+  }
+  Kvm kvm = std::move(shell->kvm_);
+  VmFd vm_fd = std::move(shell->vm_);
   // Memory before the irqchip: once an irqchip exists, registering a memory
   // slot costs milliseconds instead of microseconds (measured on PVM).
   if (track_dirty_pages && !memory.dirty_tracking()) memory.EnableDirtyTracking();

@@ -442,6 +442,19 @@ TEST_F(PreparedVmTest, IsUsedWhileTheConfigurationHolds) {
   EXPECT_EQ(Console(), "hi\n");
 }
 
+// The shell a waiting VMM makes ahead serves the VM built later.
+TEST_F(PreparedVmTest, IsBuiltInAShellMadeAhead) {
+  VmConfig config = SettledConfig(kHelloAndReset);
+  absl::StatusOr<VmShell> shell = VmShell::Create();
+  ASSERT_TRUE(shell.ok()) << shell.status();
+  auto prepared = PreparedVm::Prepare(config, std::move(*shell));
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  auto vm = BuildForBoot(config, Io(), {}, std::move(*prepared));
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "hi\n");
+}
+
 TEST_F(PreparedVmTest, AChangedMachineOrBootSourceIsPreparedAgain) {
   VmConfig config = SettledConfig(kHelloAndReset);
   auto prepared = PreparedVm::Prepare(config);
