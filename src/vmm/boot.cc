@@ -78,9 +78,14 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   return load;
 }
 
+void ImageLoad::Populate(const GuestMemory& mem) const {
+  AdviseKernelHugePages(mem, images_.kernel);
+  if (initrd_file_) AdviseHugePages(pieces_.back().dest);
+  for (const Piece& piece : pieces_) PrefaultForCopy(piece.dest);
+}
+
 absl::Status ImageLoad::Copy() {
   for (const Piece& piece : pieces_) {
-    PrefaultForCopy(piece.dest);
     RETURN_IF_ERROR(piece.file->ReadAt(piece.offset, piece.dest));
   }
   ASSIGN_OR_RETURN(FileStamp after, kernel_file_->Stamp());
@@ -116,6 +121,7 @@ absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImag
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count) {
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
+  load.Populate(mem);
   RETURN_IF_ERROR(load.Copy());
   return WriteBootInfo(mem, load.images(), cmdline, vcpu_count);
 }

@@ -34,13 +34,16 @@ struct LoadedImages {
   bool stable = true;
 };
 
-// Loading in two steps, so that the copy can run on another thread beside
+// Loading in steps, so that the copy can run on another thread beside
 // KVM's set-up: Plan opens, parses and checks the files and says where each
-// byte goes; Copy moves them, touching nothing but those ranges of guest
-// memory (whose mapping must outlive it).
+// byte goes; Populate allocates those ranges of guest memory; Copy moves
+// the bytes, touching nothing else (the mapping must outlive it).
 class ImageLoad {
  public:
   static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
+  // Before KVM_CREATE_VM: populating holds the mmap lock that it takes
+  // for writing. Best effort, as kernel_loader.h's PrefaultForCopy.
+  void Populate(const GuestMemory& mem) const;
   absl::Status Copy();
   const LoadedImages& images() const { return images_; }
 

@@ -129,6 +129,7 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   // Before the plan: the ranges it hands out are the VMM's writes.
   if (config.machine.track_dirty_pages) memory.EnableDirtyTracking();
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(memory, *config.boot_source));
+  load.Populate(memory);
   // The copy (most of the time) runs beside KVM's set-up. `memory` (or the
   // Vm it moves into) outlives the copier on every path.
   absl::Status copied;

@@ -53,7 +53,7 @@ absl::StatusOr<LoadedKernel> ParseBzImage(const GuestMemory& mem,
   kernel.protocol = x86_64::BootProtocol::kLinux64;
   kernel.header = hdr;
   kernel.end = end;
-  kernel.segments.push_back({kernel_offset, kLoadAddr, payload_size});
+  kernel.segments.push_back({kernel_offset, kLoadAddr, payload_size, payload_size});
   return kernel;
 }
 

@@ -4,7 +4,10 @@
 #include <elf.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "src/common/status_macros.h"
@@ -101,7 +104,7 @@ absl::StatusOr<LoadedKernel> ParseElfKernel(const GuestMemory& mem,
           "ELF segment %d [%#x, +%#x) is outside guest memory (too little memory?)", i,
           ph.p_paddr, ph.p_memsz));
     }
-    kernel.segments.push_back({ph.p_offset, ph.p_paddr, ph.p_filesz});
+    kernel.segments.push_back({ph.p_offset, ph.p_paddr, ph.p_filesz, ph.p_memsz});
     kernel.end = std::max(kernel.end, ph.p_paddr + ph.p_memsz);
     loaded_any = true;
   }
@@ -144,17 +147,38 @@ absl::StatusOr<LoadedKernel> LoadKernel(const GuestMemory& mem, std::span<const 
   return kernel;
 }
 
-void PrefaultForCopy(std::span<uint8_t> dest) {
-  constexpr uintptr_t kPage = 4096, kHuge = 2 << 20;
-  uintptr_t start = reinterpret_cast<uintptr_t>(dest.data());
-  uintptr_t end = start + dest.size();
-  // Only whole huge pages inside `dest`: the guest's other memory stays in
-  // 4 KiB pages, so an idle VM's RSS does not grow.
-  uintptr_t huge_start = (start + kHuge - 1) & ~(kHuge - 1), huge_end = end & ~(kHuge - 1);
+void AdviseHugePages(std::span<uint8_t> range) {
+  constexpr uintptr_t kHuge = 2 << 20;
+  uintptr_t start = reinterpret_cast<uintptr_t>(range.data());
+  uintptr_t huge_start = (start + kHuge - 1) & ~(kHuge - 1);
+  uintptr_t huge_end = (start + range.size()) & ~(kHuge - 1);
   if (huge_start < huge_end) {
     (void)madvise(reinterpret_cast<void*>(huge_start), huge_end - huge_start, MADV_HUGEPAGE);
   }
-  uintptr_t page_start = start & ~(kPage - 1), page_end = (end + kPage - 1) & ~(kPage - 1);
+}
+
+void AdviseKernelHugePages(const GuestMemory& mem, const LoadedKernel& kernel) {
+  std::vector<std::pair<uint64_t, uint64_t>> spans;  // [start, end) in guest memory
+  for (const KernelSegment& seg : kernel.segments) {
+    spans.push_back({seg.guest_addr, seg.guest_addr + std::max(seg.size, seg.mem_size)});
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 0; i < spans.size();) {
+    auto [start, end] = spans[i];
+    // A run: each segment starts on the page where the last one ended.
+    for (i++; i < spans.size() && spans[i].first <= ((end + 4095) & ~uint64_t{4095}); i++) {
+      end = std::max(end, spans[i].second);
+    }
+    absl::StatusOr<std::span<uint8_t>> host = mem.Slice(start, end - start);
+    if (host.ok()) AdviseHugePages(*host);
+  }
+}
+
+void PrefaultForCopy(std::span<uint8_t> dest) {
+  constexpr uintptr_t kPage = 4096;
+  uintptr_t start = reinterpret_cast<uintptr_t>(dest.data());
+  uintptr_t page_start = start & ~(kPage - 1);
+  uintptr_t page_end = (start + dest.size() + kPage - 1) & ~(kPage - 1);
   (void)madvise(reinterpret_cast<void*>(page_start), page_end - page_start, MADV_POPULATE_WRITE);
 }
 

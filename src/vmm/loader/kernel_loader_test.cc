@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "src/common/testing/test_images.h"
@@ -165,6 +167,44 @@ TEST(KernelLoaderTest, NamesTheFileWhenItIsNotAKernel) {
   auto k = LoadKernel(mem, text, "/tmp/notes.txt");
   ASSERT_FALSE(k.ok());
   EXPECT_EQ(k.status().message(), "/tmp/notes.txt is neither an ELF vmlinux nor a bzImage");
+}
+
+// Whether the mapping holding `addr` is advised MADV_HUGEPAGE ("hg" among
+// its VmFlags in /proc/self/smaps).
+bool HugeAdvised(const void* addr) {
+  std::ifstream smaps("/proc/self/smaps");
+  uintptr_t at = reinterpret_cast<uintptr_t>(addr);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t start, end;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2) {
+      inside = start <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line.find(" hg") != std::string::npos;
+    }
+  }
+  return false;
+}
+
+// vmlinux's layout: text at 16 MiB, then a gap, then data, per-CPU data and
+// init+bss adjoining from 26 MiB to past 28 MiB.
+TEST(KernelLoaderTest, HugePagesCoverTheKernelsRunsButNotTheGapsBetween) {
+  GuestMemory mem = Memory(64 << 20);
+  LoadedKernel kernel;
+  kernel.segments = {{0x200000, 0x1000000, 0x886140, 0x886140},
+                     {0xc00000, 0x1a00000, 0xb8000, 0xb8000},
+                     {0xe00000, 0x1ab8000, 0x20d68, 0x20d68},
+                     {0xed9000, 0x1ad9000, 0x8e000, 0x13d000}};
+  AdviseKernelHugePages(mem, kernel);
+  auto at = [&](uint64_t guest) { return mem.Slice(guest, 1)->data(); };
+  EXPECT_TRUE(HugeAdvised(at(0x1400000)));   // the middle of the text
+  EXPECT_FALSE(HugeAdvised(at(0x1900000)));  // the gap after it
+  // The data's run holds a whole 2 MiB block where the host mapping is
+  // aligned as guest memory is (anonymous mappings are, on recent kernels).
+  if (reinterpret_cast<uintptr_t>(at(0)) % (2 << 20) == 0) {
+    EXPECT_TRUE(HugeAdvised(at(0x1a00000)));
+  }
+  EXPECT_FALSE(HugeAdvised(at(0x3000000)));  // past the kernel
 }
 
 }  // namespace
