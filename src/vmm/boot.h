@@ -41,8 +41,8 @@ struct LoadedImages {
 class ImageLoad {
  public:
   static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
-  // Before KVM_CREATE_VM: populating holds the mmap lock that it takes
-  // for writing. Best effort, as kernel_loader.h's PrefaultForCopy.
+  // Before KVM_CREATE_VM, which takes the mmap lock for writing while
+  // populating holds it for reading. Best effort, as PrefaultForCopy.
   void Populate(const GuestMemory& mem) const;
   absl::Status Copy();
   const LoadedImages& images() const { return images_; }
@@ -67,7 +67,7 @@ class ImageLoad {
 absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
                                         const std::string& cmdline, uint32_t vcpu_count);
 
-// Plan, Copy and WriteBootInfo on this thread.
+// Plan, Populate, Copy and WriteBootInfo on this thread.
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count);
 

@@ -118,8 +118,13 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 
 }  // namespace
 
+// What Vm::Create is to build in: the caller's spare, taken.
+std::optional<VmShell> Take(std::optional<VmShell>* shell) {
+  return shell ? std::exchange(*shell, std::nullopt) : std::nullopt;
+}
+
 absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
-                                               std::optional<VmShell> shell) {
+                                               std::optional<VmShell>* shell) {
   if (!config.boot_source) {
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
@@ -135,7 +140,7 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   absl::Status copied;
   std::thread copier([&load, &copied] { copied = load.Copy(); });
   absl::StatusOr<std::unique_ptr<Vm>> made =
-      Vm::Create(memory, config.machine.track_dirty_pages, std::move(shell));
+      Vm::Create(memory, config.machine.track_dirty_pages, Take(shell));
   absl::Status vcpus = made.status();
   const LoadedImages& images = load.images();
   if (made.ok()) {
@@ -188,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                                                       int mem_fd,
                                                       const std::string& uffd_socket,
                                                       MmdsRefs mmds,
-                                                      std::optional<VmShell> shell) {
+                                                      std::optional<VmShell>* shell) {
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
   if (state.machine.vcpus.size() != config.machine.vcpu_count) {
     return absl::InvalidArgumentError(
@@ -206,7 +211,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                          ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
                          return mem;
                        },
-                       config.machine.track_dirty_pages, std::move(shell)));
+                       config.machine.track_dirty_pages, Take(shell)));
   vm->set_uffd(std::move(uffd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;

@@ -32,9 +32,10 @@ struct MmdsRefs {
 // BuildForBoot only while nothing it was made from has changed.
 class PreparedVm {
  public:
-  // In `shell` if given (vm.h's VmShell).
+  // In `*shell` if it holds one (vm.h's VmShell), taken only when the VM
+  // is made: a configuration refused before that leaves it there.
   static absl::StatusOr<PreparedVm> Prepare(const VmConfig& config,
-                                            std::optional<VmShell> shell = {});
+                                            std::optional<VmShell>* shell = nullptr);
 
   // Whether `config` would prepare this same VM: the same machine
   // configuration, the same kernel and initrd paths, and those files not
@@ -74,12 +75,12 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
 // memory is `mem_fd` mapped private (pages load on first touch). Run it as
 // a built VM; Pause first to start it paused. With `uffd_socket`
 // (mem_backend Uffd), guest memory is anonymous and a page-fault handler
-// listening there fills it (snapshot/uffd.h). Built in `shell` if given.
+// listening there fills it (snapshot/uffd.h). Built in `*shell` as Prepare.
 absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, ConsoleIo io,
                                                       const snapshot::SnapshotState& state,
                                                       int mem_fd,
                                                       const std::string& uffd_socket = "",
                                                       MmdsRefs mmds = {},
-                                                      std::optional<VmShell> shell = {});
+                                                      std::optional<VmShell>* shell = nullptr);
 
 }  // namespace ember

@@ -102,7 +102,7 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    BuildFromSnapshot(*config, io_, state, mem.get(),
                                      a.uffd ? a.mem_backend_path : "", {&mmds_, &mmds_metrics_},
-                                     std::exchange(spare_, std::nullopt)));
+                                     &spare_));
   double built = MonotonicMs();
   if (working_set) {
     // Before the first KVM_RUN: the guest then finds these pages mapped.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "src/vmm/arch/x86_64/layout.h"
@@ -442,13 +443,33 @@ TEST_F(PreparedVmTest, IsUsedWhileTheConfigurationHolds) {
   EXPECT_EQ(Console(), "hi\n");
 }
 
-// The shell a waiting VMM makes ahead serves the VM built later.
+// KVM VMs this process holds open.
+int KvmVms() {
+  int n = 0;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    n += std::filesystem::read_symlink(fd.path(), ec).string() == "anon_inode:kvm-vm";
+  }
+  return n;
+}
+
+// The shell a waiting VMM makes ahead serves the VM built later, and stays
+// with the caller while a configuration is refused.
 TEST_F(PreparedVmTest, IsBuiltInAShellMadeAhead) {
   VmConfig config = SettledConfig(kHelloAndReset);
-  absl::StatusOr<VmShell> shell = VmShell::Create();
-  ASSERT_TRUE(shell.ok()) << shell.status();
-  auto prepared = PreparedVm::Prepare(config, std::move(*shell));
+  int before = KvmVms();
+  absl::StatusOr<VmShell> made = VmShell::Create();
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::optional<VmShell> shell = std::move(*made);
+  EXPECT_EQ(KvmVms(), before + 1);
+  VmConfig refused = config;
+  refused.boot_source->kernel_image_path = "/nonexistent/vmlinux";
+  EXPECT_FALSE(PreparedVm::Prepare(refused, &shell).ok());
+  EXPECT_TRUE(shell.has_value());
+  auto prepared = PreparedVm::Prepare(config, &shell);
   ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_FALSE(shell.has_value());
+  EXPECT_EQ(KvmVms(), before + 1) << "built in the shell's VM, not a second one";
   auto vm = BuildForBoot(config, Io(), {}, std::move(*prepared));
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_EQ((*vm)->Run(), kExitOk);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -157,6 +158,24 @@ void AdviseHugePages(std::span<uint8_t> range) {
   }
 }
 
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+// Host view of [addr, +len) inside one region. Not Slice: with dirty
+// tracking on, that counts the range as written by the VMM.
+std::optional<std::span<uint8_t>> HostView(const GuestMemory& mem, uint64_t addr, uint64_t len) {
+  for (const GuestRegion& r : mem.regions()) {
+    if (addr >= r.guest_addr && addr - r.guest_addr <= r.size &&
+        len <= r.size - (addr - r.guest_addr)) {
+      return std::span<uint8_t>(r.host + (addr - r.guest_addr), len);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 void AdviseKernelHugePages(const GuestMemory& mem, const LoadedKernel& kernel) {
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [start, end) in guest memory
   for (const KernelSegment& seg : kernel.segments) {
@@ -166,16 +185,15 @@ void AdviseKernelHugePages(const GuestMemory& mem, const LoadedKernel& kernel) {
   for (size_t i = 0; i < spans.size();) {
     auto [start, end] = spans[i];
     // A run: each segment starts on the page where the last one ended.
-    for (i++; i < spans.size() && spans[i].first <= ((end + 4095) & ~uint64_t{4095}); i++) {
+    for (i++; i < spans.size() && spans[i].first <= ((end + kPage - 1) & ~(kPage - 1)); i++) {
       end = std::max(end, spans[i].second);
     }
-    absl::StatusOr<std::span<uint8_t>> host = mem.Slice(start, end - start);
-    if (host.ok()) AdviseHugePages(*host);
+    std::optional<std::span<uint8_t>> host = HostView(mem, start, end - start);
+    if (host) AdviseHugePages(*host);
   }
 }
 
 void PrefaultForCopy(std::span<uint8_t> dest) {
-  constexpr uintptr_t kPage = 4096;
   uintptr_t start = reinterpret_cast<uintptr_t>(dest.data());
   uintptr_t page_start = start & ~(kPage - 1);
   uintptr_t page_end = (start + dest.size() + kPage - 1) & ~(kPage - 1);
