@@ -304,15 +304,23 @@ def console_line_time(vm, text, timeout):
     return time.monotonic()
 
 
+def api_start(vm):
+    """Waits for the API, configures and starts `vm`; the start-up figures."""
+    ready_s, ready_cpu = vm.wait_ready()
+    vm.configure()
+    t_start = vm.start()
+    first = wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+    return t_start, {"ready_wall_ms": ready_s * 1e3, "ready_cpu_ms": ready_cpu,
+                     "start_to_first_kvm_run_ms": (first - t_start) * 1e3,
+                     "spawn_to_first_kvm_run_ms": (first - vm.t_spawn) * 1e3}
+
+
 def one_life(cls, binary, kernel, initrd, boot_args, boot_timeout):
     """One VM: start-up, start-to-KVM_RUN, boot to init, memory overhead."""
     with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
         vm = cls(binary, d, kernel, initrd, boot_args)
         try:
-            ready_s, ready_cpu = vm.wait_ready()
-            vm.configure()
-            t_start = vm.start()
-            first = wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+            t_start, r = api_start(vm)
             t_init = console_line_time(vm, "Run /init as init process", boot_timeout)
             time.sleep(1)  # init runs; let the VMM settle
             mem = memory_mib(vm.proc.pid, MEM_MIB)
@@ -321,10 +329,7 @@ def one_life(cls, binary, kernel, initrd, boot_args, boot_timeout):
             if vm.proc.poll() is None:
                 vm.proc.kill()
                 vm.proc.wait()
-        return {"ready_wall_ms": ready_s * 1e3, "ready_cpu_ms": ready_cpu,
-                "start_to_first_kvm_run_ms": (first - t_start) * 1e3,
-                "spawn_to_first_kvm_run_ms": (first - vm.t_spawn) * 1e3,
-                "start_to_init_ms": (t_init - t_start) * 1e3,
+        return {**r, "start_to_init_ms": (t_init - t_start) * 1e3,
                 "rss_overhead_mib": mem["rss_mib"], "pss_overhead_mib": mem["pss_mib"],
                 "clean_stop": clean}
 
@@ -339,17 +344,12 @@ def quick_life(cls, binary, kernel, initrd, boot_args):
     with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
         vm = cls(binary, d, kernel, initrd, boot_args)
         try:
-            ready_s, ready_cpu = vm.wait_ready()
-            vm.configure()
-            t_start = vm.start()
-            first = wait_for(vm.first_kvm_run, 30, f"{vm.name}: first KVM_RUN")
+            _, r = api_start(vm)
         finally:
             vm.proc.kill()
             vm.proc.wait()
-    return {"ready_wall_ms": ready_s * 1e3, "ready_cpu_ms": ready_cpu,
-            "start_to_first_kvm_run_ms": (first - t_start) * 1e3,
-            "spawn_to_first_kvm_run_ms": (first - vm.t_spawn) * 1e3,
-            "direct_to_first_kvm_run_ms": direct_life(cls, binary, kernel, initrd, boot_args)}
+    r["direct_to_first_kvm_run_ms"] = direct_life(cls, binary, kernel, initrd, boot_args)
+    return r
 
 
 def direct_life(cls, binary, kernel, initrd, boot_args):
