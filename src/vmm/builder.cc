@@ -116,12 +116,12 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
   return absl::OkStatus();
 }
 
-}  // namespace
-
 // What Vm::Create is to build in: the caller's spare, taken.
 std::optional<VmShell> Take(std::optional<VmShell>* shell) {
   return shell ? std::exchange(*shell, std::nullopt) : std::nullopt;
 }
+
+}  // namespace
 
 absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
                                                std::optional<VmShell>* shell) {

@@ -65,6 +65,9 @@ class GuestMemory {
 
   // Host view of [addr, addr + len), which must lie inside one region.
   absl::StatusOr<std::span<uint8_t>> Slice(uint64_t addr, uint64_t len) const;
+  // The same for advice to the host kernel (madvise) only: not counted as
+  // written by the VMM, as a Slice is under dirty tracking.
+  absl::StatusOr<std::span<uint8_t>> HostRange(uint64_t addr, uint64_t len) const;
   bool Contains(uint64_t addr, uint64_t len) const;
 
   absl::Status Read(uint64_t addr, std::span<uint8_t> out) const;

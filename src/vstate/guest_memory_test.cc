@@ -142,6 +142,8 @@ TEST(GuestMemoryTest, DirtyTrackingMarksWhatSlicesCover) {
   mem->EnableDirtyTracking();
   ASSERT_TRUE(mem->Slice(4096 - 1, 2).ok());  // pages 0 and 1
   ASSERT_TRUE(mem->WriteObj<uint32_t>(5 * 4096, 7).ok());
+  ASSERT_TRUE(mem->HostRange(2 * 4096, 3 * 4096).ok());  // advice only: no page
+  EXPECT_FALSE(mem->HostRange(7 * 4096, 2 * 4096).ok());
   EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0b100011});
   EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0}) << "taking clears";
 }

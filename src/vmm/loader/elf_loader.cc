@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -19,6 +18,7 @@ namespace ember {
 namespace {
 
 constexpr uint32_t kXenElfNotePhys32Entry = 18;
+constexpr uint64_t kPage = 4096;
 
 // True if [offset, offset + len) lies inside a file of `size` bytes.
 bool InFile(uint64_t offset, uint64_t len, size_t size) {
@@ -158,24 +158,6 @@ void AdviseHugePages(std::span<uint8_t> range) {
   }
 }
 
-namespace {
-
-constexpr uint64_t kPage = 4096;
-
-// Host view of [addr, +len) inside one region. Not Slice: with dirty
-// tracking on, that counts the range as written by the VMM.
-std::optional<std::span<uint8_t>> HostView(const GuestMemory& mem, uint64_t addr, uint64_t len) {
-  for (const GuestRegion& r : mem.regions()) {
-    if (addr >= r.guest_addr && addr - r.guest_addr <= r.size &&
-        len <= r.size - (addr - r.guest_addr)) {
-      return std::span<uint8_t>(r.host + (addr - r.guest_addr), len);
-    }
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 void AdviseKernelHugePages(const GuestMemory& mem, const LoadedKernel& kernel) {
   std::vector<std::pair<uint64_t, uint64_t>> spans;  // [start, end) in guest memory
   for (const KernelSegment& seg : kernel.segments) {
@@ -188,8 +170,8 @@ void AdviseKernelHugePages(const GuestMemory& mem, const LoadedKernel& kernel) {
     for (i++; i < spans.size() && spans[i].first <= ((end + kPage - 1) & ~(kPage - 1)); i++) {
       end = std::max(end, spans[i].second);
     }
-    std::optional<std::span<uint8_t>> host = HostView(mem, start, end - start);
-    if (host) AdviseHugePages(*host);
+    absl::StatusOr<std::span<uint8_t>> host = mem.HostRange(start, end - start);
+    if (host.ok()) AdviseHugePages(*host);
   }
 }
 
