@@ -20,9 +20,7 @@
 # "\nEMBER-END <id> ". The console is raw (no echo, no signals from control
 # characters, no \n -> \r\n), so the output arrives unchanged. A line
 # longer than the VMM's serial input buffer (4 KiB) is lost: send larger
-# data in pieces. A line that is not valid base64 ends with status 254. On
-# PVM hosts a pipeline whose programs run at the same time may fail now and
-# then (shared/PLATFORM.md); a sequence of commands is safe.
+# data in pieces. A line that is not valid base64 ends with status 254.
 # To end the microVM: "reboot" (a clean shutdown through init) or
 # "reboot -f" (at once); either way Ember exits with 0.
 
@@ -52,8 +50,7 @@ echo "EMBER-SHELL-READY"
 while read -r id b64; do
   [ -n "$id" ] || continue
   echo "EMBER-BEGIN $id"
-  # A here-document, not a pipe: one process at a time (on PVM hosts two
-  # running at once can corrupt a freshly exec'd one, shared/PLATFORM.md).
+  # A here-document, not a pipe: one exec fewer per command.
   if cmd=$(base64 -d 2>/dev/null <<EOF
 $b64
 EOF

@@ -8,9 +8,14 @@
 //   ember-usercheck vsock CID PORT
 //                              connects to AF_VSOCK CID:PORT, sends stdin,
 //                              half-closes, and copies the reply to stdout
+//   ember-usercheck xstate     two processes each keep their own value in
+//                              the upper half of YMM1 across 200 yields;
+//                              exits 1 if either saw the other's (a kernel
+//                              that does not switch the AVX state: PVM hosts,
+//                              docs/pvm-guest.md); 0 when no AVX is offered
 //
-// It never runs two execs at once: on PVM hosts overlapping execs can
-// corrupt the new process (shared/PLATFORM.md).
+// On PVM hosts the guest kernel cannot switch the AVX state between
+// processes; glibc is kept off it there (docs/pvm-guest.md).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cpuid.h>
 #include <linux/vm_sockets.h>
 
 static int failures;
@@ -242,7 +248,7 @@ static int vsock_connect(unsigned cid, unsigned port) {
     fprintf(stderr, "vsock %u:%u: %s\n", cid, port, strerror(errno));
     return 1;
   }
-  // One direction at a time: no second thread or process (PLATFORM.md).
+  // One direction at a time: no second thread or process.
   if (copy_all(0, fd) != 0 || shutdown(fd, SHUT_WR) != 0 || copy_all(fd, 1) != 0) {
     fprintf(stderr, "vsock %u:%u: %s\n", cid, port, strerror(errno));
     return 1;
@@ -250,13 +256,51 @@ static int vsock_connect(unsigned cid, unsigned port) {
   return 0;
 }
 
+// What CPUID and XCR0 offer this process, whatever the kernel saves.
+static int avx_offered(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE) || !(c & bit_AVX)) return 0;
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6) == 6;  // XMM and YMM state enabled
+}
+
+static int xstate_check(void) {
+  if (!avx_offered()) {
+    printf("xstate: no AVX offered to user space\n");
+    return 0;
+  }
+  pid_t child = fork();
+  if (child < 0) return 2;
+  uint64_t mine[4] = {0x1111111111111111ull * (child == 0 ? 1 : 2), (uint64_t)getpid(),
+                      0xabcdef0000000000ull | (uint64_t)getpid(), 0x5555555555555555ull};
+  uint64_t seen[4];
+  int changed = 0;
+  for (int i = 0; i < 200; i++) {
+    __asm__ volatile("vmovdqu (%0), %%ymm1" ::"r"(mine) : "xmm1");
+    sched_yield();
+    for (volatile int spin = 0; spin < 20000; spin++) {
+    }
+    __asm__ volatile("vmovdqu %%ymm1, (%0)\n vzeroupper" ::"r"(seen) : "xmm1", "memory");
+    changed += memcmp(mine, seen, sizeof(mine)) != 0;
+  }
+  if (child == 0) _exit(changed ? 1 : 0);
+  int status = 0;
+  waitpid(child, &status, 0);
+  int child_changed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+  printf("xstate: YMM1 changed under the parent %d/200 times%s\n", changed,
+         child_changed ? ", and under the child" : "");
+  return changed || child_changed;
+}
+
 int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "forkexec") == 0) return fork_exec_times(atoi(argv[2]));
   if (argc == 4 && strcmp(argv[1], "vsock") == 0) {
     return vsock_connect(strtoul(argv[2], NULL, 10), strtoul(argv[3], NULL, 10));
   }
+  if (argc == 2 && strcmp(argv[1], "xstate") == 0) return xstate_check();
   if (argc != 1) {
-    fprintf(stderr, "usage: ember-usercheck [forkexec N | vsock CID PORT]\n");
+    fprintf(stderr, "usage: ember-usercheck [forkexec N | vsock CID PORT | xstate]\n");
     return 2;
   }
   check_exit_status();

@@ -4,9 +4,9 @@
 //
 // Exec is serialised: the next command is forked only after the previous
 // one's exec finished (its close-on-exec status pipe closed or reported a
-// failure). On PVM hosts two execs at once can corrupt the new process
-// (shared/PLATFORM.md), and each costs about a second there anyway; the
-// commands still run side by side once started.
+// failure). On PVM hosts each exec costs about a second of emulated guest
+// time, so overlapping them gains nothing; the commands still run side by
+// side once started.
 #pragma once
 
 #include <sys/types.h>

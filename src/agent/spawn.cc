@@ -178,6 +178,18 @@ std::vector<std::string> MergeEnvironment(char** base, const std::vector<std::st
   return env;
 }
 
+std::vector<std::string> ContainerEnvironment(char** base, const std::vector<std::string>& spec) {
+  static constexpr std::string_view kInherited = "GLIBC_TUNABLES=";
+  std::vector<std::string> env = spec;
+  for (const auto& e : env) {
+    if (e.compare(0, kInherited.size(), kInherited) == 0) return env;
+  }
+  for (char** e = base; e && *e; ++e) {
+    if (std::string_view(*e).substr(0, kInherited.size()) == kInherited) env.emplace_back(*e);
+  }
+  return env;
+}
+
 std::vector<std::string> ExecCandidates(const std::string& program, const std::string& path) {
   if (program.find('/') != std::string::npos) return {program};
   std::vector<std::string> out;
@@ -214,7 +226,7 @@ bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
   bool tty = request.flags & ExecRequest::kFlagTty;
   if (container && !PrepareRoot(request.container, error)) return false;
   std::vector<std::string> env =
-      container ? request.env : MergeEnvironment(environ, request.env);
+      container ? ContainerEnvironment(environ, request.env) : MergeEnvironment(environ, request.env);
   std::string path = kDefaultPath;
   for (const auto& e : env) {
     if (e.compare(0, 5, "PATH=") == 0) path = e.substr(5);

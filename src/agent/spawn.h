@@ -44,6 +44,12 @@ ExecOutcome ReadExecOutcome(int status_fd, const ExecRequest& request);
 // replacing those of the same name and the rest appended.
 std::vector<std::string> MergeEnvironment(char** base, const std::vector<std::string>& extra);
 
+// A container process's environment: the spec's, plus the agent's own
+// GLIBC_TUNABLES unless the spec sets it. On PVM hosts the guest kernel sets
+// it for init and everything after, to keep glibc off the AVX registers it
+// cannot switch between processes (docs/pvm-guest.md).
+std::vector<std::string> ContainerEnvironment(char** base, const std::vector<std::string>& spec);
+
 // Where exec looks for `program`: itself when it has a '/', else each PATH
 // directory in turn (an empty one is the working directory).
 std::vector<std::string> ExecCandidates(const std::string& program, const std::string& path);

@@ -94,8 +94,8 @@ absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
 // Waits until the guest's console (the file ember writes it to) shows
 // `text`; false on timeout or when `gave_up` says so. Ember's guests print
 // "EMBER-SHELL-READY" when their init has started its last program: from
-// then on nothing else execs in the guest, and on PVM hosts an exec that
-// overlaps another can corrupt the new process (shared/PLATFORM.md).
+// then on nothing else execs in the guest, so the container's process
+// does not share the emulated guest of a PVM host with init's start-up.
 inline constexpr char kGuestSettled[] = "EMBER-SHELL-READY";
 bool WaitForConsole(const std::string& path, const std::string& text, double timeout_s,
                     const std::function<bool()>& gave_up);

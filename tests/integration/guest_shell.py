@@ -111,8 +111,7 @@ class SerialShell:
         self.check(f": > {path}")
         for i in range(0, len(data), chunk):
             b64 = base64.b64encode(data[i:i + chunk]).decode()
-            # A here-document, not a pipe: on PVM hosts two processes
-            # running at once can corrupt a freshly exec'd one.
+            # A here-document: one program, one exec per piece.
             self.check(f"base64 -d >> {path} <<EOF\n{b64}\nEOF")
 
     def shutdown(self, timeout=120):
@@ -168,9 +167,8 @@ class GuestShell(SerialShell):
         """Sends Ctrl-Alt-Del through the API; busybox init's ctrlaltdel
         action shuts the guest down cleanly and the kernel restarts through
         the keyboard controller. Returns Ember's exit code."""
-        # Pressed a second time if the first did not end the guest: on PVM
-        # hosts the program init starts for it can fault (two execs at once),
-        # and a user would press it again.
+        # Pressed a second time if the first did not end the guest, as a
+        # user would: the emulated guest of a PVM host can be slow to react.
         for attempt in (1, 2):
             status, reply = self.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
             assert status == 204, reply

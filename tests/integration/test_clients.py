@@ -48,7 +48,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOOT_TIMEOUT_S, EXIT_OK, is_pvm_host
+from conftest import BOOT_TIMEOUT_S, EXIT_OK
 from guest_shell import SerialShell, shell_boot_args
 from metrics_lines import KATA, is_uint64
 
@@ -323,13 +323,6 @@ def guest_exec(ember, uds, script, timeout=120):
 
 def guest_check(ember, uds, script):
     status, out, err = guest_exec(ember, uds, script)
-    # On PVM hosts a freshly exec'd program now and then dies of SIGSEGV
-    # before its first output (shared/PLATFORM.md's open fault, below the
-    # guest): these scripts only read, so run it again.
-    for _ in range(2):
-        if not (status == 128 + 11 and out == "" and is_pvm_host()):
-            break
-        status, out, err = guest_exec(ember, uds, script)
     assert status == 0, (script, status, out, err)
     return out
 

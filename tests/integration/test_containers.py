@@ -449,8 +449,8 @@ def test_detached_container_exec_and_sigterm(runtime):
     d = runtime.daemon
     cid = f"{runtime.name}-detached"
     # One long sleep, waited for (the trap runs at once): no exec every
-    # second beside the execs under test (two execs at once can fault in
-    # a PVM guest, PLATFORM.md).
+    # second beside the execs under test (each costs about a second of the
+    # emulated guest of a PVM host).
     script = "trap 'echo term; exit 143' TERM; echo up > /tmp/up; sleep 100000 & wait"
     d.ctr("run", "-d", *runtime.run_args(), IMAGE, cid, "sh", "-c", script,
           timeout=runtime.timeout)
