@@ -109,20 +109,23 @@ bool GuestMemory::Contains(uint64_t addr, uint64_t len) const {
   return Find(addr, len) != nullptr;
 }
 
-absl::StatusOr<std::span<uint8_t>> GuestMemory::HostRange(uint64_t addr, uint64_t len) const {
+absl::StatusOr<std::span<uint8_t>> GuestMemory::Range(uint64_t addr, uint64_t len,
+                                                      bool written) const {
   const GuestRegion* r = Find(addr, len);
   if (r == nullptr) {
     return absl::OutOfRangeError(
         absl::StrFormat("guest range [%#x, +%#x) is outside guest memory", addr, len));
   }
+  if (written && !dirty_.empty()) MarkDirty(*r, addr, len);
   return std::span<uint8_t>(r->host + (addr - r->guest_addr), len);
 }
 
 absl::StatusOr<std::span<uint8_t>> GuestMemory::Slice(uint64_t addr, uint64_t len) const {
-  absl::StatusOr<std::span<uint8_t>> range = HostRange(addr, len);
-  // A slice may be written through: count it as written.
-  if (range.ok() && !dirty_.empty()) MarkDirty(*Find(addr, len), addr, len);
-  return range;
+  return Range(addr, len, /*written=*/true);  // a slice may be written through
+}
+
+absl::StatusOr<std::span<uint8_t>> GuestMemory::HostRange(uint64_t addr, uint64_t len) const {
+  return Range(addr, len, /*written=*/false);
 }
 
 absl::Status GuestMemory::Read(uint64_t addr, std::span<uint8_t> out) const {

@@ -105,6 +105,8 @@ class GuestMemory {
   static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd,
                                          bool mergeable);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
+  // Slice and HostRange: `written` counts the range as written by the VMM.
+  absl::StatusOr<std::span<uint8_t>> Range(uint64_t addr, uint64_t len, bool written) const;
   void Unmap();
 
   void MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const;

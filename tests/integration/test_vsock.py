@@ -93,6 +93,9 @@ def test_agent_runs_commands_and_data_crosses_both_ways(ember, guest, tmp_path):
         # switch between processes (docs/pvm-guest.md).
         status, out, _ = exec_cmd(ember, uds, "dd", "if=/dev/zero", "bs=1M", "count=10")
         assert status == 0 and out == b"\0" * (10 << 20)
+        # The agent passes on what the guest kernel gave init.
+        status, out, _ = exec_cmd(ember, uds, "sh", "-c", "echo $GLIBC_TUNABLES")
+        assert status == 0 and (b"-AVX2" in out) == is_pvm_host(), out
         big = os.urandom(BULK)
         status, out, _ = exec_cmd(ember, uds, "md5sum", stdin=big, timeout=900)
         assert status == 0 and out.split()[0].decode() == hashlib.md5(big).hexdigest(), \
