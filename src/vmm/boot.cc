@@ -17,6 +17,7 @@ namespace {
 
 // Linux's default initrd_addr_max: older kernels cannot reach higher.
 constexpr uint64_t kInitrdLimit = 1ULL << 31;
+constexpr uintptr_t kHugePage = 2 << 20;
 
 absl::Status WriteCmdline(const GuestMemory& mem, const std::string& cmdline) {
   if (cmdline.size() + 1 > x86_64::kCmdlineMaxSize) {
@@ -65,7 +66,7 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
                    ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
   for (const KernelSegment& seg : images.kernel.segments) {
     ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
-    load.pieces_.push_back({load.kernel_file_.get(), seg.file_offset, dest});
+    load.AddChunks(load.kernel_file_.get(), seg.file_offset, dest);
   }
   if (boot.initrd_path.empty()) return load;
   ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
@@ -74,20 +75,41 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   images.initrd_size = load.initrd_file_->data().size();
   ASSIGN_OR_RETURN(images.initrd_addr, InitrdAddress(mem, images.initrd_size, images.kernel.end));
   ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images.initrd_addr, images.initrd_size));
-  load.pieces_.push_back({load.initrd_file_.get(), 0, dest});
+  load.AddChunks(load.initrd_file_.get(), 0, dest);
   return load;
 }
 
-void ImageLoad::Populate(const GuestMemory& mem) const {
-  AdviseKernelHugePages(mem, images_.kernel);
-  if (initrd_file_) AdviseHugePages(pieces_.back().dest);
-  for (const Piece& piece : pieces_) PrefaultForCopy(piece.dest);
+void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest) {
+  while (!dest.empty()) {
+    uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
+    size_t len = std::min<size_t>(dest.size(), kHugePage - at % kHugePage);
+    chunks_.push_back({file, offset, dest.first(len)});
+    offset += len;
+    dest = dest.subspan(len);
+  }
 }
 
-absl::Status ImageLoad::Copy() {
-  for (const Piece& piece : pieces_) {
-    RETURN_IF_ERROR(piece.file->ReadAt(piece.offset, piece.dest));
+void ImageLoad::Advise(const GuestMemory& mem) const {
+  AdviseKernelHugePages(mem, images_.kernel);
+  if (initrd_file_) {
+    absl::StatusOr<std::span<uint8_t>> range = mem.HostRange(images_.initrd_addr,
+                                                             images_.initrd_size);
+    if (range.ok()) AdviseHugePages(*range);
   }
+}
+
+absl::Status ImageLoad::CopyShare() {
+  for (size_t i = next_->fetch_add(1); i < chunks_.size(); i = next_->fetch_add(1)) {
+    const Chunk& chunk = chunks_[i];
+    // One populate per chunk: a huge page's fault zeroes it in one go,
+    // where pread would fault it 4 KiB at a time without huge pages.
+    PrefaultForCopy(chunk.dest);
+    RETURN_IF_ERROR(chunk.file->ReadAt(chunk.offset, chunk.dest));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImageLoad::Finish() {
   ASSIGN_OR_RETURN(FileStamp after, kernel_file_->Stamp());
   images_.stable = Settled(images_.kernel_stamp, after);
   if (initrd_file_) {
@@ -121,8 +143,9 @@ absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImag
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count) {
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
-  load.Populate(mem);
-  RETURN_IF_ERROR(load.Copy());
+  load.Advise(mem);
+  RETURN_IF_ERROR(load.CopyShare());
+  RETURN_IF_ERROR(load.Finish());
   return WriteBootInfo(mem, load.images(), cmdline, vcpu_count);
 }
 

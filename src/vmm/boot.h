@@ -2,6 +2,7 @@
 // command line, initrd, boot tables, zero page or PVH start info, MP table.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -34,40 +35,43 @@ struct LoadedImages {
   bool stable = true;
 };
 
-// Loading in steps, so that the copy can run on another thread beside
-// KVM's set-up: Plan opens, parses and checks the files and says where each
-// byte goes; Populate allocates those ranges of guest memory; Copy moves
-// the bytes, touching nothing else (the mapping must outlive it).
+// Loading in steps, so that the copy can run on two threads beside KVM's
+// set-up: Plan opens, parses and checks the files and cuts the bytes into
+// chunks of at most one huge page; Advise asks for huge pages; CopyShare
+// allocates and fills chunks until none is left, on as many threads as
+// call it; Finish, once every CopyShare has returned, checks the files
+// stayed the same. The mapping must outlive the copying.
 class ImageLoad {
  public:
   static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
-  // Before KVM_CREATE_VM, which takes the mmap lock for writing while
-  // populating holds it for reading. Best effort, as PrefaultForCopy.
-  void Populate(const GuestMemory& mem) const;
-  absl::Status Copy();
+  void Advise(const GuestMemory& mem) const;
+  absl::Status CopyShare();
+  absl::Status Finish();
   const LoadedImages& images() const { return images_; }
 
  private:
-  struct Piece {
+  struct Chunk {
     const MappedFile* file;
     uint64_t offset;
     std::span<uint8_t> dest;
   };
   ImageLoad() = default;
+  // Cuts [offset, offset + dest.size()) of `file` at huge-page boundaries of dest.
+  void AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest);
 
-  // Heap-held, so that pieces_ stays valid when the ImageLoad moves.
+  // Heap-held, so that chunks_ and the counter stay valid when the ImageLoad moves.
   std::unique_ptr<MappedFile> kernel_file_, initrd_file_;
-  std::vector<Piece> pieces_;
+  std::vector<Chunk> chunks_;
+  std::unique_ptr<std::atomic<size_t>> next_ = std::make_unique<std::atomic<size_t>>(0);
   LoadedImages images_;
 };
-
 
 // What the loaded kernel reads at its entry: the command line, the zero
 // page or PVH start info, the boot tables and the MP table.
 absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImages& images,
                                         const std::string& cmdline, uint32_t vcpu_count);
 
-// Plan, Populate, Copy and WriteBootInfo on this thread.
+// Plan, Advise, CopyShare, Finish and WriteBootInfo on this thread.
 absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count);
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "src/vmm/arch/x86_64/boot_params.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/common/testing/test_images.h"
@@ -95,6 +97,36 @@ TEST_F(LoadGuestTest, ErrorsNameTheFileOrLimit) {
   ASSERT_FALSE(long_cmdline.ok());
   EXPECT_NE(long_cmdline.status().message().find("command line is 2048 bytes"),
             std::string::npos);
+}
+
+// The copy cut into huge-page chunks and shared by two threads fills every
+// byte once, and Finish finds files nobody touched unchanged but too
+// fresh to trust (written within a file-system clock tick).
+TEST_F(LoadGuestTest, TwoThreadsShareTheCopy) {
+  GuestMemory mem = Memory(64 << 20);
+  std::vector<uint8_t> code(5 << 20);
+  for (size_t i = 0; i < code.size(); i++) code[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  std::vector<uint8_t> initrd(3 << 20);
+  for (size_t i = 0; i < initrd.size(); i++) initrd[i] = static_cast<uint8_t>(i / 4096 + 1);
+  BootSourceConfig boot{File(testing::MakeElf(code, 0x1000000 + 0x1234, false)), File(initrd),
+                        std::nullopt};
+  auto load = ImageLoad::Plan(mem, boot);
+  ASSERT_TRUE(load.ok()) << load.status();
+  load->Advise(mem);
+  absl::Status other;
+  std::thread helper([&] { other = load->CopyShare(); });
+  absl::Status mine = load->CopyShare();
+  helper.join();
+  ASSERT_TRUE(mine.ok()) << mine;
+  ASSERT_TRUE(other.ok()) << other;
+  ASSERT_TRUE(load->Finish().ok());
+  EXPECT_FALSE(load->images().stable);
+  std::vector<uint8_t> got(code.size());
+  ASSERT_TRUE(mem.Read(0x1000000 + 0x1234, got).ok());
+  EXPECT_TRUE(got == code);
+  got.resize(initrd.size());
+  ASSERT_TRUE(mem.Read(load->images().initrd_addr, got).ok());
+  EXPECT_TRUE(got == initrd);
 }
 
 }  // namespace

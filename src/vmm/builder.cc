@@ -1,6 +1,7 @@
 #include "src/vmm/builder.h"
 
 #include <algorithm>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -134,22 +135,34 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   // Before the plan: the ranges it hands out are the VMM's writes.
   if (config.machine.track_dirty_pages) memory.EnableDirtyTracking();
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(memory, *config.boot_source));
-  load.Populate(memory);
-  // The copy (most of the time) runs beside KVM's set-up. `memory` (or the
-  // Vm it moves into) outlives the copier on every path.
+  load.Advise(memory);
+  // The copier first fetches KVM's CPUID list (on a virtualised host, half
+  // a millisecond of trapped CPUID instructions), then copies beside KVM's
+  // set-up; this thread takes its share of what is left once that is done.
+  // `memory` (or the Vm it moves into) outlives the copier on every path.
+  std::promise<absl::StatusOr<CpuidEntries>> cpuid;
   absl::Status copied;
-  std::thread copier([&load, &copied] { copied = load.Copy(); });
+  std::thread copier([&load, &cpuid, &copied] {
+    absl::StatusOr<Kvm> kvm = Kvm::Open();
+    cpuid.set_value(kvm.ok() ? kvm->SupportedCpuid() : kvm.status());
+    copied = load.CopyShare();
+  });
   absl::StatusOr<std::unique_ptr<Vm>> made =
       Vm::Create(memory, config.machine.track_dirty_pages, Take(shell));
-  absl::Status vcpus = made.status();
+  absl::StatusOr<CpuidEntries> supported = cpuid.get_future().get();
+  absl::Status vcpus = made.ok() ? supported.status() : made.status();
   const LoadedImages& images = load.images();
-  if (made.ok()) {
+  if (vcpus.ok()) {
     vcpus = (*made)->CreateVcpus(config.machine.vcpu_count,
-                                 BootEntry{images.kernel.entry, images.kernel.protocol});
+                                 BootEntry{images.kernel.entry, images.kernel.protocol},
+                                 &*supported);
   }
+  absl::Status shared = load.CopyShare();
   copier.join();
   RETURN_IF_ERROR(vcpus);
   RETURN_IF_ERROR(copied);
+  RETURN_IF_ERROR(shared);
+  RETURN_IF_ERROR(load.Finish());
   std::unique_ptr<Vm> vm = std::move(*made);
   return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
 }

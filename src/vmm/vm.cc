@@ -63,15 +63,17 @@ Vm::~Vm() {
   for (auto& v : vcpus_) v->Join();
 }
 
-absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry) {
-  CpuidEntries supported;
-  if (entry) {
-    ASSIGN_OR_RETURN(supported, kvm_.SupportedCpuid());
+absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
+                             const CpuidEntries* supported) {
+  CpuidEntries fetched;
+  if (entry && supported == nullptr) {
+    ASSIGN_OR_RETURN(fetched, kvm_.SupportedCpuid());
+    supported = &fetched;
   }
   for (uint32_t i = 0; i < count; i++) {
     ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));
     if (entry) {
-      RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(supported, i, count)));
+      RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(*supported, i, count)));
       RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry->protocol, entry->entry));
     }
     vcpus_.push_back(std::make_unique<Vcpu>(i, std::move(fd), &devices_.pio(), &devices_.mmio(),

@@ -62,10 +62,12 @@ class Vm {
   static absl::StatusOr<std::unique_ptr<Vm>> Create(GuestMemory& memory, bool track_dirty_pages,
                                                     std::optional<VmShell> shell = {});
 
-  // `count` vCPUs with CPUID and registers for `entry` (the builder).
-  // Without an entry (a snapshot's VM) they get neither: the saved state
-  // sets both, and fetching KVM's CPUID costs half a millisecond.
-  absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry);
+  // `count` vCPUs with CPUID and registers for `entry` (the builder), the
+  // CPUID filtered from `supported` (KVM_GET_SUPPORTED_CPUID's list, fetched
+  // here if null). Without an entry (a snapshot's VM) they get neither: the
+  // saved state sets both, and fetching KVM's CPUID costs half a millisecond.
+  absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
+                           const CpuidEntries* supported = nullptr);
 
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).

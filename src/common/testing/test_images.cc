@@ -47,7 +47,7 @@ std::vector<uint8_t> MakeElf(const std::vector<uint8_t>& code, uint64_t paddr, b
   load.p_offset = code_at;
   load.p_paddr = paddr;
   load.p_filesz = code.size();
-  load.p_memsz = 0x2000;
+  load.p_memsz = std::max<uint64_t>(code.size(), 0x2000);
   Put(image, sizeof(eh), load);
   if (pvh) {
     Elf64_Phdr note = {};
