@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Ember beside QEMU's microvm machine, on the same kernel, initramfs and
 command line, in one run on one host. Prints a table and writes
-docs/benchmarks/results.{json,md} and charts (PNG).
+docs/benchmarks/results.{json,md}, charts (PNG) and the README's summary
+table (bench/readme_table.py).
 
 Figures, each over --runs repetitions (median, min, max):
   - process start to API socket (Ember) / QMP socket (QEMU) ready: wall ms,
@@ -45,6 +46,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import readme_table
 
 ROOT = Path(__file__).resolve().parents[1]
 KVM_RUN = "0xae80"
@@ -651,7 +654,8 @@ def main():
     p.add_argument("--no-devices", action="store_true", help="skip the device benchmarks")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     p.add_argument("--report-only", action="store_true",
-                   help="rewrite results.md and the charts from OUT/results.json")
+                   help="rewrite results.md, the charts and the README's table from "
+                   "OUT/results.json")
     args = p.parse_args()
     if args.runs < 1 or args.quick_runs < 1:
         sys.exit("--runs and --quick-runs must be at least 1")
@@ -660,6 +664,7 @@ def main():
         results = json.loads((out / "results.json").read_text())
         write_markdown(results, out / "results.md")
         write_charts(results, out)
+        readme_table.rewrite(ROOT / "README.md", results, out / "density.json")
         return
     qemu = shutil.which(args.qemu)
     if qemu is None:
@@ -723,6 +728,7 @@ def main():
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, out / "results.md")
     write_charts(results, out)
+    readme_table.rewrite(ROOT / "README.md", results, out / "density.json")
     print((out / "results.md").read_text())
 
 
