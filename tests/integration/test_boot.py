@@ -36,6 +36,10 @@ def test_kernel_reaches_init_and_reset_stops_ember(ember, guest, tmp_path, image
     if image == "vmlinux":
         assert "Linux version 6.1" in run.console
         assert "guest boot complete (boot timer)" in run.log, run
+    if "rdrand" in Path("/proc/cpuinfo").read_text():
+        # Seeded at boot (CONFIG_RANDOM_TRUST_CPU): an unseeded crng has a
+        # work item poll every 2 s, waking an idle guest (density.md).
+        assert "random: crng init done" in run.console, run
     if is_pvm_host():
         assert "noxsave clearcpuid=popcnt,cx16,smap,smep noint3selftest pvmuser" in run.console
         assert "PVM host (KVM in software): added guest boot args" in run.log
