@@ -170,27 +170,35 @@ def http(sock_path, method, path, body=None, timeout=60):
         s.close()
 
 
-def probe(uds, timeout):
+def probe(uds, timeout, why=None):
     """Seconds until the guest agent answers HELLO through the vsock
-    socket `uds` (Firecracker's CONNECT handshake first), or None."""
+    socket `uds` (Firecracker's CONNECT handshake first), or None, with the
+    reason appended to the list `why` if given."""
     t = time.monotonic()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    reason = None
     try:
         s.connect(str(uds))
         s.sendall(f"CONNECT {AGENT_PORT}\n".encode())
         stream = s.makefile("rb")
-        if not stream.readline().startswith(b"OK "):
+        line = stream.readline()
+        if not line.startswith(b"OK "):
+            reason = f"CONNECT answered {line[:40]!r}"
             return None
         s.sendall(struct.pack("<IBI", 4, 1, 1))  # HELLO, version 1
         reply = stream.read(9)
         if len(reply) < 9 or struct.unpack("<IB", reply[:5]) != (4, 1):
+            reason = f"HELLO answered {reply!r}"
             return None
         return time.monotonic() - t
-    except OSError:
+    except OSError as e:
+        reason = f"{type(e).__name__} after {time.monotonic() - t:.2f} s: {e}"
         return None
     finally:
         s.close()
+        if reason and why is not None:
+            why.append(reason)
 
 
 def wait_until(pred, timeout, what, proc=None):
@@ -438,7 +446,8 @@ def measure_step(vms, args, base_avail, probe_them):
         "ksm": ksm_counters() if args.ksm else None,
     }
     if probe_them:
-        lat = [probe(vm.uds, args.bound_ms / 1000 * 2) for vm in vms]
+        failures = []
+        lat = [probe(vm.uds, args.bound_ms / 1000 * 2, failures) for vm in vms]
         ok = [x * 1000 for x in lat if x is not None]
         slow = sum(1 for x in lat if x is None or x * 1000 > args.bound_ms)
         result["probe_ms"] = summary(ok)
@@ -446,6 +455,7 @@ def measure_step(vms, args, base_avail, probe_them):
         result["held"] = slow == 0
         if slow:
             result["why"] = f"{slow} of {n} VMs did not answer within {args.bound_ms} ms"
+            result["failures"] = failures
     else:
         result["held"] = True
     return result
