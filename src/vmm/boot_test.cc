@@ -100,8 +100,8 @@ TEST_F(LoadGuestTest, ErrorsNameTheFileOrLimit) {
 }
 
 // The copy cut into huge-page chunks and shared by two threads fills every
-// byte once, and Finish finds files nobody touched unchanged but too
-// fresh to trust (written within a file-system clock tick).
+// byte once. (Whether Finish calls the files stable depends on how long
+// ago the test wrote them, so it is not checked here.)
 TEST_F(LoadGuestTest, TwoThreadsShareTheCopy) {
   GuestMemory mem = Memory(64 << 20);
   std::vector<uint8_t> code(5 << 20);
@@ -120,7 +120,6 @@ TEST_F(LoadGuestTest, TwoThreadsShareTheCopy) {
   ASSERT_TRUE(mine.ok()) << mine;
   ASSERT_TRUE(other.ok()) << other;
   ASSERT_TRUE(load->Finish().ok());
-  EXPECT_FALSE(load->images().stable);
   std::vector<uint8_t> got(code.size());
   ASSERT_TRUE(mem.Read(0x1000000 + 0x1234, got).ok());
   EXPECT_TRUE(got == code);
