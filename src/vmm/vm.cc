@@ -65,10 +65,8 @@ Vm::~Vm() {
 
 absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
                              const CpuidEntries* supported) {
-  CpuidEntries fetched;
   if (entry && supported == nullptr) {
-    ASSIGN_OR_RETURN(fetched, kvm_.SupportedCpuid());
-    supported = &fetched;
+    return absl::InvalidArgumentError("a booting VM's vCPUs need KVM's CPUID list");
   }
   for (uint32_t i = 0; i < count; i++) {
     ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));

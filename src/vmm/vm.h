@@ -63,9 +63,9 @@ class Vm {
                                                     std::optional<VmShell> shell = {});
 
   // `count` vCPUs with CPUID and registers for `entry` (the builder), the
-  // CPUID filtered from `supported` (KVM_GET_SUPPORTED_CPUID's list, fetched
-  // here if null). Without an entry (a snapshot's VM) they get neither: the
-  // saved state sets both, and fetching KVM's CPUID costs half a millisecond.
+  // CPUID filtered from `supported` (KVM_GET_SUPPORTED_CPUID's list, which
+  // the builder fetches beside its copy). Without an entry (a snapshot's VM)
+  // they get neither, and `supported` may be null: the saved state sets both.
   absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
                            const CpuidEntries* supported = nullptr);
 
