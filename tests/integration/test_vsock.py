@@ -2,8 +2,9 @@
 host side: the guest agent (ember-agent, started by busybox init) runs
 commands for ember-exec; bulk data each way; many connections at once; a
 guest program connecting to a host listener at <uds_path>_<port>; a host
-client killed mid-transfer; and a snapshot restored twice side by side with
-vsock_override, each clone running a new command."""
+client killed mid-transfer; and a snapshot restored three times side by
+side with vsock_override, each clone running a new command, one connected
+to while still paused."""
 
 import hashlib
 import os
@@ -179,7 +180,7 @@ def test_agent_runs_commands_and_data_crosses_both_ways(ember, guest, tmp_path):
     assert not uds.exists(), "Ember removes its socket"
 
 
-def test_snapshot_with_the_agent_restores_twice_side_by_side(ember, guest, tmp_path):
+def test_snapshot_with_the_agent_restores_side_by_side(ember, guest, tmp_path):
     first = tmp_path / "first"
     first.mkdir()
     uds = first / "v.sock"
@@ -195,17 +196,35 @@ def test_snapshot_with_the_agent_restores_twice_side_by_side(ember, guest, tmp_p
         shell.close()
 
     clones = []
+
+    def load(name, resume):
+        d = tmp_path / name
+        d.mkdir()
+        clone = GuestShell(ember, d, api=True)
+        clones.append((clone, d / "v.sock"))
+        status, reply = clone.request("PUT", "/snapshot/load", {
+            "snapshot_path": str(files["state"]),
+            "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
+            "vsock_override": {"uds_path": str(d / "v.sock")}, "resume_vm": resume})
+        assert status == 204, (reply, clone.log())
+        return clone, d / "v.sock"
+
     try:
-        for name in ("a", "b"):
-            d = tmp_path / name
-            d.mkdir()
-            clone = GuestShell(ember, d, api=True)
-            clones.append((clone, d / "v.sock"))
-            status, reply = clone.request("PUT", "/snapshot/load", {
-                "snapshot_path": str(files["state"]),
-                "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
-                "vsock_override": {"uds_path": str(d / "v.sock")}, "resume_vm": True})
-            assert status == 204, (reply, clone.log())
+        load("a", True)
+        load("b", True)
+        # A host connection made while a restored guest is still paused
+        # waits for the guest's ack of TRANSPORT_RESET (its event buffer
+        # back), and must go through once the guest runs: the ack used to go
+        # unheard, and the host program read EOF when the request timed out.
+        held, held_uds = load("held", False)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(60)
+            s.connect(str(held_uds))
+            s.sendall(f"CONNECT {AGENT_PORT}\n".encode())
+            time.sleep(0.5)  # Ember takes the line while the guest is paused
+            assert held.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
+            line = s.makefile("rb").readline()
+            assert line.startswith(b"OK "), (line, held.log()[-2000:])
         for clone, clone_uds in clones:
             # The guest saw TRANSPORT_RESET; the agent listens again.
             wait_for_agent(ember, clone_uds, clone, timeout=120)

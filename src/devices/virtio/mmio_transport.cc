@@ -194,13 +194,8 @@ void MmioTransport::WriteStatus(uint32_t value) {
     }
     activated_ = true;
     // Drivers may make buffers available (and kick) before DRIVER_OK, as
-    // Linux's balloon does with its first statistics: look at every queue
-    // once, on the VMM thread.
-    if (notify_fallback_) {
-      for (uint32_t i = 0; i < queues_.size(); i++) {
-        if (queues_[i].ready()) notify_fallback_(i);
-      }
-    }
+    // Linux's balloon does with its first statistics.
+    NotifyEveryQueue();
   }
   status_ = value;
 }
@@ -240,8 +235,19 @@ absl::Status MmioTransport::RestoreState(const State& s) {
     RETURN_IF_ERROR(device_->Activate(*mem_, queues_, this, driver_features_));
     activated_ = true;
     RETURN_IF_ERROR(device_->RestoreDeviceState(s.device));
+    // A notification the old VMM had not read is lost with its eventfds,
+    // and under EVENT_IDX the guest does not give it again.
+    NotifyEveryQueue();
   }
   return absl::OkStatus();
+}
+
+void MmioTransport::NotifyEveryQueue() {
+  // Through the eventfds: processed on the VMM thread, outside mu_.
+  if (!notify_fallback_) return;
+  for (uint32_t i = 0; i < queues_.size(); i++) {
+    if (queues_[i].ready()) notify_fallback_(i);
+  }
 }
 
 void MmioTransport::Registers::Encode(ByteWriter& w) const {

@@ -110,6 +110,8 @@ class MmioTransport : public BusDevice, public Interrupt {
   // Marks the device as needing a reset after a queue broke.
   void NeedsReset(const std::string& why);
   void ResetDevice();
+  // Has the VMM thread look at every ready queue once.
+  void NotifyEveryQueue();
 
   mutable std::mutex mu_;
   std::unique_ptr<VirtioDevice> device_;

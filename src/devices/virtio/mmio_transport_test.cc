@@ -123,6 +123,20 @@ TEST_F(MmioTransportTest, BrokenQueueNeedsResetAndStopsService) {
   EXPECT_EQ(transport_->device().counters().queue_errors, 1u);
 }
 
+TEST_F(MmioTransportTest, ARestoredDeviceLooksAtEveryReadyQueueOnce) {
+  // A notification the old VMM had not read is gone with its eventfds, and
+  // a driver using EVENT_IDX does not give it again.
+  ASSERT_TRUE(driver_->Init(kAll, 16) & kStatusDriverOk);
+  MmioTransport::State saved = transport_->SaveState();
+  auto dev = block::BlockDevice::Create({"disk", file_});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  MmioTransport restored(std::move(*dev), mem_.get(), UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  std::vector<uint32_t> notified;
+  restored.set_notify_fallback([&](uint32_t q) { notified.push_back(q); });
+  ASSERT_TRUE(restored.RestoreState(saved).ok());
+  EXPECT_EQ(notified, std::vector<uint32_t>{0});
+}
+
 TEST_F(MmioTransportTest, ConfigSpaceCarriesCapacity) {
   uint8_t cap[8];
   transport_->Read(0x100, cap);

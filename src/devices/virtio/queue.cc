@@ -140,6 +140,16 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem
   return std::optional<DescriptorChain>(std::move(chain));
 }
 
+absl::StatusOr<uint16_t> Queue::NotifyOnNextAvail(const GuestMemory& mem) {
+  if (broken_) return absl::DataLossError(error_);
+  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(st_.avail_ring + 2));
+  if (st_.event_idx) {
+    RETURN_IF_ERROR(
+        mem.WriteObj<uint16_t>(st_.used_ring + kRingHeader + kUsedEntry * st_.size, avail_idx));
+  }
+  return avail_idx;
+}
+
 absl::Status Queue::AddUsed(const GuestMemory& mem, uint16_t head, uint32_t len) {
   if (broken_) return absl::DataLossError(error_);
   if (head >= st_.size) return Break(absl::StrFormat("used head %d is beyond the queue", head));

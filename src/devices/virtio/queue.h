@@ -63,6 +63,10 @@ class Queue {
   absl::StatusOr<std::optional<DescriptorChain>> Pop(const GuestMemory& mem);
   // Puts a chain back, to be popped again (e.g. when the backend is busy).
   void Undo() { st_.next_avail--; }
+  // Asks the driver to notify the next time it makes a buffer available,
+  // however many it has given already (EVENT_IDX's avail_event; without
+  // EVENT_IDX it always notifies). Returns the driver's avail index.
+  absl::StatusOr<uint16_t> NotifyOnNextAvail(const GuestMemory& mem);
 
   // Returns `head` to the driver with `len` bytes written.
   absl::Status AddUsed(const GuestMemory& mem, uint16_t head, uint32_t len);

@@ -253,6 +253,20 @@ TEST(QueueEventIdxTest, InterruptsOnlyPastUsedEventAndPublishesAvailEvent) {
   }
 }
 
+TEST(QueueEventIdxTest, NotifyOnNextAvailAsksForTheNextBufferWhateverWasTaken) {
+  GuestMemory mem = *GuestMemory::Create({{0, kMemSize}});
+  DriverQueue driver(mem, kRings, 8);
+  Queue queue(8);
+  driver.Configure(queue, /*event_idx=*/true);
+  for (int i = 0; i < 4; i++) driver.Add({{kData, 8, true}});
+  ASSERT_TRUE(queue.Pop(mem)->has_value());  // one of four taken
+  driver.Add({{kData, 8, true}});
+  EXPECT_FALSE(driver.KickNeeded(4)) << "Pop asked for a kick only past the one it took";
+  EXPECT_EQ(*queue.NotifyOnNextAvail(mem), 5);
+  driver.Add({{kData, 8, true}});
+  EXPECT_TRUE(driver.KickNeeded(5));
+}
+
 // Random bytes in every ring, over and over: the queue may refuse, but it
 // must never crash, hang, or hand out a buffer outside guest memory.
 TEST(QueueFuzzTest, RandomRingsNeverEscapeGuestMemory) {

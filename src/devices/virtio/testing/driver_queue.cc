@@ -78,6 +78,11 @@ void DriverQueue::SetUsedEvent(uint16_t idx) { Put<uint16_t>(mem_, avail_ + 4 + 
 
 uint16_t DriverQueue::AvailEvent() const { return Get<uint16_t>(mem_, used_ + 4 + 8ull * size_); }
 
+bool DriverQueue::KickNeeded(uint16_t old_idx) const {
+  return static_cast<uint16_t>(avail_idx_ - AvailEvent() - 1) <
+         static_cast<uint16_t>(avail_idx_ - old_idx);
+}
+
 std::optional<UsedElement> DriverQueue::PopUsed() {
   uint16_t used_idx = Get<uint16_t>(mem_, used_ + 2);
   if (used_idx == last_used_) return std::nullopt;

@@ -34,6 +34,7 @@ class DriverQueue {
   uint64_t desc_table() const { return desc_; }
   uint64_t avail_ring() const { return avail_; }
   uint64_t used_ring() const { return used_; }
+  uint16_t avail_idx() const { return avail_idx_; }
   // First byte after the rings: where a test can put its buffers.
   uint64_t end() const;
 
@@ -51,6 +52,9 @@ class DriverQueue {
   void SetAvailFlags(uint16_t flags);
   void SetUsedEvent(uint16_t idx);
   uint16_t AvailEvent() const;
+  // Whether a driver using EVENT_IDX notifies after moving its avail index
+  // from `old_idx` to where it is now (vring_need_event, 2.7.10).
+  bool KickNeeded(uint16_t old_idx) const;
 
   // The next used element the device returned, if any.
   std::optional<UsedElement> PopUsed();

@@ -125,13 +125,13 @@ std::vector<VsockPacket> VsockDriver::ReceiveAll() {
   return out;
 }
 
-void VsockDriver::AddEventBuffer(uint32_t size) {
+void VsockDriver::AddEventBuffer(uint32_t size, bool kick) {
   uint16_t head = Reserve(2, 1);
   uint64_t addr = kEventArea + 16ull * head;
   if (!mem_.WriteObj<uint32_t>(addr, 0xffffffff).ok()) std::abort();
   mmio_.queue(2).Add({{addr, size, true}});
   event_buffers_[head] = addr;
-  mmio_.Kick(2);
+  if (kick) mmio_.Kick(2);
 }
 
 std::optional<uint32_t> VsockDriver::ReceiveEvent() {

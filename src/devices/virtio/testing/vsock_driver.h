@@ -60,7 +60,7 @@ class VsockDriver {
   std::optional<VsockPacket> Receive();
   std::vector<VsockPacket> ReceiveAll();
 
-  void AddEventBuffer(uint32_t size = 8);
+  void AddEventBuffer(uint32_t size = 8, bool kick = true);
   // The event id in the next event buffer returned, if any.
   std::optional<uint32_t> ReceiveEvent();
 

@@ -61,11 +61,10 @@ void VsockDevice::ProcessQueue(size_t index) {
   if (mem_ == nullptr) return;
   muxer_->Settle();
   if (index == kTxQueue) ProcessTx();
-  if (index == kEventQueue) {
-    // Buffers back from a guest that has taken our TRANSPORT_RESET.
-    if (!reset_owed_) reset_unacked_ = false;
-    SendTransportReset();
-  }
+  // An event buffer given: for a reset owed, or back from a guest that
+  // took ours (ProcessRx sees that). A notification without one, such as
+  // the transport's replay after a restore, is no ack.
+  if (index == kEventQueue) SendTransportReset();
   ProcessRx();  // new receive buffers, or answers to what the guest sent
 }
 
@@ -160,7 +159,12 @@ void VsockDevice::SendTransportReset() {
       len = 4;
       reset_owed_ = false;
       reset_unacked_ = true;
-      reset_avail_idx_ = EventAvailIdx();
+      // Linux gives several event buffers and EVENT_IDX asked for a kick only
+      // past the one taken: without this its refill, the ack, goes unheard
+      // and a host connection waits for the next unrelated wakeup. Asked
+      // before the event is published, so the guest cannot refill first.
+      absl::StatusOr<uint16_t> avail = ev.NotifyOnNextAvail(*mem_);
+      reset_avail_idx_ = avail.ok() ? *avail : EventAvailIdx();
       vsock_counters_.transport_resets++;
     } else {
       vsock_counters_.ev_queue_event_fails++;

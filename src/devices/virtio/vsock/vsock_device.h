@@ -100,8 +100,7 @@ class VsockDevice : public VirtioDevice {
   bool reset_owed_ = false;     // restored: TRANSPORT_RESET to send
   bool reset_unacked_ = false;  // sent; the guest has not taken it yet
   // The event queue's avail index when the reset went out: the guest gives
-  // the buffer back once it has dropped its streams. It need not notify
-  // (EVENT_IDX: it may have been asked to only past that index).
+  // the buffer back once it has dropped its streams, and that is its ack.
   uint16_t reset_avail_idx_ = 0;
   uint16_t EventAvailIdx() const;
 };
