@@ -178,22 +178,25 @@ def probe(uds, timeout, why=None):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     reason = None
+    waiting = "connect"
     try:
         s.connect(str(uds))
         s.sendall(f"CONNECT {AGENT_PORT}\n".encode())
         stream = s.makefile("rb")
+        waiting = "OK"  # Ember's answer, once the guest accepted the stream
         line = stream.readline()
         if not line.startswith(b"OK "):
-            reason = f"CONNECT answered {line[:40]!r}"
+            reason = f"CONNECT answered {line[:40]!r} after {time.monotonic() - t:.2f} s"
             return None
         s.sendall(struct.pack("<IBI", 4, 1, 1))  # HELLO, version 1
+        waiting = f"HELLO's answer (OK after {time.monotonic() - t:.2f} s)"
         reply = stream.read(9)
         if len(reply) < 9 or struct.unpack("<IB", reply[:5]) != (4, 1):
             reason = f"HELLO answered {reply!r}"
             return None
         return time.monotonic() - t
     except OSError as e:
-        reason = f"{type(e).__name__} after {time.monotonic() - t:.2f} s: {e}"
+        reason = f"{type(e).__name__} after {time.monotonic() - t:.2f} s waiting for {waiting}: {e}"
         return None
     finally:
         s.close()
