@@ -19,6 +19,10 @@ Figures, each over --runs repetitions (median, min, max):
   - creation rate and density: N VMMs spawned at once, configured and
     started through their API, VMs per second from spawn to the last first
     KVM_RUN, memory per VM, and whether all of them stopped cleanly;
+  - idle density (--idle-steps; bench/density_bench.py): how many idle
+    snapshot clones, each answering its agent within 1 s, with their CPU
+    and memory; QEMU's clones beside them (--idle-qemu-steps, memory and
+    CPU only); the run is appended to OUT/density.json;
   - Ember's device throughput through the host-side virtio driver
     (bench/block_bench.cc, net_bench.cc); QEMU's devices cannot be driven
     that way, so that row has no QEMU column.
@@ -482,6 +486,29 @@ def device_throughput(build):
     return out
 
 
+def idle_density(args, density_json):
+    """Runs bench/density_bench.py and appends its run to density_json
+    (the README's idle-density row is the run there that held the most)."""
+    with tempfile.TemporaryDirectory(prefix="ember-idle-") as d:
+        got = Path(d) / "run.json"
+        cmd = [sys.executable, str(ROOT / "bench" / "density_bench.py"), "--ember", args.ember,
+               "--kernel", args.kernel, "--steps", args.idle_steps,
+               "--qemu-steps", args.idle_qemu_steps, "--label", "tools/devtool bench",
+               "--json", str(got)]
+        # Its table goes to our output; a failed run is reported, not fatal.
+        if subprocess.run(cmd).returncode != 0 or not got.exists():
+            print("idle density: bench/density_bench.py failed; density.json unchanged",
+                  file=sys.stderr)
+            return
+        run = json.loads(got.read_text())
+    run["run"] = f"bench/density_bench.py --steps {args.idle_steps}" + (
+        f" --qemu-steps {args.idle_qemu_steps}" if args.idle_qemu_steps else "")
+    data = json.loads(density_json.read_text()) if density_json.exists() else {"runs": []}
+    data["measured"] = f"{datetime.date.today()}, bench/density_bench.py, one run each"
+    data["runs"].append(run)
+    density_json.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def summarize(samples):
     values = [s for s in samples if s is not None]
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
@@ -650,6 +677,9 @@ def main():
                    help="samples of the figures that boot no guest: --config-file start, restore")
     p.add_argument("--density", default="10,25,50")
     p.add_argument("--density-runs", type=int, default=2)
+    p.add_argument("--idle-steps", default="50,100,250",
+                   help="idle density steps (bench/density_bench.py); empty: skip")
+    p.add_argument("--idle-qemu-steps", default="10,50")
     p.add_argument("--boot-timeout", type=float, default=300)
     p.add_argument("--no-devices", action="store_true", help="skip the device benchmarks")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
@@ -725,6 +755,8 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.idle_steps:
+        idle_density(args, out / "density.json")
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, out / "results.md")
     write_charts(results, out)
