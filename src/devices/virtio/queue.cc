@@ -99,7 +99,7 @@ absl::Status Queue::ReadIndirect(const GuestMemory& mem, const Descriptor& table
 
 absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem) {
   if (broken_) return absl::DataLossError(error_);
-  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(st_.avail_ring + 2));
+  ASSIGN_OR_RETURN(uint16_t avail_idx, AvailIdx(mem));
   uint16_t pending = static_cast<uint16_t>(avail_idx - st_.next_avail);
   if (pending == 0) return std::optional<DescriptorChain>();
   if (pending > st_.size) {
@@ -140,9 +140,14 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem
   return std::optional<DescriptorChain>(std::move(chain));
 }
 
+absl::StatusOr<uint16_t> Queue::AvailIdx(const GuestMemory& mem) const {
+  // avail ring: flags (u16), then idx (u16).
+  return mem.ReadObj<uint16_t>(st_.avail_ring + 2);
+}
+
 absl::StatusOr<uint16_t> Queue::NotifyOnNextAvail(const GuestMemory& mem) {
   if (broken_) return absl::DataLossError(error_);
-  ASSIGN_OR_RETURN(uint16_t avail_idx, mem.ReadObj<uint16_t>(st_.avail_ring + 2));
+  ASSIGN_OR_RETURN(uint16_t avail_idx, AvailIdx(mem));
   if (st_.event_idx) {
     RETURN_IF_ERROR(
         mem.WriteObj<uint16_t>(st_.used_ring + kRingHeader + kUsedEntry * st_.size, avail_idx));

@@ -63,6 +63,8 @@ class Queue {
   absl::StatusOr<std::optional<DescriptorChain>> Pop(const GuestMemory& mem);
   // Puts a chain back, to be popped again (e.g. when the backend is busy).
   void Undo() { st_.next_avail--; }
+  // The driver's avail index: how many chains it has made available.
+  absl::StatusOr<uint16_t> AvailIdx(const GuestMemory& mem) const;
   // Asks the driver to notify the next time it makes a buffer available,
   // however many it has given already (EVENT_IDX's avail_event; without
   // EVENT_IDX it always notifies). Returns the driver's avail index.

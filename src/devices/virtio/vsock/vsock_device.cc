@@ -140,9 +140,7 @@ void VsockDevice::ProcessRx() {
 }
 
 uint16_t VsockDevice::EventAvailIdx() const {
-  // avail ring: flags (u16), then idx (u16).
-  absl::StatusOr<uint16_t> idx = mem_->ReadObj<uint16_t>(queues_[kEventQueue].avail_ring() + 2);
-  return idx.ok() ? *idx : reset_avail_idx_;
+  return queues_[kEventQueue].AvailIdx(*mem_).value_or(reset_avail_idx_);
 }
 
 void VsockDevice::SendTransportReset() {
@@ -163,8 +161,7 @@ void VsockDevice::SendTransportReset() {
       // past the one taken: without this its refill, the ack, goes unheard
       // and a host connection waits for the next unrelated wakeup. Asked
       // before the event is published, so the guest cannot refill first.
-      absl::StatusOr<uint16_t> avail = ev.NotifyOnNextAvail(*mem_);
-      reset_avail_idx_ = avail.ok() ? *avail : EventAvailIdx();
+      reset_avail_idx_ = ev.NotifyOnNextAvail(*mem_).value_or(EventAvailIdx());
       vsock_counters_.transport_resets++;
     } else {
       vsock_counters_.ev_queue_event_fails++;
