@@ -128,13 +128,52 @@ absl::StatusOr<std::span<uint8_t>> GuestMemory::HostRange(uint64_t addr, uint64_
   return Range(addr, len, /*written=*/false);
 }
 
+namespace {
+
+// The guest changes ring indexes while a device reads them, so an aligned
+// 2, 4 or 8 byte field must move in one access: glibc copies 2 bytes as a
+// word and then a byte, and an avail index read half old, half new breaks
+// the queue.
+template <typename T>
+bool LoadWhole(const uint8_t* from, uint8_t* to) {
+  if (reinterpret_cast<uintptr_t>(from) % sizeof(T) != 0) return false;
+  T v = __atomic_load_n(reinterpret_cast<const T*>(from), __ATOMIC_RELAXED);
+  std::memcpy(to, &v, sizeof(T));
+  return true;
+}
+
+template <typename T>
+bool StoreWhole(const uint8_t* from, uint8_t* to) {
+  if (reinterpret_cast<uintptr_t>(to) % sizeof(T) != 0) return false;
+  T v;
+  std::memcpy(&v, from, sizeof(T));
+  __atomic_store_n(reinterpret_cast<T*>(to), v, __ATOMIC_RELAXED);
+  return true;
+}
+
+void CopyFromGuest(const uint8_t* from, uint8_t* to, size_t len) {
+  bool whole = (len == 2 && LoadWhole<uint16_t>(from, to)) ||
+               (len == 4 && LoadWhole<uint32_t>(from, to)) ||
+               (len == 8 && LoadWhole<uint64_t>(from, to));
+  if (!whole) std::memcpy(to, from, len);
+}
+
+void CopyToGuest(const uint8_t* from, uint8_t* to, size_t len) {
+  bool whole = (len == 2 && StoreWhole<uint16_t>(from, to)) ||
+               (len == 4 && StoreWhole<uint32_t>(from, to)) ||
+               (len == 8 && StoreWhole<uint64_t>(from, to));
+  if (!whole) std::memcpy(to, from, len);
+}
+
+}  // namespace
+
 absl::Status GuestMemory::Read(uint64_t addr, std::span<uint8_t> out) const {
   const GuestRegion* r = Find(addr, out.size());
   if (r == nullptr) {
     return absl::OutOfRangeError(
         absl::StrFormat("guest range [%#x, +%#x) is outside guest memory", addr, out.size()));
   }
-  std::memcpy(out.data(), r->host + (addr - r->guest_addr), out.size());
+  CopyFromGuest(r->host + (addr - r->guest_addr), out.data(), out.size());
   return absl::OkStatus();
 }
 
@@ -170,7 +209,7 @@ std::vector<uint64_t> GuestMemory::TakeDirtyPages(size_t index) const {
 absl::Status GuestMemory::Write(uint64_t addr, std::span<const uint8_t> data) const {
   absl::StatusOr<std::span<uint8_t>> s = Slice(addr, data.size());
   if (!s.ok()) return s.status();
-  std::memcpy(s->data(), data.data(), data.size());
+  CopyToGuest(data.data(), s->data(), data.size());
   return absl::OkStatus();
 }
 

@@ -101,6 +101,14 @@ absl::StatusOr<std::optional<DescriptorChain>> Queue::Pop(const GuestMemory& mem
   if (broken_) return absl::DataLossError(error_);
   ASSIGN_OR_RETURN(uint16_t avail_idx, AvailIdx(mem));
   uint16_t pending = static_cast<uint16_t>(avail_idx - st_.next_avail);
+  if (pending == 0 && st_.event_idx) {
+    // Look again once our last avail_event store is visible: the driver
+    // publishes, fences and reads avail_event, and without this fence both
+    // sides can read the other's old value, leaving a buffer no one kicks for.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    ASSIGN_OR_RETURN(avail_idx, AvailIdx(mem));
+    pending = static_cast<uint16_t>(avail_idx - st_.next_avail);
+  }
   if (pending == 0) return std::optional<DescriptorChain>();
   if (pending > st_.size) {
     return Break(absl::StrFormat("avail index moved %d entries in a queue of %d", pending, st_.size));
