@@ -60,6 +60,18 @@ def test_shell_runs_commands(ember, guest, tmp_path):
         # The root drive is writable and the write reaches it.
         assert shell.check("echo kept > /root/kept; sync; cat /root/kept") == "kept\n"
 
+        # An address with a lifetime still expires: the guest kernel's patch
+        # 0005 stops IPv4's lifetime check while every address is permanent
+        # (so that an idle guest stays asleep) and must start it again.
+        added = shell.check("ip link set lo up; "
+                            "ip addr add 10.9.9.9/32 dev lo valid_lft 4 preferred_lft 2; "
+                            "ip addr show dev lo")
+        assert "10.9.9.9/32 scope global dynamic" in added, added
+        gone = "for i in $(seq 60); do ip addr show dev lo | grep -q 10.9.9.9 || " \
+               "{ echo gone; exit 0; }; sleep 1; done; echo kept"
+        assert shell.check(gone, timeout=300) == "gone\n"
+        assert "127.0.0.1/8" in shell.check("ip addr show dev lo"), "permanent addresses stay"
+
         # A file written through the protocol in pieces comes back unchanged.
         data = bytes(range(256)) * 20
         shell.write_file("/tmp/blob", data)
