@@ -294,8 +294,8 @@ TEST(QueueEventIdxTest, ADriverOnAnotherThreadIsNeitherMisreadNorMissed) {
   auto word = [&](uint64_t addr) {
     return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(mem.Slice(addr, 2)->data()));
   };
-  const uint64_t avail = kRings + 16ull * kSize;
-  const uint64_t avail_event = ((avail + 6 + 2ull * kSize + 3) & ~3ull) + 4 + 8ull * kSize;
+  const uint64_t avail = driver.avail_ring();
+  const uint64_t avail_event = driver.used_ring() + 4 + 8ull * kSize;  // after the used ring
   int kick = eventfd(0, EFD_CLOEXEC);
   ASSERT_GE(kick, 0);
   std::atomic<uint32_t> taken{0};
