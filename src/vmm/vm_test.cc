@@ -529,8 +529,15 @@ TEST_F(PreparedVmTest, AKernelReplacedByGarbageFailsTheStart) {
 }
 
 TEST_F(PreparedVmTest, AFreshlyWrittenKernelIsNotKept) {
-  // Written just now: a rewrite in the same clock tick could keep its stamp.
+  // Written within a clock tick of loading: a rewrite in the same tick could
+  // keep its stamp. The mtime is set a second ahead so that a slow, loaded
+  // machine cannot let the tick pass before Prepare looks.
   VmConfig config = Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0));
+  timespec ahead;
+  clock_gettime(CLOCK_REALTIME, &ahead);
+  ahead.tv_sec += 1;
+  const timespec times[2] = {ahead, ahead};
+  ASSERT_EQ(utimensat(AT_FDCWD, config.boot_source->kernel_image_path.c_str(), times, 0), 0);
   auto prepared = PreparedVm::Prepare(config);
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   EXPECT_FALSE(prepared->Matches(config));
