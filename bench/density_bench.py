@@ -170,10 +170,11 @@ def http(sock_path, method, path, body=None, timeout=60):
         s.close()
 
 
-def probe(uds, timeout, why=None):
+def probe(uds, timeout, why=None, phases=None):
     """Seconds until the guest agent answers HELLO through the vsock
     socket `uds` (Firecracker's CONNECT handshake first), or None, with the
-    reason appended to the list `why` if given."""
+    reason appended to the list `why` if given; `phases`, a dict if given,
+    gets the seconds until Ember's OK."""
     t = time.monotonic()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -185,6 +186,8 @@ def probe(uds, timeout, why=None):
         stream = s.makefile("rb")
         waiting = "OK"  # Ember's answer, once the guest accepted the stream
         line = stream.readline()
+        if phases is not None:
+            phases["ok_s"] = time.monotonic() - t
         if not line.startswith(b"OK "):
             reason = f"CONNECT answered {line[:40]!r} after {time.monotonic() - t:.2f} s"
             return None
@@ -449,8 +452,18 @@ def measure_step(vms, args, base_avail, probe_them):
         "ksm": ksm_counters() if args.ksm else None,
     }
     if probe_them:
-        failures = []
-        lat = [probe(vm.uds, args.bound_ms / 1000 * 2, failures) for vm in vms]
+        failures, late = [], []
+        lat = []
+        for i, vm in enumerate(vms):
+            phases = {}
+            x = probe(vm.uds, args.bound_ms / 1000 * 2, failures, phases)
+            lat.append(x)
+            if x is not None and x * 1000 > args.bound_ms:
+                # Which clone, how long after its restore, and whether the
+                # wait was for the guest's accept (OK) or its agent.
+                late.append({"clone": i, "age_s": round(time.monotonic() - vm.t_load, 1),
+                             "ok_ms": round(phases.get("ok_s", 0) * 1000, 1),
+                             "answer_ms": round(x * 1000, 1)})
         ok = [x * 1000 for x in lat if x is not None]
         slow = sum(1 for x in lat if x is None or x * 1000 > args.bound_ms)
         result["probe_ms"] = summary(ok)
@@ -459,6 +472,7 @@ def measure_step(vms, args, base_avail, probe_them):
         if slow:
             result["why"] = f"{slow} of {n} VMs did not answer within {args.bound_ms} ms"
             result["failures"] = failures
+            result["late"] = late
     else:
         result["held"] = True
     return result
