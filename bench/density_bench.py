@@ -452,8 +452,7 @@ def measure_step(vms, args, base_avail, probe_them):
         "ksm": ksm_counters() if args.ksm else None,
     }
     if probe_them:
-        failures, late = [], []
-        lat = []
+        failures, late, lat = [], [], []
         for i, vm in enumerate(vms):
             phases = {}
             x = probe(vm.uds, args.bound_ms / 1000 * 2, failures, phases)
@@ -462,7 +461,7 @@ def measure_step(vms, args, base_avail, probe_them):
                 # Which clone, how long after its restore, and whether the
                 # wait was for the guest's accept (OK) or its agent.
                 late.append({"clone": i, "age_s": round(time.monotonic() - vm.t_load, 1),
-                             "ok_ms": round(phases.get("ok_s", 0) * 1000, 1),
+                             "ok_ms": round(phases["ok_s"] * 1000, 1),
                              "answer_ms": round(x * 1000, 1)})
         ok = [x * 1000 for x in lat if x is not None]
         slow = sum(1 for x in lat if x is None or x * 1000 > args.bound_ms)
