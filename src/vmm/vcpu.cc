@@ -42,8 +42,9 @@ void Vcpu::InstallKickHandler() {
   sigaction(KickSignal(), &sa, nullptr);
 }
 
-void Vcpu::Spawn() {
+void Vcpu::Spawn(bool start_soon) {
   held_ = true;
+  start_soon_ = start_soon;
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -102,6 +103,13 @@ bool Vcpu::WaitWhilePaused() {
   return !stop_;
 }
 
+void Vcpu::SpinWhileHeld() {
+  uint64_t until = NowNs() + kStartSpinNs;
+  while (held_.load(std::memory_order_acquire) && !stop_.load() && NowNs() < until) {
+    __builtin_ia32_pause();
+  }
+}
+
 void Vcpu::ReportFailure(const char* what) {
   absl::StatusOr<kvm_regs> regs = fd_.GetRegs();
   LOG_ERROR("vcpu %d stopped: %s (rip %#x)", index_, what, regs.ok() ? regs->rip : 0);
@@ -116,6 +124,7 @@ void Vcpu::Loop() {
     return;
   }
   bool first = true;
+  if (start_soon_) SpinWhileHeld();
   while (WaitWhilePaused()) {
     if (first && index_ == 0) {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",

