@@ -31,6 +31,7 @@ First KVM_RUN: Ember logs it (monotonic clock); QEMU traces every vCPU
 ioctl (-trace kvm_vcpu_ioctl -msg timestamp=on, wall clock, converted).
 
     tools/devtool bench            # builds, then runs this
+    tools/devtool bench --restore-only   # only the restores, into results.json
     bench/compare.py --runs 5 --density 10,25,50 --out docs/benchmarks
 """
 
@@ -580,6 +581,10 @@ def write_markdown(results, path):
         lines += ["", "Snapshot restore: a VM saved 1 s after its start is restored by fresh "
                   "processes. Ember maps the memory file private (pages load when touched); "
                   "QEMU reads its whole migration stream (`-incoming`, then `cont`)."]
+        if results.get("restore_measured"):
+            lines[-1] += (f" These two rows were measured again on {results['restore_measured']}"
+                          " (`tools/devtool bench --restore-only`, both VMMs alternating in "
+                          "that run); the other figures are from the date above.")
     lines += ["", "Creation rate and density: N VMMs spawned at once, configured and started "
               "through their API (QMP), until every one reached its first KVM_RUN.", "",
               "| N | figure | Ember | QEMU |", "|---|---|---|---|"]
@@ -683,6 +688,9 @@ def main():
     p.add_argument("--boot-timeout", type=float, default=300)
     p.add_argument("--no-devices", action="store_true", help="skip the device benchmarks")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    p.add_argument("--restore-only", action="store_true",
+                   help="measure only the snapshot restores (both VMMs, --quick-runs each) and "
+                   "put them into OUT/results.json, keeping its other figures")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite results.md, the charts and the README's table from "
                    "OUT/results.json")
@@ -702,6 +710,13 @@ def main():
     kernel, initrd = Path(args.kernel).resolve(), Path(args.initrd).resolve()
     boot_args = BOOT_ARGS + (" " + PVM_ARGS if pvm_host() else "")
     vmms = {"ember": (Ember, args.ember), "qemu": (Qemu, qemu)}
+    if args.restore_only:
+        out = Path(args.out)
+        results = json.loads((out / "results.json").read_text())
+        results["restore"] = measure_restores(vmms, kernel, initrd, boot_args, args.quick_runs)
+        results["restore_measured"] = machine_info(kernel)["date"]
+        write_report(results, out)
+        return
 
     lives = {"ember": [], "qemu": []}
     for run in range(args.runs):
@@ -727,12 +742,7 @@ def main():
                         for key, _, _ in LIFE_ROWS}
         results[who]["clean_stops"] = sum(r["clean_stop"] for r in lives[who])
 
-    results["restore"] = {who: {} for who in vmms}
-    for mib in (128, 1024):
-        for who, (cls, binary) in vmms.items():
-            samples = restore_lives(cls, binary, kernel, initrd, boot_args, mib, args.quick_runs)
-            print(f"restore {mib} MiB {who}: " + ", ".join(f"{v:.3f}" for v in samples), flush=True)
-            results["restore"][who][str(mib)] = summarize(samples)
+    results["restore"] = measure_restores(vmms, kernel, initrd, boot_args, args.quick_runs)
 
     ns = [int(n) for n in args.density.split(",") if n]
     results["density_n"] = ns
@@ -757,6 +767,20 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     if args.idle_steps:
         idle_density(args, out / "density.json")
+    write_report(results, out)
+
+
+def measure_restores(vmms, kernel, initrd, boot_args, runs):
+    restore = {who: {} for who in vmms}
+    for mib in (128, 1024):
+        for who, (cls, binary) in vmms.items():
+            samples = restore_lives(cls, binary, kernel, initrd, boot_args, mib, runs)
+            print(f"restore {mib} MiB {who}: " + ", ".join(f"{v:.3f}" for v in samples), flush=True)
+            restore[who][str(mib)] = summarize(samples)
+    return restore
+
+
+def write_report(results, out):
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_markdown(results, out / "results.md")
     write_charts(results, out)

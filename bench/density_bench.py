@@ -97,6 +97,13 @@ def host_jiffies():
     return sum(f) - idle, sum(f)
 
 
+def host_steal_ms():
+    """Time the host's own hypervisor ran others on this host's CPUs, all
+    CPUs together (/proc/stat's steal)."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(f[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def rollup_kib(pid):
     """(RSS, PSS) in KiB from /proc/PID/smaps_rollup."""
     rss = pss = 0
@@ -455,14 +462,19 @@ def measure_step(vms, args, base_avail, probe_them):
         failures, late, lat = [], [], []
         for i, vm in enumerate(vms):
             phases = {}
+            steal0, cpu0 = host_steal_ms(), cpu_ns(vm.pid)
             x = probe(vm.uds, args.bound_ms / 1000 * 2, failures, phases)
             lat.append(x)
             if x is not None and x * 1000 > args.bound_ms:
-                # Which clone, how long after its restore, and whether the
-                # wait was for the guest's accept (OK) or its agent.
+                # Which clone, how long after its restore, whether the wait
+                # was for the guest's accept (OK) or its agent, the CPU the
+                # clone spent meanwhile, and the host's steal time (time its
+                # own hypervisor gave the CPUs to others).
                 late.append({"clone": i, "age_s": round(time.monotonic() - vm.t_load, 1),
                              "ok_ms": round(phases["ok_s"] * 1000, 1),
-                             "answer_ms": round(x * 1000, 1)})
+                             "answer_ms": round(x * 1000, 1),
+                             "clone_cpu_ms": round((cpu_ns(vm.pid) - cpu0) / 1e6, 1),
+                             "host_steal_ms": round(host_steal_ms() - steal0, 1)})
         ok = [x * 1000 for x in lat if x is not None]
         slow = sum(1 for x in lat if x is None or x * 1000 > args.bound_ms)
         result["probe_ms"] = summary(ok)
