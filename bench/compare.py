@@ -31,11 +31,12 @@ First KVM_RUN: Ember logs it (monotonic clock); QEMU traces every vCPU
 ioctl (-trace kvm_vcpu_ioctl -msg timestamp=on, wall clock, converted).
 
     tools/devtool bench            # builds, then runs this
-    tools/devtool bench --restore-only   # only the restores, into results.json
+    tools/devtool bench --only startup,restore   # only those, into results.json
     bench/compare.py --runs 5 --density 10,25,50 --out docs/benchmarks
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -93,12 +94,16 @@ def memory_mib(pid, guest_mib):
             maps[-1][3][line[:3]] = int(line.split()[1])
     guest = set()
     for i in range(len(maps)):
+        if not maps[i][2]:
+            continue
         size = 0
         for j in range(i, len(maps)):
-            if not maps[j][2] or (j > i and maps[j][0] != maps[j - 1][1]):
+            # File mappings inside: a kernel on a read-only file system is
+            # mapped from its file (src/vmm/boot.h); the ends are anonymous.
+            if j > i and maps[j][0] != maps[j - 1][1]:
                 break
             size += maps[j][1] - maps[j][0]
-            if guest_mib << 20 <= size <= (guest_mib + 4) << 20:
+            if maps[j][2] and guest_mib << 20 <= size <= (guest_mib + 4) << 20:
                 guest.update(range(i, j + 1))
                 break
             if size > (guest_mib + 4) << 20:
@@ -343,21 +348,52 @@ def one_life(cls, binary, kernel, initrd, boot_args, boot_timeout):
 
 
 QUICK_KEYS = ("ready_wall_ms", "ready_cpu_ms", "start_to_first_kvm_run_ms",
-              "spawn_to_first_kvm_run_ms", "direct_to_first_kvm_run_ms")
+              "spawn_to_first_kvm_run_ms", "direct_to_first_kvm_run_ms",
+              "spawn_ro_to_first_kvm_run_ms", "direct_ro_to_first_kvm_run_ms")
 
 
-def quick_life(cls, binary, kernel, initrd, boot_args):
+def quick_life(cls, binary, kernel, initrd, boot_args, read_only=None):
     """The start-up figures alone: configured through the API and started,
-    stopped at the first KVM_RUN; then the same from a configuration file."""
-    with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
-        vm = cls(binary, d, kernel, initrd, boot_args)
-        try:
-            _, r = api_start(vm)
-        finally:
-            vm.proc.kill()
-            vm.proc.wait()
+    stopped at the first KVM_RUN; then the same from a configuration file;
+    then both again with `read_only`'s (kernel, initrd) if given."""
+    def api(kernel, initrd):
+        with tempfile.TemporaryDirectory(prefix="ember-compare-") as d:
+            vm = cls(binary, d, kernel, initrd, boot_args)
+            try:
+                return api_start(vm)[1]
+            finally:
+                vm.proc.kill()
+                vm.proc.wait()
+    r = api(kernel, initrd)
     r["direct_to_first_kvm_run_ms"] = direct_life(cls, binary, kernel, initrd, boot_args)
+    if read_only:
+        r["spawn_ro_to_first_kvm_run_ms"] = api(*read_only)["spawn_to_first_kvm_run_ms"]
+        r["direct_ro_to_first_kvm_run_ms"] = direct_life(cls, binary, *read_only, boot_args)
     return r
+
+
+@contextlib.contextmanager
+def read_only_copies(*files):
+    """The files copied into a tmpfs remounted read-only (its superblock,
+    not a bind mount: Ember maps a kernel from such a file system instead of
+    copying it, src/vmm/boot.h); None where this process may not mount."""
+    d = tempfile.mkdtemp(prefix="ember-compare-ro-")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", d],
+                             capture_output=True).returncode == 0
+    try:
+        if not mounted:
+            yield None
+            return
+        copies = []
+        for f in files:
+            shutil.copy(f, d)
+            copies.append(Path(d) / Path(f).name)
+        subprocess.run(["mount", "-o", "remount,ro", d], check=True)
+        yield copies
+    finally:
+        if mounted:
+            subprocess.run(["umount", d], check=False)
+        os.rmdir(d)
 
 
 def direct_life(cls, binary, kernel, initrd, boot_args):
@@ -539,6 +575,8 @@ LIFE_ROWS = [
     ("start_to_first_kvm_run_ms", "start request to first KVM_RUN", "ms"),
     ("spawn_to_first_kvm_run_ms", "process start to first KVM_RUN (configured through the API)", "ms"),
     ("direct_to_first_kvm_run_ms", "process start to first KVM_RUN (Ember --config-file, QEMU without -S)", "ms"),
+    ("spawn_ro_to_first_kvm_run_ms", "the same through the API, kernel and initrd on a read-only file system", "ms"),
+    ("direct_ro_to_first_kvm_run_ms", "the same from --config-file / without -S, kernel and initrd on a read-only file system", "ms"),
     ("start_to_init_ms", "start request to guest `Run /init`", "ms"),
 ]
 
@@ -568,6 +606,8 @@ def write_markdown(results, path):
              f"(no guest boot) {results.get('quick_runs', results['runs'])} times each.", "",
              "| figure | Ember | QEMU | QEMU / Ember |", "|---|---|---|---|"]
     for key, label, unit in LIFE_ROWS:
+        if key not in results["ember"]:
+            continue  # a run from before the figure existed
         e, q = results["ember"][key], results["qemu"][key]
         ratio = q["median"] / e["median"] if e["median"] else float("nan")
         lines.append(f"| {label} ({unit}) | {fmt(e)} | {fmt(q)} | {ratio:.1f}x |")
@@ -581,10 +621,12 @@ def write_markdown(results, path):
         lines += ["", "Snapshot restore: a VM saved 1 s after its start is restored by fresh "
                   "processes. Ember maps the memory file private (pages load when touched); "
                   "QEMU reads its whole migration stream (`-incoming`, then `cont`)."]
-        if results.get("restore_measured"):
-            lines[-1] += (f" These two rows were measured again on {results['restore_measured']}"
-                          " (`tools/devtool bench --restore-only`, both VMMs alternating in "
-                          "that run); the other figures are from the date above.")
+    again = results.get("measured_again", {})
+    if again:
+        lines += ["", "Measured again by `tools/devtool bench --only` (both VMMs alternating "
+                  "in that run), the other figures being from the date above: " +
+                  "; ".join(f"{'start-up figures' if k == 'startup' else 'snapshot restores'} "
+                            f"on {v}" for k, v in sorted(again.items())) + "."]
     lines += ["", "Creation rate and density: N VMMs spawned at once, configured and started "
               "through their API (QMP), until every one reached its first KVM_RUN.", "",
               "| N | figure | Ember | QEMU |", "|---|---|---|---|"]
@@ -688,9 +730,9 @@ def main():
     p.add_argument("--boot-timeout", type=float, default=300)
     p.add_argument("--no-devices", action="store_true", help="skip the device benchmarks")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
-    p.add_argument("--restore-only", action="store_true",
-                   help="measure only the snapshot restores (both VMMs, --quick-runs each) and "
-                   "put them into OUT/results.json, keeping its other figures")
+    p.add_argument("--only", default="",
+                   help="startup and/or restore (comma-separated): measure only those figures "
+                   "(both VMMs, --quick-runs each) into OUT/results.json, keeping its others")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite results.md, the charts and the README's table from "
                    "OUT/results.json")
@@ -710,11 +752,22 @@ def main():
     kernel, initrd = Path(args.kernel).resolve(), Path(args.initrd).resolve()
     boot_args = BOOT_ARGS + (" " + PVM_ARGS if pvm_host() else "")
     vmms = {"ember": (Ember, args.ember), "qemu": (Qemu, qemu)}
-    if args.restore_only:
+    if args.only:
+        only = set(args.only.split(","))
+        if not only <= {"startup", "restore"}:
+            sys.exit("--only takes startup and/or restore")
         out = Path(args.out)
         results = json.loads((out / "results.json").read_text())
-        results["restore"] = measure_restores(vmms, kernel, initrd, boot_args, args.quick_runs)
-        results["restore_measured"] = machine_info(kernel)["date"]
+        again = results.setdefault("measured_again", {})
+        if "startup" in only:
+            quick = measure_startup(vmms, kernel, initrd, boot_args, args.quick_runs)
+            for who in vmms:
+                results[who].update({k: summarize([r[k] for r in quick[who]])
+                                     for k in QUICK_KEYS if k in quick[who][0]})
+            again["startup"] = machine_info(kernel)["date"]
+        if "restore" in only:
+            results["restore"] = measure_restores(vmms, kernel, initrd, boot_args, args.quick_runs)
+            again["restore"] = machine_info(kernel)["date"]
         write_report(results, out)
         return
 
@@ -729,12 +782,7 @@ def main():
     # The start-up figures need no guest boot, so they are sampled more:
     # a few samples land on this host's slow first touches of memory and
     # would move a median of 3.
-    quick = {who: [] for who in vmms}
-    for i in range(args.quick_runs):
-        for who, (cls, binary) in vmms.items():
-            quick[who].append(quick_life(cls, binary, kernel, initrd, boot_args))
-            print(f"start-up {i + 1}/{args.quick_runs} {who}: " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in quick[who][-1].items()), flush=True)
+    quick = measure_startup(vmms, kernel, initrd, boot_args, args.quick_runs)
     results = {"machine": machine_info(kernel), "runs": args.runs,
                "quick_runs": args.quick_runs, "boot_args": boot_args}
     for who in vmms:
@@ -768,6 +816,17 @@ def main():
     if args.idle_steps:
         idle_density(args, out / "density.json")
     write_report(results, out)
+
+
+def measure_startup(vmms, kernel, initrd, boot_args, runs):
+    quick = {who: [] for who in vmms}
+    with read_only_copies(kernel, initrd) as read_only:
+        for i in range(runs):
+            for who, (cls, binary) in vmms.items():
+                quick[who].append(quick_life(cls, binary, kernel, initrd, boot_args, read_only))
+                print(f"start-up {i + 1}/{runs} {who}: " +
+                      ", ".join(f"{k} {v:.3f}" for k, v in quick[who][-1].items()), flush=True)
+    return quick
 
 
 def measure_restores(vmms, kernel, initrd, boot_args, runs):

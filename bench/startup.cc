@@ -75,9 +75,10 @@ std::string ReadFile(const std::string& path) {
 
 // `field` (Rss or Pss) summed over every mapping except guest memory, in
 // KiB. Guest memory is the mapping named [anon:ember-guest-mem], or failing
-// that (kernels without anonymous VMA names) the adjacent anonymous mappings
-// that together are as large as the guest: madvise splits the one mapping
-// (huge pages where the kernel was loaded).
+// that (kernels without anonymous VMA names) the adjacent mappings, from an
+// anonymous one to an anonymous one, that together are as large as the
+// guest: madvise splits the one mapping (huge pages where the kernel was
+// loaded), and so does a kernel mapped from its file.
 double OverheadKib(pid_t pid, uint64_t guest_bytes, const std::string& field) {
   struct Mapping {
     unsigned long lo, hi;
@@ -99,12 +100,16 @@ double OverheadKib(pid_t pid, uint64_t guest_bytes, const std::string& field) {
       maps.back().kib += std::atof(line.c_str() + key.size());
     }
   }
+  // A kernel on a read-only file system is mapped from its file inside
+  // guest memory (boot.h): the run may hold file mappings between its
+  // anonymous ends.
   for (size_t i = 0; i < maps.size(); i++) {
+    if (!maps[i].anon) continue;
     unsigned long size = 0;
-    for (size_t j = i; j < maps.size() && maps[j].anon && size < guest_bytes; j++) {
+    for (size_t j = i; j < maps.size() && size < guest_bytes; j++) {
       if (j > i && maps[j].lo != maps[j - 1].hi) break;
       size += maps[j].hi - maps[j].lo;
-      if (size == guest_bytes) {
+      if (size == guest_bytes && maps[j].anon) {
         for (size_t k = i; k <= j; k++) maps[k].guest = true;
       }
     }

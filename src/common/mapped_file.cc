@@ -3,11 +3,17 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <cerrno>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "src/common/errno_status.h"
 
 namespace ember {
@@ -65,6 +71,32 @@ absl::Status MappedFile::ReadAt(uint64_t offset, std::span<uint8_t> out) const {
     done += n;
   }
   return absl::OkStatus();
+}
+
+bool MappedFile::OnReadOnlyFileSystem() const {
+  struct stat st;
+  if (fstat(fd_.get(), &st) < 0) return false;
+  std::string dev = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev));
+  UniqueFd info(open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC));
+  if (!info.valid()) return false;  // no /proc, as in a jail
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(info.get(), buf, sizeof(buf))) > 0;) text.append(buf, n);
+  // "id parent major:minor root mount-point options ... - type source
+  // super-options": every mount of one file system shows its super options.
+  bool seen = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    if (f.size() < 3 || f[2] != dev) continue;
+    auto dash = std::find(f.begin(), f.end(), "-");
+    if (f.end() - dash < 4) return false;
+    std::vector<absl::string_view> super_options = absl::StrSplit(dash[3], ',');
+    if (std::find(super_options.begin(), super_options.end(), "ro") == super_options.end()) {
+      return false;
+    }
+    seen = true;
+  }
+  return seen;
 }
 
 MappedFile::~MappedFile() {

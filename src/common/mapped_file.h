@@ -38,6 +38,12 @@ class MappedFile {
   absl::Status ReadAt(uint64_t offset, std::span<uint8_t> out) const;
   // The stamp of the open file now.
   absl::StatusOr<FileStamp> Stamp() const;
+  // Whether nothing can change the file: its file system is read-only in
+  // itself (squashfs, erofs, or mounted read-only at its superblock), so no
+  // mount or path of it can write, unlike a read-only bind mount. Read from
+  // /proc/self/mountinfo; false when that cannot tell.
+  bool OnReadOnlyFileSystem() const;
+  int fd() const { return fd_.get(); }
 
  private:
   MappedFile(UniqueFd fd, const uint8_t* data, size_t size)

@@ -1,10 +1,12 @@
 #include "src/vmm/boot.h"
 
+#include <sys/mman.h>
 #include <time.h>
 
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
 #include "src/common/mapped_file.h"
 #include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/boot_params.h"
@@ -18,6 +20,7 @@ namespace {
 // Linux's default initrd_addr_max: older kernels cannot reach higher.
 constexpr uint64_t kInitrdLimit = 1ULL << 31;
 constexpr uintptr_t kHugePage = 2 << 20;
+constexpr uint64_t kPage = 4096;
 
 absl::Status WriteCmdline(const GuestMemory& mem, const std::string& cmdline) {
   if (cmdline.size() + 1 > x86_64::kCmdlineMaxSize) {
@@ -64,9 +67,11 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   ASSIGN_OR_RETURN(images.kernel_stamp, load.kernel_file_->Stamp());
   ASSIGN_OR_RETURN(images.kernel,
                    ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
+  bool kernel_fixed = load.kernel_file_->OnReadOnlyFileSystem();
   for (const KernelSegment& seg : images.kernel.segments) {
     ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
-    load.AddChunks(load.kernel_file_.get(), seg.file_offset, dest);
+    RETURN_IF_ERROR(load.MapWholePages(load.kernel_file_.get(), kernel_fixed, seg.file_offset,
+                                       dest));
   }
   if (boot.initrd_path.empty()) return load;
   ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
@@ -75,7 +80,8 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   images.initrd_size = load.initrd_file_->data().size();
   ASSIGN_OR_RETURN(images.initrd_addr, InitrdAddress(mem, images.initrd_size, images.kernel.end));
   ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images.initrd_addr, images.initrd_size));
-  load.AddChunks(load.initrd_file_.get(), 0, dest);
+  RETURN_IF_ERROR(load.MapWholePages(load.initrd_file_.get(),
+                                     load.initrd_file_->OnReadOnlyFileSystem(), 0, dest));
   return load;
 }
 
@@ -87,6 +93,32 @@ void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uin
     offset += len;
     dest = dest.subspan(len);
   }
+}
+
+absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool fixed, uint64_t offset,
+                                      std::span<uint8_t> dest) {
+  uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
+  uint64_t head = (kPage - at % kPage) % kPage;
+  bool fits = head + kPage <= dest.size() && (offset + head) % kPage == 0;
+  if (!fits || !fixed || GuestMemory::mergeable_by_default()) {
+    AddChunks(file, offset, dest);
+    return absl::OkStatus();
+  }
+  uint64_t len = (dest.size() - head) / kPage * kPage;
+  uint8_t* start = dest.data() + head;
+  constexpr int kFlags = MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE;
+  if (mmap(start, len, PROT_READ | PROT_WRITE, kFlags, file->fd(), offset + head) == MAP_FAILED) {
+    // A failed MAP_FIXED may have unmapped the range already.
+    if (mmap(start, len, PROT_READ | PROT_WRITE, kFlags | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) {
+      return ErrnoStatus("guest memory lost to a failed mapping of the kernel or initrd");
+    }
+    AddChunks(file, offset, dest);
+    return absl::OkStatus();
+  }
+  mapped_bytes_ += len;
+  AddChunks(file, offset, dest.first(head));
+  AddChunks(file, offset + head + len, dest.subspan(head + len));
+  return absl::OkStatus();
 }
 
 void ImageLoad::Advise(const GuestMemory& mem) const {

@@ -36,14 +36,17 @@ struct LoadedImages {
 };
 
 // Loading in steps, so that the copy can run on two threads beside KVM's
-// set-up: Plan opens, parses and checks the files and cuts the bytes into
-// chunks of at most one huge page; Advise asks for huge pages; CopyShare
+// set-up: Plan opens, parses and checks the files, maps the whole pages of
+// a file on a read-only file system (MapWholePages) and cuts the other
+// bytes into chunks of at most one huge page; Advise asks for huge pages; CopyShare
 // allocates and fills chunks until none is left, on as many threads as
 // call it; Finish, once every CopyShare has returned, checks the files
 // stayed the same. The mapping must outlive the copying.
 class ImageLoad {
  public:
   static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
+  // Bytes mapped from the files instead of copied.
+  uint64_t mapped_bytes() const { return mapped_bytes_; }
   void Advise(const GuestMemory& mem) const;
   absl::Status CopyShare();
   absl::Status Finish();
@@ -58,11 +61,19 @@ class ImageLoad {
   ImageLoad() = default;
   // Cuts [offset, offset + dest.size()) of `file` at huge-page boundaries of dest.
   void AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest);
+  // The same, but if `fixed` (the file's OnReadOnlyFileSystem), its whole
+  // pages in dest are mapped from it, private: the guest reads the page
+  // cache's pages and copies only those it writes. A file that can change
+  // is always copied, so that a rewrite never reaches a running guest.
+  // Not with mergeable memory (KSM merges anonymous pages).
+  absl::Status MapWholePages(const MappedFile* file, bool fixed, uint64_t offset,
+                             std::span<uint8_t> dest);
 
   // Heap-held, so that chunks_ and the counter stay valid when the ImageLoad moves.
   std::unique_ptr<MappedFile> kernel_file_, initrd_file_;
   std::vector<Chunk> chunks_;
   std::unique_ptr<std::atomic<size_t>> next_ = std::make_unique<std::atomic<size_t>>(0);
+  uint64_t mapped_bytes_ = 0;
   LoadedImages images_;
 };
 

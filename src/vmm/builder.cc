@@ -163,6 +163,10 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   RETURN_IF_ERROR(copied);
   RETURN_IF_ERROR(shared);
   RETURN_IF_ERROR(load.Finish());
+  if (load.mapped_bytes() > 0) {
+    LOG_INFO("%d KiB of the kernel and initrd mapped from their read-only file system, "
+             "not copied", load.mapped_bytes() >> 10);
+  }
   std::unique_ptr<Vm> vm = std::move(*made);
   return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
 }

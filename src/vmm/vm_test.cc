@@ -5,12 +5,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "src/vmm/arch/x86_64/layout.h"
@@ -579,6 +582,80 @@ TEST_F(PreparedVmTest, AFreshlyWrittenKernelIsNotKept) {
   auto prepared = PreparedVm::Prepare(config);
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   EXPECT_FALSE(prepared->Matches(config));
+}
+
+// A directory in this test process's own mount namespace holding `image`
+// as "vmlinux", mounted read-only: with `bind`, a read-only bind mount of
+// a writable directory (the file system itself stays writable); without,
+// a tmpfs remounted read-only at its superblock. Empty where the process
+// may not mount (not root).
+std::string ReadOnlyKernelDir(const std::vector<uint8_t>& image, bool bind) {
+  if (unshare(CLONE_NEWNS) != 0 ||
+      mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    return "";
+  }
+  std::string dir = std::filesystem::temp_directory_path() / "ember-ro-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) return "";
+  std::string source = dir;
+  if (bind) {
+    source = dir + "-rw";
+    std::filesystem::create_directory(source);
+    if (mount(source.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0) return "";
+  } else if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=4m") != 0) {
+    return "";
+  }
+  std::ofstream(dir + "/vmlinux", std::ios::binary)
+      .write(reinterpret_cast<const char*>(image.data()), image.size());
+  unsigned long flags = MS_REMOUNT | MS_RDONLY | (bind ? MS_BIND : 0);
+  return mount(nullptr, dir.c_str(), nullptr, flags, nullptr) == 0 ? dir : "";
+}
+
+// Whether this process maps `path` writable: the guest's private mapping
+// of a kernel loaded without a copy (boot.h), not the loader's read-only one.
+bool MappedWritable(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find(" rw-p ") != std::string::npos && line.ends_with(" " + path)) return true;
+  }
+  return false;
+}
+
+// kHelloAndReset padded to two pages, so that its segment has whole pages.
+std::vector<uint8_t> HelloOnWholePages() {
+  std::vector<uint8_t> code = kHelloAndReset;
+  code.resize(0x2000, 0);
+  return code;
+}
+
+TEST_F(PreparedVmTest, AKernelOnAReadOnlyFileSystemIsMappedNotCopied) {
+  std::string dir = ReadOnlyKernelDir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
+                                      /*bind=*/false);
+  if (dir.empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
+  VmConfig config = Config(kHelloAndReset);
+  config.boot_source->kernel_image_path = dir + "/vmlinux";
+  auto vm = BuildForBoot(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_TRUE(MappedWritable(dir + "/vmlinux")) << "the guest's pages come from the file";
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "hi\n") << "the guest ran from the mapped pages";
+  // Guest memory is private: a write there never reaches the file.
+  vm->reset();
+  EXPECT_FALSE(MappedWritable(dir + "/vmlinux")) << "unmapped with the VM";
+}
+
+TEST_F(PreparedVmTest, AKernelBehindAReadOnlyBindMountIsCopied) {
+  // The file system under the bind mount stays writable through its other
+  // paths, so a running guest could see a rewrite: copied, as usual.
+  std::string dir = ReadOnlyKernelDir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
+                                      /*bind=*/true);
+  if (dir.empty()) GTEST_SKIP() << "needs root to bind-mount";
+  VmConfig config = Config(kHelloAndReset);
+  config.boot_source->kernel_image_path = dir + "/vmlinux";
+  auto vm = BuildForBoot(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_FALSE(MappedWritable(dir + "/vmlinux"));
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "hi\n");
 }
 
 }  // namespace

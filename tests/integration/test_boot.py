@@ -2,6 +2,8 @@
 loads, with one and two vCPUs, and checks that a guest reset ends Ember
 cleanly. Each boot is a real Linux guest on real KVM."""
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -46,6 +48,28 @@ def test_kernel_reaches_init_and_reset_stops_ember(ember, guest, tmp_path, image
         assert "pvmuser: system calls from page faults" in run.console, run
     else:
         assert "noxsave" not in run.console and "pvmuser" not in run.console
+
+
+def test_kernel_on_a_read_only_file_system_is_mapped_and_boots(ember, guest, tmp_path):
+    """A kernel and initrd on a file system read-only at its superblock
+    are mapped into guest memory instead of copied (src/vmm/boot.h); the
+    guest must boot from them to user space and reset as from a copy."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(ro)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        for name in ("vmlinux", "initramfs.cpio"):
+            shutil.copy(guest[name], ro / name)
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        run = run_ember(ember, tmp_path, boot_config(ro / "vmlinux", ro / "initramfs.cpio"))
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+    assert "KiB of the kernel and initrd mapped from their read-only file system" in run.log, run
+    assert "ember-init: hello from user space" in run.console, run
+    assert "guest reset through the i8042" in run.log, run
+    assert run.code == EXIT_OK, run
 
 
 def vcpu_cpu_ticks(pid, name):
