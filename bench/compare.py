@@ -786,8 +786,10 @@ def main():
     results = {"machine": machine_info(kernel), "runs": args.runs,
                "quick_runs": args.quick_runs, "boot_args": boot_args}
     for who in vmms:
-        results[who] = {key: summarize([r[key] for r in (quick if key in QUICK_KEYS else lives)[who]])
-                        for key, _, _ in LIFE_ROWS}
+        samples = {key: [r[key] for r in (quick if key in QUICK_KEYS else lives)[who] if key in r]
+                   for key, _, _ in LIFE_ROWS}
+        # The read-only rows need a mount: absent where this run may not mount.
+        results[who] = {key: summarize(v) for key, v in samples.items() if v}
         results[who]["clean_stops"] = sum(r["clean_stop"] for r in lives[who])
 
     results["restore"] = measure_restores(vmms, kernel, initrd, boot_args, args.quick_runs)
