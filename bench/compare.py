@@ -14,6 +14,8 @@ Figures, each over --runs repetitions (median, min, max):
     slowly: that one only means something on hardware KVM);
   - process start to first KVM_RUN through the API, and with the whole
     configuration at the start (Ember's --config-file, QEMU without -S);
+    both again with the kernel and initrd on a tmpfs remounted read-only,
+    from which Ember maps them instead of copying (needs root to mount);
   - snapshot restore, 128 MiB and 1 GiB: load request (QMP
     migrate-incoming of a stream saved to a file) to the first KVM_RUN;
   - creation rate and density: N VMMs spawned at once, configured and

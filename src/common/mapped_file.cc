@@ -82,6 +82,10 @@ bool MappedFile::OnReadOnlyFileSystem() const {
   std::string text;
   char buf[4096];
   for (ssize_t n; (n = read(info.get(), buf, sizeof(buf))) > 0;) text.append(buf, n);
+  // Local ones only: the server of a network or FUSE file system can
+  // change a file whatever the mount says.
+  static constexpr absl::string_view kLocal[] = {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs",
+                                                 "squashfs", "erofs", "iso9660", "tmpfs"};
   // "id parent major:minor root mount-point options ... - type source
   // super-options": every mount of one file system shows its super options.
   bool seen = false;
@@ -89,7 +93,10 @@ bool MappedFile::OnReadOnlyFileSystem() const {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
     if (f.size() < 3 || f[2] != dev) continue;
     auto dash = std::find(f.begin(), f.end(), "-");
-    if (f.end() - dash < 4) return false;
+    if (f.end() - dash < 4 || std::find(std::begin(kLocal), std::end(kLocal), dash[1]) ==
+                                  std::end(kLocal)) {
+      return false;
+    }
     std::vector<absl::string_view> super_options = absl::StrSplit(dash[3], ',');
     if (std::find(super_options.begin(), super_options.end(), "ro") == super_options.end()) {
       return false;

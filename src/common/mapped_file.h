@@ -38,10 +38,11 @@ class MappedFile {
   absl::Status ReadAt(uint64_t offset, std::span<uint8_t> out) const;
   // The stamp of the open file now.
   absl::StatusOr<FileStamp> Stamp() const;
-  // Whether nothing can change the file: its file system is read-only in
-  // itself (squashfs, erofs, or mounted read-only at its superblock), so no
-  // mount or path of it can write, unlike a read-only bind mount. Read from
-  // /proc/self/mountinfo; false when that cannot tell.
+  // Whether nothing can change the file: its file system is local (not
+  // network or FUSE) and read-only in itself (squashfs, erofs, or mounted
+  // read-only at its superblock), so no mount or path of it can write,
+  // unlike a read-only bind mount. Read from /proc/self/mountinfo; false
+  // when that cannot tell.
   bool OnReadOnlyFileSystem() const;
   int fd() const { return fd_.get(); }
 

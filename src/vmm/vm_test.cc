@@ -587,28 +587,43 @@ TEST_F(PreparedVmTest, AFreshlyWrittenKernelIsNotKept) {
 // A directory in this test process's own mount namespace holding `image`
 // as "vmlinux", mounted read-only: with `bind`, a read-only bind mount of
 // a writable directory (the file system itself stays writable); without,
-// a tmpfs remounted read-only at its superblock. Empty where the process
-// may not mount (not root).
-std::string ReadOnlyKernelDir(const std::vector<uint8_t>& image, bool bind) {
-  if (unshare(CLONE_NEWNS) != 0 ||
-      mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
-    return "";
+// a tmpfs remounted read-only at its superblock. path() is empty where the
+// process may not mount (not root). The directories go with it.
+class ReadOnlyKernelDir {
+ public:
+  ReadOnlyKernelDir(const std::vector<uint8_t>& image, bool bind) {
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+      return;
+    }
+    std::string dir = std::filesystem::temp_directory_path() / "ember-ro-XXXXXX";
+    if (mkdtemp(dir.data()) == nullptr) return;
+    dir_ = dir;
+    if (bind) {
+      source_ = dir + "-rw";
+      std::filesystem::create_directory(source_);
+      if (mount(source_.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0) return;
+    } else if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=4m") != 0) {
+      return;
+    }
+    mounted_ = true;
+    std::ofstream(dir + "/vmlinux", std::ios::binary)
+        .write(reinterpret_cast<const char*>(image.data()), image.size());
+    unsigned long flags = MS_REMOUNT | MS_RDONLY | (bind ? MS_BIND : 0);
+    if (mount(nullptr, dir.c_str(), nullptr, flags, nullptr) == 0) path_ = dir + "/vmlinux";
   }
-  std::string dir = std::filesystem::temp_directory_path() / "ember-ro-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) return "";
-  std::string source = dir;
-  if (bind) {
-    source = dir + "-rw";
-    std::filesystem::create_directory(source);
-    if (mount(source.c_str(), dir.c_str(), nullptr, MS_BIND, nullptr) != 0) return "";
-  } else if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=4m") != 0) {
-    return "";
+  ~ReadOnlyKernelDir() {
+    if (mounted_) umount2(dir_.c_str(), MNT_DETACH);
+    std::error_code ignored;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
+    if (!source_.empty()) std::filesystem::remove_all(source_, ignored);
   }
-  std::ofstream(dir + "/vmlinux", std::ios::binary)
-      .write(reinterpret_cast<const char*>(image.data()), image.size());
-  unsigned long flags = MS_REMOUNT | MS_RDONLY | (bind ? MS_BIND : 0);
-  return mount(nullptr, dir.c_str(), nullptr, flags, nullptr) == 0 ? dir : "";
-}
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_, source_, path_;
+  bool mounted_ = false;
+};
 
 // Whether this process maps `path` writable: the guest's private mapping
 // of a kernel loaded without a copy (boot.h), not the loader's read-only one.
@@ -628,32 +643,32 @@ std::vector<uint8_t> HelloOnWholePages() {
 }
 
 TEST_F(PreparedVmTest, AKernelOnAReadOnlyFileSystemIsMappedNotCopied) {
-  std::string dir = ReadOnlyKernelDir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
-                                      /*bind=*/false);
-  if (dir.empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
+  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
+                        /*bind=*/false);
+  if (dir.path().empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
   VmConfig config = Config(kHelloAndReset);
-  config.boot_source->kernel_image_path = dir + "/vmlinux";
+  config.boot_source->kernel_image_path = dir.path();
   auto vm = BuildForBoot(config, Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
-  EXPECT_TRUE(MappedWritable(dir + "/vmlinux")) << "the guest's pages come from the file";
+  EXPECT_TRUE(MappedWritable(dir.path())) << "the guest's pages come from the file";
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n") << "the guest ran from the mapped pages";
   // Guest memory is private: a write there never reaches the file.
   vm->reset();
-  EXPECT_FALSE(MappedWritable(dir + "/vmlinux")) << "unmapped with the VM";
+  EXPECT_FALSE(MappedWritable(dir.path())) << "unmapped with the VM";
 }
 
 TEST_F(PreparedVmTest, AKernelBehindAReadOnlyBindMountIsCopied) {
   // The file system under the bind mount stays writable through its other
   // paths, so a running guest could see a rewrite: copied, as usual.
-  std::string dir = ReadOnlyKernelDir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
-                                      /*bind=*/true);
-  if (dir.empty()) GTEST_SKIP() << "needs root to bind-mount";
+  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
+                        /*bind=*/true);
+  if (dir.path().empty()) GTEST_SKIP() << "needs root to bind-mount";
   VmConfig config = Config(kHelloAndReset);
-  config.boot_source->kernel_image_path = dir + "/vmlinux";
+  config.boot_source->kernel_image_path = dir.path();
   auto vm = BuildForBoot(config, Io());
   ASSERT_TRUE(vm.ok()) << vm.status();
-  EXPECT_FALSE(MappedWritable(dir + "/vmlinux"));
+  EXPECT_FALSE(MappedWritable(dir.path()));
   EXPECT_EQ((*vm)->Run(), kExitOk);
   EXPECT_EQ(Console(), "hi\n");
 }
