@@ -16,6 +16,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/common/exit_code.h"
 #include "src/common/testing/test_images.h"
@@ -656,6 +657,26 @@ TEST_F(PreparedVmTest, AKernelOnAReadOnlyFileSystemIsMappedNotCopied) {
   // Guest memory is private: a write there never reaches the file.
   vm->reset();
   EXPECT_FALSE(MappedWritable(dir.path())) << "unmapped with the VM";
+}
+
+TEST_F(PreparedVmTest, MergeableGuestMemoryCopiesEvenFromAReadOnlyFileSystem) {
+  // KSM merges anonymous pages: with --merge-guest-memory the kernel is
+  // copied, not mapped.
+  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
+                        /*bind=*/false);
+  if (dir.path().empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
+  GuestMemory::SetMergeableByDefault(true);
+  VmConfig config = Config(kHelloAndReset);
+  config.boot_source->kernel_image_path = dir.path();
+  auto vm = BuildForBoot(config, Io());
+  GuestMemory::SetMergeableByDefault(false);
+  if (!vm.ok() && absl::StrContains(vm.status().message(), "KSM")) {
+    GTEST_SKIP() << "the host kernel has no KSM";
+  }
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_FALSE(MappedWritable(dir.path()));
+  EXPECT_EQ((*vm)->Run(), kExitOk);
+  EXPECT_EQ(Console(), "hi\n");
 }
 
 TEST_F(PreparedVmTest, AKernelBehindAReadOnlyBindMountIsCopied) {
