@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 
 #include <cerrno>
@@ -74,6 +75,9 @@ absl::Status MappedFile::ReadAt(uint64_t offset, std::span<uint8_t> out) const {
 }
 
 bool MappedFile::OnReadOnlyFileSystem() const {
+  // The common case, a writable mount, is told without reading mountinfo.
+  struct statvfs vfs;
+  if (fstatvfs(fd_.get(), &vfs) < 0 || !(vfs.f_flag & ST_RDONLY)) return false;
   struct stat st;
   if (fstat(fd_.get(), &st) < 0) return false;
   std::string dev = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev));

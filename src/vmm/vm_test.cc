@@ -592,6 +592,7 @@ TEST_F(PreparedVmTest, AFreshlyWrittenKernelIsNotKept) {
 // process may not mount (not root). The directories go with it.
 class ReadOnlyKernelDir {
  public:
+  ReadOnlyKernelDir(ReadOnlyKernelDir&&) = delete;
   ReadOnlyKernelDir(const std::vector<uint8_t>& image, bool bind) {
     if (unshare(CLONE_NEWNS) != 0 ||
         mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
@@ -636,62 +637,64 @@ bool MappedWritable(const std::string& path) {
   return false;
 }
 
-// kHelloAndReset padded to two pages, so that its segment has whole pages.
-std::vector<uint8_t> HelloOnWholePages() {
+// kHelloAndReset, padded to two pages so that its segment has whole pages,
+// in a ReadOnlyKernelDir.
+ReadOnlyKernelDir HelloOnReadOnly(bool bind) {
   std::vector<uint8_t> code = kHelloAndReset;
   code.resize(0x2000, 0);
-  return code;
+  return ReadOnlyKernelDir(testing::MakeElf(code, kKernelAddr, true, 0), bind);
 }
 
-TEST_F(PreparedVmTest, AKernelOnAReadOnlyFileSystemIsMappedNotCopied) {
-  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
-                        /*bind=*/false);
+// Kernels on read-only file systems: mapped or copied (boot.h).
+class ReadOnlyKernelTest : public VmTest {
+ protected:
+  // BuildForBoot of kHelloAndReset from `dir`'s kernel.
+  absl::StatusOr<std::unique_ptr<Vm>> BuildFrom(const ReadOnlyKernelDir& dir) {
+    VmConfig config = Config(kHelloAndReset);
+    config.boot_source->kernel_image_path = dir.path();
+    return BuildForBoot(config, Io());
+  }
+  // Runs `vm` to its reset; whether it said "hi" on the way.
+  bool RunsAndSaysHi(Vm& vm) { return vm.Run() == kExitOk && Console() == "hi\n"; }
+};
+
+TEST_F(ReadOnlyKernelTest, AKernelOnAReadOnlyFileSystemIsMappedNotCopied) {
+  ReadOnlyKernelDir dir = HelloOnReadOnly(/*bind=*/false);
   if (dir.path().empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
-  VmConfig config = Config(kHelloAndReset);
-  config.boot_source->kernel_image_path = dir.path();
-  auto vm = BuildForBoot(config, Io());
+  auto vm = BuildFrom(dir);
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_TRUE(MappedWritable(dir.path())) << "the guest's pages come from the file";
-  EXPECT_EQ((*vm)->Run(), kExitOk);
-  EXPECT_EQ(Console(), "hi\n") << "the guest ran from the mapped pages";
+  EXPECT_TRUE(RunsAndSaysHi(**vm)) << "the guest ran from the mapped pages";
   // Guest memory is private: a write there never reaches the file.
   vm->reset();
   EXPECT_FALSE(MappedWritable(dir.path())) << "unmapped with the VM";
 }
 
-TEST_F(PreparedVmTest, MergeableGuestMemoryCopiesEvenFromAReadOnlyFileSystem) {
+TEST_F(ReadOnlyKernelTest, MergeableGuestMemoryCopiesEvenFromAReadOnlyFileSystem) {
   // KSM merges anonymous pages: with --merge-guest-memory the kernel is
   // copied, not mapped.
-  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
-                        /*bind=*/false);
+  ReadOnlyKernelDir dir = HelloOnReadOnly(/*bind=*/false);
   if (dir.path().empty()) GTEST_SKIP() << "needs root to mount a read-only tmpfs";
   GuestMemory::SetMergeableByDefault(true);
-  VmConfig config = Config(kHelloAndReset);
-  config.boot_source->kernel_image_path = dir.path();
-  auto vm = BuildForBoot(config, Io());
+  auto vm = BuildFrom(dir);
   GuestMemory::SetMergeableByDefault(false);
   if (!vm.ok() && absl::StrContains(vm.status().message(), "KSM")) {
     GTEST_SKIP() << "the host kernel has no KSM";
   }
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_FALSE(MappedWritable(dir.path()));
-  EXPECT_EQ((*vm)->Run(), kExitOk);
-  EXPECT_EQ(Console(), "hi\n");
+  EXPECT_TRUE(RunsAndSaysHi(**vm));
 }
 
-TEST_F(PreparedVmTest, AKernelBehindAReadOnlyBindMountIsCopied) {
+TEST_F(ReadOnlyKernelTest, AKernelBehindAReadOnlyBindMountIsCopied) {
   // The file system under the bind mount stays writable through its other
   // paths, so a running guest could see a rewrite: copied, as usual.
-  ReadOnlyKernelDir dir(testing::MakeElf(HelloOnWholePages(), kKernelAddr, true, 0),
-                        /*bind=*/true);
+  ReadOnlyKernelDir dir = HelloOnReadOnly(/*bind=*/true);
   if (dir.path().empty()) GTEST_SKIP() << "needs root to bind-mount";
-  VmConfig config = Config(kHelloAndReset);
-  config.boot_source->kernel_image_path = dir.path();
-  auto vm = BuildForBoot(config, Io());
+  auto vm = BuildFrom(dir);
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_FALSE(MappedWritable(dir.path()));
-  EXPECT_EQ((*vm)->Run(), kExitOk);
-  EXPECT_EQ(Console(), "hi\n");
+  EXPECT_TRUE(RunsAndSaysHi(**vm));
 }
 
 }  // namespace
