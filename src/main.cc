@@ -16,6 +16,7 @@
 #include "src/common/clock.h"
 #include "src/common/log.h"
 #include "src/common/signal_metrics.h"
+#include "src/common/file_lease.h"
 #include "src/common/stop_signals.h"
 #include "src/common/version.h"
 #include "src/common/mapped_file.h"
@@ -129,6 +130,9 @@ int Main(int argc, char** argv) {
   // thread): blocked before any thread starts, so that no thread, the API
   // thread included, takes their default action.
   BlockStopSignals();
+  // SIGIO too: it tells that someone would write a file mapped into guest
+  // memory, and the VMM thread reads it from a signalfd (file_lease.h).
+  BlockLeaseSignal();
   // Fatal signals leave a last metrics line and Firecracker's exit codes.
   InstallSignalHandlers();
   LOG_INFO("Ember v%s starting, instance %s", kVersion, opts->id);

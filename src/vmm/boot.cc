@@ -67,22 +67,43 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   ASSIGN_OR_RETURN(images.kernel_stamp, load.kernel_file_->Stamp());
   ASSIGN_OR_RETURN(images.kernel,
                    ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
-  bool kernel_fixed = load.kernel_file_->OnReadOnlyFileSystem();
+  // At most one lease a file: no pointer into leases_ goes stale.
+  load.leases_.reserve(2);
+  FileLease* lease = nullptr;
+  bool can_map = load.CanMap(*load.kernel_file_, &lease);
   for (const KernelSegment& seg : images.kernel.segments) {
     ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
-    RETURN_IF_ERROR(load.MapWholePages(load.kernel_file_.get(), kernel_fixed, seg.file_offset,
+    RETURN_IF_ERROR(load.MapWholePages(load.kernel_file_.get(), can_map, lease, seg.file_offset,
                                        dest));
   }
-  if (boot.initrd_path.empty()) return load;
-  ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(boot.initrd_path));
-  load.initrd_file_ = std::make_unique<MappedFile>(std::move(initrd));
-  ASSIGN_OR_RETURN(images.initrd_stamp, load.initrd_file_->Stamp());
-  images.initrd_size = load.initrd_file_->data().size();
-  ASSIGN_OR_RETURN(images.initrd_addr, InitrdAddress(mem, images.initrd_size, images.kernel.end));
-  ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images.initrd_addr, images.initrd_size));
-  RETURN_IF_ERROR(load.MapWholePages(load.initrd_file_.get(),
-                                     load.initrd_file_->OnReadOnlyFileSystem(), 0, dest));
+  if (!boot.initrd_path.empty()) RETURN_IF_ERROR(load.PlanInitrd(mem, boot.initrd_path));
+  // A lease that covers nothing (a bzImage's pages are not file-aligned)
+  // would only hold back writers.
+  std::erase_if(load.leases_, [](const FileLease& l) { return l.covered_bytes() == 0; });
   return load;
+}
+
+absl::Status ImageLoad::PlanInitrd(const GuestMemory& mem, const std::string& path) {
+  ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(path));
+  initrd_file_ = std::make_unique<MappedFile>(std::move(initrd));
+  ASSIGN_OR_RETURN(images_.initrd_stamp, initrd_file_->Stamp());
+  images_.initrd_size = initrd_file_->data().size();
+  ASSIGN_OR_RETURN(images_.initrd_addr,
+                   InitrdAddress(mem, images_.initrd_size, images_.kernel.end));
+  ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images_.initrd_addr, images_.initrd_size));
+  FileLease* lease = nullptr;
+  bool can_map = CanMap(*initrd_file_, &lease);
+  return MapWholePages(initrd_file_.get(), can_map, lease, 0, dest);
+}
+
+bool ImageLoad::CanMap(const MappedFile& file, FileLease** lease) {
+  if (GuestMemory::mergeable_by_default()) return false;
+  if (file.OnReadOnlyFileSystem()) return true;
+  absl::StatusOr<FileLease> taken = FileLease::Take(file.fd());
+  if (!taken.ok()) return false;
+  leases_.push_back(std::move(*taken));
+  *lease = &leases_.back();
+  return true;
 }
 
 void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest) {
@@ -95,12 +116,12 @@ void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uin
   }
 }
 
-absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool fixed, uint64_t offset,
-                                      std::span<uint8_t> dest) {
+absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool can_map, FileLease* lease,
+                                      uint64_t offset, std::span<uint8_t> dest) {
   uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
   uint64_t head = (kPage - at % kPage) % kPage;
   bool fits = head + kPage <= dest.size() && (offset + head) % kPage == 0;
-  if (!fits || !fixed || GuestMemory::mergeable_by_default()) {
+  if (!fits || !can_map) {
     AddChunks(file, offset, dest);
     return absl::OkStatus();
   }
@@ -116,6 +137,7 @@ absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool fixed, uint64
     return absl::OkStatus();
   }
   mapped_bytes_ += len;
+  if (lease != nullptr) lease->Cover({start, len});
   AddChunks(file, offset, dest.first(head));
   AddChunks(file, offset + head + len, dest.subspan(head + len));
   return absl::OkStatus();

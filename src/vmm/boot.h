@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/file_lease.h"
 #include "src/common/mapped_file.h"
 #include "src/vmm/arch/x86_64/regs.h"
 #include "src/vmm/loader/kernel_loader.h"
@@ -37,7 +38,7 @@ struct LoadedImages {
 
 // Loading in steps, so that the copy can run on two threads beside KVM's
 // set-up: Plan opens, parses and checks the files, maps the whole pages of
-// a file on a read-only file system (MapWholePages) and cuts the other
+// a file that cannot change unseen (MapWholePages) and cuts the other
 // bytes into chunks of at most one huge page; Advise asks for huge pages; CopyShare
 // allocates and fills chunks until none is left, on as many threads as
 // call it; Finish, once every CopyShare has returned, checks the files
@@ -47,6 +48,9 @@ class ImageLoad {
   static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
   // Bytes mapped from the files instead of copied.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
+  // The leases that keep mapped files unchanged (file_lease.h), for the Vm
+  // to hold while the guest lives.
+  std::vector<FileLease> TakeLeases() { return std::move(leases_); }
   void Advise(const GuestMemory& mem) const;
   absl::Status CopyShare();
   absl::Status Finish();
@@ -61,19 +65,26 @@ class ImageLoad {
   ImageLoad() = default;
   // Cuts [offset, offset + dest.size()) of `file` at huge-page boundaries of dest.
   void AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest);
-  // The same, but if `fixed` (the file's OnReadOnlyFileSystem), its whole
-  // pages in dest are mapped from it, private: the guest reads the page
-  // cache's pages and copies only those it writes. A file that can change
-  // is always copied, so that a rewrite never reaches a running guest.
-  // Not with mergeable memory (KSM merges anonymous pages).
-  absl::Status MapWholePages(const MappedFile* file, bool fixed, uint64_t offset,
-                             std::span<uint8_t> dest);
+  // Plan's part for the initrd at `path`, after the kernel's.
+  absl::Status PlanInitrd(const GuestMemory& mem, const std::string& path);
+  // Whether `file` may be mapped into guest memory: nothing can change
+  // it (OnReadOnlyFileSystem), or a lease, then the last of leases_, holds
+  // back whoever would write it until the mapped pages are copied. Not
+  // with mergeable memory (KSM merges anonymous pages only).
+  bool CanMap(const MappedFile& file, FileLease** lease);
+  // The same as AddChunks, but if `can_map`, the whole pages in dest are
+  // mapped from the file, private, and covered by `lease` if there is one:
+  // the guest reads the page cache's pages and copies only those it
+  // writes, and a rewrite of the file never reaches it.
+  absl::Status MapWholePages(const MappedFile* file, bool can_map, FileLease* lease,
+                             uint64_t offset, std::span<uint8_t> dest);
 
   // Heap-held, so that chunks_ and the counter stay valid when the ImageLoad moves.
   std::unique_ptr<MappedFile> kernel_file_, initrd_file_;
   std::vector<Chunk> chunks_;
   std::unique_ptr<std::atomic<size_t>> next_ = std::make_unique<std::atomic<size_t>>(0);
   uint64_t mapped_bytes_ = 0;
+  std::vector<FileLease> leases_;
   LoadedImages images_;
 };
 

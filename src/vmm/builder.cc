@@ -163,11 +163,14 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   RETURN_IF_ERROR(copied);
   RETURN_IF_ERROR(shared);
   RETURN_IF_ERROR(load.Finish());
-  if (load.mapped_bytes() > 0) {
-    LOG_INFO("%d KiB of the kernel and initrd mapped from their read-only file system, "
-             "not copied", load.mapped_bytes() >> 10);
-  }
   std::unique_ptr<Vm> vm = std::move(*made);
+  std::vector<FileLease> leases = load.TakeLeases();
+  if (load.mapped_bytes() > 0) {
+    LOG_INFO("%d KiB of the kernel and initrd mapped from their files, not copied (%s)",
+             load.mapped_bytes() >> 10,
+             leases.empty() ? "read-only file system" : "under a lease");
+  }
+  vm->HoldLeases(std::move(leases));
   return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
 }
 

@@ -16,6 +16,7 @@
 #include "src/common/log.h"
 #include "src/common/version.h"
 #include "src/common/status_macros.h"
+#include "src/common/file_lease.h"
 #include "src/common/stop_signals.h"
 #include "src/devices/virtio/net/net_device.h"
 #include "src/vmm/builder.h"
@@ -286,6 +287,15 @@ int Controller::WaitForStart() {
     signalfd_siginfo info;
     if (::read(signals->get(), &info, sizeof(info)) == sizeof(info)) stop_signal = info.ssi_signo;
   });
+  // Someone would write the kernel or initrd a prepared VM maps: its pages
+  // are copied, and the start prepares again (Matches sees the new stamp).
+  absl::StatusOr<UniqueFd> leases = LeaseSignalFd();
+  if (leases.ok()) {
+    (void)loop->Add(leases->get(), EPOLLIN, [&](uint32_t) {
+      DrainSignalFd(leases->get());
+      if (prepared_) prepared_->CopyBrokenLeases();
+    });
+  }
   LOG_INFO("waiting for the API to configure and start the microVM");
   // Before the first request is served (one arriving now waits 0.2 ms). A
   // failure shows again, with its reason, when the VM is made.

@@ -163,6 +163,10 @@ void DeviceManager::CollectMetrics(Metrics* metrics) {
   metrics->Group("interrupts").counts.emplace_back("triggers", interrupts);
 }
 
+void DeviceManager::Quiesce() {
+  for (const auto& t : virtio_) t->Quiesce();
+}
+
 void DeviceManager::Save(snapshot::SnapshotState* state) {
   state->serial = serial_->SaveState();
   state->i8042 = i8042_->SaveState();

@@ -71,6 +71,8 @@ class DeviceManager {
   absl::Status SendCtrlAltDel();
   // Every device's counters, and the console's (VMM thread).
   void CollectMetrics(Metrics* metrics);
+  // Lets every device finish the guest-memory writes it has in flight.
+  void Quiesce();
   // The devices' part of a snapshot (the VM is paused) and back, onto a
   // manager that attached the same devices in the same order.
   void Save(snapshot::SnapshotState* state);

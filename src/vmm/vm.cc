@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -163,10 +164,47 @@ absl::Status Vm::StopOnSignals() {
   });
 }
 
+void Vm::CopyBrokenLeases() {
+  if (std::none_of(leases_.begin(), leases_.end(), [](const FileLease& l) { return l.broken(); })) {
+    return;
+  }
+  // Nothing may write guest memory while its pages move: the vCPUs park
+  // and the devices finish what they have in flight.
+  if (!paused_) {
+    for (auto& v : vcpus_) v->Pause();
+  }
+  devices_.Quiesce();
+  for (FileLease& lease : leases_) {
+    if (!lease.broken()) continue;
+    if (absl::Status st = lease.CopyAndRelease(); !st.ok()) {
+      LOG_ERROR("%s; the writer waits out the lease break time", st.message());
+      continue;
+    }
+    LOG_INFO("the kernel or initrd file is being written: its %d KiB in guest memory copied "
+             "first", lease.covered_bytes() >> 10);
+  }
+  if (!paused_) {
+    for (auto& v : vcpus_) v->Resume();
+  }
+}
+
+absl::Status Vm::CopyOnLeaseBreaks() {
+  if (leases_.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(lease_signal_fd_, LeaseSignalFd());
+  return loop_.Add(lease_signal_fd_.get(), EPOLLIN, [this](uint32_t) {
+    DrainSignalFd(lease_signal_fd_.get());
+    CopyBrokenLeases();
+  });
+}
+
 int Vm::Run() {
   Vcpu::InstallKickHandler();
   if (absl::Status st = StopOnSignals(); !st.ok()) {
     LOG_ERROR("cannot handle SIGINT and SIGTERM: %s", st.message());
+    return kExitGenericError;
+  }
+  if (absl::Status st = CopyOnLeaseBreaks(); !st.ok()) {
+    LOG_ERROR("cannot watch the leases on the kernel and initrd: %s", st.message());
     return kExitGenericError;
   }
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "src/common/file_lease.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/boot.h"
 #include "src/vmm/device_manager.h"
@@ -103,6 +104,12 @@ class Vm {
   // How long the VMM took to pause, resume, snapshot or load this VM.
   VmmLatencies& latencies() { return latencies_; }
   const GuestMemory& memory() const { return memory_; }
+  // Holds the leases on the files mapped into guest memory (boot.h) while
+  // the VM lives.
+  void HoldLeases(std::vector<FileLease> leases) { leases_ = std::move(leases); }
+  // Copies the pages of every file someone waits to write, then lets the
+  // writer go: on SIGIO, which Run watches (before it, the controller).
+  void CopyBrokenLeases();
   // Keeps the Uffd page-fault handler's connection open while the VM lives.
   void set_uffd(snapshot::UffdHandover uffd) { uffd_ = std::move(uffd); }
 
@@ -117,6 +124,8 @@ class Vm {
 
   // SIGINT and SIGTERM stop the VM in order instead of killing the process.
   absl::Status StopOnSignals();
+  // SIGIO runs CopyBrokenLeases.
+  absl::Status CopyOnLeaseBreaks();
 
   // Declared in build order; vCPUs last, so they are joined first.
   Kvm kvm_;
@@ -129,6 +138,8 @@ class Vm {
   bool paused_ = false;
   VmmLatencies latencies_;
   UniqueFd signal_fd_;
+  std::vector<FileLease> leases_;
+  UniqueFd lease_signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };
 

@@ -5,6 +5,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -19,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/common/exit_code.h"
+#include "src/common/file_lease.h"
 #include "src/common/testing/test_images.h"
 
 namespace ember {
@@ -694,6 +698,69 @@ TEST_F(ReadOnlyKernelTest, AKernelBehindAReadOnlyBindMountIsCopied) {
   auto vm = BuildFrom(dir);
   ASSERT_TRUE(vm.ok()) << vm.status();
   EXPECT_FALSE(MappedWritable(dir.path()));
+  EXPECT_TRUE(RunsAndSaysHi(**vm));
+}
+
+// A kernel on a writable file system is mapped under a lease
+// (file_lease.h), which needs SIGIO blocked, as main.cc has it.
+class LeasedKernelTest : public ReadOnlyKernelTest {
+ protected:
+  void SetUp() override {
+    ReadOnlyKernelTest::SetUp();
+    sigset_t set = Sigio();
+    pthread_sigmask(SIG_BLOCK, &set, &old_mask_);
+  }
+  void TearDown() override {
+    sigset_t set = Sigio();
+    const timespec now = {0, 0};
+    while (sigtimedwait(&set, nullptr, &now) == SIGIO) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+    ReadOnlyKernelTest::TearDown();
+  }
+  static sigset_t Sigio() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGIO);
+    return set;
+  }
+  // kHelloAndReset, or SaysYo, padded to whole pages.
+  static std::vector<uint8_t> Padded(std::vector<uint8_t> code) {
+    code.resize(0x2000, 0);
+    return testing::MakeElf(code, kKernelAddr, true, 0);
+  }
+  sigset_t old_mask_;
+};
+
+TEST_F(LeasedKernelTest, ARewriteWaitsUntilTheGuestHasItsOwnCopy) {
+  VmConfig config = Config(Padded(kHelloAndReset));
+  const std::string& path = config.boot_source->kernel_image_path;
+  auto vm = BuildForBoot(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_TRUE(MappedWritable(path)) << "mapped, not copied, on a writable file system";
+
+  absl::StatusOr<UniqueFd> signals = LeaseSignalFd();
+  ASSERT_TRUE(signals.ok()) << signals.status();
+  std::thread writer([&] {
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(Padded(SaysYo()).data()), Padded(SaysYo()).size());
+  });
+  pollfd p = {signals->get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 10'000), 1) << "SIGIO when the writer opened the kernel";
+  DrainSignalFd(signals->get());
+  (*vm)->CopyBrokenLeases();
+  writer.join();
+  EXPECT_FALSE(MappedWritable(path)) << "the guest's pages are its own now";
+  EXPECT_TRUE(RunsAndSaysHi(**vm)) << "the kernel it was built with, not the rewrite";
+}
+
+TEST_F(LeasedKernelTest, WithoutSigioBlockedTheKernelIsCopied) {
+  sigset_t set = Sigio();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  VmConfig config = Config(Padded(kHelloAndReset));
+  auto vm = BuildForBoot(config, Io());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_FALSE(MappedWritable(config.boot_source->kernel_image_path));
   EXPECT_TRUE(RunsAndSaysHi(**vm));
 }
 

@@ -67,7 +67,7 @@ def test_kernel_on_a_read_only_file_system_is_mapped_and_boots(ember, guest, tmp
     finally:
         # Lazily: an Ember still holding the mapping must not leave it mounted.
         subprocess.run(["umount", "--lazy", str(ro)], check=False)
-    assert "KiB of the kernel and initrd mapped from their read-only file system" in run.log, run
+    assert "KiB of the kernel and initrd mapped from their files, not copied (read-only file system)" in run.log, run
     assert "ember-init: hello from user space" in run.console, run
     assert "guest reset through the i8042" in run.log, run
     assert run.code == EXIT_OK, run

@@ -8,6 +8,7 @@ initramfs-busybox.cpio, which the kernel unpacks at emulated speed."""
 import hashlib
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -107,5 +108,38 @@ def test_shell_runs_commands(ember, guest, tmp_path):
             pytest.xfail("PVM runs guest user space with AVX state its kernel "
                          "cannot switch: " + xstate.decode(errors="replace"))
         assert xstate_status == 0, xstate
+    finally:
+        shell.close()
+
+
+def test_a_kernel_rewritten_under_a_running_guest_is_copied_first(ember, guest, tmp_path):
+    """A kernel on a writable file system is mapped into guest memory under
+    a lease (src/common/file_lease.h). A program that rewrites the file, here
+    truncating it and filling it with int3 bytes, waits until Ember has
+    copied the mapped pages; the guest then runs on its copy, unharmed."""
+    kernel = tmp_path / "vmlinux"
+    shutil.copy(guest["vmlinux"], kernel)
+    root = tmp_path / "rootfs.ext4"
+    shutil.copy(guest["rootfs.ext4"], root)
+    config = boot_config(str(kernel), boot_args=shell_boot_args())
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(root),
+                         "is_root_device": True, "is_read_only": True}]
+    shell = GuestShell(ember, tmp_path, config)
+    try:
+        shell.wait_ready()
+        assert "mapped from their files, not copied (under a lease)" in shell.log()
+        size = kernel.stat().st_size
+        started = time.monotonic()
+        with open(kernel, "wb") as f:  # the open waits for Ember
+            f.write(b"\xcc" * (size // 2))
+        # The kernel holds a writer for /proc/sys/fs/lease-break-time (45 s)
+        # when the leaseholder never lets go.
+        assert time.monotonic() - started < 20, "Ember did not let the writer go"
+        # Programs start, fork and pipe: kernel code the guest had not run.
+        assert shell.check("uname -s") == "Linux\n"
+        assert shell.check("echo a b c | tr ' ' '\\n' | sort -r | head -1") == "c\n"
+        assert shell.check("sh -c 'exit 7'; echo $?") == "7\n"
+        assert "guest memory copied first" in shell.log(), shell.log()
+        assert shell.shutdown() == EXIT_OK, shell.log()
     finally:
         shell.close()

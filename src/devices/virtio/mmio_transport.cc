@@ -200,6 +200,11 @@ void MmioTransport::WriteStatus(uint32_t value) {
   status_ = value;
 }
 
+void MmioTransport::Quiesce() {
+  std::lock_guard lock(mu_);
+  if (activated_) device_->Quiesce();
+}
+
 MmioTransport::State MmioTransport::SaveState() {
   std::lock_guard lock(mu_);
   if (activated_) device_->Quiesce();

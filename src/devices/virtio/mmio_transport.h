@@ -89,6 +89,8 @@ class MmioTransport : public BusDevice, public Interrupt {
   };
   // Finishes the device's in-flight work first.
   State SaveState();
+  // The device's Quiesce, once the driver has set it going.
+  void Quiesce();
   // Onto a transport built from the same configuration; an activated device
   // is activated again with the restored queues.
   absl::Status RestoreState(const State& state);

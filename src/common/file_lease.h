@@ -1,0 +1,59 @@
+// A read lease (fcntl F_SETLEASE) on a kernel or initrd file whose pages
+// are mapped into guest memory, private. Such a mapping shows the file's
+// current contents in every page the guest has not yet written, so the
+// file must not change under a running guest. Under a read lease it
+// cannot: whoever opens the file for writing, or truncates it, waits
+// while the kernel sends SIGIO, until the leaseholder has copied every
+// mapped page into private memory and let go (or, if it never does, for
+// /proc/sys/fs/lease-break-time, 45 s by default).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "src/common/unique_fd.h"
+
+namespace ember {
+
+class FileLease {
+ public:
+  // Leases the file `fd` (opened read-only) names. Fails, and the caller
+  // copies instead, where a lease cannot keep the file as it is: a file
+  // open for writing now, one this process neither owns nor has
+  // CAP_LEASE for, one on a file system that is not local (a network or
+  // FUSE server, or an overlay's layers, change files past the lease), or
+  // a calling thread that lets SIGIO through (its default action ends
+  // the process: main.cc blocks it in every thread).
+  static absl::StatusOr<FileLease> Take(int fd);
+
+  // Adds host memory mapped from the file.
+  void Cover(std::span<uint8_t> mapped) { mapped_.push_back(mapped); }
+  uint64_t covered_bytes() const;
+
+  // Whether someone waits to write the file. Read after SIGIO.
+  bool broken() const;
+  // Replaces every covered range with an anonymous copy of what it holds,
+  // then lets the writer go. Copy-on-write in place would not do: a
+  // truncation drops even the private copies of the pages it cuts off.
+  // Nothing may write the ranges meanwhile (the vCPUs paused, the devices
+  // quiet). If a copy fails, the lease stays: the writer waits out the
+  // break time.
+  absl::Status CopyAndRelease();
+
+ private:
+  explicit FileLease(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // invalid once released
+  std::vector<std::span<uint8_t>> mapped_;
+};
+
+// Blocks SIGIO in the calling thread; threads it starts later inherit it.
+void BlockLeaseSignal();
+// A signalfd (non-blocking) that receives SIGIO, which must be blocked.
+absl::StatusOr<UniqueFd> LeaseSignalFd();
+// Reads every signal waiting on the signalfd `fd`: one SIGIO or many, the
+// caller then looks at each lease.
+void DrainSignalFd(int fd);
+
+}  // namespace ember

@@ -1,0 +1,125 @@
+#include "src/common/file_lease.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ember {
+namespace {
+
+constexpr size_t kLen = 4 * 4096;
+
+// Whether this process maps `path` anywhere.
+bool MapsFile(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.ends_with(" " + path)) return true;
+  }
+  return false;
+}
+
+// A file of kLen 'A's, and SIGIO blocked in this thread (Take requires it)
+// and in the writers it starts.
+class FileLeaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGIO);
+    pthread_sigmask(SIG_BLOCK, &set, &old_mask_);
+    char path[] = "/tmp/ember-lease-XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    std::vector<char> bytes(kLen, 'A');
+    ASSERT_EQ(write(fd, bytes.data(), kLen), static_cast<ssize_t>(kLen));
+    close(fd);
+    path_ = path;
+  }
+  void TearDown() override {
+    // A SIGIO still pending would end the process once let through.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGIO);
+    const timespec now = {0, 0};
+    while (sigtimedwait(&set, nullptr, &now) == SIGIO) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+    unlink(path_.c_str());
+  }
+
+  std::string path_;
+  sigset_t old_mask_;
+};
+
+TEST_F(FileLeaseTest, AWriterWaitsUntilTheMappedPagesAreCopied) {
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  auto* mapped = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
+  ASSERT_NE(mapped, MAP_FAILED);
+  mapped[0] = 'G';  // a page the guest wrote
+  lease->Cover({reinterpret_cast<uint8_t*>(mapped), kLen});
+  absl::StatusOr<UniqueFd> signals = LeaseSignalFd();
+  ASSERT_TRUE(signals.ok()) << signals.status();
+  EXPECT_FALSE(lease->broken());
+
+  // Cuts the file to half, then fills it with 'B's.
+  std::atomic<bool> written = false;
+  std::thread writer([&] {
+    int w = open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    std::vector<char> bytes(kLen / 2, 'B');
+    (void)!write(w, bytes.data(), bytes.size());
+    close(w);
+    written = true;
+  });
+  pollfd p = {signals->get(), POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 10'000), 1) << "SIGIO when the writer opened the file";
+  DrainSignalFd(signals->get());
+  EXPECT_TRUE(lease->broken());
+  EXPECT_FALSE(written) << "the writer waits for the leaseholder";
+  absl::Status copied = lease->CopyAndRelease();
+  writer.join();
+  ASSERT_TRUE(copied.ok()) << copied;
+  EXPECT_TRUE(written);
+  EXPECT_FALSE(lease->broken()) << "released";
+
+  // The old bytes and the guest's write, even in the pages the truncation
+  // cut off (a private copy-on-write page there would be dropped).
+  EXPECT_EQ(mapped[0], 'G');
+  EXPECT_EQ(std::string(mapped + 1, kLen - 1), std::string(kLen - 1, 'A'));
+  EXPECT_FALSE(MapsFile(path_)) << "the range is anonymous memory now";
+  munmap(mapped, kLen);
+}
+
+TEST_F(FileLeaseTest, IsRefusedWhileTheFileIsOpenForWriting) {
+  UniqueFd writer(open(path_.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_FALSE(FileLease::Take(fd.get()).ok());
+  writer.reset();
+  EXPECT_TRUE(FileLease::Take(fd.get()).ok()) << "once the writer is gone";
+}
+
+TEST_F(FileLeaseTest, IsRefusedWhereSigioWouldEndTheProcess) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGIO);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
+  EXPECT_FALSE(lease.ok());
+  EXPECT_NE(lease.status().message().find("SIGIO"), std::string::npos) << lease.status();
+}
+
+}  // namespace
+}  // namespace ember
