@@ -269,6 +269,8 @@ void Controller::PrepareAhead() {
 }
 
 void Controller::Started(std::unique_ptr<Vm> vm) {
+  // Before anything else: the vCPU threads take a while to wake.
+  vm->StartVcpus();
   spare_.reset();  // one KVM VM per process once one runs
   runtime_.emplace(preboot_.config(), std::move(vm), codecs_.config_to_json);
 }

@@ -197,21 +197,27 @@ absl::Status Vm::CopyOnLeaseBreaks() {
   });
 }
 
-int Vm::Run() {
+void Vm::StartVcpus() {
+  if (vcpus_started_) return;
+  vcpus_started_ = true;
   Vcpu::InstallKickHandler();
+  if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
+  for (auto& v : vcpus_) v->Start();
+  LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
+           memory_.total_size() >> 20, ProcessCpuMs());
+}
+
+int Vm::Run() {
+  StartVcpus();
   if (absl::Status st = StopOnSignals(); !st.ok()) {
     LOG_ERROR("cannot handle SIGINT and SIGTERM: %s", st.message());
-    return kExitGenericError;
+    exit_->Request(kExitGenericError);
   }
   if (absl::Status st = CopyOnLeaseBreaks(); !st.ok()) {
     LOG_ERROR("cannot watch the leases on the kernel and initrd: %s", st.message());
-    return kExitGenericError;
+    exit_->Request(kExitGenericError);
   }
-  LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
-           memory_.total_size() >> 20, ProcessCpuMs());
-  if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
-  for (auto& v : vcpus_) v->Start();
-  // The guest can reach the VMM thread's code from here on.
+  // The guest can reach the VMM thread's code from the loop on.
   if (absl::Status st = seccomp::InstallThreadFilter("vmm"); !st.ok()) {
     LOG_ERROR("%s", st.message());
     exit_->Request(kExitGenericError);

@@ -70,6 +70,10 @@ class Vm {
   absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
                            const CpuidEntries* supported = nullptr);
 
+  // Lets the vCPUs run (once; Run does it if nobody did): as soon as the
+  // VM is built, so that their threads wake while the VMM thread finishes
+  // its own start-up. Nothing reaches the VMM thread's handlers before Run.
+  void StartVcpus();
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).
   int Run();
@@ -136,6 +140,7 @@ class Vm {
   DeviceManager devices_;
   snapshot::UffdHandover uffd_;  // snapshot loaded with mem_backend Uffd
   bool paused_ = false;
+  bool vcpus_started_ = false;
   VmmLatencies latencies_;
   UniqueFd signal_fd_;
   std::vector<FileLease> leases_;
