@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 
 #include <algorithm>
@@ -62,6 +63,12 @@ uint64_t FileLease::covered_bytes() const {
   uint64_t n = 0;
   for (std::span<uint8_t> m : mapped_) n += m.size();
   return n;
+}
+
+bool FileLease::Names(const std::string& path) const {
+  struct stat named, held;
+  return fd_.valid() && stat(path.c_str(), &named) == 0 && fstat(fd_.get(), &held) == 0 &&
+         named.st_dev == held.st_dev && named.st_ino == held.st_ino;
 }
 
 bool FileLease::broken() const {

@@ -1,5 +1,5 @@
-// A read lease (fcntl F_SETLEASE) on a kernel or initrd file whose pages
-// are mapped into guest memory, private. Such a mapping shows the file's
+// A read lease (fcntl F_SETLEASE) on a file whose pages are mapped into
+// guest memory, private: a kernel, an initrd, a snapshot's memory file. Such a mapping shows the file's
 // current contents in every page the guest has not yet written, so the
 // file must not change under a running guest. Under a read lease it
 // cannot: whoever opens the file for writing, or truncates it, waits
@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -32,6 +33,8 @@ class FileLease {
   void Cover(std::span<uint8_t> mapped) { mapped_.push_back(mapped); }
   uint64_t covered_bytes() const;
 
+  // Whether `path` names the leased file (held and not yet released).
+  bool Names(const std::string& path) const;
   // Whether someone waits to write the file. Read after SIGIO.
   bool broken() const;
   // Replaces every covered range with an anonymous copy of what it holds,

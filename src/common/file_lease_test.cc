@@ -102,6 +102,21 @@ TEST_F(FileLeaseTest, AWriterWaitsUntilTheMappedPagesAreCopied) {
   munmap(mapped, kLen);
 }
 
+TEST_F(FileLeaseTest, NamesItsFileUntilReleased) {
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  std::string link = path_ + ".link";
+  ASSERT_EQ(::link(path_.c_str(), link.c_str()), 0);
+  EXPECT_TRUE(lease->Names(path_));
+  EXPECT_TRUE(lease->Names(link)) << "the same file by another name";
+  EXPECT_FALSE(lease->Names("/proc/self/exe"));
+  EXPECT_FALSE(lease->Names(path_ + ".missing"));
+  ASSERT_TRUE(lease->CopyAndRelease().ok());
+  EXPECT_FALSE(lease->Names(path_)) << "released";
+  unlink(link.c_str());
+}
+
 TEST_F(FileLeaseTest, IsRefusedWhileTheFileIsOpenForWriting) {
   UniqueFd writer(open(path_.c_str(), O_WRONLY | O_CLOEXEC));
   UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));

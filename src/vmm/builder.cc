@@ -117,6 +117,22 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
   return absl::OkStatus();
 }
 
+// A lease (file_lease.h) on the snapshot's memory file, which guest
+// memory maps private: a program that rewrites it (a rebase onto it, a new
+// snapshot over it) waits until the guest has its own copy. None where
+// the lease cannot be taken; the file must then stay as it is.
+std::vector<FileLease> LeaseMemoryFile(const GuestMemory& memory, int fd) {
+  absl::StatusOr<FileLease> lease = FileLease::Take(fd);
+  if (!lease.ok()) {
+    LOG_DEBUG("the memory file is not leased: %s", lease.status().message());
+    return {};
+  }
+  for (const GuestRegion& r : memory.regions()) lease->Cover({r.host, r.size});
+  std::vector<FileLease> leases;
+  leases.push_back(std::move(*lease));
+  return leases;
+}
+
 // What Vm::Create is to build in: the caller's spare, taken.
 std::optional<VmShell> Take(std::optional<VmShell>* shell) {
   return shell ? std::exchange(*shell, std::nullopt) : std::nullopt;
@@ -233,6 +249,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                        },
                        config.machine.track_dirty_pages, Take(shell)));
   vm->set_uffd(std::move(uffd));
+  if (uffd_socket.empty()) vm->HoldLeases(LeaseMemoryFile(vm->memory(), mem_fd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline, mmds));

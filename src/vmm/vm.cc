@@ -165,9 +165,15 @@ absl::Status Vm::StopOnSignals() {
 }
 
 void Vm::CopyBrokenLeases() {
-  if (std::none_of(leases_.begin(), leases_.end(), [](const FileLease& l) { return l.broken(); })) {
-    return;
-  }
+  CopyLeases([](const FileLease& l) { return l.broken(); });
+}
+
+void Vm::CopyLeasedFile(const std::string& path) {
+  CopyLeases([&](const FileLease& l) { return l.Names(path); });
+}
+
+void Vm::CopyLeases(const std::function<bool(const FileLease&)>& which) {
+  if (std::none_of(leases_.begin(), leases_.end(), which)) return;
   // Nothing may write guest memory while its pages move: the vCPUs park
   // and the devices finish what they have in flight.
   if (!paused_) {
@@ -175,13 +181,13 @@ void Vm::CopyBrokenLeases() {
   }
   devices_.Quiesce();
   for (FileLease& lease : leases_) {
-    if (!lease.broken()) continue;
+    if (!which(lease)) continue;
     if (absl::Status st = lease.CopyAndRelease(); !st.ok()) {
       LOG_ERROR("%s; the writer waits out the lease break time", st.message());
       continue;
     }
-    LOG_INFO("the kernel or initrd file is being written: its %d KiB in guest memory copied "
-             "first", lease.covered_bytes() >> 10);
+    LOG_INFO("a file mapped into guest memory is being written: its %d KiB in guest memory "
+             "copied first", lease.covered_bytes() >> 10);
   }
   if (!paused_) {
     for (auto& v : vcpus_) v->Resume();
@@ -214,7 +220,7 @@ int Vm::Run() {
     exit_->Request(kExitGenericError);
   }
   if (absl::Status st = CopyOnLeaseBreaks(); !st.ok()) {
-    LOG_ERROR("cannot watch the leases on the kernel and initrd: %s", st.message());
+    LOG_ERROR("cannot watch the leases on files mapped into guest memory: %s", st.message());
     exit_->Request(kExitGenericError);
   }
   // The guest can reach the VMM thread's code from the loop on.

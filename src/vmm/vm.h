@@ -91,7 +91,10 @@ class Vm {
   // With `diff` (needs track_dirty_pages), only the pages written since
   // the last snapshot, at their offsets in a sparse file of full size: lay
   // it over the previous layers' memory file (ember-snapshot-rebase).
-  absl::Status WriteMemoryFile(const std::string& path, bool diff) const;
+  // A file at `path` this VM's memory maps from (it was loaded from it) is
+  // copied into guest memory first: the VMM's own write would otherwise
+  // wait out its lease, then pull the pages from under the guest.
+  absl::Status WriteMemoryFile(const std::string& path, bool diff);
   // What KVM holds of a paused VM: its irqchip, PIT and clock, and every
   // vCPU's state. Restore puts it into a VM built from the same
   // configuration, before Run.
@@ -108,12 +111,15 @@ class Vm {
   // How long the VMM took to pause, resume, snapshot or load this VM.
   VmmLatencies& latencies() { return latencies_; }
   const GuestMemory& memory() const { return memory_; }
-  // Holds the leases on the files mapped into guest memory (boot.h) while
-  // the VM lives.
+  // Holds the leases on the files mapped into guest memory (the kernel and
+  // initrd, boot.h; a snapshot's memory file, builder.h) while the VM lives.
   void HoldLeases(std::vector<FileLease> leases) { leases_ = std::move(leases); }
   // Copies the pages of every file someone waits to write, then lets the
   // writer go: on SIGIO, which Run watches (before it, the controller).
   void CopyBrokenLeases();
+  // The same for the file at `path`, if a lease holds it, before this
+  // process writes it.
+  void CopyLeasedFile(const std::string& path);
   // Keeps the Uffd page-fault handler's connection open while the VM lives.
   void set_uffd(snapshot::UffdHandover uffd) { uffd_ = std::move(uffd); }
 
@@ -128,6 +134,8 @@ class Vm {
 
   // SIGINT and SIGTERM stop the VM in order instead of killing the process.
   absl::Status StopOnSignals();
+  // CopyAndRelease on the leases `which` picks.
+  void CopyLeases(const std::function<bool(const FileLease&)>& which);
   // SIGIO runs CopyBrokenLeases.
   absl::Status CopyOnLeaseBreaks();
 

@@ -23,11 +23,12 @@ absl::StatusOr<snapshot::SnapshotState> Vm::CaptureSnapshot() {
   return s;
 }
 
-absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) const {
+absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
   if (diff && !memory_.dirty_tracking()) {
     return absl::FailedPreconditionError(
         "Diff snapshots need machine-config.track_dirty_pages (or track_dirty_pages on load)");
   }
+  CopyLeasedFile(path);
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   if (ftruncate(fd.get(), static_cast<off_t>(memory_.total_size())) != 0) {

@@ -132,6 +132,66 @@ def test_many_restores_of_one_snapshot_side_by_side(ember, snapshot, tmp_path):
     assert snapshot["mem"].stat().st_size == 128 << 20
 
 
+def copies(files, d):
+    """The snapshot's files copied into `d`, to be written there."""
+    out = {}
+    for name, path in files.items():
+        out[name] = d / path.name
+        out[name].write_bytes(path.read_bytes())
+    return out
+
+
+def test_a_memory_file_rewritten_under_a_restored_guest_is_copied_first(ember, snapshot,
+                                                                        tmp_path):
+    """Guest memory maps the memory file private, under a lease
+    (src/common/file_lease.h): a program rewriting the file (here cut to
+    half and filled with int3 bytes) waits until Ember has copied guest
+    memory, and the guest goes on, unharmed."""
+    files = copies(snapshot, tmp_path)
+    a = Api(ember, tmp_path)
+    try:
+        assert load(a, files)[0] == 204, a.log()
+        started = time.monotonic()
+        with open(files["mem"], "wb") as f:  # the open waits for Ember
+            f.write(b"\xcc" * (64 << 20))
+        # The kernel holds a writer for the lease-break time (45 s) when
+        # the leaseholder never lets go.
+        assert time.monotonic() - started < 20, "Ember did not let the writer go"
+        reboot_and_wait(a)
+        assert "131072 KiB in guest memory copied first" in a.log()
+    finally:
+        a.stop()
+
+
+def test_a_snapshot_over_the_memory_file_it_was_loaded_from(ember, snapshot, tmp_path):
+    """A restored VM snapshotted onto the very memory file it maps: Ember
+    copies guest memory before it truncates the file (its own write would
+    otherwise wait out its own lease), and both the VM and the new
+    snapshot go on."""
+    files = copies(snapshot, tmp_path)
+    a = Api(ember, tmp_path)
+    try:
+        assert load(a, files)[0] == 204, a.log()
+        assert a.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+        started = time.monotonic()
+        assert a.request("PUT", "/snapshot/create", {
+            "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
+        assert time.monotonic() - started < 20, "the VMM waited out its own lease"
+        assert "in guest memory copied first" in a.log()
+        assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
+        reboot_and_wait(a)
+    finally:
+        a.stop()
+    again = tmp_path / "again"
+    again.mkdir()
+    b = Api(ember, again)
+    try:
+        assert load(b, files)[0] == 204, b.log()
+        reboot_and_wait(b)
+    finally:
+        b.stop()
+
+
 def test_a_working_set_recorded_on_a_restored_vm_is_loaded_first(ember, snapshot, tmp_path):
     """Ember's extension (docs/working-set.md), under the real filters: the
     pages a restored guest touched are recorded while it runs, a later load
