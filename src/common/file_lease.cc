@@ -76,16 +76,23 @@ bool FileLease::broken() const {
 }
 
 absl::Status FileLease::CopyAndRelease() {
+  // In pieces, so that a large guest needs one piece more at a time, not
+  // a second copy of its memory.
+  constexpr size_t kPiece = 32 << 20;
   for (std::span<uint8_t> m : mapped_) {
-    void* copy = mmap(nullptr, m.size(), PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (copy == MAP_FAILED) return ErrnoStatus("copying guest pages mapped from a file");
-    std::memcpy(copy, m.data(), m.size());
-    // Moves the copy's pages over the file's, in one step.
-    if (mremap(copy, m.size(), m.size(), MREMAP_MAYMOVE | MREMAP_FIXED, m.data()) == MAP_FAILED) {
-      absl::Status st = ErrnoStatus("replacing guest pages mapped from a file");
-      munmap(copy, m.size());
-      return st;
+    for (size_t at = 0; at < m.size(); at += kPiece) {
+      std::span<uint8_t> piece = m.subspan(at, std::min(kPiece, m.size() - at));
+      void* copy = mmap(nullptr, piece.size(), PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (copy == MAP_FAILED) return ErrnoStatus("copying guest pages mapped from a file");
+      std::memcpy(copy, piece.data(), piece.size());
+      // Moves the copy's pages over the file's, in one step.
+      if (mremap(copy, piece.size(), piece.size(), MREMAP_MAYMOVE | MREMAP_FIXED, piece.data()) ==
+          MAP_FAILED) {
+        absl::Status st = ErrnoStatus("replacing guest pages mapped from a file");
+        munmap(copy, piece.size());
+        return st;
+      }
     }
   }
   if (fcntl(fd_.get(), F_SETLEASE, F_UNLCK) < 0) return ErrnoStatus("F_SETLEASE");

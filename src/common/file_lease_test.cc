@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -100,6 +101,32 @@ TEST_F(FileLeaseTest, AWriterWaitsUntilTheMappedPagesAreCopied) {
   EXPECT_EQ(std::string(mapped + 1, kLen - 1), std::string(kLen - 1, 'A'));
   EXPECT_FALSE(MapsFile(path_)) << "the range is anonymous memory now";
   munmap(mapped, kLen);
+}
+
+TEST_F(FileLeaseTest, CopiesARangeLargerThanOnePieceWhole) {
+  // 40 MiB and a page: more than one 32 MiB piece, the last one short.
+  constexpr size_t kLarge = (40 << 20) + 4096;
+  std::vector<uint8_t> bytes(kLarge);
+  for (size_t i = 0; i < kLarge; i++) bytes[i] = static_cast<uint8_t>(i * 7 + i / 4096);
+  {
+    UniqueFd w(open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+    ASSERT_EQ(write(w.get(), bytes.data(), kLarge), static_cast<ssize_t>(kLarge));
+  }
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  auto* mapped = static_cast<uint8_t*>(
+      mmap(nullptr, kLarge, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
+  ASSERT_NE(mapped, MAP_FAILED);
+  lease->Cover({mapped, kLarge});
+  ASSERT_TRUE(lease->CopyAndRelease().ok());
+  EXPECT_FALSE(MapsFile(path_));
+  // Rewritten after the release: the copy keeps the old bytes.
+  {
+    UniqueFd w(open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
+  }
+  EXPECT_EQ(std::memcmp(mapped, bytes.data(), kLarge), 0);
+  munmap(mapped, kLarge);
 }
 
 TEST_F(FileLeaseTest, NamesItsFileUntilReleased) {

@@ -206,7 +206,6 @@ absl::Status Vm::CopyOnLeaseBreaks() {
 void Vm::StartVcpus() {
   if (vcpus_started_) return;
   vcpus_started_ = true;
-  Vcpu::InstallKickHandler();
   if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
   for (auto& v : vcpus_) v->Start();
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
