@@ -1,11 +1,13 @@
 // A read lease (fcntl F_SETLEASE) on a file whose pages are mapped into
-// guest memory, private: a kernel, an initrd, a snapshot's memory file. Such a mapping shows the file's
-// current contents in every page the guest has not yet written, so the
-// file must not change under a running guest. Under a read lease it
-// cannot: whoever opens the file for writing, or truncates it, waits
-// while the kernel sends SIGIO, until the leaseholder has copied every
-// mapped page into private memory and let go (or, if it never does, for
-// /proc/sys/fs/lease-break-time, 45 s by default).
+// guest memory, private: a kernel, an initrd, a snapshot's memory file.
+// Such a mapping shows the file's current contents in every page the
+// guest has not yet written, so the file must not change under a running
+// guest. Under a read lease it cannot: whoever opens the file for writing,
+// or truncates it, waits while the kernel sends SIGIO, until the
+// leaseholder has copied every mapped page into private memory and let go
+// (or, if it never does, for /proc/sys/fs/lease-break-time, 45 s by
+// default). One way past it: an open with O_RDONLY | O_TRUNC, which Linux
+// honours for a caller allowed to write, truncates without a break.
 #pragma once
 
 #include <cstdint>

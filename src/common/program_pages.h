@@ -39,8 +39,8 @@ void PrepareStartupPageRelease();
 // Does its work once per process, at its first call after
 // PrepareStartupPageRelease (later calls, and calls without it, do
 // nothing), with only read, brk and madvise(MADV_DONTNEED): every thread's
-// seccomp filter allows them. Meant for the end of start-up (the vCPU's
-// first exit from KVM_RUN).
+// seccomp filter allows them. Meant for the end of start-up (the VMM
+// thread entering its loop, the vCPUs running).
 void ReleaseStartupPages();
 
 }  // namespace ember

@@ -64,13 +64,14 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   LoadedImages& images = load.images_;
   ASSIGN_OR_RETURN(MappedFile kernel, MappedFile::Open(boot.kernel_image_path));
   load.kernel_file_ = std::make_unique<MappedFile>(std::move(kernel));
-  ASSIGN_OR_RETURN(images.kernel_stamp, load.kernel_file_->Stamp());
-  ASSIGN_OR_RETURN(images.kernel,
-                   ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
-  // At most one lease a file: no pointer into leases_ goes stale.
+  // At most one lease a file: no pointer into leases_ goes stale. Taken
+  // before the file is read: from then on it stays as parsed.
   load.leases_.reserve(2);
   FileLease* lease = nullptr;
   bool can_map = load.CanMap(*load.kernel_file_, &lease);
+  ASSIGN_OR_RETURN(images.kernel_stamp, load.kernel_file_->Stamp());
+  ASSIGN_OR_RETURN(images.kernel,
+                   ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
   for (const KernelSegment& seg : images.kernel.segments) {
     ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
     RETURN_IF_ERROR(load.MapWholePages(load.kernel_file_.get(), can_map, lease, seg.file_offset,
@@ -86,13 +87,13 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
 absl::Status ImageLoad::PlanInitrd(const GuestMemory& mem, const std::string& path) {
   ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(path));
   initrd_file_ = std::make_unique<MappedFile>(std::move(initrd));
+  FileLease* lease = nullptr;
+  bool can_map = CanMap(*initrd_file_, &lease);
   ASSIGN_OR_RETURN(images_.initrd_stamp, initrd_file_->Stamp());
   images_.initrd_size = initrd_file_->data().size();
   ASSIGN_OR_RETURN(images_.initrd_addr,
                    InitrdAddress(mem, images_.initrd_size, images_.kernel.end));
   ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images_.initrd_addr, images_.initrd_size));
-  FileLease* lease = nullptr;
-  bool can_map = CanMap(*initrd_file_, &lease);
   return MapWholePages(initrd_file_.get(), can_map, lease, 0, dest);
 }
 

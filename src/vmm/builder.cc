@@ -122,6 +122,8 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 // snapshot over it) waits until the guest has its own copy. None where
 // the lease cannot be taken; the file must then stay as it is.
 std::vector<FileLease> LeaseMemoryFile(const GuestMemory& memory, int fd) {
+  // The copy would be anonymous memory without the advice KSM needs.
+  if (GuestMemory::mergeable_by_default()) return {};
   absl::StatusOr<FileLease> lease = FileLease::Take(fd);
   if (!lease.ok()) {
     LOG_DEBUG("the memory file is not leased: %s", lease.status().message());
@@ -131,6 +133,19 @@ std::vector<FileLease> LeaseMemoryFile(const GuestMemory& memory, int fd) {
   std::vector<FileLease> leases;
   leases.push_back(std::move(*lease));
   return leases;
+}
+
+// A writable drive on a file the VM maps (its kernel or memory file, an
+// odd configuration) is copied out of guest memory first: the drive's
+// open would wait out the VMM's own lease.
+absl::Status CopyLeasedDrives(const VmConfig& config, Vm& vm) {
+  for (const DriveConfig& d : config.drives) {
+    if (!d.is_read_only && !vm.CopyLeasedFile(d.path_on_host)) {
+      return absl::InternalError(absl::StrCat("drive ", d.drive_id, ": guest memory mapped from ",
+                                              d.path_on_host, " could not be copied"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // What Vm::Create is to build in: the caller's spare, taken.
@@ -193,7 +208,8 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
 bool PreparedVm::Matches(const VmConfig& config) const {
   if (!config.boot_source || !images_.stable) return false;
   const BootSourceConfig& boot = *config.boot_source;
-  if (config.machine != machine_ || boot.kernel_image_path != boot_.kernel_image_path || boot.initrd_path != boot_.initrd_path) {
+  if (config.machine != machine_ || boot.kernel_image_path != boot_.kernel_image_path ||
+      boot.initrd_path != boot_.initrd_path) {
     return false;
   }
   absl::StatusOr<FileStamp> kernel = StampOf(boot.kernel_image_path);
@@ -214,6 +230,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
   }
   std::unique_ptr<Vm> vm = std::move(prepared->vm_);
   std::string cmdline = GuestCmdline(*config.boot_source);
+  RETURN_IF_ERROR(CopyLeasedDrives(config, *vm));
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds, taps));
   RETURN_IF_ERROR(
       WriteBootInfo(vm->memory(), prepared->images_, cmdline, config.machine.vcpu_count)
@@ -252,6 +269,7 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   if (uffd_socket.empty()) vm->HoldLeases(LeaseMemoryFile(vm->memory(), mem_fd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;
+  RETURN_IF_ERROR(CopyLeasedDrives(config, *vm));
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &unused_cmdline, mmds));
   RETURN_IF_ERROR(vm->devices().AttachLegacy(io, config.serial));
   // CPUID and registers come from the snapshot.

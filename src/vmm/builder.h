@@ -41,8 +41,9 @@ class PreparedVm {
   // configuration, the same kernel and initrd paths, and those files not
   // renamed over or rewritten since they were read.
   bool Matches(const VmConfig& config) const;
-  // Vm::CopyBrokenLeases while the VM waits for InstanceStart.
-  void CopyBrokenLeases() { vm_->CopyBrokenLeases(); }
+  // Vm::CopyBrokenLeases while the VM waits for InstanceStart; false if
+  // a copy failed (the VM must go).
+  bool CopyBrokenLeases() { return vm_->CopyBrokenLeases(); }
 
  private:
   friend absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig&, ConsoleIo, MmdsRefs,

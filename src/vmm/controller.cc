@@ -289,13 +289,16 @@ int Controller::WaitForStart() {
     signalfd_siginfo info;
     if (::read(signals->get(), &info, sizeof(info)) == sizeof(info)) stop_signal = info.ssi_signo;
   });
-  // Someone would write the kernel or initrd a prepared VM maps: its pages
-  // are copied, and the start prepares again (Matches sees the new stamp).
+  // Someone would write a file a VM maps: the kernel or initrd of a
+  // prepared VM (its pages are copied, and the start prepares again, as
+  // Matches sees the new stamp), or of one that started in this same loop
+  // turn, whose Run would not see this signal again.
   absl::StatusOr<UniqueFd> leases = LeaseSignalFd();
   if (leases.ok()) {
     (void)loop->Add(leases->get(), EPOLLIN, [&](uint32_t) {
       DrainSignalFd(leases->get());
-      if (prepared_) prepared_->CopyBrokenLeases();
+      if (prepared_ && !prepared_->CopyBrokenLeases()) prepared_.reset();
+      if (runtime_) runtime_->vm().CopyBrokenLeases();
     });
   }
   LOG_INFO("waiting for the API to configure and start the microVM");

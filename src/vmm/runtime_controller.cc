@@ -51,6 +51,10 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
         "rate_limiter");
   }
   if (a.path_on_host) {
+    // A file the VM maps (vm.h): the open would wait out Ember's own lease.
+    if (!drive->is_read_only && !vm_->CopyLeasedFile(*a.path_on_host)) {
+      return absl::InternalError("guest memory mapped from the new file could not be copied");
+    }
     RETURN_IF_ERROR(vm_->devices().WithDevice<BlockDevice>(
         a.drive_id, [&](BlockDevice& d) { return d.SwapBacking(*a.path_on_host); }));
     drive->path_on_host = *a.path_on_host;

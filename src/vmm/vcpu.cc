@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
-#include "src/common/program_pages.h"
 #include "src/seccomp/seccomp.h"
 #include "src/common/exit_code.h"
 
@@ -131,10 +130,6 @@ void Vcpu::Loop() {
                MonotonicMs(), ProcessCpuMs());
     }
     int err = fd_.Run();
-    // Start-up is over once the guest runs: its code and the pages mapped
-    // around it leave the RSS (program_pages.h). After the run, not before,
-    // so that the first KVM_RUN waits for nothing.
-    if (first) ReleaseStartupPages();
     first = false;
     if (err == EINTR || err == EAGAIN) {
       fd_.run()->immediate_exit = 0;

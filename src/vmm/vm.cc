@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "src/common/clock.h"
+#include "src/common/program_pages.h"
 #include "src/common/errno_status.h"
 #include "src/common/exit_code.h"
 #include "src/common/log.h"
@@ -153,8 +154,8 @@ absl::Status Vm::RestoreMachineState(const snapshot::MachineState& state) {
 }
 
 absl::Status Vm::StopOnSignals() {
-  // Blocked here, before the vCPU threads exist, so they inherit the mask
-  // and the signals arrive only through the signalfd.
+  // Blocked by main.cc before any thread exists, so the signals arrive
+  // only through the signalfd.
   ASSIGN_OR_RETURN(signal_fd_, StopSignalFd());
   return loop_.Add(signal_fd_.get(), EPOLLIN, [this](uint32_t) {
     signalfd_siginfo info;
@@ -164,34 +165,38 @@ absl::Status Vm::StopOnSignals() {
   });
 }
 
-void Vm::CopyBrokenLeases() {
-  CopyLeases([](const FileLease& l) { return l.broken(); });
+bool Vm::CopyBrokenLeases() {
+  return CopyLeases([](const FileLease& l) { return l.broken(); });
 }
 
-void Vm::CopyLeasedFile(const std::string& path) {
-  CopyLeases([&](const FileLease& l) { return l.Names(path); });
+bool Vm::CopyLeasedFile(const std::string& path) {
+  return CopyLeases([&](const FileLease& l) { return l.Names(path); });
 }
 
-void Vm::CopyLeases(const std::function<bool(const FileLease&)>& which) {
-  if (std::none_of(leases_.begin(), leases_.end(), which)) return;
+bool Vm::CopyLeases(const std::function<bool(const FileLease&)>& which) {
+  if (std::none_of(leases_.begin(), leases_.end(), which)) return true;
   // Nothing may write guest memory while its pages move: the vCPUs park
   // and the devices finish what they have in flight.
   if (!paused_) {
     for (auto& v : vcpus_) v->Pause();
   }
   devices_.Quiesce();
+  bool copied = true;
   for (FileLease& lease : leases_) {
     if (!which(lease)) continue;
     if (absl::Status st = lease.CopyAndRelease(); !st.ok()) {
-      LOG_ERROR("%s; the writer waits out the lease break time", st.message());
+      LOG_ERROR("%s: stopping the VM before the file changes under it", st.message());
+      exit_->Request(kExitGenericError);
+      copied = false;
       continue;
     }
     LOG_INFO("a file mapped into guest memory is being written: its %d KiB in guest memory "
              "copied first", lease.covered_bytes() >> 10);
   }
-  if (!paused_) {
+  if (!paused_ && copied) {
     for (auto& v : vcpus_) v->Resume();
   }
+  return copied;
 }
 
 absl::Status Vm::CopyOnLeaseBreaks() {
@@ -206,10 +211,10 @@ absl::Status Vm::CopyOnLeaseBreaks() {
 void Vm::StartVcpus() {
   if (vcpus_started_) return;
   vcpus_started_ = true;
-  if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
-  for (auto& v : vcpus_) v->Start();
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
            memory_.total_size() >> 20, ProcessCpuMs());
+  if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
+  for (auto& v : vcpus_) v->Start();
 }
 
 int Vm::Run() {
@@ -222,16 +227,30 @@ int Vm::Run() {
     LOG_ERROR("cannot watch the leases on files mapped into guest memory: %s", st.message());
     exit_->Request(kExitGenericError);
   }
+  // A break signalled before the signalfd existed and read elsewhere.
+  CopyBrokenLeases();
   // The guest can reach the VMM thread's code from the loop on.
   if (absl::Status st = seccomp::InstallThreadFilter("vmm"); !st.ok()) {
     LOG_ERROR("%s", st.message());
     exit_->Request(kExitGenericError);
   }
+  // Start-up is over a little after this: its code and the pages mapped
+  // around it then leave the RSS (program_pages.h). Not at once: the API
+  // thread's reply to the start, and this thread's start-up, run after
+  // the vCPUs'; pages they touch after the release would stay.
+  constexpr double kStartupEndMs = 20;
+  double release_at = MonotonicMs() + kStartupEndMs;
+  bool released = false;
   while (!exit_->requested()) {
-    absl::Status st = loop_.RunOnce(-1);
+    int timeout = released ? -1 : std::max(0, static_cast<int>(release_at - MonotonicMs()) + 1);
+    absl::Status st = loop_.RunOnce(timeout);
     if (!st.ok()) {
       LOG_ERROR("event loop: %s", st.message());
       exit_->Request(kExitGenericError);
+    }
+    if (!released && MonotonicMs() >= release_at) {
+      ReleaseStartupPages();
+      released = true;
     }
   }
   for (auto& v : vcpus_) v->Stop();

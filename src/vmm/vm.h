@@ -116,10 +116,12 @@ class Vm {
   void HoldLeases(std::vector<FileLease> leases) { leases_ = std::move(leases); }
   // Copies the pages of every file someone waits to write, then lets the
   // writer go: on SIGIO, which Run watches (before it, the controller).
-  void CopyBrokenLeases();
+  // A copy that fails stops the VM rather than let the file change under
+  // it, and returns false.
+  bool CopyBrokenLeases();
   // The same for the file at `path`, if a lease holds it, before this
-  // process writes it.
-  void CopyLeasedFile(const std::string& path);
+  // process writes it (its own open would wait out its own lease).
+  bool CopyLeasedFile(const std::string& path);
   // Keeps the Uffd page-fault handler's connection open while the VM lives.
   void set_uffd(snapshot::UffdHandover uffd) { uffd_ = std::move(uffd); }
 
@@ -135,7 +137,7 @@ class Vm {
   // SIGINT and SIGTERM stop the VM in order instead of killing the process.
   absl::Status StopOnSignals();
   // CopyAndRelease on the leases `which` picks.
-  void CopyLeases(const std::function<bool(const FileLease&)>& which);
+  bool CopyLeases(const std::function<bool(const FileLease&)>& which);
   // SIGIO runs CopyBrokenLeases.
   absl::Status CopyOnLeaseBreaks();
 

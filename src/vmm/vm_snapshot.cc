@@ -28,7 +28,10 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
     return absl::FailedPreconditionError(
         "Diff snapshots need machine-config.track_dirty_pages (or track_dirty_pages on load)");
   }
-  CopyLeasedFile(path);
+  if (!CopyLeasedFile(path)) {
+    return absl::InternalError(absl::StrCat("guest memory could not be copied out of ", path,
+                                            " before writing it; the VM stops"));
+  }
   UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   if (ftruncate(fd.get(), static_cast<off_t>(memory_.total_size())) != 0) {
