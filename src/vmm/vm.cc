@@ -8,10 +8,10 @@
 
 #include "absl/strings/str_format.h"
 #include "src/common/clock.h"
-#include "src/common/program_pages.h"
 #include "src/common/errno_status.h"
 #include "src/common/exit_code.h"
 #include "src/common/log.h"
+#include "src/common/program_pages.h"
 #include "src/common/status_macros.h"
 #include "src/common/stop_signals.h"
 #include "src/seccomp/seccomp.h"

@@ -67,6 +67,12 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
       return ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
                          "a host kernel with KSM)");
     }
+    // A fork (hooks, the OCI runtime) never copies guest memory's page
+    // tables; and with a flag its neighbours lack, the mapping never merges
+    // with them, so tools can find it by its size.
+    if (madvise(host, r.size, MADV_DONTFORK) != 0) {
+      return ErrnoStatus("madvise(MADV_DONTFORK) of guest memory");
+    }
     // Lets tools (and bench/) tell guest RAM from VMM overhead; older
     // kernels refuse it, which costs nothing.
     if (fd < 0) prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host, r.size, "ember-guest-mem");

@@ -4,6 +4,7 @@ from a config file and collects its console and log."""
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -169,6 +170,34 @@ def wait_for_api(sock, proc, timeout=10):
                 break
             time.sleep(0.05)
     raise AssertionError(f"the API socket {sock} never answered")
+
+
+def rss_kib(pid, mem_mib):
+    """(guest memory's RSS, the rest's) of an Ember process, in KiB. Guest
+    memory is the run of adjacent mappings as large as the guest's RAM: one
+    anonymous mapping, split where the kernel's range got huge pages for its
+    copy or is mapped from the kernel file (src/vmm/boot.h). None for the
+    guest's where there is no such run (no VM yet)."""
+    maps = []  # [start, end, rss KiB]
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            maps.append([lo, hi, 0])
+        elif line.startswith("Rss:"):
+            maps[-1][2] = int(line.split()[1])
+    total = sum(m[2] for m in maps)
+    for i in range(len(maps)):
+        size = rss = 0
+        for j in range(i, len(maps)):
+            if j > i and maps[j][0] != maps[j - 1][1]:
+                break
+            size += maps[j][1] - maps[j][0]
+            rss += maps[j][2]
+            if size >= mem_mib << 20:
+                break
+        if size == mem_mib << 20:
+            return rss, total - rss
+    return None, total
 
 
 def boot_config(kernel, initrd=None, vcpus=1, mem_mib=128,

@@ -3,11 +3,9 @@ inflating the balloon takes memory out of the guest's /proc/meminfo and
 returns its pages to the host, the statistics Ember reports are the
 guest's own figures, and deflating gives the memory back."""
 
-import re
 import time
-from pathlib import Path
 
-from conftest import EXIT_OK, boot_config
+from conftest import EXIT_OK, boot_config, rss_kib
 from guest_shell import GuestShell, shell_boot_args
 
 MEM_MIB = 128
@@ -15,27 +13,9 @@ BALLOON_MIB = 64
 
 
 def guest_rss_mib(pid):
-    """RSS of guest memory: the adjacent anonymous mappings that add up to
-    the guest's size (one mapping, split where the kernel's range got huge
-    pages for its copy)."""
-    maps = []  # [start, end, anonymous, rss KiB]
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            fields = line.split()
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            maps.append([lo, hi, len(fields) < 6, 0])
-        elif line.startswith("Rss:"):
-            maps[-1][3] = int(line.split()[1])
-    for i in range(len(maps)):
-        size = rss = 0
-        for j in range(i, len(maps)):
-            if not maps[j][2] or (j > i and maps[j][0] != maps[j - 1][1]):
-                break
-            size += maps[j][1] - maps[j][0]
-            rss += maps[j][3]
-            if size == MEM_MIB << 20:
-                return rss / 1024
-    raise AssertionError(f"no {MEM_MIB} MiB of adjacent anonymous mappings in ember's smaps")
+    guest = rss_kib(pid, MEM_MIB)[0]
+    assert guest is not None, f"no {MEM_MIB} MiB of guest memory in Ember's smaps"
+    return guest / 1024
 
 
 def meminfo_kib(shell):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK
+from conftest import EXIT_OK, rss_kib
 from test_net import add_tap, new_netns, sh
 
 ATTACK_SECS = int(os.environ.get("EMBER_HOSTILE_SECS", "30"))
@@ -88,20 +88,8 @@ def thread_ticks(pid):
 
 
 def vmm_rss_kib(pid):
-    """RSS of the process without its guest memory, in KiB. Guest memory is
-    the mapping Ember names ember-guest-mem or, on kernels that do not show
-    the name, the one mapping as large as the guest's RAM."""
-    total = guest = 0
-    in_guest = False
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-            in_guest = "ember-guest-mem" in line or hi - lo == MEM_MIB << 20
-        elif line.startswith("Rss:"):
-            kib = int(line.split()[1])
-            total += kib
-            guest += kib if in_guest else 0
-    return total - guest
+    """RSS of the process without its guest memory, in KiB."""
+    return rss_kib(pid, MEM_MIB)[1]
 
 
 @pytest.fixture
