@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,19 +62,31 @@ class FileLeaseTest : public ::testing::Test {
     unlink(path_.c_str());
   }
 
+  // A lease on path_ and a private mapping of its first `len` bytes,
+  // which the lease covers.
+  uint8_t* LeaseAndMap(size_t len, UniqueFd& fd, std::optional<FileLease>& lease) {
+    fd.reset(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    absl::StatusOr<FileLease> taken = FileLease::Take(fd.get());
+    EXPECT_TRUE(taken.ok()) << taken.status();
+    if (!taken.ok()) return nullptr;
+    void* mapped = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0);
+    EXPECT_NE(mapped, MAP_FAILED);
+    if (mapped == MAP_FAILED) return nullptr;
+    lease = std::move(*taken);
+    lease->Cover({static_cast<uint8_t*>(mapped), len});
+    return static_cast<uint8_t*>(mapped);
+  }
+
   std::string path_;
   sigset_t old_mask_;
 };
 
 TEST_F(FileLeaseTest, AWriterWaitsUntilTheMappedPagesAreCopied) {
-  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
-  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
-  ASSERT_TRUE(lease.ok()) << lease.status();
-  auto* mapped = static_cast<char*>(
-      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
-  ASSERT_NE(mapped, MAP_FAILED);
+  UniqueFd fd;
+  std::optional<FileLease> lease;
+  auto* mapped = reinterpret_cast<char*>(LeaseAndMap(kLen, fd, lease));
+  ASSERT_NE(mapped, nullptr);
   mapped[0] = 'G';  // a page the guest wrote
-  lease->Cover({reinterpret_cast<uint8_t*>(mapped), kLen});
   absl::StatusOr<UniqueFd> signals = LeaseSignalFd();
   ASSERT_TRUE(signals.ok()) << signals.status();
   EXPECT_FALSE(lease->broken());
@@ -115,13 +128,10 @@ TEST_F(FileLeaseTest, CopiesARangeLargerThanOnePieceWhole) {
     UniqueFd w(open(path_.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC));
     ASSERT_EQ(write(w.get(), bytes.data(), kLarge), static_cast<ssize_t>(kLarge));
   }
-  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
-  absl::StatusOr<FileLease> lease = FileLease::Take(fd.get());
-  ASSERT_TRUE(lease.ok()) << lease.status();
-  auto* mapped = static_cast<uint8_t*>(
-      mmap(nullptr, kLarge, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
-  ASSERT_NE(mapped, MAP_FAILED);
-  lease->Cover({mapped, kLarge});
+  UniqueFd fd;
+  std::optional<FileLease> lease;
+  uint8_t* mapped = LeaseAndMap(kLarge, fd, lease);
+  ASSERT_NE(mapped, nullptr);
   ASSERT_TRUE(lease->CopyAndRelease().ok());
   EXPECT_FALSE(MapsFile(path_));
   // Rewritten after the release: the copy keeps the old bytes.
