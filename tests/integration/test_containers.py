@@ -454,8 +454,10 @@ def test_detached_container_exec_and_sigterm(runtime):
     cid = f"{runtime.name}-detached"
     # One long sleep, waited for (the trap runs at once): no exec every
     # second beside the execs under test (each costs about a second of the
-    # emulated guest of a PVM host).
-    script = "trap 'echo term; exit 143' TERM; echo up > /tmp/up; sleep 100000 & wait"
+    # emulated guest of a PVM host). The file appears whole (a rename): an
+    # exec between the shell's open and its write would read it empty.
+    script = ("trap 'echo term; exit 143' TERM; echo up > /tmp/up.new; mv /tmp/up.new /tmp/up; "
+              "sleep 100000 & wait")
     d.ctr("run", "-d", *runtime.run_args(), IMAGE, cid, "sh", "-c", script,
           timeout=runtime.timeout)
     try:
