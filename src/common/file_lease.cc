@@ -56,7 +56,13 @@ absl::StatusOr<FileLease> FileLease::Take(int fd) {
   // The lease belongs to the open file, which the dup shares; the kernel
   // signals this process (SIGIO) when it breaks.
   if (fcntl(dup.get(), F_SETLEASE, F_RDLCK) < 0) return ErrnoStatus("F_SETLEASE");
-  return FileLease(std::move(dup));
+  return FileLease(std::move(dup), true);
+}
+
+absl::StatusOr<FileLease> FileLease::Unleased(int fd) {
+  UniqueFd dup(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!dup.valid()) return ErrnoStatus("dup");
+  return FileLease(std::move(dup), false);
 }
 
 uint64_t FileLease::covered_bytes() const {
@@ -72,10 +78,10 @@ bool FileLease::Names(const std::string& path) const {
 }
 
 bool FileLease::broken() const {
-  return fd_.valid() && fcntl(fd_.get(), F_GETLEASE) != F_RDLCK;
+  return leased_ && fd_.valid() && fcntl(fd_.get(), F_GETLEASE) != F_RDLCK;
 }
 
-absl::Status FileLease::CopyAndRelease() {
+absl::Status FileLease::CopyAndRelease(absl::FunctionRef<void(std::span<uint8_t>)> moved) {
   // In pieces, so that a large guest needs one piece more at a time, not
   // a second copy of its memory.
   constexpr size_t kPiece = 32 << 20;
@@ -93,9 +99,10 @@ absl::Status FileLease::CopyAndRelease() {
         munmap(copy, piece.size());
         return st;
       }
+      moved(piece);
     }
   }
-  if (fcntl(fd_.get(), F_SETLEASE, F_UNLCK) < 0) return ErrnoStatus("F_SETLEASE");
+  if (leased_ && fcntl(fd_.get(), F_SETLEASE, F_UNLCK) < 0) return ErrnoStatus("F_SETLEASE");
   fd_.reset();
   return absl::OkStatus();
 }

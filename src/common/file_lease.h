@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "src/common/unique_fd.h"
 
@@ -30,6 +31,11 @@ class FileLease {
   // a calling thread that lets SIGIO through (its default action ends
   // the process: main.cc blocks it in every thread).
   static absl::StatusOr<FileLease> Take(int fd);
+  // Where Take fails: no lease, so nothing holds back other writers (the
+  // file must stay as it is, as in Firecracker), but this process's own
+  // writes to the file (a snapshot over the memory file it was restored
+  // from, a writable drive on it) copy first (Names, CopyAndRelease).
+  static absl::StatusOr<FileLease> Unleased(int fd);
 
   // Adds host memory mapped from the file.
   void Cover(std::span<uint8_t> mapped) { mapped_.push_back(mapped); }
@@ -39,17 +45,20 @@ class FileLease {
   bool Names(const std::string& path) const;
   // Whether someone waits to write the file. Read after SIGIO.
   bool broken() const;
+  bool leased() const { return leased_; }
   // Replaces every covered range with an anonymous copy of what it holds,
   // then lets the writer go. Copy-on-write in place would not do: a
   // truncation drops even the private copies of the pages it cuts off.
   // Nothing may write the ranges meanwhile (the vCPUs paused, the devices
   // quiet). If a copy fails, the lease stays: the writer waits out the
-  // break time.
-  absl::Status CopyAndRelease();
+  // break time. `moved` runs on each piece once it is anonymous: the
+  // copy's mapping has none of the advice the file's had.
+  absl::Status CopyAndRelease(absl::FunctionRef<void(std::span<uint8_t>)> moved);
 
  private:
-  explicit FileLease(UniqueFd fd) : fd_(std::move(fd)) {}
+  FileLease(UniqueFd fd, bool leased) : fd_(std::move(fd)), leased_(leased) {}
   UniqueFd fd_;  // invalid once released
+  bool leased_;
   std::vector<std::span<uint8_t>> mapped_;
 };
 

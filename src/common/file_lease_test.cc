@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +31,21 @@ bool MapsFile(const std::string& path) {
   }
   return false;
 }
+
+// The VmFlags line of the mapping that starts at `start`, from smaps.
+std::string VmFlagsAt(const void* start) {
+  char head[32];
+  std::snprintf(head, sizeof(head), "%lx-", reinterpret_cast<unsigned long>(start));
+  std::ifstream smaps("/proc/self/smaps");
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.find('-') < line.find(' ')) in = line.starts_with(head);
+    if (in && line.starts_with("VmFlags:")) return line;
+  }
+  return "";
+}
+
+void NoAdvice(std::span<uint8_t>) {}
 
 // A file of kLen 'A's, and SIGIO blocked in this thread (Take requires it)
 // and in the writers it starts.
@@ -105,7 +122,7 @@ TEST_F(FileLeaseTest, AWriterWaitsUntilTheMappedPagesAreCopied) {
   DrainSignalFd(signals->get());
   EXPECT_TRUE(lease->broken());
   EXPECT_FALSE(written) << "the writer waits for the leaseholder";
-  absl::Status copied = lease->CopyAndRelease();
+  absl::Status copied = lease->CopyAndRelease(NoAdvice);
   writer.join();
   ASSERT_TRUE(copied.ok()) << copied;
   EXPECT_TRUE(written);
@@ -132,7 +149,19 @@ TEST_F(FileLeaseTest, CopiesARangeLargerThanOnePieceWhole) {
   std::optional<FileLease> lease;
   uint8_t* mapped = LeaseAndMap(kLarge, fd, lease);
   ASSERT_NE(mapped, nullptr);
-  ASSERT_TRUE(lease->CopyAndRelease().ok());
+  // Each piece is handed back at its place, once anonymous, for the
+  // advice the copy lacks.
+  std::vector<std::span<uint8_t>> moved;
+  ASSERT_TRUE(lease->CopyAndRelease([&](std::span<uint8_t> piece) {
+                     moved.push_back(piece);
+                     madvise(piece.data(), piece.size(), MADV_DONTFORK);
+                   }).ok());
+  ASSERT_EQ(moved.size(), 2u);
+  EXPECT_EQ(moved[0].data(), mapped);
+  EXPECT_EQ(moved[0].size(), size_t{32} << 20);
+  EXPECT_EQ(moved[1].data(), mapped + moved[0].size());
+  EXPECT_EQ(moved[1].size(), kLarge - moved[0].size());
+  EXPECT_NE(VmFlagsAt(mapped).find(" dc"), std::string::npos) << VmFlagsAt(mapped);
   EXPECT_FALSE(MapsFile(path_));
   // Rewritten after the release: the copy keeps the old bytes.
   {
@@ -152,7 +181,7 @@ TEST_F(FileLeaseTest, NamesItsFileUntilReleased) {
   EXPECT_TRUE(lease->Names(link)) << "the same file by another name";
   EXPECT_FALSE(lease->Names("/proc/self/exe"));
   EXPECT_FALSE(lease->Names(path_ + ".missing"));
-  ASSERT_TRUE(lease->CopyAndRelease().ok());
+  ASSERT_TRUE(lease->CopyAndRelease(NoAdvice).ok());
   EXPECT_FALSE(lease->Names(path_)) << "released";
   unlink(link.c_str());
 }
@@ -163,6 +192,28 @@ TEST_F(FileLeaseTest, IsRefusedWhileTheFileIsOpenForWriting) {
   EXPECT_FALSE(FileLease::Take(fd.get()).ok());
   writer.reset();
   EXPECT_TRUE(FileLease::Take(fd.get()).ok()) << "once the writer is gone";
+}
+
+TEST_F(FileLeaseTest, AnUnleasedFileIsNamedAndCopiedOnRequest) {
+  // Where no lease can be had (here: a writer has the file open), the
+  // holder still copies before its own write.
+  UniqueFd writer(open(path_.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_FALSE(FileLease::Take(fd.get()).ok());
+  absl::StatusOr<FileLease> unleased = FileLease::Unleased(fd.get());
+  ASSERT_TRUE(unleased.ok()) << unleased.status();
+  EXPECT_FALSE(unleased->leased());
+  EXPECT_FALSE(unleased->broken()) << "no lease to break";
+  EXPECT_TRUE(unleased->Names(path_));
+  auto* mapped = static_cast<char*>(
+      mmap(nullptr, kLen, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0));
+  ASSERT_NE(mapped, MAP_FAILED);
+  unleased->Cover({reinterpret_cast<uint8_t*>(mapped), kLen});
+  ASSERT_TRUE(unleased->CopyAndRelease(NoAdvice).ok());
+  EXPECT_FALSE(unleased->Names(path_)) << "released";
+  ASSERT_EQ(ftruncate(writer.get(), 0), 0);
+  EXPECT_EQ(std::string(mapped, kLen), std::string(kLen, 'A')) << "the copy outlives the file";
+  munmap(mapped, kLen);
 }
 
 TEST_F(FileLeaseTest, IsRefusedWhereSigioWouldEndTheProcess) {

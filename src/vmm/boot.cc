@@ -74,8 +74,8 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
                    ParseKernel(mem, load.kernel_file_->data(), boot.kernel_image_path));
   for (const KernelSegment& seg : images.kernel.segments) {
     ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(seg.guest_addr, seg.size));
-    RETURN_IF_ERROR(load.MapWholePages(load.kernel_file_.get(), can_map, lease, seg.file_offset,
-                                       dest));
+    RETURN_IF_ERROR(load.MapWholePages(mem, load.kernel_file_.get(), can_map, lease,
+                                       seg.file_offset, dest));
   }
   if (!boot.initrd_path.empty()) RETURN_IF_ERROR(load.PlanInitrd(mem, boot.initrd_path));
   // A lease that covers nothing (a bzImage's pages are not file-aligned)
@@ -94,11 +94,10 @@ absl::Status ImageLoad::PlanInitrd(const GuestMemory& mem, const std::string& pa
   ASSIGN_OR_RETURN(images_.initrd_addr,
                    InitrdAddress(mem, images_.initrd_size, images_.kernel.end));
   ASSIGN_OR_RETURN(std::span<uint8_t> dest, mem.Slice(images_.initrd_addr, images_.initrd_size));
-  return MapWholePages(initrd_file_.get(), can_map, lease, 0, dest);
+  return MapWholePages(mem, initrd_file_.get(), can_map, lease, 0, dest);
 }
 
 bool ImageLoad::CanMap(const MappedFile& file, FileLease** lease) {
-  if (GuestMemory::mergeable_by_default()) return false;
   if (file.OnReadOnlyFileSystem()) return true;
   absl::StatusOr<FileLease> taken = FileLease::Take(file.fd());
   if (!taken.ok()) return false;
@@ -117,8 +116,9 @@ void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uin
   }
 }
 
-absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool can_map, FileLease* lease,
-                                      uint64_t offset, std::span<uint8_t> dest) {
+absl::Status ImageLoad::MapWholePages(const GuestMemory& mem, const MappedFile* file,
+                                      bool can_map, FileLease* lease, uint64_t offset,
+                                      std::span<uint8_t> dest) {
   uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
   uint64_t head = (kPage - at % kPage) % kPage;
   bool fits = head + kPage <= dest.size() && (offset + head) % kPage == 0;
@@ -137,6 +137,7 @@ absl::Status ImageLoad::MapWholePages(const MappedFile* file, bool can_map, File
     AddChunks(file, offset, dest);
     return absl::OkStatus();
   }
+  mem.AdviseReplaced({start, len});
   mapped_bytes_ += len;
   if (lease != nullptr) lease->Cover({start, len});
   AddChunks(file, offset, dest.first(head));

@@ -69,15 +69,14 @@ class ImageLoad {
   absl::Status PlanInitrd(const GuestMemory& mem, const std::string& path);
   // Whether `file` may be mapped into guest memory: nothing can change
   // it (OnReadOnlyFileSystem), or a lease, then the last of leases_, holds
-  // back whoever would write it until the mapped pages are copied. Not
-  // with mergeable memory (KSM merges anonymous pages only).
+  // back whoever would write it until the mapped pages are copied.
   bool CanMap(const MappedFile& file, FileLease** lease);
   // The same as AddChunks, but if `can_map`, the whole pages in dest are
   // mapped from the file, private, and covered by `lease` if there is one:
   // the guest reads the page cache's pages and copies only those it
   // writes, and a rewrite of the file never reaches it.
-  absl::Status MapWholePages(const MappedFile* file, bool can_map, FileLease* lease,
-                             uint64_t offset, std::span<uint8_t> dest);
+  absl::Status MapWholePages(const GuestMemory& mem, const MappedFile* file, bool can_map,
+                             FileLease* lease, uint64_t offset, std::span<uint8_t> dest);
 
   // Heap-held, so that chunks_ and the counter stay valid when the ImageLoad moves.
   std::unique_ptr<MappedFile> kernel_file_, initrd_file_;

@@ -119,15 +119,15 @@ absl::Status CheckLayout(const VmConfig& config, const snapshot::SnapshotState& 
 
 // A lease (file_lease.h) on the snapshot's memory file, which guest
 // memory maps private: a program that rewrites it (a rebase onto it, a new
-// snapshot over it) waits until the guest has its own copy. None where
-// the lease cannot be taken; the file must then stay as it is.
+// snapshot over it) waits until the guest has its own copy. Where the
+// lease cannot be taken, the file must stay as it is; this VMM's own
+// writes to it still copy first.
 std::vector<FileLease> LeaseMemoryFile(const GuestMemory& memory, int fd) {
-  // The copy would be anonymous memory without the advice KSM needs.
-  if (GuestMemory::mergeable_by_default()) return {};
   absl::StatusOr<FileLease> lease = FileLease::Take(fd);
   if (!lease.ok()) {
     LOG_DEBUG("the memory file is not leased: %s", lease.status().message());
-    return {};
+    lease = FileLease::Unleased(fd);
+    if (!lease.ok()) return {};
   }
   for (const GuestRegion& r : memory.regions()) lease->Cover({r.host, r.size});
   std::vector<FileLease> leases;

@@ -184,7 +184,8 @@ bool Vm::CopyLeases(const std::function<bool(const FileLease&)>& which) {
   bool copied = true;
   for (FileLease& lease : leases_) {
     if (!which(lease)) continue;
-    if (absl::Status st = lease.CopyAndRelease(); !st.ok()) {
+    auto advise = [this](std::span<uint8_t> moved) { memory_.AdviseReplaced(moved); };
+    if (absl::Status st = lease.CopyAndRelease(advise); !st.ok()) {
       LOG_ERROR("%s: stopping the VM before the file changes under it", st.message());
       exit_->Request(kExitGenericError);
       copied = false;

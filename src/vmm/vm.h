@@ -112,15 +112,17 @@ class Vm {
   VmmLatencies& latencies() { return latencies_; }
   const GuestMemory& memory() const { return memory_; }
   // Holds the leases on the files mapped into guest memory (the kernel and
-  // initrd, boot.h; a snapshot's memory file, builder.h) while the VM lives.
+  // initrd, boot.h; a snapshot's memory file, builder.h, which may also
+  // be unleased) while the VM lives.
   void HoldLeases(std::vector<FileLease> leases) { leases_ = std::move(leases); }
   // Copies the pages of every file someone waits to write, then lets the
   // writer go: on SIGIO, which Run watches (before it, the controller).
   // A copy that fails stops the VM rather than let the file change under
   // it, and returns false.
   bool CopyBrokenLeases();
-  // The same for the file at `path`, if a lease holds it, before this
-  // process writes it (its own open would wait out its own lease).
+  // The same for the file at `path`, if guest memory maps it (leased or
+  // not), before this process writes it: its own open would wait out its
+  // own lease, or, with none, its writes would reach the guest.
   bool CopyLeasedFile(const std::string& path);
   // Keeps the Uffd page-fault handler's connection open while the VM lives.
   void set_uffd(snapshot::UffdHandover uffd) { uffd_ = std::move(uffd); }

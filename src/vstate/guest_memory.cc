@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
+#include "src/common/status_macros.h"
 
 #ifndef PR_SET_VMA
 #define PR_SET_VMA 0x53564d41
@@ -44,6 +45,7 @@ absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>&
 absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ranges, int fd,
                                              bool mergeable) {
   GuestMemory mem;
+  mem.mergeable_ = mergeable;
   uint64_t prev_end = 0, file_offset = 0;
   for (const MemoryRange& r : ranges) {
     if (r.size == 0 || r.guest_addr % kPageSize || r.size % kPageSize ||
@@ -61,32 +63,43 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
     file_offset += r.size;
     // Pushed first, so that the mapping is unmapped if madvise fails.
     mem.regions_.push_back({r.guest_addr, r.size, static_cast<uint8_t*>(host)});
-    // KSM also merges the private copies of a file mapping's pages (a
-    // restored guest's), once written; the clean ones share the page cache.
-    if (mergeable && madvise(host, r.size, MADV_MERGEABLE) != 0) {
-      return ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
-                         "a host kernel with KSM)");
-    }
-    // A fork (hooks, the OCI runtime) never copies guest memory's page
-    // tables; and with a flag its neighbours lack, the mapping never merges
-    // with them, so tools can find it by its size.
-    if (madvise(host, r.size, MADV_DONTFORK) != 0) {
-      return ErrnoStatus("madvise(MADV_DONTFORK) of guest memory");
-    }
-    // Lets tools (and bench/) tell guest RAM from VMM overhead; older
-    // kernels refuse it, which costs nothing.
-    if (fd < 0) prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host, r.size, "ember-guest-mem");
+    RETURN_IF_ERROR(mem.Advise({static_cast<uint8_t*>(host), r.size}));
   }
   return mem;
 }
 
+absl::Status GuestMemory::Advise(std::span<uint8_t> host) const {
+  // KSM also merges the private copies of a file mapping's pages (a
+  // restored guest's, a mapped kernel's), once written; the clean ones
+  // share the page cache.
+  if (mergeable_ && madvise(host.data(), host.size(), MADV_MERGEABLE) != 0) {
+    return ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
+                       "a host kernel with KSM)");
+  }
+  // A fork (hooks, the OCI runtime) never copies guest memory's page
+  // tables; and with a flag its neighbours lack, the mapping never merges
+  // with them, so tools can find it by its size.
+  if (madvise(host.data(), host.size(), MADV_DONTFORK) != 0) {
+    return ErrnoStatus("madvise(MADV_DONTFORK) of guest memory");
+  }
+  // Lets tools (and bench/) tell guest RAM from VMM overhead; older
+  // kernels, and file mappings, refuse it, which costs nothing.
+  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host.data(), host.size(), "ember-guest-mem");
+  return absl::OkStatus();
+}
+
+void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(host); }
+
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
-    : regions_(std::exchange(other.regions_, {})), dirty_(std::move(other.dirty_)) {}
+    : regions_(std::exchange(other.regions_, {})),
+      mergeable_(other.mergeable_),
+      dirty_(std::move(other.dirty_)) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
   if (this != &other) {
     Unmap();
     regions_ = std::exchange(other.regions_, {});
+    mergeable_ = other.mergeable_;
     dirty_ = std::move(other.dirty_);
   }
   return *this;

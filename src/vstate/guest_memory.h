@@ -88,6 +88,11 @@ class GuestMemory {
   }
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
+  // Gives `host`, a part of a region that a new mapping replaced (a file
+  // mapped over it, or the anonymous copy that replaced such a mapping),
+  // the region's advice again: a new mapping starts without it. Best
+  // effort: without it the guest runs the same.
+  void AdviseReplaced(std::span<uint8_t> host) const;
 
   // Diff snapshots: from now on every page handed out by Slice or written
   // by Write is recorded (the VMM's own writes, which KVM's dirty log does
@@ -105,6 +110,8 @@ class GuestMemory {
   static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd,
                                          bool mergeable);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
+  // Same-page merging if asked, no fork's copy, and a name.
+  absl::Status Advise(std::span<uint8_t> host) const;
   // Slice and HostRange: `written` counts the range as written by the VMM.
   absl::StatusOr<std::span<uint8_t>> Range(uint64_t addr, uint64_t len, bool written) const;
   void Unmap();
@@ -112,6 +119,7 @@ class GuestMemory {
   void MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const;
 
   std::vector<GuestRegion> regions_;
+  bool mergeable_ = false;
   // Per region, a bit per page; empty when not tracking.
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> dirty_;
 };
