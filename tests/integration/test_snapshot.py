@@ -181,9 +181,9 @@ def test_a_snapshot_over_the_memory_file_it_was_loaded_from(ember, snapshot, tmp
         assert a.request("PUT", "/snapshot/create", {
             "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
         assert time.monotonic() - started < 20, "the VMM waited out its own lease"
-        assert "in guest memory copied first" in a.log()
         assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
         reboot_and_wait(a)
+        assert "in guest memory copied first" in a.log()
     finally:
         a.stop()
     again = tmp_path / "again"
