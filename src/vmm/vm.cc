@@ -209,13 +209,14 @@ absl::Status Vm::CopyOnLeaseBreaks() {
   });
 }
 
-void Vm::StartVcpus() {
-  if (vcpus_started_) return;
+bool Vm::StartVcpus() {
+  if (vcpus_started_) return false;
   vcpus_started_ = true;
   LOG_INFO("ready to boot: %d vCPUs, %d MiB; %.3f ms process CPU", vcpus_.size(),
            memory_.total_size() >> 20, ProcessCpuMs());
   if (BootTimer* timer = devices_.boot_timer()) timer->Start(MonotonicMs());
   for (auto& v : vcpus_) v->Start();
+  return true;
 }
 
 int Vm::Run() {

@@ -71,9 +71,10 @@ class Vm {
                            const CpuidEntries* supported = nullptr);
 
   // Lets the vCPUs run (once; Run does it if nobody did): as soon as the
-  // VM is built, so that their threads wake while the VMM thread finishes
-  // its own start-up. Nothing reaches the VMM thread's handlers before Run.
-  void StartVcpus();
+  // start is answered, so that their threads wake while the VMM thread
+  // finishes its own start-up. Nothing reaches the VMM thread's handlers
+  // before Run. True if this call started them.
+  bool StartVcpus();
   // Starts the vCPUs and serves devices until the VM stops; every thread is
   // joined before it returns the process exit code (exit_code.h).
   int Run();
