@@ -50,7 +50,7 @@ class FileLease {
   // then lets the writer go. Copy-on-write in place would not do: a
   // truncation drops even the private copies of the pages it cuts off.
   // Nothing may write the ranges meanwhile (the vCPUs paused, the devices
-  // quiet). If a copy fails, the lease stays: the writer waits out the
+  // quiet). If a copy fails, a lease stays: the writer waits out the
   // break time. `moved` runs on each piece once it is anonymous: the
   // copy's mapping has none of the advice the file's had.
   absl::Status CopyAndRelease(absl::FunctionRef<void(std::span<uint8_t>)> moved);

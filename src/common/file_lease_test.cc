@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -17,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "src/common/testing/smaps.h"
 
 namespace ember {
 namespace {
@@ -30,19 +31,6 @@ bool MapsFile(const std::string& path) {
     if (line.ends_with(" " + path)) return true;
   }
   return false;
-}
-
-// The VmFlags line of the mapping that starts at `start`, from smaps.
-std::string VmFlagsAt(const void* start) {
-  char head[32];
-  std::snprintf(head, sizeof(head), "%lx-", reinterpret_cast<unsigned long>(start));
-  std::ifstream smaps("/proc/self/smaps");
-  bool in = false;
-  for (std::string line; std::getline(smaps, line);) {
-    if (line.find('-') < line.find(' ')) in = line.starts_with(head);
-    if (in && line.starts_with("VmFlags:")) return line;
-  }
-  return "";
 }
 
 void NoAdvice(std::span<uint8_t>) {}
@@ -161,7 +149,7 @@ TEST_F(FileLeaseTest, CopiesARangeLargerThanOnePieceWhole) {
   EXPECT_EQ(moved[0].size(), size_t{32} << 20);
   EXPECT_EQ(moved[1].data(), mapped + moved[0].size());
   EXPECT_EQ(moved[1].size(), kLarge - moved[0].size());
-  EXPECT_NE(VmFlagsAt(mapped).find(" dc"), std::string::npos) << VmFlagsAt(mapped);
+  EXPECT_NE(testing::VmFlags(mapped).find(" dc "), std::string::npos) << testing::VmFlags(mapped);
   EXPECT_FALSE(MapsFile(path_));
   // Rewritten after the release: the copy keeps the old bytes.
   {

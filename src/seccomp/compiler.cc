@@ -5,6 +5,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,7 +53,7 @@ constexpr Symbol kSymbols[] = {
     SYM(PROT_NONE), SYM(PROT_READ), SYM(PROT_WRITE), SYM(PROT_EXEC), SYM(MAP_SHARED),
     SYM(MAP_PRIVATE), SYM(MAP_ANONYMOUS), SYM(MAP_FIXED), SYM(MAP_NORESERVE),
     SYM(MADV_DONTNEED), SYM(MADV_FREE), SYM(MADV_WILLNEED), SYM(MADV_DONTFORK),
-    SYM(MADV_MERGEABLE), {"PR_SET_VMA", 0x53564d41},
+    SYM(MADV_MERGEABLE), SYM(PR_SET_VMA),
     SYM(F_GETLEASE), SYM(F_SETLEASE), SYM(F_UNLCK),
 };
 #undef SYM

@@ -134,6 +134,7 @@ absl::Status ImageLoad::MapWholePages(const GuestMemory& mem, const MappedFile* 
     if (mmap(start, len, PROT_READ | PROT_WRITE, kFlags | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) {
       return ErrnoStatus("guest memory lost to a failed mapping of the kernel or initrd");
     }
+    mem.AdviseReplaced({start, len});
     AddChunks(file, offset, dest);
     return absl::OkStatus();
   }

@@ -1,8 +1,8 @@
 #include "src/vmm/controller.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 
 #include <algorithm>
@@ -200,7 +200,9 @@ void Controller::RunJobs() {
     // A start's vCPUs wake once its answer is on its way: woken first, a
     // vCPU thread took the CPU the client was woken on, for a whole time
     // slice (3 ms to the 204 on a 2-core host). This thread then yields,
-    // so that its own start-up does not keep the vCPU waiting instead.
+    // so that its own start-up does not keep the vCPU waiting instead
+    // (before Vm::Run installs this thread's filter, which has no
+    // sched_yield).
     if (runtime_ && runtime_->vm().StartVcpus()) sched_yield();
   }
 }

@@ -117,7 +117,7 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   Started(std::move(vm));
   double now = MonotonicMs();
   LOG_INFO("snapshot loaded from %s in %.3f ms (state file read and checked %.3f, VM built %.3f, "
-           "working set %.3f, vCPUs started %.3f); %s",
+           "working set %.3f, handed to the runtime %.3f); %s",
            a.snapshot_path, now - start, checked - start, built - checked, prefetched - built,
            now - prefetched, a.resume_vm ? "resuming" : "paused until PATCH /vm Resumed");
   return std::monostate();

@@ -237,9 +237,9 @@ int Vm::Run() {
     exit_->Request(kExitGenericError);
   }
   // Start-up is over a little after this: its code and the pages mapped
-  // around it then leave the RSS (program_pages.h). Not at once: the API
-  // thread's reply to the start, and this thread's start-up, run after
-  // the vCPUs'; pages they touch after the release would stay.
+  // around it then leave the RSS (program_pages.h). Not at once: this
+  // thread's start-up and the API thread's next requests run beside the
+  // vCPUs' first exits; pages they touch after the release would stay.
   constexpr double kStartupEndMs = 20;
   double release_at = MonotonicMs() + kStartupEndMs;
   bool released = false;

@@ -23,6 +23,7 @@
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/common/exit_code.h"
 #include "src/common/file_lease.h"
+#include "src/common/testing/smaps.h"
 #include "src/common/testing/test_images.h"
 
 namespace ember {
@@ -641,20 +642,6 @@ bool MappedWritable(const std::string& path) {
   return false;
 }
 
-// The smaps VmFlags line of this process's writable mapping of `path`;
-// empty if there is none.
-std::string WritableMappingFlags(const std::string& path) {
-  std::ifstream smaps("/proc/self/smaps");
-  bool in = false;
-  for (std::string line; std::getline(smaps, line);) {
-    if (line.find('-') < line.find(' ')) {
-      in = line.find(" rw-p ") != std::string::npos && line.ends_with(" " + path);
-    }
-    if (in && line.starts_with("VmFlags:")) return line;
-  }
-  return "";
-}
-
 // kHelloAndReset, padded to two pages so that its segment has whole pages,
 // in a ReadOnlyKernelDir.
 ReadOnlyKernelDir HelloOnReadOnly(bool bind) {
@@ -700,9 +687,12 @@ TEST_F(ReadOnlyKernelTest, MergeableGuestMemoryMapsTheKernelWithTheRegionsAdvice
     GTEST_SKIP() << "the host kernel has no KSM";
   }
   ASSERT_TRUE(vm.ok()) << vm.status();
-  std::string flags = WritableMappingFlags(dir.path());
-  EXPECT_NE(flags.find(" mg"), std::string::npos) << flags;
-  EXPECT_NE(flags.find(" dc"), std::string::npos) << "no fork copies it: " << flags;
+  ASSERT_TRUE(MappedWritable(dir.path()));
+  absl::StatusOr<std::span<uint8_t>> kernel = (*vm)->memory().HostRange(kKernelAddr, 0x1000);
+  ASSERT_TRUE(kernel.ok()) << kernel.status();
+  std::string flags = testing::VmFlags(kernel->data());
+  EXPECT_NE(flags.find(" mg "), std::string::npos) << flags;
+  EXPECT_NE(flags.find(" dc "), std::string::npos) << "no fork copies it: " << flags;
   EXPECT_TRUE(RunsAndSaysHi(**vm));
 }
 

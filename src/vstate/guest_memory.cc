@@ -69,23 +69,24 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
 }
 
 absl::Status GuestMemory::Advise(std::span<uint8_t> host) const {
+  // Lets tools (and bench/) tell guest RAM from VMM overhead; older
+  // kernels, and file mappings, refuse it, which costs nothing.
+  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host.data(), host.size(), "ember-guest-mem");
+  // A fork (hooks, the OCI runtime) never copies guest memory's page
+  // tables; and with a flag its neighbours lack, the mapping never merges
+  // with them, so tools can find it by its size.
+  absl::Status st = absl::OkStatus();
+  if (madvise(host.data(), host.size(), MADV_DONTFORK) != 0) {
+    st = ErrnoStatus("madvise(MADV_DONTFORK) of guest memory");
+  }
   // KSM also merges the private copies of a file mapping's pages (a
   // restored guest's, a mapped kernel's), once written; the clean ones
   // share the page cache.
   if (mergeable_ && madvise(host.data(), host.size(), MADV_MERGEABLE) != 0) {
-    return ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
-                       "a host kernel with KSM)");
+    st = ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
+                     "a host kernel with KSM)");
   }
-  // A fork (hooks, the OCI runtime) never copies guest memory's page
-  // tables; and with a flag its neighbours lack, the mapping never merges
-  // with them, so tools can find it by its size.
-  if (madvise(host.data(), host.size(), MADV_DONTFORK) != 0) {
-    return ErrnoStatus("madvise(MADV_DONTFORK) of guest memory");
-  }
-  // Lets tools (and bench/) tell guest RAM from VMM overhead; older
-  // kernels, and file mappings, refuse it, which costs nothing.
-  prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, host.data(), host.size(), "ember-guest-mem");
-  return absl::OkStatus();
+  return st;
 }
 
 void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(host); }

@@ -5,32 +5,16 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
+
+#include "src/common/testing/smaps.h"
 
 namespace ember {
 namespace {
 
-// The VmFlags of the mapping that holds `addr`, from /proc/self/smaps
-// ("rd wr mr mw me ac mg": "mg" is VM_MERGEABLE); empty if none holds it.
-std::string VmFlags(const void* addr) {
-  std::ifstream smaps("/proc/self/smaps");
-  const auto a = reinterpret_cast<uintptr_t>(addr);
-  bool inside = false;
-  for (std::string line; std::getline(smaps, line);) {
-    uintptr_t start, end;
-    char dash;
-    std::istringstream header(line);
-    if (header >> std::hex >> start >> dash >> end && dash == '-') {
-      inside = start <= a && a < end;
-    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
-      return line.substr(8) + " ";
-    }
-  }
-  return "";
-}
+using testing::VmFlags;
+
 
 bool Mergeable(const GuestMemory& mem) {
   for (const GuestRegion& r : mem.regions()) {
