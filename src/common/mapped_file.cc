@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "src/common/errno_status.h"
+#include "src/common/open_no_wait.h"
 
 namespace ember {
 namespace {
@@ -41,7 +42,7 @@ absl::StatusOr<FileStamp> MappedFile::Stamp() const {
 }
 
 absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd = OpenNoWait(path, O_RDONLY);
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", path));
   struct stat st;
   if (fstat(fd.get(), &st) < 0) return ErrnoStatus(absl::StrCat("stat ", path));

@@ -13,6 +13,7 @@
 #include "src/common/clock.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/builder.h"
@@ -26,7 +27,7 @@ namespace {
 constexpr off_t kMaxStateFile = 64 << 20;
 
 absl::StatusOr<std::vector<uint8_t>> ReadStateFile(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd = OpenNoWait(path, O_RDONLY);
   struct stat st;
   if (!fd.valid() || fstat(fd.get(), &st) != 0) return ErrnoStatus(absl::StrCat("snapshot_path ", path));
   if (!S_ISREG(st.st_mode) || st.st_size > kMaxStateFile) {
@@ -95,8 +96,15 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   double checked = MonotonicMs();
   UniqueFd mem;
   if (!a.uffd) {
-    mem.reset(open(a.mem_backend_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!mem.valid()) return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));
+    mem = OpenNoWait(a.mem_backend_path, O_RDONLY);
+    struct stat st;
+    if (!mem.valid() || fstat(mem.get(), &st) != 0) {
+      return ErrnoStatus(absl::StrCat("memory backend ", a.mem_backend_path));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("memory backend ", a.mem_backend_path, " is not a regular file"));
+    }
   }
   // The snapshot keeps MMDS's configuration, not its data.
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,

@@ -24,6 +24,13 @@ int OpenError(const std::string& path, int flags) {
   return 0;
 }
 
+// Whether `path` names a FIFO: it opens here, then would hold the reader
+// (other files that are not regular are refused when they are read).
+bool IsFifo(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
 // An errno as Rust's io::Error shows it in Firecracker's messages.
 std::string OsError(int err) { return absl::StrCat(strerror(err), " (os error ", err, ")"); }
 
@@ -83,12 +90,22 @@ absl::Status CheckBootSourceFiles(const BootSourceConfig& boot) {
         absl::StrCat("Boot source error: The kernel file cannot be opened: ", OsError(err),
                      " (boot-source.kernel_image_path '", boot.kernel_image_path, "')"));
   }
+  if (IsFifo(boot.kernel_image_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Boot source error: The kernel file is a FIFO; name a regular file "
+                     "(boot-source.kernel_image_path '", boot.kernel_image_path, "')"));
+  }
   if (boot.initrd_path.empty()) return absl::OkStatus();
   if (int err = OpenError(boot.initrd_path, O_RDONLY)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Boot source error: The initrd file cannot be opened due to invalid path or invalid "
         "permissions. ",
         OsError(err), " (boot-source.initrd_path '", boot.initrd_path, "')"));
+  }
+  if (IsFifo(boot.initrd_path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Boot source error: The initrd file is a FIFO; name a regular file "
+                     "(boot-source.initrd_path '", boot.initrd_path, "')"));
   }
   return absl::OkStatus();
 }
@@ -99,6 +116,12 @@ absl::Status CheckDriveFile(const DriveConfig& drive) {
         "Drive config error: Unable to create the virtio block device: Virtio backend error: "
         "Error manipulating the backing file: ",
         OsError(err), " ", drive.path_on_host, " (drives[", drive.drive_id, "].path_on_host)"));
+  }
+  if (IsFifo(drive.path_on_host)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Drive config error: ", drive.path_on_host,
+        " is a FIFO; name a regular file or block device (drives[", drive.drive_id,
+        "].path_on_host)"));
   }
   return absl::OkStatus();
 }

@@ -1,11 +1,13 @@
 // Vm's snapshot half: capturing a paused VM and writing its memory (vm.h);
 // builder.h rebuilds one from a snapshot.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/vm.h"
@@ -32,7 +34,14 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
     return absl::InternalError(absl::StrCat("guest memory could not be copied out of ", path,
                                             " before writing it; the VM stops"));
   }
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  // A FIFO or device there would not hold a memory file (nor, opened
+  // plainly, let this thread go until someone read it).
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("mem_file_path ", path,
+                                                   " is not a regular file"));
+  }
+  UniqueFd fd = OpenNoWait(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   if (ftruncate(fd.get(), static_cast<off_t>(memory_.total_size())) != 0) {
     return ErrnoStatus(absl::StrCat("sizing ", path));

@@ -17,6 +17,8 @@ def machine(vcpus, mem):
 def config_cases(guest, tmp_path):
     not_a_kernel = tmp_path / "notes.txt"
     not_a_kernel.write_text("this is not a kernel\n" * 100)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
     vmlinux = str(guest["vmlinux"])
     good = boot_config(vmlinux)
     return {
@@ -27,6 +29,14 @@ def config_cases(guest, tmp_path):
                          "is neither an ELF vmlinux nor a bzImage"),
         "missing initrd": (boot_config(vmlinux, "/nonexistent/initrd.cpio"),
                            "/nonexistent/initrd.cpio"),
+        # Opened, a FIFO would hold the reader until a writer came.
+        "kernel a FIFO": ({"boot-source": {"kernel_image_path": str(fifo)}},
+                          f"The kernel file is a FIFO; name a regular file "
+                          f"(boot-source.kernel_image_path '{fifo}')"),
+        "initrd a FIFO": (boot_config(vmlinux, str(fifo)), "The initrd file is a FIFO"),
+        "drive a FIFO": ({**good, "drives": [
+            {"drive_id": "data", "path_on_host": str(fifo), "is_root_device": False}]},
+            f"{fifo} is a FIFO; name a regular file or block device (drives[data].path_on_host)"),
         "mem 0": ({**good, "machine-config": machine(1, 0)}, "machine-config.mem_size_mib"),
         "mem beyond host": ({**good, "machine-config": machine(1, 1 << 30)},
                             "exceeds the host's"),
@@ -64,7 +74,8 @@ def config_cases(guest, tmp_path):
     }
 
 
-CASES = ["missing kernel", "not a kernel", "missing initrd", "mem 0", "mem beyond host",
+CASES = ["missing kernel", "not a kernel", "missing initrd", "kernel a FIFO", "initrd a FIFO",
+         "drive a FIFO", "mem 0", "mem beyond host",
          "vcpus 0", "vcpus 33", "unknown top field", "unknown nested field", "wrong type",
          "malformed JSON", "no boot source", "device not built yet", "missing drive file", "bad guest mac",
          "mac used twice"]

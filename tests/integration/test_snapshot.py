@@ -5,6 +5,7 @@ messages on the restored console); several restores of one snapshot side
 by side; and bad input that must leave the new process unconfigured."""
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -110,6 +111,11 @@ def test_loaded_paused_then_resumed(ember, snapshot, tmp_path):
     a = Api(ember, tmp_path)
     assert load(a, snapshot, resume=False)[0] == 204
     assert a.request("GET", "/")[1]["state"] == "Paused"
+    # A FIFO named for the new memory file is refused at once (nobody reads
+    # it), not waited on; the VM goes on.
+    os.mkfifo(tmp_path / "fifo")
+    a.expect_fault("PUT", "/snapshot/create", "fifo is not a regular file", {
+        "snapshot_path": str(tmp_path / "s.snap"), "mem_file_path": str(tmp_path / "fifo")})
     assert a.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
     reboot_and_wait(a)
 
@@ -266,7 +272,7 @@ def corrupt(path, out, change):
 
 @pytest.mark.parametrize("case", ["truncated", "flipped", "version", "empty", "missing state",
                                   "mem too short", "missing mem", "uffd", "override", "both mem",
-                                  "no mem"])
+                                  "no mem", "fifo state", "fifo mem"])
 def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot, tmp_path, case):
     state, mem = snapshot["state"], snapshot["mem"]
     body = {"snapshot_path": str(state),
@@ -278,7 +284,9 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         "missing mem": "/nonexistent/vm.mem", "uffd": "connecting to the page-fault handler",
         "override": "no network interface 'eth9'",
         "both mem": "exactly one of mem_backend and mem_file_path",
-        "no mem": "exactly one of mem_backend and mem_file_path"}[case]
+        "no mem": "exactly one of mem_backend and mem_file_path",
+        # A FIFO would hold a plain open until a writer came.
+        "fifo state": "is not a regular file", "fifo mem": "is not a regular file"}[case]
     if case == "truncated":
         body["snapshot_path"] = str(corrupt(state, tmp_path / "s", lambda d: d.__delitem__(slice(-100, None))))
     elif case == "flipped":
@@ -304,6 +312,12 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         body["mem_file_path"] = str(mem)
     elif case == "no mem":
         del body["mem_backend"]
+    elif case == "fifo state":
+        os.mkfifo(tmp_path / "f")
+        body["snapshot_path"] = str(tmp_path / "f")
+    elif case == "fifo mem":
+        os.mkfifo(tmp_path / "f")
+        body["mem_backend"]["backend_path"] = str(tmp_path / "f")
     a = Api(ember, tmp_path)
     try:
         a.expect_fault("PUT", "/snapshot/load", needle, body)

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/byte_codec.h"
 #include "src/common/errno_status.h"
+#include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/vmm/snapshot/state_file.h"
@@ -102,7 +103,7 @@ absl::StatusOr<WorkingSet> DecodeWorkingSet(std::span<const uint8_t> file) {
 }
 
 absl::StatusOr<WorkingSet> ReadWorkingSet(const std::string& path, const SnapshotId& expected) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd = OpenNoWait(path, O_RDONLY);
   struct stat st;
   if (!fd.valid() || fstat(fd.get(), &st) != 0) return ErrnoStatus(absl::StrCat("working set ", path));
   if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > kMaxWorkingSetFile) {

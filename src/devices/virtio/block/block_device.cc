@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 
 namespace ember::virtio::block {
@@ -26,7 +27,7 @@ uint64_t LimitedBytes(const Request& req) {
 absl::StatusOr<std::pair<UniqueFd, uint64_t>> OpenBacking(const DriveConfig& config,
                                                           const std::string& path) {
   std::string what = absl::StrCat("drive ", config.drive_id, ": ", path);
-  UniqueFd fd(open(path.c_str(), (config.is_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+  UniqueFd fd = OpenNoWait(path, config.is_read_only ? O_RDONLY : O_RDWR);
   if (!fd.valid()) return ErrnoStatus(what);
   struct stat st;
   if (fstat(fd.get(), &st) < 0) return ErrnoStatus(what);
