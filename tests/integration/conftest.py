@@ -145,13 +145,14 @@ def microvms():
 def http_request(sock, method, path, body=None, raw=None):
     """One request to the API on Unix socket `sock`, with curl as a
     Firecracker client would send it; returns (status, parsed JSON or None).
-    Raises ConnectionError when nothing answers."""
+    Raises ConnectionError when nothing answers, TimeoutExpired when an
+    answer takes minutes (a VMM thread held by something it waits on)."""
     cmd = ["curl", "-s", "--unix-socket", str(sock), "-X", method, "-w", "\n%{http_code}",
            f"http://localhost{path}"]
     if body is not None or raw is not None:
         cmd += ["-H", "Content-Type: application/json", "--data-binary",
                 raw if raw is not None else json.dumps(body)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
     text, status = out.rsplit("\n", 1)
     if status == "000":
         raise ConnectionError(out)

@@ -6,6 +6,7 @@ by side; and bad input that must leave the new process unconfigured."""
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -272,7 +273,7 @@ def corrupt(path, out, change):
 
 @pytest.mark.parametrize("case", ["truncated", "flipped", "version", "empty", "missing state",
                                   "mem too short", "missing mem", "uffd", "override", "both mem",
-                                  "no mem", "fifo state", "fifo mem"])
+                                  "no mem", "fifo state", "fifo mem", "uffd never accepts"])
 def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot, tmp_path, case):
     state, mem = snapshot["state"], snapshot["mem"]
     body = {"snapshot_path": str(state),
@@ -286,7 +287,9 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         "both mem": "exactly one of mem_backend and mem_file_path",
         "no mem": "exactly one of mem_backend and mem_file_path",
         # A FIFO would hold a plain open until a writer came.
-        "fifo state": "is not a regular file", "fifo mem": "is not a regular file"}[case]
+        "fifo state": "is not a regular file", "fifo mem": "is not a regular file",
+        "uffd never accepts": "connecting to the page-fault handler"}[case]
+    held = []  # sockets kept open until the load is answered
     if case == "truncated":
         body["snapshot_path"] = str(corrupt(state, tmp_path / "s", lambda d: d.__delitem__(slice(-100, None))))
     elif case == "flipped":
@@ -318,6 +321,23 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
     elif case == "fifo mem":
         os.mkfifo(tmp_path / "f")
         body["mem_backend"]["backend_path"] = str(tmp_path / "f")
+    elif case == "uffd never accepts":
+        # A handler that listens and never accepts, its backlog full: a
+        # blocking connect would hold the VMM thread for good.
+        path = str(tmp_path / "h.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(0)
+        held.append(listener)
+        while True:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            held.append(c)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                break
+        body["mem_backend"] = {"backend_type": "Uffd", "backend_path": path}
     a = Api(ember, tmp_path)
     try:
         a.expect_fault("PUT", "/snapshot/load", needle, body)

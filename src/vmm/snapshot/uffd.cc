@@ -64,7 +64,9 @@ absl::StatusOr<UffdHandover> HandOverToUffdHandler(const GuestMemory& mem,
                                                    " is too long for a Unix socket"));
   }
   std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size());
-  UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: a handler that never accepts, its backlog full, fails
+  // the load (EAGAIN) instead of holding the VMM thread.
+  UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!sock.valid()) return ErrnoStatus("socket");
   if (connect(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return ErrnoStatus(absl::StrCat("connecting to the page-fault handler at ", socket_path));
