@@ -1,5 +1,8 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
+#include <fcntl.h>
 #include <malloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -92,6 +95,19 @@ void LogStartupTime(const CliOptions& opts, api::ApiMetrics* metrics) {
   }
   metrics->SetStartupTimes(static_cast<uint64_t>(std::max(ms, 0.0) * 1000),
                            static_cast<uint64_t>(std::max(cpu_ms, 0.0) * 1000));
+}
+
+// Where the guest's console goes: stdout. A pipe whose reader stops
+// reading would hold the vCPU that writes to it, and a pause, snapshot or
+// stop that waits for that vCPU; so Ember writes to a non-blocking opening
+// of its own of the pipe and drops what does not fit (the serial metrics
+// count it), leaving the flags of the descriptor it shares with its parent
+// alone. Without /proc (a jail that has none), stdout as it is.
+int ConsoleOut() {
+  struct stat st;
+  if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISFIFO(st.st_mode)) return STDOUT_FILENO;
+  int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  return fd >= 0 ? fd : STDOUT_FILENO;
 }
 
 int Main(int argc, char** argv) {
@@ -191,7 +207,7 @@ int Main(int argc, char** argv) {
     return writer->Line(line);
   };
   absl::StatusOr<std::unique_ptr<Controller>> controller =
-      Controller::Create(opts->id, std::move(config), ConsoleIo{},
+      Controller::Create(opts->id, std::move(config), ConsoleIo{STDIN_FILENO, ConsoleOut()},
                          {api::VmConfigToJson, api::ParseVmConfig, metrics_to_json});
   if (!controller.ok()) {
     LOG_ERROR("%s", controller.status().message());

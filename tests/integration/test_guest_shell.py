@@ -143,3 +143,66 @@ def test_a_kernel_rewritten_under_a_running_guest_is_copied_first(ember, guest, 
         assert shell.shutdown() == EXIT_OK, shell.log()
     finally:
         shell.close()
+
+
+def test_a_console_nobody_reads_never_holds_the_vm(ember, guest, tmp_path):
+    """Ember's stdout, the console, is a pipe whose reader stops reading
+    while the guest floods it: Ember drops what does not fit instead of
+    holding the vCPU, so a pause still answers and the guest goes on once
+    the reader is back."""
+    import base64
+    import fcntl
+    import json
+    import os
+    import select
+    import uuid
+    from conftest import BOOT_TIMEOUT_S, http_request, wait_for_api
+    root = tmp_path / "rootfs.ext4"
+    shutil.copy(guest["rootfs.ext4"], root)
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(root),
+                         "is_root_device": True, "is_read_only": True}]
+    (tmp_path / "vm.json").write_text(json.dumps(config))
+    sock = tmp_path / "api.sock"
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page fills at once
+    with open(tmp_path / "ember.log", "wb") as err:
+        proc = subprocess.Popen([str(ember), "--api-sock", str(sock), "--config-file",
+                                 str(tmp_path / "vm.json")],
+                                stdin=subprocess.PIPE, stdout=w, stderr=err)
+    os.close(w)
+    seen = b""
+
+    def read_until(marker, timeout):
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            assert left > 0, seen[-2000:]
+            if select.select([r], [], [], left)[0]:
+                seen += os.read(r, 1 << 16)
+        return seen
+
+    def send(script):
+        cid = uuid.uuid4().hex[:12]
+        proc.stdin.write(f"{cid} {base64.b64encode(script.encode()).decode()}\n".encode())
+        proc.stdin.flush()
+        return f"EMBER-END {cid} 0\n".encode()
+
+    try:
+        wait_for_api(sock, proc)
+        read_until(b"EMBER-SHELL-READY\n", BOOT_TIMEOUT_S)
+        # 64 KiB of console output, 16 times what the pipe holds (a byte a
+        # vCPU exit: seconds on PVM hosts); nobody reads.
+        send("head -c 65536 /dev/zero | tr '\\0' x")
+        time.sleep(5)
+        started = time.monotonic()
+        assert http_request(sock, "PATCH", "/vm", {"state": "Paused"})[0] == 204
+        assert time.monotonic() - started < 5, "the pause waited on the vCPU"
+        assert http_request(sock, "PATCH", "/vm", {"state": "Resumed"})[0] == 204
+        # The reader is back: the guest answers the next command.
+        read_until(send("echo back"), 240)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
