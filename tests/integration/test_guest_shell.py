@@ -5,14 +5,20 @@ which Ember adds there. The root file system is rootfs.ext4 on
 virtio-blk: it reaches user space much sooner there than
 initramfs-busybox.cpio, which the kernel unpacks at emulated speed."""
 
+import base64
+import fcntl
 import hashlib
+import json
+import os
+import select
 import shutil
 import subprocess
 import time
+import uuid
 
 import pytest
 
-from conftest import EXIT_OK, boot_config, is_pvm_host
+from conftest import BOOT_TIMEOUT_S, EXIT_OK, boot_config, http_request, is_pvm_host, wait_for_api
 from guest_shell import GuestShell, shell_boot_args
 
 
@@ -150,13 +156,6 @@ def test_a_console_nobody_reads_never_holds_the_vm(ember, guest, tmp_path):
     while the guest floods it: Ember drops what does not fit instead of
     holding the vCPU, so a pause still answers and the guest goes on once
     the reader is back."""
-    import base64
-    import fcntl
-    import json
-    import os
-    import select
-    import uuid
-    from conftest import BOOT_TIMEOUT_S, http_request, wait_for_api
     root = tmp_path / "rootfs.ext4"
     shutil.copy(guest["rootfs.ext4"], root)
     config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
