@@ -15,20 +15,18 @@
 namespace ember {
 namespace {
 
-// The errno of opening `path` with `flags` (then closed), or 0. Non-blocking,
-// so that a FIFO named by mistake does not stall the VMM thread.
-int OpenError(const std::string& path, int flags) {
+// The errno of opening `path` with `flags` (then closed), or 0, and in
+// `*fifo` whether it opened a FIFO. Non-blocking, so that a FIFO named by
+// mistake does not stall the VMM thread here; the caller refuses it, as a
+// later plain read would wait on it (other files that are not regular are
+// refused when they are read).
+int OpenError(const std::string& path, int flags, bool* fifo) {
   int fd = open(path.c_str(), flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return errno;
+  struct stat st;
+  *fifo = fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
   close(fd);
   return 0;
-}
-
-// Whether `path` names a FIFO: it opens here, then would hold the reader
-// (other files that are not regular are refused when they are read).
-bool IsFifo(const std::string& path) {
-  struct stat st;
-  return stat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
 // An errno as Rust's io::Error shows it in Firecracker's messages.
@@ -85,24 +83,25 @@ absl::Status CheckVsockPath(const std::string& uds_path) {
 }  // namespace
 
 absl::Status CheckBootSourceFiles(const BootSourceConfig& boot) {
-  if (int err = OpenError(boot.kernel_image_path, O_RDONLY)) {
+  bool fifo = false;
+  if (int err = OpenError(boot.kernel_image_path, O_RDONLY, &fifo)) {
     return absl::InvalidArgumentError(
         absl::StrCat("Boot source error: The kernel file cannot be opened: ", OsError(err),
                      " (boot-source.kernel_image_path '", boot.kernel_image_path, "')"));
   }
-  if (IsFifo(boot.kernel_image_path)) {
+  if (fifo) {
     return absl::InvalidArgumentError(
         absl::StrCat("Boot source error: The kernel file is a FIFO; name a regular file "
                      "(boot-source.kernel_image_path '", boot.kernel_image_path, "')"));
   }
   if (boot.initrd_path.empty()) return absl::OkStatus();
-  if (int err = OpenError(boot.initrd_path, O_RDONLY)) {
+  if (int err = OpenError(boot.initrd_path, O_RDONLY, &fifo)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Boot source error: The initrd file cannot be opened due to invalid path or invalid "
         "permissions. ",
         OsError(err), " (boot-source.initrd_path '", boot.initrd_path, "')"));
   }
-  if (IsFifo(boot.initrd_path)) {
+  if (fifo) {
     return absl::InvalidArgumentError(
         absl::StrCat("Boot source error: The initrd file is a FIFO; name a regular file "
                      "(boot-source.initrd_path '", boot.initrd_path, "')"));
@@ -111,13 +110,14 @@ absl::Status CheckBootSourceFiles(const BootSourceConfig& boot) {
 }
 
 absl::Status CheckDriveFile(const DriveConfig& drive) {
-  if (int err = OpenError(drive.path_on_host, drive.is_read_only ? O_RDONLY : O_RDWR)) {
+  bool fifo = false;
+  if (int err = OpenError(drive.path_on_host, drive.is_read_only ? O_RDONLY : O_RDWR, &fifo)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Drive config error: Unable to create the virtio block device: Virtio backend error: "
         "Error manipulating the backing file: ",
         OsError(err), " ", drive.path_on_host, " (drives[", drive.drive_id, "].path_on_host)"));
   }
-  if (IsFifo(drive.path_on_host)) {
+  if (fifo) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Drive config error: ", drive.path_on_host,
         " is a FIFO; name a regular file or block device (drives[", drive.drive_id,

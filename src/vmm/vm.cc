@@ -182,9 +182,9 @@ bool Vm::CopyLeases(const std::function<bool(const FileLease&)>& which) {
   }
   devices_.Quiesce();
   bool copied = true;
+  auto advise = [this](std::span<uint8_t> moved) { memory_.AdviseReplaced(moved); };
   for (FileLease& lease : leases_) {
     if (!which(lease)) continue;
-    auto advise = [this](std::span<uint8_t> moved) { memory_.AdviseReplaced(moved); };
     if (absl::Status st = lease.CopyAndRelease(advise); !st.ok()) {
       LOG_ERROR("%s: stopping the VM before the file changes under it", st.message());
       exit_->Request(kExitGenericError);

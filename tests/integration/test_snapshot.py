@@ -344,6 +344,8 @@ def test_bad_snapshots_are_refused_and_leave_ember_unconfigured(ember, snapshot,
         assert a.request("GET", "/")[1]["state"] == "Not started", "never half-restored"
     finally:
         a.stop()
+        for s in held:
+            s.close()
 
 
 def test_load_after_configuration_is_refused(ember, guest, snapshot, tmp_path):
