@@ -1,5 +1,7 @@
 #include "src/devices/legacy/serial.h"
 
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,10 +27,16 @@ constexpr uint8_t kMcrLoop = 0x10;
 constexpr uint8_t kMsrDefault = 0xb0;
 constexpr size_t kOutBufferMax = 1024;
 
+bool IsSocket(int fd) {
+  struct stat st;
+  return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 }  // namespace
 
 Serial::Serial(int out_fd, std::function<void()> interrupt)
     : out_fd_(out_fd), out_is_tty_(out_fd >= 0 && isatty(out_fd)),
+      out_is_socket_(IsSocket(out_fd)),
       interrupt_(std::move(interrupt)) {}
 
 Serial::~Serial() { Flush(); }
@@ -181,7 +189,13 @@ void Serial::WriteOut(const std::string& bytes) {
   counters_.flush_count++;
   size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::write(out_fd_, bytes.data() + done, bytes.size() - done);
+    // A socket nobody reads (journald's stream, say) must not hold the
+    // vCPU: send without waiting, on this call only, so the descriptor
+    // others share stays as it was. Pipes get an opening of their own
+    // that does the same (main.cc).
+    ssize_t n = out_is_socket_ ? ::send(out_fd_, bytes.data() + done, bytes.size() - done,
+                                        MSG_DONTWAIT | MSG_NOSIGNAL)
+                               : ::write(out_fd_, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       // Output is best effort; the guest must not stall.

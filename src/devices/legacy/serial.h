@@ -77,6 +77,7 @@ class Serial : public BusDevice {
   mutable std::mutex mu_;
   const int out_fd_;
   const bool out_is_tty_;
+  const bool out_is_socket_;
   std::function<void()> interrupt_;
   std::string out_buffer_;
   std::deque<uint8_t> in_;

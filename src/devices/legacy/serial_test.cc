@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -146,6 +147,29 @@ TEST(SerialOutputTest, AHostFdThatRefusesCountsAnErrorAndTheLostBytes) {
   EXPECT_EQ(c.error_count, 1u);
   EXPECT_EQ(c.missed_write_count, 5u);
   close(p[1]);
+}
+
+TEST(SerialOutputTest, ASocketNobodyReadsDropsInsteadOfWaiting) {
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);  // blocking, as stdout is
+  int small = 4096;
+  ASSERT_EQ(setsockopt(s[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  Serial serial(s[0], [] {});
+  const std::string line(1023, 'x');
+  for (int i = 0; i < 256; i++) {  // 256 KiB: a blocking write would wait here for good
+    for (char c : line + "\n") {
+      uint8_t b = static_cast<uint8_t>(c);
+      serial.Write(0, std::span<const uint8_t>(&b, 1));
+    }
+  }
+  SerialCounters c = serial.counters();
+  EXPECT_GT(c.missed_write_count, 128u * 1024);
+  char buf[1024];
+  EXPECT_GT(read(s[1], buf, sizeof(buf)), 0) << "what fitted went out";
+  int flags = fcntl(s[0], F_GETFL);
+  EXPECT_EQ(flags & O_NONBLOCK, 0) << "the shared descriptor stays blocking";
+  close(s[0]);
+  close(s[1]);
 }
 
 }  // namespace
