@@ -10,6 +10,7 @@
 #include <memory>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "api/api_metrics.h"
 #include "api/http_server.h"
 #include "api/metrics_json.h"
@@ -97,17 +98,20 @@ void LogStartupTime(const CliOptions& opts, api::ApiMetrics* metrics) {
                            static_cast<uint64_t>(std::max(cpu_ms, 0.0) * 1000));
 }
 
-// Where the guest's console goes: stdout. A pipe whose reader stops
-// reading would hold the vCPU that writes to it, and a pause, snapshot or
-// stop that waits for that vCPU; so Ember writes to a non-blocking opening
-// of its own of the pipe and drops what does not fit (the serial metrics
-// count it), leaving the flags of the descriptor it shares with its parent
-// alone. Without /proc (a jail that has none), stdout as it is.
-int ConsoleOut() {
+// The console (stdout) and the log (stderr): a pipe or FIFO whose reader
+// stops reading would hold the thread that writes to it, a vCPU or the
+// VMM thread, and so a pause, snapshot or stop that waits for it. Ember
+// writes to a non-blocking opening of its own of such a pipe and drops
+// what does not fit (counted in the metrics), leaving the flags of the
+// descriptor it shares with its parent alone. Sockets cannot be opened
+// again: the serial port and the logger send to them without waiting.
+// Without /proc (a jail that has none), the descriptor as it is.
+int OwnNoWaitOpening(int fd) {
   struct stat st;
-  if (fstat(STDOUT_FILENO, &st) != 0 || !S_ISFIFO(st.st_mode)) return STDOUT_FILENO;
-  int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  return fd >= 0 ? fd : STDOUT_FILENO;
+  if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return fd;
+  const std::string path = absl::StrCat("/proc/self/fd/", fd);
+  int own = open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  return own >= 0 ? own : fd;
 }
 
 int Main(int argc, char** argv) {
@@ -133,6 +137,7 @@ int Main(int argc, char** argv) {
   if (!opts->describe_snapshot.empty()) return DescribeSnapshot(opts->describe_snapshot);
   // The vCPU's first exit unmaps what start-up touched of the binary.
   PrepareStartupPageRelease();
+  SetLogSink(OwnNoWaitOpening(STDERR_FILENO));
   // The logging flags configure the logger as PUT /logger does, before
   // the first line; the config file's logger section comes on top. Ember's
   // lines carry their level by default (log.h): --show-level keeps that.
@@ -207,7 +212,7 @@ int Main(int argc, char** argv) {
     return writer->Line(line);
   };
   absl::StatusOr<std::unique_ptr<Controller>> controller =
-      Controller::Create(opts->id, std::move(config), ConsoleIo{STDIN_FILENO, ConsoleOut()},
+      Controller::Create(opts->id, std::move(config), ConsoleIo{STDIN_FILENO, OwnNoWaitOpening(STDOUT_FILENO)},
                          {api::VmConfigToJson, api::ParseVmConfig, metrics_to_json});
   if (!controller.ok()) {
     LOG_ERROR("%s", controller.status().message());

@@ -1,6 +1,8 @@
 #include "src/common/log.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,7 +18,9 @@ namespace ember {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
-std::atomic<int> g_sink{STDERR_FILENO};
+// The fd lines go to, times two, plus one if it is a socket: one atomic,
+// so that a thread never pairs a new fd with the old kind.
+std::atomic<int64_t> g_sink{int64_t{STDERR_FILENO} * 2};
 // Defaults keep the level and drop the origin, as Ember always printed.
 std::atomic<bool> g_show_level{true};
 std::atomic<bool> g_show_origin{false};
@@ -54,10 +58,22 @@ bool LogEnabled(LogLevel level) { return static_cast<int>(level) <= g_level; }
 void SetLogSink(int fd) {
   // The old fd stays open: another thread may be writing a line to it now,
   // and the logger is set once per process.
-  g_sink = fd >= 0 ? fd : STDERR_FILENO;
+  if (fd < 0) fd = STDERR_FILENO;
+  struct stat st;
+  const bool socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  g_sink = int64_t{fd} * 2 + (socket ? 1 : 0);
 }
 
-int LogSinkFd() { return g_sink.load(); }
+bool WriteLogSink(const char* data, size_t len) {
+  // A FIFO or pipe nobody reads drops lines rather than stalling the VMM
+  // (main.cc gives the logger an O_NONBLOCK opening of it); so does a
+  // socket (journald's stream), sent to without waiting on this call only.
+  const int64_t sink = g_sink.load();
+  const int fd = static_cast<int>(sink / 2);
+  const ssize_t n = (sink & 1) ? ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                               : ::write(fd, data, len);
+  return n == static_cast<ssize_t>(len);
+}
 
 void SetLogFormat(bool show_level, bool show_origin) {
   g_show_level = show_level;
@@ -79,9 +95,8 @@ void LogLine(LogLevel level, const char* file, int line, absl::string_view messa
     absl::StrAppend(&text, "[", base ? base + 1 : file, ":", line, "] ");
   }
   absl::StrAppend(&text, message, "\n");
-  // One write per line keeps lines from different threads whole. A FIFO
-  // nobody reads drops lines rather than stalling the VMM (O_NONBLOCK).
-  if (::write(g_sink.load(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+  // One write per line keeps lines from different threads whole.
+  if (!WriteLogSink(text.data(), text.size())) {
     g_missed_lines.fetch_add(1, std::memory_order_relaxed);
   }
 }

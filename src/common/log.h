@@ -3,6 +3,7 @@
 // diagnostics; the guest's console never goes here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -19,8 +20,9 @@ void SetLogLevel(LogLevel level);
 std::optional<LogLevel> ParseLogLevel(absl::string_view name);
 // Where lines go from now on (an fd the logger keeps; -1: stderr).
 void SetLogSink(int fd);
-// The fd lines go to now; for async-signal-safe writers.
-int LogSinkFd();
+// Writes `len` bytes where lines go now, never waiting on a full pipe or
+// socket; async-signal-safe. False if not all of them went.
+bool WriteLogSink(const char* data, size_t len);
 // Whether lines carry the level and the file:line of the call.
 void SetLogFormat(bool show_level, bool show_origin);
 bool LogEnabled(LogLevel level);

@@ -88,7 +88,7 @@ void DieOfSignal(int signo, int exit_code) {
     log.Add("; exiting with ");
     log.Add(static_cast<uint64_t>(exit_code));
     log.Add("\n");
-    (void)!::write(LogSinkFd(), log.buf, log.len);
+    (void)WriteLogSink(log.buf, log.len);
   }
   int fd = g_metrics_fd.load();
   if (fd >= 0) {

@@ -67,7 +67,7 @@ void OnSigsys(int, siginfo_t* info, void*) {
   Append(line, sizeof(line), &len, "); exiting with ");
   AppendNumber(line, sizeof(line), &len, kExitBadSyscall);
   Append(line, sizeof(line), &len, "\n");
-  (void)!::write(LogSinkFd(), line, len);
+  (void)WriteLogSink(line, len);
   DieOfSignal(SIGSYS, kExitBadSyscall);  // with seccomp.num_faults in a last metrics line
 }
 

@@ -2,9 +2,11 @@
 artifacts built by tools/devtool setup, and a helper that runs one microVM
 from a config file and collects its console and log."""
 
+import fcntl
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -140,6 +142,20 @@ def microvms():
     yield start
     for vm in started:
         vm.kill()
+
+
+def small_channel(kind):
+    """(read end, write end) of a pipe or Unix stream socket that holds
+    about a page: handed to Ember as stdout or stderr and left unread, it
+    is full after a few lines."""
+    if kind == "pipe":
+        r, w = os.pipe()
+        fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ
+        return r, w
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return ours.detach(), theirs.detach()
 
 
 def http_request(sock, method, path, body=None, raw=None):

@@ -12,7 +12,6 @@ import json
 import os
 import select
 import shutil
-import socket
 import struct
 import subprocess
 import termios
@@ -21,7 +20,8 @@ import uuid
 
 import pytest
 
-from conftest import BOOT_TIMEOUT_S, EXIT_OK, boot_config, http_request, is_pvm_host, wait_for_api
+from conftest import (BOOT_TIMEOUT_S, EXIT_OK, boot_config, http_request, is_pvm_host,
+                      small_channel, wait_for_api)
 from guest_shell import GuestShell, shell_boot_args
 
 
@@ -167,14 +167,7 @@ def test_a_console_nobody_reads_never_holds_the_vm(ember, guest, tmp_path, kind)
                          "is_root_device": True, "is_read_only": True}]
     (tmp_path / "vm.json").write_text(json.dumps(config))
     sock = tmp_path / "api.sock"
-    if kind == "pipe":
-        r, w = os.pipe()
-        fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: one page fills at once
-    else:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        r, w = ours.detach(), theirs.detach()
+    r, w = small_channel(kind)
     with open(tmp_path / "ember.log", "wb") as err:
         proc = subprocess.Popen([str(ember), "--api-sock", str(sock), "--config-file",
                                  str(tmp_path / "vm.json")],

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOOT_TIMEOUT_S, EXIT_BAD_CONFIGURATION, EXIT_SIGTERM, run_ember
+from conftest import (BOOT_TIMEOUT_S, EXIT_BAD_CONFIGURATION, EXIT_SIGTERM, run_ember,
+                      small_channel, wait_for_api)
 
 IDLE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
 DEFAULT_LIMIT = 51200          # api/http_server.h kDefaultMaxBody
@@ -267,6 +268,34 @@ def test_deep_nesting_in_api_bodies(shared):
             (b'{"vcpu_count":"' + b"[" * (1 << 20) + b'"}', "vcpu_count must be an integer")]:
         vmm.expect_fault("PUT", "/machine-config", body, needle)
         vmm.assert_serving()
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_a_log_nobody_reads_never_holds_the_vmm(ember, tmp_path, kind):
+    """Ember's stderr, where its log goes by default, is a pipe or a socket
+    (journald's stream) whose reader stopped reading: the lines that do not
+    fit are dropped, and the API and VMM threads go on answering; SIGTERM
+    still stops it in order."""
+    r, w = small_channel(kind)
+    sock = str(tmp_path / "api.sock")
+    proc = subprocess.Popen([str(ember), "--api-sock", sock], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=w)
+    os.close(w)
+    try:
+        wait_for_api(sock, proc)
+        # Two log lines a request, ~250 KiB in all: 60 times what fits.
+        good = json.dumps({"vcpu_count": 1, "mem_size_mib": 128}).encode()
+        for i in range(600):
+            body = good if i % 2 else b'{"vcpu_count": "x"}'
+            status, answer = http(sock, "PUT", "/machine-config", body, timeout=10)
+            assert status == (204 if i % 2 else 400), (i, answer)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == EXIT_SIGTERM
+        assert b"Ember v" in os.read(r, 4096), "the first lines went out"
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
 
 
 def test_more_connections_than_the_cap(shared):
