@@ -1,7 +1,9 @@
 #include "src/common/log.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
@@ -58,6 +60,24 @@ TEST(LogRateLimiter, CallSitesAreLimitedApart) {
     LOG_WARN_RATELIMITED("second site");
   }
   EXPECT_EQ(log.Lines().size(), 2 * LogRateLimiter::kBurst);
+}
+
+TEST(LogSink, ASocketNobodyReadsDropsLinesInsteadOfWaiting) {
+  int s[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);  // blocking, as stderr is
+  int small = 4096;
+  ASSERT_EQ(setsockopt(s[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+  const uint64_t missed_before = GetLogCounters().missed_log_count;
+  SetLogSink(s[0]);
+  const std::string filler(200, 'x');
+  for (int i = 0; i < 2000; i++) LOG_INFO("line %d %s", i, filler);  // 400 KiB
+  SetLogSink(-1);
+  EXPECT_GT(GetLogCounters().missed_log_count - missed_before, 1000u);
+  char buf[256];
+  EXPECT_GT(read(s[1], buf, sizeof(buf)), 0) << "the first lines went out";
+  EXPECT_EQ(fcntl(s[0], F_GETFL) & O_NONBLOCK, 0) << "the shared descriptor stays blocking";
+  close(s[0]);
+  close(s[1]);
 }
 
 }  // namespace
