@@ -1,7 +1,5 @@
 // ember: boots one microVM and exits with its exit code (see exit_code.h).
-#include <fcntl.h>
 #include <malloc.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,7 +8,6 @@
 #include <memory>
 #include <sstream>
 
-#include "absl/strings/str_cat.h"
 #include "api/api_metrics.h"
 #include "api/http_server.h"
 #include "api/metrics_json.h"
@@ -19,6 +16,7 @@
 #include "src/cli.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/no_wait_output.h"
 #include "src/common/signal_metrics.h"
 #include "src/common/file_lease.h"
 #include "src/common/stop_signals.h"
@@ -98,22 +96,6 @@ void LogStartupTime(const CliOptions& opts, api::ApiMetrics* metrics) {
                            static_cast<uint64_t>(std::max(cpu_ms, 0.0) * 1000));
 }
 
-// The console (stdout) and the log (stderr): a pipe or FIFO whose reader
-// stops reading would hold the thread that writes to it, a vCPU or the
-// VMM thread, and so a pause, snapshot or stop that waits for it. Ember
-// writes to a non-blocking opening of its own of such a pipe and drops
-// what does not fit (counted in the metrics), leaving the flags of the
-// descriptor it shares with its parent alone. Sockets cannot be opened
-// again: the serial port and the logger send to them without waiting.
-// Without /proc (a jail that has none), the descriptor as it is.
-int OwnNoWaitOpening(int fd) {
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return fd;
-  const std::string path = absl::StrCat("/proc/self/fd/", fd);
-  int own = open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  return own >= 0 ? own : fd;
-}
-
 int Main(int argc, char** argv) {
   ConfigureAllocator();
   absl::StatusOr<CliOptions> opts =
@@ -137,6 +119,7 @@ int Main(int argc, char** argv) {
   if (!opts->describe_snapshot.empty()) return DescribeSnapshot(opts->describe_snapshot);
   // The vCPU's first exit unmaps what start-up touched of the binary.
   PrepareStartupPageRelease();
+  // The log and the console never wait on a reader (no_wait_output.h).
   SetLogSink(OwnNoWaitOpening(STDERR_FILENO));
   // The logging flags configure the logger as PUT /logger does, before
   // the first line; the config file's logger section comes on top. Ember's
@@ -212,7 +195,8 @@ int Main(int argc, char** argv) {
     return writer->Line(line);
   };
   absl::StatusOr<std::unique_ptr<Controller>> controller =
-      Controller::Create(opts->id, std::move(config), ConsoleIo{STDIN_FILENO, OwnNoWaitOpening(STDOUT_FILENO)},
+      Controller::Create(opts->id, std::move(config),
+                         ConsoleIo{STDIN_FILENO, OwnNoWaitOpening(STDOUT_FILENO)},
                          {api::VmConfigToJson, api::ParseVmConfig, metrics_to_json});
   if (!controller.ok()) {
     LOG_ERROR("%s", controller.status().message());

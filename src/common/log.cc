@@ -1,8 +1,6 @@
 #include "src/common/log.h"
 
 #include <pthread.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
+#include "src/common/no_wait_output.h"
 
 namespace ember {
 namespace {
@@ -59,20 +58,14 @@ void SetLogSink(int fd) {
   // The old fd stays open: another thread may be writing a line to it now,
   // and the logger is set once per process.
   if (fd < 0) fd = STDERR_FILENO;
-  struct stat st;
-  const bool socket = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-  g_sink = int64_t{fd} * 2 + (socket ? 1 : 0);
+  g_sink = int64_t{fd} * 2 + (IsSocket(fd) ? 1 : 0);
 }
 
 bool WriteLogSink(const char* data, size_t len) {
-  // A FIFO or pipe nobody reads drops lines rather than stalling the VMM
-  // (main.cc gives the logger an O_NONBLOCK opening of it); so does a
-  // socket (journald's stream), sent to without waiting on this call only.
+  // main.cc hands the logger its own O_NONBLOCK opening of a pipe or FIFO.
   const int64_t sink = g_sink.load();
-  const int fd = static_cast<int>(sink / 2);
-  const ssize_t n = (sink & 1) ? ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL)
-                               : ::write(fd, data, len);
-  return n == static_cast<ssize_t>(len);
+  return WriteNoWait(static_cast<int>(sink / 2), sink & 1, data, len) ==
+         static_cast<ssize_t>(len);
 }
 
 void SetLogFormat(bool show_level, bool show_origin) {

@@ -221,4 +221,5 @@ def test_a_console_nobody_reads_never_holds_the_vm(ember, guest, tmp_path, kind)
     finally:
         proc.kill()
         proc.wait()
+        proc.stdin.close()
         os.close(r)

@@ -271,11 +271,12 @@ def test_deep_nesting_in_api_bodies(shared):
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
-def test_a_log_nobody_reads_never_holds_the_vmm(ember, tmp_path, kind):
+def test_a_log_nobody_reads_never_holds_the_vmm(ember, guest, tmp_path, kind):
     """Ember's stderr, where its log goes by default, is a pipe or a socket
     (journald's stream) whose reader stopped reading: the lines that do not
-    fit are dropped, and the API and VMM threads go on answering; SIGTERM
-    still stops it in order."""
+    fit are dropped, and the API and VMM threads go on answering, before
+    the start and with the VM running under every thread's seccomp filter
+    (the vCPU and VMM threads log too); SIGTERM still stops it in order."""
     r, w = small_channel(kind)
     sock = str(tmp_path / "api.sock")
     proc = subprocess.Popen([str(ember), "--api-sock", sock], stdin=subprocess.DEVNULL,
@@ -289,8 +290,16 @@ def test_a_log_nobody_reads_never_holds_the_vmm(ember, tmp_path, kind):
             body = good if i % 2 else b'{"vcpu_count": "x"}'
             status, answer = http(sock, "PUT", "/machine-config", body, timeout=10)
             assert status == (204 if i % 2 else 400), (i, answer)
+        boot = {"kernel_image_path": str(guest["vmlinux"]), "boot_args": IDLE_ARGS}
+        assert http(sock, "PUT", "/boot-source", json.dumps(boot).encode())[0] == 204
+        start = json.dumps({"action_type": "InstanceStart"}).encode()
+        assert http(sock, "PUT", "/actions", start)[0] == 204
+        for i in range(100):  # the VMM thread logs each under its filter
+            for state in ("Paused", "Resumed"):
+                body = json.dumps({"state": state}).encode()
+                assert http(sock, "PATCH", "/vm", body, timeout=10)[0] == 204, (i, state)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == EXIT_SIGTERM
+        assert proc.wait(timeout=30) == EXIT_SIGTERM, "not a seccomp kill (148)"
         assert b"Ember v" in os.read(r, 4096), "the first lines went out"
     finally:
         proc.kill()

@@ -1,10 +1,10 @@
 #include "src/devices/legacy/serial.h"
 
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+
+#include "src/common/no_wait_output.h"
 
 namespace ember {
 namespace {
@@ -26,11 +26,6 @@ constexpr uint8_t kMcrLoop = 0x10;
 // Modem status with the lines a console needs: DCD, DSR, CTS.
 constexpr uint8_t kMsrDefault = 0xb0;
 constexpr size_t kOutBufferMax = 1024;
-
-bool IsSocket(int fd) {
-  struct stat st;
-  return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
 
 }  // namespace
 
@@ -189,13 +184,9 @@ void Serial::WriteOut(const std::string& bytes) {
   counters_.flush_count++;
   size_t done = 0;
   while (done < bytes.size()) {
-    // A socket nobody reads (journald's stream, say) must not hold the
-    // vCPU: send without waiting, on this call only, so the descriptor
-    // others share stays as it was. Pipes get an opening of their own
-    // that does the same (main.cc).
-    ssize_t n = out_is_socket_ ? ::send(out_fd_, bytes.data() + done, bytes.size() - done,
-                                        MSG_DONTWAIT | MSG_NOSIGNAL)
-                               : ::write(out_fd_, bytes.data() + done, bytes.size() - done);
+    // Never waits on a socket nobody reads (no_wait_output.h); main.cc
+    // gives a pipe an opening of its own that does the same.
+    ssize_t n = WriteNoWait(out_fd_, out_is_socket_, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       // Output is best effort; the guest must not stall.
