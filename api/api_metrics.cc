@@ -28,6 +28,7 @@ constexpr RouteName kRoutes[] = {
     {"GET", "/vm/config", "vm_config"},                    // Ember's
     {"GET", "/balloon", "balloon"},                        // Ember's
     {"GET", "/balloon/statistics", "balloon_statistics"},  // Ember's
+    {"GET", "/balloon/hinting/status", "balloon_hinting"},  // Ember's
     {"PUT", "/actions", "actions"},
     {"PUT", "/boot-source", "boot_source"},
     {"PUT", "/drives", "drive", true},
@@ -56,6 +57,8 @@ constexpr RouteName kRoutes[] = {
     {"PATCH", "/vm", "vm"},                                // Ember's
     {"PATCH", "/balloon", "balloon"},                      // Ember's
     {"PATCH", "/balloon/statistics", "balloon_statistics"},  // Ember's
+    {"PATCH", "/balloon/hinting/start", "balloon_hinting"},  // Ember's
+    {"PATCH", "/balloon/hinting/stop", "balloon_hinting"},   // Ember's
 };
 constexpr size_t kRouteCount = std::size(kRoutes);
 

@@ -126,7 +126,9 @@ absl::StatusOr<Parsed> Parse(const RouteSpec& route, const PathParam& param,
   }
   rapidjson::Document doc;
   doc.SetObject();
-  if (absl::string_view(route.method) != "GET") RETURN_IF_ERROR(ParseJsonObject(body, &doc));
+  if (absl::string_view(route.method) != "GET" && !(route.body_optional && body.empty())) {
+    RETURN_IF_ERROR(ParseJsonObject(body, &doc));
+  }
   RETURN_IF_ERROR(CheckBodyId(param, doc));
   ASSIGN_OR_RETURN(VmmAction action, route.parse(doc));
   return Parsed{std::move(action), route.deprecation ? route.deprecation(doc) : nullptr};
@@ -245,6 +247,21 @@ HttpResponse WriteBalloonStats(const BalloonStats& s) {
   });
 }
 
+HttpResponse WriteHintingStatus(const BalloonHintingStatus& s) {
+  return Json([&](Writer& w) {
+    w.StartObject();
+    w.Key("host_cmd");
+    w.Uint(s.host_cmd);
+    w.Key("guest_cmd");
+    if (s.guest_cmd) {
+      w.Uint(*s.guest_cmd);
+    } else {
+      w.Null();
+    }
+    w.EndObject();
+  });
+}
+
 HttpResponse ToResponse(const VmmResult& result) {
   return std::visit(
       [](const auto& r) -> HttpResponse {
@@ -261,6 +278,8 @@ HttpResponse ToResponse(const VmmResult& result) {
           return {200, BalloonConfigToJson(r)};
         } else if constexpr (std::is_same_v<T, MmdsDocument>) {
           return {200, r.json};
+        } else if constexpr (std::is_same_v<T, BalloonHintingStatus>) {
+          return WriteHintingStatus(r);
         } else {
           static_assert(std::is_same_v<T, BalloonStats>, "a VmmResult without a response");
           return WriteBalloonStats(r);
@@ -280,11 +299,13 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {
   std::string path = request.path.substr(0, request.path.find('?'));
   LOG_INFO("The API server received a %s.", Describe(request.method, path, request.body));
-  if (absl::Status st = CheckBodyPresence(request.method, request.body); !st.ok()) {
-    return Refuse(st);
-  }
   PathParam param;
   absl::StatusOr<const RouteSpec*> route = Find(request.method, path, &param);
+  bool may_be_empty = route.ok() && (*route)->body_optional;
+  if (absl::Status st = CheckBodyPresence(request.method, request.body);
+      !st.ok() && !(may_be_empty && request.body.empty())) {
+    return Refuse(st);
+  }
   if (!route.ok()) return Refuse(route.status());
   HttpResponse response;
   if ((*route)->answer != nullptr) {

@@ -195,7 +195,33 @@ TEST(RouterTest, AGetWithABodyAndAPutOrPatchWithoutOneAreRefused) {
   EXPECT_EQ(Route({"PATCH", "/machine-config", "{}"}, Counting(&calls)).body,
             Fault(400, "Empty PATCH request.").body)
       << "a PATCH that changes nothing";
+  EXPECT_EQ(Route({"PATCH", "/balloon", ""}, Counting(&calls)).body,
+            Fault(400, "Empty PATCH request.").body);
   EXPECT_EQ(calls, 0);
+}
+
+// Firecracker takes the hinting run's start and stop without a body; the
+// start then acknowledges the guest's stop.
+TEST(RouterTest, HintingStartAndStopNeedNoBody) {
+  std::vector<VmmAction> seen;
+  auto run = [&](VmmAction a) -> absl::StatusOr<VmmResult> {
+    seen.push_back(std::move(a));
+    return std::monostate();
+  };
+  EXPECT_EQ(Route({"PATCH", "/balloon/hinting/start", ""}, run).status, 204);
+  EXPECT_EQ(Route({"PATCH", "/balloon/hinting/stop", ""}, run).status, 204);
+  EXPECT_EQ(Route({"PATCH", "/balloon/hinting/start", R"({"acknowledge_on_stop": false})"}, run)
+                .status,
+            204);
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(std::get<StartBalloonHinting>(seen[0]).acknowledge_on_stop);
+  EXPECT_TRUE(std::holds_alternative<StopBalloonHinting>(seen[1]));
+  EXPECT_FALSE(std::get<StartBalloonHinting>(seen[2]).acknowledge_on_stop);
+  HttpResponse bad =
+      Route({"PATCH", "/balloon/hinting/start", R"({"acknowledge_on_stop": "no"})"}, run);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("acknowledge_on_stop"), std::string::npos) << bad.body;
+  EXPECT_EQ(seen.size(), 3u);
 }
 
 // Firecracker's rule for ids in paths: letters, digits and '_', not empty.
@@ -331,6 +357,9 @@ TEST(RouterTest, ResultsAreWrittenAsFirecrackerWritesThem) {
             R"({"target_pages":512,"actual_pages":256,"target_mib":2,"actual_mib":1,)"
             R"("swap_in":1,"free_memory":1000})")
       << "tags Firecracker has no name for are left out";
+  EXPECT_EQ(answer(BalloonHintingStatus{0, std::nullopt}).body,
+            R"({"host_cmd":0,"guest_cmd":null})");
+  EXPECT_EQ(answer(BalloonHintingStatus{1, 0}).body, R"({"host_cmd":1,"guest_cmd":0})");
   VmConfig config;
   config.boot_source = BootSourceConfig{"/k", "", std::nullopt};
   EXPECT_EQ(answer(config).body, VmConfigToJson(config));

@@ -158,6 +158,20 @@ absl::StatusOr<VmmAction> ParsePatchBalloonStats(const rapidjson::Value& body) {
   return PatchBalloonStats{static_cast<uint32_t>(*s)};
 }
 
+// Firecracker: a run acknowledges the guest's stop itself unless told not to.
+absl::StatusOr<VmmAction> ParseStartBalloonHinting(const rapidjson::Value& body) {
+  JsonReader r(body, "balloon/hinting/start");
+  std::optional<bool> acknowledge = r.Bool("acknowledge_on_stop", false);
+  RETURN_IF_ERROR(r.Finish());
+  return StartBalloonHinting{acknowledge.value_or(true)};
+}
+
+absl::StatusOr<VmmAction> ParseStopBalloonHinting(const rapidjson::Value& body) {
+  JsonReader r(body, "balloon/hinting/stop");
+  RETURN_IF_ERROR(r.Finish());
+  return StopBalloonHinting{};
+}
+
 absl::StatusOr<VmmAction> ParseActions(const rapidjson::Value& body) {
   JsonReader r(body, "actions");
   std::string type = r.String("action_type", true).value_or("");
@@ -302,6 +316,11 @@ constexpr RouteSpec kRoutes[] = {
     {"/entropy", "PUT", Put<PutEntropy, ParseEntropy>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
+    {"/balloon/hinting/start", "PATCH", ParseStartBalloonHinting, nullptr, nullptr, nullptr,
+     /*body_optional=*/true},
+    {"/balloon/hinting/stop", "PATCH", ParseStopBalloonHinting, nullptr, nullptr, nullptr,
+     /*body_optional=*/true},
+    {"/balloon/hinting/status", "GET", Get<GetBalloonHintingStatus>},
     {"/serial", "PUT", Put<PutSerial, ParseSerial>},
     {"/logger", "PUT", Put<PutLogger, ParseLogger>},
     {"/metrics", "PUT", Put<PutMetrics, ParseMetrics>},

@@ -32,6 +32,8 @@ struct RouteSpec {
   // Set instead of `parse` where the body is any JSON text, not an object
   // (PUT and PATCH /mmds): gets the body as the client sent it.
   absl::StatusOr<VmmAction> (*parse_text)(const std::string& body) = nullptr;
+  // A PUT or PATCH that may come without a body (`parse` gets {}).
+  bool body_optional = false;
 };
 
 // Every route Ember serves.
@@ -44,8 +46,6 @@ inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 
 // Paths of Firecracker's contract Ember does not serve yet; they and the
 // paths below them are refused as not supported yet.
-inline constexpr const char* kNotYetPaths[] = {
-    "/balloon/hinting/start", "/balloon/hinting/status", "/balloon/hinting/stop",
-    "/cpu-config", "/pmem", "/hotplug/memory"};
+inline constexpr const char* kNotYetPaths[] = {"/cpu-config", "/pmem", "/hotplug/memory"};
 
 }  // namespace ember::api

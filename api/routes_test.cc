@@ -139,6 +139,10 @@ std::vector<Case> Cases() {
       {"PATCH", "/balloon", "", R"({"amount_mib": 32})",
        Holds<PatchBalloon>([](const auto& a) { EXPECT_EQ(a.amount_mib, 32u); })},
       {"GET", "/balloon/statistics", "", "", Holds<GetBalloonStats>()},
+      {"PATCH", "/balloon/hinting/start", "", R"({"acknowledge_on_stop": false})",
+       Holds<StartBalloonHinting>([](const auto& a) { EXPECT_FALSE(a.acknowledge_on_stop); })},
+      {"PATCH", "/balloon/hinting/stop", "", "", Holds<StopBalloonHinting>()},
+      {"GET", "/balloon/hinting/status", "", "", Holds<GetBalloonHintingStatus>()},
       {"PATCH", "/balloon/statistics", "", R"({"stats_polling_interval_s": 10})",
        Holds<PatchBalloonStats>(
            [](const auto& a) { EXPECT_EQ(a.stats_polling_interval_s, 10u); })},

@@ -222,13 +222,9 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
   b.deflate_on_oom = r.Bool("deflate_on_oom", true).value_or(false);
   b.stats_polling_interval_s =
       static_cast<uint32_t>(r.Uint("stats_polling_interval_s", false, 0, 3600).value_or(0));
-  std::optional<bool> hinting = r.Bool("free_page_hinting", false);
-  std::optional<bool> reporting = r.Bool("free_page_reporting", false);
+  b.free_page_hinting = r.Bool("free_page_hinting", false).value_or(false);
+  b.free_page_reporting = r.Bool("free_page_reporting", false).value_or(false);
   RETURN_IF_ERROR(r.Finish());
-  if (hinting.value_or(false) || reporting.value_or(false)) {
-    return absl::InvalidArgumentError(
-        "balloon: free page hinting and reporting are not supported by Ember yet; use false");
-  }
   return b;
 }
 
@@ -451,9 +447,9 @@ void WriteBalloon(Writer& w, const BalloonConfig& b) {
   w.Key("stats_polling_interval_s");
   w.Uint(b.stats_polling_interval_s);
   w.Key("free_page_hinting");
-  w.Bool(false);
+  w.Bool(b.free_page_hinting);
   w.Key("free_page_reporting");
-  w.Bool(false);
+  w.Bool(b.free_page_reporting);
   w.EndObject();
 }
 

@@ -439,7 +439,7 @@ TEST(VmConfigJsonTest, WritesWhatItReads) {
   // Firecracker's keys and order; null where it has no value.
   const std::string text =
       R"({"balloon":{"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5,)"
-      R"("free_page_hinting":false,"free_page_reporting":false},)"
+      R"("free_page_hinting":true,"free_page_reporting":false},)"
       R"("drives":[{"drive_id":"rootfs","partuuid":"abcd-01","is_root_device":true,)"
       R"("cache_type":"Writeback","is_read_only":true,"path_on_host":"/r.ext4",)"
       R"("rate_limiter":null,"io_engine":"Async","socket":null},)"
@@ -461,7 +461,9 @@ TEST(VmConfigJsonTest, WritesWhatItReads) {
             R"("huge_pages":"None"})");
   EXPECT_EQ(BalloonConfigToJson(*c->balloon),
             R"({"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5,)"
-            R"("free_page_hinting":false,"free_page_reporting":false})");
+            R"("free_page_hinting":true,"free_page_reporting":false})");
+  c->balloon->free_page_reporting = true;
+  EXPECT_NE(VmConfigToJson(*c).find(R"("free_page_reporting":true)"), std::string::npos);
 }
 
 // Before any PUT Firecracker shows every key, the kernel path empty.
@@ -529,8 +531,8 @@ TEST(VmConfigJsonTest, NullIsNone) {
                 "'pmem' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot +
                     R"(, "balloon": {"amount_mib": 0, "deflate_on_oom": false,
-                                     "free_page_reporting": true}})",
-                "free page hinting and reporting are not supported");
+                                     "free_page_reporting": 1}})",
+                "free_page_reporting");
 }
 
 TEST(VmConfigJsonTest, LoggerLevelsAreReadInAnyCase) {

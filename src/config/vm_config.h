@@ -102,6 +102,10 @@ struct BalloonConfig {
   uint64_t amount_mib = 0;  // target size of the balloon
   bool deflate_on_oom = false;
   uint32_t stats_polling_interval_s = 0;  // 0: no statistics queue
+  // The guest hands free pages over when the host asks (hinting) or on its
+  // own once they have been free a while (reporting); the host drops them.
+  bool free_page_hinting = false;
+  bool free_page_reporting = false;
 };
 
 // virtio-vsock with Firecracker's Unix-socket host side, as `vsock`.

@@ -123,6 +123,7 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   preboot_.config() = std::move(*config);
   ApplyMmdsConfig();
   Started(std::move(vm));
+  if (a.resume_vm) runtime_->BalloonResumed();
   double now = MonotonicMs();
   LOG_INFO("snapshot loaded from %s in %.3f ms (state file read and checked %.3f, VM built %.3f, "
            "working set %.3f, handed to the runtime %.3f); %s",

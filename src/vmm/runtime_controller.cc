@@ -113,6 +113,34 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const GetBalloonStats&) {
       });
 }
 
+void RuntimeController::BalloonResumed() {
+  if (!config_.balloon) return;
+  (void)vm_->devices().WithDevice<BalloonDevice>("", [](BalloonDevice& b) {
+    b.Resumed();
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const StartBalloonHinting& a) {
+  RETURN_IF_ERROR(vm_->devices().WithDevice<BalloonDevice>(
+      "", [&](BalloonDevice& b) { return b.StartHinting(a.acknowledge_on_stop); }));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const StopBalloonHinting&) {
+  RETURN_IF_ERROR(
+      vm_->devices().WithDevice<BalloonDevice>("", [](BalloonDevice& b) { return b.StopHinting(); }));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const GetBalloonHintingStatus&) {
+  return vm_->devices().WithDevice<BalloonDevice>(
+      "", [](BalloonDevice& b) -> absl::StatusOr<VmmResult> {
+        ASSIGN_OR_RETURN(virtio::balloon::HintingStatus s, b.hinting_status());
+        return BalloonHintingStatus{s.host_cmd, s.guest_cmd};
+      });
+}
+
 absl::StatusOr<VmmResult> RuntimeController::Do(const PatchBalloonStats& a) {
   RETURN_IF_ERROR(vm_->devices().WithDevice<BalloonDevice>(
       "", [&](BalloonDevice& b) { return b.SetStatsInterval(a.stats_polling_interval_s); }));
@@ -128,7 +156,10 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const SendCtrlAltDel&) {
 absl::StatusOr<VmmResult> RuntimeController::Do(const PatchVmState& a) {
   double start = MonotonicMs();
   if (a.paused && !vm_->paused()) vm_->Pause();
-  if (!a.paused && vm_->paused()) vm_->Resume();
+  if (!a.paused && vm_->paused()) {
+    vm_->Resume();
+    BalloonResumed();
+  }
   auto took_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
   (a.paused ? vm_->latencies().pause_vm_us : vm_->latencies().resume_vm_us) = took_us;
   return std::monostate();

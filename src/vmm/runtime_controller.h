@@ -29,6 +29,8 @@ class RuntimeController {
 
   Vm& vm() { return *vm_; }
   const Vm& vm() const { return *vm_; }
+  // The VM runs again: a balloon's hinting run ends (BalloonDevice::Resumed).
+  void BalloonResumed();
 
  private:
   absl::StatusOr<VmmResult> Do(const GetVmConfig&) { return config_; }
@@ -39,6 +41,9 @@ class RuntimeController {
   absl::StatusOr<VmmResult> Do(const GetBalloon&);
   absl::StatusOr<VmmResult> Do(const GetBalloonStats&);
   absl::StatusOr<VmmResult> Do(const PatchBalloonStats& a);
+  absl::StatusOr<VmmResult> Do(const StartBalloonHinting& a);
+  absl::StatusOr<VmmResult> Do(const StopBalloonHinting&);
+  absl::StatusOr<VmmResult> Do(const GetBalloonHintingStatus&);
   absl::StatusOr<VmmResult> Do(const SendCtrlAltDel&);
   absl::StatusOr<VmmResult> Do(const PatchVmState& a);
   absl::StatusOr<VmmResult> Do(const CreateSnapshot& a);

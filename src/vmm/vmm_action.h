@@ -68,6 +68,12 @@ struct GetBalloonStats {};
 struct PatchBalloonStats {
   uint32_t stats_polling_interval_s;
 };
+// PATCH /balloon/hinting/start and /stop, GET /balloon/hinting/status.
+struct StartBalloonHinting {
+  bool acknowledge_on_stop = true;  // Firecracker's default
+};
+struct StopBalloonHinting {};
+struct GetBalloonHintingStatus {};
 // PATCH /network-interfaces/{id}: Firecracker changes only rate limiters
 // here (a limiter not given stays as it is); the interface must exist.
 struct PatchNetworkInterface {
@@ -142,7 +148,8 @@ using VmmAction =
                  PatchVmState, PutLogger, PutMetrics, FlushMetrics, PatchDrive,
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
                  LoadSnapshot, RecordWorkingSet, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
-                 PutMmdsConfig>;
+                 PutMmdsConfig, StartBalloonHinting, StopBalloonHinting,
+                 GetBalloonHintingStatus>;
 
 struct InstanceInfo {
   std::string id;
@@ -156,12 +163,20 @@ struct BalloonStats {
   std::map<uint16_t, uint64_t> stats;  // by virtio tag
 };
 
+// The last free page hinting command of each side (0 STOP, 1 DONE, else
+// a run's id); none from a guest whose driver has sent none.
+struct BalloonHintingStatus {
+  uint32_t host_cmd = 0;
+  std::optional<uint32_t> guest_cmd;
+};
+
 // GET /mmds: the document, compact JSON.
 struct MmdsDocument {
   std::string json;
 };
 
 using VmmResult = std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig,
-                               BalloonConfig, BalloonStats, MmdsDocument>;
+                               BalloonConfig, BalloonStats, MmdsDocument,
+                               BalloonHintingStatus>;
 
 }  // namespace ember

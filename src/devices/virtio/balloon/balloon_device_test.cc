@@ -153,5 +153,190 @@ TEST_F(BalloonDeviceTest, AResetStopsTheStatsTimer) {
   EXPECT_EQ(BackendWakeups(*transport_), 0) << "nor is an old expiry left ready";
 }
 
+
+// Free page reporting and hinting: the two optional queues after the
+// statistics queue, in 4 MiB of guest memory.
+class FreePageTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kBlock = 1 << 20;  // a free block: 1 MiB at 1 MiB
+  static constexpr uint64_t kCmd = 0xa0000;    // where the guest keeps its command
+
+  void SetUp() override {
+    mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
+    auto dev = BalloonDevice::Create({/*amount_mib=*/0, /*deflate_on_oom=*/false,
+                                      /*stats_polling_interval_s=*/1,
+                                      /*free_page_hinting=*/true, /*free_page_reporting=*/true});
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    device_ = dev->get();
+    transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
+                                                 UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
+    ASSERT_TRUE(driver_->Init(~0ull, 16) & kStatusDriverOk);
+    Fill();
+  }
+
+  // The block and a page on each side of it hold data.
+  void Fill() {
+    ASSERT_TRUE(mem_->Write(kBlock - 4096, std::vector<uint8_t>(kBlock + 8192, 0x5a)).ok());
+  }
+  bool BlockDropped() { return *mem_->ReadObj<uint8_t>(kBlock + kBlock / 2) == 0; }
+  bool NeighboursKept() {
+    return *mem_->ReadObj<uint8_t>(kBlock - 1) == 0x5a &&
+           *mem_->ReadObj<uint8_t>(2 * kBlock) == 0x5a;
+  }
+  void Send(size_t queue, const std::vector<testing::Buffer>& buffers) {
+    driver_->queue(queue).Add(buffers);
+    driver_->Kick(static_cast<uint32_t>(queue));
+    EXPECT_TRUE(driver_->queue(queue).PopUsed()) << "every buffer goes back to the guest";
+  }
+  void SendCmd(size_t queue, uint32_t cmd) {
+    ASSERT_TRUE(mem_->WriteObj(kCmd, cmd).ok());
+    Send(queue, {{kCmd, 4, false}});
+  }
+  uint32_t HostCmd() {
+    uint8_t cfg[4];
+    transport_->Read(0x100 + 8, cfg);
+    uint32_t cmd;
+    std::memcpy(&cmd, cfg, 4);
+    return cmd;
+  }
+
+  std::unique_ptr<GuestMemory> mem_;
+  BalloonDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<testing::MmioDriver> driver_;
+};
+
+constexpr size_t kHintQueue = 3, kReportQueue = 4;  // with statistics accepted
+
+TEST_F(FreePageTest, BothFeaturesAreOfferedWithTheirQueues) {
+  driver_->Write(0x14, 0);
+  uint32_t offered = driver_->Read(0x10);
+  EXPECT_TRUE(offered & kFeatureFreePageHint);
+  EXPECT_TRUE(offered & kFeatureReporting);
+  EXPECT_FALSE(offered & (1u << 4)) << "no PAGE_POISON";
+  EXPECT_EQ(transport_->num_queues(), 5u);
+}
+
+TEST_F(FreePageTest, AReportedBlockIsDroppedBeforeItGoesBack) {
+  Send(kReportQueue, {{kBlock, kBlock / 2, true}, {kBlock + kBlock / 2, kBlock / 2, true}});
+  EXPECT_TRUE(BlockDropped());
+  EXPECT_TRUE(NeighboursKept());
+  EXPECT_EQ(device_->balloon_counters().reports, 2u) << "each range counts";
+  EXPECT_EQ(device_->balloon_counters().reported_bytes, kBlock);
+  EXPECT_EQ(device_->balloon_counters().report_fails, 0u);
+}
+
+TEST_F(FreePageTest, QueuesMoveUpWhenTheDriverRefusesAFeature) {
+  // Without statistics, hinting is queue 2 and reporting queue 3 (Linux
+  // numbers only the queues it uses).
+  ASSERT_TRUE(driver_->Init(~kFeatureStatsVq, 16) & kStatusDriverOk);
+  Send(3, {{kBlock, kBlock, true}});
+  EXPECT_TRUE(BlockDropped());
+  EXPECT_EQ(device_->balloon_counters().reports, 1u);
+  // Without hinting either, reporting is queue 2.
+  Fill();
+  ASSERT_TRUE(driver_->Init(~(kFeatureStatsVq | kFeatureFreePageHint), 16) & kStatusDriverOk);
+  Send(2, {{kBlock, kBlock, true}});
+  EXPECT_TRUE(BlockDropped());
+  EXPECT_EQ(device_->balloon_counters().reports, 2u);
+}
+
+TEST_F(FreePageTest, BadReportsAreCountedAndDropNothing) {
+  Send(kReportQueue, {{kBlock + 1, 4096, true},  // not page-aligned
+                      {kBlock, 100, true},       // not whole pages
+                      {kBlock, 0, true}});       // empty
+  EXPECT_EQ(device_->balloon_counters().report_fails, 3u);
+  EXPECT_EQ(device_->balloon_counters().reported_bytes, 0u);
+  EXPECT_FALSE(BlockDropped());
+  EXPECT_FALSE(transport_->status() & kStatusNeedsReset) << "the guest hurts only itself";
+  // A range past guest memory breaks the queue, as for any device.
+  driver_->queue(kReportQueue).Add({{(4 << 20) - 4096, 8192, true}});
+  driver_->Kick(kReportQueue);
+  EXPECT_TRUE(transport_->status() & kStatusNeedsReset);
+  EXPECT_EQ(device_->balloon_counters().reported_bytes, 0u);
+}
+
+TEST_F(FreePageTest, HintsAreDroppedOnlyDuringTheHostsRun) {
+  Send(kHintQueue, {{kBlock, kBlock, true}});
+  EXPECT_FALSE(BlockDropped()) << "no run yet";
+  EXPECT_EQ(device_->balloon_counters().hints, 0u) << "only hints acted on count";
+
+  driver_->TakeInterrupt();
+  ASSERT_TRUE(device_->StartHinting(/*acknowledge_on_stop=*/true).ok());
+  EXPECT_TRUE(driver_->TakeInterrupt()) << "a configuration change";
+  EXPECT_EQ(HostCmd(), kHintFirstRunId);
+  SendCmd(kHintQueue, kHintFirstRunId);  // the guest starts the run
+  Send(kHintQueue, {{kBlock, kBlock, true}});
+  EXPECT_TRUE(BlockDropped());
+  EXPECT_TRUE(NeighboursKept());
+  EXPECT_EQ(device_->balloon_counters().hints, 1u);
+  EXPECT_EQ(device_->balloon_counters().hinted_bytes, kBlock);
+  EXPECT_EQ(device_->hinting_status()->guest_cmd, kHintFirstRunId);
+
+  // The guest stops; the device acknowledges: DONE, the guest frees the
+  // blocks, and a late hint must not drop a block it may reuse.
+  SendCmd(kHintQueue, kHintCmdStop);
+  EXPECT_TRUE(driver_->TakeInterrupt());
+  EXPECT_EQ(HostCmd(), kHintCmdDone);
+  EXPECT_EQ(device_->hinting_status()->guest_cmd, kHintCmdStop);
+  Fill();
+  Send(kHintQueue, {{kBlock, kBlock, true}});
+  EXPECT_FALSE(BlockDropped());
+}
+
+TEST_F(FreePageTest, AStaleRunIdDropsNothing) {
+  ASSERT_TRUE(device_->StartHinting(false).ok());
+  ASSERT_TRUE(device_->StartHinting(false).ok());
+  EXPECT_EQ(HostCmd(), kHintFirstRunId + 1) << "each run its own id";
+  SendCmd(kHintQueue, kHintFirstRunId);  // the guest still answers the first run
+  Send(kHintQueue, {{kBlock, kBlock, true}});
+  EXPECT_FALSE(BlockDropped());
+  SendCmd(kHintQueue, kHintFirstRunId + 1);
+  Send(kHintQueue, {{kBlock, kBlock, true}});
+  EXPECT_TRUE(BlockDropped());
+}
+
+TEST_F(FreePageTest, WithoutAcknowledgingTheHostEndsTheRun) {
+  ASSERT_TRUE(device_->StartHinting(/*acknowledge_on_stop=*/false).ok());
+  SendCmd(kHintQueue, kHintFirstRunId);
+  SendCmd(kHintQueue, kHintCmdStop);
+  EXPECT_EQ(HostCmd(), kHintFirstRunId) << "the guest's stop is not acknowledged";
+  // Hints the guest queued but the device has not served yet are served
+  // under the run before the host says DONE.
+  ASSERT_TRUE(device_->StartHinting(false).ok());
+  SendCmd(kHintQueue, kHintFirstRunId + 1);
+  driver_->queue(kHintQueue).Add({{kBlock, kBlock, true}});  // no kick yet
+  ASSERT_TRUE(device_->StopHinting().ok());
+  EXPECT_TRUE(BlockDropped());
+  EXPECT_EQ(HostCmd(), kHintCmdDone);
+  EXPECT_EQ(device_->hinting_status()->host_cmd, kHintCmdDone);
+}
+
+TEST_F(FreePageTest, AResumeEndsAnOpenRun) {
+  ASSERT_TRUE(device_->StartHinting(/*acknowledge_on_stop=*/false).ok());
+  SendCmd(kHintQueue, kHintFirstRunId);
+  driver_->TakeInterrupt();
+  device_->Resumed();
+  EXPECT_EQ(HostCmd(), kHintCmdDone);
+  EXPECT_TRUE(driver_->TakeInterrupt());
+}
+
+TEST_F(FreePageTest, CommandsWaitForTheDriver) {
+  driver_->Write(0x70, 0);  // the driver resets the device
+  absl::Status st = device_->StartHinting(true);
+  EXPECT_NE(st.message().find("has not started the device"), std::string::npos) << st;
+  EXPECT_EQ(device_->StopHinting().code(), st.code());
+  EXPECT_TRUE(device_->hinting_status().ok()) << "the status needs no driver";
+  EXPECT_FALSE(device_->hinting_status()->guest_cmd) << "a reset forgets the guest's command";
+}
+
+TEST_F(BalloonDeviceTest, HintingOffRefusesItsCommands) {
+  for (absl::Status st : {device_->StartHinting(true), device_->StopHinting(),
+                          device_->hinting_status().status()}) {
+    EXPECT_NE(st.message().find("hinting when not enabled"), std::string::npos) << st;
+  }
+}
+
 }  // namespace
 }  // namespace ember::virtio::balloon
