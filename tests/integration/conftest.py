@@ -37,6 +37,38 @@ def ember(request):
     return path
 
 
+# A machine without /dev/kvm (its kernel's kvm-pvm did not bind: a PVM
+# guest not allowed to nest) can run no guest. As the unit tests that need
+# KVM do there, a test that needs one is skipped, saying so: one that
+# failed only because Ember or ember-jailer found no /dev/kvm, or that
+# calls need_kvm(). Where /dev/kvm exists nothing changes.
+NO_KVM = not os.path.exists("/dev/kvm")
+NO_KVM_REASON = "no /dev/kvm on this machine: this test runs a guest"
+KVM_MISSING = ("open /dev/kvm: No such file or directory",
+               "the host's /dev/kvm: No such file or directory")
+
+
+def need_kvm():
+    if NO_KVM:
+        pytest.skip(NO_KVM_REASON)
+
+
+@pytest.fixture
+def kvm():
+    """For a test that boots a guest but would fail otherwise without KVM:
+    @pytest.mark.usefixtures("kvm")."""
+    need_kvm()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if NO_KVM and report.failed and any(m in str(report.longrepr) for m in KVM_MISSING):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {NO_KVM_REASON}")
+
+
 @pytest.fixture(scope="session")
 def guest():
     names = ["vmlinux", "bzImage", "initramfs.cpio", "rootfs.ext4"]

@@ -82,6 +82,7 @@ def api(ember, tmp_path):
         a.stop()
 
 
+@pytest.mark.usefixtures("kvm")
 def test_a_whole_life_over_the_api(api, guest):
     a = api()
     assert a.request("GET", "/")[1]["state"] == "Not started"
@@ -499,6 +500,7 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
         assert line in log, line
 
 
+@pytest.mark.usefixtures("kvm")
 def test_the_vm_prepared_before_the_start_follows_the_kernel_file(api, guest, tmp_path):
     """Ember loads the kernel and makes the vCPUs once the configuration
     names a kernel, before InstanceStart; a kernel file rewritten after that

@@ -14,6 +14,7 @@ from conftest import EXIT_OK, EXIT_SIGTERM, boot_config, is_pvm_host, run_ember
 REACHED_INIT = "Run /init as init process"
 
 
+@pytest.mark.usefixtures("kvm")
 @pytest.mark.parametrize("image", ["vmlinux", "bzImage"])
 def test_kernel_reaches_init_and_reset_stops_ember(ember, guest, tmp_path, image):
     config = boot_config(guest[image], guest["initramfs.cpio"])
@@ -82,6 +83,7 @@ def vcpu_cpu_ticks(pid, name):
     raise AssertionError(f"no thread {name}")
 
 
+@pytest.mark.usefixtures("kvm")
 def test_two_vcpus(ember, guest, tmp_path, microvms):
     vm = microvms(ember, tmp_path,
                   boot_config(guest["vmlinux"], guest["initramfs.cpio"], vcpus=2))

@@ -858,12 +858,14 @@ def flushed_lines(ember, guest, workdir, flushes, gets_between=0):
         logs.close()
 
 
+@pytest.mark.usefixtures("kvm")
 def test_metrics_line_has_what_katas_parser_reads(ember, guest, tmp_path):
     line, = flushed_lines(ember, guest, tmp_path, 1)
     problems = kata_metrics_problems(line)
     assert not problems, f"{len(problems)} problems: {problems}\nline: {line}"
 
 
+@pytest.mark.usefixtures("kvm")
 def test_metrics_counters_count_since_the_last_flush(ember, guest, tmp_path):
     """Firecracker's counters (SharedIncMetric) write what happened since
     the previous line; Kata sets its gauges from them. Two flushes with two

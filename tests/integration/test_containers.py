@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, is_pvm_host
+from conftest import ROOT, is_pvm_host, need_kvm
 
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "docker.io/library/ember-busybox:test"
@@ -259,6 +259,7 @@ RUNTIMES = ["runc", "ember"]
 @pytest.fixture(scope="module")
 def ember_template(containerd):
     """One boot, after which every Ember container starts by restoring it."""
+    need_kvm()
     print(f"ember: template snapshot made in {make_template(containerd):.1f} s")
 
 

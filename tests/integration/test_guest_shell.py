@@ -154,6 +154,7 @@ def test_a_kernel_rewritten_under_a_running_guest_is_copied_first(ember, guest, 
         shell.close()
 
 
+@pytest.mark.usefixtures("kvm")
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
 def test_a_console_nobody_reads_never_holds_the_vm(ember, guest, tmp_path, kind):
     """Ember's stdout, the console, is a pipe or a socket (journald's

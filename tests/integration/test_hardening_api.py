@@ -270,6 +270,7 @@ def test_deep_nesting_in_api_bodies(shared):
         vmm.assert_serving()
 
 
+@pytest.mark.usefixtures("kvm")
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
 def test_a_log_nobody_reads_never_holds_the_vmm(ember, guest, tmp_path, kind):
     """Ember's stderr, where its log goes by default, is a pipe or a socket

@@ -119,6 +119,7 @@ def test_layout_ownership_and_dropped_privileges(jail, tmp_path):
         assert (inside.st_uid, inside.st_gid) == (UID, GID), node
 
 
+@pytest.mark.usefixtures("kvm")
 def test_network_and_pid_namespaces(jail):
     j = jail()
     netns = f"ember-jt-{uuid.uuid4().hex[:8]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK
+from conftest import EXIT_OK, need_kvm
 from test_api import Api
 
 IDLE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
@@ -22,6 +22,7 @@ IDLE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
 @pytest.fixture(scope="module")
 def snapshot(ember, guest, tmp_path_factory):
     """One booted guest, paused and snapshotted; its files."""
+    need_kvm()
     d = tmp_path_factory.mktemp("snap")
     a = Api(ember, d)
     try:
