@@ -14,7 +14,8 @@
 #   mmio        the virtio-mmio transport fed register-access sequences, in
 #               front of virtio-blk (Sync and Async) and virtio-balloon
 #   net         virtio-net receive and transmit (a socket pair at the TAP's fd)
-#   balloon     virtio-balloon with statistics, its target and saved state
+#   balloon     virtio-balloon with statistics, reporting and hinting, its target
+#               and saved state
 #   vsock       virtio-vsock: guest packets and buffers, host programs on its sockets
 #   mmds        MMDS's network stack: the guest's frames (ARP, TCP, HTTP), its reads,
 #               the clock, and the host's writes to the data store

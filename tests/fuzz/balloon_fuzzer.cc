@@ -1,7 +1,9 @@
 // libFuzzer target: virtio-balloon behind its transport, with statistics,
-// driven as transport_harness.h drives every device, plus what the host
-// does to a balloon while the guest runs (a new target, a new statistics
-// interval, the timer firing) and its own snapshot bytes: garbage given to
+// free page reporting and hinting, driven as transport_harness.h drives
+// every device, plus what the host does to a balloon while the guest runs
+// (a new target, a new statistics interval, the timer firing, hinting runs
+// started, stopped and ended by a resume) and its own snapshot bytes:
+// garbage given to
 // RestoreDeviceState must be refused or taken, never crash, and saved
 // state restored saves the same again.
 #include <sys/epoll.h>
@@ -22,6 +24,8 @@ struct Harness {
     BalloonConfig config;
     config.deflate_on_oom = true;
     config.stats_polling_interval_s = 1;
+    config.free_page_hinting = true;
+    config.free_page_reporting = true;
     auto dev = BalloonDevice::Create(config);
     if (!dev.ok()) Fail("cannot make the balloon");
     h = std::make_unique<TransportHarness>(std::move(*dev));
@@ -31,7 +35,7 @@ struct Harness {
   void Extra(FuzzInput& in) {
     virtio::MmioTransport& t = h->transport();
     bool active = t.status() & virtio::kStatusDriverOk;
-    switch (in.U8() % 5) {
+    switch (in.U8() % 6) {
       case 0:
         t.WithDevice([&](virtio::VirtioDevice& d) {
           static_cast<BalloonDevice&>(d).SetTarget(in.U8() < 200 ? in.U8() : in.U64());
@@ -61,6 +65,16 @@ struct Harness {
         });
         break;
       }
+      case 5:  // a hinting run: started, stopped, or ended by a resume
+        t.WithDevice([&](virtio::VirtioDevice& d) {
+          auto& b = static_cast<BalloonDevice&>(d);
+          switch (in.U8() % 3) {
+            case 0: (void)b.StartHinting(in.U8() & 1); break;
+            case 1: (void)b.StopHinting(); break;
+            default: b.Resumed();
+          }
+        });
+        break;
     }
   }
 };

@@ -39,7 +39,7 @@ inline constexpr uint64_t kMemSize = 1 << 20;
 inline constexpr uint64_t kRegion2 = 0x200000;
 inline constexpr uint64_t kRegion2Size = 0x10000;
 inline constexpr uint64_t kRingBase = 0x40000;
-inline constexpr size_t kMaxQueues = 4;
+inline constexpr size_t kMaxQueues = 5;  // the balloon with all its queues
 // Per input: the rate limiter lets 10 lines per call site through in 5 s.
 inline constexpr size_t kMaxLogLines = 200;
 

@@ -50,7 +50,7 @@ inline void SignalUsed(Queue& q, const GuestMemory& mem, Interrupt* interrupt) {
 // Device counters; guest-caused errors are counted, never fatal. The
 // transport counts activations that failed and the driver's notifications.
 struct DeviceCounters {
-  static constexpr size_t kMaxQueues = 4;
+  static constexpr size_t kMaxQueues = 5;  // the most a device has (the balloon)
   uint64_t queue_errors = 0;    // broken queues (DEVICE_NEEDS_RESET)
   uint64_t request_errors = 0;  // malformed requests answered with an error
   uint64_t backend_errors = 0;  // host I/O failures passed to the guest

@@ -197,6 +197,9 @@ absl::Status BalloonDevice::RestoreDeviceState(std::span<const uint8_t> state) {
     return absl::InvalidArgumentError(
         "virtio-balloon state: a free page hinting command, but hinting is off");
   }
+  if (last_run_id < kHintCmdDone) {  // the next run's id would be DONE
+    return absl::InvalidArgumentError("virtio-balloon state: hinting run id 0");
+  }
   target_pages_ = target;
   actual_pages_ = actual;
   if (has_stats_head) stats_head_ = stats_head;
@@ -222,8 +225,11 @@ void BalloonDevice::Reset() {
   stats_head_.reset();
   actual_pages_ = 0;
   stats_queue_ = hint_queue_ = report_queue_ = std::nullopt;
-  // A new driver starts with no run of its own; the host's command stays.
+  // A new driver starts with no run of its own. An open run ends here, or
+  // the new driver would start it at its first configuration change and
+  // hold the memory it takes until someone says DONE.
   guest_cmd_.reset();
+  if (host_cmd_ >= kHintFirstRunId) host_cmd_ = kHintCmdDone;
 }
 
 bool BalloonDevice::Discard(uint64_t addr, uint64_t len) {
@@ -311,8 +317,12 @@ void BalloonDevice::Hint(const DescriptorChain& chain) {
       absl::StatusOr<uint32_t> cmd = mem_->ReadObj<uint32_t>(d.addr);
       if (!cmd.ok()) continue;  // the queue checked it is in guest memory
       // A guest has no DONE to give: taken as its STOP, as Firecracker does.
+      // Only the stop of the current run ends it: a guest leaving an older
+      // run for a new one stops the old one first.
+      bool current = guest_cmd_ == host_cmd_;
       guest_cmd_ = *cmd == kHintCmdDone ? kHintCmdStop : *cmd;
-      if (guest_cmd_ == kHintCmdStop && acknowledge_on_stop_ && host_cmd_ >= kHintFirstRunId) {
+      if (guest_cmd_ == kHintCmdStop && current && acknowledge_on_stop_ &&
+          host_cmd_ >= kHintFirstRunId) {
         SetHostCmd(kHintCmdDone);
       }
       continue;
@@ -357,7 +367,7 @@ absl::Status BalloonDevice::StopHinting() {
 }
 
 void BalloonDevice::Resumed() {
-  if (config_.free_page_hinting && mem_ != nullptr) (void)StopHinting();
+  if (host_cmd_ >= kHintFirstRunId && mem_ != nullptr) (void)StopHinting();
 }
 
 absl::StatusOr<HintingStatus> BalloonDevice::hinting_status() const {

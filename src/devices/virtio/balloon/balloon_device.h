@@ -7,7 +7,10 @@
 // free page reporting (the guest reports blocks that stayed free, waiting
 // until the host has dropped them) and free page hinting (the host starts
 // a run, the guest allocates what it can spare and hints it, then frees it
-// when the host says the run is done).
+// when the host says the run is done). Hinting has Firecracker's caveat:
+// Linux's shrinker may free a hinted block still waiting in the queue, and
+// dropping it then loses what the guest wrote there since; reporting waits
+// for the host, so it has no such window.
 #pragma once
 
 #include <map>
@@ -99,7 +102,7 @@ class BalloonDevice : public VirtioDevice {
   absl::Status StartHinting(bool acknowledge_on_stop);
   absl::Status StopHinting();
   absl::StatusOr<HintingStatus> hinting_status() const;
-  // The VM runs again (a resume, or a snapshot loaded and resumed): as
+  // The VM runs again (a resume, or a snapshot loaded and resumed): as in
   // Firecracker, a hinting run still open ends (DONE), so a guest paused
   // or saved in the middle of one gets its blocks back.
   void Resumed();

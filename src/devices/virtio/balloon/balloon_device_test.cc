@@ -322,6 +322,26 @@ TEST_F(FreePageTest, AResumeEndsAnOpenRun) {
   EXPECT_TRUE(driver_->TakeInterrupt());
 }
 
+TEST_F(FreePageTest, TheStopOfAnOlderRunDoesNotEndTheNewOne) {
+  ASSERT_TRUE(device_->StartHinting(true).ok());
+  SendCmd(kHintQueue, kHintFirstRunId);
+  ASSERT_TRUE(device_->StartHinting(true).ok());
+  SendCmd(kHintQueue, kHintCmdStop);  // the guest leaves the first run
+  EXPECT_EQ(HostCmd(), kHintFirstRunId + 1);
+  SendCmd(kHintQueue, kHintFirstRunId + 1);
+  SendCmd(kHintQueue, kHintCmdStop);
+  EXPECT_EQ(HostCmd(), kHintCmdDone);
+}
+
+TEST_F(FreePageTest, AResetEndsAnOpenRunAndAResumeWithoutOneChangesNothing) {
+  device_->Resumed();
+  EXPECT_EQ(HostCmd(), kHintCmdStop) << "no run, nothing to end";
+  ASSERT_TRUE(device_->StartHinting(false).ok());
+  driver_->Write(0x70, 0);  // the driver resets the device mid-run
+  EXPECT_EQ(device_->hinting_status()->host_cmd, kHintCmdDone)
+      << "a new driver must not pick the old run up";
+}
+
 TEST_F(FreePageTest, CommandsWaitForTheDriver) {
   driver_->Write(0x70, 0);  // the driver resets the device
   absl::Status st = device_->StartHinting(true);

@@ -82,6 +82,8 @@ TEST(BalloonState, MalformedInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(st.message(), "virtio-balloon state version 3; this Ember reads versions 1 and 2");
   st = Make(1, /*hinting=*/false)->RestoreDeviceState(Saved(2, 7, 8, 0, 0, 5, 1, 5));
   EXPECT_NE(st.message().find("hinting is off"), std::string::npos) << st;
+  st = dev->RestoreDeviceState(Saved(2, 7, 8, 0, 0, 0, 0, 0, /*last_run=*/0));
+  EXPECT_NE(st.message().find("run id 0"), std::string::npos) << st;
   st = dev->RestoreDeviceState(Saved(1, 7, 8, 2, 9));
   EXPECT_NE(st.message().find("not a bool"), std::string::npos) << st;
   st = dev->RestoreDeviceState(Saved(1, 7, 8, 1, kQueueSize));
