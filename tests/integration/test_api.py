@@ -489,6 +489,17 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
                                  "io_engine": "Sync", "socket": None}]
     assert config["machine-config"]["huge_pages"] == "None"
 
+    # The balloon takes free page hinting and reporting; a hinting run, which
+    # Firecracker starts without a body, waits for the start.
+    a.expect_fault("PATCH", "/balloon/hinting/start", NOT_SUPPORTED_BEFORE_START)
+    a.expect_fault("PATCH", "/balloon/hinting/stop", NOT_SUPPORTED_BEFORE_START)
+    a.expect_fault("GET", "/balloon/hinting/status", NOT_SUPPORTED_BEFORE_START)
+    balloon = {"amount_mib": 0, "deflate_on_oom": False, "stats_polling_interval_s": 0,
+               "free_page_hinting": True, "free_page_reporting": True}
+    assert a.request("PUT", "/balloon", balloon)[0] == 204
+    assert a.request("GET", "/balloon")[1] == balloon
+    assert a.request("GET", "/vm/config")[1]["balloon"] == balloon
+
     # Each request logged at Info as Firecracker's API server logs it.
     log = a.log()
     for line in ['The API server received a Put request on "/drives/root" with body "{\\"drive_id',
