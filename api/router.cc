@@ -206,12 +206,15 @@ void Str(Writer& w, const char* key, const std::string& value) {
   w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
 }
 
-// Firecracker's balloon statistics names, by virtio tag.
+// Firecracker's balloon statistics names, by virtio tag (10 and up come
+// from guests on Linux 6.12 or later).
 const char* StatKey(uint16_t tag) {
   static const char* const kKeys[] = {"swap_in",         "swap_out",     "major_faults",
                                       "minor_faults",    "free_memory",  "total_memory",
                                       "available_memory", "disk_caches", "hugetlb_allocations",
-                                      "hugetlb_failures"};
+                                      "hugetlb_failures", "oom_kill",    "alloc_stall",
+                                      "async_scan",      "direct_scan",  "async_reclaim",
+                                      "direct_reclaim"};
   return tag < std::size(kKeys) ? kKeys[tag] : nullptr;
 }
 

@@ -352,10 +352,10 @@ TEST(RouterTest, ResultsAreWrittenAsFirecrackerWritesThem) {
   EXPECT_EQ(answer(BalloonConfig{64, true, 5}).body,
             R"({"amount_mib":64,"deflate_on_oom":true,"stats_polling_interval_s":5,)"
             R"("free_page_hinting":false,"free_page_reporting":false})");
-  BalloonStats stats{512, 256, {{0, 1}, {4, 1000}, {99, 5}}};
+  BalloonStats stats{512, 256, {{0, 1}, {4, 1000}, {10, 2}, {15, 3}, {99, 5}}};
   EXPECT_EQ(answer(stats).body,
             R"({"target_pages":512,"actual_pages":256,"target_mib":2,"actual_mib":1,)"
-            R"("swap_in":1,"free_memory":1000})")
+            R"("swap_in":1,"free_memory":1000,"oom_kill":2,"direct_reclaim":3})")
       << "tags Firecracker has no name for are left out";
   EXPECT_EQ(answer(BalloonHintingStatus{0, std::nullopt}).body,
             R"({"host_cmd":0,"guest_cmd":null})");

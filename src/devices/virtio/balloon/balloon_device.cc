@@ -31,7 +31,9 @@ const char* StatName(uint16_t tag) {
   static const char* const kNames[] = {"swap-in",   "swap-out",     "major-faults",
                                        "minor-faults", "free-memory", "total-memory",
                                        "available-memory", "disk-caches", "hugetlb-allocations",
-                                       "hugetlb-failures"};
+                                       "hugetlb-failures", "oom-kill", "alloc-stall",
+                                       "async-scan", "direct-scan", "async-reclaim",
+                                       "direct-reclaim"};
   return tag < std::size(kNames) ? kNames[tag] : "unknown";
 }
 
