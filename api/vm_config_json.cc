@@ -81,6 +81,10 @@ absl::Status CheckMachineExtras(const std::optional<bool>& smt,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<TokenBucketConfig>> ParseTokenBucket(const rapidjson::Value& value,
+                                                                   const std::string& context);
+
+// Firecracker's serial limiter is one bucket of bytes, not a RateLimiter.
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
   JsonReader r(value, "serial");
   SerialConfig serial;
@@ -88,7 +92,7 @@ absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value) {
   const rapidjson::Value* limiter = r.Raw("rate_limiter");
   RETURN_IF_ERROR(r.Finish());
   if (limiter != nullptr && !limiter->IsNull()) {
-    return absl::InvalidArgumentError("serial.rate_limiter is not supported by Ember yet");
+    ASSIGN_OR_RETURN(serial.rate_limiter, ParseTokenBucket(*limiter, "serial.rate_limiter"));
   }
   return serial;
 }

@@ -340,8 +340,20 @@ TEST(VmConfigJsonTest, SerialSection) {
   EXPECT_EQ(c->serial.serial_out_path, "/tmp/c");
   ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"serial_out_path": 1}})",
                 "serial.serial_out_path must be a string");
+  c = ParseVmConfig(std::string("{") + kBoot +
+                    R"(, "serial": {"rate_limiter": {"size": 4096, "refill_time": 100}}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->serial.rate_limiter);
+  EXPECT_EQ(c->serial.rate_limiter->size, 4096u);
+  EXPECT_EQ(c->serial.rate_limiter->refill_time_ms, 100u);
+  // One bucket, not a RateLimiter's two.
   ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"rate_limiter": {"bandwidth": {}}}})",
-                "serial.rate_limiter is not supported");
+                "serial.rate_limiter.size is required");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "serial": {"rate_limiter": {"size": 1, "refill_time": 1, "ops": {}}}})",
+                "serial.rate_limiter: unknown field 'ops'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"rate_limiter": {"size": 1}}})",
+                "serial.rate_limiter.refill_time");
   ExpectRefused(std::string("{") + kBoot + R"(, "serial": {"path": "x"}})",
                 "serial: unknown field 'path'");
 }

@@ -149,6 +149,8 @@ struct MmdsConfig {
 struct SerialConfig {
   // A file or named pipe for the guest's console output; empty: stdout.
   std::string serial_out_path;
+  // Bytes of output; what the bucket cannot pay for is dropped (counted).
+  std::optional<TokenBucketConfig> rate_limiter;
 };
 
 struct VmConfig {

@@ -46,6 +46,7 @@ absl::Status DeviceManager::AttachLegacy(ConsoleIo io, const SerialConfig& seria
   }
   ASSIGN_OR_RETURN(serial_irq_, IrqEventFd(vm_, Serial::kCom1Irq));
   serial_ = std::make_shared<Serial>(io.out_fd, [fd = serial_irq_.get()] { Signal(fd); });
+  if (serial.rate_limiter) serial_->LimitOutput(*serial.rate_limiter);
   RETURN_IF_ERROR(pio_.Insert(serial_, Serial::kCom1Base, Serial::kRegisterCount));
 
   ASSIGN_OR_RETURN(keyboard_irq_, IrqEventFd(vm_, I8042::kKeyboardIrq));
@@ -142,6 +143,7 @@ void DeviceManager::CollectMetrics(Metrics* metrics) {
                                    {"missed_write_count", s.missed_write_count},
                                    {"read_count", s.read_count},
                                    {"write_count", s.write_count},
+                                   {"rate_limiter_dropped_bytes", s.rate_limiter_dropped_bytes},
                                    {"dropped_input", s.dropped_input}};
   I8042Counters k = i8042_->counters();
   metrics->Group("i8042").counts = {{"error_count", k.error_count},

@@ -3,7 +3,8 @@
 // queued, output flushed, and its snapshot state. Checked beyond ASan and
 // UBSan: the receive FIFO never holds more than Serial::kMaxInput bytes,
 // whatever the host or the loopback put in; the snapshot state decodes to
-// itself; the guest's output reaches the host fd byte for byte.
+// itself; the guest's output reaches the host fd byte for byte, but for
+// what an output rate limiter (on for some inputs) drops and counts.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -17,9 +18,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static int out = memfd_create("ember-fuzz-serial", 0);
   if (ftruncate(out, 0) != 0 || lseek(out, 0, SEEK_SET) != 0) Fail("memfd");
   size_t sent = 0;  // bytes written to THR with DLAB and loopback off
+  uint64_t limited = 0;  // bytes the rate limiter dropped
   {
     Serial dev(out, [] {});
     FuzzInput in(data, size);
+    if (in.U8() & 1) dev.LimitOutput({1 + uint64_t{in.U16()}, 1 + uint64_t{in.U8()}, in.U8()});
     uint8_t lcr = 0, mcr = 0;
     auto write = [&](uint64_t reg, uint8_t value) {
       dev.Write(reg, std::span<const uint8_t>(&value, 1));
@@ -98,8 +101,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
     }
-  }  // the destructor flushes
-  if (static_cast<size_t>(lseek(out, 0, SEEK_END)) != sent) {
+    dev.Flush();
+    limited = dev.counters().rate_limiter_dropped_bytes;
+  }
+  if (static_cast<size_t>(lseek(out, 0, SEEK_END)) + limited != sent) {
     Fail("the guest's output did not reach the host fd byte for byte");
   }
   return 0;

@@ -36,6 +36,11 @@ Serial::Serial(int out_fd, std::function<void()> interrupt)
 
 Serial::~Serial() { Flush(); }
 
+void Serial::LimitOutput(const TokenBucketConfig& bucket) {
+  std::lock_guard lock(mu_);
+  out_limit_.emplace(bucket, virtio::MonotonicNs());
+}
+
 void Serial::Read(uint64_t offset, std::span<uint8_t> data) {
   std::lock_guard lock(mu_);
   if (data.size() != 1 || offset >= kRegisterCount) {
@@ -181,6 +186,11 @@ void Serial::Output(uint8_t byte) {
 }
 
 void Serial::WriteOut(const std::string& bytes) {
+  if (out_limit_ && out_limit_->Take(bytes.size(), virtio::MonotonicNs()) !=
+                        virtio::TokenBucket::Result::kTaken) {
+    counters_.rate_limiter_dropped_bytes += bytes.size();
+    return;
+  }
   counters_.flush_count++;
   size_t done = 0;
   while (done < bytes.size()) {

@@ -7,9 +7,12 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "src/common/byte_codec.h"
+#include "src/config/vm_config.h"
+#include "src/devices/virtio/rate_limiter.h"
 #include "src/vstate/bus.h"
 
 namespace ember {
@@ -23,6 +26,7 @@ struct SerialCounters {
   uint64_t flush_count = 0;         // writes of buffered output to the host fd
   uint64_t error_count = 0;         // those writes that failed
   uint64_t dropped_input = 0;       // input bytes beyond kMaxInput
+  uint64_t rate_limiter_dropped_bytes = 0;  // output the rate limiter refused
 };
 
 class Serial : public BusDevice {
@@ -37,6 +41,10 @@ class Serial : public BusDevice {
   // raises the UART's IRQ line.
   Serial(int out_fd, std::function<void()> interrupt);
   ~Serial() override;
+  // From now on each write of output to the host fd takes its bytes from
+  // this bucket, or is dropped whole and counted, as Firecracker's is: a
+  // guest that floods its console costs the host a bounded rate.
+  void LimitOutput(const TokenBucketConfig& bucket);
 
   void Read(uint64_t offset, std::span<uint8_t> data) override;
   void Write(uint64_t offset, std::span<const uint8_t> data) override;
@@ -80,6 +88,7 @@ class Serial : public BusDevice {
   const bool out_is_socket_;
   std::function<void()> interrupt_;
   std::string out_buffer_;
+  std::optional<virtio::TokenBucket> out_limit_;
   std::deque<uint8_t> in_;
   SerialCounters counters_;
   // The registers (and the pending transmitter-empty interrupt), kept as

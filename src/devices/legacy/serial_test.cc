@@ -51,6 +51,29 @@ TEST_F(SerialTest, WritesLinesToTheHost) {
   EXPECT_EQ(Output(), "x");
 }
 
+// Firecracker's serial rate limiter: a line the bucket cannot pay for is
+// dropped whole and counted; the bucket refills with time.
+TEST_F(SerialTest, OutputBeyondItsRateIsDroppedAndCounted) {
+  serial_->LimitOutput({/*size=*/12, /*refill_time_ms=*/200, /*one_time_burst=*/0});
+  auto line = [&](const std::string& text) {
+    for (char c : text + "\n") Set(kData, c);
+  };
+  line("first");   // 6 bytes
+  line("second");  // 7: 6 left, dropped
+  line("third");   // 6: fits
+  EXPECT_EQ(Output(), "first\nthird\n");
+  SerialCounters c = serial_->counters();
+  EXPECT_EQ(c.rate_limiter_dropped_bytes, 7u);
+  EXPECT_EQ(c.write_count, 19u) << "the guest's writes all count";
+  EXPECT_EQ(c.missed_write_count, 0u);
+  usleep(250 * 1000);  // refilled
+  line("fourth");
+  EXPECT_EQ(Output(), "fourth\n");
+  line("a line longer than the bucket");
+  EXPECT_EQ(Output(), "");
+  EXPECT_EQ(serial_->counters().rate_limiter_dropped_bytes, 7u + 30u);
+}
+
 TEST_F(SerialTest, IdleLineStatusAndModemLines) {
   EXPECT_EQ(Get(kLsr), 0x60);
   EXPECT_EQ(Get(kIir) & 0x0f, 0x01) << "no interrupt pending";
