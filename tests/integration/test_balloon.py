@@ -9,6 +9,7 @@ import time
 
 from conftest import EXIT_OK, boot_config, rss_kib
 from guest_shell import GuestShell, shell_boot_args
+from metrics_lines import total
 
 MEM_MIB = 128
 BALLOON_MIB = 64
@@ -97,6 +98,7 @@ def free_pages_guest(ember, guest, tmp_path, **balloon):
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
                          "is_root_device": True, "is_read_only": True}]
     config["balloon"] = {"amount_mib": 0, "deflate_on_oom": False, **balloon}
+    config["metrics"] = {"metrics_path": str(tmp_path / "metrics.json")}
     shell = GuestShell(ember, tmp_path, config, api=True)
     shell.wait_ready()
     shell.check("mount -t tmpfs -o size=128m none /mnt")  # the root is read-only
@@ -120,6 +122,12 @@ def fill_and_free(shell):
     return full
 
 
+def balloon_count(shell, field):
+    """A balloon metric's total so far (FlushMetrics writes a line now)."""
+    assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+    return total(shell.workdir / "metrics.json", "balloon", field)
+
+
 def wait_resident_below(shell, mib, timeout=120):
     deadline = time.monotonic() + timeout
     while resident_mib(shell) >= mib:
@@ -138,6 +146,8 @@ def test_free_page_reporting_returns_freed_memory(ember, guest, tmp_path):
         full = fill_and_free(shell)
         # Linux reports blocks that stayed free 2 s; Ember drops them.
         wait_resident_below(shell, full - (FILE_MIB - 16))
+        assert balloon_count(shell, "free_page_report_freed") >= (FILE_MIB - 16) << 20
+        assert balloon_count(shell, "free_page_report_fails") == 0
         # The guest reuses the dropped memory and reads back what it wrote.
         out = shell.check("yes ember | head -c 8000000 > /mnt/g && md5sum /mnt/g")
         assert out.split()[0] == hashlib.md5(b"ember\n" * 1333333 + b"em").hexdigest(), out
@@ -172,6 +182,9 @@ def test_free_page_hinting_runs_end_to_end(ember, guest, tmp_path):
         assert shell.request("PATCH", "/balloon/hinting/start")[0] == 204
         wait_hinting(shell, host_cmd=1, guest_cmd=0)
         assert resident_mib(shell) < full - (FILE_MIB - 16)
+        hinted = balloon_count(shell, "free_page_hint_count")
+        assert hinted > 0 and balloon_count(shell, "free_page_hint_fails") == 0
+        assert balloon_count(shell, "free_page_hint_freed") >= (FILE_MIB - 16) << 20
         out = shell.check("yes ember | head -c 8000000 > /mnt/g && md5sum /mnt/g")
         assert out.split()[0] == hashlib.md5(b"ember\n" * 1333333 + b"em").hexdigest(), out
 
@@ -180,6 +193,12 @@ def test_free_page_hinting_runs_end_to_end(ember, guest, tmp_path):
         status, body = shell.request("PATCH", "/balloon/hinting/start",
                                      {"acknowledge_on_stop": False})
         assert status == 204, body
+        # The status reads {3, 0} at once (the guest's 0 is the last run's):
+        # the run's own hints show that the guest took it up.
+        deadline = time.monotonic() + 120
+        while balloon_count(shell, "free_page_hint_count") == hinted:
+            assert time.monotonic() < deadline, (hinting_status(shell), shell.log()[-2000:])
+            time.sleep(0.5)
         wait_hinting(shell, host_cmd=3, guest_cmd=0)
         assert shell.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
         assert shell.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
