@@ -303,6 +303,8 @@ void BalloonDevice::Report(const DescriptorChain& chain) {
       balloon_counters_.reported_bytes += d.len;
     } else {
       balloon_counters_.report_fails++;
+      LOG_WARN_RATELIMITED("balloon: a reported range (0x%x, %d bytes) is not whole pages of "
+                           "guest memory; left as it is", d.addr, d.len);
     }
   }
 }
@@ -336,6 +338,8 @@ void BalloonDevice::Hint(const DescriptorChain& chain) {
       balloon_counters_.hinted_bytes += d.len;
     } else {
       balloon_counters_.hint_fails++;
+      LOG_WARN_RATELIMITED("balloon: a hinted range (0x%x, %d bytes) is not whole pages of "
+                           "guest memory; left as it is", d.addr, d.len);
     }
   }
 }
