@@ -298,15 +298,21 @@ void BalloonDevice::ReadStats(const DescriptorChain& chain) {
 // is used: each is dropped before the guest may reuse it.
 void BalloonDevice::Report(const DescriptorChain& chain) {
   for (const Descriptor& d : chain.descriptors) {
-    balloon_counters_.reports++;
-    if (Discard(d.addr, d.len)) {
-      balloon_counters_.reported_bytes += d.len;
-    } else {
-      balloon_counters_.report_fails++;
-      LOG_WARN_RATELIMITED("balloon: a reported range (0x%x, %d bytes) is not whole pages of "
-                           "guest memory; left as it is", d.addr, d.len);
-    }
+    DropFree(d, "reported", &balloon_counters_.reports, &balloon_counters_.reported_bytes,
+             &balloon_counters_.report_fails);
   }
+}
+
+void BalloonDevice::DropFree(const Descriptor& d, const char* kind, uint64_t* ranges,
+                             uint64_t* bytes, uint64_t* fails) {
+  ++*ranges;
+  if (Discard(d.addr, d.len)) {
+    *bytes += d.len;
+    return;
+  }
+  ++*fails;
+  LOG_WARN_RATELIMITED("balloon: a %s range (0x%x, %d bytes) is not whole pages of guest "
+                       "memory; left as it is", kind, d.addr, d.len);
 }
 
 // The hinting queue carries the guest's commands (a 4-byte driver-readable
@@ -333,14 +339,8 @@ void BalloonDevice::Hint(const DescriptorChain& chain) {
     }
     // Firecracker counts only the hints it acts on; stale ones are left.
     if (!d.device_writable || host_cmd_ < kHintFirstRunId || guest_cmd_ != host_cmd_) continue;
-    balloon_counters_.hints++;
-    if (Discard(d.addr, d.len)) {
-      balloon_counters_.hinted_bytes += d.len;
-    } else {
-      balloon_counters_.hint_fails++;
-      LOG_WARN_RATELIMITED("balloon: a hinted range (0x%x, %d bytes) is not whole pages of "
-                           "guest memory; left as it is", d.addr, d.len);
-    }
+    DropFree(d, "hinted", &balloon_counters_.hints, &balloon_counters_.hinted_bytes,
+             &balloon_counters_.hint_fails);
   }
 }
 

@@ -145,6 +145,9 @@ class BalloonDevice : public VirtioDevice {
   void Inflate(const DescriptorChain& chain);
   void ReadStats(const DescriptorChain& chain);
   void Report(const DescriptorChain& chain);
+  // Drops a reported or hinted range, counting it as Firecracker does.
+  void DropFree(const Descriptor& d, const char* kind, uint64_t* ranges, uint64_t* bytes,
+                uint64_t* fails);
   void Hint(const DescriptorChain& chain);
   // Serves every buffer of `index` now, signalling the guest.
   void Drain(size_t index);

@@ -23,12 +23,13 @@ bool TimerArmed(const BalloonDevice& device) {
   return now.it_value.tv_sec != 0 || now.it_value.tv_nsec != 0;
 }
 
-class BalloonDeviceTest : public ::testing::Test {
+// A balloon behind its transport in 4 MiB of guest memory, its driver
+// started with every feature.
+class BalloonFixture : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void Start(const BalloonConfig& config) {
     mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
-    auto dev = BalloonDevice::Create({/*amount_mib=*/2, /*deflate_on_oom=*/true,
-                                      /*stats_polling_interval_s=*/1});
+    auto dev = BalloonDevice::Create(config);
     ASSERT_TRUE(dev.ok()) << dev.status();
     device_ = dev->get();
     transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
@@ -37,6 +38,17 @@ class BalloonDeviceTest : public ::testing::Test {
     ASSERT_TRUE(driver_->Init(~0ull, 16) & kStatusDriverOk);
   }
 
+  std::unique_ptr<GuestMemory> mem_;
+  BalloonDevice* device_ = nullptr;
+  std::unique_ptr<MmioTransport> transport_;
+  std::unique_ptr<testing::MmioDriver> driver_;
+};
+
+class BalloonDeviceTest : public BalloonFixture {
+ protected:
+  void SetUp() override {
+    Start({/*amount_mib=*/2, /*deflate_on_oom=*/true, /*stats_polling_interval_s=*/1});
+  }
   void SendPfns(size_t queue, const std::vector<uint32_t>& pfns) {
     for (size_t i = 0; i < pfns.size(); i++) {
       ASSERT_TRUE(mem_->WriteObj(kPfnList + 4 * i, pfns[i]).ok());
@@ -45,11 +57,6 @@ class BalloonDeviceTest : public ::testing::Test {
     driver_->Kick(static_cast<uint32_t>(queue));
     EXPECT_TRUE(driver_->queue(queue).PopUsed());
   }
-
-  std::unique_ptr<GuestMemory> mem_;
-  BalloonDevice* device_ = nullptr;
-  std::unique_ptr<MmioTransport> transport_;
-  std::unique_ptr<testing::MmioDriver> driver_;
 };
 
 TEST_F(BalloonDeviceTest, ConfigCarriesTargetAndActual) {
@@ -156,22 +163,14 @@ TEST_F(BalloonDeviceTest, AResetStopsTheStatsTimer) {
 
 // Free page reporting and hinting: the two optional queues after the
 // statistics queue, in 4 MiB of guest memory.
-class FreePageTest : public ::testing::Test {
+class FreePageTest : public BalloonFixture {
  protected:
   static constexpr uint64_t kBlock = 1 << 20;  // a free block: 1 MiB at 1 MiB
   static constexpr uint64_t kCmd = 0xa0000;    // where the guest keeps its command
 
   void SetUp() override {
-    mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
-    auto dev = BalloonDevice::Create({/*amount_mib=*/0, /*deflate_on_oom=*/false,
-                                      /*stats_polling_interval_s=*/1,
-                                      /*free_page_hinting=*/true, /*free_page_reporting=*/true});
-    ASSERT_TRUE(dev.ok()) << dev.status();
-    device_ = dev->get();
-    transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
-                                                 UniqueFd(eventfd(0, EFD_NONBLOCK)));
-    driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
-    ASSERT_TRUE(driver_->Init(~0ull, 16) & kStatusDriverOk);
+    Start({/*amount_mib=*/0, /*deflate_on_oom=*/false, /*stats_polling_interval_s=*/1,
+           /*free_page_hinting=*/true, /*free_page_reporting=*/true});
     Fill();
   }
 
@@ -200,11 +199,6 @@ class FreePageTest : public ::testing::Test {
     std::memcpy(&cmd, cfg, 4);
     return cmd;
   }
-
-  std::unique_ptr<GuestMemory> mem_;
-  BalloonDevice* device_ = nullptr;
-  std::unique_ptr<MmioTransport> transport_;
-  std::unique_ptr<testing::MmioDriver> driver_;
 };
 
 constexpr size_t kHintQueue = 3, kReportQueue = 4;  // with statistics accepted
