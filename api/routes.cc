@@ -100,12 +100,13 @@ absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) 
   if (auto n = r.Uint("vcpu_count", false, kMinVcpus, kMaxVcpus)) p.vcpu_count = *n;
   p.mem_size_mib = r.Uint("mem_size_mib", false, 1, uint64_t{1} << 32);
   p.track_dirty_pages = r.Bool("track_dirty_pages", false);
-  // Firecracker's other fields: only the values that change nothing here.
+  // smt and cpu_template: only the values that change nothing here.
   std::optional<bool> smt = r.Bool("smt", false);
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl, huge));
+  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl));
+  ASSIGN_OR_RETURN(p.huge_pages, ParseHugePagesField(huge, "machine-config.huge_pages"));
   if (!p.vcpu_count && !p.mem_size_mib && !p.track_dirty_pages && !smt && !tmpl && !huge) {
     return absl::InvalidArgumentError(kEmptyPatch);  // Firecracker's answer to {}
   }
@@ -248,7 +249,8 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
   a.resume_vm = r.Bool("resume_vm", false).value_or(false);
   const rapidjson::Value* overrides = r.Raw("network_overrides");
   const rapidjson::Value* vsock = r.Raw("vsock_override");
-  r.Bool("clock_realtime", false);
+  a.clock_realtime = r.Bool("clock_realtime", false).value_or(false);
+  std::optional<std::string> huge = r.String("huge_pages", false);
   a.working_set_path = r.String("working_set_path", false);  // Ember's
   RETURN_IF_ERROR(r.Finish());
   if (a.snapshot_path.empty()) {
@@ -277,6 +279,14 @@ absl::StatusOr<VmmAction> ParseLoadSnapshot(const rapidjson::Value& body) {
   }
   if (a.working_set_path && a.working_set_path->empty()) {
     return absl::InvalidArgumentError("snapshot/load.working_set_path must not be empty");
+  }
+  if (huge && *huge != "Snapshot") {
+    a.huge_pages = ParseHugePages(*huge);
+    if (!a.huge_pages) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot/load.huge_pages '", *huge,
+          "' must be \"Snapshot\", \"None\", \"Transparent\" or \"2M\""));
+    }
   }
   return a;
 }

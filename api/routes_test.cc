@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <regex>
+#include <tuple>
 
 #include "api/router.h"
 
@@ -58,10 +59,14 @@ std::vector<Case> Cases() {
          EXPECT_FALSE(a.track_dirty_pages);
        })},
       // Firecracker's other fields, with the values that change nothing here.
-      {"PATCH", "/machine-config", "", R"({"smt": false, "cpu_template": "None",
-                                           "huge_pages": "None"})",
+      {"PATCH", "/machine-config", "", R"({"smt": false, "cpu_template": "None"})",
        Holds<PatchMachineConfig>([](const auto& a) {
-         EXPECT_FALSE(a.mem_size_mib || a.vcpu_count || a.track_dirty_pages);
+         EXPECT_FALSE(a.mem_size_mib || a.vcpu_count || a.track_dirty_pages || a.huge_pages);
+       })},
+      {"PATCH", "/machine-config", "", R"({"huge_pages": "Transparent"})",
+       Holds<PatchMachineConfig>([](const auto& a) {
+         EXPECT_EQ(a.huge_pages, HugePages::kTransparent);
+         EXPECT_FALSE(a.mem_size_mib);
        })},
       {"PUT", "/boot-source", "",
        R"({"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"})",
@@ -178,9 +183,11 @@ std::vector<Case> Cases() {
        R"({"snapshot_path": "/s/vm.snap", "resume_vm": true, "track_dirty_pages": true,
            "mem_backend": {"backend_type": "Uffd", "backend_path": "/run/uffd.sock"},
            "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap7"}],
-           "vsock_override": {"uds_path": "/run/clone.sock"}})",
+           "vsock_override": {"uds_path": "/run/clone.sock"}, "clock_realtime": true})",
        Holds<LoadSnapshot>([](const auto& a) {
          EXPECT_EQ(a.snapshot_path, "/s/vm.snap");
+         EXPECT_TRUE(a.clock_realtime);
+         EXPECT_FALSE(a.huge_pages) << "absent: the snapshot's own";
          EXPECT_EQ(a.mem_backend_path, "/run/uffd.sock");
          EXPECT_TRUE(a.uffd);
          EXPECT_TRUE(a.resume_vm);
@@ -232,6 +239,12 @@ std::vector<Case> Cases() {
       {"PUT", "/snapshot/load", "",
        R"({"snapshot_path": "/s", "mem_file_path": "/s/vm.mem", "working_set_path": "/s/vm.ws"})",
        Holds<LoadSnapshot>([](const auto& a) { EXPECT_EQ(a.working_set_path, "/s/vm.ws"); })},
+      {"PUT", "/snapshot/load", "",
+       R"({"snapshot_path": "/s", "mem_file_path": "/m", "huge_pages": "Snapshot"})",
+       Holds<LoadSnapshot>([](const auto& a) { EXPECT_FALSE(a.huge_pages); })},
+      {"PUT", "/snapshot/load", "",
+       R"({"snapshot_path": "/s", "mem_file_path": "/m", "huge_pages": "None"})",
+       Holds<LoadSnapshot>([](const auto& a) { EXPECT_EQ(a.huge_pages, HugePages::kNone); })},
       {"PUT", "/snapshot/working-set", "",
        R"({"snapshot_path": "/s/vm.snap", "working_set_path": "/s/vm.ws"})",
        Holds<RecordWorkingSet>([](const auto& a) {
@@ -270,6 +283,26 @@ TEST(RoutesTest, EveryRouteBuildsItsActionFromAValidBody) {
     c.check(asked[0]);
   }
   EXPECT_EQ(tried, ServedRoutes()) << "every served route and method has a case here";
+}
+
+TEST(RoutesTest, BadHugePagesAreRefusedByName) {
+  const std::tuple<const char*, const char*, const char*> cases[] = {
+      {"PATCH", "/machine-config", R"({"huge_pages": "4K"})"},
+      {"PUT", "/machine-config", R"({"vcpu_count": 1, "mem_size_mib": 2, "huge_pages": "2m"})"},
+      {"PUT", "/snapshot/load",
+       R"({"snapshot_path": "/s", "mem_file_path": "/m", "huge_pages": "1G"})"},
+  };
+  for (const auto& [method, path, body] : cases) {
+    int calls = 0;
+    HttpResponse r = Route({method, path, body}, [&](VmmAction) -> absl::StatusOr<VmmResult> {
+      calls++;
+      return std::monostate();
+    });
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_NE(r.body.find(R"(huge_pages)"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find(R"(\"Transparent\" or \"2M\")"), std::string::npos) << r.body;
+    EXPECT_EQ(calls, 0) << body;
+  }
 }
 
 TEST(RoutesTest, BadNetworkLimiterPatchesAreRefusedByName) {

@@ -59,13 +59,26 @@ absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) 
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl, huge));
+  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl));
+  ASSIGN_OR_RETURN(std::optional<HugePages> pages,
+                   ParseHugePagesField(huge, "machine-config.huge_pages"));
+  m.huge_pages = pages.value_or(HugePages::kNone);
   return m;
 }
 
+absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(
+    const std::optional<std::string>& value, absl::string_view field) {
+  if (!value) return std::nullopt;
+  std::optional<HugePages> pages = ParseHugePages(*value);
+  if (!pages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " '", *value, "' must be \"None\", \"Transparent\" or \"2M\""));
+  }
+  return pages;
+}
+
 absl::Status CheckMachineExtras(const std::optional<bool>& smt,
-                                const std::optional<std::string>& cpu_template,
-                                const std::optional<std::string>& huge_pages) {
+                                const std::optional<std::string>& cpu_template) {
   if (smt.value_or(false)) {
     return absl::InvalidArgumentError("machine-config.smt: Ember does not support SMT; use false");
   }
@@ -73,10 +86,6 @@ absl::Status CheckMachineExtras(const std::optional<bool>& smt,
     return absl::InvalidArgumentError(absl::StrCat("machine-config.cpu_template '",
                                                    *cpu_template,
                                                    "' is not supported; use \"None\""));
-  }
-  if (huge_pages && *huge_pages != "None") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "machine-config.huge_pages '", *huge_pages, "' is not supported; use \"None\""));
   }
   return absl::OkStatus();
 }
@@ -438,7 +447,7 @@ void WriteMachine(Writer& w, const MachineConfig& m) {
   w.Bool(false);
   w.Key("track_dirty_pages");
   w.Bool(m.track_dirty_pages);
-  Str(w, "huge_pages", "None");
+  Str(w, "huge_pages", HugePagesName(m.huge_pages));
   w.EndObject();
 }
 

@@ -15,11 +15,14 @@ namespace ember::api {
 
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
-// machine-config's smt, cpu_template and huge_pages, as given (or not): only
-// the values that ask for nothing Ember lacks pass.
+// machine-config's smt and cpu_template, as given (or not): only the
+// values that ask for nothing Ember lacks pass.
 absl::Status CheckMachineExtras(const std::optional<bool>& smt,
-                                const std::optional<std::string>& cpu_template,
-                                const std::optional<std::string>& huge_pages);
+                                const std::optional<std::string>& cpu_template);
+// A huge_pages value ("None", "Transparent" or "2M"); `field` names it in
+// the message.
+absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(
+    const std::optional<std::string>& value, absl::string_view field);
 absl::StatusOr<SerialConfig> ParseSerial(const rapidjson::Value& value);
 // A rate limiter object ("drives[x].rate_limiter" names it in messages):
 // absent, null or {} is no limiting.

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
 namespace ember::api {
 namespace {
 
@@ -330,8 +332,29 @@ TEST(VmConfigJsonTest, UnsupportedMachineOptions) {
   ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "smt": true})"), "SMT");
   ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "T2"})"),
                 "cpu_template 'T2'");
-  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "huge_pages": "2M"})"),
-                "huge_pages '2M'");
+}
+
+TEST(VmConfigJsonTest, HugePages) {
+  for (const char* name : {"None", "Transparent", "2M"}) {
+    auto c = ParseVmConfig(
+        Config(absl::StrCat(R"({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": ")", name,
+                            R"("})")));
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_STREQ(HugePagesName(c->machine.huge_pages), name);
+    EXPECT_NE(MachineConfigToJson(c->machine).find(absl::StrCat(R"("huge_pages":")", name)),
+              std::string::npos);
+  }
+  ExpectRefused(Config(R"({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "1G"})"),
+                R"(machine-config.huge_pages '1G' must be "None", "Transparent" or "2M")");
+  // Whole huge pages only; the check is the VMM's, as for the API's PATCH.
+  auto odd = ParseVmConfig(Config(R"({"vcpu_count": 1, "mem_size_mib": 129, "huge_pages": "2M"})"));
+  ASSERT_TRUE(odd.ok()) << odd.status();
+  absl::Status st = ValidateMachineConfig(odd->machine);
+  EXPECT_NE(st.message().find(R"(mem_size_mib 129 must be a multiple of 2 with huge_pages "2M")"),
+            std::string::npos)
+      << st;
+  odd->machine.huge_pages = HugePages::kNone;
+  EXPECT_TRUE(ValidateMachineConfig(odd->machine).ok());
 }
 
 TEST(VmConfigJsonTest, SerialSection) {

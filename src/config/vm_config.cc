@@ -16,6 +16,13 @@ absl::Status ValidateMachineConfig(const MachineConfig& m) {
   if (m.mem_size_mib == 0) {
     return absl::InvalidArgumentError("machine-config.mem_size_mib must be at least 1");
   }
+  // Whole huge pages only: hugetlbfs cannot map less, and THP would leave
+  // the tail in small pages.
+  if (m.huge_pages != HugePages::kNone && m.mem_size_mib % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "machine-config.mem_size_mib %d must be a multiple of 2 with huge_pages \"%s\"",
+        m.mem_size_mib, HugePagesName(m.huge_pages)));
+  }
   return absl::OkStatus();
 }
 

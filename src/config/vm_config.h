@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "src/common/huge_pages.h"
 
 namespace ember {
 
@@ -30,6 +31,7 @@ struct MachineConfig {
   uint32_t vcpu_count = 1;
   uint64_t mem_size_mib = 128;
   bool track_dirty_pages = false;
+  HugePages huge_pages = HugePages::kNone;
   friend bool operator==(const MachineConfig&, const MachineConfig&) = default;
 };
 

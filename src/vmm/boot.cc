@@ -122,7 +122,8 @@ absl::Status ImageLoad::MapWholePages(const GuestMemory& mem, const MappedFile* 
   uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
   uint64_t head = (kPage - at % kPage) % kPage;
   bool fits = head + kPage <= dest.size() && (offset + head) % kPage == 0;
-  if (!fits || !can_map) {
+  // A file cannot be mapped into hugetlbfs memory: the kernel is copied.
+  if (!fits || !can_map || mem.huge_pages() == HugePages::k2M) {
     AddChunks(file, offset, dest);
     return absl::OkStatus();
   }

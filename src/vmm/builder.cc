@@ -162,7 +162,9 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   }
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
   ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges, GuestRanges(config.machine.mem_size_mib));
-  ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(ranges));
+  ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(ranges,
+                                                           GuestMemory::mergeable_by_default(),
+                                                           config.machine.huge_pages));
   // Before the plan: the ranges it hands out are the VMM's writes.
   if (config.machine.track_dirty_pages) memory.EnableDirtyTracking();
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(memory, *config.boot_source));
@@ -258,9 +260,14 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    Vm::Create(
                        [&]() -> absl::StatusOr<GuestMemory> {
-                         if (uffd_socket.empty()) return GuestMemory::MapFile(state.memory, mem_fd);
+                         bool merge = GuestMemory::mergeable_by_default();
+                         HugePages huge = config.machine.huge_pages;
+                         if (uffd_socket.empty()) {
+                           return GuestMemory::MapFile(state.memory, mem_fd, merge, huge);
+                         }
                          // Handed over before anything reads guest memory.
-                         ASSIGN_OR_RETURN(GuestMemory mem, GuestMemory::Create(state.memory));
+                         ASSIGN_OR_RETURN(GuestMemory mem,
+                                          GuestMemory::Create(state.memory, merge, huge));
                          ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
                          return mem;
                        },

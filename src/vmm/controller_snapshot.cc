@@ -16,6 +16,7 @@
 #include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
+#include "src/vmm/arch/x86_64/cpu_state.h"
 #include "src/vmm/builder.h"
 #include "src/vmm/controller.h"
 #include "src/vmm/runtime_controller.h"
@@ -61,12 +62,19 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   double start = MonotonicMs();
   ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadStateFile(a.snapshot_path));
   ASSIGN_OR_RETURN(snapshot::SnapshotState state, snapshot::DecodeSnapshot(bytes));
+  RETURN_IF_ERROR(UseClockRealtime(&state.machine.vm, a.clock_realtime));
   absl::StatusOr<VmConfig> config = codecs_.config_from_json(state.config_json);
   if (!config.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the snapshot's configuration is refused: ", config.status().message()));
   }
   if (a.track_dirty_pages) config->machine.track_dirty_pages = true;
+  if (a.huge_pages) config->machine.huge_pages = *a.huge_pages;
+  if (config->machine.huge_pages == HugePages::k2M && !a.uffd) {
+    return absl::InvalidArgumentError(
+        "huge_pages \"2M\" needs mem_backend Uffd: hugetlbfs pages cannot map the memory file "
+        "(load with huge_pages \"None\" or \"Transparent\" to use the File backend)");
+  }
   for (const auto& override : a.network_overrides) {
     const std::string& iface = override.first;
     auto net = std::find_if(config->net.begin(), config->net.end(),

@@ -148,6 +148,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   if (a.vcpu_count) m.vcpu_count = *a.vcpu_count;
   if (a.mem_size_mib) m.mem_size_mib = *a.mem_size_mib;
   if (a.track_dirty_pages) m.track_dirty_pages = *a.track_dirty_pages;
+  if (a.huge_pages) m.huge_pages = *a.huge_pages;
   RETURN_IF_ERROR(ValidateMachineConfig(m));
   config_.machine = m;
   return std::monostate();

@@ -28,6 +28,7 @@ struct PatchMachineConfig {
   std::optional<uint32_t> vcpu_count;
   std::optional<uint64_t> mem_size_mib;
   std::optional<bool> track_dirty_pages;
+  std::optional<HugePages> huge_pages;
 };
 struct PutBootSource {
   static constexpr char kWhat[] = "boot-source";
@@ -129,6 +130,8 @@ struct LoadSnapshot {
   bool uffd = false;  // mem_backend.backend_type "Uffd"
   bool track_dirty_pages = false;
   bool resume_vm = false;
+  bool clock_realtime = false;  // advance kvmclock by the time since the save
+  std::optional<HugePages> huge_pages;  // absent ("Snapshot"): the snapshot's own
   std::vector<std::pair<std::string, std::string>> network_overrides;  // iface, TAP
   std::optional<std::string> vsock_uds_path;  // vsock_override.uds_path
   // Ember's extension (docs/working-set.md): pages to load first.

@@ -1,5 +1,6 @@
 #include "src/vstate/guest_memory.h"
 
+#include <linux/mman.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -25,12 +26,16 @@ void GuestMemory::SetMergeableByDefault(bool on) { g_mergeable_by_default = on; 
 bool GuestMemory::mergeable_by_default() { return g_mergeable_by_default; }
 
 absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& ranges,
-                                                bool mergeable) {
-  return Map(ranges, -1, mergeable);
+                                                bool mergeable, HugePages huge_pages) {
+  return Map(ranges, -1, mergeable, huge_pages);
 }
 
 absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>& ranges, int fd,
-                                                 bool mergeable) {
+                                                 bool mergeable, HugePages huge_pages) {
+  if (huge_pages == HugePages::k2M) {
+    return absl::InvalidArgumentError(
+        "huge_pages \"2M\": hugetlbfs pages cannot map a memory file");
+  }
   struct stat st;
   if (fstat(fd, &st) != 0) return ErrnoStatus("the memory file");
   uint64_t total = 0;
@@ -39,24 +44,40 @@ absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>&
     return absl::InvalidArgumentError(absl::StrFormat(
         "the memory file is %d bytes; the snapshot's guest memory is %d", st.st_size, total));
   }
-  return Map(ranges, fd, mergeable);
+  return Map(ranges, fd, mergeable, huge_pages);
 }
 
 absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ranges, int fd,
-                                             bool mergeable) {
+                                             bool mergeable, HugePages huge_pages) {
+  bool hugetlb = huge_pages == HugePages::k2M;
+  if (hugetlb && mergeable) {
+    return absl::InvalidArgumentError(
+        "--merge-guest-memory: KSM never merges hugetlbfs pages; use huge_pages \"None\" or "
+        "\"Transparent\"");
+  }
   GuestMemory mem;
   mem.mergeable_ = mergeable;
+  mem.huge_pages_ = huge_pages;
+  uint64_t align = mem.host_page_size();
   uint64_t prev_end = 0, file_offset = 0;
   for (const MemoryRange& r : ranges) {
-    if (r.size == 0 || r.guest_addr % kPageSize || r.size % kPageSize ||
-        r.guest_addr < prev_end || r.guest_addr + r.size < r.guest_addr) {
+    if (r.size == 0 || r.guest_addr % align || r.size % align || r.guest_addr < prev_end ||
+        r.guest_addr + r.size < r.guest_addr) {
       return absl::InvalidArgumentError(
           absl::StrFormat("bad guest memory range [%#x, +%#x)", r.guest_addr, r.size));
     }
     prev_end = r.guest_addr + r.size;
-    int flags = MAP_PRIVATE | MAP_NORESERVE | (fd < 0 ? MAP_ANONYMOUS : 0);
+    // hugetlbfs reserves its pages now, so that a short pool fails here.
+    int flags = MAP_PRIVATE | (fd < 0 ? MAP_ANONYMOUS : 0) |
+                (hugetlb ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_NORESERVE);
     void* host = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, flags, fd,
                       fd < 0 ? 0 : static_cast<off_t>(file_offset));
+    if (host == MAP_FAILED && hugetlb) {
+      return ErrnoStatus(absl::StrFormat(
+          "huge_pages \"2M\": %d MiB of guest memory from the host's hugetlbfs pool (see "
+          "HugePages_Free in /proc/meminfo; /proc/sys/vm/nr_hugepages sets the pool)",
+          r.size >> 20));
+    }
     if (host == MAP_FAILED) {
       return ErrnoStatus(absl::StrFormat("mmap of %d MiB guest memory", r.size >> 20));
     }
@@ -86,7 +107,28 @@ absl::Status GuestMemory::Advise(std::span<uint8_t> host) const {
     st = ErrnoStatus("madvise(MADV_MERGEABLE) of guest memory (--merge-guest-memory needs "
                      "a host kernel with KSM)");
   }
+  if (huge_pages_ == HugePages::kTransparent &&
+      madvise(host.data(), host.size(), MADV_HUGEPAGE) != 0) {
+    st = ErrnoStatus("huge_pages \"Transparent\": madvise(MADV_HUGEPAGE) of guest memory (the "
+                     "host kernel has no transparent huge pages)");
+  }
   return st;
+}
+
+uint64_t GuestMemory::host_page_size() const {
+  return huge_pages_ == HugePages::k2M ? kHugePageBytes : kPageSize;
+}
+
+bool GuestMemory::Discard(uint64_t addr, uint64_t len) const {
+  const GuestRegion* r = Find(addr, len);
+  if (r == nullptr || len == 0) return false;
+  if (!dirty_.empty()) MarkDirty(*r, addr, len);
+  uint64_t page = host_page_size();
+  uintptr_t start = reinterpret_cast<uintptr_t>(r->host + (addr - r->guest_addr));
+  uintptr_t lo = (start + page - 1) / page * page;
+  uintptr_t hi = (start + len) / page * page;
+  if (lo >= hi) return true;  // no whole huge page: nothing to give back
+  return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0;
 }
 
 void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(host); }
@@ -94,6 +136,7 @@ void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(h
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::exchange(other.regions_, {})),
       mergeable_(other.mergeable_),
+      huge_pages_(other.huge_pages_),
       dirty_(std::move(other.dirty_)) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
@@ -101,6 +144,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     Unmap();
     regions_ = std::exchange(other.regions_, {});
     mergeable_ = other.mergeable_;
+    huge_pages_ = other.huge_pages_;
     dirty_ = std::move(other.dirty_);
   }
   return *this;

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "src/common/huge_pages.h"
 
 namespace ember {
 
@@ -49,13 +50,21 @@ class GuestMemory {
   // page-aligned, sorted and disjoint. With `mergeable`, a host kernel
   // without KSM fails the call (madvise's EINVAL) instead of quietly
   // merging nothing.
+  // `huge_pages` (machine-config.huge_pages): kTransparent advises the
+  // ranges MADV_HUGEPAGE; k2M takes them from the host's hugetlbfs pool,
+  // reserved whole at the mmap (an empty pool is an error here, not a
+  // SIGBUS at the guest's first touch), so ranges must be 2 MiB aligned
+  // and KSM, which never merges hugetlbfs pages, is refused.
   static absl::StatusOr<GuestMemory> Create(const std::vector<MemoryRange>& ranges,
-                                            bool mergeable = mergeable_by_default());
+                                            bool mergeable = mergeable_by_default(),
+                                            HugePages huge_pages = HugePages::kNone);
   // Maps the regions from `fd` (one after another in the file), private:
   // pages load lazily and writes stay in this process (snapshot restore).
-  // The file must be exactly as long as the regions together.
+  // The file must be exactly as long as the regions together. hugetlbfs
+  // pages cannot map a file: k2M is refused.
   static absl::StatusOr<GuestMemory> MapFile(const std::vector<MemoryRange>& ranges, int fd,
-                                             bool mergeable = mergeable_by_default());
+                                             bool mergeable = mergeable_by_default(),
+                                             HugePages huge_pages = HugePages::kNone);
 
   GuestMemory(GuestMemory&& other) noexcept;
   GuestMemory& operator=(GuestMemory&& other) noexcept;
@@ -88,6 +97,16 @@ class GuestMemory {
   }
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
+  HugePages huge_pages() const { return huge_pages_; }
+  // The host page size under guest memory: 4 KiB, or 2 MiB with k2M.
+  uint64_t host_page_size() const;
+  // Gives the host back the pages of [addr, addr + len) (a balloon's
+  // inflated or free pages); they read as zero afterwards. With hugetlbfs
+  // pages only the whole huge pages inside the range go back: the guest
+  // frees 4 KiB pages, and a partly freed huge page must keep the rest.
+  // Counted as written under dirty tracking. False for a range outside
+  // guest memory or the host's refusal.
+  bool Discard(uint64_t addr, uint64_t len) const;
   // Gives `host`, a part of a region that a new mapping replaced (a file
   // mapped over it, or the anonymous copy that replaced such a mapping),
   // the region's advice again: a new mapping starts without it. Best
@@ -108,7 +127,7 @@ class GuestMemory {
   GuestMemory() = default;
   // Anonymous memory when fd < 0, else the file, private.
   static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd,
-                                         bool mergeable);
+                                         bool mergeable, HugePages huge_pages);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
   // Same-page merging if asked, no fork's copy, and a name.
   absl::Status Advise(std::span<uint8_t> host) const;
@@ -120,6 +139,7 @@ class GuestMemory {
 
   std::vector<GuestRegion> regions_;
   bool mergeable_ = false;
+  HugePages huge_pages_ = HugePages::kNone;
   // Per region, a bit per page; empty when not tracking.
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> dirty_;
 };

@@ -122,6 +122,21 @@ def test_loaded_paused_then_resumed(ember, snapshot, tmp_path):
     reboot_and_wait(a)
 
 
+def test_clock_realtime_is_applied_or_refused_for_a_clock_without_one(ember, snapshot, tmp_path):
+    """snapshot/load.clock_realtime hands the saved real time to KVM_SET_CLOCK
+    (which then advances kvmclock by the time since the save); a snapshot
+    whose host's KVM recorded no real time is refused, not loaded quietly
+    without it."""
+    a = Api(ember, tmp_path)
+    status, reply = load(a, snapshot, clock_realtime=True)
+    if status == 400:
+        assert "has no real time" in reply["fault_message"], reply
+        assert a.request("GET", "/")[1]["state"] == "Not started"
+        return
+    assert status == 204, reply
+    reboot_and_wait(a)
+
+
 def test_many_restores_of_one_snapshot_side_by_side(ember, snapshot, tmp_path):
     vms = []
     for i in range(3):

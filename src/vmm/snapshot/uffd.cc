@@ -49,10 +49,12 @@ absl::StatusOr<UffdHandover> HandOverToUffdHandler(const GuestMemory& mem,
     uffdio_register reg = {{reinterpret_cast<uint64_t>(r.host), r.size},
                            UFFDIO_REGISTER_MODE_MISSING, 0};
     if (ioctl(uffd.get(), UFFDIO_REGISTER, &reg) != 0) return ErrnoStatus("UFFDIO_REGISTER");
+    // page_size_kib is Firecracker's older name, in bytes too.
     absl::StrAppend(&json, offset == 0 ? "" : ",",
                     absl::StrFormat("{\"base_host_virt_addr\":%d,\"size\":%d,\"offset\":%d,"
-                                    "\"page_size\":4096}",
-                                    reinterpret_cast<uint64_t>(r.host), r.size, offset));
+                                    "\"page_size\":%d,\"page_size_kib\":%d}",
+                                    reinterpret_cast<uint64_t>(r.host), r.size, offset,
+                                    mem.host_page_size(), mem.host_page_size()));
     offset += r.size;
   }
   json += "]";

@@ -4,8 +4,11 @@
 // socket. The handler fills each page on first touch (UFFDIO_COPY), from
 // wherever it keeps the snapshot's memory; ember-uffd-handler is the
 // example, reading the memory file.
-//   [{"base_host_virt_addr": A, "size": S, "offset": O, "page_size": 4096}]
-// `offset` is where the region starts in the snapshot's memory file.
+//   [{"base_host_virt_addr": A, "size": S, "offset": O, "page_size": P,
+//     "page_size_kib": P}]
+// `offset` is where the region starts in the snapshot's memory file; P is
+// the host page size in bytes (2 MiB with huge_pages "2M": each copy then
+// fills a whole, aligned huge page).
 #pragma once
 
 #include <string>

@@ -36,6 +36,7 @@ namespace {
 
 struct Region {
   uint64_t base, size, offset;
+  uint64_t page;  // bytes one copy fills: 4 KiB, or 2 MiB for hugetlbfs memory
 };
 
 int Fail(const char* what) {
@@ -62,13 +63,17 @@ absl::StatusOr<ember::snapshot::WorkingSet> LoadWorkingSet(const char* path,
   return ember::snapshot::ReadWorkingSet(path, state->id);
 }
 
-// Copies `count` pages from file page `first` on, one ioctl for each part
-// that lies in one region. Pages already there are left as they are.
+// Copies `count` 4 KiB pages from file page `first` on, one ioctl for each
+// part that lies in one region, widened to the region's whole host pages.
+// Pages already there are left as they are.
 bool CopyRun(int uffd, const std::vector<Region>& regions, const uint8_t* file, uint64_t first,
              uint64_t count) {
   for (const Region& r : regions) {
     uint64_t lo = std::max(first * 4096, r.offset);
     uint64_t hi = std::min((first + count) * 4096, r.offset + r.size);
+    if (lo >= hi) continue;
+    lo = r.offset + (lo - r.offset) / r.page * r.page;
+    hi = r.offset + (hi - r.offset + r.page - 1) / r.page * r.page;
     while (lo < hi) {
       uffdio_copy copy = {};
       copy.dst = r.base + (lo - r.offset);
@@ -77,7 +82,7 @@ bool CopyRun(int uffd, const std::vector<Region>& regions, const uint8_t* file, 
       if (ioctl(uffd, UFFDIO_COPY, &copy) == 0) break;
       if (errno != EEXIST && errno != EAGAIN) return false;
       // Part copied, then a page that is there already: skip that page.
-      lo += (copy.copy > 0 ? static_cast<uint64_t>(copy.copy) : 0) + (errno == EEXIST ? 4096 : 0);
+      lo += (copy.copy > 0 ? static_cast<uint64_t>(copy.copy) : 0) + (errno == EEXIST ? r.page : 0);
     }
   }
   return true;
@@ -146,11 +151,17 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   if (doc.HasParseError() || !doc.IsArray()) return Fail("bad region list");
   for (const auto& r : doc.GetArray()) {
+    uint64_t page = r.HasMember("page_size") ? r["page_size"].GetUint64() : 4096;
     regions.push_back({r["base_host_virt_addr"].GetUint64(), r["size"].GetUint64(),
-                       r["offset"].GetUint64()});
-    if (regions.back().offset + regions.back().size > static_cast<uint64_t>(st.st_size)) {
+                       r["offset"].GetUint64(), page});
+    const Region& added = regions.back();
+    if (added.offset + added.size > static_cast<uint64_t>(st.st_size)) {
       errno = EINVAL;
       return Fail("a region lies beyond the memory file");
+    }
+    if (page < 4096 || (page & (page - 1)) != 0 || added.size % page || added.offset % page) {
+      errno = EINVAL;
+      return Fail("a region is not made of whole pages of its page_size");
     }
   }
 
@@ -185,13 +196,14 @@ int main(int argc, char** argv) {
     uffd_msg m;
     if (read(uffd, &m, sizeof(m)) != sizeof(m)) continue;
     if (m.event != UFFD_EVENT_PAGEFAULT) continue;
-    uint64_t page = m.arg.pagefault.address & ~uint64_t{4095};
+    uint64_t address = m.arg.pagefault.address;
     for (const Region& r : regions) {
-      if (page < r.base || page >= r.base + r.size) continue;
+      if (address < r.base || address >= r.base + r.size) continue;
+      uint64_t page = r.base + (address - r.base) / r.page * r.page;
       uffdio_copy copy = {};
       copy.dst = page;
       copy.src = reinterpret_cast<uint64_t>(file) + r.offset + (page - r.base);
-      copy.len = 4096;
+      copy.len = r.page;
       if (ioctl(uffd, UFFDIO_COPY, &copy) != 0 && errno != EEXIST) return Fail("UFFDIO_COPY");
       if (++served == 1) {
         std::printf("ember-uffd-handler: first page served\n");

@@ -1,7 +1,6 @@
 #include "src/devices/virtio/balloon/balloon_device.h"
 
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -236,9 +235,7 @@ void BalloonDevice::Reset() {
 
 bool BalloonDevice::Discard(uint64_t addr, uint64_t len) {
   if (len == 0 || addr % kPageSize != 0 || len % kPageSize != 0) return false;
-  // Slice counts the range as written under dirty tracking: its bytes change.
-  absl::StatusOr<std::span<uint8_t>> host = mem_->Slice(addr, len);
-  return host.ok() && madvise(host->data(), host->size(), MADV_DONTNEED) == 0;
+  return mem_->Discard(addr, len);
 }
 
 void BalloonDevice::Inflate(const DescriptorChain& chain) {

@@ -138,11 +138,24 @@ absl::Status RestoreVmState(int vm_fd, const VmState& s) {
     RETURN_IF_ERROR(Ioctl(vm_fd, KVM_SET_IRQCHIP, const_cast<kvm_irqchip*>(chip), "KVM_SET_IRQCHIP"));
   }
   RETURN_IF_ERROR(Ioctl(vm_fd, KVM_SET_PIT2, const_cast<kvm_pit_state2*>(&s.pit), "KVM_SET_PIT2"));
-  // Only the clock value: the flags KVM reports (e.g. whether the TSC is
-  // stable) are not inputs.
+  // Only the clock value, and the real time if asked: the other flags KVM
+  // reports (e.g. whether the TSC is stable) are not inputs.
   kvm_clock_data clock = {};
   clock.clock = s.clock.clock;
+  clock.flags = s.clock.flags & KVM_CLOCK_REALTIME;
+  clock.realtime = s.clock.realtime;
   return Ioctl(vm_fd, KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
+}
+
+absl::Status UseClockRealtime(VmState* state, bool on) {
+  if (!on) {
+    state->clock.flags &= ~KVM_CLOCK_REALTIME;
+  } else if ((state->clock.flags & KVM_CLOCK_REALTIME) == 0) {
+    return absl::InvalidArgumentError(
+        "clock_realtime: the snapshot's clock has no real time (the saving host's KVM does not "
+        "report KVM_CLOCK_REALTIME); load it without clock_realtime");
+  }
+  return absl::OkStatus();
 }
 
 namespace {

@@ -63,6 +63,13 @@ absl::StatusOr<VcpuState> SaveVcpuState(int vcpu_fd, const std::vector<uint32_t>
 absl::Status RestoreVcpuState(int vcpu_fd, const VcpuState& state);
 
 absl::StatusOr<VmState> SaveVmState(int vm_fd);
+// KVM advances the restored clock by the wall-clock time since the save
+// only when the state's clock carries KVM_CLOCK_REALTIME (snapshot/load's
+// clock_realtime); KVM's other flags are outputs, never passed back.
 absl::Status RestoreVmState(int vm_fd, const VmState& state);
+// snapshot/load.clock_realtime: keeps the saved real time as an input to
+// RestoreVmState, or drops it. Refused when the saving host's KVM did not
+// record the real time (KVM_CAP_ADJUST_CLOCK without KVM_CLOCK_REALTIME).
+absl::Status UseClockRealtime(VmState* state, bool on);
 
 }  // namespace ember

@@ -168,5 +168,21 @@ TEST(VmStateEncoding, RoundTripsAndRefusesTruncation) {
   }
 }
 
+// snapshot/load.clock_realtime: the saved real time stays an input only
+// when asked, and asking is refused for a clock saved without one.
+TEST(ClockRealtime, KeptOnlyWhenAskedAndRecorded) {
+  VmState s = {};
+  s.clock.flags = KVM_CLOCK_REALTIME | KVM_CLOCK_TSC_STABLE;
+  s.clock.realtime = 1234;
+  ASSERT_TRUE(UseClockRealtime(&s, true).ok());
+  EXPECT_TRUE(s.clock.flags & KVM_CLOCK_REALTIME);
+  ASSERT_TRUE(UseClockRealtime(&s, false).ok());
+  EXPECT_FALSE(s.clock.flags & KVM_CLOCK_REALTIME);
+  EXPECT_TRUE(s.clock.flags & KVM_CLOCK_TSC_STABLE);
+  absl::Status st = UseClockRealtime(&s, true);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("has no real time"), std::string::npos) << st;
+}
+
 }  // namespace
 }  // namespace ember
