@@ -2,6 +2,7 @@
 artifacts built by tools/devtool setup, and a helper that runs one microVM
 from a config file and collects its console and log."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -247,6 +248,61 @@ def rss_kib(pid, mem_mib):
         if size == mem_mib << 20:
             return rss, total - rss
     return None, total
+
+
+def meminfo_value(key):
+    """A field of the host's /proc/meminfo (kB, or pages for HugePages_*)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def huge_page_pool(mib):
+    """At least `mib` MiB of free 2 MiB pages in the host's hugetlbfs pool
+    while inside: the pool grows by the shortfall (root) and is set back.
+    One user of the pool at a time, unit tests included (the lock file of
+    src/common/testing/huge_page_pool.h), so that none shrinks it under
+    another."""
+    lock = open("/tmp/ember-test-hugepages.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with lock:
+        yield from _grown_pool(mib)
+
+
+def _grown_pool(mib):
+    nr = Path("/proc/sys/vm/nr_hugepages")
+    before = int(nr.read_text())
+    short = mib // 2 - meminfo_value("HugePages_Free")
+    if short > 0:
+        try:
+            nr.write_text(str(before + short))
+        except OSError as e:
+            pytest.skip(f"the hugetlbfs pool cannot grow here ({e}): huge_pages 2M needs it")
+    try:
+        if meminfo_value("HugePages_Free") < mib // 2:
+            pytest.skip(f"the host could not give its hugetlbfs pool {mib} MiB")
+        yield
+    finally:
+        if short > 0:
+            nr.write_text(str(before))
+
+
+def guest_mappings(pid, mib):
+    """smaps entries of an Ember process as large as `mib` MiB: dicts of
+    their fields ("KernelPageSize", "Private_Hugetlb", "VmFlags", ...)."""
+    found, current = [], None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            current = {"size": hi - lo}
+            if hi - lo == mib << 20:
+                found.append(current)
+        elif current is not None and ":" in line:
+            key, value = line.split(":", 1)
+            current[key] = value.strip()
+    return found
 
 
 def boot_config(kernel, initrd=None, vcpus=1, mem_mib=128,

@@ -223,6 +223,18 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
     a.expect_fault("PUT", "/machine-config", "machine-config.mem_size_mib is required",
                    {"vcpu_count": 1})
     a.expect_fault("PUT", "/machine-config", "got 33", {"vcpu_count": 33, "mem_size_mib": 128})
+    a.expect_fault("PUT", "/machine-config",
+                   'machine-config.mem_size_mib 129 must be a multiple of 2 with huge_pages "2M"',
+                   {"vcpu_count": 1, "mem_size_mib": 129, "huge_pages": "2M"})
+    a.expect_fault("PATCH", "/machine-config",
+                   "machine-config.huge_pages '1G' must be \"None\", \"Transparent\" or \"2M\"",
+                   {"huge_pages": "1G"})
+    assert a.request("PATCH", "/machine-config", {"huge_pages": "Transparent"})[0] == 204
+    assert a.request("GET", "/machine-config")[1]["huge_pages"] == "Transparent"
+    a.expect_fault("PATCH", "/machine-config", "must be a multiple of 2", {"mem_size_mib": 127})
+    assert a.request("PATCH", "/machine-config", {"huge_pages": "None"})[0] == 204
+    a.expect_fault("PUT", "/snapshot/load", "'2m' must be \"Snapshot\", \"None\"",
+                   {"snapshot_path": "/s", "mem_file_path": "/m", "huge_pages": "2m"})
     a.expect_fault("PUT", "/drives/root",
                    "The id from the path [root] does not match the id from the body [data]!",
                    {"drive_id": "data", "path_on_host": "/x", "is_root_device": False})
