@@ -4,6 +4,7 @@
 #include <rapidjson/writer.h>
 
 #include "absl/strings/str_cat.h"
+#include "api/cpu_config_json.h"
 #include "api/vm_config_json.h"
 #include "src/common/json_reader.h"
 #include "src/common/status_macros.h"
@@ -324,6 +325,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/balloon", "PATCH", ParsePatchBalloon},
     {"/vsock", "PUT", Put<PutVsock, ParseVsock>, nullptr, PutVsockDeprecation},
     {"/entropy", "PUT", Put<PutEntropy, ParseEntropy>},
+    {"/cpu-config", "PUT", Put<PutCpuConfig, ParseCpuConfig>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},
     {"/balloon/hinting/start", "PATCH", ParseStartBalloonHinting, nullptr, nullptr, nullptr,

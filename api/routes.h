@@ -46,6 +46,6 @@ inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 
 // Paths of Firecracker's contract Ember does not serve yet; they and the
 // paths below them are refused as not supported yet.
-inline constexpr const char* kNotYetPaths[] = {"/cpu-config", "/pmem", "/hotplug/memory"};
+inline constexpr const char* kNotYetPaths[] = {"/pmem", "/hotplug/memory"};
 
 }  // namespace ember::api

@@ -198,6 +198,14 @@ std::vector<Case> Cases() {
          EXPECT_FALSE(a.working_set_path);
        })},
       {"PUT", "/entropy", "", "{}", Holds<PutEntropy>()},
+      {"PUT", "/cpu-config", "",
+       R"({"kvm_capabilities": ["!56"], "cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0x0",
+           "flags": 0, "modifiers": [{"register": "ecx", "bitmap": "0bx0"}]}]})",
+       Holds<PutCpuConfig>([](const auto& a) {
+         ASSERT_EQ(a.config.cpuid_modifiers.size(), 1u);
+         EXPECT_EQ(a.config.cpuid_modifiers[0].registers[0].bits.filter, 0b01u) << "bit 0 cleared, bit 1 kept";
+         EXPECT_EQ(a.config.kvm_capabilities[0], (KvmCapabilityModifier{56, true}));
+       })},
       {"PUT", "/entropy", "", R"({"rate_limiter": {}})",
        Holds<PutEntropy>([](const auto& a) { EXPECT_FALSE(a.config.rate_limiter); })},
       {"PUT", "/entropy", "", R"({"rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}})",

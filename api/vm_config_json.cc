@@ -9,6 +9,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "api/cpu_config_json.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,7 +25,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "cpu-config", "pmem", "memory-hotplug",
+    "pmem", "memory-hotplug",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -368,6 +369,9 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   if (const rapidjson::Value* v = r.Raw("vsock"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.vsock, ParseVsock(*v));
   }
+  if (const rapidjson::Value* v = r.Raw("cpu-config"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.cpu_config, ParseCpuConfigOrPath(*v));
+  }
   if (const rapidjson::Value* v = r.Raw("entropy"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.entropy, ParseEntropy(*v));
   }
@@ -607,7 +611,12 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   w.EndArray();
   w.Key("boot-source");
   WriteBootSource(w, c.boot_source);
-  Null(w, "cpu-config");
+  if (c.cpu_config) {
+    w.Key("cpu-config");
+    WriteCpuConfig(w, *c.cpu_config);
+  } else {
+    Null(w, "cpu-config");
+  }
   Null(w, "logger");
   w.Key("machine-config");
   WriteMachine(w, c.machine);

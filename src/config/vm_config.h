@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "src/common/huge_pages.h"
+#include "src/config/cpu_template.h"
 
 namespace ember {
 
@@ -158,6 +159,7 @@ struct SerialConfig {
 struct VmConfig {
   std::optional<BootSourceConfig> boot_source;
   MachineConfig machine;
+  std::optional<CpuTemplate> cpu_config;
   SerialConfig serial;
   std::vector<DriveConfig> drives;
   std::vector<NetConfig> net;

@@ -188,7 +188,8 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   if (vcpus.ok()) {
     vcpus = (*made)->CreateVcpus(config.machine.vcpu_count,
                                  BootEntry{images.kernel.entry, images.kernel.protocol},
-                                 &*supported);
+                                 &*supported,
+                                 config.cpu_config ? &*config.cpu_config : nullptr);
   }
   absl::Status shared = load.CopyShare();
   copier.join();
@@ -204,13 +205,15 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
              leases.empty() ? "read-only file system" : "under a lease");
   }
   vm->HoldLeases(std::move(leases));
-  return PreparedVm(std::move(vm), std::move(images), config.machine, *config.boot_source);
+  return PreparedVm(std::move(vm), std::move(images), config.machine, config.cpu_config,
+                    *config.boot_source);
 }
 
 bool PreparedVm::Matches(const VmConfig& config) const {
   if (!config.boot_source || !images_.stable) return false;
   const BootSourceConfig& boot = *config.boot_source;
-  if (config.machine != machine_ || boot.kernel_image_path != boot_.kernel_image_path ||
+  if (config.machine != machine_ || config.cpu_config != cpu_config_ ||
+      boot.kernel_image_path != boot_.kernel_image_path ||
       boot.initrd_path != boot_.initrd_path) {
     return false;
   }

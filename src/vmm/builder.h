@@ -50,13 +50,14 @@ class PreparedVm {
                                                           std::optional<PreparedVm>,
                                                           const std::map<std::string, virtio::net::Tap>*);
   PreparedVm(std::unique_ptr<Vm> vm, LoadedImages images, MachineConfig machine,
-             BootSourceConfig boot)
+             std::optional<CpuTemplate> cpu_config, BootSourceConfig boot)
       : vm_(std::move(vm)), images_(std::move(images)), machine_(machine),
-        boot_(std::move(boot)) {}
+        cpu_config_(std::move(cpu_config)), boot_(std::move(boot)) {}
 
   std::unique_ptr<Vm> vm_;
   LoadedImages images_;
   MachineConfig machine_;
+  std::optional<CpuTemplate> cpu_config_;  // set in its vCPUs' CPUID and MSRs
   BootSourceConfig boot_;
 };
 

@@ -69,6 +69,18 @@ absl::StatusOr<Kvm> Kvm::Open(const char* path) {
   return Kvm(std::move(fd), run_size);
 }
 
+int Kvm::CheckExtension(uint32_t cap) const {
+  int n = ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+  return n < 0 ? 0 : n;
+}
+
+const char* Kvm::RequiredCapName(uint32_t cap) {
+  for (const RequiredCap& c : kRequiredCaps) {
+    if (static_cast<uint32_t>(c.cap) == cap) return c.name;
+  }
+  return nullptr;
+}
+
 absl::StatusOr<VmFd> Kvm::CreateVm() const {
   UniqueFd vm(ioctl(fd_.get(), KVM_CREATE_VM, 0));
   if (!vm.valid()) return ErrnoStatus("KVM_CREATE_VM");

@@ -27,6 +27,10 @@ class Kvm {
 
   absl::StatusOr<VmFd> CreateVm() const;
   absl::StatusOr<CpuidEntries> SupportedCpuid() const;
+  // KVM_CHECK_EXTENSION: 0 where the host lacks capability `cap`.
+  int CheckExtension(uint32_t cap) const;
+  // The name of `cap` if Open requires it, else null.
+  static const char* RequiredCapName(uint32_t cap);
   int fd() const { return fd_.get(); }
 
  private:

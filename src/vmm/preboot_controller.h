@@ -53,6 +53,10 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutSerial& a);
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
+  absl::StatusOr<VmmResult> Do(const PutCpuConfig& a) {
+    config_.cpu_config = a.config;
+    return std::monostate();
+  }
   absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);
   // The rest need a running microVM, PATCHes of devices included: before
   // the start Firecracker takes a PUT of the whole device instead.

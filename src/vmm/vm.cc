@@ -15,6 +15,7 @@
 #include "src/common/status_macros.h"
 #include "src/common/stop_signals.h"
 #include "src/seccomp/seccomp.h"
+#include "src/vmm/arch/x86_64/cpu_template.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
 
@@ -66,14 +67,26 @@ Vm::~Vm() {
 }
 
 absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
-                             const CpuidEntries* supported) {
+                             const CpuidEntries* supported, const CpuTemplate* cpu_template) {
   if (entry && supported == nullptr) {
     return absl::InvalidArgumentError("a booting VM's vCPUs need KVM's CPUID list");
   }
+  CpuidEntries templated;
+  if (entry && cpu_template != nullptr) {
+    RETURN_IF_ERROR(x86_64::CheckKvmCapabilities(kvm_, *cpu_template));
+    ASSIGN_OR_RETURN(templated, x86_64::ApplyCpuidTemplate(*supported, *cpu_template));
+    supported = &templated;
+  }
+  std::vector<kvm_msr_entry> template_msrs;
   for (uint32_t i = 0; i < count; i++) {
     ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));
     if (entry) {
       RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(*supported, i, count)));
+      // vCPU 0's values, read once its CPUID is set, for every vCPU.
+      if (i == 0 && cpu_template != nullptr) {
+        ASSIGN_OR_RETURN(template_msrs, x86_64::TemplateMsrs(fd.fd(), *cpu_template));
+      }
+      RETURN_IF_ERROR(x86_64::SetTemplateMsrs(fd, template_msrs));
       RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry->protocol, entry->entry));
     }
     vcpus_.push_back(std::make_unique<Vcpu>(i, std::move(fd), &devices_.pio(), &devices_.mmio(),

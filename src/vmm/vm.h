@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "src/common/file_lease.h"
 #include "src/common/unique_fd.h"
+#include "src/config/cpu_template.h"
 #include "src/vmm/boot.h"
 #include "src/vmm/device_manager.h"
 #include "src/vmm/event_loop.h"
@@ -67,8 +68,11 @@ class Vm {
   // CPUID filtered from `supported` (KVM_GET_SUPPORTED_CPUID's list, which
   // the builder fetches beside its copy). Without an entry (a snapshot's VM)
   // they get neither, and `supported` may be null: the saved state sets both.
+  // A booting VM's `cpu_template` (PUT /cpu-config), if any, changes CPUID
+  // and MSRs first (arch/x86_64/cpu_template.h).
   absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
-                           const CpuidEntries* supported = nullptr);
+                           const CpuidEntries* supported = nullptr,
+                           const CpuTemplate* cpu_template = nullptr);
 
   // Lets the vCPUs run (once; Run does it if nobody did): as soon as the
   // start is answered, so that their threads wake while the VMM thread

@@ -61,6 +61,10 @@ struct PutEntropy {
   static constexpr char kWhat[] = "the entropy device";
   EntropyConfig config;
 };
+struct PutCpuConfig {
+  static constexpr char kWhat[] = "cpu-config";
+  CpuTemplate config;
+};
 struct PatchBalloon {
   uint64_t amount_mib;
 };
@@ -152,7 +156,7 @@ using VmmAction =
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
                  LoadSnapshot, RecordWorkingSet, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
                  PutMmdsConfig, StartBalloonHinting, StopBalloonHinting,
-                 GetBalloonHintingStatus>;
+                 GetBalloonHintingStatus, PutCpuConfig>;
 
 struct InstanceInfo {
   std::string id;

@@ -37,18 +37,16 @@ struct Counted {
   std::vector<uint8_t> bytes;
 };
 
-// KVM_GET_MSRS for `indices`; returns how many were read (it stops at the
-// first MSR it cannot read).
-absl::StatusOr<std::vector<kvm_msr_entry>> GetMsrs(int vcpu_fd,
-                                                   const std::vector<uint32_t>& indices) {
+}  // namespace
+
+absl::StatusOr<std::vector<kvm_msr_entry>> ReadMsrs(int vcpu_fd,
+                                                    const std::vector<uint32_t>& indices) {
   Counted<kvm_msr_entry> buf(static_cast<uint32_t>(indices.size()));
   for (size_t i = 0; i < indices.size(); i++) buf.entries()[i] = {indices[i], 0, 0};
   int n = ioctl(vcpu_fd, kGetMsrs, buf.bytes.data());
   if (n < 0) return ErrnoStatus("KVM_GET_MSRS");
   return std::vector<kvm_msr_entry>(buf.entries(), buf.entries() + n);
 }
-
-}  // namespace
 
 absl::StatusOr<std::vector<uint32_t>> SaveableMsrs(int kvm_fd) {
   std::vector<uint32_t> buf(1 + kMaxEntries);
@@ -65,7 +63,7 @@ absl::StatusOr<VcpuState> SaveVcpuState(int vcpu_fd, const std::vector<uint32_t>
   // Read all at once; where KVM stops early, skip the MSR it refused.
   for (size_t at = 0; at < msr_indices.size();) {
     std::vector<uint32_t> rest(msr_indices.begin() + at, msr_indices.end());
-    ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> got, GetMsrs(vcpu_fd, rest));
+    ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> got, ReadMsrs(vcpu_fd, rest));
     s.msrs.insert(s.msrs.end(), got.begin(), got.end());
     at += got.size() + 1;
   }

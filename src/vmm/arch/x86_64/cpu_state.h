@@ -54,6 +54,10 @@ struct VmState {
   bool Decode(ByteReader& r);
 };
 
+// KVM_GET_MSRS for `indices`: those read, in order; KVM stops at the first
+// MSR it cannot read.
+absl::StatusOr<std::vector<kvm_msr_entry>> ReadMsrs(int vcpu_fd,
+                                                    const std::vector<uint32_t>& indices);
 // MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST), from /dev/kvm.
 absl::StatusOr<std::vector<uint32_t>> SaveableMsrs(int kvm_fd);
 
