@@ -168,7 +168,9 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   // Before the plan: the ranges it hands out are the VMM's writes.
   if (config.machine.track_dirty_pages) memory.EnableDirtyTracking();
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(memory, *config.boot_source));
-  load.Advise(memory);
+  // THP for the kernel's range: with Transparent all of memory has it, and
+  // on hugetlbfs the advice would only split the mapping.
+  if (config.machine.huge_pages == HugePages::kNone) load.Advise(memory);
   // The copier first fetches KVM's CPUID list (on a virtualised host, half
   // a millisecond of trapped CPUID instructions), then copies beside KVM's
   // set-up; this thread takes its share of what is left once that is done.

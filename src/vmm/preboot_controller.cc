@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/status_macros.h"
+#include "src/vstate/guest_memory.h"
 
 namespace ember {
 namespace {
@@ -137,8 +138,24 @@ absl::StatusOr<VmmResult> PreBootController::Handle(const VmmAction& action) {
   return std::visit([this](const auto& a) { return Do(a); }, action);
 }
 
+namespace {
+
+// The configuration's own checks, and what this process's command line
+// rules out: hugetlbfs memory is never merged (--merge-guest-memory).
+absl::Status CheckMachine(const MachineConfig& m) {
+  RETURN_IF_ERROR(ValidateMachineConfig(m));
+  if (m.huge_pages == HugePages::k2M && GuestMemory::mergeable_by_default()) {
+    return absl::InvalidArgumentError(
+        "machine-config.huge_pages \"2M\": this Ember runs with --merge-guest-memory, and KSM "
+        "never merges hugetlbfs pages; use \"None\" or \"Transparent\"");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<VmmResult> PreBootController::Do(const PutMachineConfig& a) {
-  RETURN_IF_ERROR(ValidateMachineConfig(a.config));
+  RETURN_IF_ERROR(CheckMachine(a.config));
   config_.machine = a.config;
   return std::monostate();
 }
@@ -149,7 +166,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   if (a.mem_size_mib) m.mem_size_mib = *a.mem_size_mib;
   if (a.track_dirty_pages) m.track_dirty_pages = *a.track_dirty_pages;
   if (a.huge_pages) m.huge_pages = *a.huge_pages;
-  RETURN_IF_ERROR(ValidateMachineConfig(m));
+  RETURN_IF_ERROR(CheckMachine(m));
   config_.machine = m;
   return std::monostate();
 }

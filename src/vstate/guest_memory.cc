@@ -4,6 +4,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <cstdio>
 
 #include <utility>
 
@@ -20,6 +23,33 @@ namespace ember {
 namespace {
 constexpr uint64_t kPageSize = 4096;
 std::atomic<bool> g_mergeable_by_default{false};
+
+// `size` bytes of address space on a 2 MiB boundary, reserved (PROT_NONE)
+// for a mapping put over it with MAP_FIXED: KVM maps a memory slot with
+// huge pages only where host and guest addresses agree modulo 2 MiB, and
+// only kernels from 6.7 place large anonymous mappings so by themselves.
+void* ReserveAligned(uint64_t size) {
+  uint64_t span = size + kHugePageBytes;
+  void* p = mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return p;
+  uintptr_t start = reinterpret_cast<uintptr_t>(p);
+  uintptr_t aligned = (start + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  if (aligned > start) munmap(p, aligned - start);
+  if (start + span > aligned + size) {
+    munmap(reinterpret_cast<void*>(aligned + size), start + span - (aligned + size));
+  }
+  return reinterpret_cast<void*>(aligned);
+}
+
+// Before Linux 6.9, MADV_DONTNEED on private hugetlbfs memory loses the
+// page's reservation: another process may take the freed page, and the
+// guest's next touch of it is a SIGBUS.
+bool HugetlbDiscardKeepsReservation() {
+  struct utsname u;
+  int major = 0, minor = 0;
+  if (uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 9);
+}
 }  // namespace
 
 void GuestMemory::SetMergeableByDefault(bool on) { g_mergeable_by_default = on; }
@@ -58,6 +88,8 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
   GuestMemory mem;
   mem.mergeable_ = mergeable;
   mem.huge_pages_ = huge_pages;
+  // Decided here: the VMM thread's seccomp filter has no uname.
+  mem.discard_huge_pages_ = hugetlb && HugetlbDiscardKeepsReservation();
   uint64_t align = mem.host_page_size();
   uint64_t prev_end = 0, file_offset = 0;
   for (const MemoryRange& r : ranges) {
@@ -67,11 +99,17 @@ absl::StatusOr<GuestMemory> GuestMemory::Map(const std::vector<MemoryRange>& ran
           absl::StrFormat("bad guest memory range [%#x, +%#x)", r.guest_addr, r.size));
     }
     prev_end = r.guest_addr + r.size;
-    // hugetlbfs reserves its pages now, so that a short pool fails here.
+    // hugetlbfs reserves its pages now, so that a short pool fails here;
+    // its mappings are 2 MiB aligned by themselves.
     int flags = MAP_PRIVATE | (fd < 0 ? MAP_ANONYMOUS : 0) |
-                (hugetlb ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_NORESERVE);
-    void* host = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, flags, fd,
+                (hugetlb ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_NORESERVE | MAP_FIXED);
+    void* at = hugetlb ? nullptr : ReserveAligned(r.size);
+    if (at == MAP_FAILED) {
+      return ErrnoStatus(absl::StrFormat("reserving %d MiB for guest memory", r.size >> 20));
+    }
+    void* host = mmap(at, r.size, PROT_READ | PROT_WRITE, flags, fd,
                       fd < 0 ? 0 : static_cast<off_t>(file_offset));
+    if (host == MAP_FAILED && at != nullptr) munmap(at, r.size);
     if (host == MAP_FAILED && hugetlb) {
       return ErrnoStatus(absl::StrFormat(
           "huge_pages \"2M\": %d MiB of guest memory from the host's hugetlbfs pool (see "
@@ -128,6 +166,7 @@ bool GuestMemory::Discard(uint64_t addr, uint64_t len) const {
   uintptr_t lo = (start + page - 1) / page * page;
   uintptr_t hi = (start + len) / page * page;
   if (lo >= hi) return true;  // no whole huge page: nothing to give back
+  if (huge_pages_ == HugePages::k2M && !discard_huge_pages_) return true;
   return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0;
 }
 
@@ -137,6 +176,7 @@ GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::exchange(other.regions_, {})),
       mergeable_(other.mergeable_),
       huge_pages_(other.huge_pages_),
+      discard_huge_pages_(other.discard_huge_pages_),
       dirty_(std::move(other.dirty_)) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
@@ -145,6 +185,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     regions_ = std::exchange(other.regions_, {});
     mergeable_ = other.mergeable_;
     huge_pages_ = other.huge_pages_;
+    discard_huge_pages_ = other.discard_huge_pages_;
     dirty_ = std::move(other.dirty_);
   }
   return *this;

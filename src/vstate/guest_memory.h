@@ -101,11 +101,14 @@ class GuestMemory {
   // The host page size under guest memory: 4 KiB, or 2 MiB with k2M.
   uint64_t host_page_size() const;
   // Gives the host back the pages of [addr, addr + len) (a balloon's
-  // inflated or free pages); they read as zero afterwards. With hugetlbfs
-  // pages only the whole huge pages inside the range go back: the guest
-  // frees 4 KiB pages, and a partly freed huge page must keep the rest.
-  // Counted as written under dirty tracking. False for a range outside
-  // guest memory or the host's refusal.
+  // inflated or free pages); they read as zero afterwards, or, mapped from
+  // a snapshot's memory file, as the file's bytes. With hugetlbfs pages
+  // only the whole huge pages inside the range go back (the guest frees
+  // 4 KiB pages, and a partly freed huge page must keep the rest), and
+  // only on Linux 6.9 or later: before it, a dropped page's reservation is
+  // lost and the guest could later fault on an empty pool. Counted as
+  // written under dirty tracking. False for a range outside guest memory
+  // or the host's refusal.
   bool Discard(uint64_t addr, uint64_t len) const;
   // Gives `host`, a part of a region that a new mapping replaced (a file
   // mapped over it, or the anonymous copy that replaced such a mapping),
@@ -140,6 +143,7 @@ class GuestMemory {
   std::vector<GuestRegion> regions_;
   bool mergeable_ = false;
   HugePages huge_pages_ = HugePages::kNone;
+  bool discard_huge_pages_ = false;  // k2M, on a kernel where that is safe
   // Per region, a bit per page; empty when not tracking.
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> dirty_;
 };

@@ -28,15 +28,27 @@ bool WriteNr(int64_t n) {
 
 }  // namespace
 
-uint64_t HugePagePool::FreePages() {
+uint64_t HugePagePool::Meminfo(const std::string& key) {
   std::ifstream meminfo("/proc/meminfo");
   for (std::string line; std::getline(meminfo, line);) {
     std::istringstream fields(line);
-    std::string key;
+    std::string name;
     uint64_t value = 0;
-    if (fields >> key >> value && key == "HugePages_Free:") return value;
+    if (fields >> name >> value && name == key + ":") return value;
   }
   return 0;
+}
+
+uint64_t HugePagePool::FreePages() {
+  uint64_t free = Meminfo("HugePages_Free"), reserved = Meminfo("HugePages_Rsvd");
+  return free > reserved ? free - reserved : 0;
+}
+
+uint64_t HugePagePool::Overcommit() {
+  std::ifstream in("/proc/sys/vm/nr_overcommit_hugepages");
+  uint64_t n = 0;
+  in >> n;
+  return n;
 }
 
 HugePagePool::HugePagePool(uint64_t pages) {

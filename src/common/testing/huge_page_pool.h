@@ -20,8 +20,12 @@ class HugePagePool {
 
   // Why the pages could not be had; empty when they are there.
   const std::string& unavailable() const { return unavailable_; }
-  // HugePages_Free in /proc/meminfo.
+  // Pages nobody holds or has reserved: HugePages_Free - HugePages_Rsvd.
   static uint64_t FreePages();
+  // A field of /proc/meminfo ("HugePages_Rsvd"), 0 if absent.
+  static uint64_t Meminfo(const std::string& key);
+  // vm.nr_overcommit_hugepages: surplus pages the pool may add on demand.
+  static uint64_t Overcommit();
 
  private:
   int lock_fd_ = -1;

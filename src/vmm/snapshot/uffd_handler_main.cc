@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
       errno = EINVAL;
       return Fail("a region lies beyond the memory file");
     }
-    if (page < 4096 || (page & (page - 1)) != 0 || added.size % page || added.offset % page) {
+    if (page < 4096 || (page & (page - 1)) != 0 || added.size % page || added.offset % page ||
+        added.base % page) {
       errno = EINVAL;
       return Fail("a region is not made of whole pages of its page_size");
     }

@@ -1,10 +1,16 @@
 // The snapshot encodings of VcpuState and VmState, without KVM: the KVM
-// structs are filled with patterns, encoded, decoded and compared.
+// structs are filled with patterns, encoded, decoded and compared. And,
+// where /dev/kvm exists, clock_realtime on a real VM's kvmclock.
 #include "src/vmm/arch/x86_64/cpu_state.h"
 
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
+
+#include "src/vmm/kvm.h"
 
 #include "src/common/testing/state_testing.h"
 
@@ -182,6 +188,31 @@ TEST(ClockRealtime, KeptOnlyWhenAskedAndRecorded) {
   absl::Status st = UseClockRealtime(&s, true);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("has no real time"), std::string::npos) << st;
+}
+
+// Restored with clock_realtime, kvmclock moves on by the time since the
+// save; without it, it goes on from the saved value.
+TEST(ClockRealtime, AdvancesARestoredClockByTheTimeSinceTheSave) {
+  absl::StatusOr<Kvm> kvm = Kvm::Open();
+  if (!kvm.ok()) GTEST_SKIP() << kvm.status();
+  absl::StatusOr<VmFd> vm = kvm->CreateVm();
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->CreateIrqchip().ok());
+  ASSERT_TRUE(vm->CreatePit2().ok());
+  absl::StatusOr<VmState> saved = SaveVmState(vm->fd());
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  if (!(saved->clock.flags & KVM_CLOCK_REALTIME)) GTEST_SKIP() << "KVM records no real time";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto restored_clock = [&](bool realtime) -> uint64_t {
+    VmState s = *saved;
+    EXPECT_TRUE(UseClockRealtime(&s, realtime).ok());
+    EXPECT_TRUE(RestoreVmState(vm->fd(), s).ok());
+    kvm_clock_data now = {};
+    EXPECT_EQ(ioctl(vm->fd(), KVM_GET_CLOCK, &now), 0);
+    return now.clock;
+  };
+  EXPECT_GE(restored_clock(true), saved->clock.clock + 300'000'000);
+  EXPECT_LT(restored_clock(false), saved->clock.clock + 200'000'000);
 }
 
 }  // namespace
