@@ -1,11 +1,13 @@
 #include "api/cpu_config_json.h"
 
-#include <fstream>
-#include <sstream>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "src/common/json_reader.h"
+#include "src/common/open_no_wait.h"
 #include "src/common/status_macros.h"
 
 namespace ember::api {
@@ -14,7 +16,9 @@ namespace {
 constexpr const char* kRegisters[] = {"eax", "ebx", "ecx", "edx"};
 // A template is a few hundred modifiers at most (Firecracker's own are
 // under 100); the file form is read whole.
-constexpr std::streamsize kMaxTemplateFileBytes = 1 << 20;
+constexpr off_t kMaxTemplateFileBytes = 1 << 20;
+// KVM_GET_MSRS and KVM_SET_MSRS take at most 255 at once.
+constexpr size_t kMaxMsrModifiers = 255;
 
 // Each element of array `name` in `r`'s object, parsed by `parse`.
 template <typename T, typename Parse>
@@ -118,20 +122,32 @@ absl::StatusOr<CpuTemplate> ParseCpuConfig(const rapidjson::Value& value) {
   RETURN_IF_ERROR(ReadArray(r, "cpuid_modifiers", context, &t.cpuid_modifiers, ParseLeaf));
   RETURN_IF_ERROR(ReadArray(r, "msr_modifiers", context, &t.msr_modifiers, ParseMsr));
   RETURN_IF_ERROR(r.Finish());
+  if (t.msr_modifiers.size() > kMaxMsrModifiers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cpu-config.msr_modifiers: at most ", kMaxMsrModifiers, " (KVM sets 255 MSRs at once)"));
+  }
   return t;
 }
 
 absl::StatusOr<CpuTemplate> ParseCpuConfigOrPath(const rapidjson::Value& value) {
   if (!value.IsString()) return ParseCpuConfig(value);
   std::string path = value.GetString();
-  std::ifstream in(path);
-  std::ostringstream text;
-  if (!in || !(text << in.rdbuf()) || text.tellp() > kMaxTemplateFileBytes) {
+  // Never waited on (a FIFO) nor read without end (/dev/zero).
+  UniqueFd fd = OpenNoWait(path, O_RDONLY);
+  struct stat st;
+  std::string text;
+  bool ok = fd.valid() && fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+            st.st_size <= kMaxTemplateFileBytes;
+  if (ok) {
+    text.resize(st.st_size);
+    ok = pread(fd.get(), text.data(), text.size(), 0) == static_cast<ssize_t>(text.size());
+  }
+  if (!ok) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cpu-config: ", path, " is not a readable CPU template file of at most 1 MiB"));
   }
   rapidjson::Document doc;
-  absl::Status parsed = ParseJsonObject(text.str(), &doc);
+  absl::Status parsed = ParseJsonObject(text, &doc);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("cpu-config: ", path, ": ", parsed.message()));
   }

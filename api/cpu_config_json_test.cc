@@ -1,12 +1,14 @@
 #include "api/cpu_config_json.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "api/vm_config_json.h"
 #include "src/common/json_reader.h"
 
@@ -115,6 +117,22 @@ TEST(CpuConfigJsonTest, BadTemplatesAreRefusedByField) {
   ExpectRefused(R"({"cpuid_modifiers": {}})", "cpu-config.cpuid_modifiers must be an array");
   ExpectRefused(R"({"reg_modifiers": [{"addr": "0x1", "bitmap": "0b1"}]})", "aarch64");
   ExpectRefused(R"({"cpuid": []})", "unknown field 'cpuid'");
+  // Numbers: the digits of their base and nothing else.
+  for (const char* leaf : {"0x0x1f", " 1", "+1", "0b12", "1a", "0x", ""}) {
+    ExpectRefused(absl::StrCat(R"({"cpuid_modifiers": [{"leaf": ")", leaf,
+                               R"(", "subleaf": "0", "flags": 0, "modifiers": []}]})"),
+                  "must be a 32-bit number");
+  }
+  // Nothing may follow the 32nd bit, not even '_' (Firecracker's rule).
+  ExpectRefused(absl::StrCat(R"({"cpuid_modifiers": [{"leaf": "1", "subleaf": "0", "flags": 0,
+                   "modifiers": [{"register": "eax", "bitmap": "0b_)",
+                             std::string(32, '1'), R"("}]}]})"),
+                "has more than 32 bits");
+  std::string many = R"({"msr_modifiers": [)";
+  for (int i = 0; i < 256; i++) {
+    absl::StrAppend(&many, i ? "," : "", R"({"addr": ")", i, R"(", "bitmap": "0b1"})");
+  }
+  ExpectRefused(many + "]}", "cpu-config.msr_modifiers: at most 255");
 }
 
 TEST(CpuConfigJsonTest, TheConfigFileTakesItInlineOrFromAFile) {
@@ -131,11 +149,17 @@ TEST(CpuConfigJsonTest, TheConfigFileTakesItInlineOrFromAFile) {
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ(again->cpu_config, c->cpu_config);
   }
-  auto missing = ParseVmConfig(
-      R"({"boot-source": {"kernel_image_path": "/k"}, "cpu-config": "/nonexistent.json"})");
-  EXPECT_NE(missing.status().message().find("/nonexistent.json is not a readable CPU template"),
-            std::string::npos)
-      << missing.status();
+  // Neither a missing file nor one read without end (or waited on) is taken.
+  std::string fifo = ::testing::TempDir() + "/template.fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& bad : {std::string("/nonexistent.json"), std::string("/dev/zero"), fifo}) {
+    auto refused = ParseVmConfig(
+        R"({"boot-source": {"kernel_image_path": "/k"}, "cpu-config": ")" + bad + "\"}");
+    EXPECT_NE(refused.status().message().find(bad + " is not a readable CPU template"),
+              std::string::npos)
+        << refused.status();
+  }
+  std::remove(fifo.c_str());
   std::remove(path.c_str());
 }
 

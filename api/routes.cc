@@ -95,20 +95,32 @@ absl::StatusOr<VmmAction> ParsePatchVm(const rapidjson::Value& body) {
   return PatchVmState{state == "Paused"};
 }
 
+// cpu_template "None", given, drops a custom CPU template, as in Firecracker.
+bool ClearsCpuTemplate(const rapidjson::Value& body) {
+  auto t = body.FindMember("cpu_template");
+  return t != body.MemberEnd() && t->value.IsString() &&
+         std::string(t->value.GetString()) == "None";
+}
+
+absl::StatusOr<VmmAction> ParsePutMachineConfig(const rapidjson::Value& body) {
+  ASSIGN_OR_RETURN(MachineConfig config, ParseMachineConfig(body));
+  return PutMachineConfig{config, ClearsCpuTemplate(body)};
+}
+
 absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) {
   JsonReader r(body, "machine-config");
   PatchMachineConfig p;
   if (auto n = r.Uint("vcpu_count", false, kMinVcpus, kMaxVcpus)) p.vcpu_count = *n;
   p.mem_size_mib = r.Uint("mem_size_mib", false, 1, uint64_t{1} << 32);
   p.track_dirty_pages = r.Bool("track_dirty_pages", false);
-  // smt and cpu_template: only the values that change nothing here.
-  std::optional<bool> smt = r.Bool("smt", false);
+  p.smt = r.Bool("smt", false);
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl));
+  RETURN_IF_ERROR(CheckMachineExtras(tmpl));
+  p.clears_cpu_template = ClearsCpuTemplate(body);
   ASSIGN_OR_RETURN(p.huge_pages, ParseHugePagesField(huge, "machine-config.huge_pages"));
-  if (!p.vcpu_count && !p.mem_size_mib && !p.track_dirty_pages && !smt && !tmpl && !huge) {
+  if (!p.vcpu_count && !p.mem_size_mib && !p.track_dirty_pages && !p.smt && !tmpl && !huge) {
     return absl::InvalidArgumentError(kEmptyPatch);  // Firecracker's answer to {}
   }
   return p;
@@ -312,7 +324,7 @@ constexpr RouteSpec kRoutes[] = {
     {"/vm", "PATCH", ParsePatchVm},
     {"/vm/config", "GET", Get<GetVmConfig>},
     {"/machine-config", "GET", Get<GetMachineConfig>},
-    {"/machine-config", "PUT", Put<PutMachineConfig, ParseMachineConfig>, nullptr,
+    {"/machine-config", "PUT", ParsePutMachineConfig, nullptr,
      PutMachineConfigDeprecation},
     {"/machine-config", "PATCH", ParsePatchMachineConfig, nullptr, PatchMachineConfigDeprecation},
     {"/boot-source", "PUT", Put<PutBootSource, ParseBootSource>},

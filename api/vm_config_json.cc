@@ -60,7 +60,8 @@ absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) 
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(smt, tmpl));
+  RETURN_IF_ERROR(CheckMachineExtras(tmpl));
+  m.smt = smt.value_or(false);
   ASSIGN_OR_RETURN(std::optional<HugePages> pages,
                    ParseHugePagesField(huge, "machine-config.huge_pages"));
   m.huge_pages = pages.value_or(HugePages::kNone);
@@ -78,11 +79,7 @@ absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(
   return pages;
 }
 
-absl::Status CheckMachineExtras(const std::optional<bool>& smt,
-                                const std::optional<std::string>& cpu_template) {
-  if (smt.value_or(false)) {
-    return absl::InvalidArgumentError("machine-config.smt: Ember does not support SMT; use false");
-  }
+absl::Status CheckMachineExtras(const std::optional<std::string>& cpu_template) {
   if (cpu_template && *cpu_template != "None") {
     return absl::InvalidArgumentError(absl::StrCat("machine-config.cpu_template '",
                                                    *cpu_template,
@@ -448,7 +445,7 @@ void WriteMachine(Writer& w, const MachineConfig& m) {
   w.Key("mem_size_mib");
   w.Uint64(m.mem_size_mib);
   w.Key("smt");
-  w.Bool(false);
+  w.Bool(m.smt);
   w.Key("track_dirty_pages");
   w.Bool(m.track_dirty_pages);
   Str(w, "huge_pages", HugePagesName(m.huge_pages));

@@ -15,10 +15,9 @@ namespace ember::api {
 
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
-// machine-config's smt and cpu_template, as given (or not): only the
-// values that ask for nothing Ember lacks pass.
-absl::Status CheckMachineExtras(const std::optional<bool>& smt,
-                                const std::optional<std::string>& cpu_template);
+// machine-config's cpu_template, as given (or not): only "None" passes
+// (the static templates are not built in; a custom one goes to /cpu-config).
+absl::Status CheckMachineExtras(const std::optional<std::string>& cpu_template);
 // A huge_pages value ("None", "Transparent" or "2M"); `field` names it in
 // the message.
 absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(

@@ -329,9 +329,21 @@ TEST(VmConfigJsonTest, EntropySectionRoundTrips) {
 }
 
 TEST(VmConfigJsonTest, UnsupportedMachineOptions) {
-  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "smt": true})"), "SMT");
   ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "T2"})"),
                 "cpu_template 'T2'");
+}
+
+TEST(VmConfigJsonTest, Smt) {
+  auto c = ParseVmConfig(Config(R"({"vcpu_count": 4, "mem_size_mib": 128, "smt": true})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->machine.smt);
+  EXPECT_NE(MachineConfigToJson(c->machine).find(R"("smt":true)"), std::string::npos);
+  EXPECT_TRUE(ValidateMachineConfig(c->machine).ok());
+  c->machine.vcpu_count = 3;
+  EXPECT_NE(ValidateMachineConfig(c->machine).message().find("must be 1 or even"),
+            std::string::npos);
+  c->machine.vcpu_count = 1;
+  EXPECT_TRUE(ValidateMachineConfig(c->machine).ok());
 }
 
 TEST(VmConfigJsonTest, HugePages) {

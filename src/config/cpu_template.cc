@@ -13,11 +13,12 @@ absl::StatusOr<BitFilter<uint64_t>> ParseBitmap(const std::string& text, int bit
   BitFilter<uint64_t> out;
   int bit = 0;
   for (auto c = digits.rbegin(); c != digits.rend(); ++c) {
-    if (*c == '_') continue;
+    // Firecracker's order: nothing at all may follow the last bit.
     if (bit == bits) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, " '", text, "' has more than ", bits, " bits"));
     }
+    if (*c == '_') continue;
     uint64_t mask = uint64_t{1} << bit;
     if (*c == '0' || *c == '1') {
       out.filter |= mask;
@@ -50,12 +51,12 @@ absl::StatusOr<uint32_t> ParseRegisterNumber(const std::string& text, const std:
     base = 2;
     digits = text.substr(2);
   }
+  const char* valid = base == 16 ? "0123456789abcdefABCDEF" : base == 2 ? "01" : "0123456789";
+  bool ok = !digits.empty() && digits.find_first_not_of(valid) == std::string::npos;
   char* end = nullptr;
   errno = 0;
-  unsigned long long n = digits.empty() || digits[0] == '-' || digits[0] == '+' || digits[0] == ' '
-                             ? 0
-                             : std::strtoull(digits.c_str(), &end, base);
-  if (digits.empty() || end == nullptr || *end != '\0' || errno != 0 || n > UINT32_MAX) {
+  unsigned long long n = ok ? std::strtoull(digits.c_str(), &end, base) : 0;
+  if (!ok || *end != '\0' || errno != 0 || n > UINT32_MAX) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, " '", text, "' must be a 32-bit number: \"0x\" hex, \"0b\" binary or decimal"));
   }

@@ -13,6 +13,12 @@ absl::Status ValidateMachineConfig(const MachineConfig& m) {
         "machine-config.vcpu_count must be between %d and %d, got %d", kMinVcpus, kMaxVcpus,
         m.vcpu_count));
   }
+  if (m.smt && m.vcpu_count > 1 && m.vcpu_count % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "machine-config.vcpu_count %d: with smt, the vCPUs are pairs of threads, so it must be "
+        "1 or even",
+        m.vcpu_count));
+  }
   if (m.mem_size_mib == 0) {
     return absl::InvalidArgumentError("machine-config.mem_size_mib must be at least 1");
   }

@@ -33,6 +33,8 @@ struct MachineConfig {
   uint64_t mem_size_mib = 128;
   bool track_dirty_pages = false;
   HugePages huge_pages = HugePages::kNone;
+  // Two threads a core (CPUID topology); vcpu_count must then be 1 or even.
+  bool smt = false;
   friend bool operator==(const MachineConfig&, const MachineConfig&) = default;
 };
 

@@ -191,7 +191,8 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
     vcpus = (*made)->CreateVcpus(config.machine.vcpu_count,
                                  BootEntry{images.kernel.entry, images.kernel.protocol},
                                  &*supported,
-                                 config.cpu_config ? &*config.cpu_config : nullptr);
+                                 config.cpu_config ? &*config.cpu_config : nullptr,
+                                 config.machine.smt);
   }
   absl::Status shared = load.CopyShare();
   copier.join();

@@ -157,6 +157,7 @@ absl::Status CheckMachine(const MachineConfig& m) {
 absl::StatusOr<VmmResult> PreBootController::Do(const PutMachineConfig& a) {
   RETURN_IF_ERROR(CheckMachine(a.config));
   config_.machine = a.config;
+  if (a.clears_cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
 
@@ -166,8 +167,10 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   if (a.mem_size_mib) m.mem_size_mib = *a.mem_size_mib;
   if (a.track_dirty_pages) m.track_dirty_pages = *a.track_dirty_pages;
   if (a.huge_pages) m.huge_pages = *a.huge_pages;
+  if (a.smt) m.smt = *a.smt;
   RETURN_IF_ERROR(CheckMachine(m));
   config_.machine = m;
+  if (a.clears_cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
 

@@ -54,7 +54,12 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
   absl::StatusOr<VmmResult> Do(const PutCpuConfig& a) {
-    config_.cpu_config = a.config;
+    // An empty template changes nothing: it is none (GET /vm/config null).
+    if (a.config == CpuTemplate{}) {
+      config_.cpu_config.reset();
+    } else {
+      config_.cpu_config = a.config;
+    }
     return std::monostate();
   }
   absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);

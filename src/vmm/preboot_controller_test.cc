@@ -51,6 +51,29 @@ TEST(PreBootControllerTest, MachineConfigIsValidatedAndPatchedFieldByField) {
   EXPECT_EQ(std::get<MachineConfig>(*got).mem_size_mib, 512u);
 }
 
+// As in Firecracker: an empty template is none, and machine-config's
+// cpu_template "None" drops a custom one; a machine-config without the
+// field keeps it.
+TEST(PreBootControllerTest, CpuTemplatesAreDroppedByNoneOrEmpty) {
+  PreBootController c{VmConfig{}};
+  CpuTemplate t;
+  t.msr_modifiers = {{0x10a, {1, 0}}};
+  ASSERT_TRUE(c.Handle(PutCpuConfig{t}).ok());
+  ASSERT_TRUE(c.config().cpu_config);
+  ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}}).ok());
+  EXPECT_TRUE(c.config().cpu_config) << "no cpu_template field: kept";
+  PatchMachineConfig none;
+  none.clears_cpu_template = true;
+  ASSERT_TRUE(c.Handle(none).ok());
+  EXPECT_FALSE(c.config().cpu_config);
+  ASSERT_TRUE(c.Handle(PutCpuConfig{t}).ok());
+  ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}, /*clears_cpu_template=*/true}).ok());
+  EXPECT_FALSE(c.config().cpu_config);
+  ASSERT_TRUE(c.Handle(PutCpuConfig{t}).ok());
+  ASSERT_TRUE(c.Handle(PutCpuConfig{CpuTemplate{}}).ok());
+  EXPECT_FALSE(c.config().cpu_config) << "{} is no template";
+}
+
 TEST(PreBootControllerTest, DrivesAreReplacedByIdAndOneRootAtMost) {
   PreBootController c{VmConfig{}};
   ASSERT_TRUE(c.Handle(PutDrive{Drive("rootfs", true)}).ok());

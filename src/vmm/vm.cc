@@ -67,7 +67,8 @@ Vm::~Vm() {
 }
 
 absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
-                             const CpuidEntries* supported, const CpuTemplate* cpu_template) {
+                             const CpuidEntries* supported, const CpuTemplate* cpu_template,
+                             bool smt) {
   if (entry && supported == nullptr) {
     return absl::InvalidArgumentError("a booting VM's vCPUs need KVM's CPUID list");
   }
@@ -81,10 +82,11 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
   for (uint32_t i = 0; i < count; i++) {
     ASSIGN_OR_RETURN(VcpuFd fd, vm_.CreateVcpu(i));
     if (entry) {
-      RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(*supported, i, count)));
+      RETURN_IF_ERROR(fd.SetCpuid(x86_64::FilterCpuid(*supported, i, count, smt)));
       // vCPU 0's values, read once its CPUID is set, for every vCPU.
       if (i == 0 && cpu_template != nullptr) {
         ASSIGN_OR_RETURN(template_msrs, x86_64::TemplateMsrs(fd.fd(), *cpu_template));
+        for (const kvm_msr_entry& m : template_msrs) extra_msrs_.push_back(m.index);
       }
       RETURN_IF_ERROR(x86_64::SetTemplateMsrs(fd, template_msrs));
       RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry->protocol, entry->entry));
@@ -146,6 +148,9 @@ absl::StatusOr<snapshot::MachineState> Vm::SaveMachineState() const {
   if (!paused_) return absl::FailedPreconditionError("the VM must be paused to save its state");
   snapshot::MachineState state;
   ASSIGN_OR_RETURN(std::vector<uint32_t> msrs, SaveableMsrs(kvm_.fd()));
+  for (uint32_t extra : extra_msrs_) {
+    if (std::find(msrs.begin(), msrs.end(), extra) == msrs.end()) msrs.push_back(extra);
+  }
   ASSIGN_OR_RETURN(state.vm, SaveVmState(vm_.fd()));
   for (const auto& v : vcpus_) {
     ASSIGN_OR_RETURN(VcpuState s, SaveVcpuState(v->fd().fd(), msrs));
@@ -162,6 +167,10 @@ absl::Status Vm::RestoreMachineState(const snapshot::MachineState& state) {
   RETURN_IF_ERROR(RestoreVmState(vm_.fd(), state.vm));
   for (size_t i = 0; i < vcpus_.size(); i++) {
     RETURN_IF_ERROR(RestoreVcpuState(vcpus_[i]->fd().fd(), state.vcpus[i]));
+  }
+  // The next snapshot saves every MSR this one had.
+  if (!state.vcpus.empty()) {
+    for (const kvm_msr_entry& m : state.vcpus[0].msrs) extra_msrs_.push_back(m.index);
   }
   return absl::OkStatus();
 }

@@ -70,9 +70,10 @@ class Vm {
   // they get neither, and `supported` may be null: the saved state sets both.
   // A booting VM's `cpu_template` (PUT /cpu-config), if any, changes CPUID
   // and MSRs first (arch/x86_64/cpu_template.h).
+  // With `smt`, pairs of vCPUs are the two threads of a core in CPUID.
   absl::Status CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
                            const CpuidEntries* supported = nullptr,
-                           const CpuTemplate* cpu_template = nullptr);
+                           const CpuTemplate* cpu_template = nullptr, bool smt = false);
 
   // Lets the vCPUs run (once; Run does it if nobody did): as soon as the
   // start is answered, so that their threads wake while the VMM thread
@@ -163,6 +164,9 @@ class Vm {
   std::vector<FileLease> leases_;
   UniqueFd lease_signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  // MSRs a CPU template set that KVM's save list may lack; saved besides
+  // it (a restored VM keeps those its snapshot had).
+  std::vector<uint32_t> extra_msrs_;
 };
 
 }  // namespace ember

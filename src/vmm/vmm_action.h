@@ -21,6 +21,8 @@ struct GetMachineConfig {};
 struct PutMachineConfig {
   static constexpr char kWhat[] = "machine-config";
   MachineConfig config;
+  // cpu_template "None" given: a custom CPU template goes too (Firecracker).
+  bool clears_cpu_template = false;
 };
 // PATCH /machine-config: only the fields given change.
 struct PatchMachineConfig {
@@ -29,6 +31,8 @@ struct PatchMachineConfig {
   std::optional<uint64_t> mem_size_mib;
   std::optional<bool> track_dirty_pages;
   std::optional<HugePages> huge_pages;
+  std::optional<bool> smt;
+  bool clears_cpu_template = false;  // as PutMachineConfig's
 };
 struct PutBootSource {
   static constexpr char kWhat[] = "boot-source";

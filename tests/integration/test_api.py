@@ -232,6 +232,8 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
     assert a.request("PATCH", "/machine-config", {"huge_pages": "Transparent"})[0] == 204
     assert a.request("GET", "/machine-config")[1]["huge_pages"] == "Transparent"
     a.expect_fault("PATCH", "/machine-config", "must be a multiple of 2", {"mem_size_mib": 127})
+    a.expect_fault("PUT", "/machine-config", "with smt, the vCPUs are pairs of threads",
+                   {"vcpu_count": 3, "mem_size_mib": 128, "smt": True})
     assert a.request("PATCH", "/machine-config", {"huge_pages": "None"})[0] == 204
     a.expect_fault("PUT", "/snapshot/load", "'2m' must be \"Snapshot\", \"None\"",
                    {"snapshot_path": "/s", "mem_file_path": "/m", "huge_pages": "2m"})

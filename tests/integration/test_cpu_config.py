@@ -1,7 +1,8 @@
 """PUT /cpu-config (a custom CPU template): checked field by field before
 the start, and with a real guest, a CPUID feature the template clears is
 gone from the guest's /proc/cpuinfo while the rest of the VM's CPUID (its
-topology) is Ember's."""
+topology) is Ember's; machine-config.smt makes vCPU pairs the threads of
+one core in the guest's eyes."""
 
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def test_templates_are_checked_by_field_before_the_start(ember, tmp_path):
         assert written["cpuid_modifiers"][0]["modifiers"] == [
             {"register": "ecx", "bitmap": "0bx0" + "x" * 30}], written
         assert written["kvm_capabilities"] == [] and written["msr_modifiers"] == []
+        # As in Firecracker: "None" drops it, and {} is none.
+        assert a.request("PATCH", "/machine-config", {"cpu_template": "None"})[0] == 204
+        assert a.request("GET", "/vm/config")[1]["cpu-config"] is None
+        assert a.request("PUT", "/cpu-config", NO_RDRAND)[0] == 204
+        assert a.request("PUT", "/cpu-config", {})[0] == 204
+        assert a.request("GET", "/vm/config")[1]["cpu-config"] is None
     finally:
         a.stop()
 
@@ -51,6 +58,24 @@ def test_a_cleared_cpuid_feature_is_gone_in_the_guest(ember, guest, tmp_path):
         assert " rdrand" not in flags, flags
         assert " hypervisor" in flags, "Ember's own CPUID bits are still there"
         assert shell.check("grep -c ^processor /proc/cpuinfo").strip() == "2"
+        assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
+    finally:
+        shell.close()
+
+
+@pytest.mark.usefixtures("kvm")
+@pytest.mark.parametrize("smt", [False, True])
+def test_smt_pairs_vcpus_into_the_threads_of_a_core(ember, guest, tmp_path, smt):
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args(), vcpus=2)
+    config["machine-config"]["smt"] = smt
+    config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
+                         "is_root_device": True, "is_read_only": True}]
+    shell = GuestShell(ember, tmp_path, config, api=True)
+    try:
+        shell.wait_ready()
+        siblings = shell.check("cat /sys/devices/system/cpu/cpu0/topology/thread_siblings_list")
+        assert siblings.strip() == ("0-1" if smt else "0"), siblings
+        assert shell.request("GET", "/machine-config")[1]["smt"] is smt
         assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
     finally:
         shell.close()

@@ -1,5 +1,7 @@
 #include "src/vmm/arch/x86_64/cpu_template.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/cpu_state.h"
@@ -22,19 +24,35 @@ absl::StatusOr<CpuidEntries> ApplyCpuidTemplate(const CpuidEntries& supported,
     uint32_t* regs[] = {&entry->eax, &entry->ebx, &entry->ecx, &entry->edx};
     for (const CpuidRegisterModifier& r : m.registers) *regs[r.reg] = r.bits.Apply(*regs[r.reg]);
   }
+  // The vendor stays the host's, as in Firecracker: a template cannot make
+  // one vendor's CPU pass for another's (and FilterCpuid picks its
+  // topology leaves by it).
+  for (size_t i = 0; i < out.size(); i++) {
+    if (out[i].function == 0 && supported[i].function == 0) {
+      out[i].ebx = supported[i].ebx;
+      out[i].ecx = supported[i].ecx;
+      out[i].edx = supported[i].edx;
+    }
+  }
   return out;
 }
 
 absl::StatusOr<std::vector<kvm_msr_entry>> TemplateMsrs(int vcpu_fd, const CpuTemplate& t) {
-  std::vector<uint32_t> indices;
-  for (const MsrModifier& m : t.msr_modifiers) indices.push_back(m.addr);
+  std::vector<uint32_t> indices;  // each once, in order of first mention
+  for (const MsrModifier& m : t.msr_modifiers) {
+    if (std::find(indices.begin(), indices.end(), m.addr) == indices.end()) {
+      indices.push_back(m.addr);
+    }
+  }
   ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> msrs, ReadMsrs(vcpu_fd, indices));
   if (msrs.size() < indices.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "cpu-config: MSR %#x is not one KVM can read on this host", indices[msrs.size()]));
   }
-  for (size_t i = 0; i < msrs.size(); i++) {
-    msrs[i].data = t.msr_modifiers[i].bits.Apply(msrs[i].data);
+  // Modifiers of one MSR apply one after another.
+  for (const MsrModifier& m : t.msr_modifiers) {
+    size_t i = std::find(indices.begin(), indices.end(), m.addr) - indices.begin();
+    msrs[i].data = m.bits.Apply(msrs[i].data);
   }
   return msrs;
 }

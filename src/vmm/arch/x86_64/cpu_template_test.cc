@@ -49,6 +49,20 @@ TEST(CpuTemplateTest, TheVmsTopologyIsWrittenAfterTheTemplate) {
   EXPECT_TRUE(vcpu2[0].ecx & (1u << 31));
 }
 
+// As in Firecracker, a template cannot change the CPU's vendor.
+TEST(CpuTemplateTest, TheVendorStaysTheHosts) {
+  kvm_cpuid_entry2 vendor = Leaf(0, 0, 0x444d4163);
+  vendor.ebx = 0x68747541;
+  vendor.edx = 0x69746e65;
+  vendor.eax = 0x10;
+  CpuTemplate t;
+  t.cpuid_modifiers = {Modifier(0, 0, 1, ~0u, 0x756e6547), Modifier(0, 0, 0, ~0u, 0xd)};
+  absl::StatusOr<CpuidEntries> out = ApplyCpuidTemplate({vendor}, t);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ((*out)[0].ebx, 0x68747541u) << "AuthenticAMD stays";
+  EXPECT_EQ((*out)[0].eax, 0xdu) << "the highest leaf may change";
+}
+
 TEST(CpuTemplateTest, ALeafKvmLacksIsRefused) {
   CpuTemplate t;
   t.cpuid_modifiers = {Modifier(0x40000010, 0, 0, 1, 1)};
@@ -74,13 +88,14 @@ TEST(CpuTemplateTest, MsrsAndCapabilitiesOnARealVcpu) {
 
   constexpr uint32_t kSysenterCs = 0x174;
   CpuTemplate t;
-  t.msr_modifiers = {{kSysenterCs, {0xff, 0x5a}}};
+  // Two modifiers of one MSR apply one after the other.
+  t.msr_modifiers = {{kSysenterCs, {0xff, 0x5a}}, {kSysenterCs, {0x0f, 0x03}}};
   absl::StatusOr<std::vector<kvm_msr_entry>> msrs = TemplateMsrs(vcpu->fd(), t);
   ASSERT_TRUE(msrs.ok()) << msrs.status();
   ASSERT_TRUE(SetTemplateMsrs(*vcpu, *msrs).ok());
   absl::StatusOr<std::vector<kvm_msr_entry>> back = ReadMsrs(vcpu->fd(), {kSysenterCs});
   ASSERT_TRUE(back.ok() && back->size() == 1);
-  EXPECT_EQ((*back)[0].data & 0xff, 0x5au);
+  EXPECT_EQ((*back)[0].data & 0xff, 0x53u);
 
   t.msr_modifiers = {{0xdeadbeef, {1, 1}}};
   EXPECT_NE(TemplateMsrs(vcpu->fd(), t).status().message().find("MSR 0xdeadbeef"),

@@ -32,10 +32,13 @@ bool IsAmd(const CpuidEntries& entries) {
   return false;
 }
 
-// Subleaves 0..2 of a topology leaf: SMT (one thread), core, then invalid.
-void AppendTopologyLeaf(CpuidEntries& out, uint32_t leaf, uint32_t apic_id, uint32_t count) {
-  const uint32_t shifts[] = {0, CoreIdBits(count), 0};
-  const uint32_t cpus[] = {1, count, 0};
+// Subleaves 0..2 of a topology leaf: SMT (the threads of a core), core
+// (all of the package's), then invalid. The thread is the APIC id's low bit
+// when cores have two.
+void AppendTopologyLeaf(CpuidEntries& out, uint32_t leaf, uint32_t apic_id, uint32_t count,
+                        uint32_t threads) {
+  const uint32_t shifts[] = {threads > 1 ? 1u : 0u, CoreIdBits(count), 0};
+  const uint32_t cpus[] = {threads, count, 0};
   const uint32_t types[] = {kLevelSmt, kLevelCore, 0};
   for (uint32_t sub = 0; sub < 3; sub++) {
     kvm_cpuid_entry2 e = {};
@@ -52,8 +55,11 @@ void AppendTopologyLeaf(CpuidEntries& out, uint32_t leaf, uint32_t apic_id, uint
 
 }  // namespace
 
-CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t count) {
+CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t count,
+                         bool smt) {
   const bool amd = IsAmd(supported);
+  const uint32_t threads = smt && count > 1 ? 2 : 1;
+  const uint32_t cores = count / threads;
   CpuidEntries out;
   bool had_topology = false, had_topology_v2 = false;
   for (kvm_cpuid_entry2 e : supported) {
@@ -66,10 +72,11 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
         break;
       case kLeafCacheParams: {
         // EAX[31:26] cores per package - 1; [25:14] threads sharing the
-        // cache - 1: each core has its own L1 and L2, all share L3.
+        // cache - 1: each core (its threads) has its own L1 and L2, all
+        // share L3.
         uint32_t level = (e.eax >> 5) & 0x7;
-        uint32_t sharing = level >= 3 ? count - 1 : 0;
-        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((count - 1) & 0x3f) << 26);
+        uint32_t sharing = level >= 3 ? count - 1 : threads - 1;
+        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((cores - 1) & 0x3f) << 26);
         break;
       }
       case kLeafTopology:
@@ -86,7 +93,7 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
         break;
       case kLeafAmdTopology:
         e.eax = index;  // extended APIC id
-        e.ebx = index & 0xff;  // core id; threads per core - 1 = 0
+        e.ebx = ((threads - 1) << 8) | ((index / threads) & 0xff);  // threads a core - 1, core id
         e.ecx = 0;  // node 0, one node per package
         break;
       default:
@@ -94,8 +101,8 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
     }
     out.push_back(e);
   }
-  if (had_topology) AppendTopologyLeaf(out, kLeafTopology, index, count);
-  if (had_topology_v2) AppendTopologyLeaf(out, kLeafTopologyV2, index, count);
+  if (had_topology) AppendTopologyLeaf(out, kLeafTopology, index, count, threads);
+  if (had_topology_v2) AppendTopologyLeaf(out, kLeafTopologyV2, index, count, threads);
   return out;
 }
 

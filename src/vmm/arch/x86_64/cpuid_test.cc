@@ -92,6 +92,34 @@ TEST(CpuidTest, AmdLeavesCarryCoreCountAndExtendedApicId) {
   EXPECT_EQ((topo->ebx >> 8) & 0xff, 0u) << "one thread per core";
 }
 
+// machine-config.smt: vCPUs 2k and 2k + 1 are the threads of core k.
+TEST(CpuidTest, SmtPairsVcpusIntoTwoThreadCores) {
+  CpuidEntries out = FilterCpuid(IntelHost(), 3, 4, /*smt=*/true);
+  auto smt = Find(out, 0xb, 0), core = Find(out, 0xb, 1);
+  ASSERT_TRUE(smt && core);
+  EXPECT_EQ(smt->eax, 1u) << "the thread is the APIC id's low bit";
+  EXPECT_EQ(smt->ebx, 2u) << "two threads a core";
+  EXPECT_EQ(smt->edx, 3u);
+  EXPECT_EQ(core->eax, 2u);
+  EXPECT_EQ(core->ebx, 4u);
+  auto l1 = Find(out, 1, 0), l1d = Find(out, 4, 0), l3 = Find(out, 4, 3);
+  ASSERT_TRUE(l1 && l1d && l3);
+  EXPECT_EQ((l1->ebx >> 16) & 0xff, 4u) << "logical processors";
+  EXPECT_EQ((l1d->eax >> 14) & 0xfff, 1u) << "a core's two threads share its L1";
+  EXPECT_EQ((l3->eax >> 14) & 0xfff, 3u) << "all four share L3";
+  EXPECT_EQ(l1d->eax >> 26, 1u) << "two cores";
+
+  auto amd = Find(FilterCpuid(AmdHost(), 3, 4, true), 0x8000001e, 0);
+  ASSERT_TRUE(amd);
+  EXPECT_EQ(amd->ebx & 0xff, 1u) << "core 1";
+  EXPECT_EQ((amd->ebx >> 8) & 0xff, 1u) << "two threads a core";
+  // One vCPU has no sibling, SMT or not.
+  auto alone = Find(FilterCpuid(IntelHost(), 0, 1, true), 0xb, 0);
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->ebx, 1u);
+  EXPECT_EQ(alone->eax, 0u);
+}
+
 TEST(CpuidTest, IntelHostKeepsReservedAddressSizeEcx) {
   CpuidEntries host = IntelHost();
   host.push_back(Leaf(0x80000008, 0, 0x3027, 0, 0, 0));
