@@ -56,7 +56,9 @@ struct Harness {
     setsockopt(host, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
     setsockopt(device, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
     h = std::make_unique<TransportHarness>(std::move(*dev));
-    h->set_control_hook([this](bool before) { dup2(before ? tap_saved : device, tap_fd); });
+    h->set_control_hook([this](bool before) {
+      Outside([&] { dup2(before ? tap_saved : device, tap_fd); });
+    });
     h->set_extra_op([this](FuzzInput& in) { Extra(in); });
     dup2(device, tap_fd);
   }
@@ -65,7 +67,7 @@ struct Harness {
     switch (in.U8() % 3) {
       case 0: {  // a frame from the host (header and all), then the fd is ready
         std::span<const uint8_t> frame = in.Bytes(in.U16() % 2048);
-        (void)!send(host, frame.data(), frame.size(), 0);
+        Outside([&] { (void)!send(host, frame.data(), frame.size(), 0); });
         h->transport().NotifyBackend(EPOLLIN);
         break;
       }
@@ -75,12 +77,12 @@ struct Harness {
         for (size_t i = 0; i < frame.size(); i++) {
           frame[i] = pattern.empty() ? 0 : pattern[i % pattern.size()];
         }
-        (void)!send(host, frame.data(), frame.size(), 0);
+        Outside([&] { (void)!send(host, frame.data(), frame.size(), 0); });
         h->transport().NotifyBackend(EPOLLIN);
         break;
       }
       case 2:
-        Drain();
+        Outside([&] { Drain(); });
         break;
     }
   }

@@ -30,6 +30,7 @@
 #include "src/common/log.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
+#include "tests/fuzz/device_filter.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace ember::fuzz {
@@ -108,20 +109,23 @@ class TransportHarness {
   // One input: a reset device and zeroed memory, then ops until the input
   // ends (at most kMaxOps).
   void Run(FuzzInput& in, LogCounter& log) {
-    Control([&] { Write(0x70, 0, 4); });
-    if (transport_->status() != 0) Fail("status is not 0 after a reset");
-    for (auto& q : shadow_) q = {};
-    std::span<uint8_t> low = *mem_.Slice(0, kMemSize);
-    std::memset(low.data(), 0, low.size());
-    std::span<uint8_t> high = *mem_.Slice(kRegion2, kRegion2Size);
-    std::memset(high.data(), 0, high.size());
     log.Take();
-    starts_.clear();
-    steps_ = 0;
-    for (int i = 0; i < kMaxOps && !in.empty(); i++) Step(in);
-    // What the guest left in flight finishes or is dropped before the
-    // next input's reset.
-    Control([&] { Write(0x70, 0, 4); });
+    // Under the filters of Ember's vCPU and VMM threads (device_filter.h).
+    OnDeviceThread([&] {
+      Control([&] { Write(0x70, 0, 4); });
+      if (transport_->status() != 0) Fail("status is not 0 after a reset");
+      for (auto& q : shadow_) q = {};
+      std::span<uint8_t> low = *mem_.Slice(0, kMemSize);
+      std::memset(low.data(), 0, low.size());
+      std::span<uint8_t> high = *mem_.Slice(kRegion2, kRegion2Size);
+      std::memset(high.data(), 0, high.size());
+      starts_.clear();
+      steps_ = 0;
+      for (int i = 0; i < kMaxOps && !in.empty(); i++) Step(in);
+      // What the guest left in flight finishes or is dropped before the
+      // next input's reset.
+      Control([&] { Write(0x70, 0, 4); });
+    });
     size_t lines = log.Take();
     if (lines > kMaxLogLines) {
       fprintf(stderr, "%zu log lines from one input; the last ones:\n%s\n", lines,

@@ -178,11 +178,9 @@ struct Harness {
       case 2:
         Buffers(in, virtio::vsock::kEventQueue);
         break;
+      // Host programs: the world outside Ember, on the main thread.
       case 3: {  // a host program connects, mostly with a proper line
         if (clients.size() >= kMaxClients) break;
-        int fd = ConnectTo(dir + "/v.sock");
-        if (fd < 0) break;
-        clients.push_back(fd);
         std::string line;
         if (in.U8() < 200) {
           line = "CONNECT " + std::to_string(in.U8() % 4) + "\n";
@@ -190,41 +188,48 @@ struct Harness {
           std::span<const uint8_t> junk = in.Bytes(in.U8() % 40);
           line.assign(junk.begin(), junk.end());
         }
-        (void)!send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+        Outside([&] {
+          int fd = ConnectTo(dir + "/v.sock");
+          if (fd < 0) return;
+          clients.push_back(fd);
+          (void)!send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+        });
         break;
       }
       case 4: {  // a host program writes
         int fd = Client(in);
         std::span<const uint8_t> data = in.Bytes(in.U16() % 8192);
-        if (fd >= 0) (void)!send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+        if (fd >= 0) Outside([&] { (void)!send(fd, data.data(), data.size(), MSG_NOSIGNAL); });
         break;
       }
       case 5: {  // reads what it was sent
         int fd = Client(in);
         static char buf[65536];
-        if (fd >= 0) (void)!recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (fd >= 0) Outside([&] { (void)!recv(fd, buf, sizeof(buf), MSG_DONTWAIT); });
         break;
       }
       case 6: {  // half-closes or closes
         int& fd = Client(in);
         if (fd < 0) break;
         if (in.Bool()) {
-          shutdown(fd, SHUT_WR);
+          Outside([&] { shutdown(fd, SHUT_WR); });
         } else {
-          close(fd);
+          Outside([&] { close(fd); });
           fd = -1;
         }
         break;
       }
       case 7:  // accepts a guest's connection
-        for (int l : listeners) {
-          int fd = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (fd >= 0 && clients.size() < kMaxClients) {
-            clients.push_back(fd);
-          } else if (fd >= 0) {
-            close(fd);
+        Outside([&] {
+          for (int l : listeners) {
+            int fd = accept4(l, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0 && clients.size() < kMaxClients) {
+              clients.push_back(fd);
+            } else if (fd >= 0) {
+              close(fd);
+            }
           }
-        }
+        });
         break;
       case 8:  // the VMM loop runs the device's fd a few times
         for (int i = 0; i < 1 + in.U8() % 4; i++) h->transport().NotifyBackend(EPOLLIN);
