@@ -14,9 +14,11 @@
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
+#include "tests/fuzz/device_filter.h"
 
 using namespace ember;
 using namespace ember::virtio;
+using ember::fuzz::OnDeviceThread;
 
 namespace {
 
@@ -43,11 +45,22 @@ struct Harness {
   }
 };
 
+// One input's requests, on the filtered device thread.
+void Requests(Harness* h, const uint8_t* data, size_t size);
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Harness* h = new Harness();
   if (size < 2) return 0;
+  // Under the filters of Ember's vCPU and VMM threads (device_filter.h).
+  OnDeviceThread([&] { Requests(h, data, size); });
+  return 0;
+}
+
+namespace {
+
+void Requests(Harness* h, const uint8_t* data, size_t size) {
   // A fresh device and queue for every input.
   if (!(h->driver->Init(~0ull, kQueue) & kStatusDriverOk)) __builtin_trap();
   testing::DriverQueue& q = h->driver->queue(0);
@@ -68,5 +81,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h->driver->Kick(0);
   while (q.PopUsed()) {
   }
-  return 0;
 }
+
+}  // namespace

@@ -1,4 +1,5 @@
-// The device fuzzers' ops run as Ember runs them: on a thread under the
+// The device fuzzers' ops (mmio, block, net, balloon, vsock, i8042,
+// serial) run as Ember runs them: on a thread under the
 // seccomp filters of the threads that do that work in Ember, so that a
 // device path calling what the filters deny fails here, without KVM, as
 // it would kill the VMM. One filter allows what either the "vcpu" filter

@@ -6,6 +6,7 @@
 // (Firecracker keeps 16); the snapshot state decodes to itself and a
 // restored controller saves the same state.
 #include "src/devices/legacy/i8042.h"
+#include "tests/fuzz/device_filter.h"
 #include "tests/fuzz/fuzz_input.h"
 
 using namespace ember;
@@ -16,7 +17,11 @@ namespace {
 constexpr int kMaxPending = 1024;
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+namespace {
+
+// One input, on a thread under the filters of Ember's vCPU and VMM threads
+// (device_filter.h).
+void Input(const uint8_t* data, size_t size) {
   int resets = 0, expected_resets = 0;
   I8042 dev([&] { resets++; }, [] {});
   FuzzInput in(data, size);
@@ -88,5 +93,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pending++;
   }
   if (pending > kMaxPending) Fail("the i8042's output queue grows without a bound");
+
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  OnDeviceThread([&] { Input(data, size); });
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "src/devices/legacy/serial.h"
+#include "tests/fuzz/device_filter.h"
 #include "tests/fuzz/fuzz_input.h"
 
 using namespace ember;
@@ -19,8 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (ftruncate(out, 0) != 0 || lseek(out, 0, SEEK_SET) != 0) Fail("memfd");
   size_t sent = 0;  // bytes written to THR with DLAB and loopback off
   uint64_t limited = 0;  // bytes the rate limiter dropped
-  {
-    Serial dev(out, [] {});
+  // Built before the filters, as in Ember; driven on a thread under the
+  // filters of Ember's vCPU and VMM threads (device_filter.h).
+  Serial dev(out, [] {});
+  OnDeviceThread([&] {
     FuzzInput in(data, size);
     if (in.U8() & 1) dev.LimitOutput({1 + uint64_t{in.U16()}, 1 + uint64_t{in.U8()}, in.U8()});
     uint8_t lcr = 0, mcr = 0;
@@ -103,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     dev.Flush();
     limited = dev.counters().rate_limiter_dropped_bytes;
-  }
+  });
   if (static_cast<size_t>(lseek(out, 0, SEEK_END)) + limited != sent) {
     Fail("the guest's output did not reach the host fd byte for byte");
   }
