@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "src/common/testing/huge_page_pool.h"
+#include "src/vmm/snapshot/snapshot.h"
+#include "src/vmm/snapshot/working_set.h"
 
 extern char** environ;
 
@@ -34,7 +36,8 @@ uint8_t FileByte(uint64_t offset) { return static_cast<uint8_t>(offset / 4096 * 
 
 class Handler {
  public:
-  Handler(const std::string& socket, const std::string& mem_file) {
+  Handler(const std::string& socket, const std::string& mem_file,
+          const std::vector<std::string>& extra = {}) {
     int out[2];
     if (pipe(out) != 0) return;
     posix_spawn_file_actions_t actions;
@@ -42,9 +45,13 @@ class Handler {
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, out[0]);
     std::string binary = EMBER_UFFD_HANDLER;
-    char* argv[] = {binary.data(), const_cast<char*>(socket.c_str()),
-                    const_cast<char*>(mem_file.c_str()), nullptr};
-    if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv, environ) != 0) pid_ = -1;
+    std::vector<char*> argv = {binary.data(), const_cast<char*>(socket.c_str()),
+                               const_cast<char*>(mem_file.c_str())};
+    for (const std::string& arg : extra) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+    }
     posix_spawn_file_actions_destroy(&actions);
     close(out[1]);
     output_ = fdopen(out[0], "r");
@@ -133,6 +140,63 @@ TEST_P(UffdHandoverTest, TheHandlerFillsEveryTouchedPageFromTheFile) {
     }
     EXPECT_EQ(read.get(), FileByte(3 * kMiB + 4096));
   }
+}
+
+// A working set's runs of 4 KiB pages, one from the middle of a huge page
+// and one in the second region, copied in before any fault: on hugetlbfs
+// memory the handler widens each run to the whole huge pages around it.
+TEST(UffdWorkingSetTest, RunsAreWidenedToWholeHugePages) {
+  HugePagePool pool(4);
+  if (!pool.unavailable().empty()) GTEST_SKIP() << pool.unavailable();
+  std::string dir = ::testing::TempDir();
+  std::string sock = dir + "/uffd-ws.sock", file = dir + "/uffd-ws.mem";
+  std::string state_path = dir + "/uffd-ws.snap", set_path = dir + "/uffd-ws.ws";
+  {
+    std::vector<char> bytes(8 * kMiB);
+    for (uint64_t i = 0; i < bytes.size(); i++) bytes[i] = static_cast<char>(FileByte(i));
+    std::ofstream(file, std::ios::binary).write(bytes.data(), bytes.size());
+  }
+  const std::vector<MemoryRange> ranges = {{0, 4 * kMiB}, {8 * kMiB, 4 * kMiB}};
+  SnapshotState state;
+  state.config_json = "{}";
+  state.memory = ranges;
+  state.machine.vcpus.resize(1);  // a state file holds at least one
+  std::vector<uint8_t> encoded = EncodeSnapshot(state);
+  std::ofstream(state_path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(encoded.data()), encoded.size());
+  absl::StatusOr<SnapshotState> decoded = DecodeSnapshot(encoded);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  WorkingSet set{decoded->id, {{(2 * kMiB + 12 * 4096) / 4096, 3}, {(6 * kMiB) / 4096 + 7, 1}}};
+  ASSERT_TRUE(WriteWorkingSet(set_path, set).ok());
+
+  Handler handler(sock, file, {"--working-set", set_path, "--snapshot", state_path});
+  ASSERT_NE(handler.Line().find("listening"), std::string::npos);
+  absl::StatusOr<GuestMemory> mem = GuestMemory::Create(ranges, false, HugePages::k2M);
+  ASSERT_TRUE(mem.ok()) << mem.status();
+  absl::StatusOr<UffdHandover> handover = HandOverToUffdHandler(*mem, sock);
+  ASSERT_TRUE(handover.ok()) << handover.status();
+  ASSERT_NE(handler.Line().find("got the userfaultfd"), std::string::npos);
+  ASSERT_NE(handler.Line().find("working set of 4 pages copied"), std::string::npos);
+  // No handler from here on: what the working set brought in must be there.
+  handler.Kill();
+  const std::pair<uint64_t, uint64_t> present[] = {
+      {2 * kMiB, 2 * kMiB},                      // the first run's huge page, its start
+      {4 * kMiB - 1, 4 * kMiB - 1},              // and its end
+      {8 * kMiB + 2 * kMiB + 5, 6 * kMiB + 5},   // the second run's huge page
+  };
+  auto reads = std::async(std::launch::async, [&] {
+    std::vector<std::pair<uint8_t, uint8_t>> got;
+    for (auto [addr, offset] : present) {
+      got.push_back({mem->ReadObj<uint8_t>(addr).value_or(0), FileByte(offset)});
+    }
+    return got;
+  });
+  if (reads.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+    handover->uffd.reset();
+    handover->connection.reset();
+    FAIL() << "a page of the working set's huge pages was not copied in";
+  }
+  for (auto [got, want] : reads.get()) EXPECT_EQ(got, want);
 }
 
 INSTANTIATE_TEST_SUITE_P(PageSizes, UffdHandoverTest,
