@@ -301,7 +301,8 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   l.level = r.String("level", false);
   l.show_level = r.Bool("show_level", false).value_or(false);
   l.show_log_origin = r.Bool("show_log_origin", false).value_or(false);
-  std::optional<std::string> module = r.String("module", false);
+  // Firecracker's is a Rust module path; Ember's, a source path prefix.
+  l.module = r.String("module", false).value_or("");
   RETURN_IF_ERROR(r.Finish());
   if (l.level) {
     // Firecracker reads the level in any case, and "Warn" for Warning;
@@ -315,8 +316,11 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
     }
     l.level = level;
   }
-  if (module && !module->empty()) {
-    return absl::InvalidArgumentError("logger.module filtering is not supported by Ember");
+  if (l.module.find("::") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logger.module '", l.module,
+        "': Ember filters by source path below its tree, as \"src/devices/virtio\" or "
+        "\"api\", not by Rust module"));
   }
   return l;
 }

@@ -478,8 +478,11 @@ TEST(VmConfigJsonTest, Logger) {
   EXPECT_TRUE(c->logger->show_log_origin);
   ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"level": "Loud"}})",
                 "logger.level 'Loud' must be");
-  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"module": "api"}})",
-                "logger.module filtering is not supported");
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "logger": {"module": "src/devices"}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->logger->module, "src/devices");
+  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"module": "vmm::devices"}})",
+                "Ember filters by source path below its tree");
 }
 
 TEST(VmConfigJsonTest, WritesWhatItReads) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/no_wait_output.h"
@@ -23,6 +24,7 @@ std::atomic<int64_t> g_sink{int64_t{STDERR_FILENO} * 2};
 // Defaults keep the level and drop the origin, as Ember always printed.
 std::atomic<bool> g_show_level{true};
 std::atomic<bool> g_show_origin{false};
+std::atomic<const std::string*> g_module{nullptr};  // logger.module; null: all
 std::atomic<uint64_t> g_missed_lines{0};
 std::atomic<uint64_t> g_rate_limited_lines{0};
 // The main thread is the VMM thread; it keeps the process name "ember".
@@ -68,6 +70,12 @@ bool WriteLogSink(const char* data, size_t len) {
          static_cast<ssize_t>(len);
 }
 
+void SetLogModule(absl::string_view module) {
+  // Set once or twice a process (PUT /logger): the old one stays, as a
+  // line may be reading it on another thread.
+  g_module = module.empty() ? nullptr : new std::string(module);
+}
+
 void SetLogFormat(bool show_level, bool show_origin) {
   g_show_level = show_level;
   g_show_origin = show_origin;
@@ -79,6 +87,8 @@ void SetThreadName(absl::string_view name) {
 }
 
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message) {
+  const std::string* module = g_module.load(std::memory_order_acquire);
+  if (module != nullptr && !absl::StartsWith(file, *module)) return;
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   std::string text = absl::StrFormat("%d.%06d [%s] ", ts.tv_sec, ts.tv_nsec / 1000, t_thread_name);

@@ -25,6 +25,9 @@ void SetLogSink(int fd);
 bool WriteLogSink(const char* data, size_t len);
 // Whether lines carry the level and the file:line of the call.
 void SetLogFormat(bool show_level, bool show_origin);
+// logger.module: only lines from source files whose path below the source
+// tree starts with `module` ("src/devices/virtio", "api/"); empty: all.
+void SetLogModule(absl::string_view module);
 bool LogEnabled(LogLevel level);
 // Names the calling thread in its log lines (and in /proc, up to 15 chars).
 void SetThreadName(absl::string_view name);

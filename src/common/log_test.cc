@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "src/common/unique_fd.h"
 
@@ -28,6 +29,25 @@ class CapturedLog {
  private:
   UniqueFd fd_;
 };
+
+// logger.module: a line gets through when its source file's path below
+// the source tree (__FILE__, -fmacro-prefix-map) starts with the module.
+TEST(LogModule, OnlyLinesFromFilesBelowThePrefixGetThrough) {
+  CapturedLog log;
+  SetLogModule("src/devices/");
+  LogLine(LogLevel::kWarn, "src/devices/virtio/queue.cc", 1, "from the queue");
+  LogLine(LogLevel::kWarn, "src/vmm/vm.cc", 2, "from the vm");
+  LOG_WARN("from this test, %s", "src/common/log_test.cc");
+  SetLogModule("src/common");
+  LOG_WARN("from this test again");
+  SetLogModule("");
+  LogLine(LogLevel::kWarn, "api/router.cc", 3, "from the router");
+  std::vector<std::string> lines = log.Lines();
+  ASSERT_EQ(lines.size(), 3u) << absl::StrJoin(lines, "\n");
+  EXPECT_NE(lines[0].find("from the queue"), std::string::npos);
+  EXPECT_NE(lines[1].find("from this test again"), std::string::npos) << "__FILE__ is relative";
+  EXPECT_NE(lines[2].find("from the router"), std::string::npos);
+}
 
 TEST(LogRateLimiter, LetsABurstThroughPerWindowAndCountsTheRest) {
   LogRateLimiter limiter;

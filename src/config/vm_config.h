@@ -134,6 +134,8 @@ struct LoggerConfig {
   std::optional<std::string> level;  // Error, Warning, Info, Debug, Trace, Off
   bool show_level = false;
   bool show_log_origin = false;
+  // Only lines from source files below this path ("src/devices/virtio").
+  std::string module;
 };
 
 // PUT /metrics and the config file's `metrics`.

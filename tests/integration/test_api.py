@@ -468,6 +468,7 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
     for level in ("debug", "WARN", "iNfO"):
         assert a.request("PUT", "/logger", {"level": level})[0] == 204, level
 
+
     # Deprecated fields are taken, and the answer says so.
     vsock = {"guest_cid": 3, "uds_path": str(workdir / "v.sock")}
     status, headers, _ = raw_request(a.sock, "PUT", "/vsock", {"vsock_id": "root", **vsock})
@@ -523,6 +524,21 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
                  "Received Error. Status code: 400 Bad Request. Message: Empty PUT request.",
                  "PUT /vsock: vsock_id field is deprecated."]:
         assert line in log, line
+
+    # Last, as the log moves to a file: logger.module lets through only lines
+    # from source files below the path (here the API layer's); a Rust
+    # module path means nothing to Ember.
+    a.expect_fault("PUT", "/logger", "not by Rust module", {"module": "vmm::devices"})
+    modlog = workdir / "module.log"
+    assert a.request("PUT", "/logger", {"log_path": str(modlog), "level": "Info",
+                                        "show_log_origin": True, "module": "api/"})[0] == 204
+    assert a.request("GET", "/machine-config")[0] == 200
+    a.expect_fault("PUT", "/drives/x", "does not match", {"drive_id": "y", "path_on_host": "/x",
+                                                          "is_root_device": False})
+    lines = modlog.read_text().splitlines()
+    assert lines, "the API layer's lines get through"
+    assert all(re.search(r"\[(http_server|router|routes|api_metrics|vm_config_json)\.cc:\d+\]",
+                         line) for line in lines), lines
 
 
 @pytest.mark.usefixtures("kvm")
