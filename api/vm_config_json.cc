@@ -316,6 +316,11 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
     }
     l.level = level;
   }
+  if (!l.module.empty() && (l.module[0] == '/' || l.module[0] == '.')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logger.module '", l.module,
+        "' must be a path below Ember's source tree, as \"src/devices/virtio\" or \"api/\""));
+  }
   if (l.module.find("::") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat(
         "logger.module '", l.module,

@@ -483,6 +483,8 @@ TEST(VmConfigJsonTest, Logger) {
   EXPECT_EQ(c->logger->module, "src/devices");
   ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"module": "vmm::devices"}})",
                 "Ember filters by source path below its tree");
+  ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"module": "./src/vmm"}})",
+                "must be a path below Ember's source tree");
 }
 
 TEST(VmConfigJsonTest, WritesWhatItReads) {

@@ -86,7 +86,7 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
       // vCPU 0's values, read once its CPUID is set, for every vCPU.
       if (i == 0 && cpu_template != nullptr) {
         ASSIGN_OR_RETURN(template_msrs, x86_64::TemplateMsrs(fd.fd(), *cpu_template));
-        for (const kvm_msr_entry& m : template_msrs) extra_msrs_.push_back(m.index);
+        for (const kvm_msr_entry& m : template_msrs) AddExtraMsr(m.index);
       }
       RETURN_IF_ERROR(x86_64::SetTemplateMsrs(fd, template_msrs));
       RETURN_IF_ERROR(x86_64::SetupVcpuRegs(fd, entry->protocol, entry->entry));
@@ -144,6 +144,12 @@ void Vm::Resume() {
   LOG_INFO("VM resumed");
 }
 
+void Vm::AddExtraMsr(uint32_t index) {
+  if (std::find(extra_msrs_.begin(), extra_msrs_.end(), index) == extra_msrs_.end()) {
+    extra_msrs_.push_back(index);
+  }
+}
+
 absl::StatusOr<snapshot::MachineState> Vm::SaveMachineState() const {
   if (!paused_) return absl::FailedPreconditionError("the VM must be paused to save its state");
   snapshot::MachineState state;
@@ -170,7 +176,7 @@ absl::Status Vm::RestoreMachineState(const snapshot::MachineState& state) {
   }
   // The next snapshot saves every MSR this one had.
   if (!state.vcpus.empty()) {
-    for (const kvm_msr_entry& m : state.vcpus[0].msrs) extra_msrs_.push_back(m.index);
+    for (const kvm_msr_entry& m : state.vcpus[0].msrs) AddExtraMsr(m.index);
   }
   return absl::OkStatus();
 }

@@ -164,8 +164,9 @@ class Vm {
   std::vector<FileLease> leases_;
   UniqueFd lease_signal_fd_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
-  // MSRs a CPU template set that KVM's save list may lack; saved besides
-  // it (a restored VM keeps those its snapshot had).
+  void AddExtraMsr(uint32_t index);
+  // MSRs a CPU template set, or a restored snapshot had, that KVM's save
+  // list may lack; saved besides it. Each once.
   std::vector<uint32_t> extra_msrs_;
 };
 

@@ -79,6 +79,10 @@ inline Denial g_denial;
 inline void OnDeniedCall(int, siginfo_t* info, void* context) {
   greg_t* regs = static_cast<ucontext_t*>(context)->uc_mcontext.gregs;
   if (!g_denial.seen.exchange(true)) {
+    // Said at once too, in case what the EPERM leads to (a hang, a trap)
+    // ends the run before the main thread can report it.
+    static const char kLine[] = "fuzz: the device thread's seccomp filter denied a call\n";
+    (void)!write(STDERR_FILENO, kLine, sizeof(kLine) - 1);
     g_denial.nr = info->si_syscall;
     g_denial.args[0] = static_cast<unsigned long long>(regs[REG_RDI]);
     g_denial.args[1] = static_cast<unsigned long long>(regs[REG_RSI]);
@@ -143,6 +147,8 @@ inline const seccomp::BpfProgram* DeviceThreadFilter() {
     }
     void* warm[1];
     backtrace(warm, 1);  // loads what backtrace needs before any filter is on
+    char where[64];      // and starts the symbolizer, which a filter would stop
+    __sanitizer_symbolize_pc(warm[0], "%p", where, sizeof(where));
     struct sigaction sa = {};
     sa.sa_sigaction = OnDeniedCall;
     sa.sa_flags = SA_SIGINFO;

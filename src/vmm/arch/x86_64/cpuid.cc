@@ -13,6 +13,7 @@ constexpr uint32_t kLeafTopology = 0xb;
 constexpr uint32_t kLeafTopologyV2 = 0x1f;
 constexpr uint32_t kLeafAddressSizes = 0x80000008;
 constexpr uint32_t kLeafAmdTopology = 0x8000001e;
+constexpr uint32_t kLeafAmdCacheParams = 0x8000001d;
 
 constexpr uint32_t kEcxHypervisor = 1u << 31;
 constexpr uint32_t kEdxHtt = 1u << 28;
@@ -70,13 +71,18 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
         e.ecx |= kEcxHypervisor;
         e.edx = count > 1 ? (e.edx | kEdxHtt) : (e.edx & ~kEdxHtt);
         break;
-      case kLeafCacheParams: {
-        // EAX[31:26] cores per package - 1; [25:14] threads sharing the
-        // cache - 1: each core (its threads) has its own L1 and L2, all
-        // share L3.
+      case kLeafCacheParams:
+      case kLeafAmdCacheParams: {
+        // [25:14] threads sharing the cache - 1: each core (its threads)
+        // has its own L1 and L2, all share L3; on Intel, [31:26] cores per
+        // package - 1 (reserved on AMD). The null subleaf that ends the
+        // list stays as it is.
+        if ((e.eax & 0x1f) == 0) break;
         uint32_t level = (e.eax >> 5) & 0x7;
         uint32_t sharing = level >= 3 ? count - 1 : threads - 1;
-        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((cores - 1) & 0x3f) << 26);
+        e.eax = (e.eax & 0x3fff) | ((sharing & 0xfff) << 14);
+        if (e.function == kLeafCacheParams) e.eax |= ((cores - 1) & 0x3f) << 26;
+        else e.eax &= ~(0x3fu << 26);
         break;
       }
       case kLeafTopology:

@@ -109,6 +109,21 @@ TEST(CpuidTest, SmtPairsVcpusIntoTwoThreadCores) {
   EXPECT_EQ((l3->eax >> 14) & 0xfff, 3u) << "all four share L3";
   EXPECT_EQ(l1d->eax >> 26, 1u) << "two cores";
 
+  // AMD's cache leaf the same way: a core's L1 for its two threads, L3 for
+  // all; the null subleaf that ends it untouched.
+  CpuidEntries amd_host = AmdHost();
+  amd_host.push_back(Leaf(0x8000001d, 0, 0x00004121, 0, 0, 0));  // L1d shared by 2 host threads
+  amd_host.push_back(Leaf(0x8000001d, 3, 0x0003c163, 0, 0, 0));  // L3 shared by 16
+  amd_host.push_back(Leaf(0x8000001d, 4, 0, 0, 0, 0));
+  CpuidEntries amd_out = FilterCpuid(amd_host, 3, 4, true);
+  auto amd_l1 = Find(amd_out, 0x8000001d, 0), amd_l3 = Find(amd_out, 0x8000001d, 3);
+  auto amd_end = Find(amd_out, 0x8000001d, 4);
+  ASSERT_TRUE(amd_l1 && amd_l3 && amd_end);
+  EXPECT_EQ((amd_l1->eax >> 14) & 0xfff, 1u);
+  EXPECT_EQ((amd_l3->eax >> 14) & 0xfff, 3u);
+  EXPECT_EQ(amd_end->eax, 0u);
+  EXPECT_EQ((Find(FilterCpuid(amd_host, 0, 4), 0x8000001d, 0)->eax >> 14) & 0xfff, 0u)
+      << "without SMT, one thread a core whatever the host has";
   auto amd = Find(FilterCpuid(AmdHost(), 3, 4, true), 0x8000001e, 0);
   ASSERT_TRUE(amd);
   EXPECT_EQ(amd->ebx & 0xff, 1u) << "core 1";
