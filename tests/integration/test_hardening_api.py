@@ -208,6 +208,16 @@ def keys_body(size):
     return b"".join(parts)
 
 
+def cpu_config_body(size):
+    """PUT /cpu-config of exactly `size` bytes: as many MSR modifiers as fit,
+    far more than the 255 KVM takes."""
+    one = b'{"addr":"0x10a","bitmap":"0b' + b"x1" * 32 + b'"},'
+    head, tail = b'{"msr_modifiers":[', b'{"addr":"0x10a","bitmap":"0b1"}]}'
+    n = (size - len(head) - len(tail)) // len(one)
+    body = head + one * n + tail
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
 def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
     """The body of issue 12 killed the VMM with 148: glibc trimmed the API
     thread's own malloc arena and read /proc/sys/vm/overcommit_memory."""
@@ -222,6 +232,11 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
             assert len(body) == DEFAULT_LIMIT, name
             vmm.expect_fault("PUT", "/machine-config", body, needle)
             vmm.assert_serving("Not started")
+        # The CPU template parser, the newest, with the most modifiers a body holds.
+        body = cpu_config_body(DEFAULT_LIMIT)
+        assert len(body) == DEFAULT_LIMIT
+        vmm.expect_fault("PUT", "/cpu-config", body, "cpu-config.msr_modifiers: at most 255")
+        vmm.assert_serving("Not started")
         vmm.expect_fault("PUT", "/machine-config", b"1" * (DEFAULT_LIMIT + 1),
                          "larger than the limit of 51200 bytes", headers_only=True)
         vmm.assert_serving("Not started")

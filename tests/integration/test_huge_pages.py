@@ -5,7 +5,6 @@ with its huge pages turned off."""
 
 import fcntl
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from conftest import (EXIT_OK, boot_config, guest_mappings, huge_page_pool, is_p
                       run_ember, unreserved_huge_pages)
 from guest_shell import GuestShell, shell_boot_args
 from test_api import Api
-from test_snapshot import IDLE_ARGS, load, reboot_and_wait
+from test_snapshot import IDLE_ARGS, load, reboot_and_wait, uffd_loaded
 
 MEM_MIB = 128
 
@@ -136,30 +135,10 @@ def test_a_2m_snapshot_loads_through_uffd_or_without_huge_pages(ember, guest, tm
             b.stop()
 
         # Through Uffd, the handler fills whole 2 MiB pages.
-        sock = tmp_path / "uffd.sock"
-        handler = subprocess.Popen(
-            [str(Path(ember).parent / "ember-uffd-handler"), str(sock), str(files["mem"])],
-            stdout=subprocess.PIPE, text=True)
-        c = None
-        try:
-            assert "listening" in handler.stdout.readline()
-            (tmp_path / "uffd").mkdir()
-            c = Api(ember, tmp_path / "uffd")
-            status, reply = c.request("PUT", "/snapshot/load", {
-                "snapshot_path": str(files["state"]),
-                "mem_backend": {"backend_type": "Uffd", "backend_path": str(sock)},
-                "resume_vm": True})
-            assert status == 204, reply
-            line = handler.stdout.readline()
-            assert '"page_size":2097152' in line, line
-            assert "first page served" in handler.stdout.readline()
+        (tmp_path / "uffd").mkdir()
+        with uffd_loaded(ember, tmp_path / "uffd", files) as (c, regions):
+            assert '"page_size":2097152' in regions, regions
             [mapping] = guest_mappings(c.proc.pid, MEM_MIB)
             assert mapping["KernelPageSize"] == "2048 kB", mapping
             if not is_pvm_host():
                 reboot_and_wait(c)
-        finally:
-            if c is not None:
-                c.proc.kill()
-                c.proc.wait()
-            handler.kill()
-            handler.wait()

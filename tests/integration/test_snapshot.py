@@ -4,6 +4,7 @@ Ctrl-Alt-Del from the restored keyboard controller and writes its reboot
 messages on the restored console); several restores of one snapshot side
 by side; and bad input that must leave the new process unconfigured."""
 
+import contextlib
 import json
 import os
 import socket
@@ -496,6 +497,39 @@ def test_a_restored_guest_goes_on_counting_and_pinging_on_its_tap_or_another(
         sh("ip", "netns", "del", ns_name, check=False)
 
 
+@contextlib.contextmanager
+def uffd_loaded(ember, workdir, files):
+    """A new Ember in `workdir` that loaded the snapshot `files` through
+    ember-uffd-handler (resumed): (the Api, the line with the region list
+    the handler got). The handler has served its first page; both go
+    when the block ends."""
+    sock = Path(workdir) / "uffd.sock"
+    handler = subprocess.Popen(
+        [str(Path(ember).parent / "ember-uffd-handler"), str(sock), str(files["mem"])],
+        stdout=subprocess.PIPE, text=True)
+    a = None
+    try:
+        assert "listening" in handler.stdout.readline()
+        a = Api(ember, workdir)
+        status, reply = a.request("PUT", "/snapshot/load", {
+            "snapshot_path": str(files["state"]),
+            "mem_backend": {"backend_type": "Uffd", "backend_path": str(sock)},
+            "resume_vm": True})
+        assert status == 204, reply
+        regions = handler.stdout.readline()
+        assert "got the userfaultfd" in regions, regions
+        # Restoring the devices read guest memory: the handler served those
+        # pages (on PVM the only ones it gets).
+        assert "first page served" in handler.stdout.readline()
+        yield a, regions
+    finally:
+        if a is not None:
+            a.proc.kill()
+            a.proc.wait()
+        handler.kill()
+        handler.wait()
+
+
 def test_uffd_backend_hands_memory_to_the_example_handler(ember, snapshot, tmp_path):
     """mem_backend Uffd: Ember registers guest memory with a userfaultfd and
     sends it, with the region list, to ember-uffd-handler, which fills
@@ -503,31 +537,8 @@ def test_uffd_backend_hands_memory_to_the_example_handler(ember, snapshot, tmp_p
     handler (KVM's software MMU does not wait for a userfaultfd page): there
     the test checks the handover and the pages Ember's VMM thread touches;
     on hardware KVM the guest must go on."""
-    import subprocess
     from conftest import is_pvm_host
-    sock = tmp_path / "uffd.sock"
-    handler = subprocess.Popen(
-        [str(Path(ember).parent / "ember-uffd-handler"), str(sock), str(snapshot["mem"])],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert "listening" in handler.stdout.readline()
-        a = Api(ember, tmp_path)
-        try:
-            status, reply = a.request("PUT", "/snapshot/load", {
-                "snapshot_path": str(snapshot["state"]),
-                "mem_backend": {"backend_type": "Uffd", "backend_path": str(sock)},
-                "resume_vm": True})
-            assert status == 204, reply
-            line = handler.stdout.readline()
-            assert "got the userfaultfd" in line and '"size":134217728' in line, line
-            # Restoring the balloon's queues read guest memory: the handler
-            # served those pages (on PVM the only ones it gets).
-            assert "first page served" in handler.stdout.readline()
-            if not is_pvm_host():
-                reboot_and_wait(a)
-        finally:
-            a.proc.kill()
-            a.proc.wait()
-    finally:
-        handler.kill()
-        handler.wait()
+    with uffd_loaded(ember, tmp_path, snapshot) as (a, regions):
+        assert '"size":134217728' in regions, regions
+        if not is_pvm_host():
+            reboot_and_wait(a)

@@ -77,6 +77,14 @@ class Handler {
   FILE* output_ = nullptr;
 };
 
+// Removes the test's files (an 8 MiB memory file among them) however it ends.
+struct RemovedAtEnd {
+  std::vector<std::string> paths;
+  ~RemovedAtEnd() {
+    for (const std::string& p : paths) std::remove(p.c_str());
+  }
+};
+
 class UffdHandoverTest : public ::testing::TestWithParam<HugePages> {};
 
 TEST_P(UffdHandoverTest, TheHandlerFillsEveryTouchedPageFromTheFile) {
@@ -84,6 +92,7 @@ TEST_P(UffdHandoverTest, TheHandlerFillsEveryTouchedPageFromTheFile) {
   if (!pool.unavailable().empty()) GTEST_SKIP() << pool.unavailable();
   std::string dir = ::testing::TempDir();
   std::string sock = dir + "/uffd-test.sock", file = dir + "/uffd-test.mem";
+  RemovedAtEnd cleanup{{sock, file}};
   {
     std::vector<char> bytes(8 * kMiB);
     for (uint64_t i = 0; i < bytes.size(); i++) bytes[i] = static_cast<char>(FileByte(i));
@@ -151,6 +160,7 @@ TEST(UffdWorkingSetTest, RunsAreWidenedToWholeHugePages) {
   std::string dir = ::testing::TempDir();
   std::string sock = dir + "/uffd-ws.sock", file = dir + "/uffd-ws.mem";
   std::string state_path = dir + "/uffd-ws.snap", set_path = dir + "/uffd-ws.ws";
+  RemovedAtEnd cleanup{{sock, file, state_path, set_path}};
   {
     std::vector<char> bytes(8 * kMiB);
     for (uint64_t i = 0; i < bytes.size(); i++) bytes[i] = static_cast<char>(FileByte(i));
