@@ -95,16 +95,9 @@ absl::StatusOr<VmmAction> ParsePatchVm(const rapidjson::Value& body) {
   return PatchVmState{state == "Paused"};
 }
 
-// cpu_template "None", given, drops a custom CPU template, as in Firecracker.
-bool ClearsCpuTemplate(const rapidjson::Value& body) {
-  auto t = body.FindMember("cpu_template");
-  return t != body.MemberEnd() && t->value.IsString() &&
-         std::string(t->value.GetString()) == "None";
-}
-
 absl::StatusOr<VmmAction> ParsePutMachineConfig(const rapidjson::Value& body) {
   ASSIGN_OR_RETURN(MachineConfig config, ParseMachineConfig(body));
-  return PutMachineConfig{config, ClearsCpuTemplate(body)};
+  return PutMachineConfig{config, Given(body, "cpu_template")};
 }
 
 absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) {
@@ -117,8 +110,7 @@ absl::StatusOr<VmmAction> ParsePatchMachineConfig(const rapidjson::Value& body) 
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(tmpl));
-  p.clears_cpu_template = ClearsCpuTemplate(body);
+  ASSIGN_OR_RETURN(p.cpu_template, ParseCpuTemplateField(tmpl));
   ASSIGN_OR_RETURN(p.huge_pages, ParseHugePagesField(huge, "machine-config.huge_pages"));
   if (!p.vcpu_count && !p.mem_size_mib && !p.track_dirty_pages && !p.smt && !tmpl && !huge) {
     return absl::InvalidArgumentError(kEmptyPatch);  // Firecracker's answer to {}

@@ -51,12 +51,13 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.config.vcpu_count, 2u);
          EXPECT_EQ(a.config.mem_size_mib, 256u);
          EXPECT_TRUE(a.config.track_dirty_pages);
-         EXPECT_FALSE(a.clears_cpu_template) << "no cpu_template field";
+         EXPECT_FALSE(a.sets_cpu_template) << "no cpu_template field";
        })},
       {"PUT", "/machine-config", "",
        R"({"vcpu_count": 2, "mem_size_mib": 256, "cpu_template": "None", "smt": true})",
        Holds<PutMachineConfig>([](const auto& a) {
-         EXPECT_TRUE(a.clears_cpu_template);
+         EXPECT_TRUE(a.sets_cpu_template);
+         EXPECT_EQ(a.config.cpu_template, StaticCpuTemplate::kNone);
          EXPECT_TRUE(a.config.smt);
        })},
       {"PATCH", "/machine-config", "", R"({"mem_size_mib": 512})",
@@ -70,7 +71,7 @@ std::vector<Case> Cases() {
        Holds<PatchMachineConfig>([](const auto& a) {
          EXPECT_FALSE(a.mem_size_mib || a.vcpu_count || a.track_dirty_pages || a.huge_pages);
          EXPECT_EQ(a.smt, true);
-         EXPECT_TRUE(a.clears_cpu_template);
+         EXPECT_EQ(a.cpu_template, StaticCpuTemplate::kNone);
        })},
       {"PATCH", "/machine-config", "", R"({"huge_pages": "Transparent"})",
        Holds<PatchMachineConfig>([](const auto& a) {

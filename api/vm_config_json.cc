@@ -60,7 +60,8 @@ absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value) 
   std::optional<std::string> tmpl = r.String("cpu_template", false);
   std::optional<std::string> huge = r.String("huge_pages", false);
   RETURN_IF_ERROR(r.Finish());
-  RETURN_IF_ERROR(CheckMachineExtras(tmpl));
+  ASSIGN_OR_RETURN(std::optional<StaticCpuTemplate> cpu_template, ParseCpuTemplateField(tmpl));
+  m.cpu_template = cpu_template.value_or(StaticCpuTemplate::kNone);
   m.smt = smt.value_or(false);
   ASSIGN_OR_RETURN(std::optional<HugePages> pages,
                    ParseHugePagesField(huge, "machine-config.huge_pages"));
@@ -79,13 +80,17 @@ absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(
   return pages;
 }
 
-absl::Status CheckMachineExtras(const std::optional<std::string>& cpu_template) {
-  if (cpu_template && *cpu_template != "None") {
-    return absl::InvalidArgumentError(absl::StrCat("machine-config.cpu_template '",
-                                                   *cpu_template,
-                                                   "' is not supported; use \"None\""));
+absl::StatusOr<std::optional<StaticCpuTemplate>> ParseCpuTemplateField(
+    const std::optional<std::string>& value) {
+  if (!value) return std::nullopt;
+  std::optional<StaticCpuTemplate> t = ParseStaticCpuTemplate(*value);
+  if (!t) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "machine-config.cpu_template '", *value,
+        "' must be \"C3\", \"T2\", \"T2S\", \"T2CL\", \"T2A\" or \"None\"; a custom "
+        "template goes to PUT /cpu-config"));
   }
-  return absl::OkStatus();
+  return t;
 }
 
 absl::StatusOr<std::optional<TokenBucketConfig>> ParseTokenBucket(const rapidjson::Value& value,
@@ -377,6 +382,8 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   }
   if (const rapidjson::Value* v = r.Raw("cpu-config"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.cpu_config, ParseCpuConfigOrPath(*v));
+    // Firecracker sets it after machine-config's: it wins, even as {}.
+    config.machine.cpu_template = StaticCpuTemplate::kNone;
   }
   if (const rapidjson::Value* v = r.Raw("entropy"); v != nullptr && !v->IsNull()) {
     ASSIGN_OR_RETURN(config.entropy, ParseEntropy(*v));
@@ -458,6 +465,10 @@ void WriteMachine(Writer& w, const MachineConfig& m) {
   w.Key("track_dirty_pages");
   w.Bool(m.track_dirty_pages);
   Str(w, "huge_pages", HugePagesName(m.huge_pages));
+  // Firecracker leaves it out unless a static template is set.
+  if (m.cpu_template != StaticCpuTemplate::kNone) {
+    Str(w, "cpu_template", StaticCpuTemplateName(m.cpu_template));
+  }
   w.EndObject();
 }
 

@@ -15,9 +15,10 @@ namespace ember::api {
 
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value);
 absl::StatusOr<MachineConfig> ParseMachineConfig(const rapidjson::Value& value);
-// machine-config's cpu_template, as given (or not): only "None" passes
-// (the static templates are not built in; a custom one goes to /cpu-config).
-absl::Status CheckMachineExtras(const std::optional<std::string>& cpu_template);
+// machine-config's cpu_template, as given (or not): a static template's
+// name; a custom one goes to /cpu-config.
+absl::StatusOr<std::optional<StaticCpuTemplate>> ParseCpuTemplateField(
+    const std::optional<std::string>& value);
 // A huge_pages value ("None", "Transparent" or "2M"); `field` names it in
 // the message.
 absl::StatusOr<std::optional<HugePages>> ParseHugePagesField(

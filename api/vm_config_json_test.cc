@@ -328,9 +328,25 @@ TEST(VmConfigJsonTest, EntropySectionRoundTrips) {
   ExpectRefused(std::string("{") + kBoot + R"(, "entropy": 3})", "entropy must be a JSON object");
 }
 
-TEST(VmConfigJsonTest, UnsupportedMachineOptions) {
-  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "T2"})"),
-                "cpu_template 'T2'");
+// The host's model is checked when the template is set or used, not when
+// it is read: a snapshot's configuration may come from another host.
+TEST(VmConfigJsonTest, StaticCpuTemplates) {
+  auto c = ParseVmConfig(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "T2"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->machine.cpu_template, StaticCpuTemplate::kT2);
+  EXPECT_NE(MachineConfigToJson(c->machine).find(R"("cpu_template":"T2")"), std::string::npos);
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->machine.cpu_template, StaticCpuTemplate::kT2);
+  // As Firecracker writes it: only a static template.
+  EXPECT_EQ(MachineConfigToJson(MachineConfig{}).find("cpu_template"), std::string::npos);
+  ExpectRefused(Config(R"({"vcpu_count": 2, "mem_size_mib": 128, "cpu_template": "t2"})"),
+                "machine-config.cpu_template 't2' must be \"C3\", \"T2\"");
+  // cpu-config is applied after machine-config, as in Firecracker: it wins.
+  c = ParseVmConfig(std::string("{") + kBoot + R"(, "machine-config": {"vcpu_count": 1,)" +
+                    R"( "mem_size_mib": 128, "cpu_template": "C3"}, "cpu-config": {}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->machine.cpu_template, StaticCpuTemplate::kNone);
 }
 
 TEST(VmConfigJsonTest, Smt) {

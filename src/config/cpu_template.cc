@@ -2,10 +2,34 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace ember {
+namespace {
+
+constexpr std::pair<StaticCpuTemplate, const char*> kStaticNames[] = {
+    {StaticCpuTemplate::kNone, "None"}, {StaticCpuTemplate::kC3, "C3"},
+    {StaticCpuTemplate::kT2, "T2"},     {StaticCpuTemplate::kT2S, "T2S"},
+    {StaticCpuTemplate::kT2CL, "T2CL"}, {StaticCpuTemplate::kT2A, "T2A"},
+};
+
+}  // namespace
+
+const char* StaticCpuTemplateName(StaticCpuTemplate t) {
+  for (const auto& [value, name] : kStaticNames) {
+    if (value == t) return name;
+  }
+  return "None";
+}
+
+std::optional<StaticCpuTemplate> ParseStaticCpuTemplate(const std::string& name) {
+  for (const auto& [value, text] : kStaticNames) {
+    if (name == text) return value;
+  }
+  return std::nullopt;
+}
 
 absl::StatusOr<BitFilter<uint64_t>> ParseBitmap(const std::string& text, int bits,
                                                const std::string& what) {

@@ -52,6 +52,15 @@ struct KvmCapabilityModifier {
   friend bool operator==(const KvmCapabilityModifier&, const KvmCapabilityModifier&) = default;
 };
 
+// Firecracker's static templates (machine-config.cpu_template): built-in
+// CpuTemplates for the EC2 instance types they are named after, each for
+// the host CPU models it was made for (src/vmm/arch/x86_64/static_cpu_templates.h).
+enum class StaticCpuTemplate { kNone, kC3, kT2, kT2S, kT2CL, kT2A };
+
+// "None", "C3", "T2", "T2S", "T2CL" or "T2A", as in the API.
+const char* StaticCpuTemplateName(StaticCpuTemplate t);
+std::optional<StaticCpuTemplate> ParseStaticCpuTemplate(const std::string& name);
+
 struct CpuTemplate {
   std::vector<KvmCapabilityModifier> kvm_capabilities;
   std::vector<CpuidLeafModifier> cpuid_modifiers;

@@ -35,6 +35,9 @@ struct MachineConfig {
   HugePages huge_pages = HugePages::kNone;
   // Two threads a core (CPUID topology); vcpu_count must then be 1 or even.
   bool smt = false;
+  // A static template (T2 and the like); a custom one is VmConfig's
+  // cpu_config. At most one of them is set, as in Firecracker.
+  StaticCpuTemplate cpu_template = StaticCpuTemplate::kNone;
   friend bool operator==(const MachineConfig&, const MachineConfig&) = default;
 };
 

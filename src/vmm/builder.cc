@@ -15,6 +15,7 @@
 #include "src/devices/virtio/vsock/vsock_device.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
+#include "src/vmm/arch/x86_64/static_cpu_templates.h"
 #include "src/vmm/host.h"
 
 namespace ember {
@@ -148,6 +149,15 @@ absl::Status CopyLeasedDrives(const VmConfig& config, Vm& vm) {
   return absl::OkStatus();
 }
 
+// The template the vCPUs get: machine-config's static one, if this host
+// is one it was made for, or the custom one.
+absl::StatusOr<std::optional<CpuTemplate>> CpuTemplateOf(const VmConfig& config) {
+  StaticCpuTemplate t = config.machine.cpu_template;
+  if (t == StaticCpuTemplate::kNone) return config.cpu_config;
+  RETURN_IF_ERROR(x86_64::CheckStaticTemplateHost(t, x86_64::HostCpuModel()));
+  return x86_64::StaticTemplate(t);
+}
+
 // What Vm::Create is to build in: the caller's spare, taken.
 std::optional<VmShell> Take(std::optional<VmShell>* shell) {
   return shell ? std::exchange(*shell, std::nullopt) : std::nullopt;
@@ -161,6 +171,7 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
     return absl::InvalidArgumentError("boot-source is missing: a kernel_image_path is required");
   }
   RETURN_IF_ERROR(ValidateMachineConfig(config.machine));
+  ASSIGN_OR_RETURN(std::optional<CpuTemplate> cpu_template, CpuTemplateOf(config));
   ASSIGN_OR_RETURN(std::vector<MemoryRange> ranges, GuestRanges(config.machine.mem_size_mib));
   ASSIGN_OR_RETURN(GuestMemory memory, GuestMemory::Create(ranges,
                                                            GuestMemory::mergeable_by_default(),
@@ -191,7 +202,7 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
     vcpus = (*made)->CreateVcpus(config.machine.vcpu_count,
                                  BootEntry{images.kernel.entry, images.kernel.protocol},
                                  &*supported,
-                                 config.cpu_config ? &*config.cpu_config : nullptr,
+                                 cpu_template ? &*cpu_template : nullptr,
                                  config.machine.smt);
   }
   absl::Status shared = load.CopyShare();

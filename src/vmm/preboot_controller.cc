@@ -138,26 +138,29 @@ absl::StatusOr<VmmResult> PreBootController::Handle(const VmmAction& action) {
   return std::visit([this](const auto& a) { return Do(a); }, action);
 }
 
-namespace {
-
 // The configuration's own checks, and what this process's command line
 // rules out: hugetlbfs memory is never merged (--merge-guest-memory).
-absl::Status CheckMachine(const MachineConfig& m) {
+absl::Status PreBootController::CheckMachine(const MachineConfig& m) {
   RETURN_IF_ERROR(ValidateMachineConfig(m));
   if (m.huge_pages == HugePages::k2M && GuestMemory::mergeable_by_default()) {
     return absl::InvalidArgumentError(
         "machine-config.huge_pages \"2M\": this Ember runs with --merge-guest-memory, and KSM "
         "never merges hugetlbfs pages; use \"None\" or \"Transparent\"");
   }
+  // Firecracker finds out at the start; the host's CPU is known now.
+  if (m.cpu_template != StaticCpuTemplate::kNone) {
+    if (!host_cpu_) host_cpu_ = x86_64::HostCpuModel();
+    RETURN_IF_ERROR(x86_64::CheckStaticTemplateHost(m.cpu_template, *host_cpu_));
+  }
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::StatusOr<VmmResult> PreBootController::Do(const PutMachineConfig& a) {
-  RETURN_IF_ERROR(CheckMachine(a.config));
-  config_.machine = a.config;
-  if (a.clears_cpu_template) config_.cpu_config.reset();
+  MachineConfig m = a.config;
+  if (!a.sets_cpu_template) m.cpu_template = config_.machine.cpu_template;
+  RETURN_IF_ERROR(CheckMachine(m));
+  config_.machine = m;
+  if (a.sets_cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
 
@@ -168,9 +171,10 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   if (a.track_dirty_pages) m.track_dirty_pages = *a.track_dirty_pages;
   if (a.huge_pages) m.huge_pages = *a.huge_pages;
   if (a.smt) m.smt = *a.smt;
+  if (a.cpu_template) m.cpu_template = *a.cpu_template;
   RETURN_IF_ERROR(CheckMachine(m));
   config_.machine = m;
-  if (a.clears_cpu_template) config_.cpu_config.reset();
+  if (a.cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
 

@@ -5,10 +5,12 @@
 // start.
 #pragma once
 
+#include <optional>
 #include <utility>
 
 #include "absl/status/statusor.h"
 #include "src/config/vm_config.h"
+#include "src/vmm/arch/x86_64/static_cpu_templates.h"
 #include "src/vmm/vmm_action.h"
 
 namespace ember {
@@ -39,6 +41,9 @@ class PreBootController {
 
   const VmConfig& config() const { return config_; }
   VmConfig& config() { return config_; }
+  // The CPU a static template must be made for: the host's unless set
+  // (read when first needed: CPUID traps on a virtualised host).
+  void set_host_cpu(x86_64::CpuModel cpu) { host_cpu_ = std::move(cpu); }
 
  private:
   absl::StatusOr<VmmResult> Do(const GetVmConfig&) { return config_; }
@@ -54,6 +59,8 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
   absl::StatusOr<VmmResult> Do(const PutCpuConfig& a) {
+    // It replaces a static template (machine-config's), even when empty.
+    config_.machine.cpu_template = StaticCpuTemplate::kNone;
     // An empty template changes nothing: it is none (GET /vm/config null).
     if (a.config == CpuTemplate{}) {
       config_.cpu_config.reset();
@@ -70,7 +77,10 @@ class PreBootController {
     return absl::FailedPreconditionError(kNotSupportedPreBoot);
   }
 
+  absl::Status CheckMachine(const MachineConfig& m);
+
   VmConfig config_;
+  std::optional<x86_64::CpuModel> host_cpu_;
 };
 
 }  // namespace ember

@@ -63,15 +63,46 @@ TEST(PreBootControllerTest, CpuTemplatesAreDroppedByNoneOrEmpty) {
   ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}}).ok());
   EXPECT_TRUE(c.config().cpu_config) << "no cpu_template field: kept";
   PatchMachineConfig none;
-  none.clears_cpu_template = true;
+  none.cpu_template = StaticCpuTemplate::kNone;
   ASSERT_TRUE(c.Handle(none).ok());
   EXPECT_FALSE(c.config().cpu_config);
   ASSERT_TRUE(c.Handle(PutCpuConfig{t}).ok());
-  ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}, /*clears_cpu_template=*/true}).ok());
+  ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}, /*sets_cpu_template=*/true}).ok());
   EXPECT_FALSE(c.config().cpu_config);
   ASSERT_TRUE(c.Handle(PutCpuConfig{t}).ok());
   ASSERT_TRUE(c.Handle(PutCpuConfig{CpuTemplate{}}).ok());
   EXPECT_FALSE(c.config().cpu_config) << "{} is no template";
+}
+
+// One slot, as in Firecracker: a static template replaces a custom one and
+// the reverse; a machine-config without the field keeps either. Set on a
+// host it was not made for, a static one is refused at once.
+TEST(PreBootControllerTest, StaticAndCustomTemplatesReplaceEachOther) {
+  PreBootController c{VmConfig{}};
+  StaticCpuTemplate t2a = StaticCpuTemplate::kT2A;
+  MachineConfig m;
+  m.cpu_template = t2a;
+  c.set_host_cpu({"AuthenticAMD", 0xb00f21});  // Turin
+  absl::StatusOr<VmmResult> put = c.Handle(PutMachineConfig{m, /*sets_cpu_template=*/true});
+  ASSERT_FALSE(put.ok());
+  EXPECT_NE(put.status().message().find("\"T2A\" is made for Milan"), std::string::npos)
+      << put.status();
+  EXPECT_EQ(c.config().machine.cpu_template, StaticCpuTemplate::kNone) << "nothing changed";
+
+  c.set_host_cpu({"AuthenticAMD", 0xa00f11});  // Milan
+  ASSERT_TRUE(c.Handle(PutMachineConfig{m, /*sets_cpu_template=*/true}).ok());
+  ASSERT_TRUE(c.Handle(PutMachineConfig{MachineConfig{}}).ok());
+  EXPECT_EQ(c.config().machine.cpu_template, t2a) << "no cpu_template field: kept";
+  CpuTemplate custom;
+  custom.msr_modifiers = {{0x10a, {1, 0}}};
+  ASSERT_TRUE(c.Handle(PutCpuConfig{custom}).ok());
+  EXPECT_EQ(c.config().machine.cpu_template, StaticCpuTemplate::kNone);
+  PatchMachineConfig patch;
+  patch.cpu_template = t2a;
+  ASSERT_TRUE(c.Handle(patch).ok());
+  EXPECT_FALSE(c.config().cpu_config) << "the static one replaced it";
+  ASSERT_TRUE(c.Handle(PutCpuConfig{CpuTemplate{}}).ok());
+  EXPECT_EQ(c.config().machine.cpu_template, StaticCpuTemplate::kNone) << "even {} replaces it";
 }
 
 TEST(PreBootControllerTest, DrivesAreReplacedByIdAndOneRootAtMost) {

@@ -21,8 +21,9 @@ struct GetMachineConfig {};
 struct PutMachineConfig {
   static constexpr char kWhat[] = "machine-config";
   MachineConfig config;
-  // cpu_template "None" given: a custom CPU template goes too (Firecracker).
-  bool clears_cpu_template = false;
+  // Whether config.cpu_template was given: if not, the template set before
+  // stays; if so, it replaces a custom one too (Firecracker).
+  bool sets_cpu_template = false;
 };
 // PATCH /machine-config: only the fields given change.
 struct PatchMachineConfig {
@@ -32,7 +33,7 @@ struct PatchMachineConfig {
   std::optional<bool> track_dirty_pages;
   std::optional<HugePages> huge_pages;
   std::optional<bool> smt;
-  bool clears_cpu_template = false;  // as PutMachineConfig's
+  std::optional<StaticCpuTemplate> cpu_template;  // replaces a custom one too
 };
 struct PutBootSource {
   static constexpr char kWhat[] = "boot-source";

@@ -17,7 +17,7 @@ absl::StatusOr<CpuidEntries> ApplyCpuidTemplate(const CpuidEntries& supported,
     });
     if (entry == out.end()) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "cpu-config: CPUID leaf %#x subleaf %#x is not one KVM supports on this host", m.leaf,
+          "CPU template: CPUID leaf %#x subleaf %#x is not one KVM supports on this host", m.leaf,
           m.subleaf));
     }
     entry->flags = m.flags;
@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<kvm_msr_entry>> TemplateMsrs(int vcpu_fd, const CpuTe
   ASSIGN_OR_RETURN(std::vector<kvm_msr_entry> msrs, ReadMsrs(vcpu_fd, indices));
   if (msrs.size() < indices.size()) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "cpu-config: MSR %#x is not one KVM can read on this host", indices[msrs.size()]));
+        "CPU template: MSR %#x is not one KVM can read on this host", indices[msrs.size()]));
   }
   // Modifiers of one MSR apply one after another.
   for (const MsrModifier& m : t.msr_modifiers) {
@@ -62,7 +62,7 @@ absl::Status SetTemplateMsrs(const VcpuFd& vcpu, const std::vector<kvm_msr_entry
   ASSIGN_OR_RETURN(int set, vcpu.SetMsrs(msrs));
   if (set != static_cast<int>(msrs.size())) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "cpu-config: KVM refused MSR %#x = %#x", msrs[set].index, msrs[set].data));
+        "CPU template: KVM refused MSR %#x = %#x", msrs[set].index, msrs[set].data));
   }
   return absl::OkStatus();
 }

@@ -1,9 +1,9 @@
-// A custom CPU template (src/config/cpu_template.h) applied to a booting
-// VM, in Firecracker's order: the CPUID modifiers change what KVM supports
-// before FilterCpuid writes this VM's topology (which wins where both
-// touch a bit); the MSR modifiers change what vCPU 0 reads back once its
-// CPUID is set, and every vCPU gets the result before the boot MSRs
-// (which win too).
+// A CPU template (src/config/cpu_template.h: a custom one, or a static
+// one as static_cpu_templates.h gives it) applied to a booting VM, in
+// Firecracker's order: the CPUID modifiers change what KVM supports before
+// FilterCpuid writes this VM's topology (which wins where both touch a
+// bit); the MSR modifiers change what vCPU 0 reads back once its CPUID is
+// set, and every vCPU gets the result before the boot MSRs (which win too).
 #pragma once
 
 #include <vector>
