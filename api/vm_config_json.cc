@@ -304,10 +304,10 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
   LoggerConfig l;
   l.log_path = r.String("log_path", false).value_or("");
   l.level = r.String("level", false);
-  l.show_level = r.Bool("show_level", false).value_or(false);
-  l.show_log_origin = r.Bool("show_log_origin", false).value_or(false);
+  l.show_level = r.Bool("show_level", false);
+  l.show_log_origin = r.Bool("show_log_origin", false);
   // Firecracker's is a Rust module path; Ember's, a source path prefix.
-  l.module = r.String("module", false).value_or("");
+  l.module = r.String("module", false);
   RETURN_IF_ERROR(r.Finish());
   if (l.level) {
     // Firecracker reads the level in any case, and "Warn" for Warning;
@@ -321,17 +321,7 @@ absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value) {
     }
     l.level = level;
   }
-  if (!l.module.empty() && (l.module[0] == '/' || l.module[0] == '.')) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logger.module '", l.module,
-        "' must be a path below Ember's source tree, as \"src/devices/virtio\" or \"api/\""));
-  }
-  if (l.module.find("::") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logger.module '", l.module,
-        "': Ember filters by source path below its tree, as \"src/devices/virtio\" or "
-        "\"api\", not by Rust module"));
-  }
+  if (l.module) RETURN_IF_ERROR(CheckLogModule(*l.module, "logger.module"));
   return l;
 }
 

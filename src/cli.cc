@@ -25,6 +25,8 @@ const char kUsage[] =
     "  --log-path PATH      log to this file or FIFO instead of stderr (as PUT /logger)\n"
     "  --show-level         put the level in each log line\n"
     "  --show-log-origin    put the source file and line in each log line\n"
+    "  --module PATH        log only lines from source files below PATH in Ember's tree\n"
+    "                       (\"src/devices/virtio\", \"api/\"; as logger.module)\n"
     "  --metrics-path PATH  write metrics to this file or FIFO (as PUT /metrics)\n"
     "  --http-api-max-payload-size BYTES   API request body limit (default 51200)\n"
     "  --mmds-size-limit BYTES  MMDS's data store limit (default: the API's payload limit)\n"
@@ -45,8 +47,7 @@ const char kUsage[] =
     "  --help               print this text\n"
     "  --version            print Ember's version\n"
     "\n"
-    "Refused, with the reason: --module (no module paths to filter logs on),\n"
-    "--enable-pci (no PCI: the devices are virtio-mmio).\n"
+    "Refused, with the reason: --enable-pci (no PCI: the devices are virtio-mmio).\n"
     "\n"
     "Exit codes: 0 the guest reset or shut down; 1 a VMM or vCPU error stopped the VM;\n"
     "148 a seccomp filter denied a system call (logged with its name);\n"
@@ -58,7 +59,6 @@ namespace {
 // Firecracker's flags Ember cannot honour, and why.
 const std::map<std::string, const char*>& Refused() {
   static const auto* refused = new std::map<std::string, const char*>{
-      {"--module", "Ember's log lines have no Rust module paths to filter on; use --level"},
       {"--enable-pci", "Ember has no PCI; its devices are virtio-mmio"},
   };
   return *refused;
@@ -122,6 +122,7 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,
       {"--api-sock", &opts.api_sock},
       {"--id", &opts.id},
       {"--level", &opts.level},
+      {"--module", &opts.module},
       {"--log-path", &opts.log_path},
       {"--metrics-path", &opts.metrics_path},
       {"--seccomp-filter", &opts.seccomp_filter},
@@ -197,6 +198,7 @@ absl::StatusOr<CliOptions> ParseCli(const std::vector<std::string>& args,
         "--level '", opts.level, "' must be Error, Warning, Info, Debug, Trace or Off"));
   }
   opts.level = *level;
+  if (absl::Status st = CheckLogModule(opts.module, "--module"); !st.ok()) return st;
   if (opts.no_seccomp && !opts.seccomp_filter.empty()) {
     return absl::InvalidArgumentError("--no-seccomp and --seccomp-filter exclude each other");
   }

@@ -24,6 +24,7 @@ struct CliOptions {
   std::string log_path;  // a file or FIFO; empty: stderr
   bool show_level = false;
   bool show_log_origin = false;
+  std::string module;  // as logger.module; empty: every line
   std::string metrics_path;  // a file or FIFO (as PUT /metrics); empty: none
   size_t http_api_max_payload_size = 51200;
   // MMDS's store limit; absent: http_api_max_payload_size, as Firecracker.

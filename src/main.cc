@@ -125,7 +125,7 @@ int Main(int argc, char** argv) {
   // the first line; the config file's logger section comes on top. Ember's
   // lines carry their level by default (log.h): --show-level keeps that.
   const LoggerConfig cli_logger{opts->log_path, opts->level, /*show_level=*/true,
-                                opts->show_log_origin};
+                                opts->show_log_origin, opts->module};
   if (absl::Status st = Controller::ApplyLogger(cli_logger); !st.ok()) {
     std::fprintf(stderr, "ember: %s\n", std::string(st.message()).c_str());
     return kExitBadConfiguration;
@@ -158,10 +158,9 @@ int Main(int argc, char** argv) {
     config = std::move(*parsed);
   }
   if (config.logger) {
-    // The section's format flags are plain bools: a flag given on the
-    // command line stays on.
-    config.logger->show_level |= opts->show_level;
-    config.logger->show_log_origin |= opts->show_log_origin;
+    // A flag given on the command line stays on.
+    if (opts->show_level) config.logger->show_level = true;
+    if (opts->show_log_origin) config.logger->show_log_origin = true;
   }
   if (!opts->metrics_path.empty()) {
     // As Firecracker: metrics are configured once.

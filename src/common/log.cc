@@ -76,9 +76,24 @@ void SetLogModule(absl::string_view module) {
   g_module = module.empty() ? nullptr : new std::string(module);
 }
 
-void SetLogFormat(bool show_level, bool show_origin) {
-  g_show_level = show_level;
-  g_show_origin = show_origin;
+absl::Status CheckLogModule(absl::string_view module, absl::string_view field) {
+  if (!module.empty() && (module[0] == '/' || module[0] == '.')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " '", module,
+        "' must be a path below Ember's source tree, as \"src/devices/virtio\" or \"api/\""));
+  }
+  if (absl::StrContains(module, "::")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " '", module,
+        "': Ember filters by source path below its tree, as \"src/devices/virtio\" or "
+        "\"api\", not by Rust module"));
+  }
+  return absl::OkStatus();
+}
+
+void SetLogFormat(std::optional<bool> show_level, std::optional<bool> show_origin) {
+  if (show_level) g_show_level = *show_level;
+  if (show_origin) g_show_origin = *show_origin;
 }
 
 void SetThreadName(absl::string_view name) {

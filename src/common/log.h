@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 
@@ -23,11 +24,15 @@ void SetLogSink(int fd);
 // Writes `len` bytes where lines go now, never waiting on a full pipe or
 // socket; async-signal-safe. False if not all of them went.
 bool WriteLogSink(const char* data, size_t len);
-// Whether lines carry the level and the file:line of the call.
-void SetLogFormat(bool show_level, bool show_origin);
+// Whether lines carry the level and the file:line of the call; absent:
+// as they did.
+void SetLogFormat(std::optional<bool> show_level, std::optional<bool> show_origin);
 // logger.module: only lines from source files whose path below the source
 // tree starts with `module` ("src/devices/virtio", "api/"); empty: all.
 void SetLogModule(absl::string_view module);
+// Refuses what cannot be such a path (absolute, "./", a Rust module path);
+// `field` names the setting in the message.
+absl::Status CheckLogModule(absl::string_view module, absl::string_view field);
 bool LogEnabled(LogLevel level);
 // Names the calling thread in its log lines (and in /proc, up to 15 chars).
 void SetThreadName(absl::string_view name);

@@ -135,10 +135,12 @@ struct EntropyConfig {
 struct LoggerConfig {
   std::string log_path;  // a file or FIFO; empty: stderr
   std::optional<std::string> level;  // Error, Warning, Info, Debug, Trace, Off
-  bool show_level = false;
-  bool show_log_origin = false;
-  // Only lines from source files below this path ("src/devices/virtio").
-  std::string module;
+  // Absent: as before (Firecracker); Ember shows levels from the start.
+  std::optional<bool> show_level;
+  std::optional<bool> show_log_origin;
+  // Only lines from source files below this path ("src/devices/virtio");
+  // absent: as before (Firecracker), "": all.
+  std::optional<std::string> module;
 };
 
 // PUT /metrics and the config file's `metrics`.

@@ -103,7 +103,7 @@ absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
     SetLogLevel(*level);
   }
   SetLogFormat(config.show_level, config.show_log_origin);
-  SetLogModule(config.module);
+  if (config.module) SetLogModule(*config.module);
   return absl::OkStatus();
 }
 

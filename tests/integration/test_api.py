@@ -535,6 +535,9 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
     assert a.request("GET", "/machine-config")[0] == 200
     a.expect_fault("PUT", "/drives/x", "does not match", {"drive_id": "y", "path_on_host": "/x",
                                                           "is_root_device": False})
+    # A logger without a module keeps the one set (Firecracker's rule).
+    assert a.request("PUT", "/logger", {"level": "Debug"})[0] == 204
+    assert a.request("GET", "/machine-config")[0] == 200
     lines = modlog.read_text().splitlines()
     assert lines, "the API layer's lines get through"
     assert all(re.search(r"\[(http_server|router|routes|api_metrics|vm_config_json)\.cc:\d+\]",

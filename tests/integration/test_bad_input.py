@@ -105,12 +105,24 @@ def test_missing_config_file(ember, tmp_path):
     (["--no-api"], "--no-api needs --config-file"),
     (["--no-api", "--config-file", "x", "--id", "bad/id"], "--id 'bad/id'"),
     (["--config-file"], "--config-file needs a value"),
+    (["--module", "vmm::devices"], "Ember filters by source path"),
 ])
 def test_bad_command_line(ember, tmp_path, args, message):
     run = run_ember(ember, tmp_path, args=args, timeout=30)
     assert run.code == EXIT_ARG_PARSING, run
     assert message in run.log, run
     assert "Usage: ember" in run.log
+
+
+def test_module_lets_through_only_lines_from_below_its_path(ember, tmp_path):
+    args = ["--no-api", "--config-file", "/nonexistent/vm.json", "--show-log-origin"]
+    run = run_ember(ember, tmp_path, args=[*args, "--module", "src/main"], timeout=30)
+    assert run.code == EXIT_BAD_CONFIGURATION, run
+    lines = run.log.splitlines()
+    assert any("/nonexistent/vm.json" in line for line in lines), run
+    assert all("[main.cc:" in line for line in lines), run
+    run = run_ember(ember, tmp_path, args=[*args, "--module", "src/devices"], timeout=30)
+    assert run.code == EXIT_BAD_CONFIGURATION and run.log == "", run
 
 
 def test_help_and_version(ember, tmp_path):

@@ -52,11 +52,12 @@ class I8042 : public BusDevice {
   // bytes still waiting on port 0x60.
   static constexpr size_t kMaxSaved = kOutputCapacity;
   struct State {
-    uint8_t ctr, pending_command, pending_keyboard;
-    bool last_was_command;
-    uint8_t out_count;
-    uint8_t out_value[kMaxSaved];
-    bool out_aux[kMaxSaved];
+    // Zeroed: a default State encodes as a valid one.
+    uint8_t ctr = 0, pending_command = 0, pending_keyboard = 0;
+    bool last_was_command = false;
+    uint8_t out_count = 0;
+    uint8_t out_value[kMaxSaved] = {};
+    bool out_aux[kMaxSaved] = {};
 
     // The snapshot encoding, field by field, with only the out_count bytes
     // in use; bump kVersion when it changes.

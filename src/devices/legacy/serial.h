@@ -53,8 +53,9 @@ class Serial : public BusDevice {
   // The registers a guest driver set up, for snapshots. Pending input is
   // not part of it: a restored guest starts with an empty receive FIFO.
   struct State {
-    uint8_t ier, lcr, mcr, scr, dll, dlm;
-    bool thr_interrupt;
+    // Zeroed: a default State encodes as a valid one.
+    uint8_t ier = 0, lcr = 0, mcr = 0, scr = 0, dll = 0, dlm = 0;
+    bool thr_interrupt = false;
 
     // The snapshot encoding, field by field; bump kVersion when it changes.
     static constexpr uint16_t kVersion = 1;

@@ -60,10 +60,10 @@ class MmioTransport : public BusDevice, public Interrupt {
 
   // A transport's state for snapshots: registers, queues, device state.
   struct Registers {
-    uint32_t status, device_features_sel, driver_features_sel, queue_sel;
-    uint64_t driver_features;
-    uint32_t interrupt_status, config_generation;
-    bool activated;
+    uint32_t status = 0, device_features_sel = 0, driver_features_sel = 0, queue_sel = 0;
+    uint64_t driver_features = 0;
+    uint32_t interrupt_status = 0, config_generation = 0;
+    bool activated = false;
 
     // Field by field, within State's encoding.
     void Encode(ByteWriter& w) const;
@@ -71,7 +71,7 @@ class MmioTransport : public BusDevice, public Interrupt {
     friend bool operator==(const Registers&, const Registers&) = default;
   };
   struct State {
-    uint32_t device_type;
+    uint32_t device_type = 0;
     Registers registers;
     std::vector<Queue::State> queues;
     std::vector<uint8_t> device;  // the device's own encoding, opaque here
