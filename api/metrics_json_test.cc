@@ -22,6 +22,22 @@ rapidjson::Document Parse(const std::string& line) {
   return d;
 }
 
+// metrics.emit_id and metrics.properties: right after the time, as in
+// Firecracker; a fatal signal's line has the same labels.
+TEST(MetricsJsonTest, TheIdAndPropertiesFollowTheTime) {
+  Metrics m;
+  m.id = "vm-1";
+  m.properties = std::map<std::string, std::string>{{"b", "2"}, {"a", "\"q\""}};
+  MetricsWriter writer;
+  std::string line = writer.Line(m);
+  EXPECT_EQ(line.rfind(R"({"utc_timestamp_ms":0,"id":"vm-1","properties":{"a":"\"q\"","b":"2"},)", 0),
+            0u)
+      << line;
+  EXPECT_EQ(MetricsLabels(m.id, m.properties), R"("id":"vm-1","properties":{"a":"\"q\"","b":"2"})");
+  EXPECT_EQ(MetricsLabels(std::nullopt, std::nullopt), "");
+  Parse(line);
+}
+
 TEST(MetricsJsonTest, EveryFirecrackerGroupAndFieldEvenWithNothingReported) {
   Metrics m;
   m.utc_timestamp_ms = 1700000000123;

@@ -329,7 +329,23 @@ absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value) {
   JsonReader r(value, "metrics");
   MetricsConfig m;
   m.metrics_path = r.String("metrics_path", true).value_or("");
+  m.emit_id = r.Bool("emit_id", false).value_or(false);
+  const rapidjson::Value* properties = r.Raw("properties");
   RETURN_IF_ERROR(r.Finish());
+  if (properties != nullptr && !properties->IsNull()) {
+    if (!properties->IsObject()) {
+      return absl::InvalidArgumentError("metrics.properties must be a JSON object of strings");
+    }
+    m.properties.emplace();
+    for (const auto& p : properties->GetObject()) {
+      std::string key(p.name.GetString(), p.name.GetStringLength());
+      if (!p.value.IsString()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("metrics.properties.", key, " must be a string"));
+      }
+      (*m.properties)[key] = std::string(p.value.GetString(), p.value.GetStringLength());
+    }
+  }
   if (m.metrics_path.empty()) {
     return absl::InvalidArgumentError("metrics.metrics_path must not be empty");
   }

@@ -7,6 +7,9 @@
 #include <atomic>
 #include <iterator>
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include "src/common/log.h"
 
 namespace ember {
@@ -25,13 +28,15 @@ constexpr Fatal kFatal[] = {
 
 // Lock-free atomics only: handlers read and write them.
 std::atomic<int> g_metrics_fd{-1};
+std::atomic<const std::string*> g_labels{nullptr};
 std::atomic<uint64_t> g_fatal[std::size(kFatal)];
 std::atomic<uint64_t> g_sigpipe{0};
 std::atomic<uint64_t> g_seccomp_faults{0};
 
-// A line built without allocating, for handlers.
+// A line built without allocating, for handlers: room for the labels
+// and still one write a pipe takes whole (PIPE_BUF).
 struct Line {
-  char buf[512];
+  char buf[4096];
   size_t len = 0;
   void Add(const char* s) {
     while (*s != '\0' && len + 1 < sizeof(buf)) buf[len++] = *s++;
@@ -71,7 +76,35 @@ void InstallSignalHandlers() {
   Install(SIGPIPE, OnSigpipe);
 }
 
-void SetLastMetricsFd(int fd) { g_metrics_fd = fd; }
+void SetLastMetricsFd(int fd, std::string labels) {
+  // Set once a process (metrics are configured once); a handler may be
+  // reading the old one, so it stays.
+  if (!labels.empty()) g_labels = new std::string(std::move(labels));
+  g_metrics_fd = fd;
+}
+
+std::string MetricsLabels(const std::optional<std::string>& id,
+                          const std::optional<std::map<std::string, std::string>>& properties) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  if (id) {
+    w.Key("id");
+    w.String(id->c_str(), static_cast<rapidjson::SizeType>(id->size()));
+  }
+  if (properties) {
+    w.Key("properties");
+    w.StartObject();
+    for (const auto& [key, value] : *properties) {
+      w.Key(key.c_str(), static_cast<rapidjson::SizeType>(key.size()));
+      w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
+    }
+    w.EndObject();
+  }
+  w.EndObject();
+  std::string out = buf.GetString();
+  return out.substr(1, out.size() - 2);
+}
 
 void DieOfSignal(int signo, int exit_code) {
   const char* name = "signal";
@@ -97,6 +130,12 @@ void DieOfSignal(int signo, int exit_code) {
     Line m;
     m.Add("{\"utc_timestamp_ms\":");
     m.Add(static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_nsec) / 1000000);
+    // Whole or not at all: cut, they would break the line's JSON.
+    const std::string* labels = g_labels.load();
+    if (labels != nullptr && labels->size() + 1024 < sizeof(m.buf)) {
+      m.Add(",");
+      m.Add(labels->c_str());
+    }
     m.Add(",\"seccomp\":{\"num_faults\":");
     m.Add(g_seccomp_faults.load());
     m.Add("},\"signals\":{");

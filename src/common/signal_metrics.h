@@ -8,6 +8,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
 
 namespace ember {
 
@@ -16,7 +19,14 @@ void InstallSignalHandlers();
 
 // Where a dying process writes its last line: the metrics file or FIFO,
 // or -1. Any thread; the fd must stay open (the Controller keeps it).
-void SetLastMetricsFd(int fd);
+// `labels` go after the time: `"id":"...","properties":{...}` as
+// MetricsLabels writes them, or empty.
+void SetLastMetricsFd(int fd, std::string labels = "");
+
+// metrics.emit_id's id and metrics.properties as fields of a JSON object,
+// without the braces; empty when neither is there.
+std::string MetricsLabels(const std::optional<std::string>& id,
+                          const std::optional<std::map<std::string, std::string>>& properties);
 
 // Async-signal-safe: notes `signo` (SIGSYS: a seccomp fault), writes the
 // last line, {"utc_timestamp_ms":...,"seccomp":{...},"signals":{...}},

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -146,6 +147,9 @@ struct LoggerConfig {
 // PUT /metrics and the config file's `metrics`.
 struct MetricsConfig {
   std::string metrics_path;  // a file (appended to) or a FIFO
+  bool emit_id = false;      // each line carries the instance id as "id"
+  // Each line carries them as "properties" (the operator's own labels).
+  std::optional<std::map<std::string, std::string>> properties;
 };
 
 // PUT /mmds/config and the config file's `mmds-config`: which interfaces

@@ -40,8 +40,12 @@ absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   itimerspec every = {};
   every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
   if (timerfd_settime(timer.get(), 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
-  SetLastMetricsFd(fd.get());  // a fatal signal's last line goes there too
+  std::optional<std::string> id;
+  if (config.emit_id) id = id_;
+  // A fatal signal's last line goes there too.
+  SetLastMetricsFd(fd.get(), MetricsLabels(id, config.properties));
   metrics_fd_ = std::move(fd);
+  metrics_config_ = config;
   metrics_timer_ = std::move(timer);
   return absl::OkStatus();
 }
@@ -61,6 +65,8 @@ absl::Status Controller::WriteMetrics() {
   if (!metrics_fd_.valid()) return absl::FailedPreconditionError("metrics are not configured");
   Metrics m;
   m.utc_timestamp_ms = static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()));
+  if (metrics_config_.emit_id) m.id = id_;
+  m.properties = metrics_config_.properties;
   m.vm_state = VmState();
   AppendProcessMetrics(&m);
   m.Group("logger").counts.insert(m.Group("logger").counts.end(),

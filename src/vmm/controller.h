@@ -117,6 +117,7 @@ class Controller {
   uint64_t metrics_missed_ = 0;  // lines a full FIFO dropped
   uint64_t metrics_fails_ = 0;   // lines whose write failed
   UniqueFd metrics_fd_;
+  MetricsConfig metrics_config_;  // emit_id and properties, for each line
   UniqueFd metrics_timer_;  // every kMetricsPeriodS once metrics are on
   EventLoop* metrics_loop_ = nullptr;
   EventLoop* pre_boot_loop_ = nullptr;  // while waiting for InstanceStart

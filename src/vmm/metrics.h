@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +28,9 @@ struct MetricGroup {
 
 struct Metrics {
   uint64_t utc_timestamp_ms = 0;
+  // metrics.emit_id's instance id and metrics.properties, after the time.
+  std::optional<std::string> id;
+  std::optional<std::map<std::string, std::string>> properties;
   std::string vm_state;  // "Not started", "Running", "Paused"
   std::vector<MetricGroup> groups;
 

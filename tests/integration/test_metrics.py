@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 
-from conftest import EXIT_OK, boot_config, wait_for_api
+from conftest import EXIT_OK, boot_config, http_request, wait_for_api
 from guest_shell import GuestShell, shell_boot_args
 from metrics_lines import KATA, is_uint64, mark, read_lines, total
 
@@ -144,3 +144,32 @@ def test_a_fatal_signal_leaves_a_last_line_and_firecrackers_exit_code(ember, tmp
     assert last["signals"]["sigpipe"] == 1
     assert last["seccomp"]["num_faults"] == 0
     assert "received sigbus; exiting with 149" in (tmp_path / "ember.log").read_text()
+
+
+def test_lines_carry_the_instance_id_and_the_operators_properties(ember, tmp_path):
+    metrics = tmp_path / "metrics.json"
+    sock = tmp_path / "api.sock"
+    with open(tmp_path / "ember.log", "wb") as log:
+        proc = subprocess.Popen([str(ember), "--api-sock", str(sock), "--id", "fn-42"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        wait_for_api(sock, proc)
+        body = {"metrics_path": str(metrics), "emit_id": True,
+                "properties": {"tenant": "a\"b", "bundle": "fn-abc"}}
+        status, reply = http_request(sock, "PUT", "/metrics", {**body, "properties": {"n": 1}})
+        assert status == 400 and "metrics.properties.n must be a string" in \
+            reply["fault_message"], reply
+        assert http_request(sock, "PUT", "/metrics", body)[0] == 204
+        assert http_request(sock, "PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        line = read_lines(metrics)[-1]
+        assert list(line)[:3] == ["utc_timestamp_ms", "id", "properties"], list(line)[:4]
+        assert line["id"] == "fn-42" and line["properties"] == body["properties"]
+        # The line a fatal signal leaves has them too.
+        proc.send_signal(signal.SIGBUS)
+        assert proc.wait(timeout=30) == 149
+    finally:
+        proc.kill()
+        proc.wait()
+    last = read_lines(metrics)[-1]
+    assert last["signals"]["sigbus"] == 1
+    assert last["id"] == "fn-42" and last["properties"] == body["properties"]
