@@ -19,6 +19,7 @@
 using namespace ember;
 using namespace ember::virtio;
 using ember::fuzz::OnDeviceThread;
+using ember::fuzz::OnVcpu;
 
 namespace {
 
@@ -53,7 +54,7 @@ void Requests(Harness* h, const uint8_t* data, size_t size);
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Harness* h = new Harness();
   if (size < 2) return 0;
-  // Under the filters of Ember's vCPU and VMM threads (device_filter.h).
+  // Under the filters of Ember's VMM and vCPU threads (device_filter.h).
   OnDeviceThread([&] { Requests(h, data, size); });
   return 0;
 }
@@ -62,7 +63,9 @@ namespace {
 
 void Requests(Harness* h, const uint8_t* data, size_t size) {
   // A fresh device and queue for every input.
-  if (!(h->driver->Init(~0ull, kQueue) & kStatusDriverOk)) __builtin_trap();
+  uint32_t status = 0;
+  OnVcpu([&] { status = h->driver->Init(~0ull, kQueue); });
+  if (!(status & kStatusDriverOk)) __builtin_trap();
   testing::DriverQueue& q = h->driver->queue(0);
   // The input is the descriptor table, then the rest of the low memory
   // where headers and buffers live; the first byte says how many heads

@@ -19,20 +19,20 @@ constexpr int kMaxPending = 1024;
 
 namespace {
 
-// One input, on a thread under the filters of Ember's vCPU and VMM threads
-// (device_filter.h).
+// One input, under the filter of Ember's VMM thread, port accesses under
+// its vCPU threads' (device_filter.h).
 void Input(const uint8_t* data, size_t size) {
   int resets = 0, expected_resets = 0;
   I8042 dev([&] { resets++; }, [] {});
   FuzzInput in(data, size);
   auto write = [&](uint64_t port, uint8_t value, size_t width = 1) {
     uint8_t b[4] = {value, value, value, value};
-    dev.Write(port, std::span<const uint8_t>(b, width));
+    OnVcpu([&] { dev.Write(port, std::span<const uint8_t>(b, width)); });
     if (port == 4 && width == 1 && value == 0xfe) expected_resets++;
   };
   auto read = [&](uint64_t port) {
     uint8_t b = 0;
-    dev.Read(port, std::span<uint8_t>(&b, 1));
+    OnVcpu([&] { dev.Read(port, std::span<uint8_t>(&b, 1)); });
     return b;
   };
   while (!in.empty()) {
@@ -45,7 +45,9 @@ void Input(const uint8_t* data, size_t size) {
         uint8_t port = in.Bool() ? 4 : 0;
         uint8_t value = in.U8();
         int count = 1 + in.U16() % 4096;
-        for (int i = 0; i < count; i++) write(port, value);
+        OnVcpu([&] {  // one hand-over for the flood
+          for (int i = 0; i < count; i++) write(port, value);
+        });
         break;
       }
       case 4: {  // other widths and ports
@@ -53,10 +55,10 @@ void Input(const uint8_t* data, size_t size) {
         uint64_t port = in.U8() % 8;
         size_t width = 1 + in.U8() % 8;
         if (in.Bool()) {
-          dev.Read(port, std::span<uint8_t>(b, width));
+          OnVcpu([&] { dev.Read(port, std::span<uint8_t>(b, width)); });
         } else {
           b[0] = in.U8();
-          dev.Write(port, std::span<const uint8_t>(b, width));
+          OnVcpu([&] { dev.Write(port, std::span<const uint8_t>(b, width)); });
           if (port == 4 && width == 1 && b[0] == 0xfe) expected_resets++;
         }
         break;
@@ -88,10 +90,12 @@ void Input(const uint8_t* data, size_t size) {
   }
   if (resets != expected_resets) Fail("a CPU reset without the reset command, or none with it");
   int pending = 0;
-  while ((read(4) & 1) && pending <= kMaxPending) {
-    (void)read(0);
-    pending++;
-  }
+  OnVcpu([&] {
+    while ((read(4) & 1) && pending <= kMaxPending) {
+      (void)read(0);
+      pending++;
+    }
+  });
   if (pending > kMaxPending) Fail("the i8042's output queue grows without a bound");
 
 }
