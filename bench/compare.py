@@ -85,15 +85,22 @@ def memory_mib(pid, guest_mib):
 
     The guest's RAM is the run of adjacent anonymous mappings as large as
     the guest (QEMU adds an alignment page or two; Ember's one mapping is
-    split where madvise gave the kernel's range huge pages)."""
+    split where madvise gave the kernel's range huge pages). Hugetlbfs
+    memory (/anon_hugepage) is anonymous too, and its pages, which smaps
+    leaves out of Rss and Pss, count in both."""
     maps = []  # [lo, hi, anonymous, {"Rss": kib, "Pss": kib}]
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
             fields = line.split()
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            maps.append([lo, hi, len(fields) < 6 or fields[5].startswith("[anon:"), {}])
+            anonymous = (len(fields) < 6 or fields[5].startswith("[anon:")
+                         or fields[5] == "/anon_hugepage")
+            maps.append([lo, hi, anonymous, {}])
         elif line.startswith("Rss:") or line.startswith("Pss:"):
-            maps[-1][3][line[:3]] = int(line.split()[1])
+            maps[-1][3][line[:3]] = maps[-1][3].get(line[:3], 0) + int(line.split()[1])
+        elif line.startswith(("Private_Hugetlb:", "Shared_Hugetlb:")):
+            for key in ("Rss", "Pss"):
+                maps[-1][3][key] = maps[-1][3].get(key, 0) + int(line.split()[1])
     guest = set()
     for i in range(len(maps)):
         if not maps[i][2]:

@@ -105,14 +105,18 @@ def host_steal_ms():
 
 
 def rollup_kib(pid):
-    """(RSS, PSS) in KiB from /proc/PID/smaps_rollup."""
+    """(RSS, PSS) in KiB from /proc/PID/smaps_rollup, hugetlbfs pages (which
+    it leaves out of both) counted in both."""
     rss = pss = 0
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Rss:"):
-                rss = int(line.split()[1])
+                rss += int(line.split()[1])
             elif line.startswith("Pss:"):
-                pss = int(line.split()[1])
+                pss += int(line.split()[1])
+            elif line.startswith(("Private_Hugetlb:", "Shared_Hugetlb:")):
+                rss += int(line.split()[1])
+                pss += int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         pass
     return rss, pss

@@ -227,14 +227,15 @@ def rss_kib(pid, mem_mib):
     memory is the run of adjacent mappings as large as the guest's RAM: one
     anonymous mapping, split where the kernel's range got huge pages for its
     copy or is mapped from the kernel file (src/vmm/boot.h). None for the
-    guest's where there is no such run (no VM yet)."""
+    guest's where there is no such run (no VM yet). Hugetlbfs pages (2M
+    guests), which smaps leaves out of Rss, count."""
     maps = []  # [start, end, rss KiB]
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
             lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
             maps.append([lo, hi, 0])
-        elif line.startswith("Rss:"):
-            maps[-1][2] = int(line.split()[1])
+        elif line.startswith(("Rss:", "Private_Hugetlb:", "Shared_Hugetlb:")):
+            maps[-1][2] += int(line.split()[1])
     total = sum(m[2] for m in maps)
     for i in range(len(maps)):
         size = rss = 0
