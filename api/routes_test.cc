@@ -166,12 +166,19 @@ std::vector<Case> Cases() {
            [](const auto& a) { EXPECT_EQ(a.config.serial_out_path, "/tmp/console"); })},
       {"PUT", "/logger", "",
        R"({"log_path": "/tmp/log", "level": "Debug", "show_level": true,
-           "show_log_origin": true})",
+           "show_log_origin": false})",
        Holds<PutLogger>([](const auto& a) {
          EXPECT_EQ(a.config.log_path, "/tmp/log");
          EXPECT_EQ(a.config.level, "Debug");
-         EXPECT_TRUE(a.config.show_level);
-         EXPECT_TRUE(a.config.show_log_origin);
+         EXPECT_EQ(a.config.show_level, true);
+         EXPECT_EQ(a.config.show_log_origin, false);
+         EXPECT_EQ(a.config.module, std::nullopt);
+       })},
+      // Absent: as before (Firecracker's rule).
+      {"PUT", "/logger", "", R"({"level": "Info"})",
+       Holds<PutLogger>([](const auto& a) {
+         EXPECT_EQ(a.config.show_level, std::nullopt);
+         EXPECT_EQ(a.config.show_log_origin, std::nullopt);
        })},
       {"PUT", "/metrics", "", R"({"metrics_path": "/tmp/metrics"})",
        Holds<PutMetrics>(

@@ -486,12 +486,14 @@ TEST(VmConfigJsonTest, NetworkInterfaces) {
 TEST(VmConfigJsonTest, Logger) {
   auto c = ParseVmConfig(std::string("{") + kBoot +
                          R"(, "logger": {"log_path": "/tmp/l", "level": "Debug",
-                                         "show_level": true, "show_log_origin": true}})");
+                                         "show_level": false, "show_log_origin": true}})");
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE(c->logger);
   EXPECT_EQ(c->logger->log_path, "/tmp/l");
   EXPECT_EQ(c->logger->level, "Debug");
-  EXPECT_TRUE(c->logger->show_log_origin);
+  EXPECT_EQ(c->logger->show_level, false);
+  EXPECT_EQ(c->logger->show_log_origin, true);
+  EXPECT_EQ(c->logger->module, std::nullopt) << "absent: the one set stays";
   ExpectRefused(std::string("{") + kBoot + R"(, "logger": {"level": "Loud"}})",
                 "logger.level 'Loud' must be");
   c = ParseVmConfig(std::string("{") + kBoot + R"(, "logger": {"module": "src/devices"}})");

@@ -132,7 +132,8 @@ void DieOfSignal(int signo, int exit_code) {
     m.Add(static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_nsec) / 1000000);
     // Whole or not at all: cut, they would break the line's JSON.
     const std::string* labels = g_labels.load();
-    if (labels != nullptr && labels->size() + 1024 < sizeof(m.buf)) {
+    static_assert(kMaxLastLineLabels + 1024 <= sizeof(m.buf));
+    if (labels != nullptr && labels->size() <= kMaxLastLineLabels) {
       m.Add(",");
       m.Add(labels->c_str());
     }

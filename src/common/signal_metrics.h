@@ -7,6 +7,7 @@
 // signal dispositions are.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -20,7 +21,9 @@ void InstallSignalHandlers();
 // Where a dying process writes its last line: the metrics file or FIFO,
 // or -1. Any thread; the fd must stay open (the Controller keeps it).
 // `labels` go after the time: `"id":"...","properties":{...}` as
-// MetricsLabels writes them, or empty.
+// MetricsLabels writes them, or empty; longer than kMaxLastLineLabels,
+// they are left out of that line (it is built without allocating).
+inline constexpr size_t kMaxLastLineLabels = 3072;
 void SetLastMetricsFd(int fd, std::string labels = "");
 
 // metrics.emit_id's id and metrics.properties as fields of a JSON object,

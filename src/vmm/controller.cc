@@ -43,7 +43,12 @@ absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   std::optional<std::string> id;
   if (config.emit_id) id = id_;
   // A fatal signal's last line goes there too.
-  SetLastMetricsFd(fd.get(), MetricsLabels(id, config.properties));
+  std::string labels = MetricsLabels(id, config.properties);
+  if (labels.size() > kMaxLastLineLabels) {
+    LOG_WARN("metrics: id and properties take %zu bytes; the line a fatal signal leaves has room "
+             "for %zu and goes without them", labels.size(), kMaxLastLineLabels);
+  }
+  SetLastMetricsFd(fd.get(), std::move(labels));
   metrics_fd_ = std::move(fd);
   metrics_config_ = config;
   metrics_timer_ = std::move(timer);

@@ -56,7 +56,8 @@ constexpr CpuidBits kC3Cpuid[] = {
     {0x80000001, 0, 0, EDX, 0x04000000, 0},
 };
 
-// T2, T2S, T2CL and T2A differ in 0x80000001 and 0x80000008 only.
+// T2, T2S, T2CL and T2A share these; their CPUID differs in 0x80000001
+// and 0x80000008 only (T2S is T2 with IA32_ARCH_CAPABILITIES fixed).
 constexpr CpuidBits kT2CommonCpuid[] = {
     {0x1, 0, 0, EAX, 0x0fff3fff, 0x000306f2},  // Haswell-EP
     {0x1, 0, 0, ECX, 0x0004cdfc, 0},
@@ -146,9 +147,11 @@ CpuModel HostCpuModel() {
   std::memcpy(vendor + 8, &ecx, 4);
   CpuModel host{std::string(vendor, sizeof(vendor)), 0};
   __cpuid(1, eax, ebx, ecx, edx);
-  host.signature = eax & 0x0fff0fff;  // no processor type or reserved bits
+  host.signature = SignatureOf(eax);
   return host;
 }
+
+uint32_t SignatureOf(uint32_t leaf1_eax) { return leaf1_eax & 0x0fff0fff; }
 
 CpuTemplate StaticTemplate(StaticCpuTemplate t) {
   CpuTemplate out;

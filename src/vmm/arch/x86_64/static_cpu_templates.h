@@ -21,6 +21,9 @@ struct CpuModel {
 };
 
 CpuModel HostCpuModel();
+// CPUID.1:EAX as a model's signature: without the processor type and
+// reserved bits, as Firecracker compares them.
+uint32_t SignatureOf(uint32_t leaf1_eax);
 
 // `t` (not kNone) as a custom template would give it.
 CpuTemplate StaticTemplate(StaticCpuTemplate t);

@@ -114,11 +114,13 @@ TEST(StaticCpuTemplateTest, EachIsTakenOnlyOnTheModelsItWasMadeFor) {
       << amd;
 }
 
-TEST(StaticCpuTemplateTest, TheHostModelIsReadWithoutTheProcessorType) {
-  CpuModel host = HostCpuModel();
-  EXPECT_EQ(host.vendor.size(), 12u);
-  EXPECT_NE(host.signature, 0u);
-  EXPECT_EQ(host.signature & 0xf000f000u, 0u);
+TEST(StaticCpuTemplateTest, TheSignatureLeavesOutTheProcessorTypeAndReservedBits) {
+  // A Cascade Lake with processor type 1 and reserved bits set.
+  EXPECT_EQ(SignatureOf(0xf0051657u | 0x3000u), kCascadeLake);
+  EXPECT_TRUE(CheckStaticTemplateHost(StaticCpuTemplate::kT2CL,
+                                      CpuModel{"GenuineIntel", SignatureOf(0x00051657u)})
+                  .ok());
+  EXPECT_EQ(HostCpuModel().vendor.size(), 12u);
 }
 
 }  // namespace
