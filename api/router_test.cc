@@ -80,8 +80,8 @@ TEST(RouterTest, ErrorsAreFirecrackerFaults) {
   HttpResponse r = Route({"GET", "/", ""}, fail);
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.body, R"({"fault_message":"no \"quotes\" lost"})");
-  EXPECT_EQ(Route({"PUT", "/pmem/x", "{}"}, fail).body,
-            R"({"fault_message":"/pmem/x is not supported by Ember yet"})");
+  EXPECT_EQ(Route({"PUT", "/hotplug/memory", "{}"}, fail).body,
+            R"({"fault_message":"/hotplug/memory is not supported by Ember yet"})");
   EXPECT_EQ(Route({"GET", "/version?x=1", ""}, fail).status, 200) << "query strings ignored";
 }
 

@@ -133,6 +133,20 @@ absl::StatusOr<VmmAction> ParsePatchDrive(const rapidjson::Value& body) {
   return p;
 }
 
+absl::StatusOr<VmmAction> ParsePatchPmem(const rapidjson::Value& body) {
+  JsonReader r(body, "pmem[]");
+  PatchPmem p{r.String("id", true).value_or("")};
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  if (limiter == nullptr || limiter->IsNull()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pmem[", p.id, "]: the PATCH changes nothing; give rate_limiter"));
+  }
+  ASSIGN_OR_RETURN(p.rate_limiter,
+                   ParseRateLimiterUpdate(*limiter, "pmem[" + p.id + "].rate_limiter"));
+  return p;
+}
+
 absl::StatusOr<VmmAction> ParsePatchNetworkInterface(const rapidjson::Value& body) {
   JsonReader r(body, "network-interfaces[]");
   PatchNetworkInterface p{r.String("iface_id", true).value_or("")};
@@ -322,6 +336,8 @@ constexpr RouteSpec kRoutes[] = {
     {"/boot-source", "PUT", Put<PutBootSource, ParseBootSource>},
     {"/drives/{drive_id}", "PUT", Put<PutDrive, ParseDrive>},
     {"/drives/{drive_id}", "PATCH", ParsePatchDrive},
+    {"/pmem/{id}", "PUT", Put<PutPmem, ParsePmem>},
+    {"/pmem/{id}", "PATCH", ParsePatchPmem},
     {"/network-interfaces/{iface_id}", "PUT", Put<PutNetworkInterface, ParseNetworkInterface>},
     {"/network-interfaces/{iface_id}", "PATCH", ParsePatchNetworkInterface},
     {"/balloon", "GET", Get<GetBalloon>},

@@ -46,6 +46,6 @@ inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 
 // Paths of Firecracker's contract Ember does not serve yet; they and the
 // paths below them are refused as not supported yet.
-inline constexpr const char* kNotYetPaths[] = {"/pmem", "/hotplug/memory"};
+inline constexpr const char* kNotYetPaths[] = {"/hotplug/memory"};
 
 }  // namespace ember::api

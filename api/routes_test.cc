@@ -164,6 +164,19 @@ std::vector<Case> Cases() {
       {"PUT", "/serial", "", R"({"serial_out_path": "/tmp/console"})",
        Holds<PutSerial>(
            [](const auto& a) { EXPECT_EQ(a.config.serial_out_path, "/tmp/console"); })},
+      {"PUT", "/pmem/{id}", "p0",
+       R"({"id": "p0", "path_on_host": "/p", "root_device": true, "read_only": true})",
+       Holds<PutPmem>([](const auto& a) {
+         EXPECT_EQ(a.config.id, "p0");
+         EXPECT_TRUE(a.config.root_device && a.config.read_only);
+       })},
+      {"PATCH", "/pmem/{id}", "p0",
+       R"({"id": "p0", "rate_limiter": {"ops": {"size": 1, "refill_time": 100}}})",
+       Holds<PatchPmem>([](const auto& a) {
+         EXPECT_EQ(a.id, "p0");
+         ASSERT_TRUE(a.rate_limiter.ops && *a.rate_limiter.ops);
+         EXPECT_EQ((*a.rate_limiter.ops)->size, 1u);
+       })},
       {"PUT", "/logger", "",
        R"({"log_path": "/tmp/log", "level": "Debug", "show_level": true,
            "show_log_origin": false})",

@@ -25,7 +25,7 @@ namespace {
 // Sections of Firecracker's config file for devices and services Ember
 // does not have yet: refused when they ask for anything.
 constexpr const char* kNotYetSections[] = {
-    "pmem", "memory-hotplug",
+    "memory-hotplug",
 };
 
 bool IsEmpty(const rapidjson::Value& v) {
@@ -151,6 +151,23 @@ absl::StatusOr<std::optional<RateLimiterConfig>> ParseRateLimiter(const rapidjso
   if (value == nullptr || value->IsNull()) return std::nullopt;
   ASSIGN_OR_RETURN(RateLimiterUpdate update, ParseRateLimiterUpdate(*value, context));
   return ApplyUpdate(std::nullopt, update);
+}
+
+absl::StatusOr<PmemConfig> ParsePmem(const rapidjson::Value& value) {
+  JsonReader r(value, "pmem[]");
+  PmemConfig p;
+  p.id = r.String("id", true).value_or("");
+  p.path_on_host = r.String("path_on_host", true).value_or("");
+  p.root_device = r.Bool("root_device", false).value_or(false);
+  p.read_only = r.Bool("read_only", false).value_or(false);
+  const rapidjson::Value* limiter = r.Raw("rate_limiter");
+  RETURN_IF_ERROR(r.Finish());
+  std::string ctx = absl::StrCat("pmem[", p.id, "]");
+  if (p.path_on_host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(ctx, ".path_on_host must not be empty"));
+  }
+  ASSIGN_OR_RETURN(p.rate_limiter, ParseRateLimiter(limiter, ctx + ".rate_limiter"));
+  return p;
 }
 
 absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value) {
@@ -371,6 +388,14 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
     }
     RETURN_IF_ERROR(ValidateDrives(config.drives));
   }
+  if (const rapidjson::Value* v = r.Raw("pmem"); v != nullptr && !v->IsNull()) {
+    if (!v->IsArray()) return absl::InvalidArgumentError("pmem must be a JSON array");
+    for (const rapidjson::Value& item : v->GetArray()) {
+      ASSIGN_OR_RETURN(PmemConfig pmem, ParsePmem(item));
+      config.pmem.push_back(std::move(pmem));
+    }
+    RETURN_IF_ERROR(ValidatePmem(config.pmem, config.drives));
+  }
   if (const rapidjson::Value* v = r.Raw("network-interfaces"); v != nullptr && !v->IsNull()) {
     if (!v->IsArray()) return absl::InvalidArgumentError("network-interfaces must be a JSON array");
     for (const rapidjson::Value& item : v->GetArray()) {
@@ -558,6 +583,18 @@ void WriteMmds(Writer& w, const MmdsConfig& m) {
   w.EndObject();
 }
 
+void WritePmem(Writer& w, const PmemConfig& p) {
+  w.StartObject();
+  Str(w, "id", p.id);
+  Str(w, "path_on_host", p.path_on_host);
+  w.Key("root_device");
+  w.Bool(p.root_device);
+  w.Key("read_only");
+  w.Bool(p.read_only);
+  WriteRateLimiterOrNull(w, "rate_limiter", p.rate_limiter);
+  w.EndObject();
+}
+
 void WriteDrive(Writer& w, const DriveConfig& d) {
   w.StartObject();
   Str(w, "drive_id", d.drive_id);
@@ -668,6 +705,7 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   }
   w.Key("pmem");
   w.StartArray();
+  for (const PmemConfig& p : c.pmem) WritePmem(w, p);
   w.EndArray();
   Null(w, "memory-hotplug");
   w.EndObject();

@@ -32,6 +32,7 @@ absl::StatusOr<std::optional<RateLimiterConfig>> ParseRateLimiter(const rapidjso
 absl::StatusOr<RateLimiterUpdate> ParseRateLimiterUpdate(const rapidjson::Value& value,
                                                          const std::string& context);
 absl::StatusOr<DriveConfig> ParseDrive(const rapidjson::Value& value);
+absl::StatusOr<PmemConfig> ParsePmem(const rapidjson::Value& value);
 absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value);
 absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value);
 absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value);

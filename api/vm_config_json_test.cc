@@ -212,7 +212,8 @@ TEST(VmConfigJsonTest, BadVsockIsRefused) {
 }
 
 TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p"}]})", "'pmem'");
+  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1024}})",
+                "'memory-hotplug'");
 }
 
 std::string WithMmds(const std::string& mmds) {
@@ -326,6 +327,32 @@ TEST(VmConfigJsonTest, EntropySectionRoundTrips) {
   ExpectRefused(std::string("{") + kBoot + R"(, "entropy": {"bogus": 1}})",
                 "entropy: unknown field 'bogus'");
   ExpectRefused(std::string("{") + kBoot + R"(, "entropy": 3})", "entropy must be a JSON object");
+}
+
+// Firecracker's pmem section: read, written back by GET /vm/config, and
+// one root device among pmem devices and drives.
+TEST(VmConfigJsonTest, Pmem) {
+  auto c = ParseVmConfig(std::string("{") + kBoot + R"(, "pmem": [
+      {"id": "p0", "path_on_host": "/p0", "root_device": true, "read_only": true},
+      {"id": "p1", "path_on_host": "/p1",
+       "rate_limiter": {"ops": {"size": 10, "refill_time": 1000}}}]})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->pmem.size(), 2u);
+  EXPECT_TRUE(c->pmem[0].root_device && c->pmem[0].read_only);
+  EXPECT_FALSE(c->pmem[1].root_device || c->pmem[1].read_only);
+  ASSERT_TRUE(c->pmem[1].rate_limiter && c->pmem[1].rate_limiter->ops);
+  EXPECT_EQ(c->pmem[1].rate_limiter->ops->size, 10u);
+  auto again = ParseVmConfig(VmConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->pmem, c->pmem);
+  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p0"}]})",
+                "path_on_host");
+  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p0", "path_on_host": "/a"},
+                {"id": "p0", "path_on_host": "/b"}]})", "pmem: id 'p0' is used twice");
+  ExpectRefused(std::string("{") + kBoot + R"(, "drives": [{"drive_id": "r", "path_on_host": "/r",
+                "is_root_device": true}], "pmem": [{"id": "p0", "path_on_host": "/a",
+                "root_device": true}]})", "only one device, pmem or drive, can be the root");
+  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": {"id": "p0"}})", "pmem must be a JSON array");
 }
 
 // The host's model is checked when the template is set or used, not when
@@ -597,8 +624,8 @@ TEST(VmConfigJsonTest, NullIsNone) {
   ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
                     R"({"iface_id": "e", "host_dev_name": "t", "mtu": 65536}]})",
                 "mtu must be between 68 and 65535");
-  ExpectRefused(std::string("{") + kBoot + R"(, "pmem": [{"id": "p"}]})",
-                "'pmem' is not supported by Ember yet");
+  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1}})",
+                "'memory-hotplug' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot +
                     R"(, "balloon": {"amount_mib": 0, "deflate_on_oom": false,
                                      "free_page_reporting": 1}})",

@@ -1,6 +1,7 @@
 #include "src/config/vm_config.h"
 
 #include <cctype>
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/str_format.h"
@@ -102,6 +103,33 @@ absl::Status ValidateDrives(const std::vector<DriveConfig>& drives) {
   }
   if (roots > 1) {
     return absl::InvalidArgumentError("drives: only one drive can have is_root_device true");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
+                          const std::vector<DriveConfig>& drives) {
+  std::set<std::string> ids;
+  int roots = 0;
+  for (const PmemConfig& p : pmem) {
+    if (!ValidDeviceId(p.id)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("pmem: id '%s' must be 1-64 letters, digits, '-' or '_'", p.id));
+    }
+    if (!ids.insert(p.id).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("pmem: id '%s' is used twice", p.id));
+    }
+    if (p.path_on_host.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("pmem[%s].path_on_host must not be empty", p.id));
+    }
+    roots += p.root_device;
+  }
+  bool root_drive = std::any_of(drives.begin(), drives.end(),
+                                [](const DriveConfig& d) { return d.is_root_device; });
+  if (roots > 1 || (roots == 1 && root_drive)) {
+    return absl::InvalidArgumentError(
+        "pmem: only one device, pmem or drive, can be the root device");
   }
   return absl::OkStatus();
 }

@@ -127,6 +127,18 @@ struct VsockConfig {
   std::string uds_path;
 };
 
+// virtio-pmem, as Firecracker's `pmem`: a host file the guest sees as
+// persistent memory (/dev/pmemN, in the order given).
+struct PmemConfig {
+  std::string id;
+  std::string path_on_host;
+  bool root_device = false;  // root=/dev/pmemN on the command line
+  bool read_only = false;    // mapped read-only: the guest cannot change the file
+  // Flushes (each an msync of the whole file): ops, and the file's size in bytes.
+  std::optional<RateLimiterConfig> rate_limiter;
+  friend bool operator==(const PmemConfig&, const PmemConfig&) = default;
+};
+
 // virtio-rng, as Firecracker's `entropy`.
 struct EntropyConfig {
   std::optional<RateLimiterConfig> rate_limiter;
@@ -175,6 +187,7 @@ struct VmConfig {
   std::optional<CpuTemplate> cpu_config;
   SerialConfig serial;
   std::vector<DriveConfig> drives;
+  std::vector<PmemConfig> pmem;
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
   std::optional<VsockConfig> vsock;
@@ -199,6 +212,10 @@ inline constexpr size_t kMaxBootArgsBytes = 2047;
 absl::Status ValidateBootSource(const BootSourceConfig& boot);
 // Unique ids, at most one root device.
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
+// Ids as drives' (each once), a path each, and one root device at most
+// among the pmem devices and the drives together.
+absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
+                          const std::vector<DriveConfig>& drives);
 // The balloon cannot be larger than the guest.
 absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& machine);
 // guest_cid at least kMinGuestCid, uds_path not empty.

@@ -67,6 +67,13 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
                                                    : absl::StrCat(" root=PARTUUID=", root.partuuid),
                     root.is_read_only ? " ro" : " rw");
   }
+  // The guest names them /dev/pmem0, 1, ... in this order.
+  RETURN_IF_ERROR(ValidatePmem(config.pmem, config.drives));
+  for (size_t i = 0; i < config.pmem.size(); i++) {
+    const PmemConfig& p = config.pmem[i];
+    RETURN_IF_ERROR(devices.AttachPmem(p, cmdline));
+    if (p.root_device) absl::StrAppend(cmdline, " root=/dev/pmem", i, p.read_only ? " ro" : " rw");
+  }
   for (const NetConfig& n : config.net) {
     std::optional<virtio::net::Tap> tap;
     auto held = taps ? taps->find(n.iface_id) : OpenTaps::const_iterator();

@@ -4,6 +4,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "src/common/errno_status.h"
 #include "src/common/exit_code.h"
@@ -11,6 +13,7 @@
 #include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
+#include "src/devices/virtio/pmem/pmem_device.h"
 
 namespace ember {
 namespace {
@@ -70,6 +73,26 @@ absl::Status DeviceManager::AttachLegacy(ConsoleIo io, const SerialConfig& seria
 absl::Status DeviceManager::AttachBootTimer() {
   boot_timer_ = std::make_shared<BootTimer>();
   return mmio_.Insert(boot_timer_, BootTimer::kBase, BootTimer::kSize);
+}
+
+absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdline) {
+  using virtio::pmem::kAlignment;
+  ASSIGN_OR_RETURN(virtio::pmem::PmemBacking backing,
+                   virtio::pmem::PmemBacking::Map(pmem.path_on_host, pmem.read_only));
+  if (pmem_next_ == 0) {
+    uint64_t end = x86_64::kMmioHoleEnd;
+    for (const GuestRegion& r : memory_.regions()) end = std::max(end, r.guest_addr + r.size);
+    pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;
+  }
+  uint64_t addr = pmem_next_;
+  uint32_t slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
+  RETURN_IF_ERROR(vm_.SetUserMemoryRegion(slot, addr, backing.size(), backing.host(),
+                                          /*log_dirty=*/false, pmem.read_only));
+  pmem_slots_++;
+  pmem_next_ = addr + backing.size();
+  ASSIGN_OR_RETURN(std::unique_ptr<virtio::pmem::PmemDevice> device,
+                   virtio::pmem::PmemDevice::Create(pmem, std::move(backing), addr));
+  return AttachVirtio(std::move(device), cmdline);
 }
 
 absl::Status DeviceManager::AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device,

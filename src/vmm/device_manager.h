@@ -52,6 +52,12 @@ class DeviceManager {
   // Puts `device` on the next MMIO window and IRQ and appends the
   // virtio_mmio.device= argument the guest finds it by to `cmdline`.
   absl::Status AttachVirtio(std::unique_ptr<virtio::VirtioDevice> device, std::string* cmdline);
+  // Maps `pmem`'s file into guest physical memory past RAM (past 4 GiB,
+  // each device after the last, on 2 MiB) as a KVM memory slot of its
+  // own, and attaches its virtio-pmem device. The guest's address of a
+  // file depends only on the RAM and the pmem devices before it, so a
+  // snapshot's restore maps it where it was.
+  absl::Status AttachPmem(const PmemConfig& pmem, std::string* cmdline);
 
   // Runs `f(T&)` on the virtio device of kind T (T::kType) with `id`
   // ("" for a device there is one of) under its transport's lock, and
@@ -103,6 +109,8 @@ class DeviceManager {
   int console_in_ = -1;
   std::vector<UniqueFd> queue_events_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
+  uint32_t pmem_slots_ = 0;   // KVM slots after guest memory's
+  uint64_t pmem_next_ = 0;    // where the next pmem region goes; 0: none yet
 };
 
 }  // namespace ember

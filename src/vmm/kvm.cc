@@ -111,10 +111,11 @@ absl::StatusOr<std::vector<uint64_t>> VmFd::GetDirtyLog(uint32_t slot, uint64_t 
 }
 
 absl::Status VmFd::SetUserMemoryRegion(uint32_t slot, uint64_t guest_addr, uint64_t size,
-                                       void* host, bool log_dirty) const {
+                                       void* host, bool log_dirty, bool read_only) const {
   kvm_userspace_memory_region region = {
       .slot = slot,
-      .flags = log_dirty ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES) : 0u,
+      .flags = (log_dirty ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES) : 0u) |
+               (read_only ? static_cast<uint32_t>(KVM_MEM_READONLY) : 0u),
       .guest_phys_addr = guest_addr,
       .memory_size = size,
       .userspace_addr = reinterpret_cast<uint64_t>(host),

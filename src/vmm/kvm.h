@@ -44,9 +44,11 @@ class VmFd {
   // The bitmap of pages the guest wrote in `slot` since the last call (KVM
   // clears it), one bit per 4 KiB page; the slot must log dirty pages.
   absl::StatusOr<std::vector<uint64_t>> GetDirtyLog(uint32_t slot, uint64_t size) const;
-  // `log_dirty`: KVM records the pages the guest writes (GetDirtyLog).
+  // `log_dirty`: KVM records the pages the guest writes (GetDirtyLog);
+  // `read_only`: the guest's writes exit as MMIO instead.
   absl::Status SetUserMemoryRegion(uint32_t slot, uint64_t guest_addr, uint64_t size,
-                                   void* host, bool log_dirty = false) const;
+                                   void* host, bool log_dirty = false,
+                                   bool read_only = false) const;
   absl::Status SetTssAddr(uint64_t addr) const;
   absl::Status SetIdentityMapAddr(uint64_t addr) const;
   absl::Status CreateIrqchip() const;

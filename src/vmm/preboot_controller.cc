@@ -127,9 +127,24 @@ absl::Status CheckDriveFile(const DriveConfig& drive) {
   return absl::OkStatus();
 }
 
+absl::Status CheckPmemFile(const PmemConfig& pmem) {
+  bool fifo = false;
+  if (int err = OpenError(pmem.path_on_host, pmem.read_only ? O_RDONLY : O_RDWR, &fifo)) {
+    return absl::InvalidArgumentError(absl::StrCat("pmem[", pmem.id, "].path_on_host ",
+                                                   pmem.path_on_host, ": ", OsError(err)));
+  }
+  if (fifo) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pmem[", pmem.id, "].path_on_host ", pmem.path_on_host,
+        " is a FIFO; name a regular file or block device"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckHostResources(const VmConfig& config) {
   if (config.boot_source) RETURN_IF_ERROR(CheckBootSourceFiles(*config.boot_source));
   for (const DriveConfig& d : config.drives) RETURN_IF_ERROR(CheckDriveFile(d));
+  for (const PmemConfig& p : config.pmem) RETURN_IF_ERROR(CheckPmemFile(p));
   for (const NetConfig& n : config.net) RETURN_IF_ERROR(CheckMacFree(config.net, n));
   return absl::OkStatus();
 }
@@ -198,8 +213,19 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutDrive& a) {
   std::vector<DriveConfig> drives = config_.drives;
   ReplaceById(drives, a.config, &DriveConfig::drive_id);
   RETURN_IF_ERROR(ValidateDrives(drives));
+  RETURN_IF_ERROR(ValidatePmem(config_.pmem, drives));
   RETURN_IF_ERROR(CheckDriveFile(a.config));
   config_.drives = std::move(drives);
+  return std::monostate();
+}
+
+// Mapped when the VM is built; opened now, as a drive's file is.
+absl::StatusOr<VmmResult> PreBootController::Do(const PutPmem& a) {
+  std::vector<PmemConfig> pmem = config_.pmem;
+  ReplaceById(pmem, a.config, &PmemConfig::id);
+  RETURN_IF_ERROR(ValidatePmem(pmem, config_.drives));
+  RETURN_IF_ERROR(CheckPmemFile(a.config));
+  config_.pmem = std::move(pmem);
   return std::monostate();
 }
 

@@ -58,6 +58,7 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutSerial& a);
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
+  absl::StatusOr<VmmResult> Do(const PutPmem& a);
   absl::StatusOr<VmmResult> Do(const PutCpuConfig& a) {
     // It replaces a static template (machine-config's), even when empty.
     config_.machine.cpu_template = StaticCpuTemplate::kNone;

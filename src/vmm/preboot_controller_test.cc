@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 
 namespace ember {
@@ -103,6 +105,28 @@ TEST(PreBootControllerTest, StaticAndCustomTemplatesReplaceEachOther) {
   EXPECT_FALSE(c.config().cpu_config) << "the static one replaced it";
   ASSERT_TRUE(c.Handle(PutCpuConfig{CpuTemplate{}}).ok());
   EXPECT_EQ(c.config().machine.cpu_template, StaticCpuTemplate::kNone) << "even {} replaces it";
+}
+
+// Its file is opened at the PUT, as a drive's; one root device among pmem
+// devices and drives, whichever comes second refused.
+TEST(PreBootControllerTest, PmemDevicesAreCheckedAtThePut) {
+  PreBootController c{VmConfig{}};
+  std::string file = ::testing::TempDir() + "/pmem-put";
+  { std::ofstream(file) << "x"; }
+  ASSERT_TRUE(c.Handle(PutPmem{{"p0", file, /*root_device=*/true}}).ok());
+  ASSERT_TRUE(c.Handle(PutPmem{{"p0", file, /*root_device=*/true}}).ok()) << "replaced by id";
+  EXPECT_EQ(c.config().pmem.size(), 1u);
+  absl::StatusOr<VmmResult> root = c.Handle(PutDrive{Drive("rootfs", true)});
+  ASSERT_FALSE(root.ok());
+  EXPECT_NE(root.status().message().find("only one device, pmem or drive"), std::string::npos);
+  absl::StatusOr<VmmResult> missing = c.Handle(PutPmem{{"p1", "/nonexistent/pmem"}});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("pmem[p1].path_on_host /nonexistent/pmem"),
+            std::string::npos)
+      << missing.status();
+  EXPECT_EQ(c.config().pmem.size(), 1u) << "a refused device is not kept";
+  EXPECT_FALSE(c.Handle(PatchPmem{"p0", {}}).ok()) << "a PATCH waits for the start";
+  unlink(file.c_str());
 }
 
 TEST(PreBootControllerTest, DrivesAreReplacedByIdAndOneRootAtMost) {

@@ -11,6 +11,7 @@
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
+#include "src/devices/virtio/pmem/pmem_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
 
@@ -66,6 +67,21 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchDrive& a) {
     }));
     drive->rate_limiter = ApplyUpdate(drive->rate_limiter, *a.rate_limiter);
   }
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchPmem& a) {
+  auto pmem = std::find_if(config_.pmem.begin(), config_.pmem.end(),
+                           [&](const PmemConfig& p) { return p.id == a.id; });
+  if (pmem == config_.pmem.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("there is no pmem device '", a.id, "'"));
+  }
+  RETURN_IF_ERROR(vm_->devices().WithDevice<virtio::pmem::PmemDevice>(
+      a.id, [&](virtio::pmem::PmemDevice& d) {
+        d.UpdateRateLimiter(a.rate_limiter);
+        return absl::OkStatus();
+      }));
+  pmem->rate_limiter = ApplyUpdate(pmem->rate_limiter, a.rate_limiter);
   return std::monostate();
 }
 

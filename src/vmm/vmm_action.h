@@ -50,6 +50,15 @@ struct PatchDrive {
   std::optional<std::string> path_on_host;
   std::optional<RateLimiterUpdate> rate_limiter;
 };
+struct PutPmem {
+  static constexpr char kWhat[] = "pmem";
+  PmemConfig config;
+};
+// PATCH /pmem/{id}: a new rate limiter, once the VM runs.
+struct PatchPmem {
+  std::string id;
+  RateLimiterUpdate rate_limiter;
+};
 struct PutNetworkInterface {
   static constexpr char kWhat[] = "network-interfaces";
   NetConfig config;
@@ -161,7 +170,7 @@ using VmmAction =
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
                  LoadSnapshot, RecordWorkingSet, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
                  PutMmdsConfig, StartBalloonHinting, StopBalloonHinting,
-                 GetBalloonHintingStatus, PutCpuConfig>;
+                 GetBalloonHintingStatus, PutCpuConfig, PutPmem, PatchPmem>;
 
 struct InstanceInfo {
   std::string id;

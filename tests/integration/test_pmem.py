@@ -1,0 +1,57 @@
+"""virtio-pmem (Firecracker's pmem): checked at the PUT as a drive is, one
+root device among pmem devices and drives, written back by GET /vm/config;
+with a real guest, the project's root file system boots from /dev/pmem0,
+and a flush from the guest reaches the host's file."""
+
+import pytest
+
+from conftest import EXIT_OK, boot_config
+from guest_shell import GuestShell, shell_boot_args
+from test_api import NOT_SUPPORTED_BEFORE_START, Api
+
+
+def test_pmem_devices_are_checked_at_the_put(ember, tmp_path):
+    backing = tmp_path / "pmem0.img"
+    backing.write_bytes(b"\0" * 4096)
+    a = Api(ember, tmp_path)
+    try:
+        p0 = {"id": "p0", "path_on_host": str(backing), "root_device": True, "read_only": True}
+        assert a.request("PUT", "/pmem/p0", p0)[0] == 204
+        a.expect_fault("PUT", "/pmem/p1", "pmem[p1].path_on_host /nonexistent/pmem",
+                       {"id": "p1", "path_on_host": "/nonexistent/pmem"})
+        a.expect_fault("PUT", "/pmem/p1", "does not match the id from the body",
+                       {"id": "p2", "path_on_host": str(backing)})
+        a.expect_fault("PUT", "/drives/rootfs", "only one device, pmem or drive, can be the root",
+                       {"drive_id": "rootfs", "path_on_host": str(backing),
+                        "is_root_device": True})
+        a.expect_fault("PATCH", "/pmem/p0", NOT_SUPPORTED_BEFORE_START,
+                       {"id": "p0", "rate_limiter": {"ops": {"size": 1, "refill_time": 100}}})
+        config = a.request("GET", "/vm/config")[1]
+        assert config["pmem"] == [{**p0, "rate_limiter": None}], config["pmem"]
+    finally:
+        a.stop()
+
+
+@pytest.mark.usefixtures("kvm")
+def test_the_guest_boots_from_pmem_and_its_flushes_reach_the_file(ember, guest, tmp_path):
+    data = tmp_path / "data.img"
+    data.write_bytes(b"\0" * (3 << 20))  # not a 2 MiB multiple: the end is padded
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
+    config["pmem"] = [
+        {"id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]), "root_device": True,
+         "read_only": True},
+        {"id": "data", "path_on_host": str(data)},
+    ]
+    shell = GuestShell(ember, tmp_path, config, api=True)
+    try:
+        shell.wait_ready()
+        assert shell.check("awk '$2 == \"/\" {print $1}' /proc/mounts").strip() == "/dev/pmem0"
+        size = shell.check("cat /sys/block/pmem1/size").strip()
+        assert int(size) * 512 == 4 << 20, size
+        shell.check("printf ember-pmem > /dev/pmem1 && sync /dev/pmem1")
+        assert data.read_bytes()[:10] == b"ember-pmem"
+        assert shell.request("PATCH", "/pmem/data", {
+            "id": "data", "rate_limiter": {"ops": {"size": 1, "refill_time": 1000}}})[0] == 204
+        assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
+    finally:
+        shell.close()
