@@ -138,12 +138,10 @@ absl::StatusOr<VmmAction> ParsePatchPmem(const rapidjson::Value& body) {
   PatchPmem p{r.String("id", true).value_or("")};
   const rapidjson::Value* limiter = r.Raw("rate_limiter");
   RETURN_IF_ERROR(r.Finish());
-  if (limiter == nullptr || limiter->IsNull()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pmem[", p.id, "]: the PATCH changes nothing; give rate_limiter"));
+  if (limiter != nullptr && !limiter->IsNull()) {
+    ASSIGN_OR_RETURN(p.rate_limiter,
+                     ParseRateLimiterUpdate(*limiter, "pmem[" + p.id + "].rate_limiter"));
   }
-  ASSIGN_OR_RETURN(p.rate_limiter,
-                   ParseRateLimiterUpdate(*limiter, "pmem[" + p.id + "].rate_limiter"));
   return p;
 }
 

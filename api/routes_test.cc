@@ -170,12 +170,14 @@ std::vector<Case> Cases() {
          EXPECT_EQ(a.config.id, "p0");
          EXPECT_TRUE(a.config.root_device && a.config.read_only);
        })},
+      {"PATCH", "/pmem/{id}", "p0", R"({"id": "p0"})",
+       Holds<PatchPmem>([](const auto& a) { EXPECT_FALSE(a.rate_limiter) << "a no-op"; })},
       {"PATCH", "/pmem/{id}", "p0",
        R"({"id": "p0", "rate_limiter": {"ops": {"size": 1, "refill_time": 100}}})",
        Holds<PatchPmem>([](const auto& a) {
          EXPECT_EQ(a.id, "p0");
-         ASSERT_TRUE(a.rate_limiter.ops && *a.rate_limiter.ops);
-         EXPECT_EQ((*a.rate_limiter.ops)->size, 1u);
+         ASSERT_TRUE(a.rate_limiter && a.rate_limiter->ops && *a.rate_limiter->ops);
+         EXPECT_EQ((*a.rate_limiter->ops)->size, 1u);
        })},
       {"PUT", "/logger", "",
        R"({"log_path": "/tmp/log", "level": "Debug", "show_level": true,

@@ -72,7 +72,11 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
   for (size_t i = 0; i < config.pmem.size(); i++) {
     const PmemConfig& p = config.pmem[i];
     RETURN_IF_ERROR(devices.AttachPmem(p, cmdline));
-    if (p.root_device) absl::StrAppend(cmdline, " root=/dev/pmem", i, p.read_only ? " ro" : " rw");
+    // libnvdimm registers its disks asynchronously, after the kernel
+    // would first look for its root.
+    if (p.root_device) {
+      absl::StrAppend(cmdline, " root=/dev/pmem", i, p.read_only ? " ro" : " rw", " rootwait");
+    }
   }
   for (const NetConfig& n : config.net) {
     std::optional<virtio::net::Tap> tap;

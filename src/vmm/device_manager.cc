@@ -85,13 +85,16 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
     pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;
   }
   uint64_t addr = pmem_next_;
+  // Slots after guest memory's (vm.cc), addresses after RAM: memory
+  // hotplug, when it comes, must go past both.
   uint32_t slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
-  RETURN_IF_ERROR(vm_.SetUserMemoryRegion(slot, addr, backing.size(), backing.host(),
-                                          /*log_dirty=*/false, pmem.read_only));
-  pmem_slots_++;
-  pmem_next_ = addr + backing.size();
   ASSIGN_OR_RETURN(std::unique_ptr<virtio::pmem::PmemDevice> device,
                    virtio::pmem::PmemDevice::Create(pmem, std::move(backing), addr));
+  const virtio::pmem::PmemBacking& mapped = device->backing();
+  RETURN_IF_ERROR(vm_.SetUserMemoryRegion(slot, addr, mapped.size(), mapped.host(),
+                                          /*log_dirty=*/false, pmem.read_only));
+  pmem_slots_++;
+  pmem_next_ = addr + mapped.size();
   return AttachVirtio(std::move(device), cmdline);
 }
 

@@ -76,12 +76,13 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchPmem& a) {
   if (pmem == config_.pmem.end()) {
     return absl::InvalidArgumentError(absl::StrCat("there is no pmem device '", a.id, "'"));
   }
+  if (!a.rate_limiter) return std::monostate();
   RETURN_IF_ERROR(vm_->devices().WithDevice<virtio::pmem::PmemDevice>(
       a.id, [&](virtio::pmem::PmemDevice& d) {
-        d.UpdateRateLimiter(a.rate_limiter);
+        d.UpdateRateLimiter(*a.rate_limiter);
         return absl::OkStatus();
       }));
-  pmem->rate_limiter = ApplyUpdate(pmem->rate_limiter, a.rate_limiter);
+  pmem->rate_limiter = ApplyUpdate(pmem->rate_limiter, *a.rate_limiter);
   return std::monostate();
 }
 

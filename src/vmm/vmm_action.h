@@ -57,7 +57,7 @@ struct PutPmem {
 // PATCH /pmem/{id}: a new rate limiter, once the VM runs.
 struct PatchPmem {
   std::string id;
-  RateLimiterUpdate rate_limiter;
+  std::optional<RateLimiterUpdate> rate_limiter;  // none: nothing changes (Firecracker)
 };
 struct PutNetworkInterface {
   static constexpr char kWhat[] = "network-interfaces";

@@ -28,6 +28,10 @@ def test_pmem_devices_are_checked_at_the_put(ember, tmp_path):
                        {"id": "p0", "rate_limiter": {"ops": {"size": 1, "refill_time": 100}}})
         config = a.request("GET", "/vm/config")[1]
         assert config["pmem"] == [{**p0, "rate_limiter": None}], config["pmem"]
+        # A snapshot's configuration would replace it: refused, as in Firecracker.
+        a.expect_fault("PUT", "/snapshot/load", "has not been configured",
+                       {"snapshot_path": str(tmp_path / "s"), "mem_backend": {
+                           "backend_type": "File", "backend_path": str(tmp_path / "m")}})
     finally:
         a.stop()
 

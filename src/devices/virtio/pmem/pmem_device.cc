@@ -38,10 +38,9 @@ absl::StatusOr<PmemBacking> PmemBacking::Map(const std::string& path, bool read_
   uint64_t size = (file_size + kAlignment - 1) / kAlignment * kAlignment;
   // The whole region first, private and anonymous (the padding), then the
   // file over its start.
-  void* region = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (region == MAP_FAILED) return ErrnoStatus(absl::StrCat("pmem: mmap for ", path));
   int prot = read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  void* region = mmap(nullptr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (region == MAP_FAILED) return ErrnoStatus(absl::StrCat("pmem: mmap for ", path));
   if (mmap(region, file_size, prot, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, fd.get(), 0) ==
       MAP_FAILED) {
     absl::Status st_map = ErrnoStatus(absl::StrCat("pmem: mmap ", path));
@@ -181,11 +180,11 @@ bool PmemDevice::Admit() {
 }
 
 void PmemDevice::Serve() {
-  // One flush answers every request waiting: they all ask for the same.
-  std::optional<uint32_t> flushed;
+  // The requests waiting now, then one flush that answers them all: a
+  // request that came after the msync began waits for the next one.
+  std::vector<DescriptorChain> chains;
   bool admitted = !limiter_.enabled();
-  bool used = false;
-  for (;;) {
+  while (chains.size() < kQueueSize) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = queue_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;  // empty, or broken (the transport sees)
     if (!admitted) {
@@ -195,7 +194,12 @@ void PmemDevice::Serve() {
       }
       admitted = true;
     }
-    std::optional<uint64_t> status = StatusAddress(**chain);
+    chains.push_back(std::move(**chain));
+  }
+  if (chains.empty()) return;
+  std::optional<uint32_t> flushed;
+  for (const DescriptorChain& chain : chains) {
+    std::optional<uint64_t> status = StatusAddress(chain);
     uint32_t written = 0;
     if (!status) {
       counters_pmem_.event_fails++;
@@ -213,10 +217,9 @@ void PmemDevice::Serve() {
       }
       if (mem_->WriteObj<uint32_t>(*status, *flushed).ok()) written = 4;
     }
-    if (!queue_->AddUsed(*mem_, (*chain)->head, written).ok()) break;
-    used = true;
+    if (!queue_->AddUsed(*mem_, chain.head, written).ok()) break;
   }
-  if (used) SignalUsed(*queue_, *mem_, interrupt_);
+  SignalUsed(*queue_, *mem_, interrupt_);
 }
 
 void PmemDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const {
