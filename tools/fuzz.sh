@@ -12,7 +12,8 @@
 #   api         API requests through the router and every body parser
 #   snapshot    the snapshot state file, and the configuration it carries
 #   mmio        the virtio-mmio transport fed register-access sequences, in
-#               front of virtio-blk (Sync and Async) and virtio-balloon
+#               front of virtio-blk (Sync and Async), virtio-balloon and
+#               virtio-pmem
 #   net         virtio-net receive and transmit (a socket pair at the TAP's fd)
 #   balloon     virtio-balloon with statistics, reporting and hinting, its target
 #               and saved state

@@ -2,9 +2,10 @@
 // sequences (every offset and width, the init sequence, status writes,
 // kicks, interrupt acks, snapshot state) with guest memory and rings the
 // input writes, in front of each kind of device: virtio-blk with the Sync
-// and the Async (io_uring) engine on a memfd disk, and virtio-balloon with
-// and without its statistics queue. transport_harness.h says what is
-// checked beyond ASan and UBSan.
+// and the Async (io_uring) engine on a memfd disk, virtio-balloon with
+// and without its statistics queue, and virtio-pmem on a memfd with and
+// without a flush limiter. transport_harness.h says what is checked
+// beyond ASan and UBSan.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
+#include "src/devices/virtio/pmem/pmem_device.h"
 #include "tests/fuzz/transport_harness.h"
 
 using namespace ember;
@@ -39,6 +41,19 @@ std::unique_ptr<virtio::VirtioDevice> Balloon(uint32_t stats_s) {
   return std::move(*dev);
 }
 
+// A 64 KiB file: the rest of its 2 MiB region is padding.
+std::unique_ptr<virtio::VirtioDevice> Pmem(bool limited) {
+  int file = memfd_create("ember-fuzz-pmem", 0);
+  if (file < 0 || ftruncate(file, 64 * 1024) != 0) Fail("memfd pmem");
+  PmemConfig config{"fuzz", "/proc/self/fd/" + std::to_string(file)};
+  if (limited) config.rate_limiter = RateLimiterConfig{std::nullopt, TokenBucketConfig{1, 1000, 0}};
+  auto backing = virtio::pmem::PmemBacking::Map(config.path_on_host, false);
+  if (!backing.ok()) Fail("cannot map the pmem file");
+  auto dev = virtio::pmem::PmemDevice::Create(config, std::move(*backing), 4ull << 30);
+  if (!dev.ok()) Fail("cannot make the pmem device");
+  return std::move(*dev);
+}
+
 struct Devices {
   LogCounter log;
   std::vector<std::unique_ptr<TransportHarness>> all;
@@ -47,6 +62,8 @@ struct Devices {
     all.push_back(std::make_unique<TransportHarness>(Block(IoEngine::kAsync)));
     all.push_back(std::make_unique<TransportHarness>(Balloon(1)));
     all.push_back(std::make_unique<TransportHarness>(Balloon(0)));
+    all.push_back(std::make_unique<TransportHarness>(Pmem(false)));
+    all.push_back(std::make_unique<TransportHarness>(Pmem(true)));
   }
 };
 
