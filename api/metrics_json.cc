@@ -106,19 +106,7 @@ std::string MetricsWriter::Line(const Metrics& m) {
   w.StartObject();
   w.Key("utc_timestamp_ms");
   w.Uint64(m.utc_timestamp_ms);
-  if (m.id) {
-    w.Key("id");
-    w.String(m.id->c_str(), static_cast<rapidjson::SizeType>(m.id->size()));
-  }
-  if (m.properties) {
-    w.Key("properties");
-    w.StartObject();
-    for (const auto& [key, value] : *m.properties) {
-      w.Key(key.c_str(), static_cast<rapidjson::SizeType>(key.size()));
-      w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
-    }
-    w.EndObject();
-  }
+  WriteMetricsLabels(w, m.id, m.properties);
   std::vector<bool> written(m.groups.size());
   for (const MetricGroupSpec& spec : FirecrackerMetricGroups()) {
     Values values;

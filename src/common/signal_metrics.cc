@@ -33,10 +33,12 @@ std::atomic<uint64_t> g_fatal[std::size(kFatal)];
 std::atomic<uint64_t> g_sigpipe{0};
 std::atomic<uint64_t> g_seccomp_faults{0};
 
-// A line built without allocating, for handlers: room for the labels
-// and still one write a pipe takes whole (PIPE_BUF).
+// A line built without allocating, for handlers. The metrics line has
+// room for the labels and is still one write a pipe takes whole
+// (PIPE_BUF); the log line needs little (a handler's stack is a thread's).
+template <size_t kSize>
 struct Line {
-  char buf[4096];
+  char buf[kSize];
   size_t len = 0;
   void Add(const char* s) {
     while (*s != '\0' && len + 1 < sizeof(buf)) buf[len++] = *s++;
@@ -88,19 +90,7 @@ std::string MetricsLabels(const std::optional<std::string>& id,
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   w.StartObject();
-  if (id) {
-    w.Key("id");
-    w.String(id->c_str(), static_cast<rapidjson::SizeType>(id->size()));
-  }
-  if (properties) {
-    w.Key("properties");
-    w.StartObject();
-    for (const auto& [key, value] : *properties) {
-      w.Key(key.c_str(), static_cast<rapidjson::SizeType>(key.size()));
-      w.String(value.c_str(), static_cast<rapidjson::SizeType>(value.size()));
-    }
-    w.EndObject();
-  }
+  WriteMetricsLabels(w, id, properties);
   w.EndObject();
   std::string out = buf.GetString();
   return out.substr(1, out.size() - 2);
@@ -115,7 +105,7 @@ void DieOfSignal(int signo, int exit_code) {
   }
   if (signo == SIGSYS) g_seccomp_faults = 1;
   if (signo != SIGSYS) {
-    Line log;
+    Line<128> log;
     log.Add("ember: received ");
     log.Add(name);
     log.Add("; exiting with ");
@@ -127,7 +117,7 @@ void DieOfSignal(int signo, int exit_code) {
   if (fd >= 0) {
     timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    Line m;
+    Line<4096> m;
     m.Add("{\"utc_timestamp_ms\":");
     m.Add(static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_nsec) / 1000000);
     // Whole or not at all: cut, they would break the line's JSON.

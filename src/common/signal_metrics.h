@@ -26,8 +26,26 @@ void InstallSignalHandlers();
 inline constexpr size_t kMaxLastLineLabels = 3072;
 void SetLastMetricsFd(int fd, std::string labels = "");
 
-// metrics.emit_id's id and metrics.properties as fields of a JSON object,
-// without the braces; empty when neither is there.
+// metrics.emit_id's id and metrics.properties as the fields of the JSON
+// object `w` (a rapidjson Writer) is in: every metrics line's, and through
+// MetricsLabels, the last line's.
+template <typename Writer>
+void WriteMetricsLabels(Writer& w, const std::optional<std::string>& id,
+                        const std::optional<std::map<std::string, std::string>>& properties) {
+  if (id) {
+    w.Key("id");
+    w.String(id->c_str(), static_cast<unsigned>(id->size()));
+  }
+  if (!properties) return;
+  w.Key("properties");
+  w.StartObject();
+  for (const auto& [key, value] : *properties) {
+    w.Key(key.c_str(), static_cast<unsigned>(key.size()));
+    w.String(value.c_str(), static_cast<unsigned>(value.size()));
+  }
+  w.EndObject();
+}
+// The same, without the braces of an object; empty when neither is there.
 std::string MetricsLabels(const std::optional<std::string>& id,
                           const std::optional<std::map<std::string, std::string>>& properties);
 

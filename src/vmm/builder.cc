@@ -165,14 +165,7 @@ absl::Status CopyLeasedDrives(const VmConfig& config, Vm& vm) {
 absl::StatusOr<std::optional<CpuTemplate>> CpuTemplateOf(const VmConfig& config) {
   StaticCpuTemplate t = config.machine.cpu_template;
   if (t == StaticCpuTemplate::kNone) return config.cpu_config;
-  x86_64::CpuModel host = x86_64::HostCpuModel();
-  RETURN_IF_ERROR(x86_64::CheckStaticTemplateHost(t, host));
-  if (t == StaticCpuTemplate::kC3 && host.signature == 0x50654) {  // Skylake
-    LOG_WARN("machine-config.cpu_template C3 on Skylake: this CPU enumerates no FBSDP_NO, "
-             "PSDP_NO or SBDR_SSDP_NO in IA32_ARCH_CAPABILITIES, and the guest kernel then does "
-             "not apply its MMIO stale data mitigation");
-  }
-  return x86_64::StaticTemplate(t);
+  return x86_64::StaticTemplateFor(t, x86_64::HostCpuModel());
 }
 
 // What Vm::Create is to build in: the caller's spare, taken.

@@ -79,7 +79,7 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
   using virtio::pmem::kAlignment;
   ASSIGN_OR_RETURN(virtio::pmem::PmemBacking backing,
                    virtio::pmem::PmemBacking::Map(pmem.path_on_host, pmem.read_only));
-  if (pmem_next_ == 0) {
+  if (pmem_slots_ == 0) {
     uint64_t end = x86_64::kMmioHoleEnd;
     for (const GuestRegion& r : memory_.regions()) end = std::max(end, r.guest_addr + r.size);
     pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;

@@ -110,7 +110,7 @@ class DeviceManager {
   std::vector<UniqueFd> queue_events_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   uint32_t pmem_slots_ = 0;   // KVM slots after guest memory's
-  uint64_t pmem_next_ = 0;    // where the next pmem region goes; 0: none yet
+  uint64_t pmem_next_ = 0;    // where the next pmem region goes, once there is one
 };
 
 }  // namespace ember

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::x86_64 {
 namespace {
@@ -195,6 +197,16 @@ absl::Status CheckStaticTemplateHost(StaticCpuTemplate t, const CpuModel& host) 
       "or give the bits you need as a custom template (PUT /cpu-config)",
       StaticCpuTemplateName(t), absl::StrJoin(names, ", "),
       Describe(host.vendor, host.signature)));
+}
+
+absl::StatusOr<CpuTemplate> StaticTemplateFor(StaticCpuTemplate t, const CpuModel& host) {
+  RETURN_IF_ERROR(CheckStaticTemplateHost(t, host));
+  if (t == StaticCpuTemplate::kC3 && host.signature == kSkylake.signature) {
+    LOG_WARN("machine-config.cpu_template C3 on Skylake: this CPU enumerates no FBSDP_NO, "
+             "PSDP_NO or SBDR_SSDP_NO in IA32_ARCH_CAPABILITIES, and the guest kernel then does "
+             "not apply its MMIO stale data mitigation");
+  }
+  return StaticTemplate(t);
 }
 
 }  // namespace ember::x86_64

@@ -29,5 +29,8 @@ uint32_t SignatureOf(uint32_t leaf1_eax);
 CpuTemplate StaticTemplate(StaticCpuTemplate t);
 // Refuses a host `t` was not made for, naming the models it was.
 absl::Status CheckStaticTemplateHost(StaticCpuTemplate t, const CpuModel& host);
+// `t` for a VM on `host`, checked, with Firecracker's warning where the
+// template weakens the guest's mitigations.
+absl::StatusOr<CpuTemplate> StaticTemplateFor(StaticCpuTemplate t, const CpuModel& host);
 
 }  // namespace ember::x86_64

@@ -114,6 +114,17 @@ TEST(StaticCpuTemplateTest, EachIsTakenOnlyOnTheModelsItWasMadeFor) {
       << amd;
 }
 
+// What the VM's vCPUs get: the template, on a host it was made for only.
+TEST(StaticCpuTemplateTest, AVmGetsTheTemplateOnlyOnItsHosts) {
+  absl::StatusOr<CpuTemplate> milan =
+      StaticTemplateFor(StaticCpuTemplate::kT2A, CpuModel{"AuthenticAMD", kMilan});
+  ASSERT_TRUE(milan.ok()) << milan.status();
+  EXPECT_TRUE(*milan == StaticTemplate(StaticCpuTemplate::kT2A));
+  EXPECT_FALSE(StaticTemplateFor(StaticCpuTemplate::kT2A, CpuModel{"AuthenticAMD", kTurin}).ok());
+  EXPECT_TRUE(StaticTemplateFor(StaticCpuTemplate::kC3, CpuModel{"GenuineIntel", kSkylake}).ok())
+      << "with a warning only";
+}
+
 TEST(StaticCpuTemplateTest, TheSignatureLeavesOutTheProcessorTypeAndReservedBits) {
   // A Cascade Lake with processor type 1 and reserved bits set.
   EXPECT_EQ(SignatureOf(0xf0051657u | 0x3000u), kCascadeLake);
