@@ -218,6 +218,19 @@ def cpu_config_body(size):
     return body[:-1] + b" " * (size - len(body)) + b"}"
 
 
+def metrics_body(size, path):
+    """PUT /metrics of exactly `size` bytes: as many properties as fit."""
+    head = b'{"metrics_path":"%s","emit_id":true,"properties":{' % str(path).encode()
+    parts, n, i = [head], len(head), 0
+    while n < size - 40:
+        prop = b'"k%05d":"v",' % i
+        parts.append(prop)
+        n += len(prop)
+        i += 1
+    body = b"".join(parts) + b'"z":"v"}}'
+    return body[:-1] + b" " * (size - len(body)) + b"}", i + 1
+
+
 def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
     """The body of issue 12 killed the VMM with 148: glibc trimmed the API
     thread's own malloc arena and read /proc/sys/vm/overcommit_memory."""
@@ -239,6 +252,25 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
         vmm.assert_serving("Not started")
         vmm.expect_fault("PUT", "/machine-config", b"1" * (DEFAULT_LIMIT + 1),
                          "larger than the limit of 51200 bytes", headers_only=True)
+        vmm.assert_serving("Not started")
+        # A pmem path as long as a body holds: opened on the VMM thread.
+        head, tail = b'{"id":"p0","path_on_host":"/', b'"}'
+        body = head + b"p" * (DEFAULT_LIMIT - len(head) - len(tail)) + tail
+        vmm.expect_fault("PUT", "/pmem/p0", body, "pmem[p0].path_on_host")
+        vmm.assert_serving("Not started")
+        # Metrics labels as many as a body holds: every line carries them,
+        # rendered on the VMM thread; the line a fatal signal would leave
+        # has no room and goes without (a warning says so).
+        metrics = tmp_path / "metrics.json"
+        body, count = metrics_body(DEFAULT_LIMIT, metrics)
+        assert len(body) == DEFAULT_LIMIT
+        status, reply = vmm.request("PUT", "/metrics", body)
+        assert status == 204, (reply[:300], vmm.state())
+        status, reply = vmm.request("PUT", "/actions", b'{"action_type": "FlushMetrics"}')
+        assert status == 204, (reply[:300], vmm.state())
+        line = json.loads(metrics.read_text().splitlines()[-1])
+        assert len(line["properties"]) == count and line["id"] == "anonymous-instance"
+        assert "the line a fatal signal leaves has room" in vmm.log()
         vmm.assert_serving("Not started")
         assert vmm.stop() == EXIT_SIGTERM, vmm.log()
     finally:

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import EXIT_OK, boot_config
 from guest_shell import GuestShell, shell_boot_args
+from metrics_lines import read_lines
 from test_api import NOT_SUPPORTED_BEFORE_START, Api
 
 
@@ -46,6 +47,8 @@ def test_the_guest_boots_from_pmem_and_its_flushes_reach_the_file(ember, guest, 
          "read_only": True},
         {"id": "data", "path_on_host": str(data)},
     ]
+    metrics = tmp_path / "metrics.json"
+    config["metrics"] = {"metrics_path": str(metrics)}
     shell = GuestShell(ember, tmp_path, config, api=True)
     try:
         shell.wait_ready()
@@ -54,6 +57,11 @@ def test_the_guest_boots_from_pmem_and_its_flushes_reach_the_file(ember, guest, 
         assert int(size) * 512 == 4 << 20, size
         shell.check("printf ember-pmem > /dev/pmem1 && sync /dev/pmem1")
         assert data.read_bytes()[:10] == b"ember-pmem"
+        # The bytes are in the shared mapping either way: the flush is what
+        # the device must have seen, and answered without a failure.
+        assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        device = read_lines(metrics)[-1]["pmem_data"]
+        assert device["queue_event_count"] >= 1 and device["event_fails"] == 0, device
         assert shell.request("PATCH", "/pmem/data", {
             "id": "data", "rate_limiter": {"ops": {"size": 1, "refill_time": 1000}}})[0] == 204
         assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
