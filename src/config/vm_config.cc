@@ -119,10 +119,6 @@ absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
     if (!ids.insert(p.id).second) {
       return absl::InvalidArgumentError(absl::StrFormat("pmem: id '%s' is used twice", p.id));
     }
-    if (p.path_on_host.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("pmem[%s].path_on_host must not be empty", p.id));
-    }
     roots += p.root_device;
   }
   bool root_drive = std::any_of(drives.begin(), drives.end(),

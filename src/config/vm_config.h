@@ -212,8 +212,8 @@ inline constexpr size_t kMaxBootArgsBytes = 2047;
 absl::Status ValidateBootSource(const BootSourceConfig& boot);
 // Unique ids, at most one root device.
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
-// Ids as drives' (each once), a path each, and one root device at most
-// among the pmem devices and the drives together.
+// Ids as drives' (each once), and one root device at most among the pmem
+// devices and the drives together (ParsePmem checks each path).
 absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
                           const std::vector<DriveConfig>& drives);
 // The balloon cannot be larger than the guest.
