@@ -59,20 +59,11 @@ absl::Status InvalidPathMethod(const std::string& method, const std::string& pat
 // The route for `method` on `path`, or why there is none.
 absl::StatusOr<const RouteSpec*> Find(const std::string& method, const std::string& path,
                                       PathParam* param) {
-  bool path_served = false;
   for (const RouteSpec& route : RouteTable()) {
     PathParam p;
-    if (!Matches(route.pattern, path, &p)) continue;
-    path_served = true;
-    if (route.method == method) {
+    if (Matches(route.pattern, path, &p) && route.method == method) {
       *param = std::move(p);
       return &route;
-    }
-  }
-  if (path_served) return InvalidPathMethod(method, path);
-  for (const char* p : kNotYetPaths) {
-    if (path == p || absl::StartsWith(path, absl::StrCat(p, "/"))) {
-      return absl::UnimplementedError(absl::StrCat(path, " is not supported by Ember yet"));
     }
   }
   return InvalidPathMethod(method, path);
@@ -265,6 +256,23 @@ HttpResponse WriteHintingStatus(const BalloonHintingStatus& s) {
   });
 }
 
+HttpResponse WriteMemoryHotplugStatus(const MemoryHotplugStatus& s) {
+  return Json([&](Writer& w) {
+    w.StartObject();
+    w.Key("total_size_mib");
+    w.Uint(s.total_size_mib);
+    w.Key("slot_size_mib");
+    w.Uint(s.slot_size_mib);
+    w.Key("block_size_mib");
+    w.Uint(s.block_size_mib);
+    w.Key("plugged_size_mib");
+    w.Uint(s.plugged_size_mib);
+    w.Key("requested_size_mib");
+    w.Uint(s.requested_size_mib);
+    w.EndObject();
+  });
+}
+
 HttpResponse ToResponse(const VmmResult& result) {
   return std::visit(
       [](const auto& r) -> HttpResponse {
@@ -283,6 +291,8 @@ HttpResponse ToResponse(const VmmResult& result) {
           return {200, r.json};
         } else if constexpr (std::is_same_v<T, BalloonHintingStatus>) {
           return WriteHintingStatus(r);
+        } else if constexpr (std::is_same_v<T, MemoryHotplugStatus>) {
+          return WriteMemoryHotplugStatus(r);
         } else {
           static_assert(std::is_same_v<T, BalloonStats>, "a VmmResult without a response");
           return WriteBalloonStats(r);

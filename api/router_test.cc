@@ -80,8 +80,6 @@ TEST(RouterTest, ErrorsAreFirecrackerFaults) {
   HttpResponse r = Route({"GET", "/", ""}, fail);
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.body, R"({"fault_message":"no \"quotes\" lost"})");
-  EXPECT_EQ(Route({"PUT", "/hotplug/memory", "{}"}, fail).body,
-            R"({"fault_message":"/hotplug/memory is not supported by Ember yet"})");
   EXPECT_EQ(Route({"GET", "/version?x=1", ""}, fail).status, 200) << "query strings ignored";
 }
 
@@ -159,12 +157,7 @@ TEST(RouterTest, PathsNotServedAreNamed) {
   EXPECT_EQ(message("POST", "/version"), invalid("POST /version"));
   EXPECT_EQ(Route({"GET", "/drives/rootfs", ""}, Counting(&calls)).body,
             invalid("GET /drives/rootfs"));
-  for (const char* p : kNotYetPaths) {
-    for (std::string path : {std::string(p), std::string(p) + "/x"}) {
-      EXPECT_EQ(message("PUT", path.c_str()),
-                Fault(400, path + " is not supported by Ember yet").body);
-    }
-  }
+  EXPECT_EQ(message("PUT", "/hotplug/memory/x"), invalid("PUT /hotplug/memory/x"));
   EXPECT_EQ(calls, 0);
 }
 

@@ -133,6 +133,15 @@ absl::StatusOr<VmmAction> ParsePatchDrive(const rapidjson::Value& body) {
   return p;
 }
 
+absl::StatusOr<VmmAction> ParsePatchMemoryHotplug(const rapidjson::Value& body) {
+  JsonReader r(body, "hotplug/memory");
+  PatchMemoryHotplug p;
+  p.requested_size_mib =
+      static_cast<uint32_t>(r.Uint("requested_size_mib", true, 0, UINT32_MAX).value_or(0));
+  RETURN_IF_ERROR(r.Finish());
+  return p;
+}
+
 absl::StatusOr<VmmAction> ParsePatchPmem(const rapidjson::Value& body) {
   JsonReader r(body, "pmem[]");
   PatchPmem p{r.String("id", true).value_or("")};
@@ -343,6 +352,9 @@ constexpr RouteSpec kRoutes[] = {
     {"/balloon", "PATCH", ParsePatchBalloon},
     {"/vsock", "PUT", Put<PutVsock, ParseVsock>, nullptr, PutVsockDeprecation},
     {"/entropy", "PUT", Put<PutEntropy, ParseEntropy>},
+    {"/hotplug/memory", "PUT", Put<PutMemoryHotplug, ParseMemoryHotplug>},
+    {"/hotplug/memory", "PATCH", ParsePatchMemoryHotplug},
+    {"/hotplug/memory", "GET", Get<GetMemoryHotplug>},
     {"/cpu-config", "PUT", Put<PutCpuConfig, ParseCpuConfig>},
     {"/balloon/statistics", "GET", Get<GetBalloonStats>},
     {"/balloon/statistics", "PATCH", ParsePatchBalloonStats},

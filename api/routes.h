@@ -44,8 +44,4 @@ absl::Span<const RouteSpec> RouteTable();
 inline constexpr char kEmptyPut[] = "Empty PUT request.";
 inline constexpr char kEmptyPatch[] = "Empty PATCH request.";
 
-// Paths of Firecracker's contract Ember does not serve yet; they and the
-// paths below them are refused as not supported yet.
-inline constexpr const char* kNotYetPaths[] = {"/hotplug/memory"};
-
 }  // namespace ember::api

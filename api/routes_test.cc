@@ -179,6 +179,13 @@ std::vector<Case> Cases() {
          ASSERT_TRUE(a.rate_limiter && a.rate_limiter->ops && *a.rate_limiter->ops);
          EXPECT_EQ((*a.rate_limiter->ops)->size, 1u);
        })},
+      {"PUT", "/hotplug/memory", "", R"({"total_size_mib": 512, "block_size_mib": 4})",
+       Holds<PutMemoryHotplug>([](const auto& a) {
+         EXPECT_EQ(a.config, (MemoryHotplugConfig{512, 128, 4}));
+       })},
+      {"PATCH", "/hotplug/memory", "", R"({"requested_size_mib": 256})",
+       Holds<PatchMemoryHotplug>([](const auto& a) { EXPECT_EQ(a.requested_size_mib, 256u); })},
+      {"GET", "/hotplug/memory", "", "", Holds<GetMemoryHotplug>()},
       {"PUT", "/logger", "",
        R"({"log_path": "/tmp/log", "level": "Debug", "show_level": true,
            "show_log_origin": false})",

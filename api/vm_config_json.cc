@@ -22,16 +22,6 @@
 namespace ember::api {
 namespace {
 
-// Sections of Firecracker's config file for devices and services Ember
-// does not have yet: refused when they ask for anything.
-constexpr const char* kNotYetSections[] = {
-    "memory-hotplug",
-};
-
-bool IsEmpty(const rapidjson::Value& v) {
-  return v.IsNull() || (v.IsArray() && v.Empty()) || (v.IsObject() && v.ObjectEmpty());
-}
-
 }  // namespace
 
 absl::StatusOr<BootSourceConfig> ParseBootSource(const rapidjson::Value& value) {
@@ -282,6 +272,20 @@ absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value) {
   return e;
 }
 
+absl::StatusOr<MemoryHotplugConfig> ParseMemoryHotplug(const rapidjson::Value& value) {
+  JsonReader r(value, "memory-hotplug");
+  MemoryHotplugConfig m;
+  constexpr uint64_t kMax = UINT32_MAX;
+  m.total_size_mib = static_cast<uint32_t>(r.Uint("total_size_mib", true, 0, kMax).value_or(0));
+  m.slot_size_mib =
+      static_cast<uint32_t>(r.Uint("slot_size_mib", false, 0, kMax).value_or(m.slot_size_mib));
+  m.block_size_mib =
+      static_cast<uint32_t>(r.Uint("block_size_mib", false, 0, kMax).value_or(m.block_size_mib));
+  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(ValidateMemoryHotplug(m));
+  return m;
+}
+
 absl::StatusOr<MmdsConfig> ParseMmdsConfig(const rapidjson::Value& value) {
   JsonReader r(value, "mmds-config");
   MmdsConfig m;
@@ -432,12 +436,8 @@ absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
     ASSIGN_OR_RETURN(config.mmds, ParseMmdsConfig(*v));
     RETURN_IF_ERROR(ValidateMmds(*config.mmds, config.net));
   }
-  for (const char* section : kNotYetSections) {
-    const rapidjson::Value* v = r.Raw(section);
-    if (v != nullptr && !IsEmpty(*v)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", section, "' is not supported by Ember yet; remove it"));
-    }
+  if (const rapidjson::Value* v = r.Raw("memory-hotplug"); v != nullptr && !v->IsNull()) {
+    ASSIGN_OR_RETURN(config.memory_hotplug, ParseMemoryHotplug(*v));
   }
   RETURN_IF_ERROR(r.Finish());
   return config;
@@ -559,6 +559,17 @@ void WriteRateLimiterOrNull(Writer& w, const char* key,
                             const std::optional<RateLimiterConfig>& rl) {
   if (!rl) return Null(w, key);
   WriteRateLimiter(w, key, rl);
+}
+
+void WriteMemoryHotplug(Writer& w, const MemoryHotplugConfig& m) {
+  w.StartObject();
+  w.Key("total_size_mib");
+  w.Uint(m.total_size_mib);
+  w.Key("slot_size_mib");
+  w.Uint(m.slot_size_mib);
+  w.Key("block_size_mib");
+  w.Uint(m.block_size_mib);
+  w.EndObject();
 }
 
 void WriteEntropy(Writer& w, const EntropyConfig& e) {
@@ -707,7 +718,12 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   w.StartArray();
   for (const PmemConfig& p : c.pmem) WritePmem(w, p);
   w.EndArray();
-  Null(w, "memory-hotplug");
+  w.Key("memory-hotplug");
+  if (c.memory_hotplug) {
+    WriteMemoryHotplug(w, *c.memory_hotplug);
+  } else {
+    w.Null();
+  }
   w.EndObject();
 }
 

@@ -37,6 +37,7 @@ absl::StatusOr<NetConfig> ParseNetworkInterface(const rapidjson::Value& value);
 absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value);
 absl::StatusOr<VsockConfig> ParseVsock(const rapidjson::Value& value);
 absl::StatusOr<EntropyConfig> ParseEntropy(const rapidjson::Value& value);
+absl::StatusOr<MemoryHotplugConfig> ParseMemoryHotplug(const rapidjson::Value& value);
 // Its form only; ValidateMmds checks it against the interfaces.
 absl::StatusOr<MmdsConfig> ParseMmdsConfig(const rapidjson::Value& value);
 absl::StatusOr<LoggerConfig> ParseLogger(const rapidjson::Value& value);

@@ -211,9 +211,27 @@ TEST(VmConfigJsonTest, BadVsockIsRefused) {
                 "at most 107");
 }
 
-TEST(VmConfigJsonTest, SectionsForMissingDevicesAreRefused) {
-  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1024}})",
-                "'memory-hotplug'");
+TEST(VmConfigJsonTest, MemoryHotplugTakesFirecrackersDefaultsAndRules) {
+  absl::StatusOr<VmConfig> c =
+      ParseVmConfig(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1024}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->memory_hotplug);
+  EXPECT_EQ(*c->memory_hotplug, (MemoryHotplugConfig{1024, 128, 2}));
+  std::string out = VmConfigToJson(*c);
+  EXPECT_NE(out.find(R"("memory-hotplug":{"total_size_mib":1024,"slot_size_mib":128,)"
+                     R"("block_size_mib":2})"),
+            std::string::npos)
+      << out;
+  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"slot_size_mib": 128}})",
+                "total_size_mib");
+  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1}})",
+                "memory-hotplug.total_size_mib 1 must be a non-zero multiple of slot_size_mib");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "memory-hotplug": {"total_size_mib": 1024, "block_size_mib": 3}})",
+                "block_size_mib 3 must be a power of 2");
+  ExpectRefused(std::string("{") + kBoot +
+                    R"(, "memory-hotplug": {"total_size_mib": 1024, "hot": 1}})",
+                "hot");
 }
 
 std::string WithMmds(const std::string& mmds) {
@@ -624,8 +642,6 @@ TEST(VmConfigJsonTest, NullIsNone) {
   ExpectRefused(std::string("{") + kBoot + R"(, "network-interfaces": [)" +
                     R"({"iface_id": "e", "host_dev_name": "t", "mtu": 65536}]})",
                 "mtu must be between 68 and 65535");
-  ExpectRefused(std::string("{") + kBoot + R"(, "memory-hotplug": {"total_size_mib": 1}})",
-                "'memory-hotplug' is not supported by Ember yet");
   ExpectRefused(std::string("{") + kBoot +
                     R"(, "balloon": {"amount_mib": 0, "deflate_on_oom": false,
                                      "free_page_reporting": 1}})",

@@ -107,6 +107,25 @@ absl::Status ValidateDrives(const std::vector<DriveConfig>& drives) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateMemoryHotplug(const MemoryHotplugConfig& c) {
+  if (c.block_size_mib < 2 || (c.block_size_mib & (c.block_size_mib - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory-hotplug.block_size_mib %d must be a power of 2 of at least 2", c.block_size_mib));
+  }
+  if (c.slot_size_mib < 128 || c.slot_size_mib % c.block_size_mib != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory-hotplug.slot_size_mib %d must be at least 128 and a multiple of block_size_mib "
+        "(%d)",
+        c.slot_size_mib, c.block_size_mib));
+  }
+  if (c.total_size_mib < c.slot_size_mib || c.total_size_mib % c.slot_size_mib != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory-hotplug.total_size_mib %d must be a non-zero multiple of slot_size_mib (%d)",
+        c.total_size_mib, c.slot_size_mib));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
                           const std::vector<DriveConfig>& drives) {
   std::set<std::string> ids;

@@ -127,6 +127,17 @@ struct VsockConfig {
   std::string uds_path;
 };
 
+// Memory hotplug (virtio-mem), as Firecracker's `memory-hotplug`: a
+// region of total_size_mib past RAM that the guest plugs in blocks of
+// block_size_mib when asked (PATCH /hotplug/memory), the host backing it
+// in KVM slots of slot_size_mib.
+struct MemoryHotplugConfig {
+  uint32_t total_size_mib = 0;
+  uint32_t slot_size_mib = 128;
+  uint32_t block_size_mib = 2;
+  friend bool operator==(const MemoryHotplugConfig&, const MemoryHotplugConfig&) = default;
+};
+
 // virtio-pmem, as Firecracker's `pmem`: a host file the guest sees as
 // persistent memory (/dev/pmemN, in the order given).
 struct PmemConfig {
@@ -188,6 +199,7 @@ struct VmConfig {
   SerialConfig serial;
   std::vector<DriveConfig> drives;
   std::vector<PmemConfig> pmem;
+  std::optional<MemoryHotplugConfig> memory_hotplug;
   std::vector<NetConfig> net;
   std::optional<BalloonConfig> balloon;
   std::optional<VsockConfig> vsock;
@@ -214,6 +226,10 @@ absl::Status ValidateBootSource(const BootSourceConfig& boot);
 absl::Status ValidateDrives(const std::vector<DriveConfig>& drives);
 // Ids as drives' (each once), and one root device at most among the pmem
 // devices and the drives together (ParsePmem checks each path).
+// Firecracker's rules: a block of at least 2 MiB and a power of 2, a slot
+// of at least 128 MiB and a multiple of the block, the total a multiple
+// of the slot (so at least one).
+absl::Status ValidateMemoryHotplug(const MemoryHotplugConfig& config);
 absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
                           const std::vector<DriveConfig>& drives);
 // The balloon cannot be larger than the guest.

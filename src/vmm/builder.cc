@@ -110,6 +110,14 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
                      virtio::rng::EntropyDevice::Create(*config.entropy));
     RETURN_IF_ERROR(devices.AttachVirtio(std::move(rng), cmdline));
   }
+  if (config.memory_hotplug) {
+    RETURN_IF_ERROR(devices.AttachMemoryHotplug(*config.memory_hotplug, cmdline));
+    // Plugged memory comes online by itself, and movable, so that the
+    // guest can unplug it again; a boot_args value wins.
+    if (cmdline->find("memhp_default_state=") == std::string::npos) {
+      absl::StrAppend(cmdline, " memhp_default_state=online_movable");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -260,6 +268,9 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildForBoot(const VmConfig& config, Console
   std::unique_ptr<Vm> vm = std::move(prepared->vm_);
   std::string cmdline = GuestCmdline(*config.boot_source);
   RETURN_IF_ERROR(CopyLeasedDrives(config, *vm));
+  if (config.memory_hotplug) {
+    RETURN_IF_ERROR(vm->ReserveHotplugMemory(*config.memory_hotplug, config.pmem.size()));
+  }
   RETURN_IF_ERROR(AttachVirtioDevices(config, vm->devices(), &cmdline, mmds, taps));
   RETURN_IF_ERROR(
       WriteBootInfo(vm->memory(), prepared->images_, cmdline, config.machine.vcpu_count)
@@ -283,6 +294,10 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                         state.machine.vcpus.size(), config.machine.vcpu_count));
   }
   RETURN_IF_ERROR(CheckLayout(config, state));
+  if (config.memory_hotplug) {
+    return absl::InvalidArgumentError(
+        "the snapshot's configuration has memory-hotplug, which Ember cannot restore yet");
+  }
   snapshot::UffdHandover uffd;
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    Vm::Create(

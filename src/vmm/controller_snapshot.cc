@@ -55,7 +55,7 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   if (runtime_) return runtime_->Handle(a);  // refused once running
   const VmConfig& current = preboot_.config();
   if (current.boot_source || !current.drives.empty() || !current.net.empty() || current.balloon ||
-      current.vsock || current.entropy || !current.pmem.empty()) {
+      current.vsock || current.entropy || !current.pmem.empty() || current.memory_hotplug) {
     return absl::FailedPreconditionError(
         "a snapshot can only be loaded into an Ember that has not been configured");
   }

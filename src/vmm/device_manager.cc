@@ -13,6 +13,7 @@
 #include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
+#include "src/devices/virtio/mem/mem_device.h"
 #include "src/devices/virtio/pmem/pmem_device.h"
 
 namespace ember {
@@ -80,13 +81,12 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
   ASSIGN_OR_RETURN(virtio::pmem::PmemBacking backing,
                    virtio::pmem::PmemBacking::Map(pmem.path_on_host, pmem.read_only));
   if (pmem_slots_ == 0) {
-    uint64_t end = x86_64::kMmioHoleEnd;
-    for (const GuestRegion& r : memory_.regions()) end = std::max(end, r.guest_addr + r.size);
+    uint64_t end = std::max(x86_64::kMmioHoleEnd, memory_.end());
     pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;
   }
   uint64_t addr = pmem_next_;
-  // Slots after guest memory's (vm.cc), addresses after RAM: memory
-  // hotplug, when it comes, must go past both.
+  // Slots after guest memory's (vm.cc), addresses after RAM and the
+  // hotplug region.
   uint32_t slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
   ASSIGN_OR_RETURN(std::unique_ptr<virtio::pmem::PmemDevice> device,
                    virtio::pmem::PmemDevice::Create(pmem, std::move(backing), addr));
@@ -95,6 +95,33 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
                                           /*log_dirty=*/false, pmem.read_only));
   pmem_slots_++;
   pmem_next_ = addr + mapped.size();
+  return AttachVirtio(std::move(device), cmdline);
+}
+
+absl::Status DeviceManager::AttachMemoryHotplug(const MemoryHotplugConfig& config,
+                                               std::string* cmdline) {
+  const GuestRegion* region = memory_.hotplug_region();
+  if (region == nullptr) return absl::InternalError("memory-hotplug: no region reserved");
+  const uint32_t first_slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
+  const uint64_t slot_size = memory_.hotplug_slot_size();
+  const bool log_dirty = memory_.dirty_tracking();
+  // Open to the VMM before KVM maps it; out of KVM before it is closed.
+  auto hook = [this, region, first_slot, slot_size, log_dirty](size_t index,
+                                                               bool plug) -> absl::Status {
+    uint64_t gpa = region->guest_addr + index * slot_size;
+    uint8_t* host = region->host + index * slot_size;
+    uint32_t slot = first_slot + static_cast<uint32_t>(index);
+    if (plug) {
+      RETURN_IF_ERROR(memory_.SetHotplugSlot(index, true));
+      absl::Status st = vm_.SetUserMemoryRegion(slot, gpa, slot_size, host, log_dirty);
+      if (!st.ok()) (void)memory_.SetHotplugSlot(index, false);
+      return st;
+    }
+    RETURN_IF_ERROR(vm_.SetUserMemoryRegion(slot, gpa, 0, host, log_dirty));
+    return memory_.SetHotplugSlot(index, false);
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<virtio::mem::MemDevice> device,
+                   virtio::mem::MemDevice::Create(config, region->guest_addr, hook));
   return AttachVirtio(std::move(device), cmdline);
 }
 

@@ -58,6 +58,10 @@ class DeviceManager {
   // file depends only on the RAM and the pmem devices before it, so a
   // snapshot's restore maps it where it was.
   absl::Status AttachPmem(const PmemConfig& pmem, std::string* cmdline);
+  // The virtio-mem device on guest memory's hotplug region (reserved by
+  // Vm::ReserveHotplugMemory), its KVM slots after the pmem devices'
+  // (attach them first).
+  absl::Status AttachMemoryHotplug(const MemoryHotplugConfig& config, std::string* cmdline);
 
   // Runs `f(T&)` on the virtio device of kind T (T::kType) with `id`
   // ("" for a device there is one of) under its transport's lock, and

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "src/common/status_macros.h"
 #include "src/config/vm_config.h"
 #include "src/vmm/arch/x86_64/static_cpu_templates.h"
 #include "src/vmm/vmm_action.h"
@@ -59,6 +60,11 @@ class PreBootController {
   absl::StatusOr<VmmResult> Do(const PutVsock& a);
   absl::StatusOr<VmmResult> Do(const PutEntropy& a);
   absl::StatusOr<VmmResult> Do(const PutPmem& a);
+  absl::StatusOr<VmmResult> Do(const PutMemoryHotplug& a) {
+    RETURN_IF_ERROR(ValidateMemoryHotplug(a.config));
+    config_.memory_hotplug = a.config;
+    return std::monostate();
+  }
   absl::StatusOr<VmmResult> Do(const PutCpuConfig& a) {
     // It replaces a static template (machine-config's), even when empty.
     config_.machine.cpu_template = StaticCpuTemplate::kNone;

@@ -11,6 +11,7 @@
 #include "src/common/status_macros.h"
 #include "src/common/unique_fd.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
+#include "src/devices/virtio/mem/mem_device.h"
 #include "src/devices/virtio/pmem/pmem_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
@@ -84,6 +85,24 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchPmem& a) {
       }));
   pmem->rate_limiter = ApplyUpdate(pmem->rate_limiter, *a.rate_limiter);
   return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const PatchMemoryHotplug& a) {
+  RETURN_IF_ERROR(vm_->devices().WithDevice<virtio::mem::MemDevice>(
+      "", [&](virtio::mem::MemDevice& d) {
+        return d.SetRequestedSize(uint64_t{a.requested_size_mib} << 20);
+      }));
+  return std::monostate();
+}
+
+absl::StatusOr<VmmResult> RuntimeController::Do(const GetMemoryHotplug&) {
+  return vm_->devices().WithDevice<virtio::mem::MemDevice>(
+      "", [](virtio::mem::MemDevice& d) -> absl::StatusOr<VmmResult> {
+        virtio::mem::MemStatus s = d.status();
+        auto mib = [](uint64_t bytes) { return static_cast<uint32_t>(bytes >> 20); };
+        return MemoryHotplugStatus{mib(s.total_size), mib(s.slot_size), mib(s.block_size),
+                                   mib(s.plugged_size), mib(s.requested_size)};
+      });
 }
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const PatchNetworkInterface& a) {
@@ -183,6 +202,10 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchVmState& a) {
 }
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const CreateSnapshot& a) {
+  if (config_.memory_hotplug) {
+    return absl::FailedPreconditionError(
+        "snapshots of a microVM with memory-hotplug are not supported by Ember yet");
+  }
   if (!vm_->paused()) {
     return absl::FailedPreconditionError(
         "pause the microVM first (PATCH /vm {\"state\": \"Paused\"})");

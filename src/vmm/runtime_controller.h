@@ -37,6 +37,8 @@ class RuntimeController {
   absl::StatusOr<VmmResult> Do(const GetMachineConfig&) { return config_.machine; }
   absl::StatusOr<VmmResult> Do(const PatchDrive& a);
   absl::StatusOr<VmmResult> Do(const PatchPmem& a);
+  absl::StatusOr<VmmResult> Do(const PatchMemoryHotplug& a);
+  absl::StatusOr<VmmResult> Do(const GetMemoryHotplug&);
   absl::StatusOr<VmmResult> Do(const PatchNetworkInterface& a);
   absl::StatusOr<VmmResult> Do(const PatchBalloon& a);
   absl::StatusOr<VmmResult> Do(const GetBalloon&);

@@ -112,6 +112,11 @@ class Vm {
   EventLoop& loop() { return loop_; }
 
   DeviceManager& devices() { return devices_; }
+  // Memory hotplug's region, all unplugged, past RAM on 2 GiB (Linux's
+  // largest memory block on x86_64), before any pmem device is attached
+  // (they go past it). Refused where the guest could not address it or
+  // KVM lacks the slots, counting `other_slots` more to come.
+  absl::Status ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots);
   // Adds the vCPUs', the devices' and the VMM's latencies to `m` (VMM thread).
   void CollectMetrics(Metrics* m);
   // How long the VMM took to pause, resume, snapshot or load this VM.

@@ -59,6 +59,15 @@ struct PatchPmem {
   std::string id;
   std::optional<RateLimiterUpdate> rate_limiter;  // none: nothing changes (Firecracker)
 };
+struct PutMemoryHotplug {
+  static constexpr char kWhat[] = "memory-hotplug";
+  MemoryHotplugConfig config;
+};
+// PATCH /hotplug/memory: how much of the region the guest should plug.
+struct PatchMemoryHotplug {
+  uint32_t requested_size_mib = 0;
+};
+struct GetMemoryHotplug {};
 struct PutNetworkInterface {
   static constexpr char kWhat[] = "network-interfaces";
   NetConfig config;
@@ -170,7 +179,8 @@ using VmmAction =
                  SendCtrlAltDel, PatchBalloonStats, PatchNetworkInterface, CreateSnapshot,
                  LoadSnapshot, RecordWorkingSet, PutVsock, PutEntropy, PutMmds, PatchMmds, GetMmds,
                  PutMmdsConfig, StartBalloonHinting, StopBalloonHinting,
-                 GetBalloonHintingStatus, PutCpuConfig, PutPmem, PatchPmem>;
+                 GetBalloonHintingStatus, PutCpuConfig, PutPmem, PatchPmem, PutMemoryHotplug,
+                 PatchMemoryHotplug, GetMemoryHotplug>;
 
 struct InstanceInfo {
   std::string id;
@@ -196,8 +206,17 @@ struct MmdsDocument {
   std::string json;
 };
 
+// GET /hotplug/memory, in MiB.
+struct MemoryHotplugStatus {
+  uint32_t total_size_mib = 0;
+  uint32_t slot_size_mib = 0;
+  uint32_t block_size_mib = 0;
+  uint32_t plugged_size_mib = 0;
+  uint32_t requested_size_mib = 0;
+};
+
 using VmmResult = std::variant<std::monostate, InstanceInfo, VmConfig, MachineConfig,
                                BalloonConfig, BalloonStats, MmdsDocument,
-                               BalloonHintingStatus>;
+                               BalloonHintingStatus, MemoryHotplugStatus>;
 
 }  // namespace ember

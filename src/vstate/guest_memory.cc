@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <utility>
@@ -172,8 +173,70 @@ bool GuestMemory::Discard(uint64_t addr, uint64_t len) const {
 
 void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(host); }
 
+absl::Status GuestMemory::AddHotplugRegion(uint64_t guest_addr, uint64_t size,
+                                           uint64_t slot_size) {
+  uint64_t align = host_page_size();
+  if (hotplug_ || size == 0 || slot_size == 0 || slot_size % align || size % slot_size ||
+      guest_addr % align || guest_addr < end() || guest_addr + size < guest_addr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "bad hotplug memory region [%#x, +%#x) in slots of %#x", guest_addr, size, slot_size));
+  }
+  bool hugetlb = huge_pages_ == HugePages::k2M;
+  // Unplugged from the start: PROT_NONE. hugetlbfs reserves the whole
+  // region's pages now, as it does RAM's.
+  void* host = hugetlb ? mmap(nullptr, size, PROT_NONE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB, -1, 0)
+                       : ReserveAligned(size);
+  if (host == MAP_FAILED && hugetlb) {
+    return ErrnoStatus(absl::StrFormat(
+        "huge_pages \"2M\": %d MiB of hotplug memory from the host's hugetlbfs pool",
+        size >> 20));
+  }
+  if (host == MAP_FAILED) {
+    return ErrnoStatus(absl::StrFormat("reserving %d MiB for hotplug memory", size >> 20));
+  }
+  hotplug_ = GuestRegion{guest_addr, size, static_cast<uint8_t*>(host)};
+  hotplug_slot_size_ = slot_size;
+  hotplug_plugged_ = std::make_unique<std::atomic<bool>[]>(size / slot_size);
+  return Advise({static_cast<uint8_t*>(host), size});
+}
+
+absl::Status GuestMemory::SetHotplugSlot(size_t index, bool plugged) const {
+  if (!hotplug_ || index >= hotplug_->size / hotplug_slot_size_) {
+    return absl::OutOfRangeError(absl::StrFormat("no hotplug memory slot %d", index));
+  }
+  uint8_t* at = hotplug_->host + index * hotplug_slot_size_;
+  if (plugged) {
+    if (mprotect(at, hotplug_slot_size_, PROT_READ | PROT_WRITE) != 0) {
+      return ErrnoStatus("mprotect of a plugged hotplug memory slot");
+    }
+    hotplug_plugged_[index].store(true, std::memory_order_release);
+    return absl::OkStatus();
+  }
+  hotplug_plugged_[index].store(false, std::memory_order_release);
+  if (mprotect(at, hotplug_slot_size_, PROT_NONE) != 0) {
+    return ErrnoStatus("mprotect of an unplugged hotplug memory slot");
+  }
+  return absl::OkStatus();
+}
+
+bool GuestMemory::hotplug_slot_plugged(size_t index) const {
+  return hotplug_ && index < hotplug_->size / hotplug_slot_size_ &&
+         hotplug_plugged_[index].load(std::memory_order_acquire);
+}
+
+uint64_t GuestMemory::end() const {
+  uint64_t end = 0;
+  for (const GuestRegion& r : regions_) end = std::max(end, r.guest_addr + r.size);
+  if (hotplug_) end = std::max(end, hotplug_->guest_addr + hotplug_->size);
+  return end;
+}
+
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::exchange(other.regions_, {})),
+      hotplug_(std::exchange(other.hotplug_, std::nullopt)),
+      hotplug_slot_size_(other.hotplug_slot_size_),
+      hotplug_plugged_(std::move(other.hotplug_plugged_)),
       mergeable_(other.mergeable_),
       huge_pages_(other.huge_pages_),
       discard_huge_pages_(other.discard_huge_pages_),
@@ -183,6 +246,9 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
   if (this != &other) {
     Unmap();
     regions_ = std::exchange(other.regions_, {});
+    hotplug_ = std::exchange(other.hotplug_, std::nullopt);
+    hotplug_slot_size_ = other.hotplug_slot_size_;
+    hotplug_plugged_ = std::move(other.hotplug_plugged_);
     mergeable_ = other.mergeable_;
     huge_pages_ = other.huge_pages_;
     discard_huge_pages_ = other.discard_huge_pages_;
@@ -196,6 +262,8 @@ GuestMemory::~GuestMemory() { Unmap(); }
 void GuestMemory::Unmap() {
   for (const GuestRegion& r : regions_) munmap(r.host, r.size);
   regions_.clear();
+  if (hotplug_) munmap(hotplug_->host, hotplug_->size);
+  hotplug_.reset();
 }
 
 const GuestRegion* GuestMemory::Find(uint64_t addr, uint64_t len) const {
@@ -207,7 +275,24 @@ const GuestRegion* GuestMemory::Find(uint64_t addr, uint64_t len) const {
       return &r;
     }
   }
-  return nullptr;
+  return FindHotplug(addr, len);
+}
+
+const GuestRegion* GuestMemory::FindHotplug(uint64_t addr, uint64_t len) const {
+  if (!hotplug_) return nullptr;
+  const GuestRegion& r = *hotplug_;
+  if (addr < r.guest_addr || addr - r.guest_addr > r.size || len > r.size - (addr - r.guest_addr)) {
+    return nullptr;
+  }
+  // Every slot the range touches must be plugged; an empty range at the
+  // very end names the last.
+  uint64_t offset = addr - r.guest_addr;
+  uint64_t first = std::min(offset, r.size - 1) / hotplug_slot_size_;
+  uint64_t last = (len == 0 ? std::min(offset, r.size - 1) : offset + len - 1) / hotplug_slot_size_;
+  for (uint64_t slot = first; slot <= last; slot++) {
+    if (!hotplug_plugged_[slot].load(std::memory_order_acquire)) return nullptr;
+  }
+  return &r;
 }
 
 bool GuestMemory::Contains(uint64_t addr, uint64_t len) const {
@@ -294,7 +379,8 @@ void GuestMemory::MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) c
   // An empty range writes no page; and one at the very end of a region
   // (addr == end, which Find accepts) would name the page past its last,
   // a bit past the bitmap when the region's pages are a multiple of 64.
-  if (len == 0) return;
+  // Hotplug memory is not in snapshots (yet): nothing to record.
+  if (len == 0 || &r == hotplug_region()) return;
   size_t index = &r - regions_.data();
   uint64_t first = (addr - r.guest_addr) / kPageSize;
   uint64_t last = (addr - r.guest_addr + len - 1) / kPageSize;

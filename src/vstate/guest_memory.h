@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -96,6 +97,24 @@ class GuestMemory {
     return value;
   }
 
+  // Memory hotplug (virtio-mem): one region past RAM, in slots of
+  // `slot_size` bytes that start unplugged. An unplugged slot is PROT_NONE
+  // and outside guest memory for every accessor above, so no device can
+  // be made to touch it. It is not among regions(): RAM's layout, KVM's
+  // boot slots and snapshots stay as they were. Mapped as RAM is (huge
+  // pages, merging, advice); `size` a multiple of `slot_size`, both of
+  // host_page_size().
+  absl::Status AddHotplugRegion(uint64_t guest_addr, uint64_t size, uint64_t slot_size);
+  const GuestRegion* hotplug_region() const { return hotplug_ ? &*hotplug_ : nullptr; }
+  uint64_t hotplug_slot_size() const { return hotplug_slot_size_; }
+  // Opens slot `index` to the VMM (PROT_READ | PROT_WRITE) or closes it
+  // (PROT_NONE): the caller gives KVM the slot after opening it and takes
+  // it away before closing it.
+  absl::Status SetHotplugSlot(size_t index, bool plugged) const;
+  bool hotplug_slot_plugged(size_t index) const;
+  // The first guest address past RAM and the hotplug region.
+  uint64_t end() const;
+
   const std::vector<GuestRegion>& regions() const { return regions_; }
   HugePages huge_pages() const { return huge_pages_; }
   // The host page size under guest memory: 4 KiB, or 2 MiB with k2M.
@@ -132,6 +151,8 @@ class GuestMemory {
   static absl::StatusOr<GuestMemory> Map(const std::vector<MemoryRange>& ranges, int fd,
                                          bool mergeable, HugePages huge_pages);
   const GuestRegion* Find(uint64_t addr, uint64_t len) const;
+  // The hotplug region, if the range lies in it on plugged slots only.
+  const GuestRegion* FindHotplug(uint64_t addr, uint64_t len) const;
   // Same-page merging if asked, no fork's copy, and a name.
   absl::Status Advise(std::span<uint8_t> host) const;
   // Slice and HostRange: `written` counts the range as written by the VMM.
@@ -141,6 +162,9 @@ class GuestMemory {
   void MarkDirty(const GuestRegion& r, uint64_t addr, uint64_t len) const;
 
   std::vector<GuestRegion> regions_;
+  std::optional<GuestRegion> hotplug_;
+  uint64_t hotplug_slot_size_ = 0;
+  std::unique_ptr<std::atomic<bool>[]> hotplug_plugged_;  // a flag per slot
   bool mergeable_ = false;
   HugePages huge_pages_ = HugePages::kNone;
   bool discard_huge_pages_ = false;  // k2M, on a kernel where that is safe

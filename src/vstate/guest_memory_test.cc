@@ -150,5 +150,37 @@ TEST(GuestMemoryTest, EmptyRangesMarkNoPage) {
   EXPECT_EQ(mem->TakeDirtyPages(0), (std::vector<uint64_t>{0, 1}));
 }
 
+TEST(GuestMemoryTest, TheHotplugRegionIsReachedOnlyWherePlugged) {
+  constexpr uint64_t kSlot = 2 << 20, kBase = 16 << 20;
+  auto mem = GuestMemory::Create({{0, 1 << 20}});
+  ASSERT_TRUE(mem.ok());
+  EXPECT_FALSE(mem->AddHotplugRegion(1 << 19, 2 * kSlot, kSlot).ok()) << "over RAM";
+  EXPECT_FALSE(mem->AddHotplugRegion(kBase, 3 * kSlot / 2, kSlot).ok()) << "not whole slots";
+  ASSERT_TRUE(mem->AddHotplugRegion(kBase, 3 * kSlot, kSlot).ok());
+  EXPECT_FALSE(mem->AddHotplugRegion(kBase + 8 * kSlot, kSlot, kSlot).ok()) << "only one";
+  EXPECT_EQ(mem->end(), kBase + 3 * kSlot);
+  EXPECT_EQ(mem->regions().size(), 1u) << "not among RAM's regions";
+  EXPECT_EQ(mem->total_size(), 1u << 20);
+  EXPECT_FALSE(mem->Contains(kBase, 1));
+  ASSERT_TRUE(mem->SetHotplugSlot(1, true).ok());
+  EXPECT_FALSE(mem->SetHotplugSlot(3, true).ok()) << "no such slot";
+  EXPECT_TRUE(mem->WriteObj<uint64_t>(kBase + kSlot, 42).ok());
+  EXPECT_EQ(*mem->ReadObj<uint64_t>(kBase + kSlot), 42u);
+  EXPECT_TRUE(mem->Contains(kBase + kSlot + 8, 0)) << "an empty range in a plugged slot";
+  EXPECT_FALSE(mem->Contains(kBase + 2 * kSlot, 0)) << "an empty range names its slot";
+  EXPECT_FALSE(mem->Contains(kBase + kSlot - 1, 2)) << "reaches into slot 0";
+  EXPECT_FALSE(mem->Contains(kBase + 2 * kSlot - 1, 2)) << "reaches into slot 2";
+  ASSERT_TRUE(mem->SetHotplugSlot(2, true).ok());
+  EXPECT_TRUE(mem->Contains(kBase + 2 * kSlot - 1, 2)) << "two plugged slots";
+  EXPECT_TRUE(mem->Discard(kBase + kSlot, kSlot));
+  EXPECT_EQ(*mem->ReadObj<uint64_t>(kBase + kSlot), 0u) << "discarded: zero";
+  ASSERT_TRUE(mem->SetHotplugSlot(1, false).ok());
+  EXPECT_FALSE(mem->Write(kBase + kSlot, std::vector<uint8_t>{1}).ok());
+  EXPECT_FALSE(mem->Discard(kBase + kSlot, 4096));
+  GuestMemory moved = std::move(*mem);
+  EXPECT_TRUE(moved.hotplug_slot_plugged(2));
+  EXPECT_TRUE(moved.Contains(kBase + 2 * kSlot, 8)) << "a move keeps the region";
+}
+
 }  // namespace
 }  // namespace ember

@@ -3,8 +3,9 @@
 // kicks, interrupt acks, snapshot state) with guest memory and rings the
 // input writes, in front of each kind of device: virtio-blk with the Sync
 // and the Async (io_uring) engine on a memfd disk, virtio-balloon with
-// and without its statistics queue, and virtio-pmem on a memfd with and
-// without a flush limiter. transport_harness.h says what is checked
+// and without its statistics queue, virtio-pmem on a memfd with and
+// without a flush limiter, and virtio-mem on a hotplug region whose
+// requested size the input sets (as PATCH /hotplug/memory does). transport_harness.h says what is checked
 // beyond ASan and UBSan.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
+#include "src/devices/virtio/mem/mem_device.h"
 #include "src/devices/virtio/pmem/pmem_device.h"
 #include "tests/fuzz/transport_harness.h"
 
@@ -54,6 +56,28 @@ std::unique_ptr<virtio::VirtioDevice> Pmem(bool limited) {
   return std::move(*dev);
 }
 
+// 256 MiB in two slots at 4 GiB; a slot the guest plugs is opened to the
+// device (mprotect, under the VMM thread's filter), as Ember does beside
+// giving KVM the slot.
+std::unique_ptr<TransportHarness> Mem() {
+  constexpr uint64_t kBase = 4ull << 30;
+  auto harness = std::make_shared<TransportHarness*>(nullptr);
+  auto dev = virtio::mem::MemDevice::Create({256, 128, 2}, kBase, [harness](size_t i, bool plug) {
+    return (*harness)->mem().SetHotplugSlot(i, plug);
+  });
+  if (!dev.ok()) Fail("cannot make the virtio-mem device");
+  virtio::mem::MemDevice* mem = dev->get();
+  auto h = std::make_unique<TransportHarness>(std::move(*dev));
+  *harness = h.get();
+  h->AddHotplugRegion(kBase, 256 << 20, 128 << 20);
+  h->set_extra_op([mem, t = &h->transport()](FuzzInput& in) {
+    uint64_t mib = in.U8() < 240 ? uint64_t{in.U8()} * 2 : in.U32();
+    t->WithDevice([&](virtio::VirtioDevice&) { return mem->SetRequestedSize(mib << 20); })
+        .IgnoreError();
+  });
+  return h;
+}
+
 struct Devices {
   LogCounter log;
   std::vector<std::unique_ptr<TransportHarness>> all;
@@ -64,6 +88,7 @@ struct Devices {
     all.push_back(std::make_unique<TransportHarness>(Balloon(0)));
     all.push_back(std::make_unique<TransportHarness>(Pmem(false)));
     all.push_back(std::make_unique<TransportHarness>(Pmem(true)));
+    all.push_back(Mem());
   }
 };
 

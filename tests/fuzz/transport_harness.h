@@ -103,6 +103,10 @@ class TransportHarness {
 
   virtio::MmioTransport& transport() { return *transport_; }
   const GuestMemory& mem() const { return mem_; }
+  // Memory hotplug's region, for a virtio-mem device (before any input).
+  void AddHotplugRegion(uint64_t addr, uint64_t size, uint64_t slot_size) {
+    if (!mem_.AddHotplugRegion(addr, size, slot_size).ok()) Fail("cannot add the hotplug region");
+  }
   void set_control_hook(ControlHook hook) { control_ = std::move(hook); }
   void set_extra_op(ExtraOp op) { extra_ = std::move(op); }
 

@@ -245,7 +245,7 @@ def test_bad_requests_get_400_and_a_fault_message(api, guest):
     a.expect_fault("GET", "/no/such/path", "Invalid request method and/or path: GET /no/such/path.")
     a.expect_fault("DELETE", "/machine-config",
                    "Invalid request method and/or path: DELETE /machine-config.")
-    a.expect_fault("PUT", "/hotplug/memory", "is not supported by Ember yet", {})
+    a.expect_fault("PUT", "/hotplug/memory", "memory-hotplug.total_size_mib is required", {})
     a.expect_fault("PUT", "/vsock", "vsock.guest_cid 1 is reserved", {"guest_cid": 1, "uds_path": "v"})
     taken = Path(a.sock)
     a.expect_fault("PUT", "/vsock", f"vsock.uds_path {taken} already exists",

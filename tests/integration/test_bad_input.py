@@ -52,8 +52,10 @@ def config_cases(guest, tmp_path):
                        "machine-config.vcpu_count must be an integer"),
         "malformed JSON": (json.dumps(good)[:-3], "malformed JSON at byte"),
         "no boot source": ({"machine-config": machine(1, 128)}, "boot-source is missing"),
-        "device not built yet": ({**good, "memory-hotplug": {"total_size_mib": 1024}},
-                                 "'memory-hotplug' is not supported by Ember yet"),
+        "hotplug not in slots": (
+            {**good, "memory-hotplug": {"total_size_mib": 1000}},
+            "memory-hotplug.total_size_mib 1000 must be a non-zero multiple of slot_size_mib "
+            "(128)"),
         "pmem without a file": ({**good, "pmem": [{"id": "p"}]},
                                 "pmem[].path_on_host is required"),
         "mmds on no interface": ({**good, "mmds-config": {"network_interfaces": ["eth0"]}},
@@ -79,7 +81,7 @@ def config_cases(guest, tmp_path):
 CASES = ["missing kernel", "not a kernel", "missing initrd", "kernel a FIFO", "initrd a FIFO",
          "drive a FIFO", "mem 0", "mem beyond host",
          "vcpus 0", "vcpus 33", "unknown top field", "unknown nested field", "wrong type",
-         "malformed JSON", "no boot source", "device not built yet", "missing drive file", "bad guest mac",
+         "malformed JSON", "no boot source", "hotplug not in slots", "missing drive file", "bad guest mac",
          "mac used twice"]
 
 
