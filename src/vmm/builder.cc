@@ -1,11 +1,14 @@
 #include "src/vmm/builder.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
@@ -43,14 +46,25 @@ std::string GuestCmdline(const BootSourceConfig& boot) {
   return with_host;
 }
 
-// Drives (root first, so it is /dev/vda), network interfaces, the
-// balloon, vsock and the entropy device; appends their virtio_mmio.device= and root= arguments.
+// Memory hotplug's device, drives (root first, so it is /dev/vda), pmem,
+// network interfaces, the balloon, vsock and the entropy device; appends
+// their virtio_mmio.device= and root= arguments.
 absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
                                  std::string* cmdline, MmdsRefs mmds,
                                  const OpenTaps* taps = nullptr) {
   if (config.mmds) RETURN_IF_ERROR(ValidateMmds(*config.mmds, config.net));
   RETURN_IF_ERROR(ValidateDrives(config.drives));
   RETURN_IF_ERROR(ValidateNet(config.net));
+  // First: a restore opens its plugged slots before any other device
+  // looks into guest memory (the rings, requests in flight).
+  if (config.memory_hotplug) {
+    RETURN_IF_ERROR(devices.AttachMemoryHotplug(*config.memory_hotplug, cmdline));
+    // Plugged memory comes online by itself, and movable, so that the
+    // guest can unplug it again; a boot_args value wins.
+    if (cmdline->find("memhp_default_state=") == std::string::npos) {
+      absl::StrAppend(cmdline, " memhp_default_state=online_movable");
+    }
+  }
   std::vector<const DriveConfig*> drives;
   for (const DriveConfig& d : config.drives) {
     if (d.is_root_device) drives.insert(drives.begin(), &d);
@@ -110,14 +124,6 @@ absl::Status AttachVirtioDevices(const VmConfig& config, DeviceManager& devices,
                      virtio::rng::EntropyDevice::Create(*config.entropy));
     RETURN_IF_ERROR(devices.AttachVirtio(std::move(rng), cmdline));
   }
-  if (config.memory_hotplug) {
-    RETURN_IF_ERROR(devices.AttachMemoryHotplug(*config.memory_hotplug, cmdline));
-    // Plugged memory comes online by itself, and movable, so that the
-    // guest can unplug it again; a boot_args value wins.
-    if (cmdline->find("memhp_default_state=") == std::string::npos) {
-      absl::StrAppend(cmdline, " memhp_default_state=online_movable");
-    }
-  }
   return absl::OkStatus();
 }
 
@@ -174,6 +180,26 @@ absl::StatusOr<std::optional<CpuTemplate>> CpuTemplateOf(const VmConfig& config)
   StaticCpuTemplate t = config.machine.cpu_template;
   if (t == StaticCpuTemplate::kNone) return config.cpu_config;
   return x86_64::StaticTemplateFor(t, x86_64::HostCpuModel());
+}
+
+// The plugged slots of memory hotplug's region from the memory file, where
+// they follow RAM. Read, not mapped: a slot a guest unplugs must become
+// private memory it can give back, and leases cover only RAM.
+absl::Status ReadPluggedHotplugMemory(const GuestMemory& memory, int fd) {
+  const GuestRegion* region = memory.hotplug_region();
+  if (region == nullptr) return absl::OkStatus();
+  const uint64_t slot = memory.hotplug_slot_size();
+  for (size_t i = 0; i < region->size / slot; i++) {
+    if (!memory.hotplug_slot_plugged(i)) continue;
+    for (uint64_t done = 0; done < slot;) {
+      uint64_t at = i * slot + done;
+      ssize_t n = pread(fd, region->host + at, slot - done,
+                        static_cast<off_t>(memory.total_size() + at));
+      if (n <= 0) return ErrnoStatus("reading hotplug memory from the memory file", n < 0 ? errno : EIO);
+      done += n;
+    }
+  }
+  return absl::OkStatus();
 }
 
 // What Vm::Create is to build in: the caller's spare, taken.
@@ -294,23 +320,30 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                         state.machine.vcpus.size(), config.machine.vcpu_count));
   }
   RETURN_IF_ERROR(CheckLayout(config, state));
-  if (config.memory_hotplug) {
-    return absl::InvalidArgumentError(
-        "the snapshot's configuration has memory-hotplug, which Ember cannot restore yet");
-  }
   snapshot::UffdHandover uffd;
   ASSIGN_OR_RETURN(std::unique_ptr<Vm> vm,
                    Vm::Create(
                        [&]() -> absl::StatusOr<GuestMemory> {
                          bool merge = GuestMemory::mergeable_by_default();
                          HugePages huge = config.machine.huge_pages;
-                         if (uffd_socket.empty()) {
-                           return GuestMemory::MapFile(state.memory, mem_fd, merge, huge);
+                         const std::optional<MemoryHotplugConfig>& hp = config.memory_hotplug;
+                         uint64_t hotplug_bytes = hp ? uint64_t{hp->total_size_mib} << 20 : 0;
+                         ASSIGN_OR_RETURN(
+                             GuestMemory mem,
+                             uffd_socket.empty()
+                                 ? GuestMemory::MapFile(state.memory, mem_fd, merge, huge,
+                                                        hotplug_bytes)
+                                 : GuestMemory::Create(state.memory, merge, huge));
+                         if (hp) {
+                           ASSIGN_OR_RETURN(uint64_t start, HotplugRegionStart(mem, *hp));
+                           RETURN_IF_ERROR(mem.AddHotplugRegion(
+                               start, hotplug_bytes, uint64_t{hp->slot_size_mib} << 20));
                          }
                          // Handed over before anything reads guest memory.
-                         ASSIGN_OR_RETURN(GuestMemory mem,
-                                          GuestMemory::Create(state.memory, merge, huge));
-                         ASSIGN_OR_RETURN(uffd, snapshot::HandOverToUffdHandler(mem, uffd_socket));
+                         if (!uffd_socket.empty()) {
+                           ASSIGN_OR_RETURN(uffd,
+                                            snapshot::HandOverToUffdHandler(mem, uffd_socket));
+                         }
                          return mem;
                        },
                        config.machine.track_dirty_pages, Take(shell)));
@@ -325,6 +358,8 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, std::nullopt));
   RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
   RETURN_IF_ERROR(vm->devices().Restore(state));
+  // Plugged hotplug memory is read now; the handler fills it with Uffd.
+  if (uffd_socket.empty()) RETURN_IF_ERROR(ReadPluggedHotplugMemory(vm->memory(), mem_fd));
   return vm;
 }
 

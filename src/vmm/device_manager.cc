@@ -85,9 +85,9 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
     pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;
   }
   uint64_t addr = pmem_next_;
-  // Slots after guest memory's (vm.cc), addresses after RAM and the
-  // hotplug region.
-  uint32_t slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
+  // Slots after guest memory's (RAM's and the hotplug region's), addresses
+  // after both.
+  uint32_t slot = memory_.memory_slots() + pmem_slots_;
   ASSIGN_OR_RETURN(std::unique_ptr<virtio::pmem::PmemDevice> device,
                    virtio::pmem::PmemDevice::Create(pmem, std::move(backing), addr));
   const virtio::pmem::PmemBacking& mapped = device->backing();
@@ -102,7 +102,7 @@ absl::Status DeviceManager::AttachMemoryHotplug(const MemoryHotplugConfig& confi
                                                std::string* cmdline) {
   const GuestRegion* region = memory_.hotplug_region();
   if (region == nullptr) return absl::InternalError("memory-hotplug: no region reserved");
-  const uint32_t first_slot = static_cast<uint32_t>(memory_.regions().size()) + pmem_slots_;
+  const uint32_t first_slot = static_cast<uint32_t>(memory_.regions().size());
   const uint64_t slot_size = memory_.hotplug_slot_size();
   const bool log_dirty = memory_.dirty_tracking();
   // Open to the VMM before KVM maps it; out of KVM before it is closed.
@@ -118,8 +118,18 @@ absl::Status DeviceManager::AttachMemoryHotplug(const MemoryHotplugConfig& confi
       return st;
     }
     RETURN_IF_ERROR(vm_.SetUserMemoryRegion(slot, gpa, 0, host, log_dirty));
-    return memory_.SetHotplugSlot(index, false);
+    // Out of KVM, and no device reaches it any more: a failed PROT_NONE
+    // only loses the second guard, and the slot must count as closed.
+    if (absl::Status st = memory_.SetHotplugSlot(index, false); !st.ok()) {
+      LOG_WARN_RATELIMITED("memory-hotplug: %s", std::string(st.message()).c_str());
+    }
+    return absl::OkStatus();
   };
+  if (config.slot_size_mib % 128 != 0) {
+    LOG_WARN("memory-hotplug: slot_size_mib %d is no multiple of Linux's 128 MiB memory block: "
+             "the guest cannot use all of the region",
+             config.slot_size_mib);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<virtio::mem::MemDevice> device,
                    virtio::mem::MemDevice::Create(config, region->guest_addr, hook));
   return AttachVirtio(std::move(device), cmdline);

@@ -59,8 +59,7 @@ class DeviceManager {
   // snapshot's restore maps it where it was.
   absl::Status AttachPmem(const PmemConfig& pmem, std::string* cmdline);
   // The virtio-mem device on guest memory's hotplug region (reserved by
-  // Vm::ReserveHotplugMemory), its KVM slots after the pmem devices'
-  // (attach them first).
+  // Vm::ReserveHotplugMemory), its KVM slots numbered after RAM's.
   absl::Status AttachMemoryHotplug(const MemoryHotplugConfig& config, std::string* cmdline);
 
   // Runs `f(T&)` on the virtio device of kind T (T::kType) with `id`

@@ -202,10 +202,6 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchVmState& a) {
 }
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const CreateSnapshot& a) {
-  if (config_.memory_hotplug) {
-    return absl::FailedPreconditionError(
-        "snapshots of a microVM with memory-hotplug are not supported by Ember yet");
-  }
   if (!vm_->paused()) {
     return absl::FailedPreconditionError(
         "pause the microVM first (PATCH /vm {\"state\": \"Paused\"})");

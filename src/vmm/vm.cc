@@ -103,20 +103,13 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
   return absl::OkStatus();
 }
 
-absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots) {
-  RETURN_IF_ERROR(ValidateMemoryHotplug(config));
-  constexpr uint64_t kAlign = uint64_t{2} << 30;
-  uint64_t start = std::max(x86_64::kMmioHoleEnd, memory_.end());
-  start = (start + kAlign - 1) / kAlign * kAlign;
+absl::StatusOr<uint64_t> HotplugRegionStart(const GuestMemory& memory,
+                                            const MemoryHotplugConfig& config) {
+  // The device wants its region on a block too (blocks are powers of 2).
+  const uint64_t align = std::max(uint64_t{2} << 30, uint64_t{config.block_size_mib} << 20);
+  uint64_t start = std::max(x86_64::kMmioHoleEnd, memory.end());
+  start = (start + align - 1) / align * align;
   uint64_t size = uint64_t{config.total_size_mib} << 20;
-  uint64_t slots = config.total_size_mib / config.slot_size_mib;
-  int max_slots = kvm_.CheckExtension(KVM_CAP_NR_MEMSLOTS);
-  if (max_slots > 0 && memory_.regions().size() + other_slots + slots > uint64_t(max_slots)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "memory-hotplug: %d slots of %d MiB are more than KVM's %d memory slots allow; use a "
-        "larger slot_size_mib or a smaller total_size_mib",
-        slots, config.slot_size_mib, max_slots));
-  }
   unsigned eax = 0, ebx, ecx, edx;
   uint32_t bits = __get_cpuid(0x80000008, &eax, &ebx, &ecx, &edx) ? (eax & 0xff) : 36;
   if (start + size > (uint64_t{1} << bits)) {
@@ -125,7 +118,22 @@ absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t 
         "this host's CPUs",
         config.total_size_mib, start, bits));
   }
-  return memory_.AddHotplugRegion(start, size, uint64_t{config.slot_size_mib} << 20);
+  return start;
+}
+
+absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots) {
+  RETURN_IF_ERROR(ValidateMemoryHotplug(config));
+  uint64_t slots = config.total_size_mib / config.slot_size_mib;
+  int max_slots = kvm_.CheckExtension(KVM_CAP_NR_MEMSLOTS);
+  if (max_slots > 0 && memory_.regions().size() + other_slots + slots > uint64_t(max_slots)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory-hotplug: %d slots of %d MiB are more than KVM's %d memory slots allow; use a "
+        "larger slot_size_mib or a smaller total_size_mib",
+        slots, config.slot_size_mib, max_slots));
+  }
+  ASSIGN_OR_RETURN(uint64_t start, HotplugRegionStart(memory_, config));
+  return memory_.AddHotplugRegion(start, uint64_t{config.total_size_mib} << 20,
+                                  uint64_t{config.slot_size_mib} << 20);
 }
 
 absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {

@@ -32,6 +32,12 @@
 
 namespace ember {
 
+// Where memory hotplug's region starts: past RAM and 4 GiB, on 2 GiB
+// (Linux's largest memory block on x86_64) or the block size if larger. Refused if the region would
+// end past the host CPUs' physical addresses, which the guest has too.
+absl::StatusOr<uint64_t> HotplugRegionStart(const GuestMemory& memory,
+                                            const MemoryHotplugConfig& config);
+
 // The part of a Vm that needs no configuration: /dev/kvm opened and
 // checked, a KVM VM with its TSS and identity map. A VMM that waits for its
 // configuration makes one ahead, so that a start or a snapshot load does
@@ -112,10 +118,9 @@ class Vm {
   EventLoop& loop() { return loop_; }
 
   DeviceManager& devices() { return devices_; }
-  // Memory hotplug's region, all unplugged, past RAM on 2 GiB (Linux's
-  // largest memory block on x86_64), before any pmem device is attached
-  // (they go past it). Refused where the guest could not address it or
-  // KVM lacks the slots, counting `other_slots` more to come.
+  // Memory hotplug's region (HotplugRegionStart), all unplugged, before
+  // any pmem device is attached (they go past it). Refused where KVM lacks
+  // the slots, counting `other_slots` more to come.
   absl::Status ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots);
   // Adds the vCPUs', the devices' and the VMM's latencies to `m` (VMM thread).
   void CollectMetrics(Metrics* m);

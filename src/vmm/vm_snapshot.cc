@@ -13,6 +13,19 @@
 #include "src/vmm/vm.h"
 
 namespace ember {
+namespace {
+
+absl::Status WriteAt(int fd, const std::string& path, const uint8_t* from, uint64_t len,
+                     uint64_t offset) {
+  for (uint64_t done = 0; done < len;) {
+    ssize_t n = pwrite(fd, from + done, len - done, static_cast<off_t>(offset + done));
+    if (n <= 0) return ErrnoStatus(absl::StrCat("writing ", path), n < 0 ? errno : EIO);
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<snapshot::SnapshotState> Vm::CaptureSnapshot() {
   if (!paused_) return absl::FailedPreconditionError("the VM must be paused to save its state");
@@ -43,7 +56,9 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
   }
   UniqueFd fd = OpenNoWait(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
-  if (ftruncate(fd.get(), static_cast<off_t>(memory_.total_size())) != 0) {
+  const GuestRegion* hotplug = memory_.hotplug_region();
+  uint64_t file_size = memory_.total_size() + (hotplug ? hotplug->size : 0);
+  if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {
     return ErrnoStatus(absl::StrCat("sizing ", path));
   }
   uint64_t file_offset = 0;
@@ -57,14 +72,8 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
       std::vector<uint64_t> vmm = memory_.TakeDirtyPages(slot);
       for (size_t i = 0; i < pages.size() && i < vmm.size(); i++) pages[i] |= vmm[i];
     }
-    auto write = [&](uint64_t offset, uint64_t len) -> absl::Status {
-      for (uint64_t done = 0; done < len;) {
-        ssize_t n = pwrite(fd.get(), r.host + offset + done, len - done,
-                           static_cast<off_t>(file_offset + offset + done));
-        if (n <= 0) return ErrnoStatus(absl::StrCat("writing ", path), n < 0 ? errno : EIO);
-        done += n;
-      }
-      return absl::OkStatus();
+    auto write = [&](uint64_t offset, uint64_t len) {
+      return WriteAt(fd.get(), path, r.host + offset, len, file_offset + offset);
     };
     if (!diff) {
       RETURN_IF_ERROR(write(0, r.size));
@@ -74,6 +83,14 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
       }
     }
     file_offset += r.size;
+  }
+  // Memory hotplug's region after RAM: its plugged slots whole (Diff
+  // too), its unplugged ones holes the guest never reads.
+  for (size_t i = 0; hotplug && i < hotplug->size / memory_.hotplug_slot_size(); i++) {
+    if (!memory_.hotplug_slot_plugged(i)) continue;
+    uint64_t at = i * memory_.hotplug_slot_size();
+    RETURN_IF_ERROR(WriteAt(fd.get(), path, hotplug->host + at, memory_.hotplug_slot_size(),
+                            file_offset + at));
   }
   return absl::OkStatus();
 }

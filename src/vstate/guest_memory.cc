@@ -62,14 +62,15 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(const std::vector<MemoryRange>& 
 }
 
 absl::StatusOr<GuestMemory> GuestMemory::MapFile(const std::vector<MemoryRange>& ranges, int fd,
-                                                 bool mergeable, HugePages huge_pages) {
+                                                 bool mergeable, HugePages huge_pages,
+                                                 uint64_t hotplug_bytes) {
   if (huge_pages == HugePages::k2M) {
     return absl::InvalidArgumentError(
         "huge_pages \"2M\": hugetlbfs pages cannot map a memory file");
   }
   struct stat st;
   if (fstat(fd, &st) != 0) return ErrnoStatus("the memory file");
-  uint64_t total = 0;
+  uint64_t total = hotplug_bytes;
   for (const MemoryRange& r : ranges) total += r.size;
   if (static_cast<uint64_t>(st.st_size) != total) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -230,6 +231,11 @@ uint64_t GuestMemory::end() const {
   for (const GuestRegion& r : regions_) end = std::max(end, r.guest_addr + r.size);
   if (hotplug_) end = std::max(end, hotplug_->guest_addr + hotplug_->size);
   return end;
+}
+
+uint32_t GuestMemory::memory_slots() const {
+  uint64_t hotplug = hotplug_ ? hotplug_->size / hotplug_slot_size_ : 0;
+  return static_cast<uint32_t>(regions_.size() + hotplug);
 }
 
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept

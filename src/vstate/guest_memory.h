@@ -63,9 +63,12 @@ class GuestMemory {
   // pages load lazily and writes stay in this process (snapshot restore).
   // The file must be exactly as long as the regions together. hugetlbfs
   // pages cannot map a file: k2M is refused.
+  // `hotplug_bytes` more follow them in the file (memory hotplug's region,
+  // which the caller fills: AddHotplugRegion maps no file).
   static absl::StatusOr<GuestMemory> MapFile(const std::vector<MemoryRange>& ranges, int fd,
                                              bool mergeable = mergeable_by_default(),
-                                             HugePages huge_pages = HugePages::kNone);
+                                             HugePages huge_pages = HugePages::kNone,
+                                             uint64_t hotplug_bytes = 0);
 
   GuestMemory(GuestMemory&& other) noexcept;
   GuestMemory& operator=(GuestMemory&& other) noexcept;
@@ -114,6 +117,9 @@ class GuestMemory {
   bool hotplug_slot_plugged(size_t index) const;
   // The first guest address past RAM and the hotplug region.
   uint64_t end() const;
+  // KVM memory slots guest memory may take: a region's each, and the
+  // hotplug region's slots (numbered after RAM's).
+  uint32_t memory_slots() const;
 
   const std::vector<GuestRegion>& regions() const { return regions_; }
   HugePages huge_pages() const { return huge_pages_; }

@@ -1,8 +1,8 @@
 """Memory hotplug (virtio-mem, Firecracker's /hotplug/memory): checked at
-the PUT with Firecracker's rules, written back by GET /vm/config, refused
-where Ember cannot follow (status before the start, snapshots); with a
-real guest, memory plugged on request shows up in the guest and goes back
-to the host when unplugged."""
+the PUT with Firecracker's rules, written back by GET /vm/config, its
+status and size only for a running VM; with a real guest, memory plugged
+on request shows up in the guest, goes back to the host when unplugged,
+and survives a snapshot with what the guest wrote there."""
 
 import time
 from pathlib import Path
@@ -65,14 +65,18 @@ def guest_mem_total_kib(shell):
     return int(line.split()[1])
 
 
-@pytest.mark.usefixtures("kvm")
-def test_the_guest_plugs_what_is_asked_and_gives_it_back(ember, guest, tmp_path):
+def hotplug_config(guest, tmp_path):
     config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
                          "is_root_device": True, "is_read_only": True}]
     config["memory-hotplug"] = {"total_size_mib": 512}
-    metrics = tmp_path / "metrics.json"
-    config["metrics"] = {"metrics_path": str(metrics)}
+    config["metrics"] = {"metrics_path": str(tmp_path / "metrics.json")}
+    return config
+
+
+@pytest.mark.usefixtures("kvm")
+def test_the_guest_plugs_what_is_asked_and_gives_it_back(ember, guest, tmp_path):
+    config = hotplug_config(guest, tmp_path)
     shell = GuestShell(ember, tmp_path, config, api=True)
     try:
         shell.wait_ready()
@@ -82,11 +86,11 @@ def test_the_guest_plugs_what_is_asked_and_gives_it_back(ember, guest, tmp_path)
         assert status == {"total_size_mib": 512, "slot_size_mib": 128, "block_size_mib": 2,
                           "plugged_size_mib": 0, "requested_size_mib": 0}, status
         rss_before = vm_rss_kib(shell.proc.pid)
-        assert shell.request("PATCH", "/hotplug/memory", {"requested_size_mib": 256})[0] == 204
-        wait_plugged(shell, 256)
+        assert shell.request("PATCH", "/hotplug/memory", {"requested_size_mib": 258})[0] == 204
+        wait_plugged(shell, 258)
         grown = guest_mem_total_kib(shell) - before
         assert grown >= 250 * 1024, f"MemTotal grew by {grown} KiB"
-        # The guest can use it: fill 200 MiB of tmpfs, which must land there.
+        # The guest can use it: 200 MiB of tmpfs must land there.
         shell.check("mount -t tmpfs -o size=300m t /mnt && "
                     "dd if=/dev/zero of=/mnt/f bs=1M count=200 2>/dev/null && rm /mnt/f")
         assert vm_rss_kib(shell.proc.pid) - rss_before > 100 * 1024
@@ -98,15 +102,54 @@ def test_the_guest_plugs_what_is_asked_and_gives_it_back(ember, guest, tmp_path)
         assert a == 400 and "multiple of block_size_mib" in b["fault_message"], b
         a, b = shell.request("PUT", "/hotplug/memory", {"total_size_mib": 128})
         assert a == 400 and "cannot be changed after the microVM has started" in b["fault_message"]
-        assert shell.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
-        a, b = shell.request("PUT", "/snapshot/create", {
-            "snapshot_path": str(tmp_path / "s"), "mem_file_path": str(tmp_path / "m")})
-        assert a == 400 and "memory-hotplug are not supported" in b["fault_message"], b
-        assert shell.request("PATCH", "/vm", {"state": "Resumed"})[0] == 204
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
-        device = read_lines(metrics)[-1]["memory_hotplug"]
+        device = read_lines(tmp_path / "metrics.json")[-1]["memory_hotplug"]
         assert device["plug_count"] >= 1 and device["plug_fails"] == 0, device
         assert device["unplug_count"] >= 1, device
+        assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
+    finally:
+        shell.close()
+
+
+@pytest.mark.usefixtures("kvm")
+def test_a_restored_guest_keeps_its_plugged_memory(ember, guest, tmp_path):
+    """The memory file holds the plugged slots after RAM (unplugged ones are
+    holes); the restore plugs them again and the guest's data in them is
+    there."""
+    first = tmp_path / "first"
+    first.mkdir()
+    shell = GuestShell(ember, first, hotplug_config(guest, first), api=True)
+    files = {"state": first / "vm.snap", "mem": first / "vm.mem"}
+    try:
+        shell.wait_ready()
+        assert shell.request("PATCH", "/hotplug/memory", {"requested_size_mib": 256})[0] == 204
+        wait_plugged(shell, 256)
+        total = guest_mem_total_kib(shell)
+        shell.check("mount -t tmpfs -o size=300m t /mnt && "
+                    "dd if=/dev/urandom of=/mnt/f bs=1M count=150 2>/dev/null")
+        digest = shell.check("md5sum /mnt/f").split()[0]
+        assert shell.request("PATCH", "/vm", {"state": "Paused"})[0] == 204
+        assert shell.request("PUT", "/snapshot/create", {
+            "snapshot_path": str(files["state"]), "mem_file_path": str(files["mem"])})[0] == 204
+    finally:
+        shell.close()
+    assert files["mem"].stat().st_size == (128 + 512) << 20
+    assert files["mem"].stat().st_blocks * 512 < (128 + 300) << 20, "unplugged slots are holes"
+    second = tmp_path / "second"
+    second.mkdir()
+    shell = GuestShell(ember, second, api=True)
+    try:
+        status, reply = shell.request("PUT", "/snapshot/load", {
+            "snapshot_path": str(files["state"]),
+            "mem_backend": {"backend_type": "File", "backend_path": str(files["mem"])},
+            "resume_vm": True})
+        assert status == 204, (reply, shell.log())
+        assert wait_plugged(shell, 256)["requested_size_mib"] == 256
+        assert guest_mem_total_kib(shell) == total
+        assert shell.check("md5sum /mnt/f").split()[0] == digest
+        assert shell.request("PATCH", "/hotplug/memory", {"requested_size_mib": 0})[0] == 204
+        shell.check("rm /mnt/f")
+        wait_plugged(shell, 0)
         assert shell.ctrl_alt_del() == EXIT_OK, shell.log()
     finally:
         shell.close()

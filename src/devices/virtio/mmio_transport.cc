@@ -57,6 +57,9 @@ MmioTransport::MmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMe
 }
 
 void MmioTransport::Trigger(uint32_t status_bit) {
+  // A driver reading a 64-bit field in halves sees the change (4.2.2.2);
+  // devices call this under the lock (mu_), as register reads take it.
+  if (status_bit & kInterruptConfigChange) config_generation_++;
   interrupts_.fetch_add(1, std::memory_order_relaxed);
   interrupt_status_.fetch_or(status_bit);
   uint64_t one = 1;
@@ -295,7 +298,6 @@ void MmioTransport::NeedsReset(const std::string& why) {
   LOG_WARN_RATELIMITED("virtio device type %d needs reset: %s", device_->device_type(), why);
   device_->counters().queue_errors++;
   status_ |= kStatusNeedsReset;
-  config_generation_++;
   Trigger(kInterruptConfigChange);
 }
 

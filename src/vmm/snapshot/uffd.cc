@@ -45,7 +45,10 @@ absl::StatusOr<UffdHandover> HandOverToUffdHandler(const GuestMemory& mem,
   if (ioctl(uffd.get(), UFFDIO_API, &api) != 0) return ErrnoStatus("UFFDIO_API");
   std::string json = "[";
   uint64_t offset = 0;
-  for (const GuestRegion& r : mem.regions()) {
+  // RAM's regions, then memory hotplug's (the memory file's order).
+  std::vector<GuestRegion> regions = mem.regions();
+  if (const GuestRegion* hotplug = mem.hotplug_region()) regions.push_back(*hotplug);
+  for (const GuestRegion& r : regions) {
     uffdio_register reg = {{reinterpret_cast<uint64_t>(r.host), r.size},
                            UFFDIO_REGISTER_MODE_MISSING, 0};
     if (ioctl(uffd.get(), UFFDIO_REGISTER, &reg) != 0) return ErrnoStatus("UFFDIO_REGISTER");

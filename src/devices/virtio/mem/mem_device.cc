@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "src/common/byte_codec.h"
 #include "src/common/clock.h"
 #include "src/devices/virtio/rate_limiter.h"
 #include "src/common/log.h"
@@ -43,6 +44,7 @@ MemDevice::MemDevice(const MemoryHotplugConfig& config, uint64_t guest_addr, Slo
       block_size_(uint64_t{config.block_size_mib} * kMiB),
       slot_size_(uint64_t{config.slot_size_mib} * kMiB),
       plugged_(region_size_ / block_size_, false),
+      slot_blocks_(region_size_ / slot_size_, 0),
       slot_plugged_(region_size_ / slot_size_, false),
       hook_(std::move(hook)) {}
 
@@ -89,6 +91,55 @@ void MemDevice::Reset() {
   mem_ = nullptr;
   queue_ = nullptr;
   interrupt_ = nullptr;
+}
+
+std::vector<uint8_t> MemDevice::SaveDeviceState() const {
+  ByteWriter w;
+  for (uint64_t v : {addr_, region_size_, block_size_, slot_size_, usable_size_, requested_size_}) {
+    w.U64(v);
+  }
+  std::vector<uint8_t> bits((plugged_.size() + 7) / 8, 0);
+  for (size_t b = 0; b < plugged_.size(); b++) bits[b / 8] |= plugged_[b] << (b % 8);
+  w.Bytes(bits);
+  return w.Take();
+}
+
+absl::Status MemDevice::RestoreDeviceState(std::span<const uint8_t> state) {
+  ByteReader r(state);
+  uint64_t addr = 0, region = 0, block = 0, slot = 0, usable = 0, requested = 0;
+  std::vector<uint8_t> bits;
+  if (!r.U64(&addr) || !r.U64(&region) || !r.U64(&block) || !r.U64(&slot) || !r.U64(&usable) ||
+      !r.U64(&requested) || !r.Bytes(&bits, static_cast<uint32_t>(plugged_.size() / 8 + 1))) {
+    return r.Finish("virtio-mem state");
+  }
+  RETURN_IF_ERROR(r.Finish("virtio-mem state"));
+  if (addr != addr_ || region != region_size_ || block != block_size_ || slot != slot_size_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "memory-hotplug: the snapshot's region is %d MiB at %#x in slots of %d MiB and blocks "
+        "of %d MiB; its configuration makes %d MiB at %#x, %d MiB and %d MiB",
+        region / kMiB, addr, slot / kMiB, block / kMiB, region_size_ / kMiB, addr_,
+        slot_size_ / kMiB, block_size_ / kMiB));
+  }
+  if (usable > region_size_ || usable % slot_size_ != 0 || requested > region_size_ ||
+      requested % block_size_ != 0 || bits.size() != (plugged_.size() + 7) / 8) {
+    return absl::InvalidArgumentError("virtio-mem state: sizes out of range");
+  }
+  uint64_t plugged = 0;
+  for (size_t b = 0; b < plugged_.size(); b++) {
+    bool on = (bits[b / 8] >> (b % 8)) & 1;
+    if (on && (b + 1) * block_size_ > usable) {
+      return absl::InvalidArgumentError("virtio-mem state: a plugged block past the usable region");
+    }
+    plugged += on;
+  }
+  for (size_t b = 0; b < plugged_.size(); b++) Mark(b, (bits[b / 8] >> (b % 8)) & 1);
+  usable_size_ = usable;
+  requested_size_ = requested;
+  plugged_size_ = plugged * block_size_;
+  if (!plugged_.empty() && !SyncSlots({0, plugged_.size()})) {
+    return absl::InternalError("memory-hotplug: a plugged slot could not be opened again");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MemDevice::SetRequestedSize(uint64_t bytes) {
@@ -162,9 +213,14 @@ std::pair<uint16_t, uint16_t> MemDevice::Handle(uint16_t type, uint64_t addr,
         counters_mem_.plug_fails++;
         return {kResponseNack, 0};  // more than the host asked for
       }
-      if (!r || PluggedIn(*r) != 0 || !Update(*r, true)) {
+      if (!r || PluggedIn(*r) != 0) {
         counters_mem_.plug_fails++;
         return {kResponseError, 0};
+      }
+      // ERROR would make Linux's driver give the device up for good.
+      if (!Update(*r, true)) {
+        counters_mem_.plug_fails++;
+        return {kResponseBusy, 0};
       }
       counters_mem_.plug_bytes += r->blocks * block_size_;
       return {kResponseAck, 0};
@@ -226,12 +282,19 @@ uint64_t MemDevice::PluggedIn(const Range& r) const {
   return n;
 }
 
+void MemDevice::Mark(uint64_t block, bool plug) {
+  if (plugged_[block] == plug) return;
+  plugged_[block] = plug;
+  uint32_t& n = slot_blocks_[block / (slot_size_ / block_size_)];
+  n = plug ? n + 1 : n - 1;
+}
+
 bool MemDevice::Update(const Range& r, bool plug) {
   if (plug) {
     // Slots first: the guest touches the blocks as soon as it has the ack.
-    for (uint64_t b = r.first_block; b < r.first_block + r.blocks; b++) plugged_[b] = true;
+    for (uint64_t b = r.first_block; b < r.first_block + r.blocks; b++) Mark(b, true);
     if (!SyncSlots(r)) {
-      for (uint64_t b = r.first_block; b < r.first_block + r.blocks; b++) plugged_[b] = false;
+      for (uint64_t b = r.first_block; b < r.first_block + r.blocks; b++) Mark(b, false);
       SyncSlots(r);
       return false;
     }
@@ -246,7 +309,7 @@ bool MemDevice::Update(const Range& r, bool plug) {
       counters_mem_.unplug_discard_fails++;
       LOG_WARN_RATELIMITED("virtio-mem: could not give back an unplugged block's pages");
     }
-    plugged_[b] = false;
+    Mark(b, false);
     plugged_size_ -= block_size_;
   }
   // A slot KVM fails to let go of is only address space the host keeps
@@ -260,7 +323,7 @@ bool MemDevice::SyncSlots(const Range& r) {
   bool ok = true;
   for (uint64_t s = r.first_block / per_slot; s <= (r.first_block + r.blocks - 1) / per_slot;
        s++) {
-    bool any = PluggedIn({s * per_slot, per_slot}) != 0;
+    bool any = slot_blocks_[s] != 0;
     if (any == slot_plugged_[s]) continue;
     absl::Status st = hook_(s, any);
     if (!st.ok()) {

@@ -30,6 +30,7 @@ inline constexpr uint16_t kRequestUnplugAll = 2;
 inline constexpr uint16_t kRequestState = 3;
 inline constexpr uint16_t kResponseAck = 0;
 inline constexpr uint16_t kResponseNack = 1;
+inline constexpr uint16_t kResponseBusy = 2;  // the host failed: try again later
 inline constexpr uint16_t kResponseError = 3;
 inline constexpr uint16_t kStatePlugged = 0;
 inline constexpr uint16_t kStateUnplugged = 1;
@@ -81,6 +82,10 @@ class MemDevice : public VirtioDevice {
                         uint64_t features) override;
   void Reset() override;
   void ProcessQueue(size_t index) override;
+  // The region, the sizes and which blocks are plugged; a restore checks
+  // the region is the configuration's and opens the plugged slots again.
+  std::vector<uint8_t> SaveDeviceState() const override;
+  absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
 
   // PATCH /hotplug/memory: a multiple of the block size, at most the
   // region. The driver hears of it through a configuration interrupt, or
@@ -104,6 +109,7 @@ class MemDevice : public VirtioDevice {
   // The blocks of [addr, +nb_blocks) if they lie in the usable region.
   std::optional<Range> UsableRange(uint64_t addr, uint16_t nb_blocks) const;
   uint64_t PluggedIn(const Range& r) const;
+  void Mark(uint64_t block, bool plug);
   // Marks the blocks, gives back an unplugged block's pages, and brings
   // the KVM slots they touch in line.
   bool Update(const Range& r, bool plug);
@@ -112,7 +118,8 @@ class MemDevice : public VirtioDevice {
   uint64_t addr_, region_size_, block_size_, slot_size_;
   uint64_t usable_size_ = 0, plugged_size_ = 0, requested_size_ = 0;
   std::vector<bool> plugged_;       // by block
-  std::vector<bool> slot_plugged_;  // by slot: whether KVM has it
+  std::vector<uint32_t> slot_blocks_;  // by slot: its plugged blocks
+  std::vector<bool> slot_plugged_;     // by slot: whether KVM has it
   SlotHook hook_;
   const GuestMemory* mem_ = nullptr;
   Queue* queue_ = nullptr;

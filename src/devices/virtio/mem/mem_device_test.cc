@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -168,11 +169,12 @@ TEST_F(MemDeviceTest, UnplugAllEmptiesTheRegionAndShrinksTheUsablePart) {
   EXPECT_FALSE(mem_->hotplug_slot_plugged(1));
 }
 
-TEST_F(MemDeviceTest, APlugKvmRefusesIsAnErrorAndPlugsNothing) {
+TEST_F(MemDeviceTest, APlugKvmRefusesIsBusyAndPlugsNothing) {
   Start();
   ASSERT_TRUE(device_->SetRequestedSize(4 * kMiB).ok());
   fail_hook_ = true;
-  EXPECT_EQ(Answer(kRequestPlug, kBase, 2), kResponseError);
+  // ERROR would make Linux's driver give up on the device.
+  EXPECT_EQ(Answer(kRequestPlug, kBase, 2), kResponseBusy);
   EXPECT_EQ(device_->status().plugged_size, 0u);
   fail_hook_ = false;
   EXPECT_EQ(Answer(kRequestPlug, kBase, 2), kResponseAck) << "and it can be tried again";
@@ -201,6 +203,39 @@ TEST_F(MemDeviceTest, TheRequestedSizeIsCheckedAndTheConfigIsReadOnly) {
   EXPECT_TRUE(device_->SetRequestedSize(256 * kMiB).ok());
   transport_->Write(0x100 + 48, std::vector<uint8_t>{0, 0, 0, 0});
   EXPECT_EQ(Config(48), 256 * kMiB);
+}
+
+TEST_F(MemDeviceTest, ARestoreOpensThePluggedSlotsAgain) {
+  Start();
+  ASSERT_TRUE(device_->SetRequestedSize(130 * kMiB).ok());
+  ASSERT_EQ(Answer(kRequestPlug, kBase + 128 * kMiB, 1), kResponseAck);
+  ASSERT_EQ(Answer(kRequestPlug, kBase + 2 * kMiB, 63), kResponseAck);
+  std::vector<uint8_t> state = device_->SaveDeviceState();
+
+  GuestMemory mem = *GuestMemory::Create({{0, 4 << 20}});
+  ASSERT_TRUE(mem.AddHotplugRegion(kBase, 256 * kMiB, 128 * kMiB).ok());
+  std::vector<std::pair<size_t, bool>> calls;
+  auto hook = [&](size_t index, bool plug) {
+    calls.emplace_back(index, plug);
+    return mem.SetHotplugSlot(index, plug);
+  };
+  auto restored = MemDevice::Create({256, 128, 2}, kBase, hook);
+  ASSERT_TRUE(restored.ok());
+  ASSERT_TRUE((*restored)->RestoreDeviceState(state).ok());
+  EXPECT_EQ(calls, (std::vector<std::pair<size_t, bool>>{{0, true}, {1, true}}));
+  EXPECT_TRUE(mem.Contains(kBase + 2 * kMiB, 128 * kMiB));
+  MemStatus s = (*restored)->status();
+  EXPECT_EQ(s.plugged_size, 128 * kMiB);
+  EXPECT_EQ(s.requested_size, 130 * kMiB);
+
+  auto other = MemDevice::Create({384, 128, 2}, kBase, hook);
+  absl::Status st = (*other)->RestoreDeviceState(state);
+  EXPECT_NE(st.message().find("the snapshot's region is 256 MiB"), std::string::npos) << st;
+  state.pop_back();
+  EXPECT_FALSE((*restored)->RestoreDeviceState(state).ok()) << "truncated";
+  std::vector<uint8_t> past = device_->SaveDeviceState();
+  std::fill(past.begin() + 32, past.begin() + 40, 0);  // no usable region, blocks plugged
+  EXPECT_FALSE((*restored)->RestoreDeviceState(past).ok());
 }
 
 TEST(MemoryHotplugConfigTest, FirecrackersRules) {
