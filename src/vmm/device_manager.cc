@@ -13,6 +13,7 @@
 #include "src/common/status_macros.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/vmm/arch/x86_64/mptable.h"
+#include "src/vmm/host.h"
 #include "src/devices/virtio/mem/mem_device.h"
 #include "src/devices/virtio/pmem/pmem_device.h"
 
@@ -85,6 +86,12 @@ absl::Status DeviceManager::AttachPmem(const PmemConfig& pmem, std::string* cmdl
     pmem_next_ = (end + kAlignment - 1) / kAlignment * kAlignment;
   }
   uint64_t addr = pmem_next_;
+  // Past the guest's physical addresses, its driver's ioremap would fail.
+  if (uint32_t bits = HostPhysicalAddressBits(); addr + backing.size() > (uint64_t{1} << bits)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "pmem[%s]: %d MiB at %#x ends past the %d-bit physical addresses of this host's CPUs",
+        pmem.id, backing.size() >> 20, addr, bits));
+  }
   // Slots after guest memory's (RAM's and the hotplug region's), addresses
   // after both.
   uint32_t slot = memory_.memory_slots() + pmem_slots_;

@@ -18,6 +18,12 @@ bool CpuHasHardwareVirtualization() {
   return __get_cpuid(0x80000001, &eax, &ebx, &ecx, &edx) && (ecx & kSvm);
 }
 
+uint32_t HostPhysicalAddressBits() {
+  unsigned eax = 0, ebx, ecx, edx;
+  // 36 is what a CPU without the leaf has.
+  return __get_cpuid(0x80000008, &eax, &ebx, &ecx, &edx) ? (eax & 0xff) : 36;
+}
+
 bool IsPvmHost(const std::string& sysfs_module) {
   struct stat st;
   if (stat(sysfs_module.c_str(), &st) == 0) return S_ISDIR(st.st_mode);

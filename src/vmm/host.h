@@ -29,6 +29,9 @@ bool IsPvmHost(const std::string& sysfs_module = "/sys/module/kvm_pvm");
 // `boot_args` plus kPvmGuestArgs on a PVM host (once, however often called).
 std::string AddHostBootArgs(const std::string& boot_args, bool pvm_host);
 
+// The CPUs' physical address width (CPUID.80000008h:EAX[7:0]), which the
+// guest's CPUID passes on: guest memory and pmem must end below it.
+uint32_t HostPhysicalAddressBits();
 // Host RAM in MiB, from sysinfo(2).
 absl::StatusOr<uint64_t> HostMemoryMib();
 

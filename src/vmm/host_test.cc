@@ -44,5 +44,11 @@ TEST(HostTest, KnowsHostMemory) {
   EXPECT_GT(*mib, 64u);
 }
 
+TEST(HostTest, KnowsThePhysicalAddressWidth) {
+  uint32_t bits = HostPhysicalAddressBits();
+  EXPECT_GE(bits, 32u);
+  EXPECT_LE(bits, 57u);  // five-level paging's 52, and then some
+}
+
 }  // namespace
 }  // namespace ember

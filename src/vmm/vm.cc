@@ -1,6 +1,5 @@
 #include "src/vmm/vm.h"
 
-#include <cpuid.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 
@@ -19,6 +18,7 @@
 #include "src/vmm/arch/x86_64/cpu_template.h"
 #include "src/vmm/arch/x86_64/cpuid.h"
 #include "src/vmm/arch/x86_64/layout.h"
+#include "src/vmm/host.h"
 
 namespace ember {
 
@@ -110,8 +110,7 @@ absl::StatusOr<uint64_t> HotplugRegionStart(const GuestMemory& memory,
   uint64_t start = std::max(x86_64::kMmioHoleEnd, memory.end());
   start = (start + align - 1) / align * align;
   uint64_t size = uint64_t{config.total_size_mib} << 20;
-  unsigned eax = 0, ebx, ecx, edx;
-  uint32_t bits = __get_cpuid(0x80000008, &eax, &ebx, &ecx, &edx) ? (eax & 0xff) : 36;
+  uint32_t bits = HostPhysicalAddressBits();
   if (start + size > (uint64_t{1} << bits)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "memory-hotplug: total_size_mib %d at %#x ends past the %d-bit physical addresses of "
