@@ -167,7 +167,9 @@ int main(int argc, char** argv) {
   }
 
   if (!working_set.runs.empty()) {
-    if (working_set.snapshot.memory_bytes != static_cast<uint64_t>(st.st_size)) {
+    // Its pages are RAM's, at the file's start; memory hotplug's region,
+    // if any, follows them.
+    if (working_set.snapshot.memory_bytes > static_cast<uint64_t>(st.st_size)) {
       errno = EINVAL;
       return Fail("the working set is for another memory size");
     }
