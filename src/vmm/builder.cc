@@ -1,14 +1,11 @@
 #include "src/vmm/builder.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "src/common/errno_status.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
@@ -182,26 +179,6 @@ absl::StatusOr<std::optional<CpuTemplate>> CpuTemplateOf(const VmConfig& config)
   return x86_64::StaticTemplateFor(t, x86_64::HostCpuModel());
 }
 
-// The plugged slots of memory hotplug's region from the memory file, where
-// they follow RAM. Read, not mapped: a slot a guest unplugs must become
-// private memory it can give back, and leases cover only RAM.
-absl::Status ReadPluggedHotplugMemory(const GuestMemory& memory, int fd) {
-  const GuestRegion* region = memory.hotplug_region();
-  if (region == nullptr) return absl::OkStatus();
-  const uint64_t slot = memory.hotplug_slot_size();
-  for (size_t i = 0; i < region->size / slot; i++) {
-    if (!memory.hotplug_slot_plugged(i)) continue;
-    for (uint64_t done = 0; done < slot;) {
-      uint64_t at = i * slot + done;
-      ssize_t n = pread(fd, region->host + at, slot - done,
-                        static_cast<off_t>(memory.total_size() + at));
-      if (n <= 0) return ErrnoStatus("reading hotplug memory from the memory file", n < 0 ? errno : EIO);
-      done += n;
-    }
-  }
-  return absl::OkStatus();
-}
-
 // What Vm::Create is to build in: the caller's spare, taken.
 std::optional<VmShell> Take(std::optional<VmShell>* shell) {
   return shell ? std::exchange(*shell, std::nullopt) : std::nullopt;
@@ -357,9 +334,12 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
   // CPUID and registers come from the snapshot.
   RETURN_IF_ERROR(vm->CreateVcpus(config.machine.vcpu_count, std::nullopt));
   RETURN_IF_ERROR(vm->RestoreMachineState(state.machine));
-  RETURN_IF_ERROR(vm->devices().Restore(state));
-  // Plugged hotplug memory is read now; the handler fills it with Uffd.
-  if (uffd_socket.empty()) RETURN_IF_ERROR(ReadPluggedHotplugMemory(vm->memory(), mem_fd));
+  // Plugged hotplug memory is read as its slots open, before the other
+  // devices look into it; with Uffd the handler fills it.
+  if (uffd_socket.empty()) vm->devices().FillHotplugSlotsFrom(mem_fd);
+  absl::Status restored = vm->devices().Restore(state);
+  vm->devices().FillHotplugSlotsFrom(-1);
+  RETURN_IF_ERROR(restored);
   return vm;
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -18,6 +19,21 @@
 #include "src/devices/virtio/pmem/pmem_device.h"
 
 namespace ember {
+namespace {
+
+// A hotplug slot's bytes from a snapshot's memory file. Read, not mapped:
+// a slot the guest unplugs must become memory it can give back, and the
+// file's leases cover RAM only.
+absl::Status ReadFully(int fd, std::span<uint8_t> to, uint64_t offset) {
+  for (uint64_t done = 0; done < to.size();) {
+    ssize_t n = pread(fd, to.data() + done, to.size() - done, static_cast<off_t>(offset + done));
+    if (n <= 0) return ErrnoStatus("reading hotplug memory from the memory file", n < 0 ? errno : EIO);
+    done += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 namespace {
 
 // Virtio devices take IOAPIC pins from here up; below are the ISA devices
@@ -120,7 +136,12 @@ absl::Status DeviceManager::AttachMemoryHotplug(const MemoryHotplugConfig& confi
     uint32_t slot = first_slot + static_cast<uint32_t>(index);
     if (plug) {
       RETURN_IF_ERROR(memory_.SetHotplugSlot(index, true));
-      absl::Status st = vm_.SetUserMemoryRegion(slot, gpa, slot_size, host, log_dirty);
+      absl::Status st = absl::OkStatus();
+      if (hotplug_fill_fd_ >= 0) {
+        st = ReadFully(hotplug_fill_fd_, {host, slot_size},
+                       memory_.total_size() + index * slot_size);
+      }
+      if (st.ok()) st = vm_.SetUserMemoryRegion(slot, gpa, slot_size, host, log_dirty);
       if (!st.ok()) (void)memory_.SetHotplugSlot(index, false);
       return st;
     }

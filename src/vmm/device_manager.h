@@ -61,6 +61,10 @@ class DeviceManager {
   // The virtio-mem device on guest memory's hotplug region (reserved by
   // Vm::ReserveHotplugMemory), its KVM slots numbered after RAM's.
   absl::Status AttachMemoryHotplug(const MemoryHotplugConfig& config, std::string* cmdline);
+  // While set (a restore from a memory file, before Restore), a hotplug
+  // slot the device opens is first filled from `fd`, where the region
+  // follows RAM; -1 stops it.
+  void FillHotplugSlotsFrom(int fd) { hotplug_fill_fd_ = fd; }
 
   // Runs `f(T&)` on the virtio device of kind T (T::kType) with `id`
   // ("" for a device there is one of) under its transport's lock, and
@@ -114,6 +118,7 @@ class DeviceManager {
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_;
   uint32_t pmem_slots_ = 0;   // KVM slots after guest memory's
   uint64_t pmem_next_ = 0;    // where the next pmem region goes, once there is one
+  int hotplug_fill_fd_ = -1;
 };
 
 }  // namespace ember

@@ -80,7 +80,9 @@ class MmioTransport : public BusDevice, public Interrupt {
     // included); bump kVersion when it or theirs changes.
     static constexpr uint16_t kVersion = 1;
     static constexpr uint32_t kMaxQueues = 16;
-    static constexpr uint32_t kMaxDeviceState = 4096;
+    // Room for virtio-mem's bitmap of plugged blocks: a bit per block of
+    // the largest region KVM's slots can hold (4 TiB in 2 MiB blocks).
+    static constexpr uint32_t kMaxDeviceState = 1 << 20;
     void Encode(ByteWriter& w) const;
     // False (and `r` says why) on a short or malformed input, or more than
     // kMaxQueues queues or kMaxDeviceState bytes of device state.

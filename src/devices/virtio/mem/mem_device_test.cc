@@ -238,6 +238,14 @@ TEST_F(MemDeviceTest, ARestoreOpensThePluggedSlotsAgain) {
   EXPECT_FALSE((*restored)->RestoreDeviceState(past).ok());
 }
 
+TEST(MemDeviceStateTest, TheLargestRegionsStateFitsASnapshot) {
+  // 4 TiB in 2 MiB blocks: all of KVM's 32764 slots of 128 MiB, nearly.
+  auto dev = MemDevice::Create({4 << 20, 128, 2}, kBase,
+                               [](size_t, bool) { return absl::OkStatus(); });
+  ASSERT_TRUE(dev.ok());
+  EXPECT_LE((*dev)->SaveDeviceState().size(), MmioTransport::State::kMaxDeviceState);
+}
+
 TEST(MemoryHotplugConfigTest, FirecrackersRules) {
   EXPECT_TRUE(ValidateMemoryHotplug({1024, 128, 2}).ok());
   EXPECT_FALSE(ValidateMemoryHotplug({1024, 128, 1}).ok()) << "block below 2 MiB";
