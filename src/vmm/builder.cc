@@ -325,6 +325,10 @@ absl::StatusOr<std::unique_ptr<Vm>> BuildFromSnapshot(const VmConfig& config, Co
                        },
                        config.machine.track_dirty_pages, Take(shell)));
   vm->set_uffd(std::move(uffd));
+  // Another host's KVM may have fewer slots than the one that took it.
+  if (config.memory_hotplug) {
+    RETURN_IF_ERROR(vm->CheckMemorySlots(*config.memory_hotplug, config.pmem.size()));
+  }
   if (uffd_socket.empty()) vm->HoldLeases(LeaseMemoryFile(vm->memory(), mem_fd));
   // The command line the devices would add is the guest's business now.
   std::string unused_cmdline;

@@ -120,8 +120,7 @@ absl::StatusOr<uint64_t> HotplugRegionStart(const GuestMemory& memory,
   return start;
 }
 
-absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots) {
-  RETURN_IF_ERROR(ValidateMemoryHotplug(config));
+absl::Status Vm::CheckMemorySlots(const MemoryHotplugConfig& config, size_t other_slots) const {
   uint64_t slots = config.total_size_mib / config.slot_size_mib;
   int max_slots = kvm_.CheckExtension(KVM_CAP_NR_MEMSLOTS);
   if (max_slots > 0 && memory_.regions().size() + other_slots + slots > uint64_t(max_slots)) {
@@ -130,6 +129,12 @@ absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t 
         "larger slot_size_mib or a smaller total_size_mib",
         slots, config.slot_size_mib, max_slots));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Vm::ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots) {
+  RETURN_IF_ERROR(ValidateMemoryHotplug(config));
+  RETURN_IF_ERROR(CheckMemorySlots(config, other_slots));
   ASSIGN_OR_RETURN(uint64_t start, HotplugRegionStart(memory_, config));
   return memory_.AddHotplugRegion(start, uint64_t{config.total_size_mib} << 20,
                                   uint64_t{config.slot_size_mib} << 20);

@@ -122,6 +122,9 @@ class Vm {
   // any pmem device is attached (they go past it). Refused where KVM lacks
   // the slots, counting `other_slots` more to come.
   absl::Status ReserveHotplugMemory(const MemoryHotplugConfig& config, size_t other_slots);
+  // Whether KVM has a memory slot for each of RAM's regions, each hotplug
+  // slot and `other_slots` more (a restore, whose region is already there).
+  absl::Status CheckMemorySlots(const MemoryHotplugConfig& config, size_t other_slots) const;
   // Adds the vCPUs', the devices' and the VMM's latencies to `m` (VMM thread).
   void CollectMetrics(Metrics* m);
   // How long the VMM took to pause, resume, snapshot or load this VM.

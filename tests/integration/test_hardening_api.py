@@ -185,9 +185,9 @@ def shared(ember, guest, tmp_path_factory):
     s.close()
 
 
-def array_body(size):
+def array_body(size, field=b"vcpu_count"):
     """{"vcpu_count":[1,1,...]} of exactly `size` bytes."""
-    head, tail = b'{"vcpu_count":[', b"1]}"
+    head, tail = b'{"' + field + b'":[', b"1]}"
     n = size - len(head) - len(tail)
     return head + b"1," * (n // 2) + b" " * (n % 2) + tail
 
@@ -206,6 +206,11 @@ def keys_body(size):
         i += 1
     parts.append(b'"z":1' + b" " * (size - n - 6) + b"}")
     return b"".join(parts)
+
+
+def padded(body, size):
+    """`body`, a JSON object, with blanks before its last brace to `size` bytes."""
+    return body[:-1] + b" " * (size - len(body)) + b"}"
 
 
 def cpu_config_body(size):
@@ -253,6 +258,21 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
         vmm.expect_fault("PUT", "/machine-config", b"1" * (DEFAULT_LIMIT + 1),
                          "larger than the limit of 51200 bytes", headers_only=True)
         vmm.assert_serving("Not started")
+        # Memory hotplug's bodies at the limit. Its region is reserved only
+        # at the start, so a valid one maps nothing yet.
+        vmm.expect_fault("PUT", "/hotplug/memory",
+                         array_body(DEFAULT_LIMIT, b"total_size_mib"),
+                         "total_size_mib must be an integer")
+        vmm.expect_fault("PUT", "/hotplug/memory",
+                         padded(b'{"total_size_mib":4294967295}', DEFAULT_LIMIT),
+                         "must be a non-zero multiple of slot_size_mib")
+        vmm.expect_fault("PATCH", "/hotplug/memory",
+                         padded(b'{"requested_size_mib":4294967295}', DEFAULT_LIMIT),
+                         "not supported before starting the microVM")
+        status, reply = vmm.request("PUT", "/hotplug/memory", padded(
+            b'{"total_size_mib":1024,"slot_size_mib":128,"block_size_mib":2}', DEFAULT_LIMIT))
+        assert status == 204, (reply[:300], vmm.state())
+        vmm.assert_serving("Not started")
         # A pmem path as long as a body holds: opened on the VMM thread.
         head, tail = b'{"id":"p0","path_on_host":"/', b'"}'
         body = head + b"p" * (DEFAULT_LIMIT - len(head) - len(tail)) + tail
@@ -292,7 +312,10 @@ def test_the_largest_bodies_with_a_running_guest(shared):
              "vcpu_count is required"),
             # Parsed on the API thread, refused (and freed) by the VMM thread.
             ("boot-source", "PUT", "/boot-source", boot, "after the microVM has started"),
-            ("drive", "PATCH", "/drives/nope", drive, "there is no drive 'nope'")]:
+            ("drive", "PATCH", "/drives/nope", drive, "there is no drive 'nope'"),
+            # Parsed on the API thread, looked for on the VMM thread.
+            ("hotplug", "PATCH", "/hotplug/memory",
+             padded(b'{"requested_size_mib":1}', HIGHEST_LIMIT), "there is no memory hotplug")]:
         assert len(body) <= HIGHEST_LIMIT, name
         vmm.expect_fault(method, path, body, needle)
         vmm.assert_serving()

@@ -242,11 +242,13 @@ absl::Status MmioTransport::RestoreState(const State& s) {
     }
     RETURN_IF_ERROR(device_->Activate(*mem_, queues_, this, driver_features_));
     activated_ = true;
-    RETURN_IF_ERROR(device_->RestoreDeviceState(s.device));
-    // A notification the old VMM had not read is lost with its eventfds,
-    // and under EVENT_IDX the guest does not give it again.
-    NotifyEveryQueue();
   }
+  // Before a driver, a device still holds what the host gave it (a balloon
+  // target, memory plugged for a driver since reset).
+  RETURN_IF_ERROR(device_->RestoreDeviceState(s.device));
+  // A notification the old VMM had not read is lost with its eventfds,
+  // and under EVENT_IDX the guest does not give it again.
+  if (activated_) NotifyEveryQueue();
   return absl::OkStatus();
 }
 

@@ -85,7 +85,8 @@ class VirtioDevice {
   virtual void Reset() = 0;
 
   // Snapshots: finish what is in flight (the VM is paused), then the
-  // device's own state beyond its queues, and back (after Activate).
+  // device's own state beyond its queues, and back: after Activate if the
+  // device was active, and also for one no driver has started.
   virtual void Quiesce() {}
   virtual std::vector<uint8_t> SaveDeviceState() const { return {}; }
   virtual absl::Status RestoreDeviceState(std::span<const uint8_t> /*state*/) {

@@ -23,7 +23,8 @@ constexpr uint64_t kReq = 0x100000, kResp = 0x100100;
 
 class MemDeviceTest : public ::testing::Test {
  protected:
-  void Start(uint64_t features = ~0ull) {
+  // Without `init`, no driver has started the device.
+  void Start(uint64_t features = ~0ull, bool init = true) {
     mem_ = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
     ASSERT_TRUE(mem_->AddHotplugRegion(kBase, 256 * kMiB, 128 * kMiB).ok());
     auto hook = [this](size_t index, bool plug) -> absl::Status {
@@ -37,7 +38,28 @@ class MemDeviceTest : public ::testing::Test {
     transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
                                                  UniqueFd(eventfd(0, EFD_NONBLOCK)));
     driver_ = std::make_unique<testing::MmioDriver>(*transport_, *mem_, 0x10000);
-    status_ = driver_->Init(features, 256);
+    if (init) status_ = driver_->Init(features, 256);
+  }
+
+  // The transport's state restored onto a device of the same configuration
+  // in fresh memory; the slot calls it made are in *calls.
+  std::unique_ptr<MmioTransport> Restored(GuestMemory* mem,
+                                          std::vector<std::pair<size_t, bool>>* calls) {
+    EXPECT_TRUE(mem->AddHotplugRegion(kBase, 256 * kMiB, 128 * kMiB).ok());
+    auto hook = [mem, calls](size_t index, bool plug) {
+      calls->emplace_back(index, plug);
+      return mem->SetHotplugSlot(index, plug);
+    };
+    auto dev = MemDevice::Create({256, 128, 2}, kBase, hook);
+    EXPECT_TRUE(dev.ok());
+    auto t = std::make_unique<MmioTransport>(std::move(*dev), mem,
+                                             UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    absl::Status st = t->RestoreState(transport_->SaveState());
+    EXPECT_TRUE(st.ok()) << st;
+    return t;
+  }
+  static MemStatus StatusOf(MmioTransport& t) {
+    return static_cast<MemDevice&>(t.device()).status();
   }
 
   uint64_t Config(uint64_t offset) {
@@ -236,6 +258,30 @@ TEST_F(MemDeviceTest, ARestoreOpensThePluggedSlotsAgain) {
   std::vector<uint8_t> past = device_->SaveDeviceState();
   std::fill(past.begin() + 32, past.begin() + 40, 0);  // no usable region, blocks plugged
   EXPECT_FALSE((*restored)->RestoreDeviceState(past).ok());
+}
+
+TEST_F(MemDeviceTest, ASizeRequestedBeforeTheDriverSurvivesARestore) {
+  Start(~0ull, /*init=*/false);
+  ASSERT_TRUE(device_->SetRequestedSize(64 * kMiB).ok());
+  GuestMemory mem = *GuestMemory::Create({{0, 4 << 20}});
+  std::vector<std::pair<size_t, bool>> calls;
+  std::unique_ptr<MmioTransport> restored = Restored(&mem, &calls);
+  EXPECT_EQ(StatusOf(*restored).requested_size, 64 * kMiB);
+  EXPECT_TRUE(calls.empty());
+}
+
+TEST_F(MemDeviceTest, BlocksADriverLeftPluggedAtItsResetSurviveARestore) {
+  Start();
+  ASSERT_TRUE(device_->SetRequestedSize(4 * kMiB).ok());
+  ASSERT_EQ(Answer(kRequestPlug, kBase, 2), kResponseAck);
+  transport_->Write(0x70, std::vector<uint8_t>{0, 0, 0, 0});  // the driver resets
+  GuestMemory mem = *GuestMemory::Create({{0, 4 << 20}});
+  std::vector<std::pair<size_t, bool>> calls;
+  std::unique_ptr<MmioTransport> restored = Restored(&mem, &calls);
+  // The next driver finds them plugged and reachable, and unplugs them.
+  EXPECT_EQ(StatusOf(*restored).plugged_size, 4 * kMiB);
+  EXPECT_EQ(calls, (std::vector<std::pair<size_t, bool>>{{0, true}}));
+  EXPECT_TRUE(mem.Contains(kBase, 4 * kMiB));
 }
 
 TEST(MemDeviceStateTest, TheLargestRegionsStateFitsASnapshot) {

@@ -199,8 +199,9 @@ absl::Status VsockDevice::RestoreDeviceState(std::span<const uint8_t> state) {
                                                    ", but the device has CID ", config_.guest_cid));
   }
   muxer_->set_local_port_last(port_last);
-  // The guest still believes in streams this process never had.
-  reset_owed_ = true;
+  // The guest still believes in streams this process never had; a guest
+  // without a driver has none.
+  reset_owed_ = mem_ != nullptr;
   reset_unacked_ = false;
   SendTransportReset();
   return absl::OkStatus();

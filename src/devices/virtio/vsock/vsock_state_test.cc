@@ -84,6 +84,33 @@ TEST_F(VsockTest, ARestoredDeviceResetsTheGuestsStreamsFirst) {
   EXPECT_EQ(req->header.src_port, host_port + 1) << "ports go on where they were";
 }
 
+TEST_F(VsockTest, ADeviceNoDriverStartedComesBackOwingNoReset) {
+  MmioTransport::State saved;
+  {
+    auto dev = VsockDevice::Create({"vsock0", kGuestCid, uds_});
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    MmioTransport first(std::move(*dev), mem_.get(), UniqueFd(eventfd(0, EFD_NONBLOCK)));
+    saved = first.SaveState();
+  }
+  ASSERT_FALSE(saved.registers.activated);
+  auto dev = VsockDevice::Create({"vsock0", kGuestCid, uds_});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  device_ = dev->get();
+  transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
+                                               UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  ASSERT_TRUE(transport_->RestoreState(saved).ok());
+  // Its state is read now too. The guest's driver starts after the
+  // restore, with no streams to reset, and gets no reset event.
+  driver_ = std::make_unique<testing::VsockDriver>(*transport_, *mem_, kGuestCid);
+  ASSERT_TRUE(driver_->Init(256) & kStatusDriverOk);
+  for (int i = 0; i < 8; i++) driver_->AddEventBuffer();
+  uint32_t host_port = 0;
+  ConnectFromHost(52, &host_port);
+  EXPECT_NE(host_port, 0u);
+  EXPECT_FALSE(driver_->ReceiveEvent());
+  EXPECT_EQ(device_->vsock_counters().transport_resets, 0u);
+}
+
 TEST_F(VsockTest, TheResetWaitsForAnEventBuffer) {
   Start();
   MmioTransport::State saved = transport_->SaveState();
