@@ -6,9 +6,15 @@
 #include <algorithm>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
+
 namespace ember::virtio {
 namespace {
 constexpr uint64_t kNsPerMs = 1'000'000;
+// The longest wait a saved limiter may ask of its device: a snapshot file
+// is input, and a wait of years would stop the device for good.
+constexpr uint16_t kLimitersStateVersion = 1;
+constexpr uint64_t kMaxSavedWaitNs = 24 * 3600 * 1'000'000'000ull;
 using u128 = unsigned __int128;
 }  // namespace
 
@@ -106,6 +112,47 @@ uint64_t TokenBucket::WaitNs(uint64_t tokens) const {
   return tokens > budget_ ? NsFor(tokens - budget_) : 1;
 }
 
+void TokenBucket::Save(ByteWriter& w, uint64_t now_ns) const {
+  w.U64(budget_);
+  w.U64(burst_);
+  w.U64(now_ns > last_ns_ ? now_ns - last_ns_ : 0);
+  w.U64(last_ns_ > now_ns ? last_ns_ - now_ns : 0);  // an overdraft being paid
+}
+
+void TokenBucket::Load(uint64_t budget, uint64_t burst, uint64_t behind_ns, uint64_t ahead_ns,
+                       uint64_t now_ns) {
+  budget_ = std::min(budget, size_);
+  burst_ = std::min(burst, initial_burst_);
+  // Longer ago than a whole refill is as good as a full refill.
+  last_ns_ = ahead_ns > 0 ? now_ns + ahead_ns : now_ns - std::min({behind_ns, refill_ns_, now_ns});
+  overdraft_ns_ = 0;
+}
+
+void RateLimiter::Save(ByteWriter& w, uint64_t now_ns) const {
+  for (const std::optional<TokenBucket>* b : {&bandwidth_, &ops_}) {
+    w.Bool(b->has_value());
+    if (*b) (*b)->Save(w, now_ns);
+  }
+  w.U64(blocked_until_ns_ > now_ns ? blocked_until_ns_ - now_ns : 0);
+}
+
+bool RateLimiter::Restore(ByteReader& r, uint64_t now_ns) {
+  for (std::optional<TokenBucket>* b : {&bandwidth_, &ops_}) {
+    bool saved = false;
+    uint64_t budget = 0, burst = 0, behind = 0, ahead = 0;
+    if (!r.Bool(&saved)) return false;
+    if (!saved) continue;
+    if (!r.U64(&budget) || !r.U64(&burst) || !r.U64(&behind) || !r.U64(&ahead)) return false;
+    if (ahead > kMaxSavedWaitNs) return r.Fail("a rate limiter bucket owes more than a day");
+    if (*b) (*b)->Load(budget, burst, behind, ahead, now_ns);
+  }
+  uint64_t blocked_for = 0;
+  if (!r.U64(&blocked_for)) return false;
+  if (blocked_for > kMaxSavedWaitNs) return r.Fail("a rate limiter waits more than a day");
+  blocked_until_ns_ = enabled() && blocked_for > 0 ? now_ns + blocked_for : 0;
+  return true;
+}
+
 bool RateLimiter::Consume(uint64_t ops, uint64_t bytes, uint64_t now_ns) {
   if (now_ns < blocked_until_ns_) return false;
   uint64_t overdraft_ns = 0;
@@ -156,6 +203,31 @@ void RateLimiter::Update(const RateLimiterUpdate& update, uint64_t now_ns) {
   apply(bandwidth_, update.bandwidth);
   apply(ops_, update.ops);
   blocked_until_ns_ = 0;  // Consume works out the wait again
+}
+
+std::vector<uint8_t> SaveLimiters(std::initializer_list<const RateLimiter*> limiters) {
+  ByteWriter w;
+  w.U16(kLimitersStateVersion);
+  uint64_t now = MonotonicNs();
+  for (const RateLimiter* l : limiters) l->Save(w, now);
+  return w.Take();
+}
+
+absl::Status RestoreLimiters(std::span<const uint8_t> state,
+                             std::initializer_list<RateLimiter*> limiters, absl::string_view what) {
+  if (state.empty()) return absl::OkStatus();
+  ByteReader r(state);
+  uint16_t version = 0;
+  if (r.U16(&version) && version != kLimitersStateVersion) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " state version ", version,
+                                                   "; this Ember reads version ",
+                                                   kLimitersStateVersion));
+  }
+  uint64_t now = MonotonicNs();
+  for (RateLimiter* l : limiters) {
+    if (!l->Restore(r, now)) break;
+  }
+  return r.Finish(absl::StrCat(what, " state"));
 }
 
 }  // namespace ember::virtio

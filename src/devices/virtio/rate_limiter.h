@@ -8,8 +8,15 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <span>
+#include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+#include "src/common/byte_codec.h"
 #include "src/config/vm_config.h"
 
 namespace ember::virtio {
@@ -41,6 +48,14 @@ class TokenBucket {
 
   uint64_t budget() const { return budget_; }
   uint64_t one_time_burst() const { return burst_; }
+
+  // Snapshots: the tokens left, the burst left, and the refill clock as
+  // an offset from `now_ns` (so it carries across processes).
+  void Save(ByteWriter& w, uint64_t now_ns) const;
+  // Onto a bucket of the same configuration: what it reads is clamped to
+  // the bucket's size and burst.
+  void Load(uint64_t budget, uint64_t burst, uint64_t behind_ns, uint64_t ahead_ns,
+            uint64_t now_ns);
 
  private:
   void Refill(uint64_t now_ns);
@@ -87,6 +102,13 @@ class RateLimiter {
   // PATCH of one bucket gives no extra burst through the other.
   void Update(const RateLimiterUpdate& update, uint64_t now_ns);
 
+  // Snapshots, as Firecracker's: a restored device goes on with the tokens
+  // and the one-time burst its buckets had, not fresh ones. Restore applies
+  // the state to the buckets this limiter's configuration made (the
+  // snapshot's own); a bucket only one side has stays as it is.
+  void Save(ByteWriter& w, uint64_t now_ns) const;
+  bool Restore(ByteReader& r, uint64_t now_ns);
+
   const std::optional<TokenBucket>& bandwidth() const { return bandwidth_; }
   const std::optional<TokenBucket>& ops() const { return ops_; }
 
@@ -95,5 +117,12 @@ class RateLimiter {
   std::optional<TokenBucket> ops_;
   uint64_t blocked_until_ns_ = 0;
 };
+
+// The state of a device whose own state is its limiters (block, net,
+// entropy): a version, then each limiter in turn. An empty state, from an
+// Ember that saved none, leaves them fresh.
+std::vector<uint8_t> SaveLimiters(std::initializer_list<const RateLimiter*> limiters);
+absl::Status RestoreLimiters(std::span<const uint8_t> state,
+                             std::initializer_list<RateLimiter*> limiters, absl::string_view what);
 
 }  // namespace ember::virtio

@@ -97,6 +97,69 @@ TEST(RateLimiterTest, ARequestLargerThanTheBucketGoesOnceThenPays) {
   EXPECT_NEAR(static_cast<double>(served), 100000.0 + 1000, 4000);
 }
 
+// Saved at `saved_at` on one clock, restored at `restored_at` on another
+// (another process's), onto a limiter made from `config`.
+RateLimiter SavedAndRestored(const RateLimiter& rl, uint64_t saved_at,
+                             const std::optional<RateLimiterConfig>& config,
+                             uint64_t restored_at) {
+  ByteWriter w;
+  rl.Save(w, saved_at);
+  std::vector<uint8_t> bytes = w.Take();
+  RateLimiter back(config, restored_at);
+  ByteReader r(bytes);
+  EXPECT_TRUE(back.Restore(r, restored_at));
+  EXPECT_TRUE(r.Finish("limiter").ok());
+  return back;
+}
+
+TEST(RateLimiterTest, ASnapshotKeepsTheTokensTheBurstAndTheRefillClock) {
+  RateLimiterConfig config = {TokenBucketConfig{1000, 100, 500}, TokenBucketConfig{10, 100, 0}};
+  RateLimiter rl(config, 0);
+  ASSERT_TRUE(rl.Consume(4, 1200, 0));  // the burst, then 700 of the bucket
+  RateLimiter back = SavedAndRestored(rl, 5 * kMs, config, 7 * kSecond);
+  EXPECT_EQ(back.bandwidth()->one_time_burst(), 0u) << "no fresh burst";
+  EXPECT_EQ(back.ops()->budget(), 6u);
+  // 5 ms had passed when it was saved: 50 bytes earned, not the seven
+  // seconds between the save and the restore.
+  EXPECT_TRUE(back.Consume(1, 350, 7 * kSecond));
+  EXPECT_FALSE(back.Consume(1, 1, 7 * kSecond));
+  // An overdraft being paid is still owed.
+  RateLimiter big(Bytes(1000, 100), 0);
+  ASSERT_TRUE(big.Consume(1, 3000, 0));
+  RateLimiter owed = SavedAndRestored(big, 50 * kMs, Bytes(1000, 100), kSecond);
+  EXPECT_FALSE(owed.Consume(1, 1, kSecond + 149 * kMs));
+  EXPECT_TRUE(owed.Consume(1, 1, kSecond + 151 * kMs));
+}
+
+TEST(RateLimiterTest, ARestoreFitsTheStateToTheConfiguredBuckets) {
+  RateLimiter rl(Bytes(1000, 100, 500), 0);
+  // A smaller bucket now: clamped to it. A bucket the state lacks stays full.
+  RateLimiterConfig smaller = {TokenBucketConfig{100, 100, 10}, TokenBucketConfig{5, 100, 0}};
+  RateLimiter back = SavedAndRestored(rl, 0, smaller, 0);
+  EXPECT_EQ(back.bandwidth()->budget(), 100u);
+  EXPECT_EQ(back.bandwidth()->one_time_burst(), 10u);
+  EXPECT_EQ(back.ops()->budget(), 5u);
+  // Saved buckets with none configured are read and dropped.
+  RateLimiter none = SavedAndRestored(rl, 0, std::nullopt, 0);
+  EXPECT_FALSE(none.enabled());
+  EXPECT_TRUE(none.Consume(1, 1 << 30, 0));
+}
+
+TEST(RateLimiterTest, ASavedWaitOfMoreThanADayIsRefused) {
+  RateLimiter rl(Bytes(1000, 100), 0);
+  ByteWriter w;
+  w.Bool(true);
+  for (uint64_t v : {uint64_t{0}, uint64_t{0}, uint64_t{0}, ~uint64_t{0}}) w.U64(v);
+  w.Bool(false);
+  w.U64(0);
+  std::vector<uint8_t> bytes = w.Take();
+  ByteReader r(bytes);
+  EXPECT_FALSE(rl.Restore(r, 0));
+  EXPECT_NE(r.Finish("limiter").message().find("more than a day"), std::string::npos);
+  ByteReader cut(std::span(bytes.data(), 10));
+  EXPECT_FALSE(rl.Restore(cut, 0)) << "truncated";
+}
+
 TEST(RateLimiterTest, BytesRefusedGiveTheOpBack) {
   RateLimiter rl(RateLimiterConfig{TokenBucketConfig{100, 1000, 0}, TokenBucketConfig{10, 1000, 0}}, 0);
   EXPECT_TRUE(rl.Consume(1, 100, 0));

@@ -330,7 +330,10 @@ void BlockDevice::UpdateRateLimiter(const RateLimiterUpdate& update) {
   ArmTimer(timer_.get(), 1);
 }
 
-absl::Status BlockDevice::RestoreDeviceState(std::span<const uint8_t>) {
+std::vector<uint8_t> BlockDevice::SaveDeviceState() const { return SaveLimiters({&limiter_}); }
+
+absl::Status BlockDevice::RestoreDeviceState(std::span<const uint8_t> state) {
+  RETURN_IF_ERROR(RestoreLimiters(state, {&limiter_}, "virtio-blk"));
   ArmTimer(timer_.get(), 1);
   return absl::OkStatus();
 }

@@ -70,8 +70,9 @@ class BlockDevice : public VirtioDevice {
   // The rate limiter's timer: a throttled queue resumes when it expires.
   int timer_fd() const override { return timer_.get(); }
   void ProcessTimer() override;
-  // Nothing of its own; a restored device looks at its ring once (requests
-  // a limiter held back get no new kick).
+  // Its limiter's buckets; a restored device looks at its ring once
+  // (requests a limiter held back get no new kick).
+  std::vector<uint8_t> SaveDeviceState() const override;
   absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
   ~BlockDevice() override;
 

@@ -125,7 +125,12 @@ void NetDevice::Reset() {
   armed_until_ns_ = rx_until_ = tx_until_ = 0;
 }
 
-absl::Status NetDevice::RestoreDeviceState(std::span<const uint8_t>) {
+std::vector<uint8_t> NetDevice::SaveDeviceState() const {
+  return SaveLimiters({&rx_limiter_, &tx_limiter_});
+}
+
+absl::Status NetDevice::RestoreDeviceState(std::span<const uint8_t> state) {
+  RETURN_IF_ERROR(RestoreLimiters(state, {&rx_limiter_, &tx_limiter_}, "virtio-net"));
   uint64_t now = MonotonicNs();
   ArmFor(now + 1, now);
   return absl::OkStatus();

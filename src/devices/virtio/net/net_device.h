@@ -97,8 +97,9 @@ class NetDevice : public VirtioDevice {
   // The limiters' timer, shared by both directions.
   int timer_fd() const override { return timer_.get(); }
   void ProcessTimer() override;
-  // Nothing of its own; a restored device looks at its rings once (frames
-  // a limiter held back get no new kick).
+  // Its limiters' buckets; a restored device looks at its rings once
+  // (frames a limiter held back get no new kick).
+  std::vector<uint8_t> SaveDeviceState() const override;
   absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
 
   // PATCH: RateLimiter::Update for each direction the PATCH names; the

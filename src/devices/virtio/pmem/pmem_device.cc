@@ -119,13 +119,15 @@ std::vector<uint8_t> PmemDevice::SaveDeviceState() const {
   ByteWriter w;
   w.U64(guest_addr_);
   w.U64(backing_.size());
+  limiter_.Save(w, MonotonicNs());
   return w.Take();
 }
 
 absl::Status PmemDevice::RestoreDeviceState(std::span<const uint8_t> state) {
   ByteReader r(state);
   uint64_t start = 0, size = 0;
-  if (!r.U64(&start) || !r.U64(&size)) return r.Finish("virtio-pmem state");
+  // The limiter's buckets follow, from an Ember that saved them.
+  if (r.U64(&start) && r.U64(&size) && r.remaining() > 0) limiter_.Restore(r, MonotonicNs());
   RETURN_IF_ERROR(r.Finish("virtio-pmem state"));
   if (start != guest_addr_ || size != backing_.size()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -146,6 +146,22 @@ TEST_F(PmemDeviceTest, ARestoreChecksTheRegionIsTheSnapshots) {
   EXPECT_FALSE(device_->RestoreDeviceState({}).ok());
 }
 
+TEST_F(PmemDeviceTest, ARestoreKeepsTheLimitersTokens) {
+  path_ = TempFile("pmem-limit-state", 1 << 20);
+  PmemConfig config{"p0", path_};
+  config.rate_limiter = RateLimiterConfig{std::nullopt, TokenBucketConfig{1, 60000, 0}};
+  Start(config);
+  EXPECT_EQ(Flush(), kResponseOk);
+  std::vector<uint8_t> state = device_->SaveDeviceState();
+  RateLimiterUpdate fresh;
+  fresh.ops = TokenBucketConfig{1, 60000, 0};
+  device_->UpdateRateLimiter(fresh);  // full again
+  ASSERT_TRUE(device_->RestoreDeviceState(state).ok());
+  EXPECT_EQ(Flush(), std::nullopt) << "the snapshot's bucket was empty";
+  state.resize(16);  // an older Ember's: the region alone
+  EXPECT_TRUE(device_->RestoreDeviceState(state).ok());
+}
+
 TEST(PmemBackingTest, EmptyFilesAndDirectoriesAreRefused) {
   std::string empty = TempFile("pmem-empty", 0);
   absl::StatusOr<PmemBacking> b = PmemBacking::Map(empty, false);

@@ -9,6 +9,7 @@
 
 #include "src/common/errno_status.h"
 #include "src/common/log.h"
+#include "src/common/status_macros.h"
 
 namespace ember::virtio::rng {
 
@@ -48,10 +49,10 @@ void EntropyDevice::Reset() {
   interrupt_ = nullptr;
 }
 
+std::vector<uint8_t> EntropyDevice::SaveDeviceState() const { return SaveLimiters({&limiter_}); }
+
 absl::Status EntropyDevice::RestoreDeviceState(std::span<const uint8_t> state) {
-  if (!state.empty()) {
-    return absl::InvalidArgumentError("virtio-rng state: the device keeps none; got bytes");
-  }
+  RETURN_IF_ERROR(RestoreLimiters(state, {&limiter_}, "virtio-rng"));
   ArmTimer(timer_.get(), 1);
   return absl::OkStatus();
 }

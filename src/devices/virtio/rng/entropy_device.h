@@ -57,13 +57,15 @@ class EntropyDevice : public VirtioDevice {
                         uint64_t features) override;
   void Reset() override;
   void ProcessQueue(size_t index) override;
-  // No state beyond the queues; a restored device looks at its ring once
+  // Its limiter's buckets; a restored device looks at its ring once
   // (requests the snapshot caught waiting are served without a new kick).
+  std::vector<uint8_t> SaveDeviceState() const override;
   absl::Status RestoreDeviceState(std::span<const uint8_t> state) override;
   int timer_fd() const override { return timer_.get(); }
   void ProcessTimer() override;
 
   const EntropyCounters& entropy_counters() const { return entropy_counters_; }
+  const RateLimiter& rate_limiter() const { return limiter_; }
   std::string metrics_name() const override { return "entropy"; }
   void AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out) const override;
 

@@ -168,7 +168,6 @@ TEST_F(EntropyDeviceTest, ARestoredDeviceServesWhatWasWaiting) {
   // when the snapshot was taken: on restore nobody kicks again.
   driver_->queue(0).Add({{kBuf, 32, true}});
   MmioTransport::State saved = transport_->SaveState();
-  EXPECT_TRUE(saved.device.empty());
   auto dev = EntropyDevice::Create({});
   ASSERT_TRUE(dev.ok());
   EntropyDevice* restored = dev->get();
@@ -177,7 +176,37 @@ TEST_F(EntropyDeviceTest, ARestoredDeviceServesWhatWasWaiting) {
   EXPECT_EQ(TimerWakeups(again, 10, 10), 1);
   EXPECT_EQ(restored->entropy_counters().entropy_bytes, 32u);
   saved.device = {1};
-  EXPECT_FALSE(again.RestoreState(saved).ok()) << "state bytes for a device that keeps none";
+  EXPECT_FALSE(again.RestoreState(saved).ok()) << "a truncated state";
+  saved.device = {};
+  EXPECT_TRUE(again.RestoreState(saved).ok()) << "an older Ember's, without the limiter";
+}
+
+TEST(EntropyLimiterTest, ARestoredDeviceHasTheTokensItsSnapshotHad) {
+  // As Firecracker: a snapshot does not hand each restored clone a full
+  // bucket and a fresh one-time burst.
+  auto mem = std::make_unique<GuestMemory>(*GuestMemory::Create({{0, 4 << 20}}));
+  EntropyConfig config;
+  config.rate_limiter = RateLimiterConfig{TokenBucketConfig{1024, 60000, 512}, std::nullopt};
+  auto make = [&]() {
+    auto dev = EntropyDevice::Create(config);
+    EXPECT_TRUE(dev.ok());
+    return std::make_unique<MmioTransport>(std::move(*dev), mem.get(),
+                                           UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  };
+  std::unique_ptr<MmioTransport> first = make();
+  testing::MmioDriver driver(*first, *mem, 0x10000);
+  ASSERT_TRUE(driver.Init(~0ull, 16) & kStatusDriverOk);
+  driver.queue(0).Add({{kBuf, 1024, true}});
+  driver.Kick(0);
+  auto& device = static_cast<EntropyDevice&>(first->device());
+  ASSERT_EQ(device.entropy_counters().entropy_bytes, 1024u) << "the burst, then half the bucket";
+  MmioTransport::State saved = first->SaveState();
+
+  std::unique_ptr<MmioTransport> again = make();
+  ASSERT_TRUE(again->RestoreState(saved).ok());
+  const RateLimiter& limiter = static_cast<EntropyDevice&>(again->device()).rate_limiter();
+  EXPECT_EQ(limiter.bandwidth()->one_time_burst(), 0u);
+  EXPECT_NEAR(static_cast<double>(limiter.bandwidth()->budget()), 512, 1);
 }
 
 TEST(EntropyLimiterTest, BytesWaitForTheBucketAndAreNeverDropped) {
