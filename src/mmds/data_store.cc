@@ -1,11 +1,17 @@
 #include "src/mmds/data_store.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <vector>
 
+#include <rapidjson/encodedstream.h>
 #include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -165,18 +171,84 @@ void MergePatch(Value& target, const Value& patch, Allocator& alloc) {
   target = out;
 }
 
+// Builds `doc` with every number converted by the C library, which rounds
+// correctly (as serde_json does). RapidJSON's own full-precision path is
+// undefined behaviour on a zero significand with a large exponent, such as
+// 0.0e44 (it counts the leading zeros of 0).
+class ExactNumbers {
+ public:
+  explicit ExactNumbers(rapidjson::Document& doc) : doc_(doc) {}
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned u) { return doc_.Uint(u); }
+  bool Int64(int64_t i) { return doc_.Int64(i); }
+  bool Uint64(uint64_t u) { return doc_.Uint64(u); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+  bool StartObject() { return doc_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) { return doc_.EndObject(n); }
+  bool StartArray() { return doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return doc_.EndArray(n); }
+
+  // As RapidJSON types them: an integer that fits is one, the rest double.
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    std::string text(s, n);
+    if (text.find_first_of(".eE") == std::string::npos) {
+      const char* end = text.data() + text.size();
+      if (text[0] == '-') {
+        int64_t i;
+        if (std::from_chars(text.data(), end, i).ec == std::errc()) {
+          return i >= INT32_MIN ? doc_.Int(static_cast<int>(i)) : doc_.Int64(i);
+        }
+      } else {
+        uint64_t u;
+        if (std::from_chars(text.data(), end, u).ec == std::errc()) {
+          return u <= UINT32_MAX ? doc_.Uint(static_cast<unsigned>(u)) : doc_.Uint64(u);
+        }
+      }
+    }
+    errno = 0;
+    double d = std::strtod(text.c_str(), nullptr);
+    // Underflow is a zero or a subnormal, as RapidJSON gives it.
+    if (errno == ERANGE && std::isinf(d)) {
+      too_big = true;
+      return false;
+    }
+    return doc_.Double(d);
+  }
+
+  bool too_big = false;
+
+ private:
+  rapidjson::Document& doc_;
+};
+
 }  // namespace
 
 absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
   // Iterative: a deep document cannot exhaust the stack while parsing.
   constexpr unsigned kFlags = rapidjson::kParseIterativeFlag |
                               rapidjson::kParseValidateEncodingFlag |
-                              rapidjson::kParseFullPrecisionFlag;
-  doc->Parse<kFlags>(json.data(), json.size());
-  if (doc->HasParseError()) {
+                              rapidjson::kParseNumbersAsStringsFlag;
+  rapidjson::ParseResult result;
+  bool too_big = false;
+  auto parse = [&](rapidjson::Document& d) {
+    ExactNumbers numbers(d);
+    rapidjson::MemoryStream bytes(json.data(), json.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(bytes);
+    rapidjson::Reader reader;
+    result = reader.Parse<kFlags>(in, numbers);
+    too_big = numbers.too_big;
+    return !result.IsError();
+  };
+  doc->Populate(parse);
+  if (result.IsError()) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "invalid JSON: %s (at byte %d)", rapidjson::GetParseError_En(doc->GetParseError()),
-        doc->GetErrorOffset()));
+        "invalid JSON: %s (at byte %d)",
+        rapidjson::GetParseError_En(too_big ? rapidjson::kParseErrorNumberTooBig : result.Code()),
+        result.Offset()));
   }
   if (!DepthOk(*doc, 1)) {
     return absl::InvalidArgumentError(

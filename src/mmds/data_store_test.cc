@@ -214,6 +214,24 @@ TEST(DataStoreTest, ListingsAndPointers) {
   }
 }
 
+TEST(DataStoreTest, NumbersAreReadAsSerdeJsonReadsThem) {
+  DataStore s = MakeStore();
+  // Integers that fit stay integers; the rest are doubles, correctly
+  // rounded, even a zero with a huge exponent (undefined behaviour in
+  // RapidJSON's own full-precision path) and a subnormal's hardest case.
+  ASSERT_TRUE(s.Put(R"([0.0e44, -0, 4294967296, -2147483649, 18446744073709551615,)"
+                    R"( 18446744073709551616, -9223372036854775809, 1e-400,)"
+                    R"( 2.2250738585072011e-308, 0.1])")
+                  .ok());
+  const std::string read =
+      "[0.0,0,4294967296,-2147483649,18446744073709551615,18446744073709553000.0,"
+      "-9223372036854776000.0,0.0,2.225073858507201e-308,0.1]";
+  EXPECT_EQ(s.Get(), read);
+  absl::Status st = s.Put("[1, 2e308]");
+  EXPECT_NE(st.message().find("Number too big"), std::string::npos) << st;
+  EXPECT_EQ(s.Get(), read) << "a refused PUT changes nothing";
+}
+
 TEST(DataStoreTest, UnicodeAndEscapesRoundTrip) {
   DataStore s = MakeStore();
   ASSERT_TRUE(s.Put(R"({"é":"ü\u0001\"\\/","b":"\ud83d\ude00","a":1e400})").ok() == false);
