@@ -11,9 +11,9 @@
 namespace ember::virtio {
 namespace {
 constexpr uint64_t kNsPerMs = 1'000'000;
+constexpr uint16_t kLimitersStateVersion = 1;
 // The longest wait a saved limiter may ask of its device: a snapshot file
 // is input, and a wait of years would stop the device for good.
-constexpr uint16_t kLimitersStateVersion = 1;
 constexpr uint64_t kMaxSavedWaitNs = 24 * 3600 * 1'000'000'000ull;
 using u128 = unsigned __int128;
 }  // namespace
@@ -137,18 +137,27 @@ void RateLimiter::Save(ByteWriter& w, uint64_t now_ns) const {
 }
 
 bool RateLimiter::Restore(ByteReader& r, uint64_t now_ns) {
-  for (std::optional<TokenBucket>* b : {&bandwidth_, &ops_}) {
-    bool saved = false;
+  // All read and checked before anything changes.
+  struct Saved {
+    bool present = false;
     uint64_t budget = 0, burst = 0, behind = 0, ahead = 0;
-    if (!r.Bool(&saved)) return false;
-    if (!saved) continue;
-    if (!r.U64(&budget) || !r.U64(&burst) || !r.U64(&behind) || !r.U64(&ahead)) return false;
-    if (ahead > kMaxSavedWaitNs) return r.Fail("a rate limiter bucket owes more than a day");
-    if (*b) (*b)->Load(budget, burst, behind, ahead, now_ns);
+  } saved[2];
+  for (Saved& b : saved) {
+    if (!r.Bool(&b.present)) return false;
+    if (!b.present) continue;
+    if (!r.U64(&b.budget) || !r.U64(&b.burst) || !r.U64(&b.behind) || !r.U64(&b.ahead)) {
+      return false;
+    }
+    if (b.ahead > kMaxSavedWaitNs) return r.Fail("a rate limiter bucket owes more than a day");
   }
   uint64_t blocked_for = 0;
   if (!r.U64(&blocked_for)) return false;
   if (blocked_for > kMaxSavedWaitNs) return r.Fail("a rate limiter waits more than a day");
+  std::optional<TokenBucket>* buckets[2] = {&bandwidth_, &ops_};
+  for (int i = 0; i < 2; i++) {
+    const Saved& b = saved[i];
+    if (b.present && *buckets[i]) (*buckets[i])->Load(b.budget, b.burst, b.behind, b.ahead, now_ns);
+  }
   blocked_until_ns_ = enabled() && blocked_for > 0 ? now_ns + blocked_for : 0;
   return true;
 }
