@@ -13,6 +13,7 @@
 #include "api/vm_config_json.h"
 #include "src/common/json_reader.h"
 #include "src/common/log.h"
+#include "src/common/payload_too_large.h"
 #include "src/common/status_macros.h"
 
 namespace ember::api {
@@ -175,7 +176,7 @@ std::string Describe(const std::string& method, const std::string& path,
 // A 400 with `status`'s message, logged as Firecracker logs it; a 413 for
 // a store that is full (MMDS over its size limit), as Firecracker answers.
 HttpResponse Refuse(const absl::Status& status) {
-  if (absl::IsResourceExhausted(status)) {
+  if (IsPayloadTooLarge(status)) {
     std::string message = absl::StrCat("MMDS limit exceeded error: ", status.message());
     LOG_ERROR("Received Error. Status code: 413 Payload Too Large. Message: %s", message);
     return Fault(413, message);

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "src/common/payload_too_large.h"
+
 #include <functional>
 #include <optional>
 #include <regex>
@@ -411,12 +413,19 @@ TEST(RoutesTest, MmdsV1IsDeprecatedAndAFullStoreIs413) {
       Route({"PUT", "/mmds/config", R"({"network_interfaces": ["e"], "version": "V2"})"}, ok)
           .deprecated);
   ActionRunner full = [](VmmAction) -> absl::StatusOr<VmmResult> {
-    return absl::ResourceExhaustedError("The MMDS patch request doesn't fit.");
+    return PayloadTooLargeError("The MMDS patch request doesn't fit.");
   };
   HttpResponse r = Route({"PUT", "/mmds", R"({"a": "b"})"}, full);
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(r.body,
             R"({"fault_message":"MMDS limit exceeded error: The MMDS patch request doesn't fit."})");
+  // Out of memory elsewhere (an mmap's ENOMEM) is a 400 like any other.
+  ActionRunner no_memory = [](VmmAction) -> absl::StatusOr<VmmResult> {
+    return absl::ResourceExhaustedError("mmap of guest memory: Cannot allocate memory");
+  };
+  r = Route({"PUT", "/actions", R"({"action_type": "InstanceStart"})"}, no_memory);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body, R"({"fault_message":"mmap of guest memory: Cannot allocate memory"})");
   ActionRunner doc = [](VmmAction) -> absl::StatusOr<VmmResult> {
     return MmdsDocument{R"({"a":"b"})"};
   };

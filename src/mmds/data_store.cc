@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "src/common/payload_too_large.h"
 
 namespace ember::mmds {
 namespace {
@@ -270,7 +271,7 @@ DataStore::DataStore(size_t size_limit, TokenAuthority tokens)
 absl::Status DataStore::Commit(rapidjson::Document& doc) {
   if (Serialize(doc).size() > size_limit_) {
     // Firecracker's message for both PUT and PATCH.
-    return absl::ResourceExhaustedError("The MMDS patch request doesn't fit.");
+    return PayloadTooLargeError("The MMDS patch request doesn't fit.");
   }
   // A fresh copy: the parse and merge leave dead values in doc's pool,
   // which RapidJSON frees only with the whole document.
