@@ -39,10 +39,6 @@ absl::StatusOr<snapshot::SnapshotState> Vm::CaptureSnapshot() {
 }
 
 absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
-  if (diff && !memory_.dirty_tracking()) {
-    return absl::FailedPreconditionError(
-        "Diff snapshots need machine-config.track_dirty_pages (or track_dirty_pages on load)");
-  }
   if (!CopyLeasedFile(path)) {
     return absl::InternalError(absl::StrCat("guest memory could not be copied out of ", path,
                                             " before writing it; the VM stops"));
@@ -54,10 +50,14 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
     return absl::InvalidArgumentError(absl::StrCat("mem_file_path ", path,
                                                    " is not a regular file"));
   }
-  UniqueFd fd = OpenNoWait(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   const GuestRegion* hotplug = memory_.hotplug_region();
   uint64_t file_size = memory_.total_size() + (hotplug ? hotplug->size : 0);
+  // As Firecracker: a Diff goes into a memory file of this VM's size that
+  // is already there (its base, merged in place); anything else is
+  // written afresh.
+  bool merge = diff && stat(path.c_str(), &st) == 0 && uint64_t(st.st_size) == file_size;
+  UniqueFd fd = OpenNoWait(path, O_WRONLY | O_CREAT | (merge ? 0 : O_TRUNC), 0600);
+  if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {
     return ErrnoStatus(absl::StrCat("sizing ", path));
   }
@@ -71,6 +71,9 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
       ASSIGN_OR_RETURN(pages, vm_.GetDirtyLog(slot, r.size));
       std::vector<uint64_t> vmm = memory_.TakeDirtyPages(slot);
       for (size_t i = 0; i < pages.size() && i < vmm.size(); i++) pages[i] |= vmm[i];
+    } else if (diff) {
+      // Without tracking, as Firecracker: every page in host memory.
+      ASSIGN_OR_RETURN(pages, memory_.ResidentPages(slot));
     }
     auto write = [&](uint64_t offset, uint64_t len) {
       return WriteAt(fd.get(), path, r.host + offset, len, file_offset + offset);

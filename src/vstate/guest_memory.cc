@@ -403,6 +403,25 @@ std::vector<uint64_t> GuestMemory::TakeDirtyPages(size_t index) const {
   return out;
 }
 
+absl::StatusOr<std::vector<uint64_t>> GuestMemory::ResidentPages(size_t index) const {
+  const GuestRegion& r = regions_[index];
+  uint64_t pages = r.size / kPageSize;
+  std::vector<uint64_t> out((pages + 63) / 64, 0);
+  // In pieces, so that a large region needs no large vector.
+  constexpr uint64_t kPiece = 16384;
+  std::vector<unsigned char> resident(kPiece);
+  for (uint64_t first = 0; first < pages; first += kPiece) {
+    uint64_t n = std::min(kPiece, pages - first);
+    if (mincore(r.host + first * kPageSize, n * kPageSize, resident.data()) != 0) {
+      return ErrnoStatus("mincore of guest memory");
+    }
+    for (uint64_t i = 0; i < n; i++) {
+      if (resident[i] & 1) out[(first + i) / 64] |= uint64_t{1} << ((first + i) % 64);
+    }
+  }
+  return out;
+}
+
 absl::Status GuestMemory::Write(uint64_t addr, std::span<const uint8_t> data) const {
   absl::StatusOr<std::span<uint8_t>> s = Slice(addr, data.size());
   if (!s.ok()) return s.status();

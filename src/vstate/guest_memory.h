@@ -148,6 +148,10 @@ class GuestMemory {
   bool dirty_tracking() const { return !dirty_.empty(); }
   // The recorded pages of region `index`, one bit per 4 KiB page, cleared.
   std::vector<uint64_t> TakeDirtyPages(size_t index) const;
+  // Diff snapshots without tracking, as Firecracker's: the pages of region
+  // `index` resident in host memory (mincore), one bit per 4 KiB page.
+  // Every page the guest or the VMM touched is one, unless swapped out.
+  absl::StatusOr<std::vector<uint64_t>> ResidentPages(size_t index) const;
   // Bytes of guest RAM in all regions.
   uint64_t total_size() const;
 

@@ -150,6 +150,16 @@ TEST(GuestMemoryTest, EmptyRangesMarkNoPage) {
   EXPECT_EQ(mem->TakeDirtyPages(0), (std::vector<uint64_t>{0, 1}));
 }
 
+TEST(GuestMemoryTest, ResidentPagesAreThoseTouched) {
+  auto mem = GuestMemory::Create({{0, 128 * 4096}});
+  ASSERT_TRUE(mem.ok());
+  ASSERT_TRUE(mem->Write(0, std::vector<uint8_t>{1}).ok());
+  ASSERT_TRUE(mem->Write(66 * 4096, std::vector<uint8_t>{1}).ok());
+  absl::StatusOr<std::vector<uint64_t>> pages = mem->ResidentPages(0);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  EXPECT_EQ(*pages, (std::vector<uint64_t>{1, 0b100}));
+}
+
 TEST(GuestMemoryTest, TheHotplugRegionIsReachedOnlyWherePlugged) {
   constexpr uint64_t kSlot = 2 << 20, kBase = 16 << 20;
   auto mem = GuestMemory::Create({{0, 1 << 20}});
