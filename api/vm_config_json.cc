@@ -104,18 +104,13 @@ absl::StatusOr<std::optional<TokenBucketConfig>> ParseTokenBucket(const rapidjso
   JsonReader r(value, context);
   TokenBucketConfig b;
   b.size = r.Uint("size", true, 0, UINT64_MAX).value_or(0);
-  b.refill_time_ms = r.Uint("refill_time", true, 0, kMaxRefillTimeMs).value_or(0);
+  b.refill_time_ms = r.Uint("refill_time", true, 0, UINT64_MAX).value_or(0);
   b.one_time_burst = r.Uint("one_time_burst", false, 0, UINT64_MAX).value_or(0);
   RETURN_IF_ERROR(r.Finish());
-  // Firecracker: a bucket of size 0 and refill_time 0 does not limit.
-  if (b.size == 0 && b.refill_time_ms == 0) return std::nullopt;
-  if (b.size == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(context, ".size must be positive when refill_time is set"));
-  }
-  if (b.refill_time_ms == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(context, ".refill_time must be positive when size is set"));
+  // As Firecracker's TokenBucket::new: a bucket of size 0, of refill_time
+  // 0, or whose refill_time in ns overflows 64 bits limits nothing.
+  if (b.size == 0 || b.refill_time_ms == 0 || b.refill_time_ms > kMaxRefillTimeMs) {
+    return std::nullopt;
   }
   return b;
 }
