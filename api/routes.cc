@@ -180,7 +180,7 @@ absl::StatusOr<VmmAction> ParsePatchBalloon(const rapidjson::Value& body) {
 
 absl::StatusOr<VmmAction> ParsePatchBalloonStats(const rapidjson::Value& body) {
   JsonReader r(body, "balloon");
-  std::optional<uint64_t> s = r.Uint("stats_polling_interval_s", true, 0, 3600);
+  std::optional<uint64_t> s = r.Uint("stats_polling_interval_s", true, 0, UINT16_MAX);
   RETURN_IF_ERROR(r.Finish());
   return PatchBalloonStats{static_cast<uint32_t>(*s)};
 }

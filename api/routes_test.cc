@@ -375,6 +375,23 @@ TEST(RoutesTest, BadNetworkLimiterPatchesAreRefusedByName) {
   }
 }
 
+TEST(RoutesTest, BalloonStatisticsTakeAnyU16Interval) {
+  ActionRunner ok = [](VmmAction) -> absl::StatusOr<VmmResult> { return std::monostate(); };
+  // Firecracker's field is a u16: 65535 s is taken, one more refused.
+  EXPECT_EQ(Route({"PATCH", "/balloon/statistics", R"({"stats_polling_interval_s": 65535})"}, ok)
+                .status,
+            204);
+  EXPECT_EQ(Route({"PUT", "/balloon",
+                   R"({"amount_mib": 0, "deflate_on_oom": false, "stats_polling_interval_s": 65535})"},
+                  ok)
+                .status,
+            204);
+  HttpResponse r =
+      Route({"PATCH", "/balloon/statistics", R"({"stats_polling_interval_s": 65536})"}, ok);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("stats_polling_interval_s"), std::string::npos) << r.body;
+}
+
 TEST(RoutesTest, BadMmdsConfigIsRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"network_interfaces": ["eth0"], "version": "V3"})",

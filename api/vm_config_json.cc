@@ -239,7 +239,7 @@ absl::StatusOr<BalloonConfig> ParseBalloon(const rapidjson::Value& value) {
   b.amount_mib = r.Uint("amount_mib", true, 0, uint64_t{1} << 32).value_or(0);
   b.deflate_on_oom = r.Bool("deflate_on_oom", true).value_or(false);
   b.stats_polling_interval_s =
-      static_cast<uint32_t>(r.Uint("stats_polling_interval_s", false, 0, 3600).value_or(0));
+      static_cast<uint32_t>(r.Uint("stats_polling_interval_s", false, 0, UINT16_MAX).value_or(0));
   b.free_page_hinting = r.Bool("free_page_hinting", false).value_or(false);
   b.free_page_reporting = r.Bool("free_page_reporting", false).value_or(false);
   RETURN_IF_ERROR(r.Finish());

@@ -108,11 +108,11 @@ absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
     if (fd < 0) return ErrnoStatus(absl::StrCat("logger.log_path ", config.log_path));
     SetLogSink(fd);
   }
-  if (config.level) {
-    std::optional<LogLevel> level = ParseLogLevel(*config.level);
-    if (!level) return absl::InvalidArgumentError("logger.level " + *config.level);
-    SetLogLevel(*level);
-  }
+  // As Firecracker: a logger without a level puts it back to Info.
+  std::optional<LogLevel> level = LogLevel::kInfo;
+  if (config.level) level = ParseLogLevel(*config.level);
+  if (!level) return absl::InvalidArgumentError("logger.level " + *config.level);
+  SetLogLevel(*level);
   SetLogFormat(config.show_level, config.show_log_origin);
   if (config.module) SetLogModule(*config.module);
   return absl::OkStatus();

@@ -467,6 +467,12 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
     # Log levels in any case.
     for level in ("debug", "WARN", "iNfO"):
         assert a.request("PUT", "/logger", {"level": level})[0] == 204, level
+    # A logger without a level puts it back to Info, as Firecracker's.
+    assert a.request("PUT", "/logger", {"level": "Off"})[0] == 204
+    assert a.request("GET", "/quiet")[0] == 400
+    assert a.request("PUT", "/logger", {"show_level": True})[0] == 204
+    assert a.request("GET", "/loud")[0] == 400
+    assert "/quiet" not in a.log() and "/loud" in a.log(), a.log()[-2000:]
 
 
     # Deprecated fields are taken, and the answer says so.
