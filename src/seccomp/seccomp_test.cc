@@ -1,3 +1,4 @@
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -150,6 +151,26 @@ TEST(SeccompFiltersDeathTest, DeniedCallEndsTheProcessWith148) {
       },
       testing::ExitedWithCode(kExitBadSyscall),
       "the vcpu thread's filter denied system call 41 \\(socket\\)");
+}
+
+// A Diff snapshot without track_dirty_pages asks mincore which guest pages
+// are in memory, on the VMM thread (GuestMemory::ResidentPages).
+TEST(SeccompFiltersDeathTest, TheVmmThreadMayAskWhichPagesAreResident) {
+  absl::StatusOr<FilterMap> filters = CompilePolicy(ReadPolicy());
+  ASSERT_TRUE(filters.ok()) << filters.status();
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  static_cast<char*>(page)[0] = 1;
+  EXPECT_EXIT(
+      {
+        InstallDenialHandler();
+        if (!UseFilters(*filters).ok() || !InstallThreadFilter("vmm").ok()) _exit(1);
+        unsigned char resident = 0;
+        _exit(mincore(page, 4096, &resident) == 0 && (resident & 1) ? 0 : 2);
+      },
+      testing::ExitedWithCode(0), "");
+  munmap(page, 4096);
 }
 
 }  // namespace

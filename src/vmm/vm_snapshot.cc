@@ -46,7 +46,8 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
   // A FIFO or device there would not hold a memory file (nor, opened
   // plainly, let this thread go until someone read it).
   struct stat st;
-  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+  bool exists = stat(path.c_str(), &st) == 0;
+  if (exists && !S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("mem_file_path ", path,
                                                    " is not a regular file"));
   }
@@ -55,7 +56,7 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
   // As Firecracker: a Diff goes into a memory file of this VM's size that
   // is already there (its base, merged in place); anything else is
   // written afresh.
-  bool merge = diff && stat(path.c_str(), &st) == 0 && uint64_t(st.st_size) == file_size;
+  bool merge = diff && exists && uint64_t(st.st_size) == file_size;
   UniqueFd fd = OpenNoWait(path, O_WRONLY | O_CREAT | (merge ? 0 : O_TRUNC), 0600);
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("mem_file_path ", path));
   if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {

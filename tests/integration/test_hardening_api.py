@@ -273,6 +273,13 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
             b'{"total_size_mib":1024,"slot_size_mib":128,"block_size_mib":2}', DEFAULT_LIMIT))
         assert status == 204, (reply[:300], vmm.state())
         vmm.assert_serving("Not started")
+        # MMDS numbers as long as a body holds, each read by strtod.
+        body = b"[0." + b"0" * (DEFAULT_LIMIT - 5) + b"1]"
+        status, reply = vmm.request("PUT", "/mmds", body)
+        assert status == 204, (reply[:300], vmm.state())
+        vmm.expect_fault("PUT", "/mmds", b"[" + b"9" * (DEFAULT_LIMIT - 2) + b"]",
+                         "Number too big")
+        vmm.assert_serving("Not started")
         # A pmem path as long as a body holds: opened on the VMM thread.
         head, tail = b'{"id":"p0","path_on_host":"/', b'"}'
         body = head + b"p" * (DEFAULT_LIMIT - len(head) - len(tail)) + tail
@@ -313,6 +320,8 @@ def test_the_largest_bodies_with_a_running_guest(shared):
             # Parsed on the API thread, refused (and freed) by the VMM thread.
             ("boot-source", "PUT", "/boot-source", boot, "after the microVM has started"),
             ("drive", "PATCH", "/drives/nope", drive, "there is no drive 'nope'"),
+            ("mmds number", "PUT", "/mmds", b"[" + b"9" * (HIGHEST_LIMIT - 2) + b"]",
+             "Number too big"),
             # Parsed on the API thread, looked for on the VMM thread.
             ("hotplug", "PATCH", "/hotplug/memory",
              padded(b'{"requested_size_mib":1}', HIGHEST_LIMIT), "there is no memory hotplug")]:

@@ -42,6 +42,14 @@ class PmemDeviceTest : public ::testing::Test {
     ASSERT_TRUE(driver_->Init(~0ull, 256) & kStatusDriverOk);
   }
   void TearDown() override { unlink(path_.c_str()); }
+  // On a 1 MiB file `name`, with one flush a minute.
+  void StartOneFlushAMinute(const std::string& name) {
+    path_ = TempFile(name, 1 << 20);
+    PmemConfig config{"p0", path_};
+    config.rate_limiter = RateLimiterConfig{std::nullopt, kOneAMinute};
+    Start(config);
+  }
+  static constexpr TokenBucketConfig kOneAMinute{1, 60000, 0};
 
   // A flush request as Linux's virtio_pmem sends it; the status written.
   std::optional<uint32_t> Flush(uint32_t type = kRequestFlush) {
@@ -118,10 +126,7 @@ TEST_F(PmemDeviceTest, AReadOnlyFileIsMappedReadOnly) {
 }
 
 TEST_F(PmemDeviceTest, TheLimiterHoldsFlushesBackUntilItsTimer) {
-  path_ = TempFile("pmem-limit", 1 << 20);
-  PmemConfig config{"p0", path_};
-  config.rate_limiter = RateLimiterConfig{std::nullopt, TokenBucketConfig{1, 60000, 0}};
-  Start(config);
+  StartOneFlushAMinute("pmem-limit");
   EXPECT_EQ(Flush(), kResponseOk);
   EXPECT_EQ(Flush(), std::nullopt) << "the second waits in the ring";
   EXPECT_EQ(device_->pmem_counters().rate_limiter_throttled_events, 1u);
@@ -147,14 +152,11 @@ TEST_F(PmemDeviceTest, ARestoreChecksTheRegionIsTheSnapshots) {
 }
 
 TEST_F(PmemDeviceTest, ARestoreKeepsTheLimitersTokens) {
-  path_ = TempFile("pmem-limit-state", 1 << 20);
-  PmemConfig config{"p0", path_};
-  config.rate_limiter = RateLimiterConfig{std::nullopt, TokenBucketConfig{1, 60000, 0}};
-  Start(config);
+  StartOneFlushAMinute("pmem-limit-state");
   EXPECT_EQ(Flush(), kResponseOk);
   std::vector<uint8_t> state = device_->SaveDeviceState();
   RateLimiterUpdate fresh;
-  fresh.ops = TokenBucketConfig{1, 60000, 0};
+  fresh.ops = kOneAMinute;
   device_->UpdateRateLimiter(fresh);  // full again
   ASSERT_TRUE(device_->RestoreDeviceState(state).ok());
   EXPECT_EQ(Flush(), std::nullopt) << "the snapshot's bucket was empty";

@@ -98,9 +98,13 @@ TEST_F(VsockTest, ADeviceNoDriverStartedComesBackOwingNoReset) {
   device_ = dev->get();
   transport_ = std::make_unique<MmioTransport>(std::move(*dev), mem_.get(),
                                                UniqueFd(eventfd(0, EFD_NONBLOCK)));
+  // Its state is read too, with no driver: another CID is refused.
+  MmioTransport::State other = saved;
+  other.device = Saved(1, 7, 5);
+  EXPECT_FALSE(transport_->RestoreState(other).ok());
   ASSERT_TRUE(transport_->RestoreState(saved).ok());
-  // Its state is read now too. The guest's driver starts after the
-  // restore, with no streams to reset, and gets no reset event.
+  // The guest's driver starts after the restore, with no streams to
+  // reset, and gets no reset event.
   driver_ = std::make_unique<testing::VsockDriver>(*transport_, *mem_, kGuestCid);
   ASSERT_TRUE(driver_->Init(256) & kStatusDriverOk);
   for (int i = 0; i < 8; i++) driver_->AddEventBuffer();
