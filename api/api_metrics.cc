@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "api/router.h"
 
 namespace ember::api {
 namespace {
@@ -106,7 +107,7 @@ void ApiMetrics::SetStartupTimes(uint64_t us, uint64_t cpu_us) {
 namespace {
 
 std::optional<RouteCounter> RouteOf(const HttpRequest& request) {
-  return FindRouteCounter(request.method, request.path.substr(0, request.path.find('?')));
+  return FindRouteCounter(request.method, RoutedPath(request.path));
 }
 
 }  // namespace

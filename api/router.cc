@@ -163,13 +163,18 @@ std::string DebugQuoted(absl::string_view text) {
 
 // "Put request on \"/drives/rootfs\" with body \"{...}\"", as
 // Firecracker's API server describes a request it received. MMDS bodies
-// stay out of the log (they may hold secrets).
-std::string Describe(const std::string& method, const std::string& path,
-                     const std::string& body) {
+// stay out of the log (they may hold secrets), and CPU templates (up to
+// 50 KiB each) unless the level is Debug, as Firecracker.
+std::string Describe(const std::string& method, const std::string& target,
+                     const std::string& routed, const std::string& body) {
   std::string verb = absl::AsciiStrToLower(method);
   if (!verb.empty()) verb[0] = absl::ascii_toupper(verb[0]);
-  std::string text = absl::StrCat(verb, " request on ", DebugQuoted(path));
-  if (body.empty() || path == "/mmds") return text;
+  std::string text = absl::StrCat(verb, " request on ", DebugQuoted(target));
+  if (body.empty() || routed == "/mmds") return text;
+  if (routed == "/cpu-config" && !LogEnabled(LogLevel::kDebug)) {
+    return absl::StrCat(text, ". To view the CPU template received by the API, set the log "
+                              "level to Debug");
+  }
   return absl::StrCat(text, " with body ", DebugQuoted(body));
 }
 
@@ -310,9 +315,19 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
   return routes;
 }
 
+std::string RoutedPath(const std::string& target) {
+  absl::string_view path(target);
+  path = path.substr(0, path.find('?'));
+  while (absl::ConsumePrefix(&path, "/")) {
+  }
+  absl::ConsumeSuffix(&path, "/");
+  return absl::StrCat("/", path);
+}
+
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run) {
-  std::string path = request.path.substr(0, request.path.find('?'));
-  LOG_INFO("The API server received a %s.", Describe(request.method, path, request.body));
+  std::string path = RoutedPath(request.path);
+  std::string target = request.path.substr(0, request.path.find('?'));
+  LOG_INFO("The API server received a %s.", Describe(request.method, target, path, request.body));
   PathParam param;
   absl::StatusOr<const RouteSpec*> route = Find(request.method, path, &param);
   bool may_be_empty = route.ok() && (*route)->body_optional;

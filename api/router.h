@@ -24,6 +24,11 @@ using ActionRunner = std::function<absl::StatusOr<VmmResult>(VmmAction)>;
 // Every error is a 400 with a fault_message; a query string is ignored.
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 
+// The path a request target is routed on, as Firecracker splits it: no
+// query string, one leading '/' however many came, and one trailing '/'
+// dropped ("//machine-config/" is "/machine-config").
+std::string RoutedPath(const std::string& target);
+
 // Every path Ember serves (with {id} placeholders) and its methods, read
 // from the route table; the API description (api/ember-api.yaml) must list
 // exactly these.
