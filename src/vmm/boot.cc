@@ -58,7 +58,7 @@ absl::StatusOr<uint64_t> InitrdAddress(const GuestMemory& mem, uint64_t size,
   return addr;
 }
 
-absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
+absl::StatusOr<ImageLoad> ImageLoad::Plan(GuestMemory& mem,
                                           const BootSourceConfig& boot) {
   ImageLoad load;
   LoadedImages& images = load.images_;
@@ -84,7 +84,7 @@ absl::StatusOr<ImageLoad> ImageLoad::Plan(const GuestMemory& mem,
   return load;
 }
 
-absl::Status ImageLoad::PlanInitrd(const GuestMemory& mem, const std::string& path) {
+absl::Status ImageLoad::PlanInitrd(GuestMemory& mem, const std::string& path) {
   ASSIGN_OR_RETURN(MappedFile initrd, MappedFile::Open(path));
   initrd_file_ = std::make_unique<MappedFile>(std::move(initrd));
   FileLease* lease = nullptr;
@@ -116,7 +116,7 @@ void ImageLoad::AddChunks(const MappedFile* file, uint64_t offset, std::span<uin
   }
 }
 
-absl::Status ImageLoad::MapWholePages(const GuestMemory& mem, const MappedFile* file,
+absl::Status ImageLoad::MapWholePages(GuestMemory& mem, const MappedFile* file,
                                       bool can_map, FileLease* lease, uint64_t offset,
                                       std::span<uint8_t> dest) {
   uintptr_t at = reinterpret_cast<uintptr_t>(dest.data());
@@ -140,6 +140,7 @@ absl::Status ImageLoad::MapWholePages(const GuestMemory& mem, const MappedFile* 
     return absl::OkStatus();
   }
   mem.AdviseReplaced({start, len});
+  mem.MarkFileMapped({start, len});
   mapped_bytes_ += len;
   if (lease != nullptr) lease->Cover({start, len});
   AddChunks(file, offset, dest.first(head));
@@ -198,7 +199,7 @@ absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImag
   return BootEntry{kernel.entry, kernel.protocol};
 }
 
-absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
+absl::StatusOr<BootEntry> LoadGuest(GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count) {
   ASSIGN_OR_RETURN(ImageLoad load, ImageLoad::Plan(mem, boot));
   load.Advise(mem);

@@ -45,7 +45,7 @@ struct LoadedImages {
 // stayed the same. The mapping must outlive the copying.
 class ImageLoad {
  public:
-  static absl::StatusOr<ImageLoad> Plan(const GuestMemory& mem, const BootSourceConfig& boot);
+  static absl::StatusOr<ImageLoad> Plan(GuestMemory& mem, const BootSourceConfig& boot);
   // Bytes mapped from the files instead of copied.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   // The leases that keep mapped files unchanged (file_lease.h), for the Vm
@@ -66,7 +66,7 @@ class ImageLoad {
   // Cuts [offset, offset + dest.size()) of `file` at huge-page boundaries of dest.
   void AddChunks(const MappedFile* file, uint64_t offset, std::span<uint8_t> dest);
   // Plan's part for the initrd at `path`, after the kernel's.
-  absl::Status PlanInitrd(const GuestMemory& mem, const std::string& path);
+  absl::Status PlanInitrd(GuestMemory& mem, const std::string& path);
   // Whether `file` may be mapped into guest memory: nothing can change
   // it (OnReadOnlyFileSystem), or a lease, then the last of leases_, holds
   // back whoever would write it until the mapped pages are copied.
@@ -74,8 +74,9 @@ class ImageLoad {
   // The same as AddChunks, but if `can_map`, the whole pages in dest are
   // mapped from the file, private, and covered by `lease` if there is one:
   // the guest reads the page cache's pages and copies only those it
-  // writes, and a rewrite of the file never reaches it.
-  absl::Status MapWholePages(const GuestMemory& mem, const MappedFile* file, bool can_map,
+  // writes, and a rewrite of the file never reaches it (GuestMemory's
+  // MarkFileMapped records the range).
+  absl::Status MapWholePages(GuestMemory& mem, const MappedFile* file, bool can_map,
                              FileLease* lease, uint64_t offset, std::span<uint8_t> dest);
 
   // Heap-held, so that chunks_ and the counter stay valid when the ImageLoad moves.
@@ -93,7 +94,7 @@ absl::StatusOr<BootEntry> WriteBootInfo(const GuestMemory& mem, const LoadedImag
                                         const std::string& cmdline, uint32_t vcpu_count);
 
 // Plan, Advise, CopyShare, Finish and WriteBootInfo on this thread.
-absl::StatusOr<BootEntry> LoadGuest(const GuestMemory& mem, const BootSourceConfig& boot,
+absl::StatusOr<BootEntry> LoadGuest(GuestMemory& mem, const BootSourceConfig& boot,
                                     const std::string& cmdline, uint32_t vcpu_count);
 
 // Page-aligned address for an initrd of `size` bytes: as high as possible

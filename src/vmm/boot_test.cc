@@ -1,13 +1,18 @@
 #include "src/vmm/boot.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "src/vmm/arch/x86_64/boot_params.h"
 #include "src/vmm/arch/x86_64/layout.h"
 #include "src/common/testing/test_images.h"
+#include "src/common/unique_fd.h"
 
 namespace ember {
 namespace {
@@ -126,6 +131,45 @@ TEST_F(LoadGuestTest, TwoThreadsShareTheCopy) {
   got.resize(initrd.size());
   ASSERT_TRUE(mem.Read(load->images().initrd_addr, got).ok());
   EXPECT_TRUE(got == initrd);
+}
+
+// A Diff snapshot without dirty tracking writes the pages mincore calls
+// resident. An initrd's page mapped from its file but dropped from the
+// page cache is not a zero page: it must be written too.
+TEST_F(LoadGuestTest, PagesMappedFromAFileCountAsResident) {
+  GuestMemory mem = Memory(64 << 20);
+  std::vector<uint8_t> initrd(2 << 20, 0x5a);
+  BootSourceConfig boot{File(testing::MakeElf({0xf4}, 0x1000000, false)), File(initrd),
+                        std::nullopt};
+  // A lease is taken only with SIGIO blocked (Ember blocks it at start).
+  sigset_t sigio, old_mask;
+  sigemptyset(&sigio);
+  sigaddset(&sigio, SIGIO);
+  pthread_sigmask(SIG_BLOCK, &sigio, &old_mask);
+  auto load = ImageLoad::Plan(mem, boot);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ASSERT_TRUE(load.ok()) << load.status();
+  if (load->mapped_bytes() == 0) GTEST_SKIP() << "no lease on this file system: copied";
+  {
+    UniqueFd fd(open(boot.initrd_path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_EQ(fdatasync(fd.get()), 0);  // only clean pages can be dropped
+    ASSERT_EQ(posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  }
+  uint64_t first = load->images().initrd_addr / 4096, pages = initrd.size() / 4096;
+  std::vector<unsigned char> cached(pages);
+  auto host = mem.HostRange(first * 4096, initrd.size());
+  ASSERT_TRUE(host.ok());
+  ASSERT_EQ(mincore(host->data(), host->size(), cached.data()), 0);
+  if (std::all_of(cached.begin(), cached.end(), [](unsigned char c) { return c & 1; })) {
+    GTEST_SKIP() << "the page cache kept the whole initrd";
+  }
+  auto resident = mem.ResidentPages(0);
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  for (uint64_t p = first; p < first + pages; p++) {
+    ASSERT_TRUE((*resident)[p / 64] >> (p % 64) & 1) << "page " << p;
+  }
+  uint64_t untouched = (60 << 20) / 4096;  // far from both images
+  EXPECT_FALSE((*resident)[untouched / 64] >> (untouched % 64) & 1);
 }
 
 }  // namespace

@@ -174,6 +174,8 @@ bool GuestMemory::Discard(uint64_t addr, uint64_t len) const {
 
 void GuestMemory::AdviseReplaced(std::span<uint8_t> host) const { (void)Advise(host); }
 
+void GuestMemory::MarkFileMapped(std::span<uint8_t> host) { file_mapped_.push_back(host); }
+
 absl::Status GuestMemory::AddHotplugRegion(uint64_t guest_addr, uint64_t size,
                                            uint64_t slot_size) {
   uint64_t align = host_page_size();
@@ -246,7 +248,8 @@ GuestMemory::GuestMemory(GuestMemory&& other) noexcept
       mergeable_(other.mergeable_),
       huge_pages_(other.huge_pages_),
       discard_huge_pages_(other.discard_huge_pages_),
-      dirty_(std::move(other.dirty_)) {}
+      dirty_(std::move(other.dirty_)),
+      file_mapped_(std::exchange(other.file_mapped_, {})) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
   if (this != &other) {
@@ -259,6 +262,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     huge_pages_ = other.huge_pages_;
     discard_huge_pages_ = other.discard_huge_pages_;
     dirty_ = std::move(other.dirty_);
+    file_mapped_ = std::exchange(other.file_mapped_, {});
   }
   return *this;
 }
@@ -417,6 +421,15 @@ absl::StatusOr<std::vector<uint64_t>> GuestMemory::ResidentPages(size_t index) c
     }
     for (uint64_t i = 0; i < n; i++) {
       if (resident[i] & 1) out[(first + i) / 64] |= uint64_t{1} << ((first + i) % 64);
+    }
+  }
+  // A Diff of a booted VM is a whole memory file: its holes must read as
+  // the guest does, and a file's page the cache dropped is not a zero.
+  for (std::span<uint8_t> m : file_mapped_) {
+    if (m.empty() || m.data() < r.host || m.data() + m.size() > r.host + r.size) continue;
+    uint64_t last = (m.data() + m.size() - 1 - r.host) / kPageSize;
+    for (uint64_t p = (m.data() - r.host) / kPageSize; p <= last; p++) {
+      out[p / 64] |= uint64_t{1} << (p % 64);
     }
   }
   return out;

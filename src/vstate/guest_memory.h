@@ -140,6 +140,11 @@ class GuestMemory {
   // the region's advice again: a new mapping starts without it. Best
   // effort: without it the guest runs the same.
   void AdviseReplaced(std::span<uint8_t> host) const;
+  // Records that `host`, a part of a region, is mapped private from a file
+  // (the kernel or initrd, ImageLoad): a page there the guest never wrote
+  // reads the file's bytes, not zeros, whether or not the page cache holds
+  // it, so ResidentPages counts it.
+  void MarkFileMapped(std::span<uint8_t> host);
 
   // Diff snapshots: from now on every page handed out by Slice or written
   // by Write is recorded (the VMM's own writes, which KVM's dirty log does
@@ -150,7 +155,8 @@ class GuestMemory {
   std::vector<uint64_t> TakeDirtyPages(size_t index) const;
   // Diff snapshots without tracking, as Firecracker's: the pages of region
   // `index` resident in host memory (mincore), one bit per 4 KiB page.
-  // Every page the guest or the VMM touched is one, unless swapped out.
+  // Every page the guest or the VMM touched is one, unless swapped out;
+  // so is every page MarkFileMapped named.
   absl::StatusOr<std::vector<uint64_t>> ResidentPages(size_t index) const;
   // Bytes of guest RAM in all regions.
   uint64_t total_size() const;
@@ -180,6 +186,7 @@ class GuestMemory {
   bool discard_huge_pages_ = false;  // k2M, on a kernel where that is safe
   // Per region, a bit per page; empty when not tracking.
   std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> dirty_;
+  std::vector<std::span<uint8_t>> file_mapped_;
 };
 
 }  // namespace ember

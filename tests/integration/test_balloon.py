@@ -100,8 +100,12 @@ def free_pages_guest(ember, guest, tmp_path, **balloon):
     config["balloon"] = {"amount_mib": 0, "deflate_on_oom": False, **balloon}
     config["metrics"] = {"metrics_path": str(tmp_path / "metrics.json")}
     shell = GuestShell(ember, tmp_path, config, api=True)
-    shell.wait_ready()
-    shell.check("mount -t tmpfs -o size=128m none /mnt")  # the root is read-only
+    try:
+        shell.wait_ready()
+        shell.check("mount -t tmpfs -o size=128m none /mnt")  # the root is read-only
+    except BaseException:
+        shell.close()
+        raise
     return shell
 
 

@@ -44,7 +44,11 @@ def shell_guest(ember, guest, tmp_path, huge_pages):
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
                          "is_root_device": True, "is_read_only": True}]
     shell = GuestShell(ember, tmp_path, config, api=True)
-    shell.wait_ready()
+    try:
+        shell.wait_ready()
+    except BaseException:
+        shell.close()  # its reserved huge pages with it
+        raise
     return shell
 
 
