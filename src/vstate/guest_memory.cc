@@ -352,6 +352,7 @@ bool StoreWhole(const uint8_t* from, uint8_t* to) {
 }
 
 void CopyFromGuest(const uint8_t* from, uint8_t* to, size_t len) {
+  if (len == 0) return;  // an empty span may have no pointer: memcpy's UB
   bool whole = (len == 2 && LoadWhole<uint16_t>(from, to)) ||
                (len == 4 && LoadWhole<uint32_t>(from, to)) ||
                (len == 8 && LoadWhole<uint64_t>(from, to));
@@ -359,6 +360,7 @@ void CopyFromGuest(const uint8_t* from, uint8_t* to, size_t len) {
 }
 
 void CopyToGuest(const uint8_t* from, uint8_t* to, size_t len) {
+  if (len == 0) return;
   bool whole = (len == 2 && StoreWhole<uint16_t>(from, to)) ||
                (len == 4 && StoreWhole<uint32_t>(from, to)) ||
                (len == 8 && StoreWhole<uint64_t>(from, to));
