@@ -318,6 +318,13 @@ std::map<std::string, std::set<std::string>> ServedRoutes() {
 std::string RoutedPath(const std::string& target) {
   absl::string_view path(target);
   path = path.substr(0, path.find('?'));
+  // The absolute form ("http://localhost/version"), which an HTTP/1.1
+  // server must take: the host is this socket's, whatever it says.
+  if (path.size() >= 7 && absl::EqualsIgnoreCase(path.substr(0, 7), "http://")) {
+    path.remove_prefix(7);
+    size_t slash = path.find('/');
+    path = slash == absl::string_view::npos ? "" : path.substr(slash);
+  }
   while (absl::ConsumePrefix(&path, "/")) {
   }
   absl::ConsumeSuffix(&path, "/");

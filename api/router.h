@@ -25,8 +25,9 @@ using ActionRunner = std::function<absl::StatusOr<VmmResult>(VmmAction)>;
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 
 // The path a request target is routed on, as Firecracker splits it: no
-// query string, one leading '/' however many came, and one trailing '/'
-// dropped ("//machine-config/" is "/machine-config").
+// query string, no scheme and host (absolute form), one leading '/'
+// however many came, and one trailing '/' dropped ("//machine-config/"
+// and "http://localhost/machine-config" are "/machine-config").
 std::string RoutedPath(const std::string& target);
 
 // Every path Ember serves (with {id} placeholders) and its methods, read

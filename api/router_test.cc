@@ -168,6 +168,8 @@ TEST(RouterTest, SlashesAtTheEndsAreRoutedAsFirecrackerRoutesThem) {
   EXPECT_EQ(RoutedPath("//machine-config/?x=1"), "/machine-config");
   EXPECT_EQ(RoutedPath("/"), "/");
   EXPECT_EQ(RoutedPath("/drives//"), "/drives/");
+  EXPECT_EQ(RoutedPath("http://localhost/version?x=1"), "/version");
+  EXPECT_EQ(RoutedPath("HTTP://localhost"), "/");
   int calls = 0;
   EXPECT_EQ(Route({"GET", "//machine-config/", ""}, Counting(&calls)).status, 204);
   HttpResponse r = Route(
