@@ -163,17 +163,19 @@ std::string DebugQuoted(absl::string_view text) {
 
 // "Put request on \"/drives/rootfs\" with body \"{...}\"", as
 // Firecracker's API server describes a request it received. MMDS bodies
-// stay out of the log (they may hold secrets), and CPU templates (up to
-// 50 KiB each) unless the level is Debug, as Firecracker.
+// stay out of the log (they may hold secrets; on any /mmds path but its
+// config, which Firecracker's exact match misses), and CPU templates (up
+// to 50 KiB each) unless the level is Debug, as Firecracker.
 std::string Describe(const std::string& method, const std::string& target,
                      const std::string& routed, const std::string& body) {
   std::string verb = absl::AsciiStrToLower(method);
   if (!verb.empty()) verb[0] = absl::ascii_toupper(verb[0]);
   std::string text = absl::StrCat(verb, " request on ", DebugQuoted(target));
-  if (body.empty() || routed == "/mmds") return text;
+  bool mmds = routed == "/mmds" || (absl::StartsWith(routed, "/mmds/") && routed != "/mmds/config");
+  if (body.empty() || mmds) return text;
   if (routed == "/cpu-config" && !LogEnabled(LogLevel::kDebug)) {
-    return absl::StrCat(text, ". To view the CPU template received by the API, set the log "
-                              "level to Debug");
+    return absl::StrCat(
+        text, ". To view the CPU template received by the API, configure log-level to DEBUG");
   }
   return absl::StrCat(text, " with body ", DebugQuoted(body));
 }

@@ -24,10 +24,12 @@ using ActionRunner = std::function<absl::StatusOr<VmmResult>(VmmAction)>;
 // Every error is a 400 with a fault_message; a query string is ignored.
 HttpResponse Route(const HttpRequest& request, const ActionRunner& run);
 
-// The path a request target is routed on, as Firecracker splits it: no
-// query string, no scheme and host (absolute form), one leading '/'
-// however many came, and one trailing '/' dropped ("//machine-config/"
-// and "http://localhost/machine-config" are "/machine-config").
+// The path a request target is routed on: as Firecracker takes it, no
+// scheme and host (absolute form), one leading '/' however many came, and
+// one trailing '/' dropped ("//machine-config/" and
+// "http://localhost/machine-config" are "/machine-config"); and no query
+// string, which Firecracker refuses. Segments past the route's are not
+// dropped (Firecracker ignores them): such a path is refused.
 std::string RoutedPath(const std::string& target);
 
 // Every path Ember serves (with {id} placeholders) and its methods, read

@@ -366,11 +366,17 @@ TEST(RouterTest, MmdsBodiesAndCpuTemplatesStayOutOfTheLog) {
   std::string log = LogOf([&] {
     Route({"PUT", "/mmds", R"({"token": "secret-one"})"}, Counting(&calls));
     Route({"PATCH", "//mmds/", R"({"token": "secret-two"})"}, Counting(&calls));
+    Route({"PUT", "/mmds//", R"({"token": "secret-three"})"}, Counting(&calls));
+    Route({"PATCH", "/mmds/x", R"({"token": "secret-four"})"}, Counting(&calls));
+    Route({"PUT", "/mmds/config", R"({"version": "V2", "network_interfaces": ["shown"]})"},
+          Counting(&calls));
     Route({"PUT", "/cpu-config", R"({"cpuid_modifiers": ["info-one"]})"}, Counting(&calls));
   });
   EXPECT_EQ(log.find("secret-"), std::string::npos) << log;
+  EXPECT_NE(log.find("shown"), std::string::npos) << log;
   EXPECT_EQ(log.find("info-one"), std::string::npos) << log;
-  EXPECT_NE(log.find(R"(Put request on "/cpu-config". To view the CPU template)"),
+  EXPECT_NE(log.find(R"(Put request on "/cpu-config". To view the CPU template received by )"
+                     "the API, configure log-level to DEBUG.\n"),
             std::string::npos)
       << log;
   SetLogLevel(LogLevel::kDebug);

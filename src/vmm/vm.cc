@@ -56,10 +56,11 @@ absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(GuestMemory& memory, bool track_d
   RETURN_IF_ERROR(vm_fd.CreatePit2());
   ASSIGN_OR_RETURN(EventLoop loop, EventLoop::Create());
   ASSIGN_OR_RETURN(std::unique_ptr<VmExit> exit, VmExit::Create());
-  std::unique_ptr<Vm> created(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
-                                     std::move(loop), std::move(exit)));
-  RETURN_IF_ERROR(created->loop_.Add(created->exit_->fd(), EPOLLIN, [](uint32_t) {}));
-  return created;
+  RETURN_IF_ERROR(loop.Add(exit->fd(), EPOLLIN, [](uint32_t) {}));
+  // Nothing fails after the memory moves: on failure it stays the
+  // caller's, whose image copier may still be writing to it.
+  return std::unique_ptr<Vm>(new Vm(std::move(kvm), std::move(vm_fd), std::move(memory),
+                                    std::move(loop), std::move(exit)));
 }
 
 Vm::~Vm() {
