@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -24,7 +25,13 @@ std::atomic<int64_t> g_sink{int64_t{STDERR_FILENO} * 2};
 // Defaults keep the level and drop the origin, as Ember always printed.
 std::atomic<bool> g_show_level{true};
 std::atomic<bool> g_show_origin{false};
-std::atomic<const std::string*> g_module{nullptr};  // logger.module; null: all
+// logger.module (null: every file). Never destroyed: a thread may log
+// during exit. A line being written holds the module it read, so a new
+// one frees the old once no line uses it.
+std::atomic<std::shared_ptr<const std::string>>& Module() {
+  static auto* module = new std::atomic<std::shared_ptr<const std::string>>();
+  return *module;
+}
 std::atomic<uint64_t> g_missed_lines{0};
 std::atomic<uint64_t> g_rate_limited_lines{0};
 // The main thread is the VMM thread; it keeps the process name "ember".
@@ -71,9 +78,7 @@ bool WriteLogSink(const char* data, size_t len) {
 }
 
 void SetLogModule(absl::string_view module) {
-  // Set once or twice a process (PUT /logger): the old one stays, as a
-  // line may be reading it on another thread.
-  g_module = module.empty() ? nullptr : new std::string(module);
+  Module().store(module.empty() ? nullptr : std::make_shared<const std::string>(module));
 }
 
 absl::Status CheckLogModule(absl::string_view module, absl::string_view field) {
@@ -102,7 +107,7 @@ void SetThreadName(absl::string_view name) {
 }
 
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message) {
-  const std::string* module = g_module.load(std::memory_order_acquire);
+  std::shared_ptr<const std::string> module = Module().load();
   if (module != nullptr && !absl::StartsWith(file, *module)) return;
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

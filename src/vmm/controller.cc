@@ -106,7 +106,20 @@ absl::Status Controller::ApplyLogger(const LoggerConfig& config) {
     int fd = open(config.log_path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
                   0600);
     if (fd < 0) return ErrnoStatus(absl::StrCat("logger.log_path ", config.log_path));
-    SetLogSink(fd);
+    // The sink's descriptor is never closed (a line may be going out on
+    // another thread), so a later logger takes the first one's number:
+    // dup3 swaps the file under it at once, and PUT /logger after PUT
+    // /logger holds one descriptor, not one each. Only before the start:
+    // the filters have no dup3.
+    static int sink = -1;
+    if (sink >= 0) {
+      int swapped = dup3(fd, sink, O_CLOEXEC);
+      close(fd);
+      if (swapped < 0) return ErrnoStatus(absl::StrCat("logger.log_path ", config.log_path));
+    } else {
+      sink = fd;
+    }
+    SetLogSink(sink);  // again: the new file may be a socket where the old was not
   }
   // As Firecracker: a logger without a level puts it back to Info.
   std::optional<LogLevel> level = LogLevel::kInfo;

@@ -314,6 +314,23 @@ def test_pipelined_slow_and_many_clients(api):
     assert a.request("GET", "/")[0] == 200
 
 
+def test_a_logger_set_again_and_again_holds_one_file(api, tmp_path):
+    """As Firecracker, PUT /logger may come many times before the start;
+    each replaces the last, and none leaves a descriptor behind."""
+    a = api()
+    fds = lambda: len(os.listdir(f"/proc/{a.proc.pid}/fd"))
+    logs = [tmp_path / f"log{i}" for i in range(50)]
+    assert a.request("PUT", "/logger", {"log_path": str(logs[0]), "module": "api"})[0] == 204
+    before = fds()
+    for i, log in enumerate(logs[1:]):
+        assert a.request("PUT", "/logger", {"log_path": str(log), "module": f"api{i}"})[0] == 204
+    assert fds() == before
+    assert a.request("PUT", "/logger", {"log_path": str(logs[-1]), "module": "api/"})[0] == 204
+    assert a.request("GET", "/machine-config")[0] == 200
+    assert 'request on "/machine-config"' in logs[-1].read_text()
+    assert 'request on "/machine-config"' not in logs[-2].read_text()
+
+
 def test_metrics_and_log_fifos_nobody_reads_are_taken(api, tmp_path):
     """As Firecracker takes them: the Go SDK makes a metrics FIFO and never
     reads it. Lines that do not fit are dropped; Ember serves on."""
