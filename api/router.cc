@@ -171,7 +171,7 @@ std::string Describe(const std::string& method, const std::string& target,
   std::string verb = absl::AsciiStrToLower(method);
   if (!verb.empty()) verb[0] = absl::ascii_toupper(verb[0]);
   std::string text = absl::StrCat(verb, " request on ", DebugQuoted(target));
-  bool mmds = routed == "/mmds" || (absl::StartsWith(routed, "/mmds/") && routed != "/mmds/config");
+  bool mmds = (routed == "/mmds" || absl::StartsWith(routed, "/mmds/")) && routed != "/mmds/config";
   if (body.empty() || mmds) return text;
   if (routed == "/cpu-config" && !LogEnabled(LogLevel::kDebug)) {
     return absl::StrCat(

@@ -280,6 +280,17 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
         vmm.expect_fault("PUT", "/mmds", b"[" + b"9" * (DEFAULT_LIMIT - 2) + b"]",
                          "Number too big")
         vmm.assert_serving("Not started")
+        # Request targets as long as Beast's 8 KiB header takes, routed by
+        # RoutedPath on the API thread: slashes, an absolute form's host,
+        # and an MMDS body (a secret) that must stay out of the log.
+        status, reply = vmm.request("GET", "/" * 7900 + "machine-config/")
+        assert status == 200 and "vcpu_count" in str(reply), (status, str(reply)[:300])
+        status, reply = vmm.request("GET", "http://" + "h" * 7900 + "/version")
+        assert status == 200 and "firecracker_version" in str(reply), (status, str(reply)[:300])
+        vmm.expect_fault("PUT", "/" * 7900 + "mmds//", b'{"secret": "long-target-secret"}',
+                         "Invalid request method and/or path: PUT /mmds/.")
+        assert "long-target-secret" not in vmm.log()
+        vmm.assert_serving("Not started")
         # A pmem path as long as a body holds: opened on the VMM thread.
         head, tail = b'{"id":"p0","path_on_host":"/', b'"}'
         body = head + b"p" * (DEFAULT_LIMIT - len(head) - len(tail)) + tail
