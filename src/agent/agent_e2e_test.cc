@@ -155,6 +155,21 @@ TEST_F(AgentTest, EnvironmentAndWorkingDirectoryApply) {
   // The agent's own environment is the base: PATH finds sh above.
 }
 
+// More than one 64 KiB frame's worth: EXEC frames may be larger than the
+// others (Kubernetes' service variables make environments this big).
+TEST_F(AgentTest, AnEnvironmentOfHalfAMebibyteArrives) {
+  std::vector<std::string> options;
+  for (int i = 0; i < 8000; ++i) {
+    options.push_back("--env");
+    options.push_back("SERVICE_" + std::to_string(i) + "_PORT_8080_TCP_ADDR=10.96.12." +
+                      std::to_string(i % 250) + std::string(20, 'x'));
+  }
+  Result r = Exec({"sh", "-c", "env | grep -c ^SERVICE_; echo $SERVICE_7999_PORT_8080_TCP_ADDR"},
+                  "", options);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "8000\n10.96.12.249" + std::string(20, 'x') + "\n");
+}
+
 TEST_F(AgentTest, TerminalCarriesOutputAndInputWithItsSize) {
   // One stream: stdout and stderr both; the terminal translates \n.
   Result r = Exec({"sh", "-c", "test -t 0 && test -t 1 && echo tty; echo err >&2; exit 4"}, "",

@@ -45,14 +45,14 @@ class Reader {
 };
 
 // Each string takes at least its 4-byte length, so a count larger than a
-// quarter of the payload is a lie; checking it first keeps a hostile count
-// from reserving memory.
+// quarter of the payload is a lie. Items are added as they are read, so a
+// hostile count reserves nothing.
 bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
   uint32_t n;
   if (!r->U32(&n) || n > payload_size / 4) return false;
-  out->resize(n);
-  for (auto& s : *out) {
-    if (!r->String(&s)) return false;
+  out->clear();
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!r->String(&out->emplace_back())) return false;
   }
   return true;
 }
@@ -60,16 +60,15 @@ bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
 bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
   uint32_t n;
   if (!r->U32(&c->uid) || !r->U32(&c->gid) || !r->U32(&n) || n > payload_size / 4) return false;
-  c->groups.resize(n);
-  for (auto& g : c->groups) {
-    if (!r->U32(&g)) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!r->U32(&c->groups.emplace_back())) return false;
   }
   if (!r->String(&c->root_device) || !r->String(&c->root_dir) || !r->String(&c->hostname) ||
       !r->U32(&n) || n > payload_size / 16) {  // a mount takes at least 16 bytes
     return false;
   }
-  c->mounts.resize(n);
-  for (MountSpec& m : c->mounts) {
+  for (uint32_t i = 0; i < n; ++i) {
+    MountSpec& m = c->mounts.emplace_back();
     if (!r->String(&m.type) || !r->String(&m.source) || !r->String(&m.target) ||
         !r->U32(&m.flags) || !r->String(&m.data)) {
       return false;
@@ -107,6 +106,8 @@ bool IsKnownType(uint8_t type) {
   return (type >= 1 && type <= 6) || (type >= 16 && type <= 20);
 }
 
+uint32_t MaxPayload(Type type) { return type == Type::kExec ? kMaxExecPayload : kMaxPayload; }
+
 void AppendFrame(std::string* out, Type type, std::string_view payload) {
   PutU32(out, static_cast<uint32_t>(payload.size()));
   out->push_back(static_cast<char>(type));
@@ -122,15 +123,15 @@ FrameDecoder::Result FrameDecoder::Next(Frame* frame, std::string* error) {
   const char* p = buffer_.data() + start_;
   uint32_t length = GetU32(p);
   uint8_t type = static_cast<uint8_t>(p[4]);
-  if (length > kMaxPayload) {
-    bad_ = true;
-    *error = "frame of " + std::to_string(length) + " bytes exceeds the maximum of " +
-             std::to_string(kMaxPayload);
-    return Result::kBad;
-  }
   if (!IsKnownType(type)) {
     bad_ = true;
     *error = "unknown frame type " + std::to_string(type);
+    return Result::kBad;
+  }
+  if (uint32_t max = MaxPayload(static_cast<Type>(type)); length > max) {
+    bad_ = true;
+    *error = "frame of " + std::to_string(length) + " bytes exceeds the maximum of " +
+             std::to_string(max);
     return Result::kBad;
   }
   if (buffered() < kHeaderSize + length) return Result::kNeedMore;

@@ -18,6 +18,12 @@ namespace ember::agent {
 inline constexpr uint32_t kVersion = 1;
 inline constexpr size_t kHeaderSize = 5;
 inline constexpr uint32_t kMaxPayload = 64 * 1024;
+// EXEC alone may be larger: an environment can outgrow 64 KiB (Kubernetes
+// puts a few variables per service of the namespace in every container's).
+// Linux's own limit on exec's arguments and environment is a quarter of the
+// stack limit (2 MiB by default), so above that the guest's execve refuses
+// (E2BIG) before this does.
+inline constexpr uint32_t kMaxExecPayload = 4 * 1024 * 1024;
 // The port the guest agent listens on (AF_VSOCK, any CID).
 inline constexpr uint32_t kDefaultPort = 1024;
 
@@ -41,13 +47,15 @@ enum class Type : uint8_t {
 
 // Whether `type` is one this version defines (either direction).
 bool IsKnownType(uint8_t type);
+// The largest payload a frame of `type` may carry.
+uint32_t MaxPayload(Type type);
 
 struct Frame {
   Type type;
   std::string payload;
 };
 
-// Appends one frame to `out`. The caller keeps payload <= kMaxPayload.
+// Appends one frame to `out`. The caller keeps payload <= MaxPayload(type).
 void AppendFrame(std::string* out, Type type, std::string_view payload);
 
 // Splits a byte stream into frames. Feed it what arrives; take frames out

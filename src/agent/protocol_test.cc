@@ -70,6 +70,26 @@ TEST(FrameTest, RejectsAnOversizedFrameFromItsHeaderAlone) {
   }
 }
 
+TEST(FrameTest, ExecAloneMayBeLarger) {
+  EXPECT_EQ(MaxPayload(Type::kExec), kMaxExecPayload);
+  EXPECT_EQ(MaxPayload(Type::kStdout), kMaxPayload);
+  std::string wire;
+  AppendFrame(&wire, Type::kExec, std::string(kMaxExecPayload, 'e'));
+  FrameDecoder decoder;
+  decoder.Feed(wire);
+  Frame f;
+  std::string error;
+  ASSERT_EQ(decoder.Next(&f, &error), Result::kFrame) << error;
+  EXPECT_EQ(f.payload.size(), kMaxExecPayload);
+  for (Type type : {Type::kExec, Type::kStdin, Type::kStdout}) {
+    FrameDecoder refusing;
+    refusing.Feed(Header(MaxPayload(type) + 1, static_cast<uint8_t>(type)));
+    EXPECT_EQ(refusing.Next(&f, &error), Result::kBad);
+    EXPECT_NE(error.find("exceeds the maximum of " + std::to_string(MaxPayload(type))),
+              std::string::npos) << error;
+  }
+}
+
 TEST(FrameTest, RejectsUnknownTypes) {
   for (uint8_t type : {0, 7, 15, 21, 255}) {
     FrameDecoder decoder;

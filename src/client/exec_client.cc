@@ -190,7 +190,10 @@ int RunExec(const ExecOptions& options) {
   Fd sock = ConnectToAgent(options, deadline, &error);
   if (!sock.valid()) return Fail(error);
   std::string payload = agent::EncodeExec(options.request);
-  if (payload.size() > agent::kMaxPayload) return Fail("the command and its environment are too long");
+  if (payload.size() > agent::kMaxExecPayload) {
+    return Fail("the command and its environment take " + std::to_string(payload.size()) +
+                " bytes; the agent takes at most " + std::to_string(agent::kMaxExecPayload));
+  }
   std::string out;  // frames for the agent
   agent::AppendFrame(&out, Type::kHello, agent::EncodeU32(agent::kVersion));
   agent::AppendFrame(&out, Type::kExec, payload);

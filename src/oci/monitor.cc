@@ -43,31 +43,6 @@ void StopVmm(pid_t vmm) {
 
 }  // namespace
 
-agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname,
-                                    std::vector<agent::MountSpec> mounts) {
-  agent::ExecRequest r;
-  r.flags = agent::ExecRequest::kFlagStdin | agent::ExecRequest::kFlagContainer;
-  if (process.terminal) r.flags |= agent::ExecRequest::kFlagTty;
-  r.cwd = process.cwd;
-  r.argv = process.args;
-  r.env = process.env;
-  r.container.uid = process.uid;
-  r.container.gid = process.gid;
-  r.container.groups = process.additional_gids;
-  r.container.root_device = kContainerDevice;
-  r.container.root_dir = kContainerRootDir;
-  r.container.hostname = hostname;
-  r.container.mounts = std::move(mounts);
-  r.container.set_capabilities = process.has_capabilities;
-  r.container.cap_bounding = process.cap_bounding;
-  r.container.cap_effective = process.cap_effective;
-  r.container.cap_permitted = process.cap_permitted;
-  r.container.cap_inheritable = process.cap_inheritable;
-  r.container.cap_ambient = process.cap_ambient;
-  r.container.no_new_privileges = process.no_new_privileges;
-  return r;
-}
-
 void RunMonitor(MonitorPlan plan) {
   setsid();
   signal(SIGPIPE, SIG_IGN);

@@ -27,13 +27,6 @@
 
 namespace ember::oci {
 
-// The agent's request for a container's process: its args, env, cwd, user
-// and groups, the container's drive as its root, the host name (empty:
-// unchanged), a terminal when process.terminal, and the mounts the agent
-// makes in the guest (mounts.h).
-agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname,
-                                    std::vector<agent::MountSpec> mounts = {});
-
 // What a monitor runs: the request through the VM's socket with these
 // stdio fds (a terminal's slave for all three when `tty_slave` >= 0).
 struct MonitorPlan {

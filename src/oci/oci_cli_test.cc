@@ -80,6 +80,21 @@ TEST_F(OciCliTest, TerminalWithoutConsoleSocket) {
   EXPECT_NE(o.log_msg.find("cannot allocate tty"), std::string::npos) << o.log_msg;
 }
 
+// A process too large for the guest agent fails `create`, not the start.
+TEST_F(OciCliTest, ProcessTheAgentWouldRefuse) {
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["sh"], "env": ["BIG=)" << std::string(5 << 20, 'x') << R"("]}, )"
+      << R"("root": {"path": "rootfs"}})";
+  Outcome o = Run("create --bundle " + bundle_ + " c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_NE(o.log_msg.find("ember-oci create failed: the process's args, env and the "
+                           "container's mounts take 524"),
+            std::string::npos) << o.log_msg;
+  EXPECT_NE(o.log_msg.find("bytes; the guest agent takes at most 4194304"), std::string::npos);
+  EXPECT_FALSE(access((root_ + "/c1").c_str(), F_OK) == 0) << "nothing is left behind";
+}
+
 TEST_F(OciCliTest, CreateOfAnIdThatExists) {
   mkdir((bundle_ + "/rootfs").c_str(), 0755);
   std::ofstream(bundle_ + "/config.json")

@@ -43,12 +43,14 @@
 #include "src/oci/cgroups.h"
 #include "src/oci/hooks.h"
 #include "src/oci/mounts.h"
+#include "src/oci/request.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
 
 namespace {
 
 using ember::agent::Fd;
+namespace agent = ember::agent;
 namespace oci = ember::oci;
 namespace jail = ember::jail;
 
@@ -214,6 +216,8 @@ int Create(const oci::CommandLine& cl) {
   if (!spec.ok()) return fail(std::string(spec.status().message()));
   auto mounts = oci::PlanMounts(spec->mounts);
   if (!mounts.ok()) return fail(std::string(mounts.status().message()));
+  agent::ExecRequest request = oci::ContainerRequest(spec->process, spec->hostname, mounts->guest);
+  if (auto s = oci::CheckRequest(request); !s.ok()) return fail(std::string(s.message()));
   std::optional<jail::CgroupPlacement> cgroup;
   if (!spec->cgroups_path.empty()) {
     auto planned = oci::PlanCgroup(spec->cgroups_path, spec->resources, jail::HostCgroupVersion());
@@ -301,7 +305,7 @@ int Create(const oci::CommandLine& cl) {
 
   oci::MonitorPlan plan;
   plan.exec.socket_path = layout->uds;
-  plan.exec.request = oci::ContainerRequest(spec->process, spec->hostname, mounts->guest);
+  plan.exec.request = std::move(request);
   plan.tty_slave = pty.slave.get();
   plan.owns_vm = true;
   plan.assets = assets;
@@ -512,6 +516,8 @@ int Exec(const oci::CommandLine& cl) {
   auto process = oci::ParseProcess(text, "process");
   if (!process.ok()) return Error(std::string(process.status().message()));
   if (cl.Has("tty")) process->terminal = true;
+  agent::ExecRequest request = oci::ContainerRequest(*process, "");
+  if (auto s = oci::CheckRequest(request); !s.ok()) return Error(std::string(s.message()));
   std::string console_socket = cl.Value("console-socket");
   if (process->terminal && console_socket.empty()) {
     return Error("cannot allocate tty if ember-oci will detach without setting console socket");
@@ -526,7 +532,7 @@ int Exec(const oci::CommandLine& cl) {
   }
   oci::MonitorPlan plan;
   plan.exec.socket_path = record->uds;
-  plan.exec.request = oci::ContainerRequest(*process, "");
+  plan.exec.request = std::move(request);
   plan.tty_slave = pty.slave.get();
   pid_t pid = fork();
   if (pid < 0) return Error("fork: " + std::string(strerror(errno)));

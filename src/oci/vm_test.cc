@@ -10,7 +10,6 @@
 
 #include <gtest/gtest.h>
 
-#include "src/oci/monitor.h"
 #include "src/oci/testing.h"
 #include "src/oci/template.h"
 
@@ -149,31 +148,6 @@ TEST(VmTest, ATemplateOfAnotherAgentIsNotUsed) {
   ASSERT_EQ(unlink(agent.c_str()), 0);
   std::ofstream(agent) << "v2, rebuilt";
   EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, agent, &t));
-}
-
-TEST(MonitorTest, ContainerRequestCarriesTheProcess) {
-  ProcessSpec p;
-  p.terminal = true;
-  p.args = {"sh", "-c", "true"};
-  p.env = {"PATH=/bin"};
-  p.cwd = "/work";
-  p.uid = 1000;
-  p.gid = 100;
-  p.additional_gids = {10};
-  agent::ExecRequest r = ContainerRequest(p, "box");
-  EXPECT_EQ(r.flags, agent::ExecRequest::kFlagStdin | agent::ExecRequest::kFlagContainer |
-                         agent::ExecRequest::kFlagTty);
-  EXPECT_EQ(r.argv, p.args);
-  EXPECT_EQ(r.env, p.env);
-  EXPECT_EQ(r.cwd, "/work");
-  EXPECT_EQ(r.container.uid, 1000u);
-  EXPECT_EQ(r.container.groups, std::vector<uint32_t>{10});
-  EXPECT_EQ(r.container.root_device, kContainerDevice);
-  EXPECT_EQ(r.container.root_dir, kContainerRootDir);
-  EXPECT_EQ(r.container.hostname, "box");
-  std::string error;
-  agent::ExecRequest back;
-  EXPECT_TRUE(agent::DecodeExec(agent::EncodeExec(r), &back, &error)) << error;
 }
 
 }  // namespace
