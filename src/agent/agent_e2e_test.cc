@@ -370,6 +370,89 @@ class FakeVmm {
   std::thread thread_;
 };
 
+// A hostile guest's agent: answers one connection with `bytes`, then
+// reads until the client leaves; with `flood`, sends STDOUT frames
+// meanwhile, as fast as the client takes them.
+class FakeAgent {
+ public:
+  FakeAgent(const std::string& path, std::string bytes, bool flood = false)
+      : bytes_(std::move(bytes)), flood_(flood) {
+    listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    unlink(path.c_str());
+    if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        listen(listener_.get(), 1) != 0) {
+      ADD_FAILURE() << "cannot listen on " << path;
+      return;
+    }
+    thread_ = std::thread([this] {
+      Fd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn.valid()) return;
+      (void)!send(conn.get(), bytes_.data(), bytes_.size(), MSG_NOSIGNAL);
+      // A deep buffer (as root), so that the client's socket stays readable.
+      int deep = 16 << 20;
+      setsockopt(conn.get(), SOL_SOCKET, SO_SNDBUFFORCE, &deep, sizeof(deep));
+      std::string output;
+      AppendFrame(&output, Type::kStdout, std::string(kMaxPayload, 'y'));
+      while (flood_ && send(conn.get(), output.data(), output.size(), MSG_NOSIGNAL) > 0) {
+      }
+      char buf[4096];
+      while (read(conn.get(), buf, sizeof(buf)) > 0) {
+      }
+    });
+  }
+  ~FakeAgent() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::string bytes_;
+  bool flood_;
+  Fd listener_;
+  std::thread thread_;
+};
+
+TEST_F(AgentTest, ABadAgentGetsAClearErrorNotAWrongStatus) {
+  std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
+  std::string fake = dir_ + "/fake.sock";
+  std::string exit_signaled(1, '\1');
+  struct Case {
+    std::string bytes;
+    std::string message;
+  } cases[] = {
+      // 128 + 0x7fffffff would overflow; 128 + 128 would exit 0.
+      {hello + Frames({{Type::kExit, exit_signaled + EncodeU32(0x7fffffff)}}), "bad EXIT"},
+      {hello + Frames({{Type::kExit, exit_signaled + EncodeU32(128)}}), "bad EXIT"},
+      {hello + Frames({{Type::kExit, std::string(1, '\0') + EncodeU32(256)}}), "bad EXIT"},
+      {hello + Frames({{Type::kError, ""}}), "(no message)"},
+      // A client's type: refused from its header, before 4 MiB are buffered.
+      {hello + std::string("\0\0\x40\0\x02", 5), "frame type 2 is not one the agent sends"},
+  };
+  for (const Case& c : cases) {
+    FakeAgent agent(fake, c.bytes);
+    Result r = Finish(Start({EMBER_EXEC_BIN, "--unix", fake, "--no-stdin", "--", "true"}));
+    EXPECT_EQ(r.status, 125) << c.message;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+}
+
+// The deadline holds while output keeps coming, when poll never waits.
+TEST_F(AgentTest, TimeoutHoldsAgainstAnAgentThatNeverStopsWriting) {
+  std::string fake = dir_ + "/fake.sock";
+  FakeAgent agent(fake, Frames({{Type::kHello, EncodeU32(kVersion)}, {Type::kStarted, EncodeU32(7)}}),
+                  /*flood=*/true);
+  auto begin = std::chrono::steady_clock::now();
+  std::string exec = EMBER_EXEC_BIN;
+  Result r = Finish(Start(
+      {"/bin/sh", "-c", exec + " --unix " + fake + " --timeout 0.5 -- yes > /dev/null"}));
+  EXPECT_EQ(r.status, 124);
+  EXPECT_NE(r.err.find("timed out"), std::string::npos) << r.err;
+  // The old loop timed out only when poll found nothing ready: 3.3 s here.
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(2500));
+}
+
 TEST_F(AgentTest, ThroughTheVmmSocket) {
   std::string vmm = dir_ + "/vsock.sock";
   {

@@ -128,6 +128,14 @@ FrameDecoder::Result FrameDecoder::Next(Frame* frame, std::string* error) {
     *error = "unknown frame type " + std::to_string(type);
     return Result::kBad;
   }
+  bool from_client = type < static_cast<uint8_t>(Type::kStarted);
+  if (type != static_cast<uint8_t>(Type::kHello) &&
+      ((from_ == From::kClient && !from_client) || (from_ == From::kAgent && from_client))) {
+    bad_ = true;
+    *error = "frame type " + std::to_string(type) + " is not one the " +
+             (from_ == From::kClient ? "client" : "agent") + " sends";
+    return Result::kBad;
+  }
   if (uint32_t max = MaxPayload(static_cast<Type>(type)); length > max) {
     bad_ = true;
     *error = "frame of " + std::to_string(length) + " bytes exceeds the maximum of " +

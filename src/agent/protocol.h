@@ -59,17 +59,23 @@ struct Frame {
 void AppendFrame(std::string* out, Type type, std::string_view payload);
 
 // Splits a byte stream into frames. Feed it what arrives; take frames out
-// with Next. A bad header (oversized length, unknown type) is final: the
-// stream cannot be resynchronised, so the connection must be closed.
+// with Next. A bad header (oversized length, unknown type, or a type the
+// peer does not send) is final: the stream cannot be resynchronised, so the
+// connection must be closed.
 class FrameDecoder {
  public:
   enum class Result { kFrame, kNeedMore, kBad };
+  // Whose frames these are: the agent takes only a client's types, the
+  // client only an agent's (so a guest cannot make it buffer a 4 MiB EXEC).
+  enum class From { kEither, kClient, kAgent };
+  explicit FrameDecoder(From from = From::kEither) : from_(from) {}
   void Feed(std::string_view bytes) { buffer_.append(bytes); }
   // kFrame fills *frame; kBad fills *error with why.
   Result Next(Frame* frame, std::string* error);
   size_t buffered() const { return buffer_.size() - start_; }
 
  private:
+  From from_;
   std::string buffer_;
   size_t start_ = 0;  // consumed bytes at the front, dropped lazily
   bool bad_ = false;

@@ -90,6 +90,25 @@ TEST(FrameTest, ExecAloneMayBeLarger) {
   }
 }
 
+TEST(FrameTest, EachSideTakesOnlyThePeersTypes) {
+  Frame f;
+  std::string error;
+  FrameDecoder agent_side(FrameDecoder::From::kClient);
+  agent_side.Feed(Header(0, static_cast<uint8_t>(Type::kStdout)));
+  EXPECT_EQ(agent_side.Next(&f, &error), Result::kBad);
+  EXPECT_EQ(error, "frame type 18 is not one the client sends");
+  // A guest's EXEC header is refused before its 4 MiB are buffered.
+  FrameDecoder client_side(FrameDecoder::From::kAgent);
+  client_side.Feed(Header(kMaxExecPayload, static_cast<uint8_t>(Type::kExec)));
+  EXPECT_EQ(client_side.Next(&f, &error), Result::kBad);
+  EXPECT_EQ(error, "frame type 2 is not one the agent sends");
+  for (auto from : {FrameDecoder::From::kClient, FrameDecoder::From::kAgent}) {
+    FrameDecoder both(from);
+    both.Feed(Header(4, static_cast<uint8_t>(Type::kHello)) + EncodeU32(kVersion));
+    EXPECT_EQ(both.Next(&f, &error), Result::kFrame) << error;
+  }
+}
+
 TEST(FrameTest, RejectsUnknownTypes) {
   for (uint8_t type : {0, 7, 15, 21, 255}) {
     FrameDecoder decoder;

@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace ember::agent {
 
 void Session::AddPollFds(std::vector<pollfd>* fds, std::vector<Channel>* channels) const {
@@ -139,7 +141,10 @@ void Session::OnFrame(const Frame& frame) {
       }
       if (state_ == State::kRunning) {
         SignalGroup(static_cast<int>(value));
-      } else {
+      } else if (std::find(pending_signals_.begin(), pending_signals_.end(), value) ==
+                 pending_signals_.end()) {
+        // Each at most once, as the kernel keeps a pending signal: a client
+        // repeating one while the command waits to start grows nothing.
         pending_signals_.push_back(static_cast<int>(value));
       }
       return;

@@ -82,7 +82,7 @@ class Session {
 
   State state_ = State::kHello;
   Fd socket_;
-  FrameDecoder decoder_;
+  FrameDecoder decoder_{FrameDecoder::From::kClient};
   std::string out_;  // frames not yet written to the client
   ExecRequest request_;
   bool spawn_requested_ = false;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -27,6 +28,9 @@ using agent::Type;
 // Stdin bytes queued for the agent past which we stop reading stdin.
 constexpr size_t kMaxQueued = 256 * 1024;
 
+// Caught signals become bytes in this pipe (made once, kept for the
+// process's life), read by RunExec's loop.
+int signal_pipe_r = -1;
 int signal_pipe_w = -1;
 
 void OnSignal(int signo) {
@@ -47,10 +51,11 @@ double Now() {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-// Milliseconds until the deadline for poll; -1 without one.
+// Milliseconds until the deadline for poll (at most a day: poll takes an
+// int); -1 without one.
 int PollTimeout(double deadline) {
   if (deadline == 0) return -1;
-  double left = deadline - Now();
+  double left = std::min(deadline - Now(), 86400.0);
   return left <= 0 ? 0 : static_cast<int>(left * 1000) + 1;
 }
 
@@ -157,9 +162,26 @@ void AppendSize(std::string* out, int fd) {
 
 }  // namespace
 
+bool CatchSignals(const std::vector<int>& signals) {
+  if (signal_pipe_w < 0) {
+    int sp[2];
+    if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+    signal_pipe_r = sp[0];
+    signal_pipe_w = sp[1];
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sa.sa_flags = SA_RESTART;
+  for (int s : signals) sigaction(s, &sa, nullptr);
+  return true;
+}
+
 std::vector<int> ForwardableSignals() {
   std::vector<int> out;
-  for (int s = 1; s < 32; ++s) {
+  // The real-time ones too: systemd in a container stops on SIGRTMIN+3,
+  // and uncaught they would end the monitor.
+  for (int s = 1; s <= SIGRTMAX; ++s) {
+    if (s >= 32 && s < SIGRTMIN) continue;  // glibc's own
     switch (s) {
       case SIGKILL: case SIGSTOP: case SIGCHLD: case SIGPIPE: case SIGWINCH:
       case SIGILL: case SIGTRAP: case SIGBUS: case SIGFPE: case SIGSEGV:
@@ -174,18 +196,12 @@ std::vector<int> ForwardableSignals() {
 int RunExec(const ExecOptions& options) {
   double deadline = options.timeout_s > 0 ? Now() + options.timeout_s : 0;
   std::string error;
-  // Signals become bytes in a pipe, read by the loop below; those that
-  // come while the guest boots wait there.
-  int sp[2];
-  if (pipe2(sp, O_CLOEXEC | O_NONBLOCK) != 0) return Fail(std::string("pipe: ") + strerror(errno));
-  Fd signal_r(sp[0]), signal_w(sp[1]);
-  signal_pipe_w = signal_w.get();
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sa.sa_flags = SA_RESTART;
-  for (int s : options.forward_signals) sigaction(s, &sa, nullptr);
+  // Those that come while the guest boots wait in the pipe.
   bool tty = options.request.flags & agent::ExecRequest::kFlagTty;
-  if (tty && options.size_from_fd >= 0) sigaction(SIGWINCH, &sa, nullptr);
+  if (!CatchSignals(options.forward_signals) ||
+      (tty && options.size_from_fd >= 0 && !CatchSignals({SIGWINCH}))) {
+    return Fail(std::string("pipe: ") + strerror(errno));
+  }
 
   Fd sock = ConnectToAgent(options, deadline, &error);
   if (!sock.valid()) return Fail(error);
@@ -202,16 +218,18 @@ int RunExec(const ExecOptions& options) {
 
   bool stdin_open = options.request.flags & agent::ExecRequest::kFlagStdin;
   bool hello = false;
-  FrameDecoder decoder;
+  FrameDecoder decoder(FrameDecoder::From::kAgent);
   char buf[agent::kMaxPayload];
   while (true) {
     pollfd fds[3] = {{sock.get(), static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0},
-                     {signal_r.get(), POLLIN, 0},
+                     {signal_pipe_r, POLLIN, 0},
                      {stdin_open && out.size() < kMaxQueued ? options.stdin_fd : -1, POLLIN,
                       0}};
     int ready = poll(fds, 3, PollTimeout(deadline));
     if (ready < 0 && errno == EINTR) continue;
-    if (ready == 0) {
+    // Not only when nothing came: a command that keeps writing must time
+    // out too.
+    if (deadline != 0 && Now() >= deadline) {
       // Closing the connection makes the agent kill the command.
       char seconds[32];
       std::snprintf(seconds, sizeof(seconds), "%g", options.timeout_s);
@@ -220,7 +238,7 @@ int RunExec(const ExecOptions& options) {
     }
     if (fds[1].revents) {
       unsigned char signo;
-      while (read(signal_r.get(), &signo, 1) == 1) {
+      while (read(signal_pipe_r, &signo, 1) == 1) {
         if (signo == SIGWINCH) {
           AppendSize(&out, options.size_from_fd);
         } else {
@@ -254,7 +272,7 @@ int RunExec(const ExecOptions& options) {
       if (result == FrameDecoder::Result::kNeedMore) break;
       if (result == FrameDecoder::Result::kBad) return Fail("bad frame from the agent: " + error);
       uint32_t value;
-      agent::ErrorKind kind;
+      agent::ErrorKind kind = agent::ErrorKind::kOther;
       agent::ExitStatus status;
       switch (frame.type) {
         case Type::kHello:
@@ -279,7 +297,9 @@ int RunExec(const ExecOptions& options) {
           }
           break;
         case Type::kExit:
-          if (!hello || !agent::DecodeExit(frame.payload, &status)) {
+          // An exit code is a byte; a signal, 1 to 64.
+          if (!hello || !agent::DecodeExit(frame.payload, &status) ||
+              (status.signaled ? status.value == 0 || status.value > 64 : status.value > 255)) {
             return Fail("bad EXIT from the agent");
           }
           return status.signaled ? 128 + static_cast<int>(status.value)

@@ -45,10 +45,15 @@ struct ExecOptions {
   std::function<bool()> gave_up;
 };
 
-// The signals a container's monitor forwards: every catchable one except
-// those about its own state (SIGCHLD, SIGPIPE, SIGWINCH) and the faults a
-// program raises on itself.
+// The signals a container's monitor forwards: every catchable one, the
+// real-time ones included, except those about its own state (SIGCHLD,
+// SIGPIPE, SIGWINCH) and the faults a program raises on itself.
 std::vector<int> ForwardableSignals();
+
+// Catches `signals` from now on for RunExec to forward, so that one sent
+// before RunExec runs (while the guest boots) waits rather than ending the
+// process. RunExec does it too. False when its pipe cannot be made.
+bool CatchSignals(const std::vector<int>& signals);
 
 // Runs the command, writing its output to our stdout and stderr and
 // forwarding SIGINT, SIGTERM and SIGHUP to it. Returns what ember-exec

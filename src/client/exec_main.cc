@@ -66,6 +66,9 @@ bool ParseUser(const std::string& text, ember::agent::ContainerSpec* spec) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reader that leaves makes the write fail (EPIPE), and RunExec ends
+  // the command and restores the terminal, rather than dying here.
+  signal(SIGPIPE, SIG_IGN);
   ember::client::ExecOptions options;
   options.request.flags = ember::agent::ExecRequest::kFlagStdin;
   int i = 1;

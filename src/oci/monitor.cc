@@ -79,6 +79,10 @@ void RunMonitor(MonitorPlan plan) {
     vmm = *started;
     WaitForStart(plan.start_fifo);
     close(plan.start_fifo);
+    // Started: from now a `kill` is for the process, and one that comes
+    // while the guest boots waits for it rather than ending the monitor
+    // (before, the default dispositions act, as on runc's waiting init).
+    client::CatchSignals(plan.exec.forward_signals);
     plan.exec.gave_up = [&vmm] {
       if (waitpid(vmm, nullptr, WNOHANG) != vmm) return false;
       vmm = -1;  // reaped: its pid is no longer ours to signal

@@ -4,12 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include <rapidjson/document.h>
 
 #include <gtest/gtest.h>
 
+#include "src/client/exec_client.h"
 #include "src/oci/testing.h"
 #include "src/oci/template.h"
 
@@ -148,6 +150,19 @@ TEST(VmTest, ATemplateOfAnotherAgentIsNotUsed) {
   ASSERT_EQ(unlink(agent.c_str()), 0);
   std::ofstream(agent) << "v2, rebuilt";
   EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, agent, &t));
+}
+
+// Uncaught, a real-time signal would end the monitor (and the VM with it):
+// systemd in a container stops on SIGRTMIN+3.
+TEST(MonitorTest, ForwardsEveryCatchableSignalButItsOwn) {
+  std::vector<int> s = client::ForwardableSignals();
+  auto has = [&](int signo) { return std::find(s.begin(), s.end(), signo) != s.end(); };
+  for (int signo : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGQUIT, SIGRTMIN, SIGRTMIN + 3, SIGRTMAX}) {
+    EXPECT_TRUE(has(signo)) << signo;
+  }
+  for (int signo : {SIGKILL, SIGSTOP, SIGCHLD, SIGPIPE, SIGWINCH, SIGSEGV, 32, 33}) {
+    EXPECT_FALSE(has(signo)) << signo;
+  }
 }
 
 }  // namespace
