@@ -204,6 +204,14 @@ std::vector<std::string> ExecCandidates(const std::string& program, const std::s
   return out;
 }
 
+std::string SearchPath(const std::vector<std::string>& env) {
+  std::string path = kDefaultPath;
+  for (const auto& e : env) {
+    if (e.compare(0, 5, "PATH=") == 0) path = e.substr(5);
+  }
+  return path;
+}
+
 namespace {
 
 // A new pseudo-terminal: its master (close-on-exec) and the slave's path.
@@ -227,11 +235,7 @@ bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
   if (container && !PrepareRoot(request.container, error)) return false;
   std::vector<std::string> env =
       container ? ContainerEnvironment(environ, request.env) : MergeEnvironment(environ, request.env);
-  std::string path = kDefaultPath;
-  for (const auto& e : env) {
-    if (e.compare(0, 5, "PATH=") == 0) path = e.substr(5);
-  }
-  std::vector<std::string> paths = ExecCandidates(request.argv[0], path);
+  std::vector<std::string> paths = ExecCandidates(request.argv[0], SearchPath(env));
   std::vector<char*> argv, envp;
   for (const auto& a : request.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

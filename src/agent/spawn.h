@@ -54,4 +54,8 @@ std::vector<std::string> ContainerEnvironment(char** base, const std::vector<std
 // directory in turn (an empty one is the working directory).
 std::vector<std::string> ExecCandidates(const std::string& program, const std::string& path);
 
+// The PATH a command with environment `env` is looked up in: its own, or
+// the usual directories without one.
+std::string SearchPath(const std::vector<std::string>& env);
+
 }  // namespace ember::agent

@@ -86,11 +86,6 @@ std::string CleanPath(const std::string& path) {
   return "/" + absl::StrJoin(parts, "/");
 }
 
-// Whether `path` is `top` or under it.
-bool Within(const std::string& path, const std::string& top) {
-  return path == top || absl::StartsWith(path, top + "/");
-}
-
 // debugfs takes arguments split at white space, and quotes; names holding
 // those are refused rather than mangled.
 bool DebugfsSafe(absl::string_view name) {
@@ -180,6 +175,10 @@ absl::Status Stage(int parent_fd, const std::string& name, const std::string& at
 
 }  // namespace
 
+bool Within(const std::string& path, const std::string& top) {
+  return path == top || absl::StartsWith(path, top + "/");
+}
+
 absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts) {
   MountPlan plan;
   for (const MountEntry& m : mounts) {
@@ -245,7 +244,7 @@ absl::Status ApplyToImage(const MountPlan& plan, const std::string& image,
   if (mkdir(staging.c_str(), 0700) != 0) {
     return absl::InternalError(absl::StrCat("cannot make ", staging, ": ", strerror(errno)));
   }
-  auto cleanup = [&] { (void)!std::system(("rm -rf '" + staging + "'").c_str()); };
+  auto cleanup = [&] { RemoveTree(staging); };
   std::vector<Entry> entries;
   for (size_t i = 0; i < plan.copies.size(); ++i) {
     const MountPlan::Copy& c = plan.copies[i];

@@ -36,6 +36,9 @@ struct MountPlan {
   std::vector<Copy> copies;
 };
 
+// Whether `path` is `top` or under it (both absolute and clean).
+bool Within(const std::string& path, const std::string& top);
+
 absl::StatusOr<MountPlan> PlanMounts(const std::vector<MountEntry>& mounts);
 
 // The bytes the copies add to the image (for its size).

@@ -95,6 +95,36 @@ TEST_F(OciCliTest, ProcessTheAgentWouldRefuse) {
   EXPECT_FALSE(access((root_ + "/c1").c_str(), F_OK) == 0) << "nothing is left behind";
 }
 
+// As runc: a program the container does not have fails `create`.
+TEST_F(OciCliTest, ProgramNotInTheRoot) {
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["nope"]}, "root": {"path": "rootfs"}})";
+  Outcome o = Run("create --bundle " + bundle_ + " c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "ember-oci create failed: unable to start container process: exec: "
+                       "\"nope\": executable file not found in $PATH");
+  EXPECT_FALSE(access((root_ + "/c1").c_str(), F_OK) == 0) << "nothing is left behind";
+}
+
+// A create killed before it recorded anything leaves a directory: runc's
+// delete removes it (and --force makes that a success), so the id can be
+// used again.
+TEST_F(OciCliTest, DeleteRemovesAHalfMadeContainer) {
+  mkdir(root_.c_str(), 0711);
+  for (const char* id : {"c1", "c2"}) {
+    mkdir((root_ + "/" + id).c_str(), 0700);
+    std::ofstream(root_ + "/" + id + "/config.json") << "{}";
+  }
+  Outcome o = Run("delete c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "container does not exist");
+  EXPECT_NE(access((root_ + "/c1").c_str(), F_OK), 0);
+  EXPECT_EQ(Run("delete --force c2").status, 0);
+  EXPECT_NE(access((root_ + "/c2").c_str(), F_OK), 0);
+  EXPECT_EQ(Run("delete --force c3").status, 0) << "nothing there: no error with --force";
+}
+
 TEST_F(OciCliTest, CreateOfAnIdThatExists) {
   mkdir((bundle_ + "/rootfs").c_str(), 0755);
   std::ofstream(bundle_ + "/config.json")
@@ -131,6 +161,20 @@ TEST_F(OciCliTest, VersionAndFeatures) {
   doc.Parse(o.out.c_str());
   ASSERT_TRUE(doc.IsObject()) << o.out;
   EXPECT_STREQ(doc["ociVersionMin"].GetString(), "1.0.0");
+  ASSERT_TRUE(doc["hooks"].IsArray());
+  EXPECT_EQ(doc["hooks"].Size(), 6u) << o.out;
+  EXPECT_TRUE(doc["linux"]["cgroup"]["v2"].GetBool());
+}
+
+// go-runc's List reads --format json: an array, never the table.
+TEST_F(OciCliTest, ListAsJson) {
+  Outcome o = Run("list --format json");
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(o.out, "[]\n");
+  o = Run("list -q");
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(o.out, "");
+  EXPECT_EQ(Run("list --format yaml").status, 1);
 }
 
 }  // namespace

@@ -133,25 +133,6 @@ bool Save(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   return WriteFileAtomic(Dir(cl, r.id) + "/state.json", oci::RecordToJson(r));
 }
 
-void RemoveTree(const std::string& path) {
-  DIR* d = opendir(path.c_str());
-  if (d) {
-    while (dirent* e = readdir(d)) {
-      std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
-      std::string child = path + "/" + name;
-      struct stat st;
-      if (lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-        RemoveTree(child);
-      } else {
-        unlink(child.c_str());
-      }
-    }
-    closedir(d);
-  }
-  rmdir(path.c_str());
-}
-
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -187,6 +168,17 @@ absl::Status JoinNetworkNamespace(const oci::BundleSpec& spec) {
     return absl::InvalidArgumentError(absl::StrCat("cannot join the network namespace ",
                                                    *spec.network_namespace, ": ",
                                                    strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// Joins the network namespace process `pid` is in.
+absl::Status JoinNamespaceOf(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+  Fd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid() || setns(ns.get(), CLONE_NEWNET) != 0) {
+    return absl::InternalError(absl::StrCat("cannot join the container's network namespace (",
+                                            path, "): ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -241,14 +233,19 @@ int Create(const oci::CommandLine& cl) {
   }
   // From here on a failure removes what was made.
   auto undo = [&](const std::string& why) {
-    RemoveTree(dir);
+    oci::RemoveTree(dir);
     return fail(why);
   };
+  // After the checks above, as in runc, where the container's init looks
+  // for it before it waits for `start`.
+  if (auto s = oci::FindProgram(request, spec->root_path); !s.ok()) {
+    return undo(std::string(s.message()));
+  }
   oci::VmAssets assets = oci::FindAssets();
   auto layout = oci::PrepareLayout(assets, cl.root, id, dir);
   if (!layout.ok()) return undo(std::string(layout.status().message()));
   auto undo_all = [&](const std::string& why) {
-    if (!layout->jail_dir.empty()) RemoveTree(layout->jail_dir);
+    if (!layout->jail_dir.empty()) oci::RemoveTree(layout->jail_dir);
     return undo(why);
   };
   if (layout->uds.size() >= 108) {
@@ -315,26 +312,45 @@ int Create(const oci::CommandLine& cl) {
   plan.ready_fd = ready_w.get();
   plan.restore = restore;
   plan.template_files = tpl;
-  // The container's network namespace (a new one unless config.json names
-  // one), for the monitor and the VMM it starts: hooks that enter the
-  // container's namespaces by its pid then reach that one, not the host's.
-  if (auto s = JoinNetworkNamespace(*spec); !s.ok()) return undo_all(std::string(s.message()));
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {
-    // The monitor joins the container's cgroup before it starts the VMM.
+    auto give_up = [&](absl::string_view why) {
+      uint32_t none = 0;
+      (void)!write(ready_w.get(), &none, sizeof(none));
+      (void)!write(ready_w.get(), why.data(), why.size());
+      _exit(1);
+    };
+    // The monitor, and the VMM it starts, join the container's network
+    // namespace (a new one unless config.json names one), so that hooks
+    // entering the container's namespaces by its pid reach that one; this
+    // process stays in the runtime's, where prestart and createRuntime
+    // hooks run. And the container's cgroup, before the VMM starts.
+    if (auto s = JoinNetworkNamespace(*spec); !s.ok()) give_up(s.message());
     if (cgroup) {
       if (auto s = jail::JoinCgroup(*cgroup, getpid()); !s.ok()) {
-        std::string why = absl::StrCat("cannot join the container's cgroup: ", s.message());
-        uint32_t none = 0;
-        (void)!write(ready_w.get(), &none, sizeof(none));
-        (void)!write(ready_w.get(), why.data(), why.size());
-        _exit(1);
+        give_up(absl::StrCat("cannot join the container's cgroup: ", s.message()));
       }
     }
     oci::RunMonitor(std::move(plan));
   }
   ready_w.reset();
+  // Recorded at once: a create killed from here on (the shim's context
+  // ends) leaves a container that `delete` can stop and remove.
+  oci::ContainerRecord record;
+  record.id = id;
+  record.bundle = bundle;
+  record.rootfs = spec->root_path;
+  record.created = oci::NowRfc3339();
+  record.monitor = oci::RefOf(monitor);
+  record.annotations = spec->annotations;
+  record.jail_dir = layout->jail_dir;
+  record.uds = layout->uds;
+  if (cgroup) {
+    record.cgroup = cgroup->relative;
+    record.cgroup_version = cgroup->version;
+  }
+  Save(cl, record);
   uint32_t vmm = 0;
   // Undoes the processes and the cgroup; the files are undo_all's.
   auto stop = [&] {
@@ -353,28 +369,23 @@ int Create(const oci::CommandLine& cl) {
     return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm) +
                     (n > 0 ? ": " + std::string(why, n) : std::string()));
   }
-  oci::ContainerRecord record;
-  record.id = id;
-  record.bundle = bundle;
-  record.rootfs = spec->root_path;
-  record.created = oci::NowRfc3339();
-  record.monitor = oci::RefOf(monitor);
   record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
-  record.annotations = spec->annotations;
-  record.jail_dir = layout->jail_dir;
-  record.uds = layout->uds;
-  if (cgroup) {
-    record.cgroup = cgroup->relative;
-    record.cgroup_version = cgroup->version;
+  if (!Save(cl, record)) {
+    stop();
+    return undo_all("cannot write the container's state");
   }
   // The hooks of create's moments, once the VMM runs; kept for start and
-  // delete (the bundle may be gone by then).
+  // delete (the bundle may be gone by then). createContainer's run in the
+  // container's network namespace, the others in the runtime's.
   oci::Hooks hooks = oci::ParseHooks(spec->hooks_json).value_or(oci::Hooks{});  // checked
   std::string state = oci::OciStateJson(record, oci::Status::kCreating, false);
   absl::Status hooked;
   for (auto [list, phase] : {std::pair{&hooks.prestart, "prestart"},
                              {&hooks.create_runtime, "createRuntime"},
                              {&hooks.create_container, "createContainer"}}) {
+    if (hooked.ok() && list == &hooks.create_container && !list->empty()) {
+      hooked = JoinNamespaceOf(monitor);
+    }
     if (hooked.ok()) hooked = oci::RunHooks(*list, state, phase);
   }
   if (hooked.ok() && !hooks.empty() && !WriteFileAtomic(dir + "/hooks.json", spec->hooks_json)) {
@@ -384,9 +395,9 @@ int Create(const oci::CommandLine& cl) {
     stop();
     return undo_all(std::string(hooked.message()));
   }
-  if (!Save(cl, record) || !WritePidFile(cl.Value("pid-file"), monitor)) {
+  if (!WritePidFile(cl.Value("pid-file"), monitor)) {
     stop();
-    return undo_all("cannot write the container's state");
+    return undo_all("cannot write the pid file");
   }
   logger.Write("info", absl::StrCat("created ", id, restore ? " from the template" : " (cold boot)",
                                     " in ", Seconds(begin), " s"));
@@ -474,9 +485,9 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   // gone before its files go.
   for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
   if (!r.cgroup.empty()) jail::LeaveCgroup(r.cgroup_version, r.cgroup, oci::ContainerControllers());
-  RemoveTree(Dir(cl, r.id));
+  oci::RemoveTree(Dir(cl, r.id));
   if (!r.jail_dir.empty()) {
-    RemoveTree(r.jail_dir);
+    oci::RemoveTree(r.jail_dir);
     // The jail's parents, once no other container's jail is in them.
     std::string parent = r.jail_dir.substr(0, r.jail_dir.rfind('/'));
     rmdir(parent.c_str());
@@ -486,7 +497,14 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
 
 int Delete(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
-  if (!record.ok()) return Error(std::string(record.status().message()));
+  if (!record.ok()) {
+    // As runc: a directory without a record (a create that never got as
+    // far as its fork) is removed, and with --force a container that is
+    // not there is not an error.
+    if (oci::ValidId(cl.args[0])) oci::RemoveTree(Dir(cl, cl.args[0]));
+    if (cl.Has("force")) return 0;
+    return Error(std::string(record.status().message()));
+  }
   oci::Status status = oci::StatusOf(*record);
   if (status == oci::Status::kRunning && !cl.Has("force")) {
     return Error("cannot delete container " + record->id + " that is not stopped: running");
@@ -573,27 +591,39 @@ int Ps(const oci::CommandLine& cl) {
 }
 
 int List(const oci::CommandLine& cl) {
-  std::printf("ID\tPID\tSTATUS\tBUNDLE\tCREATED\n");
+  std::string format = cl.Has("format") ? cl.Value("format") : "table";
+  if (format != "table" && format != "json") return Error("invalid format option");
+  bool json = format == "json", quiet = cl.Has("quiet");
+  if (!json && !quiet) std::printf("ID\tPID\tSTATUS\tBUNDLE\tCREATED\n");
+  std::string states;  // with --format json: runc's array of OCI states
   DIR* d = opendir(cl.root.c_str());
-  if (!d) return 0;
-  while (dirent* e = readdir(d)) {
+  while (dirent* e = d ? readdir(d) : nullptr) {
     auto record = Load(cl, e->d_name);
     if (!record.ok()) continue;
     oci::Status status = oci::StatusOf(*record);
-    std::printf("%s\t%d\t%s\t%s\t%s\n", record->id.c_str(),
-                status == oci::Status::kStopped ? 0 : record->monitor.pid,
-                oci::StatusName(status), record->bundle.c_str(), record->created.c_str());
+    if (json) {
+      states += (states.empty() ? "" : ",") + oci::OciStateJson(*record, status, false);
+    } else if (quiet) {
+      std::printf("%s\n", record->id.c_str());
+    } else {
+      std::printf("%s\t%d\t%s\t%s\t%s\n", record->id.c_str(),
+                  status == oci::Status::kStopped ? 0 : record->monitor.pid,
+                  oci::StatusName(status), record->bundle.c_str(), record->created.c_str());
+    }
   }
-  closedir(d);
+  if (d) closedir(d);
+  if (json) std::printf("[%s]\n", states.c_str());
   return 0;
 }
 
 int Features() {
   std::printf(
       "{\n  \"ociVersionMin\": \"1.0.0\",\n  \"ociVersionMax\": \"%s\",\n"
-      "  \"hooks\": [],\n  \"mountOptions\": [],\n"
+      "  \"hooks\": [\"prestart\", \"createRuntime\", \"createContainer\", "
+      "\"startContainer\", \"poststart\", \"poststop\"],\n"
+      "  \"mountOptions\": [],\n"
       "  \"linux\": {\n    \"namespaces\": [],\n    \"capabilities\": [],\n"
-      "    \"cgroup\": {\"v1\": false, \"v2\": false, \"systemd\": false},\n"
+      "    \"cgroup\": {\"v1\": true, \"v2\": true, \"systemd\": false},\n"
       "    \"seccomp\": {\"enabled\": false}\n  },\n"
       "  \"annotations\": {\"io.ember.vcpus\": \"vCPUs of the container's microVM\","
       " \"io.ember.mem_mib\": \"its memory in MiB\"}\n}\n",

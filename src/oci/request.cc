@@ -1,9 +1,85 @@
 #include "src/oci/request.h"
 
+#include <fcntl.h>
+#include <linux/limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "src/agent/fd.h"
+#include "src/agent/spawn.h"
+#include "src/oci/mounts.h"
 #include "src/oci/vm.h"
 
 namespace ember::oci {
+namespace {
+
+// Whether `path` (absolute, clean) is at or below a mount's target, or the
+// agent's own /proc, /sys and /dev.
+bool UnderAMount(const std::string& path, const std::vector<agent::MountSpec>& mounts) {
+  for (const char* own : {"/proc", "/sys", "/dev"}) {
+    if (Within(path, own)) return true;
+  }
+  for (const agent::MountSpec& m : mounts) {
+    if (Within(path, m.target)) return true;
+  }
+  return false;
+}
+
+enum class Found { kFile, kNothing, kCannotTell };
+
+// Walks `path` in the directory `root` as the guest will see it: symbolic
+// links resolve inside it, and what a mount covers cannot be told here.
+Found Walk(int root, const std::string& path, const std::vector<agent::MountSpec>& mounts) {
+  std::deque<std::string> left;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    left.emplace_back(part);
+  }
+  std::string at;  // resolved so far: "" is the root, else "/a/b"
+  int links = 0;
+  while (!left.empty()) {
+    std::string part = std::move(left.front());
+    left.pop_front();
+    if (part == ".") continue;
+    if (part == "..") {
+      at.resize(at.rfind('/') == std::string::npos ? 0 : at.rfind('/'));
+      continue;
+    }
+    std::string next = at + "/" + part;
+    if (UnderAMount(next, mounts)) return Found::kCannotTell;
+    struct stat st;
+    if (fstatat(root, ("." + next).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      // The directories on the way to a mount's target are made for it.
+      bool made = std::any_of(mounts.begin(), mounts.end(),
+                              [&](const agent::MountSpec& m) { return Within(m.target, next); });
+      if (!made) return Found::kNothing;
+      at = std::move(next);
+      continue;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n = readlinkat(root, ("." + next).c_str(), target, sizeof(target) - 1);
+      if (n <= 0 || ++links > 40) return Found::kNothing;  // ELOOP, as exec would say
+      std::vector<std::string> parts = absl::StrSplit(absl::string_view(target, n), '/',
+                                                      absl::SkipEmpty());
+      left.insert(left.begin(), parts.begin(), parts.end());
+      if (target[0] == '/') at.clear();
+      continue;
+    }
+    if (!left.empty() && !S_ISDIR(st.st_mode)) return Found::kNothing;
+    at = std::move(next);
+  }
+  struct stat st;
+  return !at.empty() && fstatat(root, ("." + at).c_str(), &st, 0) == 0 && S_ISREG(st.st_mode)
+             ? Found::kFile
+             : Found::kNothing;
+}
+
+}  // namespace
 
 agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::string& hostname,
                                     std::vector<agent::MountSpec> mounts) {
@@ -43,6 +119,26 @@ absl::Status CheckRequest(const agent::ExecRequest& request) {
     return absl::InvalidArgumentError(absl::StrCat("the guest agent would refuse it: ", error));
   }
   return absl::OkStatus();
+}
+
+absl::Status FindProgram(const agent::ExecRequest& request, const std::string& root) {
+  agent::Fd dir(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid() || request.argv.empty()) return absl::OkStatus();  // LoadBundle said why
+  const std::string& program = request.argv[0];
+  std::string cwd = request.cwd.empty() ? "/" : request.cwd;
+  for (const std::string& candidate :
+       agent::ExecCandidates(program, agent::SearchPath(request.env))) {
+    std::string path = candidate[0] == '/' ? candidate : cwd + "/" + candidate;
+    if (Walk(dir.get(), path, request.container.mounts) != Found::kNothing) {
+      return absl::OkStatus();
+    }
+  }
+  std::string quoted = absl::StrCat("exec: \"", program, "\": ");
+  return absl::NotFoundError(absl::StrCat(
+      "unable to start container process: ", quoted,
+      program.find('/') == std::string::npos
+          ? "executable file not found in $PATH"
+          : absl::StrCat("stat ", program, ": no such file or directory")));
 }
 
 }  // namespace ember::oci

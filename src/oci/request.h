@@ -26,4 +26,12 @@ agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::strin
 // environment entries, mount targets below the root).
 absl::Status CheckRequest(const agent::ExecRequest& request);
 
+// At `create`, as runc's init does before it waits for `start`: an error
+// when the process's program is nowhere the agent will look for it in the
+// container's root file system `root` (the host's directory the image is
+// made from), with runc's message ("exec: \"x\": executable file not
+// found in $PATH"). Symbolic links resolve inside `root`; a program that
+// one of the request's mounts could provide passes.
+absl::Status FindProgram(const agent::ExecRequest& request, const std::string& root);
+
 }  // namespace ember::oci

@@ -1,7 +1,13 @@
 #include "src/oci/request.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include <gtest/gtest.h>
 
+#include "src/oci/testing.h"
 #include "src/oci/vm.h"
 
 namespace ember::oci {
@@ -79,6 +85,73 @@ TEST(RequestTest, RefusesWhatTheAgentCannotTake) {
   s = CheckRequest(ContainerRequest(no_name, ""));
   EXPECT_NE(s.message().find("environment entry without NAME=: =value"),
             absl::string_view::npos) << s;
+}
+
+// A root file system laid out as images have them: /bin a relative link
+// to usr/bin, sh an absolute link to busybox (which the host need not have).
+class FindProgramTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* d : {"/usr", "/usr/bin", "/app", "/custom", "/usr/local", "/usr/local/bin"}) {
+      mkdir((root() + d).c_str(), 0755);
+    }
+    for (const char* f : {"/usr/bin/busybox", "/usr/bin/tool", "/app/run", "/custom/x"}) {
+      std::ofstream(root() + f) << "#!/bin/true\n";
+      chmod((root() + f).c_str(), 0755);
+    }
+    mkdir((root() + "/usr/bin/adir").c_str(), 0755);
+    symlink("usr/bin", (root() + "/bin").c_str());
+    symlink("/bin/busybox", (root() + "/usr/bin/sh").c_str());
+    symlink("/data/vol", (root() + "/usr/local/bin/vol").c_str());
+    symlink("loop2", (root() + "/usr/bin/loop1").c_str());
+    symlink("loop1", (root() + "/usr/bin/loop2").c_str());
+  }
+  const std::string& root() const { return dir_.path(); }
+
+  absl::Status Find(std::vector<std::string> argv, std::vector<std::string> env = {},
+                    std::string cwd = "/", std::vector<agent::MountSpec> mounts = {}) {
+    ProcessSpec p;
+    p.args = std::move(argv);
+    p.env = std::move(env);
+    p.cwd = std::move(cwd);
+    return FindProgram(ContainerRequest(p, "", std::move(mounts)), root());
+  }
+
+ private:
+  testing::TempDir dir_;
+};
+
+TEST_F(FindProgramTest, FindsWhatTheGuestWillRun) {
+  EXPECT_TRUE(Find({"tool"}).ok());
+  EXPECT_TRUE(Find({"/bin/tool"}).ok());
+  EXPECT_TRUE(Find({"sh", "-c", "true"}).ok()) << "links resolve inside the root";
+  EXPECT_TRUE(Find({"/bin/sh"}).ok());
+  EXPECT_TRUE(Find({"./run"}, {}, "/app").ok());
+  EXPECT_TRUE(Find({"../app/run"}, {}, "/custom").ok());
+  EXPECT_TRUE(Find({"x"}, {"PATH=/custom"}).ok());
+}
+
+TEST_F(FindProgramTest, RefusesWithRuncsMessage) {
+  absl::Status s = Find({"nope"});
+  EXPECT_EQ(s.message(), "unable to start container process: exec: \"nope\": executable file "
+                         "not found in $PATH");
+  s = Find({"/bin/nope"});
+  EXPECT_EQ(s.message(), "unable to start container process: exec: \"/bin/nope\": stat "
+                         "/bin/nope: no such file or directory");
+  EXPECT_FALSE(Find({"tool"}, {"PATH=/custom"}).ok()) << "the process's own PATH";
+  EXPECT_FALSE(Find({"adir"}).ok()) << "a directory";
+  EXPECT_FALSE(Find({"loop1"}).ok()) << "a loop of links";
+  EXPECT_FALSE(Find({"/../../usr/bin/../../etc/nope"}).ok());
+}
+
+// What a mount will put there is not in the root on the host.
+TEST_F(FindProgramTest, LeavesWhatAMountProvides) {
+  agent::MountSpec data{"bind", "/.ember-binds/0", "/data", 0, ""};
+  EXPECT_TRUE(Find({"vol"}, {}, "/", {data}).ok()) << "a link into a mount";
+  EXPECT_FALSE(Find({"vol"}).ok());
+  agent::MountSpec opt{"bind", "/.ember-binds/1", "/opt/tools", 0, ""};
+  EXPECT_TRUE(Find({"/opt/tools/bin/run"}, {}, "/", {opt}).ok());
+  EXPECT_TRUE(Find({"/dev/fd/3"}).ok()) << "the agent's own /dev";
 }
 
 }  // namespace

@@ -31,11 +31,6 @@ absl::Status Expect(absl::StatusOr<int> code, const char* what, int want = 204) 
   return absl::OkStatus();
 }
 
-void RemoveDir(const std::string& dir) {
-  std::string cmd = "rm -rf '" + dir + "'";
-  (void)!system(cmd.c_str());
-}
-
 // "template" for the default size, else "template-<vcpus>x<mem_mib>".
 std::string TemplateName(const VmSize& size) {
   if (size.vcpus == VmSize::kDefaultVcpus && size.mem_mib == VmSize::kDefaultMemMib) {
@@ -81,7 +76,7 @@ bool TemplateReady(const std::string& root, const VmSize& size, const std::strin
 absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, const VmSize& size) {
   const std::string name = TemplateName(size);
   std::string work = root + "/" + name + ".new";
-  RemoveDir(work);
+  RemoveTree(work);
   RETURN_IF_ERROR(MakeDirs(root, 0711));
   if (mkdir(work.c_str(), 0700) != 0) return ErrnoStatus("mkdir " + work);
   TemplateFiles t = TemplatePaths(root, size);
@@ -168,15 +163,15 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
       }
     }
   }
-  if (!layout->jail_dir.empty()) RemoveDir(layout->jail_dir);
+  if (!layout->jail_dir.empty()) RemoveTree(layout->jail_dir);
   if (!status.ok()) {
-    RemoveDir(work);
+    RemoveTree(work);
     return status;
   }
   std::ofstream(work + "/agent-stamp") << FileStamp(assets.rootfs) << "\n";
   std::ofstream(work + "/jailed") << (jailed ? "1" : "0");
   for (const char* name : {"console.log", "ember.log", "vm.json"}) unlink((work + "/" + name).c_str());
-  RemoveDir(t.dir);
+  RemoveTree(t.dir);
   if (rename(work.c_str(), t.dir.c_str()) != 0) return ErrnoStatus("rename " + work);
   return absl::OkStatus();
 }

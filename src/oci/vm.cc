@@ -1,5 +1,6 @@
 #include "src/oci/vm.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <linux/close_range.h>
@@ -273,6 +274,25 @@ absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
   for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);  // the monitor ignores SIGPIPE
   execv(argv[0], argv.data());
   _exit(127);
+}
+
+void RemoveTree(const std::string& path) {
+  DIR* d = opendir(path.c_str());
+  if (d) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      std::string child = path + "/" + name;
+      struct stat st;
+      if (lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        RemoveTree(child);
+      } else {
+        unlink(child.c_str());
+      }
+    }
+    closedir(d);
+  }
+  rmdir(path.c_str());
 }
 
 }  // namespace ember::oci

@@ -107,4 +107,8 @@ absl::Status MakeDirs(const std::string& path, mode_t mode);
 // existing `to` is replaced.
 absl::Status LinkOrCopy(const std::string& from, const std::string& to);
 
+// Removes `path` and everything below it, following no symbolic link; what
+// cannot be removed stays.
+void RemoveTree(const std::string& path);
+
 }  // namespace ember::oci

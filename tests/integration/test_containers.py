@@ -419,7 +419,9 @@ def test_the_container_has_its_cgroup_and_limits(runtime):
 def test_hooks_run_at_their_moments(runtime, tmp_path):
     """config.json's host-side hooks, given through ctr run --config: each
     gets the container's state on stdin, createRuntime before the process,
-    poststart after it started, poststop after delete."""
+    poststart after it started, poststop after delete. createRuntime runs
+    in the runtime's network namespace (a CNI plugin's veth end must stay
+    there), createContainer in the container's."""
     d = runtime.daemon
     cid = f"{runtime.name}-hooks"
     rootfs = tmp_path / "rootfs"
@@ -436,17 +438,23 @@ def test_hooks_run_at_their_moments(runtime, tmp_path):
     spec["linux"]["cgroupsPath"] = f"/default/{cid}"
     log = tmp_path / "hooks.log"
     spec["hooks"] = {name: [{"path": "/bin/sh", "args": [
-        "sh", "-c", f"read -r state; echo \"{name} $state\" >> {log}"], "timeout": 60}]
-        for name in ("createRuntime", "poststart", "poststop")}
+        "sh", "-c",
+        f"read -r state; echo \"{name} $(readlink /proc/self/ns/net) $state\" >> {log}"],
+        "timeout": 60}]
+        for name in ("createRuntime", "createContainer", "poststart", "poststop")}
     config = tmp_path / "config.json"
     config.write_text(json.dumps(spec))
     ran = d.ctr("run", "--rm", *runtime.run_args(), "--config", str(config), cid,
                 check=False, timeout=runtime.timeout)
     assert (ran.returncode, ran.stdout) == (0, b"in-container\n"), ran.stderr
-    lines = log.read_text().splitlines()
-    assert [line.split()[0] for line in lines] == ["createRuntime", "poststart", "poststop"], lines
-    for line in lines:
-        assert json.loads(line.split(" ", 1)[1])["id"] == cid, line
+    lines = [line.split(" ", 2) for line in log.read_text().splitlines()]
+    assert [name for name, _, _ in lines] == [
+        "createRuntime", "createContainer", "poststart", "poststop"], lines
+    for _, _, state in lines:
+        assert json.loads(state)["id"] == cid, state
+    netns = {name: ns for name, ns, _ in lines}
+    assert netns["createRuntime"] == os.readlink("/proc/self/ns/net"), netns
+    assert netns["createContainer"] != netns["createRuntime"], netns
     runtime.check_clean(cid)
 
 
