@@ -2,6 +2,7 @@
 // agent on a Unix socket (--listen unix:PATH) instead of vsock.
 #include <linux/limits.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -319,6 +320,63 @@ TEST_F(AgentTest, BadClientsLoseOnlyTheirConnection) {
   RawExchange(socket_, "");
   RawExchange(socket_, std::string("\x01\0", 2));
   EXPECT_EQ(Exec({"echo", "alive"}).out, "alive\n");
+}
+
+// root_readonly on a real ext4 root (a loop device), in a mount namespace
+// of the agent's own so that nothing it mounts reaches the host: the root
+// refuses writes, its bind mount and tmpfs take them.
+TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounts need root";
+  std::string src = dir_ + "/src", image = dir_ + "/root.ext4";
+  ASSERT_EQ(mkdir(src.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp /bin/busybox " + src + "/busybox && mkdir -p " + src +
+                    "/.ember-binds/0 && mke2fs -q -F -t ext4 -d " + src + " " + image + " 16M")
+                       .c_str()),
+            0);
+  Process losetup = Start({"/usr/sbin/losetup", "-f", "--show", image});
+  Result attached = Finish(losetup);
+  if (attached.status != 0) GTEST_SKIP() << "no loop device here: " << attached.err;
+  std::string device = attached.out.substr(0, attached.out.find('\n'));
+  std::string sock = dir_ + "/private.sock";
+  Process agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", EMBER_AGENT_BIN,
+                         "--listen", "unix:" + sock});
+  ASSERT_TRUE(WaitFor([&] {
+    int fd = ConnectUnix(sock);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+  }));
+  ExecRequest r;
+  r.flags = ExecRequest::kFlagContainer;
+  r.argv = {"/busybox", "sh", "-c",
+            "/busybox touch /new 2>/dev/null || echo root-read-only; "
+            "/busybox touch /data/new && echo data-writable; "
+            "/busybox touch /scratch/new && echo scratch-writable"};
+  r.container.root_device = device;
+  r.container.root_dir = dir_ + "/mnt";
+  r.container.mounts = {{"bind", "/.ember-binds/0", "/data", MS_BIND, ""},
+                        {"tmpfs", "tmpfs", "/scratch", 0, "size=1m"}};
+  r.container.root_readonly = true;
+  Fd conn(ConnectUnix(sock));
+  std::string wire = Frames({{Type::kHello, EncodeU32(kVersion)}, {Type::kExec, EncodeExec(r)}});
+  ASSERT_EQ(send(conn.get(), wire.data(), wire.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(wire.size()));
+  FrameDecoder decoder(FrameDecoder::From::kAgent);
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(conn.get(), buf, sizeof(buf))) > 0) decoder.Feed(std::string_view(buf, n));
+  std::string out, error;
+  Frame f;
+  ExitStatus exit{true, 0};
+  while (decoder.Next(&f, &error) == FrameDecoder::Result::kFrame) {
+    if (f.type == Type::kStdout || f.type == Type::kError) out += f.payload;
+    if (f.type == Type::kExit) DecodeExit(f.payload, &exit);
+  }
+  kill(agent.pid, SIGTERM);
+  Finish(agent);
+  Finish(Start({"/usr/sbin/losetup", "-d", device}));
+  EXPECT_FALSE(exit.signaled);
+  EXPECT_EQ(exit.value, 0u);
+  EXPECT_EQ(out, "root-read-only\ndata-writable\nscratch-writable\n");
 }
 
 // Stands in for the VMM's vsock Unix socket (Firecracker's host-initiated

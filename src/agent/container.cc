@@ -144,7 +144,15 @@ bool PrepareRoot(const ContainerSpec& spec, std::string* error) {
       !MountOnce("/dev", root + "/dev", nullptr, MS_BIND | MS_REC, error)) {
     return false;
   }
-  return spec.mounts.empty() || MountInRoot(root, spec.mounts, error);
+  if (!spec.mounts.empty() && !MountInRoot(root, spec.mounts, error)) return false;
+  // The root's own mount only: the mounts in it keep their flags, as in
+  // runc, which remounts the root read-only last.
+  if (spec.root_readonly &&
+      mount(nullptr, root.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+    *error = "cannot make the container's root read-only: " + std::string(strerror(errno));
+    return false;
+  }
+  return true;
 }
 
 }  // namespace ember::agent

@@ -75,9 +75,10 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
     }
   }
   uint32_t bits;
-  if (!r->U32(&bits) || bits > 3) return false;
+  if (!r->U32(&bits) || bits > 7) return false;
   c->set_capabilities = bits & 1;
   c->no_new_privileges = bits & 2;
+  c->root_readonly = bits & 4;
   for (uint64_t* mask : {&c->cap_bounding, &c->cap_effective, &c->cap_permitted,
                          &c->cap_inheritable, &c->cap_ambient}) {
     uint32_t lo, hi;
@@ -191,7 +192,8 @@ std::string EncodeExec(const ExecRequest& request) {
       PutU32(&out, m.flags);
       PutString(&out, m.data);
     }
-    PutU32(&out, (c.set_capabilities ? 1 : 0) | (c.no_new_privileges ? 2 : 0));
+    PutU32(&out, (c.set_capabilities ? 1 : 0) | (c.no_new_privileges ? 2 : 0) |
+                     (c.root_readonly ? 4 : 0));
     for (uint64_t mask : {c.cap_bounding, c.cap_effective, c.cap_permitted, c.cap_inheritable,
                           c.cap_ambient}) {
       PutU32(&out, static_cast<uint32_t>(mask));

@@ -117,6 +117,9 @@ struct ContainerSpec {
   uint64_t cap_bounding = 0, cap_effective = 0, cap_permitted = 0, cap_inheritable = 0,
            cap_ambient = 0;
   bool no_new_privileges = false;
+  // config.json's root.readonly: the root is remounted read-only once the
+  // mounts are made (they keep their own flags).
+  bool root_readonly = false;
 };
 
 // EXEC's payload.
@@ -141,7 +144,7 @@ struct ExecRequest {
 // many u32 groups, string root_device, string root_dir, string hostname,
 // u32 count and that many mounts (string type, string source, string
 // target, u32 flags, string data), u32 bits (1: set_capabilities, 2:
-// no_new_privileges), then the bounding, effective, permitted, inheritable
+// no_new_privileges, 4: root_readonly), then the bounding, effective, permitted, inheritable
 // and ambient masks as u64 (little-endian, like every number here).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);

@@ -206,6 +206,7 @@ ExecRequest ContainerSample() {
   r.container.cap_permitted = 0xa80425fb;
   r.container.cap_ambient = 1ull << 63;
   r.container.no_new_privileges = true;
+  r.container.root_readonly = true;
   return r;
 }
 
@@ -224,6 +225,7 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   EXPECT_EQ(out.container.mounts, in.container.mounts);
   EXPECT_TRUE(out.container.set_capabilities);
   EXPECT_TRUE(out.container.no_new_privileges);
+  EXPECT_TRUE(out.container.root_readonly);
   EXPECT_EQ(out.container.cap_bounding, in.container.cap_bounding);
   EXPECT_EQ(out.container.cap_effective, in.container.cap_effective);
   EXPECT_EQ(out.container.cap_permitted, in.container.cap_permitted);
@@ -269,6 +271,10 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   size_t count_at = wire_nm.size() - 4 - 5 * 8 - 4;  // before the cap bits and masks
   wire_nm.replace(count_at, 4, EncodeU32(0xffffffffu));
   EXPECT_FALSE(DecodeExec(wire_nm, &out, &error));
+  // Bits above the three defined are refused.
+  std::string bits = EncodeExec(in);
+  bits.replace(bits.size() - 5 * 8 - 4, 4, EncodeU32(8));
+  EXPECT_FALSE(DecodeExec(bits, &out, &error));
   // A hostile group count is refused before any allocation.
   std::string huge = EncodeExec(in);
   size_t at = EncodeExec(Sample()).size() + 8;  // after uid and gid

@@ -209,6 +209,7 @@ int Create(const oci::CommandLine& cl) {
   auto mounts = oci::PlanMounts(spec->mounts);
   if (!mounts.ok()) return fail(std::string(mounts.status().message()));
   agent::ExecRequest request = oci::ContainerRequest(spec->process, spec->hostname, mounts->guest);
+  request.container.root_readonly = spec->root_readonly;
   if (auto s = oci::CheckRequest(request); !s.ok()) return fail(std::string(s.message()));
   std::optional<jail::CgroupPlacement> cgroup;
   if (!spec->cgroups_path.empty()) {

@@ -372,6 +372,27 @@ def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
     runtime.check_clean(cid)
 
 
+def test_a_read_only_root_keeps_its_mounts_writable(runtime, tmp_path):
+    """root.readonly (ctr run --read-only) as runc applies it: the root
+    refuses writes, while a bind mount given read-write and a tmpfs in it
+    take them."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-readonly"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    ran = d.ctr("run", "--rm", "--read-only", *runtime.run_args(),
+                "--mount", f"type=bind,src={shared},dst=/data,options=rbind:rw",
+                "--mount", "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
+                IMAGE, cid, "sh", "-c",
+                "echo x > /new 2>/dev/null || echo root-read-only; "
+                "echo x > /data/new && echo data-writable; "
+                "echo x > /scratch/new && echo scratch-writable",
+                check=False, timeout=runtime.timeout)
+    assert (ran.returncode, ran.stdout.decode()) == (
+        0, "root-read-only\ndata-writable\nscratch-writable\n"), ran.stderr
+    runtime.check_clean(cid)
+
+
 def memory_cgroup(pid):
     """The v1 memory cgroup of `pid`, or the v2 cgroup: its path."""
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
