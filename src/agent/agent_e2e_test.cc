@@ -322,6 +322,59 @@ TEST_F(AgentTest, BadClientsLoseOnlyTheirConnection) {
   EXPECT_EQ(Exec({"echo", "alive"}).out, "alive\n");
 }
 
+// One request on a connection of its own, as ember-exec would send it but
+// with any field set: its STDOUT (and ERROR) text and its EXIT.
+struct Outcome {
+  std::string out;
+  ExitStatus exit{true, 0};
+};
+Outcome RunRequest(const std::string& socket, const ExecRequest& request) {
+  Fd conn(ConnectUnix(socket));
+  std::string wire =
+      Frames({{Type::kHello, EncodeU32(kVersion)}, {Type::kExec, EncodeExec(request)}});
+  EXPECT_EQ(send(conn.get(), wire.data(), wire.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(wire.size()));
+  FrameDecoder decoder(FrameDecoder::From::kAgent);
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(conn.get(), buf, sizeof(buf))) > 0) decoder.Feed(std::string_view(buf, n));
+  Outcome got;
+  std::string error;
+  Frame f;
+  while (decoder.Next(&f, &error) == FrameDecoder::Result::kFrame) {
+    if (f.type == Type::kStdout || f.type == Type::kError) got.out += f.payload;
+    if (f.type == Type::kExit) DecodeExit(f.payload, &got.exit);
+  }
+  return got;
+}
+
+// As a pid namespace ends with its init: once the container's init exits,
+// the container's other processes are killed (a background one holding
+// the output, an exec'd one), and the init's status comes at once. A
+// process outside the container's root is left alone.
+TEST_F(AgentTest, TheContainersProcessesEndWithItsInit) {
+  if (geteuid() != 0) GTEST_SKIP() << "chroot needs root";
+  std::string root = dir_ + "/root";
+  ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp /bin/busybox " + root + "/busybox").c_str()), 0);
+  Process exec = Start(ExecArgs({"--root", root, "--user", "0:0"}, {"/busybox", "sleep", "60"}));
+  Process outside = Start(ExecArgs({}, {"sleep", "1000"}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ExecRequest init;
+  init.flags = ExecRequest::kFlagContainer | ExecRequest::kFlagInit;
+  init.argv = {"/busybox", "sh", "-c", "/busybox sleep 60 & echo started; exit 3"};
+  init.container.root_dir = root;
+  auto begin = std::chrono::steady_clock::now();
+  Outcome got = RunRequest(socket_, init);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::seconds(30));
+  EXPECT_EQ(got.out, "started\n");
+  EXPECT_FALSE(got.exit.signaled);
+  EXPECT_EQ(got.exit.value, 3u);
+  EXPECT_EQ(Finish(exec).status, 128 + SIGKILL);
+  EXPECT_EQ(kill(outside.pid, SIGTERM), 0);
+  EXPECT_EQ(Finish(outside).status, 128 + SIGTERM) << "still running until now";
+}
+
 // root_readonly on a real ext4 root (a loop device), in a mount namespace
 // of the agent's own so that nothing it mounts reaches the host: the root
 // refuses writes, its bind mount and tmpfs take them.
@@ -356,27 +409,13 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
   r.container.mounts = {{"bind", "/.ember-binds/0", "/data", MS_BIND, ""},
                         {"tmpfs", "tmpfs", "/scratch", 0, "size=1m"}};
   r.container.root_readonly = true;
-  Fd conn(ConnectUnix(sock));
-  std::string wire = Frames({{Type::kHello, EncodeU32(kVersion)}, {Type::kExec, EncodeExec(r)}});
-  ASSERT_EQ(send(conn.get(), wire.data(), wire.size(), MSG_NOSIGNAL),
-            static_cast<ssize_t>(wire.size()));
-  FrameDecoder decoder(FrameDecoder::From::kAgent);
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(conn.get(), buf, sizeof(buf))) > 0) decoder.Feed(std::string_view(buf, n));
-  std::string out, error;
-  Frame f;
-  ExitStatus exit{true, 0};
-  while (decoder.Next(&f, &error) == FrameDecoder::Result::kFrame) {
-    if (f.type == Type::kStdout || f.type == Type::kError) out += f.payload;
-    if (f.type == Type::kExit) DecodeExit(f.payload, &exit);
-  }
+  Outcome got = RunRequest(sock, r);
   kill(agent.pid, SIGTERM);
   Finish(agent);
   Finish(Start({"/usr/sbin/losetup", "-d", device}));
-  EXPECT_FALSE(exit.signaled);
-  EXPECT_EQ(exit.value, 0u);
-  EXPECT_EQ(out, "root-read-only\ndata-writable\nscratch-writable\n");
+  EXPECT_FALSE(got.exit.signaled);
+  EXPECT_EQ(got.exit.value, 0u);
+  EXPECT_EQ(got.out, "root-read-only\ndata-writable\nscratch-writable\n");
 }
 
 // Stands in for the VMM's vsock Unix socket (Firecracker's host-initiated

@@ -1,12 +1,17 @@
 #include "src/agent/container.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <linux/limits.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 namespace ember::agent {
 namespace {
@@ -127,6 +132,21 @@ bool MountInRoot(const std::string& root, const std::vector<MountSpec>& mounts,
 }
 
 }  // namespace
+
+void KillProcessesIn(const std::string& root) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* e = readdir(proc)) {
+    char* end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 1) continue;
+    char link[PATH_MAX];
+    std::string path = std::string("/proc/") + e->d_name + "/root";
+    ssize_t n = readlink(path.c_str(), link, sizeof(link));
+    if (n > 0 && root.compare(0, std::string::npos, link, n) == 0) kill(pid, SIGKILL);
+  }
+  closedir(proc);
+}
 
 bool IsMountPoint(const std::string& path) {
   struct stat self, parent;

@@ -22,6 +22,10 @@ namespace ember::agent {
 // first failure.
 bool PrepareRoot(const ContainerSpec& spec, std::string* error);
 
+// Sends SIGKILL to every process whose root directory is `root` (the
+// container's processes: chrooted there, and whatever they started).
+void KillProcessesIn(const std::string& root);
+
 // Whether `path` is the top of a mount (its parent is on another device,
 // or it is "/").
 bool IsMountPoint(const std::string& path);

@@ -218,6 +218,11 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
     *error = "EXEC request has unknown flags";
     return false;
   }
+  if ((req.flags & ExecRequest::kFlagInit) &&
+      (!(req.flags & ExecRequest::kFlagContainer) || req.container.root_dir.empty())) {
+    *error = "EXEC request's init flag needs a container with a root";
+    return false;
+  }
   if (req.argv.empty() || req.argv[0].empty()) {
     *error = "EXEC request has no program";
     return false;

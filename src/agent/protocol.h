@@ -132,7 +132,12 @@ struct ExecRequest {
   // A ContainerSpec follows the environment, and the environment is the
   // request's alone (not merged over the agent's).
   static constexpr uint32_t kFlagContainer = 4;
-  static constexpr uint32_t kKnownFlags = kFlagStdin | kFlagTty | kFlagContainer;
+  // The container's init (with kFlagContainer and a root_dir): once it
+  // exits, every process whose root is root_dir is killed, as a pid
+  // namespace ends with its init, so EXIT comes at once rather than when
+  // a background process lets go of the output.
+  static constexpr uint32_t kFlagInit = 8;
+  static constexpr uint32_t kKnownFlags = kFlagStdin | kFlagTty | kFlagContainer | kFlagInit;
   uint32_t flags = 0;
   std::string cwd;                 // empty: "/"
   std::vector<std::string> argv;   // at least one; argv[0] searched in PATH

@@ -184,9 +184,12 @@ TEST(ExecRequestTest, RejectsWhatExecCannotTake) {
   r.env = {"=x"};
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   r = Sample();
-  r.flags = 8;  // reserved for a later version
+  r.flags = 16;  // reserved for a later version
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   EXPECT_NE(error.find("flags"), std::string::npos);
+  r.flags = ExecRequest::kFlagInit;  // an init needs a container root
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  EXPECT_NE(error.find("init flag needs a container"), std::string::npos) << error;
 }
 
 ExecRequest ContainerSample() {

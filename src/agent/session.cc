@@ -9,6 +9,8 @@
 
 #include <algorithm>
 
+#include "src/agent/container.h"
+
 namespace ember::agent {
 
 void Session::AddPollFds(std::vector<pollfd>* fds, std::vector<Channel>* channels) const {
@@ -262,6 +264,7 @@ void Session::OnSpawnError(const std::string& message) {
 void Session::OnReaped(int wait_status) {
   reaped_ = true;
   wait_status_ = wait_status;
+  if (request_.flags & ExecRequest::kFlagInit) KillProcessesIn(request_.container.root_dir);
   if (state_ == State::kRunning) MaybeFinish();
   if (state_ == State::kDone) Flush();
 }

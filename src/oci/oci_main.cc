@@ -210,6 +210,7 @@ int Create(const oci::CommandLine& cl) {
   if (!mounts.ok()) return fail(std::string(mounts.status().message()));
   agent::ExecRequest request = oci::ContainerRequest(spec->process, spec->hostname, mounts->guest);
   request.container.root_readonly = spec->root_readonly;
+  request.flags |= agent::ExecRequest::kFlagInit;
   if (auto s = oci::CheckRequest(request); !s.ok()) return fail(std::string(s.message()));
   std::optional<jail::CgroupPlacement> cgroup;
   if (!spec->cgroups_path.empty()) {

@@ -372,6 +372,20 @@ def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
     runtime.check_clean(cid)
 
 
+def test_the_container_ends_with_its_process(runtime):
+    """As runc's pid namespace: when the container's process exits, what it
+    left running in the background is killed, and ctr run returns its
+    status at once rather than when the background process lets go of the
+    output."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-init-exit"
+    # Held by the sleep, ctr run would outlast the timeout.
+    ran = d.ctr("run", "--rm", *runtime.run_args(), IMAGE, cid, "sh", "-c",
+                "sleep 3000 & echo started; exit 3", check=False, timeout=runtime.timeout)
+    assert (ran.returncode, ran.stdout) == (3, b"started\n"), ran.stderr
+    runtime.check_clean(cid)
+
+
 def test_a_read_only_root_keeps_its_mounts_writable(runtime, tmp_path):
     """root.readonly (ctr run --read-only) as runc applies it: the root
     refuses writes, while a bind mount given read-write and a tmpfs in it
