@@ -44,6 +44,8 @@ const std::vector<CommandSpec>& Commands() {
        {{"process", "p", true}, {"detach", "d", false}, {"pid-file", nullptr, true},
         {"console-socket", nullptr, true}, {"tty", "t", false}, {"preserve-fds", nullptr, true}},
        1, 1},
+      {"pause", {}, 1, 1},
+      {"resume", {}, 1, 1},
       {"ps", {{"format", "f", true}}, 1, 64},
       {"list", {{"format", "f", true}, {"quiet", "q", false}}, 0, 0},
       {"features", {}, 0, 0},

@@ -61,10 +61,11 @@ void RunMonitor(MonitorPlan plan) {
   pid_t vmm = -1;
   if (plan.owns_vm) {
     bool jailed = !plan.layout.jail_dir.empty();
-    std::string api = (jailed ? plan.layout.host_root : plan.dir) + "/api.sock";
-    auto started = plan.restore
-                       ? StartVmm(plan.assets, plan.layout, plan.dir, jailed ? "/api.sock" : api, "")
-                       : StartVmm(plan.assets, plan.layout, plan.dir);
+    // With its API either way: `pause` and `resume` go through it.
+    std::string api = ApiSocket(plan.layout, plan.dir);
+    std::string api_in_vm = jailed ? "/api.sock" : api;
+    auto started = plan.restore ? StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm, "")
+                                : StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm);
     absl::Status status = started.status();
     if (started.ok() && plan.restore) {
       status = RestoreFromTemplate(plan.layout, plan.template_files, api);

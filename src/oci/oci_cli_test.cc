@@ -8,9 +8,16 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <thread>
+
 #include <rapidjson/document.h>
 
 #include <gtest/gtest.h>
+
+#include "src/oci/state.h"
 
 namespace {
 
@@ -149,6 +156,87 @@ TEST_F(OciCliTest, UnknownIdsCommandsAndFlags) {
   o = Run("state --bogus c1");
   EXPECT_EQ(o.status, 1);
   EXPECT_EQ(o.log_msg, "flag provided but not defined: -bogus");
+}
+
+// Stands in for a VMM's API socket: answers each request with `status`
+// and keeps what it was asked.
+class FakeApi {
+ public:
+  FakeApi(const std::string& path, int status) : status_(status) {
+    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listener_, 4), 0);
+    thread_ = std::thread([this] {
+      int conn;
+      while ((conn = accept(listener_, nullptr, nullptr)) >= 0) {
+        std::string got;
+        char buf[4096];
+        ssize_t n;
+        // One request: its headers and a body of at most a few bytes.
+        while (got.find("}") == std::string::npos && (n = read(conn, buf, sizeof(buf))) > 0) {
+          got.append(buf, n);
+        }
+        requests_.push_back(got.substr(0, got.find(' ', got.find(' ') + 1)) + " " +
+                            got.substr(got.find('{')));
+        std::string answer = "HTTP/1.1 " + std::to_string(status_) + " X\r\n" +
+                             (status_ == 204 ? "\r\n" : "Content-Length: 2\r\n\r\n{}");
+        (void)!write(conn, answer.data(), answer.size());
+        close(conn);
+      }
+    });
+  }
+  ~FakeApi() {
+    shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    close(listener_);
+  }
+  const std::vector<std::string>& requests() const { return requests_; }
+
+ private:
+  int status_;
+  int listener_;
+  std::thread thread_;
+  std::vector<std::string> requests_;
+};
+
+// pause and resume as runc's, through the VMM's API (PATCH /vm): a
+// container whose monitor is this test and whose VMM is a fake socket.
+TEST_F(OciCliTest, PauseAndResumeGoThroughTheVmm) {
+  mkdir(root_.c_str(), 0711);
+  mkdir((root_ + "/c1").c_str(), 0700);
+  ember::oci::ContainerRecord r;
+  r.id = "c1";
+  r.monitor = ember::oci::RefOf(getpid());
+  r.started = true;
+  r.api = dir_ + "/api.sock";
+  std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+  auto status = [&] {
+    rapidjson::Document doc;
+    doc.Parse(Run("state c1").out.c_str());
+    return doc.IsObject() ? std::string(doc["status"].GetString()) : "?";
+  };
+  {
+    FakeApi vmm(r.api, 204);
+    EXPECT_EQ(Run("resume c1").log_msg, "container not paused");
+    EXPECT_EQ(Run("pause c1").status, 0);
+    EXPECT_EQ(status(), "paused");
+    EXPECT_EQ(Run("pause c1").log_msg, "container not running");
+    EXPECT_EQ(Run("exec --process x c1").log_msg, "cannot exec in a paused container");
+    EXPECT_EQ(Run("delete c1").log_msg, "cannot delete container c1 that is not stopped: paused");
+    EXPECT_EQ(Run("resume c1").status, 0);
+    EXPECT_EQ(status(), "running");
+    EXPECT_EQ(vmm.requests(), (std::vector<std::string>{R"(PATCH /vm {"state":"Paused"})",
+                                                        R"(PATCH /vm {"state":"Resumed"})"}));
+  }
+  unlink(r.api.c_str());
+  FakeApi refusing(r.api, 400);
+  Outcome o = Run("pause c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "cannot pause the microVM: it answered 400");
+  EXPECT_EQ(status(), "running");
 }
 
 TEST_F(OciCliTest, VersionAndFeatures) {

@@ -34,6 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/version.h"
+#include "src/oci/api_client.h"
 #include "src/oci/args.h"
 #include "src/oci/console.h"
 #include "src/oci/monitor.h"
@@ -348,6 +349,7 @@ int Create(const oci::CommandLine& cl) {
   record.annotations = spec->annotations;
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
+  record.api = oci::ApiSocket(*layout, dir);
   if (cgroup) {
     record.cgroup = cgroup->relative;
     record.cgroup_version = cgroup->version;
@@ -423,6 +425,8 @@ int Start(const oci::CommandLine& cl) {
       return Error("cannot start a container that has stopped");
     case oci::Status::kRunning:
       return Error("cannot start an already running container");
+    case oci::Status::kPaused:
+      return Error("cannot start a container in the paused state");
     case oci::Status::kCreating:  // StatusOf never says so
     case oci::Status::kCreated:
       break;
@@ -508,8 +512,9 @@ int Delete(const oci::CommandLine& cl) {
     return Error(std::string(record.status().message()));
   }
   oci::Status status = oci::StatusOf(*record);
-  if (status == oci::Status::kRunning && !cl.Has("force")) {
-    return Error("cannot delete container " + record->id + " that is not stopped: running");
+  if ((status == oci::Status::kRunning || status == oci::Status::kPaused) && !cl.Has("force")) {
+    return Error("cannot delete container " + record->id + " that is not stopped: " +
+                 oci::StatusName(status));
   }
   oci::Hooks hooks = SavedHooks(cl, record->id);
   Teardown(cl, *record);
@@ -522,9 +527,38 @@ int Delete(const oci::CommandLine& cl) {
   return 0;
 }
 
+// runc's freezer, as the VMM's: the whole microVM's vCPUs stop (PATCH /vm,
+// Paused) and go on (Resumed). The process in the guest and the guest's
+// clock see a gap; signals sent meanwhile wait for the resume.
+int PauseOrResume(const oci::CommandLine& cl, bool pause) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  oci::Status status = oci::StatusOf(*record);
+  if (pause && status != oci::Status::kRunning && status != oci::Status::kCreated) {
+    return Error("container not running");
+  }
+  if (!pause && status != oci::Status::kPaused) return Error("container not paused");
+  if (record->api.empty()) {
+    return Error("this container's VMM has no API socket (created by an older ember-oci)");
+  }
+  auto answer = oci::ApiRequest(record->api, "PATCH", "/vm",
+                                pause ? R"({"state":"Paused"})" : R"({"state":"Resumed"})");
+  if (!answer.ok() || *answer != 204) {
+    return Error(absl::StrCat("cannot ", pause ? "pause" : "resume", " the microVM: ",
+                              answer.ok() ? absl::StrCat("it answered ", *answer)
+                                          : std::string(answer.status().message())));
+  }
+  record->paused = pause;
+  if (!Save(cl, *record)) return Error("cannot write the container's state");
+  return 0;
+}
+
 int Exec(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
+  if (oci::StatusOf(*record) == oci::Status::kPaused) {
+    return Error("cannot exec in a paused container");
+  }
   if (oci::StatusOf(*record) != oci::Status::kRunning) {
     return Error("cannot exec in a stopped or not yet started container");
   }
@@ -665,6 +699,7 @@ int main(int argc, char** argv) {
   if (c == "kill") return Kill(cl);
   if (c == "delete") return Delete(cl);
   if (c == "exec") return Exec(cl);
+  if (c == "pause" || c == "resume") return PauseOrResume(cl, c == "pause");
   if (c == "ps") return Ps(cl);
   if (c == "list") return List(cl);
   if (c == "features") return Features();

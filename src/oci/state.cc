@@ -40,6 +40,8 @@ const char* StatusName(Status status) {
       return "created";
     case Status::kRunning:
       return "running";
+    case Status::kPaused:
+      return "paused";
     case Status::kStopped:
       return "stopped";
   }
@@ -98,6 +100,7 @@ std::vector<ProcessRef> LiveExecs(const std::string& dir) {
 
 Status StatusOf(const ContainerRecord& record) {
   if (!Alive(record.monitor)) return Status::kStopped;
+  if (record.paused) return Status::kPaused;
   return record.started ? Status::kRunning : Status::kCreated;
 }
 
@@ -127,6 +130,10 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.String(r.jail_dir.c_str());
   w.Key("uds");
   w.String(r.uds.c_str());
+  w.Key("api");
+  w.String(r.api.c_str());
+  w.Key("paused");
+  w.Bool(r.paused);
   w.Key("cgroup");
   w.String(r.cgroup.c_str());
   w.Key("cgroup_version");
@@ -157,6 +164,8 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.started = doc.HasMember("started") && doc["started"].IsBool() && doc["started"].GetBool();
   r.jail_dir = str("jail_dir");
   r.uds = str("uds");
+  r.api = str("api");
+  r.paused = doc.HasMember("paused") && doc["paused"].IsBool() && doc["paused"].GetBool();
   r.cgroup = str("cgroup");
   r.cgroup_version = static_cast<int>(num("cgroup_version"));
   if (doc.HasMember("annotations") && doc["annotations"].IsObject()) {

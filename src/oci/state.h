@@ -34,13 +34,15 @@ struct ContainerRecord {
   bool started = false;
   std::string jail_dir;  // the jail's directory to remove at delete; or ""
   std::string uds;       // the VM's vsock socket on the host (exec connects there)
+  std::string api;       // the VMM's API socket on the host (pause, resume); or ""
+  bool paused = false;   // by `pause`, until `resume`
   std::string cgroup;    // made by create below the cgroup mount(s); or ""
   int cgroup_version = 0;
   std::map<std::string, std::string> annotations;
 };
 
 // kCreating only for the state create's hooks see, as runc's.
-enum class Status { kCreating, kCreated, kRunning, kStopped };
+enum class Status { kCreating, kCreated, kRunning, kPaused, kStopped };
 const char* StatusName(Status status);
 
 // Start time of `pid`, or 0 when it is gone or a zombie (it has exited).
@@ -55,7 +57,8 @@ void RecordExec(const std::string& dir, const ProcessRef& monitor);
 // Those still alive, oldest pid first.
 std::vector<ProcessRef> LiveExecs(const std::string& dir);
 
-// created until `start`, running while the monitor lives, then stopped.
+// created until `start`, running while the monitor lives (paused between
+// `pause` and `resume`), then stopped.
 Status StatusOf(const ContainerRecord& record);
 
 std::string RecordToJson(const ContainerRecord& record);

@@ -227,6 +227,10 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
   return buffer.GetString();
 }
 
+std::string ApiSocket(const VmLayout& layout, const std::string& dir) {
+  return (layout.jail_dir.empty() ? dir : layout.host_root) + "/api.sock";
+}
+
 absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,
                                const std::string& dir, const std::string& api_in_vm,
                                const std::string& config_in_vm) {

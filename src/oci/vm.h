@@ -79,6 +79,10 @@ absl::Status RunTool(const std::vector<std::string>& argv, std::string* output);
 std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
                          const std::string& image, const std::string& uds, const VmSize& size);
 
+// The VMM's API socket on the host: in the jail's root, or in `dir` (the
+// container's state directory) without a jail.
+std::string ApiSocket(const VmLayout& layout, const std::string& dir);
+
 // Starts ember on the layout's configuration (console to <dir>/console.log,
 // its log to <dir>/ember.log), with nothing else inherited: through
 // ember-jailer (which execs ember in the same process, seccomp on, as

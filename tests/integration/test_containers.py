@@ -518,6 +518,13 @@ def test_detached_container_exec_and_sigterm(runtime):
         ran = d.ctr("task", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo exec; exit 5",
                     check=False, timeout=runtime.timeout)
         assert (ran.returncode, ran.stdout) == (5, b"exec\n"), ran.stderr
+        # pause and resume (runc's freezer; Ember pauses the microVM).
+        d.ctr("task", "pause", cid, timeout=runtime.timeout)
+        assert re.search(rf"^{cid}\s+\d+\s+PAUSED", d.ctr("task", "ls").stdout.decode(), re.M)
+        d.ctr("task", "resume", cid, timeout=runtime.timeout)
+        ran = d.ctr("task", "exec", "--exec-id", "e2", cid, "cat", "/tmp/up",
+                    timeout=runtime.timeout)
+        assert ran.stdout == b"up\n", ran.stderr
         tasks = d.ctr("task", "ls").stdout.decode()
         found = re.search(rf"^{cid}\s+(\d+)\s+RUNNING", tasks, re.M)
         assert found, tasks
