@@ -175,6 +175,20 @@ int HostCgroupVersion() {
   return FindCgroupMount(*mounts, 2, "") ? 2 : 0;
 }
 
+absl::Status UpdateCgroup(const CgroupPlacement& placement) {
+  ASSIGN_OR_RETURN(std::string mounts, ReadFile("/proc/mounts"));
+  for (const CgroupSetting& s : placement.settings) {
+    std::optional<std::string> mount =
+        FindCgroupMount(mounts, placement.version, placement.version == 1 ? s.controller : "");
+    if (!mount) {
+      return absl::NotFoundError(absl::StrCat("no cgroup hierarchy has the '", s.controller,
+                                              "' controller"));
+    }
+    RETURN_IF_ERROR(WriteFile(absl::StrCat(*mount, "/", placement.relative, "/", s.file), s.value));
+  }
+  return absl::OkStatus();
+}
+
 void LeaveCgroup(int version, const std::string& relative,
                  const std::vector<std::string>& controllers) {
   absl::StatusOr<std::string> mounts = ReadFile("/proc/mounts");

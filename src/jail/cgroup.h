@@ -38,6 +38,10 @@ absl::Status JoinCgroup(const CgroupPlacement& placement, pid_t pid);
 // 1 when v1 hierarchies hold the controllers, 2 for the unified hierarchy
 // alone, 0 for none.
 int HostCgroupVersion();
+// Writes the placement's settings into its cgroup, which JoinCgroup made
+// (runc's `update`): nothing is made or joined. The first write the kernel
+// refuses (a memory limit below what is in use) ends it with its error.
+absl::Status UpdateCgroup(const CgroupPlacement& placement);
 // Removes the cgroup `relative` made by JoinCgroup, waiting up to 2 s for
 // the processes in it to be gone.
 void LeaveCgroup(int version, const std::string& relative,

@@ -45,6 +45,7 @@ const std::vector<CommandSpec>& Commands() {
         {"console-socket", nullptr, true}, {"tty", "t", false}, {"preserve-fds", nullptr, true}},
        1, 1},
       {"pause", {}, 1, 1},
+      {"update", {{"resources", "r", true}}, 1, 1},
       {"resume", {}, 1, 1},
       {"ps", {{"format", "f", true}}, 1, 64},
       {"list", {{"format", "f", true}, {"quiet", "q", false}}, 0, 0},

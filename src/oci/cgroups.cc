@@ -37,8 +37,10 @@ absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path
     p.settings.push_back({controller, file, std::move(value)});
   };
   bool v1 = version == 1;
-  if (r.memory_limit && *r.memory_limit > 0) {
-    set("memory", v1 ? "memory.limit_in_bytes" : "memory.max", absl::StrCat(*r.memory_limit));
+  // -1 is "unlimited" (runc's), which `update` may set over a limit.
+  auto limit = [&](int64_t v) { return v > 0 ? absl::StrCat(v) : v1 ? "-1" : "max"; };
+  if (r.memory_limit && (*r.memory_limit > 0 || *r.memory_limit == -1)) {
+    set("memory", v1 ? "memory.limit_in_bytes" : "memory.max", limit(*r.memory_limit));
   }
   if (r.cpu_shares && *r.cpu_shares > 0) {
     if (v1) {
@@ -49,7 +51,7 @@ absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path
       set("cpu", "cpu.weight", absl::StrCat(1 + ((shares - 2) * 9999) / 262142));
     }
   }
-  bool quota = r.cpu_quota && *r.cpu_quota > 0;
+  bool quota = r.cpu_quota && (*r.cpu_quota > 0 || *r.cpu_quota == -1);
   if (v1) {
     // The period first: a quota is checked against it.
     if (r.cpu_period && *r.cpu_period > 0) {
@@ -58,10 +60,12 @@ absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path
     if (quota) set("cpu", "cpu.cfs_quota_us", absl::StrCat(*r.cpu_quota));
   } else if (quota || (r.cpu_period && *r.cpu_period > 0)) {
     set("cpu", "cpu.max",
-        absl::StrCat(quota ? absl::StrCat(*r.cpu_quota) : "max", " ",
+        absl::StrCat(quota && *r.cpu_quota > 0 ? absl::StrCat(*r.cpu_quota) : "max", " ",
                      r.cpu_period && *r.cpu_period > 0 ? *r.cpu_period : 100000));
   }
-  if (r.pids_limit && *r.pids_limit > 0) set("pids", "pids.max", absl::StrCat(*r.pids_limit));
+  if (r.pids_limit && (*r.pids_limit > 0 || *r.pids_limit == -1)) {
+    set("pids", "pids.max", *r.pids_limit > 0 ? absl::StrCat(*r.pids_limit) : "max");
+  }
   if (!r.cpuset_cpus.empty()) set("cpuset", "cpuset.cpus", r.cpuset_cpus);
   if (!r.cpuset_mems.empty()) set("cpuset", "cpuset.mems", r.cpuset_mems);
   return p;

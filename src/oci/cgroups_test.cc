@@ -44,9 +44,17 @@ TEST(CgroupsTest, UnlimitedAndBadPaths) {
   Resources none;
   none.memory_limit = -1;
   none.cpu_quota = -1;
+  none.pids_limit = -1;
   auto p = PlanCgroup("default/x", none, 1);
   ASSERT_TRUE(p.ok());
-  EXPECT_TRUE(p->settings.empty());
+  EXPECT_EQ(Setting(*p, "memory.limit_in_bytes"), "memory:-1") << "unlimited, over a limit";
+  EXPECT_EQ(Setting(*p, "cpu.cfs_quota_us"), "cpu:-1");
+  EXPECT_EQ(Setting(*p, "pids.max"), "pids:max");
+  p = PlanCgroup("default/x", none, 2);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(Setting(*p, "memory.max"), "memory:max");
+  EXPECT_EQ(Setting(*p, "cpu.max"), "cpu:max 100000");
+  EXPECT_TRUE(PlanCgroup("default/x", Resources{}, 2)->settings.empty());
   EXPECT_FALSE(PlanCgroup("system.slice:ctr:x", none, 2).ok());
   EXPECT_FALSE(PlanCgroup("/default/../../x", none, 1).ok());
   EXPECT_FALSE(PlanCgroup("/default/.", none, 1).ok()) << "the shared parent's limits";

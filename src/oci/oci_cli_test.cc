@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "src/jail/cgroup.h"
 #include "src/oci/state.h"
 
 namespace {
@@ -237,6 +238,48 @@ TEST_F(OciCliTest, PauseAndResumeGoThroughTheVmm) {
   EXPECT_EQ(o.status, 1);
   EXPECT_EQ(o.log_msg, "cannot pause the microVM: it answered 400");
   EXPECT_EQ(status(), "running");
+}
+
+std::string FirstLine(const std::string& path) {
+  std::string line;
+  std::getline(std::ifstream(path), line);
+  return line;
+}
+
+// runc's update as go-runc sends it (--resources -, a LinuxResources
+// object on stdin), into the container's cgroup; -1 lifts a limit again.
+TEST_F(OciCliTest, UpdateWritesTheContainersCgroup) {
+  if (ember::jail::HostCgroupVersion() != 1) GTEST_SKIP() << "written for cgroup v1 hosts";
+  std::string relative = "ember-oci-test-" + std::to_string(getpid());
+  std::string pids = "/sys/fs/cgroup/pids/" + relative;
+  std::string memory = "/sys/fs/cgroup/memory/" + relative;
+  if (mkdir(pids.c_str(), 0755) != 0) GTEST_SKIP() << "cannot make a cgroup here";
+  mkdir(memory.c_str(), 0755);
+  mkdir(root_.c_str(), 0711);
+  mkdir((root_ + "/c1").c_str(), 0700);
+  ember::oci::ContainerRecord r;
+  r.id = "c1";
+  r.monitor = ember::oci::RefOf(getpid());
+  r.started = true;
+  r.cgroup = relative;
+  r.cgroup_version = 1;
+  std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+  std::ofstream(dir_ + "/limits.json")
+      << R"({"memory": {"limit": 268435456}, "pids": {"limit": 42}})";
+  Outcome o = Run("update --resources - c1 < " + dir_ + "/limits.json");
+  EXPECT_EQ(o.status, 0) << o.log_msg;
+  EXPECT_EQ(FirstLine(pids + "/pids.max"), "42");
+  EXPECT_EQ(FirstLine(memory + "/memory.limit_in_bytes"), "268435456");
+  std::ofstream(dir_ + "/none.json") << R"({"memory": {"limit": -1}, "pids": {"limit": -1}})";
+  EXPECT_EQ(Run("update --resources " + dir_ + "/none.json c1").status, 0);
+  EXPECT_EQ(FirstLine(pids + "/pids.max"), "max");
+  EXPECT_NE(FirstLine(memory + "/memory.limit_in_bytes"), "268435456");
+  std::ofstream(dir_ + "/bad.json") << R"({"pids": {"limit": "many"}})";
+  o = Run("update --resources " + dir_ + "/bad.json c1");
+  EXPECT_EQ(o.status, 1);
+  EXPECT_EQ(o.log_msg, "resources.pids: limit must be an integer");
+  rmdir(pids.c_str());
+  rmdir(memory.c_str());
 }
 
 TEST_F(OciCliTest, VersionAndFeatures) {

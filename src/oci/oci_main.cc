@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -553,6 +554,37 @@ int PauseOrResume(const oci::CommandLine& cl, bool pause) {
   return 0;
 }
 
+// runc's `update --resources FILE|-` (what go-runc sends: a LinuxResources
+// object), applied to the container's cgroup, which holds the monitor and
+// the VMM: the limits bound the whole microVM. runc's per-limit flags
+// (--memory, ...) are not taken.
+int Update(const oci::CommandLine& cl) {
+  auto record = Load(cl, cl.args[0]);
+  if (!record.ok()) return Error(std::string(record.status().message()));
+  if (oci::StatusOf(*record) == oci::Status::kStopped) return Error("container not running");
+  std::string from = cl.Value("resources");
+  if (from.empty()) return Error("ember-oci update needs --resources FILE (- for stdin)");
+  bool ok = true;
+  std::string text;
+  if (from == "-") {
+    std::stringstream in;
+    in << std::cin.rdbuf();
+    text = in.str();
+  } else {
+    text = ReadFile(from, &ok);
+  }
+  if (!ok) return Error("cannot read " + from);
+  auto resources = oci::ParseResources(text);
+  if (!resources.ok()) return Error(std::string(resources.status().message()));
+  if (record->cgroup.empty()) {
+    return Error("the container has no cgroup to update (config.json had no linux.cgroupsPath)");
+  }
+  auto plan = oci::PlanCgroup("/" + record->cgroup, *resources, record->cgroup_version);
+  if (!plan.ok()) return Error(std::string(plan.status().message()));
+  if (auto s = jail::UpdateCgroup(*plan); !s.ok()) return Error(std::string(s.message()));
+  return 0;
+}
+
 int Exec(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
@@ -700,6 +732,7 @@ int main(int argc, char** argv) {
   if (c == "delete") return Delete(cl);
   if (c == "exec") return Exec(cl);
   if (c == "pause" || c == "resume") return PauseOrResume(cl, c == "pause");
+  if (c == "update") return Update(cl);
   if (c == "ps") return Ps(cl);
   if (c == "list") return List(cl);
   if (c == "features") return Features();

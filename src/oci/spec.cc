@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "src/common/json_reader.h"
+#include "src/common/status_macros.h"
 #include "src/oci/hooks.h"
 
 namespace ember::oci {
@@ -151,6 +152,34 @@ absl::Status Number(const rapidjson::Value& obj, const char* name, absl::string_
   return absl::OkStatus();
 }
 
+// A LinuxResources object (config.json's linux.resources, or update's).
+absl::Status ResourcesFrom(const rapidjson::Value& res, absl::string_view context,
+                           Resources* r) {
+  auto group = [&](const char* name) -> const rapidjson::Value* {
+    auto it = res.FindMember(name);
+    return it != res.MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
+  };
+  if (const rapidjson::Value* m = group("memory")) {
+    RETURN_IF_ERROR(Number(*m, "limit", absl::StrCat(context, ".memory"), &r->memory_limit));
+  }
+  if (const rapidjson::Value* c = group("cpu")) {
+    std::string cpu = absl::StrCat(context, ".cpu");
+    for (absl::Status s : {Number(*c, "shares", cpu, &r->cpu_shares),
+                           Number(*c, "quota", cpu, &r->cpu_quota),
+                           Number(*c, "period", cpu, &r->cpu_period)}) {
+      if (!s.ok()) return s;
+    }
+    for (auto [field, out] : {std::pair{"cpus", &r->cpuset_cpus}, {"mems", &r->cpuset_mems}}) {
+      auto it = c->FindMember(field);
+      if (it != c->MemberEnd() && it->value.IsString()) *out = it->value.GetString();
+    }
+  }
+  if (const rapidjson::Value* p = group("pids")) {
+    RETURN_IF_ERROR(Number(*p, "limit", absl::StrCat(context, ".pids"), &r->pids_limit));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
   if (!linux.IsObject()) return Invalid("config.json", "linux must be an object");
   auto path = linux.FindMember("cgroupsPath");
@@ -178,35 +207,7 @@ absl::Status LinuxFrom(const rapidjson::Value& linux, BundleSpec* spec) {
   }
   auto res = linux.FindMember("resources");
   if (res == linux.MemberEnd() || !res->value.IsObject()) return absl::OkStatus();
-  Resources& r = spec->resources;
-  auto group = [&](const char* name) -> const rapidjson::Value* {
-    auto it = res->value.FindMember(name);
-    return it != res->value.MemberEnd() && it->value.IsObject() ? &it->value : nullptr;
-  };
-  if (const rapidjson::Value* m = group("memory")) {
-    if (auto s = Number(*m, "limit", "config.json: linux.resources.memory", &r.memory_limit);
-        !s.ok()) {
-      return s;
-    }
-  }
-  if (const rapidjson::Value* c = group("cpu")) {
-    constexpr absl::string_view kCtx = "config.json: linux.resources.cpu";
-    for (absl::Status s : {Number(*c, "shares", kCtx, &r.cpu_shares),
-                           Number(*c, "quota", kCtx, &r.cpu_quota),
-                           Number(*c, "period", kCtx, &r.cpu_period)}) {
-      if (!s.ok()) return s;
-    }
-    for (auto [field, out] : {std::pair{"cpus", &r.cpuset_cpus}, {"mems", &r.cpuset_mems}}) {
-      auto it = c->FindMember(field);
-      if (it != c->MemberEnd() && it->value.IsString()) *out = it->value.GetString();
-    }
-  }
-  if (const rapidjson::Value* p = group("pids")) {
-    if (auto s = Number(*p, "limit", "config.json: linux.resources.pids", &r.pids_limit); !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
+  return ResourcesFrom(res->value, "config.json: linux.resources", &spec->resources);
 }
 
 absl::Status HookList(const rapidjson::Value& hooks, const char* name, std::vector<Hook>* out) {
@@ -366,6 +367,16 @@ absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::
     return status;
   }
   return spec;
+}
+
+absl::StatusOr<Resources> ParseResources(absl::string_view json) {
+  rapidjson::Document doc;
+  if (auto s = ParseJsonObject(json, &doc); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("resources: ", s.message()));
+  }
+  Resources r;
+  RETURN_IF_ERROR(ResourcesFrom(doc, "resources", &r));
+  return r;
 }
 
 absl::StatusOr<BundleSpec> LoadBundle(const std::string& bundle) {

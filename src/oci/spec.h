@@ -89,6 +89,9 @@ absl::StatusOr<ProcessSpec> ParseProcess(absl::string_view json, absl::string_vi
 // Parses config.json's text; `bundle` resolves a relative root.path.
 absl::StatusOr<BundleSpec> ParseBundleConfig(absl::string_view json, const std::string& bundle);
 
+// Parses a LinuxResources object on its own (`update --resources`).
+absl::StatusOr<Resources> ParseResources(absl::string_view json);
+
 // Reads <bundle>/config.json and checks that its root exists, with runc's
 // messages: "JSON specification file config.json not found", "invalid
 // rootfs: stat <path>: no such file or directory".

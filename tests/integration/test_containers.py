@@ -440,6 +440,9 @@ def test_the_container_has_its_cgroup_and_limits(runtime):
         usage = re.search(r"^memory\.usage_in_bytes\s+(\d+)", metrics, re.M) if v1 else \
             re.search(r"^memory\.usage\s+(\d+)", metrics, re.M)
         assert usage and int(usage.group(1)) > 0, metrics
+        # runc update (ctr task update; CRI's UpdateContainerResources).
+        d.ctr("task", "update", "--memory-limit", str(limit * 2), cid, timeout=runtime.timeout)
+        assert int(limit_file.read_text()) == limit * 2
     finally:
         d.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
         deadline = time.monotonic() + 60
