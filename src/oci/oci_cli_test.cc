@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <functional>
 #include <thread>
 
 #include <rapidjson/document.h>
@@ -58,6 +59,21 @@ class OciCliTest : public ::testing::Test {
     out << std::ifstream(dir_ + "/out").rdbuf();
     o.out = out.str();
     return o;
+  }
+
+  // A running container "c1" whose monitor is this test, as `create` and
+  // `start` would have recorded it; `more` sets the rest.
+  ember::oci::ContainerRecord RecordRunning(
+      const std::function<void(ember::oci::ContainerRecord*)>& more) {
+    mkdir(root_.c_str(), 0711);
+    mkdir((root_ + "/c1").c_str(), 0700);
+    ember::oci::ContainerRecord r;
+    r.id = "c1";
+    r.monitor = ember::oci::RefOf(getpid());
+    r.started = true;
+    more(&r);
+    std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+    return r;
   }
 
   std::string dir_, root_, bundle_;
@@ -206,14 +222,8 @@ class FakeApi {
 // pause and resume as runc's, through the VMM's API (PATCH /vm): a
 // container whose monitor is this test and whose VMM is a fake socket.
 TEST_F(OciCliTest, PauseAndResumeGoThroughTheVmm) {
-  mkdir(root_.c_str(), 0711);
-  mkdir((root_ + "/c1").c_str(), 0700);
-  ember::oci::ContainerRecord r;
-  r.id = "c1";
-  r.monitor = ember::oci::RefOf(getpid());
-  r.started = true;
-  r.api = dir_ + "/api.sock";
-  std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+  ember::oci::ContainerRecord r =
+      RecordRunning([&](ember::oci::ContainerRecord* r) { r->api = dir_ + "/api.sock"; });
   auto status = [&] {
     rapidjson::Document doc;
     doc.Parse(Run("state c1").out.c_str());
@@ -255,15 +265,10 @@ TEST_F(OciCliTest, UpdateWritesTheContainersCgroup) {
   std::string memory = "/sys/fs/cgroup/memory/" + relative;
   if (mkdir(pids.c_str(), 0755) != 0) GTEST_SKIP() << "cannot make a cgroup here";
   mkdir(memory.c_str(), 0755);
-  mkdir(root_.c_str(), 0711);
-  mkdir((root_ + "/c1").c_str(), 0700);
-  ember::oci::ContainerRecord r;
-  r.id = "c1";
-  r.monitor = ember::oci::RefOf(getpid());
-  r.started = true;
-  r.cgroup = relative;
-  r.cgroup_version = 1;
-  std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+  RecordRunning([&](ember::oci::ContainerRecord* r) {
+    r->cgroup = relative;
+    r->cgroup_version = 1;
+  });
   std::ofstream(dir_ + "/limits.json")
       << R"({"memory": {"limit": 268435456}, "pids": {"limit": 42}})";
   Outcome o = Run("update --resources - c1 < " + dir_ + "/limits.json");
