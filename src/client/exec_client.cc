@@ -40,9 +40,22 @@ void OnSignal(int signo) {
   errno = saved;
 }
 
+// What stopped the command before it started, for ExecOptions::started_fd.
+std::string last_failure;
+
 int Fail(const std::string& message, int code = kExitFailure) {
   std::fprintf(stderr, "ember-exec: %s\n", message.c_str());
+  last_failure = message;
   return code;
+}
+
+// Tells started_fd, once, whether the command started ("") or why not.
+void ReportStart(int* fd, const std::string& failure) {
+  if (*fd < 0) return;
+  std::string bytes = failure.empty() ? std::string(1, '\0') : failure;
+  (void)!write(*fd, bytes.data(), bytes.size());
+  close(*fd);
+  *fd = -1;
 }
 
 double Now() {
@@ -193,7 +206,9 @@ std::vector<int> ForwardableSignals() {
   return out;
 }
 
-int RunExec(const ExecOptions& options) {
+namespace {
+
+int RunUntilExit(const ExecOptions& options, int* started_fd) {
   double deadline = options.timeout_s > 0 ? Now() + options.timeout_s : 0;
   std::string error;
   // Those that come while the guest boots wait in the pipe.
@@ -282,6 +297,7 @@ int RunExec(const ExecOptions& options) {
           hello = true;
           break;
         case Type::kStarted:
+          ReportStart(started_fd, "");
           break;
         case Type::kError:
           if (!agent::DecodeError(frame.payload, &kind, &error)) error = "(no message)";
@@ -309,6 +325,15 @@ int RunExec(const ExecOptions& options) {
       }
     }
   }
+}
+
+}  // namespace
+
+int RunExec(const ExecOptions& options) {
+  int started_fd = options.started_fd;
+  int status = RunUntilExit(options, &started_fd);
+  ReportStart(&started_fd, last_failure.empty() ? "it ended before it started" : last_failure);
+  return status;
 }
 
 }  // namespace ember::client

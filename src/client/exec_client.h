@@ -43,6 +43,10 @@ struct ExecOptions {
   // set, is asked between tries and ends the waiting when it says true.
   double connect_wait_s = 0;
   std::function<bool()> gave_up;
+  // When >= 0: once the agent has answered the EXEC, one NUL byte if the
+  // command started, else why it did not (the agent's ERROR, a failed
+  // connection); then it is closed. `exec` waits on it, as runc's does.
+  int started_fd = -1;
 };
 
 // The signals a container's monitor forwards: every catchable one, the

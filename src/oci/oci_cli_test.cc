@@ -1,5 +1,6 @@
 // ember-oci's answers to bad input, from the binary itself, beside
 // runc's: exit codes, and the message in the --log JSON.
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "src/agent/protocol.h"
 #include "src/jail/cgroup.h"
 #include "src/oci/state.h"
 
@@ -255,6 +257,84 @@ std::string FirstLine(const std::string& path) {
   std::getline(std::ifstream(path), line);
   return line;
 }
+
+// Stands in for a VM's vsock socket with an agent behind it: answers the
+// CONNECT line with "OK" and then `bytes` (the agent's frames).
+class FakeGuest {
+ public:
+  FakeGuest(const std::string& path, std::string bytes) : bytes_(std::move(bytes)) {
+    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listener_, 4), 0);
+    thread_ = std::thread([this] {
+      int conn = accept(listener_, nullptr, nullptr);
+      if (conn < 0) return;
+      char c;
+      while (read(conn, &c, 1) == 1 && c != '\n') {
+      }
+      std::string answer = "OK 1\n" + bytes_;
+      (void)!write(conn, answer.data(), answer.size());
+      char buf[4096];
+      while (read(conn, buf, sizeof(buf)) > 0) {
+      }
+      close(conn);
+    });
+  }
+  ~FakeGuest() {
+    shutdown(listener_, SHUT_RDWR);
+    thread_.join();
+    close(listener_);
+  }
+
+ private:
+  std::string bytes_;
+  int listener_;
+  std::thread thread_;
+};
+
+std::string AgentFrames(std::vector<std::pair<ember::agent::Type, std::string>> frames) {
+  std::string out;
+  ember::agent::AppendFrame(&out, ember::agent::Type::kHello,
+                            ember::agent::EncodeU32(ember::agent::kVersion));
+  for (const auto& [type, payload] : frames) ember::agent::AppendFrame(&out, type, payload);
+  return out;
+}
+
+// As runc's: exec fails when the process cannot start, and otherwise
+// returns once it runs (--detach) or with its status.
+TEST_F(OciCliTest, ExecFailsWhenItsProcessCannotStart) {
+  using ember::agent::Type;
+  ember::oci::ContainerRecord r =
+      RecordRunning([&](ember::oci::ContainerRecord* r) { r->uds = dir_ + "/v.sock"; });
+  std::ofstream(dir_ + "/p.json") << R"({"args": ["nope"], "cwd": "/"})";
+  std::string exec = "exec --process " + dir_ + "/p.json --pid-file " + dir_ + "/exec.pid ";
+  {
+    FakeGuest guest(r.uds, AgentFrames({{Type::kError, ember::agent::EncodeError(
+        ember::agent::ErrorKind::kNotFound, "cannot run nope: No such file or directory")}}));
+    Outcome o = Run(exec + "c1");
+    EXPECT_EQ(o.status, 1);
+    EXPECT_EQ(o.log_msg, "exec failed: cannot run nope: No such file or directory");
+    EXPECT_NE(access((dir_ + "/exec.pid").c_str(), F_OK), 0);
+  }
+  unlink(r.uds.c_str());
+  {
+    FakeGuest guest(r.uds, AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
+                                        {Type::kExit, ember::agent::EncodeExit({false, 7})}}));
+    EXPECT_EQ(Run(exec + "c1").status, 7);
+    EXPECT_EQ(access((dir_ + "/exec.pid").c_str(), F_OK), 0);
+  }
+  unlink(r.uds.c_str());
+  {
+    FakeGuest guest(r.uds, AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)}}));
+    EXPECT_EQ(Run(exec + "--detach c1").status, 0) << "returns once the process runs";
+    // Its monitor waits for an EXIT that this guest never sends.
+    kill(std::stoi(FirstLine(dir_ + "/exec.pid")), SIGKILL);
+  }
+}
+
 
 // runc's update as go-runc sends it (--resources -, a LinuxResources
 // object on stdin), into the container's cgroup; -1 lifts a limit again.

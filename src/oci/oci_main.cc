@@ -591,8 +591,9 @@ int Exec(const oci::CommandLine& cl) {
   if (oci::StatusOf(*record) == oci::Status::kPaused) {
     return Error("cannot exec in a paused container");
   }
-  if (oci::StatusOf(*record) != oci::Status::kRunning) {
-    return Error("cannot exec in a stopped or not yet started container");
+  // As runc, a created container takes execs too: its VM runs already.
+  if (oci::StatusOf(*record) == oci::Status::kStopped) {
+    return Error("cannot exec in a stopped container");
   }
   std::string path = cl.Value("process");
   if (path.empty()) return Error("ember-oci exec needs --process (a process.json)");
@@ -620,16 +621,45 @@ int Exec(const oci::CommandLine& cl) {
   plan.exec.socket_path = record->uds;
   plan.exec.request = std::move(request);
   plan.tty_slave = pty.slave.get();
+  // As runc's, exec returns once the process runs, and fails when it
+  // cannot start ("exec failed: ..."), rather than leaving a process that
+  // exits 127 at once.
+  int started[2];
+  if (pipe2(started, O_CLOEXEC) != 0) return Error("pipe: " + std::string(strerror(errno)));
+  Fd started_r(started[0]), started_w(started[1]);
+  plan.exec.started_fd = started_w.get();
   pid_t pid = fork();
   if (pid < 0) return Error("fork: " + std::string(strerror(errno)));
-  if (pid == 0) oci::RunMonitor(std::move(plan));
-  oci::RecordExec(Dir(cl, record->id), oci::RefOf(pid));
-  if (!WritePidFile(cl.Value("pid-file"), pid)) return Error("cannot write the pid file");
-  if (cl.Has("detach")) return 0;
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  if (pid == 0) {
+    started_r.reset();
+    oci::RunMonitor(std::move(plan));
   }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  started_w.reset();
+  oci::RecordExec(Dir(cl, record->id), oci::RefOf(pid));
+  std::string outcome;
+  char buf[1024];
+  ssize_t n;
+  while ((n = read(started_r.get(), buf, sizeof(buf))) > 0 ||
+         (n < 0 && errno == EINTR)) {
+    if (n > 0) outcome.append(buf, n);
+  }
+  auto reap = [pid] {
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  };
+  if (outcome.empty() || outcome[0] != '\0') {
+    reap();
+    return Error("exec failed: " + (outcome.empty() ? "the monitor ended" : outcome));
+  }
+  if (!WritePidFile(cl.Value("pid-file"), pid)) {
+    kill(pid, SIGKILL);
+    reap();
+    return Error("cannot write the pid file");
+  }
+  if (cl.Has("detach")) return 0;
+  return reap();
 }
 
 int Ps(const oci::CommandLine& cl) {

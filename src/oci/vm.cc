@@ -90,11 +90,25 @@ absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
 
 bool WaitForConsole(const std::string& path, const std::string& text, double timeout_s,
                     const std::function<bool()>& gave_up) {
+  // Reads only what was added since the last look (the guest decides how
+  // much it prints), keeping the last bytes of the old for a match that
+  // straddles two reads.
+  std::string seen;
+  off_t offset = 0;
   for (double waited = 0; waited < timeout_s; waited += 0.1) {
-    std::ifstream in(path);
-    std::stringstream all;
-    all << in.rdbuf();
-    if (all.str().find(text) != std::string::npos) return true;
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    char buf[65536];
+    ssize_t n;
+    while (fd >= 0 && (n = pread(fd, buf, sizeof(buf), offset)) > 0) {
+      offset += n;
+      seen.append(buf, n);
+      if (seen.find(text) != std::string::npos) {
+        close(fd);
+        return true;
+      }
+      seen.erase(0, seen.size() - std::min(seen.size(), text.size()));
+    }
+    if (fd >= 0) close(fd);
     if (gave_up && gave_up()) return false;
     usleep(100 * 1000);
   }

@@ -105,6 +105,16 @@ TEST(VmTest, WaitForConsoleSeesTheMarkOrGivesUp) {
   EXPECT_TRUE(WaitForConsole(console, kGuestSettled, 1, nullptr));
   EXPECT_FALSE(WaitForConsole(console, "never", 0.3, nullptr));
   EXPECT_FALSE(WaitForConsole(console, "never", 100, [] { return true; }));
+  // A mark across the 64 KiB reads, and one written while it waits.
+  std::ofstream(console) << std::string(65536 - 5, 'x') << kGuestSettled << "\n";
+  EXPECT_TRUE(WaitForConsole(console, kGuestSettled, 1, nullptr));
+  std::ofstream(console) << std::string(200000, 'y');
+  int looks = 0;
+  EXPECT_TRUE(WaitForConsole(console, kGuestSettled, 5, [&] {
+    if (++looks == 3) std::ofstream(console, std::ios::app) << "z" << kGuestSettled;
+    return false;
+  }));
+  EXPECT_EQ(looks, 3);
 }
 
 TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
