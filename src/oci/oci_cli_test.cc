@@ -177,17 +177,23 @@ TEST_F(OciCliTest, UnknownIdsCommandsAndFlags) {
   EXPECT_EQ(o.log_msg, "flag provided but not defined: -bogus");
 }
 
+// A listening Unix socket at `path`.
+int ListenUnix(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(listen(fd, 4), 0);
+  return fd;
+}
+
 // Stands in for a VMM's API socket: answers each request with `status`
 // and keeps what it was asked.
 class FakeApi {
  public:
   FakeApi(const std::string& path, int status) : status_(status) {
-    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(listen(listener_, 4), 0);
+    listener_ = ListenUnix(path);
     thread_ = std::thread([this] {
       int conn;
       while ((conn = accept(listener_, nullptr, nullptr)) >= 0) {
@@ -263,12 +269,7 @@ std::string FirstLine(const std::string& path) {
 class FakeGuest {
  public:
   FakeGuest(const std::string& path, std::string bytes) : bytes_(std::move(bytes)) {
-    listener_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(listen(listener_, 4), 0);
+    listener_ = ListenUnix(path);
     thread_ = std::thread([this] {
       int conn = accept(listener_, nullptr, nullptr);
       if (conn < 0) return;
