@@ -24,6 +24,9 @@
 #   serial      the 8250's registers, host input and saved state
 #   jailer      ember-jailer's command line (ParseJailerArgs)
 #   cli         ember's command line (ParseCli)
+#   agent       the agent protocol's frames and payloads, from either side
+#   oci         ember-oci's config.json, process.json and update resources,
+#               and the agent request, mounts and cgroup planned from them
 #
 # A crash input replays with build-fuzz/TARGET_fuzzer build-fuzz/crashes/FILE.
 set -euo pipefail
