@@ -11,6 +11,7 @@
 // small root with links (absolute, relative, a loop) without hanging or
 // escaping it; cgroup settings are one line each, in a cgroup below the
 // mount; a rejection always says why.
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include "src/oci/mounts.h"
 #include "src/oci/request.h"
 #include "src/oci/spec.h"
+#include "src/oci/vm.h"
 #include "tests/fuzz/fuzz_input.h"
 
 using namespace ember;
@@ -32,7 +34,8 @@ namespace {
 
 // A root file system to look programs up in, made once.
 const std::string& Root() {
-  static const std::string root = [] {
+  // Never destroyed: the exit handler below still reads it.
+  static const std::string& root = *new std::string([] {
     char tmpl[] = "/tmp/ember-oci-fuzz-XXXXXX";
     std::string r = mkdtemp(tmpl);
     mkdir((r + "/usr").c_str(), 0755);
@@ -43,8 +46,9 @@ const std::string& Root() {
     symlink("/bin/busybox", (r + "/usr/bin/sh").c_str());
     symlink("loop", (r + "/usr/bin/loop").c_str());
     symlink("../../../../../etc", (r + "/usr/bin/up").c_str());
+    atexit([] { RemoveTree(Root()); });
     return r;
-  }();
+  }());
   return root;
 }
 
