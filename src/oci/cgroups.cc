@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "src/common/status_macros.h"
 
 namespace ember::oci {
 
@@ -13,14 +14,50 @@ const std::vector<std::string>& ContainerControllers() {
   return controllers;
 }
 
+absl::StatusOr<std::string> SystemdCgroupPath(const std::string& cgroups_path) {
+  std::vector<std::string> parts = absl::StrSplit(cgroups_path, ':');
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "linux.cgroupsPath '", cgroups_path, "': ", why,
+        " (the systemd form is slice:prefix:name, e.g. "
+        "kubepods-besteffort-pod1.slice:cri-containerd:abc)"));
+  };
+  if (parts.size() != 3 || parts[2].empty()) return bad("not three parts with a name");
+  std::string slice = parts[0].empty() ? "system.slice" : parts[0];
+  if (!absl::EndsWith(slice, ".slice") || slice.find('/') != std::string::npos) {
+    return bad("the slice must be a unit ending in .slice");
+  }
+  // systemd's nesting: a-b-c.slice is a.slice/a-b.slice/a-b-c.slice, and
+  // -.slice the root.
+  std::string path;
+  std::string name = slice.substr(0, slice.size() - 6);
+  if (name != "-") {
+    if (name.empty() || name.front() == '-' || name.back() == '-' ||
+        name.find("--") != std::string::npos) {
+      return bad("a slice name with an empty part");
+    }
+    for (size_t dash = name.find('-');; dash = name.find('-', dash + 1)) {
+      absl::StrAppend(&path, path.empty() ? "" : "/",
+                      name.substr(0, dash == std::string::npos ? name.size() : dash), ".slice");
+      if (dash == std::string::npos) break;
+    }
+  }
+  const std::string& unit_name = parts[2];
+  if (unit_name.find('/') != std::string::npos) return bad("a name with a '/'");
+  // A name that is a slice is the unit itself (runc's rule); else a scope.
+  std::string unit = absl::EndsWith(unit_name, ".slice")
+                         ? unit_name
+                         : absl::StrCat(parts[1].empty() ? "" : parts[1] + "-", unit_name,
+                                        ".scope");
+  return absl::StrCat(path, path.empty() ? "" : "/", unit);
+}
+
 absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path,
                                                  const Resources& r, int version) {
-  if (cgroups_path.find(':') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "linux.cgroupsPath '", cgroups_path,
-        "': the systemd form (slice:prefix:name) is not supported; use a path"));
-  }
   std::string relative(absl::StripPrefix(cgroups_path, "/"));
+  if (cgroups_path.find(':') != std::string::npos) {
+    ASSIGN_OR_RETURN(relative, SystemdCgroupPath(cgroups_path));
+  }
   bool bad = relative.empty();
   for (absl::string_view part : absl::StrSplit(relative, '/')) {
     bad |= part.empty() || part == "." || part == "..";

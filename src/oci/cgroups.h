@@ -21,8 +21,17 @@ namespace ember::oci {
 // The v1 controllers a container's cgroup is made in (those mounted).
 const std::vector<std::string>& ContainerControllers();
 
-// What JoinCgroup does for `cgroups_path` ("/default/ID"; the systemd form
-// "slice:prefix:name" is refused) under cgroup `version`.
+// The cgroup path systemd gives the systemd form of cgroupsPath
+// ("slice:prefix:name", what containerd passes with SystemdCgroup = true):
+// the slice expanded as systemd nests slices, then prefix-name.scope
+// ("kubepods-besteffort-pod1.slice:cri-containerd:abc" is
+// "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/
+// cri-containerd-abc.scope"), as runc's cgroupfs fallback makes it. Ember
+// makes it in the file system, without asking systemd over D-Bus.
+absl::StatusOr<std::string> SystemdCgroupPath(const std::string& cgroups_path);
+
+// What JoinCgroup does for `cgroups_path` ("/default/ID", or the systemd
+// form above) under cgroup `version`.
 absl::StatusOr<jail::CgroupPlacement> PlanCgroup(const std::string& cgroups_path,
                                                  const Resources& resources, int version);
 

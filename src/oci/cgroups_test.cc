@@ -55,7 +55,6 @@ TEST(CgroupsTest, UnlimitedAndBadPaths) {
   EXPECT_EQ(Setting(*p, "memory.max"), "memory:max");
   EXPECT_EQ(Setting(*p, "cpu.max"), "cpu:max 100000");
   EXPECT_TRUE(PlanCgroup("default/x", Resources{}, 2)->settings.empty());
-  EXPECT_FALSE(PlanCgroup("system.slice:ctr:x", none, 2).ok());
   EXPECT_FALSE(PlanCgroup("/default/../../x", none, 1).ok());
   EXPECT_FALSE(PlanCgroup("/default/.", none, 1).ok()) << "the shared parent's limits";
   EXPECT_FALSE(PlanCgroup("/default//x", none, 1).ok());
@@ -66,6 +65,32 @@ TEST(CgroupsTest, UnlimitedAndBadPaths) {
   EXPECT_NE(bad.status().message().find("linux.resources.memory: limit must be an integer"),
             std::string::npos)
       << bad.status();
+}
+
+// What containerd passes with SystemdCgroup = true (kubelet's systemd
+// driver), placed where systemd (and runc) would place it.
+TEST(CgroupsTest, SystemdFormIsSystemdsPath) {
+  EXPECT_EQ(*SystemdCgroupPath("kubepods-besteffort-pod1.slice:cri-containerd:abc"),
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/"
+            "cri-containerd-abc.scope");
+  EXPECT_EQ(*SystemdCgroupPath("system.slice:docker:x"), "system.slice/docker-x.scope");
+  EXPECT_EQ(*SystemdCgroupPath(":ctr:x"), "system.slice/ctr-x.scope") << "runc's default slice";
+  EXPECT_EQ(*SystemdCgroupPath("-.slice:p:x"), "p-x.scope") << "the root slice";
+  EXPECT_EQ(*SystemdCgroupPath("a-b.slice::n"), "a.slice/a-b.slice/n.scope");
+  EXPECT_EQ(*SystemdCgroupPath("a.slice:p:c.slice"), "a.slice/c.slice") << "a slice as the unit";
+  for (const char* bad : {"a.slice:p", "a.slice:p:", "a:p:x", "a/b.slice:p:x", "a--b.slice:p:x",
+                          "-a.slice:p:x", "a-.slice:p:x", ".slice:p:x", "a.slice:p:x/y",
+                          "a:b:c:d"}) {
+    auto p = SystemdCgroupPath(bad);
+    EXPECT_FALSE(p.ok() && PlanCgroup(bad, Resources{}, 2).ok()) << bad << " " << *p;
+    if (!p.ok()) {
+      EXPECT_NE(p.status().message().find("the systemd form is slice:prefix:name"),
+                std::string::npos);
+    }
+  }
+  auto plan = PlanCgroup("kubepods.slice:cri-containerd:abc", Resources{}, 1);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->relative, "kubepods.slice/cri-containerd-abc.scope");
 }
 
 }  // namespace
