@@ -17,6 +17,7 @@
 
 #include <string>
 
+#include "absl/strings/str_split.h"
 #include "src/agent/protocol.h"
 #include "src/oci/cgroups.h"
 #include "src/oci/hooks.h"
@@ -62,9 +63,9 @@ void CheckCgroup(const std::string& path, const Resources& r) {
     auto plan = PlanCgroup(path, r, version);
     CheckRefusal(plan);
     if (!plan.ok()) continue;
-    if (plan->relative.empty() || plan->relative[0] == '/' ||
-        plan->relative.find("..") != std::string::npos) {
-      Fail("a cgroup outside the mount");
+    if (plan->relative.empty() || plan->relative[0] == '/') Fail("a cgroup outside the mount");
+    for (absl::string_view part : absl::StrSplit(plan->relative, '/')) {
+      if (part.empty() || part == "." || part == "..") Fail("a cgroup outside the mount");
     }
     for (const jail::CgroupSetting& s : plan->settings) {
       if (s.value.find('\n') != std::string::npos || s.file.find('/') != std::string::npos) {
