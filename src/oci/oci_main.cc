@@ -331,6 +331,15 @@ int Create(const oci::CommandLine& cl) {
     // process stays in the runtime's, where prestart and createRuntime
     // hooks run. And the container's cgroup, before the VMM starts.
     if (auto s = JoinNetworkNamespace(*spec); !s.ok()) give_up(s.message());
+    // process.oomScoreAdj, as runc sets it for the container's init: here
+    // for the monitor and the VMM it starts, which holds the guest.
+    if (spec->process.oom_score_adj) {
+      std::string value = std::to_string(*spec->process.oom_score_adj);
+      Fd adj(open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC));
+      if (!adj.valid() || write(adj.get(), value.data(), value.size()) < 0) {
+        give_up(absl::StrCat("cannot set oom_score_adj to ", value, ": ", strerror(errno)));
+      }
+    }
     if (cgroup) {
       if (auto s = jail::JoinCgroup(*cgroup, getpid()); !s.ok()) {
         give_up(absl::StrCat("cannot join the container's cgroup: ", s.message()));

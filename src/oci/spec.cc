@@ -77,6 +77,13 @@ absl::StatusOr<ProcessSpec> ProcessFrom(const rapidjson::Value& p, absl::string_
     }
     spec.cwd = cwd->value.GetString();
   }
+  auto oom = p.FindMember("oomScoreAdj");
+  if (oom != p.MemberEnd() && !oom->value.IsNull()) {
+    if (!oom->value.IsInt() || oom->value.GetInt() < -1000 || oom->value.GetInt() > 1000) {
+      return Invalid(context, "oomScoreAdj must be an integer from -1000 to 1000");
+    }
+    spec.oom_score_adj = oom->value.GetInt();
+  }
   auto nnp = p.FindMember("noNewPrivileges");
   if (nnp != p.MemberEnd() && !nnp->value.IsNull()) {
     if (!nnp->value.IsBool()) return Invalid(context, "noNewPrivileges must be a boolean");

@@ -30,6 +30,9 @@ struct ProcessSpec {
   uint64_t cap_bounding = 0, cap_effective = 0, cap_permitted = 0, cap_inheritable = 0,
            cap_ambient = 0;
   bool no_new_privileges = false;
+  // The host's OOM killer's preference for the microVM (the monitor and
+  // the VMM take it): what kubelet sets per QoS class.
+  std::optional<int> oom_score_adj;
 };
 
 // Linux's number for a capability name ("CAP_NET_RAW" is 13), or -1.

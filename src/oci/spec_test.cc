@@ -121,5 +121,19 @@ TEST(SpecTest, CapabilitiesBecomeMasks) {
   EXPECT_FALSE(ParseProcess(R"({"args": ["sh"], "capabilities": []})", "process").ok());
 }
 
+TEST(SpecTest, OomScoreAdjIsTakenInItsRange) {
+  auto p = ParseProcess(R"({"args": ["sh"], "oomScoreAdj": -998})", "process");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->oom_score_adj, -998);
+  EXPECT_FALSE(ParseProcess(R"({"args": ["sh"]})", "process")->oom_score_adj.has_value());
+  for (const char* bad : {"1001", "-1001", "\"high\"", "1.5"}) {
+    auto q = ParseProcess(std::string(R"({"args": ["sh"], "oomScoreAdj": )") + bad + "}",
+                          "process");
+    ASSERT_FALSE(q.ok()) << bad;
+    EXPECT_EQ(q.status().message(),
+              "process: oomScoreAdj must be an integer from -1000 to 1000");
+  }
+}
+
 }  // namespace
 }  // namespace ember::oci

@@ -440,8 +440,11 @@ def test_the_container_has_its_cgroup_and_limits(runtime):
         usage = re.search(r"^memory\.usage_in_bytes\s+(\d+)", metrics, re.M) if v1 else \
             re.search(r"^memory\.usage\s+(\d+)", metrics, re.M)
         assert usage and int(usage.group(1)) > 0, metrics
-        # runc update (ctr task update; CRI's UpdateContainerResources).
-        d.ctr("task", "update", "--memory-limit", str(limit * 2), cid, timeout=runtime.timeout)
+        # update as go-runc sends it for CRI's UpdateContainerResources (this
+        # ctr has no task update): the shim's root is <runc-root>/<namespace>.
+        subprocess.run([runtime.binary, "--root", str(runtime.root / "default"), "update",
+                        "--resources", "-", cid], check=True, timeout=runtime.timeout,
+                       input=json.dumps({"memory": {"limit": limit * 2}}).encode())
         assert int(limit_file.read_text()) == limit * 2
     finally:
         d.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
@@ -480,6 +483,13 @@ def test_hooks_run_at_their_moments(runtime, tmp_path):
         f"read -r state; echo \"{name} $(readlink /proc/self/ns/net) $state\" >> {log}"],
         "timeout": 60}]
         for name in ("createRuntime", "createContainer", "poststart", "poststop")}
+    # process.oomScoreAdj: runc's init, Ember's monitor (and the VMM) take it.
+    spec["process"]["oomScoreAdj"] = 123
+    oom = tmp_path / "oom"
+    spec["hooks"]["poststart"].append({"path": "/bin/sh", "args": [
+        "sh", "-c", "read -r state; "
+        "pid=$(echo \"$state\" | sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); "
+        f"cat /proc/$pid/oom_score_adj > {oom}"], "timeout": 60})
     config = tmp_path / "config.json"
     config.write_text(json.dumps(spec))
     ran = d.ctr("run", "--rm", *runtime.run_args(), "--config", str(config), cid,
@@ -490,6 +500,7 @@ def test_hooks_run_at_their_moments(runtime, tmp_path):
         "createRuntime", "createContainer", "poststart", "poststop"], lines
     for _, _, state in lines:
         assert json.loads(state)["id"] == cid, state
+    assert oom.read_text() == "123\n"
     netns = {name: ns for name, ns, _ in lines}
     assert netns["createRuntime"] == os.readlink("/proc/self/ns/net"), netns
     assert netns["createContainer"] != netns["createRuntime"], netns
