@@ -268,7 +268,10 @@ std::string FirstLine(const std::string& path) {
 // CONNECT line with "OK" and then `bytes` (the agent's frames).
 class FakeGuest {
  public:
-  FakeGuest(const std::string& path, std::string bytes) : bytes_(std::move(bytes)) {
+  // `on_connect`, when given, runs on the connection first.
+  FakeGuest(const std::string& path, std::string bytes,
+            std::function<void(int)> on_connect = nullptr)
+      : bytes_(std::move(bytes)), on_connect_(std::move(on_connect)) {
     listener_ = ListenUnix(path);
     thread_ = std::thread([this] {
       int conn = accept(listener_, nullptr, nullptr);
@@ -276,6 +279,7 @@ class FakeGuest {
       char c;
       while (read(conn, &c, 1) == 1 && c != '\n') {
       }
+      if (on_connect_) on_connect_(conn);
       std::string answer = "OK 1\n" + bytes_;
       (void)!write(conn, answer.data(), answer.size());
       char buf[4096];
@@ -292,6 +296,7 @@ class FakeGuest {
 
  private:
   std::string bytes_;
+  std::function<void(int)> on_connect_;
   int listener_;
   std::thread thread_;
 };
@@ -366,6 +371,42 @@ TEST_F(OciCliTest, UpdateWritesTheContainersCgroup) {
   EXPECT_EQ(o.log_msg, "resources.pids: limit must be an integer");
   rmdir(pids.c_str());
   rmdir(memory.c_str());
+}
+
+// An exec'd process's monitor is in the container's cgroup, as runc's
+// exec'd process is.
+TEST_F(OciCliTest, ExecJoinsTheContainersCgroup) {
+  if (ember::jail::HostCgroupVersion() != 1) GTEST_SKIP() << "written for cgroup v1 hosts";
+  std::string relative = "ember-oci-exec-" + std::to_string(getpid());
+  std::string pids = "/sys/fs/cgroup/pids/" + relative;
+  if (mkdir(pids.c_str(), 0755) != 0) GTEST_SKIP() << "cannot make a cgroup here";
+  ember::oci::ContainerRecord r = RecordRunning([&](ember::oci::ContainerRecord* r) {
+    r->uds = dir_ + "/v.sock";
+    r->cgroup = relative;
+    r->cgroup_version = 1;
+  });
+  std::ofstream(dir_ + "/p.json") << R"({"args": ["true"], "cwd": "/"})";
+  std::string cgroups;
+  {
+    using ember::agent::Type;
+    FakeGuest guest(r.uds, AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
+                                        {Type::kExit, ember::agent::EncodeExit({false, 0})}}),
+                    [&](int conn) {
+                      ucred peer{};
+                      socklen_t len = sizeof(peer);
+                      getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &len);
+                      std::stringstream text;
+                      text << std::ifstream("/proc/" + std::to_string(peer.pid) + "/cgroup").rdbuf();
+                      cgroups = text.str();
+                    });
+    EXPECT_EQ(Run("exec --process " + dir_ + "/p.json c1").status, 0);
+  }
+  EXPECT_NE(cgroups.find(":pids:/" + relative + "\n"), std::string::npos) << cgroups;
+  // Other controllers' copies were made by the join; all go.
+  for (const char* c : {"cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer",
+                        "hugetlb"}) {
+    rmdir(("/sys/fs/cgroup/" + std::string(c) + "/" + relative).c_str());
+  }
 }
 
 TEST_F(OciCliTest, VersionAndFeatures) {

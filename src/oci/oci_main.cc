@@ -641,6 +641,17 @@ int Exec(const oci::CommandLine& cl) {
   if (pid < 0) return Error("fork: " + std::string(strerror(errno)));
   if (pid == 0) {
     started_r.reset();
+    // In the container's cgroup, as runc puts an exec'd process there.
+    if (!record->cgroup.empty()) {
+      auto placement = oci::PlanCgroup("/" + record->cgroup, {}, record->cgroup_version);
+      absl::Status joined = placement.ok() ? jail::JoinCgroup(*placement, getpid())
+                                           : placement.status();
+      if (!joined.ok()) {
+        std::string why = absl::StrCat("cannot join the container's cgroup: ", joined.message());
+        (void)!write(started_w.get(), why.data(), why.size());
+        _exit(1);
+      }
+    }
     oci::RunMonitor(std::move(plan));
   }
   started_w.reset();
