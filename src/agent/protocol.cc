@@ -218,8 +218,10 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
     *error = "EXEC request has unknown flags";
     return false;
   }
+  // Its processes are those whose root is root_dir: "/" would be all.
   if ((req.flags & ExecRequest::kFlagInit) &&
-      (!(req.flags & ExecRequest::kFlagContainer) || req.container.root_dir.empty())) {
+      (!(req.flags & ExecRequest::kFlagContainer) || req.container.root_dir.empty() ||
+       req.container.root_dir.find_first_not_of('/') == std::string::npos)) {
     *error = "EXEC request's init flag needs a container with a root";
     return false;
   }

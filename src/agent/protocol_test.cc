@@ -190,6 +190,13 @@ TEST(ExecRequestTest, RejectsWhatExecCannotTake) {
   r.flags = ExecRequest::kFlagInit;  // an init needs a container root
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   EXPECT_NE(error.find("init flag needs a container"), std::string::npos) << error;
+  r.flags = ExecRequest::kFlagInit | ExecRequest::kFlagContainer;
+  for (const char* root : {"/", "//"}) {  // the guest's own root: every process
+    r.container.root_dir = root;
+    EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error)) << root;
+  }
+  r.container.root_dir = "/run/container";
+  EXPECT_TRUE(DecodeExec(EncodeExec(r), &out, &error)) << error;
 }
 
 ExecRequest ContainerSample() {

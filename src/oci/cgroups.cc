@@ -47,8 +47,7 @@ absl::StatusOr<std::string> SystemdCgroupPath(const std::string& cgroups_path) {
   // A name that is a slice is the unit itself (runc's rule); else a scope.
   std::string unit = absl::EndsWith(unit_name, ".slice")
                          ? unit_name
-                         : absl::StrCat(parts[1].empty() ? "" : parts[1] + "-", unit_name,
-                                        ".scope");
+                         : absl::StrCat(parts[1], "-", unit_name, ".scope");
   return absl::StrCat(path, path.empty() ? "" : "/", unit);
 }
 

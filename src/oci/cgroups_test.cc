@@ -76,7 +76,7 @@ TEST(CgroupsTest, SystemdFormIsSystemdsPath) {
   EXPECT_EQ(*SystemdCgroupPath("system.slice:docker:x"), "system.slice/docker-x.scope");
   EXPECT_EQ(*SystemdCgroupPath(":ctr:x"), "system.slice/ctr-x.scope") << "runc's default slice";
   EXPECT_EQ(*SystemdCgroupPath("-.slice:p:x"), "p-x.scope") << "the root slice";
-  EXPECT_EQ(*SystemdCgroupPath("a-b.slice::n"), "a.slice/a-b.slice/n.scope");
+  EXPECT_EQ(*SystemdCgroupPath("a-b.slice::n"), "a.slice/a-b.slice/-n.scope") << "runc's name";
   EXPECT_EQ(*SystemdCgroupPath("a.slice:p:c.slice"), "a.slice/c.slice") << "a slice as the unit";
   for (const char* bad : {"a.slice:p", "a.slice:p:", "a:p:x", "a/b.slice:p:x", "a--b.slice:p:x",
                           "-a.slice:p:x", "a-.slice:p:x", ".slice:p:x", "a.slice:p:x/y",

@@ -22,6 +22,7 @@
 #include "src/agent/protocol.h"
 #include "src/jail/cgroup.h"
 #include "src/oci/state.h"
+#include "src/oci/vm.h"
 
 namespace {
 
@@ -142,13 +143,25 @@ TEST_F(OciCliTest, DeleteRemovesAHalfMadeContainer) {
     mkdir((root_ + "/" + id).c_str(), 0700);
     std::ofstream(root_ + "/" + id + "/config.json") << "{}";
   }
+  // The jail create made before it was killed (its image, as large as
+  // the root file system).
+  std::string jail = ember::oci::JailDir(ember::oci::FindAssets(), root_, "c1");
+  ASSERT_FALSE(jail.empty());
+  ASSERT_EQ(system(("mkdir -p " + jail + "/root && touch " + jail + "/root/root.ext4").c_str()), 0);
   Outcome o = Run("delete c1");
   EXPECT_EQ(o.status, 1);
   EXPECT_EQ(o.log_msg, "container does not exist");
   EXPECT_NE(access((root_ + "/c1").c_str(), F_OK), 0);
+  EXPECT_NE(access(jail.c_str(), F_OK), 0);
+  EXPECT_NE(access((root_ + "/jail").c_str(), F_OK), 0) << "its empty parents too";
   EXPECT_EQ(Run("delete --force c2").status, 0);
   EXPECT_NE(access((root_ + "/c2").c_str(), F_OK), 0);
   EXPECT_EQ(Run("delete --force c3").status, 0) << "nothing there: no error with --force";
+  // A record that does not parse may still name running processes: kept.
+  mkdir((root_ + "/c4").c_str(), 0700);
+  std::ofstream(root_ + "/c4/state.json") << "{garbled";
+  EXPECT_EQ(Run("delete --force c4").status, 1);
+  EXPECT_EQ(access((root_ + "/c4/state.json").c_str(), F_OK), 0);
 }
 
 TEST_F(OciCliTest, CreateOfAnIdThatExists) {

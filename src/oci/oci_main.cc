@@ -502,23 +502,22 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
   if (!r.cgroup.empty()) jail::LeaveCgroup(r.cgroup_version, r.cgroup, oci::ContainerControllers());
   oci::RemoveTree(Dir(cl, r.id));
-  if (!r.jail_dir.empty()) {
-    oci::RemoveTree(r.jail_dir);
-    // The jail's parents, once no other container's jail is in them.
-    std::string parent = r.jail_dir.substr(0, r.jail_dir.rfind('/'));
-    rmdir(parent.c_str());
-    rmdir(parent.substr(0, parent.rfind('/')).c_str());
-  }
+  if (!r.jail_dir.empty()) oci::RemoveJailDir(r.jail_dir);
 }
 
 int Delete(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) {
     // As runc: a directory without a record (a create that never got as
-    // far as its fork) is removed, and with --force a container that is
-    // not there is not an error.
-    if (oci::ValidId(cl.args[0])) oci::RemoveTree(Dir(cl, cl.args[0]));
-    if (cl.Has("force")) return 0;
+    // far as its fork) is removed, with the jail it may have made, and with
+    // --force a container that is not there is not an error. A record that
+    // does not parse is left alone: what it names may still run.
+    const std::string& id = cl.args[0];
+    if (oci::ValidId(id) && access((Dir(cl, id) + "/state.json").c_str(), F_OK) != 0) {
+      oci::RemoveTree(Dir(cl, id));
+      oci::RemoveJailDir(oci::JailDir(oci::FindAssets(), cl.root, id));
+      if (cl.Has("force")) return 0;
+    }
     return Error(std::string(record.status().message()));
   }
   oci::Status status = oci::StatusOf(*record);
@@ -600,9 +599,10 @@ int Exec(const oci::CommandLine& cl) {
   if (oci::StatusOf(*record) == oci::Status::kPaused) {
     return Error("cannot exec in a paused container");
   }
-  // As runc, a created container takes execs too: its VM runs already.
-  if (oci::StatusOf(*record) == oci::Status::kStopped) {
-    return Error("cannot exec in a stopped container");
+  // Unlike runc, not before `start`: the container's mounts, host name and
+  // read-only root are made by its own process's request.
+  if (oci::StatusOf(*record) != oci::Status::kRunning) {
+    return Error("cannot exec in a stopped or not yet started container");
   }
   std::string path = cl.Value("process");
   if (path.empty()) return Error("ember-oci exec needs --process (a process.json)");
@@ -637,6 +637,8 @@ int Exec(const oci::CommandLine& cl) {
   if (pipe2(started, O_CLOEXEC) != 0) return Error("pipe: " + std::string(strerror(errno)));
   Fd started_r(started[0]), started_w(started[1]);
   plan.exec.started_fd = started_w.get();
+  // A VMM that is gone will not answer: no waiting out connect_wait_s.
+  plan.exec.gave_up = [vmm = record->vmm] { return !oci::Alive(vmm); };
   pid_t pid = fork();
   if (pid < 0) return Error("fork: " + std::string(strerror(errno)));
   if (pid == 0) {
@@ -741,7 +743,7 @@ int Features() {
       "\"startContainer\", \"poststart\", \"poststop\"],\n"
       "  \"mountOptions\": [],\n"
       "  \"linux\": {\n    \"namespaces\": [],\n    \"capabilities\": [],\n"
-      "    \"cgroup\": {\"v1\": true, \"v2\": true, \"systemd\": false},\n"
+      "    \"cgroup\": {\"v1\": true, \"v2\": true, \"systemd\": true},\n"
       "    \"seccomp\": {\"enabled\": false}\n  },\n"
       "  \"annotations\": {\"io.ember.vcpus\": \"vCPUs of the container's microVM\","
       " \"io.ember.mem_mib\": \"its memory in MiB\"}\n}\n",

@@ -18,29 +18,26 @@
 namespace ember::oci {
 namespace {
 
-// Whether `path` (absolute, clean) is at or below a mount's target, or the
-// agent's own /proc, /sys and /dev.
-bool UnderAMount(const std::string& path, const std::vector<agent::MountSpec>& mounts) {
-  for (const char* own : {"/proc", "/sys", "/dev"}) {
-    if (Within(path, own)) return true;
-  }
-  for (const agent::MountSpec& m : mounts) {
-    if (Within(path, m.target)) return true;
-  }
-  return false;
-}
-
 enum class Found { kFile, kNothing, kCannotTell };
 
-// Walks `path` in the directory `root` as the guest will see it: symbolic
-// links resolve inside it, and what a mount covers cannot be told here.
-Found Walk(int root, const std::string& path, const std::vector<agent::MountSpec>& mounts) {
+// Walks `path` in the directory `root` as the guest will see it, symbolic
+// links resolved inside it. What is at or below a path of `covered` (the
+// mounts' targets) cannot be told here, and the directories on the way to
+// one count as made (the agent makes them). *resolved: where the walk got
+// to, with what follows a missing component as written.
+Found Walk(int root, const std::string& path, const std::vector<std::string>& covered,
+           std::string* resolved) {
   std::deque<std::string> left;
   for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
     left.emplace_back(part);
   }
   std::string at;  // resolved so far: "" is the root, else "/a/b"
   int links = 0;
+  auto stop = [&](Found found, std::string rest) {
+    for (const std::string& part : left) absl::StrAppend(&rest, "/", part);
+    *resolved = std::move(rest);
+    return found;
+  };
   while (!left.empty()) {
     std::string part = std::move(left.front());
     left.pop_front();
@@ -50,29 +47,33 @@ Found Walk(int root, const std::string& path, const std::vector<agent::MountSpec
       continue;
     }
     std::string next = at + "/" + part;
-    if (UnderAMount(next, mounts)) return Found::kCannotTell;
+    auto covers = [&](const std::string& c) { return Within(next, c); };
+    if (std::any_of(covered.begin(), covered.end(), covers)) {
+      return stop(Found::kCannotTell, next);
+    }
     struct stat st;
     if (fstatat(root, ("." + next).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      // The directories on the way to a mount's target are made for it.
-      bool made = std::any_of(mounts.begin(), mounts.end(),
-                              [&](const agent::MountSpec& m) { return Within(m.target, next); });
-      if (!made) return Found::kNothing;
+      auto leads_to = [&](const std::string& c) { return Within(c, next); };
+      if (!std::any_of(covered.begin(), covered.end(), leads_to)) {
+        return stop(Found::kNothing, next);
+      }
       at = std::move(next);
       continue;
     }
     if (S_ISLNK(st.st_mode)) {
       char target[PATH_MAX];
       ssize_t n = readlinkat(root, ("." + next).c_str(), target, sizeof(target) - 1);
-      if (n <= 0 || ++links > 40) return Found::kNothing;  // ELOOP, as exec would say
+      if (n <= 0 || ++links > 40) return stop(Found::kNothing, next);  // ELOOP, as exec says
       std::vector<std::string> parts = absl::StrSplit(absl::string_view(target, n), '/',
                                                       absl::SkipEmpty());
       left.insert(left.begin(), parts.begin(), parts.end());
       if (target[0] == '/') at.clear();
       continue;
     }
-    if (!left.empty() && !S_ISDIR(st.st_mode)) return Found::kNothing;
+    if (!left.empty() && !S_ISDIR(st.st_mode)) return stop(Found::kNothing, next);
     at = std::move(next);
   }
+  *resolved = at;
   struct stat st;
   return !at.empty() && fstatat(root, ("." + at).c_str(), &st, 0) == 0 && S_ISREG(st.st_mode)
              ? Found::kFile
@@ -124,14 +125,23 @@ absl::Status CheckRequest(const agent::ExecRequest& request) {
 absl::Status FindProgram(const agent::ExecRequest& request, const std::string& root) {
   agent::Fd dir(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dir.valid() || request.argv.empty()) return absl::OkStatus();  // LoadBundle said why
+  // What the agent mounts, at each target as written and as it resolves
+  // in the root (the agent mounts from inside it: "/bin/x" may be
+  // "/usr/bin/x").
+  std::vector<std::string> covered = {"/proc", "/sys", "/dev"};
+  for (const agent::MountSpec& m : request.container.mounts) {
+    std::string resolved;
+    Walk(dir.get(), m.target, {}, &resolved);
+    covered.push_back(m.target);
+    if (!resolved.empty()) covered.push_back(resolved);
+  }
   const std::string& program = request.argv[0];
   std::string cwd = request.cwd.empty() ? "/" : request.cwd;
   for (const std::string& candidate :
        agent::ExecCandidates(program, agent::SearchPath(request.env))) {
     std::string path = candidate[0] == '/' ? candidate : cwd + "/" + candidate;
-    if (Walk(dir.get(), path, request.container.mounts) != Found::kNothing) {
-      return absl::OkStatus();
-    }
+    std::string resolved;
+    if (Walk(dir.get(), path, covered, &resolved) != Found::kNothing) return absl::OkStatus();
   }
   std::string quoted = absl::StrCat("exec: \"", program, "\": ");
   return absl::NotFoundError(absl::StrCat(

@@ -152,6 +152,13 @@ TEST_F(FindProgramTest, LeavesWhatAMountProvides) {
   agent::MountSpec opt{"bind", "/.ember-binds/1", "/opt/tools", 0, ""};
   EXPECT_TRUE(Find({"/opt/tools/bin/run"}, {}, "/", {opt}).ok());
   EXPECT_TRUE(Find({"/dev/fd/3"}).ok()) << "the agent's own /dev";
+  // A target through a link (/bin is usr/bin): the agent mounts from inside
+  // the root, so the mount is at /usr/bin/tool2, whichever way it is named.
+  agent::MountSpec via_link{"bind", "/.ember-binds/2", "/bin/tool2", 0, ""};
+  EXPECT_TRUE(Find({"/bin/tool2"}, {}, "/", {via_link}).ok());
+  EXPECT_TRUE(Find({"/usr/bin/tool2"}, {}, "/", {via_link}).ok());
+  EXPECT_TRUE(Find({"tool2"}, {}, "/", {via_link}).ok());
+  EXPECT_FALSE(Find({"tool2"}).ok());
 }
 
 }  // namespace

@@ -127,8 +127,7 @@ absl::StatusOr<VmLayout> PrepareLayout(const VmAssets& assets, const std::string
   }
   l.jail_id = JailId(root, id);
   l.chroot_base = root + "/jail";
-  std::string exec_name = assets.vmm.substr(assets.vmm.rfind('/') + 1);
-  l.jail_dir = l.chroot_base + "/" + exec_name + "/" + l.jail_id;
+  l.jail_dir = JailDir(assets, root, id);
   l.host_root = l.jail_dir + "/root";
   if (auto s = MakeDirs(l.host_root, 0755); !s.ok()) return s;
   if (auto s = LinkOrCopy(assets.kernel, l.host_root + "/vmlinux"); !s.ok()) return s;
@@ -239,6 +238,21 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
   w.EndObject();
   w.EndObject();
   return buffer.GetString();
+}
+
+std::string JailDir(const VmAssets& assets, const std::string& root, const std::string& id) {
+  if (assets.jailer.empty()) return "";
+  std::string exec_name = assets.vmm.substr(assets.vmm.rfind('/') + 1);
+  return root + "/jail/" + exec_name + "/" + JailId(root, id);
+}
+
+void RemoveJailDir(const std::string& jail_dir) {
+  if (jail_dir.empty()) return;
+  RemoveTree(jail_dir);
+  // Its parents, once no other container's jail is in them.
+  std::string parent = jail_dir.substr(0, jail_dir.rfind('/'));
+  rmdir(parent.c_str());
+  rmdir(parent.substr(0, parent.rfind('/')).c_str());
 }
 
 std::string ApiSocket(const VmLayout& layout, const std::string& dir) {

@@ -79,6 +79,12 @@ absl::Status RunTool(const std::vector<std::string>& argv, std::string* output);
 std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
                          const std::string& image, const std::string& uds, const VmSize& size);
 
+// Where a jail for container `id` under `root` is (PrepareLayout makes
+// it), or "" without the jailer; and its removal, with its parents once
+// they are empty.
+std::string JailDir(const VmAssets& assets, const std::string& root, const std::string& id);
+void RemoveJailDir(const std::string& jail_dir);
+
 // The VMM's API socket on the host: in the jail's root, or in `dir` (the
 // container's state directory) without a jail.
 std::string ApiSocket(const VmLayout& layout, const std::string& dir);

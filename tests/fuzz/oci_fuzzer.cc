@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_split.h"
 #include "src/agent/protocol.h"
+#include "src/agent/spawn.h"
 #include "src/oci/cgroups.h"
 #include "src/oci/hooks.h"
 #include "src/oci/mounts.h"
@@ -39,14 +40,16 @@ const std::string& Root() {
   static const std::string& root = *new std::string([] {
     char tmpl[] = "/tmp/ember-oci-fuzz-XXXXXX";
     std::string r = mkdtemp(tmpl);
+    // No file to find: links only, some to where the host has files (an
+    // escape would find /etc/passwd or /bin/sh).
     mkdir((r + "/usr").c_str(), 0755);
     mkdir((r + "/usr/bin").c_str(), 0755);
-    FILE* f = fopen((r + "/usr/bin/busybox").c_str(), "w");
-    if (f) fclose(f);
     symlink("usr/bin", (r + "/bin").c_str());
     symlink("/bin/busybox", (r + "/usr/bin/sh").c_str());
     symlink("loop", (r + "/usr/bin/loop").c_str());
     symlink("../../../../../etc", (r + "/usr/bin/up").c_str());
+    symlink("/etc", (r + "/usr/bin/etc").c_str());
+    symlink("/", (r + "/usr/bin/top").c_str());
     atexit([] { RemoveTree(Root()); });
     return r;
   }());
@@ -80,13 +83,29 @@ void CheckProcess(const ProcessSpec& p) {
   if (p.cwd.empty() || p.cwd[0] != '/') Fail("a relative cwd");
 }
 
+bool NamesTheAgentsOwn(const std::string& path) {
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "proc" || part == "sys" || part == "dev") return true;
+  }
+  return false;
+}
+
 void CheckRequestOf(agent::ExecRequest request) {
   absl::Status s = CheckRequest(request);
   if (!s.ok() && agent::EncodeExec(request).size() <= agent::kMaxExecPayload) {
     fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-    Fail("create accepted what the agent refuses");
+    Fail("the parser took a process the agent's decoder refuses");
   }
-  (void)FindProgram(request, Root());
+  if (!FindProgram(request, Root()).ok() || !request.container.mounts.empty()) return;
+  // Found in a root without files: only through the agent's /proc, /sys or
+  // /dev (which it cannot tell), else the walk left the root.
+  std::string cwd = request.cwd.empty() ? "/" : request.cwd;
+  bool own = false;
+  for (const std::string& c :
+       agent::ExecCandidates(request.argv[0], agent::SearchPath(request.env))) {
+    own |= NamesTheAgentsOwn(c[0] == '/' ? c : cwd + "/" + c);
+  }
+  if (!own) Fail("a program found outside the root");
 }
 
 }  // namespace
