@@ -257,6 +257,21 @@ TEST_F(AgentTest, SignalsAreForwarded) {
   EXPECT_EQ(Finish(client).status, 128 + SIGTERM);
 }
 
+// A reader that stops reading holds up the output only: a signal still
+// reaches the command (ember-exec used to block in its write, and so did a
+// container's monitor on a full terminal, with `kill` waiting behind it).
+TEST_F(AgentTest, SignalsGetThroughWhileNobodyReadsTheOutput) {
+  std::string mark = dir_ + "/termed";
+  Process p = Start(ExecArgs({"--no-stdin"}, {"sh", "-c", "trap 'touch " + mark +
+                                                           "; exit 7' TERM; yes"}));
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // the pipes fill up
+  kill(p.pid, SIGTERM);
+  EXPECT_TRUE(WaitFor([&] { return access(mark.c_str(), F_OK) == 0; }, 10000))
+      << "the signal waited for the reader";
+  Result r = Finish(p);  // reads what is left
+  EXPECT_EQ(r.status, 7) << r.err;
+}
+
 TEST_F(AgentTest, TimeoutKillsTheCommand) {
   Result r = Exec({"sleep", "1000"}, "", {"--timeout", "0.5"});
   EXPECT_EQ(r.status, 124);

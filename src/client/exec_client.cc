@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "src/agent/fd.h"
+#include "src/client/output_pump.h"
 
 namespace ember::client {
 namespace {
@@ -235,12 +236,24 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
   bool hello = false;
   FrameDecoder decoder(FrameDecoder::From::kAgent);
   char buf[agent::kMaxPayload];
+  // The output goes out on threads of their own (output_pump.h); one for
+  // both streams when they are the same fd (a terminal), to keep order.
+  int wake[2];
+  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) return Fail(std::string("pipe: ") + strerror(errno));
+  Fd wake_r(wake[0]), wake_w(wake[1]);
+  OutputPump stdout_pump(options.stdout_fd, wake_w.get());
+  std::optional<OutputPump> own_stderr;
+  if (options.stderr_fd != options.stdout_fd) own_stderr.emplace(options.stderr_fd, wake_w.get());
+  OutputPump& stderr_pump = own_stderr ? *own_stderr : stdout_pump;
   while (true) {
-    pollfd fds[3] = {{sock.get(), static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0},
+    bool full = stdout_pump.Full() || stderr_pump.Full();
+    pollfd fds[4] = {{sock.get(),
+                      static_cast<short>((full ? 0 : POLLIN) | (out.empty() ? 0 : POLLOUT)), 0},
                      {signal_pipe_r, POLLIN, 0},
                      {stdin_open && out.size() < kMaxQueued ? options.stdin_fd : -1, POLLIN,
-                      0}};
-    int ready = poll(fds, 3, PollTimeout(deadline));
+                      0},
+                     {wake_r.get(), POLLIN, 0}};
+    int ready = poll(fds, 4, PollTimeout(deadline));
     if (ready < 0 && errno == EINTR) continue;
     // Not only when nothing came: a command that keeps writing must time
     // out too.
@@ -251,6 +264,13 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
       return Fail(std::string("timed out after ") + seconds + " s; the command was killed",
                   kExitTimeout);
     }
+    if (fds[3].revents) {
+      while (read(wake_r.get(), buf, sizeof(buf)) > 0) {
+      }
+    }
+    // Our reader left (SIGPIPE ignored): end like a shell's filter would;
+    // the agent kills the command when we close.
+    if (stdout_pump.Failed() || stderr_pump.Failed()) return 128 + SIGPIPE;
     if (fds[1].revents) {
       unsigned char signo;
       while (read(signal_pipe_r, &signo, 1) == 1) {
@@ -304,13 +324,7 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
           return Fail(error, ExitCodeOf(kind));
         case Type::kStdout:
         case Type::kStderr:
-          if (!WriteAll(frame.type == Type::kStdout ? options.stdout_fd : options.stderr_fd,
-                        frame.payload.data(),
-                        frame.payload.size())) {
-            // Our reader left (SIGPIPE ignored): end like a shell's filter
-            // would; the agent kills the command when we close.
-            return 128 + SIGPIPE;
-          }
+          (frame.type == Type::kStdout ? stdout_pump : stderr_pump).Push(frame.payload);
           break;
         case Type::kExit:
           // An exit code is a byte; a signal, 1 to 64.
@@ -318,6 +332,8 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
               (status.signaled ? status.value == 0 || status.value > 64 : status.value > 255)) {
             return Fail("bad EXIT from the agent");
           }
+          // All of the output first, as before the status.
+          if (!stdout_pump.Drain() || !stderr_pump.Drain()) return 128 + SIGPIPE;
           return status.signaled ? 128 + static_cast<int>(status.value)
                                  : static_cast<int>(status.value);
         default:
