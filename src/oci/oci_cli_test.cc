@@ -422,6 +422,17 @@ TEST_F(OciCliTest, ExecJoinsTheContainersCgroup) {
   }
 }
 
+// The text log quotes as logrus does, so that a quote in a message
+// cannot end its msg field.
+TEST_F(OciCliTest, TextLogQuotesItsMessages) {
+  std::string log = dir_ + "/log.txt";
+  std::string cmd = std::string(EMBER_OCI_BIN) + " --root " + root_ + " --log " + log +
+                    " --log-format 'a\"b' state c1 2>/dev/null";
+  EXPECT_NE(system(cmd.c_str()), 0);
+  std::string line = FirstLine(log);
+  EXPECT_NE(line.find(R"( level=error msg="invalid log-format: a\"b")"), std::string::npos) << line;
+}
+
 TEST_F(OciCliTest, VersionAndFeatures) {
   Outcome o = Run("--version");
   EXPECT_EQ(o.status, 0);

@@ -57,6 +57,27 @@ namespace oci = ember::oci;
 namespace jail = ember::jail;
 
 // --log and --log-format: where messages go.
+// A message quoted as logrus quotes it (Go's strconv.Quote, for the text
+// format): backslashes, quotes and control bytes escaped.
+std::string Quoted(const std::string& message) {
+  std::string out = "\"";
+  for (unsigned char c : message) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      snprintf(hex, sizeof(hex), "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
 struct Logger {
   std::string path;
   bool json = false;
@@ -79,7 +100,7 @@ struct Logger {
         w.EndObject();
         line = std::string(buffer.GetString()) + "\n";
       } else {
-        line = "time=\"" + time + "\" level=" + level + " msg=\"" + message + "\"\n";
+        line = "time=\"" + time + "\" level=" + level + " msg=" + Quoted(message) + "\n";
       }
       int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
       if (fd >= 0) {
@@ -89,7 +110,7 @@ struct Logger {
     }
     if (std::string(level) == "error") {
       std::string out = path.empty()
-                            ? "time=\"" + time + "\" level=error msg=\"" + message + "\"\n"
+                            ? "time=\"" + time + "\" level=error msg=" + Quoted(message) + "\n"
                             : message + "\n";
       (void)!write(2, out.data(), out.size());
     }
