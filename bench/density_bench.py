@@ -202,7 +202,7 @@ def probe(uds, timeout, why=None, phases=None):
         if not line.startswith(b"OK "):
             reason = f"CONNECT answered {line[:40]!r} after {time.monotonic() - t:.2f} s"
             return None
-        s.sendall(struct.pack("<IBI", 4, 1, 1))  # HELLO, version 1
+        s.sendall(struct.pack("<IBI", 4, 1, 2))  # HELLO, version 2 (src/agent/PROTOCOL.md)
         waiting = f"HELLO's answer (OK after {time.monotonic() - t:.2f} s)"
         reply = stream.read(9)
         if len(reply) < 9 or struct.unpack("<IB", reply[:5]) != (4, 1):

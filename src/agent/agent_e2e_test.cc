@@ -272,6 +272,23 @@ TEST_F(AgentTest, SignalsGetThroughWhileNobodyReadsTheOutput) {
   EXPECT_EQ(r.status, 7) << r.err;
 }
 
+// STDIN stays within the agent's WINDOW, so the agent always reads the
+// connection: a signal behind endless input the command never reads gets
+// through (it waited behind the stdin before).
+TEST_F(AgentTest, SignalsGetThroughWhileTheCommandIgnoresItsStdin) {
+  std::string mark = dir_ + "/termed";
+  std::vector<std::string> argv =
+      ExecArgs({}, {"sh", "-c", "trap 'touch " + mark + "; exit 7' TERM; sleep 1000"});
+  argv.insert(argv.begin(), {"/bin/sh", "-c", "exec \"$0\" \"$@\" < /dev/zero"});
+  Process p = Start(argv);
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // every queue fills
+  kill(p.pid, SIGTERM);
+  EXPECT_TRUE(WaitFor([&] { return access(mark.c_str(), F_OK) == 0; }, 10000))
+      << "the signal waited behind the stdin";
+  Result r = Finish(p);
+  EXPECT_EQ(r.status, 7) << r.err;
+}
+
 TEST_F(AgentTest, TimeoutKillsTheCommand) {
   Result r = Exec({"sleep", "1000"}, "", {"--timeout", "0.5"});
   EXPECT_EQ(r.status, 124);
@@ -325,6 +342,16 @@ TEST_F(AgentTest, BadClientsLoseOnlyTheirConnection) {
             std::string::npos);
   EXPECT_NE(RawExchange(socket_, hello + Frames({{Type::kExec, "junk"}})).find("malformed"),
             std::string::npos);
+  // STDIN past the WINDOW the agent gave.
+  ExecRequest reader;
+  reader.flags = ExecRequest::kFlagStdin;
+  reader.argv = {"sleep", "1000"};
+  std::string flood = hello + Frames({{Type::kExec, EncodeExec(reader)}});
+  // Twice the window: the command's pipe takes 64 KiB of it.
+  for (uint32_t sent = 0; sent <= 2 * kStdinWindow; sent += kMaxPayload) {
+    AppendFrame(&flood, Type::kStdin, std::string(kMaxPayload, 'x'));
+  }
+  EXPECT_NE(RawExchange(socket_, flood).find("STDIN past its WINDOW"), std::string::npos);
   // STDIN without the stdin flag: the command is never started.
   ExecRequest sleep;
   sleep.argv = {"sleep", "1000"};

@@ -104,7 +104,7 @@ bool HasDotDot(std::string_view path) {
 }  // namespace
 
 bool IsKnownType(uint8_t type) {
-  return (type >= 1 && type <= 6) || (type >= 16 && type <= 20);
+  return (type >= 1 && type <= 6) || (type >= 16 && type <= 21);
 }
 
 uint32_t MaxPayload(Type type) { return type == Type::kExec ? kMaxExecPayload : kMaxPayload; }

@@ -15,7 +15,8 @@
 namespace ember::agent {
 
 // A frame: u32 payload length (little-endian), u8 type, then the payload.
-inline constexpr uint32_t kVersion = 1;
+// 2: STDIN takes the agent's WINDOW.
+inline constexpr uint32_t kVersion = 2;
 inline constexpr size_t kHeaderSize = 5;
 inline constexpr uint32_t kMaxPayload = 64 * 1024;
 // EXEC alone may be larger: an environment can outgrow 64 KiB (Kubernetes
@@ -24,6 +25,11 @@ inline constexpr uint32_t kMaxPayload = 64 * 1024;
 // stack limit (2 MiB by default), so above that the guest's execve refuses
 // (E2BIG) before this does.
 inline constexpr uint32_t kMaxExecPayload = 4 * 1024 * 1024;
+// The STDIN bytes a client may send before the agent grants more: the
+// agent's queue for the command never holds more, so it always reads the
+// connection and a SIGNAL behind stdin the command does not read gets
+// through.
+inline constexpr uint32_t kStdinWindow = 256 * 1024;
 // The port the guest agent listens on (AF_VSOCK, any CID).
 inline constexpr uint32_t kDefaultPort = 1024;
 
@@ -43,6 +49,7 @@ enum class Type : uint8_t {
   kStdout = 18,   // bytes
   kStderr = 19,   // bytes
   kExit = 20,     // u8 0 (exited) or 1 (killed by a signal), u32 code/signo
+  kWindow = 21,   // u32: that many more STDIN bytes may be sent
 };
 
 // Whether `type` is one this version defines (either direction).

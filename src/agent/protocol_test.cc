@@ -110,7 +110,7 @@ TEST(FrameTest, EachSideTakesOnlyThePeersTypes) {
 }
 
 TEST(FrameTest, RejectsUnknownTypes) {
-  for (uint8_t type : {0, 7, 15, 21, 255}) {
+  for (uint8_t type : {0, 7, 15, 22, 255}) {
     FrameDecoder decoder;
     decoder.Feed(Header(0, type));
     Frame f;

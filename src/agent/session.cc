@@ -18,8 +18,9 @@ void Session::AddPollFds(std::vector<pollfd>* fds, std::vector<Channel>* channel
     fds->push_back({fd.get(), events, 0});
     channels->push_back(channel);
   };
+  // Always read: STDIN stays within its window, so what comes is bounded.
   short socket_events = 0;
-  if (state_ != State::kDone && stdin_.size() < kMaxStdin) socket_events |= POLLIN;
+  if (state_ != State::kDone) socket_events |= POLLIN;
   if (!out_.empty()) socket_events |= POLLOUT;
   // Polled even for no events: POLLHUP says the client left.
   add(socket_, socket_events, Channel::kSocket);
@@ -38,8 +39,7 @@ void Session::Handle(Channel channel, short revents) {
       if (revents & POLLOUT) Flush();
       if (state_ == State::kClosed) return;
       if (revents & (POLLIN | POLLHUP | POLLERR)) {
-        bool reading = state_ != State::kDone && stdin_.size() < kMaxStdin;
-        if (reading) {
+        if (state_ != State::kDone) {
           ReadClient();
         } else if (revents & (POLLHUP | POLLERR)) {
           Close();  // the client left while we were not reading
@@ -107,6 +107,10 @@ void Session::OnFrame(const Frame& frame) {
       if (!DecodeExec(frame.payload, &request_, &error)) return Fail(ErrorKind::kOther, error);
       state_ = State::kWaiting;
       spawn_requested_ = true;
+      if (request_.flags & ExecRequest::kFlagStdin) {
+        stdin_credit_ = kStdinWindow;
+        Send(Type::kWindow, EncodeU32(kStdinWindow));
+      }
       return;
     case State::kWaiting:
     case State::kRunning:
@@ -128,9 +132,15 @@ void Session::OnFrame(const Frame& frame) {
       return;
     case Type::kStdin:
       if (!use_stdin || stdin_eof_) return ProtocolError("STDIN after EOF or without the flag");
+      if (frame.payload.size() > stdin_credit_) return ProtocolError("STDIN past its WINDOW");
+      stdin_credit_ -= frame.payload.size();
       // Once the command closed its stdin, the rest is dropped, as a pipe
       // would.
-      if (state_ == State::kWaiting || stdin_w_.valid()) stdin_.append(frame.payload);
+      if (state_ == State::kWaiting || stdin_w_.valid()) {
+        stdin_.append(frame.payload);
+      } else {
+        StdinDone(frame.payload.size());
+      }
       return;
     case Type::kStdinEof:
       if (!use_stdin || stdin_eof_) return ProtocolError("second STDIN_EOF or without the flag");
@@ -198,12 +208,25 @@ void Session::PumpStdin() {
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
   if (n < 0) {
     // EPIPE: the command closed its stdin; what is left has no reader.
+    size_t dropped = stdin_.size();
     stdin_.clear();
     stdin_w_.reset();
+    StdinDone(dropped);
     return;
   }
   stdin_.erase(0, n);
+  StdinDone(n);
   CloseStdinIfDone();
+}
+
+void Session::StdinDone(size_t n) {
+  stdin_done_ += n;
+  // A quarter of the window at a time: few WINDOWs, and the client never
+  // waits long with a command that reads.
+  if (stdin_done_ < kStdinWindow / 4 && !(stdin_.empty() && stdin_done_ > 0)) return;
+  stdin_credit_ += stdin_done_;
+  Send(Type::kWindow, EncodeU32(static_cast<uint32_t>(stdin_done_)));
+  stdin_done_ = 0;
 }
 
 void Session::ApplySize() {

@@ -28,8 +28,6 @@ class Session {
   enum class Channel { kSocket, kStdin, kStdout, kStderr };
   // Bytes queued for the client past which the command's output waits.
   static constexpr size_t kMaxOutput = 256 * 1024;
-  // Bytes queued for the command past which the client's frames wait.
-  static constexpr size_t kMaxStdin = 256 * 1024;
 
   explicit Session(Fd socket) : socket_(std::move(socket)) {}
   // Kills the command's process group if the client left before its end.
@@ -75,6 +73,8 @@ class Session {
   void PumpOutput(Fd* pipe, Type type);
   void PumpStdin();
   void CloseStdinIfDone();
+  // Counts `n` STDIN bytes as done with, and grants them back in batches.
+  void StdinDone(size_t n);
   void SignalGroup(int signo);
   void ApplySize();
   void MaybeFinish();
@@ -97,6 +97,10 @@ class Session {
   Fd stdin_w_, stdout_r_, stderr_r_;
   std::string stdin_;       // client bytes not yet written to the command
   bool stdin_eof_ = false;  // the client sent STDIN_EOF
+  // STDIN bytes the client may still send (kStdinWindow at most), and
+  // bytes taken off the queue since the last WINDOW gave them back.
+  size_t stdin_credit_ = 0;
+  size_t stdin_done_ = 0;
 };
 
 }  // namespace ember::agent

@@ -233,6 +233,7 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
   fcntl(sock.get(), F_SETFL, O_NONBLOCK);
 
   bool stdin_open = options.request.flags & agent::ExecRequest::kFlagStdin;
+  size_t stdin_credit = 0;  // STDIN bytes the agent's WINDOWs allow
   bool hello = false;
   FrameDecoder decoder(FrameDecoder::From::kAgent);
   char buf[agent::kMaxPayload];
@@ -250,8 +251,10 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
     pollfd fds[4] = {{sock.get(),
                       static_cast<short>((full ? 0 : POLLIN) | (out.empty() ? 0 : POLLOUT)), 0},
                      {signal_pipe_r, POLLIN, 0},
-                     {stdin_open && out.size() < kMaxQueued ? options.stdin_fd : -1, POLLIN,
-                      0},
+                     {stdin_open && stdin_credit > 0 && out.size() < kMaxQueued
+                          ? options.stdin_fd
+                          : -1,
+                      POLLIN, 0},
                      {wake_r.get(), POLLIN, 0}};
     int ready = poll(fds, 4, PollTimeout(deadline));
     if (ready < 0 && errno == EINTR) continue;
@@ -282,9 +285,10 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
       }
     }
     if (fds[2].revents) {
-      ssize_t n = read(options.stdin_fd, buf, sizeof(buf));
+      ssize_t n = read(options.stdin_fd, buf, std::min(sizeof(buf), stdin_credit));
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
       } else if (n > 0) {
+        stdin_credit -= n;
         agent::AppendFrame(&out, Type::kStdin, std::string_view(buf, n));
       } else {
         agent::AppendFrame(&out, Type::kStdinEof, "");
@@ -318,6 +322,15 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
           break;
         case Type::kStarted:
           ReportStart(started_fd, "");
+          break;
+        case Type::kWindow:
+          // Never more than the window outstanding: a guest granting more
+          // breaks the protocol.
+          if (!agent::DecodeU32(frame.payload, &value) ||
+              stdin_credit + value > agent::kStdinWindow) {
+            return Fail("bad WINDOW from the agent");
+          }
+          stdin_credit += value;
           break;
         case Type::kError:
           if (!agent::DecodeError(frame.payload, &kind, &error)) error = "(no message)";

@@ -93,6 +93,7 @@ void CheckPayload(const Frame& f) {
     case Type::kHello:
     case Type::kSignal:
     case Type::kStarted:
+    case Type::kWindow:
       if (DecodeU32(f.payload, &value) && EncodeU32(value) != f.payload) Fail("u32 round trip");
       return;
     case Type::kExec:
