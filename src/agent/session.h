@@ -6,8 +6,8 @@
 // events, starts its command when it asks, and tells it when it was reaped.
 //
 // Memory is bounded both ways: output waiting for a slow client stops the
-// reading of the command's pipes, and stdin waiting for a slow command
-// stops the reading of the connection.
+// reading of the command's pipes, and stdin stays within the WINDOW the
+// session grants (PROTOCOL.md), so the connection is always read.
 #pragma once
 
 #include <poll.h>

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +72,14 @@ int PollTimeout(double deadline) {
   if (deadline == 0) return -1;
   double left = std::min(deadline - Now(), 86400.0);
   return left <= 0 ? 0 : static_cast<int>(left * 1000) + 1;
+}
+
+// Whether two descriptors are one file (a terminal, a pipe, a log file
+// that takes both streams): then one pump keeps their order.
+bool SameFile(int a, int b) {
+  struct stat x, y;
+  return a == b || (fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev &&
+                    x.st_ino == y.st_ino);
 }
 
 // Writes everything, waiting when fd is non-blocking; false on an error.
@@ -244,8 +253,35 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
   Fd wake_r(wake[0]), wake_w(wake[1]);
   OutputPump stdout_pump(options.stdout_fd, wake_w.get());
   std::optional<OutputPump> own_stderr;
-  if (options.stderr_fd != options.stdout_fd) own_stderr.emplace(options.stderr_fd, wake_w.get());
+  if (!SameFile(options.stdout_fd, options.stderr_fd)) {
+    own_stderr.emplace(options.stderr_fd, wake_w.get());
+  }
   OutputPump& stderr_pump = own_stderr ? *own_stderr : stdout_pump;
+  // Whatever the way out, the output received is written first, as when
+  // each frame was written at once: after EXIT until the deadline or a
+  // signal (ember-exec stays killable), else for at most 2 s. Returns -1
+  // once all is written, else what to exit with.
+  auto finish = [&](bool at_exit) {
+    double limit = at_exit ? deadline : Now() + 2;
+    for (OutputPump* pump : {&stdout_pump, &stderr_pump}) {
+      while (true) {
+        int ms = limit == 0 ? 100 : std::min(100, PollTimeout(limit));
+        OutputPump::Drained d = pump->Drain(ms);
+        if (d == OutputPump::Drained::kAll) break;
+        if (d == OutputPump::Drained::kFailed) return 128 + SIGPIPE;
+        if (limit != 0 && Now() >= limit) return kExitTimeout;
+        unsigned char signo;
+        if (at_exit && read(signal_pipe_r, &signo, 1) == 1 && signo != SIGWINCH) {
+          return 128 + signo;
+        }
+      }
+    }
+    return -1;
+  };
+  auto fail = [&](const std::string& message, int code = kExitFailure) {
+    finish(false);
+    return Fail(message, code);
+  };
   while (true) {
     bool full = stdout_pump.Full() || stderr_pump.Full();
     pollfd fds[4] = {{sock.get(),
@@ -264,7 +300,7 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
       // Closing the connection makes the agent kill the command.
       char seconds[32];
       std::snprintf(seconds, sizeof(seconds), "%g", options.timeout_s);
-      return Fail(std::string("timed out after ") + seconds + " s; the command was killed",
+      return fail(std::string("timed out after ") + seconds + " s; the command was killed",
                   kExitTimeout);
     }
     if (fds[3].revents) {
@@ -303,20 +339,20 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
     if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     ssize_t n = read(sock.get(), buf, sizeof(buf));
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n <= 0) return Fail("the agent closed the connection before the command finished");
+    if (n <= 0) return fail("the agent closed the connection before the command finished");
     decoder.Feed(std::string_view(buf, n));
     Frame frame;
     while (true) {
       auto result = decoder.Next(&frame, &error);
       if (result == FrameDecoder::Result::kNeedMore) break;
-      if (result == FrameDecoder::Result::kBad) return Fail("bad frame from the agent: " + error);
+      if (result == FrameDecoder::Result::kBad) return fail("bad frame from the agent: " + error);
       uint32_t value;
       agent::ErrorKind kind = agent::ErrorKind::kOther;
       agent::ExitStatus status;
       switch (frame.type) {
         case Type::kHello:
           if (!agent::DecodeU32(frame.payload, &value) || value != agent::kVersion) {
-            return Fail("the agent speaks another protocol version");
+            return fail("the agent speaks another protocol version");
           }
           hello = true;
           break;
@@ -328,13 +364,13 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
           // breaks the protocol.
           if (!agent::DecodeU32(frame.payload, &value) ||
               stdin_credit + value > agent::kStdinWindow) {
-            return Fail("bad WINDOW from the agent");
+            return fail("bad WINDOW from the agent");
           }
           stdin_credit += value;
           break;
         case Type::kError:
           if (!agent::DecodeError(frame.payload, &kind, &error)) error = "(no message)";
-          return Fail(error, ExitCodeOf(kind));
+          return fail(error, ExitCodeOf(kind));
         case Type::kStdout:
         case Type::kStderr:
           (frame.type == Type::kStdout ? stdout_pump : stderr_pump).Push(frame.payload);
@@ -343,14 +379,18 @@ int RunUntilExit(const ExecOptions& options, int* started_fd) {
           // An exit code is a byte; a signal, 1 to 64.
           if (!hello || !agent::DecodeExit(frame.payload, &status) ||
               (status.signaled ? status.value == 0 || status.value > 64 : status.value > 255)) {
-            return Fail("bad EXIT from the agent");
+            return fail("bad EXIT from the agent");
           }
           // All of the output first, as before the status.
-          if (!stdout_pump.Drain() || !stderr_pump.Drain()) return 128 + SIGPIPE;
+          if (int code = finish(true); code == kExitTimeout) {
+            return Fail("timed out writing the command's output", kExitTimeout);
+          } else if (code != -1) {
+            return code;
+          }
           return status.signaled ? 128 + static_cast<int>(status.value)
                                  : static_cast<int>(status.value);
         default:
-          return Fail("unexpected frame from the agent");
+          return fail("unexpected frame from the agent");
       }
     }
   }

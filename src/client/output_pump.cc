@@ -4,9 +4,11 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace ember::client {
@@ -20,6 +22,7 @@ struct OutputPump::State {
   size_t unwritten = 0;  // pushed, not yet written
   bool failed = false;
   bool stop = false;
+  bool no_thread = false;
 
   void Run() {
     std::unique_lock<std::mutex> lock(mu);
@@ -60,7 +63,11 @@ struct OutputPump::State {
 OutputPump::OutputPump(int fd, int wake) : state_(std::make_shared<State>()) {
   state_->fd = fd;
   state_->wake = wake;
-  std::thread([state = state_] { state->Run(); }).detach();
+  try {
+    std::thread([state = state_] { state->Run(); }).detach();
+  } catch (const std::system_error&) {
+    state_->no_thread = true;  // pids.max, say: write as the caller goes
+  }
 }
 
 OutputPump::~OutputPump() {
@@ -70,6 +77,10 @@ OutputPump::~OutputPump() {
 }
 
 void OutputPump::Push(std::string_view bytes) {
+  if (state_->no_thread) {
+    if (!state_->failed && !state_->WriteAll(bytes)) state_->failed = true;
+    return;
+  }
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->queue.append(bytes);
   state_->unwritten += bytes.size();
@@ -86,10 +97,13 @@ bool OutputPump::Failed() const {
   return state_->failed;
 }
 
-bool OutputPump::Drain() {
+OutputPump::Drained OutputPump::Drain(int timeout_ms) {
   std::unique_lock<std::mutex> lock(state_->mu);
-  state_->cv.wait(lock, [&] { return state_->failed || state_->unwritten == 0; });
-  return !state_->failed;
+  bool done = state_->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    return state_->failed || state_->unwritten == 0;
+  });
+  if (state_->failed) return Drained::kFailed;
+  return done ? Drained::kAll : Drained::kTimedOut;
 }
 
 }  // namespace ember::client

@@ -18,6 +18,7 @@ class OutputPump {
 
   // `fd`: where the output goes. `wake`: the write end of a non-blocking
   // pipe that gets a byte when the pump stops being full or a write fails.
+  // Without a thread (none could be made) Push writes at once.
   OutputPump(int fd, int wake);
   // What is still queued is dropped: the thread, if it is blocked in a
   // write, is left to end with the process.
@@ -29,8 +30,9 @@ class OutputPump {
   bool Full() const;
   // A write failed: the reader left (EPIPE) or the fd is bad.
   bool Failed() const;
-  // Waits until everything pushed is written; false when a write failed.
-  bool Drain();
+  enum class Drained { kAll, kFailed, kTimedOut };
+  // Waits up to `timeout_ms` until everything pushed is written.
+  Drained Drain(int timeout_ms);
 
  private:
   struct State;

@@ -67,6 +67,10 @@ std::string Quoted(const std::string& message) {
       out += static_cast<char>(c);
     } else if (c == '\n') {
       out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
     } else if (c < 0x20 || c == 0x7f) {
       char hex[8];
       snprintf(hex, sizeof(hex), "\\x%02x", c);
