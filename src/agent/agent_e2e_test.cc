@@ -3,6 +3,7 @@
 #include <linux/limits.h>
 #include <stdlib.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -402,6 +403,14 @@ TEST_F(AgentTest, TheContainersProcessesEndWithItsInit) {
   Process exec = Start(ExecArgs({"--root", root, "--user", "0:0"}, {"/busybox", "sleep", "60"}));
   Process outside = Start(ExecArgs({}, {"sleep", "1000"}));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ExecRequest limited;  // process.rlimits, set before the change of user
+  limited.flags = ExecRequest::kFlagContainer;
+  limited.argv = {"/busybox", "sh", "-c", "ulimit -n; ulimit -Hn"};
+  limited.container.root_dir = root;
+  limited.container.uid = 1000;
+  limited.container.rlimits = {{RLIMIT_NOFILE, 123, 456}};
+  Outcome got_limits = RunRequest(socket_, limited);
+  EXPECT_EQ(got_limits.out, "123\n456\n");
   ExecRequest init;
   init.flags = ExecRequest::kFlagContainer | ExecRequest::kFlagInit;
   init.argv = {"/busybox", "sh", "-c", "/busybox sleep 60 & echo started; exit 3"};

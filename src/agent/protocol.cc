@@ -15,6 +15,11 @@ uint32_t GetU32(const char* p) {
   return v;
 }
 
+void PutU64(std::string* out, uint64_t v) {
+  PutU32(out, static_cast<uint32_t>(v));
+  PutU32(out, static_cast<uint32_t>(v >> 32));
+}
+
 void PutString(std::string* out, std::string_view s) {
   PutU32(out, static_cast<uint32_t>(s.size()));
   out->append(s);
@@ -37,6 +42,12 @@ class Reader {
     s->assign(rest_.substr(0, n));
     rest_.remove_prefix(n);
     return s->find('\0') == std::string::npos;  // exec takes C strings
+  }
+  bool U64(uint64_t* v) {
+    uint32_t lo, hi;
+    if (!U32(&lo) || !U32(&hi)) return false;
+    *v = uint64_t{hi} << 32 | lo;
+    return true;
   }
   bool done() const { return rest_.empty(); }
 
@@ -81,9 +92,16 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
   c->root_readonly = bits & 4;
   for (uint64_t* mask : {&c->cap_bounding, &c->cap_effective, &c->cap_permitted,
                          &c->cap_inheritable, &c->cap_ambient}) {
-    uint32_t lo, hi;
-    if (!r->U32(&lo) || !r->U32(&hi)) return false;
-    *mask = uint64_t{hi} << 32 | lo;
+    if (!r->U64(mask)) return false;
+  }
+  // Linux has 16 resources; each once at most.
+  if (!r->U32(&n) || n > 16) return false;
+  for (uint32_t i = 0; i < n; ++i) {
+    ContainerSpec::Rlimit& l = c->rlimits.emplace_back();
+    if (!r->U32(&l.resource) || !r->U64(&l.soft) || !r->U64(&l.hard) || l.resource >= 16 ||
+        l.soft > l.hard) {
+      return false;
+    }
   }
   return true;
 }
@@ -196,8 +214,13 @@ std::string EncodeExec(const ExecRequest& request) {
                      (c.root_readonly ? 4 : 0));
     for (uint64_t mask : {c.cap_bounding, c.cap_effective, c.cap_permitted, c.cap_inheritable,
                           c.cap_ambient}) {
-      PutU32(&out, static_cast<uint32_t>(mask));
-      PutU32(&out, static_cast<uint32_t>(mask >> 32));
+      PutU64(&out, mask);
+    }
+    PutU32(&out, static_cast<uint32_t>(c.rlimits.size()));
+    for (const ContainerSpec::Rlimit& l : c.rlimits) {
+      PutU32(&out, l.resource);
+      PutU64(&out, l.soft);
+      PutU64(&out, l.hard);
     }
   }
   return out;
@@ -238,6 +261,14 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
   if (c.hostname.size() > 64) {
     *error = "EXEC request's hostname is longer than 64 bytes";
     return false;
+  }
+  for (size_t i = 0; i < c.rlimits.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (c.rlimits[i].resource == c.rlimits[j].resource) {
+        *error = "EXEC request sets one rlimit twice";
+        return false;
+      }
+    }
   }
   for (const MountSpec& m : c.mounts) {
     bool bind_source_bad = (m.flags & MS_BIND) &&

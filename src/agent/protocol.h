@@ -127,6 +127,13 @@ struct ContainerSpec {
   // config.json's root.readonly: the root is remounted read-only once the
   // mounts are made (they keep their own flags).
   bool root_readonly = false;
+  // process.rlimits, set before the change of user.
+  struct Rlimit {
+    uint32_t resource = 0;  // RLIMIT_*
+    uint64_t soft = 0, hard = 0;
+    friend bool operator==(const Rlimit&, const Rlimit&) = default;
+  };
+  std::vector<Rlimit> rlimits;
 };
 
 // EXEC's payload.
@@ -157,7 +164,8 @@ struct ExecRequest {
 // u32 count and that many mounts (string type, string source, string
 // target, u32 flags, string data), u32 bits (1: set_capabilities, 2:
 // no_new_privileges, 4: root_readonly), then the bounding, effective, permitted, inheritable
-// and ambient masks as u64 (little-endian, like every number here).
+// and ambient masks as u64 (little-endian, like every number here), then
+// u32 count and that many rlimits (u32 resource, u64 soft, u64 hard).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);

@@ -220,6 +220,21 @@ ExecRequest ContainerSample() {
   return r;
 }
 
+TEST(ExecRequestTest, RlimitsRoundTripAndAreChecked) {
+  ExecRequest in = ContainerSample(), out;
+  in.container.rlimits = {{7, 1024, 4096}, {6, 10, 10}, {3, 0, ~0ull}};
+  std::string error;
+  ASSERT_TRUE(DecodeExec(EncodeExec(in), &out, &error)) << error;
+  EXPECT_EQ(out.container.rlimits, in.container.rlimits);
+  for (auto bad : {std::vector<ContainerSpec::Rlimit>{{16, 1, 1}},   // no such resource
+                   std::vector<ContainerSpec::Rlimit>{{7, 5, 4}},    // soft above hard
+                   std::vector<ContainerSpec::Rlimit>{{7, 1, 1}, {7, 2, 2}}}) {  // twice
+    ExecRequest r = in;
+    r.container.rlimits = bad;
+    EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  }
+}
+
 TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   ExecRequest in = ContainerSample(), out;
   std::string error;
@@ -278,12 +293,12 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   ExecRequest no_mounts = in;
   no_mounts.container.mounts.clear();
   std::string wire_nm = EncodeExec(no_mounts);
-  size_t count_at = wire_nm.size() - 4 - 5 * 8 - 4;  // before the cap bits and masks
+  size_t count_at = wire_nm.size() - 4 - 5 * 8 - 4 - 4;  // before the cap bits, masks, rlimits
   wire_nm.replace(count_at, 4, EncodeU32(0xffffffffu));
   EXPECT_FALSE(DecodeExec(wire_nm, &out, &error));
   // Bits above the three defined are refused.
   std::string bits = EncodeExec(in);
-  bits.replace(bits.size() - 5 * 8 - 4, 4, EncodeU32(8));
+  bits.replace(bits.size() - 4 - 5 * 8 - 4, 4, EncodeU32(8));
   EXPECT_FALSE(DecodeExec(bits, &out, &error));
   // A hostile group count is refused before any allocation.
   std::string huge = EncodeExec(in);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ enum Stage : int32_t {
   kStageExec = 3,
   kStageRoot = 4,
   kStageUser = 5,
+  kStageLimits = 6,
 };
 struct Failure {
   int32_t stage;
@@ -129,6 +131,13 @@ bool SetCapabilities(const ContainerSpec& c) {
     }
     if (!c->hostname.empty() && sethostname(c->hostname.data(), c->hostname.size()) != 0) {
       Fail(status_fd, kStageRoot, errno);
+    }
+    // The limits while the agent may still raise them (CAP_SYS_RESOURCE).
+    for (const ContainerSpec::Rlimit& l : c->rlimits) {
+      rlimit value{l.soft, l.hard};
+      if (setrlimit(static_cast<__rlimit_resource>(l.resource), &value) != 0) {
+        Fail(status_fd, kStageLimits, errno);
+      }
     }
     // The bounding set while the agent's capabilities allow dropping it;
     // the others kept across the change of user, then set.
@@ -322,6 +331,9 @@ ExecOutcome ReadExecOutcome(int status_fd, const ExecRequest& request) {
     case kStageUser:
       outcome.message = "cannot become user " + std::to_string(request.container.uid) + ":" +
                         std::to_string(request.container.gid) + ": " + strerror(f.err);
+      break;
+    case kStageLimits:
+      outcome.message = "cannot set the process's rlimits: " + std::string(strerror(f.err));
       break;
     case kStageExec:
       outcome.kind = f.err == ENOENT || f.err == ENOTDIR ? ErrorKind::kNotFound

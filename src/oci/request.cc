@@ -104,6 +104,9 @@ agent::ExecRequest ContainerRequest(const ProcessSpec& process, const std::strin
   r.container.cap_inheritable = process.cap_inheritable;
   r.container.cap_ambient = process.cap_ambient;
   r.container.no_new_privileges = process.no_new_privileges;
+  for (const ProcessSpec::Rlimit& l : process.rlimits) {
+    r.container.rlimits.push_back({l.resource, l.soft, l.hard});
+  }
   return r;
 }
 

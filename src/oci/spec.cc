@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -51,6 +52,19 @@ absl::StatusOr<uint32_t> Id(const rapidjson::Value& obj, const char* name,
   return it->value.GetUint();
 }
 
+// Linux's number for an RLIMIT_* name, or -1.
+int RlimitNumber(absl::string_view name) {
+  static constexpr const char* kNames[] = {
+      "RLIMIT_CPU",     "RLIMIT_FSIZE",   "RLIMIT_DATA",       "RLIMIT_STACK",
+      "RLIMIT_CORE",    "RLIMIT_RSS",     "RLIMIT_NPROC",      "RLIMIT_NOFILE",
+      "RLIMIT_MEMLOCK", "RLIMIT_AS",      "RLIMIT_LOCKS",      "RLIMIT_SIGPENDING",
+      "RLIMIT_MSGQUEUE", "RLIMIT_NICE",   "RLIMIT_RTPRIO",     "RLIMIT_RTTIME"};
+  for (int i = 0; i < static_cast<int>(std::size(kNames)); ++i) {
+    if (name == kNames[i]) return i;
+  }
+  return -1;
+}
+
 absl::StatusOr<ProcessSpec> ProcessFrom(const rapidjson::Value& p, absl::string_view context) {
   if (!p.IsObject()) return Invalid(context, "must be an object");
   ProcessSpec spec;
@@ -76,6 +90,36 @@ absl::StatusOr<ProcessSpec> ProcessFrom(const rapidjson::Value& p, absl::string_
       return Invalid(context, "cwd must be an absolute path");
     }
     spec.cwd = cwd->value.GetString();
+  }
+  auto limits = p.FindMember("rlimits");
+  if (limits != p.MemberEnd() && !limits->value.IsNull()) {
+    if (!limits->value.IsArray()) return Invalid(context, "rlimits must be an array");
+    for (const auto& l : limits->value.GetArray()) {
+      auto type = l.IsObject() ? l.FindMember("type") : l.MemberEnd();
+      auto soft = l.IsObject() ? l.FindMember("soft") : l.MemberEnd();
+      auto hard = l.IsObject() ? l.FindMember("hard") : l.MemberEnd();
+      if (!l.IsObject() || type == l.MemberEnd() || !type->value.IsString() ||
+          soft == l.MemberEnd() || !soft->value.IsUint64() || hard == l.MemberEnd() ||
+          !hard->value.IsUint64()) {
+        return Invalid(context, "rlimits[] must be objects with a type, soft and hard");
+      }
+      int resource = RlimitNumber(type->value.GetString());
+      if (resource < 0) {
+        return Invalid(context, absl::StrCat("rlimits: unknown type ", type->value.GetString()));
+      }
+      if (soft->value.GetUint64() > hard->value.GetUint64()) {
+        return Invalid(context, absl::StrCat("rlimits: ", type->value.GetString(),
+                                             "'s soft limit is above its hard limit"));
+      }
+      // One per resource: a later entry replaces an earlier one.
+      auto same = std::find_if(spec.rlimits.begin(), spec.rlimits.end(),
+                               [&](const ProcessSpec::Rlimit& r) {
+                                 return r.resource == static_cast<uint32_t>(resource);
+                               });
+      if (same == spec.rlimits.end()) same = spec.rlimits.insert(same, ProcessSpec::Rlimit{});
+      *same = {static_cast<uint32_t>(resource), soft->value.GetUint64(),
+               hard->value.GetUint64()};
+    }
   }
   auto oom = p.FindMember("oomScoreAdj");
   if (oom != p.MemberEnd() && !oom->value.IsNull()) {

@@ -30,6 +30,12 @@ struct ProcessSpec {
   uint64_t cap_bounding = 0, cap_effective = 0, cap_permitted = 0, cap_inheritable = 0,
            cap_ambient = 0;
   bool no_new_privileges = false;
+  // process.rlimits, by Linux's number (RLIMIT_NOFILE is 7).
+  struct Rlimit {
+    uint32_t resource = 0;
+    uint64_t soft = 0, hard = 0;
+  };
+  std::vector<Rlimit> rlimits;
   // The host's OOM killer's preference for the microVM (the monitor and
   // the VMM take it): what kubelet sets per QoS class.
   std::optional<int> oom_score_adj;

@@ -121,6 +121,29 @@ TEST(SpecTest, CapabilitiesBecomeMasks) {
   EXPECT_FALSE(ParseProcess(R"({"args": ["sh"], "capabilities": []})", "process").ok());
 }
 
+TEST(SpecTest, RlimitsByNameAsRuncTakesThem) {
+  auto p = ParseProcess(R"({"args": ["sh"], "rlimits": [
+      {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096},
+      {"type": "RLIMIT_NPROC", "soft": 10, "hard": 10},
+      {"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 2048}]})", "process");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->rlimits.size(), 2u) << "a later entry replaces an earlier one";
+  EXPECT_EQ(p->rlimits[0].resource, 7u);
+  EXPECT_EQ(p->rlimits[0].soft, 2048u);
+  EXPECT_EQ(p->rlimits[1].resource, 6u);
+  for (auto [bad, message] : {
+           std::pair{R"([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}])",
+                     "process: rlimits: unknown type RLIMIT_BOGUS"},
+           {R"([{"type": "RLIMIT_CORE", "soft": 2, "hard": 1}])",
+            "process: rlimits: RLIMIT_CORE's soft limit is above its hard limit"},
+           {R"([{"type": "RLIMIT_CORE", "soft": -1, "hard": 1}])",
+            "process: rlimits[] must be objects with a type, soft and hard"}}) {
+    auto q = ParseProcess(std::string(R"({"args": ["sh"], "rlimits": )") + bad + "}", "process");
+    ASSERT_FALSE(q.ok()) << bad;
+    EXPECT_EQ(q.status().message(), message);
+  }
+}
+
 TEST(SpecTest, OomScoreAdjIsTakenInItsRange) {
   auto p = ParseProcess(R"({"args": ["sh"], "oomScoreAdj": -998})", "process");
   ASSERT_TRUE(p.ok()) << p.status();

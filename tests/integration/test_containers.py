@@ -342,11 +342,14 @@ def test_process_capabilities_and_no_new_privileges(runtime):
     d = runtime.daemon
     cid = f"{runtime.name}-caps"
     ran = d.ctr("run", "--rm", *runtime.run_args(), IMAGE, cid, "sh", "-c",
-                "cat /proc/self/status; mount -t tmpfs none /tmp && echo mounted",
+                "echo nofile $(ulimit -n); cat /proc/self/status; "
+                "mount -t tmpfs none /tmp && echo mounted",
                 check=False, timeout=runtime.timeout)
     status = dict(line.split(":\t", 1) for line in ran.stdout.decode().splitlines()
                   if ":\t" in line)
     assert {k: status.get(k, "").strip() for k in DEFAULT_CAPS} == DEFAULT_CAPS, ran.stdout
+    # containerd's default process.rlimits: RLIMIT_NOFILE 1024.
+    assert ran.stdout.startswith(b"nofile 1024\n"), ran.stdout
     assert b"mounted" not in ran.stdout and ran.returncode != 0, ran.stdout
     runtime.check_clean(cid)
 
