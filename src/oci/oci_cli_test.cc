@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -354,6 +356,29 @@ TEST_F(OciCliTest, ExecFailsWhenItsProcessCannotStart) {
   }
 }
 
+
+// Commands that change a record wait for each other: a pause while a
+// start runs its hooks is not lost to start's write.
+TEST_F(OciCliTest, RecordChangesWaitForEachOther) {
+  ember::oci::ContainerRecord r =
+      RecordRunning([&](ember::oci::ContainerRecord* r) { r->api = dir_ + "/api.sock"; });
+  FakeApi vmm(r.api, 204);
+  int held = open((root_ + "/c1/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_EQ(flock(held, LOCK_EX), 0);
+  pid_t pause = fork();
+  if (pause == 0) {
+    execl(EMBER_OCI_BIN, EMBER_OCI_BIN, "--root", root_.c_str(), "pause", "c1", nullptr);
+    _exit(127);
+  }
+  usleep(500 * 1000);
+  int status;
+  EXPECT_EQ(waitpid(pause, &status, WNOHANG), 0) << "pause went ahead of the holder";
+  EXPECT_TRUE(vmm.requests().empty());
+  close(held);
+  ASSERT_EQ(waitpid(pause, &status, 0), pause);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(vmm.requests().size(), 1u);
+}
 
 // runc's update as go-runc sends it (--resources -, a LinuxResources
 // object on stdin), into the container's cgroup; -1 lifts a limit again.

@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -129,6 +130,19 @@ int Error(const std::string& message, int code = oci::kExitError) {
 }
 
 std::string Dir(const oci::CommandLine& cl, const std::string& id) { return cl.root + "/" + id; }
+
+// Held by the commands that read and then write a container's record
+// (create, start, pause, resume, delete), so that two at once do not lose
+// one's change (a pause during start's hooks). Released when the returned
+// descriptor closes; an invalid one when the container's directory is not
+// there (Load then says so).
+Fd LockContainer(const oci::CommandLine& cl, const std::string& id) {
+  if (!oci::ValidId(id)) return Fd();
+  Fd fd(open((Dir(cl, id) + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  while (fd.valid() && flock(fd.get(), LOCK_EX) != 0 && errno == EINTR) {
+  }
+  return fd;
+}
 
 bool WriteFileAtomic(const std::string& path, const std::string& text) {
   std::string tmp = path + ".tmp";
@@ -260,6 +274,7 @@ int Create(const oci::CommandLine& cl) {
     if (errno == EEXIST) return fail("container with given ID already exists");
     return fail("cannot make " + dir + ": " + strerror(errno));
   }
+  Fd lock = LockContainer(cl, id);
   // From here on a failure removes what was made.
   auto undo = [&](const std::string& why) {
     oci::RemoveTree(dir);
@@ -344,6 +359,7 @@ int Create(const oci::CommandLine& cl) {
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {
+    lock.reset();  // the lock is create's, not the monitor's to keep
     auto give_up = [&](absl::string_view why) {
       uint32_t none = 0;
       (void)!write(ready_w.get(), &none, sizeof(none));
@@ -453,6 +469,7 @@ oci::Hooks SavedHooks(const oci::CommandLine& cl, const std::string& id) {
 }
 
 int Start(const oci::CommandLine& cl) {
+  Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
   switch (oci::StatusOf(*record)) {
@@ -531,6 +548,7 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
 }
 
 int Delete(const oci::CommandLine& cl) {
+  Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) {
     // As runc: a directory without a record (a create that never got as
@@ -565,6 +583,7 @@ int Delete(const oci::CommandLine& cl) {
 // Paused) and go on (Resumed). The process in the guest and the guest's
 // clock see a gap; signals sent meanwhile wait for the resume.
 int PauseOrResume(const oci::CommandLine& cl, bool pause) {
+  Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
   oci::Status status = oci::StatusOf(*record);
