@@ -357,21 +357,28 @@ def test_process_capabilities_and_no_new_privileges(runtime):
 def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
     """config.json's mounts as ctr --mount writes them: a host directory
     bound read-only (Ember copies it into the container's image and binds
-    it read-only in the guest) and a tmpfs; the same output as runc's."""
+    it read-only in the guest), one bound read-write and a tmpfs, under a
+    root that is read-only itself (ctr run --read-only: root.readonly, the
+    mounts keep their own flags); the same output as runc's."""
     d = runtime.daemon
     cid = f"{runtime.name}-mounts"
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "hello").write_text("from the host\n")
-    ran = d.ctr("run", "--rm", *runtime.run_args(),
+    writable = tmp_path / "writable"
+    writable.mkdir()
+    ran = d.ctr("run", "--rm", "--read-only", *runtime.run_args(),
                 "--mount", f"type=bind,src={shared},dst=/data,options=rbind:ro",
+                "--mount", f"type=bind,src={writable},dst=/rw,options=rbind:rw",
                 "--mount", "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
                 IMAGE, cid, "sh", "-c",
                 "cat /data/hello; stat -f -c %T /scratch; echo x > /scratch/ok && echo wrote; "
-                "echo x > /data/new 2>/dev/null || echo read-only",
+                "echo x > /data/new 2>/dev/null || echo read-only; "
+                "echo x > /new 2>/dev/null || echo root-read-only; "
+                "echo x > /rw/new && echo rw-writable",
                 check=False, timeout=runtime.timeout)
     assert (ran.returncode, ran.stdout.decode()) == (
-        0, "from the host\ntmpfs\nwrote\nread-only\n"), ran.stderr
+        0, "from the host\ntmpfs\nwrote\nread-only\nroot-read-only\nrw-writable\n"), ran.stderr
     runtime.check_clean(cid)
 
 
@@ -386,27 +393,6 @@ def test_the_container_ends_with_its_process(runtime):
     ran = d.ctr("run", "--rm", *runtime.run_args(), IMAGE, cid, "sh", "-c",
                 "sleep 3000 & echo started; exit 3", check=False, timeout=runtime.timeout)
     assert (ran.returncode, ran.stdout) == (3, b"started\n"), ran.stderr
-    runtime.check_clean(cid)
-
-
-def test_a_read_only_root_keeps_its_mounts_writable(runtime, tmp_path):
-    """root.readonly (ctr run --read-only) as runc applies it: the root
-    refuses writes, while a bind mount given read-write and a tmpfs in it
-    take them."""
-    d = runtime.daemon
-    cid = f"{runtime.name}-readonly"
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    ran = d.ctr("run", "--rm", "--read-only", *runtime.run_args(),
-                "--mount", f"type=bind,src={shared},dst=/data,options=rbind:rw",
-                "--mount", "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
-                IMAGE, cid, "sh", "-c",
-                "echo x > /new 2>/dev/null || echo root-read-only; "
-                "echo x > /data/new && echo data-writable; "
-                "echo x > /scratch/new && echo scratch-writable",
-                check=False, timeout=runtime.timeout)
-    assert (ran.returncode, ran.stdout.decode()) == (
-        0, "root-read-only\ndata-writable\nscratch-writable\n"), ran.stderr
     runtime.check_clean(cid)
 
 
