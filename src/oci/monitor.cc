@@ -62,7 +62,7 @@ void RunMonitor(MonitorPlan plan) {
   if (plan.owns_vm) {
     bool jailed = !plan.layout.jail_dir.empty();
     // With its API either way: `pause` and `resume` go through it.
-    std::string api = ApiSocket(plan.layout, plan.dir);
+    std::string api = ApiSocket(plan.layout.jail_dir, plan.dir);
     std::string api_in_vm = jailed ? "/api.sock" : api;
     auto started = plan.restore ? StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm, "")
                                 : StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm);

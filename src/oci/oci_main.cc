@@ -400,7 +400,6 @@ int Create(const oci::CommandLine& cl) {
   record.annotations = spec->annotations;
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
-  record.api = oci::ApiSocket(*layout, dir);
   if (cgroup) {
     record.cgroup = cgroup->relative;
     record.cgroup_version = cgroup->version;
@@ -591,10 +590,8 @@ int PauseOrResume(const oci::CommandLine& cl, bool pause) {
     return Error("container not running");
   }
   if (!pause && status != oci::Status::kPaused) return Error("container not paused");
-  if (record->api.empty()) {
-    return Error("this container's VMM has no API socket (created by an older ember-oci)");
-  }
-  auto answer = oci::ApiRequest(record->api, "PATCH", "/vm",
+  std::string api = oci::ApiSocket(record->jail_dir, Dir(cl, record->id));
+  auto answer = oci::ApiRequest(api, "PATCH", "/vm",
                                 pause ? R"({"state":"Paused"})" : R"({"state":"Resumed"})");
   if (!answer.ok() || *answer != 204) {
     return Error(absl::StrCat("cannot ", pause ? "pause" : "resume", " the microVM: ",

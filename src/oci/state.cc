@@ -130,8 +130,6 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.String(r.jail_dir.c_str());
   w.Key("uds");
   w.String(r.uds.c_str());
-  w.Key("api");
-  w.String(r.api.c_str());
   w.Key("paused");
   w.Bool(r.paused);
   w.Key("cgroup");
@@ -164,7 +162,6 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.started = doc.HasMember("started") && doc["started"].IsBool() && doc["started"].GetBool();
   r.jail_dir = str("jail_dir");
   r.uds = str("uds");
-  r.api = str("api");
   r.paused = doc.HasMember("paused") && doc["paused"].IsBool() && doc["paused"].GetBool();
   r.cgroup = str("cgroup");
   r.cgroup_version = static_cast<int>(num("cgroup_version"));

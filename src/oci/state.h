@@ -34,7 +34,6 @@ struct ContainerRecord {
   bool started = false;
   std::string jail_dir;  // the jail's directory to remove at delete; or ""
   std::string uds;       // the VM's vsock socket on the host (exec connects there)
-  std::string api;       // the VMM's API socket on the host (pause, resume); or ""
   bool paused = false;   // by `pause`, until `resume`
   std::string cgroup;    // made by create below the cgroup mount(s); or ""
   int cgroup_version = 0;

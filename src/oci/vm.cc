@@ -255,8 +255,8 @@ void RemoveJailDir(const std::string& jail_dir) {
   rmdir(parent.substr(0, parent.rfind('/')).c_str());
 }
 
-std::string ApiSocket(const VmLayout& layout, const std::string& dir) {
-  return (layout.jail_dir.empty() ? dir : layout.host_root) + "/api.sock";
+std::string ApiSocket(const std::string& jail_dir, const std::string& dir) {
+  return (jail_dir.empty() ? dir : jail_dir + "/root") + "/api.sock";
 }
 
 absl::StatusOr<pid_t> StartVmm(const VmAssets& assets, const VmLayout& layout,

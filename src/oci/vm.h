@@ -85,9 +85,9 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
 std::string JailDir(const VmAssets& assets, const std::string& root, const std::string& id);
 void RemoveJailDir(const std::string& jail_dir);
 
-// The VMM's API socket on the host: in the jail's root, or in `dir` (the
-// container's state directory) without a jail.
-std::string ApiSocket(const VmLayout& layout, const std::string& dir);
+// The VMM's API socket on the host: in the root of the jail at `jail_dir`,
+// or in `dir` (the container's state directory) without a jail.
+std::string ApiSocket(const std::string& jail_dir, const std::string& dir);
 
 // Starts ember on the layout's configuration (console to <dir>/console.log,
 // its log to <dir>/ember.log), with nothing else inherited: through
