@@ -444,6 +444,17 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
   std::string sock = dir_ + "/private.sock";
   Process agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", EMBER_AGENT_BIN,
                          "--listen", "unix:" + sock});
+  // Whatever fails below, the agent (and its mount namespace) and the loop
+  // device go.
+  struct Cleanup {
+    Process agent;
+    std::string device;
+    ~Cleanup() {
+      kill(agent.pid, SIGTERM);
+      Finish(agent);
+      Finish(Start({"/usr/sbin/losetup", "-d", device}));
+    }
+  } cleanup{agent, device};
   ASSERT_TRUE(WaitFor([&] {
     int fd = ConnectUnix(sock);
     if (fd >= 0) close(fd);
@@ -461,9 +472,6 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
                         {"tmpfs", "tmpfs", "/scratch", 0, "size=1m"}};
   r.container.root_readonly = true;
   Outcome got = RunRequest(sock, r);
-  kill(agent.pid, SIGTERM);
-  Finish(agent);
-  Finish(Start({"/usr/sbin/losetup", "-d", device}));
   EXPECT_FALSE(got.exit.signaled);
   EXPECT_EQ(got.exit.value, 0u);
   EXPECT_EQ(got.out, "root-read-only\ndata-writable\nscratch-writable\n");
