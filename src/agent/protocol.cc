@@ -68,6 +68,29 @@ bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
   return true;
 }
 
+bool Network(Reader* r, NetworkSpec* n) {
+  uint64_t mac;
+  uint32_t count;
+  if (!r->U64(&mac) || mac >> 48 || !r->U32(&n->mtu) || !r->U32(&count) ||
+      count > NetworkSpec::kMaxEntries) {
+    return false;
+  }
+  for (int i = 0; i < 6; ++i) n->mac[i] = static_cast<uint8_t>(mac >> (8 * i));
+  for (uint32_t i = 0; i < count; ++i) {
+    NetworkSpec::Address& a = n->addresses.emplace_back();
+    if (!r->U32(&a.address) || !r->U32(&a.prefix) || a.prefix > 32) return false;
+  }
+  if (!r->U32(&count) || count > NetworkSpec::kMaxEntries) return false;
+  for (uint32_t i = 0; i < count; ++i) {
+    NetworkSpec::Route& route = n->routes.emplace_back();
+    if (!r->U32(&route.destination) || !r->U32(&route.prefix) || !r->U32(&route.gateway) ||
+        route.prefix > 32) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
   uint32_t n;
   if (!r->U32(&c->uid) || !r->U32(&c->gid) || !r->U32(&n) || n > payload_size / 4) return false;
@@ -86,10 +109,11 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
     }
   }
   uint32_t bits;
-  if (!r->U32(&bits) || bits > 7) return false;
+  if (!r->U32(&bits) || bits > 15) return false;
   c->set_capabilities = bits & 1;
   c->no_new_privileges = bits & 2;
   c->root_readonly = bits & 4;
+  c->has_network = bits & 8;
   for (uint64_t* mask : {&c->cap_bounding, &c->cap_effective, &c->cap_permitted,
                          &c->cap_inheritable, &c->cap_ambient}) {
     if (!r->U64(mask)) return false;
@@ -103,7 +127,7 @@ bool Container(Reader* r, size_t payload_size, ContainerSpec* c) {
       return false;
     }
   }
-  return true;
+  return !c->has_network || Network(r, &c->network);
 }
 
 // Whether a component of `path` is "..": a mount target must stay under
@@ -211,7 +235,7 @@ std::string EncodeExec(const ExecRequest& request) {
       PutString(&out, m.data);
     }
     PutU32(&out, (c.set_capabilities ? 1 : 0) | (c.no_new_privileges ? 2 : 0) |
-                     (c.root_readonly ? 4 : 0));
+                     (c.root_readonly ? 4 : 0) | (c.has_network ? 8 : 0));
     for (uint64_t mask : {c.cap_bounding, c.cap_effective, c.cap_permitted, c.cap_inheritable,
                           c.cap_ambient}) {
       PutU64(&out, mask);
@@ -221,6 +245,24 @@ std::string EncodeExec(const ExecRequest& request) {
       PutU32(&out, l.resource);
       PutU64(&out, l.soft);
       PutU64(&out, l.hard);
+    }
+    if (c.has_network) {
+      const NetworkSpec& n = c.network;
+      uint64_t mac = 0;
+      for (int i = 0; i < 6; ++i) mac |= uint64_t{n.mac[i]} << (8 * i);
+      PutU64(&out, mac);
+      PutU32(&out, n.mtu);
+      PutU32(&out, static_cast<uint32_t>(n.addresses.size()));
+      for (const NetworkSpec::Address& a : n.addresses) {
+        PutU32(&out, a.address);
+        PutU32(&out, a.prefix);
+      }
+      PutU32(&out, static_cast<uint32_t>(n.routes.size()));
+      for (const NetworkSpec::Route& route : n.routes) {
+        PutU32(&out, route.destination);
+        PutU32(&out, route.prefix);
+        PutU32(&out, route.gateway);
+      }
     }
   }
   return out;
@@ -246,6 +288,11 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
       (!(req.flags & ExecRequest::kFlagContainer) || req.container.root_dir.empty() ||
        req.container.root_dir.find_first_not_of('/') == std::string::npos)) {
     *error = "EXEC request's init flag needs a container with a root";
+    return false;
+  }
+  // The guest's network is set up once, for its container's init.
+  if (req.container.has_network && !(req.flags & ExecRequest::kFlagInit)) {
+    *error = "EXEC request's network needs the init flag";
     return false;
   }
   if (req.argv.empty() || req.argv[0].empty()) {

@@ -7,6 +7,7 @@
 // with plain `g++ -static`, without Abseil or CMake.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -105,6 +106,30 @@ struct MountSpec {
   friend bool operator==(const MountSpec&, const MountSpec&) = default;
 };
 
+// The guest's network, as the container's network namespace on the host has
+// it: the guest's one interface gets `mac` and `mtu` and comes up with
+// `addresses`, then `routes` are added (IPv4: the guest has no IPv6).
+// Addresses in host order (10.0.0.1 is 0x0a000001).
+struct NetworkSpec {
+  static constexpr uint32_t kMaxEntries = 64;
+  std::array<uint8_t, 6> mac{};
+  uint32_t mtu = 0;  // 0: the guest's default
+  struct Address {
+    uint32_t address = 0;
+    uint32_t prefix = 0;  // 0-32
+    friend bool operator==(const Address&, const Address&) = default;
+  };
+  std::vector<Address> addresses;
+  struct Route {
+    uint32_t destination = 0;
+    uint32_t prefix = 0;  // 0: the default route
+    uint32_t gateway = 0; // 0: on the link (scope link)
+    friend bool operator==(const Route&, const Route&) = default;
+  };
+  std::vector<Route> routes;
+  friend bool operator==(const NetworkSpec&, const NetworkSpec&) = default;
+};
+
 // A container's process (ExecRequest::kFlagContainer): who it runs as and
 // the root it sees. The agent mounts `root_device` (ext4) at `root_dir`
 // once, with proc, sysfs and the guest's /dev inside it, then `mounts` in
@@ -134,6 +159,9 @@ struct ContainerSpec {
     friend bool operator==(const Rlimit&, const Rlimit&) = default;
   };
   std::vector<Rlimit> rlimits;
+  // Set up before the mounts, once per guest: only the init carries it.
+  bool has_network = false;
+  NetworkSpec network;
 };
 
 // EXEC's payload.
@@ -163,9 +191,12 @@ struct ExecRequest {
 // many u32 groups, string root_device, string root_dir, string hostname,
 // u32 count and that many mounts (string type, string source, string
 // target, u32 flags, string data), u32 bits (1: set_capabilities, 2:
-// no_new_privileges, 4: root_readonly), then the bounding, effective, permitted, inheritable
+// no_new_privileges, 4: root_readonly, 8: network), then the bounding, effective, permitted, inheritable
 // and ambient masks as u64 (little-endian, like every number here), then
-// u32 count and that many rlimits (u32 resource, u64 soft, u64 hard).
+// u32 count and that many rlimits (u32 resource, u64 soft, u64 hard), and
+// with bits 8 the network: u64 MAC (its first byte lowest), u32 MTU, u32
+// count and that many addresses (u32 address, u32 prefix), u32 count and
+// that many routes (u32 destination, u32 prefix, u32 gateway).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);

@@ -235,6 +235,38 @@ TEST(ExecRequestTest, RlimitsRoundTripAndAreChecked) {
   }
 }
 
+TEST(ExecRequestTest, NetworkRoundTripsAndIsChecked) {
+  ExecRequest in = ContainerSample(), out;
+  in.flags |= ExecRequest::kFlagInit;
+  in.container.has_network = true;
+  in.container.network.mac = {0x02, 0x42, 0xac, 0x11, 0x00, 0xff};
+  in.container.network.mtu = 1450;
+  in.container.network.addresses = {{0x0a580005, 16}, {0xc0a80001, 32}};
+  in.container.network.routes = {{0, 0, 0x0a580001}, {0x0a580000, 16, 0}};
+  std::string error;
+  std::string wire = EncodeExec(in);
+  ASSERT_TRUE(DecodeExec(wire, &out, &error)) << error;
+  EXPECT_TRUE(out.container.has_network);
+  EXPECT_EQ(out.container.network, in.container.network);
+  for (size_t n = 0; n < wire.size(); ++n) {
+    EXPECT_FALSE(DecodeExec(wire.substr(0, n), &out, &error)) << n;
+  }
+  ExecRequest r = in;
+  r.container.network.addresses[0].prefix = 33;
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = in;
+  r.container.network.routes[1].prefix = 40;
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = in;
+  r.container.network.routes.resize(NetworkSpec::kMaxEntries + 1);
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  // Once per guest: an exec'd process does not carry it.
+  r = in;
+  r.flags &= ~ExecRequest::kFlagInit;
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  EXPECT_EQ(error, "EXEC request's network needs the init flag");
+}
+
 TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   ExecRequest in = ContainerSample(), out;
   std::string error;

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "src/agent/container.h"
+#include "src/agent/network.h"
 
 extern char** environ;
 
@@ -241,6 +242,11 @@ bool OpenTerminal(Fd* master, std::string* slave, std::string* error) {
 bool Spawn(const ExecRequest& request, Spawned* out, std::string* error) {
   bool container = request.flags & ExecRequest::kFlagContainer;
   bool tty = request.flags & ExecRequest::kFlagTty;
+  if (container && request.container.has_network &&
+      !ConfigureNetwork(request.container.network, error)) {
+    *error = "cannot set up the container's network: " + *error;
+    return false;
+  }
   if (container && !PrepareRoot(request.container, error)) return false;
   std::vector<std::string> env =
       container ? ContainerEnvironment(environ, request.env) : MergeEnvironment(environ, request.env);

@@ -1,0 +1,235 @@
+#include "src/oci/network.h"
+
+#include <net/if.h>  // before the linux/ headers, which defer to it
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_arp.h>
+#include <linux/if_ether.h>
+#include <linux/if_tun.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <linux/tc_act/tc_mirred.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "src/agent/netlink.h"
+#include "src/common/errno_status.h"
+#include "src/oci/vm.h"
+
+namespace ember::oci {
+namespace {
+
+namespace nl = agent::netlink;
+
+constexpr uint32_t kIngress = 0xffff0000;  // the ingress qdisc's handle, ffff:
+
+tcmsg* TcHeader(nl::Message& m, int index, uint32_t handle, uint32_t parent) {
+  tcmsg* t = m.Header<tcmsg>();
+  t->tcm_family = AF_UNSPEC;
+  t->tcm_ifindex = index;
+  t->tcm_handle = handle;
+  t->tcm_parent = parent;
+  return t;
+}
+
+// Drops the interface's ingress qdisc, and with it its filters.
+void DeleteIngress(nl::Socket& s, int index) {
+  nl::Message m(RTM_DELQDISC, 0);
+  TcHeader(m, index, kIngress, TC_H_INGRESS);
+  std::string ignored;
+  s.Request(m, "tc qdisc del", &ignored);
+}
+
+// `tc qdisc add dev FROM ingress` then `tc filter add dev FROM parent ffff:
+// protocol all u32 match u32 0 0 action mirred egress redirect dev TO`.
+bool Redirect(nl::Socket& s, int from, int to, std::string* error) {
+  nl::Message qdisc(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
+  TcHeader(qdisc, from, kIngress, TC_H_INGRESS);
+  qdisc.PutString(TCA_KIND, "ingress");
+  if (!s.Request(qdisc, "cannot add an ingress qdisc", error)) return false;
+
+  nl::Message filter(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
+  TcHeader(filter, from, 0, kIngress)->tcm_info = TC_H_MAKE(1 << 16, htons(ETH_P_ALL));
+  filter.PutString(TCA_KIND, "u32");
+  size_t options = filter.Nest(TCA_OPTIONS);
+  // One key, its mask 0: every packet matches.
+  char match[sizeof(tc_u32_sel) + sizeof(tc_u32_key)] = {};
+  tc_u32_sel sel{};
+  sel.flags = TC_U32_TERMINAL;
+  sel.nkeys = 1;
+  memcpy(match, &sel, sizeof(sel));
+  filter.Put(TCA_U32_SEL, match, sizeof(match));
+  size_t actions = filter.Nest(TCA_U32_ACT);
+  size_t first = filter.Nest(1);
+  filter.PutString(TCA_ACT_KIND, "mirred");
+  size_t mirred = filter.Nest(TCA_ACT_OPTIONS);
+  tc_mirred parms{};
+  parms.action = TC_ACT_STOLEN;
+  parms.eaction = TCA_EGRESS_REDIR;
+  parms.ifindex = static_cast<uint32_t>(to);
+  filter.Put(TCA_MIRRED_PARMS, &parms, sizeof(parms));
+  filter.EndNest(mirred);
+  filter.EndNest(first);
+  filter.EndNest(actions);
+  filter.EndNest(options);
+  return s.Request(filter, "cannot add a tc redirect", error);
+}
+
+// Where the interface's ingress filters redirect to (a mirred action's
+// device), or 0.
+int RedirectTarget(nl::Socket& s, int index) {
+  nl::Message m(RTM_GETTFILTER, 0);
+  TcHeader(m, index, 0, kIngress);
+  int target = 0;
+  std::string ignored;
+  s.Dump(m, [&](uint16_t type, std::string_view msg) {
+    if (type != RTM_NEWTFILTER || msg.size() < NLMSG_ALIGN(sizeof(tcmsg))) return;
+    for (const nl::Attribute& options : nl::Attributes(msg.substr(NLMSG_ALIGN(sizeof(tcmsg))))) {
+      if (options.type != TCA_OPTIONS) continue;
+      for (const nl::Attribute& acts : nl::Attributes(options.data)) {
+        if (acts.type != TCA_U32_ACT) continue;
+        for (const nl::Attribute& act : nl::Attributes(acts.data)) {
+          for (const nl::Attribute& a : nl::Attributes(act.data)) {
+            if (a.type != TCA_ACT_OPTIONS) continue;
+            for (const nl::Attribute& p : nl::Attributes(a.data)) {
+              if (p.type != TCA_MIRRED_PARMS || p.data.size() < sizeof(tc_mirred)) continue;
+              tc_mirred parms;
+              memcpy(&parms, p.data.data(), sizeof(parms));
+              target = static_cast<int>(parms.ifindex);
+            }
+          }
+        }
+      }
+    }
+  }, &ignored);
+  return target;
+}
+
+const nl::Link* Named(const std::vector<nl::Link>& links, const std::string& name) {
+  for (const nl::Link& l : links) {
+    if (l.name == name) return &l;
+  }
+  return nullptr;
+}
+
+bool Exists(const std::vector<nl::Link>& links, int index) {
+  for (const nl::Link& l : links) {
+    if (l.index == index) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string TapName(const std::string& root, const std::string& id) {
+  // "ember" and 10 hex digits of the jail's id: 15 bytes, IFNAMSIZ's limit.
+  return "ember" + JailId(root, id).substr(4, 10);
+}
+
+absl::Status MakeTap(const std::string& name, uint32_t uid, uint32_t gid) {
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open /dev/net/tun");
+  ifreq ifr{};
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name.c_str());
+  // The VMM's flags (src/devices/virtio/net/tap.cc): a persistent TAP
+  // opened with other queueing flags refuses it.
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+  absl::Status status;
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0 || ioctl(fd, TUNSETOWNER, uid) != 0 ||
+      ioctl(fd, TUNSETGROUP, gid) != 0 || ioctl(fd, TUNSETPERSIST, 1) != 0) {
+    status = ErrnoStatus("cannot make the TAP device " + name);
+  }
+  close(fd);
+  return status;
+}
+
+absl::StatusOr<std::optional<agent::NetworkSpec>> ConnectTap(const std::string& tap,
+                                                             std::string* why) {
+  nl::Socket s;
+  std::string error;
+  std::vector<nl::Link> links;
+  std::vector<nl::Address> addresses;
+  std::vector<nl::Route> routes;
+  if (!s.Open(&error) || !nl::ListLinks(s, &links, &error) ||
+      !nl::ListAddresses(s, &addresses, &error) || !nl::ListRoutes(s, &routes, &error)) {
+    return absl::InternalError("cannot read the container's network namespace: " + error);
+  }
+  const nl::Link* own = Named(links, tap);
+  if (own == nullptr) return absl::InternalError("the VM's TAP device " + tap + " is gone");
+  const nl::Link* wire = nullptr;
+  for (const nl::Link& l : links) {
+    if (l.type != ARPHRD_ETHER || l.kind == "tun" || (wire && wire->index < l.index)) continue;
+    for (const nl::Address& a : addresses) {
+      if (a.index == l.index) wire = &l;
+    }
+  }
+  if (wire == nullptr) {
+    *why = "the network namespace has no interface with an IPv4 address";
+    return std::nullopt;
+  }
+  int holder = RedirectTarget(s, wire->index);
+  if (holder != 0 && holder != own->index && Exists(links, holder)) {
+    *why = "another microVM has " + wire->name + " (containers sharing a network namespace "
+           "cannot share its interface)";
+    return std::nullopt;
+  }
+  agent::NetworkSpec spec;
+  spec.mac = wire->mac;
+  spec.mtu = wire->mtu;
+  for (const nl::Address& a : addresses) {
+    if (a.index == wire->index) spec.addresses.push_back({a.address, a.prefix});
+  }
+  for (const nl::Route& r : routes) {
+    if (r.index == wire->index) spec.routes.push_back({r.destination, r.prefix, r.gateway});
+  }
+  if (spec.addresses.size() > agent::NetworkSpec::kMaxEntries ||
+      spec.routes.size() > agent::NetworkSpec::kMaxEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        wire->name, " has more than ", agent::NetworkSpec::kMaxEntries, " addresses or routes"));
+  }
+  // Whatever was there (a VM's that is gone) goes first.
+  DeleteIngress(s, wire->index);
+  DeleteIngress(s, own->index);
+  if (!nl::SetLinkUp(s, own->index, nullptr, wire->mtu, &error) ||
+      !Redirect(s, wire->index, own->index, &error) ||
+      !Redirect(s, own->index, wire->index, &error)) {
+    DeleteIngress(s, wire->index);
+    DeleteIngress(s, own->index);
+    return absl::InternalError(absl::StrCat("cannot join ", tap, " to ", wire->name, ": ", error));
+  }
+  return spec;
+}
+
+void RemoveTap(const std::string& tap) {
+  nl::Socket s;
+  std::string error;
+  std::vector<nl::Link> links;
+  if (!s.Open(&error) || !nl::ListLinks(s, &links, &error)) return;
+  const nl::Link* own = Named(links, tap);
+  if (own == nullptr) return;
+  for (const nl::Link& l : links) {
+    if (l.index != own->index && RedirectTarget(s, l.index) == own->index) {
+      DeleteIngress(s, l.index);
+    }
+  }
+  nl::DeleteLink(s, own->index, &error);
+}
+
+void RemoveTapIn(const std::string& netns_path, const std::string& tap) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns >= 0 && setns(ns, CLONE_NEWNET) == 0) RemoveTap(tap);
+    _exit(0);
+  }
+  if (pid > 0) waitpid(pid, nullptr, 0);
+}
+
+}  // namespace ember::oci

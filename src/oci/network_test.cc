@@ -1,0 +1,224 @@
+#include "src/oci/network.h"
+
+#include <net/if.h>  // before the linux/ headers, which defer to it
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include <gtest/gtest.h>
+
+#include "src/agent/netlink.h"
+#include "src/agent/netns_testing.h"
+#include "src/oci/vm.h"
+
+namespace ember::oci {
+namespace {
+
+namespace nl = agent::netlink;
+using agent::NetworkSpec;
+
+constexpr uint16_t kTestEtherType = 0x88b5;  // IEEE 802 local experimental
+
+void Command(const std::vector<std::string>& argv) {
+  std::string output;
+  absl::Status s = RunTool(argv, &output);
+  ASSERT_TRUE(s.ok()) << s.message();
+}
+
+// What a CNI plugin leaves: eth0, one end of a veth pair, with an address
+// and a default route; its peer, peer0, is the wire's other side.
+void MakeCniInterface() {
+  Command({"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"});
+  Command({"ip", "link", "set", "eth0", "mtu", "1450", "up"});
+  Command({"ip", "link", "set", "peer0", "mtu", "1450", "up"});
+  Command({"ip", "addr", "add", "10.20.0.2/24", "dev", "eth0"});
+  Command({"ip", "route", "add", "default", "via", "10.20.0.1"});
+}
+
+nl::Link LinkNamed(const std::string& name) {
+  nl::Socket s;
+  std::string error;
+  std::vector<nl::Link> links;
+  EXPECT_TRUE(s.Open(&error) && nl::ListLinks(s, &links, &error)) << error;
+  for (const nl::Link& l : links) {
+    if (l.name == name) return l;
+  }
+  return {};
+}
+
+// The TAP as the VMM opens it (without the virtio-net header, to read
+// frames as they are).
+int OpenTap(const std::string& name) {
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  ifreq ifr{};
+  snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name.c_str());
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  if (fd < 0 || ioctl(fd, TUNSETIFF, &ifr) != 0) return -1;
+  return fd;
+}
+
+std::string Frame(const std::array<uint8_t, 6>& to, const std::array<uint8_t, 6>& from,
+                  const std::string& payload) {
+  std::string f(reinterpret_cast<const char*>(to.data()), 6);
+  f.append(reinterpret_cast<const char*>(from.data()), 6);
+  f.push_back(static_cast<char>(kTestEtherType >> 8));
+  f.push_back(static_cast<char>(kTestEtherType & 0xff));
+  return f + payload;
+}
+
+// Reads frames from `fd` for up to 3 s until one carries `payload`.
+bool Receives(int fd, const std::string& payload) {
+  for (int i = 0; i < 30; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    char buf[2048];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+      if (std::string(buf, n).find(payload) != std::string::npos) return true;
+    }
+  }
+  return false;
+}
+
+#define IN_NEW_NETWORK_NAMESPACE(...)                                      \
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";      \
+  if (!ember::testing::InNewNetworkNamespace([&] __VA_ARGS__)) {                  \
+    GTEST_SKIP() << "cannot make a network namespace";                     \
+  }
+
+TEST(NetworkTest, TheTapTakesTheNamespacesInterfaceBothWays) {
+  IN_NEW_NETWORK_NAMESPACE({
+    MakeCniInterface();
+    ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
+    std::string why;
+    auto spec = ConnectTap("embertest0", &why);
+    ASSERT_TRUE(spec.ok()) << spec.status().message();
+    ASSERT_TRUE(spec->has_value()) << why;
+    nl::Link eth0 = LinkNamed("eth0"), peer0 = LinkNamed("peer0");
+    const NetworkSpec& n = **spec;
+    EXPECT_EQ(n.mac, eth0.mac);
+    EXPECT_EQ(n.mtu, 1450u);
+    EXPECT_EQ(n.addresses, (std::vector<NetworkSpec::Address>{{0x0a140002, 24}}));
+    EXPECT_NE(std::find(n.routes.begin(), n.routes.end(), NetworkSpec::Route{0, 0, 0x0a140001}),
+              n.routes.end());
+    EXPECT_NE(std::find(n.routes.begin(), n.routes.end(), NetworkSpec::Route{0x0a140000, 24, 0}),
+              n.routes.end());
+    EXPECT_EQ(LinkNamed("embertest0").mtu, 1450u);
+
+    // The wire's frames reach the TAP, and the TAP's reach the wire.
+    int tap = OpenTap("embertest0");
+    ASSERT_GE(tap, 0) << strerror(errno);
+    int wire = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL));
+    ASSERT_GE(wire, 0);
+    sockaddr_ll at{};
+    at.sll_family = AF_PACKET;
+    at.sll_protocol = htons(ETH_P_ALL);
+    at.sll_ifindex = peer0.index;
+    ASSERT_EQ(bind(wire, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+    std::string in = Frame(eth0.mac, peer0.mac, "ember: from the wire");
+    ASSERT_EQ(send(wire, in.data(), in.size(), 0), static_cast<ssize_t>(in.size()));
+    EXPECT_TRUE(Receives(tap, "ember: from the wire"));
+    std::string out = Frame(peer0.mac, eth0.mac, "ember: from the guest");
+    ASSERT_EQ(write(tap, out.data(), out.size()), static_cast<ssize_t>(out.size()));
+    EXPECT_TRUE(Receives(wire, "ember: from the guest"));
+    close(tap);
+    close(wire);
+
+    // A second VM in the namespace (a pod's next container) gets nothing.
+    ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
+    auto second = ConnectTap("embertest1", &why);
+    ASSERT_TRUE(second.ok());
+    EXPECT_FALSE(second->has_value());
+    EXPECT_EQ(why, "another microVM has eth0 (containers sharing a network namespace cannot "
+                   "share its interface)");
+
+    // Once the first is removed, with its redirect, the second may have it.
+    RemoveTap("embertest0");
+    EXPECT_EQ(LinkNamed("embertest0").index, 0);
+    std::string output;
+    ASSERT_TRUE(RunTool({"tc", "filter", "show", "dev", "eth0", "ingress"}, &output).ok());
+    EXPECT_EQ(output, "");
+    second = ConnectTap("embertest1", &why);
+    ASSERT_TRUE(second.ok());
+    EXPECT_TRUE(second->has_value()) << why;
+  });
+}
+
+TEST(NetworkTest, ARedirectToATapThatIsGoneIsTakenOver) {
+  IN_NEW_NETWORK_NAMESPACE({
+    MakeCniInterface();
+    ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
+    std::string why;
+    ASSERT_TRUE(ConnectTap("embertest0", &why).ok());
+    // Its container's monitor was killed before it could clean up.
+    Command({"ip", "link", "del", "embertest0"});
+    ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
+    auto spec = ConnectTap("embertest1", &why);
+    ASSERT_TRUE(spec.ok());
+    EXPECT_TRUE(spec->has_value()) << why;
+  });
+}
+
+TEST(NetworkTest, ANamespaceWithoutAnAddressGivesTheGuestNone) {
+  IN_NEW_NETWORK_NAMESPACE({
+    // ctr run without CNI: loopback only.
+    ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
+    std::string why;
+    auto spec = ConnectTap("embertest0", &why);
+    ASSERT_TRUE(spec.ok());
+    EXPECT_FALSE(spec->has_value());
+    EXPECT_EQ(why, "the network namespace has no interface with an IPv4 address");
+    auto gone = ConnectTap("embertest9", &why);
+    EXPECT_EQ(gone.status().message(), "the VM's TAP device embertest9 is gone");
+  });
+}
+
+TEST(NetworkTest, TheJailsUserMayOpenTheTap) {
+  IN_NEW_NETWORK_NAMESPACE({
+    ASSERT_TRUE(MakeTap("embertest0", 65534, 65534).ok());
+    ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
+    // The jail's own /dev/net/tun is the jail user's (this host's is
+    // root's alone): the device is opened first, then the TAP attached as
+    // nobody, where the kernel checks the TAP's owner.
+    auto open_as_nobody = [](const char* name) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        if (fd < 0 || setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+            setresuid(65534, 65534, 65534) != 0) {
+          _exit(2);
+        }
+        ifreq ifr{};
+        snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;  // the VMM's flags
+        _exit(ioctl(fd, TUNSETIFF, &ifr) == 0 ? 0 : 1);
+      }
+      int status = -1;
+      waitpid(pid, &status, 0);
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    };
+    EXPECT_EQ(open_as_nobody("embertest0"), 0);
+    EXPECT_EQ(open_as_nobody("embertest1"), 1);  // root's: the owner check holds
+  });
+}
+
+TEST(NetworkTest, TapNamesFitAndDifferPerContainer) {
+  std::string a = TapName("/run/ember-oci/k8s.io", "abc"), b = TapName("/run/ember-oci/k8s.io", "abd");
+  EXPECT_EQ(a.size(), 15u);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, TapName("/run/ember-oci/k8s.io", "abc"));
+}
+
+}  // namespace
+}  // namespace ember::oci
