@@ -9,7 +9,9 @@
 
 #include <cstdint>
 
+#include "src/agent/netlink.h"
 #include "src/oci/console.h"
+#include "src/oci/network.h"
 
 namespace ember::oci {
 namespace {
@@ -41,6 +43,34 @@ void StopVmm(pid_t vmm) {
   waitpid(vmm, nullptr, 0);
 }
 
+void WriteNote(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  (void)!write(fd, text.data(), text.size());
+  close(fd);
+}
+
+// Joins the namespace's interface to the VM's TAP and puts its settings
+// into the request for the guest; notes the outcome.
+absl::Status ConnectNetwork(MonitorPlan& plan) {
+  std::string why;
+  auto network = ConnectTap(plan.tap, &why);
+  if (!network.ok()) return network.status();
+  std::string note = why;
+  if (network->has_value()) {
+    agent::ContainerSpec& c = plan.exec.request.container;
+    c.has_network = true;
+    c.network = **network;
+    note.clear();
+    for (const auto& a : c.network.addresses) {
+      note += agent::netlink::FormatIpv4(a.address) + "/" + std::to_string(a.prefix) + " ";
+    }
+    note += "mtu " + std::to_string(c.network.mtu);
+  }
+  WriteNote(plan.dir + "/network", note + "\n");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void RunMonitor(MonitorPlan plan) {
@@ -64,11 +94,16 @@ void RunMonitor(MonitorPlan plan) {
     // With its API either way: `pause` and `resume` go through it.
     std::string api = ApiSocket(plan.layout.jail_dir, plan.dir);
     std::string api_in_vm = jailed ? "/api.sock" : api;
-    auto started = plan.restore ? StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm, "")
-                                : StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm);
-    absl::Status status = started.status();
+    absl::Status status = MakeTap(plan.tap, jailed ? plan.assets.jail_uid : geteuid(),
+                                  jailed ? plan.assets.jail_gid : getegid());
+    absl::StatusOr<pid_t> started = absl::UnknownError("not started");
+    if (status.ok()) {
+      started = plan.restore ? StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm, "")
+                             : StartVmm(plan.assets, plan.layout, plan.dir, api_in_vm);
+      status = started.status();
+    }
     if (started.ok() && plan.restore) {
-      status = RestoreFromTemplate(plan.layout, plan.template_files, api);
+      status = RestoreFromTemplate(plan.layout, plan.template_files, api, plan.tap);
       if (!status.ok()) StopVmm(*started);
     }
     uint32_t pid = status.ok() ? static_cast<uint32_t>(*started) : 0;
@@ -76,10 +111,24 @@ void RunMonitor(MonitorPlan plan) {
     (void)!write(plan.ready_fd, &pid, sizeof(pid));
     if (!status.ok()) (void)!write(plan.ready_fd, message.data(), message.size());
     close(plan.ready_fd);
-    if (!status.ok()) _exit(1);
+    if (!status.ok()) {
+      RemoveTap(plan.tap);
+      _exit(1);
+    }
     vmm = *started;
     WaitForStart(plan.start_fifo);
     close(plan.start_fifo);
+    // After create's hooks: a CNI plugin run by one (nerdctl's) has set
+    // the namespace up by now.
+    if (absl::Status s = plan.connect_network ? ConnectNetwork(plan) : absl::OkStatus();
+        !s.ok()) {
+      std::string message = "ember-oci: cannot give the container its network: " +
+                            std::string(s.message()) + "\n";
+      (void)!write(plan.exec.stderr_fd, message.data(), message.size());
+      StopVmm(vmm);
+      RemoveTap(plan.tap);
+      _exit(client::kExitFailure);
+    }
     // Started: from now a `kill` is for the process, and one that comes
     // while the guest boots waits for it rather than ending the monitor
     // (before, the default dispositions act, as on runc's waiting init).
@@ -100,6 +149,7 @@ void RunMonitor(MonitorPlan plan) {
   plan.exec.connect_wait_s = 600;
   int status = client::RunExec(plan.exec);
   StopVmm(vmm);
+  if (plan.owns_vm) RemoveTap(plan.tap);
   _exit(status);
 }
 

@@ -44,12 +44,20 @@ struct MonitorPlan {
   int ready_fd = -1;
   bool restore = false;  // from the template rather than a cold boot
   TemplateFiles template_files;
+  // The VM's TAP (network.h), made in the monitor's network namespace
+  // before the VMM starts, removed when the monitor ends; and whether the
+  // namespace's interface is joined to it at start (not for a pod's
+  // sandbox, which runs nothing that needs it).
+  std::string tap;
+  bool connect_network = false;
 };
 
 // In the forked monitor: never returns. Becomes a session leader (so the
 // terminal's resizes reach it), puts /dev/null on its own stdio when the
 // container has a terminal (the shim reads create's output until EOF), and
-// exits with the process's status.
+// exits with the process's status. At start the guest's network comes
+// from the namespace's interface (ConnectTap): what it got, or why
+// nothing, is written to <dir>/network.
 [[noreturn]] void RunMonitor(MonitorPlan plan);
 
 }  // namespace ember::oci

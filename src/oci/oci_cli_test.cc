@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <functional>
 #include <thread>
 
@@ -23,6 +24,7 @@
 
 #include "src/agent/protocol.h"
 #include "src/jail/cgroup.h"
+#include "src/oci/network.h"
 #include "src/oci/state.h"
 #include "src/oci/vm.h"
 
@@ -298,19 +300,25 @@ class FakeGuest {
       std::string answer = "OK 1\n" + bytes_;
       (void)!write(conn, answer.data(), answer.size());
       char buf[4096];
-      while (read(conn, buf, sizeof(buf)) > 0) {
-      }
+      ssize_t n;
+      while ((n = read(conn, buf, sizeof(buf))) > 0) received_.append(buf, n);
       close(conn);
     });
   }
   ~FakeGuest() {
     shutdown(listener_, SHUT_RDWR);
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
     close(listener_);
+  }
+  // What the client sent after its CONNECT line, once it has closed.
+  std::string Received() {
+    if (thread_.joinable()) thread_.join();
+    return received_;
   }
 
  private:
   std::string bytes_;
+  std::string received_;
   std::function<void(int)> on_connect_;
   int listener_;
   std::thread thread_;
@@ -482,6 +490,88 @@ TEST_F(OciCliTest, ListAsJson) {
   EXPECT_EQ(o.status, 0);
   EXPECT_EQ(o.out, "");
   EXPECT_EQ(Run("list --format yaml").status, 1);
+}
+
+// The whole host side of a container's network, against a fake VMM (a
+// script that prints the guest's ready line) and a fake agent: create in a
+// namespace a CNI plugin set up, start, and the agent's EXEC carries that
+// namespace's interface; the TAP and the redirects go when the monitor
+// ends.
+TEST_F(OciCliTest, StartGivesTheGuestTheNamespacesNetwork) {
+  using ember::agent::Type;
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  std::string ns = "ember-oci-test-" + std::to_string(getpid());
+  auto sh = [](const std::string& cmd) { return system((cmd + " >/dev/null 2>&1").c_str()); };
+  if (sh("ip netns add " + ns) != 0) GTEST_SKIP() << "cannot make a network namespace";
+  struct Cleanup {
+    std::string ns;
+    ~Cleanup() { (void)!system(("ip netns del " + ns + " 2>/dev/null").c_str()); }
+  } cleanup{ns};
+  std::string in_ns = "ip -n " + ns + " ";
+  ASSERT_EQ(sh(in_ns + "link add eth0 type veth peer name peer0"), 0);
+  ASSERT_EQ(sh(in_ns + "link set eth0 address 02:42:0a:14:00:02 mtu 1450 up"), 0);
+  ASSERT_EQ(sh(in_ns + "addr add 10.20.0.2/24 dev eth0"), 0);
+  ASSERT_EQ(sh(in_ns + "route add default via 10.20.0.1"), 0);
+
+  std::ofstream(dir_ + "/ember") << "#!/bin/sh\necho " << ember::oci::kGuestSettled
+                                 << "\nexec sleep 600\n";
+  chmod((dir_ + "/ember").c_str(), 0755);
+  for (const char* file : {"/vmlinux", "/rootfs.ext4"}) std::ofstream(dir_ + file) << "x";
+  setenv("EMBER_OCI_VMM", (dir_ + "/ember").c_str(), 1);
+  setenv("EMBER_OCI_JAILER", "none", 1);
+  setenv("EMBER_OCI_KERNEL", (dir_ + "/vmlinux").c_str(), 1);
+  setenv("EMBER_OCI_ROOTFS", (dir_ + "/rootfs.ext4").c_str(), 1);
+  setenv("EMBER_OCI_BOOT", "cold", 1);
+  struct Unset {
+    ~Unset() {
+      for (const char* v : {"EMBER_OCI_VMM", "EMBER_OCI_JAILER", "EMBER_OCI_KERNEL",
+                            "EMBER_OCI_ROOTFS", "EMBER_OCI_BOOT"}) {
+        unsetenv(v);
+      }
+    }
+  } unset;
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  mkdir((bundle_ + "/rootfs/bin").c_str(), 0755);
+  std::ofstream(bundle_ + "/rootfs/bin/server") << "x";
+  chmod((bundle_ + "/rootfs/bin/server").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["/bin/server"]}, "root": {"path": "rootfs"},)"
+      << R"( "linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/)" << ns
+      << R"("}]}})";
+  Outcome o = Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/pid c1");
+  ASSERT_EQ(o.status, 0) << o.log_msg;
+  std::string tap = ember::oci::TapName(root_, "c1");
+  EXPECT_EQ(sh(in_ns + "link show " + tap), 0) << "the VMM's TAP is there before it starts";
+
+  FakeGuest guest(root_ + "/c1/v.sock",
+                  AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
+                               {Type::kExit, ember::agent::EncodeExit({false, 0})}}));
+  ASSERT_EQ(Run("start c1").status, 0);
+  ember::oci::ProcessRef monitor = ember::oci::RefOf(std::stoi(FirstLine(dir_ + "/pid")));
+  for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
+  ASSERT_FALSE(ember::oci::Alive(monitor));
+
+  ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
+  decoder.Feed(guest.Received());
+  ember::agent::Frame frame;
+  std::string error;
+  ember::agent::ExecRequest request;
+  bool found = false;
+  while (!found && decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
+    if (frame.type == Type::kExec) found = ember::agent::DecodeExec(frame.payload, &request, &error);
+  }
+  ASSERT_TRUE(found) << error;
+  ASSERT_TRUE(request.container.has_network);
+  const ember::agent::NetworkSpec& n = request.container.network;
+  EXPECT_EQ(n.mac, (std::array<uint8_t, 6>{0x02, 0x42, 0x0a, 0x14, 0x00, 0x02}));
+  EXPECT_EQ(n.mtu, 1450u);
+  EXPECT_EQ(n.addresses, (std::vector<ember::agent::NetworkSpec::Address>{{0x0a140002, 24}}));
+  EXPECT_NE(std::find(n.routes.begin(), n.routes.end(),
+                      ember::agent::NetworkSpec::Route{0, 0, 0x0a140001}),
+            n.routes.end());
+  EXPECT_EQ(FirstLine(root_ + "/c1/network"), "10.20.0.2/24 mtu 1450");
+  EXPECT_NE(sh(in_ns + "link show " + tap), 0) << "the monitor removed its TAP";
+  EXPECT_EQ(Run("delete c1").status, 0);
 }
 
 }  // namespace

@@ -40,6 +40,7 @@
 #include "src/oci/args.h"
 #include "src/oci/console.h"
 #include "src/oci/monitor.h"
+#include "src/oci/network.h"
 #include "src/oci/spec.h"
 #include "src/oci/state.h"
 #include "src/jail/cgroup.h"
@@ -193,11 +194,11 @@ bool ParseSignal(const std::string& text, int* signo) {
 
 // The pid file as runc writes it: the number alone, written to a temporary
 // name and renamed, so that a reader never sees half of it.
-// config.json's network namespace: joined when it names a path, a new
-// one when it has the entry without one, none otherwise.
+// config.json's network namespace: joined when it names a path, a new one
+// otherwise. Without the entry too (ctr --net-host): a microVM cannot
+// share the host's network, and its TAP stays out of the host's.
 absl::Status JoinNetworkNamespace(const oci::BundleSpec& spec) {
-  if (!spec.network_namespace) return absl::OkStatus();
-  if (spec.network_namespace->empty()) {
+  if (!spec.network_namespace || spec.network_namespace->empty()) {
     if (unshare(CLONE_NEWNET) != 0) {
       return absl::InternalError(absl::StrCat("cannot make a network namespace: ",
                                               strerror(errno)));
@@ -222,6 +223,17 @@ absl::Status JoinNamespaceOf(pid_t pid) {
                                             path, "): ", strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+// A Kubernetes pod's sandbox (its pause container), as containerd's CRI
+// and CRI-O mark it: it holds the pod's namespaces and runs nothing that
+// needs the network, which the pod's first container gets instead.
+bool IsPodSandbox(const std::map<std::string, std::string>& annotations) {
+  for (const char* key : {"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}) {
+    auto it = annotations.find(key);
+    if (it != annotations.end() && it->second == "sandbox") return true;
+  }
+  return false;
 }
 
 bool ParseSize(const std::string& text, uint32_t min, uint32_t max, uint32_t* out) {
@@ -309,9 +321,10 @@ int Create(const oci::CommandLine& cl) {
   if (jailed && chown(layout->image.c_str(), assets.jail_uid, assets.jail_gid) != 0) {
     return undo_all("cannot give the image to the jail's user: " + std::string(strerror(errno)));
   }
+  std::string tap = oci::TapName(cl.root, id);
   std::string config = oci::VmConfigJson(
       jailed ? "/vmlinux" : assets.kernel, jailed ? "/agent.ext4" : assets.rootfs,
-      jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec->vm);
+      jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec->vm, tap);
   if (!WriteFileAtomic(layout->config, config)) return undo_all("cannot write " + layout->config);
   // A container starts from the template when there is one (made in the
   // same mode) unless asked to boot cold.
@@ -356,6 +369,8 @@ int Create(const oci::CommandLine& cl) {
   plan.ready_fd = ready_w.get();
   plan.restore = restore;
   plan.template_files = tpl;
+  plan.tap = tap;
+  plan.connect_network = !IsPodSandbox(spec->annotations);
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {
@@ -400,6 +415,8 @@ int Create(const oci::CommandLine& cl) {
   record.annotations = spec->annotations;
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
+  record.tap = tap;
+  if (spec->network_namespace) record.netns = *spec->network_namespace;
   if (cgroup) {
     record.cgroup = cgroup->relative;
     record.cgroup_version = cgroup->version;
@@ -542,6 +559,10 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   // gone before its files go.
   for (int i = 0; i < 100 && oci::Alive(r.vmm); ++i) usleep(20 * 1000);
   if (!r.cgroup.empty()) jail::LeaveCgroup(r.cgroup_version, r.cgroup, oci::ContainerControllers());
+  // A namespace of the container's own went with its processes; a pod's
+  // stays, and the TAP with it unless removed (the monitor does it when it
+  // ends, and may have been killed).
+  if (!r.netns.empty() && !r.tap.empty()) oci::RemoveTapIn(r.netns, r.tap);
   oci::RemoveTree(Dir(cl, r.id));
   if (!r.jail_dir.empty()) oci::RemoveJailDir(r.jail_dir);
 }

@@ -1,6 +1,7 @@
 #include "src/oci/template.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -14,6 +15,7 @@
 #include "src/common/errno_status.h"
 #include "src/common/status_macros.h"
 #include "src/oci/api_client.h"
+#include "src/oci/network.h"
 
 namespace ember::oci {
 namespace {
@@ -66,6 +68,9 @@ bool TemplateReady(const std::string& root, const VmSize& size, const std::strin
     std::string made;
     if (!std::getline(stamp, made) || made != FileStamp(agent_rootfs)) return false;
   }
+  // Made with the network device every container's VM has (a restore
+  // points it at the container's TAP).
+  if (access((files->dir + "/network").c_str(), F_OK) != 0) return false;
   std::ifstream mark(files->dir + "/jailed");
   std::string value;
   if (!(mark >> value)) return false;
@@ -105,7 +110,7 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
   // The paths the snapshot will hold: the final template's, as the VMM sees them.
   std::string config = VmConfigJson(jailed ? "/vmlinux" : assets.kernel,
                                     InVm(jailed, t.agent_rootfs), InVm(jailed, t.placeholder),
-                                    jailed ? "/v.sock" : work + "/v.sock", size);
+                                    jailed ? "/v.sock" : work + "/v.sock", size, kTemplateTap);
   if (!jailed) {
     // Direct: the snapshot names the final paths, which exist once renamed;
     // the boot itself reads the work copies' links, made at the final names.
@@ -118,6 +123,11 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
     out << config;
     if (!out.flush()) return absl::InternalError("cannot write " + layout->config);
   }
+  // Its TAP in a network namespace of its own (this process's from here
+  // on), which goes with the VMM.
+  if (unshare(CLONE_NEWNET) != 0) return ErrnoStatus("cannot make a network namespace");
+  RETURN_IF_ERROR(MakeTap(kTemplateTap, jailed ? assets.jail_uid : geteuid(),
+                          jailed ? assets.jail_gid : getegid()));
   auto vmm = StartVmm(assets, *layout, work, jailed ? "/api.sock" : api);
   if (!vmm.ok()) return vmm.status();
   auto stop = [&] {
@@ -169,6 +179,7 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
     return status;
   }
   std::ofstream(work + "/agent-stamp") << FileStamp(assets.rootfs) << "\n";
+  std::ofstream(work + "/network") << kTemplateTap << "\n";
   std::ofstream(work + "/jailed") << (jailed ? "1" : "0");
   for (const char* name : {"console.log", "ember.log", "vm.json"}) unlink((work + "/" + name).c_str());
   RemoveTree(t.dir);
@@ -188,14 +199,15 @@ absl::Status PrepareRestore(const VmLayout& layout, const TemplateFiles& t) {
 }
 
 absl::Status RestoreFromTemplate(const VmLayout& layout, const TemplateFiles& t,
-                                 const std::string& api_on_host) {
+                                 const std::string& api_on_host, const std::string& tap) {
   bool jailed = !layout.jail_dir.empty();
   RETURN_IF_ERROR(WaitForApi(api_on_host, 30));
   std::string load = absl::StrCat(
       R"({"snapshot_path": ")", jailed ? "/vm.snap" : t.snapshot,
       R"(", "mem_backend": {"backend_type": "File", "backend_path": ")",
       jailed ? "/vm.mem" : t.memory, R"("}, "vsock_override": {"uds_path": ")",
-      jailed ? "/v.sock" : layout.uds, R"("}, "resume_vm": true})");
+      jailed ? "/v.sock" : layout.uds, R"("}, "network_overrides": [{"iface_id": ")",
+      kGuestInterface, R"(", "host_dev_name": ")", tap, R"("}], "resume_vm": true})");
   std::string reply;
   auto code = ApiRequest(api_on_host, "PUT", "/snapshot/load", load, &reply, 120);
   if (code.ok() && *code != 204) {

@@ -38,7 +38,8 @@ bool TemplateReady(const std::string& root, const VmSize& size, const std::strin
 std::string FileStamp(const std::string& path);
 
 // Boots a microVM of `size`, waits for the agent, snapshots; replaces an
-// older template of that size.
+// older template of that size. The VM's TAP is made in a new network
+// namespace, which the calling process stays in.
 absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, const VmSize& size);
 
 // For a container restored from `t`: links the snapshot's files into its
@@ -46,9 +47,9 @@ absl::Status BuildTemplate(const VmAssets& assets, const std::string& root, cons
 absl::Status PrepareRestore(const VmLayout& layout, const TemplateFiles& t);
 
 // In the monitor, after StartVmm with an API socket: loads the snapshot
-// with the container's vsock socket, resumes it and points the container
-// drive at its image.
+// with the container's vsock socket and TAP, resumes it and points the
+// container drive at its image.
 absl::Status RestoreFromTemplate(const VmLayout& layout, const TemplateFiles& t,
-                                 const std::string& api_on_host);
+                                 const std::string& api_on_host, const std::string& tap);
 
 }  // namespace ember::oci

@@ -193,7 +193,8 @@ absl::Status MakeImage(const std::string& dir, const std::string& image, uint64_
 }
 
 std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
-                         const std::string& image, const std::string& uds, const VmSize& size) {
+                         const std::string& image, const std::string& uds, const VmSize& size,
+                         const std::string& tap) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
   w.StartObject();
@@ -236,6 +237,17 @@ std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
   w.Key("uds_path");
   w.String(uds.c_str());
   w.EndObject();
+  if (!tap.empty()) {
+    w.Key("network-interfaces");
+    w.StartArray();
+    w.StartObject();
+    w.Key("iface_id");
+    w.String(kGuestInterface);
+    w.Key("host_dev_name");
+    w.String(tap.c_str());
+    w.EndObject();
+    w.EndArray();
+  }
   w.EndObject();
   return buffer.GetString();
 }

@@ -53,6 +53,9 @@ absl::StatusOr<VmLayout> PrepareLayout(const VmAssets& assets, const std::string
 // rule), stable for (root, id).
 std::string JailId(const std::string& root, const std::string& id);
 
+// The VM's network interface's id (its TAP is the container's, network.h).
+inline constexpr char kGuestInterface[] = "eth0";
+
 // The guest's view of the container's drive and where the agent mounts it.
 inline constexpr char kContainerDevice[] = "/dev/vdb";
 inline constexpr char kContainerRootDir[] = "/run/container";
@@ -74,10 +77,12 @@ absl::Status RunTool(const std::vector<std::string>& argv, std::string* output);
 
 // The VM's configuration file (Ember's --config-file, Firecracker's
 // format): the agent's root read-only, the container's image as the second
-// drive (the guest's /dev/vdb), vsock with `uds` as its host socket.
+// drive (the guest's /dev/vdb), vsock with `uds` as its host socket, and
+// with a `tap` the network interface eth0 on it (network.h).
 // `kernel`, `rootfs`, `image`, `uds` as the VMM sees them.
 std::string VmConfigJson(const std::string& kernel, const std::string& rootfs,
-                         const std::string& image, const std::string& uds, const VmSize& size);
+                         const std::string& image, const std::string& uds, const VmSize& size,
+                         const std::string& tap = "");
 
 // Where a jail for container `id` under `root` is (PrepareLayout makes
 // it), or "" without the jailer; and its removal, with its parents once

@@ -38,6 +38,19 @@ TEST(VmTest, ConfigHasBothDrivesVsockAndTheSize) {
   EXPECT_EQ(doc["machine-config"]["vcpu_count"].GetUint(), 2u);
   EXPECT_EQ(doc["machine-config"]["mem_size_mib"].GetUint(), 256u);
   EXPECT_STREQ(doc["vsock"]["uds_path"].GetString(), "/v.sock");
+  EXPECT_FALSE(doc.HasMember("network-interfaces"));
+}
+
+TEST(VmTest, ConfigWithATapHasTheNetworkInterface) {
+  std::string json =
+      VmConfigJson("/vmlinux", "/agent.ext4", "/root.ext4", "/v.sock", {1, 128}, "ember0123");
+  rapidjson::Document doc;
+  doc.Parse(json.c_str());
+  ASSERT_TRUE(doc.IsObject()) << json;
+  const auto& nics = doc["network-interfaces"];
+  ASSERT_EQ(nics.Size(), 1u);
+  EXPECT_STREQ(nics[0]["iface_id"].GetString(), "eth0");
+  EXPECT_STREQ(nics[0]["host_dev_name"].GetString(), "ember0123");
 }
 
 TEST(VmTest, JailIdsFollowTheJailersRuleAndDifferPerContainer) {
@@ -117,6 +130,11 @@ TEST(VmTest, WaitForConsoleSeesTheMarkOrGivesUp) {
   EXPECT_EQ(looks, 3);
 }
 
+void MarkReady(const std::string& dir, const char* jailed) {
+  std::ofstream(dir + "/network") << "ember-template\n";
+  std::ofstream(dir + "/jailed") << jailed;
+}
+
 TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
   TempDir dir;
   TemplateFiles t;
@@ -124,6 +142,10 @@ TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
   ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
   EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, "", &t));
   std::ofstream(dir.path() + "/template/jailed") << "1";
+  // One made before the VM had a network device is not used: its
+  // snapshot has none for the container's TAP.
+  EXPECT_FALSE(TemplateReady(dir.path(), VmSize{}, "", &t));
+  std::ofstream(dir.path() + "/template/network") << "ember-template\n";
   ASSERT_TRUE(TemplateReady(dir.path(), VmSize{}, "", &t));
   EXPECT_TRUE(t.jailed);
   EXPECT_EQ(t.snapshot, dir.path() + "/template/vm.snap");
@@ -134,12 +156,12 @@ TEST(VmTest, TemplateIsReadyOnlyOnceMarked) {
 TEST(VmTest, ATemplateServesOnlyItsSize) {
   TempDir dir;
   ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
-  std::ofstream(dir.path() + "/template/jailed") << "0";
+  MarkReady(dir.path() + "/template", "0");
   VmSize big{2, 512};
   TemplateFiles t;
   EXPECT_FALSE(TemplateReady(dir.path(), big, "", &t));
   ASSERT_EQ(mkdir((dir.path() + "/template-2x512").c_str(), 0700), 0);
-  std::ofstream(dir.path() + "/template-2x512/jailed") << "0";
+  MarkReady(dir.path() + "/template-2x512", "0");
   ASSERT_TRUE(TemplateReady(dir.path(), big, "", &t));
   EXPECT_EQ(t.memory, dir.path() + "/template-2x512/vm.mem");
   EXPECT_FALSE(t.jailed);
@@ -154,7 +176,7 @@ TEST(VmTest, ATemplateOfAnotherAgentIsNotUsed) {
   std::ofstream(agent) << "v1";
   ASSERT_EQ(mkdir((dir.path() + "/template").c_str(), 0700), 0);
   std::ofstream(dir.path() + "/template/agent-stamp") << FileStamp(agent) << "\n";
-  std::ofstream(dir.path() + "/template/jailed") << "0";
+  MarkReady(dir.path() + "/template", "0");
   TemplateFiles t;
   EXPECT_TRUE(TemplateReady(dir.path(), VmSize{}, agent, &t));
   ASSERT_EQ(unlink(agent.c_str()), 0);
