@@ -43,11 +43,15 @@ void StopVmm(pid_t vmm) {
   waitpid(vmm, nullptr, 0);
 }
 
+// Written whole under another name, then renamed: a reader never sees
+// half of it.
 void WriteNote(const std::string& path, const std::string& text) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  std::string temporary = path + ".new";
+  int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return;
-  (void)!write(fd, text.data(), text.size());
+  bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   close(fd);
+  if (written) rename(temporary.c_str(), path.c_str());
 }
 
 // Joins the namespace's interface to the VM's TAP and puts its settings

@@ -46,7 +46,7 @@ IMAGE = "docker.io/library/ember-busybox:test"
 # A guest boot on a loaded PVM host can take minutes; runc takes a second.
 EMBER_TIMEOUT = 900
 APPLETS = ["sh", "echo", "cat", "sleep", "ls", "id", "hostname", "env", "true", "false", "tty",
-           "stty", "ps", "mount"]
+           "stty", "ps", "mount", "ip", "ping", "nc"]
 
 
 def _blob(layout, data):
@@ -393,6 +393,84 @@ def test_the_container_ends_with_its_process(runtime):
     ran = d.ctr("run", "--rm", *runtime.run_args(), IMAGE, cid, "sh", "-c",
                 "sleep 3000 & echo started; exit 3", check=False, timeout=runtime.timeout)
     assert (ran.returncode, ran.stdout) == (3, b"started\n"), ran.stderr
+    runtime.check_clean(cid)
+
+
+@contextlib.contextmanager
+def cni_like_namespaces(tag):
+    """What a CNI bridge plugin leaves, without touching the host's network:
+    a namespace for the container whose eth0 (one end of a veth pair) has
+    10.77.0.2/24 and a default route via 10.77.0.1, and a second namespace,
+    the wire's far side, holding the other end at 10.77.0.1."""
+    pod, wire = f"ember-pod-{tag}-{os.getpid()}", f"ember-wire-{tag}-{os.getpid()}"
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+    try:
+        ip("netns", "add", pod)
+        ip("netns", "add", wire)
+        ip("-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+           "netns", wire)
+        ip("-n", pod, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        ip("-n", pod, "link", "set", "eth0", "up")
+        ip("-n", pod, "route", "add", "default", "via", "10.77.0.1")
+        ip("-n", wire, "addr", "add", "10.77.0.1/24", "dev", "peer0")
+        ip("-n", wire, "link", "set", "peer0", "up")
+        yield pod, wire
+    finally:
+        for ns in (pod, wire):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+# Answers one connection on 10.77.0.1:7777 ("listening" once it does):
+# prints the peer and the line it got, sends "pong".
+ONE_TCP_ANSWER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.1", 7777))
+s.listen(1)
+print("listening", flush=True)
+s.settimeout(float(sys.argv[1]))
+c, peer = s.accept()
+print(peer[0], c.recv(100).decode().strip(), flush=True)
+c.sendall(b"pong\\n")
+c.close()
+"""
+
+
+def test_the_network_of_the_containers_namespace(runtime):
+    """In a network namespace set up as a CNI plugin sets up a pod's (ctr
+    run --with-ns, as CRI joins one), the container has the namespace's
+    address and reaches the far side of its veth by ICMP and TCP. In Ember
+    the guest's interface takes the veth's MAC, MTU, address and routes,
+    and tc redirects the veth's traffic to and from the VM's TAP."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-net"
+    with cni_like_namespaces(runtime.name) as (pod, wire):
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", wire, "python3", "-c", ONE_TCP_ANSWER,
+             str(runtime.timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert server.stdout.readline() == b"listening\n", server.stderr.read()
+            ran = d.ctr("run", "--rm", *runtime.run_args(), "--with-ns",
+                        f"network:/var/run/netns/{pod}", IMAGE, cid, "sh", "-c",
+                        "ip -4 -o addr show eth0; ping -c 1 -W 30 10.77.0.1 >/dev/null && "
+                        "echo pinged; echo ping | nc 10.77.0.1 7777",
+                        check=False, timeout=runtime.timeout)
+        finally:
+            server.kill()
+            answered = server.communicate()
+        out = ran.stdout.decode()
+        assert ran.returncode == 0, (out, ran.stderr)
+        assert " 10.77.0.2/24 " in out.splitlines()[0], out
+        assert out.splitlines()[1:] == ["pinged", "pong"], out
+        assert answered[0].decode() == "10.77.0.2 ping\n", answered
+        if runtime.name == "ember":
+            # The TAP went with the container; the pod's namespace stays.
+            links = subprocess.run(["ip", "-n", pod, "-o", "link"], capture_output=True,
+                                   check=True).stdout.decode()
+            assert "ember" not in links, links
     runtime.check_clean(cid)
 
 
