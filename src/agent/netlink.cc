@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <linux/if_arp.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,6 +17,28 @@ namespace ember::agent::netlink {
 namespace {
 
 constexpr size_t kReceiveBuffer = 64 * 1024;
+
+// One datagram; an error, rather than part of it, when it does not fit.
+ssize_t Receive(int fd, std::vector<char>* buffer, std::string* error) {
+  while (true) {
+    ssize_t n = recv(fd, buffer->data(), buffer->size(), MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || static_cast<size_t>(n) > buffer->size()) {
+      *error = "netlink receive: " +
+               std::string(n < 0 ? strerror(errno) : n == 0 ? "closed" : "message truncated");
+      return -1;
+    }
+    return n;
+  }
+}
+
+// An NLMSG_ERROR's (or NLMSG_DONE's) code as a positive errno; 0 for an ack.
+int ErrorCode(const nlmsghdr* h) {
+  if (h->nlmsg_len < NLMSG_LENGTH(sizeof(int))) return EPROTO;
+  int code;
+  memcpy(&code, NLMSG_DATA(h), sizeof(code));
+  return code < 0 ? -code : 0;
+}
 
 uint32_t Ipv4At(std::string_view data) {
   uint32_t v = 0;
@@ -105,16 +128,12 @@ bool Socket::Request(Message& m, const std::string& what, std::string* error, in
   if (!Send(m, error)) return false;
   std::vector<char> buffer(kReceiveBuffer);
   while (true) {
-    ssize_t n = recv(fd_, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      *error = "netlink receive: " + std::string(n < 0 ? strerror(errno) : "closed");
-      return false;
-    }
+    ssize_t n = Receive(fd_, &buffer, error);
+    if (n < 0) return false;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, n);
          h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_seq != seq_ || h->nlmsg_type != NLMSG_ERROR) continue;
-      int code = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+      int code = ErrorCode(h);
       if (code == 0) return true;
       if (err) *err = code;
       *error = what + ": " + strerror(code);
@@ -129,19 +148,20 @@ bool Socket::Dump(Message& m, const std::function<void(uint16_t, std::string_vie
   if (!Send(m, error)) return false;
   std::vector<char> buffer(kReceiveBuffer);
   while (true) {
-    ssize_t n = recv(fd_, buffer.data(), buffer.size(), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      *error = "netlink receive: " + std::string(n < 0 ? strerror(errno) : "closed");
-      return false;
-    }
+    ssize_t n = Receive(fd_, &buffer, error);
+    if (n < 0) return false;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, n);
          h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_seq != seq_) continue;
-      if (h->nlmsg_type == NLMSG_DONE) return true;
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        *error = std::string("netlink dump: ") +
-                 strerror(-reinterpret_cast<nlmsgerr*>(NLMSG_DATA(h))->error);
+      // A table that changed during the dump may have been read in part.
+      if (h->nlmsg_flags & NLM_F_DUMP_INTR) {
+        *error = "netlink dump: interrupted by a change; try again";
+        return false;
+      }
+      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+        int code = ErrorCode(h);
+        if (code == 0 && h->nlmsg_type == NLMSG_DONE) return true;
+        *error = std::string("netlink dump: ") + strerror(code ? code : EPROTO);
         return false;
       }
       each(h->nlmsg_type, std::string_view(static_cast<const char*>(NLMSG_DATA(h)),
@@ -212,6 +232,8 @@ bool ListRoutes(Socket& s, std::vector<Route>* routes, std::string* error) {
     Route r;
     r.prefix = info.rtm_dst_len;
     r.scope = info.rtm_scope;
+    r.onlink = info.rtm_flags & RTNH_F_ONLINK;
+    r.protocol = info.rtm_protocol;
     for (const Attribute& a : Attributes(Payload(msg, sizeof(rtmsg)))) {
       if (a.type == RTA_TABLE && a.data.size() == 4) memcpy(&table, a.data.data(), 4);
       if (a.type == RTA_DST) r.destination = Ipv4At(a.data);
@@ -265,6 +287,7 @@ bool AddRoute(Socket& s, const Route& r, std::string* error) {
   info->rtm_protocol = RTPROT_BOOT;
   info->rtm_scope = r.scope;
   info->rtm_type = RTN_UNICAST;
+  info->rtm_flags = r.onlink ? RTNH_F_ONLINK : 0;
   uint32_t destination = htonl(r.destination), gateway = htonl(r.gateway);
   if (r.prefix > 0) m.Put(RTA_DST, &destination, 4);
   if (r.gateway != 0) m.Put(RTA_GATEWAY, &gateway, 4);
@@ -274,6 +297,40 @@ bool AddRoute(Socket& s, const Route& r, std::string* error) {
                      std::to_string(r.prefix) +
                      (r.gateway ? " via " + FormatIpv4(r.gateway) : std::string());
   return s.Request(m, what, error, &err) || err == EEXIST;
+}
+
+bool ListPermanentNeighbours(Socket& s, std::vector<Neighbour>* neighbours, std::string* error) {
+  Message m(RTM_GETNEIGH, 0);
+  m.Header<ndmsg>()->ndm_family = AF_INET;
+  neighbours->clear();
+  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
+    if (type != RTM_NEWNEIGH || msg.size() < sizeof(ndmsg)) return;
+    ndmsg info;
+    memcpy(&info, msg.data(), sizeof(info));
+    if (info.ndm_family != AF_INET || !(info.ndm_state & NUD_PERMANENT)) return;
+    Neighbour n{info.ndm_ifindex, 0, {}};
+    bool has_mac = false;
+    for (const Attribute& a : Attributes(Payload(msg, sizeof(ndmsg)))) {
+      if (a.type == NDA_DST) n.address = Ipv4At(a.data);
+      if (a.type == NDA_LLADDR && a.data.size() == 6) {
+        memcpy(n.mac.data(), a.data.data(), 6);
+        has_mac = true;
+      }
+    }
+    if (has_mac) neighbours->push_back(n);
+  }, error);
+}
+
+bool AddNeighbour(Socket& s, const Neighbour& n, std::string* error) {
+  Message m(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+  auto* info = m.Header<ndmsg>();
+  info->ndm_family = AF_INET;
+  info->ndm_ifindex = n.index;
+  info->ndm_state = NUD_PERMANENT;
+  uint32_t address = htonl(n.address);
+  m.Put(NDA_DST, &address, 4);
+  m.Put(NDA_LLADDR, n.mac.data(), n.mac.size());
+  return s.Request(m, "cannot add the neighbour " + FormatIpv4(n.address), error);
 }
 
 bool DeleteLink(Socket& s, int index, std::string* error) {

@@ -22,7 +22,8 @@ namespace ember::agent::netlink {
 class Message {
  public:
   Message(uint16_t type, uint16_t flags);
-  // Appends the fixed header (ifinfomsg, rtmsg, tcmsg, ...), zeroed.
+  // Appends the fixed header (ifinfomsg, rtmsg, tcmsg, ...), zeroed. The
+  // pointer is good until the next append.
   template <class T>
   T* Header() {
     size_t at = Append(nullptr, sizeof(T));
@@ -97,10 +98,23 @@ struct Route {
   uint32_t gateway = 0;  // 0: none (on the link)
   uint8_t scope = 0;     // RT_SCOPE_*
   int index = 0;         // the outgoing interface
+  bool onlink = false;   // RTNH_F_ONLINK: the gateway is on the link, whatever the subnets
+  uint8_t protocol = 0;  // RTPROT_*: who made it (the kernel's for an address's subnet)
   friend bool operator==(const Route&, const Route&) = default;
 };
 // The main table's unicast routes.
 bool ListRoutes(Socket& s, std::vector<Route>* routes, std::string* error);
+
+// A permanent ARP entry (a CNI plugin's for a gateway that does not answer
+// ARP).
+struct Neighbour {
+  int index = 0;
+  uint32_t address = 0;
+  std::array<uint8_t, 6> mac{};
+  friend bool operator==(const Neighbour&, const Neighbour&) = default;
+};
+bool ListPermanentNeighbours(Socket& s, std::vector<Neighbour>* neighbours, std::string* error);
+bool AddNeighbour(Socket& s, const Neighbour& n, std::string* error);
 
 // Sets the link's MAC (when `mac` is not null) and MTU (when not 0), then
 // brings it up.

@@ -34,12 +34,17 @@ bool ConfigureNetwork(const NetworkSpec& network, std::string* error) {
     netlink::Address address{index, a.address, static_cast<uint8_t>(a.prefix)};
     if (!netlink::AddAddress(s, address, error)) return false;
   }
-  for (bool on_link : {true, false}) {
+  for (const NetworkSpec::Neighbour& n : network.neighbours) {
+    if (!netlink::AddNeighbour(s, {index, n.address, n.mac}, error)) return false;
+  }
+  // Those of a narrower scope (on the link) first: a gateway is reachable
+  // once they are there.
+  for (bool narrow : {true, false}) {
     for (const NetworkSpec::Route& r : network.routes) {
-      if ((r.gateway == 0) != on_link) continue;
+      if ((r.scope != RT_SCOPE_UNIVERSE) != narrow) continue;
       netlink::Route route{r.destination, static_cast<uint8_t>(r.prefix), r.gateway,
-                           static_cast<uint8_t>(on_link ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE),
-                           index};
+                           static_cast<uint8_t>(r.scope), index,
+                           (r.flags & NetworkSpec::Route::kOnLink) != 0};
       if (!netlink::AddRoute(s, route, error)) return false;
     }
   }

@@ -11,10 +11,10 @@
 namespace ember::agent {
 
 // Brings the loopback interface up, then the first Ethernet interface with
-// `network`'s MAC and MTU, adds its addresses, then its routes (those on
-// the link first, so a gateway outside every subnet, as Calico's, is
-// reachable when the routes through it are added). What is there already
-// is no error. False with *error on the first failure.
+// `network`'s MAC and MTU, adds its addresses and neighbours, then its
+// routes (those on the link first, so a gateway outside every subnet, as
+// Calico's, is reachable when the routes through it are added). What is
+// there already is no error. False with *error on the first failure.
 bool ConfigureNetwork(const NetworkSpec& network, std::string* error);
 
 }  // namespace ember::agent

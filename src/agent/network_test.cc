@@ -40,10 +40,14 @@ TEST(NetworkTest, TheGuestsInterfaceTakesTheContainersNetwork) {
   spec.mac = {0x02, 0x42, 0x0a, 0x1e, 0x00, 0x05};
   spec.mtu = 1400;
   spec.addresses = {{Ip(10, 30, 0, 5), 24}};
-  // Calico's shape: a /32 gateway reached on the link, the default via it;
-  // listed gateway first to show the link routes go first.
-  spec.routes = {{0, 0, Ip(169, 254, 1, 1)}, {Ip(169, 254, 1, 1), 32, 0},
-                 {Ip(10, 30, 0, 0), 24, 0}};
+  spec.neighbours = {{Ip(169, 254, 1, 1), {0x02, 0, 0, 0, 0, 0x01}}};
+  // Calico's shape: a /32 gateway reached on the link, the default via it
+  // (listed first to show the link routes go first); AWS's: a route
+  // through a gateway "onlink".
+  spec.routes = {{0, 0, Ip(169, 254, 1, 1), RT_SCOPE_UNIVERSE, 0},
+                 {Ip(169, 254, 1, 1), 32, 0, RT_SCOPE_LINK, 0},
+                 {Ip(10, 99, 0, 0), 16, Ip(169, 254, 9, 9), RT_SCOPE_UNIVERSE,
+                  NetworkSpec::Route::kOnLink}};
   bool made = ember::testing::InNewNetworkNamespace([&] {
     MakeTap("guest0");
     std::string error;
@@ -72,10 +76,19 @@ TEST(NetworkTest, TheGuestsInterfaceTakesTheContainersNetwork) {
     EXPECT_NE(std::find(addresses.begin(), addresses.end(),
                         netlink::Address{eth->index, Ip(10, 30, 0, 5), 24}),
               addresses.end());
-    netlink::Route default_route{0, 0, Ip(169, 254, 1, 1), RT_SCOPE_UNIVERSE, eth->index};
-    netlink::Route gateway{Ip(169, 254, 1, 1), 32, 0, RT_SCOPE_LINK, eth->index};
+    netlink::Route default_route{0, 0, Ip(169, 254, 1, 1), RT_SCOPE_UNIVERSE, eth->index,
+                                 false, RTPROT_BOOT};
+    netlink::Route gateway{Ip(169, 254, 1, 1), 32, 0, RT_SCOPE_LINK, eth->index, false,
+                           RTPROT_BOOT};
     EXPECT_NE(std::find(routes.begin(), routes.end(), default_route), routes.end());
     EXPECT_NE(std::find(routes.begin(), routes.end(), gateway), routes.end());
+    netlink::Route onlink{Ip(10, 99, 0, 0), 16, Ip(169, 254, 9, 9), RT_SCOPE_UNIVERSE,
+                          eth->index, true, RTPROT_BOOT};
+    EXPECT_NE(std::find(routes.begin(), routes.end(), onlink), routes.end());
+    std::vector<netlink::Neighbour> neighbours;
+    ASSERT_TRUE(netlink::ListPermanentNeighbours(s, &neighbours, &error)) << error;
+    EXPECT_EQ(neighbours, (std::vector<netlink::Neighbour>{
+                              {eth->index, Ip(169, 254, 1, 1), {0x02, 0, 0, 0, 0, 0x01}}}));
   });
   if (!made) GTEST_SKIP() << "cannot make a network namespace";
 }

@@ -68,23 +68,41 @@ bool Strings(Reader* r, size_t payload_size, std::vector<std::string>* out) {
   return true;
 }
 
+// A MAC address as a u64, its first byte lowest; the top 16 bits clear.
+bool Mac(Reader* r, std::array<uint8_t, 6>* mac) {
+  uint64_t v;
+  if (!r->U64(&v) || v >> 48) return false;
+  for (int i = 0; i < 6; ++i) (*mac)[i] = static_cast<uint8_t>(v >> (8 * i));
+  return true;
+}
+
+uint64_t MacBits(const std::array<uint8_t, 6>& mac) {
+  uint64_t v = 0;
+  for (int i = 0; i < 6; ++i) v |= uint64_t{mac[i]} << (8 * i);
+  return v;
+}
+
 bool Network(Reader* r, NetworkSpec* n) {
-  uint64_t mac;
   uint32_t count;
-  if (!r->U64(&mac) || mac >> 48 || !r->U32(&n->mtu) || !r->U32(&count) ||
+  if (!Mac(r, &n->mac) || !r->U32(&n->mtu) || !r->U32(&count) ||
       count > NetworkSpec::kMaxEntries) {
     return false;
   }
-  for (int i = 0; i < 6; ++i) n->mac[i] = static_cast<uint8_t>(mac >> (8 * i));
   for (uint32_t i = 0; i < count; ++i) {
     NetworkSpec::Address& a = n->addresses.emplace_back();
     if (!r->U32(&a.address) || !r->U32(&a.prefix) || a.prefix > 32) return false;
   }
   if (!r->U32(&count) || count > NetworkSpec::kMaxEntries) return false;
   for (uint32_t i = 0; i < count; ++i) {
+    NetworkSpec::Neighbour& neighbour = n->neighbours.emplace_back();
+    if (!r->U32(&neighbour.address) || !Mac(r, &neighbour.mac)) return false;
+  }
+  if (!r->U32(&count) || count > NetworkSpec::kMaxEntries) return false;
+  for (uint32_t i = 0; i < count; ++i) {
     NetworkSpec::Route& route = n->routes.emplace_back();
     if (!r->U32(&route.destination) || !r->U32(&route.prefix) || !r->U32(&route.gateway) ||
-        route.prefix > 32) {
+        !r->U32(&route.scope) || !r->U32(&route.flags) || route.prefix > 32 ||
+        route.scope > 255 || (route.flags & ~NetworkSpec::Route::kOnLink)) {
       return false;
     }
   }
@@ -248,20 +266,25 @@ std::string EncodeExec(const ExecRequest& request) {
     }
     if (c.has_network) {
       const NetworkSpec& n = c.network;
-      uint64_t mac = 0;
-      for (int i = 0; i < 6; ++i) mac |= uint64_t{n.mac[i]} << (8 * i);
-      PutU64(&out, mac);
+      PutU64(&out, MacBits(n.mac));
       PutU32(&out, n.mtu);
       PutU32(&out, static_cast<uint32_t>(n.addresses.size()));
       for (const NetworkSpec::Address& a : n.addresses) {
         PutU32(&out, a.address);
         PutU32(&out, a.prefix);
       }
+      PutU32(&out, static_cast<uint32_t>(n.neighbours.size()));
+      for (const NetworkSpec::Neighbour& neighbour : n.neighbours) {
+        PutU32(&out, neighbour.address);
+        PutU64(&out, MacBits(neighbour.mac));
+      }
       PutU32(&out, static_cast<uint32_t>(n.routes.size()));
       for (const NetworkSpec::Route& route : n.routes) {
         PutU32(&out, route.destination);
         PutU32(&out, route.prefix);
         PutU32(&out, route.gateway);
+        PutU32(&out, route.scope);
+        PutU32(&out, route.flags);
       }
     }
   }

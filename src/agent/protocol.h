@@ -108,8 +108,9 @@ struct MountSpec {
 
 // The guest's network, as the container's network namespace on the host has
 // it: the guest's one interface gets `mac` and `mtu` and comes up with
-// `addresses`, then `routes` are added (IPv4: the guest has no IPv6).
-// Addresses in host order (10.0.0.1 is 0x0a000001).
+// `addresses`, then `neighbours` (a CNI plugin's static ARP entries, as
+// AWS's for its gateway) and `routes` are added (IPv4: the guest has no
+// IPv6). Addresses in host order (10.0.0.1 is 0x0a000001).
 struct NetworkSpec {
   static constexpr uint32_t kMaxEntries = 64;
   std::array<uint8_t, 6> mac{};
@@ -120,10 +121,19 @@ struct NetworkSpec {
     friend bool operator==(const Address&, const Address&) = default;
   };
   std::vector<Address> addresses;
+  struct Neighbour {
+    uint32_t address = 0;
+    std::array<uint8_t, 6> mac{};
+    friend bool operator==(const Neighbour&, const Neighbour&) = default;
+  };
+  std::vector<Neighbour> neighbours;
   struct Route {
+    static constexpr uint32_t kOnLink = 1;  // the gateway is on the link (RTNH_F_ONLINK)
     uint32_t destination = 0;
-    uint32_t prefix = 0;  // 0: the default route
-    uint32_t gateway = 0; // 0: on the link (scope link)
+    uint32_t prefix = 0;   // 0: the default route
+    uint32_t gateway = 0;  // 0: none
+    uint32_t scope = 0;    // RT_SCOPE_*: 0 universe, 253 link, 254 host
+    uint32_t flags = 0;    // kOnLink
     friend bool operator==(const Route&, const Route&) = default;
   };
   std::vector<Route> routes;
@@ -196,7 +206,8 @@ struct ExecRequest {
 // u32 count and that many rlimits (u32 resource, u64 soft, u64 hard), and
 // with bits 8 the network: u64 MAC (its first byte lowest), u32 MTU, u32
 // count and that many addresses (u32 address, u32 prefix), u32 count and
-// that many routes (u32 destination, u32 prefix, u32 gateway).
+// that many neighbours (u32 address, u64 MAC), u32 count and that many
+// routes (u32 destination, u32 prefix, u32 gateway, u32 scope, u32 flags).
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);

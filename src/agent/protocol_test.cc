@@ -242,7 +242,9 @@ TEST(ExecRequestTest, NetworkRoundTripsAndIsChecked) {
   in.container.network.mac = {0x02, 0x42, 0xac, 0x11, 0x00, 0xff};
   in.container.network.mtu = 1450;
   in.container.network.addresses = {{0x0a580005, 16}, {0xc0a80001, 32}};
-  in.container.network.routes = {{0, 0, 0x0a580001}, {0x0a580000, 16, 0}};
+  in.container.network.neighbours = {{0xa9fe0101, {0x02, 0, 0, 0, 0, 0x01}}};
+  in.container.network.routes = {{0, 0, 0x0a580001, 0, NetworkSpec::Route::kOnLink},
+                                 {0x0a580000, 16, 0, 253, 0}};
   std::string error;
   std::string wire = EncodeExec(in);
   ASSERT_TRUE(DecodeExec(wire, &out, &error)) << error;
@@ -258,7 +260,16 @@ TEST(ExecRequestTest, NetworkRoundTripsAndIsChecked) {
   r.container.network.routes[1].prefix = 40;
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   r = in;
+  r.container.network.routes[0].flags = 2;  // only on-link is known
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = in;
+  r.container.network.routes[0].scope = 256;
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = in;
   r.container.network.routes.resize(NetworkSpec::kMaxEntries + 1);
+  EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
+  r = in;
+  r.container.network.neighbours.resize(NetworkSpec::kMaxEntries + 1);
   EXPECT_FALSE(DecodeExec(EncodeExec(r), &out, &error));
   // Once per guest: an exec'd process does not carry it.
   r = in;

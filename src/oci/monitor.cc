@@ -57,14 +57,14 @@ void WriteNote(const std::string& path, const std::string& text) {
 // Joins the namespace's interface to the VM's TAP and puts its settings
 // into the request for the guest; notes the outcome.
 absl::Status ConnectNetwork(MonitorPlan& plan) {
-  std::string why;
-  auto network = ConnectTap(plan.tap, &why);
-  if (!network.ok()) return network.status();
-  std::string note = why;
-  if (network->has_value()) {
+  auto connection = ConnectTap(plan.tap);
+  if (!connection.ok()) return connection.status();
+  std::string note = connection->why;
+  if (connection->contested && plan.warn) plan.warn("the container has no network: " + note);
+  if (connection->network) {
     agent::ContainerSpec& c = plan.exec.request.container;
     c.has_network = true;
-    c.network = **network;
+    c.network = *connection->network;
     note.clear();
     for (const auto& a : c.network.addresses) {
       note += agent::netlink::FormatIpv4(a.address) + "/" + std::to_string(a.prefix) + " ";
@@ -112,13 +112,12 @@ void RunMonitor(MonitorPlan plan) {
     }
     uint32_t pid = status.ok() ? static_cast<uint32_t>(*started) : 0;
     std::string message(status.message());
+    // Before the report: create kills the monitor once it has it.
+    if (!status.ok()) RemoveTap(plan.tap);
     (void)!write(plan.ready_fd, &pid, sizeof(pid));
     if (!status.ok()) (void)!write(plan.ready_fd, message.data(), message.size());
     close(plan.ready_fd);
-    if (!status.ok()) {
-      RemoveTap(plan.tap);
-      _exit(1);
-    }
+    if (!status.ok()) _exit(1);
     vmm = *started;
     WaitForStart(plan.start_fifo);
     close(plan.start_fifo);

@@ -17,6 +17,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 
 #include "src/agent/protocol.h"
@@ -50,6 +51,9 @@ struct MonitorPlan {
   // sandbox, which runs nothing that needs it).
   std::string tap;
   bool connect_network = false;
+  // Says why the guest got no network when the namespace had an interface
+  // for it (ember-oci's log).
+  std::function<void(const std::string&)> warn;
 };
 
 // In the forked monitor: never returns. Becomes a session leader (so the

@@ -12,6 +12,7 @@
 #include <linux/tc_act/tc_mirred.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,14 +48,22 @@ void DeleteIngress(nl::Socket& s, int index) {
   s.Request(m, "tc qdisc del", &ignored);
 }
 
-// `tc qdisc add dev FROM ingress` then `tc filter add dev FROM parent ffff:
-// protocol all u32 match u32 0 0 action mirred egress redirect dev TO`.
-bool Redirect(nl::Socket& s, int from, int to, std::string* error) {
-  nl::Message qdisc(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
-  TcHeader(qdisc, from, kIngress, TC_H_INGRESS);
-  qdisc.PutString(TCA_KIND, "ingress");
-  if (!s.Request(qdisc, "cannot add an ingress qdisc", error)) return false;
+// `tc qdisc add dev X ingress`; EEXIST when it has one. A qdisc just
+// deleted may still be going (EBUSY): Kata waits for it too.
+bool AddIngress(nl::Socket& s, int index, std::string* error, int* err) {
+  for (int attempt = 0;; ++attempt) {
+    nl::Message qdisc(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
+    TcHeader(qdisc, index, kIngress, TC_H_INGRESS);
+    qdisc.PutString(TCA_KIND, "ingress");
+    if (s.Request(qdisc, "cannot add an ingress qdisc", error, err)) return true;
+    if (*err != EBUSY || attempt == 20) return false;
+    usleep(10 * 1000);
+  }
+}
 
+// `tc filter add dev FROM parent ffff: protocol all u32 match u32 0 0
+// action mirred egress redirect dev TO`.
+bool AddRedirect(nl::Socket& s, int from, int to, std::string* error) {
   nl::Message filter(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
   TcHeader(filter, from, 0, kIngress)->tcm_info = TC_H_MAKE(1 << 16, htons(ETH_P_ALL));
   filter.PutString(TCA_KIND, "u32");
@@ -82,12 +91,16 @@ bool Redirect(nl::Socket& s, int from, int to, std::string* error) {
   return s.Request(filter, "cannot add a tc redirect", error);
 }
 
-// Where the interface's ingress filters redirect to (a mirred action's
-// device), or 0.
-int RedirectTarget(nl::Socket& s, int index) {
+// What the interface's ingress filters redirect to: whether one has a
+// mirred action, and its device (0 once that device is gone).
+struct Redirection {
+  bool mirred = false;
+  int target = 0;
+};
+Redirection RedirectionOf(nl::Socket& s, int index) {
   nl::Message m(RTM_GETTFILTER, 0);
   TcHeader(m, index, 0, kIngress);
-  int target = 0;
+  Redirection r;
   std::string ignored;
   s.Dump(m, [&](uint16_t type, std::string_view msg) {
     if (type != RTM_NEWTFILTER || msg.size() < NLMSG_ALIGN(sizeof(tcmsg))) return;
@@ -102,14 +115,14 @@ int RedirectTarget(nl::Socket& s, int index) {
               if (p.type != TCA_MIRRED_PARMS || p.data.size() < sizeof(tc_mirred)) continue;
               tc_mirred parms;
               memcpy(&parms, p.data.data(), sizeof(parms));
-              target = static_cast<int>(parms.ifindex);
+              r = {true, static_cast<int>(parms.ifindex)};
             }
           }
         }
       }
     }
   }, &ignored);
-  return target;
+  return r;
 }
 
 const nl::Link* Named(const std::vector<nl::Link>& links, const std::string& name) {
@@ -119,14 +132,149 @@ const nl::Link* Named(const std::vector<nl::Link>& links, const std::string& nam
   return nullptr;
 }
 
-bool Exists(const std::vector<nl::Link>& links, int index) {
+const nl::Link* Indexed(const std::vector<nl::Link>& links, int index) {
   for (const nl::Link& l : links) {
-    if (l.index == index) return true;
+    if (l.index == index) return &l;
   }
-  return false;
+  return nullptr;
+}
+
+bool IsEmberTap(const nl::Link& l) { return l.kind == "tun" && l.name.rfind("ember", 0) == 0; }
+
+// The first Ethernet interface, other than a TAP, with an IPv4 address.
+const nl::Link* Wire(const std::vector<nl::Link>& links,
+                     const std::vector<nl::Address>& addresses) {
+  const nl::Link* wire = nullptr;
+  for (const nl::Address& a : addresses) {
+    const nl::Link* l = Indexed(links, a.index);
+    if (l && l->type == ARPHRD_ETHER && l->kind != "tun" && (!wire || l->index < wire->index)) {
+      wire = l;
+    }
+  }
+  return wire;
+}
+
+// What the guest takes from `wire`: its MAC, MTU, addresses, permanent
+// neighbours and routes (not those the kernel made for an address's
+// subnet: the guest's kernel makes its own).
+absl::StatusOr<agent::NetworkSpec> SpecOf(nl::Socket& s, const nl::Link& wire,
+                                          const std::vector<nl::Address>& addresses) {
+  std::string error;
+  std::vector<nl::Route> routes;
+  std::vector<nl::Neighbour> neighbours;
+  if (!nl::ListRoutes(s, &routes, &error) ||
+      !nl::ListPermanentNeighbours(s, &neighbours, &error)) {
+    return absl::InternalError("cannot read the container's network namespace: " + error);
+  }
+  agent::NetworkSpec spec;
+  spec.mac = wire.mac;
+  spec.mtu = wire.mtu;
+  for (const nl::Address& a : addresses) {
+    if (a.index == wire.index) spec.addresses.push_back({a.address, a.prefix});
+  }
+  for (const nl::Neighbour& n : neighbours) {
+    if (n.index == wire.index) spec.neighbours.push_back({n.address, n.mac});
+  }
+  for (const nl::Route& r : routes) {
+    if (r.index != wire.index || r.protocol == RTPROT_KERNEL) continue;
+    spec.routes.push_back({r.destination, r.prefix, r.gateway, r.scope,
+                           r.onlink ? agent::NetworkSpec::Route::kOnLink : 0u});
+  }
+  for (size_t n : {spec.addresses.size(), spec.neighbours.size(), spec.routes.size()}) {
+    if (n > agent::NetworkSpec::kMaxEntries) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          wire.name, " has more than ", agent::NetworkSpec::kMaxEntries,
+          " addresses, permanent neighbours or routes"));
+    }
+  }
+  return spec;
+}
+
+// ConnectTap, with the namespace to itself.
+absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
+  nl::Socket s;
+  std::string error;
+  std::vector<nl::Link> links;
+  std::vector<nl::Address> addresses;
+  if (!s.Open(&error) || !nl::ListLinks(s, &links, &error) ||
+      !nl::ListAddresses(s, &addresses, &error)) {
+    return absl::InternalError("cannot read the container's network namespace: " + error);
+  }
+  const nl::Link* own = Named(links, tap);
+  if (own == nullptr) return absl::InternalError("the VM's TAP device " + tap + " is gone");
+  const nl::Link* wire = Wire(links, addresses);
+  if (wire == nullptr) {
+    return Connection{{}, "the network namespace has no interface with an IPv4 address", false};
+  }
+  // A redirect into a TAP that is gone is a VM's that ended without
+  // cleaning up (its monitor killed): taken over. Anything else on the
+  // interface's ingress is somebody's and left alone.
+  Redirection held = RedirectionOf(s, wire->index);
+  const nl::Link* holder = held.mirred ? Indexed(links, held.target) : nullptr;
+  if (holder != nullptr && holder != own) {
+    return Connection{{}, IsEmberTap(*holder)
+        ? "another microVM has " + wire->name +
+              " (containers sharing a network namespace cannot share its interface)"
+        : wire->name + "'s traffic is redirected to " + holder->name + " by someone else", true};
+  }
+  auto spec = SpecOf(s, *wire, addresses);
+  if (!spec.ok()) return spec.status();
+  if (held.mirred) DeleteIngress(s, wire->index);
+  DeleteIngress(s, own->index);
+  int err = 0;
+  if (!AddIngress(s, wire->index, &error, &err)) {
+    if (err == EEXIST) {
+      return Connection{{}, wire->name + " has an ingress qdisc of someone else's (tc): left alone",
+                        true};
+    }
+    return absl::InternalError(absl::StrCat("cannot join ", tap, " to ", wire->name, ": ", error));
+  }
+  if (!AddIngress(s, own->index, &error, &err) || !nl::SetLinkUp(s, own->index, nullptr, wire->mtu, &error) ||
+      !AddRedirect(s, wire->index, own->index, &error) ||
+      !AddRedirect(s, own->index, wire->index, &error)) {
+    DeleteIngress(s, wire->index);
+    DeleteIngress(s, own->index);
+    return absl::InternalError(absl::StrCat("cannot join ", tap, " to ", wire->name, ": ", error));
+  }
+  return Connection{*std::move(spec), "", false};
 }
 
 }  // namespace
+
+absl::Status JoinNetworkNamespace(const std::optional<std::string>& path) {
+  if (!path || path->empty()) {
+    if (unshare(CLONE_NEWNET) != 0) return ErrnoStatus("cannot make a network namespace");
+    return absl::OkStatus();
+  }
+  int ns = open(path->c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+    absl::Status s = ErrnoStatus("cannot join the network namespace " + *path);
+    if (ns >= 0) close(ns);
+    return absl::InvalidArgumentError(s.message());
+  }
+  close(ns);
+  return absl::OkStatus();
+}
+
+absl::Status JoinNamespaceOf(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
+  int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+    absl::Status s = ErrnoStatus("cannot join the container's network namespace (" + path + ")");
+    if (ns >= 0) close(ns);
+    return s;
+  }
+  close(ns);
+  return absl::OkStatus();
+}
+
+bool IsPodSandbox(const std::map<std::string, std::string>& annotations) {
+  for (const char* key : {"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}) {
+    auto it = annotations.find(key);
+    if (it != annotations.end() && it->second == "sandbox") return true;
+  }
+  return false;
+}
 
 std::string TapName(const std::string& root, const std::string& id) {
   // "ember" and 10 hex digits of the jail's id: 15 bytes, IFNAMSIZ's limit.
@@ -150,61 +298,17 @@ absl::Status MakeTap(const std::string& name, uint32_t uid, uint32_t gid) {
   return status;
 }
 
-absl::StatusOr<std::optional<agent::NetworkSpec>> ConnectTap(const std::string& tap,
-                                                             std::string* why) {
-  nl::Socket s;
-  std::string error;
-  std::vector<nl::Link> links;
-  std::vector<nl::Address> addresses;
-  std::vector<nl::Route> routes;
-  if (!s.Open(&error) || !nl::ListLinks(s, &links, &error) ||
-      !nl::ListAddresses(s, &addresses, &error) || !nl::ListRoutes(s, &routes, &error)) {
-    return absl::InternalError("cannot read the container's network namespace: " + error);
+absl::StatusOr<Connection> ConnectTap(const std::string& tap) {
+  // Containers starting at once in one namespace (a pod's) take turns:
+  // the lock is the namespace's own inode's, so it leaves nothing behind.
+  int ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (ns < 0 || flock(ns, LOCK_EX) != 0) {
+    if (ns >= 0) close(ns);
+    return ErrnoStatus("cannot lock the container's network namespace");
   }
-  const nl::Link* own = Named(links, tap);
-  if (own == nullptr) return absl::InternalError("the VM's TAP device " + tap + " is gone");
-  const nl::Link* wire = nullptr;
-  for (const nl::Link& l : links) {
-    if (l.type != ARPHRD_ETHER || l.kind == "tun" || (wire && wire->index < l.index)) continue;
-    for (const nl::Address& a : addresses) {
-      if (a.index == l.index) wire = &l;
-    }
-  }
-  if (wire == nullptr) {
-    *why = "the network namespace has no interface with an IPv4 address";
-    return std::nullopt;
-  }
-  int holder = RedirectTarget(s, wire->index);
-  if (holder != 0 && holder != own->index && Exists(links, holder)) {
-    *why = "another microVM has " + wire->name + " (containers sharing a network namespace "
-           "cannot share its interface)";
-    return std::nullopt;
-  }
-  agent::NetworkSpec spec;
-  spec.mac = wire->mac;
-  spec.mtu = wire->mtu;
-  for (const nl::Address& a : addresses) {
-    if (a.index == wire->index) spec.addresses.push_back({a.address, a.prefix});
-  }
-  for (const nl::Route& r : routes) {
-    if (r.index == wire->index) spec.routes.push_back({r.destination, r.prefix, r.gateway});
-  }
-  if (spec.addresses.size() > agent::NetworkSpec::kMaxEntries ||
-      spec.routes.size() > agent::NetworkSpec::kMaxEntries) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        wire->name, " has more than ", agent::NetworkSpec::kMaxEntries, " addresses or routes"));
-  }
-  // Whatever was there (a VM's that is gone) goes first.
-  DeleteIngress(s, wire->index);
-  DeleteIngress(s, own->index);
-  if (!nl::SetLinkUp(s, own->index, nullptr, wire->mtu, &error) ||
-      !Redirect(s, wire->index, own->index, &error) ||
-      !Redirect(s, own->index, wire->index, &error)) {
-    DeleteIngress(s, wire->index);
-    DeleteIngress(s, own->index);
-    return absl::InternalError(absl::StrCat("cannot join ", tap, " to ", wire->name, ": ", error));
-  }
-  return spec;
+  auto connection = ConnectLocked(tap);
+  close(ns);
+  return connection;
 }
 
 void RemoveTap(const std::string& tap) {
@@ -215,7 +319,7 @@ void RemoveTap(const std::string& tap) {
   const nl::Link* own = Named(links, tap);
   if (own == nullptr) return;
   for (const nl::Link& l : links) {
-    if (l.index != own->index && RedirectTarget(s, l.index) == own->index) {
+    if (l.index != own->index && RedirectionOf(s, l.index).target == own->index) {
       DeleteIngress(s, l.index);
     }
   }

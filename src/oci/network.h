@@ -7,7 +7,10 @@
 // (agent::NetworkSpec). IPv4 only: the guest has no IPv6.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -15,6 +18,19 @@
 #include "src/agent/protocol.h"
 
 namespace ember::oci {
+
+// config.json's network namespace (`path`: absent, "" or a path) for the
+// calling process: joined when it names a path, a new one otherwise.
+// Without the entry too (ctr --net-host): a microVM cannot share the
+// host's network, and its TAP stays out of the host's.
+absl::Status JoinNetworkNamespace(const std::optional<std::string>& path);
+// Joins the network namespace process `pid` is in.
+absl::Status JoinNamespaceOf(pid_t pid);
+
+// A Kubernetes pod's sandbox (its pause container), as containerd's CRI
+// and CRI-O mark it: it holds the pod's namespaces and runs nothing that
+// needs the network, which the pod's first container gets instead.
+bool IsPodSandbox(const std::map<std::string, std::string>& annotations);
 
 // The TAP's name for container `id` under `root`: distinct for the
 // containers that share one namespace (a pod's), and within IFNAMSIZ.
@@ -28,12 +44,18 @@ inline constexpr char kTemplateTap[] = "ember-template";
 absl::Status MakeTap(const std::string& name, uint32_t uid, uint32_t gid);
 
 // Joins the TAP to the namespace's interface: the first Ethernet one,
-// other than a TAP, that has an IPv4 address. Nothing (no network for
-// the guest, with *why saying so) when there is none, or when another
-// VM's TAP has it already (the containers of a pod share one namespace,
-// and only one microVM can have its interface). An error when tc refuses.
-absl::StatusOr<std::optional<agent::NetworkSpec>> ConnectTap(const std::string& tap,
-                                                             std::string* why);
+// other than a TAP, that has an IPv4 address. The guest gets nothing (and
+// `why` says why) when there is none, when another VM's TAP has it already
+// (the containers of a pod share one namespace, and only one microVM can
+// have its interface), or when its ingress has tc rules of someone else's.
+// An error when the namespace cannot be read or tc refuses. Containers
+// connecting in one namespace at once take turns.
+struct Connection {
+  std::optional<agent::NetworkSpec> network;
+  std::string why;
+  bool contested = false;  // an interface was there, but not for this VM
+};
+absl::StatusOr<Connection> ConnectTap(const std::string& tap);
 
 // Removes the TAP and the redirect into it from whatever interface has
 // one. Nothing to do when the TAP is gone.

@@ -100,20 +100,27 @@ bool Receives(int fd, const std::string& payload) {
 TEST(NetworkTest, TheTapTakesTheNamespacesInterfaceBothWays) {
   IN_NEW_NETWORK_NAMESPACE({
     MakeCniInterface();
+    // AWS's VPC CNI's shapes: a permanent ARP entry for a gateway that
+    // does not answer ARP, and a route through it "onlink".
+    Command({"ip", "neigh", "add", "169.254.1.1", "lladdr", "02:00:00:00:00:01", "dev", "eth0",
+             "nud", "permanent"});
+    Command({"ip", "route", "add", "10.99.0.0/16", "via", "169.254.1.1", "dev", "eth0", "onlink"});
     ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
-    std::string why;
-    auto spec = ConnectTap("embertest0", &why);
-    ASSERT_TRUE(spec.ok()) << spec.status().message();
-    ASSERT_TRUE(spec->has_value()) << why;
+    auto connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok()) << connection.status().message();
+    ASSERT_TRUE(connection->network.has_value()) << connection->why;
     nl::Link eth0 = LinkNamed("eth0"), peer0 = LinkNamed("peer0");
-    const NetworkSpec& n = **spec;
+    const NetworkSpec& n = *connection->network;
     EXPECT_EQ(n.mac, eth0.mac);
     EXPECT_EQ(n.mtu, 1450u);
     EXPECT_EQ(n.addresses, (std::vector<NetworkSpec::Address>{{0x0a140002, 24}}));
-    EXPECT_NE(std::find(n.routes.begin(), n.routes.end(), NetworkSpec::Route{0, 0, 0x0a140001}),
-              n.routes.end());
-    EXPECT_NE(std::find(n.routes.begin(), n.routes.end(), NetworkSpec::Route{0x0a140000, 24, 0}),
-              n.routes.end());
+    EXPECT_EQ(n.neighbours, (std::vector<NetworkSpec::Neighbour>{
+                                {0xa9fe0101, {0x02, 0x00, 0x00, 0x00, 0x00, 0x01}}}));
+    // Not the kernel's route for the address's subnet: the guest's kernel
+    // makes its own.
+    EXPECT_EQ(n.routes, (std::vector<NetworkSpec::Route>{
+                            {0, 0, 0x0a140001, 0, 0},
+                            {0x0a630000, 16, 0xa9fe0101, 0, NetworkSpec::Route::kOnLink}}));
     EXPECT_EQ(LinkNamed("embertest0").mtu, 1450u);
 
     // The wire's frames reach the TAP, and the TAP's reach the wire.
@@ -135,13 +142,18 @@ TEST(NetworkTest, TheTapTakesTheNamespacesInterfaceBothWays) {
     close(tap);
     close(wire);
 
+    // Connecting again (a restarted monitor's) keeps it.
+    connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok());
+    EXPECT_TRUE(connection->network.has_value()) << connection->why;
+
     // A second VM in the namespace (a pod's next container) gets nothing.
     ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
-    auto second = ConnectTap("embertest1", &why);
+    auto second = ConnectTap("embertest1");
     ASSERT_TRUE(second.ok());
-    EXPECT_FALSE(second->has_value());
-    EXPECT_EQ(why, "another microVM has eth0 (containers sharing a network namespace cannot "
-                   "share its interface)");
+    EXPECT_FALSE(second->network.has_value());
+    EXPECT_EQ(second->why, "another microVM has eth0 (containers sharing a network namespace "
+                           "cannot share its interface)");
 
     // Once the first is removed, with its redirect, the second may have it.
     RemoveTap("embertest0");
@@ -149,9 +161,9 @@ TEST(NetworkTest, TheTapTakesTheNamespacesInterfaceBothWays) {
     std::string output;
     ASSERT_TRUE(RunTool({"tc", "filter", "show", "dev", "eth0", "ingress"}, &output).ok());
     EXPECT_EQ(output, "");
-    second = ConnectTap("embertest1", &why);
+    second = ConnectTap("embertest1");
     ASSERT_TRUE(second.ok());
-    EXPECT_TRUE(second->has_value()) << why;
+    EXPECT_TRUE(second->network.has_value()) << second->why;
   });
 }
 
@@ -159,14 +171,35 @@ TEST(NetworkTest, ARedirectToATapThatIsGoneIsTakenOver) {
   IN_NEW_NETWORK_NAMESPACE({
     MakeCniInterface();
     ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
-    std::string why;
-    ASSERT_TRUE(ConnectTap("embertest0", &why).ok());
+    ASSERT_TRUE(ConnectTap("embertest0").ok());
     // Its container's monitor was killed before it could clean up.
     Command({"ip", "link", "del", "embertest0"});
     ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
-    auto spec = ConnectTap("embertest1", &why);
-    ASSERT_TRUE(spec.ok());
-    EXPECT_TRUE(spec->has_value()) << why;
+    auto connection = ConnectTap("embertest1");
+    ASSERT_TRUE(connection.ok());
+    EXPECT_TRUE(connection->network.has_value()) << connection->why;
+  });
+}
+
+// tc rules someone else put on the interface (a CNI plugin's, a mesh's)
+// are not Ember's to replace.
+TEST(NetworkTest, SomeoneElsesIngressIsLeftAlone) {
+  IN_NEW_NETWORK_NAMESPACE({
+    MakeCniInterface();
+    Command({"tc", "qdisc", "add", "dev", "eth0", "ingress"});
+    ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
+    auto connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok()) << connection.status().message();
+    EXPECT_FALSE(connection->network.has_value());
+    EXPECT_EQ(connection->why, "eth0 has an ingress qdisc of someone else's (tc): left alone");
+    Command({"tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32",
+             "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "peer0"});
+    connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok());
+    EXPECT_EQ(connection->why, "eth0's traffic is redirected to peer0 by someone else");
+    std::string output;
+    ASSERT_TRUE(RunTool({"tc", "filter", "show", "dev", "eth0", "ingress"}, &output).ok());
+    EXPECT_NE(output.find("peer0"), std::string::npos) << output;
   });
 }
 
@@ -174,12 +207,11 @@ TEST(NetworkTest, ANamespaceWithoutAnAddressGivesTheGuestNone) {
   IN_NEW_NETWORK_NAMESPACE({
     // ctr run without CNI: loopback only.
     ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
-    std::string why;
-    auto spec = ConnectTap("embertest0", &why);
-    ASSERT_TRUE(spec.ok());
-    EXPECT_FALSE(spec->has_value());
-    EXPECT_EQ(why, "the network namespace has no interface with an IPv4 address");
-    auto gone = ConnectTap("embertest9", &why);
+    auto connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok());
+    EXPECT_FALSE(connection->network.has_value());
+    EXPECT_EQ(connection->why, "the network namespace has no interface with an IPv4 address");
+    auto gone = ConnectTap("embertest9");
     EXPECT_EQ(gone.status().message(), "the VM's TAP device embertest9 is gone");
   });
 }

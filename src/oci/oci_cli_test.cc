@@ -523,6 +523,14 @@ class OciNetworkTest : public OciCliTest {
     chmod((bundle_ + "/rootfs/bin/server").c_str(), 0755);
   }
   void TearDown() override {
+    // The monitors a failed test left (their VMMs die with them).
+    for (const char* id : {"c1", "c2", "pause", "app"}) {
+      std::string pid = FirstLine(dir_ + "/" + id + ".pid");
+      if (!pid.empty()) {
+        ember::oci::ProcessRef monitor = ember::oci::RefOf(std::stoi(pid));
+        if (ember::oci::Alive(monitor)) kill(monitor.pid, SIGKILL);
+      }
+    }
     for (const char* v : {"EMBER_OCI_VMM", "EMBER_OCI_JAILER", "EMBER_OCI_KERNEL",
                           "EMBER_OCI_ROOTFS", "EMBER_OCI_BOOT"}) {
       unsetenv(v);
@@ -623,6 +631,32 @@ TEST_F(OciNetworkTest, DeleteRemovesTheTapOfAKilledMonitor) {
   EXPECT_EQ(output, "");
 }
 
+// Only one microVM can have the namespace's interface: a second container
+// runs without, and says so in its note and in ember-oci's log.
+TEST_F(OciNetworkTest, ASecondContainerInTheNamespaceRunsWithoutIt) {
+  using ember::agent::Type;
+  ASSERT_EQ(Create("c1"), 0);
+  FakeGuest first(root_ + "/c1/v.sock", AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)}}));
+  ASSERT_EQ(Run("start c1").status, 0);
+  ASSERT_EQ(Create("c2"), 0);
+  FakeGuest second(root_ + "/c2/v.sock", RunToExit());
+  ASSERT_EQ(Run("start c2").status, 0);
+  ember::oci::ProcessRef monitor = Monitor("c2");
+  for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
+  ASSERT_FALSE(ember::oci::Alive(monitor));
+  std::string why = "another microVM has eth0 (containers sharing a network namespace cannot "
+                    "share its interface)";
+  EXPECT_EQ(FirstLine(root_ + "/c2/network"), why);
+  std::stringstream log;
+  log << std::ifstream(dir_ + "/log.json").rdbuf();
+  EXPECT_NE(log.str().find("the container has no network: " + why), std::string::npos)
+      << log.str();
+  EXPECT_FALSE(ExecIn(second.Received()).container.has_network);
+  EXPECT_EQ(Run("delete --force c1").status, 0);
+  EXPECT_TRUE(ExecIn(first.Received()).container.has_network);
+  EXPECT_EQ(Run("delete c2").status, 0);
+}
+
 // A Kubernetes pod's sandbox (pause) does not take the network: the pod's
 // container, in the same namespace, gets it.
 TEST_F(OciNetworkTest, APodsSandboxLeavesTheNetworkToItsContainer) {
@@ -636,6 +670,7 @@ TEST_F(OciNetworkTest, APodsSandboxLeavesTheNetworkToItsContainer) {
   ASSERT_EQ(Run("start app").status, 0);
   ember::oci::ProcessRef monitor = Monitor("app");
   for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
+  ASSERT_FALSE(ember::oci::Alive(monitor));
   EXPECT_TRUE(ExecIn(app.Received()).container.has_network);
   EXPECT_EQ(Run("delete --force pause").status, 0);
   EXPECT_FALSE(ExecIn(pause.Received()).container.has_network);

@@ -39,6 +39,7 @@
 #include "src/oci/api_client.h"
 #include "src/oci/args.h"
 #include "src/oci/console.h"
+#include "src/oci/log.h"
 #include "src/oci/monitor.h"
 #include "src/oci/network.h"
 #include "src/oci/spec.h"
@@ -58,72 +59,7 @@ namespace agent = ember::agent;
 namespace oci = ember::oci;
 namespace jail = ember::jail;
 
-// --log and --log-format: where messages go.
-// A message quoted as logrus quotes it (Go's strconv.Quote, for the text
-// format): backslashes, quotes and control bytes escaped.
-std::string Quoted(const std::string& message) {
-  std::string out = "\"";
-  for (unsigned char c : message) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c < 0x20 || c == 0x7f) {
-      char hex[8];
-      snprintf(hex, sizeof(hex), "\\x%02x", c);
-      out += hex;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-struct Logger {
-  std::string path;
-  bool json = false;
-
-  void Write(const char* level, const std::string& message) const {
-    std::string time = oci::NowRfc3339();
-    time = time.substr(0, 19) + "Z";
-    if (!path.empty()) {
-      std::string line;
-      if (json) {
-        rapidjson::StringBuffer buffer;
-        rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-        w.StartObject();
-        w.Key("level");
-        w.String(level);
-        w.Key("msg");
-        w.String(message.c_str());
-        w.Key("time");
-        w.String(time.c_str());
-        w.EndObject();
-        line = std::string(buffer.GetString()) + "\n";
-      } else {
-        line = "time=\"" + time + "\" level=" + level + " msg=" + Quoted(message) + "\n";
-      }
-      int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        (void)!write(fd, line.data(), line.size());
-        close(fd);
-      }
-    }
-    if (std::string(level) == "error") {
-      std::string out = path.empty()
-                            ? "time=\"" + time + "\" level=error msg=" + Quoted(message) + "\n"
-                            : message + "\n";
-      (void)!write(2, out.data(), out.size());
-    }
-  }
-};
-
-Logger logger;
+oci::Logger logger;
 
 int Error(const std::string& message, int code = oci::kExitError) {
   logger.Write("error", message);
@@ -192,50 +128,6 @@ bool ParseSignal(const std::string& text, int* signo) {
   return false;
 }
 
-// The pid file as runc writes it: the number alone, written to a temporary
-// name and renamed, so that a reader never sees half of it.
-// config.json's network namespace: joined when it names a path, a new one
-// otherwise. Without the entry too (ctr --net-host): a microVM cannot
-// share the host's network, and its TAP stays out of the host's.
-absl::Status JoinNetworkNamespace(const oci::BundleSpec& spec) {
-  if (!spec.network_namespace || spec.network_namespace->empty()) {
-    if (unshare(CLONE_NEWNET) != 0) {
-      return absl::InternalError(absl::StrCat("cannot make a network namespace: ",
-                                              strerror(errno)));
-    }
-    return absl::OkStatus();
-  }
-  Fd ns(open(spec.network_namespace->c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns.valid() || setns(ns.get(), CLONE_NEWNET) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot join the network namespace ",
-                                                   *spec.network_namespace, ": ",
-                                                   strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// Joins the network namespace process `pid` is in.
-absl::Status JoinNamespaceOf(pid_t pid) {
-  std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
-  Fd ns(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns.valid() || setns(ns.get(), CLONE_NEWNET) != 0) {
-    return absl::InternalError(absl::StrCat("cannot join the container's network namespace (",
-                                            path, "): ", strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// A Kubernetes pod's sandbox (its pause container), as containerd's CRI
-// and CRI-O mark it: it holds the pod's namespaces and runs nothing that
-// needs the network, which the pod's first container gets instead.
-bool IsPodSandbox(const std::map<std::string, std::string>& annotations) {
-  for (const char* key : {"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}) {
-    auto it = annotations.find(key);
-    if (it != annotations.end() && it->second == "sandbox") return true;
-  }
-  return false;
-}
-
 bool ParseSize(const std::string& text, uint32_t min, uint32_t max, uint32_t* out) {
   uint32_t v;
   if (!absl::SimpleAtoi(text, &v) || v < min || v > max) return false;
@@ -243,6 +135,8 @@ bool ParseSize(const std::string& text, uint32_t min, uint32_t max, uint32_t* ou
   return true;
 }
 
+// The pid file as runc writes it: the number alone, written to a temporary
+// name and renamed, so that a reader never sees half of it.
 bool WritePidFile(const std::string& path, pid_t pid) {
   return path.empty() || WriteFileAtomic(path, std::to_string(pid));
 }
@@ -370,7 +264,8 @@ int Create(const oci::CommandLine& cl) {
   plan.restore = restore;
   plan.template_files = tpl;
   plan.tap = tap;
-  plan.connect_network = !IsPodSandbox(spec->annotations);
+  plan.connect_network = !oci::IsPodSandbox(spec->annotations);
+  plan.warn = [](const std::string& message) { logger.Write("warning", message); };
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {
@@ -386,7 +281,7 @@ int Create(const oci::CommandLine& cl) {
     // entering the container's namespaces by its pid reach that one; this
     // process stays in the runtime's, where prestart and createRuntime
     // hooks run. And the container's cgroup, before the VMM starts.
-    if (auto s = JoinNetworkNamespace(*spec); !s.ok()) give_up(s.message());
+    if (auto s = oci::JoinNetworkNamespace(spec->network_namespace); !s.ok()) give_up(s.message());
     // process.oomScoreAdj, as runc sets it for the container's init: here
     // for the monitor and the VMM it starts, which holds the guest.
     if (spec->process.oom_score_adj) {
@@ -430,6 +325,8 @@ int Create(const oci::CommandLine& cl) {
     waitpid(monitor, nullptr, 0);
     oci::ProcessRef vmm_ref = oci::RefOf(static_cast<pid_t>(vmm));
     for (int i = 0; vmm != 0 && i < 250 && oci::Alive(vmm_ref); ++i) usleep(20 * 1000);
+    // A pod's namespace outlives this container: its TAP must not.
+    if (!record.netns.empty()) oci::RemoveTapIn(record.netns, tap);
     if (cgroup) jail::LeaveCgroup(cgroup->version, cgroup->relative, oci::ContainerControllers());
   };
   if (read(ready_r.get(), &vmm, sizeof(vmm)) != sizeof(vmm) || vmm == 0) {
@@ -455,7 +352,7 @@ int Create(const oci::CommandLine& cl) {
                              {&hooks.create_runtime, "createRuntime"},
                              {&hooks.create_container, "createContainer"}}) {
     if (hooked.ok() && list == &hooks.create_container && !list->empty()) {
-      hooked = JoinNamespaceOf(monitor);
+      hooked = oci::JoinNamespaceOf(monitor);
     }
     if (hooked.ok()) hooked = oci::RunHooks(*list, state, phase);
   }
