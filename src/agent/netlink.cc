@@ -51,6 +51,23 @@ std::string_view Payload(std::string_view message, size_t header) {
                                                : message.substr(NLMSG_ALIGN(header));
 }
 
+// Dumps `get` for `family` and calls `each` with the fixed header and the
+// attributes of every answer of type `reply`. Each of these headers
+// (ifinfomsg, ifaddrmsg, rtmsg, ndmsg) starts with its family byte.
+template <class Header>
+bool DumpEach(Socket& s, uint16_t get, uint16_t reply, uint8_t family,
+              const std::function<void(const Header&, const std::vector<Attribute>&)>& each,
+              std::string* error) {
+  Message m(get, 0);
+  *reinterpret_cast<uint8_t*>(m.Header<Header>()) = family;
+  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
+    if (type != reply || msg.size() < sizeof(Header)) return;
+    Header info;
+    memcpy(&info, msg.data(), sizeof(info));
+    each(info, Attributes(Payload(msg, sizeof(Header))));
+  }, error);
+}
+
 }  // namespace
 
 Message::Message(uint16_t type, uint16_t flags) {
@@ -171,18 +188,14 @@ bool Socket::Dump(Message& m, const std::function<void(uint16_t, std::string_vie
 }
 
 bool ListLinks(Socket& s, std::vector<Link>* links, std::string* error) {
-  Message m(RTM_GETLINK, 0);
-  m.Header<ifinfomsg>()->ifi_family = AF_UNSPEC;
   links->clear();
-  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
-    if (type != RTM_NEWLINK || msg.size() < sizeof(ifinfomsg)) return;
-    ifinfomsg info;
-    memcpy(&info, msg.data(), sizeof(info));
+  return DumpEach<ifinfomsg>(s, RTM_GETLINK, RTM_NEWLINK, AF_UNSPEC,
+                             [&](const ifinfomsg& info, const std::vector<Attribute>& attrs) {
     Link l;
     l.index = info.ifi_index;
     l.type = info.ifi_type;
     l.flags = info.ifi_flags;
-    for (const Attribute& a : Attributes(Payload(msg, sizeof(ifinfomsg)))) {
+    for (const Attribute& a : attrs) {
       if (a.type == IFLA_IFNAME) l.name = std::string(a.data.substr(0, a.data.find('\0')));
       if (a.type == IFLA_MTU && a.data.size() == 4) memcpy(&l.mtu, a.data.data(), 4);
       if (a.type == IFLA_ADDRESS && a.data.size() == 6) memcpy(l.mac.data(), a.data.data(), 6);
@@ -197,17 +210,13 @@ bool ListLinks(Socket& s, std::vector<Link>* links, std::string* error) {
 }
 
 bool ListAddresses(Socket& s, std::vector<Address>* addresses, std::string* error) {
-  Message m(RTM_GETADDR, 0);
-  m.Header<ifaddrmsg>()->ifa_family = AF_INET;
   addresses->clear();
-  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
-    if (type != RTM_NEWADDR || msg.size() < sizeof(ifaddrmsg)) return;
-    ifaddrmsg info;
-    memcpy(&info, msg.data(), sizeof(info));
+  return DumpEach<ifaddrmsg>(s, RTM_GETADDR, RTM_NEWADDR, AF_INET,
+                             [&](const ifaddrmsg& info, const std::vector<Attribute>& attrs) {
     if (info.ifa_family != AF_INET) return;
     Address a{static_cast<int>(info.ifa_index), 0, info.ifa_prefixlen};
     bool local = false;
-    for (const Attribute& attr : Attributes(Payload(msg, sizeof(ifaddrmsg)))) {
+    for (const Attribute& attr : attrs) {
       // IFA_LOCAL is the interface's own address (IFA_ADDRESS the peer's
       // on point-to-point links).
       if (attr.type == IFA_LOCAL) {
@@ -221,20 +230,16 @@ bool ListAddresses(Socket& s, std::vector<Address>* addresses, std::string* erro
 }
 
 bool ListRoutes(Socket& s, std::vector<Route>* routes, std::string* error) {
-  Message m(RTM_GETROUTE, 0);
-  m.Header<rtmsg>()->rtm_family = AF_INET;
   routes->clear();
-  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
-    if (type != RTM_NEWROUTE || msg.size() < sizeof(rtmsg)) return;
-    rtmsg info;
-    memcpy(&info, msg.data(), sizeof(info));
+  return DumpEach<rtmsg>(s, RTM_GETROUTE, RTM_NEWROUTE, AF_INET,
+                         [&](const rtmsg& info, const std::vector<Attribute>& attrs) {
     uint32_t table = info.rtm_table;
     Route r;
     r.prefix = info.rtm_dst_len;
     r.scope = info.rtm_scope;
     r.onlink = info.rtm_flags & RTNH_F_ONLINK;
     r.protocol = info.rtm_protocol;
-    for (const Attribute& a : Attributes(Payload(msg, sizeof(rtmsg)))) {
+    for (const Attribute& a : attrs) {
       if (a.type == RTA_TABLE && a.data.size() == 4) memcpy(&table, a.data.data(), 4);
       if (a.type == RTA_DST) r.destination = Ipv4At(a.data);
       if (a.type == RTA_GATEWAY) r.gateway = Ipv4At(a.data);
@@ -300,17 +305,13 @@ bool AddRoute(Socket& s, const Route& r, std::string* error) {
 }
 
 bool ListPermanentNeighbours(Socket& s, std::vector<Neighbour>* neighbours, std::string* error) {
-  Message m(RTM_GETNEIGH, 0);
-  m.Header<ndmsg>()->ndm_family = AF_INET;
   neighbours->clear();
-  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
-    if (type != RTM_NEWNEIGH || msg.size() < sizeof(ndmsg)) return;
-    ndmsg info;
-    memcpy(&info, msg.data(), sizeof(info));
+  return DumpEach<ndmsg>(s, RTM_GETNEIGH, RTM_NEWNEIGH, AF_INET,
+                         [&](const ndmsg& info, const std::vector<Attribute>& attrs) {
     if (info.ndm_family != AF_INET || !(info.ndm_state & NUD_PERMANENT)) return;
     Neighbour n{info.ndm_ifindex, 0, {}};
     bool has_mac = false;
-    for (const Attribute& a : Attributes(Payload(msg, sizeof(ndmsg)))) {
+    for (const Attribute& a : attrs) {
       if (a.type == NDA_DST) n.address = Ipv4At(a.data);
       if (a.type == NDA_LLADDR && a.data.size() == 6) {
         memcpy(n.mac.data(), a.data.data(), 6);
