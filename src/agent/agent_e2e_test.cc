@@ -426,6 +426,55 @@ TEST_F(AgentTest, TheContainersProcessesEndWithItsInit) {
   EXPECT_EQ(Finish(outside).status, 128 + SIGTERM) << "still running until now";
 }
 
+// The container's network through the agent binary, in a network
+// namespace of the agent's own (never the host's: the request reconfigures
+// the interfaces it finds) with a TAP for the guest's virtio-net
+// interface: the process sees the address and routes.
+TEST_F(AgentTest, TheInitsRequestSetsUpTheNetworkFirst) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  std::string root = dir_ + "/root";
+  ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp /bin/busybox " + root + "/busybox").c_str()), 0);
+  ExecRequest r;
+  r.flags = ExecRequest::kFlagContainer | ExecRequest::kFlagInit;
+  r.argv = {"/busybox", "sh", "-c", "/busybox ip -4 -o addr show guest0; /busybox ip route"};
+  r.container.root_dir = root;
+  r.container.has_network = true;
+  r.container.network.mtu = 1400;
+  r.container.network.addresses = {{0x0a1e0005, 24}};  // 10.30.0.5/24
+  r.container.network.routes = {{0, 0, 0x0a1e0001, 0, 0}};
+  for (bool with_interface : {true, false}) {
+    std::string sock = dir_ + (with_interface ? "/net.sock" : "/bare.sock");
+    std::string make = with_interface ? "ip tuntap add dev guest0 mode tap && " : "";
+    Process agent = Start({"/usr/bin/unshare", "-n", "sh", "-c",
+                           make + "exec " + EMBER_AGENT_BIN + " --listen unix:" + sock});
+    struct Stop {
+      Process agent;
+      ~Stop() {
+        kill(agent.pid, SIGTERM);
+        Finish(agent);
+      }
+    } stop{agent};
+    ASSERT_TRUE(WaitFor([&] {
+      int fd = ConnectUnix(sock);
+      if (fd >= 0) close(fd);
+      return fd >= 0;
+    }));
+    Outcome got = RunRequest(sock, r);
+    if (with_interface) {
+      EXPECT_EQ(got.exit.value, 0u) << got.out;
+      EXPECT_NE(got.out.find("inet 10.30.0.5/24"), std::string::npos) << got.out;
+      EXPECT_NE(got.out.find("default via 10.30.0.1 dev guest0"), std::string::npos) << got.out;
+    } else {
+      // ERROR's text, after its kind byte.
+      EXPECT_NE(got.out.find("cannot set up the container's network: the guest has no network "
+                             "interface for the container's network"),
+                std::string::npos)
+          << got.out;
+    }
+  }
+}
+
 // root_readonly on a real ext4 root (a loop device), in a mount namespace
 // of the agent's own so that nothing it mounts reaches the host: the root
 // refuses writes, its bind mount and tmpfs take them.
