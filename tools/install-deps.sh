@@ -17,8 +17,8 @@ packages=(
   # integration tests
   python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
   # containers in microVMs (test_containers.py): Debian's containerd, its runc
-  # shim, and runc as the baseline
-  containerd runc
+  # shim, runc as the baseline, and the CNI plugins `ctr run --cni` runs
+  containerd runc containernetworking-plugins
   # side-by-side benchmarks (tools/devtool bench): the peer and the charts
   qemu-system-x86 python3-matplotlib binutils
 )

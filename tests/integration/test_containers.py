@@ -422,13 +422,15 @@ def cni_like_namespaces(tag):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-# Answers one connection on 10.77.0.1:7777 ("listening" once it does):
-# prints the peer and the line it got, sends "pong".
+# Answers one connection on argv[2]:7777 ("listening" once it does; the
+# address may come later, as a CNI plugin's bridge does): prints the peer
+# and the line it got, sends "pong".
 ONE_TCP_ANSWER = """
 import socket, sys
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.77.0.1", 7777))
+s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND
+s.bind((sys.argv[2], 7777))
 s.listen(1)
 print("listening", flush=True)
 s.settimeout(float(sys.argv[1]))
@@ -450,7 +452,7 @@ def test_the_network_of_the_containers_namespace(runtime):
     with cni_like_namespaces(runtime.name) as (pod, wire):
         server = subprocess.Popen(
             ["ip", "netns", "exec", wire, "python3", "-c", ONE_TCP_ANSWER,
-             str(runtime.timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             str(runtime.timeout), "10.77.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert server.stdout.readline() == b"listening\n", server.stderr.read()
             ran = d.ctr("run", "--rm", *runtime.run_args(), "--with-ns",
@@ -471,6 +473,77 @@ def test_the_network_of_the_containers_namespace(runtime):
             links = subprocess.run(["ip", "-n", pod, "-o", "link"], capture_output=True,
                                    check=True).stdout.decode()
             assert "ember" not in links, links
+    runtime.check_clean(cid)
+
+
+CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+
+
+@contextlib.contextmanager
+def cni_bridge_host(tag, tmp_path):
+    """Debian's CNI plugins as `ctr run --cni` runs them (bridge, host-local
+    IPAM: 10.79.0.0/24, the bridge at .1 as the gateway), without touching
+    the host: ctr runs in a network namespace of the test's, where the
+    plugin makes its bridge, and in a mount namespace where overlays on
+    /etc and /opt give it the configuration and plugins it looks for
+    there. Yields the command prefix that runs a program that way, and the
+    host namespace's name."""
+    if not (CNI_PLUGINS / "bridge").exists():
+        pytest.skip("no CNI plugins (Debian's containernetworking-plugins)")
+    host = f"ember-cni-{tag}-{os.getpid()}"
+    etc, opt = tmp_path / "etc", tmp_path / "opt"
+    (etc / "upper" / "cni" / "net.d").mkdir(parents=True)
+    (opt / "upper" / "cni").mkdir(parents=True)
+    (opt / "upper" / "cni" / "bin").symlink_to(CNI_PLUGINS)
+    for d in (etc, opt):
+        (d / "work").mkdir()
+    conf = {"cniVersion": "1.0.0", "name": f"ember-{tag}",
+            "plugins": [{"type": "bridge", "bridge": "cni-ember", "isGateway": True,
+                         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+                                  "ranges": [[{"subnet": "10.79.0.0/24"}]],
+                                  "routes": [{"dst": "0.0.0.0/0"}]}}]}
+    (etc / "upper" / "cni" / "net.d" / "10-ember.conflist").write_text(json.dumps(conf))
+    overlays = " && ".join(
+        f"mount -t overlay overlay -o lowerdir=/{name},upperdir={d}/upper,workdir={d}/work /{name}"
+        for name, d in (("etc", etc), ("opt", opt)))
+    subprocess.run(["ip", "netns", "add", host], check=True, capture_output=True)
+    try:
+        yield ["ip", "netns", "exec", host, "unshare", "-m", "--propagation", "private",
+               "sh", "-c", overlays + ' && exec "$0" "$@"'], host
+    finally:
+        subprocess.run(["ip", "netns", "del", host], capture_output=True)
+
+
+def test_a_cni_bridge_network(runtime, tmp_path):
+    """`ctr run --cni` with Debian's bridge plugin: containerd's client sets
+    the network up in the container's namespace after create (as CRI does
+    for a pod's), and the container has the address the plugin gave it and
+    reaches the bridge by ICMP and TCP. In Ember the guest takes the veth's
+    settings at start."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-cni"
+    with cni_bridge_host(runtime.name, tmp_path) as (prefix, host):
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", host, "python3", "-c", ONE_TCP_ANSWER,
+             str(runtime.timeout), "10.79.0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert server.stdout.readline() == b"listening\n", server.stderr.read()
+            ran = subprocess.Popen(
+                prefix + ["ctr", "-a", str(d.sock), "run", "--rm", "--cni",
+                          *runtime.run_args(), IMAGE, cid, "sh", "-c",
+                          "ip -4 -o addr show eth0; ping -c 1 -W 30 10.79.0.1 >/dev/null && "
+                          "echo pinged; echo ping | nc 10.79.0.1 7777"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = ran.communicate(timeout=runtime.timeout)
+        finally:
+            server.kill()
+            answered = server.communicate()
+        out = out.decode()
+        assert ran.returncode == 0, (out, err, answered)
+        assert re.search(r" 10\.79\.0\.\d+/24 ", out.splitlines()[0]), out
+        assert out.splitlines()[1:] == ["pinged", "pong"], (out, answered)
+        address = out.split()[3].split("/")[0]
+        assert answered[0].decode() == f"{address} ping\n", answered
     runtime.check_clean(cid)
 
 
