@@ -52,20 +52,28 @@ std::string_view Payload(std::string_view message, size_t header) {
 }
 
 // Dumps `get` for `family` and calls `each` with the fixed header and the
-// attributes of every answer of type `reply`. Each of these headers
+// attributes of every answer of type `reply` (after `restart`, which clears
+// what an earlier attempt gathered). Each of these headers
 // (ifinfomsg, ifaddrmsg, rtmsg, ndmsg) starts with its family byte.
 template <class Header>
 bool DumpEach(Socket& s, uint16_t get, uint16_t reply, uint8_t family,
+              const std::function<void()>& restart,
               const std::function<void(const Header&, const std::vector<Attribute>&)>& each,
               std::string* error) {
-  Message m(get, 0);
-  *reinterpret_cast<uint8_t*>(m.Header<Header>()) = family;
-  return s.Dump(m, [&](uint16_t type, std::string_view msg) {
-    if (type != reply || msg.size() < sizeof(Header)) return;
-    Header info;
-    memcpy(&info, msg.data(), sizeof(info));
-    each(info, Attributes(Payload(msg, sizeof(Header))));
-  }, error);
+  // A dump a change interrupted is read again from the start.
+  for (int attempt = 0;; ++attempt) {
+    restart();
+    Message m(get, 0);
+    *reinterpret_cast<uint8_t*>(m.Header<Header>()) = family;
+    bool interrupted = false;
+    bool ok = s.Dump(m, [&](uint16_t type, std::string_view msg) {
+      if (type != reply || msg.size() < sizeof(Header)) return;
+      Header info;
+      memcpy(&info, msg.data(), sizeof(info));
+      each(info, Attributes(Payload(msg, sizeof(Header))));
+    }, error, &interrupted);
+    if (ok || !interrupted || attempt == 4) return ok;
+  }
 }
 
 }  // namespace
@@ -160,36 +168,39 @@ bool Socket::Request(Message& m, const std::string& what, std::string* error, in
 }
 
 bool Socket::Dump(Message& m, const std::function<void(uint16_t, std::string_view)>& each,
-                  std::string* error) {
+                  std::string* error, bool* interrupted) {
   m.header()->nlmsg_flags |= NLM_F_DUMP;
   if (!Send(m, error)) return false;
   std::vector<char> buffer(kReceiveBuffer);
+  bool partial = false;
   while (true) {
     ssize_t n = Receive(fd_, &buffer, error);
     if (n < 0) return false;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, n);
          h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_seq != seq_) continue;
-      // A table that changed during the dump may have been read in part.
-      if (h->nlmsg_flags & NLM_F_DUMP_INTR) {
-        *error = "netlink dump: interrupted by a change; try again";
-        return false;
-      }
+      // A table that changed during the dump may have been read in part:
+      // read on to its end (the socket takes no other request before),
+      // then say so.
+      partial |= (h->nlmsg_flags & NLM_F_DUMP_INTR) != 0;
       if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
         int code = ErrorCode(h);
-        if (code == 0 && h->nlmsg_type == NLMSG_DONE) return true;
-        *error = std::string("netlink dump: ") + strerror(code ? code : EPROTO);
+        if (code == 0 && h->nlmsg_type == NLMSG_DONE && !partial) return true;
+        if (interrupted) *interrupted = partial;
+        *error = std::string("netlink dump: ") +
+                 (partial ? "interrupted by a change" : strerror(code ? code : EPROTO));
         return false;
       }
-      each(h->nlmsg_type, std::string_view(static_cast<const char*>(NLMSG_DATA(h)),
-                                           h->nlmsg_len - NLMSG_HDRLEN));
+      if (!partial) {
+        each(h->nlmsg_type, std::string_view(static_cast<const char*>(NLMSG_DATA(h)),
+                                             h->nlmsg_len - NLMSG_HDRLEN));
+      }
     }
   }
 }
 
 bool ListLinks(Socket& s, std::vector<Link>* links, std::string* error) {
-  links->clear();
-  return DumpEach<ifinfomsg>(s, RTM_GETLINK, RTM_NEWLINK, AF_UNSPEC,
+  return DumpEach<ifinfomsg>(s, RTM_GETLINK, RTM_NEWLINK, AF_UNSPEC, [&] { links->clear(); },
                              [&](const ifinfomsg& info, const std::vector<Attribute>& attrs) {
     Link l;
     l.index = info.ifi_index;
@@ -210,8 +221,7 @@ bool ListLinks(Socket& s, std::vector<Link>* links, std::string* error) {
 }
 
 bool ListAddresses(Socket& s, std::vector<Address>* addresses, std::string* error) {
-  addresses->clear();
-  return DumpEach<ifaddrmsg>(s, RTM_GETADDR, RTM_NEWADDR, AF_INET,
+  return DumpEach<ifaddrmsg>(s, RTM_GETADDR, RTM_NEWADDR, AF_INET, [&] { addresses->clear(); },
                              [&](const ifaddrmsg& info, const std::vector<Attribute>& attrs) {
     if (info.ifa_family != AF_INET) return;
     Address a{static_cast<int>(info.ifa_index), 0, info.ifa_prefixlen};
@@ -230,8 +240,7 @@ bool ListAddresses(Socket& s, std::vector<Address>* addresses, std::string* erro
 }
 
 bool ListRoutes(Socket& s, std::vector<Route>* routes, std::string* error) {
-  routes->clear();
-  return DumpEach<rtmsg>(s, RTM_GETROUTE, RTM_NEWROUTE, AF_INET,
+  return DumpEach<rtmsg>(s, RTM_GETROUTE, RTM_NEWROUTE, AF_INET, [&] { routes->clear(); },
                          [&](const rtmsg& info, const std::vector<Attribute>& attrs) {
     uint32_t table = info.rtm_table;
     Route r;
@@ -305,8 +314,7 @@ bool AddRoute(Socket& s, const Route& r, std::string* error) {
 }
 
 bool ListPermanentNeighbours(Socket& s, std::vector<Neighbour>* neighbours, std::string* error) {
-  neighbours->clear();
-  return DumpEach<ndmsg>(s, RTM_GETNEIGH, RTM_NEWNEIGH, AF_INET,
+  return DumpEach<ndmsg>(s, RTM_GETNEIGH, RTM_NEWNEIGH, AF_INET, [&] { neighbours->clear(); },
                          [&](const ndmsg& info, const std::vector<Attribute>& attrs) {
     if (info.ndm_family != AF_INET || !(info.ndm_state & NUD_PERMANENT)) return;
     Neighbour n{info.ndm_ifindex, 0, {}};

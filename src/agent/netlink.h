@@ -61,9 +61,10 @@ class Socket {
   // refusal comes back as *err (errno) with *error naming `what`.
   bool Request(Message& m, const std::string& what, std::string* error, int* err = nullptr);
   // Sends a dump request and calls `each` with every message of the answer
-  // (its type and the bytes after the netlink header).
+  // (its type and the bytes after the netlink header). A dump a change
+  // interrupted fails, with *interrupted set: try again.
   bool Dump(Message& m, const std::function<void(uint16_t, std::string_view)>& each,
-            std::string* error);
+            std::string* error, bool* interrupted = nullptr);
 
  private:
   bool Send(Message& m, std::string* error);

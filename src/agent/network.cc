@@ -4,6 +4,8 @@
 #include <linux/if_arp.h>
 #include <linux/rtnetlink.h>
 
+#include <algorithm>
+
 #include "src/agent/netlink.h"
 
 namespace ember::agent {
@@ -37,16 +39,16 @@ bool ConfigureNetwork(const NetworkSpec& network, std::string* error) {
   for (const NetworkSpec::Neighbour& n : network.neighbours) {
     if (!netlink::AddNeighbour(s, {index, n.address, n.mac}, error)) return false;
   }
-  // Those of a narrower scope (on the link) first: a gateway is reachable
-  // once they are there.
-  for (bool narrow : {true, false}) {
-    for (const NetworkSpec::Route& r : network.routes) {
-      if ((r.scope != RT_SCOPE_UNIVERSE) != narrow) continue;
-      netlink::Route route{r.destination, static_cast<uint8_t>(r.prefix), r.gateway,
-                           static_cast<uint8_t>(r.scope), index,
-                           (r.flags & NetworkSpec::Route::kOnLink) != 0};
-      if (!netlink::AddRoute(s, route, error)) return false;
-    }
+  // Narrower scopes first (host, link, site, then universe): a gateway is
+  // reachable once the routes to it are there.
+  std::vector<NetworkSpec::Route> routes = network.routes;
+  std::stable_sort(routes.begin(), routes.end(),
+                   [](const auto& a, const auto& b) { return a.scope > b.scope; });
+  for (const NetworkSpec::Route& r : routes) {
+    netlink::Route route{r.destination, static_cast<uint8_t>(r.prefix), r.gateway,
+                         static_cast<uint8_t>(r.scope), index,
+                         (r.flags & NetworkSpec::Route::kOnLink) != 0};
+    if (!netlink::AddRoute(s, route, error)) return false;
   }
   return true;
 }

@@ -51,7 +51,7 @@ void WriteNote(const std::string& path, const std::string& text) {
   if (fd < 0) return;
   bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   close(fd);
-  if (written) rename(temporary.c_str(), path.c_str());
+  if (!written || rename(temporary.c_str(), path.c_str()) != 0) unlink(temporary.c_str());
 }
 
 // Joins the namespace's interface to the VM's TAP and puts its settings

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@ namespace {
 namespace nl = agent::netlink;
 
 constexpr uint32_t kIngress = 0xffff0000;  // the ingress qdisc's handle, ffff:
+// The priority Ember's filters have ("EM"): what tells them from anyone
+// else's on the interface.
+constexpr uint32_t kEmberPriority = 0x454d;
 
 tcmsg* TcHeader(nl::Message& m, int index, uint32_t handle, uint32_t parent) {
   tcmsg* t = m.Header<tcmsg>();
@@ -65,7 +69,8 @@ bool AddIngress(nl::Socket& s, int index, std::string* error, int* err) {
 // action mirred egress redirect dev TO`.
 bool AddRedirect(nl::Socket& s, int from, int to, std::string* error) {
   nl::Message filter(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
-  TcHeader(filter, from, 0, kIngress)->tcm_info = TC_H_MAKE(1 << 16, htons(ETH_P_ALL));
+  TcHeader(filter, from, 0, kIngress)->tcm_info =
+      TC_H_MAKE(kEmberPriority << 16, htons(ETH_P_ALL));
   filter.PutString(TCA_KIND, "u32");
   size_t options = filter.Nest(TCA_OPTIONS);
   // One key, its mask 0: every packet matches.
@@ -91,19 +96,25 @@ bool AddRedirect(nl::Socket& s, int from, int to, std::string* error) {
   return s.Request(filter, "cannot add a tc redirect", error);
 }
 
-// What the interface's ingress filters redirect to: whether one has a
-// mirred action, and its device (0 once that device is gone).
-struct Redirection {
-  bool mirred = false;
+// What the interface's ingress filters are: whether any is not Ember's,
+// and where Ember's redirect to (0: none, or a device that is gone).
+struct Ingress {
+  bool foreign = false;
   int target = 0;
 };
-Redirection RedirectionOf(nl::Socket& s, int index) {
+Ingress IngressOf(nl::Socket& s, int index) {
   nl::Message m(RTM_GETTFILTER, 0);
   TcHeader(m, index, 0, kIngress);
-  Redirection r;
+  Ingress ingress;
   std::string ignored;
   s.Dump(m, [&](uint16_t type, std::string_view msg) {
     if (type != RTM_NEWTFILTER || msg.size() < NLMSG_ALIGN(sizeof(tcmsg))) return;
+    tcmsg info;
+    memcpy(&info, msg.data(), sizeof(info));
+    if (TC_H_MAJ(info.tcm_info) >> 16 != kEmberPriority) {
+      ingress.foreign = true;
+      return;
+    }
     for (const nl::Attribute& options : nl::Attributes(msg.substr(NLMSG_ALIGN(sizeof(tcmsg))))) {
       if (options.type != TCA_OPTIONS) continue;
       for (const nl::Attribute& acts : nl::Attributes(options.data)) {
@@ -115,15 +126,35 @@ Redirection RedirectionOf(nl::Socket& s, int index) {
               if (p.type != TCA_MIRRED_PARMS || p.data.size() < sizeof(tc_mirred)) continue;
               tc_mirred parms;
               memcpy(&parms, p.data.data(), sizeof(parms));
-              r = {true, static_cast<int>(parms.ifindex)};
+              ingress.target = static_cast<int>(parms.ifindex);
             }
           }
         }
       }
     }
   }, &ignored);
-  return r;
+  return ingress;
 }
+
+// Holds the calling thread's network namespace to itself against other
+// Ember processes: the lock is on the namespace's own nsfs inode, so it
+// leaves nothing behind.
+class NamespaceLock {
+ public:
+  NamespaceLock() : fd_(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+    if (fd_ >= 0 && flock(fd_, LOCK_EX) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~NamespaceLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
 
 const nl::Link* Named(const std::vector<nl::Link>& links, const std::string& name) {
   for (const nl::Link& l : links) {
@@ -138,8 +169,6 @@ const nl::Link* Indexed(const std::vector<nl::Link>& links, int index) {
   }
   return nullptr;
 }
-
-bool IsEmberTap(const nl::Link& l) { return l.kind == "tun" && l.name.rfind("ember", 0) == 0; }
 
 // The first Ethernet interface, other than a TAP, with an IPv4 address.
 const nl::Link* Wire(const std::vector<nl::Link>& links,
@@ -206,20 +235,24 @@ absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
   if (wire == nullptr) {
     return Connection{{}, "the network namespace has no interface with an IPv4 address", false};
   }
-  // A redirect into a TAP that is gone is a VM's that ended without
-  // cleaning up (its monitor killed): taken over. Anything else on the
-  // interface's ingress is somebody's and left alone.
-  Redirection held = RedirectionOf(s, wire->index);
-  const nl::Link* holder = held.mirred ? Indexed(links, held.target) : nullptr;
+  // Ember's redirect into a TAP that is gone is a VM's that ended without
+  // cleaning up (its monitor killed): taken over, as is an ingress qdisc
+  // without filters (a connect killed halfway). Filters of anyone else's
+  // are left alone.
+  Ingress ingress = IngressOf(s, wire->index);
+  const nl::Link* holder = Indexed(links, ingress.target);
+  if (ingress.foreign) {
+    return Connection{{}, wire->name + " has tc ingress filters of someone else's: left alone",
+                      true};
+  }
   if (holder != nullptr && holder != own) {
-    return Connection{{}, IsEmberTap(*holder)
-        ? "another microVM has " + wire->name +
-              " (containers sharing a network namespace cannot share its interface)"
-        : wire->name + "'s traffic is redirected to " + holder->name + " by someone else", true};
+    return Connection{{}, "another microVM has " + wire->name +
+                              " (containers sharing a network namespace cannot share its "
+                              "interface)", true};
   }
   auto spec = SpecOf(s, *wire, addresses);
   if (!spec.ok()) return spec.status();
-  if (held.mirred) DeleteIngress(s, wire->index);
+  DeleteIngress(s, wire->index);
   DeleteIngress(s, own->index);
   int err = 0;
   if (!AddIngress(s, wire->index, &error, &err)) {
@@ -241,8 +274,19 @@ absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
 
 }  // namespace
 
+bool SameFile(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+bool IsHostNetworkNamespace(const std::string& path) { return SameFile(path, "/proc/1/ns/net"); }
+
 absl::Status JoinNetworkNamespace(const std::optional<std::string>& path) {
-  if (!path || path->empty()) {
+  // The runtime's own namespace is the host's as far as it knows (init's
+  // may not be readable where it runs).
+  if (!path || path->empty() || IsHostNetworkNamespace(*path) ||
+      SameFile(*path, "/proc/thread-self/ns/net")) {
     if (unshare(CLONE_NEWNET) != 0) return ErrnoStatus("cannot make a network namespace");
     return absl::OkStatus();
   }
@@ -299,19 +343,18 @@ absl::Status MakeTap(const std::string& name, uint32_t uid, uint32_t gid) {
 }
 
 absl::StatusOr<Connection> ConnectTap(const std::string& tap) {
-  // Containers starting at once in one namespace (a pod's) take turns:
-  // the lock is the namespace's own inode's, so it leaves nothing behind.
-  int ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (ns < 0 || flock(ns, LOCK_EX) != 0) {
-    if (ns >= 0) close(ns);
-    return ErrnoStatus("cannot lock the container's network namespace");
+  if (IsHostNetworkNamespace("/proc/thread-self/ns/net")) {
+    return Connection{{}, "the container's network namespace is the host's: its interfaces are "
+                          "not given to a microVM", true};
   }
-  auto connection = ConnectLocked(tap);
-  close(ns);
-  return connection;
+  // Containers starting at once in one namespace (a pod's) take turns.
+  NamespaceLock lock;
+  if (!lock.held()) return ErrnoStatus("cannot lock the container's network namespace");
+  return ConnectLocked(tap);
 }
 
 void RemoveTap(const std::string& tap) {
+  NamespaceLock lock;
   nl::Socket s;
   std::string error;
   std::vector<nl::Link> links;
@@ -319,9 +362,9 @@ void RemoveTap(const std::string& tap) {
   const nl::Link* own = Named(links, tap);
   if (own == nullptr) return;
   for (const nl::Link& l : links) {
-    if (l.index != own->index && RedirectionOf(s, l.index).target == own->index) {
-      DeleteIngress(s, l.index);
-    }
+    if (l.index == own->index) continue;
+    Ingress ingress = IngressOf(s, l.index);
+    if (!ingress.foreign && ingress.target == own->index) DeleteIngress(s, l.index);
   }
   nl::DeleteLink(s, own->index, &error);
 }

@@ -21,9 +21,12 @@ namespace ember::oci {
 
 // config.json's network namespace (`path`: absent, "" or a path) for the
 // calling process: joined when it names a path, a new one otherwise.
-// Without the entry too (ctr --net-host): a microVM cannot share the
-// host's network, and its TAP stays out of the host's.
+// Without the entry too (ctr --net-host), or with a path to the host's
+// (init's, or the caller's own): a microVM cannot share the host's
+// network, and neither its TAP nor a redirect may land there.
 absl::Status JoinNetworkNamespace(const std::optional<std::string>& path);
+// Whether the namespace file at `path` is init's (the host's network).
+bool IsHostNetworkNamespace(const std::string& path);
 // Joins the network namespace process `pid` is in.
 absl::Status JoinNamespaceOf(pid_t pid);
 
@@ -47,7 +50,9 @@ absl::Status MakeTap(const std::string& name, uint32_t uid, uint32_t gid);
 // other than a TAP, that has an IPv4 address. The guest gets nothing (and
 // `why` says why) when there is none, when another VM's TAP has it already
 // (the containers of a pod share one namespace, and only one microVM can
-// have its interface), or when its ingress has tc rules of someone else's.
+// have its interface), when its ingress has tc filters of someone else's
+// (Ember's have a priority of their own), or when the namespace is the
+// host's.
 // An error when the namespace cannot be read or tc refuses. Containers
 // connecting in one namespace at once take turns.
 struct Connection {

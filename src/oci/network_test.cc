@@ -9,12 +9,14 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -181,26 +183,80 @@ TEST(NetworkTest, ARedirectToATapThatIsGoneIsTakenOver) {
   });
 }
 
-// tc rules someone else put on the interface (a CNI plugin's, a mesh's)
-// are not Ember's to replace.
-TEST(NetworkTest, SomeoneElsesIngressIsLeftAlone) {
+// tc filters someone else put on the interface (a CNI plugin's, a mesh's)
+// are not Ember's to replace; an ingress qdisc without filters (a connect
+// killed halfway) is taken over.
+TEST(NetworkTest, SomeoneElsesFiltersAreLeftAlone) {
   IN_NEW_NETWORK_NAMESPACE({
     MakeCniInterface();
     Command({"tc", "qdisc", "add", "dev", "eth0", "ingress"});
     ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
     auto connection = ConnectTap("embertest0");
     ASSERT_TRUE(connection.ok()) << connection.status().message();
-    EXPECT_FALSE(connection->network.has_value());
-    EXPECT_EQ(connection->why, "eth0 has an ingress qdisc of someone else's (tc): left alone");
+    EXPECT_TRUE(connection->network.has_value()) << connection->why;
+    RemoveTap("embertest0");
+    Command({"tc", "qdisc", "add", "dev", "eth0", "ingress"});
     Command({"tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32",
              "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", "peer0"});
-    connection = ConnectTap("embertest0");
+    ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
+    connection = ConnectTap("embertest1");
     ASSERT_TRUE(connection.ok());
-    EXPECT_EQ(connection->why, "eth0's traffic is redirected to peer0 by someone else");
+    EXPECT_FALSE(connection->network.has_value());
+    EXPECT_EQ(connection->why, "eth0 has tc ingress filters of someone else's: left alone");
+    RemoveTap("embertest1");
     std::string output;
     ASSERT_TRUE(RunTool({"tc", "filter", "show", "dev", "eth0", "ingress"}, &output).ok());
-    EXPECT_NE(output.find("peer0"), std::string::npos) << output;
+    EXPECT_NE(output.find("peer0"), std::string::npos) << "still there: " << output;
   });
+}
+
+// Two containers of a pod starting at once: exactly one gets the
+// interface.
+TEST(NetworkTest, ConnectsAtOnceTakeTurns) {
+  IN_NEW_NETWORK_NAMESPACE({
+    MakeCniInterface();
+    for (int round = 0; round < 5; ++round) {
+      std::string a = "embera" + std::to_string(round), b = "emberb" + std::to_string(round);
+      ASSERT_TRUE(MakeTap(a, 0, 0).ok() && MakeTap(b, 0, 0).ok());
+      absl::StatusOr<Connection> got_a, got_b;
+      std::thread first([&] { got_a = ConnectTap(a); });
+      std::thread second([&] { got_b = ConnectTap(b); });
+      first.join();
+      second.join();
+      ASSERT_TRUE(got_a.ok() && got_b.ok());
+      EXPECT_NE(got_a->network.has_value(), got_b->network.has_value()) << round;
+      RemoveTap(a);
+      RemoveTap(b);
+    }
+  });
+}
+
+// A namespace that is the host's never has its interfaces given away.
+TEST(NetworkTest, TheHostsNamespaceIsNotGiven) {
+  // This thread is in the host's namespace; the check comes before any
+  // change, and the TAP does not exist either.
+  if (!IsHostNetworkNamespace("/proc/thread-self/ns/net")) GTEST_SKIP() << "not the host's";
+  auto connection = ConnectTap("embernone");
+  ASSERT_TRUE(connection.ok());
+  EXPECT_FALSE(connection->network.has_value());
+  EXPECT_EQ(connection->why, "the container's network namespace is the host's: its interfaces "
+                             "are not given to a microVM");
+  IN_NEW_NETWORK_NAMESPACE({ EXPECT_FALSE(IsHostNetworkNamespace("/proc/thread-self/ns/net")); });
+}
+
+// config.json naming the runtime's own namespace (the host's, as far as it
+// knows) gets a namespace of its own instead, as one without the entry.
+TEST(NetworkTest, JoiningTheRuntimesOwnNamespaceMakesANewOne) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  struct stat before, after;
+  ASSERT_EQ(stat("/proc/thread-self/ns/net", &before), 0);
+  absl::Status joined;
+  std::thread([&] {  // a thread's namespace is its own
+    joined = JoinNetworkNamespace(std::string("/proc/thread-self/ns/net"));
+    stat("/proc/thread-self/ns/net", &after);
+  }).join();
+  ASSERT_TRUE(joined.ok()) << joined.message();
+  EXPECT_NE(after.st_ino, before.st_ino);
 }
 
 TEST(NetworkTest, ANamespaceWithoutAnAddressGivesTheGuestNone) {

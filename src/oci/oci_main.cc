@@ -311,7 +311,12 @@ int Create(const oci::CommandLine& cl) {
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
   record.tap = tap;
-  if (spec->network_namespace) record.netns = *spec->network_namespace;
+  // The namespace the monitor joined when config.json names one (not the
+  // host's: JoinNetworkNamespace makes one of its own then).
+  if (spec->network_namespace && !spec->network_namespace->empty() &&
+      !oci::IsHostNetworkNamespace(*spec->network_namespace)) {
+    record.netns = *spec->network_namespace;
+  }
   if (cgroup) {
     record.cgroup = cgroup->relative;
     record.cgroup_version = cgroup->version;

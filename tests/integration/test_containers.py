@@ -486,16 +486,18 @@ def cni_bridge_host(tag, tmp_path):
     the host: ctr runs in a network namespace of the test's, where the
     plugin makes its bridge, and in a mount namespace where overlays on
     /etc and /opt give it the configuration and plugins it looks for
-    there. Yields the command prefix that runs a program that way, and the
-    host namespace's name."""
+    there (and /var/lib, where libcni caches results). Yields the command
+    prefix that runs a program that way, and the host namespace's name."""
     if not (CNI_PLUGINS / "bridge").exists():
         pytest.skip("no CNI plugins (Debian's containernetworking-plugins)")
     host = f"ember-cni-{tag}-{os.getpid()}"
-    etc, opt = tmp_path / "etc", tmp_path / "opt"
+    # libcni also caches results under /var/lib/cni.
+    etc, opt, var = tmp_path / "etc", tmp_path / "opt", tmp_path / "var"
     (etc / "upper" / "cni" / "net.d").mkdir(parents=True)
     (opt / "upper" / "cni").mkdir(parents=True)
     (opt / "upper" / "cni" / "bin").symlink_to(CNI_PLUGINS)
-    for d in (etc, opt):
+    (var / "upper").mkdir(parents=True)
+    for d in (etc, opt, var):
         (d / "work").mkdir()
     conf = {"cniVersion": "1.0.0", "name": f"ember-{tag}",
             "plugins": [{"type": "bridge", "bridge": "cni-ember", "isGateway": True,
@@ -505,7 +507,11 @@ def cni_bridge_host(tag, tmp_path):
     (etc / "upper" / "cni" / "net.d" / "10-ember.conflist").write_text(json.dumps(conf))
     overlays = " && ".join(
         f"mount -t overlay overlay -o lowerdir=/{name},upperdir={d}/upper,workdir={d}/work /{name}"
-        for name, d in (("etc", etc), ("opt", opt)))
+        for name, d in (("etc", etc), ("opt", opt), ("var/lib", var)))
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", overlays],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot overlay /etc, /opt and /var/lib here: {probe.stderr.decode()}")
     subprocess.run(["ip", "netns", "add", host], check=True, capture_output=True)
     try:
         yield ["ip", "netns", "exec", host, "unshare", "-m", "--propagation", "private",
@@ -538,6 +544,10 @@ def test_a_cni_bridge_network(runtime, tmp_path):
         finally:
             server.kill()
             answered = server.communicate()
+            if ran.poll() is None:
+                ran.kill()
+                d.ctr("task", "rm", "-f", cid, check=False)
+                d.ctr("container", "rm", cid, check=False)
         out = out.decode()
         assert ran.returncode == 0, (out, err, answered)
         assert re.search(r" 10\.79\.0\.\d+/24 ", out.splitlines()[0]), out
