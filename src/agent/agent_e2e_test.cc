@@ -432,6 +432,9 @@ TEST_F(AgentTest, TheContainersProcessesEndWithItsInit) {
 // interface: the process sees the address and routes.
 TEST_F(AgentTest, TheInitsRequestSetsUpTheNetworkFirst) {
   if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  if (access("/usr/bin/unshare", X_OK) != 0 || access("/bin/busybox", X_OK) != 0) {
+    GTEST_SKIP() << "needs unshare and busybox (tools/install-deps.sh)";
+  }
   std::string root = dir_ + "/root";
   ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
   ASSERT_EQ(system(("cp /bin/busybox " + root + "/busybox").c_str()), 0);
