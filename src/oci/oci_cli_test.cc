@@ -24,67 +24,13 @@
 
 #include "src/agent/protocol.h"
 #include "src/jail/cgroup.h"
-#include "src/oci/network.h"
+#include "src/oci/cli_testing.h"
 #include "src/oci/state.h"
 #include "src/oci/vm.h"
 
 namespace {
 
-struct Outcome {
-  int status;
-  std::string log_msg;  // the last JSON line's "msg"
-  std::string out;
-};
-
-class OciCliTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/ember-oci-cli-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    root_ = dir_ + "/root";
-    bundle_ = dir_ + "/bundle";
-    mkdir(bundle_.c_str(), 0755);
-  }
-  void TearDown() override { (void)!system(("rm -rf " + dir_).c_str()); }
-
-  Outcome Run(const std::string& args) {
-    std::string log = dir_ + "/log.json";
-    unlink(log.c_str());
-    std::string cmd = std::string(EMBER_OCI_BIN) + " --root " + root_ + " --log " + log +
-                      " --log-format json " + args + " > " + dir_ + "/out 2>/dev/null";
-    int st = system(cmd.c_str());
-    Outcome o{WEXITSTATUS(st), "", ""};
-    std::ifstream in(log);
-    std::string line;
-    while (std::getline(in, line)) {
-      rapidjson::Document doc;
-      doc.Parse(line.c_str());
-      EXPECT_TRUE(doc.IsObject() && doc.HasMember("level") && doc.HasMember("time")) << line;
-      if (doc.IsObject() && doc.HasMember("msg")) o.log_msg = doc["msg"].GetString();
-    }
-    std::stringstream out;
-    out << std::ifstream(dir_ + "/out").rdbuf();
-    o.out = out.str();
-    return o;
-  }
-
-  // A running container "c1" whose monitor is this test, as `create` and
-  // `start` would have recorded it; `more` sets the rest.
-  ember::oci::ContainerRecord RecordRunning(
-      const std::function<void(ember::oci::ContainerRecord*)>& more) {
-    mkdir(root_.c_str(), 0711);
-    mkdir((root_ + "/c1").c_str(), 0700);
-    ember::oci::ContainerRecord r;
-    r.id = "c1";
-    r.monitor = ember::oci::RefOf(getpid());
-    r.started = true;
-    more(&r);
-    std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
-    return r;
-  }
-
-  std::string dir_, root_, bundle_;
-};
+using namespace ember::oci::testing;
 
 TEST_F(OciCliTest, BundleWithoutConfig) {
   Outcome o = Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/pid c1");
@@ -194,17 +140,6 @@ TEST_F(OciCliTest, UnknownIdsCommandsAndFlags) {
   EXPECT_EQ(o.log_msg, "flag provided but not defined: -bogus");
 }
 
-// A listening Unix socket at `path`.
-int ListenUnix(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  EXPECT_EQ(listen(fd, 4), 0);
-  return fd;
-}
-
 // Stands in for a VMM's API socket: answers each request with `status`
 // and keeps what it was asked.
 class FakeApi {
@@ -273,63 +208,6 @@ TEST_F(OciCliTest, PauseAndResumeGoThroughTheVmm) {
   EXPECT_EQ(o.status, 1);
   EXPECT_EQ(o.log_msg, "cannot pause the microVM: it answered 400");
   EXPECT_EQ(status(), "running");
-}
-
-std::string FirstLine(const std::string& path) {
-  std::string line;
-  std::getline(std::ifstream(path), line);
-  return line;
-}
-
-// Stands in for a VM's vsock socket with an agent behind it: answers the
-// CONNECT line with "OK" and then `bytes` (the agent's frames).
-class FakeGuest {
- public:
-  // `on_connect`, when given, runs on the connection first.
-  FakeGuest(const std::string& path, std::string bytes,
-            std::function<void(int)> on_connect = nullptr)
-      : bytes_(std::move(bytes)), on_connect_(std::move(on_connect)) {
-    listener_ = ListenUnix(path);
-    thread_ = std::thread([this] {
-      int conn = accept(listener_, nullptr, nullptr);
-      if (conn < 0) return;
-      char c;
-      while (read(conn, &c, 1) == 1 && c != '\n') {
-      }
-      if (on_connect_) on_connect_(conn);
-      std::string answer = "OK 1\n" + bytes_;
-      (void)!write(conn, answer.data(), answer.size());
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(conn, buf, sizeof(buf))) > 0) received_.append(buf, n);
-      close(conn);
-    });
-  }
-  ~FakeGuest() {
-    shutdown(listener_, SHUT_RDWR);
-    if (thread_.joinable()) thread_.join();
-    close(listener_);
-  }
-  // What the client sent after its CONNECT line, once it has closed.
-  std::string Received() {
-    if (thread_.joinable()) thread_.join();
-    return received_;
-  }
-
- private:
-  std::string bytes_;
-  std::string received_;
-  std::function<void(int)> on_connect_;
-  int listener_;
-  std::thread thread_;
-};
-
-std::string AgentFrames(std::vector<std::pair<ember::agent::Type, std::string>> frames) {
-  std::string out;
-  ember::agent::AppendFrame(&out, ember::agent::Type::kHello,
-                            ember::agent::EncodeU32(ember::agent::kVersion));
-  for (const auto& [type, payload] : frames) ember::agent::AppendFrame(&out, type, payload);
-  return out;
 }
 
 // As runc's: exec fails when the process cannot start, and otherwise
@@ -490,192 +368,6 @@ TEST_F(OciCliTest, ListAsJson) {
   EXPECT_EQ(o.status, 0);
   EXPECT_EQ(o.out, "");
   EXPECT_EQ(Run("list --format yaml").status, 1);
-}
-
-// The whole host side of a container's network, against a fake VMM (a
-// script that prints the guest's ready line) and a fake agent, in a
-// namespace set up as a CNI plugin sets one up: eth0 with an address and a
-// default route.
-class OciNetworkTest : public OciCliTest {
- protected:
-  void SetUp() override {
-    OciCliTest::SetUp();
-    if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
-    ns_ = "ember-oci-test-" + std::to_string(getpid());
-    if (Sh("ip netns add " + ns_) != 0) GTEST_SKIP() << "cannot make a network namespace";
-    made_ns_ = true;
-    ASSERT_EQ(Sh(InNs("link add eth0 type veth peer name peer0")), 0);
-    ASSERT_EQ(Sh(InNs("link set eth0 address 02:42:0a:14:00:02 mtu 1450 up")), 0);
-    ASSERT_EQ(Sh(InNs("addr add 10.20.0.2/24 dev eth0")), 0);
-    ASSERT_EQ(Sh(InNs("route add default via 10.20.0.1")), 0);
-    std::ofstream(dir_ + "/ember") << "#!/bin/sh\necho " << ember::oci::kGuestSettled
-                                   << "\nexec sleep 600\n";
-    chmod((dir_ + "/ember").c_str(), 0755);
-    for (const char* file : {"/vmlinux", "/rootfs.ext4"}) std::ofstream(dir_ + file) << "x";
-    setenv("EMBER_OCI_VMM", (dir_ + "/ember").c_str(), 1);
-    setenv("EMBER_OCI_JAILER", "none", 1);
-    setenv("EMBER_OCI_KERNEL", (dir_ + "/vmlinux").c_str(), 1);
-    setenv("EMBER_OCI_ROOTFS", (dir_ + "/rootfs.ext4").c_str(), 1);
-    setenv("EMBER_OCI_BOOT", "cold", 1);
-    mkdir((bundle_ + "/rootfs").c_str(), 0755);
-    mkdir((bundle_ + "/rootfs/bin").c_str(), 0755);
-    std::ofstream(bundle_ + "/rootfs/bin/server") << "x";
-    chmod((bundle_ + "/rootfs/bin/server").c_str(), 0755);
-  }
-  void TearDown() override {
-    // The monitors a failed test left (their VMMs die with them).
-    for (const char* id : {"c1", "c2", "pause", "app"}) {
-      std::string pid = FirstLine(dir_ + "/" + id + ".pid");
-      if (!pid.empty()) {
-        ember::oci::ProcessRef monitor = ember::oci::RefOf(std::stoi(pid));
-        if (ember::oci::Alive(monitor)) kill(monitor.pid, SIGKILL);
-      }
-    }
-    for (const char* v : {"EMBER_OCI_VMM", "EMBER_OCI_JAILER", "EMBER_OCI_KERNEL",
-                          "EMBER_OCI_ROOTFS", "EMBER_OCI_BOOT"}) {
-      unsetenv(v);
-    }
-    if (made_ns_) Sh("ip netns del " + ns_);
-    OciCliTest::TearDown();
-  }
-
-  static int Sh(const std::string& cmd) { return system((cmd + " >/dev/null 2>&1").c_str()); }
-  std::string InNs(const std::string& args) { return "ip -n " + ns_ + " " + args; }
-
-  // Creates container `id` in the namespace (its pid file: <dir>/<id>.pid)
-  // with `annotation` ("key": "value", or "").
-  int Create(const std::string& id, const std::string& annotation = "") {
-    std::ofstream(bundle_ + "/config.json")
-        << R"({"process": {"args": ["/bin/server"]}, "root": {"path": "rootfs"},)"
-        << R"( "annotations": {)" << annotation << "},"
-        << R"( "linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/)" << ns_
-        << R"("}]}})";
-    return Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/" + id + ".pid " + id)
-        .status;
-  }
-
-  ember::oci::ProcessRef Monitor(const std::string& id) {
-    return ember::oci::RefOf(std::stoi(FirstLine(dir_ + "/" + id + ".pid")));
-  }
-
-  // The EXEC request among what a client sent.
-  static ember::agent::ExecRequest ExecIn(const std::string& sent) {
-    ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
-    decoder.Feed(sent);
-    ember::agent::Frame frame;
-    std::string error;
-    ember::agent::ExecRequest request;
-    while (decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
-      if (frame.type == ember::agent::Type::kExec &&
-          ember::agent::DecodeExec(frame.payload, &request, &error)) {
-        return request;
-      }
-    }
-    ADD_FAILURE() << "no EXEC: " << error;
-    return request;
-  }
-
-  std::string ns_;
-  bool made_ns_ = false;
-};
-
-std::string RunToExit() {
-  using ember::agent::Type;
-  return AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
-                      {Type::kExit, ember::agent::EncodeExit({false, 0})}});
-}
-
-TEST_F(OciNetworkTest, StartGivesTheGuestTheNamespacesNetwork) {
-  ASSERT_EQ(Create("c1"), 0);
-  std::string tap = ember::oci::TapName(root_, "c1");
-  EXPECT_EQ(Sh(InNs("link show " + tap)), 0) << "the VMM's TAP is there before it starts";
-  FakeGuest guest(root_ + "/c1/v.sock", RunToExit());
-  ASSERT_EQ(Run("start c1").status, 0);
-  ember::oci::ProcessRef monitor = Monitor("c1");
-  for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
-  ASSERT_FALSE(ember::oci::Alive(monitor));
-
-  ember::agent::ExecRequest request = ExecIn(guest.Received());
-  ASSERT_TRUE(request.container.has_network);
-  const ember::agent::NetworkSpec& n = request.container.network;
-  EXPECT_EQ(n.mac, (std::array<uint8_t, 6>{0x02, 0x42, 0x0a, 0x14, 0x00, 0x02}));
-  EXPECT_EQ(n.mtu, 1450u);
-  EXPECT_EQ(n.addresses, (std::vector<ember::agent::NetworkSpec::Address>{{0x0a140002, 24}}));
-  EXPECT_NE(std::find(n.routes.begin(), n.routes.end(),
-                      ember::agent::NetworkSpec::Route{0, 0, 0x0a140001}),
-            n.routes.end());
-  EXPECT_EQ(FirstLine(root_ + "/c1/network"), "10.20.0.2/24 mtu 1450");
-  EXPECT_NE(Sh(InNs("link show " + tap)), 0) << "the monitor removed its TAP";
-  EXPECT_EQ(Run("delete c1").status, 0);
-}
-
-// A pod's namespace outlives its containers: a TAP left by a monitor that
-// was killed goes at delete, with the redirect into it.
-TEST_F(OciNetworkTest, DeleteRemovesTheTapOfAKilledMonitor) {
-  using ember::agent::Type;
-  ASSERT_EQ(Create("c1"), 0);
-  std::string tap = ember::oci::TapName(root_, "c1");
-  FakeGuest guest(root_ + "/c1/v.sock", AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)}}));
-  ASSERT_EQ(Run("start c1").status, 0);
-  for (int i = 0; i < 100 && access((root_ + "/c1/network").c_str(), F_OK) != 0; ++i) {
-    usleep(100 * 1000);
-  }
-  ASSERT_EQ(FirstLine(root_ + "/c1/network"), "10.20.0.2/24 mtu 1450");
-  kill(Monitor("c1").pid, SIGKILL);
-  EXPECT_EQ(Sh(InNs("link show " + tap)), 0);
-  EXPECT_EQ(Run("delete --force c1").status, 0);
-  EXPECT_NE(Sh(InNs("link show " + tap)), 0);
-  std::string output;
-  ASSERT_TRUE(ember::oci::RunTool({"ip", "netns", "exec", ns_, "tc", "filter", "show", "dev",
-                                   "eth0", "ingress"}, &output).ok());
-  EXPECT_EQ(output, "");
-}
-
-// Only one microVM can have the namespace's interface: a second container
-// runs without, and says so in its note and in ember-oci's log.
-TEST_F(OciNetworkTest, ASecondContainerInTheNamespaceRunsWithoutIt) {
-  using ember::agent::Type;
-  ASSERT_EQ(Create("c1"), 0);
-  FakeGuest first(root_ + "/c1/v.sock", AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)}}));
-  ASSERT_EQ(Run("start c1").status, 0);
-  ASSERT_EQ(Create("c2"), 0);
-  FakeGuest second(root_ + "/c2/v.sock", RunToExit());
-  ASSERT_EQ(Run("start c2").status, 0);
-  ember::oci::ProcessRef monitor = Monitor("c2");
-  for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
-  ASSERT_FALSE(ember::oci::Alive(monitor));
-  std::string why = "another microVM has eth0 (containers sharing a network namespace cannot "
-                    "share its interface)";
-  EXPECT_EQ(FirstLine(root_ + "/c2/network"), why);
-  std::stringstream log;
-  log << std::ifstream(dir_ + "/log.json").rdbuf();
-  EXPECT_NE(log.str().find("the container has no network: " + why), std::string::npos)
-      << log.str();
-  EXPECT_FALSE(ExecIn(second.Received()).container.has_network);
-  EXPECT_EQ(Run("delete --force c1").status, 0);
-  EXPECT_TRUE(ExecIn(first.Received()).container.has_network);
-  EXPECT_EQ(Run("delete c2").status, 0);
-}
-
-// A Kubernetes pod's sandbox (pause) does not take the network: the pod's
-// container, in the same namespace, gets it.
-TEST_F(OciNetworkTest, APodsSandboxLeavesTheNetworkToItsContainer) {
-  using ember::agent::Type;
-  ASSERT_EQ(Create("pause", R"("io.kubernetes.cri.container-type": "sandbox")"), 0);
-  FakeGuest pause(root_ + "/pause/v.sock",
-                  AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)}}));
-  ASSERT_EQ(Run("start pause").status, 0);
-  ASSERT_EQ(Create("app", R"("io.kubernetes.cri.container-type": "container")"), 0);
-  FakeGuest app(root_ + "/app/v.sock", RunToExit());
-  ASSERT_EQ(Run("start app").status, 0);
-  ember::oci::ProcessRef monitor = Monitor("app");
-  for (int i = 0; i < 100 && ember::oci::Alive(monitor); ++i) usleep(100 * 1000);
-  ASSERT_FALSE(ember::oci::Alive(monitor));
-  EXPECT_TRUE(ExecIn(app.Received()).container.has_network);
-  EXPECT_EQ(Run("delete --force pause").status, 0);
-  EXPECT_FALSE(ExecIn(pause.Received()).container.has_network);
-  EXPECT_NE(access((root_ + "/pause/network").c_str(), F_OK), 0);
-  EXPECT_EQ(Run("delete app").status, 0);
 }
 
 }  // namespace

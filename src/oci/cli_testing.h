@@ -1,0 +1,154 @@
+// The fixture and fakes ember-oci's command-line tests share: the binary
+// run as the shim runs it, a record as create and start leave it, and
+// sockets standing in for a VM's vsock (an agent behind it).
+#pragma once
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <rapidjson/document.h>
+
+#include <gtest/gtest.h>
+
+#include "src/agent/protocol.h"
+#include "src/oci/state.h"
+
+namespace ember::oci::testing {
+
+struct Outcome {
+  int status;
+  std::string log_msg;  // the last JSON line's "msg"
+  std::string out;
+};
+
+class OciCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ember-oci-cli-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    root_ = dir_ + "/root";
+    bundle_ = dir_ + "/bundle";
+    mkdir(bundle_.c_str(), 0755);
+  }
+  void TearDown() override { (void)!system(("rm -rf " + dir_).c_str()); }
+
+  Outcome Run(const std::string& args) {
+    std::string log = dir_ + "/log.json";
+    unlink(log.c_str());
+    std::string cmd = std::string(EMBER_OCI_BIN) + " --root " + root_ + " --log " + log +
+                      " --log-format json " + args + " > " + dir_ + "/out 2>/dev/null";
+    int st = system(cmd.c_str());
+    Outcome o{WEXITSTATUS(st), "", ""};
+    std::ifstream in(log);
+    std::string line;
+    while (std::getline(in, line)) {
+      rapidjson::Document doc;
+      doc.Parse(line.c_str());
+      EXPECT_TRUE(doc.IsObject() && doc.HasMember("level") && doc.HasMember("time")) << line;
+      if (doc.IsObject() && doc.HasMember("msg")) o.log_msg = doc["msg"].GetString();
+    }
+    std::stringstream out;
+    out << std::ifstream(dir_ + "/out").rdbuf();
+    o.out = out.str();
+    return o;
+  }
+
+  // A running container "c1" whose monitor is this test, as `create` and
+  // `start` would have recorded it; `more` sets the rest.
+  ember::oci::ContainerRecord RecordRunning(
+      const std::function<void(ember::oci::ContainerRecord*)>& more) {
+    mkdir(root_.c_str(), 0711);
+    mkdir((root_ + "/c1").c_str(), 0700);
+    ember::oci::ContainerRecord r;
+    r.id = "c1";
+    r.monitor = ember::oci::RefOf(getpid());
+    r.started = true;
+    more(&r);
+    std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+    return r;
+  }
+
+  std::string dir_, root_, bundle_;
+};
+
+// A listening Unix socket at `path`.
+inline int ListenUnix(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(listen(fd, 4), 0);
+  return fd;
+}
+
+inline std::string FirstLine(const std::string& path) {
+  std::string line;
+  std::getline(std::ifstream(path), line);
+  return line;
+}
+
+// Stands in for a VM's vsock socket with an agent behind it: answers the
+// CONNECT line with "OK" and then `bytes` (the agent's frames).
+class FakeGuest {
+ public:
+  // `on_connect`, when given, runs on the connection first.
+  FakeGuest(const std::string& path, std::string bytes,
+            std::function<void(int)> on_connect = nullptr)
+      : bytes_(std::move(bytes)), on_connect_(std::move(on_connect)) {
+    listener_ = ListenUnix(path);
+    thread_ = std::thread([this] {
+      int conn = accept(listener_, nullptr, nullptr);
+      if (conn < 0) return;
+      char c;
+      while (read(conn, &c, 1) == 1 && c != '\n') {
+      }
+      if (on_connect_) on_connect_(conn);
+      std::string answer = "OK 1\n" + bytes_;
+      (void)!write(conn, answer.data(), answer.size());
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(conn, buf, sizeof(buf))) > 0) received_.append(buf, n);
+      close(conn);
+    });
+  }
+  ~FakeGuest() {
+    shutdown(listener_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    close(listener_);
+  }
+  // What the client sent after its CONNECT line, once it has closed.
+  std::string Received() {
+    if (thread_.joinable()) thread_.join();
+    return received_;
+  }
+
+ private:
+  std::string bytes_;
+  std::string received_;
+  std::function<void(int)> on_connect_;
+  int listener_;
+  std::thread thread_;
+};
+
+inline std::string AgentFrames(std::vector<std::pair<ember::agent::Type, std::string>> frames) {
+  std::string out;
+  ember::agent::AppendFrame(&out, ember::agent::Type::kHello,
+                            ember::agent::EncodeU32(ember::agent::kVersion));
+  for (const auto& [type, payload] : frames) ember::agent::AppendFrame(&out, type, payload);
+  return out;
+}
+
+}  // namespace ember::oci::testing
