@@ -160,7 +160,7 @@ class FakeApi {
                             got.substr(got.find('{')));
         std::string answer = "HTTP/1.1 " + std::to_string(status_) + " X\r\n" +
                              (status_ == 204 ? "\r\n" : "Content-Length: 2\r\n\r\n{}");
-        (void)!write(conn, answer.data(), answer.size());
+        (void)!send(conn, answer.data(), answer.size(), MSG_NOSIGNAL);
         close(conn);
       }
     });
