@@ -523,10 +523,14 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
   r.container.mounts = {{"bind", "/.ember-binds/0", "/data", MS_BIND, ""},
                         {"tmpfs", "tmpfs", "/scratch", 0, "size=1m"}};
   r.container.root_readonly = true;
-  Outcome got = RunRequest(sock, r);
-  EXPECT_FALSE(got.exit.signaled);
-  EXPECT_EQ(got.exit.value, 0u);
-  EXPECT_EQ(got.out, "root-read-only\ndata-writable\nscratch-writable\n");
+  // Twice: an exec before the init's request makes the root as the init's
+  // will, and the init's then finds it made (the copies hidden by then).
+  for (int request = 0; request < 2; ++request) {
+    Outcome got = RunRequest(sock, r);
+    EXPECT_FALSE(got.exit.signaled);
+    EXPECT_EQ(got.exit.value, 0u);
+    EXPECT_EQ(got.out, "root-read-only\ndata-writable\nscratch-writable\n") << request;
+  }
 }
 
 // Stands in for the VMM's vsock Unix socket (Firecracker's host-initiated

@@ -49,6 +49,9 @@ bool MountOnce(const char* source, const std::string& target, const char* type,
 // (a bind takes its flags only on a remount).
 bool MountOne(const MountSpec& m, std::string* error) {
   const std::string& target = m.target;
+  // Made by an earlier request (an exec before the init's): its copy may
+  // be hidden by now.
+  if (IsMountPoint(target)) return true;
   if (m.flags & MS_BIND) {
     struct stat source;
     if (stat(m.source.c_str(), &source) != 0) {
@@ -104,8 +107,9 @@ bool MountInRoot(const std::string& root, const std::vector<MountSpec>& mounts,
       binds |= (mounts[i].flags & MS_BIND) != 0;
     }
     // The copies' directory, emptied for the container's eyes (the binds
-    // hold what they need of it).
-    if (ok && binds) {
+    // hold what they need of it); once, whichever request came first (an
+    // exec before the init's).
+    if (ok && binds && !IsMountPoint(kBindsCopies)) {
       (void)mount("tmpfs", kBindsCopies, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   "size=4k,mode=000");
     }
@@ -149,6 +153,13 @@ void KillProcessesIn(const std::string& root) {
 }
 
 bool IsMountPoint(const std::string& path) {
+  // The kernel says so (5.8 and later): a bind mount from the same file
+  // system has its parent's device, so the device alone cannot tell.
+  struct statx x;
+  if (statx(AT_FDCWD, path.c_str(), 0, STATX_BASIC_STATS, &x) == 0 &&
+      (x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)) {
+    return (x.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+  }
   struct stat self, parent;
   if (stat(path.c_str(), &self) != 0 || stat((path + "/..").c_str(), &parent) != 0) return false;
   return self.st_dev != parent.st_dev || self.st_ino == parent.st_ino;

@@ -26,8 +26,8 @@ bool PrepareRoot(const ContainerSpec& spec, std::string* error);
 // container's processes: chrooted there, and whatever they started).
 void KillProcessesIn(const std::string& root);
 
-// Whether `path` is the top of a mount (its parent is on another device,
-// or it is "/").
+// Whether `path` is the top of a mount (a bind mount from the same file
+// system included), or "/".
 bool IsMountPoint(const std::string& path);
 
 }  // namespace ember::agent

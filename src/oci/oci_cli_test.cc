@@ -243,6 +243,55 @@ TEST_F(OciCliTest, ExecFailsWhenItsProcessCannotStart) {
 }
 
 
+// As runc's, exec takes a created container too: its request then makes
+// the container's root as the init's will (config.json's mounts, host
+// name, read-only root); once started, the root is there and an exec's
+// request carries none of it.
+TEST_F(OciCliTest, ExecBeforeStartMakesTheRootAsTheInitWill) {
+  using ember::agent::Type;
+  mkdir((bundle_ + "/rootfs").c_str(), 0755);
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["sh"]}, "root": {"path": "rootfs", "readonly": true},)"
+      << R"( "hostname": "box", "mounts": [{"destination": "/scratch", "type": "tmpfs",)"
+      << R"( "source": "tmpfs", "options": ["size=1m"]}]})";
+  ember::oci::ContainerRecord r = RecordRunning([&](ember::oci::ContainerRecord* r) {
+    r->uds = dir_ + "/v.sock";
+    r->bundle = bundle_;
+    r->started = false;
+  });
+  std::ofstream(dir_ + "/p.json") << R"({"args": ["true"], "cwd": "/"})";
+  auto exec_request = [&] {
+    FakeGuest guest(r.uds, AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
+                                        {Type::kExit, ember::agent::EncodeExit({false, 0})}}));
+    EXPECT_EQ(Run("exec --process " + dir_ + "/p.json c1").status, 0);
+    ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
+    decoder.Feed(guest.Received());
+    ember::agent::Frame frame;
+    std::string error;
+    ember::agent::ExecRequest request;
+    while (decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
+      if (frame.type == Type::kExec) {
+        EXPECT_TRUE(ember::agent::DecodeExec(frame.payload, &request, &error)) << error;
+      }
+    }
+    unlink(r.uds.c_str());
+    return request;
+  };
+  ember::agent::ExecRequest before = exec_request();
+  EXPECT_EQ(before.argv, std::vector<std::string>{"true"});
+  EXPECT_EQ(before.container.hostname, "box");
+  EXPECT_TRUE(before.container.root_readonly);
+  ASSERT_EQ(before.container.mounts.size(), 1u);
+  EXPECT_EQ(before.container.mounts[0].target, "/scratch");
+  EXPECT_FALSE(before.flags & ember::agent::ExecRequest::kFlagInit);
+  EXPECT_FALSE(before.container.has_network);
+  r.started = true;
+  std::ofstream(root_ + "/c1/state.json") << ember::oci::RecordToJson(r);
+  ember::agent::ExecRequest after = exec_request();
+  EXPECT_TRUE(after.container.mounts.empty());
+  EXPECT_EQ(after.container.hostname, "");
+}
+
 // Commands that change a record wait for each other: a pause while a
 // start runs its hooks is not lost to start's write.
 TEST_F(OciCliTest, RecordChangesWaitForEachOther) {

@@ -257,14 +257,9 @@ int Update(const oci::CommandLine& cl) {
 int Exec(const oci::CommandLine& cl) {
   auto record = Load(cl, cl.args[0]);
   if (!record.ok()) return Error(std::string(record.status().message()));
-  if (oci::StatusOf(*record) == oci::Status::kPaused) {
-    return Error("cannot exec in a paused container");
-  }
-  // Unlike runc, not before `start`: the container's mounts, host name and
-  // read-only root are made by its own process's request.
-  if (oci::StatusOf(*record) != oci::Status::kRunning) {
-    return Error("cannot exec in a stopped or not yet started container");
-  }
+  oci::Status status = oci::StatusOf(*record);
+  if (status == oci::Status::kPaused) return Error("cannot exec in a paused container");
+  if (status == oci::Status::kStopped) return Error("cannot exec in a stopped container");
   std::string path = cl.Value("process");
   if (path.empty()) return Error("ember-oci exec needs --process (a process.json)");
   bool ok;
@@ -274,6 +269,18 @@ int Exec(const oci::CommandLine& cl) {
   if (!process.ok()) return Error(std::string(process.status().message()));
   if (cl.Has("tty")) process->terminal = true;
   agent::ExecRequest request = oci::ContainerRequest(*process, "");
+  // As runc, before `start` too. The guest has not made the container's
+  // root yet (the init's request does): this request makes it as that one
+  // will, from the bundle's config.json (its mounts, host name, read-only
+  // root); the init's then finds it made.
+  if (status == oci::Status::kCreated) {
+    auto spec = oci::LoadBundle(record->bundle);
+    if (!spec.ok()) return Error("exec before start: " + std::string(spec.status().message()));
+    auto mounts = oci::PlanMounts(spec->mounts);
+    if (!mounts.ok()) return Error(std::string(mounts.status().message()));
+    request = oci::ContainerRequest(*process, spec->hostname, mounts->guest);
+    request.container.root_readonly = spec->root_readonly;
+  }
   if (auto s = oci::CheckRequest(request); !s.ok()) return Error(std::string(s.message()));
   std::string console_socket = cl.Value("console-socket");
   if (process->terminal && console_socket.empty()) {
