@@ -152,4 +152,21 @@ inline std::string AgentFrames(std::vector<std::pair<ember::agent::Type, std::st
   return out;
 }
 
+// The EXEC request among what a client sent (FakeGuest::Received).
+inline ember::agent::ExecRequest ExecIn(const std::string& sent) {
+  ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
+  decoder.Feed(sent);
+  ember::agent::Frame frame;
+  std::string error;
+  ember::agent::ExecRequest request;
+  while (decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
+    if (frame.type == ember::agent::Type::kExec &&
+        ember::agent::DecodeExec(frame.payload, &request, &error)) {
+      return request;
+    }
+  }
+  ADD_FAILURE() << "no EXEC: " << error;
+  return request;
+}
+
 }  // namespace ember::oci::testing

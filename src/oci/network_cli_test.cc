@@ -87,23 +87,6 @@ class OciNetworkTest : public OciCliTest {
     return ember::oci::RefOf(std::stoi(FirstLine(dir_ + "/" + id + ".pid")));
   }
 
-  // The EXEC request among what a client sent.
-  static ember::agent::ExecRequest ExecIn(const std::string& sent) {
-    ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
-    decoder.Feed(sent);
-    ember::agent::Frame frame;
-    std::string error;
-    ember::agent::ExecRequest request;
-    while (decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
-      if (frame.type == ember::agent::Type::kExec &&
-          ember::agent::DecodeExec(frame.payload, &request, &error)) {
-        return request;
-      }
-    }
-    ADD_FAILURE() << "no EXEC: " << error;
-    return request;
-  }
-
   std::string ns_;
   bool made_ns_ = false;
 };

@@ -264,16 +264,7 @@ TEST_F(OciCliTest, ExecBeforeStartMakesTheRootAsTheInitWill) {
     FakeGuest guest(r.uds, AgentFrames({{Type::kStarted, ember::agent::EncodeU32(7)},
                                         {Type::kExit, ember::agent::EncodeExit({false, 0})}}));
     EXPECT_EQ(Run("exec --process " + dir_ + "/p.json c1").status, 0);
-    ember::agent::FrameDecoder decoder(ember::agent::FrameDecoder::From::kClient);
-    decoder.Feed(guest.Received());
-    ember::agent::Frame frame;
-    std::string error;
-    ember::agent::ExecRequest request;
-    while (decoder.Next(&frame, &error) == ember::agent::FrameDecoder::Result::kFrame) {
-      if (frame.type == Type::kExec) {
-        EXPECT_TRUE(ember::agent::DecodeExec(frame.payload, &request, &error)) << error;
-      }
-    }
+    ember::agent::ExecRequest request = ExecIn(guest.Received());
     unlink(r.uds.c_str());
     return request;
   };
