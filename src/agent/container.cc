@@ -70,7 +70,6 @@ bool MountOne(const MountSpec& m, std::string* error) {
                (dir ? "something other than a directory" : "a directory or nothing") + " there";
       return false;
     }
-    if (IsMountPoint(target)) return true;
     unsigned long rec = m.flags & MS_REC;
     if (mount(m.source.c_str(), target.c_str(), nullptr, MS_BIND | rec, nullptr) != 0 ||
         ((m.flags & ~(MS_BIND | MS_REC)) &&

@@ -1,5 +1,5 @@
-// rtnetlink, the little of it Ember needs: links, IPv4 addresses and
-// routes (the agent configures the guest's interface with them; ember-oci
+// rtnetlink, the little of it Ember needs: links, IPv4 addresses, routes
+// and permanent neighbours (the agent configures the guest's interface with them; ember-oci
 // reads the container's network namespace with them), and messages of any
 // other kind built by the caller (ember-oci's traffic control).
 //

@@ -201,7 +201,6 @@ int Create(const oci::CommandLine& cl) {
   record.annotations = spec->annotations;
   record.jail_dir = layout->jail_dir;
   record.uds = layout->uds;
-  record.tap = tap;
   // The namespace the monitor joined when config.json names one (not the
   // host's: JoinNetworkNamespace makes one of its own then).
   if (spec->network_namespace && !spec->network_namespace->empty() &&

@@ -52,15 +52,16 @@ void DeleteIngress(nl::Socket& s, int index) {
   s.Request(m, "tc qdisc del", &ignored);
 }
 
-// `tc qdisc add dev X ingress`; EEXIST when it has one. A qdisc just
-// deleted may still be going (EBUSY): Kata waits for it too.
-bool AddIngress(nl::Socket& s, int index, std::string* error, int* err) {
+// `tc qdisc add dev X ingress`. A qdisc just deleted may still be going
+// (EBUSY): Kata waits for it too.
+bool AddIngress(nl::Socket& s, int index, std::string* error) {
   for (int attempt = 0;; ++attempt) {
     nl::Message qdisc(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
     TcHeader(qdisc, index, kIngress, TC_H_INGRESS);
     qdisc.PutString(TCA_KIND, "ingress");
-    if (s.Request(qdisc, "cannot add an ingress qdisc", error, err)) return true;
-    if (*err != EBUSY || attempt == 20) return false;
+    int err = 0;
+    if (s.Request(qdisc, "cannot add an ingress qdisc", error, &err)) return true;
+    if (err != EBUSY || attempt == 20) return false;
     usleep(10 * 1000);
   }
 }
@@ -219,6 +220,21 @@ absl::StatusOr<agent::NetworkSpec> SpecOf(nl::Socket& s, const nl::Link& wire,
   return spec;
 }
 
+bool SameFile(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+// setns into the network namespace at `path`.
+absl::Status EnterNamespace(const std::string& path, const std::string& what) {
+  int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  absl::Status status;
+  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) status = ErrnoStatus(what);
+  if (ns >= 0) close(ns);
+  return status;
+}
+
 // ConnectTap, with the namespace to itself.
 absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
   nl::Socket s;
@@ -254,15 +270,8 @@ absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
   if (!spec.ok()) return spec.status();
   DeleteIngress(s, wire->index);
   DeleteIngress(s, own->index);
-  int err = 0;
-  if (!AddIngress(s, wire->index, &error, &err)) {
-    if (err == EEXIST) {
-      return Connection{{}, wire->name + " has an ingress qdisc of someone else's (tc): left alone",
-                        true};
-    }
-    return absl::InternalError(absl::StrCat("cannot join ", tap, " to ", wire->name, ": ", error));
-  }
-  if (!AddIngress(s, own->index, &error, &err) || !nl::SetLinkUp(s, own->index, nullptr, wire->mtu, &error) ||
+  if (!AddIngress(s, wire->index, &error) || !AddIngress(s, own->index, &error) ||
+      !nl::SetLinkUp(s, own->index, nullptr, wire->mtu, &error) ||
       !AddRedirect(s, wire->index, own->index, &error) ||
       !AddRedirect(s, own->index, wire->index, &error)) {
     DeleteIngress(s, wire->index);
@@ -274,12 +283,6 @@ absl::StatusOr<Connection> ConnectLocked(const std::string& tap) {
 
 }  // namespace
 
-bool SameFile(const std::string& a, const std::string& b) {
-  struct stat sa, sb;
-  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
-}
-
 bool IsHostNetworkNamespace(const std::string& path) { return SameFile(path, "/proc/1/ns/net"); }
 
 absl::Status JoinNetworkNamespace(const std::optional<std::string>& path) {
@@ -290,26 +293,13 @@ absl::Status JoinNetworkNamespace(const std::optional<std::string>& path) {
     if (unshare(CLONE_NEWNET) != 0) return ErrnoStatus("cannot make a network namespace");
     return absl::OkStatus();
   }
-  int ns = open(path->c_str(), O_RDONLY | O_CLOEXEC);
-  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
-    absl::Status s = ErrnoStatus("cannot join the network namespace " + *path);
-    if (ns >= 0) close(ns);
-    return absl::InvalidArgumentError(s.message());
-  }
-  close(ns);
-  return absl::OkStatus();
+  absl::Status s = EnterNamespace(*path, "cannot join the network namespace " + *path);
+  return s.ok() ? s : absl::InvalidArgumentError(s.message());
 }
 
 absl::Status JoinNamespaceOf(pid_t pid) {
   std::string path = "/proc/" + std::to_string(pid) + "/ns/net";
-  int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
-    absl::Status s = ErrnoStatus("cannot join the container's network namespace (" + path + ")");
-    if (ns >= 0) close(ns);
-    return s;
-  }
-  close(ns);
-  return absl::OkStatus();
+  return EnterNamespace(path, "cannot join the container's network namespace (" + path + ")");
 }
 
 bool IsPodSandbox(const std::map<std::string, std::string>& annotations) {
@@ -372,8 +362,7 @@ void RemoveTap(const std::string& tap) {
 void RemoveTapIn(const std::string& netns_path, const std::string& tap) {
   pid_t pid = fork();
   if (pid == 0) {
-    int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns >= 0 && setns(ns, CLONE_NEWNET) == 0) RemoveTap(tap);
+    if (EnterNamespace(netns_path, "").ok()) RemoveTap(tap);
     _exit(0);
   }
   if (pid > 0) waitpid(pid, nullptr, 0);

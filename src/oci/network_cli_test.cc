@@ -1,10 +1,13 @@
 // ember-oci's side of a container's network, from the binary itself:
 // create, start and delete in a namespace set up as a CNI plugin sets one
 // up, against a fake VMM and a fake agent.
+#include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <array>
 #include <fstream>
 #include <sstream>
@@ -30,7 +33,8 @@ class OciNetworkTest : public OciCliTest {
   void SetUp() override {
     OciCliTest::SetUp();
     if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
-    ns_ = "ember-oci-test-" + std::to_string(getpid());
+    RemoveNamespacesOfDeadTests();
+    ns_ = std::string(kPrefix) + std::to_string(getpid());
     if (Sh("ip netns add " + ns_) != 0) GTEST_SKIP() << "cannot make a network namespace";
     made_ns_ = true;
     ASSERT_EQ(Sh(InNs("link add eth0 type veth peer name peer0")), 0);
@@ -66,6 +70,21 @@ class OciNetworkTest : public OciCliTest {
     }
     if (made_ns_) Sh("ip netns del " + ns_);
     OciCliTest::TearDown();
+  }
+
+  static constexpr char kPrefix[] = "ember-oci-test-";
+
+  // A test process that crashed could not delete its namespace: those whose
+  // process is gone are deleted here.
+  static void RemoveNamespacesOfDeadTests() {
+    DIR* d = opendir("/run/netns");
+    while (dirent* e = d ? readdir(d) : nullptr) {
+      std::string name = e->d_name;
+      if (name.rfind(kPrefix, 0) != 0) continue;
+      pid_t pid = atoi(name.c_str() + strlen(kPrefix));
+      if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) Sh("ip netns del " + name);
+    }
+    if (d) closedir(d);
   }
 
   static int Sh(const std::string& cmd) { return system((cmd + " >/dev/null 2>&1").c_str()); }

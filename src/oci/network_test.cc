@@ -259,6 +259,28 @@ TEST(NetworkTest, JoiningTheRuntimesOwnNamespaceMakesANewOne) {
   EXPECT_NE(after.st_ino, before.st_ino);
 }
 
+// The most the agent takes (64 of each): one route more fails the start
+// with a clear error rather than a guest missing a route.
+TEST(NetworkTest, MoreRoutesThanTheAgentTakesAreAnError) {
+  IN_NEW_NETWORK_NAMESPACE({
+    MakeCniInterface();  // its default route is one
+    for (int i = 0; i < 63; ++i) {
+      Command({"ip", "route", "add", "10.100." + std::to_string(i) + ".0/24", "via", "10.20.0.1"});
+    }
+    ASSERT_TRUE(MakeTap("embertest0", 0, 0).ok());
+    auto connection = ConnectTap("embertest0");
+    ASSERT_TRUE(connection.ok()) << connection.status().message();
+    ASSERT_TRUE(connection->network.has_value()) << connection->why;
+    EXPECT_EQ(connection->network->routes.size(), 64u);
+    RemoveTap("embertest0");
+    Command({"ip", "route", "add", "10.101.0.0/24", "via", "10.20.0.1"});
+    ASSERT_TRUE(MakeTap("embertest1", 0, 0).ok());
+    connection = ConnectTap("embertest1");
+    EXPECT_EQ(connection.status().message(),
+              "eth0 has more than 64 addresses, permanent neighbours or routes");
+  });
+}
+
 TEST(NetworkTest, ANamespaceWithoutAnAddressGivesTheGuestNone) {
   IN_NEW_NETWORK_NAMESPACE({
     // ctr run without CNI: loopback only.

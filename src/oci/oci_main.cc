@@ -161,7 +161,7 @@ void Teardown(const oci::CommandLine& cl, const oci::ContainerRecord& r) {
   // A namespace of the container's own went with its processes; a pod's
   // stays, and the TAP with it unless removed (the monitor does it when it
   // ends, and may have been killed).
-  if (!r.netns.empty() && !r.tap.empty()) oci::RemoveTapIn(r.netns, r.tap);
+  if (!r.netns.empty()) oci::RemoveTapIn(r.netns, oci::TapName(cl.root, r.id));
   oci::RemoveTree(Dir(cl, r.id));
   if (!r.jail_dir.empty()) oci::RemoveJailDir(r.jail_dir);
 }

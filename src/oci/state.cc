@@ -136,8 +136,6 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.String(r.cgroup.c_str());
   w.Key("cgroup_version");
   w.Int(r.cgroup_version);
-  w.Key("tap");
-  w.String(r.tap.c_str());
   w.Key("netns");
   w.String(r.netns.c_str());
   w.Key("annotations");
@@ -169,7 +167,6 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.paused = doc.HasMember("paused") && doc["paused"].IsBool() && doc["paused"].GetBool();
   r.cgroup = str("cgroup");
   r.cgroup_version = static_cast<int>(num("cgroup_version"));
-  r.tap = str("tap");
   r.netns = str("netns");
   if (doc.HasMember("annotations") && doc["annotations"].IsObject()) {
     for (const auto& m : doc["annotations"].GetObject()) {

@@ -37,10 +37,9 @@ struct ContainerRecord {
   bool paused = false;   // by `pause`, until `resume`
   std::string cgroup;    // made by create below the cgroup mount(s); or ""
   int cgroup_version = 0;
-  // The VMM's TAP, and the network namespace it is in when config.json
+  // The network namespace the VMM's TAP (TapName) is in when config.json
   // names one (a pod's, which outlives the container: delete removes the
   // TAP there); "" for a namespace of the container's own.
-  std::string tap;
   std::string netns;
   std::map<std::string, std::string> annotations;
 };

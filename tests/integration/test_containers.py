@@ -40,6 +40,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, is_pvm_host, need_kvm
+from test_net import new_netns, sh
 
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "docker.io/library/ember-busybox:test"
@@ -402,24 +403,23 @@ def cni_like_namespaces(tag):
     a namespace for the container whose eth0 (one end of a veth pair) has
     10.77.0.2/24 and a default route via 10.77.0.1, and a second namespace,
     the wire's far side, holding the other end at 10.77.0.1."""
-    pod, wire = f"ember-pod-{tag}-{os.getpid()}", f"ember-wire-{tag}-{os.getpid()}"
-
-    def ip(*args):
-        subprocess.run(["ip", *args], check=True, capture_output=True)
+    made = []
     try:
-        ip("netns", "add", pod)
-        ip("netns", "add", wire)
-        ip("-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        pod = new_netns(f"ember-pod-{tag}")
+        made.append(pod)
+        wire = new_netns(f"ember-wire-{tag}")
+        made.append(wire)
+        sh("ip", "-n", pod, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
            "netns", wire)
-        ip("-n", pod, "addr", "add", "10.77.0.2/24", "dev", "eth0")
-        ip("-n", pod, "link", "set", "eth0", "up")
-        ip("-n", pod, "route", "add", "default", "via", "10.77.0.1")
-        ip("-n", wire, "addr", "add", "10.77.0.1/24", "dev", "peer0")
-        ip("-n", wire, "link", "set", "peer0", "up")
+        sh("ip", "-n", pod, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", pod, "route", "add", "default", "via", "10.77.0.1")
+        sh("ip", "-n", wire, "addr", "add", "10.77.0.1/24", "dev", "peer0")
+        sh("ip", "-n", wire, "link", "set", "peer0", "up")
         yield pod, wire
     finally:
-        for ns in (pod, wire):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for ns in made:
+            sh("ip", "netns", "del", ns, check=False)
 
 
 # Answers one connection on argv[2]:7777 ("listening" once it does; the
@@ -490,7 +490,6 @@ def cni_bridge_host(tag, tmp_path):
     prefix that runs a program that way, and the host namespace's name."""
     if not (CNI_PLUGINS / "bridge").exists():
         pytest.skip("no CNI plugins (Debian's containernetworking-plugins)")
-    host = f"ember-cni-{tag}-{os.getpid()}"
     # libcni also caches results under /var/lib/cni.
     etc, opt, var = tmp_path / "etc", tmp_path / "opt", tmp_path / "var"
     (etc / "upper" / "cni" / "net.d").mkdir(parents=True)
@@ -512,12 +511,12 @@ def cni_bridge_host(tag, tmp_path):
                            capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot overlay /etc, /opt and /var/lib here: {probe.stderr.decode()}")
-    subprocess.run(["ip", "netns", "add", host], check=True, capture_output=True)
+    host = new_netns(f"ember-cni-{tag}")
     try:
         yield ["ip", "netns", "exec", host, "unshare", "-m", "--propagation", "private",
                "sh", "-c", overlays + ' && exec "$0" "$@"'], host
     finally:
-        subprocess.run(["ip", "netns", "del", host], capture_output=True)
+        sh("ip", "netns", "del", host, check=False)
 
 
 def test_a_cni_bridge_network(runtime, tmp_path):
