@@ -533,6 +533,71 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
   }
 }
 
+// A SYNC through the agent binary, on a real ext4 image (a loop device) in
+// a mount namespace of the agent's own (with a /run of its own, where it
+// mounts the device again): the container's read-only bind of a volume laid
+// out as Kubernetes' atomic writer lays it out sees the new version, and
+// still cannot write it.
+TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounts need root";
+  std::string src = dir_ + "/src", image = dir_ + "/root.ext4";
+  ASSERT_EQ(system(("mkdir -p " + src + "/.ember-binds/0/..v1 && cp /bin/busybox " + src +
+                    " && cd " + src + "/.ember-binds/0 && echo one > ..v1/key && "
+                    "ln -s ..v1 ..data && ln -s ..data/key key && mke2fs -q -F -t ext4 -d " +
+                    src + " " + image + " 16M")
+                       .c_str()),
+            0);
+  Result attached = Finish(Start({"/usr/sbin/losetup", "-f", "--show", image}));
+  if (attached.status != 0) GTEST_SKIP() << "no loop device here: " << attached.err;
+  std::string device = attached.out.substr(0, attached.out.find('\n'));
+  std::string sock = dir_ + "/private.sock";
+  Process agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", "sh", "-c",
+                         std::string("mount -t tmpfs tmpfs /run && exec ") + EMBER_AGENT_BIN +
+                             " --listen unix:" + sock});
+  struct Cleanup {
+    Process agent;
+    std::string device;
+    ~Cleanup() {
+      kill(agent.pid, SIGTERM);
+      Finish(agent);
+      Finish(Start({"/usr/sbin/losetup", "-d", device}));
+    }
+  } cleanup{agent, device};
+  ASSERT_TRUE(WaitFor([&] {
+    int fd = ConnectUnix(sock);
+    if (fd >= 0) close(fd);
+    return fd >= 0;
+  }));
+  ExecRequest r;
+  r.flags = ExecRequest::kFlagContainer;
+  r.argv = {"/busybox", "sh", "-c",
+            "/busybox cat /etc/config/key; /busybox ls -a /etc/config | /busybox tr '\\n' ' '; "
+            "/busybox touch /etc/config/new 2>/dev/null || echo read-only"};
+  r.container.root_device = device;
+  r.container.root_dir = dir_ + "/mnt";
+  r.container.mounts = {{"bind", "/.ember-binds/0", "/etc/config", MS_BIND | MS_RDONLY, ""}};
+  EXPECT_EQ(RunRequest(sock, r).out, "one\n. .. ..data ..v1 key read-only\n");
+
+  SyncRequest sync;
+  sync.device = device;
+  sync.top = "/.ember-binds/0";
+  sync.entries = {{TreeEntry::kDirectory, "", 0755},
+                  {TreeEntry::kDirectory, "..v2", 0755},
+                  {TreeEntry::kFile, "..v2/key", 0644, 0, 0, "two\n"},
+                  {TreeEntry::kFile, "..v2/other", 0600, 0, 0, "three\n"},
+                  {TreeEntry::kLink, "..data", 0, 0, 0, "..v2"},
+                  {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"},
+                  {TreeEntry::kLink, "other", 0, 0, 0, "..data/other"}};
+  std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
+  std::string answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
+  EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
+  EXPECT_EQ(RunRequest(sock, r).out, "two\n. .. ..data ..v2 key other read-only\n");
+
+  sync.top = "/.ember-binds/1";
+  answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
+  EXPECT_NE(answer.find("no directory /.ember-binds/1 on " + device), std::string::npos) << answer;
+}
+
 // Stands in for the VMM's vsock Unix socket (Firecracker's host-initiated
 // connections): answers one "CONNECT <port>" by closing (nobody listens)
 // or by "OK <n>" and relaying bytes to the agent's socket.

@@ -31,17 +31,6 @@ bool MakeDirs(const std::string& path, std::string* error) {
   return true;
 }
 
-bool MountOnce(const char* source, const std::string& target, const char* type,
-               unsigned long flags, std::string* error, const char* data = nullptr) {
-  if (!MakeDirs(target, error)) return false;
-  if (IsMountPoint(target)) return true;
-  if (mount(source, target.c_str(), type, flags, data) != 0) {
-    *error = std::string("cannot mount ") + source + " on " + target + ": " + strerror(errno);
-    return false;
-  }
-  return true;
-}
-
 // config.json's mount `m`, made from inside the container's root (the
 // caller has chrooted there, so links on the way resolve in it). A bind's
 // source is the host's copy in the image: the target is made as a
@@ -135,6 +124,17 @@ bool MountInRoot(const std::string& root, const std::vector<MountSpec>& mounts,
 }
 
 }  // namespace
+
+bool MountOnce(const char* source, const std::string& target, const char* type,
+               unsigned long flags, std::string* error, const char* data) {
+  if (!MakeDirs(target, error)) return false;
+  if (IsMountPoint(target)) return true;
+  if (mount(source, target.c_str(), type, flags, data) != 0) {
+    *error = std::string("cannot mount ") + source + " on " + target + ": " + strerror(errno);
+    return false;
+  }
+  return true;
+}
 
 void KillProcessesIn(const std::string& root) {
   DIR* proc = opendir("/proc");

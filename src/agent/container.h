@@ -22,6 +22,11 @@ namespace ember::agent {
 // first failure.
 bool PrepareRoot(const ContainerSpec& spec, std::string* error);
 
+// Mounts `source` on `target` (made, with its parents, when missing)
+// unless something is mounted there already.
+bool MountOnce(const char* source, const std::string& target, const char* type,
+               unsigned long flags, std::string* error, const char* data = nullptr);
+
 // Sends SIGKILL to every process whose root directory is `root` (the
 // container's processes: chrooted there, and whatever they started).
 void KillProcessesIn(const std::string& root);

@@ -2,6 +2,8 @@
 
 #include <sys/mount.h>
 
+#include <set>
+
 namespace ember::agent {
 namespace {
 
@@ -36,12 +38,21 @@ class Reader {
     rest_.remove_prefix(4);
     return true;
   }
-  bool String(std::string* s) {
+  bool Bytes(std::string* s) {
     uint32_t n;
     if (!U32(&n) || n > rest_.size()) return false;
     s->assign(rest_.substr(0, n));
     rest_.remove_prefix(n);
-    return s->find('\0') == std::string::npos;  // exec takes C strings
+    return true;
+  }
+  bool String(std::string* s) {
+    return Bytes(s) && s->find('\0') == std::string::npos;  // exec takes C strings
+  }
+  bool U8(uint8_t* v) {
+    if (rest_.empty()) return false;
+    *v = static_cast<uint8_t>(rest_[0]);
+    rest_.remove_prefix(1);
+    return true;
   }
   bool U64(uint64_t* v) {
     uint32_t lo, hi;
@@ -164,10 +175,19 @@ bool HasDotDot(std::string_view path) {
 }  // namespace
 
 bool IsKnownType(uint8_t type) {
-  return (type >= 1 && type <= 6) || (type >= 16 && type <= 21);
+  return (type >= 1 && type <= 7) || (type >= 16 && type <= 22);
 }
 
-uint32_t MaxPayload(Type type) { return type == Type::kExec ? kMaxExecPayload : kMaxPayload; }
+uint32_t MaxPayload(Type type) {
+  switch (type) {
+    case Type::kExec:
+      return kMaxExecPayload;
+    case Type::kSync:
+      return kMaxSyncPayload;
+    default:
+      return kMaxPayload;
+  }
+}
 
 void AppendFrame(std::string* out, Type type, std::string_view payload) {
   PutU32(out, static_cast<uint32_t>(payload.size()));
@@ -355,6 +375,79 @@ bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* err
       *error = "environment entry without NAME=: " + e;
       return false;
     }
+  }
+  *request = std::move(req);
+  return true;
+}
+
+std::string EncodeSync(const SyncRequest& request) {
+  std::string out;
+  PutString(&out, request.device);
+  PutString(&out, request.top);
+  PutU32(&out, static_cast<uint32_t>(request.entries.size()));
+  for (const TreeEntry& e : request.entries) {
+    out.push_back(static_cast<char>(e.kind));
+    PutString(&out, e.path);
+    PutU32(&out, e.mode);
+    PutU32(&out, e.uid);
+    PutU32(&out, e.gid);
+    PutString(&out, e.data);
+  }
+  return out;
+}
+
+bool DecodeSync(std::string_view payload, SyncRequest* request, std::string* error) {
+  Reader r(payload);
+  SyncRequest req;
+  uint32_t n;
+  bool ok = r.String(&req.device) && r.String(&req.top) && r.U32(&n) &&
+            n <= SyncRequest::kMaxEntries;
+  for (uint32_t i = 0; ok && i < n; ++i) {
+    TreeEntry& e = req.entries.emplace_back();
+    uint8_t kind = 0;
+    ok = r.U8(&kind) && kind >= TreeEntry::kDirectory && kind <= TreeEntry::kLink &&
+         r.String(&e.path) && r.U32(&e.mode) && r.U32(&e.uid) && r.U32(&e.gid) &&
+         r.Bytes(&e.data) && e.mode <= 07777;
+    e.kind = static_cast<TreeEntry::Kind>(kind);
+  }
+  if (!ok || !r.done()) {
+    *error = "malformed SYNC request";
+    return false;
+  }
+  auto absolute = [](const std::string& p) { return !p.empty() && p[0] == '/' && !HasDotDot(p); };
+  if (!absolute(req.device) || !absolute(req.top) ||
+      req.top.find_first_not_of('/') == std::string::npos) {
+    *error = "SYNC request's device and directory must be absolute paths without '..' (not /)";
+    return false;
+  }
+  if (req.entries.empty() || !req.entries[0].path.empty() ||
+      req.entries[0].kind != TreeEntry::kDirectory) {
+    *error = "SYNC request's first entry must be its directory";
+    return false;
+  }
+  // Parents before children, each path once, plain names only: the agent
+  // walks it front to back without looking anything up twice.
+  std::set<std::string_view> directories = {""}, seen = {""};
+  for (size_t i = 1; i < req.entries.size(); ++i) {
+    const TreeEntry& e = req.entries[i];
+    size_t slash = e.path.rfind('/');
+    std::string_view parent =
+        slash == std::string::npos ? std::string_view() : std::string_view(e.path).substr(0, slash);
+    std::string_view name = std::string_view(e.path).substr(slash + 1);
+    if (slash == 0 || name.empty() || name == "." || name == ".." || name.size() > 255 ||
+        name.rfind(kSyncTemporary, 0) == 0 || !directories.count(parent) ||
+        !seen.insert(e.path).second) {
+      *error = "SYNC request's entry '" + e.path +
+               "' is not a new plain name in a directory listed before it";
+      return false;
+    }
+    if ((e.kind == TreeEntry::kDirectory && !e.data.empty()) ||
+        (e.kind == TreeEntry::kLink &&
+         (e.data.empty() || e.data.size() >= 4096 || e.data.find('\0') != std::string::npos))) {
+      *error = "SYNC request's entry '" + e.path + "' has data its kind cannot hold";
+      return false;
+    }
+    if (e.kind == TreeEntry::kDirectory) directories.insert(e.path);
   }
   *request = std::move(req);
   return true;

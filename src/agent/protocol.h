@@ -26,6 +26,8 @@ inline constexpr uint32_t kMaxPayload = 64 * 1024;
 // stack limit (2 MiB by default), so above that the guest's execve refuses
 // (E2BIG) before this does.
 inline constexpr uint32_t kMaxExecPayload = 4 * 1024 * 1024;
+// SYNC carries a whole directory tree, its files' bytes included.
+inline constexpr uint32_t kMaxSyncPayload = 2 * 1024 * 1024;
 // The STDIN bytes a client may send before the agent grants more: the
 // agent's queue for the command never holds more, so it always reads the
 // connection and a SIGNAL behind stdin the command does not read gets
@@ -44,6 +46,7 @@ enum class Type : uint8_t {
   kStdinEof = 4,  // empty: close the command's stdin
   kSignal = 5,    // u32 signal number, sent to the command's process group
   kResize = 6,    // u16 rows, u16 columns: the command's terminal size (kFlagTty)
+  kSync = 7,      // SyncRequest, instead of EXEC: make a directory as the host's
   // Agent to client.
   kStarted = 16,  // u32 pid: the command was exec'd
   kError = 17,    // u8 ErrorKind, then text; the agent closes afterwards
@@ -51,6 +54,7 @@ enum class Type : uint8_t {
   kStderr = 19,   // bytes
   kExit = 20,     // u8 0 (exited) or 1 (killed by a signal), u32 code/signo
   kWindow = 21,   // u32: that many more STDIN bytes may be sent
+  kSynced = 22,   // empty: the SYNC is done; the agent closes afterwards
 };
 
 // Whether `type` is one this version defines (either direction).
@@ -211,6 +215,37 @@ struct ExecRequest {
 // A string is u32 length + bytes (no NUL bytes in it).
 std::string EncodeExec(const ExecRequest& request);
 bool DecodeExec(std::string_view payload, ExecRequest* request, std::string* error);
+
+// SYNC's payload: the directory `top` in the file system on `device` (the
+// container's root device: a bind mount's copy, "/.ember-binds/0") is made
+// to hold exactly `entries`, as the host's source of that bind mount holds
+// them now. The agent writes it through a mount of its own, so the
+// container sees the change through its bind, read-only or not.
+struct TreeEntry {
+  enum Kind : uint8_t { kDirectory = 1, kFile = 2, kLink = 3 };
+  Kind kind = kDirectory;
+  // Relative to `top`, components joined by '/'; "" is `top` itself (the
+  // first entry, a directory). Every other entry's parent comes before it.
+  std::string path;
+  uint32_t mode = 0;  // permission bits (07777); ignored for a link
+  uint32_t uid = 0, gid = 0;
+  std::string data;   // a file's bytes, a link's target
+  friend bool operator==(const TreeEntry&, const TreeEntry&) = default;
+};
+struct SyncRequest {
+  static constexpr uint32_t kMaxEntries = 1024;
+  std::string device;  // absolute: "/dev/vdb"
+  std::string top;     // absolute in the device's file system, not "/"
+  std::vector<TreeEntry> entries;
+  friend bool operator==(const SyncRequest&, const SyncRequest&) = default;
+};
+// The agent's own temporary names in a synced directory: a tree holding a
+// name with this prefix is refused.
+inline constexpr char kSyncTemporary[] = ".ember-sync.";
+// Layout: string device, string top, u32 count, then count entries of u8
+// kind, string path, u32 mode, u32 uid, u32 gid, string data.
+std::string EncodeSync(const SyncRequest& request);
+bool DecodeSync(std::string_view payload, SyncRequest* request, std::string* error);
 
 // RESIZE's payload.
 struct WindowSize {

@@ -1,5 +1,7 @@
 #include "src/agent/protocol.h"
 
+#include <functional>
+
 #include <gtest/gtest.h>
 
 namespace ember::agent {
@@ -110,7 +112,7 @@ TEST(FrameTest, EachSideTakesOnlyThePeersTypes) {
 }
 
 TEST(FrameTest, RejectsUnknownTypes) {
-  for (uint8_t type : {0, 7, 15, 22, 255}) {
+  for (uint8_t type : {0, 8, 15, 23, 255}) {
     FrameDecoder decoder;
     decoder.Feed(Header(0, type));
     Frame f;
@@ -348,6 +350,75 @@ TEST(ExecRequestTest, ContainerSpecRoundTripsAndIsCheckedLikeTheRest) {
   size_t at = EncodeExec(Sample()).size() + 8;  // after uid and gid
   huge.replace(at, 4, EncodeU32(0xffffffffu));
   EXPECT_FALSE(DecodeExec(huge, &out, &error));
+}
+
+SyncRequest AVolume() {
+  SyncRequest r;
+  r.device = "/dev/vdb";
+  r.top = "/.ember-binds/0";
+  r.entries = {{TreeEntry::kDirectory, "", 01777, 0, 0, ""},
+               {TreeEntry::kDirectory, "..2026_12_04", 0755, 0, 2000, ""},
+               {TreeEntry::kFile, "..2026_12_04/key", 0644, 0, 2000, std::string("a\0b", 3)},
+               {TreeEntry::kLink, "..data", 0, 0, 0, "..2026_12_04"},
+               {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"}};
+  return r;
+}
+
+TEST(SyncRequestTest, RoundTripsWithBinaryFiles) {
+  SyncRequest r = AVolume();
+  SyncRequest back;
+  std::string error;
+  ASSERT_TRUE(DecodeSync(EncodeSync(r), &back, &error)) << error;
+  EXPECT_EQ(back, r);
+  EXPECT_EQ(back.entries[2].data.size(), 3u);
+  // A whole frame of it: SYNC is the client's, SYNCED the agent's.
+  std::string wire;
+  AppendFrame(&wire, Type::kSync, EncodeSync(r));
+  AppendFrame(&wire, Type::kSynced, "");
+  FrameDecoder agent(FrameDecoder::From::kClient);
+  agent.Feed(wire);
+  Frame f;
+  EXPECT_EQ(agent.Next(&f, &error), Result::kFrame);
+  EXPECT_EQ(f.type, Type::kSync);
+  EXPECT_EQ(agent.Next(&f, &error), Result::kBad);
+  EXPECT_GT(MaxPayload(Type::kSync), kMaxPayload);
+}
+
+TEST(SyncRequestTest, RefusesWhatTheAgentCouldNotWalk) {
+  auto refused = [](const std::function<void(SyncRequest&)>& change) {
+    SyncRequest r = AVolume();
+    change(r);
+    SyncRequest back;
+    std::string error;
+    bool ok = DecodeSync(EncodeSync(r), &back, &error);
+    EXPECT_FALSE(ok || error.empty());
+    return !ok;
+  };
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.device = "vdb"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.top = "/"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.top = "/.ember-binds/../etc"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries.erase(r.entries.begin()); }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { std::swap(r.entries[1], r.entries[2]); }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = "../key"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = "/key"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = "a//key"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = "..data/key"; }));  // a link
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = "..data"; }));      // twice
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = ".ember-sync.new"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].data = ""; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[1].data = "x"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[2].mode = 010644; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[2].kind = TreeEntry::Kind(4); }));
+  // As many entries as it takes, and no more.
+  SyncRequest big = AVolume();
+  while (big.entries.size() < SyncRequest::kMaxEntries) {
+    big.entries.push_back({TreeEntry::kFile, "f" + std::to_string(big.entries.size()), 0644});
+  }
+  SyncRequest back;
+  std::string error;
+  EXPECT_TRUE(DecodeSync(EncodeSync(big), &back, &error)) << error;
+  big.entries.push_back({TreeEntry::kFile, "one-more", 0644});
+  EXPECT_FALSE(DecodeSync(EncodeSync(big), &back, &error));
 }
 
 TEST(PayloadTest, ResizeRoundTrips) {

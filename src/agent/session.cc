@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "src/agent/container.h"
+#include "src/agent/sync.h"
 
 namespace ember::agent {
 
@@ -103,7 +104,17 @@ void Session::OnFrame(const Frame& frame) {
       state_ = State::kExec;
       return;
     case State::kExec:
-      if (frame.type != Type::kExec) return ProtocolError("expected EXEC");
+      // Quick (a tree of at most 2 MiB): done here, in the agent's loop.
+      if (frame.type == Type::kSync) {
+        SyncRequest sync;
+        if (!DecodeSync(frame.payload, &sync, &error) || !Sync(sync, &error)) {
+          return Fail(ErrorKind::kOther, error);
+        }
+        Send(Type::kSynced, "");
+        state_ = State::kDone;
+        return;
+      }
+      if (frame.type != Type::kExec) return ProtocolError("expected EXEC or SYNC");
       if (!DecodeExec(frame.payload, &request_, &error)) return Fail(ErrorKind::kOther, error);
       state_ = State::kWaiting;
       spawn_requested_ = true;

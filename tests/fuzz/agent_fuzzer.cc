@@ -10,7 +10,10 @@
 // header and a frame's payload past what it handed out; and every payload
 // a decoder accepts encodes back to the same bytes (one wire form per
 // message), with an accepted EXEC's invariants (a program, NAME=VALUE
-// environment, mount targets absolute below a container root, no '..').
+// environment, mount targets absolute below a container root, no '..') and
+// an accepted SYNC's (its directory first, every other entry a plain name
+// in a directory listed before it).
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -87,6 +90,29 @@ void CheckExec(const std::string& payload) {
   }
 }
 
+void CheckSync(const std::string& payload) {
+  SyncRequest r;
+  std::string error;
+  if (!DecodeSync(payload, &r, &error)) {
+    if (error.empty()) Fail("a SYNC refused without a reason");
+    return;
+  }
+  if (EncodeSync(r) != payload) Fail("an accepted SYNC does not encode back to its bytes");
+  if (r.entries.empty() || !r.entries[0].path.empty()) Fail("a SYNC without its directory first");
+  std::vector<std::string> directories = {""};
+  for (size_t i = 1; i < r.entries.size(); ++i) {
+    const std::string& path = r.entries[i].path;
+    size_t slash = path.rfind('/');
+    std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+    std::string name = path.substr(slash + 1);
+    if (name.empty() || name == "." || name == ".." || HasDotDot(path)) Fail("a SYNC entry's name");
+    if (std::find(directories.begin(), directories.end(), parent) == directories.end()) {
+      Fail("a SYNC entry before its directory");
+    }
+    if (r.entries[i].kind == TreeEntry::kDirectory) directories.push_back(path);
+  }
+}
+
 void CheckPayload(const Frame& f) {
   uint32_t value;
   switch (f.type) {
@@ -98,6 +124,8 @@ void CheckPayload(const Frame& f) {
       return;
     case Type::kExec:
       return CheckExec(f.payload);
+    case Type::kSync:
+      return CheckSync(f.payload);
     case Type::kResize: {
       WindowSize size;
       if (DecodeResize(f.payload, &size) && EncodeResize(size) != f.payload) Fail("RESIZE");
