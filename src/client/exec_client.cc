@@ -405,4 +405,61 @@ int RunExec(const ExecOptions& options) {
   return status;
 }
 
+bool RunSync(const ExecOptions& connection, const agent::SyncRequest& request,
+             std::string* error) {
+  // The handshake may come at the end of the wait for the guest.
+  double deadline =
+      connection.timeout_s > 0 ? Now() + connection.connect_wait_s + connection.timeout_s : 0;
+  Fd sock = ConnectToAgent(connection, deadline, error);
+  if (!sock.valid()) return false;
+  deadline = connection.timeout_s > 0 ? Now() + connection.timeout_s : 0;
+  std::string payload = agent::EncodeSync(request);
+  if (payload.size() > agent::kMaxSyncPayload) {
+    *error = "the directory takes " + std::to_string(payload.size()) +
+             " bytes; the agent takes at most " + std::to_string(agent::kMaxSyncPayload);
+    return false;
+  }
+  std::string out;
+  agent::AppendFrame(&out, Type::kHello, agent::EncodeU32(agent::kVersion));
+  agent::AppendFrame(&out, Type::kSync, payload);
+  if (!WriteAll(sock.get(), out.data(), out.size())) {
+    *error = std::string("cannot write to the agent: ") + strerror(errno);
+    return false;
+  }
+  FrameDecoder decoder(FrameDecoder::From::kAgent);
+  char buf[4096];
+  while (true) {
+    Frame frame;
+    auto result = decoder.Next(&frame, error);
+    if (result == FrameDecoder::Result::kBad) return false;
+    if (result == FrameDecoder::Result::kFrame) {
+      agent::ErrorKind kind;
+      switch (frame.type) {
+        case Type::kHello:
+          continue;
+        case Type::kSynced:
+          return true;
+        case Type::kError:
+          if (!agent::DecodeError(frame.payload, &kind, error)) *error = "bad ERROR from the agent";
+          return false;
+        default:
+          *error = "unexpected frame from the agent";
+          return false;
+      }
+    }
+    pollfd p{sock.get(), POLLIN, 0};
+    if (poll(&p, 1, PollTimeout(deadline)) == 0) {
+      *error = "no answer from the agent before the timeout";
+      return false;
+    }
+    ssize_t n = read(sock.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *error = "the agent closed the connection (an agent older than SYNC?)";
+      return false;
+    }
+    decoder.Feed(std::string_view(buf, n));
+  }
+}
+
 }  // namespace ember::client

@@ -65,4 +65,10 @@ bool CatchSignals(const std::vector<int>& signals);
 // ended it, or one of the codes above (with a message on stderr).
 int RunExec(const ExecOptions& options);
 
+// Sends one SYNC (protocol.h) through `connection`'s socket, waiting for
+// the agent as connect_wait_s says and for its answer until timeout_s:
+// true once the agent made the directory, else false with *error.
+bool RunSync(const ExecOptions& connection, const agent::SyncRequest& request,
+             std::string* error);
+
 }  // namespace ember::client

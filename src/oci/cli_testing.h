@@ -3,6 +3,8 @@
 // sockets standing in for a VM's vsock (an agent behind it).
 #pragma once
 
+#include <dirent.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -24,6 +26,7 @@
 
 #include "src/agent/protocol.h"
 #include "src/oci/state.h"
+#include "src/oci/vm.h"
 
 namespace ember::oci::testing {
 
@@ -32,6 +35,12 @@ struct Outcome {
   std::string log_msg;  // the last JSON line's "msg"
   std::string out;
 };
+
+inline std::string FirstLine(const std::string& path) {
+  std::string line;
+  std::getline(std::ifstream(path), line);
+  return line;
+}
 
 class OciCliTest : public ::testing::Test {
  protected:
@@ -83,6 +92,58 @@ class OciCliTest : public ::testing::Test {
   std::string dir_, root_, bundle_;
 };
 
+// Containers created and started through the binary against a fake VMM (a
+// script that prints the guest's ready line and sleeps) and the test's fake
+// agent on the VM's socket, booting cold without a jail. A container `id`'s
+// pid file is <dir_>/<id>.pid.
+class OciFakeVmTest : public OciCliTest {
+ protected:
+  void SetUp() override {
+    OciCliTest::SetUp();
+    std::ofstream(dir_ + "/ember") << "#!/bin/sh\necho " << ember::oci::kGuestSettled
+                                   << "\nexec sleep 600\n";
+    chmod((dir_ + "/ember").c_str(), 0755);
+    for (const char* file : {"/vmlinux", "/rootfs.ext4"}) std::ofstream(dir_ + file) << "x";
+    setenv("EMBER_OCI_VMM", (dir_ + "/ember").c_str(), 1);
+    setenv("EMBER_OCI_JAILER", "none", 1);
+    setenv("EMBER_OCI_KERNEL", (dir_ + "/vmlinux").c_str(), 1);
+    setenv("EMBER_OCI_ROOTFS", (dir_ + "/rootfs.ext4").c_str(), 1);
+    setenv("EMBER_OCI_BOOT", "cold", 1);
+    mkdir((bundle_ + "/rootfs").c_str(), 0755);
+    mkdir((bundle_ + "/rootfs/bin").c_str(), 0755);
+    std::ofstream(bundle_ + "/rootfs/bin/server") << "x";
+    chmod((bundle_ + "/rootfs/bin/server").c_str(), 0755);
+  }
+  void TearDown() override {
+    StopMonitors();
+    for (const char* v : {"EMBER_OCI_VMM", "EMBER_OCI_JAILER", "EMBER_OCI_KERNEL",
+                          "EMBER_OCI_ROOTFS", "EMBER_OCI_BOOT"}) {
+      unsetenv(v);
+    }
+    OciCliTest::TearDown();
+  }
+
+  // Kills the monitors a failed test left (their VMMs die with them).
+  void StopMonitors() {
+    DIR* d = opendir(dir_.c_str());
+    while (dirent* e = d ? readdir(d) : nullptr) {
+      std::string name = e->d_name;
+      if (name.size() < 5 || name.compare(name.size() - 4, 4, ".pid") != 0) continue;
+      std::string pid = FirstLine(dir_ + "/" + name);
+      if (pid.empty()) continue;
+      ember::oci::ProcessRef monitor = ember::oci::RefOf(std::stoi(pid));
+      if (ember::oci::Alive(monitor)) kill(monitor.pid, SIGKILL);
+    }
+    if (d) closedir(d);
+  }
+
+  static int Sh(const std::string& cmd) { return system((cmd + " >/dev/null 2>&1").c_str()); }
+
+  ember::oci::ProcessRef Monitor(const std::string& id) {
+    return ember::oci::RefOf(std::stoi(FirstLine(dir_ + "/" + id + ".pid")));
+  }
+};
+
 // A listening Unix socket at `path`.
 inline int ListenUnix(const std::string& path) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -92,12 +153,6 @@ inline int ListenUnix(const std::string& path) {
   EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   EXPECT_EQ(listen(fd, 4), 0);
   return fd;
-}
-
-inline std::string FirstLine(const std::string& path) {
-  std::string line;
-  std::getline(std::ifstream(path), line);
-  return line;
 }
 
 // Stands in for a VM's vsock socket with an agent behind it: answers the

@@ -26,6 +26,7 @@
 #include "src/oci/spec.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
+#include "src/oci/volumes.h"
 
 namespace ember::oci::cli {
 
@@ -157,6 +158,8 @@ int Create(const oci::CommandLine& cl) {
   plan.tap = tap;
   plan.connect_network = !oci::IsPodSandbox(spec->annotations);
   plan.warn = [](const std::string& message) { logger.Write("warning", message); };
+  plan.volumes = oci::VolumesToSync(
+      *mounts, [](const std::string& message) { logger.Write("info", message); });
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,6 +74,33 @@ absl::Status ConnectNetwork(MonitorPlan& plan) {
   }
   WriteNote(plan.dir + "/network", note + "\n");
   return absl::OkStatus();
+}
+
+// The volumes' syncer: a child that dies with the monitor, holds none of
+// the container's stdio, and leaves the signals to the monitor.
+void StartVolumeSync(const MonitorPlan& plan) {
+  pid_t monitor = getpid();
+  pid_t pid = fork();
+  if (pid < 0 && plan.warn) {
+    plan.warn("the read-only bind mounts will not follow their sources: fork failed");
+  }
+  if (pid != 0) return;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != monitor) _exit(0);
+  for (int s : plan.exec.forward_signals) signal(s, SIG_IGN);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  for (int fd : {plan.exec.stdin_fd, plan.exec.stdout_fd, plan.exec.stderr_fd, plan.tty_slave}) {
+    if (fd > 2) close(fd);
+  }
+  for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+  client::ExecOptions connection;
+  connection.socket_path = plan.exec.socket_path;
+  connection.through_vmm = plan.exec.through_vmm;
+  connection.port = plan.exec.port;
+  connection.connect_wait_s = 600;  // as the process's own: a guest may still be booting
+  connection.timeout_s = 30;
+  auto warn = plan.warn ? plan.warn : [](const std::string&) {};
+  RunVolumeSync(plan.volumes, plan.exec.request.container.root_device, connection, warn);
 }
 
 }  // namespace
@@ -148,6 +176,7 @@ void RunMonitor(MonitorPlan plan) {
       WaitForConsole(plan.dir + "/console.log", kGuestSettled, 1800, plan.exec.gave_up);
     }
   }
+  if (plan.owns_vm && !plan.volumes.empty()) StartVolumeSync(plan);
   // A boot takes tens of seconds on PVM hosts; on hardware, a fraction of one.
   plan.exec.connect_wait_s = 600;
   int status = client::RunExec(plan.exec);

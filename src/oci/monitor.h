@@ -19,12 +19,14 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "src/agent/protocol.h"
 #include "src/client/exec_client.h"
 #include "src/oci/spec.h"
 #include "src/oci/template.h"
 #include "src/oci/vm.h"
+#include "src/oci/volumes.h"
 
 namespace ember::oci {
 
@@ -51,6 +53,9 @@ struct MonitorPlan {
   // sandbox, which runs nothing that needs it).
   std::string tap;
   bool connect_network = false;
+  // Read-only bind mounts whose host's changes a child of the monitor
+  // carries into the guest once the process has started (volumes.h).
+  std::vector<SyncedVolume> volumes;
   // Says why the guest got no network when the namespace had an interface
   // for it (ember-oci's log).
   std::function<void(const std::string&)> warn;

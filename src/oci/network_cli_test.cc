@@ -24,14 +24,13 @@ namespace {
 
 using namespace ember::oci::testing;
 
-// The whole host side of a container's network, against a fake VMM (a
-// script that prints the guest's ready line) and a fake agent, in a
-// namespace set up as a CNI plugin sets one up: eth0 with an address and a
-// default route.
-class OciNetworkTest : public OciCliTest {
+// The whole host side of a container's network, against a fake VMM and a
+// fake agent, in a namespace set up as a CNI plugin sets one up: eth0 with
+// an address and a default route.
+class OciNetworkTest : public OciFakeVmTest {
  protected:
   void SetUp() override {
-    OciCliTest::SetUp();
+    OciFakeVmTest::SetUp();
     if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
     RemoveNamespacesOfDeadTests();
     ns_ = std::string(kPrefix) + std::to_string(getpid());
@@ -41,35 +40,11 @@ class OciNetworkTest : public OciCliTest {
     ASSERT_EQ(Sh(InNs("link set eth0 address 02:42:0a:14:00:02 mtu 1450 up")), 0);
     ASSERT_EQ(Sh(InNs("addr add 10.20.0.2/24 dev eth0")), 0);
     ASSERT_EQ(Sh(InNs("route add default via 10.20.0.1")), 0);
-    std::ofstream(dir_ + "/ember") << "#!/bin/sh\necho " << ember::oci::kGuestSettled
-                                   << "\nexec sleep 600\n";
-    chmod((dir_ + "/ember").c_str(), 0755);
-    for (const char* file : {"/vmlinux", "/rootfs.ext4"}) std::ofstream(dir_ + file) << "x";
-    setenv("EMBER_OCI_VMM", (dir_ + "/ember").c_str(), 1);
-    setenv("EMBER_OCI_JAILER", "none", 1);
-    setenv("EMBER_OCI_KERNEL", (dir_ + "/vmlinux").c_str(), 1);
-    setenv("EMBER_OCI_ROOTFS", (dir_ + "/rootfs.ext4").c_str(), 1);
-    setenv("EMBER_OCI_BOOT", "cold", 1);
-    mkdir((bundle_ + "/rootfs").c_str(), 0755);
-    mkdir((bundle_ + "/rootfs/bin").c_str(), 0755);
-    std::ofstream(bundle_ + "/rootfs/bin/server") << "x";
-    chmod((bundle_ + "/rootfs/bin/server").c_str(), 0755);
   }
   void TearDown() override {
-    // The monitors a failed test left (their VMMs die with them).
-    for (const char* id : {"c1", "c2", "pause", "app"}) {
-      std::string pid = FirstLine(dir_ + "/" + id + ".pid");
-      if (!pid.empty()) {
-        ember::oci::ProcessRef monitor = ember::oci::RefOf(std::stoi(pid));
-        if (ember::oci::Alive(monitor)) kill(monitor.pid, SIGKILL);
-      }
-    }
-    for (const char* v : {"EMBER_OCI_VMM", "EMBER_OCI_JAILER", "EMBER_OCI_KERNEL",
-                          "EMBER_OCI_ROOTFS", "EMBER_OCI_BOOT"}) {
-      unsetenv(v);
-    }
+    StopMonitors();
     if (made_ns_) Sh("ip netns del " + ns_);
-    OciCliTest::TearDown();
+    OciFakeVmTest::TearDown();
   }
 
   static constexpr char kPrefix[] = "ember-oci-test-";
@@ -87,7 +62,6 @@ class OciNetworkTest : public OciCliTest {
     if (d) closedir(d);
   }
 
-  static int Sh(const std::string& cmd) { return system((cmd + " >/dev/null 2>&1").c_str()); }
   std::string InNs(const std::string& args) { return "ip -n " + ns_ + " " + args; }
 
   // Creates container `id` in the namespace (its pid file: <dir>/<id>.pid)
@@ -100,10 +74,6 @@ class OciNetworkTest : public OciCliTest {
         << R"("}]}})";
     return Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/" + id + ".pid " + id)
         .status;
-  }
-
-  ember::oci::ProcessRef Monitor(const std::string& id) {
-    return ember::oci::RefOf(std::stoi(FirstLine(dir_ + "/" + id + ".pid")));
   }
 
   std::string ns_;

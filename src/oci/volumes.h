@@ -1,0 +1,46 @@
+// Read-only bind mounts kept up to date. A microVM gets a copy of what is
+// bound (mounts.h); where the source is a directory and the mount read-only
+// (the container cannot write its side), the host's later changes are
+// carried into the copy in the guest (the agent's SYNC), as a bind mount
+// shows them under runc: Kubernetes' configMap, secret, downward API and
+// projected volumes (a service account's token is rotated there), which
+// kubelet replaces whole by switching their `..data` link.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "src/agent/protocol.h"
+#include "src/client/exec_client.h"
+#include "src/oci/mounts.h"
+
+namespace ember::oci {
+
+// The directory `source` as SYNC's entries (agent::SyncRequest), read
+// through descriptors that follow no link, each directory's entries in
+// name order. An error when it holds something other than files,
+// directories and links, or more than a SYNC carries.
+absl::StatusOr<std::vector<agent::TreeEntry>> ReadTree(const std::string& source);
+
+struct SyncedVolume {
+  std::string source;  // on the host
+  std::string copy;    // its copy in the image (kBindsDir/<n>)
+};
+
+// The plan's read-only bind mounts of directories that a SYNC can carry;
+// `skipped` is told why each other read-only directory is only a copy.
+std::vector<SyncedVolume> VolumesToSync(
+    const MountPlan& plan, const std::function<void(const std::string&)>& skipped);
+
+// In a process of its own (the container's monitor's child, which dies with
+// it; `connection` says how long to wait for the agent): sends each volume's tree to the agent at once (it may have changed
+// since create copied it), then again after each change inotify reports,
+// once the volume has been quiet for 100 ms. A failed SYNC is tried again
+// a second later; `warn` is told each new failure. Never returns.
+[[noreturn]] void RunVolumeSync(const std::vector<SyncedVolume>& volumes,
+                                const std::string& device, client::ExecOptions connection,
+                                const std::function<void(const std::string&)>& warn);
+
+}  // namespace ember::oci
