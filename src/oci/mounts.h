@@ -5,8 +5,9 @@
 //   - kernel file systems elsewhere (tmpfs at /run, say) are mounted by the
 //     agent in the guest with the mount's options;
 //   - a bind mount's source is copied into the container's image when the
-//     container is created (a snapshot of the host's files: later changes
-//     on either side do not cross), under /.ember-binds/<n>, and the agent
+//     container is created (a snapshot of the host's files; volumes.h
+//     carries the host's later changes to a read-only directory), under
+//     /.ember-binds/<n>, and the agent
 //     binds it at its destination with the mount's flags (ro stays
 //     read-only), in config.json's order among the other mounts;
 //   - anything else (a block device, an overlay, a network file system)

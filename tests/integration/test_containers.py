@@ -383,6 +383,74 @@ def test_mounts_a_bind_read_only_and_a_tmpfs(runtime, tmp_path):
     runtime.check_clean(cid)
 
 
+def atomic_write(volume, version, keys):
+    """What kubelet's atomic writer does for a new version of a volume: the
+    keys in a new timestamped directory, `..data` switched to it by a
+    rename, a link for each new key, links of keys gone removed, then the
+    old directory."""
+    data = volume / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    (volume / version).mkdir()
+    for key, value in keys.items():
+        (volume / version / key).write_text(value)
+    os.symlink(version, volume / "..data_tmp")
+    os.replace(volume / "..data_tmp", data)
+    for key in keys:
+        if not (volume / key).is_symlink():
+            os.symlink(f"..data/{key}", volume / key)
+    for entry in volume.iterdir():
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink()
+    if old:
+        shutil.rmtree(volume / old)
+
+
+def read_line(stream, timeout):
+    """One line of a process's output, waiting at most `timeout` seconds."""
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], max(0, deadline - time.monotonic()))
+        assert ready, f"no whole line in {timeout} s: {line!r}"
+        byte = os.read(stream.fileno(), 1)
+        assert byte, f"end of output after {line!r}"
+        line += byte
+    return line
+
+
+def test_a_read_only_volume_follows_its_source(runtime, tmp_path):
+    """A directory bound read-only and laid out as kubelet lays out a
+    configMap's volume gets a new version while the container runs: the
+    container sees the new value, the removed key gone, and its mount still
+    read-only. runc binds the host's directory itself; Ember's guest has a
+    copy that ember-oci keeps up to date."""
+    d = runtime.daemon
+    cid = f"{runtime.name}-volume"
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    atomic_write(volume, "..2026_12_04_00_00_00.1", {"key": "one", "old": "gone soon"})
+    script = ("cat /config/key; echo; "
+              "while [ \"$(cat /config/key)\" != two ]; do sleep 0.2; done; "
+              "echo $(ls -a /config); echo x > /config/new 2>/dev/null || echo read-only")
+    run = subprocess.Popen(["ctr", "-a", str(d.sock), "run", "--rm", *runtime.run_args(),
+                            "--mount", f"type=bind,src={volume},dst=/config,options=rbind:ro",
+                            IMAGE, cid, "sh", "-c", script],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert read_line(run.stdout, runtime.timeout) == b"one\n"
+        atomic_write(volume, "..2026_12_04_00_01_00.2", {"key": "two"})
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        d.ctr("task", "rm", "-f", cid, check=False)
+        d.ctr("container", "rm", cid, check=False)
+    assert (run.returncode, out.decode()) == (
+        0, ". .. ..2026_12_04_00_01_00.2 ..data key\nread-only\n"), err
+    runtime.check_clean(cid)
+
+
 def test_the_container_ends_with_its_process(runtime):
     """As runc's pid namespace: when the container's process exits, what it
     left running in the background is killed, and ctr run returns its
