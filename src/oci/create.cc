@@ -93,6 +93,9 @@ int Create(const oci::CommandLine& cl) {
   if (layout->uds.size() >= 108) {
     return undo_all("path too long for the VM's socket: " + layout->uds);
   }
+  // Read before they are copied: a change in between is then sent at start.
+  std::vector<oci::SyncedVolume> volumes = oci::VolumesToSync(
+      *mounts, [](const std::string& message) { logger.Write("info", message); });
   auto image_begin = std::chrono::steady_clock::now();
   if (auto s = oci::MakeImage(spec->root_path, layout->image, oci::CopiesBytes(*mounts));
       !s.ok()) {
@@ -158,8 +161,7 @@ int Create(const oci::CommandLine& cl) {
   plan.tap = tap;
   plan.connect_network = !oci::IsPodSandbox(spec->annotations);
   plan.warn = [](const std::string& message) { logger.Write("warning", message); };
-  plan.volumes = oci::VolumesToSync(
-      *mounts, [](const std::string& message) { logger.Write("info", message); });
+  plan.volumes = std::move(volumes);
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {

@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "src/agent/fd.h"
@@ -163,12 +162,13 @@ std::vector<SyncedVolume> VolumesToSync(
         !S_ISDIR(st.st_mode)) {
       continue;
     }
-    if (auto tree = ReadTree(c.source); !tree.ok()) {
+    auto tree = ReadTree(c.source);
+    if (!tree.ok()) {
       skipped(absl::StrCat("the read-only bind mount at ", m->target,
                            " is a copy the host's changes do not reach: ", tree.status().message()));
       continue;
     }
-    volumes.push_back({c.source, c.copy});
+    volumes.push_back({c.source, c.copy, std::move(*tree)});
   }
   return volumes;
 }
@@ -177,7 +177,8 @@ void RunVolumeSync(const std::vector<SyncedVolume>& volumes, const std::string& 
                    client::ExecOptions connection,
                    const std::function<void(const std::string&)>& warn) {
   Fd inotify(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
-  std::vector<std::optional<std::vector<TreeEntry>>> sent(volumes.size());
+  std::vector<std::vector<TreeEntry>> sent;
+  for (const SyncedVolume& v : volumes) sent.push_back(v.copied);
   std::vector<std::string> last_error(volumes.size());
   while (true) {
     bool retry = false;

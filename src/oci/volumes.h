@@ -27,6 +27,9 @@ absl::StatusOr<std::vector<agent::TreeEntry>> ReadTree(const std::string& source
 struct SyncedVolume {
   std::string source;  // on the host
   std::string copy;    // its copy in the image (kBindsDir/<n>)
+  // The source as read before create copied it: the guest has this, or a
+  // later state.
+  std::vector<agent::TreeEntry> copied;
 };
 
 // The plan's read-only bind mounts of directories that a SYNC can carry;
@@ -35,9 +38,11 @@ std::vector<SyncedVolume> VolumesToSync(
     const MountPlan& plan, const std::function<void(const std::string&)>& skipped);
 
 // In a process of its own (the container's monitor's child, which dies with
-// it; `connection` says how long to wait for the agent): sends each volume's tree to the agent at once (it may have changed
-// since create copied it), then again after each change inotify reports,
-// once the volume has been quiet for 100 ms. A failed SYNC is tried again
+// it; `connection` says how long to wait for the agent): sends each
+// volume's tree to the agent when it differs from what was sent last (at
+// first, from `copied`), so at once when it changed while create copied
+// it, then after each change inotify reports, once the volume has been
+// quiet for 100 ms. A failed SYNC is tried again
 // a second later; `warn` is told each new failure. Never returns.
 [[noreturn]] void RunVolumeSync(const std::vector<SyncedVolume>& volumes,
                                 const std::string& device, client::ExecOptions connection,

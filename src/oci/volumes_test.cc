@@ -193,35 +193,52 @@ std::string Read(const std::string& path) {
   return s.str();
 }
 
-// The syncer as the monitor runs it, against a guest that refuses its
-// first SYNC: the copy catches up at the start (a second later), and then
-// follows each version kubelet writes, old data gone.
+// The syncer as the monitor runs it, in a child; its warnings come
+// through a pipe.
+struct Syncer {
+  pid_t pid = -1;
+  Fd warnings;
+  Syncer(const SyncedVolume& volume, const std::string& socket) {
+    int warned[2];
+    if (pipe2(warned, O_CLOEXEC) != 0) abort();
+    pid = fork();
+    if (pid == 0) {
+      client::ExecOptions connection;
+      connection.socket_path = socket;
+      connection.through_vmm = false;
+      connection.connect_wait_s = 5;
+      connection.timeout_s = 5;
+      RunVolumeSync({volume}, "/dev/vdb", connection, [&](const std::string& why) {
+        (void)!write(warned[1], why.data(), why.size());
+      });
+    }
+    close(warned[1]);
+    warnings.reset(warned[0]);
+  }
+  ~Syncer() { Stop(); }
+  std::string Stop() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+    std::string got;
+    char buf[4096];
+    ssize_t n;
+    while (warnings.valid() && (n = read(warnings.get(), buf, sizeof(buf))) > 0) got.append(buf, n);
+    return got;
+  }
+};
+
+// Against a guest that refuses its first SYNC, from a copy older than the
+// source: the copy catches up at once (a second later), then follows each
+// version kubelet writes, old data gone.
 TEST_F(VolumesTest, TheCopyFollowsAVolumesUpdates) {
   AtomicWrite("..v1", {{"token", "one"}});
   std::string copy = dir_ + "/copy", socket = dir_ + "/agent.sock";
   ASSERT_EQ(mkdir(copy.c_str(), 0755), 0);
   SyncingGuest guest(socket, copy, 1);
-  std::vector<std::string> warnings;
-  int warned[2];
-  ASSERT_EQ(pipe2(warned, O_CLOEXEC), 0);
-  pid_t syncer = fork();
-  if (syncer == 0) {
-    client::ExecOptions connection;
-    connection.socket_path = socket;
-    connection.through_vmm = false;
-    connection.connect_wait_s = 5;
-    connection.timeout_s = 5;
-    RunVolumeSync({{source_, "/.ember-binds/0"}}, "/dev/vdb", connection,
-                  [&](const std::string& why) { (void)!write(warned[1], why.data(), why.size()); });
-  }
-  close(warned[1]);
-  struct Stop {
-    pid_t pid;
-    ~Stop() {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  } stop{syncer};
+  Syncer syncer({source_, "/.ember-binds/0", {}}, socket);
   EXPECT_TRUE(WaitFor([&] { return Read(copy + "/token") == "one"; }));
   EXPECT_EQ(guest.device(), "/dev/vdb /.ember-binds/0");
   AtomicWrite("..v2", {{"token", "two"}, {"ca.crt", "cert"}});
@@ -241,11 +258,24 @@ TEST_F(VolumesTest, TheCopyFollowsAVolumesUpdates) {
   int before = guest.syncs();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(guest.syncs(), before) << "synced again without a change";
-  kill(syncer, SIGKILL);
-  char buf[4096];
-  ssize_t n = read(warned[0], buf, sizeof(buf));
-  close(warned[0]);
-  EXPECT_NE(std::string(buf, std::max<ssize_t>(n, 0)).find("refused"), std::string::npos);
+  EXPECT_NE(syncer.Stop().find("refused"), std::string::npos);
+}
+
+// A copy as new as the source is not sent again at the start (every
+// Kubernetes container has its service account's volume).
+TEST_F(VolumesTest, NothingIsSentUntilTheSourceChanges) {
+  AtomicWrite("..v1", {{"token", "one"}});
+  auto copied = ReadTree(source_);
+  ASSERT_TRUE(copied.ok());
+  std::string copy = dir_ + "/copy", socket = dir_ + "/agent.sock";
+  ASSERT_EQ(mkdir(copy.c_str(), 0755), 0);
+  SyncingGuest guest(socket, copy, 0);
+  Syncer syncer({source_, "/.ember-binds/0", *copied}, socket);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(guest.syncs(), 0);
+  AtomicWrite("..v2", {{"token", "two"}});
+  EXPECT_TRUE(WaitFor([&] { return Read(copy + "/token") == "two"; }));
+  EXPECT_EQ(syncer.Stop(), "");
 }
 
 }  // namespace
