@@ -478,40 +478,54 @@ TEST_F(AgentTest, TheInitsRequestSetsUpTheNetworkFirst) {
   }
 }
 
-// root_readonly on a real ext4 root (a loop device), in a mount namespace
-// of the agent's own so that nothing it mounts reaches the host: the root
-// refuses writes, its bind mount and tmpfs take them.
-TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
-  if (geteuid() != 0) GTEST_SKIP() << "mounts need root";
-  std::string src = dir_ + "/src", image = dir_ + "/root.ext4";
-  ASSERT_EQ(mkdir(src.c_str(), 0755), 0);
-  ASSERT_EQ(system(("cp /bin/busybox " + src + "/busybox && mkdir -p " + src +
-                    "/.ember-binds/0 && mke2fs -q -F -t ext4 -d " + src + " " + image + " 16M")
-                       .c_str()),
-            0);
-  Process losetup = Start({"/usr/sbin/losetup", "-f", "--show", image});
-  Result attached = Finish(losetup);
-  if (attached.status != 0) GTEST_SKIP() << "no loop device here: " << attached.err;
-  std::string device = attached.out.substr(0, attached.out.find('\n'));
-  std::string sock = dir_ + "/private.sock";
-  Process agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", EMBER_AGENT_BIN,
-                         "--listen", "unix:" + sock});
-  // Whatever fails below, the agent (and its mount namespace) and the loop
-  // device go.
-  struct Cleanup {
-    Process agent;
-    std::string device;
-    ~Cleanup() {
+// An agent on a real ext4 image of `src` (a loop device), in a mount
+// namespace of its own with a /run of its own, so that nothing it mounts
+// reaches the host; the agent and the loop device go with it. `device` is
+// empty (and `why` says why) when there is no loop device here.
+struct PrivateAgent {
+  Process agent;
+  std::string device, sock, why;
+  PrivateAgent(const std::string& dir, const std::string& src) {
+    std::string image = dir + "/root.ext4";
+    Result made = Finish(Start({"/usr/sbin/mke2fs", "-q", "-F", "-t", "ext4", "-d", src, image,
+                                "16M"}));
+    Result attached = Finish(Start({"/usr/sbin/losetup", "-f", "--show", image}));
+    if (made.status != 0 || attached.status != 0) {
+      why = made.err + attached.err;
+      return;
+    }
+    device = attached.out.substr(0, attached.out.find('\n'));
+    sock = dir + "/private.sock";
+    agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", "sh", "-c",
+                   std::string("mount -t tmpfs tmpfs /run && exec ") + EMBER_AGENT_BIN +
+                       " --listen unix:" + sock});
+  }
+  ~PrivateAgent() {
+    if (agent.pid > 0) {
       kill(agent.pid, SIGTERM);
       Finish(agent);
-      Finish(Start({"/usr/sbin/losetup", "-d", device}));
     }
-  } cleanup{agent, device};
-  ASSERT_TRUE(WaitFor([&] {
-    int fd = ConnectUnix(sock);
-    if (fd >= 0) close(fd);
-    return fd >= 0;
-  }));
+    if (!device.empty()) Finish(Start({"/usr/sbin/losetup", "-d", device}));
+  }
+  bool Listening() {
+    return WaitFor([&] {
+      int fd = ConnectUnix(sock);
+      if (fd >= 0) close(fd);
+      return fd >= 0;
+    });
+  }
+};
+
+// root_readonly on a real ext4 root: the root refuses writes, its bind
+// mount and tmpfs take them.
+TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounts need root";
+  std::string src = dir_ + "/src";
+  ASSERT_EQ(system(("mkdir -p " + src + "/.ember-binds/0 && cp /bin/busybox " + src).c_str()), 0);
+  PrivateAgent agent(dir_, src);
+  if (agent.device.empty()) GTEST_SKIP() << "no loop device here: " << agent.why;
+  ASSERT_TRUE(agent.Listening());
+  std::string device = agent.device, sock = agent.sock;
   ExecRequest r;
   r.flags = ExecRequest::kFlagContainer;
   r.argv = {"/busybox", "sh", "-c",
@@ -533,41 +547,22 @@ TEST_F(AgentTest, AReadOnlyRootKeepsItsMountsWritable) {
   }
 }
 
-// A SYNC through the agent binary, on a real ext4 image (a loop device) in
-// a mount namespace of the agent's own (with a /run of its own, where it
-// mounts the device again): the container's read-only bind of a volume laid
-// out as Kubernetes' atomic writer lays it out sees the new version, and
-// still cannot write it.
+// A SYNC through the agent binary, on a real ext4 image (the agent mounts
+// the device again under its /run): the container's read-only bind of a
+// volume laid out as Kubernetes' atomic writer lays it out sees the new
+// version, and still cannot write it.
 TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   if (geteuid() != 0) GTEST_SKIP() << "mounts need root";
-  std::string src = dir_ + "/src", image = dir_ + "/root.ext4";
+  std::string src = dir_ + "/src";
   ASSERT_EQ(system(("mkdir -p " + src + "/.ember-binds/0/..v1 && cp /bin/busybox " + src +
                     " && cd " + src + "/.ember-binds/0 && echo one > ..v1/key && "
-                    "ln -s ..v1 ..data && ln -s ..data/key key && mke2fs -q -F -t ext4 -d " +
-                    src + " " + image + " 16M")
+                    "ln -s ..v1 ..data && ln -s ..data/key key")
                        .c_str()),
             0);
-  Result attached = Finish(Start({"/usr/sbin/losetup", "-f", "--show", image}));
-  if (attached.status != 0) GTEST_SKIP() << "no loop device here: " << attached.err;
-  std::string device = attached.out.substr(0, attached.out.find('\n'));
-  std::string sock = dir_ + "/private.sock";
-  Process agent = Start({"/usr/bin/unshare", "-m", "--propagation", "private", "sh", "-c",
-                         std::string("mount -t tmpfs tmpfs /run && exec ") + EMBER_AGENT_BIN +
-                             " --listen unix:" + sock});
-  struct Cleanup {
-    Process agent;
-    std::string device;
-    ~Cleanup() {
-      kill(agent.pid, SIGTERM);
-      Finish(agent);
-      Finish(Start({"/usr/sbin/losetup", "-d", device}));
-    }
-  } cleanup{agent, device};
-  ASSERT_TRUE(WaitFor([&] {
-    int fd = ConnectUnix(sock);
-    if (fd >= 0) close(fd);
-    return fd >= 0;
-  }));
+  PrivateAgent agent(dir_, src);
+  if (agent.device.empty()) GTEST_SKIP() << "no loop device here: " << agent.why;
+  ASSERT_TRUE(agent.Listening());
+  std::string device = agent.device, sock = agent.sock;
   ExecRequest r;
   r.flags = ExecRequest::kFlagContainer;
   r.argv = {"/busybox", "sh", "-c",
