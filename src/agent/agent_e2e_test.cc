@@ -563,6 +563,21 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   if (agent.device.empty()) GTEST_SKIP() << "no loop device here: " << agent.why;
   ASSERT_TRUE(agent.Listening());
   std::string device = agent.device, sock = agent.sock;
+  // A SYNC may come before the process's request has mounted anything: a
+  // key added to the first version.
+  SyncRequest sync;
+  sync.device = device;
+  sync.top = "/.ember-binds/0";
+  sync.entries = {{TreeEntry::kDirectory, "", 0755},
+                  {TreeEntry::kDirectory, "..v1", 0755},
+                  {TreeEntry::kFile, "..v1/key", 0644, 0, 0, "one\n"},
+                  {TreeEntry::kFile, "..v1/more", 0644, 0, 0, "1\n"},
+                  {TreeEntry::kLink, "..data", 0, 0, 0, "..v1"},
+                  {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"},
+                  {TreeEntry::kLink, "more", 0, 0, 0, "..data/more"}};
+  std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
+  std::string answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
+  EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
   ExecRequest r;
   r.flags = ExecRequest::kFlagContainer;
   r.argv = {"/busybox", "sh", "-c",
@@ -571,11 +586,8 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   r.container.root_device = device;
   r.container.root_dir = dir_ + "/mnt";
   r.container.mounts = {{"bind", "/.ember-binds/0", "/etc/config", MS_BIND | MS_RDONLY, ""}};
-  EXPECT_EQ(RunRequest(sock, r).out, "one\n. .. ..data ..v1 key read-only\n");
+  EXPECT_EQ(RunRequest(sock, r).out, "one\n. .. ..data ..v1 key more read-only\n");
 
-  SyncRequest sync;
-  sync.device = device;
-  sync.top = "/.ember-binds/0";
   sync.entries = {{TreeEntry::kDirectory, "", 0755},
                   {TreeEntry::kDirectory, "..v2", 0755},
                   {TreeEntry::kFile, "..v2/key", 0644, 0, 0, "two\n"},
@@ -583,8 +595,7 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
                   {TreeEntry::kLink, "..data", 0, 0, 0, "..v2"},
                   {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"},
                   {TreeEntry::kLink, "other", 0, 0, 0, "..data/other"}};
-  std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
-  std::string answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
+  answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
   EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
   EXPECT_EQ(RunRequest(sock, r).out, "two\n. .. ..data ..v2 key other read-only\n");
 

@@ -421,7 +421,7 @@ bool DecodeSync(std::string_view payload, SyncRequest* request, std::string* err
     return false;
   }
   if (req.entries.empty() || !req.entries[0].path.empty() ||
-      req.entries[0].kind != TreeEntry::kDirectory) {
+      req.entries[0].kind != TreeEntry::kDirectory || !req.entries[0].data.empty()) {
     *error = "SYNC request's first entry must be its directory";
     return false;
   }

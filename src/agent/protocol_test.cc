@@ -407,6 +407,7 @@ TEST(SyncRequestTest, RefusesWhatTheAgentCouldNotWalk) {
   EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].path = ".ember-sync.new"; }));
   EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[4].data = ""; }));
   EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[1].data = "x"; }));
+  EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[0].data = "x"; }));
   EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[2].mode = 010644; }));
   EXPECT_TRUE(refused([](SyncRequest& r) { r.entries[2].kind = TreeEntry::Kind(4); }));
   // As many entries as it takes, and no more.

@@ -83,7 +83,7 @@ bool SameFile(int parent, const std::string& name, const struct stat& st, const 
       (st.st_mode & 07777) != e.mode || st.st_uid != e.uid || st.st_gid != e.gid) {
     return false;
   }
-  Fd fd(openat(parent, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  Fd fd(openat(parent, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   std::string bytes(e.data.size(), '\0');
   size_t got = 0;
   while (fd.valid() && got < bytes.size()) {
@@ -94,9 +94,12 @@ bool SameFile(int parent, const std::string& name, const struct stat& st, const 
   return fd.valid() && got == bytes.size() && bytes == e.data;
 }
 
+// A new file under `temporary`: whatever a failed SYNC (or the guest) left
+// there is removed first, never written through (a hard link, a FIFO).
 bool WriteFile(int parent, const std::string& temporary, const TreeEntry& e) {
-  Fd fd(openat(parent, temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-               0600));
+  if (!RemoveAt(parent, temporary)) return false;
+  Fd fd(openat(parent, temporary.c_str(),
+               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
   size_t done = 0;
   while (fd.valid() && done < e.data.size()) {
     ssize_t n = write(fd.get(), e.data.data() + done, e.data.size() - done);
@@ -152,8 +155,8 @@ bool Apply(int top, const TreeEntry& e, std::string* error) {
         st.st_gid == e.gid) {
       return true;
     }
-    unlinkat(parent.get(), temporary.c_str(), 0);
-    if (symlinkat(e.data.c_str(), parent.get(), temporary.c_str()) != 0 ||
+    if (!RemoveAt(parent.get(), temporary) ||
+        symlinkat(e.data.c_str(), parent.get(), temporary.c_str()) != 0 ||
         fchownat(parent.get(), temporary.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       *error = Failed("make the link", e.path);
       return false;

@@ -130,6 +130,29 @@ TEST_F(ApplyTreeTest, KindsChangeAndLinksAreNotFollowed) {
   EXPECT_EQ(lstat(outside.c_str(), &st), 0) << "a link's target removed";
 }
 
+// What a failed SYNC (or the guest) left under the agent's temporary name
+// is replaced, not written through: a hard link to a file elsewhere, a FIFO.
+TEST_F(ApplyTreeTest, LeftoversAreNotWrittenThrough) {
+  std::string outside = dir_ + "/outside";
+  std::ofstream(outside) << "keep";
+  ASSERT_EQ(mkdir((top_ + "/fifo").c_str(), 0755), 0);
+  ASSERT_EQ(link(outside.c_str(), (top_ + "/.ember-sync.new").c_str()), 0);
+  ASSERT_EQ(mkfifo((top_ + "/fifo/.ember-sync.new").c_str(), 0644), 0);
+  ASSERT_TRUE(Apply({{TreeEntry::kDirectory, "", 0755},
+                     {TreeEntry::kFile, "a", 0644, 0, 0, "new"},
+                     {TreeEntry::kDirectory, "fifo", 0755},
+                     {TreeEntry::kFile, "fifo/b", 0644, 0, 0, "new"}}))
+      << error_;
+  EXPECT_EQ(Read("a"), "new");
+  EXPECT_EQ(Read("fifo/b"), "new");
+  std::ifstream in(outside);
+  std::string kept;
+  in >> kept;
+  EXPECT_EQ(kept, "keep");
+  EXPECT_FALSE(Exists(".ember-sync.new"));
+  EXPECT_FALSE(Exists("fifo/.ember-sync.new"));
+}
+
 TEST_F(ApplyTreeTest, OwnersAreTheHosts) {
   if (geteuid() != 0) GTEST_SKIP() << "chown needs root";
   ASSERT_TRUE(Apply({{TreeEntry::kDirectory, "", 0755, 0, 2000},

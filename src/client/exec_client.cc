@@ -455,7 +455,7 @@ bool RunSync(const ExecOptions& connection, const agent::SyncRequest& request,
     ssize_t n = read(sock.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      *error = "the agent closed the connection (an agent older than SYNC?)";
+      *error = "the agent closed the connection";
       return false;
     }
     decoder.Feed(std::string_view(buf, n));

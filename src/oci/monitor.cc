@@ -89,6 +89,10 @@ void StartVolumeSync(const MonitorPlan& plan) {
   if (getppid() != monitor) _exit(0);
   for (int s : plan.exec.forward_signals) signal(s, SIG_IGN);
   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null < 0) {
+    if (plan.warn) plan.warn("the read-only bind mounts will not follow their sources: no /dev/null");
+    _exit(1);
+  }
   for (int fd : {plan.exec.stdin_fd, plan.exec.stdout_fd, plan.exec.stderr_fd, plan.tty_slave}) {
     if (fd > 2) close(fd);
   }

@@ -25,8 +25,39 @@ using agent::TreeEntry;
 // Room in a SYNC for its device's and directory's names.
 constexpr size_t kTreeBudget = agent::kMaxSyncPayload - 8192;
 constexpr int kMaxDepth = 64;
+// How often the volumes are read again without a change reported (a
+// safety net for events lost to a race, or no inotify at all), and the
+// first retry of a failed SYNC.
+constexpr int kRescanMs = 30 * 1000;
+constexpr int kFirstRetryMs = 1000;
+
+constexpr uint32_t kWatchEvents = IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB |
+                                   IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |
+                                   IN_DELETE_SELF | IN_MOVE_SELF | IN_DONT_FOLLOW | IN_ONLYDIR;
+
+absl::Status Changed(const std::string& at) {
+  return absl::UnavailableError(at + ": changed while it was read");
+}
+
+// A directory's entries: name and inode (a rename over a name changes it).
+std::vector<std::pair<std::string, ino_t>> Listing(int dir) {
+  std::vector<std::pair<std::string, ino_t>> names;
+  DIR* d = fdopendir(fcntl(dir, F_DUPFD_CLOEXEC, 0));
+  if (d == nullptr) return names;
+  rewinddir(d);  // the duplicate shares the offset of an earlier listing
+  while (dirent* e = readdir(d)) {
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+      names.emplace_back(e->d_name, e->d_ino);
+    }
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 struct TreeReader {
+  std::string source;
+  int inotify = -1;  // watches each directory before it is read, when >= 0
   std::vector<TreeEntry> entries;
   size_t bytes = 0;
 
@@ -45,35 +76,37 @@ struct TreeReader {
     return absl::OkStatus();
   }
 
-  // The entries of the open directory `dir` (at `path` in the tree).
+  // The entries of the open directory `dir` (at `path` in the tree). Its
+  // listing is taken again afterwards: a writer's step in between (a new
+  // version's directory filled, `..data` renamed over) makes the read
+  // Unavailable, to be taken again, rather than half of one version.
   absl::Status Directory(int dir, const std::string& path, int depth) {
     if (depth > kMaxDepth) return absl::InvalidArgumentError(path + ": more than 64 levels deep");
-    std::vector<std::string> names;
-    DIR* d = fdopendir(fcntl(dir, F_DUPFD_CLOEXEC, 0));
-    if (d == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": ", strerror(errno)));
-    while (dirent* e = readdir(d)) {
-      if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
+    if (inotify >= 0) {
+      inotify_add_watch(inotify, (path.empty() ? source : source + "/" + path).c_str(),
+                        kWatchEvents);
     }
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
+    auto names = Listing(dir);
+    for (const auto& [name, inode] : names) {
       std::string at = path.empty() ? name : path + "/" + name;
       if (auto s = Entry(dir, name, at, depth); !s.ok()) return s;
     }
+    if (Listing(dir) != names) return Changed(path.empty() ? "." : path);
     return absl::OkStatus();
   }
 
   absl::Status Entry(int parent, const std::string& name, const std::string& at, int depth) {
     struct stat st;
     if (fstatat(parent, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
+      return errno == ENOENT ? Changed(at)
+                             : absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
     }
     TreeEntry e{TreeEntry::kDirectory, at, static_cast<uint32_t>(st.st_mode & 07777), st.st_uid,
                 st.st_gid, ""};
     if (S_ISLNK(st.st_mode)) {
       char target[PATH_MAX];
       ssize_t n = readlinkat(parent, name.c_str(), target, sizeof(target) - 1);
-      if (n <= 0) return absl::InvalidArgumentError(absl::StrCat(at, ": ", strerror(errno)));
+      if (n <= 0) return Changed(at);
       e.kind = TreeEntry::kLink;
       e.mode = 0;
       e.data.assign(target, n);
@@ -86,9 +119,7 @@ struct TreeReader {
                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
                      (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0)));
     struct stat now;
-    if (!fd.valid() || fstat(fd.get(), &now) != 0 || now.st_ino != st.st_ino) {
-      return absl::UnavailableError(at + ": changed while it was read");
-    }
+    if (!fd.valid() || fstat(fd.get(), &now) != 0 || now.st_ino != st.st_ino) return Changed(at);
     if (S_ISDIR(st.st_mode)) {
       if (auto s = Add(std::move(e)); !s.ok()) return s;
       return Directory(fd.get(), at, depth + 1);
@@ -103,47 +134,53 @@ struct TreeReader {
       if (n <= 0) break;
       got += n;
     }
-    if (got != e.data.size()) return absl::UnavailableError(at + ": changed while it was read");
+    // Written to meanwhile: its size or time tells.
+    if (got != e.data.size() || fstat(fd.get(), &now) != 0 || now.st_size != st.st_size ||
+        now.st_mtim.tv_sec != st.st_mtim.tv_sec || now.st_mtim.tv_nsec != st.st_mtim.tv_nsec) {
+      return Changed(at);
+    }
     return Add(std::move(e));
   }
 };
 
-// Watches every directory of the tree (inotify reports on a directory's
-// own entries only); a directory already watched keeps its watch.
-void Watch(int inotify, const std::string& source, const std::vector<TreeEntry>& tree) {
-  constexpr uint32_t kEvents = IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE |
-                               IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |
-                               IN_DONT_FOLLOW | IN_ONLYDIR;
-  for (const TreeEntry& e : tree) {
-    if (e.kind != TreeEntry::kDirectory) continue;
-    std::string path = e.path.empty() ? source : source + "/" + e.path;
-    inotify_add_watch(inotify, path.c_str(), kEvents);
+// The tree, read again while a writer's steps keep changing it under the
+// read (at most 20 times, 50 ms apart).
+absl::StatusOr<std::vector<TreeEntry>> ReadSettledTree(const std::string& source, int inotify) {
+  absl::StatusOr<std::vector<TreeEntry>> tree;
+  for (int i = 0; i < 20; ++i) {
+    if (i > 0) usleep(50 * 1000);
+    tree = ReadTree(source, inotify);
+    if (!absl::IsUnavailable(tree.status())) break;
   }
+  return tree;
 }
 
-// Waits for inotify's next events (up to `timeout_ms`, -1 forever), then
-// until none has come for 100 ms (at most 2 s). False on timeout.
-bool WaitForChange(int inotify, int timeout_ms) {
+// Waits up to `timeout_ms` for inotify's events, then until none has come
+// for 100 ms (at most 2 s). Without inotify, only the time.
+void WaitForChange(int inotify, int timeout_ms) {
+  if (inotify < 0) {
+    usleep(timeout_ms * 1000);
+    return;
+  }
   pollfd p{inotify, POLLIN, 0};
-  if (poll(&p, 1, timeout_ms) <= 0) return false;
+  if (poll(&p, 1, timeout_ms) <= 0) return;
   char buf[16384];
   for (int quiet = 0; quiet < 20; ++quiet) {
     while (read(inotify, buf, sizeof(buf)) > 0) {
     }
     if (poll(&p, 1, 100) <= 0) break;
   }
-  return true;
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<TreeEntry>> ReadTree(const std::string& source) {
+absl::StatusOr<std::vector<TreeEntry>> ReadTree(const std::string& source, int inotify) {
   Fd top(open(source.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   struct stat st;
   if (!top.valid() || fstat(top.get(), &st) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", strerror(errno)));
   }
-  TreeReader reader;
+  TreeReader reader{source, inotify};
   absl::Status s = reader.Add({TreeEntry::kDirectory, "", static_cast<uint32_t>(st.st_mode & 07777),
                                st.st_uid, st.st_gid, ""});
   if (s.ok()) s = reader.Directory(top.get(), "", 0);
@@ -162,7 +199,7 @@ std::vector<SyncedVolume> VolumesToSync(
         !S_ISDIR(st.st_mode)) {
       continue;
     }
-    auto tree = ReadTree(c.source);
+    auto tree = ReadSettledTree(c.source, -1);
     if (!tree.ok()) {
       skipped(absl::StrCat("the read-only bind mount at ", m->target,
                            " is a copy the host's changes do not reach: ", tree.status().message()));
@@ -176,17 +213,24 @@ std::vector<SyncedVolume> VolumesToSync(
 void RunVolumeSync(const std::vector<SyncedVolume>& volumes, const std::string& device,
                    client::ExecOptions connection,
                    const std::function<void(const std::string&)>& warn) {
+  // Without an inotify instance (a user's are limited: 128 by default),
+  // the volumes are only read again every rescan.
   Fd inotify(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!inotify.valid()) {
+    warn(absl::StrCat("no inotify instance (", strerror(errno),
+                      "): the read-only bind mounts follow their sources every ",
+                      kRescanMs / 1000, " s only"));
+  }
   std::vector<std::vector<TreeEntry>> sent;
   for (const SyncedVolume& v : volumes) sent.push_back(v.copied);
   std::vector<std::string> last_error(volumes.size());
+  int backoff_ms = kFirstRetryMs;
   while (true) {
-    bool retry = false;
+    bool failed = false;
     for (size_t i = 0; i < volumes.size(); ++i) {
-      auto tree = ReadTree(volumes[i].source);
+      auto tree = ReadSettledTree(volumes[i].source, inotify.get());
       std::string error;
       if (tree.ok()) {
-        Watch(inotify.get(), volumes[i].source, *tree);
         if (sent[i] == *tree) continue;
         agent::SyncRequest request{device, volumes[i].copy, *tree};
         if (client::RunSync(connection, request, &error)) {
@@ -194,12 +238,11 @@ void RunVolumeSync(const std::vector<SyncedVolume>& volumes, const std::string& 
           last_error[i].clear();
           continue;
         }
-        retry = true;
+        failed = true;
       } else {
-        // Half way through an update, or gone with the pod: its next
-        // change tells.
+        // Too large now, or gone with the pod: the next change or rescan
+        // tells.
         error = std::string(tree.status().message());
-        retry = absl::IsUnavailable(tree.status());
       }
       if (error != last_error[i]) {
         warn(absl::StrCat("cannot bring the copy of ", volumes[i].source,
@@ -207,7 +250,11 @@ void RunVolumeSync(const std::vector<SyncedVolume>& volumes, const std::string& 
         last_error[i] = error;
       }
     }
-    WaitForChange(inotify.get(), retry ? 1000 : -1);
+    // A failed SYNC is tried again sooner than the rescan, less and less
+    // often while it keeps failing (a full disk in the guest, say).
+    int wait_ms = failed ? backoff_ms : kRescanMs;
+    backoff_ms = failed ? std::min(backoff_ms * 2, kRescanMs) : kFirstRetryMs;
+    WaitForChange(inotify.get(), wait_ms);
   }
 }
 

@@ -20,9 +20,12 @@ namespace ember::oci {
 
 // The directory `source` as SYNC's entries (agent::SyncRequest), read
 // through descriptors that follow no link, each directory's entries in
-// name order. An error when it holds something other than files,
-// directories and links, or more than a SYNC carries.
-absl::StatusOr<std::vector<agent::TreeEntry>> ReadTree(const std::string& source);
+// name order; with `inotify` >= 0 each directory is watched before it is
+// read. Unavailable when it changed while it was read (read it again);
+// another error when it holds something other than files, directories and
+// links, or more than a SYNC carries.
+absl::StatusOr<std::vector<agent::TreeEntry>> ReadTree(const std::string& source,
+                                                       int inotify = -1);
 
 struct SyncedVolume {
   std::string source;  // on the host
@@ -42,8 +45,9 @@ std::vector<SyncedVolume> VolumesToSync(
 // volume's tree to the agent when it differs from what was sent last (at
 // first, from `copied`), so at once when it changed while create copied
 // it, then after each change inotify reports, once the volume has been
-// quiet for 100 ms. A failed SYNC is tried again
-// a second later; `warn` is told each new failure. Never returns.
+// quiet for 100 ms, and at a rescan every 30 s (the only one without
+// inotify). A failed SYNC is tried again after 1 s, then 2, 4, ... up to
+// the rescan; `warn` is told each new failure. Never returns.
 [[noreturn]] void RunVolumeSync(const std::vector<SyncedVolume>& volumes,
                                 const std::string& device, client::ExecOptions connection,
                                 const std::function<void(const std::string&)>& warn);

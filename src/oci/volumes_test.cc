@@ -94,6 +94,58 @@ TEST_F(VolumesTest, ReadTreeRefusesWhatASyncCannotCarry) {
   EXPECT_TRUE(ReadTree(source_).ok());
 }
 
+// A read that overlaps a writer's steps is Unavailable, never half of one
+// version: with a writer switching versions without pause, every tree read
+// whole has `..data` pointing at a version directory in it, complete.
+TEST_F(VolumesTest, ReadTreeNeverReturnsHalfAnUpdate) {
+  constexpr int kKeys = 8;
+  std::atomic<bool> stop{false};
+  auto write_version = [&](int v) {
+    std::string dir = source_ + "/..v" + std::to_string(v);
+    mkdir(dir.c_str(), 0755);
+    for (int k = 0; k < kKeys; ++k) std::ofstream(dir + "/k" + std::to_string(k)) << v;
+    std::string tmp = source_ + "/..data_tmp";
+    symlink(("..v" + std::to_string(v)).c_str(), tmp.c_str());
+    rename(tmp.c_str(), (source_ + "/..data").c_str());
+    std::string old = source_ + "/..v" + std::to_string(v - 1);
+    for (int k = 0; k < kKeys; ++k) unlink((old + "/k" + std::to_string(k)).c_str());
+    rmdir(old.c_str());
+  };
+  write_version(0);
+  std::thread writer([&] {
+    for (int v = 1; !stop; ++v) {
+      write_version(v);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // whole reads happen too
+    }
+  });
+  int whole = 0, overlapped = 0;
+  for (int i = 0; i < 1000; ++i) {
+    auto tree = ReadTree(source_);
+    if (absl::IsUnavailable(tree.status())) {
+      ++overlapped;
+      continue;
+    }
+    ASSERT_TRUE(tree.ok()) << tree.status();
+    ++whole;
+    std::string data;
+    for (const TreeEntry& e : *tree) {
+      if (e.path == "..data") data = e.data;
+    }
+    int keys = 0;
+    for (const TreeEntry& e : *tree) {
+      if (e.path.rfind(data + "/", 0) == 0) {
+        EXPECT_EQ(e.data, data.substr(3)) << e.path;
+        ++keys;
+      }
+    }
+    EXPECT_EQ(keys, kKeys) << "..data -> " << data;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(whole, 0);
+  std::printf("%d whole reads, %d overlapped a change\n", whole, overlapped);
+}
+
 TEST_F(VolumesTest, OnlyReadOnlyDirectoriesAreSynced) {
   Sh("mkdir -p ro rw big && : > file && truncate -s 3M big/f");
   MountPlan plan;
