@@ -33,6 +33,61 @@ namespace ember::oci::cli {
 namespace oci = ember::oci;
 using ember::agent::Fd;
 
+namespace {
+
+// The microVM's side of a container, into `plan`: its files' layout (the
+// jail), the image of its root with the bind mounts' copies, the VM's
+// configuration, its TAP's name, the template it restores, and the
+// read-only volumes to keep up to date.
+absl::Status PrepareVm(const oci::CommandLine& cl, const std::string& id, const std::string& dir,
+                       const oci::BundleSpec& spec, const oci::MountPlan& mounts,
+                       oci::MonitorPlan* plan) {
+  plan->assets = oci::FindAssets();
+  const oci::VmAssets& assets = plan->assets;
+  auto layout = oci::PrepareLayout(assets, cl.root, id, dir);
+  if (!layout.ok()) return layout.status();
+  plan->layout = *layout;
+  if (layout->uds.size() >= 108) {
+    return absl::InvalidArgumentError("path too long for the VM's socket: " + layout->uds);
+  }
+  // Read before they are copied: a change in between is then sent at start.
+  plan->volumes = oci::VolumesToSync(
+      mounts, [](const std::string& message) { logger.Write("info", message); });
+  auto image_begin = std::chrono::steady_clock::now();
+  if (auto s = oci::MakeImage(spec.root_path, layout->image, oci::CopiesBytes(mounts)); !s.ok()) {
+    return s;
+  }
+  if (auto s = oci::ApplyToImage(mounts, layout->image, dir + "/binds"); !s.ok()) return s;
+  logger.Write("info", absl::StrCat("image of ", spec.root_path, " made in ",
+                                    Seconds(image_begin), " s"));
+  bool jailed = !layout->jail_dir.empty();
+  if (jailed && chown(layout->image.c_str(), assets.jail_uid, assets.jail_gid) != 0) {
+    return absl::InternalError("cannot give the image to the jail's user: " +
+                               std::string(strerror(errno)));
+  }
+  plan->tap = oci::TapName(cl.root, id);
+  std::string config = oci::VmConfigJson(
+      jailed ? "/vmlinux" : assets.kernel, jailed ? "/agent.ext4" : assets.rootfs,
+      jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec.vm,
+      plan->tap);
+  if (!WriteFileAtomic(layout->config, config)) {
+    return absl::InternalError("cannot write " + layout->config);
+  }
+  // A container starts from the template when there is one (made in the
+  // same mode) unless asked to boot cold.
+  const char* boot = getenv("EMBER_OCI_BOOT");
+  auto boot_annotation = spec.annotations.find("io.ember.boot");
+  bool cold = (boot && std::string(boot) == "cold") ||
+              (boot_annotation != spec.annotations.end() && boot_annotation->second == "cold");
+  plan->restore = !cold && oci::TemplateReady(cl.root, spec.vm, assets.rootfs,
+                                              &plan->template_files) &&
+                  plan->template_files.jailed == jailed;
+  if (plan->restore) return oci::PrepareRestore(*layout, plan->template_files);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int Create(const oci::CommandLine& cl) {
   auto begin = std::chrono::steady_clock::now();
   const std::string& id = cl.args[0];
@@ -83,49 +138,17 @@ int Create(const oci::CommandLine& cl) {
   if (auto s = oci::FindProgram(request, spec->root_path); !s.ok()) {
     return undo(std::string(s.message()));
   }
-  oci::VmAssets assets = oci::FindAssets();
-  auto layout = oci::PrepareLayout(assets, cl.root, id, dir);
-  if (!layout.ok()) return undo(std::string(layout.status().message()));
+  oci::MonitorPlan plan;
   auto undo_all = [&](const std::string& why) {
-    if (!layout->jail_dir.empty()) oci::RemoveTree(layout->jail_dir);
+    if (!plan.layout.jail_dir.empty()) oci::RemoveTree(plan.layout.jail_dir);
     return undo(why);
   };
-  if (layout->uds.size() >= 108) {
-    return undo_all("path too long for the VM's socket: " + layout->uds);
-  }
-  // Read before they are copied: a change in between is then sent at start.
-  std::vector<oci::SyncedVolume> volumes = oci::VolumesToSync(
-      *mounts, [](const std::string& message) { logger.Write("info", message); });
-  auto image_begin = std::chrono::steady_clock::now();
-  if (auto s = oci::MakeImage(spec->root_path, layout->image, oci::CopiesBytes(*mounts));
-      !s.ok()) {
-    return undo_all(std::string(s.message()));
-  }
-  if (auto s = oci::ApplyToImage(*mounts, layout->image, dir + "/binds"); !s.ok()) {
-    return undo_all(std::string(s.message()));
-  }
-  logger.Write("info", absl::StrCat("image of ", spec->root_path, " made in ",
-                                    Seconds(image_begin), " s"));
-  bool jailed = !layout->jail_dir.empty();
-  if (jailed && chown(layout->image.c_str(), assets.jail_uid, assets.jail_gid) != 0) {
-    return undo_all("cannot give the image to the jail's user: " + std::string(strerror(errno)));
-  }
-  std::string tap = oci::TapName(cl.root, id);
-  std::string config = oci::VmConfigJson(
-      jailed ? "/vmlinux" : assets.kernel, jailed ? "/agent.ext4" : assets.rootfs,
-      jailed ? "/root.ext4" : layout->image, jailed ? "/v.sock" : layout->uds, spec->vm, tap);
-  if (!WriteFileAtomic(layout->config, config)) return undo_all("cannot write " + layout->config);
-  // A container starts from the template when there is one (made in the
-  // same mode) unless asked to boot cold.
-  oci::TemplateFiles tpl;
-  const char* boot = getenv("EMBER_OCI_BOOT");
-  auto boot_annotation = spec->annotations.find("io.ember.boot");
-  bool cold = (boot && std::string(boot) == "cold") ||
-              (boot_annotation != spec->annotations.end() && boot_annotation->second == "cold");
-  bool restore = !cold && oci::TemplateReady(cl.root, spec->vm, assets.rootfs, &tpl) &&
-                 tpl.jailed == jailed;
-  if (restore) {
-    if (auto s = oci::PrepareRestore(*layout, tpl); !s.ok()) return undo_all(std::string(s.message()));
+  // A pod's sandbox runs no microVM (docs/containers.md, "Pods").
+  plan.sandbox = oci::IsPodSandbox(spec->annotations);
+  if (!plan.sandbox) {
+    if (auto s = PrepareVm(cl, id, dir, *spec, *mounts, &plan); !s.ok()) {
+      return undo_all(std::string(s.message()));
+    }
   }
   std::string fifo = dir + "/exec.fifo";
   if (mkfifo(fifo.c_str(), 0600) != 0) {
@@ -146,22 +169,14 @@ int Create(const oci::CommandLine& cl) {
   if (pipe2(ready, O_CLOEXEC) != 0) return undo_all("pipe: " + std::string(strerror(errno)));
   Fd ready_r(ready[0]), ready_w(ready[1]);
 
-  oci::MonitorPlan plan;
-  plan.exec.socket_path = layout->uds;
+  plan.exec.socket_path = plan.layout.uds;
   plan.exec.request = std::move(request);
   plan.tty_slave = pty.slave.get();
   plan.owns_vm = true;
-  plan.assets = assets;
-  plan.layout = *layout;
   plan.dir = dir;
   plan.start_fifo = fifo_r.get();
   plan.ready_fd = ready_w.get();
-  plan.restore = restore;
-  plan.template_files = tpl;
-  plan.tap = tap;
-  plan.connect_network = !oci::IsPodSandbox(spec->annotations);
   plan.warn = [](const std::string& message) { logger.Write("warning", message); };
-  plan.volumes = std::move(volumes);
   pid_t monitor = fork();
   if (monitor < 0) return undo_all("fork: " + std::string(strerror(errno)));
   if (monitor == 0) {
@@ -204,8 +219,8 @@ int Create(const oci::CommandLine& cl) {
   record.created = oci::NowRfc3339();
   record.monitor = oci::RefOf(monitor);
   record.annotations = spec->annotations;
-  record.jail_dir = layout->jail_dir;
-  record.uds = layout->uds;
+  record.jail_dir = plan.layout.jail_dir;
+  record.uds = plan.layout.uds;
   // The namespace the monitor joined when config.json names one (not the
   // host's: JoinNetworkNamespace makes one of its own then).
   if (spec->network_namespace && !spec->network_namespace->empty() &&
@@ -218,6 +233,7 @@ int Create(const oci::CommandLine& cl) {
   }
   Save(cl, record);
   uint32_t vmm = 0;
+  std::string tap = oci::TapName(cl.root, id);
   // Undoes the processes and the cgroup; the files are undo_all's.
   auto stop = [&] {
     kill(monitor, SIGKILL);
@@ -234,10 +250,14 @@ int Create(const oci::CommandLine& cl) {
     ssize_t n = read(ready_r.get(), why, sizeof(why));
     vmm = 0;
     stop();
-    return undo_all("cannot start " + (jailed ? assets.jailer : assets.vmm) +
+    bool jailed = !plan.layout.jail_dir.empty();
+    return undo_all("cannot start " +
+                    (plan.sandbox ? "the pod's sandbox"
+                                  : jailed ? plan.assets.jailer : plan.assets.vmm) +
                     (n > 0 ? ": " + std::string(why, n) : std::string()));
   }
-  record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
+  // A sandbox's monitor reports itself: it has no VMM.
+  if (static_cast<pid_t>(vmm) != monitor) record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
   if (!Save(cl, record)) {
     stop();
     return undo_all("cannot write the container's state");
@@ -267,7 +287,10 @@ int Create(const oci::CommandLine& cl) {
     stop();
     return undo_all("cannot write the pid file");
   }
-  logger.Write("info", absl::StrCat("created ", id, restore ? " from the template" : " (cold boot)",
+  logger.Write("info", absl::StrCat("created ", id,
+                                    plan.sandbox   ? " (a pod's sandbox: no microVM)"
+                                    : plan.restore ? " from the template"
+                                                   : " (cold boot)",
                                     " in ", Seconds(begin), " s"));
   return 0;
 }

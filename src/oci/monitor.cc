@@ -107,11 +107,30 @@ void StartVolumeSync(const MonitorPlan& plan) {
   RunVolumeSync(plan.volumes, plan.exec.request.container.root_device, connection, warn);
 }
 
+// A pod's sandbox: nothing runs, the monitor waits as pause would.
+[[noreturn]] void RunSandbox(const MonitorPlan& plan) {
+  uint32_t self = static_cast<uint32_t>(getpid());
+  (void)!write(plan.ready_fd, &self, sizeof(self));
+  close(plan.ready_fd);
+  WaitForStart(plan.start_fifo);
+  close(plan.start_fifo);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  int signo = 0;
+  while (sigwait(&stop, &signo) != 0) {
+  }
+  _exit(0);
+}
+
 }  // namespace
 
 void RunMonitor(MonitorPlan plan) {
   setsid();
   signal(SIGPIPE, SIG_IGN);
+  if (plan.sandbox) RunSandbox(plan);
   if (plan.tty_slave >= 0) {
     TakeTerminal(plan.tty_slave);
     // The shim reads create's (and exec's) stdout until EOF when it gave
@@ -155,8 +174,7 @@ void RunMonitor(MonitorPlan plan) {
     close(plan.start_fifo);
     // After create's hooks: a CNI plugin run by one (nerdctl's) has set
     // the namespace up by now.
-    if (absl::Status s = plan.connect_network ? ConnectNetwork(plan) : absl::OkStatus();
-        !s.ok()) {
+    if (absl::Status s = ConnectNetwork(plan); !s.ok()) {
       std::string message = "ember-oci: cannot give the container its network: " +
                             std::string(s.message()) + "\n";
       (void)!write(plan.exec.stderr_fd, message.data(), message.size());

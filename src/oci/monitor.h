@@ -38,21 +38,24 @@ struct MonitorPlan {
   // The container's own monitor: the VM to start and the fifo `start`
   // writes to (a non-blocking read end). An exec's monitor has neither.
   bool owns_vm = false;
+  // A Kubernetes pod's sandbox: the monitor runs no VM and nothing in one;
+  // it stands where the sandbox's process (pause) would, until a signal
+  // ends it (SIGTERM and SIGINT with 0, as pause).
+  bool sandbox = false;
   VmAssets assets;
   VmLayout layout;
   std::string dir;      // the container's state directory
   int start_fifo = -1;
   // The VMM's pid (4 bytes) goes here once it runs (restored, with a
-  // template); or 0 and a message. Then it is closed.
+  // template), the monitor's own for a sandbox; or 0 and a message. Then
+  // it is closed.
   int ready_fd = -1;
   bool restore = false;  // from the template rather than a cold boot
   TemplateFiles template_files;
   // The VM's TAP (network.h), made in the monitor's network namespace
-  // before the VMM starts, removed when the monitor ends; and whether the
-  // namespace's interface is joined to it at start (not for a pod's
-  // sandbox, which runs nothing that needs it).
+  // before the VMM starts, joined to the namespace's interface at start,
+  // removed when the monitor ends.
   std::string tap;
-  bool connect_network = false;
   // Read-only bind mounts whose host's changes a child of the monitor
   // carries into the guest once the process has started (volumes.h).
   std::vector<SyncedVolume> volumes;

@@ -31,8 +31,8 @@ bool IsHostNetworkNamespace(const std::string& path);
 absl::Status JoinNamespaceOf(pid_t pid);
 
 // A Kubernetes pod's sandbox (its pause container), as containerd's CRI
-// and CRI-O mark it: it holds the pod's namespaces and runs nothing that
-// needs the network, which the pod's first container gets instead.
+// and CRI-O mark it: it holds the pod's namespaces and runs nothing else,
+// so it gets no microVM, and the network goes to the pod's first container.
 bool IsPodSandbox(const std::map<std::string, std::string>& annotations);
 
 // The TAP's name for container `id` under `root`: distinct for the

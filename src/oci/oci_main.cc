@@ -210,6 +210,14 @@ int PauseOrResume(const oci::CommandLine& cl, bool pause) {
     return Error("container not running");
   }
   if (!pause && status != oci::Status::kPaused) return Error("container not paused");
+  if (oci::IsPodSandbox(record->annotations)) {
+    // No microVM: the monitor that stands for pause stops and goes on.
+    if (kill(record->monitor.pid, pause ? SIGSTOP : SIGCONT) != 0) {
+      return Error("kill: " + std::string(strerror(errno)));
+    }
+    record->paused = pause;
+    return Save(cl, *record) ? 0 : Error("cannot write the container's state");
+  }
   std::string api = oci::ApiSocket(record->jail_dir, Dir(cl, record->id));
   auto answer = oci::ApiRequest(api, "PATCH", "/vm",
                                 pause ? R"({"state":"Paused"})" : R"({"state":"Resumed"})");
@@ -260,6 +268,9 @@ int Exec(const oci::CommandLine& cl) {
   oci::Status status = oci::StatusOf(*record);
   if (status == oci::Status::kPaused) return Error("cannot exec in a paused container");
   if (status == oci::Status::kStopped) return Error("cannot exec in a stopped container");
+  if (oci::IsPodSandbox(record->annotations)) {
+    return Error("cannot exec in a pod's sandbox: it runs no microVM (its containers have theirs)");
+  }
   std::string path = cl.Value("process");
   if (path.empty()) return Error("ember-oci exec needs --process (a process.json)");
   bool ok;

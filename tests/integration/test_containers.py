@@ -726,6 +726,43 @@ def test_hooks_run_at_their_moments(runtime, tmp_path):
     runtime.check_clean(cid)
 
 
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_pods_sandbox(name, containerd):
+    """A Kubernetes pod's sandbox (CRI annotates its pause container so):
+    runc runs its process; Ember runs no microVM for a process that only
+    waits, its monitor stands where pause would (so this runs without
+    KVM). Either way the task runs, pauses and resumes, ends with 0 on
+    SIGTERM as pause does, and leaves nothing behind."""
+    runtime = Runtime(name, containerd)
+    d = containerd
+    cid = f"{name}-sandbox"
+    d.ctr("run", "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
+          *runtime.run_args(), IMAGE, cid, "sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait",
+          timeout=runtime.timeout)
+    try:
+        found = re.search(rf"^{cid}\s+(\d+)\s+RUNNING", d.ctr("task", "ls").stdout.decode(), re.M)
+        assert found
+        if name == "ember":
+            tree = process_tree(int(found.group(1)))
+            assert len(tree) == 1, [Path(f"/proc/{p}/cmdline").read_bytes() for p in tree]
+        d.ctr("task", "pause", cid)
+        assert re.search(rf"^{cid}\s+\d+\s+PAUSED", d.ctr("task", "ls").stdout.decode(), re.M)
+        d.ctr("task", "resume", cid)
+        if name == "runc":
+            time.sleep(0.5)  # the shell's trap is set
+        d.ctr("task", "kill", cid)
+        deadline = time.monotonic() + 60
+        while "STOPPED" not in d.ctr("task", "ls").stdout.decode():
+            assert time.monotonic() < deadline, d.ctr("task", "ls").stdout
+            time.sleep(0.2)
+        removed = d.ctr("task", "rm", cid)
+        assert b"non-zero exit code" not in removed.stderr, removed.stderr
+    finally:
+        d.ctr("task", "rm", "-f", cid, check=False)
+        d.ctr("container", "rm", cid, check=False)
+    runtime.check_clean(cid)
+
+
 def test_detached_container_exec_and_sigterm(runtime):
     d = runtime.daemon
     cid = f"{runtime.name}-detached"
