@@ -144,7 +144,7 @@ int Create(const oci::CommandLine& cl) {
     return undo(why);
   };
   // A pod's sandbox runs no microVM (docs/containers.md, "Pods").
-  plan.sandbox = oci::IsPodSandbox(spec->annotations);
+  plan.sandbox = oci::IsPodSandbox(spec->annotations, id);
   if (!plan.sandbox) {
     if (auto s = PrepareVm(cl, id, dir, *spec, *mounts, &plan); !s.ok()) {
       return undo_all(std::string(s.message()));
@@ -172,7 +172,7 @@ int Create(const oci::CommandLine& cl) {
   plan.exec.socket_path = plan.layout.uds;
   plan.exec.request = std::move(request);
   plan.tty_slave = pty.slave.get();
-  plan.owns_vm = true;
+  plan.owns_vm = !plan.sandbox;
   plan.dir = dir;
   plan.start_fifo = fifo_r.get();
   plan.ready_fd = ready_w.get();
@@ -256,8 +256,7 @@ int Create(const oci::CommandLine& cl) {
                                   : jailed ? plan.assets.jailer : plan.assets.vmm) +
                     (n > 0 ? ": " + std::string(why, n) : std::string()));
   }
-  // A sandbox's monitor reports itself: it has no VMM.
-  if (static_cast<pid_t>(vmm) != monitor) record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
+  if (!plan.sandbox) record.vmm = oci::RefOf(static_cast<pid_t>(vmm));
   if (!Save(cl, record)) {
     stop();
     return undo_all("cannot write the container's state");

@@ -18,10 +18,13 @@ namespace ember::oci {
 namespace {
 
 // Waits for `start`'s byte. Until a writer comes, the fifo reads as EOF.
-void WaitForStart(int fifo) {
+// `during`, when given, is the signal mask while it waits: signals blocked
+// otherwise are delivered then.
+void WaitForStart(int fifo, const sigset_t* during = nullptr) {
   while (true) {
     pollfd p{fifo, POLLIN, 0};
-    poll(&p, 1, 100);
+    timespec tick{0, 100 * 1000 * 1000};
+    ppoll(&p, 1, &tick, during);
     char c;
     ssize_t n = read(fifo, &c, 1);
     if (n == 1) return;
@@ -109,16 +112,26 @@ void StartVolumeSync(const MonitorPlan& plan) {
 
 // A pod's sandbox: nothing runs, the monitor waits as pause would.
 [[noreturn]] void RunSandbox(const MonitorPlan& plan) {
-  uint32_t self = static_cast<uint32_t>(getpid());
-  (void)!write(plan.ready_fd, &self, sizeof(self));
-  close(plan.ready_fd);
-  WaitForStart(plan.start_fifo);
-  close(plan.start_fifo);
-  sigset_t stop;
+  // Blocked from here, so that one sent once `start` has returned ends it
+  // with 0 as pause; while it waits for `start` they act as on runc's
+  // waiting init.
+  sigset_t stop, before;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
-  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  sigprocmask(SIG_BLOCK, &stop, &before);
+  if (plan.tty_slave >= 0) {
+    // The shim reads create's output until EOF when it gave no stdio.
+    int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd <= 2; ++fd) dup2(null, fd);
+    if (null > 2) close(null);
+    close(plan.tty_slave);
+  }
+  uint32_t self = static_cast<uint32_t>(getpid());
+  (void)!write(plan.ready_fd, &self, sizeof(self));
+  close(plan.ready_fd);
+  WaitForStart(plan.start_fifo, &before);
+  close(plan.start_fifo);
   int signo = 0;
   while (sigwait(&stop, &signo) != 0) {
   }

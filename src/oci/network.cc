@@ -302,10 +302,17 @@ absl::Status JoinNamespaceOf(pid_t pid) {
   return EnterNamespace(path, "cannot join the container's network namespace (" + path + ")");
 }
 
-bool IsPodSandbox(const std::map<std::string, std::string>& annotations) {
-  for (const char* key : {"io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType"}) {
-    auto it = annotations.find(key);
-    if (it != annotations.end() && it->second == "sandbox") return true;
+bool IsPodSandbox(const std::map<std::string, std::string>& annotations, const std::string& id) {
+  constexpr std::pair<const char*, const char*> kMarks[] = {
+      {"io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id"},
+      {"io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID"}};
+  for (const auto& [type_key, id_key] : kMarks) {
+    auto type = annotations.find(type_key);
+    auto sandbox = annotations.find(id_key);
+    if (type != annotations.end() && type->second == "sandbox" && sandbox != annotations.end() &&
+        sandbox->second == id) {
+      return true;
+    }
   }
   return false;
 }

@@ -30,10 +30,13 @@ bool IsHostNetworkNamespace(const std::string& path);
 // Joins the network namespace process `pid` is in.
 absl::Status JoinNamespaceOf(pid_t pid);
 
-// A Kubernetes pod's sandbox (its pause container), as containerd's CRI
-// and CRI-O mark it: it holds the pod's namespaces and runs nothing else,
-// so it gets no microVM, and the network goes to the pod's first container.
-bool IsPodSandbox(const std::map<std::string, std::string>& annotations);
+// Whether container `id` is a Kubernetes pod's sandbox (its pause
+// container), as containerd's CRI and CRI-O mark it: of type "sandbox",
+// the sandbox's id its own (a container that merely carries the type,
+// passed through by a user, is not one). It holds the pod's namespaces and
+// runs nothing else, so it gets no microVM, and the network goes to the
+// pod's first container.
+bool IsPodSandbox(const std::map<std::string, std::string>& annotations, const std::string& id);
 
 // The TAP's name for container `id` under `root`: distinct for the
 // containers that share one namespace (a pod's), and within IFNAMSIZ.

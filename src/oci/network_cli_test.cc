@@ -161,9 +161,10 @@ TEST_F(OciNetworkTest, ASecondContainerInTheNamespaceRunsWithoutIt) {
 // A Kubernetes pod's sandbox (pause) runs no microVM and takes no network:
 // the pod's container, in the same namespace, gets it.
 TEST_F(OciNetworkTest, APodsSandboxLeavesTheNetworkToItsContainer) {
-  ASSERT_EQ(Create("pause", R"("io.kubernetes.cri.container-type": "sandbox")"), 0);
+  const std::string pod = R"(, "io.kubernetes.cri.sandbox-id": "pause")";
+  ASSERT_EQ(Create("pause", R"("io.kubernetes.cri.container-type": "sandbox")" + pod), 0);
   ASSERT_EQ(Run("start pause").status, 0);
-  ASSERT_EQ(Create("app", R"("io.kubernetes.cri.container-type": "container")"), 0);
+  ASSERT_EQ(Create("app", R"("io.kubernetes.cri.container-type": "container")" + pod), 0);
   FakeGuest app(root_ + "/app/v.sock", RunToExit());
   ASSERT_EQ(Run("start app").status, 0);
   ember::oci::ProcessRef monitor = Monitor("app");

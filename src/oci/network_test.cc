@@ -330,5 +330,23 @@ TEST(NetworkTest, TapNamesFitAndDifferPerContainer) {
   EXPECT_EQ(a, TapName("/run/ember-oci/k8s.io", "abc"));
 }
 
+TEST(PodSandboxTest, ThePauseContainerAsCriAndCriOMarkIt) {
+  EXPECT_TRUE(IsPodSandbox({{"io.kubernetes.cri.container-type", "sandbox"},
+                            {"io.kubernetes.cri.sandbox-id", "abc"}},
+                           "abc"));
+  EXPECT_TRUE(IsPodSandbox({{"io.kubernetes.cri-o.ContainerType", "sandbox"},
+                            {"io.kubernetes.cri-o.SandboxID", "abc"}},
+                           "abc"));
+  // A pod's application container, and a user's that carries the type.
+  EXPECT_FALSE(IsPodSandbox({{"io.kubernetes.cri.container-type", "container"},
+                             {"io.kubernetes.cri.sandbox-id", "abc"}},
+                            "abc"));
+  EXPECT_FALSE(IsPodSandbox({{"io.kubernetes.cri.container-type", "sandbox"},
+                             {"io.kubernetes.cri.sandbox-id", "abc"}},
+                            "def"));
+  EXPECT_FALSE(IsPodSandbox({{"io.kubernetes.cri.container-type", "sandbox"}}, "abc"));
+  EXPECT_FALSE(IsPodSandbox({}, "abc"));
+}
+
 }  // namespace
 }  // namespace ember::oci

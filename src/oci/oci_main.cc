@@ -83,6 +83,10 @@ oci::Hooks SavedHooks(const oci::CommandLine& cl, const std::string& id) {
   return hooks.ok() ? *hooks : oci::Hooks{};
 }
 
+// A pod's sandbox, whose monitor stands where pause would: it has no VM's
+// socket (create decided, whatever ember-oci decides now).
+bool RunsNoVm(const oci::ContainerRecord& r) { return r.uds.empty(); }
+
 int Start(const oci::CommandLine& cl) {
   Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
@@ -138,7 +142,8 @@ int Kill(const oci::CommandLine& cl) {
   // Before `start` the monitor has its default dispositions (the signal
   // acts on it as on runc's waiting init); afterwards it forwards the
   // signal to the process in the guest, and SIGKILL ends the monitor,
-  // whose closed connection makes the agent kill the process group.
+  // whose closed connection makes the agent kill the process group. A
+  // pod's sandbox's monitor takes it as pause would.
   if (kill(record->monitor.pid, signo) != 0) return Error("kill: " + std::string(strerror(errno)));
   // --all: the exec'd processes' monitors too, which forward it the same way.
   if (cl.Has("all")) {
@@ -200,7 +205,8 @@ int Delete(const oci::CommandLine& cl) {
 
 // runc's freezer, as the VMM's: the whole microVM's vCPUs stop (PATCH /vm,
 // Paused) and go on (Resumed). The process in the guest and the guest's
-// clock see a gap; signals sent meanwhile wait for the resume.
+// clock see a gap; signals sent meanwhile wait for the resume. A pod's
+// sandbox's monitor is stopped and continued.
 int PauseOrResume(const oci::CommandLine& cl, bool pause) {
   Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
@@ -210,8 +216,8 @@ int PauseOrResume(const oci::CommandLine& cl, bool pause) {
     return Error("container not running");
   }
   if (!pause && status != oci::Status::kPaused) return Error("container not paused");
-  if (oci::IsPodSandbox(record->annotations)) {
-    // No microVM: the monitor that stands for pause stops and goes on.
+  if (RunsNoVm(*record)) {
+    // A pod's sandbox: the monitor that stands for pause stops and goes on.
     if (kill(record->monitor.pid, pause ? SIGSTOP : SIGCONT) != 0) {
       return Error("kill: " + std::string(strerror(errno)));
     }
@@ -268,7 +274,7 @@ int Exec(const oci::CommandLine& cl) {
   oci::Status status = oci::StatusOf(*record);
   if (status == oci::Status::kPaused) return Error("cannot exec in a paused container");
   if (status == oci::Status::kStopped) return Error("cannot exec in a stopped container");
-  if (oci::IsPodSandbox(record->annotations)) {
+  if (RunsNoVm(*record)) {
     return Error("cannot exec in a pod's sandbox: it runs no microVM (its containers have theirs)");
   }
   std::string path = cl.Value("process");

@@ -1,12 +1,16 @@
 // A Kubernetes pod's sandbox, from the binary: no microVM, a monitor that
 // stands where pause would (runc's lifecycle: created, running, paused,
 // stopped by SIGTERM with 0 or by SIGKILL).
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -30,10 +34,14 @@ class OciSandboxTest : public OciFakeVmTest {
     while (waitpid(-1, nullptr, WNOHANG) > 0) {
     }
   }
-  int CreateSandbox(const std::string& id) {
+  // A sandbox as containerd's CRI marks one: its type, and its own id as
+  // the sandbox's (`sandbox_id`).
+  int CreateSandbox(const std::string& id, const std::string& sandbox_id = "") {
     std::ofstream(bundle_ + "/config.json")
         << R"({"process": {"args": ["/bin/server"]}, "root": {"path": "rootfs"},)"
-        << R"( "annotations": {"io.kubernetes.cri.container-type": "sandbox"}})";
+        << R"( "annotations": {"io.kubernetes.cri.container-type": "sandbox",)"
+        << R"( "io.kubernetes.cri.sandbox-id": ")" << (sandbox_id.empty() ? id : sandbox_id)
+        << R"("}})";
     return Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/" + id + ".pid " + id)
         .status;
   }
@@ -77,6 +85,75 @@ TEST_F(OciSandboxTest, ASandboxRunsNoMicroVmAndEndsAsPauseDoes) {
   ASSERT_EQ(Run("kill pod2 KILL").status, 0);
   EXPECT_EQ(WaitStatus(monitor), 128 + SIGKILL);
   EXPECT_EQ(Run("delete pod2").status, 0);
+}
+
+// With a terminal (never from CRI, but `ctr run -t` can ask), create's own
+// output ends when create does: the shim reads it until EOF when it gave
+// no stdio, so a monitor holding it would hold up create.
+TEST_F(OciSandboxTest, CreatesOutputEndsWithATerminal) {
+  if (geteuid() != 0) GTEST_SKIP() << "a network namespace of its own needs root";
+  std::string socket = dir_ + "/console.sock";
+  int listener = ListenUnix(socket);
+  std::thread console([listener] {
+    int conn = accept(listener, nullptr, nullptr);
+    char byte, control[CMSG_SPACE(sizeof(int))];
+    iovec io{&byte, 1};
+    msghdr msg{};
+    msg.msg_iov = &io;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    if (recvmsg(conn, &msg, 0) >= 0 && CMSG_FIRSTHDR(&msg)) {
+      int master;
+      memcpy(&master, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(master));
+      close(master);
+    }
+    close(conn);
+  });
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"terminal": true, "args": ["/bin/server"]}, "root": {"path": "rootfs"},)"
+      << R"( "annotations": {"io.kubernetes.cri.container-type": "sandbox",)"
+      << R"( "io.kubernetes.cri.sandbox-id": "pod"}})";
+  FILE* out = popen((std::string(EMBER_OCI_BIN) + " --root " + root_ + " create --bundle " +
+                     bundle_ + " --console-socket " + socket + " --pid-file " + dir_ +
+                     "/pod.pid pod 2>&1")
+                        .c_str(),
+                    "r");
+  ASSERT_NE(out, nullptr);
+  bool ended = false;
+  for (int i = 0; i < 100 && !ended; ++i) {
+    pollfd p{fileno(out), POLLIN, 0};
+    char buf[256];
+    ended = poll(&p, 1, 100) > 0 && read(fileno(out), buf, sizeof(buf)) == 0;
+  }
+  EXPECT_TRUE(ended) << "create's output held open";
+  if (!ended) StopMonitors();
+  EXPECT_EQ(WEXITSTATUS(pclose(out)), 0);
+  console.join();
+  close(listener);
+  EXPECT_EQ(Run("delete --force pod").status, 0);
+}
+
+// Before `start` a signal acts on the monitor as on runc's waiting init.
+TEST_F(OciSandboxTest, ASignalBeforeStartEndsItAsRuncsInit) {
+  if (geteuid() != 0) GTEST_SKIP() << "a network namespace of its own needs root";
+  ASSERT_EQ(CreateSandbox("pod"), 0);
+  pid_t monitor = Monitor("pod").pid;
+  ASSERT_EQ(Run("kill pod TERM").status, 0);
+  EXPECT_EQ(WaitStatus(monitor), 128 + SIGTERM);
+  EXPECT_EQ(Run("delete pod").status, 0);
+}
+
+// The type annotation alone (a user's `ctr run --annotation`) is not a
+// sandbox: the container gets its microVM.
+TEST_F(OciSandboxTest, TheTypeAloneIsNotASandbox) {
+  if (geteuid() != 0) GTEST_SKIP() << "the VM's TAP needs root";
+  ASSERT_EQ(CreateSandbox("app", "some-pod"), 0);
+  for (int i = 0; i < 100 && access((root_ + "/app/console.log").c_str(), F_OK) != 0; ++i) {
+    usleep(50 * 1000);
+  }
+  EXPECT_EQ(access((root_ + "/app/console.log").c_str(), F_OK), 0) << "no VMM started";
+  EXPECT_EQ(Run("delete --force app").status, 0);
 }
 
 }  // namespace

@@ -728,7 +728,7 @@ def test_hooks_run_at_their_moments(runtime, tmp_path):
 
 @pytest.mark.parametrize("name", RUNTIMES)
 def test_a_pods_sandbox(name, containerd):
-    """A Kubernetes pod's sandbox (CRI annotates its pause container so):
+    """A Kubernetes pod's sandbox (its pause container, annotated so by CRI):
     runc runs its process; Ember runs no microVM for a process that only
     waits, its monitor stands where pause would (so this runs without
     KVM). Either way the task runs, pauses and resumes, ends with 0 on
@@ -737,7 +737,7 @@ def test_a_pods_sandbox(name, containerd):
     d = containerd
     cid = f"{name}-sandbox"
     d.ctr("run", "-d", "--annotation", "io.kubernetes.cri.container-type=sandbox",
-          *runtime.run_args(), IMAGE, cid, "sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait",
+          "--annotation", f"io.kubernetes.cri.sandbox-id={cid}", *runtime.run_args(), IMAGE, cid, "sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait",
           timeout=runtime.timeout)
     try:
         found = re.search(rf"^{cid}\s+(\d+)\s+RUNNING", d.ctr("task", "ls").stdout.decode(), re.M)
