@@ -219,6 +219,9 @@ int Create(const oci::CommandLine& cl) {
   record.created = oci::NowRfc3339();
   record.monitor = oci::RefOf(monitor);
   record.annotations = spec->annotations;
+  // Decided here for the container's life, whatever a later ember-oci
+  // would decide.
+  record.sandbox = plan.sandbox;
   record.jail_dir = plan.layout.jail_dir;
   record.uds = plan.layout.uds;
   // The namespace the monitor joined when config.json names one (not the

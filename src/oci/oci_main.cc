@@ -83,10 +83,6 @@ oci::Hooks SavedHooks(const oci::CommandLine& cl, const std::string& id) {
   return hooks.ok() ? *hooks : oci::Hooks{};
 }
 
-// A pod's sandbox, whose monitor stands where pause would: it has no VM's
-// socket (create decided, whatever ember-oci decides now).
-bool RunsNoVm(const oci::ContainerRecord& r) { return r.uds.empty(); }
-
 int Start(const oci::CommandLine& cl) {
   Fd lock = LockContainer(cl, cl.args[0]);
   auto record = Load(cl, cl.args[0]);
@@ -216,7 +212,7 @@ int PauseOrResume(const oci::CommandLine& cl, bool pause) {
     return Error("container not running");
   }
   if (!pause && status != oci::Status::kPaused) return Error("container not paused");
-  if (RunsNoVm(*record)) {
+  if (record->sandbox) {
     // A pod's sandbox: the monitor that stands for pause stops and goes on.
     if (kill(record->monitor.pid, pause ? SIGSTOP : SIGCONT) != 0) {
       return Error("kill: " + std::string(strerror(errno)));
@@ -274,7 +270,7 @@ int Exec(const oci::CommandLine& cl) {
   oci::Status status = oci::StatusOf(*record);
   if (status == oci::Status::kPaused) return Error("cannot exec in a paused container");
   if (status == oci::Status::kStopped) return Error("cannot exec in a stopped container");
-  if (RunsNoVm(*record)) {
+  if (record->sandbox) {
     return Error("cannot exec in a pod's sandbox: it runs no microVM (its containers have theirs)");
   }
   std::string path = cl.Value("process");

@@ -132,6 +132,8 @@ std::string RecordToJson(const ContainerRecord& r) {
   w.String(r.uds.c_str());
   w.Key("paused");
   w.Bool(r.paused);
+  w.Key("sandbox");
+  w.Bool(r.sandbox);
   w.Key("cgroup");
   w.String(r.cgroup.c_str());
   w.Key("cgroup_version");
@@ -165,6 +167,7 @@ absl::StatusOr<ContainerRecord> RecordFromJson(const std::string& json) {
   r.jail_dir = str("jail_dir");
   r.uds = str("uds");
   r.paused = doc.HasMember("paused") && doc["paused"].IsBool() && doc["paused"].GetBool();
+  r.sandbox = doc.HasMember("sandbox") && doc["sandbox"].IsBool() && doc["sandbox"].GetBool();
   r.cgroup = str("cgroup");
   r.cgroup_version = static_cast<int>(num("cgroup_version"));
   r.netns = str("netns");

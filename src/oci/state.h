@@ -35,6 +35,7 @@ struct ContainerRecord {
   std::string jail_dir;  // the jail's directory to remove at delete; or ""
   std::string uds;       // the VM's vsock socket on the host (exec connects there)
   bool paused = false;   // by `pause`, until `resume`
+  bool sandbox = false;  // a pod's sandbox: the monitor runs no VM (create.cc)
   std::string cgroup;    // made by create below the cgroup mount(s); or ""
   int cgroup_version = 0;
   // The network namespace the VMM's TAP (TapName) is in when config.json

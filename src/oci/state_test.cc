@@ -24,6 +24,7 @@ TEST(StateTest, RecordRoundTrips) {
   r.jail_dir = "/srv/jailer/ember/c1";
   r.uds = "/srv/jailer/ember/c1/root/v.sock";
   r.annotations = {{"a", "b"}};
+  r.sandbox = true;
   auto back = RecordFromJson(RecordToJson(r));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->id, "c1");
@@ -34,6 +35,13 @@ TEST(StateTest, RecordRoundTrips) {
   EXPECT_EQ(back->jail_dir, r.jail_dir);
   EXPECT_EQ(back->uds, r.uds);
   EXPECT_EQ(back->annotations, r.annotations);
+  EXPECT_TRUE(back->sandbox);
+  r.sandbox = false;  // and a record from before the field is no sandbox
+  std::string old = RecordToJson(r);
+  const std::string field = R"(,"sandbox":false)";
+  ASSERT_NE(old.find(field), std::string::npos);
+  old.erase(old.find(field), field.size());
+  EXPECT_FALSE(RecordFromJson(old)->sandbox);
   EXPECT_FALSE(RecordFromJson("{}").ok());
 }
 

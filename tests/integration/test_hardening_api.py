@@ -169,8 +169,14 @@ class SharedGuest:
                 self.vmm.proc.wait()
             self.vmm = None
         if self.vmm is None:
-            self.vmm = Vmm(self.ember, self.factory.mktemp("guest"),
-                           ["--http-api-max-payload-size", str(HIGHEST_LIMIT)]).boot(self.guest)
+            vmm = Vmm(self.ember, self.factory.mktemp("guest"),
+                      ["--http-api-max-payload-size", str(HIGHEST_LIMIT)])
+            try:
+                vmm.boot(self.guest)
+            except BaseException:
+                vmm.stop()  # a boot that failed (no KVM) must not leave its ember
+                raise
+            self.vmm = vmm
         return self.vmm
 
     def close(self):
