@@ -38,6 +38,16 @@ from test_containers import (IMAGE, Runtime, containerd_unavailable, first_line,
                              make_template, process_tree, pss_kib, running_containerd)
 
 
+def remove(daemon, cid):
+    """Kills container `cid`'s task and removes both."""
+    daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+    deadline = time.monotonic() + 60
+    while "RUNNING" in daemon.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    daemon.ctr("task", "rm", "-f", cid, check=False)
+    daemon.ctr("container", "rm", cid, check=False)
+
+
 def running_pss(daemon, runtime, cid):
     """PSS of a detached `sleep` container's process tree, once it runs."""
     daemon.ctr("run", "-d", *runtime.run_args(), IMAGE, cid, "sleep", "1000",
@@ -57,13 +67,7 @@ def running_pss(daemon, runtime, cid):
         pid = int(line[0].split()[1])
         return pss_kib(process_tree(pid))
     finally:
-        daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
-        deadline = time.monotonic() + 60
-        while "RUNNING" in daemon.ctr("task", "ls").stdout.decode() and \
-                time.monotonic() < deadline:
-            time.sleep(0.5)
-        daemon.ctr("task", "rm", "-f", cid, check=False)
-        daemon.ctr("container", "rm", cid, check=False)
+        remove(daemon, cid)
 
 
 def sandbox(daemon, runtime, cid):
@@ -79,13 +83,7 @@ def sandbox(daemon, runtime, cid):
                 if l.startswith(cid + " ")]
         return took, pss_kib(process_tree(int(line[0].split()[1])))
     finally:
-        daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
-        deadline = time.monotonic() + 60
-        while "RUNNING" in daemon.ctr("task", "ls").stdout.decode() and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
-        daemon.ctr("task", "rm", "-f", cid, check=False)
-        daemon.ctr("container", "rm", cid, check=False)
+        remove(daemon, cid)
 
 
 def summary(values):
