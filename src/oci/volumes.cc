@@ -39,18 +39,29 @@ absl::Status Changed(const std::string& at) {
   return absl::UnavailableError(at + ": changed while it was read");
 }
 
+using Listing = std::vector<std::pair<std::string, ino_t>>;
+
 // A directory's entries: name and inode (a rename over a name changes it).
-std::vector<std::pair<std::string, ino_t>> Listing(int dir) {
-  std::vector<std::pair<std::string, ino_t>> names;
+// An error rather than a short list: what the list lacks, the guest's copy
+// would lose.
+absl::StatusOr<Listing> List(int dir, const std::string& path) {
+  Listing names;
   DIR* d = fdopendir(fcntl(dir, F_DUPFD_CLOEXEC, 0));
-  if (d == nullptr) return names;
+  if (d == nullptr) {
+    return absl::UnavailableError(absl::StrCat(path, ": cannot list: ", strerror(errno)));
+  }
   rewinddir(d);  // the duplicate shares the offset of an earlier listing
+  errno = 0;
   while (dirent* e = readdir(d)) {
     if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
       names.emplace_back(e->d_name, e->d_ino);
     }
   }
+  int error = errno;
   closedir(d);
+  if (error != 0) {
+    return absl::UnavailableError(absl::StrCat(path, ": cannot list: ", strerror(error)));
+  }
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -86,12 +97,16 @@ struct TreeReader {
       inotify_add_watch(inotify, (path.empty() ? source : source + "/" + path).c_str(),
                         kWatchEvents);
     }
-    auto names = Listing(dir);
-    for (const auto& [name, inode] : names) {
+    std::string where = path.empty() ? "." : path;
+    auto names = List(dir, where);
+    if (!names.ok()) return names.status();
+    for (const auto& [name, inode] : *names) {
       std::string at = path.empty() ? name : path + "/" + name;
       if (auto s = Entry(dir, name, at, depth); !s.ok()) return s;
     }
-    if (Listing(dir) != names) return Changed(path.empty() ? "." : path);
+    auto again = List(dir, where);
+    if (!again.ok()) return again.status();
+    if (*again != *names) return Changed(where);
     return absl::OkStatus();
   }
 
