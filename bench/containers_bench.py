@@ -35,17 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from test_containers import (IMAGE, Runtime, containerd_unavailable, first_line,  # noqa: E402
-                             make_template, process_tree, pss_kib, running_containerd)
-
-
-def remove(daemon, cid):
-    """Kills container `cid`'s task and removes both."""
-    daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
-    deadline = time.monotonic() + 60
-    while "RUNNING" in daemon.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    daemon.ctr("task", "rm", "-f", cid, check=False)
-    daemon.ctr("container", "rm", cid, check=False)
+                             make_template, process_tree, pss_kib, remove_container,
+                             running_containerd)
 
 
 def running_pss(daemon, runtime, cid):
@@ -67,7 +58,7 @@ def running_pss(daemon, runtime, cid):
         pid = int(line[0].split()[1])
         return pss_kib(process_tree(pid))
     finally:
-        remove(daemon, cid)
+        remove_container(daemon, cid)
 
 
 def sandbox(daemon, runtime, cid):
@@ -83,7 +74,7 @@ def sandbox(daemon, runtime, cid):
                 if l.startswith(cid + " ")]
         return took, pss_kib(process_tree(int(line[0].split()[1])))
     finally:
-        remove(daemon, cid)
+        remove_container(daemon, cid)
 
 
 def summary(values):

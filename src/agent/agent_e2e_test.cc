@@ -337,6 +337,9 @@ TEST_F(AgentTest, BadClientsLoseOnlyTheirConnection) {
             std::string::npos);
   EXPECT_NE(RawExchange(socket_, hello + std::string("\0\0\0\0\x63", 5)).find("unknown frame"),
             std::string::npos);
+  // SYNC's own maximum (2 MiB, above the 64 KiB of the others), one past it.
+  std::string sync_header = EncodeU32(kMaxSyncPayload + 1) + std::string(1, '\x07');
+  EXPECT_NE(RawExchange(socket_, hello + sync_header).find("exceeds"), std::string::npos);
   EXPECT_NE(RawExchange(socket_, Frames({{Type::kStdin, "x"}})).find("expected HELLO"),
             std::string::npos);
   EXPECT_NE(RawExchange(socket_, Frames({{Type::kHello, EncodeU32(99)}})).find("version 99"),
@@ -478,6 +481,20 @@ TEST_F(AgentTest, TheInitsRequestSetsUpTheNetworkFirst) {
   }
 }
 
+// A volume as Kubernetes' atomic writer lays it out: the keys in the
+// version's directory, `..data` a link to it, each key a link through it.
+std::vector<TreeEntry> Volume(const std::string& version,
+                              const std::vector<std::pair<std::string, std::string>>& keys) {
+  std::vector<TreeEntry> v = {{TreeEntry::kDirectory, "", 0755},
+                              {TreeEntry::kDirectory, version, 0755}};
+  for (const auto& [key, value] : keys) {
+    v.push_back({TreeEntry::kFile, version + "/" + key, 0644, 0, 0, value});
+  }
+  v.push_back({TreeEntry::kLink, "..data", 0, 0, 0, version});
+  for (const auto& [key, value] : keys) v.push_back({TreeEntry::kLink, key, 0, 0, 0, "..data/" + key});
+  return v;
+}
+
 // An agent on a real ext4 image of `src` (a loop device), in a mount
 // namespace of its own with a /run of its own, so that nothing it mounts
 // reaches the host; the agent and the loop device go with it. `device` is
@@ -568,13 +585,7 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   SyncRequest sync;
   sync.device = device;
   sync.top = "/.ember-binds/0";
-  sync.entries = {{TreeEntry::kDirectory, "", 0755},
-                  {TreeEntry::kDirectory, "..v1", 0755},
-                  {TreeEntry::kFile, "..v1/key", 0644, 0, 0, "one\n"},
-                  {TreeEntry::kFile, "..v1/more", 0644, 0, 0, "1\n"},
-                  {TreeEntry::kLink, "..data", 0, 0, 0, "..v1"},
-                  {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"},
-                  {TreeEntry::kLink, "more", 0, 0, 0, "..data/more"}};
+  sync.entries = Volume("..v1", {{"key", "one\n"}, {"more", "1\n"}});
   std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
   std::string answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
   EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
@@ -588,13 +599,7 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   r.container.mounts = {{"bind", "/.ember-binds/0", "/etc/config", MS_BIND | MS_RDONLY, ""}};
   EXPECT_EQ(RunRequest(sock, r).out, "one\n. .. ..data ..v1 key more read-only\n");
 
-  sync.entries = {{TreeEntry::kDirectory, "", 0755},
-                  {TreeEntry::kDirectory, "..v2", 0755},
-                  {TreeEntry::kFile, "..v2/key", 0644, 0, 0, "two\n"},
-                  {TreeEntry::kFile, "..v2/other", 0600, 0, 0, "three\n"},
-                  {TreeEntry::kLink, "..data", 0, 0, 0, "..v2"},
-                  {TreeEntry::kLink, "key", 0, 0, 0, "..data/key"},
-                  {TreeEntry::kLink, "other", 0, 0, 0, "..data/other"}};
+  sync.entries = Volume("..v2", {{"key", "two\n"}, {"other", "three\n"}});
   answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
   EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
   EXPECT_EQ(RunRequest(sock, r).out, "two\n. .. ..data ..v2 key other read-only\n");

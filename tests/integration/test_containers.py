@@ -177,6 +177,16 @@ def running_containerd():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def remove_container(daemon, cid):
+    """Kills container `cid`'s task and removes both."""
+    daemon.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
+    deadline = time.monotonic() + 60
+    while "RUNNING" in daemon.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    daemon.ctr("task", "rm", "-f", cid, check=False)
+    daemon.ctr("container", "rm", cid, check=False)
+
+
 def make_template(daemon):
     """ember-oci's template snapshot for containerd's "default" namespace;
     the seconds it took."""
@@ -666,12 +676,7 @@ def test_the_container_has_its_cgroup_and_limits(runtime):
                        input=json.dumps({"memory": {"limit": limit * 2}}).encode())
         assert int(limit_file.read_text()) == limit * 2
     finally:
-        d.ctr("task", "kill", "-s", "SIGKILL", cid, check=False)
-        deadline = time.monotonic() + 60
-        while "RUNNING" in d.ctr("task", "ls").stdout.decode() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        d.ctr("task", "rm", "-f", cid, check=False)
-        d.ctr("container", "rm", cid, check=False)
+        remove_container(d, cid)
     runtime.check_clean(cid)
     assert not (base / "default" / cid).exists()
 
