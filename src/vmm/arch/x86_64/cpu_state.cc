@@ -15,6 +15,7 @@ namespace ember {
 namespace {
 
 constexpr uint32_t kMaxEntries = 1024;
+constexpr uint32_t kUnwritten = 0xffffffff;
 
 absl::Status Ioctl(int fd, unsigned long request, void* arg, const char* name) {
   if (ioctl(fd, request, arg) < 0) return ErrnoStatus(name);
@@ -57,9 +58,18 @@ absl::StatusOr<std::vector<uint32_t>> SaveableMsrs(int kvm_fd) {
 
 absl::StatusOr<VcpuState> SaveVcpuState(int vcpu_fd, const std::vector<uint32_t>& msr_indices) {
   VcpuState s;
+  // Linux 6.1 leaves `nent` as given when the call succeeds (newer kernels
+  // write the count back), so mark every slot: KVM copies exactly its
+  // entries, whose padding is zero, and the marks left show where they end.
   Counted<kvm_cpuid_entry2> cpuid(kMaxEntries);
+  for (uint32_t i = 0; i < kMaxEntries; i++) {
+    std::fill(std::begin(cpuid.entries()[i].padding), std::end(cpuid.entries()[i].padding),
+              kUnwritten);
+  }
   RETURN_IF_ERROR(Ioctl(vcpu_fd, kGetCpuid2, cpuid.bytes.data(), "KVM_GET_CPUID2"));
-  s.cpuid.assign(cpuid.entries(), cpuid.entries() + cpuid.count());
+  uint32_t count = 0;
+  while (count < cpuid.count() && cpuid.entries()[count].padding[0] != kUnwritten) count++;
+  s.cpuid.assign(cpuid.entries(), cpuid.entries() + count);
   // Read all at once; where KVM stops early, skip the MSR it refused.
   for (size_t at = 0; at < msr_indices.size();) {
     std::vector<uint32_t> rest(msr_indices.begin() + at, msr_indices.end());
