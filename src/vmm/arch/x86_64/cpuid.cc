@@ -11,12 +11,15 @@ constexpr uint32_t kLeafFeatures = 0x1;
 constexpr uint32_t kLeafCacheParams = 0x4;
 constexpr uint32_t kLeafTopology = 0xb;
 constexpr uint32_t kLeafTopologyV2 = 0x1f;
+constexpr uint32_t kLeafExtendedMax = 0x80000000;
+constexpr uint32_t kLeafExtendedFeatures = 0x80000001;
 constexpr uint32_t kLeafAddressSizes = 0x80000008;
 constexpr uint32_t kLeafAmdTopology = 0x8000001e;
 constexpr uint32_t kLeafAmdCacheParams = 0x8000001d;
 
 constexpr uint32_t kEcxHypervisor = 1u << 31;
 constexpr uint32_t kEdxHtt = 1u << 28;
+constexpr uint32_t kEcxTopologyExtensions = 1u << 22;
 constexpr uint32_t kAmdVendorEbx = 0x68747541;  // "Auth"enticAMD
 
 // Leaf 0xb/0x1f level types.
@@ -61,9 +64,19 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
   const bool amd = IsAmd(supported);
   const uint32_t threads = smt && count > 1 ? 2 : 1;
   const uint32_t cores = count / threads;
+  CpuidEntries in = supported;
+  if (amd) {
+    // As Firecracker: an AMD guest learns its threads and cores from leaf
+    // 0x8000001e, which a CPU without topology extensions (an emulated
+    // one) lacks; it is only a description, so add it.
+    const bool has = std::any_of(in.begin(), in.end(), [](const kvm_cpuid_entry2& e) {
+      return e.function == kLeafAmdTopology;
+    });
+    if (!has) in.push_back(kvm_cpuid_entry2{.function = kLeafAmdTopology});
+  }
   CpuidEntries out;
   bool had_topology = false, had_topology_v2 = false;
-  for (kvm_cpuid_entry2 e : supported) {
+  for (kvm_cpuid_entry2 e : in) {
     switch (e.function) {
       case kLeafFeatures:
         // EBX[31:24] initial APIC id, [23:16] logical processors per package.
@@ -91,6 +104,12 @@ CpuidEntries FilterCpuid(const CpuidEntries& supported, uint32_t index, uint32_t
       case kLeafTopologyV2:
         had_topology_v2 = true;
         continue;
+      case kLeafExtendedMax:
+        if (amd) e.eax = std::max(e.eax, kLeafAmdTopology);
+        break;
+      case kLeafExtendedFeatures:
+        if (amd) e.ecx |= kEcxTopologyExtensions;
+        break;
       case kLeafAddressSizes:
         if (amd) {
           // ECX[7:0] cores - 1, [15:12] APIC id bits for cores.

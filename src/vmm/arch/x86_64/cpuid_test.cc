@@ -92,6 +92,24 @@ TEST(CpuidTest, AmdLeavesCarryCoreCountAndExtendedApicId) {
   EXPECT_EQ((topo->ebx >> 8) & 0xff, 0u) << "one thread per core";
 }
 
+// An emulated AMD CPU may lack topology extensions; the guest then sees no
+// threads or cores unless Ember describes them, as Firecracker does.
+TEST(CpuidTest, AmdWithoutTopologyExtensionsGetsThem) {
+  CpuidEntries host = {Leaf(0, 0, 0x10, 0x68747541, 0x444d4163, 0x69746e65),
+                       Leaf(1, 0, 0xa00f11, 0x00800800, 0x7ed8320b, 0x178bfbff),
+                       Leaf(0x80000000, 0, 0x8000000a, 0x68747541, 0x444d4163, 0x69746e65),
+                       Leaf(0x80000001, 0, 0xa00f11, 0, 0x3, 0x2fd3fbff)};
+  CpuidEntries out = FilterCpuid(host, 3, 4, /*smt=*/true);
+  auto max = Find(out, 0x80000000, 0), ext = Find(out, 0x80000001, 0);
+  auto topo = Find(out, 0x8000001e, 0);
+  ASSERT_TRUE(max && ext && topo);
+  EXPECT_EQ(max->eax, 0x8000001eu);
+  EXPECT_EQ(ext->ecx, 0x3u | (1u << 22)) << "TopologyExtensions, the rest kept";
+  EXPECT_EQ(topo->eax, 3u);
+  EXPECT_EQ(topo->ebx, 0x101u) << "core 1, two threads a core";
+  EXPECT_FALSE(Find(FilterCpuid(IntelHost(), 0, 2), 0x8000001e, 0)) << "Intel gets none";
+}
+
 // machine-config.smt: vCPUs 2k and 2k + 1 are the threads of core k.
 TEST(CpuidTest, SmtPairsVcpusIntoTwoThreadCores) {
   CpuidEntries out = FilterCpuid(IntelHost(), 3, 4, /*smt=*/true);
