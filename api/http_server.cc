@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/common/log.h"
+#include "src/common/thread_stack.h"
 #include "src/seccomp/seccomp.h"
 #include "src/common/exit_code.h"
 
@@ -210,6 +211,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   server->impl_->Accept();
   server->impl_->thread = std::thread([impl = server->impl_.get()] {
     SetThreadName("api");
+    KeepStackInSmallPages();
     // Before the first request is read.
     if (absl::Status st = seccomp::InstallThreadFilter("api"); !st.ok()) {
       LOG_ERROR("%s; the API thread cannot run unfiltered", st.message());

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
 #include "src/common/log.h"
+#include "src/common/thread_stack.h"
 #include "src/seccomp/seccomp.h"
 #include "src/common/exit_code.h"
 
@@ -118,6 +119,7 @@ void Vcpu::ReportFailure(const char* what) {
 
 void Vcpu::Loop() {
   SetThreadName(absl::StrCat("vcpu", index_));
+  KeepStackInSmallPages();
   if (absl::Status st = seccomp::InstallThreadFilter("vcpu"); !st.ok()) {
     ReportFailure(std::string(st.message()).c_str());
     return;
