@@ -121,7 +121,8 @@ def fill_and_free(shell):
     before = resident_mib(shell)
     shell.check(f"dd if=/dev/zero of=/mnt/f bs=1M count={FILE_MIB} 2>/dev/null", timeout=300)
     full = resident_mib(shell)
-    assert full - before > FILE_MIB - 8, (before, full)
+    # Part of the file may land on memory the guest touched and freed before.
+    assert full - before > FILE_MIB - 16, (before, full)
     shell.check("rm /mnt/f")
     return full
 
