@@ -5,12 +5,14 @@
 # that layer alone, so a call that climbs one fails to link.
 #
 #   ember_layer(NAME DIR SOURCES a.cc... USES lower...
-#               [TESTS a_test.cc...] [TEST_SUPPORT lib...])
+#               [TESTS a_test.cc...] [TEST_SUPPORT lib...] [TEST_LABELS label...])
 #
-# makes ember_NAME from DIR/SOURCES and, with TESTS, ember_NAME_tests.
+# makes ember_NAME from DIR/SOURCES and, with TESTS, ember_NAME_tests, whose
+# tests get TEST_LABELS as ctest labels (kvm: some boot test guests, so
+# tools/devtool test runs them where there is a KVM).
 
 function(ember_layer name dir)
-  cmake_parse_arguments(L "" "" "SOURCES;USES;TESTS;TEST_SUPPORT" ${ARGN})
+  cmake_parse_arguments(L "" "" "SOURCES;USES;TESTS;TEST_SUPPORT;TEST_LABELS" ${ARGN})
   # The folders this layer may include: its own and, transitively, those of
   # the layers it uses.
   set(may_use)
@@ -49,6 +51,11 @@ function(ember_layer name dir)
                           GTest::gtest GTest::gtest_main)
     target_compile_definitions(ember_${name}_tests PRIVATE
                                EMBER_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
-    gtest_discover_tests(ember_${name}_tests DISCOVERY_TIMEOUT 60)
+    if(L_TEST_LABELS)
+      gtest_discover_tests(ember_${name}_tests DISCOVERY_TIMEOUT 60
+                           PROPERTIES LABELS "${L_TEST_LABELS}")
+    else()
+      gtest_discover_tests(ember_${name}_tests DISCOVERY_TIMEOUT 60)
+    endif()
   endif()
 endfunction()
