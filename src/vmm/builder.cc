@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "src/common/log.h"
 #include "src/common/status_macros.h"
+#include "src/common/thread_stack.h"
 #include "src/devices/virtio/balloon/balloon_device.h"
 #include "src/devices/virtio/block/block_device.h"
 #include "src/devices/virtio/net/net_device.h"
@@ -210,6 +211,7 @@ absl::StatusOr<PreparedVm> PreparedVm::Prepare(const VmConfig& config,
   std::promise<absl::StatusOr<CpuidEntries>> cpuid;
   absl::Status copied;
   std::thread copier([&load, &cpuid, &copied] {
+    KeepStackInSmallPages();  // glibc keeps the stack for later threads
     absl::StatusOr<Kvm> kvm = Kvm::Open();
     cpuid.set_value(kvm.ok() ? kvm->SupportedCpuid() : kvm.status());
     copied = load.CopyShare();
