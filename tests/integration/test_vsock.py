@@ -64,7 +64,8 @@ def wait_for_agent(ember, uds, shell, timeout=300):
 
 
 def vsock_guest(ember, guest, workdir, uds, api=True):
-    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args())
+    # 256 MiB: the guest's /tmp (half its memory) holds the BULK file.
+    config = boot_config(guest["vmlinux"], boot_args=shell_boot_args(), mem_mib=256)
     config["drives"] = [{"drive_id": "rootfs", "path_on_host": str(guest["rootfs.ext4"]),
                          "is_root_device": True, "is_read_only": True}]
     config["vsock"] = {"guest_cid": GUEST_CID, "uds_path": str(uds)}
@@ -98,15 +99,16 @@ def test_agent_runs_commands_and_data_crosses_both_ways(ember, guest, tmp_path):
         status, out, _ = exec_cmd(ember, uds, "sh", "-c", "echo $GLIBC_TUNABLES")
         assert status == 0 and (b"-AVX2" in out) == is_pvm_host(), out
         big = os.urandom(BULK)
-        status, out, _ = exec_cmd(ember, uds, "md5sum", stdin=big, timeout=900)
+        status, out, err = exec_cmd(ember, uds, "md5sum", stdin=big, timeout=900)
         assert status == 0 and out.split()[0].decode() == hashlib.md5(big).hexdigest(), \
-            (status, out[:40])
+            (status, out[:40], err, shell.log()[-3000:])
         # Bytes the counters must show at least, each way.
         expect = {"rx_bytes_count": BULK, "tx_bytes_count": 10 << 20}
         # One random MiB repeated: the emulated guest's urandom makes about
         # 20 KiB/s on a loaded PVM host.
         shell.check("dd if=/dev/urandom of=/tmp/r bs=1M count=1 2>/dev/null && i=0 &&"
-                    f" while [ $i -lt {BULK >> 20} ]; do cat /tmp/r; i=$((i+1)); done > /tmp/big"
+                    f" (while [ $i -lt {BULK >> 20} ]; do cat /tmp/r || exit 1; i=$((i+1)); done)"
+                    " > /tmp/big"
                     " && rm /tmp/r", timeout=600)
         digest = shell.check("md5sum /tmp/big").split()[0]
         status, out, _ = exec_cmd(ember, uds, "cat", "/tmp/big", timeout=900)
