@@ -19,6 +19,7 @@
 #include "src/agent/e2e_testing.h"
 #include "src/agent/fd.h"
 #include "src/agent/protocol.h"
+#include "src/agent/sync_testing.h"
 
 namespace ember::agent {
 namespace {
@@ -481,20 +482,6 @@ TEST_F(AgentTest, TheInitsRequestSetsUpTheNetworkFirst) {
   }
 }
 
-// A volume as Kubernetes' atomic writer lays it out: the keys in the
-// version's directory, `..data` a link to it, each key a link through it.
-std::vector<TreeEntry> Volume(const std::string& version,
-                              const std::vector<std::pair<std::string, std::string>>& keys) {
-  std::vector<TreeEntry> v = {{TreeEntry::kDirectory, "", 0755},
-                              {TreeEntry::kDirectory, version, 0755}};
-  for (const auto& [key, value] : keys) {
-    v.push_back({TreeEntry::kFile, version + "/" + key, 0644, 0, 0, value});
-  }
-  v.push_back({TreeEntry::kLink, "..data", 0, 0, 0, version});
-  for (const auto& [key, value] : keys) v.push_back({TreeEntry::kLink, key, 0, 0, 0, "..data/" + key});
-  return v;
-}
-
 // An agent on a real ext4 image of `src` (a loop device), in a mount
 // namespace of its own with a /run of its own, so that nothing it mounts
 // reaches the host; the agent and the loop device go with it. `device` is
@@ -585,7 +572,7 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   SyncRequest sync;
   sync.device = device;
   sync.top = "/.ember-binds/0";
-  sync.entries = Volume("..v1", {{"key", "one\n"}, {"more", "1\n"}});
+  sync.entries = testing::Volume("..v1", {{"key", "one\n"}, {"more", "1\n"}});
   std::string hello = Frames({{Type::kHello, EncodeU32(kVersion)}});
   std::string answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
   EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
@@ -599,7 +586,7 @@ TEST_F(AgentTest, ASyncReachesAReadOnlyBindMount) {
   r.container.mounts = {{"bind", "/.ember-binds/0", "/etc/config", MS_BIND | MS_RDONLY, ""}};
   EXPECT_EQ(RunRequest(sock, r).out, "one\n. .. ..data ..v1 key more read-only\n");
 
-  sync.entries = Volume("..v2", {{"key", "two\n"}, {"other", "three\n"}});
+  sync.entries = testing::Volume("..v2", {{"key", "two\n"}, {"other", "three\n"}});
   answer = RawExchange(sock, hello + Frames({{Type::kSync, EncodeSync(sync)}}));
   EXPECT_EQ(answer, hello + Frames({{Type::kSynced, ""}}));
   EXPECT_EQ(RunRequest(sock, r).out, "two\n. .. ..data ..v2 key other read-only\n");

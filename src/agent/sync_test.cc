@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "src/agent/fd.h"
+#include "src/agent/sync_testing.h"
 
 namespace ember::agent {
 namespace {
@@ -56,28 +57,14 @@ class ApplyTreeTest : public ::testing::Test {
   Fd fd_;
 };
 
-// Kubernetes' atomic writer's layout: the data in a timestamped directory,
-// `..data` a link to it, each key a link through `..data`.
-std::vector<TreeEntry> Volume(const std::string& version,
-                              const std::vector<std::pair<std::string, std::string>>& keys) {
-  std::vector<TreeEntry> v = {{TreeEntry::kDirectory, "", 01777},
-                              {TreeEntry::kDirectory, version, 0755}};
-  for (const auto& [key, value] : keys) {
-    v.push_back({TreeEntry::kFile, version + "/" + key, 0644, 0, 0, value});
-  }
-  v.push_back({TreeEntry::kLink, "..data", 0, 0, 0, version});
-  for (const auto& [key, value] : keys) {
-    v.push_back({TreeEntry::kLink, key, 0, 0, 0, "..data/" + key});
-  }
-  return v;
-}
-
 TEST_F(ApplyTreeTest, AVolumeUpdateSwapsItsDataAndDropsTheOld) {
-  ASSERT_TRUE(Apply(Volume("..v1", {{"a", "1"}, {"b", "2"}}))) << error_;
+  ASSERT_TRUE(Apply(testing::Volume("..v1", {{"a", "1"}, {"b", "2"}}, 01777))) << error_;
   EXPECT_EQ(Read("a"), "1");
   EXPECT_EQ(Link("..data"), "..v1");
   EXPECT_EQ(Stat("").st_mode & 07777, 01777u);
-  ASSERT_TRUE(Apply(Volume("..v2", {{"a", "10"}, {"c", std::string("\0\1", 2)}}))) << error_;
+  ASSERT_TRUE(Apply(testing::Volume("..v2", {{"a", "10"}, {"c", std::string("\0\1", 2)}},
+                                    01777)))
+      << error_;
   EXPECT_EQ(Link("..data"), "..v2");
   EXPECT_EQ(Read("a"), "10");
   EXPECT_EQ(Read("c"), std::string("\0\1", 2));
