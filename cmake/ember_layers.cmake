@@ -9,7 +9,7 @@
 #
 # makes ember_NAME from DIR/SOURCES and, with TESTS, ember_NAME_tests, whose
 # tests get TEST_LABELS as ctest labels (kvm: some boot test guests, so
-# tools/devtool test runs them where there is a KVM).
+# tools/devtool test-emulated runs them where the host has no KVM).
 
 function(ember_layer name dir)
   cmake_parse_arguments(L "" "" "SOURCES;USES;TESTS;TEST_SUPPORT;TEST_LABELS" ${ARGN})
