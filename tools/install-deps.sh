@@ -15,7 +15,8 @@ packages=(
   # guest root file system (resources/rootfs/build.sh)
   e2fsprogs busybox-static
   # integration tests
-  python3 python3-pytest python3-pytest-xdist iputils-ping iproute2
+  python3 python3-pytest python3-pytest-xdist python3-pytest-timeout iputils-ping
+  iproute2
   # containers in microVMs (test_containers.py): Debian's containerd, its runc
   # shim, runc as the baseline, and the CNI plugins `ctr run --cni` runs
   containerd runc containernetworking-plugins
