@@ -552,7 +552,8 @@ def test_the_network_of_the_containers_namespace(runtime):
             # The TAP went with the container; the pod's namespace stays.
             links = subprocess.run(["ip", "-n", pod, "-o", "link"], capture_output=True,
                                    check=True).stdout.decode()
-            assert "ember" not in links, links
+            names = re.findall(r"^\d+: ([^:@]+)", links, re.M)
+            assert names and not [n for n in names if "ember" in n], links
     runtime.check_clean(cid)
 
 
@@ -843,8 +844,10 @@ def test_run_with_a_terminal(runtime):
     deadline = time.monotonic() + runtime.timeout
 
     def read_until(text):
+        """Reads until `text` (bytes, or a compiled pattern) is in out."""
         nonlocal out
-        while text not in out:
+        seen = text.search if isinstance(text, re.Pattern) else lambda b: text in b
+        while not seen(out):
             assert time.monotonic() < deadline, out
             ready, _, _ = select.select([fd], [], [], 1)
             if ready:
@@ -855,10 +858,11 @@ def test_run_with_a_terminal(runtime):
                 if not chunk:
                     break
                 out += chunk
-        return text in out
+        return bool(seen(out))
 
     try:
-        assert read_until(b"on-a-tty"), out
+        # The whole line: the echo of what is typed next must come after it.
+        assert read_until(re.compile(rb"on-a-tty\r+\n")), out
         os.write(fd, b"42\r")
         assert read_until(b"answer 42"), out
         _, status = os.waitpid(pid, 0)

@@ -88,8 +88,11 @@ def thread_ticks(pid):
 
 
 def vmm_rss_kib(pid):
-    """RSS of the process without its guest memory, in KiB."""
-    return rss_kib(pid, MEM_MIB)[1]
+    """RSS of the process without its guest memory, in KiB; None where its
+    guest memory is not there to leave out (before the VM is built, or
+    while it is torn down)."""
+    guest, rest = rss_kib(pid, MEM_MIB)
+    return rest if guest is not None else None
 
 
 @pytest.fixture
@@ -206,7 +209,7 @@ def test_hostile_guest_cannot_stop_starve_or_bloat_ember(ember, hostile_guest, h
         # From the first measurement after the guest's first line: Ember
         # has made its devices by then.
         started = samples[marks.get(b"HOSTILE-START", 0)][0]
-        base = next((s[2] for s in samples if s[3] >= started), rss[0])
+        base = next((s[2] for s in samples if s[3] >= started and s[2]), rss[0])
         measured["rss_base_mib"] = round(base / 1024, 2)
         measured["rss_growth_mib"] = round((max(rss) - base) / 1024, 2)
     if b"HOSTILE-IDLE-BEGIN" in marks and b"HOSTILE-IDLE-END" in marks:

@@ -30,9 +30,12 @@ def sh(*cmd, check=True):
 
 
 def add_tap(netns_name, dev, host_ip=HOST_IP):
-    """A TAP `dev` in the namespace, up, with the host's address on it."""
+    """A TAP `dev` in the namespace, up, with the host's address on it. No
+    IPv6 on it: the host's router solicitations and MLD reports would reach
+    the guest at any time, a paused one too."""
     ns = ("ip", "netns", "exec", netns_name)
     sh(*ns, "ip", "tuntap", "add", "dev", dev, "mode", "tap")
+    sh(*ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
     sh(*ns, "ip", "addr", "add", f"{host_ip}/24", "dev", dev)
     sh(*ns, "ip", "link", "set", dev, "up")
 
@@ -315,6 +318,7 @@ start = time.monotonic()
 for seq in range(count):
     body = struct.pack("!HH", ident, seq) + bytes(size)
     s.sendto(struct.pack("!BBH", 8, 0, checksum(b"\\x08\\x00\\x00\\x00" + body)) + body, (ip, 0))
+print("sent", flush=True)
 got = set()
 while len(got) < count:
     reply = s.recv(65536)[20:]
@@ -325,10 +329,18 @@ print(time.monotonic() - start, flush=True)
 """
 
 
-def pings(ns, count=PINGS):
+def pings(ns, count=PINGS, once_sent=None):
     """Seconds from sending `count` pings at once (they wait in the TAP
-    while the limiter holds them) to the last reply."""
-    out = sh(*ns, "python3", "-c", PINGER, str(count), str(PING_BYTES), GUEST_IP).stdout
+    while the limiter holds them) to the last reply. `once_sent` runs when
+    they are all sent: a slow host can take seconds to start the pinger."""
+    pinger = subprocess.Popen([*ns, "python3", "-c", PINGER, str(count), str(PING_BYTES), GUEST_IP],
+                              stdout=subprocess.PIPE, text=True)
+    with pinger:
+        assert pinger.stdout.readline() == "sent\n"
+        if once_sent:
+            once_sent()
+        out = pinger.stdout.read()
+    assert pinger.returncode == 0, pinger.returncode
     return float(out)
 
 
@@ -398,8 +410,7 @@ def test_guest_receives_at_its_rx_rate_limiters_rate(ember, guest, tmp_path, net
         patcher = threading.Thread(target=remove_bucket)
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
         before = mark(metrics)
-        patcher.start()
-        unlimited = pings(ns)
+        unlimited = pings(ns, once_sent=patcher.start)
         patcher.join()
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
         got = {f: total(metrics, "net_eth0", f, before)
