@@ -134,4 +134,14 @@ absl::Status RunHooks(const std::vector<Hook>& hooks, const std::string& state,
   return absl::OkStatus();
 }
 
+std::vector<absl::Status> RunEveryHook(const std::vector<Hook>& hooks, const std::string& state,
+                                       absl::string_view phase) {
+  signal(SIGPIPE, SIG_IGN);
+  std::vector<absl::Status> failures;
+  for (const Hook& hook : hooks) {
+    if (auto s = RunOne(hook, state, phase); !s.ok()) failures.push_back(std::move(s));
+  }
+  return failures;
+}
+
 }  // namespace ember::oci

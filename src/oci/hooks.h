@@ -5,9 +5,11 @@
 // hook runs on the host, at the spec's moment:
 //   prestart, createRuntime, createContainer: in `create`, once the VMM runs;
 //   startContainer: in `start`, before the process is started;
-//   poststart: in `start`, after it was (a failure is only logged);
-//   poststop: in `delete`, after the microVM is gone (likewise).
-// A failure of the others fails the command, as in runc.
+//   poststart: in `start`, after it was;
+//   poststop: in `delete`, after the microVM is gone.
+// A failure of the others fails the command, as in runc. A failing
+// poststart or poststop hook is logged and the rest still run, as the
+// spec says (runc stops at the first).
 #pragma once
 
 #include <optional>
@@ -44,5 +46,9 @@ absl::StatusOr<Hooks> ParseHooks(absl::string_view json);
 // what it printed.
 absl::Status RunHooks(const std::vector<Hook>& hooks, const std::string& state,
                       absl::string_view phase);
+
+// Runs every one of `hooks`, whatever fails; returns each failure.
+std::vector<absl::Status> RunEveryHook(const std::vector<Hook>& hooks, const std::string& state,
+                                       absl::string_view phase);
 
 }  // namespace ember::oci

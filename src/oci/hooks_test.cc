@@ -74,6 +74,24 @@ TEST(HooksTest, AFailureNamesTheHookAndStopsTheRest) {
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
 }
 
+TEST(HooksTest, PoststartAndPoststopRunEveryHookWhateverFails) {
+  TempDir dir;
+  std::string out = dir.path() + "/out";
+  Hook fails{"/bin/sh", {"sh", "-c", "echo broken; exit 3"}, {}};
+  Hook missing{"/nonexistent/hook", {}, {}};
+  Hook after{"/bin/sh", {"sh", "-c", "cat >> " + out}, {}};
+  std::vector<absl::Status> failures =
+      RunEveryHook({fails, after, missing, after}, R"({"id":"c1"})", "poststop");
+  ASSERT_EQ(failures.size(), 2u);
+  EXPECT_NE(failures[0].message().find("poststop hook /bin/sh exited 3: broken"),
+            std::string::npos)
+      << failures[0];
+  EXPECT_NE(failures[1].message().find("/nonexistent/hook exited 127"), std::string::npos)
+      << failures[1];
+  EXPECT_EQ(Read(out), "{\"id\":\"c1\"}{\"id\":\"c1\"}") << "both hooks after a failure ran";
+  EXPECT_TRUE(RunEveryHook({after}, "{}", "poststart").empty());
+}
+
 // What a careless hook does must neither end nor stall the runtime: not
 // reading a large state, leaving a process holding its output, closing
 // its output and running past its timeout.

@@ -110,10 +110,9 @@ int Start(const oci::CommandLine& cl) {
   record->started = true;
   if (!Save(cl, *record)) return Error("cannot write the container's state");
   if (write(fifo.get(), "s", 1) != 1) return Error("cannot start the container");
-  if (auto s = oci::RunHooks(hooks.poststart,
-                             oci::OciStateJson(*record, oci::Status::kRunning, false),
-                             "poststart");
-      !s.ok()) {
+  for (const absl::Status& s : oci::RunEveryHook(
+           hooks.poststart, oci::OciStateJson(*record, oci::Status::kRunning, false),
+           "poststart")) {
     logger.Write("warning", std::string(s.message()));
   }
   return 0;
@@ -190,10 +189,9 @@ int Delete(const oci::CommandLine& cl) {
   }
   oci::Hooks hooks = SavedHooks(cl, record->id);
   Teardown(cl, *record);
-  if (auto s = oci::RunHooks(hooks.poststop,
-                             oci::OciStateJson(*record, oci::Status::kStopped, false),
-                             "poststop");
-      !s.ok()) {
+  for (const absl::Status& s : oci::RunEveryHook(
+           hooks.poststop, oci::OciStateJson(*record, oci::Status::kStopped, false),
+           "poststop")) {
     logger.Write("warning", std::string(s.message()));
   }
   return 0;

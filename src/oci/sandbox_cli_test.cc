@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -85,6 +86,41 @@ TEST_F(OciSandboxTest, ASandboxRunsNoMicroVmAndEndsAsPauseDoes) {
   ASSERT_EQ(Run("kill pod2 KILL").status, 0);
   EXPECT_EQ(WaitStatus(monitor), 128 + SIGKILL);
   EXPECT_EQ(Run("delete pod2").status, 0);
+}
+
+// A failing poststart or poststop hook is a warning: the command still
+// succeeds and the hooks after it still run (the runtime spec's rule).
+TEST_F(OciSandboxTest, FailingPoststartAndPoststopHooksLeaveTheRestToRun) {
+  if (geteuid() != 0) GTEST_SKIP() << "a network namespace of its own needs root";
+  std::string ran = dir_ + "/ran";
+  auto hook = [&](const std::string& script) {
+    return R"({"path": "/bin/sh", "args": ["sh", "-c", ")" + script + R"("]})";
+  };
+  auto phase = [&](const std::string& name) {
+    return "\"" + name + "\": [" + hook("echo " + name + " broken; exit 4") + ", " +
+           hook("echo " + name + " >> " + ran) + "]";
+  };
+  std::ofstream(bundle_ + "/config.json")
+      << R"({"process": {"args": ["/bin/server"]}, "root": {"path": "rootfs"},)"
+      << R"( "hooks": {)" << phase("poststart") << ", " << phase("poststop") << "},"
+      << R"( "annotations": {"io.kubernetes.cri.container-type": "sandbox",)"
+      << R"( "io.kubernetes.cri.sandbox-id": "pod"}})";
+  ASSERT_EQ(Run("create --bundle " + bundle_ + " --pid-file " + dir_ + "/pod.pid pod").status, 0);
+  pid_t monitor = Monitor("pod").pid;
+  Outcome started = Run("start pod");
+  EXPECT_EQ(started.status, 0);
+  EXPECT_NE(started.log_msg.find("poststart hook /bin/sh exited 4: poststart broken"),
+            std::string::npos)
+      << started.log_msg;
+  ASSERT_EQ(Run("kill pod KILL").status, 0);
+  WaitStatus(monitor);
+  Outcome deleted = Run("delete pod");
+  EXPECT_EQ(deleted.status, 0);
+  EXPECT_NE(deleted.log_msg.find("poststop hook /bin/sh exited 4"), std::string::npos)
+      << deleted.log_msg;
+  std::stringstream lines;
+  lines << std::ifstream(ran).rdbuf();
+  EXPECT_EQ(lines.str(), "poststart\npoststop\n");
 }
 
 // With a terminal (never from CRI, but `ctr run -t` can ask), create's own
