@@ -18,6 +18,10 @@
 #   balloon     virtio-balloon with statistics, reporting and hinting, its target
 #               and saved state
 #   vsock       virtio-vsock: guest packets and buffers, host programs on its sockets
+#   mem         virtio-mem: guest PLUG, UNPLUG, UNPLUG_ALL and STATE requests, the
+#               host's requested size, KVM refusing slots, and its saved state
+#   rng         virtio-rng, unlimited and rate limited: guest buffers, its timer and
+#               its saved state
 #   mmds        MMDS's network stack: the guest's frames (ARP, TCP, HTTP), its reads,
 #               the clock, and the host's writes to the data store
 #   i8042       the i8042's ports and saved state

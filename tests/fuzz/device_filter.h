@@ -1,5 +1,5 @@
-// The device fuzzers' ops (mmio, block, net, balloon, vsock, i8042,
-// serial) run as Ember runs them: each on a thread under the seccomp
+// The device fuzzers' ops (mmio, block, net, balloon, vsock, mem, rng,
+// i8042, serial) run as Ember runs them: each on a thread under the seccomp
 // filter of the thread that does that work in Ember, so that a device
 // path calling what its filter denies fails here, without KVM, as it would
 // kill the VMM. Queue work, backends and snapshots run on a thread under

@@ -65,6 +65,20 @@ class FuzzInput {
   size_t pos_ = 0;
 };
 
+// A device's saved state as a snapshot file could bring it: up to
+// `max_junk` bytes of garbage, or `saved` with a few bytes changed and
+// sometimes cut short.
+inline std::vector<uint8_t> GarbledState(FuzzInput& in, std::vector<uint8_t> saved,
+                                         size_t max_junk) {
+  if (in.U8() < 64 || saved.empty()) {
+    std::span<const uint8_t> junk = in.Bytes(in.U8() % (max_junk + 1));
+    return {junk.begin(), junk.end()};
+  }
+  for (int i = in.U8() % 4; i >= 0; i--) saved[in.U8() % saved.size()] = in.U8();
+  if (in.U8() >= 240) saved.resize(in.U8() % saved.size());
+  return saved;
+}
+
 // Stops the fuzzer with a message: a broken promise, not a crash the
 // sanitizers would see by themselves.
 [[noreturn]] inline void Fail(const char* what) {

@@ -120,7 +120,8 @@ absl::Status MemDevice::RestoreDeviceState(std::span<const uint8_t> state) {
         region / kMiB, addr, slot / kMiB, block / kMiB, region_size_ / kMiB, addr_,
         slot_size_ / kMiB, block_size_ / kMiB));
   }
-  if (usable > region_size_ || usable % slot_size_ != 0 || requested > region_size_ ||
+  // The usable region always covers what is requested (SetRequestedSize).
+  if (usable > region_size_ || usable % slot_size_ != 0 || requested > usable ||
       requested % block_size_ != 0 || bits.size() != (plugged_.size() + 7) / 8) {
     return absl::InvalidArgumentError("virtio-mem state: sizes out of range");
   }

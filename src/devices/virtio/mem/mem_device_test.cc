@@ -258,6 +258,15 @@ TEST_F(MemDeviceTest, ARestoreOpensThePluggedSlotsAgain) {
   std::vector<uint8_t> past = device_->SaveDeviceState();
   std::fill(past.begin() + 32, past.begin() + 40, 0);  // no usable region, blocks plugged
   EXPECT_FALSE((*restored)->RestoreDeviceState(past).ok());
+  // More requested than the usable region holds: a state the device never
+  // makes (the driver would be asked to plug where it may not).
+  ASSERT_TRUE(device_->SetRequestedSize(0).ok());
+  ASSERT_EQ(Answer(kRequestUnplugAll), kResponseAck);  // the usable region is none now
+  std::vector<uint8_t> over = device_->SaveDeviceState();
+  uint64_t requested = 130 * kMiB;
+  std::memcpy(over.data() + 40, &requested, sizeof(requested));
+  st = (*restored)->RestoreDeviceState(over);
+  EXPECT_NE(st.message().find("sizes out of range"), std::string::npos) << st;
 }
 
 TEST_F(MemDeviceTest, ASizeRequestedBeforeTheDriverSurvivesARestore) {
