@@ -78,6 +78,9 @@ struct Harness {
   }
 
   virtio::MmioTransport& t() { return h->transport(); }
+  std::vector<uint8_t> Save() {
+    return t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
+  }
 
   View Look() {
     View v;
@@ -142,12 +145,6 @@ struct Harness {
     }
   }
 
-  std::optional<virtio::Queue::State> QueueState() {
-    virtio::MmioTransport::State st = t().SaveState();
-    if (st.queues.empty() || !st.queues[0].ready || st.queues[0].size == 0) return {};
-    return st.queues[0];
-  }
-
   // The range of a request: often the last one's again (a driver unplugs
   // what it plugged), else mostly on a block, often one of a few, so that
   // requests meet.
@@ -172,7 +169,7 @@ struct Harness {
   // One request in a chain of descriptors (mostly request, then answer),
   // kicked; its answer checked against the device before and after.
   void Request(FuzzInput& in) {
-    std::optional<virtio::Queue::State> q = QueueState();
+    std::optional<virtio::Queue::State> q = h->QueueState();
     if (!q) return;
     uint8_t kind = in.U8();
     uint16_t type = kind < 248 ? kind % 4 : in.U16();
@@ -192,18 +189,18 @@ struct Harness {
     bool resp_ok = h->mem().Write(resp, junk).ok();
     // Mostly request then answer; otherwise lengths, directions or count wrong.
     uint8_t shape = in.U8();
-    std::vector<std::tuple<uint64_t, uint32_t, bool>> chain = {{kReq, kRequestBytes, false},
-                                                               {resp, kResponseBytes, true}};
+    std::vector<virtio::Descriptor> chain = {{kReq, kRequestBytes, false},
+                                             {resp, kResponseBytes, true}};
     if (shape >= 200) {
       switch (shape % 5) {
         case 0:
-          std::get<1>(chain[0]) = in.U8() % kRequestBytes;
+          chain[0].len = in.U8() % kRequestBytes;
           break;
         case 1:
-          std::get<1>(chain[1]) = in.U8() % kResponseBytes;
+          chain[1].len = in.U8() % kResponseBytes;
           break;
         case 2:
-          std::get<2>(chain[in.U8() & 1]) ^= true;
+          chain[in.U8() & 1].device_writable ^= true;
           break;
         case 3:
           chain.pop_back();
@@ -215,13 +212,13 @@ struct Harness {
     }
     View before = Look();
     uint16_t head = in.U16() % q->size;
-    Publish(*q, head, chain);
+    PublishChain(h->mem(), *q, head, chain);
     refused_now = false;
     t().Notify(0);
     // The answer is this request's if exactly it was used (by the queue's
     // count: the ring's index is the guest's to scribble on), with an
     // answer, and the rings lie clear of the request.
-    std::optional<virtio::Queue::State> now = QueueState();
+    std::optional<virtio::Queue::State> now = h->QueueState();
     if (!now || now->used_ring != q->used_ring || now->size != q->size) return;
     uint16_t used_before = q->next_used, used_after = now->next_used;
     uint64_t slot = q->used_ring + 4 + 8ull * (used_before % q->size);
@@ -245,25 +242,6 @@ struct Harness {
   // Whether [at, +len) stays clear of the request and its answer in RAM.
   static bool Clear(uint64_t at, uint64_t len) {
     return at >= kResp + kResponseBytes || at + len <= kReq;
-  }
-
-  void Publish(const virtio::Queue::State& q, uint16_t first,
-               const std::vector<std::tuple<uint64_t, uint32_t, bool>>& chain) {
-    const GuestMemory& mem = h->mem();
-    for (size_t i = 0; i < chain.size(); i++) {
-      auto [addr, len, writable] = chain[i];
-      uint16_t index = (first + i) % q.size, next = (first + i + 1) % q.size;
-      bool last = i + 1 == chain.size();
-      uint64_t d = q.desc_table + 16ull * index;
-      (void)mem.WriteObj<uint64_t>(d, addr);
-      (void)mem.WriteObj<uint32_t>(d + 8, len);
-      (void)mem.WriteObj<uint16_t>(
-          d + 12, (writable ? virtio::kDescFlagWrite : 0) | (last ? 0 : virtio::kDescFlagNext));
-      (void)mem.WriteObj<uint16_t>(d + 14, next);
-    }
-    uint16_t idx = mem.ReadObj<uint16_t>(q.avail_ring + 2).value_or(0);
-    (void)mem.WriteObj<uint16_t>(q.avail_ring + 4 + 2ull * (idx % q.size), first);
-    (void)mem.WriteObj<uint16_t>(q.avail_ring + 2, static_cast<uint16_t>(idx + 1));
   }
 
   // An answer against the device before and after the request.
@@ -344,21 +322,15 @@ struct Harness {
         failures = 1 + in.U8() % 3;
         break;
       case 3: {  // the saved state, garbage or changed here and there
-        std::vector<uint8_t> bytes = GarbledState(
-            in, t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); }), 79);
+        std::vector<uint8_t> bytes = GarbledState(in, Save(), 79);
         if (!Restore(bytes).ok()) break;
-        std::vector<uint8_t> again =
-            t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
-        if (again != bytes) Fail("restored garbage does not save back to itself");
+        if (Save() != bytes) Fail("restored garbage does not save back to itself");
         break;
       }
       case 4: {  // saved, restored, saved again: the same bytes
-        std::vector<uint8_t> saved =
-            t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
+        std::vector<uint8_t> saved = Save();
         if (!Restore(saved).ok()) Fail("the device's saved state does not restore");
-        std::vector<uint8_t> again =
-            t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
-        if (again != saved) Fail("the device's saved state does not restore to itself");
+        if (Save() != saved) Fail("the device's saved state does not restore to itself");
         break;
       }
       case 5: {  // the driver starts as Linux's does, with the features the

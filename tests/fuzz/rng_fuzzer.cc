@@ -97,12 +97,6 @@ struct Rng {
     return pending;
   }
 
-  std::optional<Queue::State> QueueState() {
-    MmioTransport::State st = t().SaveState();
-    if (st.queues.empty() || !st.queues[0].ready || st.queues[0].size == 0) return {};
-    return st.queues[0];
-  }
-
   uint64_t BufferAddress(FuzzInput& in, uint32_t len) {
     uint8_t how = in.U8();
     uint64_t room = len < kAreaSize ? kAreaSize - len : 0;
@@ -113,7 +107,7 @@ struct Rng {
 
   // Up to kMaxChains chains published, then one kick.
   void Request(FuzzInput& in) {
-    std::optional<Queue::State> q = QueueState();
+    std::optional<Queue::State> q = h->QueueState();
     if (!q) return;
     size_t chains = in.U8() < 160 ? 1 : 1 + in.U8() % kMaxChains;
     uint16_t next = in.U16();
@@ -141,13 +135,9 @@ struct Rng {
           entries.insert(entries.end(), e.begin(), e.end());
         }
         chain.made.push_back({table, entries});
-        std::vector<uint8_t> e(16);
-        uint32_t len = static_cast<uint32_t>(entries.size());
-        uint16_t flags = kDescFlagIndirect;
-        std::memcpy(e.data(), &table, 8);
-        std::memcpy(e.data() + 8, &len, 4);
-        std::memcpy(e.data() + 12, &flags, 2);
-        chain.made.push_back({q->desc_table + 16ull * head, e});
+        chain.made.push_back(
+            {q->desc_table + 16ull * head,
+             DescriptorBytes(table, static_cast<uint32_t>(entries.size()), kDescFlagIndirect, 0)});
         next++;
       } else if (n <= q->size) {
         for (size_t i = 0; i < n; i++) {
@@ -172,12 +162,7 @@ struct Rng {
                                     uint16_t next) {
     uint16_t flags =
         (bufs[i].device_writable ? kDescFlagWrite : 0) | (i + 1 < n ? kDescFlagNext : 0);
-    std::vector<uint8_t> e(16);
-    std::memcpy(e.data(), &bufs[i].addr, 8);
-    std::memcpy(e.data() + 8, &bufs[i].len, 4);
-    std::memcpy(e.data() + 12, &flags, 2);
-    std::memcpy(e.data() + 14, &next, 2);
-    return e;
+    return DescriptorBytes(bufs[i].addr, bufs[i].len, flags, next);
   }
 
   // What the device may write: every writable buffer the tables name, and
@@ -231,7 +216,7 @@ struct Rng {
   // memory, the used ring and the ring's leftovers.
   template <typename F>
   void Served(F serve) {
-    std::optional<Queue::State> q = QueueState();
+    std::optional<Queue::State> q = h->QueueState();
     if (!q) return serve();
     static std::vector<uint8_t> before(kAreaSize), after(kAreaSize);
     (void)mem().Read(kArea, before);
@@ -245,7 +230,7 @@ struct Rng {
     CheckWrites(may, before, after);
     // The used entries it wrote (the ring's own index is the guest's to
     // scribble on; the queue's count is not).
-    std::optional<Queue::State> now = QueueState();
+    std::optional<Queue::State> now = h->QueueState();
     if (!now || now->used_ring != q->used_ring || now->size != q->size) return;
     uint16_t count = std::min<uint16_t>(now->next_used - q->next_used, q->size);
     for (uint16_t k = now->next_used - count; k != now->next_used; k++) {

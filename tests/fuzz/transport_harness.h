@@ -23,8 +23,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "src/common/log.h"
@@ -80,6 +83,35 @@ class LogCounter {
   int fd_;
 };
 
+// A descriptor's 16 bytes as a driver writes them (2.7.5).
+inline std::vector<uint8_t> DescriptorBytes(uint64_t addr, uint32_t len, uint16_t flags,
+                                            uint16_t next) {
+  std::vector<uint8_t> e(16);
+  std::memcpy(e.data(), &addr, 8);
+  std::memcpy(e.data() + 8, &len, 4);
+  std::memcpy(e.data() + 12, &flags, 2);
+  std::memcpy(e.data() + 14, &next, 2);
+  return e;
+}
+
+// Writes `chain` at descriptors from `first` (around the table's end) and
+// publishes its head, as a driver would at the queue the registers placed.
+inline void PublishChain(const GuestMemory& mem, const virtio::Queue::State& q, uint16_t first,
+                         const std::vector<virtio::Descriptor>& chain) {
+  for (size_t i = 0; i < chain.size(); i++) {
+    uint16_t index = static_cast<uint16_t>((first + i) % q.size);
+    uint16_t next = static_cast<uint16_t>((first + i + 1) % q.size);
+    uint16_t flags = (chain[i].device_writable ? virtio::kDescFlagWrite : 0) |
+                     (i + 1 < chain.size() ? virtio::kDescFlagNext : 0);
+    (void)mem.Write(q.desc_table + 16ull * index,
+                    DescriptorBytes(chain[i].addr, chain[i].len, flags, next));
+  }
+  absl::StatusOr<uint16_t> idx = mem.ReadObj<uint16_t>(q.avail_ring + 2);
+  if (!idx.ok()) return;
+  (void)mem.WriteObj<uint16_t>(q.avail_ring + 4 + 2ull * (*idx % q.size), first % q.size);
+  (void)mem.WriteObj<uint16_t>(q.avail_ring + 2, static_cast<uint16_t>(*idx + 1));
+}
+
 class TransportHarness {
  public:
   // Runs around the ops that may activate the device (register writes,
@@ -103,6 +135,12 @@ class TransportHarness {
 
   virtio::MmioTransport& transport() { return *transport_; }
   const GuestMemory& mem() const { return mem_; }
+  // The device-side state of queue `q`, as the registers set it, if ready.
+  std::optional<virtio::Queue::State> QueueState(size_t q = 0) {
+    virtio::MmioTransport::State st = transport_->SaveState();
+    if (st.queues.size() <= q || !st.queues[q].ready || st.queues[q].size == 0) return {};
+    return st.queues[q];
+  }
   // Memory hotplug's region, for a virtio-mem device (before any input).
   void AddHotplugRegion(uint64_t addr, uint64_t size, uint64_t slot_size) {
     if (!mem_.AddHotplugRegion(addr, size, slot_size).ok()) Fail("cannot add the hotplug region");

@@ -77,34 +77,6 @@ struct Harness {
     h->set_extra_op([this](FuzzInput& in) { Extra(in); });
   }
 
-  // The device-side state of queue `q`, as the registers set it.
-  std::optional<virtio::Queue::State> QueueState(size_t q) {
-    virtio::MmioTransport::State st = h->transport().SaveState();
-    if (st.queues.size() <= q || !st.queues[q].ready || st.queues[q].size == 0) return {};
-    return st.queues[q];
-  }
-
-  // Writes a chain of `buffers` at descriptors from `first` and publishes it.
-  void Publish(const virtio::Queue::State& q, uint16_t first,
-               const std::vector<std::pair<uint64_t, uint32_t>>& buffers, bool writable) {
-    const GuestMemory& mem = h->mem();
-    for (size_t i = 0; i < buffers.size(); i++) {
-      uint16_t index = static_cast<uint16_t>((first + i) % q.size);
-      uint16_t next = static_cast<uint16_t>((first + i + 1) % q.size);
-      bool last = i + 1 == buffers.size();
-      uint16_t flags = (writable ? virtio::kDescFlagWrite : 0) | (last ? 0 : virtio::kDescFlagNext);
-      uint64_t d = q.desc_table + 16ull * index;
-      (void)mem.WriteObj<uint64_t>(d, buffers[i].first);
-      (void)mem.WriteObj<uint32_t>(d + 8, buffers[i].second);
-      (void)mem.WriteObj<uint16_t>(d + 12, flags);
-      (void)mem.WriteObj<uint16_t>(d + 14, next);
-    }
-    absl::StatusOr<uint16_t> idx = mem.ReadObj<uint16_t>(q.avail_ring + 2);
-    if (!idx.ok()) return;
-    (void)mem.WriteObj<uint16_t>(q.avail_ring + 4 + 2ull * (*idx % q.size), first % q.size);
-    (void)mem.WriteObj<uint16_t>(q.avail_ring + 2, static_cast<uint16_t>(*idx + 1));
-  }
-
   PacketHeader Header(FuzzInput& in) {
     PacketHeader p;
     p.src_cid = in.U8() < 240 ? kCid : in.U64();
@@ -126,7 +98,7 @@ struct Harness {
   }
 
   void GuestPacket(FuzzInput& in) {
-    std::optional<virtio::Queue::State> q = QueueState(virtio::vsock::kTxQueue);
+    std::optional<virtio::Queue::State> q = h->QueueState(virtio::vsock::kTxQueue);
     if (!q) return;
     PacketHeader p = Header(in);
     std::span<const uint8_t> payload = in.Bytes(in.U16() % 4096);
@@ -136,27 +108,32 @@ struct Harness {
     bytes.insert(bytes.end(), payload.begin(), payload.end());
     if (!h->mem().Write(kPacketArea, bytes).ok()) return;
     // Up to three pieces, cut where the input says.
-    std::vector<std::pair<uint64_t, uint32_t>> pieces;
+    std::vector<virtio::Descriptor> pieces;
     size_t at = 0;
     for (int i = 0; i < 2 && at < bytes.size(); i++) {
       size_t cut = at + in.U16() % (bytes.size() - at + 1);
       if (cut == at || cut == bytes.size()) break;
-      pieces.push_back({kPacketArea + at, static_cast<uint32_t>(cut - at)});
+      pieces.push_back({kPacketArea + at, static_cast<uint32_t>(cut - at), false});
       at = cut;
     }
-    pieces.push_back({kPacketArea + at, static_cast<uint32_t>(bytes.size() - at)});
-    Publish(*q, in.U16(), pieces, /*writable=*/in.U8() >= 250);
+    pieces.push_back({kPacketArea + at, static_cast<uint32_t>(bytes.size() - at), false});
+    uint16_t first = in.U16();
+    if (in.U8() >= 250) {  // a packet the device is to write, not read
+      for (virtio::Descriptor& d : pieces) d.device_writable = true;
+    }
+    PublishChain(h->mem(), *q, first, pieces);
     h->transport().Notify(virtio::vsock::kTxQueue);
   }
 
   void Buffers(FuzzInput& in, size_t queue) {
-    std::optional<virtio::Queue::State> q = QueueState(queue);
+    std::optional<virtio::Queue::State> q = h->QueueState(queue);
     if (!q) return;
     int n = 1 + in.U8() % 8;
     for (int i = 0; i < n; i++) {
       uint32_t size = in.U8() < 230 ? 64 + in.U16() % 4096 : in.U8();
       uint64_t addr = kBufferArea + (in.U8() % 8) * 0x4000;
-      Publish(*q, in.U16(), {{addr, size}}, /*writable=*/in.U8() < 250);
+      uint16_t first = in.U16();
+      PublishChain(h->mem(), *q, first, {{addr, size, in.U8() < 250}});
     }
     h->transport().Notify(static_cast<uint32_t>(queue));
   }
