@@ -59,7 +59,7 @@ absl::StatusOr<CpuidRegisterModifier> ParseRegister(const rapidjson::Value& v,
   JsonReader r(v, where);
   std::string name = r.String("register", true).value_or("");
   std::string bitmap = r.String("bitmap", true).value_or("");
-  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(r.FinishIgnoringUnknown());
   CpuidRegisterModifier m;
   m.reg = -1;
   for (int i = 0; i < 4; i++) {
@@ -82,7 +82,7 @@ absl::StatusOr<CpuidLeafModifier> ParseLeaf(const rapidjson::Value& v, const std
   CpuidLeafModifier m;
   m.flags = static_cast<uint32_t>(r.Uint("flags", true, 0, UINT32_MAX).value_or(0));
   bool has_modifiers = r.Raw("modifiers") != nullptr;
-  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(r.FinishIgnoringUnknown());
   if (!has_modifiers) {
     return absl::InvalidArgumentError(absl::StrCat(where, ".modifiers is required"));
   }
@@ -97,7 +97,7 @@ absl::StatusOr<MsrModifier> ParseMsr(const rapidjson::Value& v, const std::strin
   JsonReader r(v, where);
   std::string addr = r.String("addr", true).value_or("");
   std::string bitmap = r.String("bitmap", true).value_or("");
-  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(r.FinishIgnoringUnknown());
   MsrModifier m;
   ASSIGN_OR_RETURN(m.addr, ParseRegisterNumber(addr, where + ".addr"));
   ASSIGN_OR_RETURN(m.bits, ParseBitmap(bitmap, 64, where + ".bitmap"));

@@ -106,7 +106,7 @@ absl::StatusOr<std::optional<TokenBucketConfig>> ParseTokenBucket(const rapidjso
   b.size = r.Uint("size", true, 0, UINT64_MAX).value_or(0);
   b.refill_time_ms = r.Uint("refill_time", true, 0, UINT64_MAX).value_or(0);
   b.one_time_burst = r.Uint("one_time_burst", false, 0, UINT64_MAX).value_or(0);
-  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(r.FinishIgnoringUnknown());
   // As Firecracker's TokenBucket::new: a bucket of size 0, of refill_time
   // 0, or whose refill_time in ns overflows 64 bits limits nothing.
   if (b.size == 0 || b.refill_time_ms == 0 || b.refill_time_ms > kMaxRefillTimeMs) {
@@ -347,7 +347,7 @@ absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value) {
   m.metrics_path = r.String("metrics_path", true).value_or("");
   m.emit_id = r.Bool("emit_id", false).value_or(false);
   const rapidjson::Value* properties = r.Raw("properties");
-  RETURN_IF_ERROR(r.Finish());
+  RETURN_IF_ERROR(r.FinishIgnoringUnknown());
   if (properties != nullptr && !properties->IsNull()) {
     if (!properties->IsObject()) {
       return absl::InvalidArgumentError("metrics.properties must be a JSON object of strings");
@@ -671,9 +671,15 @@ void WriteVmConfig(Writer& w, const VmConfig& c) {
   } else {
     w.Null();
   }
+  // The root drive first, as Firecracker lists (and attaches) them.
   w.Key("drives");
   w.StartArray();
-  for (const DriveConfig& d : c.drives) WriteDrive(w, d);
+  for (const DriveConfig& d : c.drives) {
+    if (d.is_root_device) WriteDrive(w, d);
+  }
+  for (const DriveConfig& d : c.drives) {
+    if (!d.is_root_device) WriteDrive(w, d);
+  }
   w.EndArray();
   w.Key("boot-source");
   WriteBootSource(w, c.boot_source);

@@ -30,6 +30,9 @@ class JsonReader {
 
   // OK if every read succeeded and the object has no unknown field.
   absl::Status Finish();
+  // OK if every read succeeded, whatever else the object has: for the
+  // objects Firecracker reads without serde's deny_unknown_fields.
+  absl::Status FinishIgnoringUnknown() const { return status_; }
   absl::Status status() const { return status_; }
 
  private:

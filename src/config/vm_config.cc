@@ -142,9 +142,16 @@ absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
   }
   bool root_drive = std::any_of(drives.begin(), drives.end(),
                                 [](const DriveConfig& d) { return d.is_root_device; });
-  if (roots > 1 || (roots == 1 && root_drive)) {
+  // Firecracker's two sentences, then ours.
+  if (roots == 1 && root_drive) {
     return absl::InvalidArgumentError(
-        "pmem: only one device, pmem or drive, can be the root device");
+        "Pmem config error: Attempt to add pmem as a root device while the root device defined "
+        "as a block device. Only one device, pmem or drive, can be the root device.");
+  }
+  if (roots > 1) {
+    return absl::InvalidArgumentError(
+        "Pmem config error: A root pmem device already exist. Only one device, pmem or drive, "
+        "can be the root device.");
   }
   return absl::OkStatus();
 }
@@ -152,7 +159,8 @@ absl::Status ValidatePmem(const std::vector<PmemConfig>& pmem,
 absl::Status ValidateBalloon(const BalloonConfig& balloon, const MachineConfig& machine) {
   if (balloon.amount_mib > machine.mem_size_mib) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("balloon.amount_mib %d is more than machine-config.mem_size_mib %d",
+        absl::StrFormat("Amount of pages requested is too large. balloon.amount_mib %d is more "
+                        "than machine-config.mem_size_mib %d",
                         balloon.amount_mib, machine.mem_size_mib));
   }
   return absl::OkStatus();
@@ -201,7 +209,7 @@ absl::Status CheckNetExists(const VmConfig& config, const std::string& iface_id)
 }
 
 absl::Status CheckBalloonTarget(const VmConfig& config, uint64_t amount_mib) {
-  if (!config.balloon) return absl::InvalidArgumentError("there is no balloon device");
+  if (!config.balloon) return absl::InvalidArgumentError(kNoBalloon);
   BalloonConfig changed = *config.balloon;
   changed.amount_mib = amount_mib;
   return ValidateBalloon(changed, config.machine);

@@ -211,8 +211,15 @@ struct VmConfig {
   bool boot_timer = false;
 };
 
-// The guest command line when boot-source has no boot_args.
-inline constexpr char kDefaultBootArgs[] = "console=ttyS0 reboot=k panic=1 pci=off";
+// Firecracker's answer where a balloon is asked for and there is none.
+inline constexpr char kNoBalloon[] = "No balloon device found.";
+
+// The guest command line when boot-source has no boot_args: Firecracker's
+// (no serial port, no i8042 probing, no module loading), with pci=off as
+// Firecracker's had before it had PCI: Ember has none.
+inline constexpr char kDefaultBootArgs[] =
+    "reboot=k panic=1 pci=off nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd "
+    "swiotlb=noforce";
 
 // Checks what can be checked without touching the host: ranges and
 // required parts. Messages name the field.

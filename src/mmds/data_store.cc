@@ -47,6 +47,30 @@ bool DepthOk(const Value& v, int depth) {
   return true;
 }
 
+// RapidJSON checks the bytes it reads, and pairs \u escapes of surrogates,
+// but takes a lone low surrogate (\udc00) and writes it as UTF-8's bytes
+// for it, which are not UTF-8 (0xed then 0xa0-0xbf). serde_json refuses it.
+bool HasLoneSurrogate(const Value& v) {
+  auto in = [](const Value& s) {
+    const auto* p = reinterpret_cast<const unsigned char*>(s.GetString());
+    for (size_t i = 0; i + 1 < s.GetStringLength(); i++) {
+      if (p[i] == 0xed && p[i + 1] >= 0xa0) return true;
+    }
+    return false;
+  };
+  if (v.IsString()) return in(v);
+  if (v.IsArray()) {
+    for (const Value& e : v.GetArray()) {
+      if (HasLoneSurrogate(e)) return true;
+    }
+  } else if (v.IsObject()) {
+    for (const auto& m : v.GetObject()) {
+      if (in(m.name) || HasLoneSurrogate(m.value)) return true;
+    }
+  }
+  return false;
+}
+
 // Sorts every object's keys and keeps the last of repeated ones, as
 // serde_json's map does: lookups, listings and output are then in one order.
 void Normalize(Value& v, Allocator& alloc) {
@@ -254,6 +278,11 @@ absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
   if (!DepthOk(*doc, 1)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("invalid JSON: nested deeper than %d levels", kMaxJsonDepth));
+  }
+  if (HasLoneSurrogate(*doc)) {
+    return absl::InvalidArgumentError(
+        "invalid JSON: a \\u escape names a lone UTF-16 surrogate (\\udc00-\\udfff without "
+        "a \\ud800-\\udbff before it)");
   }
   Normalize(*doc, doc->GetAllocator());
   return absl::OkStatus();

@@ -33,8 +33,11 @@ TEST(DataStoreTest, PutReplacesAndSortsKeysAsSerdeJson) {
 TEST(DataStoreTest, InvalidJsonIsRefusedAndChangesNothing) {
   DataStore s = MakeStore();
   ASSERT_TRUE(s.Put(R"({"a":1})").ok());
+  // Surrogates: one alone, a high one without its low, a low one (as a
+  // value, in a key, deep down) that RapidJSON itself takes.
   for (std::string bad : {"", "{", R"({"a":})", "{} x", "[1,]", "NaN", "{'a':1}", "\"\xff\"",
-                          "\"\xc0\x80\"", "{\"a\":1}\x01"}) {
+                          "\"\xc0\x80\"", "{\"a\":1}\x01", R"("\ud800")", R"("\ud800x")",
+                          R"("\udc00")", R"({"\udfff":1})", R"({"a":[1,{"b":"x\udc00y"}]})"}) {
     absl::Status st = s.Put(bad);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
     st = s.Patch(bad);

@@ -163,17 +163,36 @@ void Controller::ApplyMmdsConfig() {
   mmds_.set_imds_compat(m->imds_compat);
 }
 
+// Once the microVM runs, Firecracker finds the store through the
+// interfaces that serve MMDS, and without one there is none. A body is
+// read first, as Firecracker's API thread reads it before asking.
+absl::Status Controller::CheckMmdsServed(const std::string* body) {
+  if (!runtime_ || preboot_.config().mmds) return absl::OkStatus();
+  if (body != nullptr) {
+    rapidjson::Document doc;
+    RETURN_IF_ERROR(mmds::ParseMmdsJson(*body, &doc));
+  }
+  return absl::InvalidArgumentError(
+      "MMDS error: The MMDS data store is not initialized. No network interface of this "
+      "microVM serves MMDS: name one in PUT /mmds/config before the start.");
+}
+
 absl::StatusOr<VmmResult> Controller::Do(const PutMmds& a) {
+  RETURN_IF_ERROR(CheckMmdsServed(&a.json));
   RETURN_IF_ERROR(mmds_.Put(a.json));
   return std::monostate();
 }
 
 absl::StatusOr<VmmResult> Controller::Do(const PatchMmds& a) {
+  RETURN_IF_ERROR(CheckMmdsServed(&a.json));
   RETURN_IF_ERROR(mmds_.Patch(a.json));
   return std::monostate();
 }
 
-absl::StatusOr<VmmResult> Controller::Do(const GetMmds&) { return MmdsDocument{mmds_.Get()}; }
+absl::StatusOr<VmmResult> Controller::Do(const GetMmds&) {
+  RETURN_IF_ERROR(CheckMmdsServed(nullptr));
+  return MmdsDocument{mmds_.Get()};
+}
 
 absl::StatusOr<VmmResult> Controller::Do(const PutMmdsConfig& a) {
   if (runtime_) return runtime_->Handle(a);  // refused once running
@@ -247,8 +266,10 @@ absl::StatusOr<VmmResult> Controller::Do(const GetInstanceInfo&) {
   return InstanceInfo{id_, VmState(), kVersion};
 }
 
+// Without metrics there is nothing to write, and Firecracker answers 204.
+// Before the start it refuses; Ember writes the line then too.
 absl::StatusOr<VmmResult> Controller::Do(const FlushMetrics&) {
-  RETURN_IF_ERROR(WriteMetrics());
+  if (metrics_fd_.valid()) RETURN_IF_ERROR(WriteMetrics());
   return std::monostate();
 }
 
@@ -261,7 +282,11 @@ absl::StatusOr<VmmResult> Controller::Do(const PutLogger& a) {
 
 absl::StatusOr<VmmResult> Controller::Do(const PutMetrics& a) {
   if (runtime_) return runtime_->Handle(a);  // refused once running
-  if (metrics_fd_.valid()) return absl::FailedPreconditionError("metrics are already configured");
+  if (metrics_fd_.valid()) {
+    return absl::FailedPreconditionError(
+        "Metrics error: Cannot initialize the metrics system due to bad user input: "
+        "Reinitialization of metrics not allowed.");
+  }
   RETURN_IF_ERROR(OpenMetrics(a.config));
   if (metrics_loop_ == nullptr && pre_boot_loop_ != nullptr) {
     RETURN_IF_ERROR(WatchMetricsTimer(*pre_boot_loop_));

@@ -80,6 +80,7 @@ class Controller {
   absl::StatusOr<VmmResult> Do(const PutMmds& a);
   absl::StatusOr<VmmResult> Do(const PatchMmds& a);
   absl::StatusOr<VmmResult> Do(const GetMmds&);
+  absl::Status CheckMmdsServed(const std::string* body);
   absl::StatusOr<VmmResult> Do(const PutMmdsConfig& a);
   // Opens the interface's TAP now, as Firecracker does, and holds it for
   // the start: a TAP another process holds is refused at the request.

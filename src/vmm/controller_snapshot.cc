@@ -54,10 +54,16 @@ absl::StatusOr<std::vector<uint8_t>> ReadStateFile(const std::string& path) {
 absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
   if (runtime_) return runtime_->Handle(a);  // refused once running
   const VmConfig& current = preboot_.config();
-  if (current.boot_source || !current.drives.empty() || !current.net.empty() || current.balloon ||
-      current.vsock || current.entropy || !current.pmem.empty() || current.memory_hotplug) {
+  // Firecracker's list: what the boot reads, not the logger, metrics,
+  // serial or cpu-config.
+  if (preboot_.machine_configured() || current.boot_source || !current.drives.empty() ||
+      !current.net.empty() || current.balloon || current.vsock || current.entropy ||
+      !current.pmem.empty() || current.memory_hotplug || current.mmds) {
     return absl::FailedPreconditionError(
-        "a snapshot can only be loaded into an Ember that has not been configured");
+        "Load snapshot error: Loading a microVM snapshot not allowed after configuring "
+        "boot-specific resources. "
+        "A snapshot is loaded into an Ember that has not been configured: its configuration "
+        "is the snapshot's.");
   }
   double start = MonotonicMs();
   ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadStateFile(a.snapshot_path));

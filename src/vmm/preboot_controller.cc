@@ -157,6 +157,13 @@ absl::StatusOr<VmmResult> PreBootController::Handle(const VmmAction& action) {
 // rules out: hugetlbfs memory is never merged (--merge-guest-memory).
 absl::Status PreBootController::CheckMachine(const MachineConfig& m) {
   RETURN_IF_ERROR(ValidateMachineConfig(m));
+  if (config_.balloon && config_.balloon->amount_mib > m.mem_size_mib) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Machine config error: The memory size (MiB) is smaller than the previously set balloon "
+        "device target size. "
+        "mem_size_mib %d is below the balloon's amount_mib %d.",
+        m.mem_size_mib, config_.balloon->amount_mib));
+  }
   if (m.huge_pages == HugePages::k2M && GuestMemory::mergeable_by_default()) {
     return absl::InvalidArgumentError(
         "machine-config.huge_pages \"2M\": this Ember runs with --merge-guest-memory, and KSM "
@@ -175,6 +182,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutMachineConfig& a) {
   if (!a.sets_cpu_template) m.cpu_template = config_.machine.cpu_template;
   RETURN_IF_ERROR(CheckMachine(m));
   config_.machine = m;
+  machine_configured_ = true;
   if (a.sets_cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
@@ -189,6 +197,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PatchMachineConfig& a) {
   if (a.cpu_template) m.cpu_template = *a.cpu_template;
   RETURN_IF_ERROR(CheckMachine(m));
   config_.machine = m;
+  machine_configured_ = true;
   if (a.cpu_template) config_.cpu_config.reset();
   return std::monostate();
 }
@@ -249,7 +258,7 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutBalloon& a) {
 }
 
 absl::StatusOr<VmmResult> PreBootController::Do(const GetBalloon&) {
-  if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+  if (!config_.balloon) return absl::InvalidArgumentError(kNoBalloon);
   return *config_.balloon;
 }
 

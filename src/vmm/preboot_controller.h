@@ -42,6 +42,9 @@ class PreBootController {
 
   const VmConfig& config() const { return config_; }
   VmConfig& config() { return config_; }
+  // Whether a PUT or PATCH of machine-config has been taken (a snapshot is
+  // then refused, as by Firecracker).
+  bool machine_configured() const { return machine_configured_; }
   // The CPU a static template must be made for: the host's unless set
   // (read when first needed: CPUID traps on a virtualised host).
   void set_host_cpu(x86_64::CpuModel cpu) { host_cpu_ = std::move(cpu); }
@@ -87,6 +90,7 @@ class PreBootController {
   absl::Status CheckMachine(const MachineConfig& m);
 
   VmConfig config_;
+  bool machine_configured_ = false;
   std::optional<x86_64::CpuModel> host_cpu_;
 };
 

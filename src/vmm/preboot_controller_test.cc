@@ -111,14 +111,14 @@ TEST(PreBootControllerTest, StaticAndCustomTemplatesReplaceEachOther) {
 // devices and drives, whichever comes second refused.
 TEST(PreBootControllerTest, PmemDevicesAreCheckedAtThePut) {
   PreBootController c{VmConfig{}};
-  std::string file = ::testing::TempDir() + "/pmem-put";
+  std::string file = ::testing::TempDir() + "/pmem-put." + std::to_string(getpid());
   { std::ofstream(file) << "x"; }
   ASSERT_TRUE(c.Handle(PutPmem{{"p0", file, /*root_device=*/true}}).ok());
   ASSERT_TRUE(c.Handle(PutPmem{{"p0", file, /*root_device=*/true}}).ok()) << "replaced by id";
   EXPECT_EQ(c.config().pmem.size(), 1u);
   absl::StatusOr<VmmResult> root = c.Handle(PutDrive{Drive("rootfs", true)});
   ASSERT_FALSE(root.ok());
-  EXPECT_NE(root.status().message().find("only one device, pmem or drive"), std::string::npos);
+  EXPECT_NE(root.status().message().find("Only one device, pmem or drive"), std::string::npos);
   absl::StatusOr<VmmResult> missing = c.Handle(PutPmem{{"p1", "/nonexistent/pmem"}});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("pmem[p1].path_on_host /nonexistent/pmem"),

@@ -134,7 +134,7 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const PatchBalloon& a) {
 }
 
 absl::StatusOr<VmmResult> RuntimeController::Do(const GetBalloon&) {
-  if (!config_.balloon) return absl::InvalidArgumentError("there is no balloon device");
+  if (!config_.balloon) return absl::InvalidArgumentError(kNoBalloon);
   return *config_.balloon;
 }
 

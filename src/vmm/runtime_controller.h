@@ -16,6 +16,11 @@
 
 namespace ember {
 
+// Firecracker's answer to what only a microVM not yet started takes; ours
+// goes on to say what the client can do instead.
+inline constexpr char kNotSupportedPostBoot[] =
+    "The requested operation is not supported after starting the microVM.";
+
 class RuntimeController {
  public:
   // How a snapshot carries the configuration (the API's JSON in production).
@@ -52,17 +57,19 @@ class RuntimeController {
   absl::StatusOr<VmmResult> Do(const CreateSnapshot& a);
   absl::StatusOr<VmmResult> Do(const RecordWorkingSet& a);  // controller_snapshot.cc
   absl::StatusOr<VmmResult> Do(const InstanceStart&) {
-    return absl::FailedPreconditionError("the microVM is already running");
+    return absl::FailedPreconditionError(
+        absl::StrCat(kNotSupportedPostBoot, " The microVM is already running."));
   }
   absl::StatusOr<VmmResult> Do(const LoadSnapshot&) {
-    return absl::FailedPreconditionError("a snapshot can only be loaded before the microVM starts");
+    return absl::FailedPreconditionError(absl::StrCat(
+        kNotSupportedPostBoot, " A snapshot is loaded before the microVM starts, into a new Ember."));
   }
   // Configuration the boot has read (A::kWhat names it).
   template <typename A>
   absl::StatusOr<VmmResult> Do(const A&) {
     if constexpr (requires { A::kWhat; }) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(A::kWhat, " cannot be changed after the microVM has started"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          kNotSupportedPostBoot, " Set ", A::kWhat, " before the microVM starts."));
     } else {
       return absl::InternalError("the Controller handles this action itself");
     }

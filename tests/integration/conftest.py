@@ -25,6 +25,12 @@ EXIT_BAD_CONFIGURATION = 152
 EXIT_ARG_PARSING = 153
 EXIT_SIGTERM = 128 + 15
 
+# Firecracker's answers, word for word.
+NOT_SUPPORTED_BEFORE_START = (
+    "The requested operation is not supported before starting the microVM.")
+NOT_SUPPORTED_AFTER_START = (
+    "The requested operation is not supported after starting the microVM.")
+
 
 def pytest_addoption(parser):
     parser.addoption("--ember", default=str(ROOT / "build" / "ember"),

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK, EXIT_SIGTERM, http_request, is_pvm_host, wait_for_api
+from conftest import (EXIT_OK, EXIT_SIGTERM, NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START,
+                      http_request, is_pvm_host, wait_for_api)
 
-# Firecracker's answers, word for word.
-NOT_SUPPORTED_BEFORE_START = (
-    "The requested operation is not supported before starting the microVM.")
 from metrics_lines import mark, total
 
 
@@ -111,7 +109,7 @@ def test_a_whole_life_over_the_api(api, guest):
     a.expect_fault("PUT", "/logger", "logger.level 'Loud'", {"level": "Loud"})
     metrics = Path(a.sock).parent / "metrics.json"
     assert a.request("PUT", "/metrics", {"metrics_path": str(metrics)})[0] == 204
-    a.expect_fault("PUT", "/metrics", "already configured", {"metrics_path": str(metrics)})
+    a.expect_fault("PUT", "/metrics", "Reinitialization of metrics not allowed.", {"metrics_path": str(metrics)})
     assert a.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
     first = json.loads(metrics.read_text().splitlines()[-1])
     assert first["ember"]["vm_state"] == "Not started"
@@ -128,10 +126,11 @@ def test_a_whole_life_over_the_api(api, guest):
 
     assert a.request("PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
     assert a.request("GET", "/")[1]["state"] == "Running"
-    a.expect_fault("PUT", "/actions", "already running", {"action_type": "InstanceStart"})
-    a.expect_fault("PUT", "/boot-source", "cannot be changed after the microVM has started",
+    a.expect_fault("PUT", "/actions", NOT_SUPPORTED_AFTER_START + " The microVM is already running.",
+                   {"action_type": "InstanceStart"})
+    a.expect_fault("PUT", "/boot-source", NOT_SUPPORTED_AFTER_START + " Set boot-source before",
                    {"kernel_image_path": "/x"})
-    a.expect_fault("PUT", "/machine-config", "cannot be changed",
+    a.expect_fault("PUT", "/machine-config", NOT_SUPPORTED_AFTER_START,
                    {"vcpu_count": 2, "mem_size_mib": 128})
 
     # The balloon target changes while the guest runs; statistics arrive.
@@ -385,6 +384,13 @@ def test_a_life_with_ember_client(ember, api, guest):
     while "Run /init as init process" not in a.console():
         assert time.monotonic() < deadline, a.console()
         time.sleep(1)
+    # Firecracker's answers once running: FlushMetrics without metrics
+    # writes nothing; MMDS without an interface to serve it has no store.
+    assert run("PUT", "/actions", '{"action_type": "FlushMetrics"}').returncode == 0
+    for args in (("GET", "/mmds"), ("PUT", "/mmds", '{"a": 1}')):
+        refused = run(*args)
+        assert refused.returncode == 1, refused
+        assert "MMDS error: The MMDS data store is not initialized." in refused.stderr, refused
     swap = {"drive_id": "data", "path_on_host": str(workdir / "d2.img")}
     assert run("PATCH", "/drives/data", json.dumps(swap)).returncode == 0
     deadline = time.monotonic() + 120
@@ -580,6 +586,45 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
 
 
 @pytest.mark.usefixtures("kvm")
+def test_firecrackers_rules_on_memory_and_unknown_fields(api, tmp_path):
+    """Memory below the balloon's target is refused; fields Firecracker
+    ignores (no deny_unknown_fields there) are ignored, and a body it does
+    not read is not read."""
+    a = api()
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    root = {"drive_id": "root", "path_on_host": str(disk), "is_root_device": True}
+    assert a.request("PUT", "/balloon", {"amount_mib": 64, "deflate_on_oom": False})[0] == 204
+    a.expect_fault("PATCH", "/machine-config", "The memory size (MiB) is smaller than the "
+                   "previously set balloon device target size.", {"mem_size_mib": 32})
+    a.expect_fault("PUT", "/machine-config", "The memory size (MiB) is smaller than the "
+                   "previously set balloon device target size.",
+                   {"vcpu_count": 1, "mem_size_mib": 63})
+    assert a.request("GET", "/machine-config")[1]["mem_size_mib"] == 128
+
+    limited = {**root, "rate_limiter": {"bandwidth": {"size": 1 << 20, "refill_time": 100,
+                                                      "spare": 1}}}
+    assert a.request("PUT", "/drives/root", limited)[0] == 204
+    assert a.request("PUT", "/metrics", {"metrics_path": str(tmp_path / "metrics.json"),
+                                         "spare": True})[0] == 204
+    a.expect_fault("PATCH", "/balloon/hinting/start", NOT_SUPPORTED_BEFORE_START,
+                   {"acknowledge_on_stop": False, "spare": 1})
+    a.expect_fault("PATCH", "/balloon/hinting/stop", NOT_SUPPORTED_BEFORE_START, raw="garbage")
+    a.expect_fault("PUT", "/drives/root", "unknown field 'spare'", {**root, "spare": 1})
+    config = a.request("GET", "/vm/config")[1]
+    assert config["drives"][0]["rate_limiter"]["bandwidth"]["size"] == 1 << 20, config
+
+
+def test_a_snapshot_is_refused_after_machine_config(api, tmp_path):
+    """As Firecracker: machine-config is boot-specific, the logger is not."""
+    a = api()
+    assert a.request("PUT", "/logger", {"level": "Info"})[0] == 204
+    assert a.request("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128})[0] == 204
+    a.expect_fault("PUT", "/snapshot/load", "Loading a microVM snapshot not allowed after "
+                   "configuring boot-specific resources.",
+                   {"snapshot_path": str(tmp_path / "state"), "mem_file_path": str(tmp_path / "m")})
+
+
 def test_the_vm_prepared_before_the_start_follows_the_kernel_file(api, guest, tmp_path):
     """Ember loads the kernel and makes the vCPUs once the configuration
     names a kernel, before InstanceStart; a kernel file rewritten after that

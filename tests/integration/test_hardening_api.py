@@ -335,7 +335,7 @@ def test_the_largest_bodies_with_a_running_guest(shared):
             ("keys", "PUT", "/machine-config", keys_body(DEFAULT_LIMIT * 20),
              "vcpu_count is required"),
             # Parsed on the API thread, refused (and freed) by the VMM thread.
-            ("boot-source", "PUT", "/boot-source", boot, "after the microVM has started"),
+            ("boot-source", "PUT", "/boot-source", boot, "not supported after starting the microVM"),
             ("drive", "PATCH", "/drives/nope", drive, "there is no drive 'nope'"),
             ("mmds number", "PUT", "/mmds", b"[" + b"9" * (HIGHEST_LIMIT - 2) + b"]",
              "Number too big"),

@@ -104,7 +104,7 @@ def test_the_guest_plugs_what_is_asked_and_gives_it_back(ember, guest, tmp_path)
         a, b = shell.request("PATCH", "/hotplug/memory", {"requested_size_mib": 3})
         assert a == 400 and "multiple of block_size_mib" in b["fault_message"], b
         a, b = shell.request("PUT", "/hotplug/memory", {"total_size_mib": 128})
-        assert a == 400 and "cannot be changed after the microVM has started" in b["fault_message"]
+        assert a == 400 and "not supported after starting the microVM. Set memory-hotplug" in b["fault_message"]
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
         metrics = tmp_path / "metrics.json"
         assert total(metrics, "memory_hotplug", "plug_count") >= 1

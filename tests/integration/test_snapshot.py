@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK, need_kvm
+from conftest import EXIT_OK, NOT_SUPPORTED_AFTER_START, need_kvm
 from test_api import Api
 
 IDLE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off ember_idle"
@@ -101,7 +101,7 @@ def test_a_loaded_snapshot_goes_on(ember, snapshot, tmp_path):
     config = a.request("GET", "/vm/config")[1]
     assert config["machine-config"]["mem_size_mib"] == 128
     assert "Run /init" not in a.console(), "no second boot: the kernel goes on where it was"
-    a.expect_fault("PUT", "/snapshot/load", "before the microVM starts",
+    a.expect_fault("PUT", "/snapshot/load", NOT_SUPPORTED_AFTER_START,
                    {"snapshot_path": str(snapshot["state"]), "mem_file_path": str(snapshot["mem"])})
     # The restored virtio devices still work with the guest's drivers: the
     # block device's config interrupt reaches virtio_blk (a new size), and

@@ -166,7 +166,7 @@ def test_agent_runs_commands_and_data_crosses_both_ways(ember, guest, tmp_path):
             time.sleep(1)
 
         status, reply = shell.request("PUT", "/vsock", {"guest_cid": 3, "uds_path": "/x"})
-        assert status == 400 and "cannot be changed after the microVM has started" in \
+        assert status == 400 and "not supported after starting the microVM. Set vsock" in \
             reply["fault_message"]
         assert shell.request("PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
         # Counts are changes since the line before: every line adds up.

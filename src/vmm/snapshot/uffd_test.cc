@@ -90,8 +90,9 @@ class UffdHandoverTest : public ::testing::TestWithParam<HugePages> {};
 TEST_P(UffdHandoverTest, TheHandlerFillsEveryTouchedPageFromTheFile) {
   HugePagePool pool(GetParam() == HugePages::k2M ? 4 : 0);
   if (!pool.unavailable().empty()) GTEST_SKIP() << pool.unavailable();
-  std::string dir = ::testing::TempDir();
-  std::string sock = dir + "/uffd-test.sock", file = dir + "/uffd-test.mem";
+  // Named by this process too: another tree's tests may share the directory.
+  std::string prefix = ::testing::TempDir() + "/" + std::to_string(getpid());
+  std::string sock = prefix + ".uffd-test.sock", file = prefix + ".uffd-test.mem";
   RemovedAtEnd cleanup{{sock, file}};
   {
     std::vector<char> bytes(8 * kMiB);
@@ -157,9 +158,10 @@ TEST_P(UffdHandoverTest, TheHandlerFillsEveryTouchedPageFromTheFile) {
 TEST(UffdWorkingSetTest, RunsAreWidenedToWholeHugePages) {
   HugePagePool pool(4);
   if (!pool.unavailable().empty()) GTEST_SKIP() << pool.unavailable();
-  std::string dir = ::testing::TempDir();
-  std::string sock = dir + "/uffd-ws.sock", file = dir + "/uffd-ws.mem";
-  std::string state_path = dir + "/uffd-ws.snap", set_path = dir + "/uffd-ws.ws";
+  // Named by this process too: another tree's tests may share the directory.
+  std::string prefix = ::testing::TempDir() + "/" + std::to_string(getpid());
+  std::string sock = prefix + ".uffd-ws.sock", file = prefix + ".uffd-ws.mem";
+  std::string state_path = prefix + ".uffd-ws.snap", set_path = prefix + ".uffd-ws.ws";
   RemovedAtEnd cleanup{{sock, file, state_path, set_path}};
   {
     std::vector<char> bytes(8 * kMiB);

@@ -20,8 +20,9 @@ namespace {
 constexpr uint64_t kGuestAddr = 8ull << 30;
 constexpr uint64_t kReq = 0x100000, kStatus = 0x100100;
 
+// Named by this process too: another tree's tests may share the directory.
 std::string TempFile(const std::string& name, size_t bytes) {
-  std::string path = ::testing::TempDir() + "/" + name;
+  std::string path = ::testing::TempDir() + "/" + name + "." + std::to_string(getpid());
   std::ofstream(path, std::ios::binary | std::ios::trunc) << std::string(bytes, 'a');
   return path;
 }
