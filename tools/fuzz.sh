@@ -22,6 +22,8 @@
 #               host's requested size, KVM refusing slots, and its saved state
 #   rng         virtio-rng, unlimited and rate limited: guest buffers, its timer and
 #               its saved state
+#   pmem        virtio-pmem on a memfd, unlimited and rate limited: guest flush
+#               requests, sound and malformed, its config space, timer and saved state
 #   mmds        MMDS's network stack: the guest's frames (ARP, TCP, HTTP), its reads,
 #               the clock, and the host's writes to the data store
 #   i8042       the i8042's ports and saved state

@@ -1,4 +1,4 @@
-// The device fuzzers' ops (mmio, block, net, balloon, vsock, mem, rng,
+// The device fuzzers' ops (mmio, block, net, balloon, vsock, mem, rng, pmem,
 // i8042, serial) run as Ember runs them: each on a thread under the seccomp
 // filter of the thread that does that work in Ember, so that a device
 // path calling what its filter denies fails here, without KVM, as it would

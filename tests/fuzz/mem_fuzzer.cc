@@ -45,7 +45,6 @@ uint64_t SlotsFor(uint64_t bytes) { return (bytes + kSlot - 1) / kSlot * kSlot; 
 struct Harness {
   LogCounter log;
   std::unique_ptr<TransportHarness> h;
-  std::unique_ptr<virtio::testing::MmioDriver> driver;  // Linux's start, below
   MemDevice* device = nullptr;
   std::vector<uint8_t> fresh;  // the saved state of a device nothing touched
   int failures = 0;            // slot calls KVM is to refuse next
@@ -61,7 +60,6 @@ struct Harness {
     device = dev->get();
     h = std::make_unique<TransportHarness>(std::move(*dev));
     h->AddHotplugRegion(kBase, kRegion, kSlot);
-    driver = std::make_unique<virtio::testing::MmioDriver>(t(), h->mem(), kRingBase);
     h->set_extra_op([this](FuzzInput& in) { Extra(in); });
     fresh = device->SaveDeviceState();
   }
@@ -78,9 +76,7 @@ struct Harness {
   }
 
   virtio::MmioTransport& t() { return h->transport(); }
-  std::vector<uint8_t> Save() {
-    return t().WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
-  }
+  std::vector<uint8_t> Save() { return h->SaveDeviceState(); }
 
   View Look() {
     View v;
@@ -105,8 +101,7 @@ struct Harness {
   absl::Status Restore(std::span<const uint8_t> bytes) {
     int keep = failures;
     failures = 0;
-    absl::Status st =
-        t().WithDevice([&](virtio::VirtioDevice& d) { return d.RestoreDeviceState(bytes); });
+    absl::Status st = h->RestoreDeviceState(bytes);
     failures = keep;
     return st;
   }
@@ -338,7 +333,7 @@ struct Harness {
         uint8_t how = in.U8();
         uint64_t features = virtio::kFeatureVersion1 | kFeatureUnpluggedInaccessible |
                             (how & 1 ? virtio::kFeatureEventIdx : 0);
-        OnVcpu([&] { driver->Init(features, static_cast<uint16_t>(1u << (how >> 1) % 9)); });
+        h->Init(features, static_cast<uint16_t>(1u << (how >> 1) % 9));
         break;
       }
     }

@@ -16,13 +16,23 @@
 // one input (well under a second) makes at most kMaxLogLines log lines,
 // however many errors it causes, because every guest-caused message is
 // rate limited.
+//
+// For a device fuzzer's own requests (its extra op): chains published in
+// bursts (ChainBurst), direct or in indirect tables, with buffers in an
+// area of RAM it watches (Watch: the device writes there only in writable
+// buffers, and what it answered), the device's timer and the requests it
+// leaves waiting for it (CheckWaiting), and the most a rate limiter lets
+// through (MostAllowed).
 #pragma once
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <functional>
@@ -31,6 +41,7 @@
 #include <vector>
 
 #include "src/common/log.h"
+#include "src/config/vm_config.h"
 #include "src/devices/virtio/mmio_transport.h"
 #include "src/devices/virtio/testing/mmio_driver.h"
 #include "tests/fuzz/device_filter.h"
@@ -46,6 +57,40 @@ inline constexpr uint64_t kRingBase = 0x40000;
 inline constexpr size_t kMaxQueues = 5;  // the balloon with all its queues
 // Per input: the rate limiter lets 10 lines per call site through in 5 s.
 inline constexpr size_t kMaxLogLines = 200;
+// Where a device fuzzer puts its requests, past the rings (64 KiB a queue
+// from kRingBase): indirect tables, 64 bytes a chain, then the buffers to
+// the end of RAM (the area Watch looks at).
+inline constexpr uint64_t kTables = 0xb0000;
+inline constexpr uint64_t kArea = 0xc0000;
+inline constexpr uint64_t kAreaSize = kMemSize - kArea;
+
+struct Span {
+  uint64_t at, len;
+};
+inline bool Overlap(const Span& a, const Span& b) {
+  return a.at < b.at + b.len && b.at < a.at + a.len;
+}
+
+// A buffer of `len` bytes: in the area mostly, sometimes across RAM's end
+// or anywhere in RAM (on a ring or table too).
+inline uint64_t BufferAddress(FuzzInput& in, uint32_t len) {
+  uint8_t how = in.U8();
+  uint64_t room = len < kAreaSize ? kAreaSize - len : 0;
+  if (how < 230) return kArea + (in.U16() * 16ull) % (room + 1);
+  if (how < 245) return kMemSize - in.U8();
+  return in.U32() % kMemSize;
+}
+
+// The most a limiter's bucket `b` lets through in `elapsed_ns` of one
+// input: what it held (again after each of `restores`, which may refill it
+// and forgive a debt of up to `debt`), plus what it earned, plus one
+// bucket for rounding.
+inline uint64_t MostAllowed(const TokenBucketConfig& b, uint64_t elapsed_ns, int restores,
+                            uint64_t debt) {
+  uint64_t earned = static_cast<uint64_t>(static_cast<unsigned __int128>(elapsed_ns) * b.size /
+                                          (b.refill_time_ms * 1'000'000));
+  return (1 + restores) * (b.size + b.one_time_burst + debt) + earned + b.size;
+}
 
 // Log lines go to a memfd that the harness counts and empties per input.
 class LogCounter {
@@ -112,6 +157,93 @@ inline void PublishChain(const GuestMemory& mem, const virtio::Queue::State& q, 
   (void)mem.WriteObj<uint16_t>(q.avail_ring + 2, static_cast<uint16_t>(*idx + 1));
 }
 
+// A chain a fuzzer published: its head, its buffers, and the descriptor
+// bytes that make it (still the device's view of it while they are
+// unchanged).
+struct Chain {
+  uint16_t head = 0;
+  std::vector<virtio::Descriptor> buffers;
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> made;
+
+  bool Intact(const GuestMemory& mem) const {
+    for (const auto& [at, bytes] : made) {
+      std::vector<uint8_t> now(bytes.size());
+      if (!mem.Read(at, now).ok() || now != bytes) return false;
+    }
+    return true;
+  }
+};
+
+// Chains put in the avail ring one after another from descriptor `next`
+// (around the table's end), then published with one index write, as a
+// driver does before a kick.
+class ChainBurst {
+ public:
+  ChainBurst(const GuestMemory& mem, const virtio::Queue::State& q, uint16_t next)
+      : mem_(mem), q_(q), next_(next),
+        idx_(mem.ReadObj<uint16_t>(q.avail_ring + 2).value_or(0)) {}
+
+  // `buffers` at the next descriptors, or as one indirect descriptor naming
+  // a table of them at `table`. None, with nothing written, for a direct
+  // chain longer than the queue (it would loop on itself).
+  std::optional<Chain> Add(std::vector<virtio::Descriptor> buffers,
+                           std::optional<uint64_t> table) {
+    Chain chain{static_cast<uint16_t>(next_ % q_.size), std::move(buffers), {}};
+    size_t n = chain.buffers.size();
+    if (table) {
+      std::vector<uint8_t> entries;
+      for (size_t i = 0; i < n; i++) {
+        std::vector<uint8_t> e = Entry(chain.buffers, i, static_cast<uint16_t>(i + 1));
+        entries.insert(entries.end(), e.begin(), e.end());
+      }
+      chain.made.push_back({*table, entries});
+      chain.made.push_back({q_.desc_table + 16ull * chain.head,
+                            DescriptorBytes(*table, static_cast<uint32_t>(entries.size()),
+                                            virtio::kDescFlagIndirect, 0)});
+      next_++;
+    } else if (n <= q_.size) {
+      for (size_t i = 0; i < n; i++) {
+        uint16_t at = (next_ + i) % q_.size, after = (next_ + i + 1) % q_.size;
+        chain.made.push_back({q_.desc_table + 16ull * at, Entry(chain.buffers, i, after)});
+      }
+      next_ += n;
+    } else {
+      return {};
+    }
+    for (auto& [at, bytes] : chain.made) (void)mem_.Write(at, bytes);
+    (void)mem_.WriteObj<uint16_t>(q_.avail_ring + 4 + 2ull * (idx_ % q_.size), chain.head);
+    idx_++;
+    return chain;
+  }
+
+  void Publish() { (void)mem_.WriteObj<uint16_t>(q_.avail_ring + 2, idx_); }
+
+ private:
+  // The descriptor for buffer `i`, chained to `next`.
+  static std::vector<uint8_t> Entry(const std::vector<virtio::Descriptor>& bufs, size_t i,
+                                    uint16_t next) {
+    uint16_t flags = (bufs[i].device_writable ? virtio::kDescFlagWrite : 0) |
+                     (i + 1 < bufs.size() ? virtio::kDescFlagNext : 0);
+    return DescriptorBytes(bufs[i].addr, bufs[i].len, flags, next);
+  }
+
+  const GuestMemory& mem_;
+  virtio::Queue::State q_;
+  uint16_t next_, idx_;
+};
+
+// What one call of a device did to a queue (TransportHarness::Watch): the
+// used entries it added, the writable buffers the tables named when it
+// began, and the runs of bytes it changed in the area.
+struct Watched {
+  struct Used {
+    uint32_t id, len;
+  };
+  std::vector<Used> used;
+  std::vector<Span> writable;
+  std::vector<Span> changed;
+};
+
 class TransportHarness {
  public:
   // Runs around the ops that may activate the device (register writes,
@@ -147,6 +279,109 @@ class TransportHarness {
   }
   void set_control_hook(ControlHook hook) { control_ = std::move(hook); }
   void set_extra_op(ExtraOp op) { extra_ = std::move(op); }
+
+  // The proper init sequence with `features` (what the device offers of
+  // them), the queues laid out from kRingBase. Returns the status.
+  uint32_t Init(uint64_t features, uint16_t queue_size) {
+    uint32_t status = 0;
+    Control([&] { status = driver_->Init(features, queue_size); });
+    // The driver lays its queues out once the device took the features.
+    if (!(status & virtio::kStatusFeaturesOk)) return status;
+    for (size_t i = 0; i < transport_->num_queues() && i < kMaxQueues; i++) {
+      virtio::testing::DriverQueue& dq = driver_->queue(i);
+      shadow_[i] = {dq.desc_table(), dq.avail_ring(), dq.used_ring(), dq.size(), 0};
+    }
+    return status;
+  }
+
+  std::vector<uint8_t> SaveDeviceState() {
+    return transport_->WithDevice([](virtio::VirtioDevice& d) { return d.SaveDeviceState(); });
+  }
+  absl::Status RestoreDeviceState(std::span<const uint8_t> bytes) {
+    return transport_->WithDevice(
+        [&](virtio::VirtioDevice& d) { return d.RestoreDeviceState(bytes); });
+  }
+
+  // Runs `serve` (a kick, the device's timer) and checks that the device
+  // wrote the area only in writable buffers that queue `qi`'s tables name,
+  // directly or in indirect tables, and in its used ring. What it did, or
+  // none where that cannot be told: a writable buffer over a table or a
+  // ring (the device's own writes could change the chains or what it said
+  // of them), or the queue gone or moved.
+  template <typename F>
+  std::optional<Watched> Watch(F serve, size_t qi = 0) {
+    std::optional<virtio::Queue::State> q = QueueState(qi);
+    if (!q) {
+      serve();
+      return {};
+    }
+    before_.resize(kAreaSize);
+    after_.resize(kAreaSize);
+    (void)mem_.Read(kArea, before_);
+    Watched w;
+    bool known = MayWrite(*q, &w.writable);
+    serve();
+    if (!known) return {};
+    (void)mem_.Read(kArea, after_);
+    Span used = {q->used_ring, 6 + 8ull * q->size};
+    std::vector<Span> may = w.writable;
+    may.push_back(used);
+    w.changed = CheckWrites(std::move(may));
+    // The used entries it wrote (the ring's own index is the guest's to
+    // scribble on; the queue's count is not).
+    std::optional<virtio::Queue::State> now = QueueState(qi);
+    if (!now || now->used_ring != q->used_ring || now->size != q->size) return {};
+    uint16_t count = std::min<uint16_t>(now->next_used - q->next_used, q->size);
+    for (uint16_t k = now->next_used - count; k != now->next_used; k++) {
+      uint64_t slot = q->used_ring + 4 + 8ull * (k % q->size);
+      w.used.push_back({mem_.ReadObj<uint32_t>(slot).value_or(~0u),
+                        mem_.ReadObj<uint32_t>(slot + 4).value_or(0)});
+    }
+    return w;
+  }
+
+  // The device's timer armed, or expired and not yet read (asked outside:
+  // the filters allow no timerfd_gettime or poll). A timer armed for a
+  // moment ago reads as neither until the kernel has run it: then a few ms
+  // tell.
+  bool TimerPending() {
+    int fd = transport_->device().timer_fd();
+    bool pending = false;
+    Outside([&] {
+      itimerspec now = {};
+      pollfd p = {fd, POLLIN, 0};
+      pending = (timerfd_gettime(fd, &now) == 0 &&
+                 (now.it_value.tv_sec != 0 || now.it_value.tv_nsec != 0)) ||
+                poll(&p, 1, 0) == 1 || poll(&p, 1, 5) == 1;
+    });
+    return pending;
+  }
+  // Expired: the VMM loop would call NotifyTimer now.
+  bool TimerDue() {
+    bool due = false;
+    Outside([&] {
+      pollfd p = {transport_->device().timer_fd(), POLLIN, 0};
+      due = poll(&p, 1, 0) == 1;
+    });
+    return due;
+  }
+  // A request the device left in queue `qi`'s ring waits for its timer:
+  // none is forgotten.
+  void CheckWaiting(size_t qi = 0) {
+    virtio::MmioTransport::State st = transport_->SaveState();
+    if (!st.registers.activated || (st.registers.status & virtio::kStatusNeedsReset) ||
+        st.queues.size() <= qi) {
+      return;
+    }
+    const virtio::Queue::State& q = st.queues[qi];
+    if (!q.ready || !mem_.Contains(q.used_ring, 6 + 8ull * q.size) ||
+        !mem_.Contains(q.avail_ring, 6 + 2ull * q.size)) {
+      return;
+    }
+    uint16_t pending = mem_.ReadObj<uint16_t>(q.avail_ring + 2).value_or(0) - q.next_avail;
+    if (pending == 0 || pending > q.size) return;  // the next kick breaks the queue
+    if (!TimerPending()) Fail("a request waits in the ring with no timer armed");
+  }
 
   // One input: a reset device and zeroed memory, then ops until the input
   // ends (at most kMaxOps).
@@ -333,17 +568,9 @@ class TransportHarness {
         transport_->NotifyBackend(events);
         break;
       }
-      case 7: {  // the proper init sequence
+      case 7: {  // the proper init sequence, with any features
         uint64_t features = in.U64() | (in.U8() < 230 ? virtio::kFeatureVersion1 : 0);
-        uint16_t size = static_cast<uint16_t>(1u << (in.U8() % 9));
-        uint32_t status = 0;
-        Control([&] { status = driver_->Init(features, size); });
-        // The driver lays its queues out once the device took the features.
-        if (!(status & virtio::kStatusFeaturesOk)) break;
-        for (size_t i = 0; i < transport_->num_queues() && i < kMaxQueues; i++) {
-          virtio::testing::DriverQueue& dq = driver_->queue(i);
-          shadow_[i] = {dq.desc_table(), dq.avail_ring(), dq.used_ring(), dq.size(), 0};
-        }
+        Init(features, static_cast<uint16_t>(1u << (in.U8() % 9)));
         break;
       }
       case 8:  // a status write
@@ -403,6 +630,83 @@ class TransportHarness {
     CheckRegisters();
   }
 
+  // What the device may write while it serves `q`: every writable buffer
+  // the tables name. Unknown (false) when one overlaps a table or a ring.
+  bool MayWrite(const virtio::Queue::State& q, std::vector<Span>* out) {
+    std::vector<Span> tables = {{q.desc_table, 16ull * q.size},
+                                {q.avail_ring, 6 + 2ull * q.size},
+                                {q.used_ring, 6 + 8ull * q.size}};
+    size_t indirect = 0;
+    struct Desc {
+      uint64_t addr;
+      uint32_t len;
+      uint16_t flags;
+    };
+    auto read = [&](uint64_t at, Desc* d) {
+      std::array<uint8_t, 16> e;
+      if (!mem_.Read(at, e).ok()) return false;
+      std::memcpy(&d->addr, e.data(), 8);
+      std::memcpy(&d->len, e.data() + 8, 4);
+      std::memcpy(&d->flags, e.data() + 12, 2);
+      return true;
+    };
+    for (uint32_t i = 0; i < q.size; i++) {
+      Desc d;
+      if (!read(q.desc_table + 16ull * i, &d)) return false;
+      if (!(d.flags & virtio::kDescFlagIndirect)) {
+        if (d.flags & virtio::kDescFlagWrite) out->push_back({d.addr, d.len});
+        continue;
+      }
+      if (d.len == 0 || d.len % 16 || d.len / 16 > 256) continue;  // the queue refuses it
+      if ((indirect += d.len / 16) > 1024) return false;           // too many to look at
+      tables.push_back({d.addr, d.len});
+      for (uint32_t j = 0; j < d.len / 16; j++) {
+        Desc in_table;
+        if (!read(d.addr + 16ull * j, &in_table)) break;
+        if (in_table.flags & virtio::kDescFlagWrite) out->push_back({in_table.addr, in_table.len});
+      }
+    }
+    for (const Span& w : *out) {
+      for (const Span& table : tables) {
+        if (Overlap(w, table)) return false;
+      }
+    }
+    return true;
+  }
+
+  // Fails on an area byte that changed from before_ to after_ outside
+  // `may`; returns the runs of bytes that changed.
+  std::vector<Span> CheckWrites(std::vector<Span> may) {
+    std::sort(may.begin(), may.end(), [](const Span& a, const Span& b) { return a.at < b.at; });
+    std::vector<Span> changed;
+    // Covered up to (a running maximum over the sorted spans).
+    size_t s = 0;
+    uint64_t covered = 0;
+    for (uint64_t i = 0; i < kAreaSize; i++) {
+      // A page at a time while nothing changed.
+      if (i % 4096 == 0 && std::memcmp(&before_[i], &after_[i], 4096) == 0) {
+        i += 4095;
+        continue;
+      }
+      if (before_[i] == after_[i]) continue;
+      uint64_t a = kArea + i;
+      while (s < may.size() && may[s].at <= a) {
+        covered = std::max(covered, may[s].at + may[s].len);
+        s++;
+      }
+      if (a >= covered) {
+        fprintf(stderr, "guest byte %#lx changed\n", static_cast<unsigned long>(a));
+        Fail("the device wrote guest memory outside the buffers it was given");
+      }
+      if (!changed.empty() && changed.back().at + changed.back().len == a) {
+        changed.back().len++;
+      } else {
+        changed.push_back({a, 1});
+      }
+    }
+    return changed;
+  }
+
   GuestMemory mem_;
   std::unique_ptr<virtio::MmioTransport> transport_;
   std::unique_ptr<virtio::testing::MmioDriver> driver_;
@@ -414,6 +718,7 @@ class TransportHarness {
   uint32_t queue_sel_ = 0;
   ControlHook control_;
   ExtraOp extra_;
+  std::vector<uint8_t> before_, after_;  // the area, around a Watch
 };
 
 }  // namespace ember::fuzz
