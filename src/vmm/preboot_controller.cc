@@ -218,6 +218,14 @@ absl::StatusOr<VmmResult> PreBootController::Do(const PutDrive& a) {
             "] is the root device)"));
       }
     }
+    for (const PmemConfig& p : config_.pmem) {
+      if (p.root_device) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "Drive config error: Attempt to add block as a root device while the root device "
+            "defined as a pmem device. Only one device, pmem or drive, can be the root device "
+            "(pmem[", p.id, "] is)."));
+      }
+    }
   }
   std::vector<DriveConfig> drives = config_.drives;
   ReplaceById(drives, a.config, &DriveConfig::drive_id);

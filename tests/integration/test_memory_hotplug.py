@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXIT_OK, boot_config
+from conftest import EXIT_OK, NOT_SUPPORTED_BEFORE_START, boot_config
 from guest_shell import GuestShell, shell_boot_args
 from metrics_lines import total
-from test_api import NOT_SUPPORTED_BEFORE_START, Api
+from test_api import Api
 
 
 def test_memory_hotplug_is_checked_at_the_put(ember, tmp_path):

@@ -5,10 +5,10 @@ and a flush from the guest reaches the host's file."""
 
 import pytest
 
-from conftest import EXIT_OK, boot_config
+from conftest import EXIT_OK, NOT_SUPPORTED_BEFORE_START, boot_config
 from guest_shell import GuestShell, shell_boot_args
 from metrics_lines import total
-from test_api import NOT_SUPPORTED_BEFORE_START, Api
+from test_api import Api
 
 
 def test_pmem_devices_are_checked_at_the_put(ember, tmp_path):
@@ -22,7 +22,8 @@ def test_pmem_devices_are_checked_at_the_put(ember, tmp_path):
                        {"id": "p1", "path_on_host": "/nonexistent/pmem"})
         a.expect_fault("PUT", "/pmem/p1", "does not match the id from the body",
                        {"id": "p2", "path_on_host": str(backing)})
-        a.expect_fault("PUT", "/drives/rootfs", "only one device, pmem or drive, can be the root",
+        a.expect_fault("PUT", "/drives/rootfs", "Drive config error: Attempt to add block as a "
+                       "root device while the root device defined as a pmem device.",
                        {"drive_id": "rootfs", "path_on_host": str(backing),
                         "is_root_device": True})
         a.expect_fault("PATCH", "/pmem/p0", NOT_SUPPORTED_BEFORE_START,
