@@ -118,7 +118,9 @@ TEST(PreBootControllerTest, PmemDevicesAreCheckedAtThePut) {
   EXPECT_EQ(c.config().pmem.size(), 1u);
   absl::StatusOr<VmmResult> root = c.Handle(PutDrive{Drive("rootfs", true)});
   ASSERT_FALSE(root.ok());
-  EXPECT_NE(root.status().message().find("Attempt to add block as a root device while the root device defined as a pmem"), std::string::npos);
+  EXPECT_NE(root.status().message().find("Attempt to add block as a root device while the root "
+                                         "device defined as a pmem device"),
+            std::string::npos);
   absl::StatusOr<VmmResult> missing = c.Handle(PutPmem{{"p1", "/nonexistent/pmem"}});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("pmem[p1].path_on_host /nonexistent/pmem"),
