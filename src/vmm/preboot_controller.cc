@@ -72,8 +72,9 @@ absl::Status CheckVsockPath(const std::string& uds_path) {
         "vsock.uds_path ", uds_path, " already exists; remove it or choose another path"));
   }
   size_t slash = uds_path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : uds_path.substr(0, slash);
-  if (dir.empty()) dir = "/";
+  std::string dir = slash == std::string::npos ? "."
+                    : slash == 0                ? "/"
+                                                : uds_path.substr(0, slash);
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("vsock.uds_path ", uds_path, ": directory ",
                                                    dir, " does not exist"));
