@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "src/common/payload_too_large.h"
+#include "src/mmds/utf8.h"
 
 namespace ember::mmds {
 namespace {
@@ -47,28 +48,21 @@ bool DepthOk(const Value& v, int depth) {
   return true;
 }
 
-// RapidJSON checks the bytes it reads, and pairs \u escapes of surrogates,
-// but takes a lone low surrogate (\udc00) and writes it as UTF-8's bytes
-// for it, which are not UTF-8 (0xed then 0xa0-0xbf). serde_json refuses it.
-bool HasLoneSurrogate(const Value& v) {
-  auto in = [](const Value& s) {
-    const auto* p = reinterpret_cast<const unsigned char*>(s.GetString());
-    for (size_t i = 0; i + 1 < s.GetStringLength(); i++) {
-      if (p[i] == 0xed && p[i + 1] >= 0xa0) return true;
-    }
-    return false;
-  };
-  if (v.IsString()) return in(v);
+// Every string and key is UTF-8. RapidJSON checks the bytes it reads and
+// pairs surrogate escapes, but takes a lone low one (\udc00) and stores
+// bytes that are not UTF-8; serde_json refuses it.
+bool AllUtf8(const Value& v) {
+  if (v.IsString()) return IsUtf8({v.GetString(), v.GetStringLength()});
   if (v.IsArray()) {
     for (const Value& e : v.GetArray()) {
-      if (HasLoneSurrogate(e)) return true;
+      if (!AllUtf8(e)) return false;
     }
   } else if (v.IsObject()) {
     for (const auto& m : v.GetObject()) {
-      if (in(m.name) || HasLoneSurrogate(m.value)) return true;
+      if (!AllUtf8(m.name) || !AllUtf8(m.value)) return false;
     }
   }
-  return false;
+  return true;
 }
 
 // Sorts every object's keys and keeps the last of repeated ones, as
@@ -279,7 +273,7 @@ absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
     return absl::InvalidArgumentError(
         absl::StrFormat("invalid JSON: nested deeper than %d levels", kMaxJsonDepth));
   }
-  if (HasLoneSurrogate(*doc)) {
+  if (!AllUtf8(*doc)) {
     return absl::InvalidArgumentError(
         "invalid JSON: a \\u escape names a lone UTF-16 surrogate (\\udc00-\\udfff without "
         "a \\ud800-\\udbff before it)");
