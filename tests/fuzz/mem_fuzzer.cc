@@ -328,14 +328,9 @@ struct Harness {
         if (Save() != saved) Fail("the device's saved state does not restore to itself");
         break;
       }
-      case 5: {  // the driver starts as Linux's does, with the features the
-                 // device needs (the harness's own start takes any)
-        uint8_t how = in.U8();
-        uint64_t features = virtio::kFeatureVersion1 | kFeatureUnpluggedInaccessible |
-                            (how & 1 ? virtio::kFeatureEventIdx : 0);
-        h->Init(features, static_cast<uint16_t>(1u << (how >> 1) % 9));
+      case 5:
+        h->LinuxInit(in.U8(), kFeatureUnpluggedInaccessible, /*indirect=*/false);
         break;
-      }
     }
     Check();
   }

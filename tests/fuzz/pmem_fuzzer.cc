@@ -40,7 +40,6 @@ constexpr uint64_t kFileSize = 64 * 1024;
 constexpr uint64_t kRegionSize = kAlignment;  // the file and its padding
 constexpr uint8_t kSentinel = 0xa5;
 constexpr uint64_t kMaxChains = 32;
-constexpr int kMaxWaits = 4;  // per input, up to 2 ms each
 
 // An ops bucket smaller than a few kicks, and a bandwidth bucket smaller
 // than one flush (each costs the file's size, so each overdraws), both
@@ -79,7 +78,7 @@ struct Pmem {
   std::vector<uint8_t> fresh;      // the saved state of a device nothing touched
   std::map<uint16_t, Chain> mine;  // by head
   uint64_t start_ns = 0, flushes = 0;
-  int restores = 0, waits = 0;
+  int restores = 0;
 
   explicit Pmem(bool limit) : limited(limit) {
     int file = memfd_create("ember-fuzz-pmem", 0);
@@ -286,11 +285,9 @@ struct Pmem {
       case 1:  // the VMM loop sees the timer expire
         if (h->TimerDue()) Served([&] { t().NotifyTimer(); });
         break;
-      case 2: {  // time passes: the buckets refill, the timer comes due
-        uint32_t us = 1 + in.U16() % 2000;
-        if (waits++ < kMaxWaits) Outside([&] { usleep(us); });
+      case 2:
+        h->LetTimePass(in);
         break;
-      }
       case 3:  // the saved state, garbage or changed here and there
         (void)Restore(GarbledState(in, h->SaveDeviceState(), 95));
         break;
@@ -302,14 +299,9 @@ struct Pmem {
         }
         break;
       }
-      case 5: {  // the driver starts as Linux's does (the harness's own start
-                 // takes any features)
-        uint8_t how = in.U8();
-        uint64_t features = kFeatureVersion1 | (how & 1 ? kFeatureEventIdx : 0) |
-                            (how & 2 ? kFeatureIndirectDesc : 0);
-        h->Init(features, static_cast<uint16_t>(1u << (how >> 2) % 9));
+      case 5:
+        h->LinuxInit(in.U8(), 0, /*indirect=*/true);
         break;
-      }
       case 6: {  // the config space read at any width and offset, maybe
                  // after a write, which it refuses and counts
         uint8_t how = in.U8();
@@ -334,7 +326,7 @@ struct Pmem {
     // Each input starts from full buckets and forgets the last one's chains.
     if (!Restore(fresh).ok()) Fail("the fresh state does not restore");
     mine.clear();
-    restores = waits = 0;
+    restores = 0;
     flushes = 0;
     start_ns = MonotonicNs();
     h->Run(in, log);

@@ -31,7 +31,6 @@ namespace {
 
 constexpr uint8_t kSentinel = 0xa5;
 constexpr uint64_t kMaxChains = 32;
-constexpr int kMaxWaits = 4;  // per input, up to 2 ms each
 
 // A bandwidth bucket smaller than one large request (so it overdraws) and
 // an ops bucket smaller than a burst of chains, both refilling within an
@@ -45,7 +44,7 @@ struct Rng {
   std::vector<uint8_t> fresh;      // the saved state of a device nothing touched
   std::map<uint16_t, Chain> mine;  // by head
   uint64_t start_ns = 0, ops0 = 0, bytes0 = 0;
-  int restores = 0, waits = 0;
+  int restores = 0;
 
   explicit Rng(bool limit) : limited(limit) {
     EntropyConfig config;
@@ -182,11 +181,9 @@ struct Rng {
       case 1:  // the VMM loop sees the timer expire
         if (h->TimerDue()) Served([&] { t().NotifyTimer(); });
         break;
-      case 2: {  // time passes: the buckets refill, the timer comes due
-        uint32_t us = 1 + in.U16() % 2000;
-        if (waits++ < kMaxWaits) Outside([&] { usleep(us); });
+      case 2:
+        h->LetTimePass(in);
         break;
-      }
       case 3: {  // the saved state, garbage or changed here and there
         (void)Restore(GarbledState(in, h->SaveDeviceState(), 95));
         break;
@@ -205,14 +202,9 @@ struct Rng {
         if (tokens() != was) Fail("the device's saved state restores to other buckets");
         break;
       }
-      case 5: {  // the driver starts as Linux's does (the harness's own start
-                 // takes any features)
-        uint8_t how = in.U8();
-        uint64_t features = kFeatureVersion1 | (how & 1 ? kFeatureEventIdx : 0) |
-                            (how & 2 ? kFeatureIndirectDesc : 0);
-        h->Init(features, static_cast<uint16_t>(1u << (how >> 2) % 9));
+      case 5:
+        h->LinuxInit(in.U8(), 0, /*indirect=*/true);
         break;
-      }
     }
   }
 
@@ -220,7 +212,7 @@ struct Rng {
     // Each input starts from full buckets and forgets the last one's chains.
     if (!Restore(fresh).ok()) Fail("the fresh state does not restore");
     mine.clear();
-    restores = waits = 0;
+    restores = 0;
     start_ns = MonotonicNs();
     ops0 = device->entropy_counters().entropy_event_count;
     bytes0 = device->entropy_counters().entropy_bytes;

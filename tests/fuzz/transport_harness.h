@@ -280,6 +280,28 @@ class TransportHarness {
   void set_control_hook(ControlHook hook) { control_ = std::move(hook); }
   void set_extra_op(ExtraOp op) { extra_ = std::move(op); }
 
+  // The driver starts as Linux's does (Init's own op takes any features):
+  // VERSION_1, the features the device needs, EVENT_IDX, and where the
+  // device offers them INDIRECT_DESC, as `how`'s low bits say, then a
+  // queue of 2^n (n < 9) from its other bits.
+  void LinuxInit(uint8_t how, uint64_t needed, bool indirect) {
+    uint64_t features =
+        virtio::kFeatureVersion1 | needed | (how & 1 ? virtio::kFeatureEventIdx : 0);
+    how >>= 1;
+    if (indirect) {
+      features |= how & 1 ? virtio::kFeatureIndirectDesc : 0;
+      how >>= 1;
+    }
+    Init(features, static_cast<uint16_t>(1u << how % 9));
+  }
+
+  // Time passes (1-2000 us, at most kMaxWaits times an input): buckets
+  // refill and timers come due.
+  void LetTimePass(FuzzInput& in) {
+    uint32_t us = 1 + in.U16() % 2000;
+    if (waits_++ < kMaxWaits) Outside([&] { usleep(us); });
+  }
+
   // The proper init sequence with `features` (what the device offers of
   // them), the queues laid out from kRingBase. Returns the status.
   uint32_t Init(uint64_t features, uint16_t queue_size) {
@@ -398,6 +420,7 @@ class TransportHarness {
       std::memset(high.data(), 0, high.size());
       starts_.clear();
       steps_ = 0;
+      waits_ = 0;
       for (int i = 0; i < kMaxOps && !in.empty(); i++) Step(in);
       // What the guest left in flight finishes or is dropped before the
       // next input's reset.
@@ -413,6 +436,7 @@ class TransportHarness {
 
  private:
   static constexpr int kMaxOps = 512;
+  static constexpr int kMaxWaits = 4;
   static constexpr size_t kMaxRepeatedOps = 8;
   static constexpr size_t kMaxSteps = 2000;  // repeats included, per input
 
@@ -714,6 +738,7 @@ class TransportHarness {
   std::vector<size_t> starts_;  // where the last ops began in the input
   bool repeating_ = false;
   size_t steps_ = 0;
+  int waits_ = 0;  // LetTimePass's, this input
   ShadowQueue shadow_[kMaxQueues];
   uint32_t queue_sel_ = 0;
   ControlHook control_;
