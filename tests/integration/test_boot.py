@@ -51,6 +51,20 @@ def test_kernel_reaches_init_and_reset_stops_ember(ember, guest, tmp_path, image
         assert "noxsave" not in run.console and "pvmuser" not in run.console
 
 
+@pytest.mark.usefixtures("kvm")
+def test_without_boot_args_the_guest_gets_firecrackers_command_line(ember, guest, tmp_path):
+    """No boot_args: Firecracker's default command line (no serial port, no
+    i8042 probing) with pci=off. The guest still boots to init, which
+    says so through the boot timer, and still resets through the i8042."""
+    config = boot_config(guest["vmlinux"], guest["initramfs.cpio"])
+    del config["boot-source"]["boot_args"]
+    run = run_ember(ember, tmp_path, config, args=["--boot-timer"])
+    assert "guest boot complete (boot timer)" in run.log, run
+    assert "guest reset through the i8042" in run.log, run
+    assert run.code == EXIT_OK, run
+    assert "Linux version" not in run.console, "8250.nr_uarts=0: no serial console"
+
+
 def test_kernel_on_a_read_only_file_system_is_mapped_and_boots(ember, guest, tmp_path):
     """A kernel and initrd on a file system read-only at its superblock
     are mapped into guest memory instead of copied (src/vmm/boot.h); the
