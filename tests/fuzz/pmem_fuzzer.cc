@@ -146,17 +146,7 @@ struct Pmem {
   void Request(FuzzInput& in) {
     std::optional<Queue::State> q = h->QueueState();
     if (!q) return;
-    size_t chains = in.U8() < 160 ? 1 : 1 + in.U8() % kMaxChains;
-    ChainBurst burst(mem(), *q, in.U16());
-    for (size_t c = 0; c < chains; c++) {
-      std::vector<Descriptor> buffers = Buffers(in);
-      std::optional<uint64_t> table;
-      if (in.U8() >= 224) table = kTables + 64 * c;  // one indirect descriptor naming them
-      if (std::optional<Chain> chain = burst.Add(std::move(buffers), table)) {
-        mine[chain->head] = std::move(*chain);
-      }
-    }
-    burst.Publish();
+    PublishBurst(in, mem(), *q, kMaxChains, [this](FuzzInput& in) { return Buffers(in); }, mine);
     Served([&] { t().Notify(0); });
   }
 

@@ -60,33 +60,29 @@ struct Rng {
   MmioTransport& t() { return h->transport(); }
   const GuestMemory& mem() { return h->mem(); }
 
+  // One to four buffers of any size, writable mostly, holding the sentinel.
+  std::vector<Descriptor> Buffers(FuzzInput& in) {
+    std::vector<Descriptor> buffers;
+    size_t n = 1 + in.U8() % 4;
+    for (size_t i = 0; i < n; i++) {
+      uint8_t how = in.U8();
+      uint32_t len = how < 160   ? 1 + in.U16() % 4096
+                     : how < 230 ? in.U32() % 0x14000  // past the 64 KiB a request gets
+                     : how < 240 ? 0
+                                 : in.U32();
+      bool writable = in.U8() < 245;
+      uint64_t addr = BufferAddress(in, len);
+      buffers.push_back({addr, len, writable});
+      if (len <= kAreaSize) (void)mem().Write(addr, std::vector<uint8_t>(len, kSentinel));
+    }
+    return buffers;
+  }
+
   // Up to kMaxChains chains published, then one kick.
   void Request(FuzzInput& in) {
     std::optional<Queue::State> q = h->QueueState();
     if (!q) return;
-    size_t chains = in.U8() < 160 ? 1 : 1 + in.U8() % kMaxChains;
-    ChainBurst burst(mem(), *q, in.U16());
-    for (size_t c = 0; c < chains; c++) {
-      std::vector<Descriptor> buffers;
-      size_t n = 1 + in.U8() % 4;
-      for (size_t i = 0; i < n; i++) {
-        uint8_t how = in.U8();
-        uint32_t len = how < 160   ? 1 + in.U16() % 4096
-                       : how < 230 ? in.U32() % 0x14000  // past the 64 KiB a request gets
-                       : how < 240 ? 0
-                                   : in.U32();
-        bool writable = in.U8() < 245;
-        uint64_t addr = BufferAddress(in, len);
-        buffers.push_back({addr, len, writable});
-        if (len <= kAreaSize) (void)mem().Write(addr, std::vector<uint8_t>(len, kSentinel));
-      }
-      std::optional<uint64_t> table;
-      if (in.U8() >= 224) table = kTables + 64 * c;  // one indirect descriptor naming them
-      if (std::optional<Chain> chain = burst.Add(std::move(buffers), table)) {
-        mine[chain->head] = std::move(*chain);
-      }
-    }
-    burst.Publish();
+    PublishBurst(in, mem(), *q, kMaxChains, [this](FuzzInput& in) { return Buffers(in); }, mine);
     Served([&] { t().Notify(0); });
   }
 

@@ -36,6 +36,7 @@
 #include <array>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -231,6 +232,27 @@ class ChainBurst {
   virtio::Queue::State q_;
   uint16_t next_, idx_;
 };
+
+// A driver's burst into queue `q`: one chain mostly, else up to
+// `max_chains`, each of the buffers `make(in)` gives, direct or (1 in 8)
+// through an indirect table at kTables (64 bytes a chain), published with
+// one index write. The chains the ring took go into `mine` by head; the
+// caller kicks.
+template <typename Make>
+void PublishBurst(FuzzInput& in, const GuestMemory& mem, const virtio::Queue::State& q,
+                  size_t max_chains, Make make, std::map<uint16_t, Chain>& mine) {
+  size_t chains = in.U8() < 160 ? 1 : 1 + in.U8() % max_chains;
+  ChainBurst burst(mem, q, in.U16());
+  for (size_t c = 0; c < chains; c++) {
+    std::vector<virtio::Descriptor> buffers = make(in);
+    std::optional<uint64_t> table;
+    if (in.U8() >= 224) table = kTables + 64 * c;
+    if (std::optional<Chain> chain = burst.Add(std::move(buffers), table)) {
+      mine[chain->head] = std::move(*chain);
+    }
+  }
+  burst.Publish();
+}
 
 // What one call of a device did to a queue (TransportHarness::Watch): the
 // used entries it added, the writable buffers the tables named when it
