@@ -120,6 +120,7 @@ absl::StatusOr<Parsed> Parse(const RouteSpec& route, const PathParam& param,
   doc.SetObject();
   if (absl::string_view(route.method) != "GET" && !(route.body_optional && body.empty())) {
     RETURN_IF_ERROR(ParseJsonObject(body, &doc));
+    RETURN_IF_ERROR(CheckUtf8(doc));
   }
   RETURN_IF_ERROR(CheckBodyId(param, doc));
   ASSIGN_OR_RETURN(VmmAction action, route.parse(doc));

@@ -129,6 +129,23 @@ TEST(RouterTest, DeeplyNestedBodiesAreRefused) {
   EXPECT_EQ(calls, 0);
 }
 
+// As serde_json: every string of a body is UTF-8, raw or escaped.
+TEST(RouterTest, BodiesThatAreNotUtf8AreRefused) {
+  int calls = 0;
+  for (const std::string& body :
+       {std::string("{\"kernel_image_path\":\"/k\",\"boot_args\":\"a\xff\"}"),
+        std::string(R"({"kernel_image_path":"/k","boot_args":"a\udc00"})")}) {
+    HttpResponse r = Route({"PUT", "/boot-source", body}, Counting(&calls));
+    EXPECT_EQ(r.status, 400);
+    EXPECT_NE(r.body.find("boot_args is not valid UTF-8"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(calls, 0);
+  HttpResponse r = Route(
+      {"PUT", "/boot-source", "{\"kernel_image_path\":\"/k\\u00e9\xc3\xa9\",\"boot_args\":\"a\"}"},
+      Counting(&calls));
+  EXPECT_EQ(calls, 1) << "UTF-8 beyond ASCII is taken: " << r.body;
+}
+
 TEST(RouterTest, AnIdMissingFromTheBodyIsNamed) {
   int calls = 0;
   HttpResponse r = Route(

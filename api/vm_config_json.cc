@@ -371,6 +371,7 @@ absl::StatusOr<MetricsConfig> ParseMetrics(const rapidjson::Value& value) {
 absl::StatusOr<VmConfig> ParseVmConfig(absl::string_view json) {
   rapidjson::Document doc;
   RETURN_IF_ERROR(ParseJsonObject(json, &doc));
+  RETURN_IF_ERROR(CheckUtf8(doc));
   JsonReader r(doc, "");
   VmConfig config;
   if (const rapidjson::Value* v = r.Raw("boot-source")) {

@@ -718,6 +718,12 @@ TEST(VmConfigJsonTest, TheConfigFilesFilesMustOpen) {
                 "Network config error: The MAC address is already in use: 06:00:00:00:00:01"),
             std::string::npos)
       << c.status();
+  // Firecracker reads the file as a Rust String: it must be UTF-8.
+  c = load(boot.substr(0, boot.size() - 1) + ", \"boot_args\": \"quiet \xe9\"}}");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find(file + ": boot-source.boot_args is not valid UTF-8"),
+            std::string::npos)
+      << c.status();
   unlink(file.c_str());
   unlink(kernel.c_str());
   rmdir(dir);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "src/common/utf8.h"
 
 namespace ember {
 
@@ -129,6 +130,53 @@ absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc) {
         rapidjson::GetParseError_En(doc->GetParseError())));
   }
   return absl::OkStatus();
+}
+
+namespace {
+
+bool IsUtf8String(const rapidjson::Value& v) { return IsUtf8({v.GetString(), v.GetStringLength()}); }
+
+// Depth is bounded by kMaxJsonDepth (ParseJson), so recursion is too. A
+// bad key is named by where it is, never by its own bytes.
+bool FindNonUtf8(const rapidjson::Value& v, std::string* path) {
+  if (v.IsString()) return !IsUtf8String(v);
+  const size_t at = path->size();
+  if (v.IsArray()) {
+    for (rapidjson::SizeType i = 0; i < v.Size(); i++) {
+      absl::StrAppend(path, "[", i, "]");
+      if (FindNonUtf8(v[i], path)) return true;
+      path->resize(at);
+    }
+  } else if (v.IsObject()) {
+    for (const auto& m : v.GetObject()) {
+      if (!IsUtf8String(m.name)) {
+        *path = at == 0 ? "a key" : absl::StrCat("a key in ", *path);
+        return true;
+      }
+      absl::StrAppend(path, at == 0 ? "" : ".",
+                      absl::string_view(m.name.GetString(), m.name.GetStringLength()));
+      if (FindNonUtf8(m.value, path)) return true;
+      path->resize(at);
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<std::string> FindNonUtf8(const rapidjson::Value& value) {
+  std::string path;
+  if (FindNonUtf8(value, &path)) return path;
+  return std::nullopt;
+}
+
+absl::Status CheckUtf8(const rapidjson::Value& value) {
+  std::optional<std::string> where = FindNonUtf8(value);
+  if (!where) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      where->empty() ? "the value" : *where,
+      " is not valid UTF-8: JSON text must be UTF-8, and a \\u escape must not name a lone "
+      "UTF-16 surrogate"));
 }
 
 absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc) {

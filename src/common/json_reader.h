@@ -60,4 +60,13 @@ absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
 // The same for a document of any type (the Uffd region list is an array).
 absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc);
 
+// Where `value` holds a string or key that is not strict UTF-8 (utf8.h):
+// the string's path ("drives[1].path_on_host", "" for `value` itself) or
+// "a key in drives[1]", or nullopt if there is none. RapidJSON copies raw bytes unchecked and turns
+// a lone low surrogate escape ("\udc00") into bytes that are not UTF-8;
+// serde_json refuses both, and so do Ember's API and config file.
+std::optional<std::string> FindNonUtf8(const rapidjson::Value& value);
+// FindNonUtf8 as an error that names the place and says what to fix.
+absl::Status CheckUtf8(const rapidjson::Value& value);
+
 }  // namespace ember

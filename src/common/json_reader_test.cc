@@ -80,6 +80,41 @@ TEST(ParseJsonObjectTest, OtherErrorsAreUnchanged) {
   EXPECT_TRUE(Parse("{\"a\":[1,{\"b\":[]}]}").ok());
 }
 
+// What FindNonUtf8 names in `json`: a path, or "none".
+std::string NonUtf8In(const std::string& json) {
+  rapidjson::Document doc;
+  absl::Status st = ParseJsonObject(json, &doc);
+  if (!st.ok()) return std::string(st.message());
+  return FindNonUtf8(doc).value_or("none");
+}
+
+TEST(FindNonUtf8Test, NamesTheFirstStringOrKeyThatIsNotUtf8) {
+  EXPECT_EQ(NonUtf8In(R"({"a":"caf\u00e9 \ud83d\ude00","b":["\u0000"]})"), "none");
+  EXPECT_EQ(NonUtf8In("{\"a\":\"\xc3\xa9\xf0\x9f\x98\x80\"}"), "none");
+  EXPECT_EQ(NonUtf8In("{\"a\":\"x\xff\"}"), "a");
+  EXPECT_EQ(NonUtf8In("{\"ok\":1,\"d\":[{\"p\":\"/\"},{\"p\":\"\xc0\x80\"}]}"), "d[1].p");
+  EXPECT_EQ(NonUtf8In("{\"a\":\"\xed\xa0\x80\"}"), "a") << "an encoded surrogate";
+  EXPECT_EQ(NonUtf8In("{\"a\":\"\xf4\x90\x80\x80\"}"), "a") << "past U+10FFFF";
+  EXPECT_EQ(NonUtf8In("{\"a\":\"\xe2\x82\"}"), "a") << "cut short";
+  // RapidJSON takes a lone low surrogate escape and stores bytes that are
+  // not UTF-8; a lone high one it refuses itself.
+  EXPECT_EQ(NonUtf8In(R"({"a":{"b":"x\udc00"}})"), "a.b");
+  EXPECT_NE(NonUtf8In(R"({"a":"\ud800"})").find("malformed JSON"), std::string::npos);
+  // A bad key is named by where it is, not by its bytes.
+  EXPECT_EQ(NonUtf8In("{\"\xff\":1}"), "a key");
+  EXPECT_EQ(NonUtf8In("{\"a\":[{\"\xff\":1}]}"), "a key in a[0]");
+}
+
+TEST(FindNonUtf8Test, CheckUtf8SaysWhatToFix) {
+  rapidjson::Document doc;
+  ASSERT_TRUE(ParseJsonObject("{\"boot_args\":\"console=\xff\"}", &doc).ok());
+  EXPECT_EQ(std::string(CheckUtf8(doc).message()),
+            "boot_args is not valid UTF-8: JSON text must be UTF-8, and a \\u escape must not "
+            "name a lone UTF-16 surrogate");
+  ASSERT_TRUE(ParseJsonObject("{\"boot_args\":\"console=ttyS0\"}", &doc).ok());
+  EXPECT_TRUE(CheckUtf8(doc).ok());
+}
+
 TEST(JsonReaderTest, NullIsNoValueForAnOptionalFieldAndNoneForARequiredOne) {
   rapidjson::Document doc;
   ASSERT_TRUE(ParseJsonObject(R"({"a": null, "b": null, "c": null})", &doc).ok());

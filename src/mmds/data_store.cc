@@ -17,8 +17,9 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "src/common/json_reader.h"
 #include "src/common/payload_too_large.h"
-#include "src/mmds/utf8.h"
+#include "src/common/status_macros.h"
 
 namespace ember::mmds {
 namespace {
@@ -43,23 +44,6 @@ bool DepthOk(const Value& v, int depth) {
   } else {
     for (const auto& m : v.GetObject()) {
       if (!DepthOk(m.value, depth + 1)) return false;
-    }
-  }
-  return true;
-}
-
-// Every string and key is UTF-8. RapidJSON checks the bytes it reads and
-// pairs surrogate escapes, but takes a lone low one (\udc00) and stores
-// bytes that are not UTF-8; serde_json refuses it.
-bool AllUtf8(const Value& v) {
-  if (v.IsString()) return IsUtf8({v.GetString(), v.GetStringLength()});
-  if (v.IsArray()) {
-    for (const Value& e : v.GetArray()) {
-      if (!AllUtf8(e)) return false;
-    }
-  } else if (v.IsObject()) {
-    for (const auto& m : v.GetObject()) {
-      if (!AllUtf8(m.name) || !AllUtf8(m.value)) return false;
     }
   }
   return true;
@@ -273,11 +257,9 @@ absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
     return absl::InvalidArgumentError(
         absl::StrFormat("invalid JSON: nested deeper than %d levels", kMaxJsonDepth));
   }
-  if (!AllUtf8(*doc)) {
-    return absl::InvalidArgumentError(
-        "invalid JSON: a \\u escape names a lone UTF-16 surrogate (\\udc00-\\udfff without "
-        "a \\ud800-\\udbff before it)");
-  }
+  // RapidJSON checks raw bytes here (kParseValidateEncodingFlag) and
+  // pairs surrogate escapes, but takes a lone low one.
+  RETURN_IF_ERROR(CheckUtf8(*doc));
   Normalize(*doc, doc->GetAllocator());
   return absl::OkStatus();
 }

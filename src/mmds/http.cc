@@ -1,7 +1,7 @@
 #include "src/mmds/http.h"
 
 #include "absl/strings/str_cat.h"
-#include "src/mmds/utf8.h"
+#include "src/common/utf8.h"
 
 namespace ember::mmds {
 namespace {

@@ -1,11 +1,12 @@
-// Strict UTF-8, for what MMDS takes from the guest and the API.
+// Strict UTF-8, for what MMDS takes from the guest and what the API and
+// the config file take.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 
-namespace ember::mmds {
+namespace ember {
 
 // Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF), as
 // Rust's str::from_utf8.
@@ -40,4 +41,4 @@ inline bool IsUtf8(std::string_view s) {
   return true;
 }
 
-}  // namespace ember::mmds
+}  // namespace ember
