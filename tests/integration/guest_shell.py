@@ -45,14 +45,14 @@ class SerialShell:
     the serial input on its stdin (a pipe) and writes the console to its
     stdout (workdir/console.out); its stderr goes to workdir/`log_name`."""
 
-    def __init__(self, cmd, workdir, log_name):
+    def __init__(self, cmd, workdir, log_name, env=None):
         self.workdir = Path(workdir)
         self.console_path = self.workdir / "console.out"
         self.log_path = self.workdir / log_name
         self._out = open(self.console_path, "wb")
         self._err = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.PIPE,
-                                     stdout=self._out, stderr=self._err)
+                                     stdout=self._out, stderr=self._err, env=env)
         self._pos = 0  # console offset up to which exchanges have been parsed
 
     def console(self):

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Builds Firecracker's own command-line client, firectl, with the
+# Firecracker Go SDK it is written on, both unchanged, into
+# build/clients/firectl (test_clients.py drives Ember with it).
+#
+#   tools/build-firectl.sh [OUT_DIR]
+#
+# Their sources are not in Debian and this project vendors no one else's
+# code, so they come from git repositories on this machine:
+#   FIRECTL_GIT  firectl            (default: the fetch mirror below)
+#   GO_SDK_GIT   firecracker-go-sdk (default: likewise)
+# at FIRECTL_REV (default: the commit below, firectl 0.2.0) and GO_SDK_REV
+# (default v1.0.0, the SDK version that firectl pins). Without them this
+# says so and exits 0: the test that needs firectl then skips, saying why.
+#
+# Everything else is Debian's: Go 1.19 and the golang-*-dev source packages
+# of every module firectl imports. firectl's go.mod names "go 1.23.0",
+# which Go 1.19's module loader cannot read, so the build is in GOPATH
+# mode: imports resolve from /usr/share/gocode, go.mod and go.sum are not
+# read, and no network is asked (GOPROXY=off). Versions differ from
+# go.mod's (go-openapi's runtime 0.23, logrus 1.9.0, ...); the sources of
+# firectl and the SDK are not touched.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/build/clients}
+mirror=/work/.mirror
+firectl_git=${FIRECTL_GIT:-$mirror/firecracker-microvm+firectl/repo}
+sdk_git=${GO_SDK_GIT:-$mirror/firecracker-microvm+firecracker-go-sdk/repo}
+firectl_rev=${FIRECTL_REV:-df2fb87a83a215876535b5d9a6471bbd9e57f023}
+sdk_rev=${GO_SDK_REV:-v1.0.0}
+
+for repo in "$firectl_git" "$sdk_git"; do
+  if ! git --git-dir="$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1 &&
+     ! git -C "$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1; then
+    echo "build-firectl: no git repository at $repo: firectl not built (set FIRECTL_GIT and GO_SDK_GIT)" >&2
+    exit 0
+  fi
+done
+
+# `git archive` works on bare and ordinary repositories alike.
+archive() {  # REPO REV DIR
+  local gitdir=$1
+  [ -d "$1/.git" ] && gitdir=$1/.git
+  rm -rf "$3" && mkdir -p "$3"
+  git --git-dir="$gitdir" archive "$2" | tar -x -C "$3"
+}
+rev_of() {
+  local gitdir=$1
+  [ -d "$1/.git" ] && gitdir=$1/.git
+  git --git-dir="$gitdir" rev-parse "$2^{commit}"
+}
+
+stamp="$(rev_of "$firectl_git" "$firectl_rev") $(rev_of "$sdk_git" "$sdk_rev")"
+if [ -x "$out/firectl" ] && [ "$(cat "$out/.sources" 2>/dev/null)" = "$stamp" ]; then
+  exit 0
+fi
+
+# The Debian packages of what firectl compiles in (go list -deps).
+packages=(
+  golang-go golang-github-appc-cni-dev golang-github-containernetworking-plugins-dev
+  golang-github-containerd-fifo-dev golang-github-go-openapi-analysis-dev
+  golang-github-go-openapi-errors-dev golang-github-go-openapi-jsonpointer-dev
+  golang-github-go-openapi-jsonreference-dev golang-github-go-openapi-loads-dev
+  golang-github-go-openapi-runtime-dev golang-github-go-openapi-spec-dev
+  golang-github-go-openapi-strfmt-dev golang-github-go-openapi-swag-dev
+  golang-github-go-openapi-validate-dev golang-github-asaskevich-govalidator-dev
+  golang-github-go-stack-stack-dev golang-github-google-uuid-dev
+  golang-github-hashicorp-errwrap-dev golang-github-hashicorp-go-multierror-dev
+  golang-github-jessevdk-go-flags-dev golang-github-josharian-intern-dev
+  golang-github-mailru-easyjson-dev golang-github-mitchellh-mapstructure-dev
+  golang-github-oklog-ulid-dev golang-github-opennota-urlesc-dev
+  golang-github-opentracing-opentracing-go-dev golang-github-puerkitobio-purell-dev
+  golang-github-sirupsen-logrus-dev golang-github-vishvananda-netlink-dev
+  golang-github-vishvananda-netns-dev golang-golang-x-net-dev golang-golang-x-sys-dev
+  golang-golang-x-text-dev golang-gopkg-yaml.v2-dev golang-mongodb-mongo-driver-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "build-firectl: installing ${#missing[@]} Debian packages (Go and firectl's modules)"
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+gopath=$out/gopath
+src=$gopath/src/github.com/firecracker-microvm
+archive "$firectl_git" "$firectl_rev" "$src/firectl"
+archive "$sdk_git" "$sdk_rev" "$src/firecracker-go-sdk"
+echo "build-firectl: building firectl $firectl_rev with firecracker-go-sdk $sdk_rev"
+mkdir -p "$out/tmp"
+(cd "$src/firectl" &&
+  GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$out/cache" GOPROXY=off \
+  GOFLAGS= CGO_ENABLED=0 TMPDIR="$out/tmp" go build -trimpath -o "$out/firectl.new" .)
+mv "$out/firectl.new" "$out/firectl"
+echo "$stamp" > "$out/.sources"
