@@ -1,5 +1,5 @@
 """Firecracker's own command-line client, firectl, with the Firecracker Go
-SDK under it, both unchanged (tools/build-firectl.sh builds them with
+SDK under it, both unchanged (tools/build-go-clients.sh builds them with
 Debian's Go), drives Ember installed as its firecracker binary: a real
 guest boots to user space, answers on its console and through its agent
 on the vsock device firectl added, sees the drives as firectl attached
@@ -10,36 +10,20 @@ its per-request timeouts and its FIFO log reader included."""
 
 import shutil
 import signal
-import os
 
 import pytest
 
 from conftest import EXIT_OK, ROOT
 from guest_shell import SerialShell, shell_boot_args
-from test_clients import GUEST_CID, guest_exec, image_with_marker, wait_for_agent
+from test_clients import (GUEST_CID, SDK_SLOW_HOST_ENV, guest_exec, image_with_marker,
+                          kill_running, wait_for_agent)
 
 FIRECTL = ROOT / "build" / "clients" / "firectl"
-# The SDK's own knobs for its timeouts (500 ms a request, 250 ms a drive,
-# 3 s for the socket) are for hardware: under an emulated CPU the Go side
-# alone takes longer. test_clients.py holds Ember's answers to the defaults.
-SDK_SLOW_HOST_ENV = {**os.environ, "FIRECRACKER_GO_SDK_REQUEST_TIMEOUT_MILLISECONDS": "20000",
-                     "FIRECRACKER_GO_SDK_INIT_TIMEOUT_SECONDS": "60"}
-
-
-def kill_running(binary):
-    """Kills what still runs `binary`: a VMM whose firectl was killed lives on."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.readlink(f"/proc/{pid}/exe") == str(binary):
-                os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-
 
 @pytest.fixture
 def firectl():
     if not FIRECTL.exists():
-        pytest.skip(f"{FIRECTL} was not built: tools/build-firectl.sh needs the git "
+        pytest.skip(f"{FIRECTL} was not built: tools/build-go-clients.sh needs the git "
                     "repositories of firectl and firecracker-go-sdk (FIRECTL_GIT, GO_SDK_GIT)")
     return FIRECTL
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds Firecracker's own command-line client, firectl, with the
-# Firecracker Go SDK it is written on, both unchanged, into
-# build/clients/firectl (test_clients.py drives Ember with it).
+# Builds Firecracker's own Go clients, unchanged, into build/clients:
+# firectl, its command-line client, with the Firecracker Go SDK it is
+# written on (test_firectl.py), and the SDK's own test suite as one test
+# binary, go-sdk.test (test_go_sdk.py runs its VM tests on Ember).
 #
-#   tools/build-firectl.sh [OUT_DIR]
+#   tools/build-go-clients.sh [OUT_DIR]
 #
 # Their sources are not in Debian and this project vendors no one else's
 # code, so they come from git repositories on this machine:
@@ -11,7 +12,7 @@
 #   GO_SDK_GIT   firecracker-go-sdk (default: likewise)
 # at FIRECTL_REV (default: the commit below, firectl 0.2.0) and GO_SDK_REV
 # (default v1.0.0, the SDK version that firectl pins). Without them this
-# says so and exits 0: the test that needs firectl then skips, saying why.
+# says so and exits 0: the tests that need them then skip, saying why.
 #
 # Everything else is Debian's: Go 1.19 and the golang-*-dev source packages
 # of every module firectl imports. firectl's go.mod names "go 1.23.0",
@@ -33,7 +34,7 @@ sdk_rev=${GO_SDK_REV:-v1.0.0}
 for repo in "$firectl_git" "$sdk_git"; do
   if ! git --git-dir="$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1 &&
      ! git -C "$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1; then
-    echo "build-firectl: no git repository at $repo: firectl not built (set FIRECTL_GIT and GO_SDK_GIT)" >&2
+    echo "build-go-clients: no git repository at $repo: firectl and the SDK's tests not built (set FIRECTL_GIT and GO_SDK_GIT)" >&2
     exit 0
   fi
 done
@@ -52,11 +53,13 @@ rev_of() {
 }
 
 stamp="$(rev_of "$firectl_git" "$firectl_rev") $(rev_of "$sdk_git" "$sdk_rev")"
-if [ -x "$out/firectl" ] && [ "$(cat "$out/.sources" 2>/dev/null)" = "$stamp" ]; then
+if [ -x "$out/firectl" ] && [ -x "$out/go-sdk.test" ] &&
+   [ "$(cat "$out/.sources" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
 
-# The Debian packages of what firectl compiles in (go list -deps).
+# The Debian packages of what firectl compiles in (go list -deps), then
+# what the SDK's tests add.
 packages=(
   golang-go golang-github-appc-cni-dev golang-github-containernetworking-plugins-dev
   golang-github-containerd-fifo-dev golang-github-go-openapi-analysis-dev
@@ -74,13 +77,15 @@ packages=(
   golang-github-sirupsen-logrus-dev golang-github-vishvananda-netlink-dev
   golang-github-vishvananda-netns-dev golang-golang-x-net-dev golang-golang-x-sys-dev
   golang-golang-x-text-dev golang-gopkg-yaml.v2-dev golang-mongodb-mongo-driver-dev
+  golang-github-stretchr-testify-dev golang-golang-x-crypto-dev
+  golang-github-go-ping-ping-dev golang-github-mdlayher-vsock-dev
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "build-firectl: installing ${#missing[@]} Debian packages (Go and firectl's modules)"
+  echo "build-go-clients: installing ${#missing[@]} Debian packages (Go and the modules imported)"
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
@@ -90,10 +95,15 @@ gopath=$out/gopath
 src=$gopath/src/github.com/firecracker-microvm
 archive "$firectl_git" "$firectl_rev" "$src/firectl"
 archive "$sdk_git" "$sdk_rev" "$src/firecracker-go-sdk"
-echo "build-firectl: building firectl $firectl_rev with firecracker-go-sdk $sdk_rev"
+echo "build-go-clients: building firectl $firectl_rev and the tests of firecracker-go-sdk $sdk_rev"
 mkdir -p "$out/tmp"
-(cd "$src/firectl" &&
-  GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$out/cache" GOPROXY=off \
-  GOFLAGS= CGO_ENABLED=0 TMPDIR="$out/tmp" go build -trimpath -o "$out/firectl.new" .)
+go_in() {  # DIR GO-ARGS...: go, offline and in GOPATH mode, in DIR
+  (cd "$1" && shift &&
+    GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOCACHE="$out/cache" GOPROXY=off \
+    GOFLAGS= CGO_ENABLED=0 TMPDIR="$out/tmp" go "$@")
+}
+go_in "$src/firectl" build -trimpath -o "$out/firectl.new" .
+go_in "$src/firecracker-go-sdk" test -c -o "$out/go-sdk.test.new" .
 mv "$out/firectl.new" "$out/firectl"
+mv "$out/go-sdk.test.new" "$out/go-sdk.test"
 echo "$stamp" > "$out/.sources"
