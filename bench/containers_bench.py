@@ -27,7 +27,6 @@ JSON (--out).
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path

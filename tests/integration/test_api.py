@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (EXIT_OK, EXIT_SIGTERM, NOT_SUPPORTED_AFTER_START, NOT_SUPPORTED_BEFORE_START,
-                      http_request, is_pvm_host, wait_for_api)
+                      http_request, wait_for_api)
 
 from metrics_lines import mark, total
 

@@ -10,7 +10,6 @@ imds_compat (and an interface with an mtu) and is snapshotted: the restored one 
 configuration but not the data or the tokens, as in Firecracker."""
 
 import json
-import subprocess
 
 from conftest import boot_config
 from guest_shell import GuestShell, shell_boot_args
@@ -82,7 +81,7 @@ def run_checks(shell, ns, metrics):
     token = reply.replace("\r", "").split("\n\n", 1)[1].strip()
     assert token, reply
     shell.check(f"echo '{token}' > /tmp/token")
-    get = f"wget -q -O - --header \"X-metadata-token: $(cat /tmp/token)\""
+    get = "wget -q -O - --header \"X-metadata-token: $(cat /tmp/token)\""
     assert shell.check(f"{get} http://{MMDS}/latest/meta-data/") == "ami-id\nhostname\ntags/"
     assert shell.check(f"{get} http://{MMDS}/latest/meta-data/ami-id") == "ami-12345678"
     as_json = shell.check(f"{get} --header 'Accept: application/json' "

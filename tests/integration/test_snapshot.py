@@ -5,8 +5,6 @@ messages on the restored console); several restores of one snapshot side
 by side; and bad input that must leave the new process unconfigured."""
 
 import contextlib
-import hashlib
-import json
 import os
 import socket
 import subprocess
