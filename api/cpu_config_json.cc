@@ -148,6 +148,7 @@ absl::StatusOr<CpuTemplate> ParseCpuConfigOrPath(const rapidjson::Value& value) 
   }
   rapidjson::Document doc;
   absl::Status parsed = ParseJsonObject(text, &doc);
+  if (parsed.ok()) parsed = CheckUtf8(doc);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("cpu-config: ", path, ": ", parsed.message()));
   }

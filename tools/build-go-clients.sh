@@ -10,7 +10,8 @@
 # code, so they come from git repositories on this machine:
 #   FIRECTL_GIT  firectl            (default: the fetch mirror below)
 #   GO_SDK_GIT   firecracker-go-sdk (default: likewise)
-# at FIRECTL_REV (default: the commit below, firectl 0.2.0) and GO_SDK_REV
+# at FIRECTL_REV (default: the commit below, 26 commits after firectl
+# 0.2.0) and GO_SDK_REV
 # (default v1.0.0, the SDK version that firectl pins). Without them this
 # says so and exits 0: the tests that need them then skip, saying why.
 #
@@ -31,32 +32,27 @@ sdk_git=${GO_SDK_GIT:-$mirror/firecracker-microvm+firecracker-go-sdk/repo}
 firectl_rev=${FIRECTL_REV:-df2fb87a83a215876535b5d9a6471bbd9e57f023}
 sdk_rev=${GO_SDK_REV:-v1.0.0}
 
-for repo in "$firectl_git" "$sdk_git"; do
-  if ! git --git-dir="$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1 &&
-     ! git -C "$repo" rev-parse -q --verify "HEAD^{commit}" >/dev/null 2>&1; then
-    echo "build-go-clients: no git repository at $repo: firectl and the SDK's tests not built (set FIRECTL_GIT and GO_SDK_GIT)" >&2
-    exit 0
-  fi
-done
-
-# `git archive` works on bare and ordinary repositories alike.
+# `git -C` takes bare and ordinary repositories alike.
+rev_of() { git -C "$1" rev-parse -q --verify "$2^{commit}" 2>/dev/null; }
+firectl_sha=$(rev_of "$firectl_git" "$firectl_rev") || firectl_sha=
+sdk_sha=$(rev_of "$sdk_git" "$sdk_rev") || sdk_sha=
+if [ -z "$firectl_sha" ] || [ -z "$sdk_sha" ]; then
+  echo "build-go-clients: no firectl $firectl_rev in $firectl_git or no firecracker-go-sdk" \
+       "$sdk_rev in $sdk_git: firectl and the SDK's tests not built (set FIRECTL_GIT and GO_SDK_GIT)" >&2
+  exit 0
+fi
 archive() {  # REPO REV DIR
-  local gitdir=$1
-  [ -d "$1/.git" ] && gitdir=$1/.git
   rm -rf "$3" && mkdir -p "$3"
-  git --git-dir="$gitdir" archive "$2" | tar -x -C "$3"
-}
-rev_of() {
-  local gitdir=$1
-  [ -d "$1/.git" ] && gitdir=$1/.git
-  git --git-dir="$gitdir" rev-parse "$2^{commit}"
+  git -C "$1" archive "$2" | tar -x -C "$3"
 }
 
-stamp="$(rev_of "$firectl_git" "$firectl_rev") $(rev_of "$sdk_git" "$sdk_rev")"
+# What the binaries are made of: both sources and this script.
+stamp="$firectl_sha $sdk_sha $(sha256sum < "$0" | cut -c1-16)"
 if [ -x "$out/firectl" ] && [ -x "$out/go-sdk.test" ] &&
    [ "$(cat "$out/.sources" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
+rm -f "$out/.sources"
 
 # The Debian packages of what firectl compiles in (go list -deps), then
 # what the SDK's tests add.
@@ -93,8 +89,8 @@ fi
 
 gopath=$out/gopath
 src=$gopath/src/github.com/firecracker-microvm
-archive "$firectl_git" "$firectl_rev" "$src/firectl"
-archive "$sdk_git" "$sdk_rev" "$src/firecracker-go-sdk"
+archive "$firectl_git" "$firectl_sha" "$src/firectl"
+archive "$sdk_git" "$sdk_sha" "$src/firecracker-go-sdk"
 echo "build-go-clients: building firectl $firectl_rev and the tests of firecracker-go-sdk $sdk_rev"
 mkdir -p "$out/tmp"
 go_in() {  # DIR GO-ARGS...: go, offline and in GOPATH mode, in DIR

@@ -136,8 +136,24 @@ namespace {
 
 bool IsUtf8String(const rapidjson::Value& v) { return IsUtf8({v.GetString(), v.GetStringLength()}); }
 
-// Depth is bounded by kMaxJsonDepth (ParseJson), so recursion is too. A
-// bad key is named by where it is, never by its own bytes.
+// A key in a path: printable ASCII as it is, other bytes as \xNN (a key
+// may hold a newline that would forge a log line), at most 64 bytes of it.
+void AppendKey(std::string* path, absl::string_view key) {
+  constexpr size_t kMaxKey = 64;
+  for (size_t i = 0; i < key.size() && i < kMaxKey; i++) {
+    const unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      path->push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(path, absl::StrFormat("\\x%02x", c));
+    }
+  }
+  if (key.size() > kMaxKey) path->append("...");
+}
+
+// Recursion as deep as the document: every caller's parser bounds that
+// (ParseJson at kMaxJsonDepth, MMDS's store at its own limit). A bad key
+// is named by where it is, never by its own bytes.
 bool FindNonUtf8(const rapidjson::Value& v, std::string* path) {
   if (v.IsString()) return !IsUtf8String(v);
   const size_t at = path->size();
@@ -153,8 +169,8 @@ bool FindNonUtf8(const rapidjson::Value& v, std::string* path) {
         *path = at == 0 ? "a key" : absl::StrCat("a key in ", *path);
         return true;
       }
-      absl::StrAppend(path, at == 0 ? "" : ".",
-                      absl::string_view(m.name.GetString(), m.name.GetStringLength()));
+      if (at != 0) path->push_back('.');
+      AppendKey(path, absl::string_view(m.name.GetString(), m.name.GetStringLength()));
       if (FindNonUtf8(m.value, path)) return true;
       path->resize(at);
     }

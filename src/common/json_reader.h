@@ -61,8 +61,10 @@ absl::Status ParseJsonObject(absl::string_view text, rapidjson::Document* doc);
 absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc);
 
 // Where `value` holds a string or key that is not strict UTF-8 (utf8.h):
-// the string's path ("drives[1].path_on_host", "" for `value` itself) or
-// "a key in drives[1]", or nullopt if there is none. RapidJSON copies raw bytes unchecked and turns
+// the string's path ("drives[1].path_on_host", "" for `value` itself; keys
+// in it escaped and cut to 64 bytes) or "a key in drives[1]", or nullopt
+// if there is none. Recurses as deep as `value` nests: call it on what a
+// depth-bounded parser (ParseJson) made. RapidJSON copies raw bytes unchecked and turns
 // a lone low surrogate escape ("\udc00") into bytes that are not UTF-8;
 // serde_json refuses both, and so do Ember's API and config file.
 std::optional<std::string> FindNonUtf8(const rapidjson::Value& value);

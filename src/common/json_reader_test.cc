@@ -103,6 +103,11 @@ TEST(FindNonUtf8Test, NamesTheFirstStringOrKeyThatIsNotUtf8) {
   // A bad key is named by where it is, not by its bytes.
   EXPECT_EQ(NonUtf8In("{\"\xff\":1}"), "a key");
   EXPECT_EQ(NonUtf8In("{\"a\":[{\"\xff\":1}]}"), "a key in a[0]");
+  // Keys on the way are escaped and cut: an error message is logged.
+  EXPECT_EQ(NonUtf8In("{\"x\\n[vmm] forged\\\\\":{\"b\":\"\xff\"}}"),
+            "x\\x0a[vmm] forged\\x5c.b");
+  EXPECT_EQ(NonUtf8In("{\"" + std::string(100, 'k') + "\":[\"\xff\"]}"),
+            std::string(64, 'k') + "...[0]");
 }
 
 TEST(FindNonUtf8Test, CheckUtf8SaysWhatToFix) {

@@ -15,11 +15,11 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "src/common/json_reader.h"
 #include "src/common/payload_too_large.h"
-#include "src/common/status_macros.h"
 
 namespace ember::mmds {
 namespace {
@@ -259,7 +259,9 @@ absl::Status ParseMmdsJson(std::string_view json, rapidjson::Document* doc) {
   }
   // RapidJSON checks raw bytes here (kParseValidateEncodingFlag) and
   // pairs surrogate escapes, but takes a lone low one.
-  RETURN_IF_ERROR(CheckUtf8(*doc));
+  if (absl::Status st = CheckUtf8(*doc); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", st.message()));
+  }
   Normalize(*doc, doc->GetAllocator());
   return absl::OkStatus();
 }

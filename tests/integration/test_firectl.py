@@ -1,12 +1,13 @@
-"""Firecracker's own command-line client, firectl, with the Firecracker Go
-SDK under it, both unchanged (tools/build-go-clients.sh builds them with
-Debian's Go), drives Ember installed as its firecracker binary: a real
-guest boots to user space, answers on its console and through its agent
-on the vsock device firectl added, sees the drives as firectl attached
-them, and shuts down when firectl is sent SIGTERM (the SDK's Shutdown:
-SendCtrlAltDel). test_clients.py replays what the SDK sends for more of
-its options; this runs its real code, its real HTTP client and models,
-its per-request timeouts and its FIFO log reader included."""
+"""Firecracker's own command-line client, firectl (df2fb87, 26 commits
+after 0.2.0), with the Firecracker Go SDK v1.0.0 under it, both unchanged
+(tools/build-go-clients.sh builds them with Debian's Go), drives Ember
+installed as its firecracker binary: a real guest boots to user space,
+answers on its console and through its agent on the vsock device firectl
+added, sees the drives as firectl attached them, and shuts down when
+firectl is sent SIGTERM (the SDK's Shutdown: SendCtrlAltDel).
+test_clients.py replays what the SDK sends for more of its options; this
+runs its real code: its HTTP client and models, its process handling and
+its FIFO log reader (its timeouts widened, SDK_SLOW_HOST_ENV)."""
 
 import shutil
 import signal
