@@ -7,6 +7,24 @@
 #include "src/common/utf8.h"
 
 namespace ember {
+namespace {
+
+// A key in a message: printable ASCII as it is, other bytes as \xNN (a
+// key may hold a newline that would forge a log line), at most 64 bytes.
+void AppendKey(std::string* path, absl::string_view key) {
+  constexpr size_t kMaxKey = 64;
+  for (size_t i = 0; i < key.size() && i < kMaxKey; i++) {
+    const unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      path->push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(path, absl::StrFormat("\\x%02x", c));
+    }
+  }
+  if (key.size() > kMaxKey) path->append("...");
+}
+
+}  // namespace
 
 JsonReader::JsonReader(const rapidjson::Value& value, std::string context)
     : value_(value), context_(std::move(context)) {
@@ -78,8 +96,10 @@ absl::Status JsonReader::Finish() {
   for (auto it = value_.MemberBegin(); it != value_.MemberEnd(); ++it) {
     std::string name(it->name.GetString(), it->name.GetStringLength());
     if (!known_.count(name)) {
-      Fail(context_.empty() ? absl::StrCat("unknown field '", name, "'")
-                            : absl::StrCat(context_, ": unknown field '", name, "'"));
+      std::string shown;
+      AppendKey(&shown, name);
+      Fail(context_.empty() ? absl::StrCat("unknown field '", shown, "'")
+                            : absl::StrCat(context_, ": unknown field '", shown, "'"));
       break;
     }
   }
@@ -135,21 +155,6 @@ absl::Status ParseJson(absl::string_view text, rapidjson::Document* doc) {
 namespace {
 
 bool IsUtf8String(const rapidjson::Value& v) { return IsUtf8({v.GetString(), v.GetStringLength()}); }
-
-// A key in a path: printable ASCII as it is, other bytes as \xNN (a key
-// may hold a newline that would forge a log line), at most 64 bytes of it.
-void AppendKey(std::string* path, absl::string_view key) {
-  constexpr size_t kMaxKey = 64;
-  for (size_t i = 0; i < key.size() && i < kMaxKey; i++) {
-    const unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\') {
-      path->push_back(static_cast<char>(c));
-    } else {
-      absl::StrAppend(path, absl::StrFormat("\\x%02x", c));
-    }
-  }
-  if (key.size() > kMaxKey) path->append("...");
-}
 
 // Recursion as deep as the document: every caller's parser bounds that
 // (ParseJson at kMaxJsonDepth, MMDS's store at its own limit). A bad key

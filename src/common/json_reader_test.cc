@@ -110,6 +110,18 @@ TEST(FindNonUtf8Test, NamesTheFirstStringOrKeyThatIsNotUtf8) {
             std::string(64, 'k') + "...[0]");
 }
 
+TEST(JsonReaderTest, AnUnknownFieldIsNamedEscapedAndCut) {
+  rapidjson::Document doc;
+  ASSERT_TRUE(ParseJsonObject("{\"a\\nb\":1,\"" + std::string(80, 'z') + "\":2}", &doc).ok());
+  JsonReader r(doc, "x");
+  EXPECT_EQ(std::string(r.Finish().message()), "x: unknown field 'a\\x0ab'");
+  rapidjson::Document doc2;
+  ASSERT_TRUE(ParseJsonObject("{\"" + std::string(80, 'z') + "\":2}", &doc2).ok());
+  JsonReader r2(doc2, "");
+  EXPECT_EQ(std::string(r2.Finish().message()),
+            "unknown field '" + std::string(64, 'z') + "...'");
+}
+
 TEST(FindNonUtf8Test, CheckUtf8SaysWhatToFix) {
   rapidjson::Document doc;
   ASSERT_TRUE(ParseJsonObject("{\"boot_args\":\"console=\xff\"}", &doc).ok());
