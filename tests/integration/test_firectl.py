@@ -7,7 +7,7 @@ added, sees the drives as firectl attached them, and shuts down when
 firectl is sent SIGTERM (the SDK's Shutdown: SendCtrlAltDel).
 test_clients.py replays what the SDK sends for more of its options; this
 runs its real code: its HTTP client and models, its process handling and
-its FIFO log reader (its timeouts widened, SDK_SLOW_HOST_ENV)."""
+its FIFO log reader (its timeouts widened only on an emulated CPU, SDK_ENV)."""
 
 import shutil
 import signal
@@ -16,7 +16,7 @@ import pytest
 
 from conftest import EXIT_OK, ROOT
 from guest_shell import SerialShell, shell_boot_args
-from test_clients import (GUEST_CID, SDK_SLOW_HOST_ENV, guest_exec, image_with_marker,
+from test_clients import (GUEST_CID, SDK_ENV, guest_exec, image_with_marker,
                           kill_running, wait_for_agent)
 
 FIRECTL = ROOT / "build" / "clients" / "firectl"
@@ -44,7 +44,7 @@ def test_firectl_boots_a_guest_and_shuts_it_down(firectl, ember, guest, tmp_path
         "--add-drive", f"{ro_img}:ro", "--add-drive", f"{rw_img}:rw",
         "--vsock-device", f"{uds}:{GUEST_CID}", "-m", "256", "-c", "1",
         "--socket-path", str(sock), "--firecracker-log", str(log)], tmp_path, "firectl.log",
-        env=SDK_SLOW_HOST_ENV)
+        env={**SDK_ENV, "TMPDIR": str(tmp_path)})  # its FIFOs' directory
     try:
         shell.wait_ready()
         # The root drive first (vda, read-write), then the added ones in

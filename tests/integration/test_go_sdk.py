@@ -27,7 +27,7 @@ import tempfile
 import pytest
 
 from conftest import ROOT
-from test_clients import SDK_SLOW_HOST_ENV, kill_running, sh
+from test_clients import SDK_ENV, kill_running, sh
 
 SDK_TEST = ROOT / "build" / "clients" / "go-sdk.test"
 SDK_SRC = ROOT / "build" / "clients" / "gopath" / "src" / "github.com" / "firecracker-microvm" \
@@ -75,7 +75,7 @@ def test_the_go_sdks_own_vm_tests(ember, guest):
         # The SDK's TAP (fc-test-tap0), which Ember creates, lives in a
         # namespace of this test's.
         sh("ip", "netns", "add", netns)
-        env = {**SDK_SLOW_HOST_ENV, "FC_TEST_DATA_PATH": data, "DISABLE_ROOT_TESTS": "1",
+        env = {**SDK_ENV, "FC_TEST_DATA_PATH": data, "DISABLE_ROOT_TESTS": "1",
                "TMPDIR": work}
         run = f"^({'|'.join(TOP)})$/^({'|'.join(SUBTESTS)})$"
         # Within tools/test-emulated's 300 s per test; about 12 s there.

@@ -324,6 +324,14 @@ def test_the_largest_bodies_at_the_default_limit(ember, tmp_path):
 def test_the_largest_bodies_with_a_running_guest(shared):
     vmm = shared.get()
     drive = b'{"drive_id":"nope","path_on_host":"' + b"p" * (HIGHEST_LIMIT - 41) + b'"}'
+    # Not UTF-8, found last: after every string and key was walked.
+    head, tail = b'{"vcpu_count":[', b'"\xff"]}'
+    last = (HIGHEST_LIMIT - len(head) - len(tail)) // 4
+    not_utf8 = head + b'"x",' * last + tail
+    long_key = b'{"' + b"k" * (HIGHEST_LIMIT - 12) + b'":"\xff"}'
+    # A key that would forge a log line if echoed whole.
+    forging_key = (b'{"vcpu_count":1,"mem_size_mib":128,"a\\n' + b"k" * (HIGHEST_LIMIT - 50)
+                   + b'":1}')
     boot = b'{"kernel_image_path":"' + b"k" * (HIGHEST_LIMIT - 25) + b'"}'
     for name, method, path, body, needle in [
             ("default-size array", "PUT", "/machine-config", array_body(DEFAULT_LIMIT),
@@ -334,6 +342,11 @@ def test_the_largest_bodies_with_a_running_guest(shared):
              "vcpu_count must be an integer"),
             ("keys", "PUT", "/machine-config", keys_body(DEFAULT_LIMIT * 20),
              "vcpu_count is required"),
+            ("not UTF-8", "PUT", "/machine-config", not_utf8,
+             f"vcpu_count[{last}] is not valid UTF-8"),
+            ("long key", "PUT", "/machine-config", long_key, "k" * 64 + "... is not valid UTF-8"),
+            ("forging key", "PUT", "/machine-config", forging_key,
+             "unknown field 'a\\\\x0a" + "k" * 62 + "...'"),
             # Parsed on the API thread, refused (and freed) by the VMM thread.
             ("boot-source", "PUT", "/boot-source", boot, "not supported after starting the microVM"),
             ("drive", "PATCH", "/drives/nope", drive, "there is no drive 'nope'"),
