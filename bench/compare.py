@@ -556,19 +556,19 @@ def summarize(samples):
             "samples": values}
 
 
-def machine_info(kernel):
+def machine_info(kernel, qemu=True):
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
-    version = subprocess.run(["strings", str(kernel)], capture_output=True, text=True).stdout
-    m = re.search(r"Linux version \S+", version)
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()[0]
+    m = re.search(rb"Linux version [!-~]+", Path(kernel).read_bytes())
+    if qemu:
+        qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                              text=True).stdout.splitlines()[0]
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(), "host_kernel": platform.release(), "cpu": cpu,
             "cores": os.cpu_count(), "mem_gib": round(os.sysconf("SC_PHYS_PAGES") *
                                                       os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
             "kvm": "PVM (software)" if pvm_host() else "hardware",
-            "guest_kernel": m.group(0) if m else str(kernel), "qemu": qemu}
+            "guest_kernel": m.group(0).decode() if m else str(kernel), "qemu": qemu}
 
 
 LIFE_ROWS = [
