@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
@@ -92,8 +93,19 @@ void Vcpu::Resume() {
   pause_cv_.notify_all();
 }
 
+void Vcpu::TellClockStopped() {
+  if (absl::Status st = fd_.KvmclockCtrl(); !st.ok()) {
+    metrics_.kvmclock_ctrl_fails.fetch_add(1, std::memory_order_relaxed);
+    // Once per vCPU: a guest without kvmclock (no-kvmclock) fails each time.
+    if (!std::exchange(clock_warned_, true)) LOG_WARN("vcpu %d: %s", index_, st.message());
+  }
+}
+
 bool Vcpu::WaitWhilePaused() {
   if (!pause_requested_.load() && !held_.load()) return !stop_;
+  // Without it a guest paused for long enough reports soft lockups and
+  // RCU stalls once resumed.
+  if (ran_ && pause_requested_.load()) TellClockStopped();
   std::unique_lock lock(pause_mu_);
   if (!pause_requested_ && !held_) return !stop_;
   parked_ = true;
@@ -133,6 +145,7 @@ void Vcpu::Loop() {
     }
     int err = fd_.Run();
     first = false;
+    ran_ = true;
     if (err == EINTR || err == EAGAIN) {
       fd_.run()->immediate_exit = 0;
       continue;

@@ -23,6 +23,7 @@ namespace ember {
 struct VcpuMetrics {
   LatencyMetric exit_io_in, exit_io_out, exit_mmio_read, exit_mmio_write;
   std::atomic<uint64_t> failures{0};
+  std::atomic<uint64_t> kvmclock_ctrl_fails{0};
 };
 
 class Vcpu {
@@ -66,6 +67,8 @@ class Vcpu {
   VcpuMetrics metrics_;
   // Parks the thread while a pause is requested; false when it should end.
   bool WaitWhilePaused();
+  // On a pause of a vCPU that ran: KVM_KVMCLOCK_CTRL, as Firecracker.
+  void TellClockStopped();
   void SpinWhileHeld();
   static constexpr uint64_t kStartSpinNs = 1'000'000;
   bool PauseRequested();
@@ -82,6 +85,8 @@ class Vcpu {
   bool parked_ = false;           // guarded by pause_mu_
   bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};
+  bool ran_ = false;              // this thread's own: it entered the guest
+  bool clock_warned_ = false;     // this thread's own
   std::thread thread_;
 };
 

@@ -147,7 +147,7 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
 
 void Vm::CollectMetrics(Metrics* m) {
   LatencyMetric io_in, io_out, mmio_read, mmio_write;
-  uint64_t failures = 0;
+  uint64_t failures = 0, kvmclock_ctrl_fails = 0;
   for (const auto& v : vcpus_) {
     const VcpuMetrics& vm = v->metrics();
     io_in.Merge(vm.exit_io_in);
@@ -155,13 +155,15 @@ void Vm::CollectMetrics(Metrics* m) {
     mmio_read.Merge(vm.exit_mmio_read);
     mmio_write.Merge(vm.exit_mmio_write);
     failures += vm.failures.load(std::memory_order_relaxed);
+    kvmclock_ctrl_fails += vm.kvmclock_ctrl_fails.load(std::memory_order_relaxed);
   }
   MetricGroup& g = m->Group("vcpu");
   g.counts.insert(g.counts.end(), {{"exit_io_in", io_in.count()},
                                    {"exit_io_out", io_out.count()},
                                    {"exit_mmio_read", mmio_read.count()},
                                    {"exit_mmio_write", mmio_write.count()},
-                                   {"failures", failures}});
+                                   {"failures", failures},
+                                   {"kvmclock_ctrl_fails", kvmclock_ctrl_fails}});
   io_in.Append("exit_io_in_agg", &g.counts, &g.levels);
   io_out.Append("exit_io_out_agg", &g.counts, &g.levels);
   mmio_read.Append("exit_mmio_read_agg", &g.counts, &g.levels);
