@@ -26,8 +26,19 @@
 
 namespace ember {
 
+namespace {
+
 // Firecracker writes metrics every 60 seconds, and on FlushMetrics.
 constexpr int kMetricsPeriodS = 60;
+
+absl::Status ArmMetricsTimer(int timer) {
+  itimerspec every = {};
+  every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
+  if (timerfd_settime(timer, 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   // O_RDWR, as Firecracker: a FIFO nobody reads opens (the Go SDK makes
@@ -37,9 +48,7 @@ absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("metrics.metrics_path ", config.metrics_path));
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer.valid()) return ErrnoStatus("timerfd_create");
-  itimerspec every = {};
-  every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
-  if (timerfd_settime(timer.get(), 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
+  RETURN_IF_ERROR(ArmMetricsTimer(timer.get()));
   std::optional<std::string> id;
   if (config.emit_id) id = id_;
   // A fatal signal's last line goes there too.
@@ -329,6 +338,12 @@ void Controller::PrepareAhead() {
 void Controller::Started(std::unique_ptr<Vm> vm) {
   spare_.reset();  // one KVM VM per process once one runs
   runtime_.emplace(preboot_.config(), std::move(vm), codecs_.config_to_json);
+  if (!metrics_fd_.valid()) return;
+  // As Firecracker: a line as soon as the VM is built or restored (the
+  // start-up figures), then every period from here.
+  absl::Status st = ArmMetricsTimer(metrics_timer_.get());
+  if (st.ok()) st = WriteMetrics();
+  if (!st.ok()) LOG_WARN("metrics: %s", st.message());
 }
 
 int Controller::WaitForStart() {
