@@ -12,6 +12,8 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -145,8 +147,16 @@ absl::Status JoinNetns(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Firecracker's jailer holds the VMM to this many open files unless told.
+constexpr rlim_t kDefaultNoFile = 2048;
+
 absl::Status SetResourceLimits(const JailerArgs& args) {
-  for (const auto& [resource, value] : args.resource_limits) {
+  std::vector<std::pair<int, rlim_t>> limits = args.resource_limits;
+  if (std::none_of(limits.begin(), limits.end(),
+                   [](const auto& l) { return l.first == RLIMIT_NOFILE; })) {
+    limits.insert(limits.begin(), {RLIMIT_NOFILE, kDefaultNoFile});
+  }
+  for (const auto& [resource, value] : limits) {
     rlimit limit = {value, value};
     if (setrlimit(resource, &limit) != 0) {
       return ErrnoStatus(absl::StrCat("--resource-limit ",

@@ -65,9 +65,17 @@ void NetDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out
   VirtioDevice::AppendMetrics(out);
   const NetCounters& c = net_counters_;
   out->insert(out->end(), {{"rx_packets_count", c.rx_packets}, {"rx_bytes_count", c.rx_bytes},
-                           {"rx_dropped", c.rx_dropped}, {"tx_packets_count", c.tx_packets},
-                           {"tx_bytes_count", c.tx_bytes}, {"tx_dropped", c.tx_dropped},
-                           {"tap_errors", c.tap_errors},
+                           {"rx_count", c.rx_packets}, {"rx_dropped", c.rx_dropped},
+                           {"tx_packets_count", c.tx_packets}, {"tx_bytes_count", c.tx_bytes},
+                           {"tx_count", c.tx_packets}, {"tx_dropped", c.tx_dropped},
+                           {"tap_errors", c.tap_errors}, {"tap_read_fails", c.tap_read_fails},
+                           {"tap_write_fails", c.tap_write_fails},
+                           {"tx_spoofed_mac_count", c.tx_spoofed_mac},
+                           {"tx_malformed_frames", c.tx_malformed_frames},
+                           {"tx_fails", c.tx_fails},
+                           {"no_rx_avail_buffer", c.no_rx_avail_buffer},
+                           {"no_tx_avail_buffer", c.no_tx_avail_buffer},
+                           {"rx_tap_event_count", c.rx_tap_events},
                            {"rx_queue_event_count", counters_.queue_events[kRxQueue]},
                            {"tx_queue_event_count", counters_.queue_events[kTxQueue]},
                            {"rx_rate_limiter_throttled", c.rx_rate_limiter_throttled},
@@ -201,7 +209,10 @@ void NetDevice::ProcessQueue(size_t index) {
 void NetDevice::ProcessBackend(uint32_t events) {
   if (mem_ == nullptr) return;
   if (events & (EPOLLERR | EPOLLHUP)) TapError("hung up (deleted?)", EIO);
-  if (events & EPOLLIN) Receive();
+  if (events & EPOLLIN) {
+    net_counters_.rx_tap_events++;
+    Receive();
+  }
 }
 
 void NetDevice::DrainBackend(uint32_t events) {
@@ -229,9 +240,11 @@ void NetDevice::Transmit() {
     return;
   }
   std::vector<iovec> iov;
+  bool popped = false;
   for (;;) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = tx_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;
+    popped = true;
     iov.clear();
     size_t total = 0;
     bool bad = false;
@@ -244,6 +257,7 @@ void NetDevice::Transmit() {
     if (bad || total < kHeaderSize || total > kMaxPacket) {
       counters_.request_errors++;
       net_counters_.tx_dropped++;
+      (bad ? net_counters_.tx_fails : net_counters_.tx_malformed_frames)++;
     } else if (tap_failed_ && !mmds_) {
       net_counters_.tx_dropped++;
     } else if (tx_limiter_.enabled() && !Admit(tx_limiter_, total, &tx_until_)) {
@@ -255,6 +269,7 @@ void NetDevice::Transmit() {
     } else if (tap_failed_) {
       net_counters_.tx_dropped++;
     } else {
+      if (SpoofsMac(iov)) net_counters_.tx_spoofed_mac++;
       ssize_t n;
       do {
         n = writev(tap_.fd(), iov.data(), static_cast<int>(iov.size()));
@@ -264,14 +279,33 @@ void NetDevice::Transmit() {
         net_counters_.tx_bytes += total - kHeaderSize;
       } else {
         net_counters_.tx_dropped++;  // a full TAP drops, like a busy wire
+        net_counters_.tap_write_fails++;
         if (errno != EAGAIN) TapError("write failed", errno);
       }
     }
     if (!tx_->AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
+  if (!popped) net_counters_.no_tx_avail_buffer++;
   SignalUsed(*tx_, *mem_, interrupt_);
   if (mmds_ && mmds_->HasFrames()) Receive();  // MMDS's answers
   ArmForMmds();
+}
+
+bool NetDevice::SpoofsMac(const std::vector<iovec>& iov) const {
+  if (!config_.guest_mac) return false;
+  // The Ethernet source address, after the virtio header and the
+  // destination; the chain may split it anywhere.
+  constexpr size_t kSrc = kHeaderSize + 6;
+  std::array<uint8_t, 6> src;
+  size_t at = 0, got = 0;
+  for (const iovec& v : iov) {
+    const auto* bytes = static_cast<const uint8_t*>(v.iov_base);
+    for (size_t i = 0; i < v.iov_len && got < src.size(); i++, at++) {
+      if (at >= kSrc) src[got++] = bytes[i];
+    }
+    if (got == src.size()) break;
+  }
+  return got == src.size() && src != *config_.guest_mac;
 }
 
 bool NetDevice::DetourToMmds(const std::vector<iovec>& iov, size_t total) {
@@ -322,7 +356,10 @@ void NetDevice::Receive() {
       ssize_t n = read(tap_.fd(), frame_.data(), frame_.size());
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        if (errno != EAGAIN) TapError("read failed", errno);
+        if (errno != EAGAIN) {
+          net_counters_.tap_read_fails++;
+          TapError("read failed", errno);
+        }
         break;
       }
       if (static_cast<size_t>(n) < kHeaderSize) {
@@ -342,7 +379,10 @@ void NetDevice::Receive() {
     }
     pending_paid_ = true;
     // Out of receive buffers: keep the frame until the guest adds some.
-    if (!DeliverPending()) break;
+    if (!DeliverPending()) {
+      net_counters_.no_rx_avail_buffer++;
+      break;
+    }
     pending_len_ = 0;
     delivered = true;
   }
