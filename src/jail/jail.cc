@@ -151,12 +151,22 @@ absl::Status JoinNetns(const std::string& path) {
 constexpr rlim_t kDefaultNoFile = 2048;
 
 absl::Status SetResourceLimits(const JailerArgs& args) {
-  std::vector<std::pair<int, rlim_t>> limits = args.resource_limits;
-  if (std::none_of(limits.begin(), limits.end(),
+  if (std::none_of(args.resource_limits.begin(), args.resource_limits.end(),
                    [](const auto& l) { return l.first == RLIMIT_NOFILE; })) {
-    limits.insert(limits.begin(), {RLIMIT_NOFILE, kDefaultNoFile});
+    // Lowered to a hard limit it may not raise (no CAP_SYS_RESOURCE): the
+    // user never asked for 2048, so that is no reason to fail.
+    rlimit limit = {kDefaultNoFile, kDefaultNoFile};
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      if (errno != EPERM || getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        return ErrnoStatus("the default open-file limit (2048)");
+      }
+      limit.rlim_cur = limit.rlim_max = std::min(kDefaultNoFile, limit.rlim_max);
+      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        return ErrnoStatus("the default open-file limit (2048)");
+      }
+    }
   }
-  for (const auto& [resource, value] : limits) {
+  for (const auto& [resource, value] : args.resource_limits) {
     rlimit limit = {value, value};
     if (setrlimit(resource, &limit) != 0) {
       return ErrnoStatus(absl::StrCat("--resource-limit ",

@@ -31,9 +31,11 @@ namespace {
 // Firecracker writes metrics every 60 seconds, and on FlushMetrics.
 constexpr int kMetricsPeriodS = 60;
 
-absl::Status ArmMetricsTimer(int timer) {
+// `now`: the first line at once (on the loop's next turn), then the period.
+absl::Status ArmMetricsTimer(int timer, bool now = false) {
   itimerspec every = {};
   every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
+  if (now) every.it_value = {0, 1};
   if (timerfd_settime(timer, 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
   return absl::OkStatus();
 }
@@ -338,12 +340,6 @@ void Controller::PrepareAhead() {
 void Controller::Started(std::unique_ptr<Vm> vm) {
   spare_.reset();  // one KVM VM per process once one runs
   runtime_.emplace(preboot_.config(), std::move(vm), codecs_.config_to_json);
-  if (!metrics_fd_.valid()) return;
-  // As Firecracker: a line as soon as the VM is built or restored (the
-  // start-up figures), then every period from here.
-  absl::Status st = ArmMetricsTimer(metrics_timer_.get());
-  if (st.ok()) st = WriteMetrics();
-  if (!st.ok()) LOG_WARN("metrics: %s", st.message());
 }
 
 int Controller::WaitForStart() {
@@ -411,6 +407,14 @@ int Controller::Run(bool start_now) {
       LOG_ERROR("%s", st.message());
     }
     if (absl::Status st = WatchMetricsTimer(vm.loop()); !st.ok()) LOG_ERROR("%s", st.message());
+    // As Firecracker: a line once the VM is built or restored (the
+    // start-up figures), then every period from there; written by the
+    // loop, once the vCPUs run, off the way to the first KVM_RUN.
+    if (metrics_timer_.valid()) {
+      if (absl::Status st = ArmMetricsTimer(metrics_timer_.get(), /*now=*/true); !st.ok()) {
+        LOG_WARN("metrics: %s", st.message());
+      }
+    }
     code = vm.Run();
     if (metrics_fd_.valid()) (void)WriteMetrics();  // the final counters
   }

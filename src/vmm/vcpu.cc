@@ -43,9 +43,10 @@ void Vcpu::InstallKickHandler() {
   sigaction(KickSignal(), &sa, nullptr);
 }
 
-void Vcpu::Spawn(bool start_soon) {
+void Vcpu::Spawn(bool start_soon, bool restored) {
   held_ = true;
   start_soon_ = start_soon;
+  restored_ = restored;
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -139,6 +140,9 @@ void Vcpu::Loop() {
   bool first = true;
   if (start_soon_) SpinWhileHeld();
   while (WaitWhilePaused()) {
+    // Its state is restored by now: a pause before the snapshot asked for
+    // this, and the request was lost with the process that paused.
+    if (first && restored_) TellClockStopped();
     if (first && index_ == 0) {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
                MonotonicMs(), ProcessCpuMs());

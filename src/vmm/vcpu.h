@@ -39,8 +39,9 @@ class Vcpu {
   // filter) and waits before its first KVM_RUN, so that Start costs only a
   // wake-up. With `start_soon` (a restored VM's first vCPU, started
   // within a millisecond) it spins for the Start before it sleeps, which
-  // saves the wake-up too.
-  void Spawn(bool start_soon = false);
+  // saves the wake-up too. A `restored` vCPU tells the guest's kvmclock it
+  // was stopped before its first KVM_RUN, as Firecracker.
+  void Spawn(bool start_soon = false, bool restored = false);
   void Start();
   // Makes KVM_RUN return and the thread end; safe from any thread.
   void Stop();
@@ -82,6 +83,7 @@ class Vcpu {
   // Spawned and waiting for Start; written under pause_mu_.
   std::atomic<bool> held_{false};
   bool start_soon_ = false;
+  bool restored_ = false;
   bool parked_ = false;           // guarded by pause_mu_
   bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};

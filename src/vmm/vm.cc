@@ -100,7 +100,7 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
   Vcpu::InstallKickHandler();
   // A restored VM runs as soon as it is built; the first vCPU's thread
   // waits for that awake (0.1-0.2 ms less to its first KVM_RUN here).
-  for (size_t i = 0; i < vcpus_.size(); i++) vcpus_[i]->Spawn(!entry && i == 0);
+  for (size_t i = 0; i < vcpus_.size(); i++) vcpus_[i]->Spawn(!entry && i == 0, !entry);
   return absl::OkStatus();
 }
 

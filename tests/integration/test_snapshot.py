@@ -135,8 +135,12 @@ def test_serial_output_set_before_a_load_takes_the_restored_guests_console(ember
     assert not metrics.read_text()
     status, reply = load(a, snapshot)
     assert status == 204, reply
-    lines = metrics.read_text().splitlines()
-    assert lines and json.loads(lines[0])["ember"]["vm_state"] == "Running", lines[:1]
+    deadline = time.monotonic() + 30
+    while not metrics.read_text():
+        assert time.monotonic() < deadline, a.log()
+        time.sleep(0.1)
+    first = json.loads(metrics.read_text().splitlines()[0])
+    assert first["ember"]["vm_state"] == "Running", first
     bigger = tmp_path / "bigger.img"
     bigger.write_bytes(b"\0" * (2 << 20))
     assert a.request("PATCH", "/drives/data", {"drive_id": "data",

@@ -185,9 +185,10 @@ void NetDevice::ProcessTimer() {
   // Each direction whose wait is over goes on; one not parked looks too
   // (after a PATCH or a restore the timer fires to look at both).
   if (tx_until_ <= now) {
-    if (tx_until_ != 0) net_counters_.tx_rate_limiter_event_count++;
+    bool parked = tx_until_ != 0;
+    if (parked) net_counters_.tx_rate_limiter_event_count++;
     tx_until_ = 0;
-    Transmit();
+    Transmit(parked);
   }
   if (rx_until_ <= now) {
     if (rx_until_ != 0) net_counters_.rx_event_rate_limiter_count++;
@@ -202,7 +203,7 @@ void NetDevice::ProcessTimer() {
 
 void NetDevice::ProcessQueue(size_t index) {
   if (mem_ == nullptr) return;
-  if (index == kTxQueue) Transmit();
+  if (index == kTxQueue) Transmit(true);
   if (index == kRxQueue) Receive();  // the guest added receive buffers
 }
 
@@ -234,17 +235,16 @@ void NetDevice::TapError(const char* what, int err) {
   }
 }
 
-void NetDevice::Transmit() {
+void NetDevice::Transmit(bool wakeup) {
   if (tx_until_ != 0) {  // parked: the limiter's timer resumes it
     net_counters_.tx_rate_limiter_throttled++;
     return;
   }
   std::vector<iovec> iov;
-  bool popped = false;
+  bool sent = false;
   for (;;) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = tx_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;
-    popped = true;
     iov.clear();
     size_t total = 0;
     bool bad = false;
@@ -266,10 +266,12 @@ void NetDevice::Transmit() {
       break;
     } else if (mmds_ && DetourToMmds(iov, total)) {
       // MMDS took it (charged to the limiter, as Firecracker): not the TAP's.
+      sent = true;
     } else if (tap_failed_) {
       net_counters_.tx_dropped++;
     } else {
       if (SpoofsMac(iov)) net_counters_.tx_spoofed_mac++;
+      sent = true;
       ssize_t n;
       do {
         n = writev(tap_.fd(), iov.data(), static_cast<int>(iov.size()));
@@ -285,7 +287,7 @@ void NetDevice::Transmit() {
     }
     if (!tx_->AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
-  if (!popped) net_counters_.no_tx_avail_buffer++;
+  if (wakeup && !sent) net_counters_.no_tx_avail_buffer++;
   SignalUsed(*tx_, *mem_, interrupt_);
   if (mmds_ && mmds_->HasFrames()) Receive();  // MMDS's answers
   ArmForMmds();

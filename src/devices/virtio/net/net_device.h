@@ -127,7 +127,9 @@ class NetDevice : public VirtioDevice {
 
  private:
   NetDevice(NetConfig config, Tap tap, UniqueFd timer);
-  void Transmit();
+  // `wakeup`: the guest's kick or the limiter's timer, which Firecracker
+  // counts as no_tx_avail_buffer when no frame goes out.
+  void Transmit(bool wakeup);
   // Moves frames from the TAP into receive buffers until either runs out.
   void Receive();
   // Copies the pending frame into as many receive chains as it needs;
