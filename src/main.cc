@@ -121,7 +121,6 @@ int Main(int argc, char** argv) {
   PrepareStartupPageRelease();
   // The log and the console never wait on a reader (no_wait_output.h).
   SetLogSink(OwnNoWaitOpening(STDERR_FILENO));
-  SetLogInstanceId(opts->id);
   // The logging flags configure the logger as PUT /logger does, before
   // the first line; the config file's logger section comes on top. Ember's
   // lines carry their level by default (log.h): --show-level keeps that.

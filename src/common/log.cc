@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -35,8 +36,6 @@ std::atomic<uint64_t> g_missed_lines{0};
 std::atomic<uint64_t> g_rate_limited_lines{0};
 // The main thread is the VMM thread; it keeps the process name "ember".
 thread_local std::string t_thread_name = "vmm";
-// Set once, before other threads; never freed (a thread may log at exit).
-const std::string* g_instance_id = new std::string("anonymous-instance");
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -107,38 +106,18 @@ void SetThreadName(absl::string_view name) {
   pthread_setname_np(pthread_self(), t_thread_name.substr(0, 15).c_str());
 }
 
-void SetLogInstanceId(absl::string_view id) { g_instance_id = new std::string(id); }
-
-std::string FormatUtcTime(int64_t seconds, int64_t nanoseconds) {
-  // Days since 1970-01-01 to a civil date (H. Hinnant's civil_from_days).
-  int64_t days = seconds / 86400, rest = seconds % 86400;
-  if (rest < 0) {
-    rest += 86400;
-    days--;
-  }
-  days += 719468;
-  const int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-  const int64_t doe = days - era * 146097;
-  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const int64_t mp = (5 * doy + 2) / 153;
-  const int64_t day = doy - (153 * mp + 2) / 5 + 1;
-  const int64_t month = mp < 10 ? mp + 3 : mp - 9;
-  const int64_t year = yoe + era * 400 + (month <= 2 ? 1 : 0);
-  return absl::StrFormat("%04d-%02d-%02dT%02d:%02d:%02d.%09d", year, month, day, rest / 3600,
-                         rest / 60 % 60, rest % 60, nanoseconds);
-}
-
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message) {
   std::shared_ptr<const std::string> module = Module().load();
   if (module != nullptr && !absl::StartsWith(file, *module)) return;
   timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  std::string text = absl::StrCat(FormatUtcTime(ts.tv_sec, ts.tv_nsec), " [", *g_instance_id,
-                                  ":", t_thread_name);
-  if (g_show_level) absl::StrAppend(&text, ":", LevelName(level));
-  if (g_show_origin) absl::StrAppend(&text, ":", file, ":", line);
-  absl::StrAppend(&text, "] ", message, "\n");
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  std::string text = absl::StrFormat("%d.%06d [%s] ", ts.tv_sec, ts.tv_nsec / 1000, t_thread_name);
+  if (g_show_level) absl::StrAppend(&text, LevelName(level), " ");
+  if (g_show_origin) {
+    const char* base = std::strrchr(file, '/');
+    absl::StrAppend(&text, "[", base ? base + 1 : file, ":", line, "] ");
+  }
+  absl::StrAppend(&text, message, "\n");
   // One write per line keeps lines from different threads whole.
   if (!WriteLogSink(text.data(), text.size())) {
     g_missed_lines.fetch_add(1, std::memory_order_relaxed);

@@ -1,8 +1,6 @@
-// Log lines in Firecracker's shape:
-//   "<UTC time, ns> [<instance id>:<thread>:<LEVEL>:<file>:<line>] message"
-// (level and origin as show_level and show_log_origin say), on stderr or
-// a file or FIFO set by PUT /logger. The VMM's own diagnostics; the
-// guest's console never goes here.
+// Log lines: "<monotonic seconds> [<thread>] <LEVEL> [file:line] message",
+// on stderr or a file or FIFO set by PUT /logger. The VMM's own
+// diagnostics; the guest's console never goes here.
 #pragma once
 
 #include <cstddef>
@@ -38,12 +36,6 @@ absl::Status CheckLogModule(absl::string_view module, absl::string_view field);
 bool LogEnabled(LogLevel level);
 // Names the calling thread in its log lines (and in /proc, up to 15 chars).
 void SetThreadName(absl::string_view name);
-// The instance id every line carries (--id; "anonymous-instance" until
-// set). Call before other threads log.
-void SetLogInstanceId(absl::string_view id);
-// "YYYY-MM-DDTHH:MM:SS.nnnnnnnnn", UTC: no time zone file is read (a
-// jail has none, and the filters would refuse the open).
-std::string FormatUtcTime(int64_t seconds, int64_t nanoseconds);
 void LogLine(LogLevel level, const char* file, int line, absl::string_view message);
 
 // For the metrics' logger group (Firecracker's names): lines the sink did

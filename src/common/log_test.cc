@@ -49,32 +49,6 @@ TEST(LogModule, OnlyLinesFromFilesBelowThePrefixGetThrough) {
   EXPECT_NE(lines[2].find("from the router"), std::string::npos);
 }
 
-TEST(LogFormat, IsFirecrackersWithTheInstanceThreadLevelAndOrigin) {
-  CapturedLog log;
-  SetLogInstanceId("fn-42");
-  SetLogFormat(true, true);
-  LogLine(LogLevel::kWarn, "src/vmm/vm.cc", 7, "both");
-  SetLogFormat(false, false);
-  LogLine(LogLevel::kWarn, "src/vmm/vm.cc", 7, "neither");
-  SetLogFormat(true, false);
-  SetLogInstanceId("anonymous-instance");
-  std::vector<std::string> lines = log.Lines();
-  ASSERT_EQ(lines.size(), 2u);
-  // "2026-12-05T20:30:00.123456789 " then the bracket.
-  ASSERT_GT(lines[0].size(), 30u);
-  EXPECT_EQ(lines[0][10], 'T');
-  EXPECT_EQ(lines[0].substr(29), " [fn-42:vmm:WARN:src/vmm/vm.cc:7] both");
-  EXPECT_EQ(lines[1].substr(29), " [fn-42:vmm] neither");
-}
-
-TEST(LogFormat, UtcTimesAreCivilDates) {
-  EXPECT_EQ(FormatUtcTime(0, 0), "1970-01-01T00:00:00.000000000");
-  EXPECT_EQ(FormatUtcTime(951782400, 5), "2000-02-29T00:00:00.000000005") << "a leap day";
-  EXPECT_EQ(FormatUtcTime(1796503023, 123456789), "2026-12-05T20:37:03.123456789");
-  EXPECT_EQ(FormatUtcTime(4107542399, 999999999), "2100-02-28T23:59:59.999999999");
-  EXPECT_EQ(FormatUtcTime(-1, 0), "1969-12-31T23:59:59.000000000");
-}
-
 TEST(LogRateLimiter, LetsABurstThroughPerWindowAndCountsTheRest) {
   LogRateLimiter limiter;
   uint64_t suppressed = 99;

@@ -12,8 +12,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -147,25 +145,7 @@ absl::Status JoinNetns(const std::string& path) {
   return absl::OkStatus();
 }
 
-// Firecracker's jailer holds the VMM to this many open files unless told.
-constexpr rlim_t kDefaultNoFile = 2048;
-
 absl::Status SetResourceLimits(const JailerArgs& args) {
-  if (std::none_of(args.resource_limits.begin(), args.resource_limits.end(),
-                   [](const auto& l) { return l.first == RLIMIT_NOFILE; })) {
-    // Lowered to a hard limit it may not raise (no CAP_SYS_RESOURCE): the
-    // user never asked for 2048, so that is no reason to fail.
-    rlimit limit = {kDefaultNoFile, kDefaultNoFile};
-    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-      if (errno != EPERM || getrlimit(RLIMIT_NOFILE, &limit) != 0) {
-        return ErrnoStatus("the default open-file limit (2048)");
-      }
-      limit.rlim_cur = limit.rlim_max = std::min(kDefaultNoFile, limit.rlim_max);
-      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-        return ErrnoStatus("the default open-file limit (2048)");
-      }
-    }
-  }
   for (const auto& [resource, value] : args.resource_limits) {
     rlimit limit = {value, value};
     if (setrlimit(resource, &limit) != 0) {

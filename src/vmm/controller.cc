@@ -26,21 +26,8 @@
 
 namespace ember {
 
-namespace {
-
 // Firecracker writes metrics every 60 seconds, and on FlushMetrics.
 constexpr int kMetricsPeriodS = 60;
-
-// `now`: the first line at once (on the loop's next turn), then the period.
-absl::Status ArmMetricsTimer(int timer, bool now = false) {
-  itimerspec every = {};
-  every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
-  if (now) every.it_value = {0, 1};
-  if (timerfd_settime(timer, 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   // O_RDWR, as Firecracker: a FIFO nobody reads opens (the Go SDK makes
@@ -50,7 +37,9 @@ absl::Status Controller::OpenMetrics(const MetricsConfig& config) {
   if (!fd.valid()) return ErrnoStatus(absl::StrCat("metrics.metrics_path ", config.metrics_path));
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!timer.valid()) return ErrnoStatus("timerfd_create");
-  RETURN_IF_ERROR(ArmMetricsTimer(timer.get()));
+  itimerspec every = {};
+  every.it_interval.tv_sec = every.it_value.tv_sec = kMetricsPeriodS;
+  if (timerfd_settime(timer.get(), 0, &every, nullptr) < 0) return ErrnoStatus("timerfd_settime");
   std::optional<std::string> id;
   if (config.emit_id) id = id_;
   // A fatal signal's last line goes there too.
@@ -407,14 +396,6 @@ int Controller::Run(bool start_now) {
       LOG_ERROR("%s", st.message());
     }
     if (absl::Status st = WatchMetricsTimer(vm.loop()); !st.ok()) LOG_ERROR("%s", st.message());
-    // As Firecracker: a line once the VM is built or restored (the
-    // start-up figures), then every period from there; written by the
-    // loop, once the vCPUs run, off the way to the first KVM_RUN.
-    if (metrics_timer_.valid()) {
-      if (absl::Status st = ArmMetricsTimer(metrics_timer_.get(), /*now=*/true); !st.ok()) {
-        LOG_WARN("metrics: %s", st.message());
-      }
-    }
     code = vm.Run();
     if (metrics_fd_.valid()) (void)WriteMetrics();  // the final counters
   }

@@ -74,9 +74,6 @@ absl::StatusOr<VmmResult> Controller::Do(const LoadSnapshot& a) {
     return absl::InvalidArgumentError(
         absl::StrCat("the snapshot's configuration is refused: ", config.status().message()));
   }
-  // Not in the snapshot: the console goes where this process was told
-  // (PUT /serial before the load), as Firecracker's does.
-  config->serial = current.serial;
   if (a.track_dirty_pages) config->machine.track_dirty_pages = true;
   if (a.huge_pages) config->machine.huge_pages = *a.huge_pages;
   if (config->machine.huge_pages == HugePages::k2M && !a.uffd) {

@@ -189,10 +189,6 @@ absl::StatusOr<kvm_regs> VcpuFd::GetRegs() const {
   return regs;
 }
 
-absl::Status VcpuFd::KvmclockCtrl() const {
-  return Ioctl(fd_.get(), KVM_KVMCLOCK_CTRL, nullptr, "KVM_KVMCLOCK_CTRL");
-}
-
 absl::Status VcpuFd::SetRegs(const kvm_regs& regs) const {
   return Ioctl(fd_.get(), KVM_SET_REGS, &regs, "KVM_SET_REGS");
 }

@@ -82,9 +82,6 @@ class VcpuFd {
 
   absl::Status SetCpuid(const CpuidEntries& entries) const;
   absl::StatusOr<kvm_regs> GetRegs() const;
-  // Tells the guest's kvmclock that the vCPU was stopped (its watchdogs
-  // then overlook the time paused). EINVAL when the guest uses no kvmclock.
-  absl::Status KvmclockCtrl() const;
   absl::Status SetRegs(const kvm_regs& regs) const;
   absl::StatusOr<kvm_sregs> GetSregs() const;
   absl::Status SetSregs(const kvm_sregs& sregs) const;

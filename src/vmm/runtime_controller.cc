@@ -209,10 +209,8 @@ absl::StatusOr<VmmResult> RuntimeController::Do(const CreateSnapshot& a) {
   double start = MonotonicMs();
   ASSIGN_OR_RETURN(snapshot::SnapshotState state, vm_->CaptureSnapshot());
   state.config_json = to_json_(config_);
-  // The state first, as Firecracker: if it cannot be written, the dirty
-  // pages are still there for the next try (WriteMemoryFile takes them).
-  RETURN_IF_ERROR(WriteWholeFile(a.snapshot_path, snapshot::EncodeSnapshot(state)));
   RETURN_IF_ERROR(vm_->WriteMemoryFile(a.mem_file_path, a.diff));
+  RETURN_IF_ERROR(WriteWholeFile(a.snapshot_path, snapshot::EncodeSnapshot(state)));
   auto took_us = static_cast<uint64_t>((MonotonicMs() - start) * 1000);
   (a.diff ? vm_->latencies().diff_create_snapshot_us : vm_->latencies().full_create_snapshot_us) =
       took_us;

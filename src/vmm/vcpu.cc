@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/clock.h"
@@ -43,10 +42,9 @@ void Vcpu::InstallKickHandler() {
   sigaction(KickSignal(), &sa, nullptr);
 }
 
-void Vcpu::Spawn(bool start_soon, bool restored) {
+void Vcpu::Spawn(bool start_soon) {
   held_ = true;
   start_soon_ = start_soon;
-  restored_ = restored;
   started_ = true;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -94,19 +92,8 @@ void Vcpu::Resume() {
   pause_cv_.notify_all();
 }
 
-void Vcpu::TellClockStopped() {
-  if (absl::Status st = fd_.KvmclockCtrl(); !st.ok()) {
-    metrics_.kvmclock_ctrl_fails.fetch_add(1, std::memory_order_relaxed);
-    // Once per vCPU: a guest without kvmclock (no-kvmclock) fails each time.
-    if (!std::exchange(clock_warned_, true)) LOG_WARN("vcpu %d: %s", index_, st.message());
-  }
-}
-
 bool Vcpu::WaitWhilePaused() {
   if (!pause_requested_.load() && !held_.load()) return !stop_;
-  // Without it a guest paused for long enough reports soft lockups and
-  // RCU stalls once resumed.
-  if (ran_ && pause_requested_.load()) TellClockStopped();
   std::unique_lock lock(pause_mu_);
   if (!pause_requested_ && !held_) return !stop_;
   parked_ = true;
@@ -140,16 +127,12 @@ void Vcpu::Loop() {
   bool first = true;
   if (start_soon_) SpinWhileHeld();
   while (WaitWhilePaused()) {
-    // Its state is restored by now: a pause before the snapshot asked for
-    // this, and the request was lost with the process that paused.
-    if (first && restored_) TellClockStopped();
     if (first && index_ == 0) {
       LOG_INFO("first KVM_RUN at %.3f ms monotonic, %.3f ms process CPU",
                MonotonicMs(), ProcessCpuMs());
     }
     int err = fd_.Run();
     first = false;
-    ran_ = true;
     if (err == EINTR || err == EAGAIN) {
       fd_.run()->immediate_exit = 0;
       continue;

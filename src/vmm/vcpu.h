@@ -23,7 +23,6 @@ namespace ember {
 struct VcpuMetrics {
   LatencyMetric exit_io_in, exit_io_out, exit_mmio_read, exit_mmio_write;
   std::atomic<uint64_t> failures{0};
-  std::atomic<uint64_t> kvmclock_ctrl_fails{0};
 };
 
 class Vcpu {
@@ -39,9 +38,8 @@ class Vcpu {
   // filter) and waits before its first KVM_RUN, so that Start costs only a
   // wake-up. With `start_soon` (a restored VM's first vCPU, started
   // within a millisecond) it spins for the Start before it sleeps, which
-  // saves the wake-up too. A `restored` vCPU tells the guest's kvmclock it
-  // was stopped before its first KVM_RUN, as Firecracker.
-  void Spawn(bool start_soon = false, bool restored = false);
+  // saves the wake-up too.
+  void Spawn(bool start_soon = false);
   void Start();
   // Makes KVM_RUN return and the thread end; safe from any thread.
   void Stop();
@@ -68,8 +66,6 @@ class Vcpu {
   VcpuMetrics metrics_;
   // Parks the thread while a pause is requested; false when it should end.
   bool WaitWhilePaused();
-  // On a pause of a vCPU that ran: KVM_KVMCLOCK_CTRL, as Firecracker.
-  void TellClockStopped();
   void SpinWhileHeld();
   static constexpr uint64_t kStartSpinNs = 1'000'000;
   bool PauseRequested();
@@ -83,12 +79,9 @@ class Vcpu {
   // Spawned and waiting for Start; written under pause_mu_.
   std::atomic<bool> held_{false};
   bool start_soon_ = false;
-  bool restored_ = false;
   bool parked_ = false;           // guarded by pause_mu_
   bool ended_ = false;            // guarded by pause_mu_
   std::atomic<bool> started_{false};
-  bool ran_ = false;              // this thread's own: it entered the guest
-  bool clock_warned_ = false;     // this thread's own
   std::thread thread_;
 };
 

@@ -100,7 +100,7 @@ absl::Status Vm::CreateVcpus(uint32_t count, std::optional<BootEntry> entry,
   Vcpu::InstallKickHandler();
   // A restored VM runs as soon as it is built; the first vCPU's thread
   // waits for that awake (0.1-0.2 ms less to its first KVM_RUN here).
-  for (size_t i = 0; i < vcpus_.size(); i++) vcpus_[i]->Spawn(!entry && i == 0, !entry);
+  for (size_t i = 0; i < vcpus_.size(); i++) vcpus_[i]->Spawn(!entry && i == 0);
   return absl::OkStatus();
 }
 
@@ -147,7 +147,7 @@ absl::Status Vm::AddLoopHandler(int fd, EventLoop::Handler handler) {
 
 void Vm::CollectMetrics(Metrics* m) {
   LatencyMetric io_in, io_out, mmio_read, mmio_write;
-  uint64_t failures = 0, kvmclock_ctrl_fails = 0;
+  uint64_t failures = 0;
   for (const auto& v : vcpus_) {
     const VcpuMetrics& vm = v->metrics();
     io_in.Merge(vm.exit_io_in);
@@ -155,15 +155,13 @@ void Vm::CollectMetrics(Metrics* m) {
     mmio_read.Merge(vm.exit_mmio_read);
     mmio_write.Merge(vm.exit_mmio_write);
     failures += vm.failures.load(std::memory_order_relaxed);
-    kvmclock_ctrl_fails += vm.kvmclock_ctrl_fails.load(std::memory_order_relaxed);
   }
   MetricGroup& g = m->Group("vcpu");
   g.counts.insert(g.counts.end(), {{"exit_io_in", io_in.count()},
                                    {"exit_io_out", io_out.count()},
                                    {"exit_mmio_read", mmio_read.count()},
                                    {"exit_mmio_write", mmio_write.count()},
-                                   {"failures", failures},
-                                   {"kvmclock_ctrl_fails", kvmclock_ctrl_fails}});
+                                   {"failures", failures}});
   io_in.Append("exit_io_in_agg", &g.counts, &g.levels);
   io_out.Append("exit_io_out_agg", &g.counts, &g.levels);
   mmio_read.Append("exit_mmio_read_agg", &g.counts, &g.levels);

@@ -161,10 +161,6 @@ class Vm {
   bool CopyLeases(const std::function<bool(const FileLease&)>& which);
   // SIGIO runs CopyBrokenLeases.
   absl::Status CopyOnLeaseBreaks();
-  // WriteMemoryFile's writes to `fd`: with `diff`, the pages in `dirty`
-  // (a bitmap per region), or the resident ones when it is empty.
-  absl::Status WriteMemory(int fd, const std::string& path, bool diff,
-                           const std::vector<std::vector<uint64_t>>& dirty);
 
   // Declared in build order; vCPUs last, so they are joined first.
   Kvm kvm_;

@@ -62,43 +62,22 @@ absl::Status Vm::WriteMemoryFile(const std::string& path, bool diff) {
   if (ftruncate(fd.get(), static_cast<off_t>(file_size)) != 0) {
     return ErrnoStatus(absl::StrCat("sizing ", path));
   }
-  // The pages written since the last snapshot, every region's taken
-  // before anything is written: a write that fails puts them all back (as
-  // Firecracker does), or the next Diff would miss them.
-  std::vector<std::vector<uint64_t>> dirty;
-  auto put_back = [&](absl::Status status) {
-    for (size_t slot = 0; slot < dirty.size(); slot++) {
-      memory_.PutBackDirtyPages(slot, dirty[slot]);
-    }
-    return status;
-  };
-  for (size_t slot = 0; memory_.dirty_tracking() && slot < memory_.regions().size(); slot++) {
-    // The guest's writes (KVM) and the VMM's (device emulation); taking
-    // them also starts the next diff from here, after a Full one too.
-    std::vector<uint64_t> vmm = memory_.TakeDirtyPages(slot);
-    absl::StatusOr<std::vector<uint64_t>> kvm =
-        vm_.GetDirtyLog(slot, memory_.regions()[slot].size);
-    dirty.push_back(std::move(vmm));
-    if (!kvm.ok()) return put_back(kvm.status());
-    for (size_t i = 0; i < kvm->size() && i < dirty.back().size(); i++) dirty.back()[i] |= (*kvm)[i];
-  }
-  absl::Status written = WriteMemory(fd.get(), path, diff, dirty);
-  return written.ok() ? written : put_back(written);
-}
-
-absl::Status Vm::WriteMemory(int fd, const std::string& path, bool diff,
-                             const std::vector<std::vector<uint64_t>>& dirty) {
   uint64_t file_offset = 0;
   for (size_t slot = 0; slot < memory_.regions().size(); slot++) {
     const GuestRegion& r = memory_.regions()[slot];
-    std::vector<uint64_t> resident;
-    if (diff && dirty.empty()) {
+    std::vector<uint64_t> pages;
+    if (memory_.dirty_tracking()) {
+      // The guest's writes (KVM) and the VMM's (device emulation); taking
+      // them also starts the next diff from here, after a Full one too.
+      ASSIGN_OR_RETURN(pages, vm_.GetDirtyLog(slot, r.size));
+      std::vector<uint64_t> vmm = memory_.TakeDirtyPages(slot);
+      for (size_t i = 0; i < pages.size() && i < vmm.size(); i++) pages[i] |= vmm[i];
+    } else if (diff) {
       // Without tracking, as Firecracker: every page in host memory.
-      ASSIGN_OR_RETURN(resident, memory_.ResidentPages(slot));
+      ASSIGN_OR_RETURN(pages, memory_.ResidentPages(slot));
     }
-    const std::vector<uint64_t>& pages = dirty.empty() ? resident : dirty[slot];
     auto write = [&](uint64_t offset, uint64_t len) {
-      return WriteAt(fd, path, r.host + offset, len, file_offset + offset);
+      return WriteAt(fd.get(), path, r.host + offset, len, file_offset + offset);
     };
     if (!diff) {
       RETURN_IF_ERROR(write(0, r.size));
@@ -111,11 +90,10 @@ absl::Status Vm::WriteMemory(int fd, const std::string& path, bool diff,
   }
   // Memory hotplug's region after RAM: its plugged slots whole (Diff
   // too), its unplugged ones holes the guest never reads.
-  const GuestRegion* hotplug = memory_.hotplug_region();
   for (size_t i = 0; hotplug && i < hotplug->size / memory_.hotplug_slot_size(); i++) {
     if (!memory_.hotplug_slot_plugged(i)) continue;
     uint64_t at = i * memory_.hotplug_slot_size();
-    RETURN_IF_ERROR(WriteAt(fd, path, hotplug->host + at, memory_.hotplug_slot_size(),
+    RETURN_IF_ERROR(WriteAt(fd.get(), path, hotplug->host + at, memory_.hotplug_slot_size(),
                             file_offset + at));
   }
   return absl::OkStatus();

@@ -409,14 +409,6 @@ std::vector<uint64_t> GuestMemory::TakeDirtyPages(size_t index) const {
   return out;
 }
 
-void GuestMemory::PutBackDirtyPages(size_t index, const std::vector<uint64_t>& pages) const {
-  if (dirty_.empty()) return;
-  size_t words = std::min(pages.size(), size_t((regions_[index].size / kPageSize + 63) / 64));
-  for (size_t i = 0; i < words; i++) {
-    if (pages[i] != 0) dirty_[index][i].fetch_or(pages[i], std::memory_order_relaxed);
-  }
-}
-
 absl::StatusOr<std::vector<uint64_t>> GuestMemory::ResidentPages(size_t index) const {
   const GuestRegion& r = regions_[index];
   uint64_t pages = r.size / kPageSize;

@@ -153,9 +153,6 @@ class GuestMemory {
   bool dirty_tracking() const { return !dirty_.empty(); }
   // The recorded pages of region `index`, one bit per 4 KiB page, cleared.
   std::vector<uint64_t> TakeDirtyPages(size_t index) const;
-  // Records `pages` (TakeDirtyPages' form) again: a snapshot that took
-  // them and then failed to write them leaves them for the next one.
-  void PutBackDirtyPages(size_t index, const std::vector<uint64_t>& pages) const;
   // Diff snapshots without tracking, as Firecracker's: the pages of region
   // `index` resident in host memory (mincore), one bit per 4 KiB page.
   // Every page the guest or the VMM touched is one, unless swapped out;

@@ -132,20 +132,6 @@ TEST(GuestMemoryTest, DirtyTrackingMarksWhatSlicesCover) {
   EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0}) << "taking clears";
 }
 
-TEST(GuestMemoryTest, DirtyPagesPutBackJoinThoseWrittenSince) {
-  auto mem = GuestMemory::Create({{0, 8 * 4096}});
-  ASSERT_TRUE(mem.ok());
-  mem->PutBackDirtyPages(0, {0b1});  // not tracking: nothing to keep
-  mem->EnableDirtyTracking();
-  ASSERT_TRUE(mem->WriteObj<uint32_t>(2 * 4096, 7).ok());
-  std::vector<uint64_t> taken = mem->TakeDirtyPages(0);
-  ASSERT_TRUE(mem->WriteObj<uint32_t>(4 * 4096, 7).ok());
-  mem->PutBackDirtyPages(0, taken);
-  // A longer bitmap is cut to the region's own words.
-  mem->PutBackDirtyPages(0, {0b1, ~uint64_t{0}});
-  EXPECT_EQ(mem->TakeDirtyPages(0), std::vector<uint64_t>{0b10101});
-}
-
 TEST(GuestMemoryTest, EmptyRangesMarkNoPage) {
   // 65 pages: two bitmap words, of which bits 65..127 name no page. A
   // zero-length descriptor at the very end of the region used to mark

@@ -203,10 +203,7 @@ def test_a_whole_life_over_the_api(api, guest):
     assert "all vCPU threads joined" in log
     assert "sent Ctrl-Alt-Del to the guest" in log
     assert "guest reset through the i8042" in log
-    # Firecracker's shape: time, then [instance:thread:LEVEL:file:line].
-    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9} "
-                     r"\[anonymous-instance:vmm:INFO:src/vmm/vm\.cc:\d+\] ready to boot: ", log,
-                     re.M), log
+    assert re.search(r"\] INFO \[vm\.cc:\d+\] ready to boot", log), log
     assert "DEBUG" in log, "balloon statistics are logged at Debug"
     assert "ready to boot" not in a.log()
     lines = metrics.read_text().splitlines()
@@ -584,7 +581,7 @@ def test_firecrackers_answers_before_the_start(api, ember, guest, netns):
     assert a.request("GET", "/machine-config")[0] == 200
     lines = modlog.read_text().splitlines()
     assert lines, "the API layer's lines get through"
-    assert all(re.search(r":api/(http_server|router|routes|api_metrics|vm_config_json)\.cc:\d+\]",
+    assert all(re.search(r"\[(http_server|router|routes|api_metrics|vm_config_json)\.cc:\d+\]",
                          line) for line in lines), lines
 
 

@@ -248,13 +248,6 @@ def test_resource_limits_hold(jail):
     assert (rep["written"], rep["write_errno"]) == (262144, 27)  # then EFBIG
 
 
-def test_open_files_are_held_to_firecrackers_default(jail):
-    j = jail()
-    r = j.run()
-    assert r.returncode == 0, r.stderr
-    assert j.report()["nofile"] == 2048
-
-
 @pytest.mark.parametrize("change,needle", [
     ({"--id": "a/b"}, "--id 'a/b' must be 1-64"),
     ({"--id": "x" * 65}, "--id"),

@@ -52,9 +52,6 @@ def test_a_guests_work_moves_firecrackers_counters(ember, guest, tmp_path):
     shell = GuestShell(ember, tmp_path, config, api=True)
     try:
         shell.wait_ready()
-        # As Firecracker: a line as soon as the VM is built, before any flush.
-        lines = read_lines(metrics)
-        assert lines and lines[0]["ember"]["vm_state"] == "Running", lines[:1]
         # What came before (the readiness checks' requests) goes into a line
         # of its own, before `start`.
         flush(shell)
@@ -100,9 +97,6 @@ def test_a_guests_work_moves_firecrackers_counters(ember, guest, tmp_path):
         for exit_kind in ("exit_io_in", "exit_io_out", "exit_mmio_read", "exit_mmio_write"):
             assert moved("vcpu", exit_kind) > 0, exit_kind
         assert moved("interrupts", "triggers") > 0
-        # The pause told the guest's kvmclock (KVM_KVMCLOCK_CTRL, under
-        # the vCPU filter); Linux on KVM has one, so nothing failed.
-        assert moved("vcpu", "kvmclock_ctrl_fails") == 0
         assert moved("vmm", "device_events") > 0
         assert moved("get_api_requests", "instance_info_count") == 1
         assert moved("get_api_requests", "machine_cfg_count") == 1

@@ -5,7 +5,6 @@ messages on the restored console); several restores of one snapshot side
 by side; and bad input that must leave the new process unconfigured."""
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -121,38 +120,6 @@ def test_a_loaded_snapshot_goes_on(ember, snapshot, tmp_path):
         time.sleep(0.5)
     assert stats["free_memory"] > 0
     reboot_and_wait(a)
-
-
-def test_serial_output_set_before_a_load_takes_the_restored_guests_console(ember, snapshot,
-                                                                            tmp_path):
-    """The snapshot holds no console path: a PUT /serial before the load
-    says where the restored guest's console goes, as Firecracker's does.
-    Metrics set before the load get a line as soon as the VM is restored."""
-    out, metrics = tmp_path / "console.log", tmp_path / "metrics.json"
-    a = Api(ember, tmp_path)
-    assert a.request("PUT", "/serial", {"serial_out_path": str(out)})[0] == 204
-    assert a.request("PUT", "/metrics", {"metrics_path": str(metrics)})[0] == 204
-    assert not metrics.read_text()
-    status, reply = load(a, snapshot)
-    assert status == 204, reply
-    deadline = time.monotonic() + 30
-    while not metrics.read_text():
-        assert time.monotonic() < deadline, a.log()
-        time.sleep(0.1)
-    first = json.loads(metrics.read_text().splitlines()[0])
-    assert first["ember"]["vm_state"] == "Running", first
-    bigger = tmp_path / "bigger.img"
-    bigger.write_bytes(b"\0" * (2 << 20))
-    assert a.request("PATCH", "/drives/data", {"drive_id": "data",
-                                               "path_on_host": str(bigger)})[0] == 204
-    deadline = time.monotonic() + 120
-    while "[vda] new size: 4096" not in out.read_text(errors="replace"):
-        assert time.monotonic() < deadline, (out.read_text(errors="replace")[-1500:], a.log())
-        time.sleep(0.5)
-    assert "[vda]" not in a.console(), "nothing on standard output"
-    assert a.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0] == 204, a.log()
-    assert a.proc.wait(timeout=120) == EXIT_OK, a.log()
-    assert "reboot: Restarting system" in out.read_text(errors="replace")
 
 
 def test_a_diff_of_the_resident_pages_is_a_whole_memory_file(ember, snapshot, tmp_path):

@@ -65,17 +65,9 @@ void NetDevice::AppendMetrics(std::vector<std::pair<std::string, uint64_t>>* out
   VirtioDevice::AppendMetrics(out);
   const NetCounters& c = net_counters_;
   out->insert(out->end(), {{"rx_packets_count", c.rx_packets}, {"rx_bytes_count", c.rx_bytes},
-                           {"rx_count", c.rx_packets}, {"rx_dropped", c.rx_dropped},
-                           {"tx_packets_count", c.tx_packets}, {"tx_bytes_count", c.tx_bytes},
-                           {"tx_count", c.tx_packets}, {"tx_dropped", c.tx_dropped},
-                           {"tap_errors", c.tap_errors}, {"tap_read_fails", c.tap_read_fails},
-                           {"tap_write_fails", c.tap_write_fails},
-                           {"tx_spoofed_mac_count", c.tx_spoofed_mac},
-                           {"tx_malformed_frames", c.tx_malformed_frames},
-                           {"tx_fails", c.tx_fails},
-                           {"no_rx_avail_buffer", c.no_rx_avail_buffer},
-                           {"no_tx_avail_buffer", c.no_tx_avail_buffer},
-                           {"rx_tap_event_count", c.rx_tap_events},
+                           {"rx_dropped", c.rx_dropped}, {"tx_packets_count", c.tx_packets},
+                           {"tx_bytes_count", c.tx_bytes}, {"tx_dropped", c.tx_dropped},
+                           {"tap_errors", c.tap_errors},
                            {"rx_queue_event_count", counters_.queue_events[kRxQueue]},
                            {"tx_queue_event_count", counters_.queue_events[kTxQueue]},
                            {"rx_rate_limiter_throttled", c.rx_rate_limiter_throttled},
@@ -185,10 +177,9 @@ void NetDevice::ProcessTimer() {
   // Each direction whose wait is over goes on; one not parked looks too
   // (after a PATCH or a restore the timer fires to look at both).
   if (tx_until_ <= now) {
-    bool parked = tx_until_ != 0;
-    if (parked) net_counters_.tx_rate_limiter_event_count++;
+    if (tx_until_ != 0) net_counters_.tx_rate_limiter_event_count++;
     tx_until_ = 0;
-    Transmit(parked);
+    Transmit();
   }
   if (rx_until_ <= now) {
     if (rx_until_ != 0) net_counters_.rx_event_rate_limiter_count++;
@@ -203,17 +194,14 @@ void NetDevice::ProcessTimer() {
 
 void NetDevice::ProcessQueue(size_t index) {
   if (mem_ == nullptr) return;
-  if (index == kTxQueue) Transmit(true);
+  if (index == kTxQueue) Transmit();
   if (index == kRxQueue) Receive();  // the guest added receive buffers
 }
 
 void NetDevice::ProcessBackend(uint32_t events) {
   if (mem_ == nullptr) return;
   if (events & (EPOLLERR | EPOLLHUP)) TapError("hung up (deleted?)", EIO);
-  if (events & EPOLLIN) {
-    net_counters_.rx_tap_events++;
-    Receive();
-  }
+  if (events & EPOLLIN) Receive();
 }
 
 void NetDevice::DrainBackend(uint32_t events) {
@@ -235,13 +223,12 @@ void NetDevice::TapError(const char* what, int err) {
   }
 }
 
-void NetDevice::Transmit(bool wakeup) {
+void NetDevice::Transmit() {
   if (tx_until_ != 0) {  // parked: the limiter's timer resumes it
     net_counters_.tx_rate_limiter_throttled++;
     return;
   }
   std::vector<iovec> iov;
-  bool sent = false;
   for (;;) {
     absl::StatusOr<std::optional<DescriptorChain>> chain = tx_->Pop(*mem_);
     if (!chain.ok() || !chain->has_value()) break;
@@ -257,7 +244,6 @@ void NetDevice::Transmit(bool wakeup) {
     if (bad || total < kHeaderSize || total > kMaxPacket) {
       counters_.request_errors++;
       net_counters_.tx_dropped++;
-      (bad ? net_counters_.tx_fails : net_counters_.tx_malformed_frames)++;
     } else if (tap_failed_ && !mmds_) {
       net_counters_.tx_dropped++;
     } else if (tx_limiter_.enabled() && !Admit(tx_limiter_, total, &tx_until_)) {
@@ -266,12 +252,9 @@ void NetDevice::Transmit(bool wakeup) {
       break;
     } else if (mmds_ && DetourToMmds(iov, total)) {
       // MMDS took it (charged to the limiter, as Firecracker): not the TAP's.
-      sent = true;
     } else if (tap_failed_) {
       net_counters_.tx_dropped++;
     } else {
-      if (SpoofsMac(iov)) net_counters_.tx_spoofed_mac++;
-      sent = true;
       ssize_t n;
       do {
         n = writev(tap_.fd(), iov.data(), static_cast<int>(iov.size()));
@@ -281,33 +264,14 @@ void NetDevice::Transmit(bool wakeup) {
         net_counters_.tx_bytes += total - kHeaderSize;
       } else {
         net_counters_.tx_dropped++;  // a full TAP drops, like a busy wire
-        net_counters_.tap_write_fails++;
         if (errno != EAGAIN) TapError("write failed", errno);
       }
     }
     if (!tx_->AddUsed(*mem_, (*chain)->head, 0).ok()) break;
   }
-  if (wakeup && !sent) net_counters_.no_tx_avail_buffer++;
   SignalUsed(*tx_, *mem_, interrupt_);
   if (mmds_ && mmds_->HasFrames()) Receive();  // MMDS's answers
   ArmForMmds();
-}
-
-bool NetDevice::SpoofsMac(const std::vector<iovec>& iov) const {
-  if (!config_.guest_mac) return false;
-  // The Ethernet source address, after the virtio header and the
-  // destination; the chain may split it anywhere.
-  constexpr size_t kSrc = kHeaderSize + 6;
-  std::array<uint8_t, 6> src;
-  size_t at = 0, got = 0;
-  for (const iovec& v : iov) {
-    const auto* bytes = static_cast<const uint8_t*>(v.iov_base);
-    for (size_t i = 0; i < v.iov_len && got < src.size(); i++, at++) {
-      if (at >= kSrc) src[got++] = bytes[i];
-    }
-    if (got == src.size()) break;
-  }
-  return got == src.size() && src != *config_.guest_mac;
 }
 
 bool NetDevice::DetourToMmds(const std::vector<iovec>& iov, size_t total) {
@@ -358,10 +322,7 @@ void NetDevice::Receive() {
       ssize_t n = read(tap_.fd(), frame_.data(), frame_.size());
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        if (errno != EAGAIN) {
-          net_counters_.tap_read_fails++;
-          TapError("read failed", errno);
-        }
+        if (errno != EAGAIN) TapError("read failed", errno);
         break;
       }
       if (static_cast<size_t>(n) < kHeaderSize) {
@@ -381,10 +342,7 @@ void NetDevice::Receive() {
     }
     pending_paid_ = true;
     // Out of receive buffers: keep the frame until the guest adds some.
-    if (!DeliverPending()) {
-      net_counters_.no_rx_avail_buffer++;
-      break;
-    }
+    if (!DeliverPending()) break;
     pending_len_ = 0;
     delivered = true;
   }

@@ -57,14 +57,6 @@ struct NetCounters {
   uint64_t rx_packets = 0, rx_bytes = 0, rx_dropped = 0;
   uint64_t tx_packets = 0, tx_bytes = 0, tx_dropped = 0;
   uint64_t tap_errors = 0;
-  // Firecracker's names for the rest: failed TAP reads and writes (a full
-  // TAP's included), frames whose source MAC is not the guest's (counted,
-  // sent all the same), transmit chains too big or short (malformed) or
-  // unreadable (fails), wakeups that found no receive buffer for a frame
-  // or no frame to send, and the TAP's readable events.
-  uint64_t tap_read_fails = 0, tap_write_fails = 0, tx_spoofed_mac = 0;
-  uint64_t tx_malformed_frames = 0, tx_fails = 0;
-  uint64_t no_rx_avail_buffer = 0, no_tx_avail_buffer = 0, rx_tap_events = 0;
   // Firecracker's names: frames (or wakeups while parked) the limiter held
   // back, and the limiter's timer waking the direction.
   uint64_t rx_rate_limiter_throttled = 0, tx_rate_limiter_throttled = 0;
@@ -127,9 +119,7 @@ class NetDevice : public VirtioDevice {
 
  private:
   NetDevice(NetConfig config, Tap tap, UniqueFd timer);
-  // `wakeup`: the guest's kick or the limiter's timer, which Firecracker
-  // counts as no_tx_avail_buffer when no frame goes out.
-  void Transmit(bool wakeup);
+  void Transmit();
   // Moves frames from the TAP into receive buffers until either runs out.
   void Receive();
   // Copies the pending frame into as many receive chains as it needs;
@@ -142,9 +132,6 @@ class NetDevice : public VirtioDevice {
   // Arms the timer for `until_ns` unless it will fire by then already.
   void ArmFor(uint64_t until_ns, uint64_t now_ns);
   // Whether MMDS took the frame (header and body in `iov`).
-  // A frame to the TAP whose source MAC is not the guest's (Firecracker
-  // counts these; the frame goes all the same).
-  bool SpoofsMac(const std::vector<iovec>& iov) const;
   bool DetourToMmds(const std::vector<iovec>& iov, size_t total);
   // Puts MMDS's next frame, behind a zero header, where the TAP's would go.
   bool TakeMmdsFrame();

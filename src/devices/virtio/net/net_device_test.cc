@@ -101,11 +101,6 @@ class NetDeviceTest : public ::testing::Test {
     usleep(20000);  // let it reach the TAP's queue
   }
 
-  std::map<std::string, uint64_t> Metrics() {
-    std::vector<std::pair<std::string, uint64_t>> out;
-    device_->AppendMetrics(&out);
-    return {out.begin(), out.end()};
-  }
   std::vector<uint8_t> Guest(uint64_t addr, size_t len) {
     std::vector<uint8_t> out(len);
     EXPECT_TRUE(mem_->Read(addr, out).ok());
@@ -164,24 +159,6 @@ TEST_F(NetDeviceTest, TransmitsFramesToTheTap) {
   EXPECT_EQ(WireReceive(), frame);
   EXPECT_TRUE(driver_->queue(kTxQueue).PopUsed());
   EXPECT_EQ(device_->net_counters().tx_packets, 1u);
-  auto m = Metrics();
-  EXPECT_EQ(m.at("tx_count"), 1u);
-  EXPECT_EQ(m.at("tx_spoofed_mac_count"), 1u) << "from 02:..:01, the guest is 02:..:02";
-  // The guest's own address, the header split mid-way through it: sent,
-  // not counted.
-  frame[11] = 2;
-  ASSERT_TRUE(mem_->Write(kTxBuf + 64, frame).ok());
-  driver_->queue(kTxQueue).Add({{kTxBuf, kHeaderSize, false},
-                                {kTxBuf + 64, 9, false},
-                                {kTxBuf + 64 + 9, 91, false}});
-  driver_->Kick(kTxQueue);
-  EXPECT_EQ(WireReceive(), frame);
-  m = Metrics();
-  EXPECT_EQ(m.at("tx_count"), 2u);
-  EXPECT_EQ(m.at("tx_spoofed_mac_count"), 1u);
-  EXPECT_EQ(m.at("no_tx_avail_buffer"), 0u);
-  driver_->Kick(kTxQueue);  // nothing to send
-  EXPECT_EQ(Metrics().at("no_tx_avail_buffer"), 1u);
 }
 
 TEST_F(NetDeviceTest, ReceivesFramesWhenTheGuestHasBuffers) {
@@ -189,8 +166,6 @@ TEST_F(NetDeviceTest, ReceivesFramesWhenTheGuestHasBuffers) {
   WireSend(frame);
   transport_->NotifyBackend(EPOLLIN);  // no buffers yet: the frame waits
   EXPECT_FALSE(driver_->queue(kRxQueue).PopUsed());
-  EXPECT_EQ(Metrics().at("no_rx_avail_buffer"), 1u);
-  EXPECT_EQ(Metrics().at("rx_tap_event_count"), 1u);
   driver_->queue(kRxQueue).Add({{kRxBuf, 2048, true}});
   driver_->Kick(kRxQueue);
   auto used = driver_->queue(kRxQueue).PopUsed();
@@ -288,8 +263,6 @@ TEST_F(NetDeviceTest, HostileTransmitChainsAreDropped) {
   EXPECT_TRUE(driver_->queue(kTxQueue).PopUsed());
   EXPECT_EQ(device_->net_counters().tx_dropped, 2u);
   EXPECT_EQ(device_->counters().request_errors, 2u);
-  EXPECT_EQ(Metrics().at("tx_fails"), 1u) << "the writable buffer";
-  EXPECT_EQ(Metrics().at("tx_malformed_frames"), 1u) << "shorter than the header";
   EXPECT_FALSE(transport_->status() & kStatusNeedsReset);
 }
 
@@ -361,6 +334,11 @@ class NetLimiterTest : public NetDeviceTest {
     for (int i = 0; i < n; i++) {
       ASSERT_EQ(send(wire_, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
     }
+  }
+  std::map<std::string, uint64_t> Metrics() {
+    std::vector<std::pair<std::string, uint64_t>> out;
+    device_->AppendMetrics(&out);
+    return {out.begin(), out.end()};
   }
   // A PATCH that names both buckets of both directions.
   void Patch(std::optional<RateLimiterConfig> rx, std::optional<RateLimiterConfig> tx) {
