@@ -69,6 +69,10 @@ def pvm_host():
     return os.path.isdir("/sys/module/kvm_pvm")
 
 
+def guest_boot_args():
+    return BOOT_ARGS + (" " + PVM_ARGS if pvm_host() else "")
+
+
 def cpu_ms(pid):
     """CPU time of every thread of `pid` so far, in ms (schedstat is ns)."""
     total = 0
@@ -758,7 +762,7 @@ def main():
     if qemu is None:
         sys.exit(f"{args.qemu} is missing (tools/install-deps.sh installs qemu-system-x86)")
     kernel, initrd = Path(args.kernel).resolve(), Path(args.initrd).resolve()
-    boot_args = BOOT_ARGS + (" " + PVM_ARGS if pvm_host() else "")
+    boot_args = guest_boot_args()
     vmms = {"ember": (Ember, args.ember), "qemu": (Qemu, qemu)}
     if args.only:
         only = set(args.only.split(","))

@@ -11,6 +11,7 @@ Ratios to QEMU need compare.py on a host that has both.
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import compare
 
@@ -27,8 +28,8 @@ def main():
     args = p.parse_args()
     if args.runs < 2 or args.lives < 1:
         sys.exit("--runs must be at least 2 and --lives at least 1")
-    kernel, initrd = compare.Path(args.kernel).resolve(), compare.Path(args.initrd).resolve()
-    boot_args = compare.BOOT_ARGS + (" " + compare.PVM_ARGS if compare.pvm_host() else "")
+    kernel, initrd = Path(args.kernel).resolve(), Path(args.initrd).resolve()
+    boot_args = compare.guest_boot_args()
     vmms = {"ember": (compare.Ember, args.ember)}
     quick = compare.measure_startup(vmms, kernel, initrd, boot_args, args.runs)["ember"]
     lives = [compare.one_life(compare.Ember, args.ember, kernel, initrd, boot_args,
@@ -50,7 +51,7 @@ def main():
         print(f"restore {mib} MiB, load request to first KVM_RUN: {compare.fmt(s, 3)}")
     print(f"clean stops: {results['clean_stops']}/{args.lives}")
     if args.json:
-        compare.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
